@@ -1,0 +1,177 @@
+//! The revisioned key-value store vnet keeps its logical state in, on etcd's data
+//! model: one global revision bumped by every writing transaction, compare-and-swap
+//! transactions, range reads and watches that resume from a revision.
+//! Nothing above this trait may know which backend runs; this crate knows nothing
+//! of networks or ports (keys and values are opaque here).
+
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use futures::Stream;
+
+pub mod embedded;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+/// A store revision. Starts at 0 for an empty store; every transaction that
+/// writes anything takes the next one.
+pub type Revision = i64;
+
+/// One key as the store holds it, with etcd's bookkeeping.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    /// Revision of the transaction that created this key (since its last delete).
+    pub create_revision: Revision,
+    /// Revision of the transaction that last wrote this key.
+    pub mod_revision: Revision,
+    /// Number of writes since creation: 1 after the first put.
+    pub version: i64,
+}
+
+/// Which keys a range read covers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyRange {
+    /// Exactly this key.
+    Key(String),
+    /// Every key starting with this prefix, in key order.
+    Prefix(String),
+}
+
+impl KeyRange {
+    pub fn contains(&self, key: &str) -> bool {
+        match self {
+            KeyRange::Key(k) => k == key,
+            KeyRange::Prefix(p) => key.starts_with(p.as_str()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RangeResponse {
+    /// Matching keys, sorted by key.
+    pub kvs: Vec<KeyValue>,
+    /// The store's revision at the moment of the read: a watch from
+    /// `revision + 1` sees exactly the changes after this read.
+    pub revision: Revision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompareOp {
+    Equal,
+    NotEqual,
+    Greater,
+    Less,
+}
+
+/// What a compare looks at. A missing key has version, create and mod revision 0
+/// and never equals any value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CompareTarget {
+    Version(i64),
+    CreateRevision(Revision),
+    ModRevision(Revision),
+    Value(Vec<u8>),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compare {
+    pub key: String,
+    pub op: CompareOp,
+    pub target: CompareTarget,
+}
+
+impl Compare {
+    /// The key does not exist.
+    pub fn absent(key: impl Into<String>) -> Self {
+        Compare {
+            key: key.into(),
+            op: CompareOp::Equal,
+            target: CompareTarget::Version(0),
+        }
+    }
+
+    /// The key was last written at exactly `revision` (0: it does not exist).
+    pub fn mod_revision_is(key: impl Into<String>, revision: Revision) -> Self {
+        Compare {
+            key: key.into(),
+            op: CompareOp::Equal,
+            target: CompareTarget::ModRevision(revision),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TxnOp {
+    Put { key: String, value: Vec<u8> },
+    /// Deleting a missing key is not an error and writes nothing.
+    Delete { key: String },
+}
+
+/// An etcd-style transaction: if every compare holds, apply `success`, else
+/// apply `failure`. All of it happens at one revision, atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compare: Vec<Compare>,
+    pub success: Vec<TxnOp>,
+    pub failure: Vec<TxnOp>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnResponse {
+    pub succeeded: bool,
+    /// The revision this transaction wrote at, or the store's current revision
+    /// if it wrote nothing (a read-only branch does not bump the revision).
+    pub revision: Revision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Put,
+    Delete,
+}
+
+/// One change seen by a watch. For a delete, `kv.value` is empty,
+/// `kv.mod_revision` is the deleting revision and `kv.version` is 0.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub kv: KeyValue,
+}
+
+/// Events in revision order; all events of one transaction arrive in one batch.
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<Vec<Event>, StoreError>> + Send>>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("revision {requested} has been compacted (oldest kept is {compacted})")]
+    Compacted {
+        requested: Revision,
+        compacted: Revision,
+    },
+    #[error("store backend failed: {0}")]
+    Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("store is closed")]
+    Closed,
+}
+
+/// The store contract. A transaction's future resolves only once its effect is
+/// durable: an acknowledged write survives `kill -9` of the process.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Read keys at the latest revision.
+    async fn range(&self, range: KeyRange) -> Result<RangeResponse, StoreError>;
+
+    /// Apply a transaction atomically at the next revision.
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError>;
+
+    /// Every change to keys in `range` with revision >= `from_revision`, first
+    /// those already in history, then live ones, with no gap and no repeat.
+    /// Fails with `Compacted` if history before `from_revision` is gone.
+    async fn watch(&self, range: KeyRange, from_revision: Revision)
+    -> Result<WatchStream, StoreError>;
+
+    /// Forget history older than `revision` (current values are kept).
+    async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+}
