@@ -1,1 +1,36 @@
-//! placeholder
+//! vnet's logical model: the tenant-visible resources (networks, subnets, ports,
+//! security groups and rules), their validation, IPAM and the MAC/VNI allocators,
+//! and [`Cloud`], the in-memory topology every mutation is applied to.
+//! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
+//! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
+
+mod cloud;
+mod error;
+mod ipam;
+mod mac;
+mod network;
+mod port;
+mod resource;
+mod rng;
+mod security_group;
+mod subnet;
+
+pub use cloud::{Caller, Change, Cloud, CloudConfig, TagEdit};
+pub use error::ModelError;
+pub use ipam::{IpRange, eui64};
+pub use mac::MacAddr;
+pub use network::{Network, NetworkCreate, NetworkUpdate};
+pub use port::{
+    AddressPair, AddressPairRequest, ExtraDhcpOpt, FixedIp, FixedIpRequest, Port, PortCreate,
+    PortStatus, PortUpdate,
+};
+pub use resource::{Kind, Resource, Standard};
+pub use rng::SplitMix64;
+pub use security_group::{
+    Direction, Ethertype, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
+    SecurityGroupUpdate,
+};
+pub use subnet::{HostRoute, Ipv6Mode, Subnet, SubnetCreate, SubnetUpdate};
+
+/// Seconds since the Unix epoch, supplied by the caller.
+pub type Timestamp = i64;

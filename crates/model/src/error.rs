@@ -1,0 +1,103 @@
+//! The model's one error type. Each variant is a distinct reason a request is
+//! refused; the API maps them to Neutron's error types and HTTP status codes.
+
+use crate::resource::Kind;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ModelError {
+    /// Malformed or contradictory input (400).
+    #[error("Invalid input for operation: {0}.")]
+    InvalidInput(String),
+    /// The caller may not do this (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// Unknown id, or an id the caller may not see (404).
+    #[error("{} {id} could not be found.", kind.title())]
+    NotFound { kind: Kind, id: String },
+    /// `If-Match: revision_number=N` did not hold (412).
+    #[error("Constrained to {expected}, but current revision is {current}")]
+    RevisionMismatch { expected: u64, current: u64 },
+    #[error("IP address {ip} already allocated in subnet {subnet_id}")]
+    IpAddressAlreadyAllocated { ip: String, subnet_id: String },
+    #[error("No more IP addresses available on network {network_id}.")]
+    IpAddressGenerationFailure { network_id: String },
+    #[error("IP address {ip} is not a valid IP for the specified subnet.")]
+    InvalidIpForSubnet { ip: String },
+    #[error(
+        "Unable to complete operation for network {network_id}. The mac address {mac} is in use."
+    )]
+    MacAddressInUse { network_id: String, mac: String },
+    #[error(
+        "Unable to complete operation on network {id}. There are one or more ports still in use on the network, id for these ports is: {}.",
+        ports.join(",")
+    )]
+    NetworkInUse { id: String, ports: Vec<String> },
+    #[error(
+        "Unable to complete operation on subnet {id}: One or more ports have an IP allocation from this subnet."
+    )]
+    SubnetInUse { id: String },
+    #[error("Gateway ip {gateway} conflicts with allocation pool {pool}.")]
+    GatewayConflictWithAllocationPools { gateway: String, pool: String },
+    #[error("Security Group {id} in use.")]
+    SecurityGroupInUse { id: String },
+    #[error("Insufficient rights for removing default security group.")]
+    SecurityGroupCannotRemoveDefault,
+    #[error("Updating default security group not allowed.")]
+    SecurityGroupCannotUpdateDefault,
+    #[error("Security group rule already exists. Rule id is {id}.")]
+    SecurityGroupRuleExists { id: String },
+    #[error("Only remote_ip_prefix or remote_group_id may be provided.")]
+    SecurityGroupRemoteGroupAndRemoteIpPrefix,
+    #[error("Conflicting value ethertype {ethertype} for CIDR {cidr}")]
+    SecurityGroupRuleParameterConflict { ethertype: String, cidr: String },
+    #[error(
+        "Invalid protocol {protocol} for port range, only supported for TCP, UDP, UDPLITE, SCTP and DCCP."
+    )]
+    InvalidProtocolForPortRange { protocol: String },
+    #[error(
+        "ICMP code (port-range-max) {code} is provided but ICMP type (port-range-min) is missing."
+    )]
+    SecurityGroupMissingIcmpType { code: u32 },
+    #[error(
+        "Port has security group associated. Cannot disable port security or ip address until security group is removed."
+    )]
+    PortSecurityPortHasSecurityGroup,
+    #[error("Port Security must be enabled in order to have allowed address pairs on a port.")]
+    AddressPairAndPortSecurityRequired,
+    #[error(
+        "Port security must be enabled and port must have an IP address in order to use security groups."
+    )]
+    PortSecurityAndIPRequiredForSecurityGroups,
+    #[error(
+        "Unable to complete operation on port {id}, port is already bound, port type: {vif_type}, old_mac {old_mac}, new_mac {new_mac}."
+    )]
+    PortBound {
+        id: String,
+        vif_type: String,
+        old_mac: String,
+        new_mac: String,
+    },
+    #[error("Unable to create the network. The tunnel ID {id} is in use.")]
+    TunnelIdInUse { id: u32 },
+    #[error("Unable to create the network. No tenant network is available for allocation.")]
+    NoNetworkAvailable,
+    #[error("Unable to generate unique mac on network {network_id}.")]
+    MacAddressGenerationFailure { network_id: String },
+    #[error("Default security group already exists.")]
+    SecurityGroupDefaultAlreadyExists,
+    #[error("Tag {tag} could not be found.")]
+    TagNotFound { tag: String },
+}
+
+impl ModelError {
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        ModelError::InvalidInput(msg.into())
+    }
+
+    pub fn not_found(kind: Kind, id: &str) -> Self {
+        ModelError::NotFound {
+            kind,
+            id: id.to_owned(),
+        }
+    }
+}

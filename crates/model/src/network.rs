@@ -1,0 +1,46 @@
+//! Networks: an isolated L2 segment, realised as one VXLAN VNI.
+
+use serde::{Deserialize, Serialize};
+
+use crate::Standard;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub std: Standard,
+    pub admin_state_up: bool,
+    pub mtu: u32,
+    pub shared: bool,
+    pub external: bool,
+    pub port_security_enabled: bool,
+    /// `provider:network_type`; only `vxlan` exists so far.
+    pub network_type: String,
+    /// `provider:segmentation_id`: the VXLAN VNI.
+    pub segmentation_id: u32,
+    pub availability_zone_hints: Vec<String>,
+}
+
+/// A create request; `None` means "not given, use the default".
+#[derive(Clone, Debug, Default)]
+pub struct NetworkCreate {
+    pub project_id: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub admin_state_up: Option<bool>,
+    pub mtu: Option<u32>,
+    pub shared: Option<bool>,
+    pub port_security_enabled: Option<bool>,
+    pub network_type: Option<String>,
+    pub segmentation_id: Option<u32>,
+    pub availability_zone_hints: Option<Vec<String>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NetworkUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub admin_state_up: Option<bool>,
+    pub mtu: Option<u32>,
+    pub shared: Option<bool>,
+    pub port_security_enabled: Option<bool>,
+}

@@ -1,0 +1,296 @@
+//! Subnets: a CIDR on a network, its gateway, allocation pools, DNS servers and
+//! host routes, and the checks Neutron applies to them.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::ipam::{self, IpRange};
+use crate::{ModelError, Standard};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ipv6Mode {
+    Slaac,
+    Dhcpv6Stateful,
+    Dhcpv6Stateless,
+}
+
+impl Ipv6Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Ipv6Mode::Slaac => "slaac",
+            Ipv6Mode::Dhcpv6Stateful => "dhcpv6-stateful",
+            Ipv6Mode::Dhcpv6Stateless => "dhcpv6-stateless",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "slaac" => Some(Ipv6Mode::Slaac),
+            "dhcpv6-stateful" => Some(Ipv6Mode::Dhcpv6Stateful),
+            "dhcpv6-stateless" => Some(Ipv6Mode::Dhcpv6Stateless),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRoute {
+    pub destination: IpNet,
+    pub nexthop: IpAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subnet {
+    pub std: Standard,
+    pub network_id: String,
+    pub ip_version: u8,
+    pub cidr: IpNet,
+    pub gateway_ip: Option<IpAddr>,
+    pub allocation_pools: Vec<IpRange>,
+    pub dns_nameservers: Vec<IpAddr>,
+    pub host_routes: Vec<HostRoute>,
+    pub enable_dhcp: bool,
+    pub ipv6_ra_mode: Option<Ipv6Mode>,
+    pub ipv6_address_mode: Option<Ipv6Mode>,
+}
+
+impl Subnet {
+    /// Ports get an EUI-64 address here instead of one from the pools.
+    pub fn is_auto_address(&self) -> bool {
+        matches!(
+            self.ipv6_address_mode,
+            Some(Ipv6Mode::Slaac | Ipv6Mode::Dhcpv6Stateless)
+        )
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SubnetCreate {
+    pub project_id: Option<String>,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Vec<String>>,
+    pub network_id: String,
+    pub ip_version: u8,
+    /// As given: parsed and checked by the model so the error names it.
+    pub cidr: String,
+    /// Outer `None`: not given (default gateway); `Some(None)`: no gateway.
+    pub gateway_ip: Option<Option<IpAddr>>,
+    pub allocation_pools: Option<Vec<IpRange>>,
+    pub dns_nameservers: Option<Vec<IpAddr>>,
+    pub host_routes: Option<Vec<HostRoute>>,
+    pub enable_dhcp: Option<bool>,
+    pub ipv6_ra_mode: Option<Ipv6Mode>,
+    pub ipv6_address_mode: Option<Ipv6Mode>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SubnetUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub gateway_ip: Option<Option<IpAddr>>,
+    pub allocation_pools: Option<Vec<IpRange>>,
+    pub dns_nameservers: Option<Vec<IpAddr>>,
+    pub host_routes: Option<Vec<HostRoute>>,
+    pub enable_dhcp: Option<bool>,
+}
+
+/// Parse a subnet CIDR the way Neutron accepts it: a valid prefix with no host bits.
+pub fn parse_cidr(cidr: &str, ip_version: u8) -> Result<IpNet, ModelError> {
+    let net: IpNet = cidr
+        .parse()
+        .map_err(|_| ModelError::invalid(format!("{cidr} is not in a CIDR format")))?;
+    let version = if net.addr().is_ipv4() { 4 } else { 6 };
+    if version != ip_version {
+        return Err(ModelError::invalid(format!(
+            "Cidr {cidr} does not match ip_version {ip_version}"
+        )));
+    }
+    if net.addr() != net.network() {
+        return Err(ModelError::invalid(format!(
+            "{cidr} isn't a recommended CIDR, {} should be specified instead",
+            net.trunc()
+        )));
+    }
+    let min_prefix_room = if version == 4 { 30 } else { 127 };
+    if net.prefix_len() > min_prefix_room {
+        return Err(ModelError::invalid(format!(
+            "{cidr} is too small: a subnet needs room for at least two addresses"
+        )));
+    }
+    Ok(net)
+}
+
+pub fn check_ipv6_modes(
+    ip_version: u8,
+    cidr: &IpNet,
+    ra: Option<Ipv6Mode>,
+    address: Option<Ipv6Mode>,
+) -> Result<(), ModelError> {
+    if ip_version == 4 && (ra.is_some() || address.is_some()) {
+        return Err(ModelError::invalid(
+            "ipv6_ra_mode or ipv6_address_mode cannot be set when enable_dhcp is set to False or on an IPv4 subnet",
+        ));
+    }
+    if let (Some(ra), Some(addr)) = (ra, address)
+        && ra != addr
+    {
+        return Err(ModelError::invalid(format!(
+            "ipv6_ra_mode set to '{}' with ipv6_address_mode set to '{}' is not valid. If both attributes are set, they must be the same value",
+            ra.as_str(),
+            addr.as_str()
+        )));
+    }
+    let auto = matches!(
+        address.or(ra),
+        Some(Ipv6Mode::Slaac | Ipv6Mode::Dhcpv6Stateless)
+    );
+    if auto && cidr.prefix_len() != 64 {
+        return Err(ModelError::invalid(format!(
+            "Invalid CIDR {cidr} for IPv6 address mode. OpenStack uses the EUI-64 address format, which requires the prefix to be /64"
+        )));
+    }
+    Ok(())
+}
+
+/// Check a gateway against its CIDR: inside it, and not its network or broadcast address
+/// (on IPv6 the subnet-router anycast address is an accepted gateway).
+pub fn check_gateway(cidr: &IpNet, gateway: IpAddr) -> Result<(), ModelError> {
+    let usable =
+        ipam::is_assignable(cidr, gateway) || (cidr.addr().is_ipv6() && gateway == cidr.network());
+    if !usable {
+        return Err(ModelError::invalid(format!(
+            "Gateway IP {gateway} is not a valid IP address on subnet {cidr}"
+        )));
+    }
+    Ok(())
+}
+
+/// Check explicit allocation pools: ordered, inside the CIDR, not covering the
+/// network/broadcast address or the gateway, not overlapping each other.
+pub fn check_pools(
+    cidr: &IpNet,
+    gateway: Option<IpAddr>,
+    pools: &[IpRange],
+) -> Result<(), ModelError> {
+    for (i, pool) in pools.iter().enumerate() {
+        let text = format!("{}-{}", pool.start, pool.end);
+        if !ipam::same_family(pool.start, pool.end) || pool.start > pool.end {
+            return Err(ModelError::invalid(format!(
+                "The allocation pool {text} is not valid"
+            )));
+        }
+        if !ipam::is_assignable(cidr, pool.start) || !ipam::is_assignable(cidr, pool.end) {
+            return Err(ModelError::invalid(format!(
+                "The allocation pool {text} spans beyond the subnet cidr {cidr}"
+            )));
+        }
+        if let Some(gw) = gateway
+            && pool.contains(gw)
+        {
+            return Err(ModelError::GatewayConflictWithAllocationPools {
+                gateway: gw.to_string(),
+                pool: text,
+            });
+        }
+        if pools[..i].iter().any(|p| p.overlaps(pool)) {
+            return Err(ModelError::invalid(format!(
+                "Found overlapping allocation pools: {text}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_host_routes(ip_version: u8, routes: &[HostRoute]) -> Result<(), ModelError> {
+    for route in routes {
+        let v4 = ip_version == 4;
+        if route.destination.addr().is_ipv4() != v4 || route.nexthop.is_ipv4() != v4 {
+            return Err(ModelError::invalid(format!(
+                "Host route {} via {} does not match the subnet's IP version {ip_version}",
+                route.destination, route.nexthop
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn check_nameservers(ip_version: u8, servers: &[IpAddr]) -> Result<(), ModelError> {
+    for (i, server) in servers.iter().enumerate() {
+        if server.is_ipv4() != (ip_version == 4) {
+            return Err(ModelError::invalid(format!(
+                "DNS nameserver {server} does not match the subnet's IP version {ip_version}"
+            )));
+        }
+        if servers[..i].contains(server) {
+            return Err(ModelError::invalid(format!(
+                "Duplicate nameserver '{server}'"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_errors_read_like_neutron() {
+        let err = parse_cidr("10.0.0.300/24", 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Invalid input for operation: 10.0.0.300/24 is not in a CIDR format."
+        );
+        assert!(parse_cidr("10.0.0.5/24", 4).is_err());
+        assert!(parse_cidr("10.0.0.0/24", 6).is_err());
+        assert!(parse_cidr("10.0.0.0/32", 4).is_err());
+        assert!(parse_cidr("fd00::/64", 6).is_ok());
+    }
+
+    #[test]
+    fn pools_must_avoid_gateway_and_each_other() {
+        let cidr: IpNet = "10.0.0.0/24".parse().unwrap();
+        let r = |a: &str, b: &str| IpRange {
+            start: a.parse().unwrap(),
+            end: b.parse().unwrap(),
+        };
+        let gw = Some("10.0.0.1".parse().unwrap());
+        assert!(check_pools(&cidr, gw, &[r("10.0.0.2", "10.0.0.100")]).is_ok());
+        assert!(matches!(
+            check_pools(&cidr, gw, &[r("10.0.0.1", "10.0.0.100")]),
+            Err(ModelError::GatewayConflictWithAllocationPools { .. })
+        ));
+        assert!(check_pools(&cidr, gw, &[r("10.0.0.2", "10.0.0.255")]).is_err());
+        assert!(
+            check_pools(
+                &cidr,
+                gw,
+                &[r("10.0.0.2", "10.0.0.9"), r("10.0.0.9", "10.0.0.20")]
+            )
+            .is_err()
+        );
+        assert!(check_pools(&cidr, gw, &[r("10.0.0.9", "10.0.0.2")]).is_err());
+    }
+
+    #[test]
+    fn ipv6_modes_must_agree_and_need_a_64() {
+        let net: IpNet = "fd00::/64".parse().unwrap();
+        let wide: IpNet = "fd00::/56".parse().unwrap();
+        assert!(check_ipv6_modes(6, &net, Some(Ipv6Mode::Slaac), Some(Ipv6Mode::Slaac)).is_ok());
+        assert!(
+            check_ipv6_modes(
+                6,
+                &net,
+                Some(Ipv6Mode::Slaac),
+                Some(Ipv6Mode::Dhcpv6Stateful)
+            )
+            .is_err()
+        );
+        assert!(check_ipv6_modes(6, &wide, None, Some(Ipv6Mode::Slaac)).is_err());
+        assert!(check_ipv6_modes(6, &wide, None, Some(Ipv6Mode::Dhcpv6Stateful)).is_ok());
+        assert!(check_ipv6_modes(4, &net, Some(Ipv6Mode::Slaac), None).is_err());
+    }
+}
