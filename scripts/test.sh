@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# vnet's test command: installs what it needs, then runs every check.
+#
+#   scripts/test.sh
+#
+# On a fresh Debian machine (as root) it installs missing system packages
+# (apt-get, only when something is missing) and a Python virtualenv with the
+# pinned OpenStack clients at tests/compat/.venv (skipped when up to date).
+# Then: rustfmt, clippy, cargo test, cargo build, and the Python
+# compatibility suite (pytest tests/compat) against the built binary.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT=$PWD
+VENV=$ROOT/tests/compat/.venv
+REQUIREMENTS=$ROOT/tests/compat/requirements.txt
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf '\nFAILED: %s\n' "$*" >&2; exit 1; }
+run() { step "$*"; "$@" || die "$*"; }
+
+# --- system packages ---------------------------------------------------------
+missing=()
+command -v cc >/dev/null || missing+=(gcc libc6-dev)
+command -v python3 >/dev/null || missing+=(python3)
+if command -v python3 >/dev/null; then
+    python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+fi
+if ((${#missing[@]})); then
+    step "installing system packages: ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo=sudo
+    $sudo apt-get update || die "apt-get update"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}" \
+        || die "apt-get install ${missing[*]}"
+fi
+
+command -v cargo >/dev/null || die "cargo not found: vnet needs a Rust toolchain (rustup)"
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || die "clippy missing: rustup component add clippy"
+
+# --- Python virtualenv with the pinned clients -----------------------------------
+stamp="$(python3 --version 2>&1) $(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)"
+if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.installed" 2>/dev/null)" = "$stamp" ]; then
+    step "Python venv up to date ($VENV)"
+else
+    step "creating Python venv at $VENV"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV" || die "python3 -m venv"
+    "$VENV/bin/pip" install --disable-pip-version-check --quiet -r "$REQUIREMENTS" \
+        || die "pip install -r $REQUIREMENTS"
+    echo "$stamp" >"$VENV/.installed"
+fi
+
+# --- Rust checks -------------------------------------------------------------
+run cargo fmt --all -- --check
+run cargo clippy --workspace --all-targets -- -D warnings
+run cargo test --workspace
+run cargo build -p vnet
+
+# --- compatibility suite -------------------------------------------------------
+VNET_BIN=$TARGET_DIR/debug/vnet
+[ -x "$VNET_BIN" ] || die "no binary at $VNET_BIN after cargo build"
+step "pytest tests/compat (VNET_BIN=$VNET_BIN)"
+VNET_BIN=$VNET_BIN "$VENV/bin/python" -m pytest tests/compat -p no:cacheprovider \
+    || die "compatibility tests (pytest tests/compat)"
+
+step "all checks passed"

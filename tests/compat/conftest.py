@@ -1,0 +1,100 @@
+"""Fixtures: a `vnet server` per session (or per test), and clients for it.
+
+Nothing is built here: the binary comes from $VNET_BIN or target/debug/vnet
+(scripts/test.sh builds it first).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from helpers import Cli, VnetServer, find_vnet_bin, sdk_connection, uniq
+
+
+@pytest.fixture(scope="session")
+def vnet_bin():
+    return find_vnet_bin()
+
+
+def _server(vnet_bin, tmp_dir):
+    return VnetServer(vnet_bin, tmp_dir / "data", tmp_dir / "vnet.log")
+
+
+@pytest.fixture(scope="session")
+def server(vnet_bin, tmp_path_factory):
+    """One server shared by the tests that don't restart it.
+
+    Tests stay independent by using unique names and fresh project ids.
+    """
+    srv = _server(vnet_bin, tmp_path_factory.mktemp("vnet-shared"))
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+        srv.kill9()
+
+
+@pytest.fixture
+def fresh_server(vnet_bin, tmp_path):
+    """A server of this test's own, on an empty data dir (killed at the end)."""
+    srv = _server(vnet_bin, tmp_path)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.kill9()
+
+
+@pytest.fixture(autouse=True)
+def _server_still_running(request):
+    """A test that crashed the shared server fails with the server's log."""
+    yield
+    if "server" in request.fixturenames:
+        srv = request.getfixturevalue("server")
+        assert srv.alive(), f"vnet server died during the test; log:\n{srv.log_tail()}"
+
+
+@pytest.fixture
+def api(server):
+    """Raw HTTP as the default caller (no X-Project-Id: admin of the default project)."""
+    return server.api()
+
+
+@pytest.fixture
+def tenant(server):
+    """Factory: a raw-HTTP client for a fresh (or given) non-admin project."""
+
+    def make(project: str | None = None, roles: str = "member"):
+        return server.api(project=project or uniq("proj"), roles=roles)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def default_project(server):
+    """The project vnet gives requests that carry no X-Project-Id."""
+    api = server.api()
+    net = api.network()
+    api.remove("networks", net["id"])
+    return net["project_id"]
+
+
+@pytest.fixture
+def sdk(server):
+    """Factory: an openstacksdk Connection (project=None: default admin)."""
+    conns = []
+
+    def make(project: str | None = None, roles: str | None = None):
+        conn = sdk_connection(server.url, project=project, roles=roles)
+        conns.append(conn)
+        return conn
+
+    yield make
+    for conn in conns:
+        conn.close()
+
+
+@pytest.fixture
+def cli(server):
+    return Cli(server.url)
