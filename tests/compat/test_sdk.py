@@ -176,7 +176,7 @@ def test_pagination(sdk):
 def test_filters(sdk):
     project, conn = _project_conn(sdk)
     a = conn.network.create_network(name="a")
-    b = conn.network.create_network(name="b", shared=False)
+    b = conn.network.create_network(name="b", is_shared=False)
     conn.network.set_tags(b, ["blue"])
     assert [n.id for n in conn.network.networks(name="a")] == [a.id]
     assert [n.id for n in conn.network.networks(tags="blue")] == [b.id]
