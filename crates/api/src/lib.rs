@@ -1,1 +1,70 @@
-//! placeholder
+//! vnet's HTTP API: Neutron v2.0 (networks, subnets, ports, security groups and
+//! rules) over the in-memory cloud, made durable through the store.
+//! The only crate that knows Neutron's JSON shapes and HTTP status codes; it
+//! holds no domain rule of its own (those live in `model`).
+
+mod auth;
+mod commit;
+mod error;
+mod neutron;
+mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+
+pub use error::ApiError;
+pub use state::{App, LoadError};
+
+use model::CloudConfig;
+use store::Store;
+
+/// How the server runs.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    /// Project of requests that carry no `X-Project-Id` (they act as its admin).
+    pub default_project: String,
+    pub cloud: CloudConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("serving HTTP failed")]
+    Io(#[from] std::io::Error),
+    #[error("the store failed: {0}")]
+    StoreFailed(String),
+}
+
+/// The Neutron router over `app`, for serving or for in-process tests.
+pub fn router(app: Arc<App>) -> axum::Router {
+    neutron::router(app)
+}
+
+/// Load the cloud from `store` and serve the API on `listener` until `shutdown`
+/// resolves, or until the store fails (then it returns the failure).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    let app = App::load(store, config.cloud, config.default_project).await?;
+    let mut failed = app.failed.clone();
+    let store_failure = async move {
+        let _ = failed.wait_for(Option::is_some).await;
+    };
+    let stop = async move {
+        tokio::select! {
+            () = shutdown => {},
+            () = store_failure => {},
+        }
+    };
+    axum::serve(listener, router(app.clone()))
+        .with_graceful_shutdown(stop)
+        .await?;
+    if let Some(e) = app.failed.borrow().as_ref() {
+        return Err(ServeError::StoreFailed(e.to_string()));
+    }
+    Ok(())
+}

@@ -1,1 +1,157 @@
-fn main() {}
+//! The one vnet binary: `vnet server`, and the commands that come with later
+//! issues. The only place that turns errors into exit codes.
+
+mod bench;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use model::CloudConfig;
+
+#[derive(Parser)]
+#[command(name = "vnet", version, about = "Virtual networks for clouds")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Neutron v2.0 API on the embedded store.
+    Server(ServerArgs),
+    /// Benchmarks of vnet's hot paths.
+    #[command(subcommand)]
+    Bench(bench::Bench),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct ServerArgs {
+    /// Address to listen on. Keep it on loopback: noauth trusts its callers.
+    #[arg(long, default_value = "127.0.0.1:9696")]
+    listen: SocketAddr,
+    /// Directory of the embedded store (one SQLite file).
+    #[arg(long, default_value = "vnet-data")]
+    data_dir: PathBuf,
+    /// Project of requests without X-Project-Id (they act as its admin).
+    #[arg(long, default_value = "admin")]
+    default_project: String,
+    /// First three octets of generated MAC addresses.
+    #[arg(long, default_value = "fa:16:3e", value_parser = parse_mac_base)]
+    mac_base: [u8; 3],
+    /// VXLAN VNIs handed to new networks, as FIRST:LAST.
+    #[arg(long, default_value = "1:65535", value_parser = parse_range)]
+    vni_range: (u32, u32),
+    /// Default and maximum network MTU.
+    #[arg(long, default_value_t = 1450)]
+    max_mtu: u32,
+}
+
+fn parse_mac_base(s: &str) -> Result<[u8; 3], String> {
+    let mac: model::MacAddr = format!("{s}:00:00:00")
+        .parse()
+        .map_err(|_| format!("'{s}' is not three MAC octets like fa:16:3e"))?;
+    if !mac.is_valid_port_mac() {
+        return Err(format!("'{s}' would make multicast MACs"));
+    }
+    Ok([mac.0[0], mac.0[1], mac.0[2]])
+}
+
+fn parse_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("'{s}' is not FIRST:LAST within 1:16777215");
+    let (a, b) = s.split_once(':').ok_or_else(bad)?;
+    let (a, b): (u32, u32) = (a.parse().map_err(|_| bad())?, b.parse().map_err(|_| bad())?);
+    if a == 0 || a > b || b > 0x00ff_ffff {
+        return Err(bad());
+    }
+    Ok((a, b))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("vnet: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Server(args) => server(args).await,
+            Command::Bench(b) => bench::run(b).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vnet: {e}");
+            let mut source = e.source();
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn server(args: ServerArgs) -> Result<(), BoxError> {
+    let store = store::embedded::EmbeddedStore::open(&args.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        data_dir = %args.data_dir.display(),
+        "vnet server: Neutron v2.0 API"
+    );
+    tracing::warn!(
+        "auth is noauth: callers choose their project with X-Project-Id; for development only"
+    );
+    let config = api::ServerConfig {
+        default_project: args.default_project,
+        cloud: CloudConfig {
+            mac_base: args.mac_base,
+            vni_range: args.vni_range,
+            max_mtu: args.max_mtu,
+            seed: seed(),
+        },
+    };
+    api::serve(listener, Arc::new(store), config, shutdown_signal()).await?;
+    tracing::info!("vnet server stopped");
+    Ok(())
+}
+
+/// A seed for ids and MACs that differs between runs and between processes.
+fn seed() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(std::process::id())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,118 @@
+//! The committer: makes the cloud's changes durable in the order they were
+//! applied in memory. Everything queued while one store transaction is in
+//! flight goes into the next one (group commit), so N concurrent writers cost
+//! one fsync, not N, and a later change never reaches the disk before an
+//! earlier one it may depend on. Callers are answered only after their batch
+//! is durable. A store failure is fatal: memory is then ahead of the disk, so
+//! the server stops rather than serve state it cannot keep (restart reloads).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use model::Change;
+use store::{Revision, Store, Txn, TxnOp};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// Most API writes merged into one store transaction.
+const MAX_BATCH: usize = 1024;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum CommitError {
+    #[error("the store failed ({0}); the server is stopping")]
+    StoreFailed(String),
+    #[error("the committer has stopped")]
+    Stopped,
+}
+
+struct Pending {
+    changes: Vec<Change>,
+    done: oneshot::Sender<Result<Revision, CommitError>>,
+}
+
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Committer {
+    /// Start the committer task. `failed` is set to the error when the store fails.
+    pub fn spawn(store: Arc<dyn Store>, failed: watch::Sender<Option<CommitError>>) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run(store, rx, failed));
+        Committer { queue }
+    }
+
+    /// Queue `changes` behind everything queued before; resolves once durable.
+    /// Must be called in the order the changes were applied (under the cloud's lock).
+    pub fn submit(&self, changes: Vec<Change>) -> oneshot::Receiver<Result<Revision, CommitError>> {
+        let (done, rx) = oneshot::channel();
+        // If the task is gone the receiver reports it when awaited.
+        let _ = self.queue.send(Pending { changes, done });
+        rx
+    }
+}
+
+fn encode(change: Change) -> Result<(String, TxnOp), CommitError> {
+    let op = match change.value {
+        Some(resource) => TxnOp::Put {
+            key: change.key.clone(),
+            value: serde_json::to_vec(&resource)
+                .map_err(|e| CommitError::StoreFailed(e.to_string()))?,
+        },
+        None => TxnOp::Delete {
+            key: change.key.clone(),
+        },
+    };
+    Ok((change.key, op))
+}
+
+async fn run(
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    failed: watch::Sender<Option<CommitError>>,
+) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        // One op per key: a later write in the batch supersedes an earlier one.
+        let mut ops = BTreeMap::new();
+        let mut encoded = Ok(());
+        for pending in &mut batch {
+            for change in std::mem::take(&mut pending.changes) {
+                match encode(change) {
+                    Ok((key, op)) => {
+                        ops.insert(key, op);
+                    }
+                    Err(e) => encoded = Err(e),
+                }
+            }
+        }
+        let result = match encoded {
+            Ok(()) => store
+                .txn(Txn {
+                    compare: Vec::new(),
+                    success: ops.into_values().collect(),
+                    failure: Vec::new(),
+                })
+                .await
+                .map(|r| r.revision)
+                .map_err(|e| CommitError::StoreFailed(e.to_string())),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = &result {
+            tracing::error!(error = %e, "commit failed; stopping");
+            let _ = failed.send(Some(e.clone()));
+        }
+        for pending in batch {
+            let _ = pending.done.send(result.clone());
+        }
+        if result.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! The API's error: an HTTP status plus Neutron's `NeutronError` body. Every
+//! refusal leaves through here, so every client sees one error shape.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use model::{Kind, ModelError};
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{status} {kind}: {message}")]
+pub struct ApiError {
+    pub status: StatusCode,
+    /// Neutron's error type, e.g. `NetworkNotFound`.
+    pub kind: String,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            kind: kind.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "HTTPBadRequest", message)
+    }
+
+    pub fn invalid_input(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "InvalidInput",
+            format!("Invalid input for operation: {}.", message.into()),
+        )
+    }
+
+    pub fn not_found() -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "HTTPNotFound",
+            "The resource could not be found.",
+        )
+    }
+
+    pub fn method_not_allowed() -> Self {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "HTTPMethodNotAllowed",
+            "The server could not comply with the request since it is either malformed or otherwise incorrect.",
+        )
+    }
+
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ServiceUnavailable",
+            message,
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"NeutronError": {"type": self.kind, "message": self.message, "detail": ""}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
+    match kind {
+        Kind::Network => ("NetworkNotFound", "could not be found."),
+        Kind::Subnet => ("SubnetNotFound", "could not be found."),
+        Kind::Port => ("PortNotFound", "could not be found."),
+        Kind::SecurityGroup => ("SecurityGroupNotFound", "does not exist"),
+        Kind::SecurityGroupRule => ("SecurityGroupRuleNotFound", "does not exist"),
+    }
+}
+
+impl From<ModelError> for ApiError {
+    fn from(e: ModelError) -> Self {
+        use ModelError as M;
+        let message = e.to_string();
+        let (status, kind) = match &e {
+            M::InvalidInput(_) => (StatusCode::BAD_REQUEST, "InvalidInput"),
+            M::Forbidden(_) => (StatusCode::FORBIDDEN, "HTTPForbidden"),
+            M::NotFound { kind, id } => {
+                let (kind_name, tail) = not_found_type(*kind);
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    kind_name,
+                    format!("{} {id} {tail}", kind.title()),
+                );
+            }
+            M::RevisionMismatch { .. } => (
+                StatusCode::PRECONDITION_FAILED,
+                "RevisionNumberConstraintFailed",
+            ),
+            M::IpAddressAlreadyAllocated { .. } => {
+                (StatusCode::CONFLICT, "IpAddressAlreadyAllocated")
+            }
+            M::IpAddressGenerationFailure { .. } => {
+                (StatusCode::CONFLICT, "IpAddressGenerationFailure")
+            }
+            M::InvalidIpForSubnet { .. } => (StatusCode::BAD_REQUEST, "InvalidIpForSubnet"),
+            M::MacAddressInUse { .. } => (StatusCode::CONFLICT, "MacAddressInUse"),
+            M::NetworkInUse { .. } => (StatusCode::CONFLICT, "NetworkInUse"),
+            M::SubnetInUse { .. } => (StatusCode::CONFLICT, "SubnetInUse"),
+            M::GatewayConflictWithAllocationPools { .. } => {
+                (StatusCode::CONFLICT, "GatewayConflictWithAllocationPools")
+            }
+            M::SecurityGroupInUse { .. } => (StatusCode::CONFLICT, "SecurityGroupInUse"),
+            M::SecurityGroupCannotRemoveDefault => {
+                (StatusCode::CONFLICT, "SecurityGroupCannotRemoveDefault")
+            }
+            M::SecurityGroupCannotUpdateDefault => {
+                (StatusCode::CONFLICT, "SecurityGroupCannotUpdateDefault")
+            }
+            M::SecurityGroupRuleExists { .. } => (StatusCode::CONFLICT, "SecurityGroupRuleExists"),
+            M::SecurityGroupRemoteGroupAndRemoteIpPrefix => (
+                StatusCode::BAD_REQUEST,
+                "SecurityGroupRemoteGroupAndRemoteIpPrefix",
+            ),
+            M::SecurityGroupRuleParameterConflict { .. } => (
+                StatusCode::BAD_REQUEST,
+                "SecurityGroupRuleParameterConflict",
+            ),
+            M::InvalidProtocolForPortRange { .. } => (
+                StatusCode::BAD_REQUEST,
+                "SecurityGroupInvalidProtocolForPortRange",
+            ),
+            M::SecurityGroupMissingIcmpType { .. } => {
+                (StatusCode::BAD_REQUEST, "SecurityGroupMissingIcmpType")
+            }
+            M::PortSecurityPortHasSecurityGroup => {
+                (StatusCode::CONFLICT, "PortSecurityPortHasSecurityGroup")
+            }
+            M::PortSecurityAndIPRequiredForSecurityGroups => (
+                StatusCode::BAD_REQUEST,
+                "PortSecurityAndIPRequiredForSecurityGroups",
+            ),
+            M::AddressPairAndPortSecurityRequired => {
+                (StatusCode::CONFLICT, "AddressPairAndPortSecurityRequired")
+            }
+            M::PortBound { .. } => (StatusCode::CONFLICT, "PortBound"),
+            M::TunnelIdInUse { .. } => (StatusCode::CONFLICT, "TunnelIdInUse"),
+            M::NoNetworkAvailable => (StatusCode::SERVICE_UNAVAILABLE, "NoNetworkAvailable"),
+            M::MacAddressGenerationFailure { .. } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "MacAddressGenerationFailure",
+            ),
+            M::SecurityGroupDefaultAlreadyExists => {
+                (StatusCode::CONFLICT, "SecurityGroupDefaultAlreadyExists")
+            }
+            M::TagNotFound { .. } => (StatusCode::NOT_FOUND, "TagNotFound"),
+        };
+        ApiError::new(status, kind, message)
+    }
+}

@@ -1,0 +1,267 @@
+//! Request bodies: `{"network": {...}}` or a bulk `{"networks": [...]}`, and
+//! typed access to their attributes with Neutron's conversions and messages.
+//! Every attribute must be consumed: what is left over is refused by name.
+
+use std::net::IpAddr;
+
+use serde_json::{Map, Value};
+
+use crate::error::ApiError;
+
+/// Split a body into the attribute maps it carries: one, or several for a bulk
+/// request. `bulk` is true when the plural key was used.
+pub fn resources(
+    bytes: &[u8],
+    singular: &str,
+    plural: &str,
+) -> Result<(Vec<Map<String, Value>>, bool), ApiError> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|_| ApiError::bad_request("Body contains invalid data"))?;
+    let Value::Object(mut top) = body else {
+        return Err(ApiError::bad_request("Body contains invalid data"));
+    };
+    if let Some(one) = top.remove(singular) {
+        let Value::Object(attrs) = one else {
+            return Err(ApiError::bad_request(format!(
+                "Unable to find '{singular}' in request body"
+            )));
+        };
+        return Ok((vec![attrs], false));
+    }
+    if let Some(Value::Array(many)) = top.remove(plural) {
+        let maps = many
+            .into_iter()
+            .map(|v| match v {
+                Value::Object(m) => Ok(m),
+                _ => Err(ApiError::bad_request("Body contains invalid data")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if maps.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "Resources required: '{plural}' is empty"
+            )));
+        }
+        return Ok((maps, true));
+    }
+    Err(ApiError::bad_request(format!(
+        "Unable to find '{singular}' in request body"
+    )))
+}
+
+/// The attributes of one resource in a request.
+pub struct Attrs {
+    map: Map<String, Value>,
+    method: &'static str,
+}
+
+fn invalid(attr: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid_input_for(attr, reason)
+}
+
+impl ApiError {
+    fn invalid_input_for(attr: &str, reason: impl std::fmt::Display) -> Self {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "InvalidInput",
+            format!("Invalid input for {attr}. Reason: {reason}."),
+        )
+    }
+}
+
+impl Attrs {
+    pub fn new(map: Map<String, Value>, method: &'static str) -> Self {
+        Attrs { map, method }
+    }
+
+    /// Refuse what no getter consumed: read-only attributes by name, unknown
+    /// ones as Neutron does.
+    pub fn finish(self, read_only: &[&str]) -> Result<(), ApiError> {
+        if self.map.is_empty() {
+            return Ok(());
+        }
+        let mut keys: Vec<&String> = self.map.keys().collect();
+        keys.sort();
+        if let Some(k) = keys.iter().find(|k| read_only.contains(&k.as_str())) {
+            return Err(ApiError::bad_request(format!(
+                "Attribute '{k}' not allowed in {}",
+                self.method
+            )));
+        }
+        let names: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
+        Err(ApiError::bad_request(format!(
+            "Unrecognized attribute(s) '{}'",
+            names.join(", ")
+        )))
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.map.remove(name)
+    }
+
+    pub fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::String(s)) if s.len() <= 255 => Ok(Some(s)),
+            Some(Value::String(s)) => Err(invalid(
+                name,
+                format!("'{s}' exceeds maximum length of 255"),
+            )),
+            Some(v) => Err(invalid(name, format!("'{v}' is not a valid string"))),
+        }
+    }
+
+    /// A string where JSON null means "empty" (Neutron accepts null descriptions).
+    pub fn string_or_null(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        if self.map.get(name) == Some(&Value::Null) {
+            self.map.remove(name);
+            return Ok(Some(String::new()));
+        }
+        self.string(name)
+    }
+
+    /// A string where JSON null means "not given".
+    pub fn nullable_string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        if self.map.get(name) == Some(&Value::Null) {
+            self.map.remove(name);
+            return Ok(None);
+        }
+        self.string(name)
+    }
+
+    /// A string or a number (taken as its decimal text); null is "not given".
+    pub fn string_or_number(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(Value::Number(n)) => Ok(Some(n.to_string())),
+            Some(v) => Err(invalid(name, format!("'{v}' is not a valid string"))),
+        }
+    }
+
+    pub fn bool(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("true") => Ok(Some(true)),
+            Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
+            Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+            Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+            Some(v) => Err(invalid(
+                name,
+                format!("'{v}' cannot be converted to boolean"),
+            )),
+        }
+    }
+
+    /// A non-negative integer, given as a number or a decimal string; null is "not given".
+    pub fn u32(&mut self, name: &str) -> Result<Option<u32>, ApiError> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .map(Some)
+                .ok_or_else(|| invalid(name, format!("'{n}' is not a valid integer"))),
+            Some(Value::String(s)) => s
+                .trim()
+                .parse()
+                .map(Some)
+                .map_err(|_| invalid(name, format!("'{s}' is not an integer"))),
+            Some(v) => Err(invalid(name, format!("'{v}' is not an integer"))),
+        }
+    }
+
+    pub fn list(&mut self, name: &str) -> Result<Option<Vec<Value>>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Array(items)) => Ok(Some(items)),
+            Some(v) => Err(invalid(name, format!("'{v}' is not a list"))),
+        }
+    }
+
+    pub fn string_list(&mut self, name: &str) -> Result<Option<Vec<String>>, ApiError> {
+        let Some(items) = self.list(name)? else {
+            return Ok(None);
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s),
+                other => Err(invalid(name, format!("'{other}' is not a valid string"))),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    pub fn ip_list(&mut self, name: &str) -> Result<Option<Vec<IpAddr>>, ApiError> {
+        let Some(items) = self.string_list(name)? else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|s| parse_ip(name, s))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
+    }
+
+    /// An IP where null is meaningful: `Some(None)`.
+    pub fn nullable_ip(&mut self, name: &str) -> Result<Option<Option<IpAddr>>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::String(s)) => parse_ip(name, &s).map(|ip| Some(Some(ip))),
+            Some(v) => Err(invalid(name, format!("'{v}' is not a valid IP address"))),
+        }
+    }
+
+    /// An arbitrary JSON object, returned as its text.
+    pub fn object_text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some("{}".into())),
+            Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
+            Some(v) => Err(invalid(name, format!("'{v}' is not a dictionary"))),
+        }
+    }
+
+    /// `project_id`, or its older name `tenant_id`; both must agree.
+    pub fn project(&mut self) -> Result<Option<String>, ApiError> {
+        let project = self.string("project_id")?;
+        let tenant = self.string("tenant_id")?;
+        match (project, tenant) {
+            (Some(p), Some(t)) if p != t => Err(ApiError::bad_request(
+                "'project_id' and 'tenant_id' do not match",
+            )),
+            (p, t) => Ok(p.or(t)),
+        }
+    }
+}
+
+pub fn parse_ip(attr: &str, s: &str) -> Result<IpAddr, ApiError> {
+    s.parse()
+        .map_err(|_| invalid(attr, format!("'{s}' is not a valid IP address")))
+}
+
+pub fn field<'a>(
+    attr: &str,
+    item: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, ApiError> {
+    match item.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(invalid(attr, format!("'{v}' is not a valid string"))),
+    }
+}
+
+pub fn expect_object<'a>(attr: &str, v: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
+    v.as_object()
+        .ok_or_else(|| invalid(attr, format!("'{v}' is not a dictionary")))
+}
+
+pub fn unknown_keys(attr: &str, item: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
+    match item.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(invalid(attr, format!("Unrecognized attribute '{k}'"))),
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,137 @@
+//! `GET /v2.0/extensions`: exactly the Neutron API extensions vnet implements,
+//! under Neutron's aliases (neutron_lib/api/definitions/*.py), so clients that
+//! probe for a feature find it only where it works.
+
+use axum::Json;
+use axum::extract::Path;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+
+/// (alias, name, description)
+const EXTENSIONS: [(&str, &str, &str); 22] = [
+    (
+        "allowed-address-pairs",
+        "Allowed Address Pairs",
+        "Provides allowed address pairs",
+    ),
+    (
+        "binding",
+        "Port Binding",
+        "Expose port bindings of a virtual port to external application",
+    ),
+    (
+        "empty-string-filtering",
+        "Empty String Filtering Extension",
+        "Allow filtering by attributes with empty string value",
+    ),
+    (
+        "extra_dhcp_opt",
+        "Neutron Extra DHCP options",
+        "Extra options configuration for DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, server-ip-address, bootfile-name)",
+    ),
+    (
+        "filter-validation",
+        "Filter parameters validation",
+        "Provides validation on filter parameters.",
+    ),
+    (
+        "ip-substring-filtering",
+        "IP address substring filtering",
+        "Provides IP address substring filtering when listing ports",
+    ),
+    (
+        "net-mtu",
+        "Network MTU",
+        "Provides MTU attribute for a network resource.",
+    ),
+    (
+        "net-mtu-writable",
+        "Network MTU (writable)",
+        "Provides a writable MTU attribute for a network resource.",
+    ),
+    (
+        "pagination",
+        "Pagination support",
+        "Extension that indicates that pagination is enabled.",
+    ),
+    ("port-security", "Port Security", "Provides port security"),
+    (
+        "project-id",
+        "project_id field enabled",
+        "Extension that indicates that project_id field is enabled.",
+    ),
+    (
+        "provider",
+        "Provider Network",
+        "Expose mapping of virtual networks to physical networks",
+    ),
+    (
+        "revision-if-match",
+        "If-Match constraints based on revision_number",
+        "Extension indicating that If-Match based on revision_number is supported.",
+    ),
+    (
+        "security-group",
+        "security-group",
+        "The security groups extension.",
+    ),
+    (
+        "security-groups-normalized-cidr",
+        "Security group rule normalized CIDR",
+        "Add new field with normalized remote_ip_prefix cidr in SG rule",
+    ),
+    (
+        "security-groups-rules-belongs-to-default-sg",
+        "Security group rule belongs to the project's default security group",
+        "Flag to determine if the security group rule belongs to the project's default security group",
+    ),
+    (
+        "sorting",
+        "Sorting support",
+        "Extension that indicates that sorting is enabled.",
+    ),
+    (
+        "standard-attr-description",
+        "standard-attr-description",
+        "Extension to add descriptions to standard attributes",
+    ),
+    (
+        "standard-attr-revisions",
+        "Resource revision numbers",
+        "This extension will display the revision number of neutron resources.",
+    ),
+    (
+        "standard-attr-tag",
+        "Tag support for resources with standard attribute: subnet, trunk, network_segment_range, router, network, policy, subnetpool, port, security_group, floatingip",
+        "Enables to set tag on resources with standard attribute.",
+    ),
+    (
+        "standard-attr-timestamp",
+        "Resource timestamps",
+        "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes.",
+    ),
+    (
+        "stateful-security-group",
+        "Stateful security group",
+        "Indicates if the security group is stateful or not",
+    ),
+];
+
+fn view((alias, name, description): (&str, &str, &str)) -> Value {
+    json!({"alias": alias, "name": name, "description": description,
+           "updated": "2026-11-21T00:00:00-00:00", "links": []})
+}
+
+pub async fn list() -> Json<Value> {
+    Json(json!({"extensions": EXTENSIONS.iter().copied().map(view).collect::<Vec<_>>()}))
+}
+
+pub async fn show(Path(alias): Path<String>) -> Result<Json<Value>, ApiError> {
+    EXTENSIONS
+        .iter()
+        .copied()
+        .find(|(a, _, _)| *a == alias)
+        .map(|e| Json(json!({"extension": view(e)})))
+        .ok_or_else(ApiError::not_found)
+}

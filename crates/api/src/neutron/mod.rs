@@ -1,0 +1,560 @@
+//! Neutron v2.0 over HTTP: routes, collections and handlers. The only place
+//! that knows Neutron's JSON; handlers parse into the model's typed requests,
+//! apply them through [`App::write`], and render with `views`.
+
+mod body;
+mod extensions;
+mod query;
+mod requests;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use model::{Caller, Kind, Resource, TagEdit};
+use serde_json::{Value, json};
+
+use self::body::Attrs;
+use self::query::ListQuery;
+use crate::auth::noauth_caller;
+use crate::error::ApiError;
+use crate::state::{App, now};
+
+/// A Neutron collection: its URL segment, JSON keys and filterable attributes.
+struct Collection {
+    kind: Kind,
+    path: &'static str,
+    singular: &'static str,
+    plural: &'static str,
+    attributes: &'static [&'static str],
+}
+
+const STANDARD: [&str; 9] = [
+    "id",
+    "name",
+    "project_id",
+    "tenant_id",
+    "description",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+
+const COLLECTIONS: [Collection; 5] = [
+    Collection {
+        kind: Kind::Network,
+        path: "networks",
+        singular: "network",
+        plural: "networks",
+        attributes: &[
+            "admin_state_up",
+            "mtu",
+            "status",
+            "subnets",
+            "shared",
+            "port_security_enabled",
+            "router:external",
+            "is_default",
+            "availability_zone_hints",
+            "availability_zones",
+            "ipv4_address_scope",
+            "ipv6_address_scope",
+            "l2_adjacency",
+            "provider:network_type",
+            "provider:physical_network",
+            "provider:segmentation_id",
+        ],
+    },
+    Collection {
+        kind: Kind::Subnet,
+        path: "subnets",
+        singular: "subnet",
+        plural: "subnets",
+        attributes: &[
+            "network_id",
+            "ip_version",
+            "subnetpool_id",
+            "enable_dhcp",
+            "ipv6_ra_mode",
+            "ipv6_address_mode",
+            "gateway_ip",
+            "cidr",
+            "allocation_pools",
+            "host_routes",
+            "dns_nameservers",
+            "router:external",
+            "service_types",
+            "segment_id",
+        ],
+    },
+    Collection {
+        kind: Kind::Port,
+        path: "ports",
+        singular: "port",
+        plural: "ports",
+        attributes: &[
+            "network_id",
+            "mac_address",
+            "admin_state_up",
+            "status",
+            "device_id",
+            "device_owner",
+            "fixed_ips",
+            "port_security_enabled",
+            "security_groups",
+            "binding:vnic_type",
+            "binding:host_id",
+            "binding:profile",
+            "binding:vif_type",
+            "binding:vif_details",
+            "allowed_address_pairs",
+            "extra_dhcp_opts",
+            "ip_allocation",
+        ],
+    },
+    Collection {
+        kind: Kind::SecurityGroup,
+        path: "security-groups",
+        singular: "security_group",
+        plural: "security_groups",
+        attributes: &["stateful", "shared", "security_group_rules"],
+    },
+    Collection {
+        kind: Kind::SecurityGroupRule,
+        path: "security-group-rules",
+        singular: "security_group_rule",
+        plural: "security_group_rules",
+        attributes: &[
+            "security_group_id",
+            "ethertype",
+            "direction",
+            "protocol",
+            "port_range_min",
+            "port_range_max",
+            "remote_ip_prefix",
+            "remote_address_group_id",
+            "normalized_cidr",
+            "remote_group_id",
+            "belongs_to_default_sg",
+        ],
+    },
+];
+
+fn collection(path: &str) -> Result<&'static Collection, ApiError> {
+    COLLECTIONS
+        .iter()
+        .find(|c| c.path == path)
+        .ok_or_else(ApiError::not_found)
+}
+
+impl Collection {
+    fn all_attributes(&self) -> Vec<&'static str> {
+        STANDARD.iter().chain(self.attributes).copied().collect()
+    }
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(versions))
+        .route("/v2.0", get(v2_root))
+        .route("/v2.0/", get(v2_root))
+        .route("/v2.0/extensions", get(extensions::list))
+        .route("/v2.0/extensions/{alias}", get(extensions::show))
+        .route("/v2.0/{collection}", get(list).post(create))
+        .route(
+            "/v2.0/{collection}/{id}",
+            get(show).put(update).delete(delete),
+        )
+        .route(
+            "/v2.0/{collection}/{id}/tags",
+            get(tags_show).put(tags_replace).delete(tags_clear),
+        )
+        .route(
+            "/v2.0/{collection}/{id}/tags/{tag}",
+            get(tag_show).put(tag_add).delete(tag_remove),
+        )
+        .fallback(|| async { ApiError::not_found() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .with_state(app)
+}
+
+/// `http://host:port` as the client addressed us, for links.
+fn base_url(headers: &HeaderMap) -> String {
+    let host = headers
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("127.0.0.1:9696");
+    format!("http://{host}")
+}
+
+async fn versions(headers: HeaderMap) -> Json<Value> {
+    let base = base_url(&headers);
+    Json(json!({"versions": [{
+        "id": "v2.0", "status": "CURRENT",
+        "links": [{"rel": "self", "href": format!("{base}/v2.0/")}],
+    }]}))
+}
+
+async fn v2_root(headers: HeaderMap) -> Json<Value> {
+    let base = base_url(&headers);
+    let resources: Vec<Value> = COLLECTIONS
+        .iter()
+        .map(|c| {
+            json!({"name": c.singular, "collection": c.plural,
+                   "links": [{"rel": "self", "href": format!("{base}/v2.0/{}", c.path)}]})
+        })
+        .collect();
+    Json(json!({ "resources": resources }))
+}
+
+async fn caller(app: &App, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let caller = noauth_caller(headers, &app.default_project);
+    app.ensure_project(&caller).await?;
+    Ok(caller)
+}
+
+fn query_pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("The query string is malformed"))
+}
+
+/// `If-Match: revision_number=N`, as Neutron's revision-if-match extension reads it.
+fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    let Some(value) = headers.get("if-match") else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    text.strip_prefix("revision_number=")
+        .and_then(|n| n.parse().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "If-Match header must be of the form revision_number=N, not '{text}'"
+            ))
+        })
+}
+
+async fn list(
+    State(app): State<Arc<App>>,
+    Path(coll): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let c = collection(&coll)?;
+    let caller = caller(&app, &headers).await?;
+    let q = ListQuery::parse(query_pairs(raw)?, &c.all_attributes())?;
+    let views = {
+        let cloud = app.read();
+        let render = |r: Resource| {
+            cloud
+                .can_see(&caller, &r)
+                .then(|| views::resource(&cloud, &caller, &r))
+                .filter(|v| q.matches(v))
+        };
+        match c.kind {
+            Kind::Network => cloud
+                .networks()
+                .filter_map(|r| render(Resource::Network(r.clone())))
+                .collect(),
+            Kind::Subnet => cloud
+                .subnets()
+                .filter_map(|r| render(Resource::Subnet(r.clone())))
+                .collect(),
+            Kind::Port => cloud
+                .ports()
+                .filter_map(|r| render(Resource::Port(r.clone())))
+                .collect(),
+            Kind::SecurityGroup => cloud
+                .security_groups()
+                .filter_map(|r| render(Resource::SecurityGroup(r.clone())))
+                .collect(),
+            Kind::SecurityGroupRule => cloud
+                .security_group_rules()
+                .filter_map(|r| render(Resource::SecurityGroupRule(r.clone())))
+                .collect(),
+        }
+    };
+    let url = format!("{}/v2.0/{}", base_url(&headers), c.path);
+    let (items, links) = q.page(views, &url)?;
+    let mut out = serde_json::Map::new();
+    out.insert(c.plural.into(), Value::Array(items));
+    if !links.is_empty() {
+        out.insert(format!("{}_links", c.plural), Value::Array(links));
+    }
+    Ok(Json(Value::Object(out)))
+}
+
+async fn show(
+    State(app): State<Arc<App>>,
+    Path((coll, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let c = collection(&coll)?;
+    let caller = caller(&app, &headers).await?;
+    let fields: Vec<String> = query_pairs(raw)?
+        .into_iter()
+        .filter(|(k, _)| k == "fields")
+        .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .collect();
+    let mut view = {
+        let cloud = app.read();
+        let r = cloud.visible(&caller, c.kind, &id)?;
+        views::resource(&cloud, &caller, &r)
+    };
+    if !fields.is_empty() {
+        view.retain(|k, _| fields.contains(k));
+    }
+    Ok(Json(json!({ c.singular: view })))
+}
+
+/// A parsed create request of any kind.
+enum Create {
+    Network(model::NetworkCreate),
+    Subnet(model::SubnetCreate),
+    Port(model::PortCreate),
+    SecurityGroup(model::SecurityGroupCreate),
+    Rule(model::RuleCreate),
+}
+
+async fn create(
+    State(app): State<Arc<App>>,
+    Path(coll): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let c = collection(&coll)?;
+    let caller = caller(&app, &headers).await?;
+    let (items, bulk) = body::resources(&body, c.singular, c.plural)?;
+    let requests = items
+        .into_iter()
+        .map(|m| {
+            let a = Attrs::new(m, "POST");
+            Ok(match c.kind {
+                Kind::Network => Create::Network(requests::network_create(a)?),
+                Kind::Subnet => Create::Subnet(requests::subnet_create(a)?),
+                Kind::Port => Create::Port(requests::port_create(a)?),
+                Kind::SecurityGroup => Create::SecurityGroup(requests::security_group_create(a)?),
+                Kind::SecurityGroupRule => Create::Rule(requests::rule_create(a)?),
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    let now = now();
+    let created = app
+        .write(None, |cloud| {
+            let mut made = Vec::with_capacity(requests.len());
+            for req in requests {
+                made.push(match req {
+                    Create::Network(r) => Resource::Network(cloud.create_network(&caller, r, now)?),
+                    Create::Subnet(r) => Resource::Subnet(cloud.create_subnet(&caller, r, now)?),
+                    Create::Port(r) => Resource::Port(cloud.create_port(&caller, r, now)?),
+                    Create::SecurityGroup(r) => {
+                        Resource::SecurityGroup(cloud.create_security_group(&caller, r, now)?)
+                    }
+                    Create::Rule(r) => Resource::SecurityGroupRule(
+                        cloud.create_security_group_rule(&caller, r, now)?,
+                    ),
+                });
+            }
+            Ok(made
+                .iter()
+                .map(|r| Value::Object(views::resource(cloud, &caller, r)))
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    let body = if bulk {
+        json!({ c.plural: created })
+    } else {
+        json!({ c.singular: created.into_iter().next() })
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// A parsed update request of any kind.
+enum Update {
+    Network(model::NetworkUpdate),
+    Subnet(model::SubnetUpdate),
+    Port(model::PortUpdate),
+    SecurityGroup(model::SecurityGroupUpdate),
+    Rule(Option<String>),
+}
+
+async fn update(
+    State(app): State<Arc<App>>,
+    Path((coll, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let c = collection(&coll)?;
+    let caller = caller(&app, &headers).await?;
+    let revision = if_match(&headers)?;
+    let (mut items, bulk) = body::resources(&body, c.singular, c.plural)?;
+    let (Some(attrs), false) = (items.pop(), bulk) else {
+        return Err(ApiError::bad_request(format!(
+            "Unable to find '{}' in request body",
+            c.singular
+        )));
+    };
+    let a = Attrs::new(attrs, "PUT");
+    let req = match c.kind {
+        Kind::Network => Update::Network(requests::network_update(a)?),
+        Kind::Subnet => Update::Subnet(requests::subnet_update(a)?),
+        Kind::Port => Update::Port(requests::port_update(a)?),
+        Kind::SecurityGroup => Update::SecurityGroup(requests::security_group_update(a)?),
+        Kind::SecurityGroupRule => Update::Rule(requests::rule_update(a)?),
+    };
+    let now = now();
+    let view = app
+        .write(revision.map(|r| (c.kind, id.as_str(), r)), |cloud| {
+            let r = match req {
+                Update::Network(u) => {
+                    Resource::Network(cloud.update_network(&caller, &id, u, now)?)
+                }
+                Update::Subnet(u) => Resource::Subnet(cloud.update_subnet(&caller, &id, u, now)?),
+                Update::Port(u) => Resource::Port(cloud.update_port(&caller, &id, u, now)?),
+                Update::SecurityGroup(u) => {
+                    Resource::SecurityGroup(cloud.update_security_group(&caller, &id, u, now)?)
+                }
+                Update::Rule(d) => Resource::SecurityGroupRule(
+                    cloud.update_security_group_rule(&caller, &id, d, now)?,
+                ),
+            };
+            Ok(views::resource(cloud, &caller, &r))
+        })
+        .await?;
+    Ok(Json(json!({ c.singular: view })))
+}
+
+async fn delete(
+    State(app): State<Arc<App>>,
+    Path((coll, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let c = collection(&coll)?;
+    let caller = caller(&app, &headers).await?;
+    let revision = if_match(&headers)?;
+    let now = now();
+    app.write(
+        revision.map(|r| (c.kind, id.as_str(), r)),
+        |cloud| match c.kind {
+            Kind::Network => cloud.delete_network(&caller, &id),
+            Kind::Subnet => cloud.delete_subnet(&caller, &id, now),
+            Kind::Port => cloud.delete_port(&caller, &id),
+            Kind::SecurityGroup => cloud.delete_security_group(&caller, &id),
+            Kind::SecurityGroupRule => cloud.delete_security_group_rule(&caller, &id),
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// === tags: /v2.0/{collection}/{id}/tags[/{tag}] ===
+
+async fn edit_tags(
+    app: &App,
+    coll: &str,
+    id: &str,
+    headers: &HeaderMap,
+    edit: TagEdit,
+) -> Result<Vec<String>, ApiError> {
+    let c = collection(coll)?;
+    let caller = caller(app, headers).await?;
+    let now = now();
+    app.write(None, |cloud| {
+        cloud.edit_tags(&caller, c.kind, id, edit, now)
+    })
+    .await
+}
+
+async fn current_tags(
+    app: &App,
+    coll: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Result<Vec<String>, ApiError> {
+    let c = collection(coll)?;
+    let caller = caller(app, headers).await?;
+    let cloud = app.read();
+    Ok(cloud.visible(&caller, c.kind, id)?.standard().tags.clone())
+}
+
+async fn tags_show(
+    State(app): State<Arc<App>>,
+    Path((coll, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let tags = current_tags(&app, &coll, &id, &headers).await?;
+    Ok(Json(json!({ "tags": tags })))
+}
+
+async fn tags_replace(
+    State(app): State<Arc<App>>,
+    Path((coll, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|_| ApiError::bad_request("Body contains invalid data"))?;
+    let tags = body
+        .get("tags")
+        .and_then(Value::as_array)
+        .ok_or_else(|| ApiError::bad_request("Unable to find 'tags' in request body"))?
+        .iter()
+        .map(|t| {
+            t.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::invalid_input(format!("'{t}' is not a valid string")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tags = edit_tags(&app, &coll, &id, &headers, TagEdit::Replace(tags)).await?;
+    Ok(Json(json!({ "tags": tags })))
+}
+
+async fn tags_clear(
+    State(app): State<Arc<App>>,
+    Path((coll, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    edit_tags(&app, &coll, &id, &headers, TagEdit::Replace(Vec::new())).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn tag_show(
+    State(app): State<Arc<App>>,
+    Path((coll, id, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    if current_tags(&app, &coll, &id, &headers)
+        .await?
+        .contains(&tag)
+    {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(model::ModelError::TagNotFound { tag }.into())
+    }
+}
+
+async fn tag_add(
+    State(app): State<Arc<App>>,
+    Path((coll, id, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    edit_tags(&app, &coll, &id, &headers, TagEdit::Add(tag)).await?;
+    Ok(StatusCode::CREATED)
+}
+
+async fn tag_remove(
+    State(app): State<Arc<App>>,
+    Path((coll, id, tag)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    edit_tags(&app, &coll, &id, &headers, TagEdit::Remove(tag)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

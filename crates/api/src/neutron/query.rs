@@ -1,0 +1,318 @@
+//! List queries: attribute filters (repeated key = OR), tag filters, `fields`,
+//! `sort_key`/`sort_dir`, and `limit`/`marker` pagination with `*_links`,
+//! applied to rendered views so every attribute a client sees can be used.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::views::View;
+use crate::error::ApiError;
+
+/// A parsed list query.
+#[derive(Debug, Default)]
+pub struct ListQuery {
+    filters: BTreeMap<String, Vec<String>>,
+    tags_all: Vec<String>,
+    tags_any: Vec<String>,
+    not_tags_all: Vec<String>,
+    not_tags_any: Vec<String>,
+    fields: Vec<String>,
+    sort: Vec<(String, bool)>,
+    limit: Option<usize>,
+    marker: Option<String>,
+    page_reverse: bool,
+    /// The query as given, minus marker/page_reverse, to build page links.
+    link_base: Vec<(String, String)>,
+}
+
+fn tag_list(v: &str) -> impl Iterator<Item = String> + '_ {
+    v.split(',').filter(|t| !t.is_empty()).map(str::to_owned)
+}
+
+impl ListQuery {
+    /// Parse `pairs`; `attributes` are the names this collection can filter and sort on.
+    pub fn parse(pairs: Vec<(String, String)>, attributes: &[&str]) -> Result<Self, ApiError> {
+        let mut q = ListQuery::default();
+        let mut dirs = Vec::new();
+        let mut keys = Vec::new();
+        for (k, v) in pairs {
+            if k != "marker" && k != "page_reverse" {
+                q.link_base.push((k.clone(), v.clone()));
+            }
+            match k.as_str() {
+                "fields" => q.fields.extend(v.split(',').map(str::to_owned)),
+                "sort_key" => keys.push(v),
+                "sort_dir" => dirs.push(v),
+                "limit" => {
+                    let n: usize = v.parse().map_err(|_| {
+                        ApiError::bad_request(format!(
+                            "Limit must be an integer 0 or greater and not '{v}'"
+                        ))
+                    })?;
+                    q.limit = (n > 0).then_some(n);
+                }
+                "marker" => q.marker = Some(v),
+                "page_reverse" => q.page_reverse = v.eq_ignore_ascii_case("true"),
+                "tags" => q.tags_all.extend(tag_list(&v)),
+                "tags-any" => q.tags_any.extend(tag_list(&v)),
+                "not-tags" => q.not_tags_all.extend(tag_list(&v)),
+                "not-tags-any" => q.not_tags_any.extend(tag_list(&v)),
+                _ => {
+                    if !attributes.contains(&k.as_str()) {
+                        return Err(ApiError::bad_request(format!(
+                            "[{k}] is invalid attribute for filtering"
+                        )));
+                    }
+                    q.filters.entry(k).or_default().push(v);
+                }
+            }
+        }
+        if !dirs.is_empty() && dirs.len() != keys.len() {
+            return Err(ApiError::bad_request(
+                "The number of sort_keys and sort_dirs must be same",
+            ));
+        }
+        for (i, key) in keys.into_iter().enumerate() {
+            if !attributes.contains(&key.as_str()) {
+                return Err(ApiError::bad_request(format!(
+                    "{key} is an invalid attribute for sort_keys"
+                )));
+            }
+            let asc = match dirs.get(i).map(String::as_str) {
+                None | Some("asc") => true,
+                Some("desc") => false,
+                Some(other) => {
+                    return Err(ApiError::bad_request(format!(
+                        "{other} is an invalid value for sort_dirs, valid values are: 'asc', 'desc'"
+                    )));
+                }
+            };
+            q.sort.push((key, asc));
+        }
+        Ok(q)
+    }
+
+    pub fn matches(&self, view: &View) -> bool {
+        let tags: Vec<&str> = view
+            .get("tags")
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        let has = |t: &String| tags.contains(&t.as_str());
+        if !self.tags_all.iter().all(has)
+            || (!self.tags_any.is_empty() && !self.tags_any.iter().any(has))
+            || (!self.not_tags_all.is_empty() && self.not_tags_all.iter().all(has))
+            || self.not_tags_any.iter().any(has)
+        {
+            return false;
+        }
+        self.filters.iter().all(|(attr, wanted)| {
+            let value = view.get(attr).unwrap_or(&Value::Null);
+            wanted.iter().any(|w| value_matches(attr, value, w))
+        })
+    }
+
+    /// Sort, paginate and trim `views` (already filtered); returns the page and its links.
+    pub fn page(
+        &self,
+        mut views: Vec<View>,
+        collection_url: &str,
+    ) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+        views.sort_by(|a, b| {
+            self.sort
+                .iter()
+                .map(|(key, asc)| {
+                    let o = compare(a.get(key), b.get(key));
+                    if *asc { o } else { o.reverse() }
+                })
+                .find(|o| o.is_ne())
+                .unwrap_or_else(|| compare(a.get("id"), b.get("id")))
+        });
+        let mut links = Vec::new();
+        let page: Vec<View> = match (self.limit, &self.marker) {
+            (None, None) => views,
+            (limit, marker) => {
+                let at = match marker {
+                    None => None,
+                    Some(m) => Some(
+                        views
+                            .iter()
+                            .position(|v| v.get("id").and_then(Value::as_str) == Some(m))
+                            .ok_or_else(|| {
+                                ApiError::new(
+                                    axum::http::StatusCode::NOT_FOUND,
+                                    "HTTPNotFound",
+                                    format!("Marker {m} could not be found."),
+                                )
+                            })?,
+                    ),
+                };
+                let limit = limit.unwrap_or(usize::MAX);
+                let (start, end) = match (at, self.page_reverse) {
+                    (Some(i), true) => (i.saturating_sub(limit), i),
+                    (Some(i), false) => (i + 1, views.len().min((i + 1).saturating_add(limit))),
+                    (None, _) => (0, views.len().min(limit)),
+                };
+                let more_after = end < views.len();
+                let more_before = start > 0;
+                let page: Vec<View> = views.drain(start..end).collect();
+                if self.limit.is_some() {
+                    let link = |rel: &str, marker: &str, reverse: bool| {
+                        let mut pairs = self.link_base.clone();
+                        pairs.push(("marker".into(), marker.to_owned()));
+                        if reverse {
+                            pairs.push(("page_reverse".into(), "True".into()));
+                        }
+                        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+                        json!({"rel": rel, "href": format!("{collection_url}?{query}")})
+                    };
+                    let id = |v: Option<&View>| {
+                        v.and_then(|v| v.get("id"))
+                            .and_then(Value::as_str)
+                            .map(str::to_owned)
+                    };
+                    if more_after && let Some(last) = id(page.last()) {
+                        links.push(link("next", &last, false));
+                    }
+                    if (more_before || self.marker.is_some())
+                        && let Some(first) = id(page.first())
+                    {
+                        links.push(link("previous", &first, true));
+                    }
+                }
+                page
+            }
+        };
+        let page = page
+            .into_iter()
+            .map(|mut v| {
+                if !self.fields.is_empty() {
+                    v.retain(|k, _| self.fields.iter().any(|f| f == k));
+                }
+                Value::Object(v)
+            })
+            .collect();
+        Ok((page, links))
+    }
+}
+
+fn value_matches(attr: &str, value: &Value, wanted: &str) -> bool {
+    match value {
+        Value::String(s) => s == wanted,
+        Value::Bool(b) => parse_bool(wanted) == Some(*b),
+        Value::Number(n) => n.to_string() == wanted,
+        Value::Null => wanted.is_empty() || wanted == "None",
+        Value::Array(items) if attr == "fixed_ips" => fixed_ip_matches(items, wanted),
+        Value::Array(items) => items.iter().any(|i| value_matches(attr, i, wanted)),
+        Value::Object(_) => false,
+    }
+}
+
+/// `fixed_ips=ip_address=10.0.0.5` / `fixed_ips=subnet_id=X` / `ip_address_substr=10.0`.
+fn fixed_ip_matches(items: &[Value], wanted: &str) -> bool {
+    let Some((key, val)) = wanted.split_once('=') else {
+        return false;
+    };
+    items.iter().any(|i| match key {
+        "ip_address_substr" => i
+            .get("ip_address")
+            .and_then(Value::as_str)
+            .is_some_and(|ip| ip.contains(val)),
+        _ => i.get(key).and_then(Value::as_str) == Some(val),
+    })
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" => Some(true),
+        "false" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    match (a, b) {
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        (None | Some(Value::Null), None | Some(Value::Null)) => Ordering::Equal,
+        (None | Some(Value::Null), _) => Ordering::Less,
+        (_, None | Some(Value::Null)) => Ordering::Greater,
+        (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(id: &str, name: &str, tags: &[&str]) -> View {
+        match json!({"id": id, "name": name, "tags": tags, "admin_state_up": true,
+                     "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.5"}]})
+        {
+            Value::Object(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    fn q(s: &str) -> ListQuery {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(s).unwrap();
+        ListQuery::parse(pairs, &["id", "name", "admin_state_up", "fixed_ips"]).unwrap()
+    }
+
+    #[test]
+    fn repeated_keys_or_and_distinct_keys_and() {
+        let v = view("1", "a", &[]);
+        assert!(q("name=a&name=b").matches(&v));
+        assert!(!q("name=a&admin_state_up=False").matches(&v));
+        assert!(q("admin_state_up=True").matches(&v));
+        assert!(q("fixed_ips=ip_address%3D10.0.0.5").matches(&v));
+        assert!(!q("fixed_ips=subnet_id%3Ds2").matches(&v));
+    }
+
+    #[test]
+    fn tag_filters() {
+        let v = view("1", "a", &["red", "blue"]);
+        assert!(q("tags=red,blue").matches(&v));
+        assert!(!q("tags=red,green").matches(&v));
+        assert!(q("tags-any=green,blue").matches(&v));
+        assert!(!q("not-tags=red,blue").matches(&v));
+        assert!(q("not-tags=red,green").matches(&v));
+        assert!(!q("not-tags-any=green,blue").matches(&v));
+    }
+
+    #[test]
+    fn pages_follow_markers_with_links() {
+        let views: Vec<View> = ["c", "a", "b", "d"]
+            .iter()
+            .map(|n| view(n, n, &[]))
+            .collect();
+        let (page, links) = q("limit=2&sort_key=name&sort_dir=desc")
+            .page(views.clone(), "http://x/v2.0/networks")
+            .unwrap();
+        let ids: Vec<&str> = page.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["d", "c"]);
+        assert_eq!(links.len(), 1);
+        assert!(links[0]["href"].as_str().unwrap().ends_with("marker=c"));
+        let (page, links) = q("limit=2&sort_key=name&sort_dir=desc&marker=c")
+            .page(views, "u")
+            .unwrap();
+        let ids: Vec<&str> = page.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["b", "a"]);
+        assert_eq!(links.len(), 1, "no next page, a previous one");
+        assert_eq!(links[0]["rel"], "previous");
+    }
+
+    #[test]
+    fn unknown_filters_and_sort_keys_are_refused() {
+        let pairs = vec![("bogus".to_owned(), "1".to_owned())];
+        assert!(ListQuery::parse(pairs, &["id"]).is_err());
+        let pairs = vec![("sort_key".to_owned(), "bogus".to_owned())];
+        assert!(ListQuery::parse(pairs, &["id"]).is_err());
+    }
+}

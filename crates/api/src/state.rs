@@ -1,0 +1,121 @@
+//! The server's shared state: the in-memory cloud behind one lock, and the
+//! write path that keeps memory and store in the same order.
+
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use model::{Caller, Cloud, CloudConfig, Kind, ModelError, Resource, Timestamp};
+use store::{KeyRange, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::commit::{CommitError, Committer};
+use crate::error::ApiError;
+
+pub struct App {
+    cloud: RwLock<Cloud>,
+    committer: Committer,
+    pub default_project: String,
+    pub failed: watch::Receiver<Option<CommitError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("reading the store failed")]
+    Store(#[from] StoreError),
+    #[error("stored resource {key} is unreadable")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub fn now() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+impl App {
+    /// Load every resource from the store and start the committer.
+    pub async fn load(
+        store: Arc<dyn Store>,
+        config: CloudConfig,
+        default_project: String,
+    ) -> Result<Arc<App>, LoadError> {
+        let mut resources = Vec::new();
+        for kind in Kind::ALL {
+            let range = store
+                .range(KeyRange::Prefix(kind.key_prefix().into()))
+                .await?;
+            for kv in range.kvs {
+                let r: Resource =
+                    serde_json::from_slice(&kv.value).map_err(|source| LoadError::Corrupt {
+                        key: kv.key.clone(),
+                        source,
+                    })?;
+                resources.push(r);
+            }
+        }
+        tracing::info!(
+            resources = resources.len(),
+            "loaded the cloud from the store"
+        );
+        let (failed_tx, failed) = watch::channel(None);
+        Ok(Arc::new(App {
+            cloud: RwLock::new(Cloud::load(config, resources)),
+            committer: Committer::spawn(store, failed_tx),
+            default_project,
+            failed,
+        }))
+    }
+
+    pub fn read(&self) -> RwLockReadGuard<'_, Cloud> {
+        self.cloud.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Apply `op` to the cloud atomically, then wait until its changes are
+    /// durable. `if_match` checks a resource's revision in the same step.
+    pub async fn write<T>(
+        &self,
+        if_match: Option<(Kind, &str, u64)>,
+        op: impl FnOnce(&mut Cloud) -> Result<T, ModelError>,
+    ) -> Result<T, ApiError> {
+        if let Some(e) = self.failed.borrow().as_ref() {
+            return Err(ApiError::unavailable(e.to_string()));
+        }
+        let (value, durable) = {
+            let mut cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
+            let (value, changes) = cloud.apply(|c| {
+                if let Some((kind, id, revision)) = if_match {
+                    c.check_revision(kind, id, revision)?;
+                }
+                op(c)
+            })?;
+            // Submitted under the lock, so the store sees changes in apply order.
+            let durable = (!changes.is_empty()).then(|| self.committer.submit(changes));
+            (value, durable)
+        };
+        if let Some(durable) = durable {
+            durable
+                .await
+                .map_err(|_| CommitError::Stopped)
+                .and_then(|r| r)
+                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+        }
+        Ok(value)
+    }
+
+    /// Neutron gives each project its `default` security group on first use.
+    pub async fn ensure_project(&self, caller: &Caller) -> Result<(), ApiError> {
+        if self.read().default_group_of(&caller.project_id).is_some() {
+            return Ok(());
+        }
+        let now = now();
+        self.write(None, |c| {
+            c.ensure_default_group(&caller.project_id, now);
+            Ok(())
+        })
+        .await
+    }
+}
