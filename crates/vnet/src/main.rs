@@ -108,6 +108,7 @@ fn main() -> ExitCode {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn server(args: ServerArgs) -> Result<(), BoxError> {
+    let _lock = lock_data_dir(&args.data_dir)?;
     let store = store::embedded::EmbeddedStore::open(&args.data_dir)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     tracing::info!(
@@ -130,6 +131,20 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
     api::serve(listener, Arc::new(store), config, shutdown_signal()).await?;
     tracing::info!("vnet server stopped");
     Ok(())
+}
+
+/// One server per data dir: a second one would keep its own copy of the cloud
+/// in memory and overwrite the first one's writes. The lock dies with the process.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, BoxError> {
+    std::fs::create_dir_all(dir)?;
+    let file = std::fs::File::create(dir.join("vnet.lock"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(format!("another vnet server is using {}", dir.display()).into())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(e.into()),
+    }
 }
 
 /// A seed for ids and MACs that differs between runs and between processes.

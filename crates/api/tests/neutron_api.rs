@@ -1,0 +1,410 @@
+//! The Neutron API in-process: the real router over the real embedded store in
+//! a temporary directory, driven request by request.
+
+use std::sync::Arc;
+
+use api::App;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+struct Server {
+    app: Arc<App>,
+    _dir: tempfile::TempDir,
+    dir_path: std::path::PathBuf,
+}
+
+async fn start_in(dir: tempfile::TempDir) -> Server {
+    let store = store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    let app = App::load(
+        Arc::new(store),
+        model::CloudConfig::default(),
+        "admin".into(),
+    )
+    .await
+    .unwrap();
+    Server {
+        app,
+        dir_path: dir.path().to_owned(),
+        _dir: dir,
+    }
+}
+
+async fn start() -> Server {
+    start_in(tempfile::tempdir().unwrap()).await
+}
+
+/// `project`: `None` is the default (admin) caller; `Some(p)` a member of p.
+async fn call(
+    s: &Server,
+    method: &str,
+    path: &str,
+    project: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    call_with(s, method, path, project, body, &[]).await
+}
+
+async fn call_with(
+    s: &Server,
+    method: &str,
+    path: &str,
+    project: Option<&str>,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (StatusCode, Value) {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(p) = project {
+        req = req.header("X-Project-Id", p).header("X-Roles", "member");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let body = body.map_or(Body::empty(), |b| Body::from(b.to_string()));
+    let resp = api::router(s.app.clone())
+        .oneshot(
+            req.header("content-type", "application/json")
+                .body(body)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let value = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, value)
+}
+
+fn error_type(v: &Value) -> &str {
+    v["NeutronError"]["type"].as_str().unwrap_or("<none>")
+}
+
+async fn network_with_subnet(s: &Server, project: Option<&str>, cidr: &str) -> (String, String) {
+    let (st, net) = call(
+        s,
+        "POST",
+        "/v2.0/networks",
+        project,
+        Some(json!({"network": {"name": "n"}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{net}");
+    let net_id = net["network"]["id"].as_str().unwrap().to_owned();
+    let (st, sub) = call(
+        s,
+        "POST",
+        "/v2.0/subnets",
+        project,
+        Some(json!({"subnet": {"network_id": net_id, "ip_version": 4, "cidr": cidr}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{sub}");
+    (net_id, sub["subnet"]["id"].as_str().unwrap().to_owned())
+}
+
+#[tokio::test]
+async fn projects_see_only_their_own_and_overlap_freely() {
+    let s = start().await;
+    let (net_a, _) = network_with_subnet(&s, Some("a"), "10.0.0.0/24").await;
+    let (net_b, _) = network_with_subnet(&s, Some("b"), "10.0.0.0/24").await;
+
+    let (_, list) = call(&s, "GET", "/v2.0/networks", Some("a"), None).await;
+    let ids: Vec<&str> = list["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [net_a.as_str()]);
+    // Provider attributes are for admins.
+    assert!(
+        list["networks"][0]
+            .get("provider:segmentation_id")
+            .is_none()
+    );
+
+    for (method, body) in [
+        ("GET", None),
+        ("PUT", Some(json!({"network": {"name": "x"}}))),
+        ("DELETE", None),
+    ] {
+        let (st, err) = call(
+            &s,
+            method,
+            &format!("/v2.0/networks/{net_b}"),
+            Some("a"),
+            body,
+        )
+        .await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method}");
+        assert_eq!(error_type(&err), "NetworkNotFound");
+    }
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/v2.0/ports",
+        Some("a"),
+        Some(json!({"port": {"network_id": net_b}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+
+    // The admin sees both, and each project got its own default group.
+    let (_, all) = call(&s, "GET", "/v2.0/networks", None, None).await;
+    assert_eq!(all["networks"].as_array().unwrap().len(), 2);
+    let (_, groups) = call(&s, "GET", "/v2.0/security-groups?name=default", None, None).await;
+    let projects: std::collections::BTreeSet<&str> = groups["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["project_id"].as_str().unwrap())
+        .collect();
+    assert!(projects.contains("a") && projects.contains("b") && projects.contains("admin"));
+
+    // A member may not create for another project; an admin may.
+    let body = json!({"network": {"project_id": "b"}});
+    let (st, _) = call(&s, "POST", "/v2.0/networks", Some("a"), Some(body.clone())).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, made) = call(&s, "POST", "/v2.0/networks", None, Some(body)).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(made["network"]["project_id"], "b");
+}
+
+#[tokio::test]
+async fn refusals_carry_neutron_types_and_change_nothing() {
+    let s = start().await;
+    let (net, subnet) = network_with_subnet(&s, None, "10.20.30.0/24").await;
+    let cases = [
+        (
+            "/v2.0/networks",
+            json!({"network": {"name": "x", "bogus": 1}}),
+            400,
+            "HTTPBadRequest",
+        ),
+        ("/v2.0/networks", json!({"net": {}}), 400, "HTTPBadRequest"),
+        (
+            "/v2.0/subnets",
+            json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.0.0.300/24"}}),
+            400,
+            "InvalidInput",
+        ),
+        (
+            "/v2.0/subnets",
+            json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.20.30.128/25"}}),
+            400,
+            "InvalidInput",
+        ),
+        (
+            "/v2.0/ports",
+            json!({"port": {"network_id": net, "fixed_ips": [{"subnet_id": subnet, "ip_address": "10.99.0.5"}]}}),
+            400,
+            "InvalidIpForSubnet",
+        ),
+        (
+            "/v2.0/ports",
+            json!({"port": {"network_id": "nope"}}),
+            404,
+            "NetworkNotFound",
+        ),
+    ];
+    for (path, body, status, kind) in cases {
+        let (st, err) = call(&s, "POST", path, None, Some(body.clone())).await;
+        assert_eq!((st.as_u16(), error_type(&err)), (status, kind), "{body}");
+    }
+    let port = json!({"port": {"network_id": net, "fixed_ips": [{"subnet_id": subnet, "ip_address": "10.20.30.10"}]}});
+    assert_eq!(
+        call(&s, "POST", "/v2.0/ports", None, Some(port.clone()))
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    let (st, err) = call(&s, "POST", "/v2.0/ports", None, Some(port)).await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::CONFLICT, "IpAddressAlreadyAllocated")
+    );
+
+    // A bulk create whose last item is bad creates none of them.
+    let bulk =
+        json!({"networks": [{"name": "ok1"}, {"name": "ok2"}, {"name": "bad", "mtu": 9000}]});
+    let (st, _) = call(&s, "POST", "/v2.0/networks", None, Some(bulk)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (_, list) = call(&s, "GET", "/v2.0/networks", None, None).await;
+    assert_eq!(list["networks"].as_array().unwrap().len(), 1);
+
+    let (st, err) = call(&s, "DELETE", &format!("/v2.0/networks/{net}"), None, None).await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::CONFLICT, "NetworkInUse")
+    );
+    let (st, err) = call(&s, "DELETE", &format!("/v2.0/subnets/{subnet}"), None, None).await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::CONFLICT, "SubnetInUse")
+    );
+}
+
+#[tokio::test]
+async fn if_match_guards_updates_and_deletes() {
+    let s = start().await;
+    let (net, _) = network_with_subnet(&s, None, "10.0.0.0/24").await;
+    let path = format!("/v2.0/networks/{net}");
+    let body = || Some(json!({"network": {"name": "renamed"}}));
+    let (st, err) = call_with(
+        &s,
+        "PUT",
+        &path,
+        None,
+        body(),
+        &[("If-Match", "revision_number=7")],
+    )
+    .await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (
+            StatusCode::PRECONDITION_FAILED,
+            "RevisionNumberConstraintFailed"
+        )
+    );
+    let (st, v) = call_with(
+        &s,
+        "PUT",
+        &path,
+        None,
+        body(),
+        &[("If-Match", "revision_number=0")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(v["network"]["revision_number"], 1);
+    let (st, _) = call_with(
+        &s,
+        "DELETE",
+        &path,
+        None,
+        None,
+        &[("If-Match", "revision_number=0")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::PRECONDITION_FAILED);
+    let (st, _) = call_with(
+        &s,
+        "DELETE",
+        &path,
+        None,
+        None,
+        &[("If-Match", "revision_number=1")],
+    )
+    .await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn what_was_acknowledged_is_there_after_a_restart() {
+    let s = start().await;
+    let (net, _) = network_with_subnet(&s, None, "10.0.0.0/24").await;
+    let mut ports = Vec::new();
+    for _ in 0..20 {
+        let (st, p) = call(
+            &s,
+            "POST",
+            "/v2.0/ports",
+            None,
+            Some(json!({"port": {"network_id": net}})),
+        )
+        .await;
+        assert_eq!(st, StatusCode::CREATED);
+        ports.push(p["port"].clone());
+    }
+    let path = s.dir_path.clone();
+    let Server { app, _dir, .. } = s;
+    drop(app);
+    // The store is released asynchronously by its writer thread; retry briefly.
+    let again = loop {
+        match store::embedded::EmbeddedStore::open(&path) {
+            Ok(st) => break st,
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    };
+    let app = App::load(
+        Arc::new(again),
+        model::CloudConfig::default(),
+        "admin".into(),
+    )
+    .await
+    .unwrap();
+    let s = Server {
+        app,
+        dir_path: path,
+        _dir,
+    };
+    let (_, list) = call(&s, "GET", "/v2.0/ports", None, None).await;
+    let listed = list["ports"].as_array().unwrap();
+    assert_eq!(listed.len(), ports.len());
+    for p in &ports {
+        assert!(listed.contains(p), "port {} lost or changed", p["id"]);
+    }
+    // The reloaded IPAM still refuses the first port's address.
+    let ip = ports[0]["fixed_ips"][0]["ip_address"].as_str().unwrap();
+    let (st, _) = call(
+        &s,
+        "POST",
+        "/v2.0/ports",
+        None,
+        Some(json!({"port": {"network_id": net, "fixed_ips": [{"ip_address": ip}]}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn tags_can_be_set_filtered_and_removed() {
+    let s = start().await;
+    let (net, _) = network_with_subnet(&s, None, "10.0.0.0/24").await;
+    let base = format!("/v2.0/networks/{net}/tags");
+    let (st, v) = call(
+        &s,
+        "PUT",
+        &base,
+        None,
+        Some(json!({"tags": ["red", "blue"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, v["tags"].clone()),
+        (StatusCode::OK, json!(["blue", "red"]))
+    );
+    assert_eq!(
+        call(&s, "PUT", &format!("{base}/green"), None, None)
+            .await
+            .0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        call(&s, "GET", &format!("{base}/green"), None, None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (_, list) = call(&s, "GET", "/v2.0/networks?tags=red,green", None, None).await;
+    assert_eq!(list["networks"].as_array().unwrap().len(), 1);
+    let (_, list) = call(&s, "GET", "/v2.0/networks?not-tags-any=red", None, None).await;
+    assert_eq!(list["networks"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        call(&s, "DELETE", &format!("{base}/red"), None, None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (st, err) = call(&s, "DELETE", &format!("{base}/red"), None, None).await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::NOT_FOUND, "TagNotFound")
+    );
+}
