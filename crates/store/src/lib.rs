@@ -66,7 +66,8 @@ pub enum CompareOp {
 }
 
 /// What a compare looks at. A missing key has version, create and mod revision 0
-/// and never equals any value.
+/// and never equals any value: as in etcd, a `Value` compare on a missing key
+/// fails whatever the op (even `NotEqual`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CompareTarget {
     Version(i64),
@@ -104,9 +105,14 @@ impl Compare {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TxnOp {
-    Put { key: String, value: Vec<u8> },
+    Put {
+        key: String,
+        value: Vec<u8>,
+    },
     /// Deleting a missing key is not an error and writes nothing.
-    Delete { key: String },
+    Delete {
+        key: String,
+    },
 }
 
 /// An etcd-style transaction: if every compare holds, apply `success`, else
@@ -133,7 +139,8 @@ pub enum EventKind {
 }
 
 /// One change seen by a watch. For a delete, `kv.value` is empty,
-/// `kv.mod_revision` is the deleting revision and `kv.version` is 0.
+/// `kv.mod_revision` is the deleting revision and `kv.version` and
+/// `kv.create_revision` are 0.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Event {
     pub kind: EventKind,
@@ -169,9 +176,13 @@ pub trait Store: Send + Sync + 'static {
     /// Every change to keys in `range` with revision >= `from_revision`, first
     /// those already in history, then live ones, with no gap and no repeat.
     /// Fails with `Compacted` if history before `from_revision` is gone.
-    async fn watch(&self, range: KeyRange, from_revision: Revision)
-    -> Result<WatchStream, StoreError>;
+    async fn watch(
+        &self,
+        range: KeyRange,
+        from_revision: Revision,
+    ) -> Result<WatchStream, StoreError>;
 
-    /// Forget history older than `revision` (current values are kept).
+    /// Forget history older than `revision` (current values are kept): a watch
+    /// from `revision` still works, one from `revision - 1` fails with `Compacted`.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 }
