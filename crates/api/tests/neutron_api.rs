@@ -1,6 +1,8 @@
 //! The Neutron API in-process: the real router over the real embedded store in
 //! a temporary directory, driven request by request.
 
+#![allow(clippy::unwrap_used)] // a failed setup step should panic the test
+
 use std::sync::Arc;
 
 use api::App;
