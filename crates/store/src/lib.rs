@@ -184,5 +184,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forget history older than `revision` (current values are kept): a watch
     /// from `revision` still works, one from `revision - 1` fails with `Compacted`.
+    /// Compacting at or before an earlier compaction is a no-op, not an error.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 }

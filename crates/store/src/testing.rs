@@ -26,11 +26,18 @@ use crate::{
 /// Generates one `#[tokio::test]` per conformance check. `$fresh` names an async fn
 /// taking nothing and returning a fresh empty store behind anything that derefs to
 /// a [`Store`] (so a fixture can keep a temp dir alive next to it).
+///
+/// `conformance_tests!(any_revision: $fresh)` runs every check but `empty_store`,
+/// for a store that holds no keys but is past revision 0 (and may be compacted up
+/// to its next revision): a shared etcd under a key prefix, or a reused store.
 #[macro_export]
 macro_rules! conformance_tests {
     ($fresh:path) => {
+        $crate::conformance_tests!(@each $fresh; empty_store);
+        $crate::conformance_tests!(any_revision: $fresh);
+    };
+    (any_revision: $fresh:path) => {
         $crate::conformance_tests!(@each $fresh;
-            empty_store,
             revision_bumping,
             key_bookkeeping,
             compare_targets,
@@ -196,6 +203,10 @@ fn delete_event(key: &str, revision: Revision) -> Event {
 }
 
 // === checks ===
+//
+// Every check but `empty_store` counts revisions from `b`, the store's revision when
+// it starts, so a backend whose fresh store is not at 0 (an etcd key prefix on a
+// shared cluster) runs them unchanged.
 
 pub async fn empty_store(store: &dyn Store) {
     let all = store
@@ -203,7 +214,7 @@ pub async fn empty_store(store: &dyn Store) {
         .await
         .expect("range failed");
     assert_eq!(all.kvs, vec![]);
-    assert_eq!(all.revision, 0);
+    assert_eq!(all.revision, 0, "an empty store is at revision 0");
     let nothing = txn(store, Txn::default()).await;
     assert_eq!(
         nothing,
@@ -216,16 +227,17 @@ pub async fn empty_store(store: &dyn Store) {
 }
 
 pub async fn revision_bumping(store: &dyn Store) {
+    let b = current_revision(store).await;
     let r = txn(store, ops(vec![put("a", b"1")])).await;
-    assert_eq!((r.succeeded, r.revision), (true, 1), "first write");
+    assert_eq!((r.succeeded, r.revision), (true, b + 1), "first write");
 
     let r = txn(store, ops(vec![put("b", b"2"), put("c", b"3")])).await;
-    assert_eq!(r.revision, 2, "all ops of a txn share one revision");
-    assert_eq!(get(store, "b").await.expect("b").mod_revision, 2);
-    assert_eq!(get(store, "c").await.expect("c").mod_revision, 2);
+    assert_eq!(r.revision, b + 2, "all ops of a txn share one revision");
+    assert_eq!(get(store, "b").await.expect("b").mod_revision, b + 2);
+    assert_eq!(get(store, "c").await.expect("c").mod_revision, b + 2);
 
     let r = txn(store, ops(vec![delete("missing")])).await;
-    assert_eq!(r.revision, 2, "deleting a missing key writes nothing");
+    assert_eq!(r.revision, b + 2, "deleting a missing key writes nothing");
 
     let r = txn(
         store,
@@ -238,26 +250,26 @@ pub async fn revision_bumping(store: &dyn Store) {
     .await;
     assert_eq!(
         (r.succeeded, r.revision),
-        (false, 2),
+        (false, b + 2),
         "an empty failure branch writes nothing"
     );
 
     let r = txn(
         store,
         Txn {
-            compare: vec![Compare::mod_revision_is("a", 1)],
+            compare: vec![Compare::mod_revision_is("a", b + 1)],
             ..Txn::default()
         },
     )
     .await;
-    assert_eq!((r.succeeded, r.revision), (true, 2), "a read-only txn");
+    assert_eq!((r.succeeded, r.revision), (true, b + 2), "a read-only txn");
 
     let r = txn(store, ops(vec![delete("a")])).await;
-    assert_eq!(r.revision, 3, "deleting an existing key writes");
+    assert_eq!(r.revision, b + 3, "deleting an existing key writes");
     let r = txn(store, ops(vec![delete("b"), delete("missing")])).await;
-    assert_eq!(r.revision, 4);
+    assert_eq!(r.revision, b + 4);
     let r = txn(store, ops(vec![delete("c")])).await;
-    assert_eq!(r.revision, 5);
+    assert_eq!(r.revision, b + 5);
 
     let all = store
         .range(KeyRange::Prefix(String::new()))
@@ -265,21 +277,23 @@ pub async fn revision_bumping(store: &dyn Store) {
         .expect("range failed");
     assert_eq!(all.kvs, vec![]);
     assert_eq!(
-        all.revision, 5,
+        all.revision,
+        b + 5,
         "the revision stays when the newest keys are gone"
     );
-    assert_eq!(txn(store, Txn::default()).await.revision, 5);
+    assert_eq!(txn(store, Txn::default()).await.revision, b + 5);
 }
 
 pub async fn key_bookkeeping(store: &dyn Store) {
+    let b = current_revision(store).await;
     txn(store, ops(vec![put("k", b"one")])).await;
     assert_eq!(
         get(store, "k").await,
         Some(KeyValue {
             key: "k".into(),
             value: b"one".to_vec(),
-            create_revision: 1,
-            mod_revision: 1,
+            create_revision: b + 1,
+            mod_revision: b + 1,
             version: 1,
         })
     );
@@ -290,15 +304,15 @@ pub async fn key_bookkeeping(store: &dyn Store) {
         Some(KeyValue {
             key: "k".into(),
             value: b"two".to_vec(),
-            create_revision: 1,
-            mod_revision: 3,
+            create_revision: b + 1,
+            mod_revision: b + 3,
             version: 2,
         }),
         "an overwrite keeps create_revision and bumps version"
     );
     assert_eq!(
         get(store, "other").await.expect("other").mod_revision,
-        2,
+        b + 2,
         "other keys are untouched"
     );
     txn(store, ops(vec![delete("k")])).await;
@@ -309,8 +323,8 @@ pub async fn key_bookkeeping(store: &dyn Store) {
         Some(KeyValue {
             key: "k".into(),
             value: b"three".to_vec(),
-            create_revision: 5,
-            mod_revision: 5,
+            create_revision: b + 5,
+            mod_revision: b + 5,
             version: 1,
         }),
         "a key put again after a delete starts over"
@@ -321,7 +335,8 @@ pub async fn compare_targets(store: &dyn Store) {
     use CompareOp::{Equal, Greater, Less, NotEqual};
     use CompareTarget::{CreateRevision, ModRevision, Value, Version};
 
-    // k: value "v2", version 2, create 1, mod 3.
+    // k: value "v2", version 2, create b+1, mod b+3.
+    let b = current_revision(store).await;
     txn(store, ops(vec![put("k", b"v1")])).await;
     txn(store, ops(vec![put("unrelated", b"")])).await;
     txn(store, ops(vec![put("k", b"v2")])).await;
@@ -334,14 +349,16 @@ pub async fn compare_targets(store: &dyn Store) {
         ("k", Greater, Version(1), true),
         ("k", Less, Version(3), true),
         ("k", NotEqual, Version(0), true),
-        ("k", Equal, CreateRevision(1), true),
+        ("k", Equal, CreateRevision(b + 1), true),
         ("k", Greater, CreateRevision(0), true),
-        ("k", Less, CreateRevision(2), true),
-        ("k", NotEqual, CreateRevision(3), true),
-        ("k", Equal, ModRevision(3), true),
-        ("k", Equal, ModRevision(1), false),
-        ("k", Greater, ModRevision(2), true),
-        ("k", Less, ModRevision(4), true),
+        ("k", Greater, CreateRevision(b), true),
+        ("k", Less, CreateRevision(b + 2), true),
+        ("k", NotEqual, CreateRevision(b + 3), true),
+        ("k", Equal, ModRevision(b + 3), true),
+        ("k", Equal, ModRevision(b + 1), false),
+        ("k", Greater, ModRevision(b + 2), true),
+        ("k", Less, ModRevision(b + 4), true),
+        ("k", Less, ModRevision(b + 3), false),
         ("k", Equal, Value(b"v2".to_vec()), true),
         ("k", NotEqual, Value(b"v2".to_vec()), false),
         ("k", NotEqual, Value(b"v1".to_vec()), true),
@@ -354,7 +371,7 @@ pub async fn compare_targets(store: &dyn Store) {
         ("missing", Greater, Version(0), false),
         ("missing", Equal, CreateRevision(0), true),
         ("missing", Equal, ModRevision(0), true),
-        ("missing", Less, ModRevision(5), true),
+        ("missing", Less, ModRevision(b + 5), true),
         ("missing", NotEqual, ModRevision(0), false),
         ("missing", Equal, Value(Vec::new()), false),
         ("missing", NotEqual, Value(b"x".to_vec()), false),
@@ -372,7 +389,7 @@ pub async fn compare_targets(store: &dyn Store) {
         )
         .await;
         assert_eq!(r.succeeded, expected, "{case}");
-        assert_eq!(r.revision, 3, "{case}: a compare writes nothing");
+        assert_eq!(r.revision, b + 3, "{case}: a compare writes nothing");
     }
 
     let holds = |c: Vec<Compare>| async move {
@@ -388,58 +405,65 @@ pub async fn compare_targets(store: &dyn Store) {
     };
     assert!(holds(vec![Compare::absent("missing")]).await);
     assert!(!holds(vec![Compare::absent("k")]).await);
-    assert!(holds(vec![Compare::mod_revision_is("k", 3)]).await);
+    assert!(holds(vec![Compare::mod_revision_is("k", b + 3)]).await);
     assert!(holds(vec![Compare::mod_revision_is("missing", 0)]).await);
     assert!(
-        !holds(vec![Compare::mod_revision_is("k", 3), Compare::absent("k")]).await,
+        !holds(vec![
+            Compare::mod_revision_is("k", b + 3),
+            Compare::absent("k")
+        ])
+        .await,
         "every compare must hold"
     );
     assert!(holds(vec![]).await, "no compare holds");
 }
 
 pub async fn success_and_failure_branches(store: &dyn Store) {
+    let b = current_revision(store).await;
     let create = Txn {
         compare: vec![Compare::absent("k")],
         success: vec![put("k", b"created")],
         failure: vec![put("lost", b"k existed")],
     };
     let r = txn(store, create.clone()).await;
-    assert_eq!((r.succeeded, r.revision), (true, 1));
+    assert_eq!((r.succeeded, r.revision), (true, b + 1));
     assert_eq!(get(store, "k").await.expect("k").value, b"created");
     assert_eq!(get(store, "lost").await, None, "failure ops did not run");
 
     let r = txn(store, create).await;
     assert_eq!(
         (r.succeeded, r.revision),
-        (false, 2),
+        (false, b + 2),
         "failure ops write at the next revision"
     );
     assert_eq!(get(store, "k").await.expect("k").value, b"created");
     assert_eq!(
         get(store, "lost").await.expect("lost").mod_revision,
-        2,
+        b + 2,
         "failure ops ran"
     );
 
     let r = txn(
         store,
         Txn {
-            compare: vec![Compare::mod_revision_is("k", 99)],
-            success: vec![],
+            compare: vec![Compare::mod_revision_is("k", b + 99)],
+            success: vec![put("k", b"not this")],
             failure: vec![delete("k"), put("k2", b"")],
         },
     )
     .await;
-    assert_eq!((r.succeeded, r.revision), (false, 3));
+    assert_eq!((r.succeeded, r.revision), (false, b + 3));
     assert_eq!(get(store, "k").await, None);
-    assert_eq!(get(store, "k2").await.expect("k2").mod_revision, 3);
+    assert_eq!(get(store, "k2").await.expect("k2").mod_revision, b + 3);
 }
 
 pub async fn range_by_key_and_prefix(store: &dyn Store) {
+    let b = current_revision(store).await;
     let keys = ["a/2", "b/1", "a/é", "a", "ab", "a/10", "a0", "a/1", "a/1/x"];
     for key in keys {
         txn(store, ops(vec![put(key, key.as_bytes())])).await;
     }
+    let head = b + keys.len() as Revision;
     let keys_of = |kvs: &[KeyValue]| kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>();
 
     let one = store
@@ -448,14 +472,14 @@ pub async fn range_by_key_and_prefix(store: &dyn Store) {
         .expect("range failed");
     assert_eq!(keys_of(&one.kvs), ["a"]);
     assert_eq!(one.kvs[0].value, b"a");
-    assert_eq!(one.kvs[0].mod_revision, 4);
-    assert_eq!(one.revision, keys.len() as Revision);
+    assert_eq!(one.kvs[0].mod_revision, b + 4);
+    assert_eq!(one.revision, head);
     let none = store
         .range(KeyRange::Key("a/".into()))
         .await
         .expect("range failed");
     assert_eq!(none.kvs, vec![], "a key range is not a prefix");
-    assert_eq!(none.revision, keys.len() as Revision);
+    assert_eq!(none.revision, head);
 
     let prefix = |p: &str| {
         let p = p.to_owned();
@@ -464,6 +488,7 @@ pub async fn range_by_key_and_prefix(store: &dyn Store) {
                 .range(KeyRange::Prefix(p))
                 .await
                 .expect("range failed");
+            assert_eq!(r.revision, head);
             for kv in &r.kvs {
                 assert_eq!(kv.value, kv.key.as_bytes(), "value of {}", kv.key);
             }
@@ -485,50 +510,50 @@ pub async fn range_by_key_and_prefix(store: &dyn Store) {
 }
 
 pub async fn watch_replays_history_then_live(store: &dyn Store) {
-    txn(store, ops(vec![put("w/a", b"1")])).await; // 1
-    txn(store, ops(vec![put("w/b", b"2")])).await; // 2
-    txn(store, ops(vec![put("w/a", b"3")])).await; // 3
-    txn(store, ops(vec![delete("w/b")])).await; // 4
-    txn(store, ops(vec![put("w/b", b"5")])).await; // 5
+    let b = current_revision(store).await;
+    txn(store, ops(vec![put("w/a", b"1")])).await; // b+1
+    txn(store, ops(vec![put("w/b", b"2")])).await; // b+2
+    txn(store, ops(vec![put("w/a", b"3")])).await; // b+3
+    txn(store, ops(vec![delete("w/b")])).await; // b+4
+    txn(store, ops(vec![put("w/b", b"5")])).await; // b+5
 
-    let mut from_3 = watch(store, KeyRange::Prefix("w/".into()), 3).await;
+    let mut from_3 = watch(store, KeyRange::Prefix("w/".into()), b + 3).await;
     assert_eq!(
         next_batch(&mut from_3).await,
-        [put_event("w/a", b"3", 1, 3, 2)]
+        [put_event("w/a", b"3", b + 1, b + 3, 2)]
     );
-    assert_eq!(next_batch(&mut from_3).await, [delete_event("w/b", 4)]);
+    assert_eq!(next_batch(&mut from_3).await, [delete_event("w/b", b + 4)]);
     assert_eq!(
         next_batch(&mut from_3).await,
-        [put_event("w/b", b"5", 5, 5, 1)]
+        [put_event("w/b", b"5", b + 5, b + 5, 1)]
     );
 
-    let mut from_0 = watch(store, KeyRange::Prefix("w/".into()), 0).await;
-    let history = batches_through(&mut from_0, 5).await;
-    assert_eq!(history.len(), 5, "from 0 replays everything: {history:?}");
-    assert_eq!(history[0], [put_event("w/a", b"1", 1, 1, 1)]);
+    let mut from_1 = watch(store, KeyRange::Prefix("w/".into()), b + 1).await;
+    let history = batches_through(&mut from_1, b + 5).await;
+    assert_eq!(history.len(), 5, "the whole history replays: {history:?}");
+    assert_eq!(history[0], [put_event("w/a", b"1", b + 1, b + 1, 1)]);
     assert_increasing(&history);
 
-    txn(store, ops(vec![put("w/c", b"6")])).await; // 6
-    assert_eq!(
-        next_batch(&mut from_3).await,
-        [put_event("w/c", b"6", 6, 6, 1)]
-    );
-    assert_eq!(
-        next_batch(&mut from_0).await,
-        [put_event("w/c", b"6", 6, 6, 1)]
-    );
+    txn(store, ops(vec![put("w/c", b"6")])).await; // b+6
+    let live = [put_event("w/c", b"6", b + 6, b + 6, 1)];
+    assert_eq!(next_batch(&mut from_3).await, live);
+    assert_eq!(next_batch(&mut from_1).await, live);
 
-    let mut from_next = watch(store, KeyRange::Prefix("w/".into()), 7).await;
+    let mut from_next = watch(store, KeyRange::Prefix("w/".into()), b + 7).await;
     assert_quiet(&mut from_next).await;
-    txn(store, ops(vec![delete("w/a")])).await; // 7
-    assert_eq!(next_batch(&mut from_next).await, [delete_event("w/a", 7)]);
-    assert_eq!(next_batch(&mut from_3).await, [delete_event("w/a", 7)]);
+    txn(store, ops(vec![delete("w/a")])).await; // b+7
+    assert_eq!(
+        next_batch(&mut from_next).await,
+        [delete_event("w/a", b + 7)]
+    );
+    assert_eq!(next_batch(&mut from_3).await, [delete_event("w/a", b + 7)]);
 }
 
 pub async fn watch_txn_is_one_batch(store: &dyn Store) {
-    txn(store, ops(vec![put("x/c", b"old")])).await; // 1
-    let mut all = watch(store, KeyRange::Prefix("x/".into()), 2).await;
-    let mut just_a = watch(store, KeyRange::Key("x/a".into()), 2).await;
+    let b = current_revision(store).await;
+    txn(store, ops(vec![put("x/c", b"old")])).await; // b+1
+    let mut all = watch(store, KeyRange::Prefix("x/".into()), b + 2).await;
+    let mut just_a = watch(store, KeyRange::Key("x/a".into()), b + 2).await;
     txn(
         store,
         ops(vec![
@@ -538,66 +563,73 @@ pub async fn watch_txn_is_one_batch(store: &dyn Store) {
             delete("x/none"),
         ]),
     )
-    .await; // 2
+    .await; // b+2
+    let r = b + 2;
     assert_eq!(
         next_batch(&mut all).await,
         [
-            put_event("x/a", b"a", 2, 2, 1),
-            put_event("x/b", b"b", 2, 2, 1),
-            delete_event("x/c", 2),
+            put_event("x/a", b"a", r, r, 1),
+            put_event("x/b", b"b", r, r, 1),
+            delete_event("x/c", r),
         ],
         "one txn, one batch, in op order"
     );
     assert_eq!(
         next_batch(&mut just_a).await,
-        [put_event("x/a", b"a", 2, 2, 1)]
+        [put_event("x/a", b"a", r, r, 1)]
     );
 }
 
 pub async fn watch_filters_range(store: &dyn Store) {
-    let mut prefix = watch(store, KeyRange::Prefix("f/".into()), 1).await;
-    let mut key = watch(store, KeyRange::Key("f".into()), 1).await;
-    txn(store, ops(vec![put("g/1", b"")])).await; // 1
-    txn(store, ops(vec![put("f/1", b"")])).await; // 2
-    txn(store, ops(vec![put("f", b"")])).await; // 3
-    txn(store, ops(vec![put("e", b""), put("f0", b"")])).await; // 4
-    txn(store, ops(vec![put("g/2", b""), put("f/2", b"")])).await; // 5
+    let b = current_revision(store).await;
+    let mut prefix = watch(store, KeyRange::Prefix("f/".into()), b + 1).await;
+    let mut key = watch(store, KeyRange::Key("f".into()), b + 1).await;
+    txn(store, ops(vec![put("g/1", b"")])).await; // b+1
+    txn(store, ops(vec![put("f/1", b"")])).await; // b+2
+    txn(store, ops(vec![put("f", b"")])).await; // b+3
+    txn(store, ops(vec![put("e", b""), put("f0", b"")])).await; // b+4
+    txn(store, ops(vec![put("g/2", b""), put("f/2", b"")])).await; // b+5
 
     assert_eq!(
         next_batch(&mut prefix).await,
-        [put_event("f/1", b"", 2, 2, 1)]
+        [put_event("f/1", b"", b + 2, b + 2, 1)]
     );
     assert_eq!(
         next_batch(&mut prefix).await,
-        [put_event("f/2", b"", 5, 5, 1)],
+        [put_event("f/2", b"", b + 5, b + 5, 1)],
         "txns touching nothing in range are skipped, others are filtered"
     );
-    assert_eq!(next_batch(&mut key).await, [put_event("f", b"", 3, 3, 1)]);
+    assert_eq!(
+        next_batch(&mut key).await,
+        [put_event("f", b"", b + 3, b + 3, 1)]
+    );
     assert_quiet(&mut prefix).await;
     assert_quiet(&mut key).await;
 }
 
 pub async fn watch_from_future_revision(store: &dyn Store) {
-    txn(store, ops(vec![put("k", b"1")])).await; // 1
-    let mut stream = watch(store, KeyRange::Key("k".into()), 4).await;
-    txn(store, ops(vec![put("k", b"2")])).await; // 2
-    txn(store, ops(vec![put("k", b"3")])).await; // 3
-    txn(store, ops(vec![put("k", b"4")])).await; // 4
-    txn(store, ops(vec![put("k", b"5")])).await; // 5
+    let b = current_revision(store).await;
+    txn(store, ops(vec![put("k", b"1")])).await; // b+1
+    let mut stream = watch(store, KeyRange::Key("k".into()), b + 4).await;
+    txn(store, ops(vec![put("k", b"2")])).await; // b+2
+    txn(store, ops(vec![put("k", b"3")])).await; // b+3
+    txn(store, ops(vec![put("k", b"4")])).await; // b+4
+    txn(store, ops(vec![put("k", b"5")])).await; // b+5
     assert_eq!(
         next_batch(&mut stream).await,
-        [put_event("k", b"4", 1, 4, 4)]
+        [put_event("k", b"4", b + 1, b + 4, 4)]
     );
     assert_eq!(
         next_batch(&mut stream).await,
-        [put_event("k", b"5", 1, 5, 5)]
+        [put_event("k", b"5", b + 1, b + 5, 5)]
     );
 }
 
 pub async fn watch_gap_free_under_concurrent_writes(store: &dyn Store) {
     const WRITERS: usize = 8;
     const TXNS: usize = 50;
-    let mut early = watch(store, KeyRange::Prefix("g/".into()), 1).await;
+    let b = current_revision(store).await;
+    let mut early = watch(store, KeyRange::Prefix("g/".into()), b + 1).await;
     let late_started = AtomicBool::new(false);
 
     let writer = |w: usize| async move {
@@ -610,11 +642,11 @@ pub async fn watch_gap_free_under_concurrent_writes(store: &dyn Store) {
         }
         revisions
     };
-    // A watch opened from revision 1 mid-stream must stitch history to live with
+    // A watch opened from the start mid-stream must stitch history to live with
     // no gap at the moment it subscribes.
     let late = async {
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let stream = watch(store, KeyRange::Prefix("g/".into()), 1).await;
+        let stream = watch(store, KeyRange::Prefix("g/".into()), b + 1).await;
         late_started.store(true, Ordering::SeqCst);
         stream
     };
@@ -646,7 +678,8 @@ pub async fn watch_gap_free_under_concurrent_writes(store: &dyn Store) {
 
 pub async fn watch_slow_watcher_misses_nothing(store: &dyn Store) {
     const TXNS: usize = 3000;
-    let mut slow = watch(store, KeyRange::Prefix("s/".into()), 1).await;
+    let b = current_revision(store).await;
+    let mut slow = watch(store, KeyRange::Prefix("s/".into()), b + 1).await;
     // Many writes while the watcher reads nothing: a backend may replay them or end
     // the stream with an error, but must not skip any.
     let acked = join_all((0..TXNS).map(|i| async move {
@@ -679,57 +712,59 @@ pub async fn watch_slow_watcher_misses_nothing(store: &dyn Store) {
 }
 
 pub async fn compaction(store: &dyn Store) {
+    let b = current_revision(store).await;
     for i in 1..=10u8 {
-        txn(store, ops(vec![put("c", &[i])])).await;
+        txn(store, ops(vec![put("c", &[i])])).await; // b+i
     }
-    store.compact(5).await.expect("compact failed");
-    match store.watch(KeyRange::Key("c".into()), 4).await {
-        Err(StoreError::Compacted { requested, .. }) => assert_eq!(requested, 4),
+    store.compact(b + 5).await.expect("compact failed");
+    match store.watch(KeyRange::Key("c".into()), b + 4).await {
+        Err(StoreError::Compacted { requested, .. }) => assert_eq!(requested, b + 4),
         Err(e) => panic!("watch from a compacted revision failed with {e}"),
         Ok(_) => panic!("watch from a compacted revision succeeded"),
     }
     assert!(matches!(
-        store.watch(KeyRange::Prefix(String::new()), 1).await,
+        store.watch(KeyRange::Prefix(String::new()), b + 1).await,
         Err(StoreError::Compacted { .. })
     ));
 
-    let mut from_5 = watch(store, KeyRange::Key("c".into()), 5).await;
-    let kept = batches_through(&mut from_5, 10).await;
-    let revisions: Vec<Revision> = kept.iter().map(|b| batch_revision(b)).collect();
-    assert_eq!(revisions, [5, 6, 7, 8, 9, 10], "history from 5 is kept");
+    let mut from_5 = watch(store, KeyRange::Key("c".into()), b + 5).await;
+    let kept = batches_through(&mut from_5, b + 10).await;
+    let revisions: Vec<Revision> = kept.iter().map(|k| batch_revision(k) - b).collect();
+    assert_eq!(revisions, [5, 6, 7, 8, 9, 10], "history from b+5 is kept");
 
     let current = store
         .range(KeyRange::Key("c".into()))
         .await
         .expect("range failed");
     assert_eq!(
-        current.revision, 10,
+        current.revision,
+        b + 10,
         "compaction does not change the revision"
     );
     assert_eq!(current.kvs[0].value, [10]);
     assert_eq!(current.kvs[0].version, 10);
 
     store
-        .compact(3)
+        .compact(b + 3)
         .await
         .expect("an older compaction is a no-op");
     assert!(matches!(
-        store.watch(KeyRange::Key("c".into()), 4).await,
+        store.watch(KeyRange::Key("c".into()), b + 4).await,
         Err(StoreError::Compacted { .. })
     ));
 
-    store.compact(10).await.expect("compact failed");
+    store.compact(b + 10).await.expect("compact failed");
     let r = txn(store, ops(vec![put("c", b"after")])).await;
-    assert_eq!(r.revision, 11);
-    let mut live = watch(store, KeyRange::Key("c".into()), 11).await;
+    assert_eq!(r.revision, b + 11);
+    let mut live = watch(store, KeyRange::Key("c".into()), b + 11).await;
     assert_eq!(
         batch_revision(&next_batch(&mut live).await),
-        11,
+        b + 11,
         "writes and watches go on after compaction"
     );
     assert_eq!(
         batch_revision(&next_batch(&mut from_5).await),
-        11,
+        b + 11,
         "a live watch outlives compaction"
     );
 }
@@ -737,6 +772,7 @@ pub async fn compaction(store: &dyn Store) {
 pub async fn concurrent_create_if_absent(store: &dyn Store) {
     const TASKS: usize = 8;
     const KEYS: usize = 100;
+    let b = current_revision(store).await;
     let task = |t: usize| async move {
         let mut won = Vec::new();
         for i in 0..KEYS {
@@ -771,7 +807,7 @@ pub async fn concurrent_create_if_absent(store: &dyn Store) {
     let revisions: BTreeSet<Revision> = winners.values().map(|(_, r)| *r).collect();
     assert_eq!(
         revisions,
-        (1..=KEYS as Revision).collect(),
+        (b + 1..=b + KEYS as Revision).collect(),
         "winners took distinct, consecutive revisions"
     );
     for (key, (t, revision)) in winners {
@@ -779,12 +815,13 @@ pub async fn concurrent_create_if_absent(store: &dyn Store) {
         assert_eq!(kv.value, t.to_string().as_bytes(), "{key}");
         assert_eq!((kv.create_revision, kv.version), (revision, 1), "{key}");
     }
-    assert_eq!(current_revision(store).await, KEYS as Revision);
+    assert_eq!(current_revision(store).await, b + KEYS as Revision);
 }
 
 pub async fn concurrent_compare_and_swap_counter(store: &dyn Store) {
     const TASKS: usize = 8;
     const INCREMENTS: usize = 25;
+    let b = current_revision(store).await;
     let task = || async move {
         let mut done = 0;
         while done < INCREMENTS {
@@ -814,5 +851,9 @@ pub async fn concurrent_compare_and_swap_counter(store: &dyn Store) {
     let total = (TASKS * INCREMENTS) as u64;
     assert_eq!(kv.value, total.to_le_bytes(), "no increment was lost");
     assert_eq!(kv.version, total as i64);
-    assert_eq!(current_revision(store).await, total as Revision);
+    assert_eq!(
+        current_revision(store).await,
+        b + total as Revision,
+        "only the winning txns wrote"
+    );
 }

@@ -117,9 +117,9 @@ impl Writer {
 
     fn commit_batch(&mut self, batch: Vec<Request>) {
         let count = batch.len();
+        let mut broken = self.begin().err();
         let (start_revision, start_compacted) = (self.revision, self.compacted);
         let mut outcomes = Vec::with_capacity(count);
-        let mut broken = self.begin().err();
         for request in batch {
             match request {
                 Request::Txn { txn, reply } => {
@@ -151,8 +151,12 @@ impl Writer {
             return;
         }
 
+        let txns = outcomes
+            .iter()
+            .filter(|o| matches!(o, Outcome::Txn { .. }))
+            .count();
         self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.txns.fetch_add(count as u64, Ordering::Relaxed);
+        self.stats.txns.fetch_add(txns as u64, Ordering::Relaxed);
         for outcome in outcomes {
             match outcome {
                 Outcome::Txn { reply, result } => {
