@@ -276,6 +276,11 @@ class Api:
         _, many = RESOURCES[collection]
         return expect(self.get(f"/v2.0/{collection}", params=params), 200)[many]
 
+    def list_own(self, collection: str, params=None) -> list[dict]:
+        """List with a project_id filter: shared networks of others left out."""
+        query = list(params.items()) if isinstance(params, dict) else list(params or [])
+        return self.list(collection, query + [("project_id", self.project)])
+
     def update(self, collection: str, rid: str, **attrs) -> dict:
         one, _ = RESOURCES[collection]
         return expect(self.put(f"/v2.0/{collection}/{rid}", {one: attrs}), 200)[one]

@@ -350,8 +350,14 @@ def test_missing_body_key_400(api):
 
 
 def test_invalid_attribute_value_400(api):
+    # neutron-lib's converters raise InvalidInput...
     resp = api.post("/v2.0/networks", {"network": {"admin_state_up": "notabool"}})
+    expect_error(resp, 400, "InvalidInput")
+    # ...its validators answer HTTPBadRequest ("Invalid input for name. Reason: ...").
+    name = "x" * 300
+    resp = api.post("/v2.0/networks", {"network": {"name": name}})
     expect_error(resp, 400, "HTTPBadRequest")
+    assert api.list("networks", {"name": name}) == []
 
 
 def test_update_read_only_attribute_400(api):
@@ -757,7 +763,7 @@ def test_fields_on_list_and_show(api):
 def test_filter_by_attribute_and_repeated_keys_are_or(tenant):
     t = tenant()
     a, b, c = t.network(name="alpha"), t.network(name="bravo"), t.network(name="charlie")
-    by = lambda params: sorted(n["name"] for n in t.list("networks", params))  # noqa: E731
+    by = lambda params: sorted(n["name"] for n in t.list_own("networks", params))  # noqa: E731
     assert by({"name": "alpha"}) == ["alpha"]
     assert by([("name", "alpha"), ("name", "charlie")]) == ["alpha", "charlie"]
     assert by([("id", a["id"]), ("id", b["id"])]) == ["alpha", "bravo"]
@@ -770,9 +776,10 @@ def test_filter_by_attribute_and_repeated_keys_are_or(tenant):
 
 def test_filter_ports_by_device_and_fixed_ip(api):
     net, sub = api.network_with_subnet("10.31.0.0/24")
-    p1 = api.port(net["id"], device_id="vm-a", fixed_ips=[{"subnet_id": sub["id"], "ip_address": "10.31.0.5"}])
-    api.port(net["id"], device_id="vm-b")
-    assert [p["id"] for p in api.list("ports", {"device_id": "vm-a"})] == [p1["id"]]
+    vm_a, vm_b = uniq("vm"), uniq("vm")
+    p1 = api.port(net["id"], device_id=vm_a, fixed_ips=[{"subnet_id": sub["id"], "ip_address": "10.31.0.5"}])
+    api.port(net["id"], device_id=vm_b)
+    assert [p["id"] for p in api.list("ports", {"device_id": vm_a})] == [p1["id"]]
     got = api.list("ports", {"network_id": net["id"], "fixed_ips": "ip_address=10.31.0.5"})
     assert [p["id"] for p in got] == [p1["id"]]
 
@@ -784,7 +791,7 @@ def test_filter_by_tags(tenant):
     t.network(name="c")
     expect(t.put(f"/v2.0/networks/{a['id']}/tags", {"tags": ["red", "blue"]}), 200)
     expect(t.put(f"/v2.0/networks/{b['id']}/tags", {"tags": ["red"]}), 200)
-    by = lambda params: sorted(n["name"] for n in t.list("networks", params))  # noqa: E731
+    by = lambda params: sorted(n["name"] for n in t.list_own("networks", params))  # noqa: E731
     assert by({"tags": "red"}) == ["a", "b"]
     assert by({"tags": "red,blue"}) == ["a"]
     assert by({"tags-any": "blue,green"}) == ["a"]
@@ -822,7 +829,7 @@ def test_sort(tenant):
     t = tenant()
     for name in ["delta", "alpha", "charlie", "bravo"]:
         t.network(name=name)
-    names = lambda params: [n["name"] for n in t.list("networks", params)]  # noqa: E731
+    names = lambda params: [n["name"] for n in t.list_own("networks", params)]  # noqa: E731
     assert names({"sort_key": "name", "sort_dir": "asc"}) == ["alpha", "bravo", "charlie", "delta"]
     assert names({"sort_key": "name", "sort_dir": "desc"}) == ["delta", "charlie", "bravo", "alpha"]
     t.update("networks", t.list("networks", {"name": "charlie"})[0]["id"], admin_state_up=False)
@@ -848,7 +855,9 @@ def test_pagination_with_links(tenant):
     t = tenant()
     for name in ["n1", "n2", "n3", "n4", "n5"]:
         t.network(name=name)
-    pages = _page_through(t, "/v2.0/networks", {"limit": 2, "sort_key": "name", "sort_dir": "asc"})
+    pages = _page_through(
+        t, "/v2.0/networks", {"limit": 2, "sort_key": "name", "sort_dir": "asc", "project_id": t.project}
+    )
     got = [[n["name"] for n in p["networks"]] for p in pages]
     assert got[:3] == [["n1", "n2"], ["n3", "n4"], ["n5"]], got
     assert all(p["networks"] == [] for p in pages[3:])
@@ -864,13 +873,14 @@ def test_pagination_with_links(tenant):
 def test_pagination_default_order_and_marker(tenant):
     t = tenant()
     ids = {t.network()["id"] for _ in range(5)}
-    pages = _page_through(t, "/v2.0/networks", {"limit": 2})
+    pages = _page_through(t, "/v2.0/networks", {"limit": 2, "project_id": t.project})
     seen = [n["id"] for p in pages for n in p["networks"]]
     assert len(seen) == len(set(seen)) == 5 and set(seen) == ids
     # A marker is an id: the page after it.
-    ordered = [n["id"] for n in t.list("networks", {"sort_key": "name", "sort_dir": "asc"})]
+    ordered = [n["id"] for n in t.list_own("networks", {"sort_key": "name", "sort_dir": "asc"})]
+    query = {"limit": 2, "marker": ordered[1], "sort_key": "name", "sort_dir": "asc", "project_id": t.project}
     body = expect(
-        t.get("/v2.0/networks", params={"limit": 2, "marker": ordered[1], "sort_key": "name", "sort_dir": "asc"}),
+        t.get("/v2.0/networks", params=query),
         200,
     )
     assert [n["id"] for n in body["networks"]] == ordered[2:4]
@@ -978,7 +988,9 @@ def test_lists_are_isolated(tenant):
     nb = b.network_with_subnet("10.42.0.0/24")[0]  # same CIDR, other project: fine
     pa, pb = a.port(na["id"]), b.port(nb["id"])
     for t, net, port in [(a, na, pa), (b, nb, pb)]:
-        assert [n["id"] for n in t.list("networks")] == [net["id"]]
+        listed = t.list("networks")
+        assert [n["id"] for n in listed if n["project_id"] == t.project] == [net["id"]]
+        assert all(n["project_id"] == t.project or n["shared"] for n in listed)
         assert [s["network_id"] for s in t.list("subnets")] == [net["id"]]
         assert [p["id"] for p in t.list("ports")] == [port["id"]]
         groups = t.list("security-groups")
@@ -1053,7 +1065,7 @@ def test_admin_sees_all_and_creates_for_others(server, tenant):
     pc = admin.port(nc["id"], project_id=c)
     assert pc["project_id"] == c
     tc = tenant(project=c)
-    assert [n["id"] for n in tc.list("networks")] == [nc["id"]]
+    assert [n["id"] for n in tc.list_own("networks")] == [nc["id"]]
     # The port got C's default group, not the admin's.
     c_default = tc.list("security-groups", {"name": "default"})
     assert len(c_default) == 1 and pc["security_groups"] == [c_default[0]["id"]]

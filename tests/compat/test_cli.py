@@ -130,15 +130,15 @@ def test_port_create_list_show_set_delete(cli, api):
     assert "10.78.0.10" in str(row["Fixed IP Addresses"])
     assert cli.json("port", "show", name)["id"] == port["id"]
 
-    new_name = uniq("cli-port")
+    new_name, device = uniq("cli-port"), uniq("vm")
     cli.ok(
         "port", "set", "--name", new_name, "--description", "d", "--tag", "t1",
-        "--device", "vm-1", "--device-owner", "compute:nova", name,
+        "--device", device, "--device-owner", "compute:nova", name,
     )
     shown = api.show("ports", port["id"])
     assert (shown["name"], shown["description"], shown["tags"]) == (new_name, "d", ["t1"])
-    assert (shown["device_id"], shown["device_owner"]) == ("vm-1", "compute:nova")
-    assert [r["ID"] for r in cli.json("port", "list", "--device-id", "vm-1")] == [port["id"]]
+    assert (shown["device_id"], shown["device_owner"]) == (device, "compute:nova")
+    assert [r["ID"] for r in cli.json("port", "list", "--device-id", device)] == [port["id"]]
 
     cli.ok("port", "delete", new_name)
     expect_error(api.get(f"/v2.0/ports/{port['id']}"), 404, "PortNotFound")

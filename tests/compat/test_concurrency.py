@@ -155,4 +155,4 @@ def test_first_requests_of_a_project_make_one_default_group(server):
     for k in range(1, CLIENTS, 2):  # every concurrent first list saw that one group
         assert [g["id"] for g in results[k]["security_groups"]] == [groups[0]["id"]]
     assert len(groups[0]["security_group_rules"]) == 4
-    assert len(t.list("networks")) == CLIENTS // 2
+    assert len(t.list_own("networks")) == CLIENTS // 2

@@ -18,9 +18,9 @@ import requests
 
 from helpers import describe, expect, expect_error
 
-ROUNDS = 3
+ROUNDS = 4
 PORT_WRITERS = 3
-ACKS_BEFORE_KILL = 40  # acknowledged creates per round before the kill
+ACKS_BEFORE_KILL = 150  # acknowledged creates per round before the kill
 BULK = 3
 CIDR = "10.200.0.0/16"
 

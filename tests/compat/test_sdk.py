@@ -35,7 +35,8 @@ def test_network_crud(sdk):
     assert [n.id for n in conn.network.networks(name=name)] == [net.id]
 
     new_name = uniq("sdk-net")
-    upd = conn.network.update_network(net, name=new_name, description="d2", is_admin_state_up=False)
+    # (update_* updates the object passed in: pass the id to keep `net` as created)
+    upd = conn.network.update_network(net.id, name=new_name, description="d2", is_admin_state_up=False)
     assert (upd.name, upd.description, upd.is_admin_state_up) == (new_name, "d2", False)
     assert upd.revision_number > net.revision_number
     assert [n.id for n in conn.network.networks(name=new_name, is_admin_state_up=False)] == [net.id]
@@ -63,7 +64,7 @@ def test_subnet_crud(sdk):
     assert [s.id for s in conn.network.subnets(network_id=net.id)] == [sub.id]
     assert conn.network.find_subnet(name).id == sub.id
 
-    upd = conn.network.update_subnet(sub, name="renamed", dns_nameservers=[])
+    upd = conn.network.update_subnet(sub.id, name="renamed", dns_nameservers=[])
     assert upd.name == "renamed" and upd.dns_nameservers == []
 
     conn.network.delete_subnet(sub, ignore_missing=False)
@@ -91,12 +92,13 @@ def test_port_crud(sdk):
     assert [p.id for p in conn.network.ports(network_id=net.id)] == [port.id]
     assert [p.id for p in conn.network.ports(fixed_ips=["ip_address=10.91.0.10"], network_id=net.id)] == [port.id]
 
+    device = uniq("vm")
     upd = conn.network.update_port(
-        port, name="p2", device_id="vm-1", allowed_address_pairs=[{"ip_address": "10.91.0.200"}]
+        port.id, name="p2", device_id=device, allowed_address_pairs=[{"ip_address": "10.91.0.200"}]
     )
-    assert upd.name == "p2" and upd.device_id == "vm-1"
+    assert upd.name == "p2" and upd.device_id == device
     assert upd.allowed_address_pairs == [{"ip_address": "10.91.0.200", "mac_address": port.mac_address}]
-    assert [p.id for p in conn.network.ports(device_id="vm-1")] == [port.id]
+    assert [p.id for p in conn.network.ports(device_id=device)] == [port.id]
 
     conn.network.delete_port(port, ignore_missing=False)
     with pytest.raises(osexc.NotFoundException):
@@ -164,12 +166,13 @@ def test_pagination(sdk):
     for name in names:
         conn.network.create_network(name=name)
     urls.clear()
-    got = [n.name for n in conn.network.networks(limit=2, sort_key="name", sort_dir="asc")]
+    query = dict(project_id=project, sort_key="name")  # leave others' shared networks out
+    got = [n.name for n in conn.network.networks(limit=2, sort_dir="asc", **query)]
     assert got == names
     list_urls = [u for u in urls if "/v2.0/networks" in u]
     markers = [parse_qs(urlparse(u).query).get("marker") for u in list_urls]
     assert sum(1 for m in markers if m) >= 3, f"the SDK did not page: {list_urls}"
-    got_desc = [n.name for n in conn.network.networks(limit=3, sort_key="name", sort_dir="desc")]
+    got_desc = [n.name for n in conn.network.networks(limit=3, sort_dir="desc", **query)]
     assert got_desc == names[::-1]
 
 
@@ -249,10 +252,11 @@ def test_bulk_create(sdk):
 def test_if_revision(sdk):
     conn = sdk()
     net = conn.network.create_network(name=uniq("sdk-net"))
-    upd = conn.network.update_network(net, name="ok", if_revision=net.revision_number)
-    assert upd.name == "ok"
+    rev = net.revision_number
+    upd = conn.network.update_network(net.id, name="ok", if_revision=rev)
+    assert upd.name == "ok" and upd.revision_number > rev
     with pytest.raises(osexc.PreconditionFailedException):
-        conn.network.update_network(net.id, name="stale", if_revision=net.revision_number)
+        conn.network.update_network(net.id, name="stale", if_revision=rev)
     assert conn.network.get_network(net.id).name == "ok"
 
 
@@ -290,4 +294,4 @@ def test_project_scoping(sdk):
     admin = sdk()
     assert admin.network.get_network(net.id).project_id == pa
     owned = admin.network.create_network(name=uniq("sdk-net"), project_id=pb)
-    assert [n.id for n in b.network.networks()] == [owned.id]
+    assert [n.id for n in b.network.networks(project_id=pb)] == [owned.id]
