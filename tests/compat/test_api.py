@@ -24,7 +24,9 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 def test_version_document_at_root(api):
-    body = expect(api.get("/"), 200)
+    resp = api.get("/")
+    body = expect(resp, 200)
+    assert resp.headers["Content-Type"].startswith("application/json")
     versions = body["versions"]
     assert [v["id"] for v in versions] == ["v2.0"]
     v = versions[0]
@@ -230,6 +232,46 @@ def test_custom_allocation_pool(api):
     assert got == ["10.4.0.10", "10.4.0.11", "10.4.0.12"]
     resp = api.post("/v2.0/ports", {"port": {"network_id": net["id"]}})
     expect_error(resp, 409, "IpAddressGenerationFailure")
+
+
+def test_subnet_gateway_variants(api):
+    net = api.network()
+    no_gw = api.subnet(net["id"], "10.16.0.0/24", gateway_ip=None)
+    assert no_gw["gateway_ip"] is None
+    assert no_gw["allocation_pools"] == [{"start": "10.16.0.1", "end": "10.16.0.254"}]
+    net2 = api.network()
+    high_gw = api.subnet(net2["id"], "10.17.0.0/24", gateway_ip="10.17.0.254")
+    assert high_gw["gateway_ip"] == "10.17.0.254"
+    assert high_gw["allocation_pools"] == [{"start": "10.17.0.1", "end": "10.17.0.253"}]
+
+
+def test_port_explicit_mac_and_mac_in_use_409(api):
+    net, _ = api.network_with_subnet("10.18.0.0/24")
+    port = api.port(net["id"], mac_address="fa:16:3e:00:00:01")
+    assert port["mac_address"] == "fa:16:3e:00:00:01"
+    resp = api.post("/v2.0/ports", {"port": {"network_id": net["id"], "mac_address": "fa:16:3e:00:00:01"}})
+    expect_error(resp, 409, "MacAddressInUse")
+    assert len(api.list("ports", {"network_id": net["id"]})) == 1
+    # The same MAC on another network is fine.
+    other, _ = api.network_with_subnet("10.19.0.0/24")
+    assert api.port(other["id"], mac_address="fa:16:3e:00:00:01")["mac_address"] == "fa:16:3e:00:00:01"
+
+
+def test_port_security_disabled(api):
+    net = api.network(port_security_enabled=False)
+    api.subnet(net["id"], "10.25.0.0/24")
+    assert net["port_security_enabled"] is False
+    port = api.port(net["id"])
+    assert port["port_security_enabled"] is False  # inherited from the network
+    assert port["security_groups"] == []
+    net2, _ = api.network_with_subnet("10.26.0.0/24")
+    assert api.port(net2["id"], port_security_enabled=False)["security_groups"] == []
+    sg = api.security_group()
+    resp = api.post(
+        "/v2.0/ports",
+        {"port": {"network_id": net2["id"], "port_security_enabled": False, "security_groups": [sg["id"]]}},
+    )
+    expect_error(resp, 400, "PortSecurityAndIPRequiredForSecurityGroups")
 
 
 def test_port_delete_releases_ip(api):
@@ -1008,6 +1050,18 @@ def test_overlapping_cidrs_in_different_networks(tenant):
     p1 = a.port(n1["id"], fixed_ips=[{"subnet_id": s1["id"], "ip_address": "192.168.0.10"}])
     p2 = a.port(n2["id"], fixed_ips=[{"subnet_id": s2["id"], "ip_address": "192.168.0.10"}])
     assert ips_of(p1) == ips_of(p2) == ["192.168.0.10"]
+
+
+def test_member_cannot_share_a_network(tenant):
+    a = tenant()
+    name = uniq("net")
+    resp = a.post("/v2.0/networks", {"network": {"name": name, "shared": True}})
+    expect_error(resp, 403, "PolicyNotAuthorized")
+    assert a.list("networks", {"name": name}) == []
+    net = a.network()
+    resp = a.put(f"/v2.0/networks/{net['id']}", {"network": {"shared": True}})
+    expect_error(resp, 403, "PolicyNotAuthorized")
+    assert a.show("networks", net["id"])["shared"] is False
 
 
 def test_x_tenant_id_header(server):
