@@ -101,7 +101,11 @@ class VnetServer:
             log.write(f"\n==== {' '.join(cmd)}\n".encode())
             log.flush()
             self.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while True:
@@ -159,6 +163,17 @@ class VnetServer:
 
 class _EarlyExit(Exception):
     pass
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when pytest dies, so no server outlives a run."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 # ---------------------------------------------------------------------------
