@@ -1,10 +1,26 @@
-//! `vnet bench`: measures of the hot paths, run against a real server process.
+//! `vnet bench`: measures of vnet's hot paths against a real server process, a
+//! child of this one on loopback with a fresh data dir. It owns only the measuring:
+//! it must not link the server in, reach into its crates, or report failed requests.
+
+mod api;
+mod client;
+mod goals;
+mod report;
+mod results;
+mod server;
+mod stats;
 
 use clap::Subcommand;
 
 #[derive(Subcommand)]
-pub enum Bench {}
+pub enum Bench {
+    /// The Neutron API: port creates (one client, then many), lists and rule
+    /// creates, next to the HTTP and fsync floors measured in the same run.
+    Api(api::ApiArgs),
+}
 
 pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
-    match bench {}
+    match bench {
+        Bench::Api(args) => api::run(args).await,
+    }
 }

@@ -1,0 +1,389 @@
+//! `vnet bench api`: issue 2's "Figures to report". Measures the HTTP and fsync
+//! floors, then creates networks with a subnet each, ports from one client and
+//! from many, lists ports, and creates rules as one security group grows.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::task::JoinSet;
+
+use super::client::Conn;
+use super::report;
+use super::results::{Floor, Floors, ListFigure, PortPhase, Results, RuleFigure, Setup};
+use super::server::Server;
+use super::stats::{Samples, Usage};
+use crate::BoxError;
+
+/// Requests of the HTTP floor and syncs of the fsync floor (each taken twice),
+/// and repetitions of each list.
+const HTTP_FLOOR_N: usize = 500;
+const FSYNC_FLOOR_N: usize = 100;
+const LIST_REPS: usize = 50;
+/// Size of one fsync-floor write: one page, as a one-page WAL commit appends.
+const FSYNC_WRITE: usize = 4096;
+/// Rules at each end of the group's growth whose latencies are compared.
+const RULE_WINDOW: usize = 100;
+/// Ports one network's /20 subnet may take (4093 addresses are allocatable).
+const PORTS_PER_NETWORK: usize = 4000;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct ApiArgs {
+    /// Networks to create, each with one IPv4 /20 subnet.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    networks: u16,
+    /// Ports created in each of the two port phases (one client, then many).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    ports: u32,
+    /// Concurrent clients of the second port phase, each on its own connection.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    clients: u16,
+    /// Rules created in one security group (tcp ports 1000 and up, all distinct).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
+    rules: u32,
+    /// Print the figures as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The sizes of a run, as plain counts.
+#[derive(Clone, Copy, Debug)]
+pub struct Plan {
+    pub networks: usize,
+    pub ports: usize,
+    pub clients: usize,
+    pub rules: usize,
+}
+
+pub async fn run(args: ApiArgs) -> Result<(), BoxError> {
+    let plan = plan(&args)?;
+    let mut server = Server::start().await?;
+    let results = measure(plan, &mut server).await?;
+    // A server that died at the very end would have answered with errors.
+    server.usage()?;
+    if args.json {
+        println!("{}", report::json(&results));
+    } else {
+        print!("{}", report::table(&results));
+    }
+    Ok(())
+}
+
+fn plan(args: &ApiArgs) -> Result<Plan, BoxError> {
+    let plan = Plan {
+        networks: usize::from(args.networks),
+        ports: usize::try_from(args.ports)?,
+        clients: usize::from(args.clients),
+        rules: usize::try_from(args.rules)?,
+    };
+    // Both port phases spread round-robin over the networks.
+    if (2 * plan.ports).div_ceil(plan.networks) > PORTS_PER_NETWORK {
+        return Err(format!(
+            "{} ports on {} networks would exhaust their /20 subnets: use more networks",
+            2 * plan.ports,
+            plan.networks
+        )
+        .into());
+    }
+    Ok(plan)
+}
+
+async fn measure(plan: Plan, server: &mut Server) -> Result<Results, BoxError> {
+    let mut conn = Conn::connect(server.addr).await?;
+    // The floors are taken at the start and again at the end, then pooled, so
+    // that a disturbance of this shared machine during the run shows in them too.
+    let (http_start, fsync_start) = floors(&mut conn, server).await?;
+    let setup = create_networks(&mut conn, plan.networks).await?;
+    let networks: Arc<[String]> = setup.network_ids.clone().into();
+    let single = ports_single(&mut conn, server, &networks, plan.ports).await?;
+    // With the default 1000 ports, this is Neutron's "list 1000 ports".
+    let mid_run = list_figure(&mut conn, "list ports, after phase 1", PORTS, plan.ports).await?;
+    let concurrent = ports_concurrent(server, &networks, plan.ports, plan.clients).await?;
+    let mut lists = vec![mid_run];
+    lists.extend(lists_after(&mut conn, &networks, plan.ports).await?);
+    let rules = rules(&mut conn, plan.rules).await?;
+    let (http_end, fsync_end) = floors(&mut conn, server).await?;
+    let floors = Floors {
+        http: Floor::new(http_start, http_end),
+        fsync: Floor::new(fsync_start, fsync_end),
+    };
+    Ok(Results {
+        plan,
+        server_pid: server.pid(),
+        clk_tck: server.clk_tck(),
+        floors,
+        setup,
+        single,
+        concurrent,
+        lists,
+        rules,
+    })
+}
+
+/// The HTTP floor, then the fsync floor.
+async fn floors(conn: &mut Conn, server: &Server) -> Result<(Samples, Samples), BoxError> {
+    let http = http_floor(conn).await?;
+    let fsync = fsync_floor(server.scratch().join("fsync-probe")).await?;
+    Ok((http, fsync))
+}
+
+/// `GET /` on a warm keep-alive connection: the cost of HTTP alone.
+async fn http_floor(conn: &mut Conn) -> Result<Samples, BoxError> {
+    let mut latencies = Vec::with_capacity(HTTP_FLOOR_N);
+    for _ in 0..HTTP_FLOOR_N {
+        latencies.push(conn.get("/").await?.elapsed);
+    }
+    Ok(Samples::new(latencies))
+}
+
+/// One page appended and fdatasync'ed, on the store's filesystem: the cost of
+/// durability alone.
+async fn fsync_floor(path: PathBuf) -> Result<Samples, BoxError> {
+    tokio::task::spawn_blocking(move || {
+        let samples = fsync_samples(&path);
+        let _ = std::fs::remove_file(&path);
+        samples
+    })
+    .await?
+}
+
+fn fsync_samples(path: &std::path::Path) -> Result<Samples, BoxError> {
+    let mut file = File::create(path)?;
+    let page = [0x5a_u8; FSYNC_WRITE];
+    let mut latencies = Vec::with_capacity(FSYNC_FLOOR_N);
+    for _ in 0..FSYNC_FLOOR_N {
+        let start = Instant::now();
+        file.write_all(&page)?;
+        file.sync_data()?;
+        latencies.push(start.elapsed());
+    }
+    Ok(Samples::new(latencies))
+}
+
+/// `n` networks, each with the IPv4 subnet [`subnet_cidr`].
+async fn create_networks(conn: &mut Conn, n: usize) -> Result<Setup, BoxError> {
+    let (mut network_ids, mut networks, mut subnets) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..n {
+        let body = json!({"network": {"name": format!("bench-net-{i}")}});
+        let reply = conn.create("/v2.0/networks", &body).await?;
+        let id = reply.id("network")?;
+        networks.push(reply.elapsed);
+        let body = json!({"subnet": {
+            "name": format!("bench-subnet-{i}"),
+            "network_id": id,
+            "ip_version": 4,
+            "cidr": subnet_cidr(i),
+        }});
+        subnets.push(conn.create("/v2.0/subnets", &body).await?.elapsed);
+        network_ids.push(id);
+    }
+    Ok(Setup {
+        network_ids,
+        network_create: Samples::new(networks),
+        subnet_create: Samples::new(subnets),
+    })
+}
+
+/// The i-th /20 of 10.0.0.0/8 (i < 4096).
+fn subnet_cidr(i: usize) -> String {
+    let block = i * 16;
+    format!("10.{}.{}.0/20", block >> 8, block & 0xff)
+}
+
+/// Port `i` of a phase goes on network `i mod networks`.
+fn port_body(networks: &[String], i: usize) -> Value {
+    json!({"port": {"network_id": networks[i % networks.len()]}})
+}
+
+async fn ports_single(
+    conn: &mut Conn,
+    server: &mut Server,
+    networks: &Arc<[String]>,
+    ports: usize,
+) -> Result<PortPhase, BoxError> {
+    let meter = Meter::start(server)?;
+    let mut latencies = Vec::with_capacity(ports);
+    for i in 0..ports {
+        let body = port_body(networks, i);
+        latencies.push(conn.create("/v2.0/ports", &body).await?.elapsed);
+    }
+    meter.stop(server, 1, latencies)
+}
+
+/// `clients` tasks, each on its own connection (opened before the clock
+/// starts), create `ports` ports between them: client c creates ports c,
+/// c + clients, c + 2 clients, ...
+async fn ports_concurrent(
+    server: &mut Server,
+    networks: &Arc<[String]>,
+    ports: usize,
+    clients: usize,
+) -> Result<PortPhase, BoxError> {
+    let mut conns = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        conns.push(Conn::connect(server.addr).await?);
+    }
+    let meter = Meter::start(server)?;
+    // Dropping the set on an error aborts the other clients.
+    let mut tasks = JoinSet::new();
+    for (c, conn) in conns.into_iter().enumerate() {
+        tasks.spawn(client_ports(conn, networks.clone(), c, clients, ports));
+    }
+    let mut latencies = Vec::with_capacity(ports);
+    while let Some(done) = tasks.join_next().await {
+        latencies.extend(done??);
+    }
+    meter.stop(server, clients, latencies)
+}
+
+async fn client_ports(
+    mut conn: Conn,
+    networks: Arc<[String]>,
+    first: usize,
+    step: usize,
+    ports: usize,
+) -> Result<Vec<Duration>, BoxError> {
+    let mut latencies = Vec::with_capacity(ports / step + 1);
+    for i in (first..ports).step_by(step) {
+        let body = port_body(&networks, i);
+        latencies.push(conn.create("/v2.0/ports", &body).await?.elapsed);
+    }
+    Ok(latencies)
+}
+
+/// The wall clock and both processes' usage since a phase started.
+struct Meter {
+    start: Instant,
+    server: Usage,
+    client: Usage,
+}
+
+impl Meter {
+    fn start(server: &mut Server) -> Result<Meter, BoxError> {
+        Ok(Meter {
+            server: server.usage()?,
+            client: server.client_usage()?,
+            start: Instant::now(),
+        })
+    }
+
+    fn stop(
+        self,
+        server: &mut Server,
+        clients: usize,
+        latencies: Vec<Duration>,
+    ) -> Result<PortPhase, BoxError> {
+        let wall = self.start.elapsed();
+        Ok(PortPhase {
+            clients,
+            ports: latencies.len(),
+            wall,
+            latencies: Samples::new(latencies),
+            server: server.usage()?.since(&self.server),
+            client_cpu_seconds: server.client_usage()?.since(&self.client).cpu_seconds,
+        })
+    }
+}
+
+const PORTS: &str = "/v2.0/ports";
+
+/// Lists after both port phases (2 × `ports` ports), each checked for its count.
+async fn lists_after(
+    conn: &mut Conn,
+    networks: &[String],
+    ports: usize,
+) -> Result<Vec<ListFigure>, BoxError> {
+    let total = 2 * ports;
+    // Each phase put ports 0, n, 2n, ... on the first network.
+    let on_first = 2 * ports.div_ceil(networks.len());
+    let cases = [
+        ("list ports", PORTS.to_owned(), total),
+        (
+            "list ports ?network_id=",
+            format!("{PORTS}?network_id={}", networks[0]),
+            on_first,
+        ),
+        (
+            "list ports ?limit=1000",
+            format!("{PORTS}?limit=1000"),
+            total.min(1000),
+        ),
+    ];
+    let mut figures = Vec::with_capacity(cases.len());
+    for (name, path, items) in cases {
+        figures.push(list_figure(conn, name, &path, items).await?);
+    }
+    Ok(figures)
+}
+
+async fn list_figure(
+    conn: &mut Conn,
+    name: &'static str,
+    path: &str,
+    items: usize,
+) -> Result<ListFigure, BoxError> {
+    let mut latencies = Vec::with_capacity(LIST_REPS);
+    for rep in 0..LIST_REPS {
+        let reply = conn.get(path).await?;
+        latencies.push(reply.elapsed);
+        if rep == 0 {
+            let got = reply.count("ports")?;
+            if got != items {
+                return Err(format!("GET {path} listed {got} ports, expected {items}").into());
+            }
+        }
+    }
+    Ok(ListFigure {
+        name,
+        path: path.to_owned(),
+        items,
+        latencies: Samples::new(latencies),
+    })
+}
+
+/// One new group, then `n` distinct ingress tcp rules in it, one at a time.
+async fn rules(conn: &mut Conn, n: usize) -> Result<RuleFigure, BoxError> {
+    let body = json!({"security_group": {"name": "bench-rules"}});
+    let group = conn
+        .create("/v2.0/security-groups", &body)
+        .await?
+        .id("security_group")?;
+    let mut latencies = Vec::with_capacity(n);
+    for i in 0..n {
+        let port = 1000 + i;
+        let body = json!({"security_group_rule": {
+            "security_group_id": group,
+            "direction": "ingress",
+            "ethertype": "IPv4",
+            "protocol": "tcp",
+            "port_range_min": port,
+            "port_range_max": port,
+        }});
+        let reply = conn.create("/v2.0/security-group-rules", &body).await?;
+        latencies.push(reply.elapsed);
+    }
+    let window = RULE_WINDOW.min(n / 2).max(1).min(n);
+    Ok(RuleFigure {
+        rules: n,
+        window,
+        first: Samples::new(latencies[..window].to_vec()),
+        last: Samples::new(latencies[n - window..].to_vec()),
+        all: Samples::new(latencies),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_are_distinct_twenties_of_ten_slash_eight() {
+        assert_eq!(subnet_cidr(0), "10.0.0.0/20");
+        assert_eq!(subnet_cidr(1), "10.0.16.0/20");
+        assert_eq!(subnet_cidr(16), "10.1.0.0/20");
+        assert_eq!(subnet_cidr(4095), "10.255.240.0/20");
+    }
+}
