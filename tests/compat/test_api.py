@@ -1033,7 +1033,7 @@ def test_lists_are_isolated(tenant):
         listed = t.list("networks")
         assert [n["id"] for n in listed if n["project_id"] == t.project] == [net["id"]]
         assert all(n["project_id"] == t.project or n["shared"] for n in listed)
-        assert [s["network_id"] for s in t.list("subnets")] == [net["id"]]
+        assert [s["network_id"] for s in t.list_own("subnets")] == [net["id"]]
         assert [p["id"] for p in t.list("ports")] == [port["id"]]
         groups = t.list("security-groups")
         assert [g["project_id"] for g in groups] == [t.project]
