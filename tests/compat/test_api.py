@@ -1188,3 +1188,81 @@ def test_rejected_port_create_consumes_nothing(api):
     resp = api.post("/v2.0/ports", {"port": {"network_id": net["id"], "bogus": 1}})
     expect_error(resp, 400, "HTTPBadRequest")
     assert ips_of(api.port(net["id"])) == ["10.52.0.2"]
+
+
+# ---------------------------------------------------------------------------
+# Every advertised extension works (each test runs only if vnet lists it)
+# ---------------------------------------------------------------------------
+
+
+def _require_extension(api, alias):
+    aliases = {e["alias"] for e in expect(api.get("/v2.0/extensions"), 200)["extensions"]}
+    if alias not in aliases:
+        pytest.skip(f"vnet does not advertise {alias}")
+
+
+def test_ext_filter_validation(api):
+    _require_extension(api, "filter-validation")
+    expect_error(api.get("/v2.0/networks", params={"bogus": "1"}), 400, "HTTPBadRequest")
+    # Paging, sorting and fields parameters are not filters.
+    expect(api.get("/v2.0/networks", params={"fields": "id", "limit": 1, "sort_key": "name"}), 200)
+
+
+def test_ext_ip_substring_filtering(api):
+    _require_extension(api, "ip-substring-filtering")
+    net, sub = api.network_with_subnet("10.60.0.0/24")
+    p1 = api.port(net["id"], fixed_ips=[{"subnet_id": sub["id"], "ip_address": "10.60.0.123"}])
+    api.port(net["id"], fixed_ips=[{"subnet_id": sub["id"], "ip_address": "10.60.0.45"}])
+    got = api.list("ports", {"network_id": net["id"], "fixed_ips": "ip_address_substr=0.12"})
+    assert [p["id"] for p in got] == [p1["id"]]
+
+
+def test_ext_empty_string_filtering(tenant):
+    t = tenant()
+    _require_extension(t, "empty-string-filtering")
+    unnamed = t.create("networks")
+    t.network(name="named")
+    assert [n["id"] for n in t.list_own("networks", {"name": ""})] == [unnamed["id"]]
+
+
+def test_ext_net_mtu_writable(api):
+    _require_extension(api, "net-mtu-writable")
+    net = api.network()
+    assert api.update("networks", net["id"], mtu=1400)["mtu"] == 1400
+    resp = api.post("/v2.0/networks", {"network": {"name": uniq("net"), "mtu": 9000}})
+    expect_error(resp, 400, {"InvalidInput", "HTTPBadRequest"})
+
+
+def test_ext_extra_dhcp_opt(api):
+    _require_extension(api, "extra_dhcp_opt")
+    net, _ = api.network_with_subnet("10.61.0.0/24")
+    assert api.port(net["id"])["extra_dhcp_opts"] == []
+    port = api.port(net["id"], extra_dhcp_opts=[{"opt_name": "bootfile-name", "opt_value": "pxelinux.0"}])
+    opts = port["extra_dhcp_opts"]
+    assert [(o["opt_name"], o["opt_value"]) for o in opts] == [("bootfile-name", "pxelinux.0")]
+
+
+def test_ext_normalized_cidr(api):
+    _require_extension(api, "security-groups-normalized-cidr")
+    sg = api.security_group()
+    rule = expect(
+        api.post("/v2.0/security-group-rules", _rule(sg["id"], protocol="tcp", remote_ip_prefix="10.1.2.3/8")),
+        201,
+    )["security_group_rule"]
+    assert rule["normalized_cidr"] == "10.0.0.0/8"
+
+
+def test_ext_stateful_security_group(api):
+    _require_extension(api, "stateful-security-group")
+    assert api.security_group()["stateful"] is True
+    sg = api.security_group(stateful=False)
+    assert sg["stateful"] is False and api.show("security-groups", sg["id"])["stateful"] is False
+
+
+def test_ext_rules_belong_to_default_sg(tenant):
+    t = tenant()
+    _require_extension(t, "security-groups-rules-belongs-to-default-sg")
+    default = t.list("security-groups", {"name": "default"})[0]
+    assert all(r["belongs_to_default_sg"] is True for r in default["security_group_rules"])
+    other = t.security_group()
+    assert all(r["belongs_to_default_sg"] is False for r in other["security_group_rules"])
