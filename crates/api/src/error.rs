@@ -86,7 +86,8 @@ impl From<ModelError> for ApiError {
         let message = e.to_string();
         let (status, kind) = match &e {
             M::InvalidInput(_) => (StatusCode::BAD_REQUEST, "InvalidInput"),
-            M::Forbidden(_) => (StatusCode::FORBIDDEN, "HTTPForbidden"),
+            M::ForeignProject => (StatusCode::BAD_REQUEST, "HTTPBadRequest"),
+            M::Forbidden(_) => (StatusCode::FORBIDDEN, "PolicyNotAuthorized"),
             M::NotFound { kind, id } => {
                 let (kind_name, tail) = not_found_type(*kind);
                 return ApiError::new(
@@ -106,6 +107,27 @@ impl From<ModelError> for ApiError {
                 (StatusCode::CONFLICT, "IpAddressGenerationFailure")
             }
             M::InvalidIpForSubnet { .. } => (StatusCode::BAD_REQUEST, "InvalidIpForSubnet"),
+            M::InvalidIpForNetwork { .. } => (StatusCode::BAD_REQUEST, "InvalidIpForNetwork"),
+            M::InvalidAllocationPool { .. } => (StatusCode::BAD_REQUEST, "InvalidAllocationPool"),
+            M::OutOfBoundsAllocationPool { .. } => {
+                (StatusCode::BAD_REQUEST, "OutOfBoundsAllocationPool")
+            }
+            M::OverlappingAllocationPools { .. } => {
+                (StatusCode::CONFLICT, "OverlappingAllocationPools")
+            }
+            M::SecurityGroupProtocolRequiredWithPorts => (
+                StatusCode::BAD_REQUEST,
+                "SecurityGroupProtocolRequiredWithPorts",
+            ),
+            M::SecurityGroupInvalidPortRange => {
+                (StatusCode::BAD_REQUEST, "SecurityGroupInvalidPortRange")
+            }
+            M::SecurityGroupInvalidPortValue { .. } => {
+                (StatusCode::BAD_REQUEST, "SecurityGroupInvalidPortValue")
+            }
+            M::SecurityGroupInvalidIcmpValue { .. } => {
+                (StatusCode::BAD_REQUEST, "SecurityGroupInvalidIcmpValue")
+            }
             M::MacAddressInUse { .. } => (StatusCode::CONFLICT, "MacAddressInUse"),
             M::NetworkInUse { .. } => (StatusCode::CONFLICT, "NetworkInUse"),
             M::SubnetInUse { .. } => (StatusCode::CONFLICT, "SubnetInUse"),

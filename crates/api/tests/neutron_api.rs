@@ -257,16 +257,13 @@ async fn if_match_guards_updates_and_deletes() {
     let s = start().await;
     let (net, _) = network_with_subnet(&s, None, "10.0.0.0/24").await;
     let path = format!("/v2.0/networks/{net}");
+    let (_, v) = call(&s, "GET", &path, None, None).await;
+    let rev = v["network"]["revision_number"].as_u64().unwrap();
+    assert_eq!(rev, 1, "adding the subnet bumped the network");
+    let header = |r: u64| format!("revision_number={r}");
     let body = || Some(json!({"network": {"name": "renamed"}}));
-    let (st, err) = call_with(
-        &s,
-        "PUT",
-        &path,
-        None,
-        body(),
-        &[("If-Match", "revision_number=7")],
-    )
-    .await;
+    let stale = header(rev + 5);
+    let (st, err) = call_with(&s, "PUT", &path, None, body(), &[("If-Match", &stale)]).await;
     assert_eq!(
         (st, error_type(&err)),
         (
@@ -274,36 +271,14 @@ async fn if_match_guards_updates_and_deletes() {
             "RevisionNumberConstraintFailed"
         )
     );
-    let (st, v) = call_with(
-        &s,
-        "PUT",
-        &path,
-        None,
-        body(),
-        &[("If-Match", "revision_number=0")],
-    )
-    .await;
+    let current = header(rev);
+    let (st, v) = call_with(&s, "PUT", &path, None, body(), &[("If-Match", &current)]).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(v["network"]["revision_number"], 1);
-    let (st, _) = call_with(
-        &s,
-        "DELETE",
-        &path,
-        None,
-        None,
-        &[("If-Match", "revision_number=0")],
-    )
-    .await;
+    assert_eq!(v["network"]["revision_number"], rev + 1);
+    let (st, _) = call_with(&s, "DELETE", &path, None, None, &[("If-Match", &current)]).await;
     assert_eq!(st, StatusCode::PRECONDITION_FAILED);
-    let (st, _) = call_with(
-        &s,
-        "DELETE",
-        &path,
-        None,
-        None,
-        &[("If-Match", "revision_number=1")],
-    )
-    .await;
+    let next = header(rev + 1);
+    let (st, _) = call_with(&s, "DELETE", &path, None, None, &[("If-Match", &next)]).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
 }
 

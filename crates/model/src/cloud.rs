@@ -453,15 +453,24 @@ impl Cloud {
 
     // === shared helpers ===
 
+    /// Bump a parent's revision when a child changes, as Neutron does (a
+    /// network when its subnets change, a group when its rules change).
+    fn touch(&mut self, kind: Kind, id: &str, now: Timestamp) {
+        if let Some(mut parent) = self.get(kind, id) {
+            parent.standard_mut().touch(now);
+            self.put(parent);
+        }
+    }
+
     fn project_for(
         &self,
         caller: &Caller,
         requested: Option<String>,
     ) -> Result<String, ModelError> {
         match requested {
-            Some(p) if p != caller.project_id && !caller.is_admin => Err(ModelError::invalid(
-                "Specifying 'project_id' or 'tenant_id' other than the authenticated project in request requires admin privileges",
-            )),
+            Some(p) if p != caller.project_id && !caller.is_admin => {
+                Err(ModelError::ForeignProject)
+            }
             Some(p) if p.is_empty() => Err(ModelError::invalid("'project_id' must not be empty")),
             Some(p) => Ok(p),
             None => Ok(caller.project_id.clone()),
@@ -695,6 +704,7 @@ impl Cloud {
             ipv6_address_mode: req.ipv6_address_mode,
         };
         self.put(Resource::Subnet(subnet.clone()));
+        self.touch(Kind::Network, &subnet.network_id, now);
         if subnet.is_auto_address() {
             // Neutron gives every port already on the network its address here.
             let ports: Vec<String> = self
@@ -783,6 +793,7 @@ impl Cloud {
             }
         }
         self.remove(Kind::Subnet, id);
+        self.touch(Kind::Network, &s.network_id, now);
         Ok(())
     }
 
@@ -1034,7 +1045,7 @@ impl Cloud {
                         (None, Some(ip)) => subnets
                             .iter()
                             .find(|s| s.cidr.contains(&ip))
-                            .ok_or(ModelError::InvalidIpForSubnet { ip: ip.to_string() })?,
+                            .ok_or(ModelError::InvalidIpForNetwork { ip: ip.to_string() })?,
                         (None, None) => {
                             return Err(ModelError::invalid(
                                 "Each fixed_ips entry needs a subnet_id or an ip_address",
@@ -1304,6 +1315,7 @@ impl Cloud {
             });
         }
         self.put(Resource::SecurityGroupRule(rule.clone()));
+        self.touch(Kind::SecurityGroup, &rule.security_group_id, now);
         Ok(rule)
     }
 
@@ -1329,9 +1341,15 @@ impl Cloud {
         &mut self,
         caller: &Caller,
         id: &str,
+        now: Timestamp,
     ) -> Result<(), ModelError> {
-        self.writable(caller, Kind::SecurityGroupRule, id)?;
+        let Resource::SecurityGroupRule(rule) =
+            self.writable(caller, Kind::SecurityGroupRule, id)?
+        else {
+            return Err(ModelError::not_found(Kind::SecurityGroupRule, id));
+        };
         self.remove(Kind::SecurityGroupRule, id);
+        self.touch(Kind::SecurityGroup, &rule.security_group_id, now);
         Ok(())
     }
 

@@ -8,6 +8,11 @@ pub enum ModelError {
     /// Malformed or contradictory input (400).
     #[error("Invalid input for operation: {0}.")]
     InvalidInput(String),
+    /// A request naming another project without being an admin (400).
+    #[error(
+        "Specifying 'project_id' or 'tenant_id' other than the authenticated project in request requires admin privileges"
+    )]
+    ForeignProject,
     /// The caller may not do this (403).
     #[error("{0}")]
     Forbidden(String),
@@ -23,6 +28,18 @@ pub enum ModelError {
     IpAddressGenerationFailure { network_id: String },
     #[error("IP address {ip} is not a valid IP for the specified subnet.")]
     InvalidIpForSubnet { ip: String },
+    #[error("IP address {ip} is not a valid IP for any of the subnets on the specified network.")]
+    InvalidIpForNetwork { ip: String },
+    #[error("The allocation pool {pool} is not valid.")]
+    InvalidAllocationPool { pool: String },
+    #[error("The allocation pool {pool} spans beyond the subnet cidr {cidr}.")]
+    OutOfBoundsAllocationPool { pool: String, cidr: String },
+    #[error("Found overlapping allocation pools: {first} and {second} for subnet {cidr}.")]
+    OverlappingAllocationPools {
+        first: String,
+        second: String,
+        cidr: String,
+    },
     #[error(
         "Unable to complete operation for network {network_id}. The mac address {mac} is in use."
     )]
@@ -58,6 +75,18 @@ pub enum ModelError {
         "ICMP code (port-range-max) {code} is provided but ICMP type (port-range-min) is missing."
     )]
     SecurityGroupMissingIcmpType { code: u32 },
+    #[error("Must also specify protocol if port range is given.")]
+    SecurityGroupProtocolRequiredWithPorts,
+    #[error("For TCP/UDP protocols, port_range_min must be <= port_range_max")]
+    SecurityGroupInvalidPortRange,
+    #[error("Invalid value for port {port}.")]
+    SecurityGroupInvalidPortValue { port: u32 },
+    #[error("Invalid value for ICMP {field} (port-range-{bound}): {value}. It must be 0 to 255.")]
+    SecurityGroupInvalidIcmpValue {
+        field: String,
+        bound: String,
+        value: u32,
+    },
     #[error(
         "Port has security group associated. Cannot disable port security or ip address until security group is removed."
     )]

@@ -224,32 +224,35 @@ pub fn validate_rule(req: &RuleCreate) -> Result<ValidRule, ModelError> {
                 .flatten()
                 .find(|p| !(1..=65535).contains(p))
             {
-                return Err(ModelError::invalid(format!(
-                    "Invalid value for port {port}"
-                )));
+                return Err(ModelError::SecurityGroupInvalidPortValue { port });
             }
             if let (Some(lo), Some(hi)) = (min, max)
                 && lo > hi
             {
-                return Err(ModelError::invalid(
-                    "For TCP/UDP protocols, port_range_min must be <= port_range_max",
-                ));
+                return Err(ModelError::SecurityGroupInvalidPortRange);
             }
         }
         Some(n) if is_icmp(n) => {
-            if let Some(value) = [min, max].into_iter().flatten().find(|v| *v > 255) {
-                return Err(ModelError::invalid(format!(
-                    "Invalid value for ICMP field (port_range_min or port_range_max): {value}. It must be 0 to 255."
-                )));
+            for (value, field, bound) in [(min, "type", "min"), (max, "code", "max")] {
+                if let Some(value) = value.filter(|v| *v > 255) {
+                    return Err(ModelError::SecurityGroupInvalidIcmpValue {
+                        field: field.into(),
+                        bound: bound.into(),
+                        value,
+                    });
+                }
             }
             if let (None, Some(code)) = (min, max) {
                 return Err(ModelError::SecurityGroupMissingIcmpType { code });
             }
         }
+        None if min.is_some() || max.is_some() => {
+            return Err(ModelError::SecurityGroupProtocolRequiredWithPorts);
+        }
         _ => {
             if min.is_some() || max.is_some() {
                 return Err(ModelError::InvalidProtocolForPortRange {
-                    protocol: protocol.clone().unwrap_or_else(|| "None".into()),
+                    protocol: protocol.clone().unwrap_or_default(),
                 });
             }
         }
@@ -319,7 +322,7 @@ mod tests {
         ));
         assert!(matches!(
             rule(|r| r.port_range_min = Some(22)),
-            Err(ModelError::InvalidProtocolForPortRange { .. })
+            Err(ModelError::SecurityGroupProtocolRequiredWithPorts)
         ));
         assert!(matches!(
             rule(|r| {

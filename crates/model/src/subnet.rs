@@ -175,30 +175,31 @@ pub fn check_pools(
     gateway: Option<IpAddr>,
     pools: &[IpRange],
 ) -> Result<(), ModelError> {
+    let text = |p: &IpRange| format!("{}-{}", p.start, p.end);
     for (i, pool) in pools.iter().enumerate() {
-        let text = format!("{}-{}", pool.start, pool.end);
         if !ipam::same_family(pool.start, pool.end) || pool.start > pool.end {
-            return Err(ModelError::invalid(format!(
-                "The allocation pool {text} is not valid"
-            )));
+            return Err(ModelError::InvalidAllocationPool { pool: text(pool) });
         }
         if !ipam::is_assignable(cidr, pool.start) || !ipam::is_assignable(cidr, pool.end) {
-            return Err(ModelError::invalid(format!(
-                "The allocation pool {text} spans beyond the subnet cidr {cidr}"
-            )));
+            return Err(ModelError::OutOfBoundsAllocationPool {
+                pool: text(pool),
+                cidr: cidr.to_string(),
+            });
         }
         if let Some(gw) = gateway
             && pool.contains(gw)
         {
             return Err(ModelError::GatewayConflictWithAllocationPools {
                 gateway: gw.to_string(),
-                pool: text,
+                pool: text(pool),
             });
         }
-        if pools[..i].iter().any(|p| p.overlaps(pool)) {
-            return Err(ModelError::invalid(format!(
-                "Found overlapping allocation pools: {text}"
-            )));
+        if let Some(other) = pools[..i].iter().find(|p| p.overlaps(pool)) {
+            return Err(ModelError::OverlappingAllocationPools {
+                first: text(other),
+                second: text(pool),
+                cidr: cidr.to_string(),
+            });
         }
     }
     Ok(())

@@ -54,18 +54,26 @@ pub struct Attrs {
     method: &'static str,
 }
 
-fn invalid(attr: &str, reason: impl std::fmt::Display) -> ApiError {
-    ApiError::invalid_input_for(attr, reason)
+/// A JSON value as Neutron quotes it in messages: strings without their quotes.
+fn shown(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
 }
 
-impl ApiError {
-    fn invalid_input_for(attr: &str, reason: impl std::fmt::Display) -> Self {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "InvalidInput",
-            format!("Invalid input for {attr}. Reason: {reason}."),
-        )
-    }
+/// A value a validator refused (Neutron answers `HTTPBadRequest`).
+pub fn invalid(attr: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request(format!("Invalid input for {attr}. Reason: {reason}."))
+}
+
+/// A value a converter could not convert (Neutron answers `InvalidInput`).
+fn unconvertible(attr: &str, reason: impl std::fmt::Display) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::BAD_REQUEST,
+        "InvalidInput",
+        format!("Invalid input for {attr}. Reason: {reason}."),
+    )
 }
 
 impl Attrs {
@@ -106,7 +114,10 @@ impl Attrs {
                 name,
                 format!("'{s}' exceeds maximum length of 255"),
             )),
-            Some(v) => Err(invalid(name, format!("'{v}' is not a valid string"))),
+            Some(v) => Err(invalid(
+                name,
+                format!("'{}' is not a valid string", shown(&v)),
+            )),
         }
     }
 
@@ -134,7 +145,10 @@ impl Attrs {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(Value::Number(n)) => Ok(Some(n.to_string())),
-            Some(v) => Err(invalid(name, format!("'{v}' is not a valid string"))),
+            Some(v) => Err(invalid(
+                name,
+                format!("'{}' is not a valid string", shown(&v)),
+            )),
         }
     }
 
@@ -146,9 +160,9 @@ impl Attrs {
             Some(Value::String(s)) if s.eq_ignore_ascii_case("false") => Ok(Some(false)),
             Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
             Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
-            Some(v) => Err(invalid(
+            Some(v) => Err(unconvertible(
                 name,
-                format!("'{v}' cannot be converted to boolean"),
+                format!("'{}' cannot be converted to boolean", shown(&v)),
             )),
         }
     }
@@ -161,13 +175,16 @@ impl Attrs {
                 .as_u64()
                 .and_then(|n| u32::try_from(n).ok())
                 .map(Some)
-                .ok_or_else(|| invalid(name, format!("'{n}' is not a valid integer"))),
+                .ok_or_else(|| unconvertible(name, format!("'{n}' is not a valid integer"))),
             Some(Value::String(s)) => s
                 .trim()
                 .parse()
                 .map(Some)
-                .map_err(|_| invalid(name, format!("'{s}' is not an integer"))),
-            Some(v) => Err(invalid(name, format!("'{v}' is not an integer"))),
+                .map_err(|_| unconvertible(name, format!("'{s}' is not an integer"))),
+            Some(v) => Err(unconvertible(
+                name,
+                format!("'{}' is not an integer", shown(&v)),
+            )),
         }
     }
 
@@ -175,7 +192,7 @@ impl Attrs {
         match self.take(name) {
             None => Ok(None),
             Some(Value::Array(items)) => Ok(Some(items)),
-            Some(v) => Err(invalid(name, format!("'{v}' is not a list"))),
+            Some(v) => Err(invalid(name, format!("'{}' is not a list", shown(&v)))),
         }
     }
 
@@ -210,7 +227,10 @@ impl Attrs {
             None => Ok(None),
             Some(Value::Null) => Ok(Some(None)),
             Some(Value::String(s)) => parse_ip(name, &s).map(|ip| Some(Some(ip))),
-            Some(v) => Err(invalid(name, format!("'{v}' is not a valid IP address"))),
+            Some(v) => Err(invalid(
+                name,
+                format!("'{}' is not a valid IP address", shown(&v)),
+            )),
         }
     }
 
@@ -220,7 +240,10 @@ impl Attrs {
             None => Ok(None),
             Some(Value::Null) => Ok(Some("{}".into())),
             Some(v @ Value::Object(_)) => Ok(Some(v.to_string())),
-            Some(v) => Err(invalid(name, format!("'{v}' is not a dictionary"))),
+            Some(v) => Err(invalid(
+                name,
+                format!("'{}' is not a dictionary", shown(&v)),
+            )),
         }
     }
 
@@ -250,13 +273,16 @@ pub fn field<'a>(
     match item.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(invalid(attr, format!("'{v}' is not a valid string"))),
+        Some(v) => Err(invalid(
+            attr,
+            format!("'{}' is not a valid string", shown(&v)),
+        )),
     }
 }
 
 pub fn expect_object<'a>(attr: &str, v: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
     v.as_object()
-        .ok_or_else(|| invalid(attr, format!("'{v}' is not a dictionary")))
+        .ok_or_else(|| invalid(attr, format!("'{}' is not a dictionary", shown(&v))))
 }
 
 pub fn unknown_keys(attr: &str, item: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {

@@ -448,7 +448,7 @@ async fn delete(
             Kind::Subnet => cloud.delete_subnet(&caller, &id, now),
             Kind::Port => cloud.delete_port(&caller, &id),
             Kind::SecurityGroup => cloud.delete_security_group(&caller, &id),
-            Kind::SecurityGroupRule => cloud.delete_security_group_rule(&caller, &id),
+            Kind::SecurityGroupRule => cloud.delete_security_group_rule(&caller, &id, now),
         },
     )
     .await?;

@@ -7,7 +7,7 @@ use model::{
     SecurityGroupUpdate, SubnetCreate, SubnetUpdate,
 };
 
-use super::body::{Attrs, expect_object, field, parse_ip, unknown_keys};
+use super::body::{Attrs, expect_object, field, invalid, parse_ip, unknown_keys};
 use crate::error::ApiError;
 
 const STANDARD_READ_ONLY: [&str; 4] = ["id", "created_at", "updated_at", "revision_number"];
@@ -21,9 +21,8 @@ fn read_only<'a>(extra: &[&'a str]) -> Vec<&'a str> {
 }
 
 fn mac(attr: &str, s: &str) -> Result<MacAddr, ApiError> {
-    s.parse().map_err(|_| {
-        ApiError::invalid_input(format!("'{s}' is not a valid MAC address for {attr}"))
-    })
+    s.parse()
+        .map_err(|_| invalid(attr, format!("'{s}' is not a valid MAC address")))
 }
 
 fn ipv6_mode(a: &mut Attrs, name: &str) -> Result<Option<Ipv6Mode>, ApiError> {

@@ -160,7 +160,11 @@ fn slaac_subnets_give_eui64_addresses_to_new_and_existing_ports() {
             )
         })
         .unwrap();
-    assert_eq!(changes.len(), 2, "the subnet and the existing port");
+    assert_eq!(
+        changes.len(),
+        3,
+        "the subnet, its network, and the existing port"
+    );
     assert_eq!(v6.gateway_ip, Some("fd00:20:30::".parse().unwrap()));
     let early = c.port(&early.std.id).unwrap();
     assert_eq!(
