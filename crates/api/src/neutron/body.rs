@@ -275,14 +275,14 @@ pub fn field<'a>(
         Some(Value::String(s)) => Ok(Some(s)),
         Some(v) => Err(invalid(
             attr,
-            format!("'{}' is not a valid string", shown(&v)),
+            format!("'{}' is not a valid string", shown(v)),
         )),
     }
 }
 
 pub fn expect_object<'a>(attr: &str, v: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
     v.as_object()
-        .ok_or_else(|| invalid(attr, format!("'{}' is not a dictionary", shown(&v))))
+        .ok_or_else(|| invalid(attr, format!("'{}' is not a dictionary", shown(v))))
 }
 
 pub fn unknown_keys(attr: &str, item: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
