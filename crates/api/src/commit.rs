@@ -16,6 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// Most API writes merged into one store transaction.
 const MAX_BATCH: usize = 1024;
 
+/// Store history kept for watchers that resume from a past revision; older
+/// history is compacted away so the log does not grow without bound.
+const HISTORY_KEPT: Revision = 100_000;
+
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
     #[error("the store failed ({0}); the server is stopping")]
@@ -71,6 +75,7 @@ async fn run(
     mut rx: mpsc::UnboundedReceiver<Pending>,
     failed: watch::Sender<Option<CommitError>>,
 ) {
+    let mut compacted: Revision = 0;
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -111,8 +116,17 @@ async fn run(
         for pending in batch {
             let _ = pending.done.send(result.clone());
         }
-        if result.is_err() {
-            return;
+        match result {
+            Err(_) => return,
+            // Compacting every HISTORY_KEPT revisions keeps between one and two
+            // windows of history, at the cost of one delete per window.
+            Ok(revision) if revision - compacted >= 2 * HISTORY_KEPT => {
+                compacted = revision - HISTORY_KEPT;
+                if let Err(e) = store.compact(compacted).await {
+                    tracing::warn!(error = %e, "compacting store history failed");
+                }
+            }
+            Ok(_) => {}
         }
     }
 }
