@@ -264,3 +264,24 @@ async fn open_rejects_an_unusable_dir() {
         Ok(_) => panic!("opened a store inside a file"),
     }
 }
+
+/// Automatic checkpoints are off on the writer, so only the checkpointer moves
+/// committed pages from the WAL into the database file: if it stopped, the file
+/// would stay at its empty size and the WAL would grow forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checkpointer_moves_commits_into_the_database_file() {
+    let f = fresh().await;
+    let db = f.dir.path().join(DB_FILE);
+    let empty_size = std::fs::metadata(&db).expect("db file").len();
+    for i in 0..200 {
+        txn(&*f, ops(vec![put(&format!("k/{i}"), &[7u8; 4096])])).await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::metadata(&db).expect("db file").len() < empty_size + 800 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint reached the database file within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,7 +1,8 @@
 //! The embedded backend: one SQLite database file (`dir/vnet.db`) holding the keys,
 //! an event log for watches and the store's revision, written by one group-committing
 //! writer thread. It must not acknowledge a transaction before it is fsynced, and
-//! nothing but that writer thread may write to the database.
+//! nothing but that writer thread may write rows (the checkpointer only moves
+//! committed WAL pages into the database file).
 //!
 //! Why SQLite: it gives crash-safe atomic commits with an fsync we control
 //! (`synchronous=FULL` in WAL mode), snapshot reads that never block the writer, and
@@ -10,12 +11,14 @@
 //! Layout:
 //! - `schema`: opening connections, pragmas and the tables;
 //! - `writer`: the writer thread and the group commit;
+//! - `checkpoint`: WAL checkpoints off the commit path;
 //! - `reader`: the pool of read connections (ranges and log replay);
 //! - `watch`: watch streams (history, then the live feed, with no gap).
 //!
 //! One directory must be opened by one [`EmbeddedStore`] at a time: the live feed of
 //! watches only carries the writes of its own store.
 
+mod checkpoint;
 mod reader;
 mod schema;
 mod watch;
@@ -85,6 +88,7 @@ pub struct EmbeddedStore {
     readers: Arc<Readers>,
     stats: Arc<Stats>,
     writer: Option<JoinHandle<()>>,
+    checkpointer: Option<JoinHandle<()>>,
 }
 
 impl EmbeddedStore {
@@ -102,14 +106,15 @@ impl EmbeddedStore {
         })?;
         let path = dir.join(DB_FILE);
         let conn = schema::open_writer(&path)?;
-        let readers = Arc::new(Readers::new(path));
+        let readers = Arc::new(Readers::new(path.clone()));
         // Fail now rather than on the first read if the file cannot be read back.
         readers.with(|_| Ok(()))?;
 
         let (live, _) = broadcast::channel(options.watch_buffer.max(1));
         let (requests, queue) = mpsc::channel(options.queue.max(1));
         let stats = Arc::new(Stats::default());
-        let writer = writer::Writer::new(conn, live.clone(), Arc::clone(&stats))?;
+        let (nudge, checkpointer) = checkpoint::spawn(&path)?;
+        let writer = writer::Writer::new(conn, nudge, live.clone(), Arc::clone(&stats))?;
         let max_batch = options.max_batch.max(1);
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -126,6 +131,7 @@ impl EmbeddedStore {
             readers,
             stats,
             writer: Some(handle),
+            checkpointer: Some(checkpointer),
         })
     }
 
@@ -160,6 +166,12 @@ impl Drop for EmbeddedStore {
             if handle.join().is_err() {
                 tracing::error!("store writer thread panicked");
             }
+        }
+        // The writer's exit dropped the checkpointer's nudge sender, ending it.
+        if let Some(handle) = self.checkpointer.take()
+            && handle.join().is_err()
+        {
+            tracing::error!("store checkpoint thread panicked");
         }
     }
 }

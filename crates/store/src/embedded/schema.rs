@@ -93,6 +93,12 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // checkpoints and could lose acknowledged transactions on power loss.
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql("setting synchronous=FULL"))?;
+    // Savepoint journals of a batch stay in memory instead of spilling to temp files.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(sql("setting temp_store=MEMORY"))?;
+    // Checkpoints run on the checkpointer's connection, never inside a COMMIT.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(sql("turning off automatic checkpoints"))?;
 
     let version: i64 = conn
         .pragma_query_value(None, "user_version", |row| row.get(0))
@@ -112,6 +118,17 @@ pub(super) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
             ));
         }
     }
+    Ok(conn)
+}
+
+/// The checkpointer's connection: read-write (a checkpoint writes the database
+/// file) but it never writes rows.
+pub(super) fn open_checkpointer(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path).map_err(sql("opening the checkpoint connection"))?;
+    conn.busy_timeout(BUSY_TIMEOUT)
+        .map_err(sql("setting the busy timeout"))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(sql("setting synchronous=FULL"))?;
     Ok(conn)
 }
 

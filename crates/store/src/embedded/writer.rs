@@ -39,6 +39,8 @@ pub(super) struct Committed {
 
 pub(super) struct Writer {
     conn: Connection,
+    /// Nudges the checkpointer after each commit.
+    checkpoint: std::sync::mpsc::SyncSender<()>,
     /// Committed revision, plus the writes of the batch in progress.
     revision: Revision,
     compacted: Revision,
@@ -92,12 +94,14 @@ struct Current {
 impl Writer {
     pub fn new(
         conn: Connection,
+        checkpoint: std::sync::mpsc::SyncSender<()>,
         live: broadcast::Sender<Arc<Committed>>,
         stats: Arc<Stats>,
     ) -> Result<Self, StoreError> {
         let (revision, compacted) = schema::read_meta(&conn)?;
         Ok(Writer {
             conn,
+            checkpoint,
             revision,
             compacted,
             live,
@@ -214,7 +218,10 @@ impl Writer {
         // The one fsync of the whole batch happens here (synchronous=FULL).
         self.conn
             .execute_batch("COMMIT")
-            .map_err(sql("committing a batch"))
+            .map_err(sql("committing a batch"))?;
+        // Full means a checkpoint is already due; it will see this commit too.
+        let _ = self.checkpoint.try_send(());
+        Ok(())
     }
 
     /// Runs `f` so that its database changes and its effect on `revision` and
