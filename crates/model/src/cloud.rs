@@ -237,16 +237,22 @@ impl Cloud {
         self.default_groups.get(project_id).map(String::as_str)
     }
 
-    /// Whether `caller` may see `resource` at all (others get 404).
+    /// Whether `caller` may see `resource` at all (others get 404): their own,
+    /// and shared networks with their subnets.
     pub fn can_see(&self, caller: &Caller, resource: &Resource) -> bool {
-        if caller.owns(&resource.standard().project_id) {
-            return true;
-        }
         match resource {
-            Resource::Network(n) => n.shared,
-            Resource::Subnet(s) => self.networks.get(&s.network_id).is_some_and(|n| n.shared),
-            _ => false,
+            Resource::Network(n) => self.can_see_network(caller, n),
+            Resource::Subnet(s) => self.can_see_subnet(caller, s),
+            other => caller.owns(&other.standard().project_id),
         }
+    }
+
+    pub fn can_see_network(&self, caller: &Caller, n: &Network) -> bool {
+        caller.owns(&n.std.project_id) || n.shared
+    }
+
+    pub fn can_see_subnet(&self, caller: &Caller, s: &Subnet) -> bool {
+        caller.owns(&s.std.project_id) || self.networks.get(&s.network_id).is_some_and(|n| n.shared)
     }
 
     /// The resource if `caller` may see it, else `NotFound`.

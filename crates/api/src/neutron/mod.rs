@@ -17,7 +17,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use model::{Caller, Kind, Resource, TagEdit};
+use model::{Caller, Cloud, Kind, Resource, TagEdit};
 use serde_json::{Value, json};
 
 use self::body::Attrs;
@@ -26,26 +26,13 @@ use crate::auth::noauth_caller;
 use crate::error::ApiError;
 use crate::state::{App, now};
 
-/// A Neutron collection: its URL segment, JSON keys and filterable attributes.
+/// A Neutron collection: its URL segment and JSON keys.
 struct Collection {
     kind: Kind,
     path: &'static str,
     singular: &'static str,
     plural: &'static str,
-    attributes: &'static [&'static str],
 }
-
-const STANDARD: [&str; 9] = [
-    "id",
-    "name",
-    "project_id",
-    "tenant_id",
-    "description",
-    "tags",
-    "created_at",
-    "updated_at",
-    "revision_number",
-];
 
 const COLLECTIONS: [Collection; 5] = [
     Collection {
@@ -53,97 +40,30 @@ const COLLECTIONS: [Collection; 5] = [
         path: "networks",
         singular: "network",
         plural: "networks",
-        attributes: &[
-            "admin_state_up",
-            "mtu",
-            "status",
-            "subnets",
-            "shared",
-            "port_security_enabled",
-            "router:external",
-            "is_default",
-            "availability_zone_hints",
-            "availability_zones",
-            "ipv4_address_scope",
-            "ipv6_address_scope",
-            "l2_adjacency",
-            "provider:network_type",
-            "provider:physical_network",
-            "provider:segmentation_id",
-        ],
     },
     Collection {
         kind: Kind::Subnet,
         path: "subnets",
         singular: "subnet",
         plural: "subnets",
-        attributes: &[
-            "network_id",
-            "ip_version",
-            "subnetpool_id",
-            "enable_dhcp",
-            "ipv6_ra_mode",
-            "ipv6_address_mode",
-            "gateway_ip",
-            "cidr",
-            "allocation_pools",
-            "host_routes",
-            "dns_nameservers",
-            "router:external",
-            "service_types",
-            "segment_id",
-        ],
     },
     Collection {
         kind: Kind::Port,
         path: "ports",
         singular: "port",
         plural: "ports",
-        attributes: &[
-            "network_id",
-            "mac_address",
-            "admin_state_up",
-            "status",
-            "device_id",
-            "device_owner",
-            "fixed_ips",
-            "port_security_enabled",
-            "security_groups",
-            "binding:vnic_type",
-            "binding:host_id",
-            "binding:profile",
-            "binding:vif_type",
-            "binding:vif_details",
-            "allowed_address_pairs",
-            "extra_dhcp_opts",
-            "ip_allocation",
-        ],
     },
     Collection {
         kind: Kind::SecurityGroup,
         path: "security-groups",
         singular: "security_group",
         plural: "security_groups",
-        attributes: &["stateful", "shared", "security_group_rules"],
     },
     Collection {
         kind: Kind::SecurityGroupRule,
         path: "security-group-rules",
         singular: "security_group_rule",
         plural: "security_group_rules",
-        attributes: &[
-            "security_group_id",
-            "ethertype",
-            "direction",
-            "protocol",
-            "port_range_min",
-            "port_range_max",
-            "remote_ip_prefix",
-            "remote_address_group_id",
-            "normalized_cidr",
-            "remote_group_id",
-            "belongs_to_default_sg",
-        ],
     },
 ];
 
@@ -152,12 +72,6 @@ fn collection(path: &str) -> Result<&'static Collection, ApiError> {
         .iter()
         .find(|c| c.path == path)
         .ok_or_else(ApiError::not_found)
-}
-
-impl Collection {
-    fn all_attributes(&self) -> Vec<&'static str> {
-        STANDARD.iter().chain(self.attributes).copied().collect()
-    }
 }
 
 pub fn router(app: Arc<App>) -> Router {
@@ -249,46 +163,52 @@ async fn list(
 ) -> Result<Json<Value>, ApiError> {
     let c = collection(&coll)?;
     let caller = caller(&app, &headers).await?;
-    let q = ListQuery::parse(query_pairs(raw)?, &c.all_attributes())?;
-    let views = {
-        let cloud = app.read();
-        let render = |r: Resource| {
-            cloud
-                .can_see(&caller, &r)
-                .then(|| views::resource(&cloud, &caller, &r))
-                .filter(|v| q.matches(v))
-        };
-        match c.kind {
-            Kind::Network => cloud
-                .networks()
-                .filter_map(|r| render(Resource::Network(r.clone())))
-                .collect(),
-            Kind::Subnet => cloud
-                .subnets()
-                .filter_map(|r| render(Resource::Subnet(r.clone())))
-                .collect(),
-            Kind::Port => cloud
-                .ports()
-                .filter_map(|r| render(Resource::Port(r.clone())))
-                .collect(),
-            Kind::SecurityGroup => cloud
-                .security_groups()
-                .filter_map(|r| render(Resource::SecurityGroup(r.clone())))
-                .collect(),
-            Kind::SecurityGroupRule => cloud
-                .security_group_rules()
-                .filter_map(|r| render(Resource::SecurityGroupRule(r.clone())))
-                .collect(),
-        }
-    };
+    let q = ListQuery::parse(query_pairs(raw)?, &views::attribute_names(c.kind))?;
     let url = format!("{}/v2.0/{}", base_url(&headers), c.path);
-    let (items, links) = q.page(views, &url)?;
+    let (items, links) = {
+        let cloud = app.read();
+        match c.kind {
+            Kind::Network => list_page(&cloud, &caller, &q, cloud.networks(), &url),
+            Kind::Subnet => list_page(&cloud, &caller, &q, cloud.subnets(), &url),
+            Kind::Port => list_page(&cloud, &caller, &q, cloud.ports(), &url),
+            Kind::SecurityGroup => list_page(&cloud, &caller, &q, cloud.security_groups(), &url),
+            Kind::SecurityGroupRule => {
+                list_page(&cloud, &caller, &q, cloud.security_group_rules(), &url)
+            }
+        }?
+    };
     let mut out = serde_json::Map::new();
     out.insert(c.plural.into(), Value::Array(items));
     if !links.is_empty() {
         out.insert(format!("{}_links", c.plural), Value::Array(links));
     }
     Ok(Json(Value::Object(out)))
+}
+
+/// Filter, sort and page `all` reading only the attributes the query names,
+/// then render the page: a list costs one whole render per item returned.
+fn list_page<'a, T: views::Shown + 'a>(
+    cloud: &Cloud,
+    caller: &Caller,
+    q: &ListQuery,
+    all: impl Iterator<Item = &'a T>,
+    url: &str,
+) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let matching: Vec<&T> = all
+        .filter(|r| r.visible(cloud, caller))
+        .filter(|r| q.matches(&r.standard().tags, |name| r.attribute(cloud, caller, name)))
+        .collect();
+    let (page, links) = q.page(
+        matching,
+        |r| r.standard().id.as_str(),
+        |r, name| r.attribute(cloud, caller, name),
+        url,
+    )?;
+    let items = page
+        .into_iter()
+        .map(|r| Value::Object(views::render(r, cloud, caller, q.fields())))
+        .collect();
+    Ok((items, links))
 }
 
 async fn show(
@@ -304,14 +224,9 @@ async fn show(
         .filter(|(k, _)| k == "fields")
         .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
         .collect();
-    let mut view = {
-        let cloud = app.read();
-        let r = cloud.visible(&caller, c.kind, &id)?;
-        views::resource(&cloud, &caller, &r)
-    };
-    if !fields.is_empty() {
-        view.retain(|k, _| fields.contains(k));
-    }
+    let cloud = app.read();
+    let r = cloud.visible(&caller, c.kind, &id)?;
+    let view = views::resource(&cloud, &caller, &r, &fields);
     Ok(Json(json!({ c.singular: view })))
 }
 
@@ -365,7 +280,7 @@ async fn create(
             }
             Ok(made
                 .iter()
-                .map(|r| Value::Object(views::resource(cloud, &caller, r)))
+                .map(|r| Value::Object(views::resource(cloud, &caller, r, &[])))
                 .collect::<Vec<_>>())
         })
         .await?;
@@ -426,7 +341,7 @@ async fn update(
                     cloud.update_security_group_rule(&caller, &id, d, now)?,
                 ),
             };
-            Ok(views::resource(cloud, &caller, &r))
+            Ok(views::resource(cloud, &caller, &r, &[]))
         })
         .await?;
     Ok(Json(json!({ c.singular: view })))

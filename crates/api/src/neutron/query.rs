@@ -1,13 +1,12 @@
 //! List queries: attribute filters (repeated key = OR), tag filters, `fields`,
-//! `sort_key`/`sort_dir`, and `limit`/`marker` pagination with `*_links`,
-//! applied to rendered views so every attribute a client sees can be used.
+//! `sort_key`/`sort_dir`, and `limit`/`marker` pagination with `*_links`.
+//! Any attribute a client sees can be used; only the ones a query names are read.
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::views::View;
 use crate::error::ApiError;
 
 /// A parsed list query.
@@ -94,13 +93,10 @@ impl ListQuery {
         Ok(q)
     }
 
-    pub fn matches(&self, view: &View) -> bool {
-        let tags: Vec<&str> = view
-            .get("tags")
-            .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(Value::as_str).collect())
-            .unwrap_or_default();
-        let has = |t: &String| tags.contains(&t.as_str());
+    /// Whether a resource passes the filters; `attribute` gives its attributes
+    /// by name (`None`: absent), and only those the query names are asked for.
+    pub fn matches(&self, tags: &[String], attribute: impl Fn(&str) -> Option<Value>) -> bool {
+        let has = |t: &String| tags.contains(t);
         if !self.tags_all.iter().all(has)
             || (!self.tags_any.is_empty() && !self.tags_any.iter().any(has))
             || (!self.not_tags_all.is_empty() && self.not_tags_all.iter().all(has))
@@ -109,91 +105,85 @@ impl ListQuery {
             return false;
         }
         self.filters.iter().all(|(attr, wanted)| {
-            let value = view.get(attr).unwrap_or(&Value::Null);
-            wanted.iter().any(|w| value_matches(attr, value, w))
+            let value = attribute(attr).unwrap_or(Value::Null);
+            wanted.iter().any(|w| value_matches(attr, &value, w))
         })
     }
 
-    /// Sort, paginate and trim `views` (already filtered); returns the page and its links.
-    pub fn page(
+    /// The attributes to render (empty: all of them).
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// Sort and paginate `items` (already filtered): returns the page and its
+    /// links. `id` and `attribute` read an item; only sort keys are read.
+    pub fn page<T>(
         &self,
-        mut views: Vec<View>,
+        items: Vec<T>,
+        id: impl Fn(&T) -> &str,
+        attribute: impl Fn(&T, &str) -> Option<Value>,
         collection_url: &str,
-    ) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
-        views.sort_by(|a, b| {
-            self.sort
-                .iter()
-                .map(|(key, asc)| {
-                    let o = compare(a.get(key), b.get(key));
+    ) -> Result<(Vec<T>, Vec<Value>), ApiError> {
+        let mut keyed: Vec<(Vec<Option<Value>>, T)> = items
+            .into_iter()
+            .map(|item| {
+                let keys = self.sort.iter().map(|(k, _)| attribute(&item, k)).collect();
+                (keys, item)
+            })
+            .collect();
+        keyed.sort_by(|(ka, a), (kb, b)| {
+            ka.iter()
+                .zip(kb)
+                .zip(&self.sort)
+                .map(|((x, y), (_, asc))| {
+                    let o = compare(x.as_ref(), y.as_ref());
                     if *asc { o } else { o.reverse() }
                 })
                 .find(|o| o.is_ne())
-                .unwrap_or_else(|| compare(a.get("id"), b.get("id")))
+                .unwrap_or_else(|| id(a).cmp(id(b)))
         });
-        let mut links = Vec::new();
-        let page: Vec<View> = match (self.limit, &self.marker) {
-            (None, None) => views,
-            (limit, marker) => {
-                let at = match marker {
-                    None => None,
-                    Some(m) => Some(
-                        views
-                            .iter()
-                            .position(|v| v.get("id").and_then(Value::as_str) == Some(m))
-                            .ok_or_else(|| {
-                                ApiError::new(
-                                    axum::http::StatusCode::NOT_FOUND,
-                                    "HTTPNotFound",
-                                    format!("Marker {m} could not be found."),
-                                )
-                            })?,
-                    ),
-                };
-                let limit = limit.unwrap_or(usize::MAX);
-                let (start, end) = match (at, self.page_reverse) {
-                    (Some(i), true) => (i.saturating_sub(limit), i),
-                    (Some(i), false) => (i + 1, views.len().min((i + 1).saturating_add(limit))),
-                    (None, _) => (0, views.len().min(limit)),
-                };
-                let more_after = end < views.len();
-                let more_before = start > 0;
-                let page: Vec<View> = views.drain(start..end).collect();
-                if self.limit.is_some() {
-                    let link = |rel: &str, marker: &str, reverse: bool| {
-                        let mut pairs = self.link_base.clone();
-                        pairs.push(("marker".into(), marker.to_owned()));
-                        if reverse {
-                            pairs.push(("page_reverse".into(), "True".into()));
-                        }
-                        let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-                        json!({"rel": rel, "href": format!("{collection_url}?{query}")})
-                    };
-                    let id = |v: Option<&View>| {
-                        v.and_then(|v| v.get("id"))
-                            .and_then(Value::as_str)
-                            .map(str::to_owned)
-                    };
-                    if more_after && let Some(last) = id(page.last()) {
-                        links.push(link("next", &last, false));
-                    }
-                    if (more_before || self.marker.is_some())
-                        && let Some(first) = id(page.first())
-                    {
-                        links.push(link("previous", &first, true));
-                    }
-                }
-                page
-            }
+        let mut items: Vec<T> = keyed.into_iter().map(|(_, item)| item).collect();
+        if self.limit.is_none() && self.marker.is_none() {
+            return Ok((items, Vec::new()));
+        }
+        let at = match &self.marker {
+            None => None,
+            Some(m) => Some(items.iter().position(|i| id(i) == m).ok_or_else(|| {
+                ApiError::new(
+                    axum::http::StatusCode::NOT_FOUND,
+                    "HTTPNotFound",
+                    format!("Marker {m} could not be found."),
+                )
+            })?),
         };
-        let page = page
-            .into_iter()
-            .map(|mut v| {
-                if !self.fields.is_empty() {
-                    v.retain(|k, _| self.fields.iter().any(|f| f == k));
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let (start, end) = match (at, self.page_reverse) {
+            (Some(i), true) => (i.saturating_sub(limit), i),
+            (Some(i), false) => (i + 1, items.len().min((i + 1).saturating_add(limit))),
+            (None, _) => (0, items.len().min(limit)),
+        };
+        let (more_before, more_after) = (start > 0, end < items.len());
+        let page: Vec<T> = items.drain(start..end).collect();
+        let mut links = Vec::new();
+        if self.limit.is_some() {
+            let link = |rel: &str, marker: &str, reverse: bool| {
+                let mut pairs = self.link_base.clone();
+                pairs.push(("marker".into(), marker.to_owned()));
+                if reverse {
+                    pairs.push(("page_reverse".into(), "True".into()));
                 }
-                Value::Object(v)
-            })
-            .collect();
+                let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+                json!({"rel": rel, "href": format!("{collection_url}?{query}")})
+            };
+            if more_after && let Some(last) = page.last() {
+                links.push(link("next", id(last), false));
+            }
+            if (more_before || self.marker.is_some())
+                && let Some(first) = page.first()
+            {
+                links.push(link("previous", id(first), true));
+            }
+        }
         Ok((page, links))
     }
 }
@@ -251,8 +241,10 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 mod tests {
     use super::*;
 
-    fn view(id: &str, name: &str, tags: &[&str]) -> View {
-        match json!({"id": id, "name": name, "tags": tags, "admin_state_up": true,
+    type View = serde_json::Map<String, Value>;
+
+    fn view(id: &str, name: &str) -> View {
+        match json!({"id": id, "name": name, "admin_state_up": true,
                      "fixed_ips": [{"subnet_id": "s1", "ip_address": "10.0.0.5"}]})
         {
             Value::Object(m) => m,
@@ -265,47 +257,67 @@ mod tests {
         ListQuery::parse(pairs, &["id", "name", "admin_state_up", "fixed_ips"]).unwrap()
     }
 
+    fn matches(q: &ListQuery, v: &View, tags: &[&str]) -> bool {
+        let tags: Vec<String> = tags.iter().map(|t| (*t).to_owned()).collect();
+        q.matches(&tags, |name| v.get(name).cloned())
+    }
+
+    fn page(q: &ListQuery, views: Vec<View>) -> (Vec<String>, Vec<Value>) {
+        let (items, links) = q
+            .page(
+                views,
+                |v| v["id"].as_str().unwrap(),
+                |v, k| v.get(k).cloned(),
+                "http://x/v2.0/networks",
+            )
+            .unwrap();
+        (
+            items
+                .iter()
+                .map(|v| v["id"].as_str().unwrap().to_owned())
+                .collect(),
+            links,
+        )
+    }
+
     #[test]
     fn repeated_keys_or_and_distinct_keys_and() {
-        let v = view("1", "a", &[]);
-        assert!(q("name=a&name=b").matches(&v));
-        assert!(!q("name=a&admin_state_up=False").matches(&v));
-        assert!(q("admin_state_up=True").matches(&v));
-        assert!(q("fixed_ips=ip_address%3D10.0.0.5").matches(&v));
-        assert!(!q("fixed_ips=subnet_id%3Ds2").matches(&v));
+        let v = view("1", "a");
+        assert!(matches(&q("name=a&name=b"), &v, &[]));
+        assert!(!matches(&q("name=a&admin_state_up=False"), &v, &[]));
+        assert!(matches(&q("admin_state_up=True"), &v, &[]));
+        assert!(matches(&q("fixed_ips=ip_address%3D10.0.0.5"), &v, &[]));
+        assert!(!matches(&q("fixed_ips=subnet_id%3Ds2"), &v, &[]));
     }
 
     #[test]
     fn tag_filters() {
-        let v = view("1", "a", &["red", "blue"]);
-        assert!(q("tags=red,blue").matches(&v));
-        assert!(!q("tags=red,green").matches(&v));
-        assert!(q("tags-any=green,blue").matches(&v));
-        assert!(!q("not-tags=red,blue").matches(&v));
-        assert!(q("not-tags=red,green").matches(&v));
-        assert!(!q("not-tags-any=green,blue").matches(&v));
+        let v = view("1", "a");
+        let t = ["red", "blue"];
+        assert!(matches(&q("tags=red,blue"), &v, &t));
+        assert!(!matches(&q("tags=red,green"), &v, &t));
+        assert!(matches(&q("tags-any=green,blue"), &v, &t));
+        assert!(!matches(&q("not-tags=red,blue"), &v, &t));
+        assert!(matches(&q("not-tags=red,green"), &v, &t));
+        assert!(!matches(&q("not-tags-any=green,blue"), &v, &t));
     }
 
     #[test]
     fn pages_follow_markers_with_links() {
-        let views: Vec<View> = ["c", "a", "b", "d"]
-            .iter()
-            .map(|n| view(n, n, &[]))
-            .collect();
-        let (page, links) = q("limit=2&sort_key=name&sort_dir=desc")
-            .page(views.clone(), "http://x/v2.0/networks")
-            .unwrap();
-        let ids: Vec<&str> = page.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        let views: Vec<View> = ["c", "a", "b", "d"].iter().map(|n| view(n, n)).collect();
+        let (ids, links) = page(&q("limit=2&sort_key=name&sort_dir=desc"), views.clone());
         assert_eq!(ids, ["d", "c"]);
         assert_eq!(links.len(), 1);
         assert!(links[0]["href"].as_str().unwrap().ends_with("marker=c"));
-        let (page, links) = q("limit=2&sort_key=name&sort_dir=desc&marker=c")
-            .page(views, "u")
-            .unwrap();
-        let ids: Vec<&str> = page.iter().map(|v| v["id"].as_str().unwrap()).collect();
+        let (ids, links) = page(
+            &q("limit=2&sort_key=name&sort_dir=desc&marker=c"),
+            views.clone(),
+        );
         assert_eq!(ids, ["b", "a"]);
         assert_eq!(links.len(), 1, "no next page, a previous one");
         assert_eq!(links[0]["rel"], "previous");
+        let (ids, _) = page(&q(""), views);
+        assert_eq!(ids, ["a", "b", "c", "d"], "by id when no sort key is given");
     }
 
     #[test]

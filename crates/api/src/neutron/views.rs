@@ -1,136 +1,283 @@
 //! Model resources → Neutron's JSON shapes, as the real Neutron answers them
-//! (see shared/neutron/). Admin-only attributes are left out for other callers.
+//! (see shared/neutron/). Each kind is a list of attribute names and one
+//! function giving an attribute's value, so a list can filter and sort on the
+//! few attributes a query names and render whole objects only for the page it
+//! returns. Admin-only attributes are absent for other callers.
 
 use std::time::{Duration, UNIX_EPOCH};
 
 use model::{
-    Caller, Cloud, Network, Port, Resource, SecurityGroup, SecurityGroupRule, Standard, Subnet,
+    Caller, Cloud, Kind, Network, Port, Resource, SecurityGroup, SecurityGroupRule, Standard,
+    Subnet,
 };
 use serde_json::{Map, Value, json};
 
 pub type View = Map<String, Value>;
+
+/// Attributes every kind shows (rules show all but `name`).
+const STANDARD: [&str; 9] = [
+    "id",
+    "name",
+    "project_id",
+    "tenant_id",
+    "description",
+    "tags",
+    "created_at",
+    "updated_at",
+    "revision_number",
+];
+
+/// A resource kind as Neutron shows it.
+pub trait Shown {
+    /// The attributes beyond the standard ones.
+    const ATTRIBUTES: &'static [&'static str];
+
+    fn standard(&self) -> &Standard;
+
+    /// Whether `caller` may see this resource at all.
+    fn visible(&self, cloud: &Cloud, caller: &Caller) -> bool;
+
+    /// One attribute of this kind (not a standard one); `None` if hidden from `caller`.
+    fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value>;
+
+    fn attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        standard_attribute(self.standard(), name)
+            .or_else(|| self.own_attribute(cloud, caller, name))
+    }
+}
+
+/// Every attribute name a kind may show, for query validation.
+pub fn attribute_names(kind: Kind) -> Vec<&'static str> {
+    let own = match kind {
+        Kind::Network => Network::ATTRIBUTES,
+        Kind::Subnet => Subnet::ATTRIBUTES,
+        Kind::Port => Port::ATTRIBUTES,
+        Kind::SecurityGroup => SecurityGroup::ATTRIBUTES,
+        Kind::SecurityGroupRule => SecurityGroupRule::ATTRIBUTES,
+    };
+    STANDARD.iter().chain(own).copied().collect()
+}
+
+/// The whole object, or only `fields` when some are asked for.
+pub fn render<T: Shown>(r: &T, cloud: &Cloud, caller: &Caller, fields: &[String]) -> View {
+    let names = STANDARD.iter().chain(T::ATTRIBUTES);
+    names
+        .filter(|n| fields.is_empty() || fields.iter().any(|f| f == *n))
+        .filter_map(|n| r.attribute(cloud, caller, n).map(|v| ((*n).to_owned(), v)))
+        .collect()
+}
+
+pub fn resource(cloud: &Cloud, caller: &Caller, r: &Resource, fields: &[String]) -> View {
+    match r {
+        Resource::Network(n) => render(n, cloud, caller, fields),
+        Resource::Subnet(s) => render(s, cloud, caller, fields),
+        Resource::Port(p) => render(p, cloud, caller, fields),
+        Resource::SecurityGroup(g) => render(g, cloud, caller, fields),
+        Resource::SecurityGroupRule(r) => render(r, cloud, caller, fields),
+    }
+}
 
 pub fn timestamp(secs: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-fn standard(v: &mut View, std: &Standard, with_name: bool) {
-    v.insert("id".into(), json!(std.id));
-    if with_name {
-        v.insert("name".into(), json!(std.name));
-    }
-    v.insert("project_id".into(), json!(std.project_id));
-    v.insert("tenant_id".into(), json!(std.project_id));
-    v.insert("description".into(), json!(std.description));
-    v.insert("tags".into(), json!(std.tags));
-    v.insert("created_at".into(), json!(timestamp(std.created_at)));
-    v.insert("updated_at".into(), json!(timestamp(std.updated_at)));
-    v.insert("revision_number".into(), json!(std.revision_number));
+fn standard_attribute(std: &Standard, name: &str) -> Option<Value> {
+    Some(match name {
+        "id" => json!(std.id),
+        "name" => json!(std.name),
+        "project_id" | "tenant_id" => json!(std.project_id),
+        "description" => json!(std.description),
+        "tags" => json!(std.tags),
+        "created_at" => json!(timestamp(std.created_at)),
+        "updated_at" => json!(timestamp(std.updated_at)),
+        "revision_number" => json!(std.revision_number),
+        _ => return None,
+    })
 }
 
-fn object(value: Value) -> View {
-    match value {
-        Value::Object(m) => m,
-        _ => View::new(),
+impl Shown for Network {
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "admin_state_up",
+        "mtu",
+        "status",
+        "subnets",
+        "shared",
+        "port_security_enabled",
+        "router:external",
+        "is_default",
+        "availability_zone_hints",
+        "availability_zones",
+        "ipv4_address_scope",
+        "ipv6_address_scope",
+        "l2_adjacency",
+        "provider:network_type",
+        "provider:physical_network",
+        "provider:segmentation_id",
+    ];
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn visible(&self, cloud: &Cloud, caller: &Caller) -> bool {
+        cloud.can_see_network(caller, self)
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "admin_state_up" => json!(self.admin_state_up),
+            "mtu" => json!(self.mtu),
+            "status" => json!("ACTIVE"),
+            "subnets" => json!(cloud.subnets_of(&self.std.id)),
+            "shared" => json!(self.shared),
+            "port_security_enabled" => json!(self.port_security_enabled),
+            "router:external" => json!(self.external),
+            "is_default" | "l2_adjacency" => json!(name == "l2_adjacency"),
+            "availability_zone_hints" => json!(self.availability_zone_hints),
+            "availability_zones" => json!([]),
+            "ipv4_address_scope" | "ipv6_address_scope" => Value::Null,
+            "provider:network_type" if caller.is_admin => json!(self.network_type),
+            "provider:physical_network" if caller.is_admin => Value::Null,
+            "provider:segmentation_id" if caller.is_admin => json!(self.segmentation_id),
+            _ => return None,
+        })
     }
 }
 
-pub fn resource(cloud: &Cloud, caller: &Caller, r: &Resource) -> View {
-    match r {
-        Resource::Network(n) => network(cloud, caller, n),
-        Resource::Subnet(s) => subnet(cloud, s),
-        Resource::Port(p) => port(caller, p),
-        Resource::SecurityGroup(g) => security_group(cloud, g),
-        Resource::SecurityGroupRule(r) => rule(cloud, r),
+impl Shown for Subnet {
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "network_id",
+        "ip_version",
+        "subnetpool_id",
+        "enable_dhcp",
+        "ipv6_ra_mode",
+        "ipv6_address_mode",
+        "gateway_ip",
+        "cidr",
+        "allocation_pools",
+        "host_routes",
+        "dns_nameservers",
+        "router:external",
+        "service_types",
+        "segment_id",
+    ];
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn visible(&self, cloud: &Cloud, caller: &Caller) -> bool {
+        cloud.can_see_subnet(caller, self)
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "network_id" => json!(self.network_id),
+            "ip_version" => json!(self.ip_version),
+            "subnetpool_id" | "segment_id" => Value::Null,
+            "enable_dhcp" => json!(self.enable_dhcp),
+            "ipv6_ra_mode" => json!(self.ipv6_ra_mode.map(|m| m.as_str())),
+            "ipv6_address_mode" => json!(self.ipv6_address_mode.map(|m| m.as_str())),
+            "gateway_ip" => json!(self.gateway_ip),
+            "cidr" => json!(self.cidr.to_string()),
+            "allocation_pools" => json!(
+                self.allocation_pools
+                    .iter()
+                    .map(|p| json!({"start": p.start, "end": p.end}))
+                    .collect::<Vec<_>>()
+            ),
+            "host_routes" => json!(
+                self.host_routes
+                    .iter()
+                    .map(
+                        |r| json!({"destination": r.destination.to_string(), "nexthop": r.nexthop})
+                    )
+                    .collect::<Vec<_>>()
+            ),
+            "dns_nameservers" => json!(self.dns_nameservers),
+            "router:external" => {
+                json!(cloud.network(&self.network_id).is_some_and(|n| n.external))
+            }
+            "service_types" => json!([]),
+            _ => return None,
+        })
     }
 }
 
-pub fn network(cloud: &Cloud, caller: &Caller, n: &Network) -> View {
-    let mut v = object(json!({
-        "admin_state_up": n.admin_state_up,
-        "mtu": n.mtu,
-        "status": "ACTIVE",
-        "subnets": cloud.subnets_of(&n.std.id),
-        "shared": n.shared,
-        "port_security_enabled": n.port_security_enabled,
-        "router:external": n.external,
-        "is_default": false,
-        "availability_zone_hints": n.availability_zone_hints,
-        "availability_zones": [],
-        "ipv4_address_scope": null,
-        "ipv6_address_scope": null,
-        "l2_adjacency": true,
-    }));
-    standard(&mut v, &n.std, true);
-    if caller.is_admin {
-        v.insert("provider:network_type".into(), json!(n.network_type));
-        v.insert("provider:physical_network".into(), Value::Null);
-        v.insert("provider:segmentation_id".into(), json!(n.segmentation_id));
-    }
-    v
-}
+impl Shown for Port {
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "network_id",
+        "mac_address",
+        "admin_state_up",
+        "status",
+        "device_id",
+        "device_owner",
+        "fixed_ips",
+        "port_security_enabled",
+        "security_groups",
+        "binding:vnic_type",
+        "binding:host_id",
+        "binding:profile",
+        "binding:vif_type",
+        "binding:vif_details",
+        "allowed_address_pairs",
+        "extra_dhcp_opts",
+        "ip_allocation",
+    ];
 
-pub fn subnet(cloud: &Cloud, s: &Subnet) -> View {
-    let external = cloud.network(&s.network_id).is_some_and(|n| n.external);
-    let mut v = object(json!({
-        "network_id": s.network_id,
-        "ip_version": s.ip_version,
-        "subnetpool_id": null,
-        "enable_dhcp": s.enable_dhcp,
-        "ipv6_ra_mode": s.ipv6_ra_mode.map(|m| m.as_str()),
-        "ipv6_address_mode": s.ipv6_address_mode.map(|m| m.as_str()),
-        "gateway_ip": s.gateway_ip,
-        "cidr": s.cidr.to_string(),
-        "allocation_pools": s.allocation_pools.iter()
-            .map(|p| json!({"start": p.start, "end": p.end})).collect::<Vec<_>>(),
-        "host_routes": s.host_routes.iter()
-            .map(|r| json!({"destination": r.destination.to_string(), "nexthop": r.nexthop}))
-            .collect::<Vec<_>>(),
-        "dns_nameservers": s.dns_nameservers,
-        "router:external": external,
-        "service_types": [],
-        "segment_id": null,
-    }));
-    standard(&mut v, &s.std, true);
-    v
-}
-
-pub fn port(caller: &Caller, p: &Port) -> View {
-    let mut v = object(json!({
-        "network_id": p.network_id,
-        "mac_address": p.mac_address.to_string(),
-        "admin_state_up": p.admin_state_up,
-        "status": p.status.as_str(),
-        "device_id": p.device_id,
-        "device_owner": p.device_owner,
-        "fixed_ips": p.fixed_ips.iter()
-            .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
-            .collect::<Vec<_>>(),
-        "port_security_enabled": p.port_security_enabled,
-        "security_groups": p.security_groups,
-        "binding:vnic_type": p.binding_vnic_type,
-        "allowed_address_pairs": p.allowed_address_pairs.iter()
-            .map(|a| json!({"ip_address": pair_ip(&a.ip_address), "mac_address": a.mac_address.to_string()}))
-            .collect::<Vec<_>>(),
-        "extra_dhcp_opts": p.extra_dhcp_opts.iter()
-            .map(|o| json!({"opt_name": o.opt_name, "opt_value": o.opt_value, "ip_version": o.ip_version}))
-            .collect::<Vec<_>>(),
-        "ip_allocation": "immediate",
-    }));
-    standard(&mut v, &p.std, true);
-    if caller.is_admin {
-        let bound = !p.binding_host_id.is_empty();
-        let profile: Value = serde_json::from_str(&p.binding_profile).unwrap_or_else(|_| json!({}));
-        v.insert("binding:host_id".into(), json!(p.binding_host_id));
-        v.insert("binding:profile".into(), profile);
-        v.insert(
-            "binding:vif_type".into(),
-            json!(if bound { "bridge" } else { "unbound" }),
-        );
-        v.insert("binding:vif_details".into(), json!({}));
+    fn standard(&self) -> &Standard {
+        &self.std
     }
-    v
+
+    fn visible(&self, _: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+    }
+
+    fn own_attribute(&self, _: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        let admin = caller.is_admin;
+        Some(match name {
+            "network_id" => json!(self.network_id),
+            "mac_address" => json!(self.mac_address.to_string()),
+            "admin_state_up" => json!(self.admin_state_up),
+            "status" => json!(self.status.as_str()),
+            "device_id" => json!(self.device_id),
+            "device_owner" => json!(self.device_owner),
+            "fixed_ips" => json!(
+                self.fixed_ips
+                    .iter()
+                    .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
+                    .collect::<Vec<_>>()
+            ),
+            "port_security_enabled" => json!(self.port_security_enabled),
+            "security_groups" => json!(self.security_groups),
+            "binding:vnic_type" => json!(self.binding_vnic_type),
+            "binding:host_id" if admin => json!(self.binding_host_id),
+            "binding:profile" if admin => {
+                serde_json::from_str(&self.binding_profile).unwrap_or_else(|_| json!({}))
+            }
+            "binding:vif_type" if admin => json!(if self.binding_host_id.is_empty() {
+                "unbound"
+            } else {
+                "bridge"
+            }),
+            "binding:vif_details" if admin => json!({}),
+            "allowed_address_pairs" => json!(
+                self.allowed_address_pairs
+                    .iter()
+                    .map(|a| json!({"ip_address": pair_ip(&a.ip_address), "mac_address": a.mac_address.to_string()}))
+                    .collect::<Vec<_>>()
+            ),
+            "extra_dhcp_opts" => json!(
+                self.extra_dhcp_opts
+                    .iter()
+                    .map(|o| json!({"opt_name": o.opt_name, "opt_value": o.opt_value, "ip_version": o.ip_version}))
+                    .collect::<Vec<_>>()
+            ),
+            "ip_allocation" => json!("immediate"),
+            _ => return None,
+        })
+    }
 }
 
 /// Allowed address pairs are shown as given: a host prefix as a bare address.
@@ -142,35 +289,87 @@ fn pair_ip(net: &ipnet::IpNet) -> String {
     }
 }
 
-pub fn security_group(cloud: &Cloud, g: &SecurityGroup) -> View {
-    let mut rules: Vec<&SecurityGroupRule> = cloud.rules_of(&g.std.id).collect();
-    rules.sort_by(|a, b| (a.std.created_at, &a.std.id).cmp(&(b.std.created_at, &b.std.id)));
-    let mut v = object(json!({
-        "stateful": g.stateful,
-        "shared": false,
-        "security_group_rules": rules.into_iter().map(|r| rule(cloud, r)).collect::<Vec<_>>(),
-    }));
-    standard(&mut v, &g.std, true);
-    v
+impl Shown for SecurityGroup {
+    const ATTRIBUTES: &'static [&'static str] = &["stateful", "shared", "security_group_rules"];
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn visible(&self, _: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "stateful" => json!(self.stateful),
+            "shared" => json!(false),
+            "security_group_rules" => {
+                let mut rules: Vec<&SecurityGroupRule> = cloud.rules_of(&self.std.id).collect();
+                rules.sort_by(|a, b| {
+                    (a.std.created_at, &a.std.id).cmp(&(b.std.created_at, &b.std.id))
+                });
+                json!(
+                    rules
+                        .into_iter()
+                        .map(|r| render(r, cloud, caller, &[]))
+                        .collect::<Vec<_>>()
+                )
+            }
+            _ => return None,
+        })
+    }
 }
 
-pub fn rule(cloud: &Cloud, r: &SecurityGroupRule) -> View {
-    let default = cloud
-        .security_group(&r.security_group_id)
-        .is_some_and(|g| g.is_default);
-    let mut v = object(json!({
-        "security_group_id": r.security_group_id,
-        "ethertype": r.ethertype.as_str(),
-        "direction": r.direction.as_str(),
-        "protocol": r.protocol,
-        "port_range_min": r.port_range_min,
-        "port_range_max": r.port_range_max,
-        "remote_ip_prefix": r.remote_ip_prefix.map(|p| p.to_string()),
-        "remote_address_group_id": null,
-        "normalized_cidr": r.remote_ip_prefix.map(|p| p.trunc().to_string()),
-        "remote_group_id": r.remote_group_id,
-        "belongs_to_default_sg": default,
-    }));
-    standard(&mut v, &r.std, false);
-    v
+impl Shown for SecurityGroupRule {
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "security_group_id",
+        "ethertype",
+        "direction",
+        "protocol",
+        "port_range_min",
+        "port_range_max",
+        "remote_ip_prefix",
+        "remote_address_group_id",
+        "normalized_cidr",
+        "remote_group_id",
+        "belongs_to_default_sg",
+    ];
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn visible(&self, _: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+    }
+
+    /// Rules have no `name`, so it is answered here before the standard ones.
+    fn attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        if name == "name" {
+            return None;
+        }
+        standard_attribute(&self.std, name).or_else(|| self.own_attribute(cloud, caller, name))
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "security_group_id" => json!(self.security_group_id),
+            "ethertype" => json!(self.ethertype.as_str()),
+            "direction" => json!(self.direction.as_str()),
+            "protocol" => json!(self.protocol),
+            "port_range_min" => json!(self.port_range_min),
+            "port_range_max" => json!(self.port_range_max),
+            "remote_ip_prefix" => json!(self.remote_ip_prefix.map(|p| p.to_string())),
+            "remote_address_group_id" => Value::Null,
+            "normalized_cidr" => json!(self.remote_ip_prefix.map(|p| p.trunc().to_string())),
+            "remote_group_id" => json!(self.remote_group_id),
+            "belongs_to_default_sg" => json!(
+                cloud
+                    .security_group(&self.security_group_id)
+                    .is_some_and(|g| g.is_default)
+            ),
+            _ => return None,
+        })
+    }
 }
