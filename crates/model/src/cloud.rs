@@ -816,20 +816,21 @@ impl Cloud {
             return Err(ModelError::not_found(Kind::Network, &req.network_id));
         };
         let project_id = self.project_for(caller, req.project_id.clone())?;
+        let a = req.attributes;
         let network_id = network.std.id.clone();
-        let mac_address = match req.mac_address {
+        let mac_address = match a.mac_address {
             Some(mac) => {
                 self.check_mac(&network_id, mac, None)?;
                 mac
             }
             None => self.generate_mac(&network_id)?,
         };
-        let port_security_enabled = req
+        let port_security_enabled = a
             .port_security_enabled
             .unwrap_or(network.port_security_enabled);
-        let device_owner = req.device_owner.unwrap_or_default();
+        let device_owner = a.device_owner.unwrap_or_default();
         self.ensure_default_group(&project_id, now);
-        let security_groups = match req.security_groups {
+        let security_groups = match a.security_groups {
             Some(groups) => self.check_groups(&project_id, groups)?,
             None if port_security_enabled && !device_owner.starts_with("network:") => self
                 .default_groups
@@ -843,29 +844,29 @@ impl Cloud {
             return Err(ModelError::PortSecurityAndIPRequiredForSecurityGroups);
         }
         let allowed_address_pairs =
-            address_pairs(req.allowed_address_pairs.unwrap_or_default(), mac_address)?;
+            address_pairs(a.allowed_address_pairs.unwrap_or_default(), mac_address)?;
         if !port_security_enabled && !allowed_address_pairs.is_empty() {
             return Err(ModelError::AddressPairAndPortSecurityRequired);
         }
         let fixed_ips =
-            self.plan_fixed_ips(&network_id, None, mac_address, req.fixed_ips.as_deref())?;
-        let binding_vnic_type = check_vnic_type(req.binding_vnic_type)?;
+            self.plan_fixed_ips(&network_id, None, mac_address, a.fixed_ips.as_deref())?;
+        let binding_vnic_type = check_vnic_type(a.binding_vnic_type)?;
         let port = Port {
-            std: self.standard(project_id, req.name, req.description, req.tags, now)?,
+            std: self.standard(project_id, a.name, a.description, req.tags, now)?,
             network_id,
             mac_address,
-            admin_state_up: req.admin_state_up.unwrap_or(true),
+            admin_state_up: a.admin_state_up.unwrap_or(true),
             status: PortStatus::Down,
-            device_id: req.device_id.unwrap_or_default(),
+            device_id: a.device_id.unwrap_or_default(),
             device_owner,
             fixed_ips,
             security_groups,
             port_security_enabled,
             allowed_address_pairs,
-            extra_dhcp_opts: req.extra_dhcp_opts.unwrap_or_default(),
-            binding_host_id: req.binding_host_id.unwrap_or_default(),
+            extra_dhcp_opts: a.extra_dhcp_opts.unwrap_or_default(),
+            binding_host_id: a.binding_host_id.unwrap_or_default(),
             binding_vnic_type,
-            binding_profile: req.binding_profile.unwrap_or_else(|| "{}".into()),
+            binding_profile: a.binding_profile.unwrap_or_else(|| "{}".into()),
         };
         self.put(Resource::Port(port.clone()));
         Ok(port)

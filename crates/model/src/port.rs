@@ -79,25 +79,14 @@ pub struct AddressPairRequest {
     pub mac_address: Option<MacAddr>,
 }
 
+/// A create request: where the port goes and who owns it, plus every attribute
+/// an update may also set.
 #[derive(Clone, Debug, Default)]
 pub struct PortCreate {
     pub project_id: Option<String>,
-    pub name: Option<String>,
-    pub description: Option<String>,
     pub tags: Option<Vec<String>>,
     pub network_id: String,
-    pub mac_address: Option<MacAddr>,
-    pub admin_state_up: Option<bool>,
-    pub device_id: Option<String>,
-    pub device_owner: Option<String>,
-    pub fixed_ips: Option<Vec<FixedIpRequest>>,
-    pub security_groups: Option<Vec<String>>,
-    pub port_security_enabled: Option<bool>,
-    pub allowed_address_pairs: Option<Vec<AddressPairRequest>>,
-    pub extra_dhcp_opts: Option<Vec<ExtraDhcpOpt>>,
-    pub binding_host_id: Option<String>,
-    pub binding_vnic_type: Option<String>,
-    pub binding_profile: Option<String>,
+    pub attributes: PortUpdate,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -260,34 +260,62 @@ impl Attrs {
     }
 }
 
-pub fn parse_ip(attr: &str, s: &str) -> Result<IpAddr, ApiError> {
+fn parse_ip(attr: &str, s: &str) -> Result<IpAddr, ApiError> {
     s.parse()
         .map_err(|_| invalid(attr, format!("'{s}' is not a valid IP address")))
 }
 
-pub fn field<'a>(
-    attr: &str,
-    item: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, ApiError> {
-    match item.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(v) => Err(invalid(
-            attr,
-            format!("'{}' is not a valid string", shown(v)),
-        )),
+/// One object of a list attribute (an allocation pool, a fixed IP, …).
+pub struct Fields<'a> {
+    attr: &'a str,
+    map: &'a Map<String, Value>,
+}
+
+impl Fields<'_> {
+    /// A string field; null or absent is `None`.
+    pub fn str(&self, key: &str) -> Result<Option<&str>, ApiError> {
+        match self.map.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(v) => Err(invalid(
+                self.attr,
+                format!("'{}' is not a valid string", shown(v)),
+            )),
+        }
+    }
+
+    pub fn raw(&self, key: &str) -> Option<&Value> {
+        self.map.get(key)
+    }
+
+    pub fn ip(&self, key: &str) -> Result<Option<IpAddr>, ApiError> {
+        self.str(key)?.map(|s| parse_ip(self.attr, s)).transpose()
     }
 }
 
-pub fn expect_object<'a>(attr: &str, v: &'a Value) -> Result<&'a Map<String, Value>, ApiError> {
-    v.as_object()
-        .ok_or_else(|| invalid(attr, format!("'{}' is not a dictionary", shown(v))))
-}
-
-pub fn unknown_keys(attr: &str, item: &Map<String, Value>, known: &[&str]) -> Result<(), ApiError> {
-    match item.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(invalid(attr, format!("Unrecognized attribute '{k}'"))),
-        None => Ok(()),
+impl Attrs {
+    /// A list of objects that may carry only `keys`, each made into a `T` by `each`.
+    pub fn objects<T>(
+        &mut self,
+        name: &str,
+        keys: &[&str],
+        each: impl Fn(&Fields) -> Result<T, ApiError>,
+    ) -> Result<Option<Vec<T>>, ApiError> {
+        let Some(items) = self.list(name)? else {
+            return Ok(None);
+        };
+        items
+            .iter()
+            .map(|v| {
+                let map = v
+                    .as_object()
+                    .ok_or_else(|| invalid(name, format!("'{}' is not a dictionary", shown(v))))?;
+                if let Some(k) = map.keys().find(|k| !keys.contains(&k.as_str())) {
+                    return Err(invalid(name, format!("Unrecognized attribute '{k}'")));
+                }
+                each(&Fields { attr: name, map })
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 }

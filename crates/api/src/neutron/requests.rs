@@ -7,7 +7,7 @@ use model::{
     SecurityGroupUpdate, SubnetCreate, SubnetUpdate,
 };
 
-use super::body::{Attrs, expect_object, field, invalid, parse_ip, unknown_keys};
+use super::body::{Attrs, invalid};
 use crate::error::ApiError;
 
 const STANDARD_READ_ONLY: [&str; 4] = ["id", "created_at", "updated_at", "revision_number"];
@@ -92,57 +92,30 @@ pub fn network_update(mut a: Attrs) -> Result<NetworkUpdate, ApiError> {
 // === subnets ===
 
 fn pools(a: &mut Attrs) -> Result<Option<Vec<IpRange>>, ApiError> {
-    let Some(items) = a.list("allocation_pools")? else {
-        return Ok(None);
-    };
-    let attr = "allocation_pools";
-    items
-        .iter()
-        .map(|v| {
-            let m = expect_object(attr, v)?;
-            unknown_keys(attr, m, &["start", "end"])?;
-            let start = field(attr, m, "start")?;
-            let end = field(attr, m, "end")?;
-            match (start, end) {
-                (Some(s), Some(e)) => Ok(IpRange {
-                    start: parse_ip(attr, s)?,
-                    end: parse_ip(attr, e)?,
-                }),
-                _ => Err(ApiError::invalid_input(
-                    "an allocation pool needs a start and an end",
-                )),
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    a.objects("allocation_pools", &["start", "end"], |f| {
+        match (f.ip("start")?, f.ip("end")?) {
+            (Some(start), Some(end)) => Ok(IpRange { start, end }),
+            _ => Err(ApiError::invalid_input(
+                "an allocation pool needs a start and an end",
+            )),
+        }
+    })
 }
 
 fn host_routes(a: &mut Attrs) -> Result<Option<Vec<HostRoute>>, ApiError> {
-    let Some(items) = a.list("host_routes")? else {
-        return Ok(None);
-    };
-    let attr = "host_routes";
-    items
-        .iter()
-        .map(|v| {
-            let m = expect_object(attr, v)?;
-            unknown_keys(attr, m, &["destination", "nexthop"])?;
-            let (Some(dest), Some(hop)) =
-                (field(attr, m, "destination")?, field(attr, m, "nexthop")?)
-            else {
-                return Err(ApiError::invalid_input(
-                    "a host route needs a destination and a nexthop",
-                ));
-            };
-            Ok(HostRoute {
+    a.objects("host_routes", &["destination", "nexthop"], |f| {
+        match (f.str("destination")?, f.ip("nexthop")?) {
+            (Some(dest), Some(nexthop)) => Ok(HostRoute {
                 destination: dest.parse().map_err(|_| {
                     ApiError::invalid_input(format!("{dest} is not in a CIDR format"))
                 })?,
-                nexthop: parse_ip(attr, hop)?,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+                nexthop,
+            }),
+            _ => Err(ApiError::invalid_input(
+                "a host route needs a destination and a nexthop",
+            )),
+        }
+    })
 }
 
 pub fn subnet_create(mut a: Attrs) -> Result<SubnetCreate, ApiError> {
@@ -218,48 +191,25 @@ pub fn subnet_update(mut a: Attrs) -> Result<SubnetUpdate, ApiError> {
 // === ports ===
 
 fn fixed_ips(a: &mut Attrs) -> Result<Option<Vec<FixedIpRequest>>, ApiError> {
-    let Some(items) = a.list("fixed_ips")? else {
-        return Ok(None);
-    };
-    let attr = "fixed_ips";
-    items
-        .iter()
-        .map(|v| {
-            let m = expect_object(attr, v)?;
-            unknown_keys(attr, m, &["subnet_id", "ip_address"])?;
-            Ok(FixedIpRequest {
-                subnet_id: field(attr, m, "subnet_id")?.map(str::to_owned),
-                ip_address: field(attr, m, "ip_address")?
-                    .map(|s| parse_ip(attr, s))
-                    .transpose()?,
-            })
+    a.objects("fixed_ips", &["subnet_id", "ip_address"], |f| {
+        Ok(FixedIpRequest {
+            subnet_id: f.str("subnet_id")?.map(str::to_owned),
+            ip_address: f.ip("ip_address")?,
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    })
 }
 
 fn address_pairs(a: &mut Attrs) -> Result<Option<Vec<AddressPairRequest>>, ApiError> {
-    let Some(items) = a.list("allowed_address_pairs")? else {
-        return Ok(None);
-    };
     let attr = "allowed_address_pairs";
-    items
-        .iter()
-        .map(|v| {
-            let m = expect_object(attr, v)?;
-            unknown_keys(attr, m, &["ip_address", "mac_address"])?;
-            let ip = field(attr, m, "ip_address")?.ok_or_else(|| {
-                ApiError::bad_request("AllowedAddressPair must contain ip_address")
-            })?;
-            Ok(AddressPairRequest {
-                ip_address: model_prefix(ip)?,
-                mac_address: field(attr, m, "mac_address")?
-                    .map(|s| mac(attr, s))
-                    .transpose()?,
-            })
+    a.objects(attr, &["ip_address", "mac_address"], |f| {
+        let ip = f
+            .str("ip_address")?
+            .ok_or_else(|| ApiError::bad_request("AllowedAddressPair must contain ip_address"))?;
+        Ok(AddressPairRequest {
+            ip_address: model_prefix(ip)?,
+            mac_address: f.str("mac_address")?.map(|s| mac(attr, s)).transpose()?,
         })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    })
 }
 
 fn model_prefix(text: &str) -> Result<ipnet::IpNet, ApiError> {
@@ -269,35 +219,26 @@ fn model_prefix(text: &str) -> Result<ipnet::IpNet, ApiError> {
 }
 
 fn extra_dhcp_opts(a: &mut Attrs) -> Result<Option<Vec<ExtraDhcpOpt>>, ApiError> {
-    let Some(items) = a.list("extra_dhcp_opts")? else {
-        return Ok(None);
-    };
-    let attr = "extra_dhcp_opts";
-    items
-        .iter()
-        .map(|v| {
-            let m = expect_object(attr, v)?;
-            unknown_keys(attr, m, &["opt_name", "opt_value", "ip_version"])?;
-            let name = field(attr, m, "opt_name")?.ok_or_else(|| {
+    a.objects(
+        "extra_dhcp_opts",
+        &["opt_name", "opt_value", "ip_version"],
+        |f| {
+            let name = f.str("opt_name")?.ok_or_else(|| {
                 ApiError::invalid_input("extra_dhcp_opts entries need an opt_name")
             })?;
-            let value = field(attr, m, "opt_value")?.unwrap_or_default();
-            let ip_version = match m.get("ip_version") {
+            let ip_version = match f.raw("ip_version") {
                 None | Some(serde_json::Value::Null) => 4,
                 Some(v) if v.as_u64() == Some(4) || v.as_str() == Some("4") => 4,
                 Some(v) if v.as_u64() == Some(6) || v.as_str() == Some("6") => 6,
-                Some(v) => {
-                    return Err(ApiError::invalid_input(format!("{v} is not in [4, 6]")));
-                }
+                Some(v) => return Err(ApiError::invalid_input(format!("{v} is not in [4, 6]"))),
             };
             Ok(ExtraDhcpOpt {
                 opt_name: name.to_owned(),
-                opt_value: value.to_owned(),
+                opt_value: f.str("opt_value")?.unwrap_or_default().to_owned(),
                 ip_version,
             })
-        })
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+        },
+    )
 }
 
 fn mac_attr(a: &mut Attrs) -> Result<Option<MacAddr>, ApiError> {
@@ -306,26 +247,9 @@ fn mac_attr(a: &mut Attrs) -> Result<Option<MacAddr>, ApiError> {
         .transpose()
 }
 
-/// Port attributes shared by create and update.
-struct PortCommon {
-    name: Option<String>,
-    description: Option<String>,
-    mac_address: Option<MacAddr>,
-    admin_state_up: Option<bool>,
-    device_id: Option<String>,
-    device_owner: Option<String>,
-    fixed_ips: Option<Vec<FixedIpRequest>>,
-    security_groups: Option<Vec<String>>,
-    port_security_enabled: Option<bool>,
-    allowed_address_pairs: Option<Vec<AddressPairRequest>>,
-    extra_dhcp_opts: Option<Vec<ExtraDhcpOpt>>,
-    binding_host_id: Option<String>,
-    binding_vnic_type: Option<String>,
-    binding_profile: Option<String>,
-}
-
-fn port_common(a: &mut Attrs) -> Result<PortCommon, ApiError> {
-    Ok(PortCommon {
+/// Port attributes that both create and update may set.
+fn port_attributes(a: &mut Attrs) -> Result<PortUpdate, ApiError> {
+    Ok(PortUpdate {
         name: a.string("name")?,
         description: a.string_or_null("description")?,
         mac_address: mac_attr(a)?,
@@ -351,52 +275,22 @@ pub fn port_create(mut a: Attrs) -> Result<PortCreate, ApiError> {
             "Failed to parse request. Required attribute 'network_id' not specified",
         )
     })?;
-    let project_id = a.project()?;
-    let tags = a.string_list("tags")?;
-    let c = port_common(&mut a)?;
-    a.finish(&read_only(&PORT_READ_ONLY))?;
-    Ok(PortCreate {
-        project_id,
-        name: c.name,
-        description: c.description,
-        tags,
+    let req = PortCreate {
+        project_id: a.project()?,
+        tags: a.string_list("tags")?,
         network_id,
-        mac_address: c.mac_address,
-        admin_state_up: c.admin_state_up,
-        device_id: c.device_id,
-        device_owner: c.device_owner,
-        fixed_ips: c.fixed_ips,
-        security_groups: c.security_groups,
-        port_security_enabled: c.port_security_enabled,
-        allowed_address_pairs: c.allowed_address_pairs,
-        extra_dhcp_opts: c.extra_dhcp_opts,
-        binding_host_id: c.binding_host_id,
-        binding_vnic_type: c.binding_vnic_type,
-        binding_profile: c.binding_profile,
-    })
+        attributes: port_attributes(&mut a)?,
+    };
+    a.finish(&read_only(&PORT_READ_ONLY))?;
+    Ok(req)
 }
 
 pub fn port_update(mut a: Attrs) -> Result<PortUpdate, ApiError> {
-    let c = port_common(&mut a)?;
+    let req = port_attributes(&mut a)?;
     let mut ro = read_only(&PORT_READ_ONLY);
     ro.extend(["network_id", "project_id", "tenant_id"]);
     a.finish(&ro)?;
-    Ok(PortUpdate {
-        name: c.name,
-        description: c.description,
-        mac_address: c.mac_address,
-        admin_state_up: c.admin_state_up,
-        device_id: c.device_id,
-        device_owner: c.device_owner,
-        fixed_ips: c.fixed_ips,
-        security_groups: c.security_groups,
-        port_security_enabled: c.port_security_enabled,
-        allowed_address_pairs: c.allowed_address_pairs,
-        extra_dhcp_opts: c.extra_dhcp_opts,
-        binding_host_id: c.binding_host_id,
-        binding_vnic_type: c.binding_vnic_type,
-        binding_profile: c.binding_profile,
-    })
+    Ok(req)
 }
 
 // === security groups and rules ===

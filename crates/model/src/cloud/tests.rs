@@ -110,10 +110,13 @@ fn released_addresses_are_reused_and_requested_ones_are_checked() {
     let s = subnet(&mut c, &a, &n.std.id, "10.0.0.0/24");
     let want = |ip: &str| PortCreate {
         network_id: n.std.id.clone(),
-        fixed_ips: Some(vec![FixedIpRequest {
-            subnet_id: Some(s.std.id.clone()),
-            ip_address: Some(ip.parse().unwrap()),
-        }]),
+        attributes: PortUpdate {
+            fixed_ips: Some(vec![FixedIpRequest {
+                subnet_id: Some(s.std.id.clone()),
+                ip_address: Some(ip.parse().unwrap()),
+            }]),
+            ..Default::default()
+        },
         ..Default::default()
     };
     let p = c
@@ -367,10 +370,13 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
     // The reloaded indexes still guard the address.
     let taken = PortCreate {
         network_id: n.std.id.clone(),
-        fixed_ips: Some(vec![FixedIpRequest {
-            subnet_id: None,
-            ip_address: Some(p.fixed_ips[0].ip_address),
-        }]),
+        attributes: PortUpdate {
+            fixed_ips: Some(vec![FixedIpRequest {
+                subnet_id: None,
+                ip_address: Some(p.fixed_ips[0].ip_address),
+            }]),
+            ..Default::default()
+        },
         ..Default::default()
     };
     assert!(matches!(
