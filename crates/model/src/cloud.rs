@@ -1291,27 +1291,12 @@ impl Cloud {
             ));
         };
         self.project_for(caller, req.project_id.clone())?;
-        let valid = security_group::validate_rule(&req)?;
-        if let Some(remote) = &req.remote_group_id {
+        let description = req.description.clone();
+        let std = self.standard(group.std.project_id.clone(), None, description, None, now)?;
+        let rule = security_group::build_rule(std, &group.std.id, req)?;
+        if let Some(remote) = &rule.remote_group_id {
             self.visible(caller, Kind::SecurityGroup, remote)?;
         }
-        let rule = SecurityGroupRule {
-            std: self.standard(
-                group.std.project_id.clone(),
-                None,
-                req.description,
-                None,
-                now,
-            )?,
-            security_group_id: group.std.id.clone(),
-            direction: valid.direction,
-            ethertype: valid.ethertype,
-            protocol: valid.protocol,
-            port_range_min: valid.port_range_min,
-            port_range_max: valid.port_range_max,
-            remote_ip_prefix: valid.remote_ip_prefix,
-            remote_group_id: req.remote_group_id,
-        };
         if let Some(existing) = self
             .group_rules
             .get(&group.std.id)

@@ -182,17 +182,13 @@ fn is_icmp(number: u8) -> bool {
     matches!(number, 1 | 58)
 }
 
-/// The parts of a rule that need no lookup, validated and normalised.
-pub struct ValidRule {
-    pub direction: Direction,
-    pub ethertype: Ethertype,
-    pub protocol: Option<String>,
-    pub port_range_min: Option<u32>,
-    pub port_range_max: Option<u32>,
-    pub remote_ip_prefix: Option<IpNet>,
-}
-
-pub fn validate_rule(req: &RuleCreate) -> Result<ValidRule, ModelError> {
+/// Check a rule request and build the rule, normalised, under `std` in
+/// `group_id`. Whether its remote group exists is the caller's check.
+pub fn build_rule(
+    std: Standard,
+    group_id: &str,
+    req: RuleCreate,
+) -> Result<SecurityGroupRule, ModelError> {
     let direction = match req.direction.as_deref() {
         Some(d) => Direction::parse(d)
             .ok_or_else(|| ModelError::invalid(format!("{d} is not in [ingress, egress]")))?,
@@ -274,13 +270,16 @@ pub fn validate_rule(req: &RuleCreate) -> Result<ValidRule, ModelError> {
     if remote_ip_prefix.is_some() && req.remote_group_id.is_some() {
         return Err(ModelError::SecurityGroupRemoteGroupAndRemoteIpPrefix);
     }
-    Ok(ValidRule {
+    Ok(SecurityGroupRule {
+        std,
+        security_group_id: group_id.to_owned(),
         direction,
         ethertype,
         protocol,
         port_range_min: min,
         port_range_max: max,
         remote_ip_prefix,
+        remote_group_id: req.remote_group_id,
     })
 }
 
@@ -295,13 +294,13 @@ pub fn parse_prefix(text: &str) -> Result<IpNet, ModelError> {
 mod tests {
     use super::*;
 
-    fn rule(f: impl FnOnce(&mut RuleCreate)) -> Result<ValidRule, ModelError> {
+    fn rule(f: impl FnOnce(&mut RuleCreate)) -> Result<SecurityGroupRule, ModelError> {
         let mut r = RuleCreate {
             direction: Some("ingress".into()),
             ..Default::default()
         };
         f(&mut r);
-        validate_rule(&r)
+        build_rule(Standard::new("r".into(), "p".into(), 0), "g", r)
     }
 
     #[test]
