@@ -141,7 +141,9 @@ impl Cloud {
         &mut self,
         op: impl FnOnce(&mut Self) -> Result<T, ModelError>,
     ) -> Result<(T, Vec<Change>), ModelError> {
-        debug_assert!(self.journal.is_empty());
+        // A journal left over means an earlier operation panicked half-way: undo
+        // it, so a bug costs that one request and never leaves half a change.
+        self.roll_back();
         match op(self) {
             Ok(value) => {
                 let journal = std::mem::take(&mut self.journal);
@@ -157,13 +159,17 @@ impl Cloud {
                 Ok((value, changes))
             }
             Err(e) => {
-                while let Some((kind, id, before)) = self.journal.pop() {
-                    self.raw_remove(kind, &id);
-                    if let Some(r) = before {
-                        self.raw_put(r);
-                    }
-                }
+                self.roll_back();
                 Err(e)
+            }
+        }
+    }
+
+    fn roll_back(&mut self) {
+        while let Some((kind, id, before)) = self.journal.pop() {
+            self.raw_remove(kind, &id);
+            if let Some(r) = before {
+                self.raw_put(r);
             }
         }
     }

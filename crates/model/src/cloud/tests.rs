@@ -384,3 +384,29 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
         Err(ModelError::IpAddressAlreadyAllocated { .. })
     ));
 }
+
+#[test]
+fn an_operation_that_panicked_half_way_is_undone_by_the_next() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let n = net(&mut c, &a);
+    subnet(&mut c, &a, &n.std.id, "10.0.0.0/24");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = c.apply(|c| -> Result<(), ModelError> {
+            c.create_port(
+                &a,
+                PortCreate {
+                    network_id: n.std.id.clone(),
+                    ..Default::default()
+                },
+                0,
+            )?;
+            panic!("a bug half-way through an operation");
+        });
+    }));
+    assert!(result.is_err());
+    let (_, changes) = c.apply(|_| Ok(())).unwrap();
+    assert!(changes.is_empty());
+    assert_eq!(c.ports().count(), 0, "the half-made port is gone");
+    assert_eq!(c.used_ips(&c.subnets_of(&n.std.id)[0].clone()), 0);
+}
