@@ -1,0 +1,1 @@
+//! DHCPv4 for local ports (being written).

@@ -1,0 +1,1 @@
+//! The Linux kernel backend (being written).

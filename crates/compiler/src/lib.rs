@@ -1,0 +1,6 @@
+//! The compiler: keeps the logical topology (networks, subnets, ports, hosts)
+//! and derives each host's desired state, incrementally: a change costs work in
+//! proportion to the hosts it touches, not to the size of the cloud.
+//! Pure: no I/O, no clock. `protocol` holds the agent wire types.
+
+pub mod protocol;

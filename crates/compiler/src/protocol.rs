@@ -1,0 +1,387 @@
+//! The agent wire protocol: the desired state the server streams to each
+//! host's agent (a snapshot, then deltas, each tagged with a revision) and what
+//! an agent reports back. Plain data with serde; no I/O. Bump
+//! [`PROTOCOL_VERSION`] on any change to these types' meaning or shape.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use model::MacAddr;
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// A store revision, as the server's stream tags its messages.
+pub type Revision = i64;
+
+/// Everything one host must realise: the networks that have a port bound to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostState {
+    /// By network id.
+    pub networks: BTreeMap<String, NetworkSpec>,
+}
+
+/// One tenant network as a host carries it: a bridge plus a VXLAN device.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    pub vni: u32,
+    pub mtu: u32,
+    /// By subnet id.
+    pub subnets: BTreeMap<String, SubnetSpec>,
+    /// Ports bound to this host, by port id.
+    pub local_ports: BTreeMap<String, LocalPortSpec>,
+    /// Ports of this network bound to other hosts, by port id.
+    pub remote_ports: BTreeMap<String, RemotePortSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetSpec {
+    pub cidr: IpNet,
+    pub gateway_ip: Option<IpAddr>,
+    pub dns_nameservers: Vec<IpAddr>,
+    pub host_routes: Vec<RouteSpec>,
+    pub enable_dhcp: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteSpec {
+    pub destination: IpNet,
+    pub nexthop: IpAddr,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FixedIpSpec {
+    pub subnet_id: String,
+    pub ip_address: IpAddr,
+}
+
+/// A port whose device is on this host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalPortSpec {
+    pub mac: MacAddr,
+    pub fixed_ips: Vec<FixedIpSpec>,
+    /// The kernel device that is this port: `tap` + the first 11 characters of
+    /// the port id (as Nova names taps), unless the binding names another.
+    pub device: String,
+    pub admin_state_up: bool,
+}
+
+/// A port on another host: where its frames go, and which addresses it answers for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemotePortSpec {
+    pub mac: MacAddr,
+    pub ips: Vec<IpAddr>,
+    /// Underlay IP of the port's host (the VXLAN tunnel endpoint).
+    pub vtep: IpAddr,
+}
+
+/// What the agent's DHCP server hands one local port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DhcpLease {
+    pub mac: MacAddr,
+    pub ip: IpAddr,
+    pub prefix_len: u8,
+    pub gateway: Option<IpAddr>,
+    pub dns_nameservers: Vec<IpAddr>,
+    /// Sent as classless static routes (option 121).
+    pub host_routes: Vec<RouteSpec>,
+    pub mtu: u32,
+    pub lease_seconds: u32,
+}
+
+/// How long a DHCP lease lasts. Addresses never change under a lease (the API
+/// owns them), so renewals are cheap and a long lease is safe.
+pub const LEASE_SECONDS: u32 = 86_400;
+
+impl NetworkSpec {
+    /// Every address on the network with its MAC: the neighbour (ARP/ND)
+    /// answers a host gives locally so that no ARP crosses the overlay.
+    pub fn neighbours(&self) -> impl Iterator<Item = (IpAddr, MacAddr)> + '_ {
+        let local = self
+            .local_ports
+            .values()
+            .flat_map(|p| p.fixed_ips.iter().map(|f| (f.ip_address, p.mac)));
+        let remote = self
+            .remote_ports
+            .values()
+            .flat_map(|p| p.ips.iter().map(|ip| (*ip, p.mac)));
+        local.chain(remote)
+    }
+
+    /// The IPv4 DHCP lease of a local port: its first IPv4 address on a subnet
+    /// with DHCP enabled. `None` if it has none (then nothing answers it).
+    pub fn dhcp_lease(&self, port_id: &str) -> Option<DhcpLease> {
+        let port = self.local_ports.get(port_id)?;
+        port.fixed_ips.iter().find_map(|f| {
+            let subnet = self.subnets.get(&f.subnet_id)?;
+            (f.ip_address.is_ipv4() && subnet.enable_dhcp).then(|| DhcpLease {
+                mac: port.mac,
+                ip: f.ip_address,
+                prefix_len: subnet.cidr.prefix_len(),
+                gateway: subnet.gateway_ip,
+                dns_nameservers: subnet.dns_nameservers.clone(),
+                host_routes: subnet.host_routes.clone(),
+                mtu: self.mtu,
+                lease_seconds: LEASE_SECONDS,
+            })
+        })
+    }
+}
+
+/// One change to a host's desired state. Applying the changes of a delta, in
+/// order, to the state they were computed against gives the new state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Change {
+    /// Add the network, or change its VNI/MTU (its subnets and ports stay).
+    NetworkUpsert {
+        network_id: String,
+        vni: u32,
+        mtu: u32,
+    },
+    /// Drop the network with everything under it.
+    NetworkRemove {
+        network_id: String,
+    },
+    SubnetUpsert {
+        network_id: String,
+        subnet_id: String,
+        spec: SubnetSpec,
+    },
+    SubnetRemove {
+        network_id: String,
+        subnet_id: String,
+    },
+    LocalPortUpsert {
+        network_id: String,
+        port_id: String,
+        spec: LocalPortSpec,
+    },
+    LocalPortRemove {
+        network_id: String,
+        port_id: String,
+    },
+    RemotePortUpsert {
+        network_id: String,
+        port_id: String,
+        spec: RemotePortSpec,
+    },
+    RemotePortRemove {
+        network_id: String,
+        port_id: String,
+    },
+}
+
+impl HostState {
+    /// Apply one change. Changes naming a network the state does not have
+    /// (other than `NetworkUpsert`) are ignored: they cannot occur in a
+    /// well-formed stream, and ignoring them keeps `apply` total.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::NetworkUpsert {
+                network_id,
+                vni,
+                mtu,
+            } => {
+                let net = self
+                    .networks
+                    .entry(network_id)
+                    .or_insert_with(|| NetworkSpec {
+                        vni,
+                        mtu,
+                        subnets: BTreeMap::new(),
+                        local_ports: BTreeMap::new(),
+                        remote_ports: BTreeMap::new(),
+                    });
+                net.vni = vni;
+                net.mtu = mtu;
+            }
+            Change::NetworkRemove { network_id } => {
+                self.networks.remove(&network_id);
+            }
+            Change::SubnetUpsert {
+                network_id,
+                subnet_id,
+                spec,
+            } => {
+                if let Some(net) = self.networks.get_mut(&network_id) {
+                    net.subnets.insert(subnet_id, spec);
+                }
+            }
+            Change::SubnetRemove {
+                network_id,
+                subnet_id,
+            } => {
+                if let Some(net) = self.networks.get_mut(&network_id) {
+                    net.subnets.remove(&subnet_id);
+                }
+            }
+            Change::LocalPortUpsert {
+                network_id,
+                port_id,
+                spec,
+            } => {
+                if let Some(net) = self.networks.get_mut(&network_id) {
+                    net.local_ports.insert(port_id, spec);
+                }
+            }
+            Change::LocalPortRemove {
+                network_id,
+                port_id,
+            } => {
+                if let Some(net) = self.networks.get_mut(&network_id) {
+                    net.local_ports.remove(&port_id);
+                }
+            }
+            Change::RemotePortUpsert {
+                network_id,
+                port_id,
+                spec,
+            } => {
+                if let Some(net) = self.networks.get_mut(&network_id) {
+                    net.remote_ports.insert(port_id, spec);
+                }
+            }
+            Change::RemotePortRemove {
+                network_id,
+                port_id,
+            } => {
+                if let Some(net) = self.networks.get_mut(&network_id) {
+                    net.remote_ports.remove(&port_id);
+                }
+            }
+        }
+    }
+}
+
+/// One message of the server → agent stream (newline-delimited JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StreamMessage {
+    /// The whole state at `revision`: replaces whatever the agent had.
+    Snapshot {
+        revision: Revision,
+        state: HostState,
+    },
+    /// Changes that take the state from the previous message's revision to this one.
+    Delta {
+        revision: Revision,
+        changes: Vec<Change>,
+    },
+    /// Nothing changed for this host up to `revision` (keeps the stream alive
+    /// and lets the agent resume from a recent revision).
+    Idle { revision: Revision },
+}
+
+/// What an agent says about its host when it starts and on every heartbeat.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostRegistration {
+    pub protocol_version: u32,
+    pub name: String,
+    /// The host's VXLAN tunnel endpoint address.
+    pub underlay_ip: IpAddr,
+    pub capabilities: Vec<String>,
+}
+
+/// The agent's account of its local ports: the ids it has wired. Ports it
+/// should have but does not list are not wired (DOWN).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortStatusReport {
+    pub revision: Revision,
+    pub wired: Vec<String>,
+}
+
+/// The device of a port: Nova's tap naming rule.
+pub fn tap_name(port_id: &str) -> String {
+    let prefix: String = port_id.chars().take(11).collect();
+    format!("tap{prefix}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mac(s: &str) -> MacAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn deltas_applied_in_order_rebuild_the_state() {
+        let mut s = HostState::default();
+        s.apply(Change::NetworkUpsert {
+            network_id: "n".into(),
+            vni: 7,
+            mtu: 1450,
+        });
+        s.apply(Change::SubnetUpsert {
+            network_id: "n".into(),
+            subnet_id: "s".into(),
+            spec: SubnetSpec {
+                cidr: "10.0.0.0/24".parse().unwrap(),
+                gateway_ip: Some("10.0.0.1".parse().unwrap()),
+                dns_nameservers: vec![],
+                host_routes: vec![],
+                enable_dhcp: true,
+            },
+        });
+        s.apply(Change::LocalPortUpsert {
+            network_id: "n".into(),
+            port_id: "p".into(),
+            spec: LocalPortSpec {
+                mac: mac("fa:16:3e:00:00:01"),
+                fixed_ips: vec![FixedIpSpec {
+                    subnet_id: "s".into(),
+                    ip_address: "10.0.0.5".parse().unwrap(),
+                }],
+                device: tap_name("p"),
+                admin_state_up: true,
+            },
+        });
+        s.apply(Change::RemotePortUpsert {
+            network_id: "n".into(),
+            port_id: "q".into(),
+            spec: RemotePortSpec {
+                mac: mac("fa:16:3e:00:00:02"),
+                ips: vec!["10.0.0.6".parse().unwrap()],
+                vtep: "192.0.2.2".parse().unwrap(),
+            },
+        });
+        let net = &s.networks["n"];
+        assert_eq!(net.neighbours().count(), 2);
+        let lease = net.dhcp_lease("p").unwrap();
+        assert_eq!(
+            (lease.ip.to_string(), lease.prefix_len, lease.mtu),
+            ("10.0.0.5".into(), 24, 1450)
+        );
+        assert!(
+            net.dhcp_lease("q").is_none(),
+            "remote ports get no lease here"
+        );
+
+        // JSON round trip of a stream message.
+        let msg = StreamMessage::Snapshot {
+            revision: 3,
+            state: s.clone(),
+        };
+        let text = serde_json::to_string(&msg).unwrap();
+        assert_eq!(serde_json::from_str::<StreamMessage>(&text).unwrap(), msg);
+
+        s.apply(Change::NetworkRemove {
+            network_id: "n".into(),
+        });
+        assert!(s.networks.is_empty());
+    }
+
+    #[test]
+    fn taps_are_named_as_nova_names_them() {
+        assert_eq!(
+            tap_name("2edab4ec-d2b5-40f2-b37c-da8d89eb9259"),
+            "tap2edab4ec-d2"
+        );
+        assert!(
+            tap_name("2edab4ec-d2b5-40f2-b37c-da8d89eb9259").len() <= 15,
+            "IFNAMSIZ"
+        );
+    }
+}
