@@ -78,6 +78,8 @@ pub struct Cloud {
     subnet_ips: HashMap<String, BTreeMap<IpAddr, String>>,
     group_rules: HashMap<String, HashMap<RuleSignature, String>>,
     group_ports: HashMap<String, BTreeSet<String>>,
+    /// Ports by `binding:host_id`, for an agent's status report.
+    host_ports: HashMap<String, BTreeSet<String>>,
     remote_group_rules: HashMap<String, BTreeSet<String>>,
     default_groups: HashMap<String, String>,
     vnis: BTreeSet<u32>,
@@ -109,6 +111,7 @@ impl Cloud {
             subnet_ips: HashMap::new(),
             group_rules: HashMap::new(),
             group_ports: HashMap::new(),
+            host_ports: HashMap::new(),
             remote_group_rules: HashMap::new(),
             default_groups: HashMap::new(),
             vnis: BTreeSet::new(),
@@ -379,6 +382,12 @@ impl Cloud {
                         .or_default()
                         .insert(id.clone());
                 }
+                if !p.binding_host_id.is_empty() {
+                    self.host_ports
+                        .entry(p.binding_host_id.clone())
+                        .or_default()
+                        .insert(id.clone());
+                }
             }
             Resource::SecurityGroup(g) => {
                 if g.is_default {
@@ -443,6 +452,7 @@ impl Cloud {
                 for g in &p.security_groups {
                     remove_from(&mut self.group_ports, g, id);
                 }
+                remove_from(&mut self.host_ports, &p.binding_host_id, id);
             }
             Resource::SecurityGroup(g) => {
                 if g.is_default && self.default_groups.get(&g.std.project_id) == Some(&g.std.id) {
@@ -939,7 +949,11 @@ impl Cloud {
         set(&mut p.device_id, req.device_id);
         set(&mut p.device_owner, req.device_owner);
         set(&mut p.extra_dhcp_opts, req.extra_dhcp_opts);
-        set(&mut p.binding_host_id, req.binding_host_id);
+        if let Some(host) = req.binding_host_id.filter(|h| *h != p.binding_host_id) {
+            // A port on a new host is not wired there until its agent says so.
+            p.binding_host_id = host;
+            p.status = PortStatus::Down;
+        }
         set(&mut p.binding_profile, req.binding_profile);
         p.std.touch(now);
         self.put(Resource::Port(p.clone()));
@@ -1138,6 +1152,41 @@ impl Cloud {
             cursor = Some(next_addr(ip));
         }
         None
+    }
+
+    /// An agent's report: of the ports bound to `host`, those in `wired` are
+    /// ACTIVE and the others DOWN (a dead host's agent wires nothing). Only
+    /// ports whose status changes are written. Returns how many changed.
+    pub fn report_port_status(
+        &mut self,
+        host: &str,
+        wired: &BTreeSet<String>,
+        now: Timestamp,
+    ) -> usize {
+        let bound: Vec<String> = self
+            .host_ports
+            .get(host)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        let mut changed = 0;
+        for id in bound {
+            let status = if wired.contains(&id) {
+                PortStatus::Active
+            } else {
+                PortStatus::Down
+            };
+            if let Some(mut port) = self.ports.get(&id).cloned()
+                && port.status != status
+            {
+                port.status = status;
+                port.std.touch(now);
+                self.put(Resource::Port(port));
+                changed += 1;
+            }
+        }
+        changed
     }
 
     // === security groups ===

@@ -410,3 +410,81 @@ fn an_operation_that_panicked_half_way_is_undone_by_the_next() {
     assert_eq!(c.ports().count(), 0, "the half-made port is gone");
     assert_eq!(c.used_ips(&c.subnets_of(&n.std.id)[0].clone()), 0);
 }
+
+#[test]
+fn agents_report_which_bound_ports_are_wired() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let n = net(&mut c, &a);
+    subnet(&mut c, &a, &n.std.id, "10.0.0.0/24");
+    let bind = |c: &mut Cloud, host: &str| {
+        c.apply(|c| {
+            c.create_port(
+                &admin(),
+                PortCreate {
+                    network_id: n.std.id.clone(),
+                    attributes: PortUpdate {
+                        binding_host_id: Some(host.into()),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                0,
+            )
+        })
+        .unwrap()
+        .0
+    };
+    let p1 = bind(&mut c, "h1");
+    let p2 = bind(&mut c, "h1");
+    let other = bind(&mut c, "h2");
+    let wired: BTreeSet<String> = [p1.std.id.clone()].into();
+    let (changed, writes) = c
+        .apply(|c| Ok(c.report_port_status("h1", &wired, 1)))
+        .unwrap();
+    assert_eq!((changed, writes.len()), (1, 1));
+    assert_eq!(c.port(&p1.std.id).unwrap().status, PortStatus::Active);
+    assert_eq!(c.port(&p2.std.id).unwrap().status, PortStatus::Down);
+    assert_eq!(
+        c.port(&other.std.id).unwrap().status,
+        PortStatus::Down,
+        "another host's port is untouched"
+    );
+    // The same report again writes nothing; a dead host's ports go DOWN.
+    assert_eq!(
+        c.apply(|c| Ok(c.report_port_status("h1", &wired, 2)))
+            .unwrap()
+            .0,
+        0
+    );
+    assert_eq!(
+        c.apply(|c| Ok(c.report_port_status("h1", &BTreeSet::new(), 3)))
+            .unwrap()
+            .0,
+        1
+    );
+    assert_eq!(c.port(&p1.std.id).unwrap().status, PortStatus::Down);
+    // Moving a port to another host makes it DOWN until that host wires it.
+    c.apply(|c| Ok(c.report_port_status("h1", &wired, 4)))
+        .unwrap();
+    c.apply(|c| {
+        c.update_port(
+            &admin(),
+            &p1.std.id,
+            PortUpdate {
+                binding_host_id: Some("h2".into()),
+                ..Default::default()
+            },
+            5,
+        )
+    })
+    .unwrap();
+    assert_eq!(c.port(&p1.std.id).unwrap().status, PortStatus::Down);
+    assert_eq!(
+        c.apply(|c| Ok(c.report_port_status("h1", &wired, 6)))
+            .unwrap()
+            .0,
+        0,
+        "no longer h1's"
+    );
+}
