@@ -9,7 +9,6 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use model::Change;
 use store::{Revision, Store, Txn, TxnOp};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -28,8 +27,11 @@ pub enum CommitError {
     Stopped,
 }
 
+/// One key to write: its new value, or `None` to delete it.
+pub type Write = (String, Option<Vec<u8>>);
+
 struct Pending {
-    changes: Vec<Change>,
+    writes: Vec<Write>,
     done: oneshot::Sender<Result<Revision, CommitError>>,
 }
 
@@ -46,28 +48,14 @@ impl Committer {
         Committer { queue }
     }
 
-    /// Queue `changes` behind everything queued before; resolves once durable.
-    /// Must be called in the order the changes were applied (under the cloud's lock).
-    pub fn submit(&self, changes: Vec<Change>) -> oneshot::Receiver<Result<Revision, CommitError>> {
+    /// Queue `writes` behind everything queued before; resolves once durable.
+    /// Must be called in the order the writes were decided (under the cloud's lock).
+    pub fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<Revision, CommitError>> {
         let (done, rx) = oneshot::channel();
         // If the task is gone the receiver reports it when awaited.
-        let _ = self.queue.send(Pending { changes, done });
+        let _ = self.queue.send(Pending { writes, done });
         rx
     }
-}
-
-fn encode(change: Change) -> Result<(String, TxnOp), CommitError> {
-    let op = match change.value {
-        Some(resource) => TxnOp::Put {
-            key: change.key.clone(),
-            value: serde_json::to_vec(&resource)
-                .map_err(|e| CommitError::StoreFailed(e.to_string()))?,
-        },
-        None => TxnOp::Delete {
-            key: change.key.clone(),
-        },
-    };
-    Ok((change.key, op))
 }
 
 async fn run(
@@ -86,29 +74,27 @@ async fn run(
         }
         // One op per key: a later write in the batch supersedes an earlier one.
         let mut ops = BTreeMap::new();
-        let mut encoded = Ok(());
         for pending in &mut batch {
-            for change in std::mem::take(&mut pending.changes) {
-                match encode(change) {
-                    Ok((key, op)) => {
-                        ops.insert(key, op);
-                    }
-                    Err(e) => encoded = Err(e),
-                }
+            for (key, value) in std::mem::take(&mut pending.writes) {
+                let op = match value {
+                    Some(value) => TxnOp::Put {
+                        key: key.clone(),
+                        value,
+                    },
+                    None => TxnOp::Delete { key: key.clone() },
+                };
+                ops.insert(key, op);
             }
         }
-        let result = match encoded {
-            Ok(()) => store
-                .txn(Txn {
-                    compare: Vec::new(),
-                    success: ops.into_values().collect(),
-                    failure: Vec::new(),
-                })
-                .await
-                .map(|r| r.revision)
-                .map_err(|e| CommitError::StoreFailed(e.to_string())),
-            Err(e) => Err(e),
-        };
+        let result = store
+            .txn(Txn {
+                compare: Vec::new(),
+                success: ops.into_values().collect(),
+                failure: Vec::new(),
+            })
+            .await
+            .map(|r| r.revision)
+            .map_err(|e| CommitError::StoreFailed(e.to_string()));
         if let Err(e) = &result {
             tracing::error!(error = %e, "commit failed; stopping");
             let _ = failed.send(Some(e.clone()));

@@ -6,8 +6,10 @@
 mod auth;
 mod commit;
 mod error;
+mod hosts;
 mod neutron;
 mod state;
+mod vnet_v1;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -36,9 +38,10 @@ pub enum ServeError {
     StoreFailed(String),
 }
 
-/// The Neutron router over `app`, for serving or for in-process tests.
+/// The whole API over `app` (Neutron v2.0 and /vnet/v1), for serving or for
+/// in-process tests.
 pub fn router(app: Arc<App>) -> axum::Router {
-    neutron::router(app)
+    neutron::router(app.clone()).merge(vnet_v1::router(app))
 }
 
 /// Load the cloud from `store` and serve the API on `listener` until `shutdown`
@@ -50,6 +53,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let app = App::load(store, config.cloud, config.default_project).await?;
+    tokio::spawn(vnet_v1::reap_dead_hosts(Arc::downgrade(&app)));
     let mut failed = app.failed.clone();
     let store_failure = async move {
         let _ = failed.wait_for(Option::is_some).await;

@@ -13,6 +13,7 @@ use crate::error::ApiError;
 
 pub struct App {
     cloud: RwLock<Cloud>,
+    pub hosts: crate::hosts::Hosts,
     committer: Committer,
     pub default_project: String,
     pub failed: watch::Receiver<Option<CommitError>>,
@@ -22,12 +23,26 @@ pub struct App {
 pub enum LoadError {
     #[error("reading the store failed")]
     Store(#[from] StoreError),
-    #[error("stored resource {key} is unreadable")]
+    #[error("stored record {key} is unreadable")]
     Corrupt {
         key: String,
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// Model changes as store writes. Our resource types always serialise (string
+/// keys, no non-finite floats), so a failure here is a bug worth stopping for.
+fn encode(changes: Vec<model::Change>) -> Vec<crate::commit::Write> {
+    changes
+        .into_iter()
+        .map(|c| {
+            let value = c
+                .value
+                .map(|r| serde_json::to_vec(&r).expect("model resources serialise to JSON"));
+            (c.key, value)
+        })
+        .collect()
 }
 
 pub fn now() -> Timestamp {
@@ -43,18 +58,19 @@ impl App {
         config: CloudConfig,
         default_project: String,
     ) -> Result<Arc<App>, LoadError> {
+        // One range: a consistent snapshot of everything at one revision.
+        let all = store.range(KeyRange::Prefix(String::new())).await?;
         let mut resources = Vec::new();
-        for kind in Kind::ALL {
-            let range = store
-                .range(KeyRange::Prefix(kind.key_prefix().into()))
-                .await?;
-            for kv in range.kvs {
-                let r: Resource =
-                    serde_json::from_slice(&kv.value).map_err(|source| LoadError::Corrupt {
-                        key: kv.key.clone(),
-                        source,
-                    })?;
-                resources.push(r);
+        let mut hosts = Vec::new();
+        for kv in all.kvs {
+            let corrupt = |source| LoadError::Corrupt {
+                key: kv.key.clone(),
+                source,
+            };
+            if kv.key.starts_with(crate::hosts::KEY_PREFIX) {
+                hosts.push(serde_json::from_slice(&kv.value).map_err(corrupt)?);
+            } else if Kind::ALL.iter().any(|k| kv.key.starts_with(k.key_prefix())) {
+                resources.push(serde_json::from_slice::<Resource>(&kv.value).map_err(corrupt)?);
             }
         }
         tracing::info!(
@@ -64,6 +80,7 @@ impl App {
         let (failed_tx, failed) = watch::channel(None);
         Ok(Arc::new(App {
             cloud: RwLock::new(Cloud::load(config, resources)),
+            hosts: crate::hosts::Hosts::load(hosts),
             committer: Committer::spawn(store, failed_tx),
             default_project,
             failed,
@@ -93,7 +110,7 @@ impl App {
                 op(c)
             })?;
             // Submitted under the lock, so the store sees changes in apply order.
-            let durable = (!changes.is_empty()).then(|| self.committer.submit(changes));
+            let durable = (!changes.is_empty()).then(|| self.committer.submit(encode(changes)));
             (value, durable)
         };
         if let Some(durable) = durable {
@@ -104,6 +121,21 @@ impl App {
                 .map_err(|e| ApiError::unavailable(e.to_string()))?;
         }
         Ok(value)
+    }
+
+    /// Write keys outside the cloud (hosts) through the same ordered, durable path.
+    pub async fn write_raw(&self, writes: Vec<crate::commit::Write>) -> Result<(), ApiError> {
+        let durable = {
+            // Taken so these writes are ordered with the cloud's.
+            let _cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
+            self.committer.submit(writes)
+        };
+        durable
+            .await
+            .map_err(|_| CommitError::Stopped)
+            .and_then(|r| r)
+            .map(|_| ())
+            .map_err(|e| ApiError::unavailable(e.to_string()))
     }
 
     /// Neutron gives each project its `default` security group on first use.

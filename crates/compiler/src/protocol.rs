@@ -12,6 +12,13 @@ use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u32 = 1;
 
+/// How often an agent re-registers (its heartbeat).
+pub const HEARTBEAT_SECONDS: u64 = 2;
+
+/// A host whose agent missed this many heartbeats in a row is dead: its ports
+/// go DOWN until it comes back.
+pub const MISSED_HEARTBEATS_DEAD: u32 = 3;
+
 /// A store revision, as the server's stream tags its messages.
 pub type Revision = i64;
 

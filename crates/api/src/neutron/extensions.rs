@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 22] = [
+const EXTENSIONS: [(&str, &str, &str); 23] = [
+    ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
         "Allowed Address Pairs",

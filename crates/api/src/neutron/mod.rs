@@ -2,11 +2,14 @@
 //! that knows Neutron's JSON; handlers parse into the model's typed requests,
 //! apply them through [`App::write`], and render with `views`.
 
+mod agents;
 mod body;
 mod extensions;
 mod query;
 mod requests;
 mod views;
+
+pub use views::timestamp;
 
 use std::sync::Arc;
 
@@ -81,6 +84,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2.0/", get(v2_root))
         .route("/v2.0/extensions", get(extensions::list))
         .route("/v2.0/extensions/{alias}", get(extensions::show))
+        .route("/v2.0/agents", get(agents::list))
+        .route("/v2.0/agents/{id}", get(agents::show))
         .route("/v2.0/{collection}", get(list).post(create))
         .route(
             "/v2.0/{collection}/{id}",

@@ -1,0 +1,140 @@
+//! `GET /v2.0/agents`: vnet's hosts as Neutron agents, so `openstack network
+//! agent list` shows each host's agent and whether it is alive. Read-only and
+//! admin only, as Neutron's policy has it.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use super::query::ListQuery;
+use super::{caller, query_pairs};
+use crate::error::ApiError;
+use crate::hosts::HostEntry;
+use crate::state::App;
+
+const ATTRIBUTES: [&str; 14] = [
+    "id",
+    "agent_type",
+    "binary",
+    "host",
+    "topic",
+    "admin_state_up",
+    "alive",
+    "availability_zone",
+    "configurations",
+    "created_at",
+    "started_at",
+    "heartbeat_timestamp",
+    "description",
+    "resources_synced",
+];
+
+/// Agent ids are stable UUIDs derived from the host name.
+fn agent_id(host: &str) -> String {
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("vnet-agent:{host}").as_bytes(),
+    )
+    .to_string()
+}
+
+/// Neutron's agent timestamps: `2026-11-21 08:29:38`.
+fn agent_time(secs: i64) -> String {
+    super::timestamp(secs)
+        .replace('T', " ")
+        .trim_end_matches('Z')
+        .to_owned()
+}
+
+fn view(h: &HostEntry) -> Value {
+    let r = &h.registration;
+    json!({
+        "id": agent_id(&r.name),
+        "agent_type": "vnet agent",
+        "binary": "vnet-agent",
+        "host": r.name,
+        "topic": "N/A",
+        "admin_state_up": true,
+        "alive": h.alive,
+        "availability_zone": null,
+        "configurations": {"underlay_ip": r.underlay_ip, "capabilities": r.capabilities,
+                           "protocol_version": r.protocol_version},
+        "created_at": agent_time(h.started_at),
+        "started_at": agent_time(h.started_at),
+        "heartbeat_timestamp": agent_time(h.heartbeat_at),
+        "description": null,
+        "resources_synced": null,
+    })
+}
+
+async fn admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if caller(app, headers).await?.is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PolicyNotAuthorized",
+            "rule:get_agent is disallowed by policy",
+        ))
+    }
+}
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    admin(&app, &headers).await?;
+    let q = ListQuery::parse(query_pairs(raw)?, &ATTRIBUTES)?;
+    let views: Vec<Value> = app
+        .hosts
+        .list()
+        .iter()
+        .map(view)
+        .filter(|v| q.matches(&[], |name| v.get(name).cloned()))
+        .collect();
+    let url = "/v2.0/agents";
+    let (page, links) = q.page(
+        views,
+        |v| v["id"].as_str().unwrap_or_default(),
+        |v, k| v.get(k).cloned(),
+        url,
+    )?;
+    let page: Vec<Value> = page
+        .into_iter()
+        .map(|mut v| {
+            if let (false, Some(m)) = (q.fields().is_empty(), v.as_object_mut()) {
+                m.retain(|k, _| q.fields().iter().any(|f| f == k));
+            }
+            v
+        })
+        .collect();
+    let mut out = json!({ "agents": page });
+    if !links.is_empty() {
+        out["agents_links"] = Value::Array(links);
+    }
+    Ok(Json(out))
+}
+
+pub async fn show(
+    State(app): State<Arc<App>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    admin(&app, &headers).await?;
+    app.hosts
+        .list()
+        .iter()
+        .find(|h| agent_id(&h.registration.name) == id)
+        .map(|h| Json(json!({ "agent": view(h) })))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "AgentNotFound",
+                format!("Agent {id} could not be found."),
+            )
+        })
+}

@@ -1,0 +1,177 @@
+//! vnet's own API, `/vnet/v1`: what agents call (host registration and
+//! heartbeat, port status reports, the desired-state stream) and what
+//! operators read (hosts and their liveness). Admin only. Errors keep
+//! Neutron's shape so every client parses one kind of error.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use compiler::protocol::{HostRegistration, PROTOCOL_VERSION, PortStatusReport};
+use serde_json::{Value, json};
+
+use crate::auth::noauth_caller;
+use crate::error::ApiError;
+use crate::hosts::{self, HostEntry};
+use crate::neutron::timestamp;
+use crate::state::{App, now};
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/vnet/v1/hosts", get(list_hosts))
+        .route("/vnet/v1/hosts/{name}", get(show_host).put(register))
+        .route("/vnet/v1/hosts/{name}/ports", put(report_ports))
+        .with_state(app)
+}
+
+fn require_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {
+    if noauth_caller(headers, &app.default_project).is_admin {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "PolicyNotAuthorized",
+            "/vnet/v1 is for agents and operators (admin only)",
+        ))
+    }
+}
+
+fn json_body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request(format!("Body contains invalid data: {e}")))
+}
+
+pub fn host_view(h: &HostEntry) -> Value {
+    json!({
+        "name": h.registration.name,
+        "underlay_ip": h.registration.underlay_ip,
+        "capabilities": h.registration.capabilities,
+        "alive": h.alive,
+        "started_at": timestamp(h.started_at),
+        "heartbeat_at": timestamp(h.heartbeat_at),
+    })
+}
+
+async fn list_hosts(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&app, &headers)?;
+    let hosts: Vec<Value> = app.hosts.list().iter().map(host_view).collect();
+    Ok(Json(json!({ "hosts": hosts })))
+}
+
+async fn show_host(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&app, &headers)?;
+    let host = app.hosts.get(&name).ok_or_else(|| host_not_found(&name))?;
+    Ok(Json(json!({ "host": host_view(&host) })))
+}
+
+fn host_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "HostNotFound",
+        format!("Host {name} could not be found."),
+    )
+}
+
+/// Registration and heartbeat in one: an agent PUTs its registration every
+/// `HEARTBEAT_SECONDS`. It is persisted only when new or changed.
+async fn register(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&app, &headers)?;
+    let registration: HostRegistration = json_body(&body)?;
+    if registration.name != name {
+        return Err(ApiError::bad_request(format!(
+            "the body names host '{}' but the URL '{name}'",
+            registration.name
+        )));
+    }
+    if registration.protocol_version != PROTOCOL_VERSION {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "ProtocolVersionMismatch",
+            format!(
+                "agent speaks protocol {}, this server {PROTOCOL_VERSION}",
+                registration.protocol_version
+            ),
+        ));
+    }
+    if name.is_empty() || name.len() > 255 || name.contains('/') {
+        return Err(ApiError::bad_request(
+            "a host name is 1 to 255 characters, no '/'",
+        ));
+    }
+    let value =
+        serde_json::to_vec(&registration).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let beat = app.hosts.heartbeat(registration, now(), Instant::now());
+    if beat.registration_changed {
+        app.write_raw(vec![(hosts::key(&name), Some(value))])
+            .await?;
+        tracing::info!(host = %name, "host registered");
+    }
+    let host = app.hosts.get(&name).ok_or_else(|| host_not_found(&name))?;
+    Ok(Json(json!({ "host": host_view(&host) })))
+}
+
+/// An agent's account of which of its ports are wired: those become ACTIVE,
+/// the host's other bound ports DOWN.
+async fn report_ports(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&app, &headers)?;
+    let report: PortStatusReport = json_body(&body)?;
+    if !app.hosts.get(&name).is_some_and(|h| h.alive) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "HostNotAlive",
+            format!("host {name} must register (heartbeat) before reporting ports"),
+        ));
+    }
+    let wired: BTreeSet<String> = report.wired.into_iter().collect();
+    let now = now();
+    let changed = app
+        .write(None, |cloud| {
+            Ok(cloud.report_port_status(&name, &wired, now))
+        })
+        .await?;
+    Ok(Json(json!({ "changed": changed })))
+}
+
+/// Every second: hosts whose agent went silent are dead, and their ports DOWN.
+/// Holds the app weakly so that it ends with the server.
+pub async fn reap_dead_hosts(app: Weak<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        for host in app.hosts.reap(Instant::now()) {
+            tracing::warn!(host = %host, "host missed its heartbeats: its ports go DOWN");
+            let now = now();
+            let nothing = BTreeSet::new();
+            if let Err(e) = app
+                .write(None, |cloud| {
+                    Ok(cloud.report_port_status(&host, &nothing, now))
+                })
+                .await
+            {
+                tracing::error!(host = %host, error = %e, "marking a dead host's ports DOWN failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,105 @@
+"""Hosts and agents: registration and heartbeat at /vnet/v1/hosts, Neutron's
+/v2.0/agents (and `openstack network agent list`), and port status driven by
+the agents' reports and their liveness."""
+
+from __future__ import annotations
+
+import time
+
+from helpers import expect, expect_error, uniq
+
+PROTOCOL_VERSION = 1
+
+
+def registration(name: str, ip: str = "192.0.2.10", version: int = PROTOCOL_VERSION) -> dict:
+    return {"protocol_version": version, "name": name, "underlay_ip": ip, "capabilities": ["linux"]}
+
+
+def beat(api, name: str, **kw) -> dict:
+    return expect(api.put(f"/vnet/v1/hosts/{name}", registration(name, **kw)), 200)["host"]
+
+
+def wait_for(condition, timeout: float = 15.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_a_heartbeat_registers_a_host_and_its_agent(api, cli):
+    name = uniq("host")
+    host = beat(api, name, ip="192.0.2.21")
+    assert host["alive"] is True and host["underlay_ip"] == "192.0.2.21"
+    hosts = expect(api.get("/vnet/v1/hosts"), 200)["hosts"]
+    assert name in {h["name"] for h in hosts}
+
+    agents = expect(api.get("/v2.0/agents", params={"host": name}), 200)["agents"]
+    assert len(agents) == 1 and agents[0]["alive"] is True
+    assert agents[0]["configurations"]["underlay_ip"] == "192.0.2.21"
+    shown = expect(api.get(f"/v2.0/agents/{agents[0]['id']}"), 200)["agent"]
+    assert shown["host"] == name
+
+    listed = cli.json("network", "agent", "list", "--host", name)
+    assert [a["Host"] for a in listed] == [name]
+
+
+def test_hosts_and_agents_are_for_admins(server, api):
+    name = uniq("host")
+    beat(api, name)
+    tenant = server.api(project=uniq("p"), roles="member")
+    expect_error(tenant.get("/vnet/v1/hosts"), 403, "PolicyNotAuthorized")
+    expect_error(tenant.put(f"/vnet/v1/hosts/{name}", registration(name)), 403, "PolicyNotAuthorized")
+    expect_error(tenant.get("/v2.0/agents"), 403, "PolicyNotAuthorized")
+
+
+def test_bad_registrations_are_refused(api):
+    name = uniq("host")
+    expect_error(api.put(f"/vnet/v1/hosts/{name}", registration(name, version=99)), 409, "ProtocolVersionMismatch")
+    expect_error(api.put(f"/vnet/v1/hosts/{name}", registration("other")), 400, "HTTPBadRequest")
+    expect_error(api.put(f"/vnet/v1/hosts/{name}", {"name": name}), 400, "HTTPBadRequest")
+    expect_error(api.get(f"/vnet/v1/hosts/{name}"), 404, "HostNotFound")
+    expect_error(api.put(f"/vnet/v1/hosts/{name}/ports", {"revision": 0, "wired": []}), 409, "HostNotAlive")
+
+
+def test_ports_follow_their_agents_reports_and_liveness(api):
+    host = uniq("host")
+    beat(api, host)
+    net, _ = api.network_with_subnet("10.31.0.0/24")
+    p1 = api.port(net["id"], **{"binding:host_id": host})
+    p2 = api.port(net["id"], **{"binding:host_id": host})
+    assert p1["status"] == "DOWN"
+
+    changed = expect(api.put(f"/vnet/v1/hosts/{host}/ports", {"revision": 0, "wired": [p1["id"]]}), 200)
+    assert changed["changed"] == 1
+    assert api.show("ports", p1["id"])["status"] == "ACTIVE"
+    assert api.show("ports", p2["id"])["status"] == "DOWN"
+
+    # Moving a wired port to another host: DOWN until that host wires it.
+    api.update("ports", p1["id"], **{"binding:host_id": uniq("elsewhere")})
+    assert api.show("ports", p1["id"])["status"] == "DOWN"
+    api.update("ports", p1["id"], **{"binding:host_id": host})
+    expect(api.put(f"/vnet/v1/hosts/{host}/ports", {"revision": 0, "wired": [p1["id"]]}), 200)
+    assert api.show("ports", p1["id"])["status"] == "ACTIVE"
+
+    # The agent goes silent: after its missed heartbeats the host is dead and
+    # its ports DOWN; a heartbeat brings the host (not the ports) back.
+    wait_for(lambda: api.show("ports", p1["id"])["status"] == "DOWN", what="port DOWN after the agent died")
+    agent = expect(api.get("/v2.0/agents", params={"host": host}), 200)["agents"][0]
+    assert agent["alive"] is False
+    assert beat(api, host)["alive"] is True
+    assert api.show("ports", p1["id"])["status"] == "DOWN"
+
+
+def test_registrations_survive_a_restart(fresh_server):
+    api = fresh_server.api()
+    name = uniq("host")
+    beat(api, name, ip="192.0.2.77")
+    fresh_server.restart()
+    api = fresh_server.api()
+    host = expect(api.get(f"/vnet/v1/hosts/{name}"), 200)["host"]
+    assert host["underlay_ip"] == "192.0.2.77"
+    assert host["alive"] is False, "alive again only after a heartbeat"
+    assert beat(api, name, ip="192.0.2.77")["alive"] is True
