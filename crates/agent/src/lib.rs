@@ -6,3 +6,4 @@
 
 pub mod dhcp;
 pub mod linux;
+pub mod sync;

@@ -1,0 +1,192 @@
+//! The agent's side of the protocol over HTTP: registration/heartbeat, port
+//! status reports, and the desired-state stream (newline-delimited JSON:
+//! a snapshot, then deltas). Knows nothing of the kernel.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use compiler::protocol::{HostRegistration, PortStatusReport, Revision, StreamMessage};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{CONTENT_TYPE, HOST};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Longest a registration or report may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("server URL '{0}' is not http://HOST:PORT")]
+    BadUrl(String),
+    #[error("cannot reach the server at {addr}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange with the server failed")]
+    Http(#[from] hyper::Error),
+    #[error("the server answered {status} to {what}: {body}")]
+    Status {
+        what: &'static str,
+        status: StatusCode,
+        body: String,
+    },
+    #[error("{0} timed out")]
+    Timeout(&'static str),
+    #[error("the server sent a message this agent cannot read")]
+    Decode(#[from] serde_json::Error),
+    #[error("building a request failed")]
+    Request(#[from] hyper::http::Error),
+}
+
+/// Where the server is.
+#[derive(Clone, Debug)]
+pub struct Server {
+    authority: String,
+}
+
+impl Server {
+    /// `http://127.0.0.1:9696` (a trailing slash is fine).
+    pub fn parse(url: &str) -> Result<Server, SyncError> {
+        let authority = url
+            .strip_prefix("http://")
+            .map(|rest| rest.trim_end_matches('/'))
+            .filter(|a| !a.is_empty() && !a.contains('/'))
+            .ok_or_else(|| SyncError::BadUrl(url.to_owned()))?;
+        Ok(Server {
+            authority: authority.to_owned(),
+        })
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Response<Incoming>, SyncError> {
+        let stream = TcpStream::connect(&self.authority)
+            .await
+            .map_err(|source| SyncError::Connect {
+                addr: self.authority.clone(),
+                source,
+            })?;
+        let _ = stream.set_nodelay(true);
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, &self.authority)
+            .header(CONTENT_TYPE, "application/json")
+            .body(Full::new(body))?;
+        Ok(sender.send_request(request).await?)
+    }
+
+    async fn put_json(
+        &self,
+        what: &'static str,
+        path: &str,
+        body: Vec<u8>,
+    ) -> Result<(), SyncError> {
+        let exchange = async {
+            let response = self.send(Method::PUT, path, body.into()).await?;
+            let status = response.status();
+            let body = response.into_body().collect().await?.to_bytes();
+            if status != StatusCode::OK {
+                return Err(SyncError::Status {
+                    what,
+                    status,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
+            }
+            Ok(())
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
+            .await
+            .map_err(|_| SyncError::Timeout(what))?
+    }
+
+    /// Register this host, or renew its heartbeat.
+    pub async fn register(&self, registration: &HostRegistration) -> Result<(), SyncError> {
+        let path = format!("/vnet/v1/hosts/{}", registration.name);
+        self.put_json("the registration", &path, serde_json::to_vec(registration)?)
+            .await
+    }
+
+    /// Say which local ports are wired.
+    pub async fn report_ports(
+        &self,
+        host: &str,
+        report: &PortStatusReport,
+    ) -> Result<(), SyncError> {
+        let path = format!("/vnet/v1/hosts/{host}/ports");
+        self.put_json("the port report", &path, serde_json::to_vec(report)?)
+            .await
+    }
+
+    /// Open the desired-state stream of `host`, resuming after `revision` if
+    /// given (the server sends a snapshot when it cannot resume from there).
+    pub async fn stream(
+        &self,
+        host: &str,
+        revision: Option<Revision>,
+    ) -> Result<StateStream, SyncError> {
+        let path = match revision {
+            Some(r) => format!("/vnet/v1/hosts/{host}/state?revision={r}"),
+            None => format!("/vnet/v1/hosts/{host}/state"),
+        };
+        let response =
+            tokio::time::timeout(REQUEST_TIMEOUT, self.send(Method::GET, &path, Bytes::new()))
+                .await
+                .map_err(|_| SyncError::Timeout("opening the state stream"))??;
+        let status = response.status();
+        if status != StatusCode::OK {
+            let body = response.into_body().collect().await?.to_bytes();
+            return Err(SyncError::Status {
+                what: "the state stream",
+                status,
+                body: String::from_utf8_lossy(&body).into_owned(),
+            });
+        }
+        Ok(StateStream {
+            body: response.into_body(),
+            buffer: BytesMut::new(),
+        })
+    }
+}
+
+/// The messages of one state stream, in order.
+pub struct StateStream {
+    body: Incoming,
+    buffer: BytesMut,
+}
+
+impl StateStream {
+    /// The next message; `None` when the server closed the stream.
+    pub async fn next(&mut self) -> Result<Option<StreamMessage>, SyncError> {
+        loop {
+            if let Some(end) = self.buffer.iter().position(|b| *b == b'\n') {
+                let line = self.buffer.split_to(end + 1);
+                let line = &line[..end];
+                if line.is_empty() {
+                    continue;
+                }
+                return Ok(Some(serde_json::from_slice(line)?));
+            }
+            match self.body.frame().await {
+                None => return Ok(None),
+                Some(frame) => {
+                    if let Ok(data) = frame?.into_data() {
+                        self.buffer.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+    }
+}
