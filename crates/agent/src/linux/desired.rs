@@ -1,0 +1,121 @@
+//! A host's desired state ([`HostState`]) restated as kernel objects: the
+//! links, bridge FDB, VXLAN FDB and neighbour entries the `linux` backend
+//! must make exist. Pure; the shape mirrors [`super::Observed`] so that the
+//! plan is a diff of two like things.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use compiler::protocol::HostState;
+use model::MacAddr;
+
+use super::LinuxConfig;
+use super::link::{LinkKind, PortFlags};
+use super::names::{bridge_name, vxlan_name};
+
+/// A bridge or VXLAN device vnet creates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredLink {
+    pub kind: LinkKind,
+    pub mtu: u32,
+    /// The bridge a VXLAN device is a port of.
+    pub master: Option<String>,
+    pub port_flags: Option<PortFlags>,
+}
+
+/// A local port's device, which vnet wires but never creates or deletes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredPort {
+    pub port_id: String,
+    pub bridge: String,
+    pub mtu: u32,
+    /// The port's `admin_state_up`.
+    pub up: bool,
+    pub mac: MacAddr,
+}
+
+/// Everything vnet wants in the kernel, by device name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    /// Bridges and VXLAN devices.
+    pub links: BTreeMap<String, DesiredLink>,
+    /// Local port devices.
+    pub ports: BTreeMap<String, DesiredPort>,
+    /// Bridge FDB (`master static`): bridge → MAC → port device.
+    pub fdb: BTreeMap<String, BTreeMap<MacAddr, String>>,
+    /// VXLAN FDB (`self permanent dst`): VXLAN device → MAC → remote VTEP.
+    pub vxlan_fdb: BTreeMap<String, BTreeMap<MacAddr, IpAddr>>,
+    /// Neighbour answers (`nud permanent`): bridge → IP → MAC.
+    pub neighbours: BTreeMap<String, BTreeMap<IpAddr, MacAddr>>,
+}
+
+impl Desired {
+    /// Restates `state` as kernel objects. Conflicts that a well-formed state
+    /// cannot have are settled deterministically, never by panicking: of two
+    /// networks with one VNI the first (by id) wins; of two ports naming one
+    /// device the first wins; a MAC both local and remote stays local; an
+    /// invalid (multicast or zero) MAC gets no entry, so that no flood entry
+    /// can ever be written.
+    pub fn from_host_state(state: &HostState, config: &LinuxConfig) -> Self {
+        let mut d = Desired::default();
+        for net in state.networks.values() {
+            let bridge = bridge_name(net.vni);
+            let vxlan = vxlan_name(net.vni);
+            if d.links.contains_key(&bridge) {
+                continue;
+            }
+            d.links.insert(
+                bridge.clone(),
+                DesiredLink {
+                    kind: LinkKind::Bridge,
+                    mtu: net.mtu,
+                    master: None,
+                    port_flags: None,
+                },
+            );
+            d.links.insert(
+                vxlan.clone(),
+                DesiredLink {
+                    kind: LinkKind::vxlan(net.vni, config.underlay_ip, config.vxlan_port),
+                    mtu: net.mtu,
+                    master: Some(bridge.clone()),
+                    port_flags: Some(PortFlags::VXLAN),
+                },
+            );
+            let fdb = d.fdb.entry(bridge.clone()).or_default();
+            let vxlan_fdb = d.vxlan_fdb.entry(vxlan.clone()).or_default();
+            let neighbours = d.neighbours.entry(bridge.clone()).or_default();
+            for (port_id, port) in &net.local_ports {
+                if d.ports.contains_key(&port.device) {
+                    continue;
+                }
+                d.ports.insert(
+                    port.device.clone(),
+                    DesiredPort {
+                        port_id: port_id.clone(),
+                        bridge: bridge.clone(),
+                        mtu: net.mtu,
+                        up: port.admin_state_up,
+                        mac: port.mac,
+                    },
+                );
+                if port.mac.is_valid_port_mac() {
+                    fdb.entry(port.mac).or_insert_with(|| port.device.clone());
+                }
+            }
+            for port in net.remote_ports.values() {
+                if !port.mac.is_valid_port_mac() || fdb.contains_key(&port.mac) {
+                    continue;
+                }
+                fdb.insert(port.mac, vxlan.clone());
+                vxlan_fdb.insert(port.mac, port.vtep);
+            }
+            for (ip, mac) in net.neighbours() {
+                if mac.is_valid_port_mac() {
+                    neighbours.entry(ip).or_insert(mac);
+                }
+            }
+        }
+        d
+    }
+}

@@ -1,0 +1,157 @@
+//! Shared by the `linux_*` tests: hand-built host states, running the
+//! reconciler inside a host namespace, and reading the kernel back through
+//! iproute2's JSON.
+
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use agent::linux::{LinuxConfig, ReconcileReport, Reconciler};
+use compiler::protocol::{FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, RemotePortSpec};
+use model::MacAddr;
+use serde_json::Value;
+use testworld::{Host, Netns};
+
+pub fn mac(s: &str) -> MacAddr {
+    s.parse().unwrap()
+}
+
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+pub fn network(vni: u32) -> NetworkSpec {
+    NetworkSpec {
+        vni,
+        mtu: 1450,
+        subnets: BTreeMap::new(),
+        local_ports: BTreeMap::new(),
+        remote_ports: BTreeMap::new(),
+    }
+}
+
+pub fn local(device: &str, mac_s: &str, addr: &str) -> LocalPortSpec {
+    LocalPortSpec {
+        mac: mac(mac_s),
+        fixed_ips: vec![FixedIpSpec {
+            subnet_id: "s".into(),
+            ip_address: ip(addr),
+        }],
+        device: device.into(),
+        admin_state_up: true,
+    }
+}
+
+pub fn remote(mac_s: &str, addr: &str, vtep: &str) -> RemotePortSpec {
+    RemotePortSpec {
+        mac: mac(mac_s),
+        ips: vec![ip(addr)],
+        vtep: ip(vtep),
+    }
+}
+
+pub fn config(host: &Host) -> LinuxConfig {
+    LinuxConfig::new(IpAddr::V4(host.underlay_ip()))
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One reconcile by a fresh reconciler (a fresh agent process) in `ns`.
+pub fn reconcile_once(ns: &Netns, config: &LinuxConfig, state: &HostState) -> ReconcileReport {
+    reconcile_each(ns, config, std::slice::from_ref(state))
+        .pop()
+        .unwrap()
+}
+
+/// Reconciles to each state in turn with one reconciler (one agent process
+/// that lives through them) in `ns`.
+pub fn reconcile_each(
+    ns: &Netns,
+    config: &LinuxConfig,
+    states: &[HostState],
+) -> Vec<ReconcileReport> {
+    ns.run(|| {
+        runtime().block_on(async {
+            let reconciler = Reconciler::new(config.clone()).unwrap();
+            let mut reports = vec![];
+            for s in states {
+                reports.push(reconciler.reconcile(s).await.unwrap());
+            }
+            reports
+        })
+    })
+}
+
+pub fn json(ns: &Netns, program: &str, args: &[&str]) -> Value {
+    let out = ns.exec(program, args).unwrap();
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{program} {args:?}: {e}: {out}"))
+}
+
+/// `ip -d -j link show`, by name.
+pub fn links(ns: &Netns) -> BTreeMap<String, Value> {
+    let all = json(ns, "ip", &["-d", "-j", "link", "show"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .map(|l| (l["ifname"].as_str().unwrap().to_string(), l.clone()))
+        .collect()
+}
+
+/// Every FDB entry (`bridge -j fdb show`) as `mac dev [master M] [dst D] flags state`.
+pub fn fdb(ns: &Netns) -> BTreeSet<String> {
+    let all = json(ns, "bridge", &["-j", "fdb", "show"]);
+    all.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let mut s = format!(
+                "{} dev {}",
+                e["mac"].as_str().unwrap(),
+                e["ifname"].as_str().unwrap()
+            );
+            if let Some(m) = e["master"].as_str() {
+                s += &format!(" master {m}");
+            }
+            if let Some(d) = e["dst"].as_str() {
+                s += &format!(" dst {d}");
+            }
+            for f in e["flags"].as_array().into_iter().flatten() {
+                s += &format!(" {}", f.as_str().unwrap());
+            }
+            if let Some(st) = e["state"].as_str() {
+                s += &format!(" {st}");
+            }
+            s
+        })
+        .collect()
+}
+
+/// Every neighbour entry (`ip -j neigh show`, IPv4 and IPv6) as `ip dev lladdr STATE…`.
+pub fn neighbours(ns: &Netns) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for family in ["-4", "-6"] {
+        let all = json(ns, "ip", &[family, "-j", "neigh", "show"]);
+        for n in all.as_array().unwrap() {
+            let states: Vec<&str> = n["state"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            out.insert(format!(
+                "{} dev {} lladdr {} {}",
+                n["dst"].as_str().unwrap(),
+                n["dev"].as_str().unwrap(),
+                n["lladdr"].as_str().unwrap_or("-"),
+                states.join(",")
+            ));
+        }
+    }
+    out
+}

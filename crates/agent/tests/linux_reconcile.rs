@@ -1,0 +1,257 @@
+//! The `linux` backend against a real kernel, in throwaway namespaces (root):
+//! what one reconcile builds, that a second one (same process or a restarted
+//! one) changes nothing, that removals remove exactly what they should, and
+//! that nothing vnet does not own is touched.
+
+#![allow(clippy::unwrap_used)]
+
+mod linux_common;
+
+use std::collections::BTreeSet;
+
+use agent::linux::{Op, PortWiring};
+use compiler::protocol::HostState;
+use linux_common::*;
+use testworld::{Fabric, Host, Vm};
+
+const MAC_A: &str = "fa:16:3e:00:00:0a";
+const MAC_B: &str = "fa:16:3e:00:00:0b";
+const MAC_R1: &str = "fa:16:3e:00:01:01";
+const MAC_R2: &str = "fa:16:3e:00:01:02";
+const MAC_R3: &str = "fa:16:3e:00:02:01";
+
+/// Network 100: local ports a (tapa) and b (tapb), remote ports r1 and r2 on
+/// host 2; network 200: remote port r3 and local port m, whose device is
+/// missing.
+fn state() -> HostState {
+    let mut n100 = network(100);
+    n100.local_ports
+        .insert("a".into(), local("tapa", MAC_A, "10.0.0.10"));
+    n100.local_ports
+        .insert("b".into(), local("tapb", MAC_B, "10.0.0.11"));
+    n100.remote_ports
+        .insert("r1".into(), remote(MAC_R1, "10.0.0.21", "192.0.2.2"));
+    n100.remote_ports
+        .insert("r2".into(), remote(MAC_R2, "fd00::22", "192.0.2.2"));
+    let mut n200 = network(200);
+    n200.local_ports.insert(
+        "m".into(),
+        local("tapmissing", "fa:16:3e:00:02:0f", "10.0.0.10"),
+    );
+    n200.remote_ports
+        .insert("r3".into(), remote(MAC_R3, "10.0.0.21", "192.0.2.3"));
+    let mut s = HostState::default();
+    s.networks.insert("net100".into(), n100);
+    s.networks.insert("net200".into(), n200);
+    s
+}
+
+fn ours(set: &BTreeSet<String>) -> BTreeSet<String> {
+    set.iter()
+        .filter(|e| e.contains("vnbr") || e.contains("vnvx") || e.contains(" dev tap"))
+        .filter(|e| {
+            e.contains("static")
+                || e.contains("self permanent") && e.contains("dst")
+                || e.contains("PERMANENT")
+        })
+        .cloned()
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn reconcile_builds_exactly_the_desired_kernel_state_and_then_nothing() {
+    let fabric = Fabric::new("lr").unwrap();
+    let host = Host::new(&fabric, "lr", 1).unwrap();
+    let _a = Vm::new(&host, "lr", "tapa", MAC_A).unwrap();
+    let _b = Vm::new(&host, "lr", "tapb", MAC_B).unwrap();
+    // Things vnet does not own: a bridge with a port, an FDB entry and a
+    // neighbour on it, a neighbour on the underlay.
+    host.ns
+        .sh(
+            "ip link add br-other type bridge && ip link add dum0 type veth peer name dum1 && \
+             ip link set dum0 master br-other && ip link set br-other up && ip link set dum0 up && \
+             bridge fdb add 02:00:00:00:00:99 dev dum0 master static && \
+             ip neigh add 10.99.0.1 lladdr 02:00:00:00:00:99 dev br-other nud permanent && \
+             ip neigh add 192.0.2.99 lladdr 02:00:00:00:00:98 dev eth0 nud permanent",
+        )
+        .unwrap();
+    let foreign_fdb = fdb(&host.ns);
+    let foreign_neigh = neighbours(&host.ns);
+    let foreign_links = links(&host.ns);
+
+    let cfg = config(&host);
+    let reports = reconcile_each(&host.ns, &cfg, &[state(), state()]);
+    let first = &reports[0];
+    assert!(first.failed.is_empty(), "{:#?}", first.failed);
+    assert!(!first.applied.is_empty());
+    assert_eq!(first.wired(), ["a", "b"]);
+    assert_eq!(first.ports["m"], PortWiring::DeviceMissing);
+    assert!(
+        reports[1].unchanged(),
+        "second reconcile: {:#?}",
+        reports[1].applied
+    );
+    assert_eq!(reports[1].wired(), ["a", "b"]);
+
+    // Links, as iproute2 sees them.
+    let l = links(&host.ns);
+    for vni in [100, 200] {
+        let br = &l[&format!("vnbr{vni}")];
+        assert_eq!(br["linkinfo"]["info_kind"], "bridge");
+        assert_eq!(br["mtu"], 1450);
+        assert_eq!(br["inet6_addr_gen_mode"], "none");
+        assert!(br["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+        let vx = &l[&format!("vnvx{vni}")];
+        assert_eq!(vx["master"], format!("vnbr{vni}"));
+        assert_eq!(vx["mtu"], 1450);
+        assert_eq!(vx["inet6_addr_gen_mode"], "none");
+        assert!(vx["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+        let info = &vx["linkinfo"]["info_data"];
+        assert_eq!(info["id"], vni);
+        assert_eq!(info["local"], "192.0.2.1");
+        assert_eq!(info["port"], 4789);
+        assert_eq!(info["learning"], false);
+        assert!(
+            info.get("group").is_none() && info.get("remote").is_none(),
+            "{info}"
+        );
+        let port = &vx["linkinfo"]["info_slave_data"];
+        assert_eq!(port["learning"], false);
+        assert_eq!(port["neigh_suppress"], true);
+        assert_eq!(port["flood"], false);
+        assert_eq!(port["mcast_flood"], false);
+        assert_eq!(port["bcast_flood"], false);
+    }
+    for tap in ["tapa", "tapb"] {
+        let t = &l[tap];
+        assert_eq!(t["master"], "vnbr100");
+        assert_eq!(t["mtu"], 1450);
+        assert!(t["flags"].as_array().unwrap().iter().any(|f| f == "UP"));
+        assert_eq!(t["linkinfo"]["info_slave_data"]["neigh_suppress"], false);
+    }
+
+    // FDB and neighbours: exactly these entries of ours, and no flood entry.
+    let f = fdb(&host.ns);
+    assert_eq!(
+        ours(&f),
+        set(&[
+            "fa:16:3e:00:00:0a dev tapa master vnbr100 static",
+            "fa:16:3e:00:00:0b dev tapb master vnbr100 static",
+            "fa:16:3e:00:01:01 dev vnvx100 master vnbr100 static",
+            "fa:16:3e:00:01:01 dev vnvx100 dst 192.0.2.2 self permanent",
+            "fa:16:3e:00:01:02 dev vnvx100 master vnbr100 static",
+            "fa:16:3e:00:01:02 dev vnvx100 dst 192.0.2.2 self permanent",
+            "fa:16:3e:00:02:01 dev vnvx200 master vnbr200 static",
+            "fa:16:3e:00:02:01 dev vnvx200 dst 192.0.2.3 self permanent",
+        ])
+    );
+    assert!(
+        !f.iter().any(|e| e.starts_with("00:00:00:00:00:00")),
+        "{f:#?}"
+    );
+    let n = neighbours(&host.ns);
+    assert_eq!(
+        ours(&n),
+        set(&[
+            "10.0.0.10 dev vnbr100 lladdr fa:16:3e:00:00:0a PERMANENT",
+            "10.0.0.11 dev vnbr100 lladdr fa:16:3e:00:00:0b PERMANENT",
+            "10.0.0.21 dev vnbr100 lladdr fa:16:3e:00:01:01 PERMANENT",
+            "fd00::22 dev vnbr100 lladdr fa:16:3e:00:01:02 PERMANENT",
+            "10.0.0.10 dev vnbr200 lladdr fa:16:3e:00:02:0f PERMANENT",
+            "10.0.0.21 dev vnbr200 lladdr fa:16:3e:00:02:01 PERMANENT",
+        ])
+    );
+    // Foreign objects are as they were.
+    assert!(foreign_fdb.is_subset(&f));
+    assert!(foreign_neigh.is_subset(&n));
+    for name in ["br-other", "dum0", "eth0"] {
+        assert_eq!(l[name]["master"], foreign_links[name]["master"]);
+        assert_eq!(l[name]["flags"], foreign_links[name]["flags"]);
+    }
+
+    // A restarted agent (a new reconciler) finds nothing to do.
+    let restarted = reconcile_once(&host.ns, &cfg, &state());
+    assert!(restarted.unchanged(), "{:#?}", restarted.applied);
+    assert_eq!(restarted.wired(), ["a", "b"]);
+
+    // Removing a remote port removes exactly its FDB and neighbour entries.
+    let (fdb_before, neigh_before) = (fdb(&host.ns), neighbours(&host.ns));
+    let mut less = state();
+    less.networks
+        .get_mut("net100")
+        .unwrap()
+        .remote_ports
+        .remove("r1");
+    let report = reconcile_once(&host.ns, &cfg, &less);
+    assert!(report.failed.is_empty(), "{:#?}", report.failed);
+    let shown: Vec<String> = report.applied.iter().map(Op::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "bridge fdb del fa:16:3e:00:01:01 dev vnvx100 master",
+            "bridge fdb del fa:16:3e:00:01:01 dev vnvx100 self",
+            "ip neigh del 10.0.0.21 dev vnbr100",
+        ]
+    );
+    let fdb_gone: BTreeSet<_> = fdb_before.difference(&fdb(&host.ns)).cloned().collect();
+    assert_eq!(
+        fdb_gone,
+        set(&[
+            "fa:16:3e:00:01:01 dev vnvx100 master vnbr100 static",
+            "fa:16:3e:00:01:01 dev vnvx100 dst 192.0.2.2 self permanent",
+        ])
+    );
+    let neigh_gone: BTreeSet<_> = neigh_before
+        .difference(&neighbours(&host.ns))
+        .cloned()
+        .collect();
+    assert_eq!(
+        neigh_gone,
+        set(&["10.0.0.21 dev vnbr100 lladdr fa:16:3e:00:01:01 PERMANENT"])
+    );
+
+    // Nothing desired: vnet's links go, the taps stay (detached), foreign
+    // objects stay.
+    let report = reconcile_once(&host.ns, &cfg, &HostState::default());
+    assert!(report.failed.is_empty(), "{:#?}", report.failed);
+    let l = links(&host.ns);
+    assert!(
+        !l.keys()
+            .any(|n| n.starts_with("vnbr") || n.starts_with("vnvx")),
+        "{:?}",
+        l.keys()
+    );
+    for tap in ["tapa", "tapb"] {
+        assert!(l[tap].get("master").is_none(), "{tap} still attached");
+    }
+    assert!(foreign_fdb.is_subset(&fdb(&host.ns)));
+    assert!(foreign_neigh.is_subset(&neighbours(&host.ns)));
+    assert_eq!(l["dum0"]["master"], "br-other");
+}
+
+#[test]
+fn a_port_device_that_appears_later_is_wired_and_one_that_goes_is_reported() {
+    let fabric = Fabric::new("lp").unwrap();
+    let host = Host::new(&fabric, "lp", 1).unwrap();
+    let cfg = config(&host);
+    let mut s = HostState::default();
+    let mut n = network(300);
+    n.local_ports
+        .insert("a".into(), local("tapa", MAC_A, "10.3.0.10"));
+    s.networks.insert("net300".into(), n);
+
+    let report = reconcile_once(&host.ns, &cfg, &s);
+    assert_eq!(report.ports["a"], PortWiring::DeviceMissing);
+    let vm = Vm::new(&host, "lp", "tapa", MAC_A).unwrap();
+    let report = reconcile_once(&host.ns, &cfg, &s);
+    assert_eq!(report.wired(), ["a"]);
+    assert!(fdb(&host.ns).contains("fa:16:3e:00:00:0a dev tapa master vnbr300 static"));
+    drop(vm);
+    let report = reconcile_once(&host.ns, &cfg, &s);
+    assert_eq!(report.ports["a"], PortWiring::DeviceMissing);
+    assert!(report.unchanged(), "{:#?}", report.applied);
+}
