@@ -6,6 +6,7 @@
 mod auth;
 mod commit;
 mod error;
+mod fabric;
 mod hosts;
 mod neutron;
 mod state;
@@ -53,7 +54,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let app = App::load(store, config.cloud, config.default_project).await?;
-    tokio::spawn(vnet_v1::reap_dead_hosts(Arc::downgrade(&app)));
+    app.start_background();
     let mut failed = app.failed.clone();
     let store_failure = async move {
         let _ = failed.wait_for(Option::is_some).await;

@@ -14,6 +14,8 @@ use crate::error::ApiError;
 pub struct App {
     cloud: RwLock<Cloud>,
     pub hosts: crate::hosts::Hosts,
+    pub fabric: Arc<crate::fabric::Fabric>,
+    pub store: Arc<dyn Store>,
     committer: Committer,
     pub default_project: String,
     pub failed: watch::Receiver<Option<CommitError>>,
@@ -62,7 +64,18 @@ impl App {
         let all = store.range(KeyRange::Prefix(String::new())).await?;
         let mut resources = Vec::new();
         let mut hosts = Vec::new();
+        let mut inputs = Vec::new();
         for kv in all.kvs {
+            if let Some(input) =
+                crate::fabric::input_of(&kv.key, Some(&kv.value)).map_err(|source| {
+                    LoadError::Corrupt {
+                        key: kv.key.clone(),
+                        source,
+                    }
+                })?
+            {
+                inputs.push(input);
+            }
             let corrupt = |source| LoadError::Corrupt {
                 key: kv.key.clone(),
                 source,
@@ -81,10 +94,22 @@ impl App {
         Ok(Arc::new(App {
             cloud: RwLock::new(Cloud::load(config, resources)),
             hosts: crate::hosts::Hosts::load(hosts),
+            fabric: Arc::new(crate::fabric::Fabric::new(inputs, all.revision)),
+            store: store.clone(),
             committer: Committer::spawn(store, failed_tx),
             default_project,
             failed,
         }))
+    }
+
+    /// Start what runs beside the requests: the compiler following the store,
+    /// and the reaper of hosts whose agents went silent.
+    pub fn start_background(self: &Arc<Self>) {
+        tokio::spawn(crate::vnet_v1::reap_dead_hosts(Arc::downgrade(self)));
+        tokio::spawn(crate::fabric::follow(
+            self.fabric.clone(),
+            self.store.clone(),
+        ));
     }
 
     pub fn read(&self) -> RwLockReadGuard<'_, Cloud> {

@@ -7,11 +7,22 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use compiler::protocol::{HostRegistration, PROTOCOL_VERSION, PortStatusReport};
+use compiler::protocol::{
+    HostRegistration, PROTOCOL_VERSION, PortStatusReport, Revision, StreamMessage,
+};
+use tokio::sync::broadcast;
+
+use crate::fabric::Published;
 use serde_json::{Value, json};
 
 use crate::auth::noauth_caller;
@@ -25,6 +36,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/vnet/v1/hosts", get(list_hosts))
         .route("/vnet/v1/hosts/{name}", get(show_host).put(register))
         .route("/vnet/v1/hosts/{name}/ports", put(report_ports))
+        .route("/vnet/v1/hosts/{name}/state", get(state_stream))
         .with_state(app)
 }
 
@@ -151,6 +163,91 @@ async fn report_ports(
         })
         .await?;
     Ok(Json(json!({ "changed": changed })))
+}
+
+/// How often an otherwise quiet stream says it is still there.
+const IDLE_EVERY: Duration = Duration::from_secs(10);
+
+/// `GET /vnet/v1/hosts/{name}/state[?revision=R]`: the host's desired state
+/// as newline-delimited JSON: a snapshot (or the deltas after R), then a
+/// delta for every revision that changes this host, and `idle` messages in
+/// between. It ends when the stream falls too far behind; the agent then
+/// reconnects with its last revision.
+async fn state_stream(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    require_admin(&app, &headers)?;
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|_| ApiError::bad_request("The query string is malformed"))?;
+    let from = match pairs.iter().find(|(k, _)| k == "revision") {
+        None => None,
+        Some((_, v)) => Some(v.parse::<Revision>().map_err(|_| {
+            ApiError::bad_request(format!("revision must be an integer, not '{v}'"))
+        })?),
+    };
+    let (first, feed) = app.fabric.open(&name, from);
+    let seen = first.last().map_or(0, revision_of);
+    let stream = StateStream {
+        host: name,
+        pending: first.into(),
+        feed,
+        seen,
+        idle: tokio::time::interval_at(tokio::time::Instant::now() + IDLE_EVERY, IDLE_EVERY),
+    };
+    let body = Body::from_stream(futures::stream::unfold(stream, StateStream::next_line));
+    Ok(([(CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn revision_of(message: &StreamMessage) -> Revision {
+    match message {
+        StreamMessage::Snapshot { revision, .. }
+        | StreamMessage::Delta { revision, .. }
+        | StreamMessage::Idle { revision } => *revision,
+    }
+}
+
+struct StateStream {
+    host: String,
+    pending: VecDeque<StreamMessage>,
+    feed: broadcast::Receiver<Arc<Published>>,
+    /// Every published revision up to here has been looked at: an idle
+    /// message never claims a revision whose delta is still queued.
+    seen: Revision,
+    idle: tokio::time::Interval,
+}
+
+impl StateStream {
+    async fn next_line(mut self) -> Option<(Result<Bytes, Infallible>, Self)> {
+        loop {
+            if let Some(message) = self.pending.pop_front() {
+                let mut line = serde_json::to_vec(&message).unwrap_or_default();
+                line.push(b'\n');
+                return Some((Ok(Bytes::from(line)), self));
+            }
+            tokio::select! {
+                published = self.feed.recv() => match published {
+                    Ok(p) => {
+                        self.seen = p.revision;
+                        if let Some(changes) = p.changes.get(&self.host) {
+                            self.pending.push_back(StreamMessage::Delta {
+                                revision: p.revision,
+                                changes: changes.clone(),
+                            });
+                        }
+                    }
+                    // Too far behind, or the fabric was rebuilt: end, and let
+                    // the agent resume from its last revision.
+                    Err(_) => return None,
+                },
+                _ = self.idle.tick() => {
+                    self.pending.push_back(StreamMessage::Idle { revision: self.seen });
+                }
+            }
+        }
+    }
 }
 
 /// Every second: hosts whose agent went silent are dead, and their ports DOWN.
