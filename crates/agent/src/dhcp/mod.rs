@@ -1,1 +1,30 @@
-//! DHCPv4 for local ports (being written).
+//! DHCPv4 for local ports: the agent itself answers the DHCP requests of the
+//! ports (VMs) bound to its host, each with exactly its port's fixed IP and
+//! options ([`DhcpLease`](compiler::protocol::DhcpLease)). Nothing else
+//! answers, and no DHCP frame crosses the overlay: requests are read from the
+//! port's own device and replies written back to it.
+//!
+//! - [`responder`]: pure: a received frame plus the port's lease → the reply
+//!   frame or nothing (all bytes through `smoltcp::wire`).
+//! - [`server`]: the I/O: one packet socket per port device, driven by tokio.
+//!
+//! The daemon's side:
+//! ```no_run
+//! # async fn f(state: compiler::protocol::HostState) {
+//! use agent::dhcp::DhcpServer;
+//! let mut dhcp = DhcpServer::new(); // in the host's netns, on a tokio runtime
+//! // After each reconcile: every local port with a lease, by its device.
+//! dhcp.set_ports(state.networks.values().flat_map(|net| {
+//!     net.local_ports.iter().filter_map(|(id, port)| {
+//!         Some((port.device.clone(), net.dhcp_lease(id)?))
+//!     })
+//! }));
+//! // Dropping `dhcp` stops serving.
+//! # }
+//! ```
+
+pub mod responder;
+pub mod server;
+mod socket;
+
+pub use server::{DhcpServer, PortStatus};
