@@ -155,3 +155,7 @@ pub fn neighbours(ns: &Netns) -> BTreeSet<String> {
     }
     out
 }
+
+pub fn config_for(underlay_ip: &str) -> LinuxConfig {
+    LinuxConfig::new(ip(underlay_ip))
+}
