@@ -3,4 +3,10 @@
 //! proportion to the hosts it touches, not to the size of the cloud.
 //! Pure: no I/O, no clock. `protocol` holds the agent wire types.
 
+mod compile;
+mod input;
 pub mod protocol;
+pub mod spec;
+
+pub use compile::{Compiler, HostChanges};
+pub use input::Input;

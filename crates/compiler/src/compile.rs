@@ -1,0 +1,770 @@
+//! The compiler proper: the topology in memory, indexed so that one change
+//! costs work in proportion to the hosts and ports it concerns, and each host's
+//! desired state derived from it, as a snapshot or as the changes one input
+//! makes. Pure: no I/O, no clock. It must never walk all the ports, networks or
+//! hosts of the cloud on one input.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use model::{Network, Port, Subnet};
+
+use crate::input::Input;
+use crate::protocol::{Change, HostState, LocalPortSpec, NetworkSpec, RemotePortSpec, SubnetSpec};
+use crate::spec::{local_port_spec, subnet_spec};
+
+/// The changes one input makes, each with the host that must apply it. A
+/// host's changes are in the order it must apply them; hosts are interleaved.
+pub type HostChanges = Vec<(String, Change)>;
+
+/// The logical topology and every host's desired state derived from it.
+///
+/// A host carries a network when the network is known and at least one port
+/// on it is bound to the host (`binding:host_id`). Its view of the network
+/// holds every subnet, its own ports (local) and the ports bound to other
+/// *registered* hosts (remote, behind that host's underlay IP). A host's own
+/// view does not depend on its registration: only how others see its ports does.
+#[derive(Debug, Default)]
+pub struct Compiler {
+    networks: HashMap<String, NetworkEntry>,
+    /// Subnet id → its network's id; the subnet's spec lives in that network's entry.
+    subnet_networks: HashMap<String, String>,
+    ports: HashMap<String, PortEntry>,
+    hosts: HashMap<String, HostEntry>,
+}
+
+/// What a host's vxlan device is made of.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Segment {
+    vni: u32,
+    mtu: u32,
+}
+
+/// Everything under one network id. Subnets and ports may name a network the
+/// compiler does not know (not yet put, or deleted before them), so the entry
+/// lives while anything names it, and `segment` says whether the network does.
+#[derive(Debug, Default)]
+struct NetworkEntry {
+    /// `None`: the network itself is unknown, and no host carries it.
+    segment: Option<Segment>,
+    subnets: BTreeMap<String, SubnetSpec>,
+    /// Bound ports by host. Its keys are the hosts that carry the network
+    /// (once the segment is known); a host leaves when its last port does.
+    bound_ports: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl NetworkEntry {
+    /// The hosts carrying the network: none while the network is unknown.
+    fn carriers(&self) -> impl Iterator<Item = &String> {
+        self.segment
+            .iter()
+            .flat_map(move |_| self.bound_ports.keys())
+    }
+
+    /// Carriers other than `host`: those that see `host`'s ports as remote.
+    fn carriers_besides<'a>(&'a self, host: &'a str) -> impl Iterator<Item = &'a String> {
+        self.carriers().filter(move |h| h.as_str() != host)
+    }
+
+    fn is_unused(&self) -> bool {
+        self.segment.is_none() && self.subnets.is_empty() && self.bound_ports.is_empty()
+    }
+}
+
+/// What the compiler keeps of a port: where it is bound, and how its host sees it.
+#[derive(Debug)]
+struct PortEntry {
+    network_id: String,
+    /// `binding:host_id`; empty when the port is unbound.
+    host: String,
+    local: LocalPortSpec,
+}
+
+impl PortEntry {
+    fn new(port: &Port) -> Self {
+        PortEntry {
+            network_id: port.network_id.clone(),
+            host: port.binding_host_id.clone(),
+            local: local_port_spec(port),
+        }
+    }
+
+    /// (network id, host) of a bound port.
+    fn binding(&self) -> Option<(&str, &str)> {
+        (!self.host.is_empty()).then_some((self.network_id.as_str(), self.host.as_str()))
+    }
+
+    /// The port as hosts other than its own see it.
+    fn remote(&self, vtep: IpAddr) -> RemotePortSpec {
+        RemotePortSpec {
+            mac: self.local.mac,
+            ips: self.local.fixed_ips.iter().map(|f| f.ip_address).collect(),
+            vtep,
+        }
+    }
+
+    /// Whether other hosts must hear of the change from `other` to `self`.
+    fn remote_view_differs(&self, other: &PortEntry) -> bool {
+        let ips = |p: &PortEntry| {
+            p.local
+                .fixed_ips
+                .iter()
+                .map(|f| f.ip_address)
+                .collect::<Vec<_>>()
+        };
+        self.local.mac != other.local.mac || ips(self) != ips(other)
+    }
+}
+
+/// A host, registered or only named by bindings.
+#[derive(Debug, Default)]
+struct HostEntry {
+    /// `None` until the host's agent registers: until then no other host sees its ports.
+    underlay_ip: Option<IpAddr>,
+    /// The networks with at least one port bound to this host, known or not.
+    networks: BTreeSet<String>,
+}
+
+impl HostEntry {
+    fn is_unused(&self) -> bool {
+        self.underlay_ip.is_none() && self.networks.is_empty()
+    }
+}
+
+/// Collects the changes of one input.
+#[derive(Default)]
+struct Emitter {
+    changes: HostChanges,
+}
+
+impl Emitter {
+    fn push(&mut self, host: &str, change: Change) {
+        self.changes.push((host.to_owned(), change));
+    }
+
+    /// A network the host starts carrying, with everything under it.
+    fn network_added(&mut self, host: &str, network_id: &str, spec: NetworkSpec) {
+        self.push(
+            host,
+            Change::NetworkUpsert {
+                network_id: network_id.to_owned(),
+                vni: spec.vni,
+                mtu: spec.mtu,
+            },
+        );
+        for (subnet_id, spec) in spec.subnets {
+            self.push(
+                host,
+                Change::SubnetUpsert {
+                    network_id: network_id.to_owned(),
+                    subnet_id,
+                    spec,
+                },
+            );
+        }
+        for (port_id, spec) in spec.local_ports {
+            self.push(
+                host,
+                Change::LocalPortUpsert {
+                    network_id: network_id.to_owned(),
+                    port_id,
+                    spec,
+                },
+            );
+        }
+        for (port_id, spec) in spec.remote_ports {
+            self.push(
+                host,
+                Change::RemotePortUpsert {
+                    network_id: network_id.to_owned(),
+                    port_id,
+                    spec,
+                },
+            );
+        }
+    }
+}
+
+impl Compiler {
+    pub fn new() -> Self {
+        Compiler::default()
+    }
+
+    /// Take in one change of the topology; return what each affected host must
+    /// change, in order, to go from its previous desired state to its new one.
+    pub fn apply(&mut self, input: Input) -> HostChanges {
+        let mut out = Emitter::default();
+        match input {
+            Input::Network(network) => self.put_network(&network, &mut out),
+            Input::NetworkDeleted(id) => self.delete_network(&id, &mut out),
+            Input::Subnet(subnet) => self.put_subnet(&subnet, &mut out),
+            Input::SubnetDeleted(id) => self.delete_subnet(&id, &mut out),
+            Input::Port(port) => self.put_port(&port, &mut out),
+            Input::PortDeleted(id) => self.delete_port(&id, &mut out),
+            Input::Host { name, underlay_ip } => self.put_host(name, underlay_ip, &mut out),
+            Input::HostDeleted(name) => self.delete_host(&name, &mut out),
+        }
+        out.changes
+    }
+
+    /// The whole desired state of one host, for an agent that (re)connects.
+    /// Costs in proportion to that host's state, not the cloud's.
+    pub fn snapshot(&self, host: &str) -> HostState {
+        let mut state = HostState::default();
+        let Some(entry) = self.hosts.get(host) else {
+            return state;
+        };
+        for network_id in &entry.networks {
+            let spec = self
+                .networks
+                .get(network_id)
+                .and_then(|network| self.network_spec(network, host));
+            if let Some(spec) = spec {
+                state.networks.insert(network_id.clone(), spec);
+            }
+        }
+        state
+    }
+
+    /// The hosts that carry a network, in name order.
+    pub fn hosts_of_network(&self, network_id: &str) -> impl Iterator<Item = &str> {
+        self.networks
+            .get(network_id)
+            .into_iter()
+            .flat_map(NetworkEntry::carriers)
+            .map(String::as_str)
+    }
+
+    /// The networks a host carries, in id order.
+    pub fn networks_of_host(&self, host: &str) -> impl Iterator<Item = &str> {
+        self.hosts
+            .get(host)
+            .into_iter()
+            .flat_map(|h| h.networks.iter())
+            .filter(|id| self.networks.get(*id).is_some_and(|n| n.segment.is_some()))
+            .map(String::as_str)
+    }
+
+    /// A registered host's underlay IP (its VXLAN tunnel endpoint).
+    pub fn underlay_ip(&self, host: &str) -> Option<IpAddr> {
+        self.hosts.get(host).and_then(|h| h.underlay_ip)
+    }
+
+    /// How `host` sees a network it carries; `None` if it does not carry it.
+    fn network_spec(&self, network: &NetworkEntry, host: &str) -> Option<NetworkSpec> {
+        let segment = network.segment?;
+        let local_ids = network.bound_ports.get(host)?;
+        let local_ports = local_ids
+            .iter()
+            .filter_map(|id| Some((id.clone(), self.ports.get(id)?.local.clone())))
+            .collect();
+        let mut remote_ports = BTreeMap::new();
+        for (other, ids) in network.bound_ports.iter().filter(|(h, _)| *h != host) {
+            let Some(vtep) = self.underlay_ip(other) else {
+                continue;
+            };
+            for id in ids {
+                if let Some(port) = self.ports.get(id) {
+                    remote_ports.insert(id.clone(), port.remote(vtep));
+                }
+            }
+        }
+        Some(NetworkSpec {
+            vni: segment.vni,
+            mtu: segment.mtu,
+            subnets: network.subnets.clone(),
+            local_ports,
+            remote_ports,
+        })
+    }
+
+    // ---- networks ---------------------------------------------------------
+
+    fn put_network(&mut self, network: &Network, out: &mut Emitter) {
+        let id = &network.std.id;
+        let segment = Segment {
+            vni: network.segmentation_id,
+            mtu: network.mtu,
+        };
+        let entry = self.networks.entry(id.clone()).or_default();
+        let previous = entry.segment.replace(segment);
+        let Some(entry) = self.networks.get(id) else {
+            return;
+        };
+        match previous {
+            // The hosts with ports bound on it start carrying it, with all it holds.
+            None => {
+                for host in entry.bound_ports.keys() {
+                    if let Some(spec) = self.network_spec(entry, host) {
+                        out.network_added(host, id, spec);
+                    }
+                }
+            }
+            Some(previous) if previous != segment => {
+                for host in entry.carriers() {
+                    out.push(
+                        host,
+                        Change::NetworkUpsert {
+                            network_id: id.clone(),
+                            vni: segment.vni,
+                            mtu: segment.mtu,
+                        },
+                    );
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn delete_network(&mut self, id: &str, out: &mut Emitter) {
+        let Some(entry) = self.networks.get_mut(id) else {
+            return;
+        };
+        if entry.segment.take().is_some() {
+            for host in entry.bound_ports.keys() {
+                out.push(
+                    host,
+                    Change::NetworkRemove {
+                        network_id: id.to_owned(),
+                    },
+                );
+            }
+        }
+        self.forget_network_if_unused(id);
+    }
+
+    fn forget_network_if_unused(&mut self, id: &str) {
+        if self.networks.get(id).is_some_and(NetworkEntry::is_unused) {
+            self.networks.remove(id);
+        }
+    }
+
+    // ---- subnets ----------------------------------------------------------
+
+    fn put_subnet(&mut self, subnet: &Subnet, out: &mut Emitter) {
+        let id = &subnet.std.id;
+        let network_id = &subnet.network_id;
+        // A subnet that changed networks leaves the old one first.
+        if self
+            .subnet_networks
+            .get(id)
+            .is_some_and(|previous| previous != network_id)
+        {
+            self.delete_subnet(id, out);
+        }
+        self.subnet_networks.insert(id.clone(), network_id.clone());
+        let spec = subnet_spec(subnet);
+        let entry = self.networks.entry(network_id.clone()).or_default();
+        if entry.subnets.get(id) == Some(&spec) {
+            return;
+        }
+        for host in entry.carriers() {
+            out.push(
+                host,
+                Change::SubnetUpsert {
+                    network_id: network_id.clone(),
+                    subnet_id: id.clone(),
+                    spec: spec.clone(),
+                },
+            );
+        }
+        entry.subnets.insert(id.clone(), spec);
+    }
+
+    fn delete_subnet(&mut self, id: &str, out: &mut Emitter) {
+        let Some(network_id) = self.subnet_networks.remove(id) else {
+            return;
+        };
+        if let Some(entry) = self.networks.get_mut(&network_id)
+            && entry.subnets.remove(id).is_some()
+        {
+            for host in entry.carriers() {
+                out.push(
+                    host,
+                    Change::SubnetRemove {
+                        network_id: network_id.clone(),
+                        subnet_id: id.to_owned(),
+                    },
+                );
+            }
+        }
+        self.forget_network_if_unused(&network_id);
+    }
+
+    // ---- ports ------------------------------------------------------------
+
+    fn put_port(&mut self, port: &Port, out: &mut Emitter) {
+        let id = &port.std.id;
+        let new = PortEntry::new(port);
+        match self.ports.remove(id) {
+            Some(old) if old.binding() == new.binding() => {
+                self.ports.insert(id.clone(), new);
+                self.port_changed_in_place(id, &old, out);
+            }
+            // Told as one move rather than a leave and a join, so that a host
+            // that sees the port before and after hears only the difference.
+            Some(old) if moves_host_within_network(&old, &new) => {
+                self.ports.insert(id.clone(), new);
+                self.port_moved_between_hosts(id, &old, out);
+            }
+            Some(old) => {
+                self.unbind(id, &old, out);
+                self.ports.insert(id.clone(), new);
+                self.bind(id, out);
+            }
+            None => {
+                self.ports.insert(id.clone(), new);
+                self.bind(id, out);
+            }
+        }
+    }
+
+    fn delete_port(&mut self, id: &str, out: &mut Emitter) {
+        if let Some(old) = self.ports.remove(id) {
+            self.unbind(id, &old, out);
+        }
+    }
+
+    /// Same network, same host: only what the port looks like may have changed.
+    fn port_changed_in_place(&self, id: &str, old: &PortEntry, out: &mut Emitter) {
+        let Some(port) = self.ports.get(id) else {
+            return;
+        };
+        let Some((network_id, host)) = port.binding() else {
+            return;
+        };
+        let Some(network) = self.networks.get(network_id) else {
+            return;
+        };
+        if network.segment.is_none() {
+            return;
+        }
+        if port.local != old.local {
+            out.push(
+                host,
+                Change::LocalPortUpsert {
+                    network_id: network_id.to_owned(),
+                    port_id: id.to_owned(),
+                    spec: port.local.clone(),
+                },
+            );
+        }
+        let Some(vtep) = self.underlay_ip(host) else {
+            return;
+        };
+        if port.remote_view_differs(old) {
+            for other in network.carriers_besides(host) {
+                out.push(
+                    other,
+                    Change::RemotePortUpsert {
+                        network_id: network_id.to_owned(),
+                        port_id: id.to_owned(),
+                        spec: port.remote(vtep),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Same network, another host (both bound). The old host drops the port
+    /// (and the network if it was its last port there) or now sees it remote;
+    /// the new host starts carrying the network or sees the port local instead
+    /// of remote; every other carrier hears of the new remote view, if it differs.
+    fn port_moved_between_hosts(&mut self, id: &str, old: &PortEntry, out: &mut Emitter) {
+        let (Some((network_id, old_host)), Some((_, new_host))) = (
+            old.binding(),
+            self.ports.get(id).and_then(PortEntry::binding),
+        ) else {
+            return;
+        };
+        let new_host = new_host.to_owned();
+        let Some(network) = self.networks.get_mut(network_id) else {
+            return;
+        };
+        let mut last_on_old = false;
+        if let Some(local_ids) = network.bound_ports.get_mut(old_host) {
+            local_ids.remove(id);
+            last_on_old = local_ids.is_empty();
+        }
+        if last_on_old {
+            network.bound_ports.remove(old_host);
+            if let Some(h) = self.hosts.get_mut(old_host) {
+                h.networks.remove(network_id);
+            }
+        }
+        let new_ids = network.bound_ports.entry(new_host.clone()).or_default();
+        let first_on_new = new_ids.is_empty();
+        new_ids.insert(id.to_owned());
+        self.hosts
+            .entry(new_host.clone())
+            .or_default()
+            .networks
+            .insert(network_id.to_owned());
+
+        let network = self
+            .networks
+            .get(network_id)
+            .filter(|n| n.segment.is_some());
+        let (Some(network), Some(port)) = (network, self.ports.get(id)) else {
+            self.forget_host_if_unused(old_host);
+            return;
+        };
+        let old_remote = self.underlay_ip(old_host).map(|vtep| old.remote(vtep));
+        let new_remote = self.underlay_ip(&new_host).map(|vtep| port.remote(vtep));
+        let remote_upsert = |spec: RemotePortSpec| Change::RemotePortUpsert {
+            network_id: network_id.to_owned(),
+            port_id: id.to_owned(),
+            spec,
+        };
+        let remote_remove = || Change::RemotePortRemove {
+            network_id: network_id.to_owned(),
+            port_id: id.to_owned(),
+        };
+
+        if last_on_old {
+            out.push(
+                old_host,
+                Change::NetworkRemove {
+                    network_id: network_id.to_owned(),
+                },
+            );
+        } else {
+            out.push(
+                old_host,
+                Change::LocalPortRemove {
+                    network_id: network_id.to_owned(),
+                    port_id: id.to_owned(),
+                },
+            );
+            if let Some(spec) = &new_remote {
+                out.push(old_host, remote_upsert(spec.clone()));
+            }
+        }
+
+        if first_on_new {
+            if let Some(spec) = self.network_spec(network, &new_host) {
+                out.network_added(&new_host, network_id, spec);
+            }
+        } else {
+            if old_remote.is_some() {
+                out.push(&new_host, remote_remove());
+            }
+            out.push(
+                &new_host,
+                Change::LocalPortUpsert {
+                    network_id: network_id.to_owned(),
+                    port_id: id.to_owned(),
+                    spec: port.local.clone(),
+                },
+            );
+        }
+
+        if old_remote != new_remote {
+            let others = network
+                .carriers()
+                .filter(|h| h.as_str() != old_host && **h != new_host);
+            for other in others {
+                match &new_remote {
+                    Some(spec) => out.push(other, remote_upsert(spec.clone())),
+                    None => out.push(other, remote_remove()),
+                }
+            }
+        }
+        self.forget_host_if_unused(old_host);
+    }
+
+    /// Index the (already stored) port under its binding and tell the hosts
+    /// of its network: its own host sees it local (carrying the network from
+    /// now on if it is its first port there), registered or not; the others see
+    /// it remote once its host is registered.
+    fn bind(&mut self, id: &str, out: &mut Emitter) {
+        let Some((network_id, host)) = self
+            .ports
+            .get(id)
+            .and_then(PortEntry::binding)
+            .map(|(n, h)| (n.to_owned(), h.to_owned()))
+        else {
+            return;
+        };
+        let network = self.networks.entry(network_id.clone()).or_default();
+        let local_ids = network.bound_ports.entry(host.clone()).or_default();
+        let first_here = local_ids.is_empty();
+        local_ids.insert(id.to_owned());
+        self.hosts
+            .entry(host.clone())
+            .or_default()
+            .networks
+            .insert(network_id.clone());
+
+        let (Some(network), Some(port)) = (self.networks.get(&network_id), self.ports.get(id))
+        else {
+            return;
+        };
+        if network.segment.is_none() {
+            return;
+        }
+        if first_here {
+            if let Some(spec) = self.network_spec(network, &host) {
+                out.network_added(&host, &network_id, spec);
+            }
+        } else {
+            out.push(
+                &host,
+                Change::LocalPortUpsert {
+                    network_id: network_id.clone(),
+                    port_id: id.to_owned(),
+                    spec: port.local.clone(),
+                },
+            );
+        }
+        if let Some(vtep) = self.underlay_ip(&host) {
+            for other in network.carriers_besides(&host) {
+                out.push(
+                    other,
+                    Change::RemotePortUpsert {
+                        network_id: network_id.clone(),
+                        port_id: id.to_owned(),
+                        spec: port.remote(vtep),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Take a port that is no longer stored (or stored with another binding)
+    /// out of its old binding: its host drops it, and the network too if it
+    /// was the last port there; the other carriers forget it.
+    fn unbind(&mut self, id: &str, old: &PortEntry, out: &mut Emitter) {
+        let Some((network_id, host)) = old.binding() else {
+            return;
+        };
+        let Some(network) = self.networks.get_mut(network_id) else {
+            return;
+        };
+        let Some(local_ids) = network.bound_ports.get_mut(host) else {
+            return;
+        };
+        local_ids.remove(id);
+        let last_here = local_ids.is_empty();
+        if last_here {
+            network.bound_ports.remove(host);
+            if let Some(h) = self.hosts.get_mut(host) {
+                h.networks.remove(network_id);
+            }
+        }
+
+        let network = self
+            .networks
+            .get(network_id)
+            .filter(|n| n.segment.is_some());
+        if let Some(network) = network {
+            out.push(
+                host,
+                if last_here {
+                    Change::NetworkRemove {
+                        network_id: network_id.to_owned(),
+                    }
+                } else {
+                    Change::LocalPortRemove {
+                        network_id: network_id.to_owned(),
+                        port_id: id.to_owned(),
+                    }
+                },
+            );
+            if self.underlay_ip(host).is_some() {
+                for other in network.carriers_besides(host) {
+                    out.push(
+                        other,
+                        Change::RemotePortRemove {
+                            network_id: network_id.to_owned(),
+                            port_id: id.to_owned(),
+                        },
+                    );
+                }
+            }
+        }
+        self.forget_host_if_unused(host);
+        self.forget_network_if_unused(network_id);
+    }
+
+    // ---- hosts ------------------------------------------------------------
+
+    fn put_host(&mut self, name: String, underlay_ip: IpAddr, out: &mut Emitter) {
+        // An empty host id means "unbound": no agent may register as it.
+        if name.is_empty() {
+            return;
+        }
+        let entry = self.hosts.entry(name.clone()).or_default();
+        if entry.underlay_ip.replace(underlay_ip) == Some(underlay_ip) {
+            return;
+        }
+        self.for_each_remote_view(&name, |other, network_id, port_id, port| {
+            out.push(
+                other,
+                Change::RemotePortUpsert {
+                    network_id: network_id.to_owned(),
+                    port_id: port_id.to_owned(),
+                    spec: port.remote(underlay_ip),
+                },
+            );
+        });
+    }
+
+    fn delete_host(&mut self, name: &str, out: &mut Emitter) {
+        let Some(entry) = self.hosts.get_mut(name) else {
+            return;
+        };
+        if entry.underlay_ip.take().is_some() {
+            self.for_each_remote_view(name, |other, network_id, port_id, _| {
+                out.push(
+                    other,
+                    Change::RemotePortRemove {
+                        network_id: network_id.to_owned(),
+                        port_id: port_id.to_owned(),
+                    },
+                );
+            });
+        }
+        self.forget_host_if_unused(name);
+    }
+
+    /// Calls `f(other host, network id, port id, port)` for every port bound to
+    /// `host` as each other carrier of its network sees it: work in proportion
+    /// to those views, which is what a change of `host`'s underlay IP changes.
+    fn for_each_remote_view(&self, host: &str, mut f: impl FnMut(&str, &str, &str, &PortEntry)) {
+        let Some(entry) = self.hosts.get(host) else {
+            return;
+        };
+        for network_id in &entry.networks {
+            let Some(network) = self.networks.get(network_id) else {
+                continue;
+            };
+            let Some(local_ids) = network.bound_ports.get(host) else {
+                continue;
+            };
+            for other in network.carriers_besides(host) {
+                for port_id in local_ids {
+                    if let Some(port) = self.ports.get(port_id) {
+                        f(other, network_id, port_id, port);
+                    }
+                }
+            }
+        }
+    }
+
+    fn forget_host_if_unused(&mut self, name: &str) {
+        if self.hosts.get(name).is_some_and(HostEntry::is_unused) {
+            self.hosts.remove(name);
+        }
+    }
+}
+
+/// Whether a put moves a port from one host to another on the same network.
+fn moves_host_within_network(old: &PortEntry, new: &PortEntry) -> bool {
+    match (old.binding(), new.binding()) {
+        (Some((old_network, old_host)), Some((new_network, new_host))) => {
+            old_network == new_network && old_host != new_host
+        }
+        _ => false,
+    }
+}

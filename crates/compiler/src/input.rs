@@ -1,0 +1,51 @@
+//! What the compiler is fed: one change of the topology at a time, as the
+//! server sees it in the store's watch (resources) and in agent registrations
+//! (hosts). Plain data; it must not carry anything derived.
+
+use std::net::IpAddr;
+
+use model::{Kind, Network, Port, Resource, Subnet};
+
+/// One change of the topology. A put is an upsert: anything about the resource
+/// may differ from its previous put (a port's network, binding host, MAC, IPs).
+/// A delete of something the compiler does not know is a no-op.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    Network(Box<Network>),
+    NetworkDeleted(String),
+    Subnet(Box<Subnet>),
+    SubnetDeleted(String),
+    Port(Box<Port>),
+    PortDeleted(String),
+    /// A host's agent registered, or its underlay IP changed. Repeating it
+    /// unchanged (a heartbeat) yields no changes.
+    Host {
+        name: String,
+        underlay_ip: IpAddr,
+    },
+    /// The host is gone for good: others stop sending its ports' traffic to it.
+    HostDeleted(String),
+}
+
+impl Input {
+    /// A resource the store holds (written or loaded), as input; `None` for the
+    /// kinds nothing is compiled from yet (security groups and their rules).
+    pub fn put(resource: Resource) -> Option<Input> {
+        match resource {
+            Resource::Network(n) => Some(Input::Network(Box::new(n))),
+            Resource::Subnet(s) => Some(Input::Subnet(Box::new(s))),
+            Resource::Port(p) => Some(Input::Port(Box::new(p))),
+            Resource::SecurityGroup(_) | Resource::SecurityGroupRule(_) => None,
+        }
+    }
+
+    /// A resource deleted from the store, as input; `None` as for [`Input::put`].
+    pub fn deleted(kind: Kind, id: String) -> Option<Input> {
+        match kind {
+            Kind::Network => Some(Input::NetworkDeleted(id)),
+            Kind::Subnet => Some(Input::SubnetDeleted(id)),
+            Kind::Port => Some(Input::PortDeleted(id)),
+            Kind::SecurityGroup | Kind::SecurityGroupRule => None,
+        }
+    }
+}
