@@ -4,6 +4,7 @@
 //! `dhcp` the DHCPv4 server. Never flushes: it reads what exists and changes
 //! only what differs, so a restart does not interrupt traffic.
 
+pub mod daemon;
 pub mod dhcp;
 pub mod linux;
 pub mod sync;

@@ -45,29 +45,34 @@ pub fn router(app: Arc<App>) -> axum::Router {
     neutron::router(app.clone()).merge(vnet_v1::router(app))
 }
 
-/// Load the cloud from `store` and serve the API on `listener` until `shutdown`
-/// resolves, or until the store fails (then it returns the failure).
+/// Load the cloud from `store` and serve the API on every listener until
+/// `shutdown` resolves, or until the store fails (then it returns the failure).
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listeners: Vec<tokio::net::TcpListener>,
     store: Arc<dyn Store>,
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let app = App::load(store, config.cloud, config.default_project).await?;
     app.start_background();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut failed = app.failed.clone();
-    let store_failure = async move {
-        let _ = failed.wait_for(Option::is_some).await;
-    };
-    let stop = async move {
+    tokio::spawn(async move {
         tokio::select! {
             () = shutdown => {},
-            () = store_failure => {},
+            _ = failed.wait_for(Option::is_some) => {},
         }
-    };
-    axum::serve(listener, router(app.clone()))
-        .with_graceful_shutdown(stop)
-        .await?;
+        let _ = stop_tx.send(true);
+    });
+    let servers = listeners.into_iter().map(|listener| {
+        let mut stop = stop_rx.clone();
+        axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+            let _ = stop.wait_for(|s| *s).await;
+        })
+    });
+    for result in futures::future::join_all(servers.map(|s| s.into_future())).await {
+        result?;
+    }
     if let Some(e) = app.failed.borrow().as_ref() {
         return Err(ServeError::StoreFailed(e.to_string()));
     }

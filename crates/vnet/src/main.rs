@@ -22,6 +22,8 @@ struct Cli {
 enum Command {
     /// Serve the Neutron v2.0 API on the embedded store.
     Server(ServerArgs),
+    /// Run this host's agent: program the kernel, serve DHCP, report ports.
+    Agent(AgentArgs),
     /// Benchmarks of vnet's hot paths.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -29,9 +31,11 @@ enum Command {
 
 #[derive(clap::Args, Clone)]
 pub struct ServerArgs {
-    /// Address to listen on. Keep it on loopback: noauth trusts its callers.
-    #[arg(long, default_value = "127.0.0.1:9696")]
-    listen: SocketAddr,
+    /// Address to listen on, as ADDR or NETNS/ADDR (inside a named network
+    /// namespace, e.g. a lab's management network); repeatable. Keep it on
+    /// loopback or a private network: noauth trusts its callers.
+    #[arg(long, default_value = "127.0.0.1:9696", value_parser = parse_listen)]
+    listen: Vec<Listen>,
     /// Directory of the embedded store (one SQLite file).
     #[arg(long, default_value = "vnet-data")]
     data_dir: PathBuf,
@@ -47,6 +51,59 @@ pub struct ServerArgs {
     /// Default and maximum network MTU.
     #[arg(long, default_value_t = 1450)]
     max_mtu: u32,
+}
+
+#[derive(clap::Args, Clone)]
+pub struct AgentArgs {
+    /// The vnet server, http://HOST:PORT.
+    #[arg(long, default_value = "http://127.0.0.1:9696")]
+    server: String,
+    /// This host's name, as ports are bound to it (binding:host_id).
+    #[arg(long)]
+    host: String,
+    /// This host's VXLAN tunnel endpoint address.
+    #[arg(long)]
+    underlay_ip: std::net::IpAddr,
+}
+
+/// Where to listen: an address, in the current or a named network namespace.
+#[derive(Clone, Debug)]
+struct Listen {
+    netns: Option<String>,
+    addr: SocketAddr,
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    let (netns, addr) = match s.rsplit_once('/') {
+        Some((ns, addr)) => (Some(ns.to_owned()), addr),
+        None => (None, s),
+    };
+    let addr = addr
+        .parse()
+        .map_err(|_| format!("'{s}' is not ADDR:PORT or NETNS/ADDR:PORT"))?;
+    Ok(Listen { netns, addr })
+}
+
+/// Bind a listener; in a named namespace, from a thread that enters it first
+/// (a socket stays in the namespace it was created in).
+fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, BoxError> {
+    let listener = match &listen.netns {
+        None => std::net::TcpListener::bind(listen.addr)?,
+        Some(ns) => {
+            let (ns, addr) = (ns.clone(), listen.addr);
+            std::thread::spawn(move || -> Result<std::net::TcpListener, BoxError> {
+                let file = std::fs::File::open(format!("/run/netns/{ns}"))
+                    .map_err(|e| format!("network namespace {ns}: {e}"))?;
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("entering network namespace {ns}: {e}"))?;
+                Ok(std::net::TcpListener::bind(addr)?)
+            })
+            .join()
+            .map_err(|_| "the namespace listener thread panicked")??
+        }
+    };
+    listener.set_nonblocking(true)?;
+    Ok(tokio::net::TcpListener::from_std(listener)?)
 }
 
 fn parse_mac_base(s: &str) -> Result<[u8; 3], String> {
@@ -88,6 +145,16 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Server(args) => server(args).await,
+            Command::Agent(args) => {
+                let config = agent::daemon::AgentConfig {
+                    server: args.server,
+                    host: args.host,
+                    underlay_ip: args.underlay_ip,
+                };
+                agent::daemon::run(config, shutdown_signal())
+                    .await
+                    .map_err(Into::into)
+            }
             Command::Bench(b) => bench::run(b).await,
         }
     });
@@ -110,12 +177,17 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 async fn server(args: ServerArgs) -> Result<(), BoxError> {
     let _lock = lock_data_dir(&args.data_dir)?;
     let store = store::embedded::EmbeddedStore::open(&args.data_dir)?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
-    tracing::info!(
-        listen = %listener.local_addr()?,
-        data_dir = %args.data_dir.display(),
-        "vnet server: Neutron v2.0 API"
-    );
+    let mut listeners = Vec::new();
+    for listen in &args.listen {
+        let listener = bind(listen)?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            netns = listen.netns.as_deref().unwrap_or("-"),
+            data_dir = %args.data_dir.display(),
+            "vnet server: Neutron v2.0 API"
+        );
+        listeners.push(listener);
+    }
     tracing::warn!(
         "auth is noauth: callers choose their project with X-Project-Id; for development only"
     );
@@ -128,7 +200,7 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
             seed: seed(),
         },
     };
-    api::serve(listener, Arc::new(store), config, shutdown_signal()).await?;
+    api::serve(listeners, Arc::new(store), config, shutdown_signal()).await?;
     tracing::info!("vnet server stopped");
     Ok(())
 }

@@ -1,0 +1,160 @@
+//! `vnet agent`'s main loop: registers its host and keeps it alive, follows
+//! the host's desired-state stream, reconciles the kernel and the DHCP server
+//! to it, and reports which ports are wired. It never acts on an empty state
+//! before the first snapshot arrives, so a restart leaves traffic alone.
+
+use std::future::Future;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use compiler::protocol::{
+    HEARTBEAT_SECONDS, HostRegistration, HostState, PROTOCOL_VERSION, PortStatusReport, Revision,
+    StreamMessage,
+};
+use tokio::sync::watch;
+
+use crate::dhcp::DhcpServer;
+use crate::linux::{self, LinuxConfig, Reconciler};
+use crate::sync::{Server, SyncError};
+
+/// Reconcile this often even when nothing arrives: a port's device may
+/// appear (the VM starts) after its port was bound.
+const RESYNC: Duration = Duration::from_secs(2);
+
+#[derive(Clone, Debug)]
+pub struct AgentConfig {
+    /// The API server, `http://HOST:PORT`.
+    pub server: String,
+    /// This host's name: ports are bound to it with `binding:host_id`.
+    pub host: String,
+    /// This host's VXLAN tunnel endpoint.
+    pub underlay_ip: IpAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    #[error("the kernel backend failed to start")]
+    Linux(#[from] linux::Error),
+}
+
+/// Run the agent until `shutdown` resolves.
+pub async fn run(
+    config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), AgentError> {
+    let server = Server::parse(&config.server)?;
+    let registration = HostRegistration {
+        protocol_version: PROTOCOL_VERSION,
+        name: config.host.clone(),
+        underlay_ip: config.underlay_ip,
+        capabilities: vec!["linux-bridge-vxlan".into(), "dhcpv4".into()],
+    };
+    let reconciler = Reconciler::new(LinuxConfig::new(config.underlay_ip))?;
+    let mut dhcp = DhcpServer::new();
+    let (desired_tx, mut desired) = watch::channel(None::<(Revision, HostState)>);
+    let heartbeat = tokio::spawn(heartbeat(server.clone(), registration));
+    let follow = tokio::spawn(follow_state(
+        server.clone(),
+        config.host.clone(),
+        desired_tx,
+    ));
+    tracing::info!(host = %config.host, underlay = %config.underlay_ip, "vnet agent started");
+
+    tokio::pin!(shutdown);
+    let mut resync = tokio::time::interval(RESYNC);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            changed = desired.changed() => if changed.is_err() { break },
+            _ = resync.tick() => {}
+        }
+        let Some((revision, state)) = desired.borrow_and_update().clone() else {
+            continue; // no snapshot yet: act on nothing
+        };
+        let report = match reconciler.reconcile(&state).await {
+            Ok(report) => report,
+            Err(e) => {
+                tracing::warn!(error = %e, "reconcile failed; retrying");
+                continue;
+            }
+        };
+        dhcp.set_ports(state.networks.values().flat_map(|net| {
+            net.local_ports
+                .iter()
+                .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
+        }));
+        let wired = PortStatusReport {
+            revision,
+            wired: report.wired(),
+        };
+        if let Err(e) = server.report_ports(&config.host, &wired).await {
+            tracing::warn!(error = %e, "port status report failed; next reconcile retries");
+        }
+    }
+    heartbeat.abort();
+    follow.abort();
+    Ok(())
+}
+
+/// Register, then renew every HEARTBEAT_SECONDS; failures are logged and retried.
+async fn heartbeat(server: Server, registration: HostRegistration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECONDS));
+    loop {
+        tick.tick().await;
+        if let Err(e) = server.register(&registration).await {
+            tracing::warn!(error = %e, "heartbeat failed");
+        }
+    }
+}
+
+/// Follow the host's state stream forever, reconnecting after failures and
+/// resuming from the last revision seen.
+async fn follow_state(
+    server: Server,
+    host: String,
+    desired: watch::Sender<Option<(Revision, HostState)>>,
+) {
+    let mut state = HostState::default();
+    let mut revision: Option<Revision> = None;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match server.stream(&host, revision).await {
+            Ok(mut stream) => loop {
+                match stream.next().await {
+                    Ok(Some(message)) => {
+                        backoff = Duration::from_millis(100);
+                        let r = match message {
+                            StreamMessage::Snapshot { revision, state: s } => {
+                                state = s;
+                                revision
+                            }
+                            StreamMessage::Delta { revision, changes } => {
+                                for change in changes {
+                                    state.apply(change);
+                                }
+                                revision
+                            }
+                            StreamMessage::Idle { revision } => revision,
+                        };
+                        let first = revision.is_none();
+                        revision = Some(r);
+                        // An idle message changes nothing to reconcile.
+                        if first || desired.borrow().as_ref().is_none_or(|(_, s)| *s != state) {
+                            let _ = desired.send(Some((r, state.clone())));
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "state stream broke");
+                        break;
+                    }
+                }
+            },
+            Err(e) => tracing::warn!(error = %e, "cannot open the state stream"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
