@@ -255,3 +255,55 @@ fn a_port_device_that_appears_later_is_wired_and_one_that_goes_is_reported() {
     assert_eq!(report.ports["a"], PortWiring::DeviceMissing);
     assert!(report.unchanged(), "{:#?}", report.applied);
 }
+
+#[test]
+fn cached_reconciles_change_only_what_changed_and_agree_with_the_kernel() {
+    let fabric = Fabric::new("lc").unwrap();
+    let host = Host::new(&fabric, "lc", 1).unwrap();
+    let _a = Vm::new(&host, "lc", "tapa", MAC_A).unwrap();
+    let _b = Vm::new(&host, "lc", "tapb", MAC_B).unwrap();
+    let cfg = config(&host);
+    let full = state();
+    let mut less = full.clone();
+    less.networks
+        .get_mut("net100")
+        .unwrap()
+        .remote_ports
+        .remove("r1");
+    let mut moved = full.clone();
+    // Port b leaves network 100 for network 200 (same device).
+    let b = moved
+        .networks
+        .get_mut("net100")
+        .unwrap()
+        .local_ports
+        .remove("b")
+        .unwrap();
+    moved
+        .networks
+        .get_mut("net200")
+        .unwrap()
+        .local_ports
+        .insert("b".into(), b);
+    let reports = reconcile_each_cached(
+        &host.ns,
+        &cfg,
+        &[
+            full.clone(),
+            full.clone(),
+            less,
+            full.clone(),
+            moved,
+            HostState::default(),
+            full,
+        ],
+    );
+    assert!(reports[1].unchanged());
+    assert_eq!(reports[2].applied.len(), 3, "{:#?}", reports[2].applied);
+    assert_eq!(reports[3].applied.len(), 3, "{:#?}", reports[3].applied);
+    assert_eq!(reports[4].wired(), ["a", "b"]);
+    assert_eq!(reports[6].wired(), ["a", "b"]);
+    // And a fresh reconciler agrees there is nothing left to do.
+    let again = reconcile_once(&host.ns, &cfg, &state());
+    assert!(again.unchanged(), "{:#?}", again.applied);
+}

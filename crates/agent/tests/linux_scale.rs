@@ -91,6 +91,7 @@ fn reconcile_1000_local_ports_and_10000_remote_macs() {
             batch += &format!("tuntap add {} mode tap\n", device(n, p));
         }
     }
+    batch += "tuntap add tbextra mode tap\n";
     let file = std::env::temp_dir().join(format!("{}.batch", ns.name()));
     std::fs::write(&file, batch).unwrap();
     let done = ns.exec("ip", &["-batch", file.to_str().unwrap()]);
@@ -107,6 +108,16 @@ fn reconcile_1000_local_ports_and_10000_remote_macs() {
         .insert(
             "new".into(),
             remote("fa:16:40:00:00:01", "10.42.1.250", "192.0.2.77"),
+        );
+    let mut with_local = state.clone();
+    with_local
+        .networks
+        .get_mut("net42")
+        .unwrap()
+        .local_ports
+        .insert(
+            "extra".into(),
+            local("tbextra", "fa:16:41:00:00:01", "10.42.0.250"),
         );
     let cfg = linux_common::config_for("192.0.2.1");
 
@@ -139,6 +150,21 @@ fn reconcile_1000_local_ports_and_10000_remote_macs() {
             let del = r.reconcile(&state).await.unwrap();
             line("one remote port removed", &del);
             assert_eq!(del.applied.len(), 3);
+            let add = r.reconcile_cached(&changed).await.unwrap();
+            line("one remote port added (cached)", &add);
+            assert_eq!(add.applied.len(), 3);
+            let del = r.reconcile_cached(&state).await.unwrap();
+            line("one remote port removed (cached)", &del);
+            assert_eq!(del.applied.len(), 3);
+            let add = r.reconcile_cached(&with_local).await.unwrap();
+            line("one local port added (cached)", &add);
+            assert_eq!(
+                add.wired().len(),
+                (NETWORKS * LOCAL_PER_NETWORK) as usize + 1
+            );
+            let del = r.reconcile_cached(&state).await.unwrap();
+            line("one local port removed (cached)", &del);
+            assert_eq!(r.view().unwrap(), r.observe(&state).await.unwrap());
             drop(r);
             let started = Instant::now();
             let restarted = Reconciler::new(cfg.clone()).unwrap();

@@ -91,13 +91,24 @@ impl Host {
 /// A VM: a namespace whose `eth0` carries the port's MAC (MTU 1450), plugged
 /// into its host by a veth whose host end is named as the port's device. The
 /// host end is left down with the kernel's default MTU: wiring it is the
-/// agent's job.
+/// agent's job. Dropping the VM unplugs it at once (the device is gone from
+/// the host when `drop` returns), then deletes its namespace.
 #[derive(Debug)]
 pub struct Vm {
     pub ns: Netns,
     /// The host-side device (e.g. `tap` + 11 characters of the port id).
     pub device: String,
     pub mac: String,
+    host_ns: String,
+}
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        // A namespace's links go asynchronously after `ip netns del`; deleting
+        // the veth first makes the unplug synchronous. If the host is already
+        // gone, so is the device.
+        let _ = crate::netns::run_cmd("ip", &["-n", &self.host_ns, "link", "del", &self.device]);
+    }
 }
 
 /// The VM-side interface name.
@@ -119,6 +130,7 @@ impl Vm {
             ns,
             device: device.to_string(),
             mac: mac.to_string(),
+            host_ns: host.ns.name().to_string(),
         })
     }
 

@@ -11,13 +11,15 @@ use model::MacAddr;
 
 use super::LinuxConfig;
 use super::link::{LinkKind, PortFlags};
-use super::names::{bridge_name, vxlan_name};
+use super::names::{bridge_mac, bridge_name, vxlan_name};
 
 /// A bridge or VXLAN device vnet creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredLink {
     pub kind: LinkKind,
     pub mtu: u32,
+    /// A fixed MAC (bridges: see [`super::names::bridge_mac`]).
+    pub address: Option<MacAddr>,
     /// The bridge a VXLAN device is a port of.
     pub master: Option<String>,
     pub port_flags: Option<PortFlags>,
@@ -69,6 +71,7 @@ impl Desired {
                 DesiredLink {
                     kind: LinkKind::Bridge,
                     mtu: net.mtu,
+                    address: Some(bridge_mac(net.vni)),
                     master: None,
                     port_flags: None,
                 },
@@ -78,6 +81,7 @@ impl Desired {
                 DesiredLink {
                     kind: LinkKind::vxlan(net.vni, config.underlay_ip, config.vxlan_port),
                     mtu: net.mtu,
+                    address: None,
                     master: Some(bridge.clone()),
                     port_flags: Some(PortFlags::VXLAN),
                 },

@@ -26,8 +26,9 @@ mod netlink;
 mod observed;
 mod plan;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use compiler::protocol::HostState;
@@ -128,10 +129,20 @@ impl ReconcileReport {
 }
 
 /// Reconciles the kernel of the network namespace it was created in.
+///
+/// [`Reconciler::reconcile`] is level-triggered: it reads the kernel every
+/// time. [`Reconciler::reconcile_cached`] plans against the view the last
+/// reconcile left (the observation with its accepted operations applied), so
+/// a one-port change costs its own operations, not three dumps; it cannot
+/// see changes made behind its back (a tap plugged or unplugged, an entry
+/// deleted by hand), so call `reconcile` on link events and periodically.
 #[derive(Debug)]
 pub struct Reconciler {
     config: LinuxConfig,
     netlink: netlink::Netlink,
+    /// The kernel as the last reconcile left it; `None` after a failure.
+    /// (Reconciles run one at a time; the lock only guards the hand-over.)
+    view: Mutex<Option<Observed>>,
 }
 
 impl Reconciler {
@@ -141,6 +152,7 @@ impl Reconciler {
         Ok(Reconciler {
             config,
             netlink: netlink::Netlink::connect()?,
+            view: Mutex::new(None),
         })
     }
 
@@ -148,64 +160,117 @@ impl Reconciler {
         &self.config
     }
 
-    /// Reads what vnet owns, plus the port devices `desired` names.
-    pub async fn observe(&self, desired: &HostState) -> Result<Observed, Error> {
-        let devices = port_devices(desired);
-        let (observed, _) = self.observe_devices(&devices).await?;
-        Ok(observed)
+    fn view_slot(&self) -> MutexGuard<'_, Option<Observed>> {
+        self.view
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    async fn observe_devices(
-        &self,
-        devices: &BTreeSet<String>,
-    ) -> Result<(Observed, HashMap<String, u32>), Error> {
+    /// The kernel as the last reconcile left it, if it fully succeeded.
+    pub fn view(&self) -> Option<Observed> {
+        self.view_slot().clone()
+    }
+
+    /// Forgets the cached view: the next `reconcile_cached` observes.
+    pub fn invalidate(&self) {
+        *self.view_slot() = None;
+    }
+
+    /// Reads what vnet owns, plus the port devices `desired` names.
+    pub async fn observe(&self, desired: &HostState) -> Result<Observed, Error> {
+        let want = Desired::from_host_state(desired, &self.config);
+        self.observe_ports(&want).await
+    }
+
+    async fn observe_ports(&self, want: &Desired) -> Result<Observed, Error> {
+        let devices: BTreeSet<String> = want.ports.keys().cloned().collect();
         let links = self.netlink.dump_links().await?;
         let fdb = self.netlink.dump_neighbours(AddressFamily::Bridge).await?;
         let mut neighbours = self.netlink.dump_neighbours(AddressFamily::Inet).await?;
         neighbours.extend(self.netlink.dump_neighbours(AddressFamily::Inet6).await?);
-        let indexes = links
-            .iter()
-            .filter_map(|l| Some((observed::link_name(l)?, l.header.index)))
-            .collect();
-        Ok((
-            Observed::from_dumps(&links, &fdb, &neighbours, devices),
-            indexes,
-        ))
+        Ok(Observed::from_dumps(&links, &fdb, &neighbours, &devices))
     }
 
     /// Runs `ops` (as [`plan`] returns them); returns those the kernel refused.
     pub async fn execute(&self, ops: &[Op]) -> Result<Vec<OpFailure>, Error> {
         let indexes = self.netlink.link_indexes().await?;
-        self.netlink.execute(ops, indexes).await
+        Ok(self.netlink.execute(ops, indexes).await?.0)
     }
 
-    /// Observes, plans and executes; then reports each local port's wiring
-    /// as the kernel has it afterwards.
+    /// Observes, plans and executes; reports each local port's wiring as the
+    /// kernel has it afterwards.
     pub async fn reconcile(&self, desired: &HostState) -> Result<ReconcileReport, Error> {
         let start = Instant::now();
         let want = Desired::from_host_state(desired, &self.config);
-        let devices: BTreeSet<String> = want.ports.keys().cloned().collect();
-        let (observed, indexes) = self.observe_devices(&devices).await?;
+        let observed = self.observe_ports(&want).await?;
+        self.converge(want, observed, start).await
+    }
+
+    /// Like [`Reconciler::reconcile`], but plans against the cached view when
+    /// there is one (see the type's documentation).
+    pub async fn reconcile_cached(&self, desired: &HostState) -> Result<ReconcileReport, Error> {
+        let start = Instant::now();
+        let want = Desired::from_host_state(desired, &self.config);
+        let cached = self.view_slot().take();
+        let observed = match cached {
+            Some(mut view) => {
+                // Devices newly named by the desired state are unknown to
+                // the view: look them up (by name) only then.
+                let unknown: Vec<String> = want
+                    .ports
+                    .keys()
+                    .filter(|d| !view.links.contains_key(*d))
+                    .cloned()
+                    .collect();
+                if !unknown.is_empty() {
+                    let links = self.netlink.get_links(&unknown).await?;
+                    view.refresh_devices(&links, &unknown);
+                }
+                view
+            }
+            None => self.observe_ports(&want).await?,
+        };
+        self.converge(want, observed, start).await
+    }
+
+    async fn converge(
+        &self,
+        want: Desired,
+        mut observed: Observed,
+        start: Instant,
+    ) -> Result<ReconcileReport, Error> {
         let observed_at = Instant::now();
         let ops = diff(&want, &observed);
         let planned_at = Instant::now();
-        let (failed, links) = if ops.is_empty() {
-            (Vec::new(), observed.links)
-        } else {
-            let failed = self.netlink.execute(&ops, indexes).await?;
-            let links = self.netlink.dump_links().await?;
-            let after = Observed::from_dumps(&links, &[], &[], &devices);
-            (failed, after.links)
-        };
+        let mut failed = Vec::new();
+        if !ops.is_empty() {
+            let indexes = observed
+                .links
+                .iter()
+                .map(|(name, l)| (name.clone(), l.index))
+                .collect();
+            let (refused, indexes) = self.netlink.execute(&ops, indexes).await?;
+            failed = refused;
+            if failed.is_empty() {
+                for op in &ops {
+                    observed.apply(op);
+                }
+                observed.set_indexes(&indexes);
+                observed.retain_relevant(&want);
+            } else {
+                // Re-read what the kernel has, to report it truthfully.
+                observed = self.observe_ports(&want).await?;
+            }
+        }
         let executed_at = Instant::now();
         let refused: Vec<&Op> = failed.iter().map(|f| &f.op).collect();
         let applied = ops
             .into_iter()
             .filter(|op| !refused.contains(&op))
             .collect();
-        Ok(ReconcileReport {
+        let report = ReconcileReport {
             applied,
-            ports: port_wiring(&want, &links),
+            ports: port_wiring(&want, &observed.links),
             failed,
             timings: Timings {
                 observe: observed_at - start,
@@ -213,16 +278,10 @@ impl Reconciler {
                 execute: executed_at - planned_at,
                 total: executed_at - start,
             },
-        })
+        };
+        *self.view_slot() = report.failed.is_empty().then_some(observed);
+        Ok(report)
     }
-}
-
-fn port_devices(desired: &HostState) -> BTreeSet<String> {
-    desired
-        .networks
-        .values()
-        .flat_map(|n| n.local_ports.values().map(|p| p.device.clone()))
-        .collect()
 }
 
 /// Each desired local port's wiring, given the links as they are.

@@ -19,6 +19,18 @@ pub fn vxlan_name(vni: u32) -> String {
     format!("{VXLAN_PREFIX}{vni}")
 }
 
+/// A network's bridge has this fixed, locally administered MAC
+/// (`02:76:6e` + the VNI). Left to itself a bridge takes the lowest MAC of
+/// its ports, so plugging in a port could change it, and a bridge whose
+/// address changes flushes its neighbour entries, permanent ones included:
+/// ARP answers would vanish until the next reconcile. A fixed address never
+/// changes. It never crosses the overlay (nothing floods), so the same
+/// address on every host is harmless.
+pub fn bridge_mac(vni: u32) -> model::MacAddr {
+    let [_, a, b, c] = vni.to_be_bytes();
+    model::MacAddr([0x02, 0x76, 0x6e, a, b, c])
+}
+
 /// A bridge or VXLAN device of vnet's own (by name).
 pub fn is_owned(name: &str) -> bool {
     is_bridge(name) || is_vxlan(name)

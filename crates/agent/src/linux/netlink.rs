@@ -15,7 +15,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoPortData, InfoPortKind,
-    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -81,12 +81,62 @@ impl Netlink {
     }
 
     pub async fn dump_links(&self) -> Result<Vec<LinkMessage>, Error> {
-        let msg = RouteNetlinkMessage::GetLink(LinkMessage::default());
+        let mut req = LinkMessage::default();
+        // Counters are most of a link message and of no use here.
+        req.attributes
+            .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+        let msg = RouteNetlinkMessage::GetLink(req);
         self.dump("links", msg, |m| match m {
             RouteNetlinkMessage::NewLink(l) => Some(l),
             _ => None,
         })
         .await
+    }
+
+    /// The links of these names that exist (one pipelined request each).
+    pub async fn get_links(&self, names: &[String]) -> Result<Vec<LinkMessage>, Error> {
+        let replies: Vec<Result<Option<LinkMessage>, Error>> = stream::iter(names)
+            .map(|name| async move {
+                let mut req = LinkMessage::default();
+                req.attributes.push(LinkAttribute::IfName(name.clone()));
+                req.attributes
+                    .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+                let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(req));
+                msg.header.flags = NLM_F_REQUEST;
+                let mut replies = self
+                    .handle
+                    .clone()
+                    .request(msg)
+                    .map_err(|_| Error::ConnectionClosed)?;
+                let mut found = None;
+                while let Some(reply) = replies.next().await {
+                    match reply.payload {
+                        NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewLink(l)) => {
+                            found = Some(l)
+                        }
+                        NetlinkPayload::Error(e) => match e.code.map(|c| -c.get()) {
+                            None => {}
+                            Some(libc::ENODEV) => return Ok(None),
+                            Some(errno) => {
+                                return Err(Error::Dump {
+                                    what: "a link",
+                                    source: io::Error::from_raw_os_error(errno),
+                                });
+                            }
+                        },
+                        _ => {}
+                    }
+                }
+                Ok(found)
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .collect()
+            .await;
+        let mut links = Vec::new();
+        for r in replies {
+            links.extend(r?);
+        }
+        Ok(links)
     }
 
     /// `AddressFamily::Bridge` dumps the FDB; `Inet`/`Inet6` the neighbours.
@@ -157,11 +207,12 @@ impl Netlink {
     /// Runs `ops` (in phase order, as [`super::plan`] returns them) and
     /// returns those that failed. `indexes` maps names to link indexes as
     /// observed; it is refreshed after links are created.
+    /// Also returns the indexes as they are afterwards.
     pub async fn execute(
         &self,
         ops: &[Op],
         mut indexes: HashMap<String, u32>,
-    ) -> Result<Vec<OpFailure>, Error> {
+    ) -> Result<(Vec<OpFailure>, HashMap<String, u32>), Error> {
         let mut failures = Vec::new();
         let mut created = false;
         let mut rest = ops;
@@ -192,7 +243,10 @@ impl Netlink {
                 .await;
             failures.extend(results.into_iter().flatten());
         }
-        Ok(failures)
+        if created {
+            indexes = self.link_indexes().await?;
+        }
+        Ok((failures, indexes))
     }
 
     async fn send(&self, req: NetlinkMessage<RouteNetlinkMessage>, op: &Op) -> Result<(), OpError> {
@@ -246,9 +300,10 @@ pub fn request(
             .ok_or_else(|| OpError::NoSuchDevice(name.to_string()))
     };
     let (msg, flags) = match op {
-        Op::CreateBridge { name, mtu } => {
+        Op::CreateBridge { name, mtu, address } => {
             let link = LinkMessageBuilder::<LinkBridge>::new(name)
                 .mtu(*mtu)
+                .address(address.0.to_vec())
                 .build();
             (RouteNetlinkMessage::NewLink(link), CREATE)
         }
@@ -276,6 +331,9 @@ pub fn request(
             (RouteNetlinkMessage::DelLink(link), CHANGE)
         }
         Op::SetMtu { dev, mtu } => set_link(index(dev)?, vec![LinkAttribute::Mtu(*mtu)]),
+        Op::SetAddress { dev, mac } => {
+            set_link(index(dev)?, vec![LinkAttribute::Address(mac.0.to_vec())])
+        }
         Op::SetMaster { dev, master } => {
             set_link(index(dev)?, vec![LinkAttribute::Controller(index(master)?)])
         }

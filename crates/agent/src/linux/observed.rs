@@ -20,6 +20,7 @@ use netlink_packet_route::neighbour::{
 
 use super::link::{LinkKind, PortFlags};
 use super::names::{is_bridge, is_owned, is_vxlan};
+use super::plan::Op;
 
 /// One link as vnet sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -27,6 +28,8 @@ pub struct ObservedLink {
     pub index: u32,
     pub kind: LinkKind,
     pub mtu: u32,
+    /// Kept for vnet's bridges only: the only links whose address vnet sets.
+    pub address: Option<MacAddr>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
     /// The master's name, if enslaved.
@@ -41,11 +44,12 @@ pub struct ObservedLink {
 
 impl ObservedLink {
     /// How a link vnet creates looks right after creation.
-    pub fn fresh(kind: LinkKind, mtu: u32) -> Self {
+    pub fn fresh(kind: LinkKind, mtu: u32, address: Option<MacAddr>) -> Self {
         ObservedLink {
             index: 0,
             kind,
             mtu,
+            address,
             up: false,
             master: None,
             ipv6_silent: Some(false),
@@ -88,7 +92,10 @@ impl Observed {
             let Some(name) = names.get(&msg.header.index) else {
                 continue;
             };
-            let link = parse_link(msg, &names);
+            let mut link = parse_link(msg, &names);
+            if !is_bridge(name) {
+                link.address = None;
+            }
             let enslaved_to_ours = link.master.as_deref().is_some_and(is_bridge);
             if is_owned(name) || devices.contains(name) || enslaved_to_ours {
                 obs.links.insert(name.clone(), link);
@@ -165,6 +172,175 @@ impl Observed {
     }
 }
 
+impl Observed {
+    /// What the kernel does with `op` once it accepts it, as far as this view
+    /// can tell: the view a cached reconcile plans against. Created links get
+    /// index 0 until [`Observed::set_indexes`].
+    pub fn apply(&mut self, op: &Op) {
+        match op.clone() {
+            Op::DeleteFdb { bridge, dev, mac } => {
+                if let Some(e) = self.fdb.get_mut(&bridge)
+                    && e.get(&mac) == Some(&dev)
+                {
+                    e.remove(&mac);
+                }
+            }
+            Op::DeleteVxlanFdb { dev, mac } => {
+                if let Some(e) = self.vxlan_fdb.get_mut(&dev) {
+                    e.remove(&mac);
+                }
+            }
+            Op::DeleteNeighbour { bridge, ip } => {
+                if let Some(e) = self.neighbours.get_mut(&bridge) {
+                    e.remove(&ip);
+                }
+            }
+            Op::Detach { dev } => {
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.master = None;
+                    l.port_flags = None;
+                }
+                self.forget_port(&dev);
+            }
+            Op::DeleteLink { name } => {
+                self.links.remove(&name);
+                self.fdb.remove(&name);
+                self.vxlan_fdb.remove(&name);
+                self.neighbours.remove(&name);
+                self.forget_port(&name);
+                for l in self.links.values_mut() {
+                    if l.master.as_deref() == Some(name.as_str()) {
+                        l.master = None;
+                        l.port_flags = None;
+                    }
+                }
+            }
+            Op::CreateBridge { name, mtu, address } => {
+                self.links.insert(
+                    name,
+                    ObservedLink::fresh(LinkKind::Bridge, mtu, Some(address)),
+                );
+            }
+            Op::CreateVxlan {
+                name,
+                vni,
+                local,
+                port,
+                mtu,
+            } => {
+                self.links.insert(
+                    name,
+                    ObservedLink::fresh(LinkKind::vxlan(vni, local, port), mtu, None),
+                );
+            }
+            Op::SetMtu { dev, mtu } => {
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.mtu = mtu;
+                }
+            }
+            Op::SetMaster { dev, master } => {
+                self.forget_port(&dev);
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.master = Some(master);
+                    l.port_flags = Some(PortFlags::KERNEL_DEFAULT);
+                }
+            }
+            Op::SetAddress { dev, mac } => {
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.address = Some(mac);
+                }
+                // A new address flushes the device's neighbours.
+                self.neighbours.remove(&dev);
+            }
+            Op::SilenceIpv6 { dev } => {
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.ipv6_silent = Some(true);
+                }
+            }
+            Op::SetPortFlags { dev, flags } => {
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.port_flags = Some(flags);
+                }
+            }
+            Op::SetUp { dev, up } => {
+                if let Some(l) = self.links.get_mut(&dev) {
+                    l.up = up;
+                }
+            }
+            Op::AddFdb { bridge, dev, mac } => {
+                // One entry per MAC per bridge: a replace moves it.
+                self.fdb.entry(bridge).or_default().insert(mac, dev);
+            }
+            Op::AddVxlanFdb { dev, mac, dst } => {
+                self.vxlan_fdb
+                    .entry(dev)
+                    .or_default()
+                    .insert(mac, vec![dst]);
+            }
+            Op::AddNeighbour { bridge, ip, mac } => {
+                self.neighbours.entry(bridge).or_default().insert(ip, mac);
+            }
+        }
+    }
+
+    /// A device leaving a bridge loses its bridge FDB entries.
+    fn forget_port(&mut self, dev: &str) {
+        for entries in self.fdb.values_mut() {
+            entries.retain(|_, d| d != dev);
+        }
+    }
+
+    /// Drops what an observation for `want` would not have kept: devices
+    /// neither vnet's, nor wired, nor on a vnet bridge; empty tables.
+    pub fn retain_relevant(&mut self, want: &super::Desired) {
+        self.links.retain(|name, l| {
+            is_owned(name)
+                || want.ports.contains_key(name)
+                || l.master.as_deref().is_some_and(is_bridge)
+        });
+        self.fdb.retain(|_, e| !e.is_empty());
+        self.vxlan_fdb.retain(|_, e| !e.is_empty());
+        self.neighbours.retain(|_, e| !e.is_empty());
+    }
+
+    /// Puts fresh link messages for some `devices` into the view (masters
+    /// are resolved by the view's own indexes); a device in `devices` with
+    /// no message is gone.
+    pub fn refresh_devices(&mut self, messages: &[LinkMessage], devices: &[String]) {
+        let mut names: HashMap<u32, String> = self
+            .links
+            .iter()
+            .map(|(name, l)| (l.index, name.clone()))
+            .collect();
+        for msg in messages {
+            if let Some(name) = link_name(msg) {
+                names.insert(msg.header.index, name);
+            }
+        }
+        for dev in devices {
+            self.links.remove(dev);
+        }
+        for msg in messages {
+            if let Some(name) = link_name(msg)
+                && devices.contains(&name)
+            {
+                let mut link = parse_link(msg, &names);
+                link.address = None;
+                self.links.insert(name, link);
+            }
+        }
+    }
+
+    /// Records the kernel's indexes of the links this view has.
+    pub fn set_indexes(&mut self, indexes: &HashMap<String, u32>) {
+        for (name, link) in &mut self.links {
+            if let Some(i) = indexes.get(name) {
+                link.index = *i;
+            }
+        }
+    }
+}
+
 pub(crate) fn link_name(msg: &LinkMessage) -> Option<String> {
     msg.attributes.iter().find_map(|a| match a {
         LinkAttribute::IfName(n) => Some(n.clone()),
@@ -177,6 +353,7 @@ fn parse_link(msg: &LinkMessage, names: &HashMap<u32, String>) -> ObservedLink {
         index: msg.header.index,
         kind: LinkKind::Other(String::new()),
         mtu: 0,
+        address: None,
         up: msg.header.flags.contains(LinkFlags::Up),
         master: None,
         ipv6_silent: None,
@@ -185,6 +362,7 @@ fn parse_link(msg: &LinkMessage, names: &HashMap<u32, String>) -> ObservedLink {
     for attr in &msg.attributes {
         match attr {
             LinkAttribute::Mtu(mtu) => link.mtu = *mtu,
+            LinkAttribute::Address(a) => link.address = a.as_slice().try_into().ok().map(MacAddr),
             LinkAttribute::Controller(i) => link.master = names.get(i).cloned(),
             LinkAttribute::LinkInfo(infos) => parse_link_info(infos, &mut link),
             LinkAttribute::AfSpecUnspec(specs) => {

@@ -35,8 +35,12 @@ pub enum Op {
     Detach { dev: String },
     /// `ip link del NAME` (only vnet's own bridges and VXLAN devices).
     DeleteLink { name: String },
-    /// `ip link add NAME mtu MTU type bridge` (created down)
-    CreateBridge { name: String, mtu: u32 },
+    /// `ip link add NAME address MAC mtu MTU type bridge` (created down)
+    CreateBridge {
+        name: String,
+        mtu: u32,
+        address: MacAddr,
+    },
     /// `ip link add NAME mtu MTU type vxlan id VNI local IP dstport PORT nolearning`
     CreateVxlan {
         name: String,
@@ -47,6 +51,8 @@ pub enum Op {
     },
     /// `ip link set DEV mtu MTU`
     SetMtu { dev: String, mtu: u32 },
+    /// `ip link set DEV address MAC` (flushes the device's neighbours)
+    SetAddress { dev: String, mac: MacAddr },
     /// `ip link set DEV master BRIDGE`
     SetMaster { dev: String, master: String },
     /// `ip link set DEV addrgenmode none`: no link-local address, so the
@@ -97,9 +103,10 @@ impl Op {
             }
             Op::Detach { .. } | Op::DeleteLink { .. } => Phase::RemoveLinks,
             Op::CreateBridge { .. } | Op::CreateVxlan { .. } => Phase::CreateLinks,
-            Op::SetMtu { .. } | Op::SetMaster { .. } | Op::SilenceIpv6 { .. } => {
-                Phase::ConfigureLinks
-            }
+            Op::SetMtu { .. }
+            | Op::SetAddress { .. }
+            | Op::SetMaster { .. }
+            | Op::SilenceIpv6 { .. } => Phase::ConfigureLinks,
             Op::SetPortFlags { .. } => Phase::ConfigurePorts,
             Op::SetUp { .. } => Phase::Up,
             Op::AddFdb { .. } | Op::AddVxlanFdb { .. } | Op::AddNeighbour { .. } => {
@@ -115,6 +122,7 @@ impl Op {
             | Op::DeleteVxlanFdb { dev, .. }
             | Op::Detach { dev }
             | Op::SetMtu { dev, .. }
+            | Op::SetAddress { dev, .. }
             | Op::SetMaster { dev, .. }
             | Op::SilenceIpv6 { dev }
             | Op::SetPortFlags { dev, .. }
@@ -138,7 +146,12 @@ impl fmt::Display for Op {
             Op::DeleteNeighbour { bridge, ip } => write!(f, "ip neigh del {ip} dev {bridge}"),
             Op::Detach { dev } => write!(f, "ip link set {dev} nomaster"),
             Op::DeleteLink { name } => write!(f, "ip link del {name}"),
-            Op::CreateBridge { name, mtu } => write!(f, "ip link add {name} mtu {mtu} type bridge"),
+            Op::CreateBridge { name, mtu, address } => {
+                write!(
+                    f,
+                    "ip link add {name} address {address} mtu {mtu} type bridge"
+                )
+            }
             Op::CreateVxlan {
                 name,
                 vni,
@@ -150,6 +163,7 @@ impl fmt::Display for Op {
                 "ip link add {name} mtu {mtu} type vxlan id {vni} local {local} dstport {port} nolearning"
             ),
             Op::SetMtu { dev, mtu } => write!(f, "ip link set {dev} mtu {mtu}"),
+            Op::SetAddress { dev, mac } => write!(f, "ip link set {dev} address {mac}"),
             Op::SetMaster { dev, master } => write!(f, "ip link set {dev} master {master}"),
             Op::SilenceIpv6 { dev } => write!(f, "ip link set {dev} addrgenmode none"),
             Op::SetPortFlags { dev, flags } => write!(f, "bridge link set dev {dev} {flags}"),
@@ -189,6 +203,8 @@ pub fn diff(want: &Desired, have: &Observed) -> Vec<Op> {
     let mut fresh: BTreeSet<&str> = BTreeSet::new();
     // Devices that change bridge: the kernel drops their bridge FDB entries.
     let mut moved: BTreeSet<&str> = BTreeSet::new();
+    // Bridges that get a new address: the kernel drops their neighbours.
+    let mut readdressed: BTreeSet<&str> = BTreeSet::new();
 
     for (name, link) in &have.links {
         if is_owned(name) && !want.links.contains_key(name) {
@@ -210,11 +226,20 @@ pub fn diff(want: &Desired, have: &Observed) -> Vec<Op> {
                 if existing.is_some() {
                     ops.push(Op::DeleteLink { name: name.clone() });
                 }
-                ops.push(create(name, &link.kind, link.mtu));
+                ops.push(create(name, link));
                 fresh.insert(name);
-                ObservedLink::fresh(link.kind.clone(), link.mtu)
+                ObservedLink::fresh(link.kind.clone(), link.mtu, link.address)
             }
         };
+        if let Some(mac) = link.address
+            && current.address != Some(mac)
+        {
+            ops.push(Op::SetAddress {
+                dev: name.clone(),
+                mac,
+            });
+            readdressed.insert(name);
+        }
         let target = LinkTarget {
             mtu: link.mtu,
             master: link.master.as_deref(),
@@ -312,7 +337,7 @@ pub fn diff(want: &Desired, have: &Observed) -> Vec<Op> {
         &want.neighbours,
         &have.neighbours,
         &gone,
-        |bridge, _ip, mac| (!gone(bridge)).then_some(*mac),
+        |bridge, _ip, mac| (!gone(bridge) && !readdressed.contains(bridge)).then_some(*mac),
         |bridge, ip, mac| {
             Some(Op::AddNeighbour {
                 bridge: bridge.to_string(),
@@ -333,8 +358,9 @@ pub fn diff(want: &Desired, have: &Observed) -> Vec<Op> {
     ops
 }
 
-fn create(name: &str, kind: &LinkKind, mtu: u32) -> Op {
-    match kind {
+fn create(name: &str, link: &super::desired::DesiredLink) -> Op {
+    let mtu = link.mtu;
+    match &link.kind {
         LinkKind::Vxlan {
             vni,
             local: Some(local),
@@ -350,6 +376,7 @@ fn create(name: &str, kind: &LinkKind, mtu: u32) -> Op {
         _ => Op::CreateBridge {
             name: name.to_string(),
             mtu,
+            address: link.address.unwrap_or(MacAddr([0x02, 0, 0, 0, 0, 1])),
         },
     }
 }

@@ -1,6 +1,6 @@
-//! Plan tests, no root: desired states against hand-built observations, and a
-//! small model of the kernel (`apply`) to check that a plan, once applied,
-//! leaves nothing to do.
+//! Plan tests, no root: desired states against hand-built observations, and
+//! the view's model of the kernel (`Observed::apply`) to check that a plan,
+//! once applied, leaves nothing to do.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -73,6 +73,7 @@ fn tap(index: u32) -> ObservedLink {
         index,
         kind: LinkKind::Other("tun".into()),
         mtu: 1500,
+        address: None,
         up: false,
         master: None,
         ipv6_silent: Some(false),
@@ -88,95 +89,13 @@ fn with_taps(names: &[&str]) -> Observed {
     o
 }
 
-/// What the kernel does with each operation, as far as `Observed` can tell.
-fn apply(o: &mut Observed, op: &Op) {
-    let forget_port = |o: &mut Observed, dev: &str| {
-        for entries in o.fdb.values_mut() {
-            entries.retain(|_, d| d != dev);
-        }
-    };
-    match op.clone() {
-        Op::DeleteFdb { bridge, dev, mac } => {
-            if let Some(e) = o.fdb.get_mut(&bridge)
-                && e.get(&mac) == Some(&dev)
-            {
-                e.remove(&mac);
-            }
-        }
-        Op::DeleteVxlanFdb { dev, mac } => {
-            o.vxlan_fdb.entry(dev).or_default().remove(&mac);
-        }
-        Op::DeleteNeighbour { bridge, ip } => {
-            o.neighbours.entry(bridge).or_default().remove(&ip);
-        }
-        Op::Detach { dev } => {
-            if let Some(l) = o.links.get_mut(&dev) {
-                l.master = None;
-                l.port_flags = None;
-            }
-            forget_port(o, &dev);
-        }
-        Op::DeleteLink { name } => {
-            o.links.remove(&name);
-            o.fdb.remove(&name);
-            o.vxlan_fdb.remove(&name);
-            o.neighbours.remove(&name);
-            forget_port(o, &name);
-            for l in o.links.values_mut() {
-                if l.master.as_deref() == Some(name.as_str()) {
-                    l.master = None;
-                    l.port_flags = None;
-                }
-            }
-        }
-        Op::CreateBridge { name, mtu } => {
-            o.links
-                .insert(name, ObservedLink::fresh(LinkKind::Bridge, mtu));
-        }
-        Op::CreateVxlan {
-            name,
-            vni,
-            local,
-            port,
-            mtu,
-        } => {
-            o.links.insert(
-                name,
-                ObservedLink::fresh(LinkKind::vxlan(vni, local, port), mtu),
-            );
-        }
-        Op::SetMtu { dev, mtu } => o.links.get_mut(&dev).expect("link").mtu = mtu,
-        Op::SetMaster { dev, master } => {
-            forget_port(o, &dev);
-            let l = o.links.get_mut(&dev).expect("link");
-            l.master = Some(master);
-            l.port_flags = Some(PortFlags::KERNEL_DEFAULT);
-        }
-        Op::SilenceIpv6 { dev } => o.links.get_mut(&dev).expect("link").ipv6_silent = Some(true),
-        Op::SetPortFlags { dev, flags } => {
-            o.links.get_mut(&dev).expect("link").port_flags = Some(flags)
-        }
-        Op::SetUp { dev, up } => o.links.get_mut(&dev).expect("link").up = up,
-        Op::AddFdb { bridge, dev, mac } => {
-            // One entry per MAC per bridge: a replace moves it.
-            o.fdb.entry(bridge).or_default().insert(mac, dev);
-        }
-        Op::AddVxlanFdb { dev, mac, dst } => {
-            o.vxlan_fdb.entry(dev).or_default().insert(mac, vec![dst]);
-        }
-        Op::AddNeighbour { bridge, ip, mac } => {
-            o.neighbours.entry(bridge).or_default().insert(ip, mac);
-        }
-    }
-}
-
 /// Plans, checks the plan is in phase order, applies it, and checks that
 /// nothing is left to do.
 fn converge(state: &HostState, o: &mut Observed) -> Vec<Op> {
     let ops = plan(state, &config(), o);
     assert!(ops.windows(2).all(|w| w[0].phase() <= w[1].phase()));
     for op in &ops {
-        apply(o, op);
+        o.apply(op);
     }
     let again = plan(state, &config(), o);
     assert!(again.is_empty(), "second plan not empty: {again:#?}");
@@ -194,7 +113,7 @@ fn from_empty_builds_the_network_and_wires_the_port() {
     assert_eq!(
         show(&ops),
         [
-            "ip link add vnbr100 mtu 1450 type bridge",
+            "ip link add vnbr100 address 02:76:6e:00:00:64 mtu 1450 type bridge",
             "ip link add vnvx100 mtu 1450 type vxlan id 100 local 192.0.2.1 dstport 4789 nolearning",
             "ip link set vnbr100 addrgenmode none",
             "ip link set vnvx100 master vnbr100",
@@ -365,7 +284,7 @@ fn foreign_objects_are_never_touched() {
     // foreign link were handed in, the plan leaves it alone.
     let mut o = with_taps(&["tapa"]);
     o.links.insert("eth0".into(), tap(2));
-    let mut br0 = ObservedLink::fresh(LinkKind::Bridge, 1500);
+    let mut br0 = ObservedLink::fresh(LinkKind::Bridge, 1500, None);
     br0.up = true;
     o.links.insert("br0".into(), br0);
     let mut other_port = tap(3);
@@ -495,4 +414,22 @@ fn many_networks_converge_and_reconverge_after_changes() {
     net.remote_ports.remove("r4-7");
     net.mtu = 1400;
     converge(&state, &mut o);
+}
+
+#[test]
+fn a_bridge_without_its_fixed_address_gets_it_and_its_neighbours_back() {
+    // The kernel flushes a bridge's neighbours (permanent ones too) when its
+    // address changes, so after setting it every answer is written again.
+    let mut o = with_taps(&["tapa"]);
+    converge(&one_network(), &mut o);
+    o.links.get_mut("vnbr100").expect("bridge").address = Some(MacAddr([2, 0, 0, 0, 0, 9]));
+    let ops = converge(&one_network(), &mut o);
+    assert_eq!(
+        show(&ops),
+        [
+            "ip link set vnbr100 address 02:76:6e:00:00:64",
+            "ip neigh replace 10.0.0.10 lladdr fa:16:3e:00:00:0a dev vnbr100 nud permanent",
+            "ip neigh replace 10.0.0.11 lladdr fa:16:3e:00:00:0b dev vnbr100 nud permanent",
+        ]
+    );
 }

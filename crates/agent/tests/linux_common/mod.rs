@@ -81,7 +81,14 @@ pub fn reconcile_each(
             let reconciler = Reconciler::new(config.clone()).unwrap();
             let mut reports = vec![];
             for s in states {
-                reports.push(reconciler.reconcile(s).await.unwrap());
+                let report = reconciler.reconcile(s).await.unwrap();
+                if report.failed.is_empty() {
+                    // The view a cached reconcile would plan against is
+                    // what the kernel has.
+                    let view = reconciler.view().unwrap();
+                    assert_eq!(view, reconciler.observe(s).await.unwrap());
+                }
+                reports.push(report);
             }
             reports
         })
@@ -158,4 +165,29 @@ pub fn neighbours(ns: &Netns) -> BTreeSet<String> {
 
 pub fn config_for(underlay_ip: &str) -> LinuxConfig {
     LinuxConfig::new(ip(underlay_ip))
+}
+
+/// Reconciles to each state in turn with `reconcile_cached` (one process),
+/// checking after each that the cached view is what the kernel has.
+pub fn reconcile_each_cached(
+    ns: &Netns,
+    config: &LinuxConfig,
+    states: &[HostState],
+) -> Vec<ReconcileReport> {
+    ns.run(|| {
+        runtime().block_on(async {
+            let reconciler = Reconciler::new(config.clone()).unwrap();
+            let mut reports = vec![];
+            for s in states {
+                let report = reconciler.reconcile_cached(s).await.unwrap();
+                assert!(report.failed.is_empty(), "{:#?}", report.failed);
+                assert_eq!(
+                    reconciler.view().unwrap(),
+                    reconciler.observe(s).await.unwrap()
+                );
+                reports.push(report);
+            }
+            reports
+        })
+    })
 }
