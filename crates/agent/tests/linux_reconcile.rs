@@ -307,3 +307,51 @@ fn cached_reconciles_change_only_what_changed_and_agree_with_the_kernel() {
     let again = reconcile_once(&host.ns, &cfg, &state());
     assert!(again.unchanged(), "{:#?}", again.applied);
 }
+
+#[test]
+fn link_events_tell_when_a_port_device_comes_and_goes() {
+    use agent::linux::{LinkEvent, LinkEvents};
+    use std::time::Duration;
+
+    let fabric = Fabric::new("le").unwrap();
+    let host = Host::new(&fabric, "le", 1).unwrap();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            host.ns.run(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async {
+                        let mut events = LinkEvents::new().await.unwrap();
+                        ready_tx.send(()).unwrap();
+                        let mut seen = vec![];
+                        while seen.len() < 2 {
+                            let e = tokio::time::timeout(Duration::from_secs(5), events.next())
+                                .await
+                                .unwrap()
+                                .unwrap();
+                            if matches!(&e, LinkEvent::Added(n) | LinkEvent::Removed(n) if n == "tapa") {
+                                seen.push(e);
+                            }
+                        }
+                        seen
+                    })
+            })
+        });
+        ready_rx.recv().unwrap();
+        let vm = Vm::new(&host, "le", "tapa", MAC_A).unwrap();
+        // Changes to an existing link are not appearances.
+        host.ns.ip(&["link", "set", "tapa", "mtu", "1400"]).unwrap();
+        drop(vm);
+        let seen = watcher.join().unwrap();
+        assert_eq!(
+            seen,
+            [
+                LinkEvent::Added("tapa".into()),
+                LinkEvent::Removed("tapa".into())
+            ]
+        );
+    });
+}

@@ -20,6 +20,7 @@
 //! that vnet does not own, and never delete a port's device (only detach it).
 
 mod desired;
+mod events;
 mod link;
 mod names;
 mod netlink;
@@ -35,6 +36,7 @@ use compiler::protocol::HostState;
 use netlink_packet_route::AddressFamily;
 
 pub use desired::{Desired, DesiredLink, DesiredPort};
+pub use events::{LinkEvent, LinkEvents};
 pub use link::{LinkKind, PortFlags};
 pub use names::{BRIDGE_PREFIX, VXLAN_PORT, VXLAN_PREFIX, bridge_name, is_owned, vxlan_name};
 pub use netlink::{OpError, OpFailure};
