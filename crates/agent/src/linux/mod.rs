@@ -1,9 +1,11 @@
 //! The Linux kernel backend: makes the kernel of the current network
 //! namespace match a host's desired state, by diff and never by flush.
 //!
-//! Per network the host carries: a bridge `vnbr<vni>` and a VXLAN device
-//! `vnvx<vni>` (id = VNI, local = the host's underlay IP, dstport 4789,
-//! nolearning, the network's MTU, no IPv6 addresses), the VXLAN device a port
+//! Per network the host carries: a bridge `vnbr<vni>` (fixed MAC
+//! `02:76:6e:<vni>`, see [`bridge_mac`]) and a VXLAN device `vnvx<vni>` (id =
+//! VNI, local = the host's underlay IP, dstport 4789, nolearning, the
+//! network's MTU; both with `addrgenmode none`, so no IPv6 address and no
+//! ND/MLD of their own), the VXLAN device a port
 //! of the bridge with learning and every kind of flooding off and
 //! `neigh_suppress` on. Per remote port: a static bridge FDB entry on the
 //! VXLAN port plus a VXLAN FDB entry to its host's VTEP, and a permanent
@@ -16,8 +18,11 @@
 //!
 //! The cycle is `observe` (netlink dumps → [`Observed`], only what vnet
 //! owns), [`plan`] (pure: desired × observed → [`Op`]s) and `execute` (one
-//! netlink conversation). It must never touch a link, FDB entry or neighbour
-//! that vnet does not own, and never delete a port's device (only detach it).
+//! netlink conversation). [`Reconciler::reconcile_cached`] skips the dumps
+//! and plans against the view the last reconcile left; [`LinkEvents`] says
+//! when that view is stale (a port device plugged in or gone). It must never
+//! touch a link, FDB entry or neighbour that vnet does not own, and never
+//! delete a port's device (only detach it).
 
 mod desired;
 mod events;
