@@ -18,7 +18,7 @@ use super::names::{bridge_mac, bridge_name, vxlan_name};
 pub struct DesiredLink {
     pub kind: LinkKind,
     pub mtu: u32,
-    /// A fixed MAC (bridges: see [`super::names::bridge_mac`]).
+    /// A fixed MAC (bridges: see `bridge_mac`).
     pub address: Option<MacAddr>,
     /// The bridge a VXLAN device is a port of.
     pub master: Option<String>,

@@ -2,7 +2,7 @@
 //! namespace match a host's desired state, by diff and never by flush.
 //!
 //! Per network the host carries: a bridge `vnbr<vni>` (fixed MAC
-//! `02:76:6e:<vni>`, see [`bridge_mac`]) and a VXLAN device `vnvx<vni>` (id =
+//! `02:76:6e:<vni>`, see `bridge_mac`) and a VXLAN device `vnvx<vni>` (id =
 //! VNI, local = the host's underlay IP, dstport 4789, nolearning, the
 //! network's MTU; both with `addrgenmode none`, so no IPv6 address and no
 //! ND/MLD of their own), the VXLAN device a port
