@@ -2,6 +2,7 @@
 //! issues. The only place that turns errors into exit codes.
 
 mod bench;
+mod lab;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,6 +25,9 @@ enum Command {
     Server(ServerArgs),
     /// Run this host's agent: program the kernel, serve DHCP, report ports.
     Agent(AgentArgs),
+    /// A cloud in a box: a fabric, hosts with agents, a server, and VMs (root).
+    #[command(subcommand)]
+    Lab(lab::Lab),
     /// Benchmarks of vnet's hot paths.
     #[command(subcommand)]
     Bench(bench::Bench),
@@ -135,29 +139,11 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vnet: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let result = match cli.command {
+        // The lab drives commands and child processes; it needs no runtime.
+        Command::Lab(lab) => lab::main(lab),
+        command => run(command),
     };
-    let result = runtime.block_on(async {
-        match cli.command {
-            Command::Server(args) => server(args).await,
-            Command::Agent(args) => {
-                let config = agent::daemon::AgentConfig {
-                    server: args.server,
-                    host: args.host,
-                    underlay_ip: args.underlay_ip,
-                };
-                agent::daemon::run(config, shutdown_signal())
-                    .await
-                    .map_err(Into::into)
-            }
-            Command::Bench(b) => bench::run(b).await,
-        }
-    });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -170,6 +156,28 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn run(command: Command) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Runtime::new()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async {
+        match command {
+            Command::Server(args) => server(args).await,
+            Command::Agent(args) => {
+                let config = agent::daemon::AgentConfig {
+                    server: args.server,
+                    host: args.host,
+                    underlay_ip: args.underlay_ip,
+                };
+                agent::daemon::run(config, shutdown_signal())
+                    .await
+                    .map_err(Into::into)
+            }
+            Command::Bench(b) => bench::run(b).await,
+            Command::Lab(_) => Err("the lab runs without the async runtime".into()),
+        }
+    })
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -1,0 +1,583 @@
+//! `vnet lab`: a cloud in a box on one machine, for demos and tests. A fabric
+//! namespace with an underlay bridge, N host namespaces each running a real
+//! `vnet agent`, a real `vnet server` (on the embedded store) reachable at
+//! 127.0.0.1 and, for the agents, on the fabric; VMs are namespaces plugged
+//! into their host with their port's device. Everything it creates is named
+//! after the lab and recorded in its state file, and `down` removes exactly
+//! that. Linux only, as root.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Subcommand;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::BoxError;
+
+/// The fabric's address, where agents reach the lab's server.
+const MGMT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+const MGMT_PORT: u16 = 9696;
+
+#[derive(Subcommand)]
+pub enum Lab {
+    /// Create the fabric, the hosts and their agents, and a server.
+    Up {
+        /// How many hypervisor hosts.
+        #[arg(long, default_value_t = 2)]
+        hosts: u8,
+        /// The lab's name: prefix of everything it creates.
+        #[arg(long, default_value = "lab")]
+        name: String,
+        /// Where the lab's server listens for you (the agents use the fabric).
+        #[arg(long, default_value = "127.0.0.1:9696")]
+        listen: SocketAddr,
+    },
+    /// Show hosts, agents and VMs.
+    Status {
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// VMs: namespaces plugged into a host with a port's device.
+    #[command(subcommand)]
+    Vm(Vm),
+    /// Remove everything the lab created, and only that.
+    Down {
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum Vm {
+    /// Plug a VM into HOST with PORT's device and MAC.
+    Create {
+        vm: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long)]
+        port: String,
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Run a command inside a VM (ping, nc, udhcpc, ip …).
+    Exec {
+        vm: String,
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Get the VM's address by DHCP (busybox udhcpc on its eth0).
+    Dhcp {
+        vm: String,
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+    /// Unplug and remove a VM.
+    Delete {
+        vm: String,
+        #[arg(long, default_value = "lab")]
+        name: String,
+    },
+}
+
+/// Applies what udhcpc got (Debian's busybox ships no default script).
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+case "$1" in
+bound|renew)
+    ip addr flush dev "$interface"
+    ip addr add "$ip/$mask" dev "$interface"
+    [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
+    for r in $router; do ip route replace default via "$r" dev "$interface"; done
+    echo "lease $ip/$mask router=${router:-none} mtu=${mtu:-none} dns=${dns:-none}"
+    ;;
+esac
+"#;
+
+/// What a lab created, so that `down` removes exactly that.
+#[derive(Serialize, Deserialize, Default)]
+pub struct LabState {
+    pub name: String,
+    pub api: String,
+    pub fabric: String,
+    pub server_pid: u32,
+    pub hosts: Vec<LabHost>,
+    pub vms: Vec<LabVm>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct LabHost {
+    /// Also its network namespace, and its name for `binding:host_id`.
+    pub name: String,
+    pub underlay_ip: Ipv4Addr,
+    pub agent_pid: u32,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct LabVm {
+    pub name: String,
+    pub netns: String,
+    pub host: String,
+    pub port: String,
+    pub device: String,
+}
+
+fn dir(name: &str) -> PathBuf {
+    PathBuf::from("/run/vnet-lab").join(name)
+}
+
+impl LabState {
+    pub fn load(name: &str) -> Result<LabState, BoxError> {
+        let text = std::fs::read_to_string(dir(name).join("state.json"))
+            .map_err(|_| format!("no lab named '{name}' is up (vnet lab up --name {name})"))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    fn save(&self) -> Result<(), BoxError> {
+        std::fs::write(
+            dir(&self.name).join("state.json"),
+            serde_json::to_vec_pretty(self)?,
+        )?;
+        Ok(())
+    }
+
+    pub fn host(&self, name: &str) -> Result<&LabHost, BoxError> {
+        let full = format!("{}-{name}", self.name);
+        self.hosts
+            .iter()
+            .find(|h| h.name == name || h.name == full)
+            .ok_or_else(|| format!("lab {} has no host {name}", self.name).into())
+    }
+}
+
+/// Run a command; fail with its stderr.
+pub fn run(program: &str, args: &[&str]) -> Result<String, BoxError> {
+    let out = Command::new(program).args(args).output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(netns: &str, args: &[&str]) -> Result<String, BoxError> {
+    let mut all = vec!["-n", netns];
+    all.extend_from_slice(args);
+    run("ip", &all)
+}
+
+fn sysctl(netns: &str, key: &str, value: &str) -> Result<(), BoxError> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            netns,
+            "sysctl",
+            "-qw",
+            &format!("{key}={value}"),
+        ],
+    )
+    .map(drop)
+}
+
+/// Start a long-lived process in its own process group (it outlives us).
+fn daemon(mut cmd: Command, log: PathBuf) -> Result<u32, BoxError> {
+    let out = std::fs::File::create(log)?;
+    let err = out.try_clone()?;
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()?;
+    Ok(child.id())
+}
+
+/// A minimal HTTP/1.1 JSON exchange with the lab's server.
+pub fn http(
+    api: &str,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), BoxError> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(api)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply)?;
+    let (head, body) = reply.split_once("\r\n\r\n").ok_or("malformed HTTP reply")?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or("malformed HTTP status")?;
+    Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+/// Build the lab: fabric, hosts, server and agents. Returns once every agent
+/// has registered.
+pub fn up(name: &str, hosts: u8, listen: SocketAddr, vnet: &str) -> Result<LabState, BoxError> {
+    if dir(name).join("state.json").exists() {
+        return Err(format!("lab '{name}' is already up (vnet lab down --name {name})").into());
+    }
+    if hosts == 0 || hosts > 200 {
+        return Err("--hosts must be 1 to 200".into());
+    }
+    std::fs::create_dir_all(dir(name))?;
+    let mut state = LabState {
+        name: name.to_owned(),
+        api: listen.to_string(),
+        fabric: format!("{name}-fabric"),
+        ..Default::default()
+    };
+    // Saved before anything exists, so a failure half-way can still be torn down.
+    state.save()?;
+    let fabric = state.fabric.clone();
+    run("ip", &["netns", "add", &fabric])?;
+    for key in [
+        "net.ipv6.conf.all.disable_ipv6",
+        "net.ipv6.conf.default.disable_ipv6",
+    ] {
+        sysctl(&fabric, key, "1")?;
+    }
+    ip(&fabric, &["link", "set", "lo", "up"])?;
+    ip(&fabric, &["link", "add", "br0", "type", "bridge"])?;
+    ip(
+        &fabric,
+        &["addr", "add", &format!("{MGMT_IP}/24"), "dev", "br0"],
+    )?;
+    ip(&fabric, &["link", "set", "br0", "up"])?;
+
+    let log_dir = dir(name);
+    let mut server = Command::new(vnet);
+    server.args([
+        "server",
+        "--listen",
+        &state.api,
+        "--listen",
+        &format!("{fabric}/{MGMT_IP}:{MGMT_PORT}"),
+        "--data-dir",
+        &log_dir.join("data").to_string_lossy(),
+    ]);
+    state.server_pid = daemon(server, log_dir.join("server.log"))?;
+    state.save()?;
+
+    for i in 1..=hosts {
+        let host = format!("{name}-h{i}");
+        let underlay_ip = Ipv4Addr::new(192, 0, 2, i);
+        run("ip", &["netns", "add", &host])?;
+        ip(&host, &["link", "set", "lo", "up"])?;
+        for key in ["iptables", "ip6tables", "arptables"] {
+            sysctl(&host, &format!("net.bridge.bridge-nf-call-{key}"), "0")?;
+        }
+        let uplink = format!("{name}u{i}");
+        run(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", &host, "type", "veth", "peer", "name", &uplink,
+                "netns", &fabric,
+            ],
+        )?;
+        sysctl(&host, "net.ipv6.conf.eth0.disable_ipv6", "1")?;
+        ip(
+            &host,
+            &["addr", "add", &format!("{underlay_ip}/24"), "dev", "eth0"],
+        )?;
+        ip(&host, &["link", "set", "eth0", "up"])?;
+        ip(&fabric, &["link", "set", &uplink, "master", "br0", "up"])?;
+        let mut agent = Command::new("ip");
+        agent.args(["netns", "exec", &host, vnet, "agent"]).args([
+            "--server",
+            &format!("http://{MGMT_IP}:{MGMT_PORT}"),
+            "--host",
+            &host,
+            "--underlay-ip",
+            &underlay_ip.to_string(),
+        ]);
+        let agent_pid = daemon(agent, log_dir.join(format!("agent-{host}.log")))?;
+        state.hosts.push(LabHost {
+            name: host,
+            underlay_ip,
+            agent_pid,
+        });
+        state.save()?;
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive = http(&state.api, "GET", "/vnet/v1/hosts", None)
+            .ok()
+            .and_then(|(_, v)| v["hosts"].as_array().cloned())
+            .map_or(0, |hs| {
+                hs.iter()
+                    .filter(|h| {
+                        h["alive"] == true && state.hosts.iter().any(|l| l.name == h["name"])
+                    })
+                    .count()
+            });
+        if alive == state.hosts.len() {
+            return Ok(state);
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {alive} of {hosts} agents registered; logs in {}",
+                log_dir.display()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Plug a VM into `host` with `port`'s device and MAC; returns it.
+pub fn vm_create(
+    state: &mut LabState,
+    vm: &str,
+    host: &str,
+    port: &str,
+) -> Result<LabVm, BoxError> {
+    if state.vms.iter().any(|v| v.name == vm) {
+        return Err(format!("VM {vm} exists").into());
+    }
+    let host = state.host(host)?.name.clone();
+    let (status, reply) = http(&state.api, "GET", &format!("/v2.0/ports/{port}"), None)?;
+    if status != 200 {
+        return Err(format!("port {port}: {status} {reply}").into());
+    }
+    let mac = reply["port"]["mac_address"]
+        .as_str()
+        .ok_or("the port has no MAC")?;
+    let network = reply["port"]["network_id"]
+        .as_str()
+        .ok_or("the port has no network")?;
+    let (_, net) = http(
+        &state.api,
+        "GET",
+        &format!("/v2.0/networks/{network}"),
+        None,
+    )?;
+    let mtu = net["network"]["mtu"].as_u64().unwrap_or(1450).to_string();
+    let device = reply["port"]["binding:profile"]["device"]
+        .as_str()
+        .map_or_else(|| compiler::protocol::tap_name(port), str::to_owned);
+    let netns = format!("{}-vm-{vm}", state.name);
+    run("ip", &["netns", "add", &netns])?;
+    let plugged = (|| -> Result<(), BoxError> {
+        ip(&netns, &["link", "set", "lo", "up"])?;
+        run(
+            "ip",
+            &[
+                "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name", &device,
+                "netns", &host,
+            ],
+        )?;
+        sysctl(&netns, "net.ipv6.conf.eth0.disable_ipv6", "1")?;
+        sysctl(&host, &format!("net.ipv6.conf.{device}.disable_ipv6"), "1")?;
+        ip(
+            &netns,
+            &["link", "set", "eth0", "address", mac, "mtu", &mtu, "up"],
+        )?;
+        Ok(())
+    })();
+    if let Err(e) = plugged {
+        let _ = run("ip", &["netns", "del", &netns]);
+        return Err(e);
+    }
+    let record = LabVm {
+        name: vm.to_owned(),
+        netns,
+        host,
+        port: port.to_owned(),
+        device,
+    };
+    state.vms.push(record.clone());
+    state.save()?;
+    Ok(record)
+}
+
+fn vm_delete(state: &mut LabState, vm: &str) -> Result<(), BoxError> {
+    let at = state
+        .vms
+        .iter()
+        .position(|v| v.name == vm)
+        .ok_or_else(|| format!("no VM {vm}"))?;
+    let record = state.vms.remove(at);
+    // Deleting the VM's namespace deletes its veth, and so the host's end.
+    run("ip", &["netns", "del", &record.netns])?;
+    state.save()
+}
+
+/// Remove everything the lab created: VMs, agents, server, namespaces.
+pub fn down(name: &str) -> Result<(), BoxError> {
+    let state = LabState::load(name)?;
+    let kill = |pid: u32| {
+        if pid != 0 {
+            // The process group: `ip netns exec` and the agent it runs.
+            let _ = run("kill", &["-TERM", "--", &format!("-{pid}")]);
+        }
+    };
+    for host in &state.hosts {
+        kill(host.agent_pid);
+    }
+    kill(state.server_pid);
+    let mut failures = Vec::new();
+    let namespaces = state
+        .vms
+        .iter()
+        .map(|v| v.netns.clone())
+        .chain(state.hosts.iter().map(|h| h.name.clone()))
+        .chain([state.fabric.clone()]);
+    for ns in namespaces {
+        if let Err(e) = run("ip", &["netns", "del", &ns])
+            && std::path::Path::new("/run/netns").join(&ns).exists()
+        {
+            failures.push(e.to_string());
+        }
+    }
+    std::fs::remove_dir_all(dir(name))?;
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; ").into())
+    }
+}
+
+fn status(name: &str) -> Result<(), BoxError> {
+    let state = LabState::load(name)?;
+    println!("lab {}: API http://{} (noauth)", state.name, state.api);
+    let hosts = http(&state.api, "GET", "/vnet/v1/hosts", None)
+        .ok()
+        .and_then(|(_, v)| v["hosts"].as_array().cloned())
+        .unwrap_or_default();
+    println!("{:<16} {:<14} {:<8} agent pid", "host", "underlay", "agent");
+    for h in &state.hosts {
+        let alive = hosts
+            .iter()
+            .find(|x| x["name"] == h.name.as_str())
+            .map_or(
+                "unknown",
+                |x| if x["alive"] == true { "alive" } else { "dead" },
+            );
+        println!(
+            "{:<16} {:<14} {:<8} {}",
+            h.name, h.underlay_ip, alive, h.agent_pid
+        );
+    }
+    if !state.vms.is_empty() {
+        println!("\n{:<12} {:<16} {:<16} port", "vm", "host", "device");
+        for v in &state.vms {
+            println!("{:<12} {:<16} {:<16} {}", v.name, v.host, v.device, v.port);
+        }
+    }
+    Ok(())
+}
+
+pub fn main(lab: Lab) -> Result<(), BoxError> {
+    let vnet = std::env::current_exe()?;
+    let vnet = vnet.to_string_lossy();
+    match lab {
+        Lab::Up {
+            hosts,
+            name,
+            listen,
+        } => {
+            let state = up(&name, hosts, listen, &vnet).inspect_err(|_| {
+                let _ = down(&name);
+            })?;
+            println!(
+                "lab {name} is up: {} hosts, API at http://{} (noauth)\n  export OS_AUTH_TYPE=none OS_ENDPOINT=http://{}",
+                state.hosts.len(),
+                state.api,
+                state.api
+            );
+            for h in &state.hosts {
+                println!("  host {} (underlay {})", h.name, h.underlay_ip);
+            }
+            Ok(())
+        }
+        Lab::Status { name } => status(&name),
+        Lab::Down { name } => down(&name),
+        Lab::Vm(Vm::Create {
+            vm,
+            host,
+            port,
+            name,
+        }) => {
+            let mut state = LabState::load(&name)?;
+            let record = vm_create(&mut state, &vm, &host, &port)?;
+            println!("vm {vm} on {} with device {}", record.host, record.device);
+            Ok(())
+        }
+        Lab::Vm(Vm::Exec { vm, name, command }) => {
+            let state = LabState::load(&name)?;
+            let record = state
+                .vms
+                .iter()
+                .find(|v| v.name == vm)
+                .ok_or_else(|| format!("no VM {vm}"))?;
+            let err = Command::new("ip")
+                .args(["netns", "exec", &record.netns])
+                .args(&command)
+                .exec();
+            Err(err.into())
+        }
+        Lab::Vm(Vm::Dhcp { vm, name }) => {
+            let state = LabState::load(&name)?;
+            let record = state
+                .vms
+                .iter()
+                .find(|v| v.name == vm)
+                .ok_or_else(|| format!("no VM {vm}"))?;
+            let script = dir(&name).join("udhcpc.sh");
+            std::fs::write(&script, UDHCPC_SCRIPT)?;
+            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+            let script = script.to_string_lossy();
+            let out = run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &record.netns,
+                    "busybox",
+                    "udhcpc",
+                    "-i",
+                    "eth0",
+                    "-n",
+                    "-q",
+                    "-f",
+                    "-t",
+                    "5",
+                    "-T",
+                    "1",
+                    "-s",
+                    &script,
+                ],
+            )?;
+            let lease = out
+                .lines()
+                .find(|l| l.starts_with("lease "))
+                .ok_or("no DHCP answer")?;
+            println!("{vm}: {lease}");
+            Ok(())
+        }
+        Lab::Vm(Vm::Delete { vm, name }) => {
+            let mut state = LabState::load(&name)?;
+            vm_delete(&mut state, &vm)
+        }
+    }
+}
