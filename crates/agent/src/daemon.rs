@@ -14,7 +14,7 @@ use compiler::protocol::{
 use tokio::sync::watch;
 
 use crate::dhcp::DhcpServer;
-use crate::linux::{self, LinuxConfig, Reconciler};
+use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::sync::{Server, SyncError};
 
 /// Reconcile this often even when nothing arrives: a port's device may
@@ -62,18 +62,42 @@ pub async fn run(
     ));
     tracing::info!(host = %config.host, underlay = %config.underlay_ip, "vnet agent started");
 
+    let mut links = LinkEvents::new().await?;
+
     tokio::pin!(shutdown);
     let mut resync = tokio::time::interval(RESYNC);
     loop {
-        tokio::select! {
+        // A new desired state is planned against the kernel as the last
+        // reconcile left it (no dumps: milliseconds at any scale); a device
+        // appearing or vanishing, and the resync timer, re-read the kernel.
+        let full = tokio::select! {
             () = &mut shutdown => break,
-            changed = desired.changed() => if changed.is_err() { break },
-            _ = resync.tick() => {}
-        }
+            changed = desired.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                false
+            }
+            event = links.next() => match event {
+                // Our own bridges and VXLAN devices come and go by our hand.
+                Some(LinkEvent::Added(name) | LinkEvent::Removed(name)) if linux::is_owned(&name) => continue,
+                Some(_) => true,
+                None => {
+                    links = LinkEvents::new().await?;
+                    true
+                }
+            },
+            _ = resync.tick() => true,
+        };
         let Some((revision, state)) = desired.borrow_and_update().clone() else {
             continue; // no snapshot yet: act on nothing
         };
-        let report = match reconciler.reconcile(&state).await {
+        let reconciled = if full {
+            reconciler.reconcile(&state).await
+        } else {
+            reconciler.reconcile_cached(&state).await
+        };
+        let report = match reconciled {
             Ok(report) => report,
             Err(e) => {
                 tracing::warn!(error = %e, "reconcile failed; retrying");
