@@ -105,14 +105,12 @@ impl PortEntry {
 
     /// Whether other hosts must hear of the change from `other` to `self`.
     fn remote_view_differs(&self, other: &PortEntry) -> bool {
-        let ips = |p: &PortEntry| {
-            p.local
+        self.local.mac != other.local.mac
+            || !self.local.fixed_ips.iter().map(|f| f.ip_address).eq(other
+                .local
                 .fixed_ips
                 .iter()
-                .map(|f| f.ip_address)
-                .collect::<Vec<_>>()
-        };
-        self.local.mac != other.local.mac || ips(self) != ips(other)
+                .map(|f| f.ip_address))
     }
 }
 
@@ -478,28 +476,10 @@ impl Compiler {
             return;
         };
         let new_host = new_host.to_owned();
-        let Some(network) = self.networks.get_mut(network_id) else {
-            return;
-        };
-        let mut last_on_old = false;
-        if let Some(local_ids) = network.bound_ports.get_mut(old_host) {
-            local_ids.remove(id);
-            last_on_old = local_ids.is_empty();
-        }
-        if last_on_old {
-            network.bound_ports.remove(old_host);
-            if let Some(h) = self.hosts.get_mut(old_host) {
-                h.networks.remove(network_id);
-            }
-        }
-        let new_ids = network.bound_ports.entry(new_host.clone()).or_default();
-        let first_on_new = new_ids.is_empty();
-        new_ids.insert(id.to_owned());
-        self.hosts
-            .entry(new_host.clone())
-            .or_default()
-            .networks
-            .insert(network_id.to_owned());
+        let last_on_old = self
+            .unindex_binding(id, network_id, old_host)
+            .unwrap_or_default();
+        let first_on_new = self.index_binding(id, network_id, &new_host);
 
         let network = self
             .networks
@@ -586,15 +566,7 @@ impl Compiler {
         else {
             return;
         };
-        let network = self.networks.entry(network_id.clone()).or_default();
-        let local_ids = network.bound_ports.entry(host.clone()).or_default();
-        let first_here = local_ids.is_empty();
-        local_ids.insert(id.to_owned());
-        self.hosts
-            .entry(host.clone())
-            .or_default()
-            .networks
-            .insert(network_id.clone());
+        let first_here = self.index_binding(id, &network_id, &host);
 
         let (Some(network), Some(port)) = (self.networks.get(&network_id), self.ports.get(id))
         else {
@@ -638,20 +610,9 @@ impl Compiler {
         let Some((network_id, host)) = old.binding() else {
             return;
         };
-        let Some(network) = self.networks.get_mut(network_id) else {
+        let Some(last_here) = self.unindex_binding(id, network_id, host) else {
             return;
         };
-        let Some(local_ids) = network.bound_ports.get_mut(host) else {
-            return;
-        };
-        local_ids.remove(id);
-        let last_here = local_ids.is_empty();
-        if last_here {
-            network.bound_ports.remove(host);
-            if let Some(h) = self.hosts.get_mut(host) {
-                h.networks.remove(network_id);
-            }
-        }
 
         let network = self
             .networks
@@ -685,6 +646,41 @@ impl Compiler {
         }
         self.forget_host_if_unused(host);
         self.forget_network_if_unused(network_id);
+    }
+
+    /// Index a bound port under its network and host; true if it is the
+    /// host's first port on the network. The only place bindings are indexed.
+    fn index_binding(&mut self, id: &str, network_id: &str, host: &str) -> bool {
+        let network = self.networks.entry(network_id.to_owned()).or_default();
+        let local_ids = network.bound_ports.entry(host.to_owned()).or_default();
+        let first_here = local_ids.is_empty();
+        local_ids.insert(id.to_owned());
+        if first_here {
+            self.hosts
+                .entry(host.to_owned())
+                .or_default()
+                .networks
+                .insert(network_id.to_owned());
+        }
+        first_here
+    }
+
+    /// Undo [`Compiler::index_binding`]; `Some(true)` if it was the host's last
+    /// port on the network, `None` if the port was not indexed there.
+    fn unindex_binding(&mut self, id: &str, network_id: &str, host: &str) -> Option<bool> {
+        let network = self.networks.get_mut(network_id)?;
+        let local_ids = network.bound_ports.get_mut(host)?;
+        if !local_ids.remove(id) {
+            return None;
+        }
+        let last_here = local_ids.is_empty();
+        if last_here {
+            network.bound_ports.remove(host);
+            if let Some(h) = self.hosts.get_mut(host) {
+                h.networks.remove(network_id);
+            }
+        }
+        Some(last_here)
     }
 
     // ---- hosts ------------------------------------------------------------

@@ -1,9 +1,11 @@
 //! `vnet bench`: measures of vnet's hot paths against a real server process, a
 //! child of this one on loopback with a fresh data dir. It owns only the measuring:
 //! it must not link the server in, reach into its crates, or report failed requests.
+//! The one exception is the compiler, pure and measured in this process.
 
 mod api;
 mod client;
+mod compiler;
 mod goals;
 mod report;
 mod results;
@@ -17,10 +19,14 @@ pub enum Bench {
     /// The Neutron API: port creates (one client, then many), lists and rule
     /// creates, next to the HTTP and fsync floors measured in the same run.
     Api(api::ApiArgs),
+    /// The compiler, in process: a full compile of a synthetic cloud, and one
+    /// port add or delete in it and in one a tenth its size.
+    Compiler(compiler::CompilerArgs),
 }
 
 pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
     match bench {
         Bench::Api(args) => api::run(args).await,
+        Bench::Compiler(args) => compiler::run(args),
     }
 }
