@@ -6,6 +6,7 @@
 mod api;
 mod client;
 mod compiler;
+mod convergence;
 mod goals;
 mod report;
 mod results;
@@ -22,11 +23,25 @@ pub enum Bench {
     /// The compiler, in process: a full compile of a synthetic cloud, and one
     /// port add or delete in it and in one a tenth its size.
     Compiler(compiler::CompilerArgs),
+    /// Convergence in a two-host lab (root): from a port's POST returning to
+    /// ACTIVE, and to a peer on the other host reaching it.
+    Convergence {
+        /// How many ports to bind, one after another.
+        #[arg(long, default_value_t = 50)]
+        ports: usize,
+    },
 }
 
 pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
     match bench {
         Bench::Api(args) => api::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
+        Bench::Convergence { ports } => {
+            // The lab drives child processes and blocking HTTP: off the runtime.
+            let figures =
+                tokio::task::spawn_blocking(move || convergence::run_bench(ports)).await??;
+            convergence::print(&figures);
+            Ok(())
+        }
     }
 }
