@@ -35,6 +35,10 @@ pub enum Lab {
         /// Where the lab's server listens for you (the agents use the fabric).
         #[arg(long, default_value = "127.0.0.1:9696")]
         listen: SocketAddr,
+        /// Use this server (http://HOST:PORT, reachable from the host
+        /// namespaces) instead of starting one.
+        #[arg(long)]
+        server: Option<String>,
     },
     /// Show hosts, agents and VMs.
     Status {
@@ -231,7 +235,13 @@ pub fn http(
 
 /// Build the lab: fabric, hosts, server and agents. Returns once every agent
 /// has registered.
-pub fn up(name: &str, hosts: u8, listen: SocketAddr, vnet: &str) -> Result<LabState, BoxError> {
+pub fn up(
+    name: &str,
+    hosts: u8,
+    listen: SocketAddr,
+    server: Option<&str>,
+    vnet: &str,
+) -> Result<LabState, BoxError> {
     if dir(name).join("state.json").exists() {
         return Err(format!("lab '{name}' is already up (vnet lab down --name {name})").into());
     }
@@ -239,9 +249,16 @@ pub fn up(name: &str, hosts: u8, listen: SocketAddr, vnet: &str) -> Result<LabSt
         return Err("--hosts must be 1 to 200".into());
     }
     std::fs::create_dir_all(dir(name))?;
+    let external = server
+        .map(|url| {
+            url.strip_prefix("http://")
+                .map(|a| a.trim_end_matches('/').to_owned())
+                .ok_or_else(|| format!("--server '{url}' is not http://HOST:PORT"))
+        })
+        .transpose()?;
     let mut state = LabState {
         name: name.to_owned(),
-        api: listen.to_string(),
+        api: external.clone().unwrap_or_else(|| listen.to_string()),
         fabric: format!("{name}-fabric"),
         ..Default::default()
     };
@@ -264,18 +281,24 @@ pub fn up(name: &str, hosts: u8, listen: SocketAddr, vnet: &str) -> Result<LabSt
     ip(&fabric, &["link", "set", "br0", "up"])?;
 
     let log_dir = dir(name);
-    let mut server = Command::new(vnet);
-    server.args([
-        "server",
-        "--listen",
-        &state.api,
-        "--listen",
-        &format!("{fabric}/{MGMT_IP}:{MGMT_PORT}"),
-        "--data-dir",
-        &log_dir.join("data").to_string_lossy(),
-    ]);
-    state.server_pid = daemon(server, log_dir.join("server.log"))?;
-    state.save()?;
+    let agents_reach = match &external {
+        Some(api) => format!("http://{api}"),
+        None => {
+            let mut server = Command::new(vnet);
+            server.args([
+                "server",
+                "--listen",
+                &state.api,
+                "--listen",
+                &format!("{fabric}/{MGMT_IP}:{MGMT_PORT}"),
+                "--data-dir",
+                &log_dir.join("data").to_string_lossy(),
+            ]);
+            state.server_pid = daemon(server, log_dir.join("server.log"))?;
+            state.save()?;
+            format!("http://{MGMT_IP}:{MGMT_PORT}")
+        }
+    };
 
     for i in 1..=hosts {
         let host = format!("{name}-h{i}");
@@ -303,7 +326,7 @@ pub fn up(name: &str, hosts: u8, listen: SocketAddr, vnet: &str) -> Result<LabSt
         let mut agent = Command::new("ip");
         agent.args(["netns", "exec", &host, vnet, "agent"]).args([
             "--server",
-            &format!("http://{MGMT_IP}:{MGMT_PORT}"),
+            &agents_reach,
             "--host",
             &host,
             "--underlay-ip",
@@ -495,8 +518,9 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
             hosts,
             name,
             listen,
+            server,
         } => {
-            let state = up(&name, hosts, listen, &vnet).inspect_err(|_| {
+            let state = up(&name, hosts, listen, server.as_deref(), &vnet).inspect_err(|_| {
                 let _ = down(&name);
             })?;
             println!(

@@ -98,7 +98,7 @@ pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
     };
     let vnet = std::env::current_exe()?;
     let result = (|| {
-        let state = lab::up(&name, 2, api, &vnet.to_string_lossy())?;
+        let state = lab::up(&name, 2, api, None, &vnet.to_string_lossy())?;
         measure(&state, ports)
     })();
     let mut extra_namespaces: Vec<String> = (0..=ports).map(|i| format!("{name}-cv{i}")).collect();
