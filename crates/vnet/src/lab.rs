@@ -193,6 +193,49 @@ fn sysctl(netns: &str, key: &str, value: &str) -> Result<(), BoxError> {
     .map(drop)
 }
 
+/// A veth pair, `name_a` in `ns_a` and `name_b` in `ns_b`, with IPv6 off on
+/// both ends (its start-up multicast would only be noise on the overlay).
+fn veth(ns_a: &str, name_a: &str, ns_b: &str, name_b: &str) -> Result<(), BoxError> {
+    run(
+        "ip",
+        &[
+            "link", "add", name_a, "netns", ns_a, "type", "veth", "peer", "name", name_b, "netns",
+            ns_b,
+        ],
+    )?;
+    sysctl(ns_a, &format!("net.ipv6.conf.{name_a}.disable_ipv6"), "1")?;
+    sysctl(ns_b, &format!("net.ipv6.conf.{name_b}.disable_ipv6"), "1")
+}
+
+/// A VM: namespace `netns` plugged into `host` by a veth whose host end is
+/// `device` (the port's), its `eth0` up with the port's MAC and the network's
+/// MTU. Nothing is left behind if it fails half-way.
+pub fn plug_vm(netns: &str, host: &str, device: &str, mac: &str, mtu: u32) -> Result<(), BoxError> {
+    run("ip", &["netns", "add", netns])?;
+    let plugged = (|| -> Result<(), BoxError> {
+        ip(netns, &["link", "set", "lo", "up"])?;
+        veth(netns, "eth0", host, device)?;
+        ip(
+            netns,
+            &[
+                "link",
+                "set",
+                "eth0",
+                "address",
+                mac,
+                "mtu",
+                &mtu.to_string(),
+                "up",
+            ],
+        )?;
+        Ok(())
+    })();
+    if plugged.is_err() {
+        let _ = run("ip", &["netns", "del", netns]);
+    }
+    plugged
+}
+
 /// Start a long-lived process in its own process group (it outlives us).
 fn daemon(mut cmd: Command, log: PathBuf) -> Result<u32, BoxError> {
     let out = std::fs::File::create(log)?;
@@ -309,14 +352,7 @@ pub fn up(
             sysctl(&host, &format!("net.bridge.bridge-nf-call-{key}"), "0")?;
         }
         let uplink = format!("{name}u{i}");
-        run(
-            "ip",
-            &[
-                "link", "add", "eth0", "netns", &host, "type", "veth", "peer", "name", &uplink,
-                "netns", &fabric,
-            ],
-        )?;
-        sysctl(&host, "net.ipv6.conf.eth0.disable_ipv6", "1")?;
+        veth(&host, "eth0", &fabric, &uplink)?;
         ip(
             &host,
             &["addr", "add", &format!("{underlay_ip}/24"), "dev", "eth0"],
@@ -394,33 +430,15 @@ pub fn vm_create(
         &format!("/v2.0/networks/{network}"),
         None,
     )?;
-    let mtu = net["network"]["mtu"].as_u64().unwrap_or(1450).to_string();
+    let mtu = net["network"]["mtu"]
+        .as_u64()
+        .and_then(|m| u32::try_from(m).ok())
+        .unwrap_or(1450);
     let device = reply["port"]["binding:profile"]["device"]
         .as_str()
         .map_or_else(|| compiler::protocol::tap_name(port), str::to_owned);
     let netns = format!("{}-vm-{vm}", state.name);
-    run("ip", &["netns", "add", &netns])?;
-    let plugged = (|| -> Result<(), BoxError> {
-        ip(&netns, &["link", "set", "lo", "up"])?;
-        run(
-            "ip",
-            &[
-                "link", "add", "eth0", "netns", &netns, "type", "veth", "peer", "name", &device,
-                "netns", &host,
-            ],
-        )?;
-        sysctl(&netns, "net.ipv6.conf.eth0.disable_ipv6", "1")?;
-        sysctl(&host, &format!("net.ipv6.conf.{device}.disable_ipv6"), "1")?;
-        ip(
-            &netns,
-            &["link", "set", "eth0", "address", mac, "mtu", &mtu, "up"],
-        )?;
-        Ok(())
-    })();
-    if let Err(e) = plugged {
-        let _ = run("ip", &["netns", "del", &netns]);
-        return Err(e);
-    }
+    plug_vm(&netns, &host, &device, mac, mtu)?;
     let record = LabVm {
         name: vm.to_owned(),
         netns,

@@ -42,36 +42,10 @@ fn ping_once(netns: &str, ip: &str) -> bool {
     .is_ok()
 }
 
-/// A VM namespace plugged into `host` by a veth whose host end is `device`,
-/// with `mac` and `ip` already set: ready before its port exists.
+/// A VM plugged into `host` with `mac` and `ip` already set: ready before
+/// its port exists.
 fn prepare_vm(netns: &str, host: &str, device: &str, mac: &str, ip: &str) -> Result<(), BoxError> {
-    run("ip", &["netns", "add", netns])?;
-    run(
-        "ip",
-        &[
-            "link", "add", "eth0", "netns", netns, "type", "veth", "peer", "name", device, "netns",
-            host,
-        ],
-    )?;
-    for (ns, dev) in [(netns, "eth0"), (host, device)] {
-        run(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                ns,
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{dev}.disable_ipv6=1"),
-            ],
-        )?;
-    }
-    run(
-        "ip",
-        &[
-            "-n", netns, "link", "set", "eth0", "address", mac, "mtu", "1450", "up",
-        ],
-    )?;
+    lab::plug_vm(netns, host, device, mac, 1450)?;
     run(
         "ip",
         &[
