@@ -8,7 +8,7 @@ import time
 
 from helpers import expect, expect_error, uniq
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # compiler::protocol::PROTOCOL_VERSION
 
 
 def registration(name: str, ip: str = "192.0.2.10", version: int = PROTOCOL_VERSION) -> dict:

@@ -96,8 +96,7 @@ async fn each_host_streams_its_own_view_and_resumes_from_a_revision() {
     .unwrap();
     app.start_background();
     for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
-        let reg =
-            json!({"protocol_version": 1, "name": host, "underlay_ip": ip, "capabilities": []});
+        let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": host, "underlay_ip": ip, "capabilities": []});
         assert_eq!(
             call(&app, "PUT", &format!("/vnet/v1/hosts/{host}"), reg)
                 .await

@@ -3,14 +3,14 @@
 //! an agent reports back. Plain data with serde; no I/O. Bump
 //! [`PROTOCOL_VERSION`] on any change to these types' meaning or shape.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
 use model::MacAddr;
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// How often an agent re-registers (its heartbeat).
 pub const HEARTBEAT_SECONDS: u64 = 2;
@@ -22,11 +22,89 @@ pub const MISSED_HEARTBEATS_DEAD: u32 = 3;
 /// A store revision, as the server's stream tags its messages.
 pub type Revision = i64;
 
-/// Everything one host must realise: the networks that have a port bound to it.
+/// Everything one host must realise: the networks that have a port bound to
+/// it, and the security of its local ports.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostState {
     /// By network id.
     pub networks: BTreeMap<String, NetworkSpec>,
+    /// Port security of every local port, by port id.
+    #[serde(default)]
+    pub port_security: BTreeMap<String, PortSecuritySpec>,
+    /// The security groups the local ports use, by group id.
+    #[serde(default)]
+    pub security_groups: BTreeMap<String, SecurityGroupSpec>,
+    /// Member addresses of every group that a rule above names as its
+    /// remote group, by group id: a port joining or leaving the group is one
+    /// element added or removed here.
+    #[serde(default)]
+    pub remote_groups: BTreeMap<String, BTreeSet<IpNet>>,
+}
+
+/// What a local port may send and which groups filter its traffic.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortSecuritySpec {
+    /// `false` lifts both anti-spoofing and the security groups.
+    pub enabled: bool,
+    /// The groups whose rules allow its traffic (none: everything is dropped
+    /// but replies, DHCP and neighbour discovery, as in Neutron).
+    pub security_groups: Vec<String>,
+    /// Source (MAC, IP or prefix) pairs the port may send from: its MAC with
+    /// each fixed IP, and its allowed address pairs.
+    pub allowed_sources: Vec<AllowedSource>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AllowedSource {
+    pub mac: MacAddr,
+    pub ip: IpNet,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityGroupSpec {
+    /// Stateless groups allow no replies by themselves (Neutron's
+    /// `stateful: false`).
+    pub stateful: bool,
+    pub rules: Vec<RuleSpec>,
+}
+
+/// One rule, normalised: protocols by number, ICMP type/code apart from ports.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RuleSpec {
+    /// The Neutron rule id, so a verdict can name the rule that decided it.
+    pub id: String,
+    pub direction: RuleDirection,
+    pub ethertype: RuleEthertype,
+    /// IP protocol number; `None` for any.
+    pub protocol: Option<u8>,
+    /// Destination port range (TCP, UDP, SCTP, DCCP, UDP-Lite), inclusive.
+    pub ports: Option<(u16, u16)>,
+    /// ICMP/ICMPv6 type and optional code.
+    pub icmp: Option<(u8, Option<u8>)>,
+    pub remote: RuleRemote,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleDirection {
+    Ingress,
+    Egress,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum RuleEthertype {
+    IPv4,
+    IPv6,
+}
+
+/// Whom a rule allows: anyone, a prefix, or the members of a group (looked
+/// up in `HostState::remote_groups`).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleRemote {
+    Any,
+    Prefix(IpNet),
+    Group(String),
 }
 
 /// One tenant network as a host carries it: a bridge plus a VXLAN device.
