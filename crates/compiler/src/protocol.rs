@@ -256,12 +256,48 @@ pub enum Change {
         network_id: String,
         port_id: String,
     },
+    /// Set (add or replace) the port security of a local port.
+    PortSecurityUpsert {
+        port_id: String,
+        spec: PortSecuritySpec,
+    },
+    /// The port is no longer local: forget its port security.
+    PortSecurityRemove {
+        port_id: String,
+    },
+    /// Add or replace a whole group: its statefulness and all its rules.
+    SecurityGroupUpsert {
+        group_id: String,
+        spec: SecurityGroupSpec,
+    },
+    SecurityGroupRemove {
+        group_id: String,
+    },
+    /// Set (add or replace) a whole remote-group member set: sent when a host
+    /// starts needing it; afterwards it changes one element at a time.
+    RemoteGroupUpsert {
+        group_id: String,
+        members: BTreeSet<IpNet>,
+    },
+    RemoteGroupRemove {
+        group_id: String,
+    },
+    /// One address joins a member set the host has.
+    RemoteGroupMemberAdd {
+        group_id: String,
+        member: IpNet,
+    },
+    /// One address leaves a member set the host has.
+    RemoteGroupMemberRemove {
+        group_id: String,
+        member: IpNet,
+    },
 }
 
 impl HostState {
-    /// Apply one change. Changes naming a network the state does not have
-    /// (other than `NetworkUpsert`) are ignored: they cannot occur in a
-    /// well-formed stream, and ignoring them keeps `apply` total.
+    /// Apply one change. Changes naming a network or a member set the state
+    /// does not have (other than the upserts) are ignored: they cannot occur
+    /// in a well-formed stream, and ignoring them keeps `apply` total.
     pub fn apply(&mut self, change: Change) {
         match change {
             Change::NetworkUpsert {
@@ -334,6 +370,34 @@ impl HostState {
             } => {
                 if let Some(net) = self.networks.get_mut(&network_id) {
                     net.remote_ports.remove(&port_id);
+                }
+            }
+            Change::PortSecurityUpsert { port_id, spec } => {
+                self.port_security.insert(port_id, spec);
+            }
+            Change::PortSecurityRemove { port_id } => {
+                self.port_security.remove(&port_id);
+            }
+            Change::SecurityGroupUpsert { group_id, spec } => {
+                self.security_groups.insert(group_id, spec);
+            }
+            Change::SecurityGroupRemove { group_id } => {
+                self.security_groups.remove(&group_id);
+            }
+            Change::RemoteGroupUpsert { group_id, members } => {
+                self.remote_groups.insert(group_id, members);
+            }
+            Change::RemoteGroupRemove { group_id } => {
+                self.remote_groups.remove(&group_id);
+            }
+            Change::RemoteGroupMemberAdd { group_id, member } => {
+                if let Some(members) = self.remote_groups.get_mut(&group_id) {
+                    members.insert(member);
+                }
+            }
+            Change::RemoteGroupMemberRemove { group_id, member } => {
+                if let Some(members) = self.remote_groups.get_mut(&group_id) {
+                    members.remove(&member);
                 }
             }
         }
@@ -456,6 +520,83 @@ mod tests {
             network_id: "n".into(),
         });
         assert!(s.networks.is_empty());
+    }
+
+    #[test]
+    fn member_sets_change_one_element_at_a_time() {
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let mut s = HostState::default();
+        let changes = vec![
+            Change::RemoteGroupUpsert {
+                group_id: "g".into(),
+                members: [net("10.0.0.5/32")].into(),
+            },
+            Change::RemoteGroupMemberAdd {
+                group_id: "g".into(),
+                member: net("10.0.1.0/24"),
+            },
+            Change::RemoteGroupMemberRemove {
+                group_id: "g".into(),
+                member: net("10.0.0.5/32"),
+            },
+            // A set the host does not have: ignored.
+            Change::RemoteGroupMemberAdd {
+                group_id: "other".into(),
+                member: net("10.0.0.9/32"),
+            },
+            Change::SecurityGroupUpsert {
+                group_id: "g".into(),
+                spec: SecurityGroupSpec {
+                    stateful: true,
+                    rules: vec![RuleSpec {
+                        id: "r".into(),
+                        direction: RuleDirection::Ingress,
+                        ethertype: RuleEthertype::IPv4,
+                        protocol: Some(6),
+                        ports: Some((22, 22)),
+                        icmp: None,
+                        remote: RuleRemote::Group("g".into()),
+                    }],
+                },
+            },
+            Change::PortSecurityUpsert {
+                port_id: "p".into(),
+                spec: PortSecuritySpec {
+                    enabled: true,
+                    security_groups: vec!["g".into()],
+                    allowed_sources: vec![AllowedSource {
+                        mac: mac("fa:16:3e:00:00:01"),
+                        ip: net("10.0.0.5/32"),
+                    }],
+                },
+            },
+        ];
+        for change in changes.clone() {
+            // Every change survives JSON.
+            let text = serde_json::to_string(&change).unwrap();
+            assert_eq!(serde_json::from_str::<Change>(&text).unwrap(), change);
+            s.apply(change);
+        }
+        assert_eq!(
+            s.remote_groups,
+            BTreeMap::from([("g".to_owned(), BTreeSet::from([net("10.0.1.0/24")]))])
+        );
+        assert_eq!(s.security_groups["g"].rules.len(), 1);
+        assert!(s.port_security["p"].enabled);
+        for change in [
+            Change::PortSecurityRemove {
+                port_id: "p".into(),
+            },
+            Change::SecurityGroupRemove {
+                group_id: "g".into(),
+            },
+            Change::RemoteGroupRemove {
+                group_id: "g".into(),
+            },
+        ] {
+            s.apply(change);
+        }
+        assert_eq!(s, HostState::default());
     }
 
     #[test]
