@@ -4,14 +4,22 @@
 //! makes. Pure: no I/O, no clock. It must never walk all the ports, networks or
 //! hosts of the cloud on one input.
 
+mod security;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use model::{Network, Port, Subnet};
 
 use crate::input::Input;
-use crate::protocol::{Change, HostState, LocalPortSpec, NetworkSpec, RemotePortSpec, SubnetSpec};
-use crate::spec::{local_port_spec, subnet_spec};
+use crate::protocol::{
+    Change, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec, RemotePortSpec, SubnetSpec,
+};
+use crate::spec::{
+    local_port_spec, member_addresses, port_groups, port_security_spec, subnet_spec,
+};
+use security::{GroupEntry, SecurityView};
 
 /// The changes one input makes, each with the host that must apply it. A
 /// host's changes are in the order it must apply them; hosts are interleaved.
@@ -31,6 +39,10 @@ pub struct Compiler {
     subnet_networks: HashMap<String, String>,
     ports: HashMap<String, PortEntry>,
     hosts: HashMap<String, HostEntry>,
+    /// Security groups by id, with the index of who uses them (see `security`).
+    groups: HashMap<String, GroupEntry>,
+    /// Rule id → its group's id; the rule's spec lives in that group's entry.
+    rule_groups: HashMap<String, String>,
 }
 
 /// What a host's vxlan device is made of.
@@ -78,6 +90,12 @@ struct PortEntry {
     /// `binding:host_id`; empty when the port is unbound.
     host: String,
     local: LocalPortSpec,
+    /// Its port security, as its host sees it.
+    security: PortSecuritySpec,
+    /// The groups it is in: none when port security is disabled.
+    groups: BTreeSet<String>,
+    /// Its addresses in those groups' member sets.
+    members: BTreeSet<IpNet>,
 }
 
 impl PortEntry {
@@ -86,6 +104,9 @@ impl PortEntry {
             network_id: port.network_id.clone(),
             host: port.binding_host_id.clone(),
             local: local_port_spec(port),
+            security: port_security_spec(port),
+            groups: port_groups(port),
+            members: member_addresses(port),
         }
     }
 
@@ -121,11 +142,18 @@ struct HostEntry {
     underlay_ip: Option<IpAddr>,
     /// The networks with at least one port bound to this host, known or not.
     networks: BTreeSet<String>,
+    /// The groups its local ports use (known or not).
+    groups: BTreeSet<String>,
+    /// The groups whose member sets it holds.
+    remote_groups: BTreeSet<String>,
 }
 
 impl HostEntry {
     fn is_unused(&self) -> bool {
-        self.underlay_ip.is_none() && self.networks.is_empty()
+        self.underlay_ip.is_none()
+            && self.networks.is_empty()
+            && self.groups.is_empty()
+            && self.remote_groups.is_empty()
     }
 }
 
@@ -201,6 +229,10 @@ impl Compiler {
             Input::PortDeleted(id) => self.delete_port(&id, &mut out),
             Input::Host { name, underlay_ip } => self.put_host(name, underlay_ip, &mut out),
             Input::HostDeleted(name) => self.delete_host(&name, &mut out),
+            Input::SecurityGroup(group) => self.put_group(&group, &mut out),
+            Input::SecurityGroupDeleted(id) => self.delete_group(&id, &mut out),
+            Input::SecurityGroupRule(rule) => self.put_rule(&rule, &mut out),
+            Input::SecurityGroupRuleDeleted(id) => self.delete_rule(&id, &mut out),
         }
         out.changes
     }
@@ -221,6 +253,7 @@ impl Compiler {
                 state.networks.insert(network_id.clone(), spec);
             }
         }
+        self.security_snapshot(host, &mut state);
         state
     }
 
@@ -393,6 +426,14 @@ impl Compiler {
 
     fn put_port(&mut self, port: &Port, out: &mut Emitter) {
         let id = &port.std.id;
+        let old_security = self.ports.get(id).map(SecurityView::of);
+        self.put_port_binding(port, out);
+        self.port_security_changed(id, old_security, out);
+    }
+
+    /// The networks' side of a put port.
+    fn put_port_binding(&mut self, port: &Port, out: &mut Emitter) {
+        let id = &port.std.id;
         let new = PortEntry::new(port);
         match self.ports.remove(id) {
             Some(old) if old.binding() == new.binding() => {
@@ -420,6 +461,7 @@ impl Compiler {
     fn delete_port(&mut self, id: &str, out: &mut Emitter) {
         if let Some(old) = self.ports.remove(id) {
             self.unbind(id, &old, out);
+            self.port_security_changed(id, Some(SecurityView::of(&old)), out);
         }
     }
 

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use model::{Kind, Network, Port, Resource, Subnet};
+use model::{Kind, Network, Port, Resource, SecurityGroup, SecurityGroupRule, Subnet};
 
 /// One change of the topology. A put is an upsert: anything about the resource
 /// may differ from its previous put (a port's network, binding host, MAC, IPs).
@@ -17,6 +17,11 @@ pub enum Input {
     SubnetDeleted(String),
     Port(Box<Port>),
     PortDeleted(String),
+    SecurityGroup(Box<SecurityGroup>),
+    SecurityGroupDeleted(String),
+    /// A rule may arrive before its group and may move between groups.
+    SecurityGroupRule(Box<SecurityGroupRule>),
+    SecurityGroupRuleDeleted(String),
     /// A host's agent registered, or its underlay IP changed. Repeating it
     /// unchanged (a heartbeat) yields no changes.
     Host {
@@ -28,14 +33,15 @@ pub enum Input {
 }
 
 impl Input {
-    /// A resource the store holds (written or loaded), as input; `None` for the
-    /// kinds nothing is compiled from yet (security groups and their rules).
+    /// A resource the store holds (written or loaded), as input. Every kind
+    /// is compiled from; the `Option` leaves room for kinds that are not.
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
             Resource::Subnet(s) => Some(Input::Subnet(Box::new(s))),
             Resource::Port(p) => Some(Input::Port(Box::new(p))),
-            Resource::SecurityGroup(_) | Resource::SecurityGroupRule(_) => None,
+            Resource::SecurityGroup(g) => Some(Input::SecurityGroup(Box::new(g))),
+            Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
         }
     }
 
@@ -45,7 +51,8 @@ impl Input {
             Kind::Network => Some(Input::NetworkDeleted(id)),
             Kind::Subnet => Some(Input::SubnetDeleted(id)),
             Kind::Port => Some(Input::PortDeleted(id)),
-            Kind::SecurityGroup | Kind::SecurityGroupRule => None,
+            Kind::SecurityGroup => Some(Input::SecurityGroupDeleted(id)),
+            Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
         }
     }
 }

@@ -182,10 +182,15 @@ fn the_last_local_port_leaving_removes_the_network_from_its_host() {
     let changes = r.step(Input::PortDeleted("a2".into()), HOSTS);
     assert_eq!(
         changes_of(&changes, "h1"),
-        [&Change::LocalPortRemove {
-            network_id: "n".into(),
-            port_id: "a2".into(),
-        }]
+        [
+            &Change::LocalPortRemove {
+                network_id: "n".into(),
+                port_id: "a2".into(),
+            },
+            &Change::PortSecurityRemove {
+                port_id: "a2".into(),
+            }
+        ]
     );
     assert_eq!(
         changes_of(&changes, "h2"),
@@ -198,9 +203,14 @@ fn the_last_local_port_leaving_removes_the_network_from_its_host() {
     let changes = r.step(Input::PortDeleted("a".into()), HOSTS);
     assert_eq!(
         changes_of(&changes, "h1"),
-        [&Change::NetworkRemove {
-            network_id: "n".into()
-        }]
+        [
+            &Change::NetworkRemove {
+                network_id: "n".into()
+            },
+            &Change::PortSecurityRemove {
+                port_id: "a".into()
+            }
+        ]
     );
     assert_eq!(changes_of(&changes, "h2").len(), 1);
     assert!(r.compiler.snapshot("h1").networks.is_empty());
@@ -322,7 +332,12 @@ fn a_deleted_network_leaves_its_carriers_and_returns_with_everything_under_it() 
 #[test]
 fn a_port_on_an_unknown_network_waits_for_it() {
     let mut r = cloud();
-    assert!(put_port(&mut r, "a", "n9", "h1", 1, "10.9.0.5").is_empty());
+    // Only its port security: that is keyed by port, not by network.
+    assert!(
+        put_port(&mut r, "a", "n9", "h1", 1, "10.9.0.5")
+            .iter()
+            .all(|(_, c)| matches!(c, Change::PortSecurityUpsert { .. }))
+    );
     assert!(
         r.step(
             Input::Subnet(Box::new(subnet("s9", "n9", "10.9.0.0/24"))),
@@ -448,5 +463,12 @@ fn store_resources_convert_to_inputs() {
         Input::deleted(Kind::Subnet, "s".into()),
         Some(Input::SubnetDeleted("s".into()))
     );
-    assert_eq!(Input::deleted(Kind::SecurityGroup, "g".into()), None);
+    assert_eq!(
+        Input::deleted(Kind::SecurityGroup, "g".into()),
+        Some(Input::SecurityGroupDeleted("g".into()))
+    );
+    assert_eq!(
+        Input::deleted(Kind::SecurityGroupRule, "r".into()),
+        Some(Input::SecurityGroupRuleDeleted("r".into()))
+    );
 }

@@ -1,5 +1,7 @@
-//! Random sequences of inputs (a few networks, subnets, hosts, and ports that
-//! move between hosts and networks, with deletes) checked after every step:
+//! Random sequences of inputs (a few networks, subnets, hosts, ports that move
+//! between hosts and networks, security groups and rules naming each other as
+//! remote groups, ports joining and leaving groups, toggling port security and
+//! carrying address pairs, with deletes) checked after every step:
 //! (a) each host's changes emitted so far, replayed, give exactly its snapshot;
 //! (b) each snapshot equals a from-scratch computation written plainly below;
 //! (c) a host whose state did not change was sent nothing.
@@ -14,14 +16,37 @@ use std::net::IpAddr;
 use common::{Replay, ip, network, port, subnet};
 use compiler::Input;
 use compiler::protocol::{
-    FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, RemotePortSpec, RouteSpec, SubnetSpec,
+    AllowedSource, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec,
+    RemotePortSpec, RouteSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    SecurityGroupSpec, SubnetSpec,
 };
-use model::{HostRoute, Network, Port, Subnet};
+use ipnet::IpNet;
+use model::{
+    AddressPair, Direction, Ethertype, HostRoute, Network, Port, SecurityGroup, SecurityGroupRule,
+    Standard, Subnet,
+};
 use proptest::prelude::*;
 
 const NETWORKS: usize = 3;
 const SUBNETS: usize = 4;
 const PORTS: usize = 8;
+const GROUPS: usize = 3;
+const RULES: usize = 6;
+/// Protocols as tenants write them.
+const PROTOCOLS: [Option<&str>; 9] = [
+    None,
+    Some("any"),
+    Some("tcp"),
+    Some("udp"),
+    Some("6"),
+    Some("icmp"),
+    Some("58"),
+    Some("gre"),
+    Some("132"),
+];
+/// Address-pair prefixes, by subnet index `{s}`: a host, a network, and a
+/// prefix with host bits set (truncated to its network).
+const PAIRS: [&str; 3] = ["10.{s}.0.1/32", "10.{s}.0.0/24", "10.{s}.0.3/24"];
 /// Host names ports may be bound to; index 0 is "" (unbound).
 const HOSTS: [&str; 5] = ["", "h1", "h2", "h3", "h4"];
 const PROFILES: [&str; 5] = [
@@ -53,6 +78,26 @@ enum Op {
         ip_last: u8,
     },
     HostDelete(usize),
+    GroupPut {
+        group: usize,
+        stateful: bool,
+    },
+    GroupDelete(usize),
+    RulePut(RulePut),
+    RuleDelete(usize),
+}
+
+#[derive(Clone, Debug)]
+struct RulePut {
+    rule: usize,
+    group: usize,
+    egress: bool,
+    ipv6: bool,
+    protocol: usize,
+    port_range_min: Option<u32>,
+    port_range_max: Option<u32>,
+    /// 0: none, 1: 0.0.0.0/0 (or ::/0), 2: a prefix, 3..: remote group (remote - 3).
+    remote: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -65,6 +110,10 @@ struct PortPut {
     ips: Vec<(usize, u8)>,
     admin_state_up: bool,
     profile: usize,
+    groups: Vec<usize>,
+    port_security: bool,
+    /// (subnet index, PAIRS index, MAC last octet)
+    pairs: Vec<(usize, usize, u8)>,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -76,9 +125,23 @@ fn op() -> impl Strategy<Value = Op> {
         prop::collection::vec((0..SUBNETS, 1..4u8), 0..3),
         any::<bool>(),
         0..PROFILES.len(),
+        (
+            prop::collection::vec(0..GROUPS, 0..3),
+            prop::bool::weighted(0.8),
+            prop::collection::vec((0..SUBNETS, 0..PAIRS.len(), 1..3u8), 0..2),
+        ),
     )
         .prop_map(
-            |(port, net, host, mac_last, ips, admin_state_up, profile)| {
+            |(
+                port,
+                net,
+                host,
+                mac_last,
+                ips,
+                admin_state_up,
+                profile,
+                (groups, port_security, pairs),
+            )| {
                 Op::PortPut(PortPut {
                     port,
                     net,
@@ -87,6 +150,32 @@ fn op() -> impl Strategy<Value = Op> {
                     ips,
                     admin_state_up,
                     profile,
+                    groups,
+                    port_security,
+                    pairs,
+                })
+            },
+        );
+    let rule_put = (
+        (0..RULES, 0..GROUPS, any::<bool>(), any::<bool>()),
+        (
+            0..PROTOCOLS.len(),
+            prop::option::of(prop::sample::select(vec![0u32, 8, 22, 80])),
+            prop::option::of(prop::sample::select(vec![0u32, 22, 255])),
+            0..3 + GROUPS,
+        ),
+    )
+        .prop_map(
+            |((rule, group, egress, ipv6), (protocol, port_range_min, port_range_max, remote))| {
+                Op::RulePut(RulePut {
+                    rule,
+                    group,
+                    egress,
+                    ipv6,
+                    protocol,
+                    port_range_min,
+                    port_range_max,
+                    remote,
                 })
             },
         );
@@ -101,6 +190,11 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (0..PORTS).prop_map(Op::PortDelete),
         2 => (1..HOSTS.len(), 1..3u8).prop_map(|(host, ip_last)| Op::HostPut { host, ip_last }),
         1 => (1..HOSTS.len()).prop_map(Op::HostDelete),
+        2 => (0..GROUPS, prop::bool::weighted(0.8))
+            .prop_map(|(group, stateful)| Op::GroupPut { group, stateful }),
+        1 => (0..GROUPS).prop_map(Op::GroupDelete),
+        4 => rule_put,
+        2 => (0..RULES).prop_map(Op::RuleDelete),
     ]
 }
 
@@ -114,6 +208,14 @@ fn subnet_id(i: usize) -> String {
 
 fn port_id(i: usize) -> String {
     format!("p{i}")
+}
+
+fn group_id(i: usize) -> String {
+    format!("g{i}")
+}
+
+fn rule_id(i: usize) -> String {
+    format!("r{i}")
 }
 
 /// The input of an op, in model terms.
@@ -157,6 +259,16 @@ fn input(op: &Op) -> Input {
             );
             model.admin_state_up = p.admin_state_up;
             model.binding_profile = PROFILES[p.profile].into();
+            model.security_groups = p.groups.iter().map(|g| group_id(*g)).collect();
+            model.port_security_enabled = p.port_security;
+            model.allowed_address_pairs = p
+                .pairs
+                .iter()
+                .map(|(s, pair, mac_last)| AddressPair {
+                    ip_address: PAIRS[*pair].replace("{s}", &s.to_string()).parse().unwrap(),
+                    mac_address: common::mac(*mac_last),
+                })
+                .collect();
             Input::Port(Box::new(model))
         }
         Op::PortDelete(i) => Input::PortDeleted(port_id(*i)),
@@ -165,6 +277,43 @@ fn input(op: &Op) -> Input {
             underlay_ip: ip(&format!("192.0.2.{ip_last}")),
         },
         Op::HostDelete(host) => Input::HostDeleted(HOSTS[*host].into()),
+        Op::GroupPut { group, stateful } => Input::SecurityGroup(Box::new(SecurityGroup {
+            std: Standard::new(group_id(*group), "project".into(), 0),
+            stateful: *stateful,
+            is_default: *group == 0,
+        })),
+        Op::GroupDelete(group) => Input::SecurityGroupDeleted(group_id(*group)),
+        Op::RulePut(r) => {
+            let ethertype = if r.ipv6 {
+                Ethertype::IPv6
+            } else {
+                Ethertype::IPv4
+            };
+            let (remote_ip_prefix, remote_group_id) = match (r.remote, r.ipv6) {
+                (0, _) => (None, None),
+                (1, false) => (Some("0.0.0.0/0".parse().unwrap()), None),
+                (1, true) => (Some("::/0".parse().unwrap()), None),
+                (2, false) => (Some("192.0.2.7/24".parse().unwrap()), None),
+                (2, true) => (Some("fd00::1/64".parse().unwrap()), None),
+                (g, _) => (None, Some(group_id(g - 3))),
+            };
+            Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+                std: Standard::new(rule_id(r.rule), "project".into(), 0),
+                security_group_id: group_id(r.group),
+                direction: if r.egress {
+                    Direction::Egress
+                } else {
+                    Direction::Ingress
+                },
+                ethertype,
+                protocol: PROTOCOLS[r.protocol].map(str::to_owned),
+                port_range_min: r.port_range_min,
+                port_range_max: r.port_range_max,
+                remote_ip_prefix,
+                remote_group_id,
+            }))
+        }
+        Op::RuleDelete(rule) => Input::SecurityGroupRuleDeleted(rule_id(*rule)),
     }
 }
 
@@ -175,6 +324,8 @@ struct World {
     subnets: BTreeMap<String, Subnet>,
     ports: BTreeMap<String, Port>,
     hosts: BTreeMap<String, IpAddr>,
+    groups: BTreeMap<String, SecurityGroup>,
+    rules: BTreeMap<String, SecurityGroupRule>,
 }
 
 impl World {
@@ -203,6 +354,18 @@ impl World {
             }
             Input::HostDeleted(name) => {
                 self.hosts.remove(&name);
+            }
+            Input::SecurityGroup(g) => {
+                self.groups.insert(g.std.id.clone(), *g);
+            }
+            Input::SecurityGroupDeleted(id) => {
+                self.groups.remove(&id);
+            }
+            Input::SecurityGroupRule(r) => {
+                self.rules.insert(r.std.id.clone(), *r);
+            }
+            Input::SecurityGroupRuleDeleted(id) => {
+                self.rules.remove(&id);
             }
         }
     }
@@ -253,7 +416,152 @@ impl World {
                 },
             );
         }
+        self.reference_security(host, &mut state);
         state
+    }
+
+    /// The security part, from scratch: every port bound to the host has its
+    /// port security; the known groups its enabled ports are in have their
+    /// rules; every group such a rule names has the addresses of all the ports
+    /// (bound or not) in it with port security enabled.
+    fn reference_security(&self, host: &str, state: &mut HostState) {
+        let local = || self.ports.values().filter(|p| p.binding_host_id == host);
+        for p in local() {
+            state
+                .port_security
+                .insert(p.std.id.clone(), reference_port_security(p));
+        }
+        let used: BTreeSet<&String> = local()
+            .filter(|p| p.port_security_enabled)
+            .flat_map(|p| &p.security_groups)
+            .collect();
+        for group in used {
+            let Some(g) = self.groups.get(group) else {
+                continue;
+            };
+            let rules: Vec<RuleSpec> = self
+                .rules
+                .values()
+                .filter(|r| &r.security_group_id == group)
+                .map(reference_rule)
+                .collect();
+            for rule in &rules {
+                if let RuleRemote::Group(remote) = &rule.remote {
+                    state
+                        .remote_groups
+                        .insert(remote.clone(), self.reference_members(remote));
+                }
+            }
+            state.security_groups.insert(
+                group.clone(),
+                SecurityGroupSpec {
+                    stateful: g.stateful,
+                    rules,
+                },
+            );
+        }
+    }
+
+    fn reference_members(&self, group: &str) -> BTreeSet<IpNet> {
+        let mut members = BTreeSet::new();
+        for p in self.ports.values() {
+            if !p.port_security_enabled || !p.security_groups.iter().any(|g| g == group) {
+                continue;
+            }
+            for f in &p.fixed_ips {
+                members.insert(IpNet::from(f.ip_address));
+            }
+            for pair in &p.allowed_address_pairs {
+                members.insert(pair.ip_address.trunc());
+            }
+        }
+        members
+    }
+}
+
+fn reference_port_security(p: &Port) -> PortSecuritySpec {
+    let mut groups = if p.port_security_enabled {
+        p.security_groups.clone()
+    } else {
+        vec![]
+    };
+    groups.sort();
+    groups.dedup();
+    let mut sources: Vec<AllowedSource> = p
+        .fixed_ips
+        .iter()
+        .map(|f| AllowedSource {
+            mac: p.mac_address,
+            ip: IpNet::from(f.ip_address),
+        })
+        .chain(p.allowed_address_pairs.iter().map(|a| AllowedSource {
+            mac: a.mac_address,
+            ip: a.ip_address.trunc(),
+        }))
+        .collect();
+    sources.sort();
+    sources.dedup();
+    PortSecuritySpec {
+        enabled: p.port_security_enabled,
+        security_groups: groups,
+        allowed_sources: sources,
+    }
+}
+
+/// A rule normalised plainly, by Neutron's reading of each field.
+fn reference_rule(r: &SecurityGroupRule) -> RuleSpec {
+    let v6 = r.ethertype == Ethertype::IPv6;
+    let protocol: Option<u8> = match r.protocol.as_deref() {
+        None | Some("any") => None,
+        Some("tcp") => Some(6),
+        Some("udp") => Some(17),
+        Some("icmp") if v6 => Some(58),
+        Some("icmp") => Some(1),
+        Some("gre") => Some(47),
+        Some(n) => Some(n.parse().unwrap()),
+    };
+    let u16_of = |v: u32| u16::try_from(v).unwrap();
+    let u8_of = |v: u32| u8::try_from(v).unwrap();
+    let (mut ports, mut icmp) = (None, None);
+    match protocol {
+        Some(6 | 17 | 33 | 132 | 136) => {
+            if let Some(min) = r.port_range_min {
+                ports = Some((u16_of(min), u16_of(r.port_range_max.unwrap_or(min))));
+            }
+        }
+        Some(1 | 58) => {
+            if let Some(t) = r.port_range_min {
+                icmp = Some((u8_of(t), r.port_range_max.map(u8_of)));
+            }
+        }
+        _ => {}
+    }
+    let remote = if let Some(prefix) = r.remote_ip_prefix {
+        if prefix.prefix_len() == 0 {
+            RuleRemote::Any
+        } else {
+            RuleRemote::Prefix(prefix.trunc())
+        }
+    } else if let Some(g) = &r.remote_group_id {
+        RuleRemote::Group(g.clone())
+    } else {
+        RuleRemote::Any
+    };
+    RuleSpec {
+        id: r.std.id.clone(),
+        direction: match r.direction {
+            Direction::Ingress => RuleDirection::Ingress,
+            Direction::Egress => RuleDirection::Egress,
+        },
+        ethertype: if v6 {
+            RuleEthertype::IPv6
+        } else {
+            RuleEthertype::IPv4
+        },
+        protocol,
+        ports,
+        icmp,
+        remote,
     }
 }
 

@@ -28,7 +28,7 @@ pub use resource::{Kind, Resource, Standard};
 pub use rng::SplitMix64;
 pub use security_group::{
     Direction, Ethertype, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
-    SecurityGroupUpdate,
+    SecurityGroupUpdate, protocol_number,
 };
 pub use subnet::{HostRoute, Ipv6Mode, Subnet, SubnetCreate, SubnetUpdate};
 

@@ -1,0 +1,517 @@
+//! Security groups, their rules, port security and remote-group member sets,
+//! derived incrementally.
+//!
+//! The index, all under one group id ([`GroupEntry`]):
+//! - `users`: host → how many of its local ports with port security enabled
+//!   are in the group. The hosts with a count are the ones that hold the
+//!   group's rules (`HostState::security_groups`, once the group is known).
+//! - `watchers`: host → how many rules, of the known groups the host uses,
+//!   name this group as their remote group. The hosts with a count hold its
+//!   member set (`HostState::remote_groups`).
+//! - `members`: address → how many ports of the group (port security
+//!   enabled, bound or not) stand for it, so that two ports sharing an
+//!   address leave the set only when both have gone.
+//!
+//! A port joining a group is then one `RemoteGroupMemberAdd` per new address
+//! to each watcher of the group, and a rule change one `SecurityGroupUpsert`
+//! to each user: work in proportion to the hosts concerned. A host's first
+//! use of a group (or first rule naming a remote group) sends it whole.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use model::{SecurityGroup, SecurityGroupRule};
+
+use super::{Compiler, Emitter, PortEntry};
+use crate::protocol::{Change, PortSecuritySpec, RuleRemote, RuleSpec, SecurityGroupSpec};
+use crate::spec::rule_spec;
+
+/// Everything under one security group id. Rules, ports and other groups'
+/// rules may name a group the compiler does not know (not yet put, or
+/// deleted): the entry lives while anything names it.
+#[derive(Debug, Default)]
+pub(super) struct GroupEntry {
+    /// `Some(stateful)` once the group itself is known. An unknown group has
+    /// no rules on any host (its users filter with the rest of their groups),
+    /// but its member set is kept all the same.
+    stateful: Option<bool>,
+    /// Its rules by id: sorted by id, so equal groups compare equal.
+    rules: BTreeMap<String, RuleSpec>,
+    users: BTreeMap<String, usize>,
+    watchers: BTreeMap<String, usize>,
+    members: BTreeMap<IpNet, usize>,
+}
+
+impl GroupEntry {
+    fn is_unused(&self) -> bool {
+        self.stateful.is_none()
+            && self.rules.is_empty()
+            && self.users.is_empty()
+            && self.watchers.is_empty()
+            && self.members.is_empty()
+    }
+
+    fn spec(&self) -> Option<SecurityGroupSpec> {
+        Some(SecurityGroupSpec {
+            stateful: self.stateful?,
+            rules: self.rules.values().cloned().collect(),
+        })
+    }
+
+    /// The remote groups its rules name, once per rule.
+    fn remotes(&self) -> Vec<String> {
+        self.rules.values().filter_map(remote_group).collect()
+    }
+
+    fn member_set(&self) -> BTreeSet<IpNet> {
+        self.members.keys().copied().collect()
+    }
+}
+
+fn remote_group(rule: &RuleSpec) -> Option<String> {
+    match &rule.remote {
+        RuleRemote::Group(g) => Some(g.clone()),
+        RuleRemote::Any | RuleRemote::Prefix(_) => None,
+    }
+}
+
+/// What the security side needs of a port, before or after a change.
+#[derive(Debug)]
+pub(super) struct SecurityView {
+    /// `binding:host_id`, empty when unbound.
+    host: String,
+    spec: PortSecuritySpec,
+    /// The groups it is in (empty when port security is disabled).
+    groups: BTreeSet<String>,
+    /// Its addresses in those groups' member sets.
+    members: BTreeSet<IpNet>,
+}
+
+impl SecurityView {
+    pub(super) fn of(port: &PortEntry) -> Self {
+        SecurityView {
+            host: port.host.clone(),
+            spec: port.security.clone(),
+            groups: port.groups.clone(),
+            members: port.members.clone(),
+        }
+    }
+
+    fn uses(&self, host: &str, group: &str) -> bool {
+        !self.host.is_empty() && self.host == host && self.groups.contains(group)
+    }
+
+    fn stands_for(&self, group: &str, member: &IpNet) -> bool {
+        self.groups.contains(group) && self.members.contains(member)
+    }
+}
+
+impl Compiler {
+    // ---- ports ------------------------------------------------------------
+
+    /// A port was put or deleted (`old`: how it was, if it was; the port as
+    /// it is now is in `self.ports`). Membership first (one element per
+    /// address and group), then the new host's groups, its port security,
+    /// and last the groups the old host no longer uses.
+    pub(super) fn port_security_changed(
+        &mut self,
+        id: &str,
+        old: Option<SecurityView>,
+        out: &mut Emitter,
+    ) {
+        let new = self.ports.get(id).map(SecurityView::of);
+        let empty = || SecurityView {
+            host: String::new(),
+            spec: PortSecuritySpec {
+                enabled: false,
+                security_groups: Vec::new(),
+                allowed_sources: Vec::new(),
+            },
+            groups: BTreeSet::new(),
+            members: BTreeSet::new(),
+        };
+        let old = old.unwrap_or_else(empty);
+        let existed = self.ports.contains_key(id);
+        let new = new.unwrap_or_else(empty);
+
+        for group in &new.groups {
+            for member in &new.members {
+                if !old.stands_for(group, member) {
+                    self.member_add(group, *member, out);
+                }
+            }
+        }
+        for group in &old.groups {
+            for member in &old.members {
+                if !new.stands_for(group, member) {
+                    self.member_remove(group, member, out);
+                }
+            }
+        }
+
+        if !new.host.is_empty() {
+            for group in &new.groups {
+                if !old.uses(&new.host, group) {
+                    self.use_group(&new.host, group, out);
+                }
+            }
+            if existed && (new.host != old.host || new.spec != old.spec) {
+                out.push(
+                    &new.host,
+                    Change::PortSecurityUpsert {
+                        port_id: id.to_owned(),
+                        spec: new.spec.clone(),
+                    },
+                );
+            }
+        }
+        if !old.host.is_empty() {
+            if old.host != new.host {
+                out.push(
+                    &old.host,
+                    Change::PortSecurityRemove {
+                        port_id: id.to_owned(),
+                    },
+                );
+            }
+            for group in &old.groups {
+                if !new.uses(&old.host, group) {
+                    self.unuse_group(&old.host, group, out);
+                }
+            }
+            self.forget_host_if_unused(&old.host);
+        }
+    }
+
+    fn member_add(&mut self, group: &str, member: IpNet, out: &mut Emitter) {
+        let entry = self.groups.entry(group.to_owned()).or_default();
+        let count = entry.members.entry(member).or_default();
+        *count += 1;
+        if *count == 1 {
+            for host in entry.watchers.keys() {
+                out.push(
+                    host,
+                    Change::RemoteGroupMemberAdd {
+                        group_id: group.to_owned(),
+                        member,
+                    },
+                );
+            }
+        }
+    }
+
+    fn member_remove(&mut self, group: &str, member: &IpNet, out: &mut Emitter) {
+        let Some(entry) = self.groups.get_mut(group) else {
+            return;
+        };
+        let Some(count) = entry.members.get_mut(member) else {
+            return;
+        };
+        *count -= 1;
+        if *count == 0 {
+            entry.members.remove(member);
+            for host in entry.watchers.keys() {
+                out.push(
+                    host,
+                    Change::RemoteGroupMemberRemove {
+                        group_id: group.to_owned(),
+                        member: *member,
+                    },
+                );
+            }
+        }
+        self.forget_group_if_unused(group);
+    }
+
+    /// One more local port of `host` uses `group`.
+    fn use_group(&mut self, host: &str, group: &str, out: &mut Emitter) {
+        let entry = self.groups.entry(group.to_owned()).or_default();
+        let count = entry.users.entry(host.to_owned()).or_default();
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        self.hosts
+            .entry(host.to_owned())
+            .or_default()
+            .groups
+            .insert(group.to_owned());
+        self.group_shown(host, group, out);
+    }
+
+    /// One local port of `host` fewer uses `group`.
+    fn unuse_group(&mut self, host: &str, group: &str, out: &mut Emitter) {
+        let Some(count) = self
+            .groups
+            .get_mut(group)
+            .and_then(|e| e.users.get_mut(host))
+        else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        if let Some(entry) = self.groups.get_mut(group) {
+            entry.users.remove(host);
+        }
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.groups.remove(group);
+        }
+        self.group_hidden(host, group, out);
+        self.forget_group_if_unused(group);
+    }
+
+    /// A host that uses a known group now holds it: the member sets its rules
+    /// name, then its rules.
+    fn group_shown(&mut self, host: &str, group: &str, out: &mut Emitter) {
+        let Some(entry) = self.groups.get(group) else {
+            return;
+        };
+        let Some(spec) = entry.spec() else {
+            return;
+        };
+        for remote in entry.remotes() {
+            self.watch(host, &remote, out);
+        }
+        out.push(
+            host,
+            Change::SecurityGroupUpsert {
+                group_id: group.to_owned(),
+                spec,
+            },
+        );
+    }
+
+    /// Undo [`Compiler::group_shown`]: the rules go, then the member sets only they named.
+    fn group_hidden(&mut self, host: &str, group: &str, out: &mut Emitter) {
+        let Some(entry) = self.groups.get(group) else {
+            return;
+        };
+        if entry.stateful.is_none() {
+            return;
+        }
+        let remotes = entry.remotes();
+        out.push(
+            host,
+            Change::SecurityGroupRemove {
+                group_id: group.to_owned(),
+            },
+        );
+        for remote in remotes {
+            self.unwatch(host, &remote, out);
+        }
+    }
+
+    /// One more rule held by `host` names `group` as its remote group.
+    fn watch(&mut self, host: &str, group: &str, out: &mut Emitter) {
+        let entry = self.groups.entry(group.to_owned()).or_default();
+        let count = entry.watchers.entry(host.to_owned()).or_default();
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        out.push(
+            host,
+            Change::RemoteGroupUpsert {
+                group_id: group.to_owned(),
+                members: entry.member_set(),
+            },
+        );
+        self.hosts
+            .entry(host.to_owned())
+            .or_default()
+            .remote_groups
+            .insert(group.to_owned());
+    }
+
+    fn unwatch(&mut self, host: &str, group: &str, out: &mut Emitter) {
+        let Some(entry) = self.groups.get_mut(group) else {
+            return;
+        };
+        let Some(count) = entry.watchers.get_mut(host) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        entry.watchers.remove(host);
+        out.push(
+            host,
+            Change::RemoteGroupRemove {
+                group_id: group.to_owned(),
+            },
+        );
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.remote_groups.remove(group);
+        }
+        self.forget_group_if_unused(group);
+    }
+
+    fn forget_group_if_unused(&mut self, id: &str) {
+        if self.groups.get(id).is_some_and(GroupEntry::is_unused) {
+            self.groups.remove(id);
+        }
+    }
+
+    /// The hosts using a group, in name order.
+    fn users_of(&self, group: &str) -> Vec<String> {
+        self.groups
+            .get(group)
+            .map(|e| e.users.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    // ---- groups -----------------------------------------------------------
+
+    pub(super) fn put_group(&mut self, group: &SecurityGroup, out: &mut Emitter) {
+        let id = &group.std.id;
+        let entry = self.groups.entry(id.clone()).or_default();
+        match entry.stateful.replace(group.stateful) {
+            // Unknown until now: its users start holding it.
+            None => {
+                for host in self.users_of(id) {
+                    self.group_shown(&host, id, out);
+                }
+            }
+            Some(previous) if previous != group.stateful => {
+                let spec = entry.spec();
+                for host in entry.users.keys() {
+                    if let Some(spec) = &spec {
+                        out.push(
+                            host,
+                            Change::SecurityGroupUpsert {
+                                group_id: id.clone(),
+                                spec: spec.clone(),
+                            },
+                        );
+                    }
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    pub(super) fn delete_group(&mut self, id: &str, out: &mut Emitter) {
+        if self
+            .groups
+            .get(id)
+            .is_none_or(|entry| entry.stateful.is_none())
+        {
+            return;
+        }
+        for host in self.users_of(id) {
+            self.group_hidden(&host, id, out);
+        }
+        if let Some(entry) = self.groups.get_mut(id) {
+            entry.stateful = None;
+        }
+        self.forget_group_if_unused(id);
+    }
+
+    // ---- rules ------------------------------------------------------------
+
+    pub(super) fn put_rule(&mut self, rule: &SecurityGroupRule, out: &mut Emitter) {
+        let id = &rule.std.id;
+        let group = &rule.security_group_id;
+        // A rule that changed groups leaves the old one first.
+        if self
+            .rule_groups
+            .get(id)
+            .is_some_and(|previous| previous != group)
+        {
+            self.delete_rule(id, out);
+        }
+        self.rule_groups.insert(id.clone(), group.clone());
+        let spec = rule_spec(rule);
+        let entry = self.groups.entry(group.clone()).or_default();
+        let old = entry.rules.insert(id.clone(), spec.clone());
+        if old.as_ref() == Some(&spec) {
+            return;
+        }
+        self.rule_changed(group, old.as_ref(), Some(&spec), out);
+    }
+
+    pub(super) fn delete_rule(&mut self, id: &str, out: &mut Emitter) {
+        let Some(group) = self.rule_groups.remove(id) else {
+            return;
+        };
+        let old = self
+            .groups
+            .get_mut(&group)
+            .and_then(|entry| entry.rules.remove(id));
+        if old.is_some() {
+            self.rule_changed(&group, old.as_ref(), None, out);
+        }
+        self.forget_group_if_unused(&group);
+    }
+
+    /// A rule of `group` went from `old` to `new` (already stored): the
+    /// group's users hold the new member set, then the group, then drop the
+    /// member set only the old rule named.
+    fn rule_changed(
+        &mut self,
+        group: &str,
+        old: Option<&RuleSpec>,
+        new: Option<&RuleSpec>,
+        out: &mut Emitter,
+    ) {
+        let Some(spec) = self.groups.get(group).and_then(GroupEntry::spec) else {
+            return;
+        };
+        let users = self.users_of(group);
+        let old_remote = old.and_then(remote_group);
+        let new_remote = new.and_then(remote_group);
+        for host in &users {
+            if let Some(remote) = &new_remote {
+                self.watch(host, remote, out);
+            }
+            out.push(
+                host,
+                Change::SecurityGroupUpsert {
+                    group_id: group.to_owned(),
+                    spec: spec.clone(),
+                },
+            );
+            if let Some(remote) = &old_remote {
+                self.unwatch(host, remote, out);
+            }
+        }
+    }
+
+    // ---- snapshots --------------------------------------------------------
+
+    /// The security part of a host's state, into `state`.
+    pub(super) fn security_snapshot(&self, host: &str, state: &mut crate::protocol::HostState) {
+        let Some(entry) = self.hosts.get(host) else {
+            return;
+        };
+        for network_id in &entry.networks {
+            let Some(ids) = self
+                .networks
+                .get(network_id)
+                .and_then(|n| n.bound_ports.get(host))
+            else {
+                continue;
+            };
+            for id in ids {
+                if let Some(port) = self.ports.get(id) {
+                    state
+                        .port_security
+                        .insert(id.clone(), port.security.clone());
+                }
+            }
+        }
+        for group in &entry.groups {
+            if let Some(spec) = self.groups.get(group).and_then(GroupEntry::spec) {
+                state.security_groups.insert(group.clone(), spec);
+            }
+        }
+        for group in &entry.remote_groups {
+            if let Some(g) = self.groups.get(group) {
+                state.remote_groups.insert(group.clone(), g.member_set());
+            }
+        }
+    }
+}
