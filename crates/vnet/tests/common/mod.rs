@@ -1,0 +1,258 @@
+//! The end-to-end harness: a real `vnet server` and a real `vnet agent` per
+//! host in a testworld (fabric, hosts, VMs), driven over HTTP.
+
+#![allow(clippy::unwrap_used, dead_code)] // each test uses part of it
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use testworld::{Fabric, Host, Netns, Vm};
+
+pub const VNET: &str = env!("CARGO_BIN_EXE_vnet");
+/// Where agents reach the server: an address on the fabric's bridge.
+pub const MGMT_IP: &str = "192.0.2.254";
+pub const MGMT_PORT: u16 = 9696;
+
+/// A child process killed (and reaped) on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn(mut cmd: Command, log: &std::path::Path) -> Proc {
+    let out = std::fs::File::create(log).unwrap();
+    let err = out.try_clone().unwrap();
+    Proc(cmd.stdout(out).stderr(err).spawn().unwrap())
+}
+
+/// A minimal HTTP/1.1 JSON client (one request per connection).
+pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let body = body.map(Value::to_string).unwrap_or_default();
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub struct Cloud {
+    pub api: SocketAddr,
+    pub hosts: Vec<Host>,
+    pub agents: Vec<Option<Proc>>,
+    pub logs: tempfile::TempDir,
+    // Dropped last: everything above lives in namespaces plugged into it.
+    _server: Proc,
+    pub fabric: Fabric,
+}
+
+impl Cloud {
+    pub fn new(prefix: &str, hosts: u8) -> Cloud {
+        let logs = tempfile::tempdir().unwrap();
+        let fabric = Fabric::new(prefix).unwrap();
+        fabric
+            .ns
+            .ip(&["addr", "add", &format!("{MGMT_IP}/24"), "dev", "br0"])
+            .unwrap();
+        let hosts: Vec<Host> = (1..=hosts)
+            .map(|i| Host::new(&fabric, prefix, i).unwrap())
+            .collect();
+        let api: SocketAddr = {
+            let probe = TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let mut server = Command::new(VNET);
+        server.args([
+            "server",
+            "--listen",
+            &api.to_string(),
+            "--listen",
+            &format!("{}/{MGMT_IP}:{MGMT_PORT}", fabric.ns.name()),
+            "--data-dir",
+            logs.path().join("data").to_str().unwrap(),
+        ]);
+        let server = spawn(server, &logs.path().join("server.log"));
+        wait_for("the server", Duration::from_secs(10), || {
+            TcpStream::connect(api).is_ok()
+        });
+        let mut cloud = Cloud {
+            api,
+            hosts,
+            agents: Vec::new(),
+            logs,
+            _server: server,
+            fabric,
+        };
+        for i in 0..cloud.hosts.len() {
+            let agent = cloud.start_agent(i);
+            cloud.agents.push(Some(agent));
+        }
+        cloud
+    }
+
+    pub fn start_agent(&self, i: usize) -> Proc {
+        let host = &self.hosts[i];
+        let mut cmd = host.ns.command(VNET);
+        cmd.args([
+            "agent",
+            "--server",
+            &format!("http://{MGMT_IP}:{MGMT_PORT}"),
+            "--host",
+            &format!("h{}", host.index),
+            "--underlay-ip",
+            &host.underlay_ip().to_string(),
+        ]);
+        spawn(
+            cmd,
+            &self.logs.path().join(format!("agent-h{}.log", host.index)),
+        )
+    }
+
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let (status, reply) = http(self.api, method, path, body.as_ref());
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {reply}"
+        );
+        reply
+    }
+
+    pub fn network(&self, project: &str, cidr: &str) -> (String, String) {
+        let net = self.call(
+            "POST",
+            "/v2.0/networks",
+            Some(json!({"network": {"project_id": project}})),
+        );
+        let net = net["network"]["id"].as_str().unwrap().to_owned();
+        let body = json!({"subnet": {"network_id": net, "project_id": project, "ip_version": 4, "cidr": cidr}});
+        let subnet = self.call("POST", "/v2.0/subnets", Some(body));
+        (net, subnet["subnet"]["id"].as_str().unwrap().to_owned())
+    }
+
+    /// A port with a chosen address, bound to host `h` (1-based), and its VM.
+    pub fn vm(&self, project: &str, net: &str, subnet: &str, ip: &str, h: usize) -> (String, Vm) {
+        self.vm_with(project, net, subnet, ip, h, json!({}))
+    }
+
+    /// As `vm`, with more port attributes (`security_groups`, …).
+    pub fn vm_with(
+        &self,
+        project: &str,
+        net: &str,
+        subnet: &str,
+        ip: &str,
+        h: usize,
+        extra: Value,
+    ) -> (String, Vm) {
+        let mut body = json!({"port": {
+            "network_id": net, "project_id": project, "binding:host_id": format!("h{h}"),
+            "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}],
+        }});
+        if let (Some(port), Some(extra)) = (body["port"].as_object_mut(), extra.as_object()) {
+            port.extend(extra.clone());
+        }
+        let port = self.call("POST", "/v2.0/ports", Some(body))["port"].clone();
+        let id = port["id"].as_str().unwrap().to_owned();
+        let device = compiler::protocol::tap_name(&id);
+        let vm = Vm::new(
+            &self.hosts[h - 1],
+            "e2",
+            &device,
+            port["mac_address"].as_str().unwrap(),
+        )
+        .unwrap();
+        (id, vm)
+    }
+
+    pub fn status(&self, port: &str) -> String {
+        self.call("GET", &format!("/v2.0/ports/{port}"), None)["port"]["status"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+/// Run busybox udhcpc in the VM; returns the `ip/mask` it was given.
+pub fn dhcp(vm: &Vm) -> String {
+    let script = "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; \
+                  ip addr add $ip/$mask dev $interface; echo \"LEASE $ip/$mask\";; esac\n";
+    let path = std::env::temp_dir().join(format!("vnet-udhcpc-{}.sh", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    vm.ns
+        .exec("chmod", &["+x", path.to_str().unwrap()])
+        .unwrap();
+    let out = vm
+        .ns
+        .exec(
+            "busybox",
+            &[
+                "udhcpc",
+                "-i",
+                "eth0",
+                "-n",
+                "-q",
+                "-f",
+                "-t",
+                "5",
+                "-T",
+                "1",
+                "-s",
+                path.to_str().unwrap(),
+            ],
+        )
+        .unwrap_or_else(|e| panic!("udhcpc failed: {e}"));
+    out.lines()
+        .find_map(|l| l.strip_prefix("LEASE "))
+        .unwrap_or_else(|| panic!("no lease in: {out}"))
+        .to_owned()
+}
+
+/// What the kernel of a host holds that vnet programs, without the bridge
+/// timers that tick on their own.
+pub fn kernel_state(ns: &Netns) -> String {
+    let links: Vec<String> = ns
+        .ip(&["-d", "link", "show"])
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let mut words = line.split_whitespace();
+            let mut kept = Vec::new();
+            while let Some(word) = words.next() {
+                if word.ends_with("_timer") {
+                    words.next();
+                } else {
+                    kept.push(word);
+                }
+            }
+            kept.join(" ")
+        })
+        .collect();
+    let links = links.join("\n");
+    let fdb = ns.exec("bridge", &["fdb", "show"]).unwrap();
+    let neigh = ns.ip(&["neigh", "show", "nud", "permanent"]).unwrap();
+    format!("{links}\n{fdb}\n{neigh}")
+}
