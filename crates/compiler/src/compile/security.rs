@@ -110,9 +110,11 @@ impl Compiler {
     // ---- ports ------------------------------------------------------------
 
     /// A port was put or deleted (`old`: how it was, if it was; the port as
-    /// it is now is in `self.ports`). Membership first (one element per
-    /// address and group), then the new host's groups, its port security,
-    /// and last the groups the old host no longer uses.
+    /// it is now is in `self.ports`). In order: the addresses it adds to its
+    /// groups' member sets (one element each), the groups its new host starts
+    /// using, its port security, the groups its old host stops using, and the
+    /// addresses it takes out of member sets (so that a host dropping a set
+    /// does not first hear of its elements leaving).
     pub(super) fn port_security_changed(
         &mut self,
         id: &str,
@@ -141,14 +143,6 @@ impl Compiler {
                 }
             }
         }
-        for group in &old.groups {
-            for member in &old.members {
-                if !new.stands_for(group, member) {
-                    self.member_remove(group, member, out);
-                }
-            }
-        }
-
         if !new.host.is_empty() {
             for group in &new.groups {
                 if !old.uses(&new.host, group) {
@@ -179,6 +173,15 @@ impl Compiler {
                     self.unuse_group(&old.host, group, out);
                 }
             }
+        }
+        for group in &old.groups {
+            for member in &old.members {
+                if !new.stands_for(group, member) {
+                    self.member_remove(group, member, out);
+                }
+            }
+        }
+        if !old.host.is_empty() {
             self.forget_host_if_unused(&old.host);
         }
     }
