@@ -7,4 +7,5 @@
 pub mod daemon;
 pub mod dhcp;
 pub mod linux;
+pub mod nft;
 pub mod sync;

@@ -1,0 +1,244 @@
+//! The nftables backend: enforces port security and security groups of a
+//! host's local ports. From a [`HostState`] [`desired`] builds the ruleset
+//! (pure), [`plan`] diffs it against what vnet's two tables hold (pure) into
+//! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
+//! runs it as one `nft -f -` process. Nothing is flushed wholesale: a chain
+//! is rewritten only when its rules changed (atomically, within the
+//! transaction), a remote group's member set changes element by element, and
+//! conntrack is never flushed, so connections the new rules still allow
+//! carry on. Only the tables `bridge vnet` and `inet vnet` are touched, plus
+//! the `nf_call_iptables`/`nf_call_ip6tables` switches of vnet's own bridges
+//! (`vnbr*`) that carry a secured port. See [`ruleset`] for the design.
+//!
+//! Runs `nft` and `ip` as child processes, which inherit the network
+//! namespace of the calling thread.
+
+mod plan;
+pub mod ruleset;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use compiler::protocol::HostState;
+
+pub use plan::{ObservedNft, ObservedTable, Transaction, parse_table, plan, rule_tag};
+pub use ruleset::{Family, NftConfig, Ruleset, TABLE, desired};
+
+/// What stopped a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run {program}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed: {stderr}")]
+    Failed { command: String, stderr: String },
+    #[error("cannot read the output of `{command}`")]
+    Parse {
+        command: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// What one reconcile did.
+#[derive(Debug, Default)]
+pub struct NftReport {
+    /// The transaction run (empty: nftables already matched).
+    pub transaction: Transaction,
+    /// Bridges whose netfilter switches were turned on or off.
+    pub bridges_switched: Vec<String>,
+    pub observe: Duration,
+    pub execute: Duration,
+}
+
+impl NftReport {
+    pub fn unchanged(&self) -> bool {
+        self.transaction.is_empty() && self.bridges_switched.is_empty()
+    }
+}
+
+/// Reconciles nftables in the network namespace of the calling thread.
+/// Stateless: every reconcile reads the kernel, so a fresh reconciler (an
+/// agent restart) with an unchanged desired state applies nothing.
+#[derive(Clone, Debug, Default)]
+pub struct NftReconciler {
+    config: NftConfig,
+}
+
+impl NftReconciler {
+    pub fn new(config: NftConfig) -> Self {
+        NftReconciler { config }
+    }
+
+    /// Reads vnet's two tables (two `nft -j list table` processes).
+    pub fn observe(&self) -> Result<ObservedNft, NftError> {
+        Ok(ObservedNft {
+            bridge: observe_table(Family::Bridge)?,
+            inet: observe_table(Family::Inet)?,
+        })
+    }
+
+    /// Observes, plans, and runs the transaction if there is one; then makes
+    /// the bridges' netfilter switches match (run it after the `linux`
+    /// reconciler, which creates the bridges).
+    pub fn reconcile(&self, state: &HostState) -> Result<NftReport, NftError> {
+        let start = Instant::now();
+        let want = desired(state, &self.config);
+        let have = self.observe()?;
+        let switches = observe_bridges()?;
+        let observed_at = Instant::now();
+        let transaction = plan(&want, &have);
+        if !transaction.is_empty() {
+            run_script(&transaction.script)?;
+        }
+        let bridges_switched = switch_bridges(&want, &switches)?;
+        Ok(NftReport {
+            transaction,
+            bridges_switched,
+            observe: observed_at - start,
+            execute: observed_at.elapsed(),
+        })
+    }
+
+    /// Runs one transaction as planned elsewhere.
+    pub fn apply(&self, transaction: &Transaction) -> Result<(), NftError> {
+        if transaction.is_empty() {
+            return Ok(());
+        }
+        run_script(&transaction.script)
+    }
+
+    /// Deletes vnet's tables (for uninstalling; never done by reconcile).
+    pub fn remove_all(&self) -> Result<(), NftError> {
+        let have = self.observe()?;
+        let mut script = String::new();
+        for f in [Family::Bridge, Family::Inet] {
+            if have.table(f).exists {
+                script += &format!("delete table {} {TABLE}\n", f.as_str());
+            }
+        }
+        if script.is_empty() {
+            return Ok(());
+        }
+        run_script(&script)
+    }
+}
+
+fn output(
+    program: &'static str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Result<std::process::Output, NftError> {
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| NftError::Spawn { program, source })?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())
+            .map_err(|source| NftError::Spawn { program, source })?;
+    }
+    child
+        .wait_with_output()
+        .map_err(|source| NftError::Spawn { program, source })
+}
+
+fn observe_table(family: Family) -> Result<ObservedTable, NftError> {
+    let args = ["-j", "list", "table", family.as_str(), TABLE];
+    let out = output("nft", &args, None)?;
+    let command = format!("nft {}", args.join(" "));
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if stderr.contains("No such file or directory") {
+            return Ok(ObservedTable::default());
+        }
+        return Err(NftError::Failed { command, stderr });
+    }
+    parse_table(&String::from_utf8_lossy(&out.stdout))
+        .map_err(|source| NftError::Parse { command, source })
+}
+
+fn run_script(script: &str) -> Result<(), NftError> {
+    let out = output("nft", &["-f", "-"], Some(script))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(NftError::Failed {
+            command: format!("nft -f - <<EOF\n{script}EOF"),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+}
+
+/// vnet's bridges and whether IP traffic through them goes to netfilter.
+fn observe_bridges() -> Result<Vec<(String, bool)>, NftError> {
+    let args = ["-d", "-j", "link", "show", "type", "bridge"];
+    let out = output("ip", &args, None)?;
+    let command = format!("ip {}", args.join(" "));
+    if !out.status.success() {
+        return Err(NftError::Failed {
+            command,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .map_err(|source| NftError::Parse { command, source })?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|l| {
+            let name = l["ifname"].as_str()?;
+            name.starts_with(crate::linux::BRIDGE_PREFIX)
+                .then_some(())?;
+            let data = &l["linkinfo"]["info_data"];
+            let on = data["nf_call_iptables"].as_u64() == Some(1)
+                && data["nf_call_ip6tables"].as_u64() == Some(1);
+            Some((name.to_string(), on))
+        })
+        .collect())
+}
+
+/// The switches to flip: on for bridges with a secured port, off for vnet's
+/// other bridges (so their traffic skips conntrack).
+pub fn bridge_switches(want: &Ruleset, have: &[(String, bool)]) -> Vec<(String, bool)> {
+    have.iter()
+        .filter_map(|(name, on)| {
+            let should = want.filtered_bridges.contains(name);
+            (should != *on).then(|| (name.clone(), should))
+        })
+        .collect()
+}
+
+fn switch_bridges(want: &Ruleset, have: &[(String, bool)]) -> Result<Vec<String>, NftError> {
+    let flips = bridge_switches(want, have);
+    if flips.is_empty() {
+        return Ok(vec![]);
+    }
+    let mut batch = String::new();
+    for (name, on) in &flips {
+        let v = u8::from(*on);
+        batch +=
+            &format!("link set {name} type bridge nf_call_iptables {v} nf_call_ip6tables {v}\n");
+    }
+    let out = output("ip", &["-batch", "-"], Some(&batch))?;
+    if !out.status.success() {
+        return Err(NftError::Failed {
+            command: format!("ip -batch - <<EOF\n{batch}EOF"),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(flips.into_iter().map(|(n, _)| n).collect())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,236 @@
+//! What vnet's tables hold (read from `nft -j list table`), and the one
+//! transaction that turns that into the desired ruleset. Pure.
+//!
+//! Every rule vnet writes carries a comment with a hash of its text, so a
+//! chain is known unchanged by comparing the list of hashes: a chain whose
+//! rules differ is flushed and rewritten in the transaction; named sets are
+//! changed element by element; chains and sets vnet no longer wants are
+//! deleted. Tables and objects of anyone else are never named.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde_json::Value;
+
+use super::ruleset::{Family, Ruleset, TABLE, Table, fnv1a};
+
+/// One of vnet's tables as nftables has it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedTable {
+    pub exists: bool,
+    /// Chain → the comments (rule hashes) of its rules, in order.
+    pub chains: BTreeMap<String, Vec<String>>,
+    /// Set → its elements (`None` for one vnet cannot read back, e.g. a
+    /// range: then the set is recreated).
+    pub sets: BTreeMap<String, Option<BTreeSet<IpNet>>>,
+}
+
+/// Both of vnet's tables as nftables has them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedNft {
+    pub bridge: ObservedTable,
+    pub inet: ObservedTable,
+}
+
+impl ObservedNft {
+    pub fn table(&self, family: Family) -> &ObservedTable {
+        match family {
+            Family::Bridge => &self.bridge,
+            Family::Inet => &self.inet,
+        }
+    }
+}
+
+/// The comment identifying a rule's text.
+pub fn rule_tag(rule: &str) -> String {
+    format!("h{:016x}", fnv1a(rule.as_bytes()))
+}
+
+/// Reads `nft -j list table <family> vnet` output.
+pub fn parse_table(json: &str) -> Result<ObservedTable, serde_json::Error> {
+    let v: Value = serde_json::from_str(json)?;
+    let mut t = ObservedTable::default();
+    for item in v["nftables"].as_array().into_iter().flatten() {
+        if item.get("table").is_some() {
+            t.exists = true;
+        } else if let Some(c) = item.get("chain") {
+            if let Some(name) = c["name"].as_str() {
+                t.chains.entry(name.to_string()).or_default();
+            }
+        } else if let Some(r) = item.get("rule") {
+            if let Some(chain) = r["chain"].as_str() {
+                let tag = r["comment"].as_str().unwrap_or("").to_string();
+                t.chains.entry(chain.to_string()).or_default().push(tag);
+            }
+        } else if let Some(s) = item.get("set")
+            && let Some(name) = s["name"].as_str()
+        {
+            {
+                let elems = s["elem"]
+                    .as_array()
+                    .map(|a| a.iter().map(parse_element).collect::<Option<BTreeSet<_>>>())
+                    .unwrap_or_else(|| Some(BTreeSet::new()));
+                t.sets.insert(name.to_string(), elems);
+            }
+        }
+    }
+    Ok(t)
+}
+
+fn parse_element(e: &Value) -> Option<IpNet> {
+    if let Some(s) = e.as_str() {
+        return s.parse::<IpAddr>().ok().map(IpNet::from);
+    }
+    let p = e.get("prefix")?;
+    let addr: IpAddr = p["addr"].as_str()?.parse().ok()?;
+    let len = u8::try_from(p["len"].as_u64()?).ok()?;
+    IpNet::new(addr, len).ok()
+}
+
+/// One nftables transaction (an `nft -f` script), and what it changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Transaction {
+    pub script: String,
+    /// Chains (re)written, as `family/chain`.
+    pub chains_written: Vec<String>,
+    pub chains_deleted: Vec<String>,
+    pub sets_created: Vec<String>,
+    pub sets_deleted: Vec<String>,
+    /// Elements added and removed, as `family/set element`.
+    pub elements_added: Vec<String>,
+    pub elements_removed: Vec<String>,
+}
+
+impl Transaction {
+    pub fn is_empty(&self) -> bool {
+        self.script.is_empty()
+    }
+}
+
+/// The transaction taking `have` to `want`. Empty when they agree.
+pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
+    let mut tx = Transaction::default();
+    // Phases, in the order nft must run them within the one transaction.
+    let mut tables = String::new();
+    let mut new_chains = String::new();
+    let mut new_sets = String::new();
+    let mut del_elements = String::new();
+    let mut add_elements = String::new();
+    let mut flushes = String::new();
+    let mut rules = String::new();
+    let mut deletes = String::new();
+    for family in [Family::Bridge, Family::Inet] {
+        let f = family.as_str();
+        let w: &Table = want.table(family);
+        let h = have.table(family);
+        if !h.exists {
+            let _ = writeln!(tables, "add table {f} {TABLE}");
+        }
+        for (name, chain) in &w.chains {
+            let tags: Vec<String> = chain.rules.iter().map(|r| rule_tag(r)).collect();
+            let existing = h.chains.get(name);
+            match existing {
+                None => match &chain.hook {
+                    Some(hook) => {
+                        let _ = writeln!(new_chains, "add chain {f} {TABLE} {name} {{ {hook} }}");
+                    }
+                    None => {
+                        let _ = writeln!(new_chains, "add chain {f} {TABLE} {name}");
+                    }
+                },
+                Some(have_tags) if *have_tags == tags => continue,
+                Some(_) => {
+                    let _ = writeln!(flushes, "flush chain {f} {TABLE} {name}");
+                }
+            }
+            tx.chains_written.push(format!("{f}/{name}"));
+            for (rule, tag) in chain.rules.iter().zip(&tags) {
+                let _ = writeln!(
+                    rules,
+                    "add rule {f} {TABLE} {name} {rule} comment \"{tag}\""
+                );
+            }
+        }
+        for name in h.chains.keys() {
+            if !w.chains.contains_key(name) {
+                let _ = writeln!(flushes, "flush chain {f} {TABLE} {name}");
+                let _ = writeln!(deletes, "delete chain {f} {TABLE} {name}");
+                tx.chains_deleted.push(format!("{f}/{name}"));
+            }
+        }
+        for (name, set) in &w.sets {
+            let have_elems = match h.sets.get(name) {
+                Some(Some(e)) => e.clone(),
+                Some(None) => {
+                    // Unreadable: delete and recreate it (same transaction).
+                    let _ = writeln!(new_sets, "delete set {f} {TABLE} {name}");
+                    let _ = writeln!(
+                        new_sets,
+                        "add set {f} {TABLE} {name} {{ type {}; flags interval; }}",
+                        set.type_name()
+                    );
+                    tx.sets_created.push(format!("{f}/{name}"));
+                    BTreeSet::new()
+                }
+                None => {
+                    let _ = writeln!(
+                        new_sets,
+                        "add set {f} {TABLE} {name} {{ type {}; flags interval; }}",
+                        set.type_name()
+                    );
+                    tx.sets_created.push(format!("{f}/{name}"));
+                    BTreeSet::new()
+                }
+            };
+            let gone: Vec<String> = have_elems
+                .difference(&set.elements)
+                .map(ToString::to_string)
+                .collect();
+            let new: Vec<String> = set
+                .elements
+                .difference(&have_elems)
+                .map(ToString::to_string)
+                .collect();
+            if !gone.is_empty() {
+                let _ = writeln!(
+                    del_elements,
+                    "delete element {f} {TABLE} {name} {{ {} }}",
+                    gone.join(", ")
+                );
+                tx.elements_removed
+                    .extend(gone.iter().map(|e| format!("{f}/{name} {e}")));
+            }
+            if !new.is_empty() {
+                let _ = writeln!(
+                    add_elements,
+                    "add element {f} {TABLE} {name} {{ {} }}",
+                    new.join(", ")
+                );
+                tx.elements_added
+                    .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
+            }
+        }
+        for name in h.sets.keys() {
+            if !w.sets.contains_key(name) {
+                let _ = writeln!(deletes, "delete set {f} {TABLE} {name}");
+                tx.sets_deleted.push(format!("{f}/{name}"));
+            }
+        }
+    }
+    let body = [
+        new_chains,
+        new_sets,
+        del_elements,
+        add_elements,
+        flushes,
+        rules,
+        deletes,
+    ]
+    .concat();
+    if !body.is_empty() || !tables.is_empty() {
+        tx.script = tables + &body;
+    }
+    tx
+}

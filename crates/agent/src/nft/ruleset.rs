@@ -1,0 +1,622 @@
+//! The desired nftables state of a host, from its [`HostState`]: pure, no
+//! I/O, so every rule is testable without root.
+//!
+//! Two tables, both named [`TABLE`], are vnet's and nothing else is touched:
+//!
+//! - `bridge vnet` sees each frame with the port it came from and goes to.
+//!   `prerouting` (priority -300, before br_netfilter hands the frame to
+//!   conntrack) jumps per port to its anti-spoofing chain `s_<dev>`;
+//!   `forward` (priority -200) writes the ports into the packet mark:
+//!   bits 16–31 the index of the port it comes from, bits 0–15 the port it
+//!   goes to (0: not a filtered port). Under bridge netfilter the inet family
+//!   only sees the bridge as device, hence the mark.
+//! - `inet vnet`: `prerouting` (raw) puts each network's packets in its own
+//!   conntrack zone (by bridge) and skips conntrack for the underlay VXLAN;
+//!   `egress` (forward, priority 0) dispatches on the from-port bits to
+//!   `e_<dev>`, `ingress` (forward, priority 10) on the to-port bits to
+//!   `i_<dev>`. Two base chains so that `accept` in one (the sending port's
+//!   rules allow it) still leaves the other (the receiving port's) to decide.
+//!   A port chain accepts replies (stateful), DHCP and neighbour discovery,
+//!   then jumps to one chain per security group and direction
+//!   (`g_<group>_e`/`g_<group>_i`, shared by every port of the group), and
+//!   drops what none accepted. A rule naming a remote group is one lookup in
+//!   the named set `rg_<group>_4`/`_6` of the group's members.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use compiler::protocol::{
+    HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+};
+use ipnet::IpNet;
+
+/// The name of both of vnet's tables.
+pub const TABLE: &str = "vnet";
+
+/// An nftables address family vnet uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Family {
+    Bridge,
+    Inet,
+}
+
+impl Family {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Bridge => "bridge",
+            Family::Inet => "inet",
+        }
+    }
+}
+
+/// One chain: a base chain has a hook definition (`type … hook … priority
+/// …; policy …;`); its rules in order, as nft text.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Chain {
+    pub hook: Option<String>,
+    pub rules: Vec<String>,
+}
+
+/// A named set of addresses or prefixes (always `flags interval`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Set {
+    pub v6: bool,
+    pub elements: BTreeSet<IpNet>,
+}
+
+impl Set {
+    pub fn type_name(&self) -> &'static str {
+        if self.v6 { "ipv6_addr" } else { "ipv4_addr" }
+    }
+}
+
+/// One of vnet's tables.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Table {
+    pub chains: BTreeMap<String, Chain>,
+    pub sets: BTreeMap<String, Set>,
+}
+
+/// Everything vnet wants in nftables on one host.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ruleset {
+    pub bridge: Table,
+    pub inet: Table,
+    /// Bridges whose IP traffic must go through the inet family
+    /// (`nf_call_iptables`/`nf_call_ip6tables` on): those with a port whose
+    /// port security is on.
+    pub filtered_bridges: BTreeSet<String>,
+}
+
+impl Ruleset {
+    pub fn table(&self, family: Family) -> &Table {
+        match family {
+            Family::Bridge => &self.bridge,
+            Family::Inet => &self.inet,
+        }
+    }
+}
+
+/// How this host's nftables are set up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NftConfig {
+    /// UDP port of the overlay (conntrack is skipped for it on the underlay).
+    pub vxlan_port: u16,
+}
+
+impl Default for NftConfig {
+    fn default() -> Self {
+        NftConfig {
+            vxlan_port: crate::linux::VXLAN_PORT,
+        }
+    }
+}
+
+/// Mark bits of the port a packet comes from.
+pub const MARK_FROM: u32 = 0xffff_0000;
+/// Mark bits of the port a packet goes to.
+pub const MARK_TO: u32 = 0x0000_ffff;
+
+/// The conntrack zone of a network: the low 16 bits of its VNI (0 is
+/// avoided); on a collision with another network of the host, the next free
+/// one, networks taken by VNI order. Stable as long as no collision appears.
+pub fn zones(vnis: &BTreeSet<u32>) -> BTreeMap<u32, u16> {
+    let mut used = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for &vni in vnis {
+        let mut z = (vni & 0xffff) as u16;
+        while z == 0 || used.contains(&z) {
+            z = z.wrapping_add(1);
+        }
+        used.insert(z);
+        out.insert(vni, z);
+    }
+    out
+}
+
+/// Port indexes for the mark (1…0xffff): derived from the device name, so
+/// that a port keeps its index while others come and go; on a collision the
+/// next free one (devices in name order).
+pub fn port_indexes<'a>(devices: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+    let mut used = BTreeSet::new();
+    let mut out = BTreeMap::new();
+    let devices: BTreeSet<&str> = devices.into_iter().collect();
+    for dev in devices {
+        let mut i = (fnv1a(dev.as_bytes()) % 0xffff) as u16 + 1;
+        while used.contains(&i) {
+            i = if i == 0xffff { 1 } else { i + 1 };
+        }
+        used.insert(i);
+        out.insert(dev.to_string(), i);
+    }
+    out
+}
+
+/// FNV-1a (64 bit): a hash that is the same in every build (std's is not).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// An identifier nft accepts as a chain or set name: letters, digits, `_`
+/// and `-` kept, anything else `_`, and then a hash of the original so that
+/// two ids never share a name.
+pub fn ident(id: &str) -> String {
+    let clean: String = id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if clean == id {
+        clean
+    } else {
+        format!("{clean}_{:08x}", fnv1a(id.as_bytes()) as u32)
+    }
+}
+
+pub fn group_chain(group: &str, dir: RuleDirection) -> String {
+    let d = match dir {
+        RuleDirection::Ingress => "i",
+        RuleDirection::Egress => "e",
+    };
+    format!("g_{}_{d}", ident(group))
+}
+
+pub fn remote_set(group: &str, v6: bool) -> String {
+    format!("rg_{}_{}", ident(group), if v6 { 6 } else { 4 })
+}
+
+/// A port's local device name as an nft string (quoted).
+fn q(s: &str) -> String {
+    format!("\"{}\"", s.replace(['"', '\\'], "_"))
+}
+
+/// IANA numbers of the protocols whose rules name ports (`th dport`).
+const PORT_PROTOCOLS: [u8; 5] = [6, 17, 33, 132, 136];
+
+/// The desired ruleset of a host.
+pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+
+    // Secured local ports: device → (bridge, spec).
+    let mut secured: BTreeMap<String, (String, &PortSecuritySpec)> = BTreeMap::new();
+    let mut vnis = BTreeSet::new();
+    let mut bridge_of_vni = BTreeMap::new();
+    for net in state.networks.values() {
+        vnis.insert(net.vni);
+        let bridge = crate::linux::bridge_name(net.vni);
+        bridge_of_vni.insert(net.vni, bridge.clone());
+        for (port_id, port) in &net.local_ports {
+            let Some(spec) = state.port_security.get(port_id) else {
+                continue;
+            };
+            if spec.enabled && !secured.contains_key(&port.device) {
+                secured.insert(port.device.clone(), (bridge.clone(), spec));
+                rs.filtered_bridges.insert(bridge.clone());
+            }
+        }
+    }
+    let index = port_indexes(secured.keys().map(String::as_str));
+
+    // === bridge vnet ===
+    let b = &mut rs.bridge;
+    let mut pre = Chain {
+        hook: Some("type filter hook prerouting priority -300; policy accept;".into()),
+        rules: vec![],
+    };
+    let mut fwd = Chain {
+        hook: Some("type filter hook forward priority -200; policy accept;".into()),
+        rules: vec![],
+    };
+    if !secured.is_empty() {
+        let spoof: Vec<String> = secured
+            .keys()
+            .map(|d| format!("{} : jump {}", q(d), spoof_chain(d)))
+            .collect();
+        pre.rules
+            .push(format!("iifname vmap {{ {} }}", spoof.join(", ")));
+        fwd.rules.push("meta mark set 0".into());
+        let from: Vec<String> = index
+            .iter()
+            .map(|(d, i)| format!("{} : {:#010x}", q(d), u32::from(*i) << 16))
+            .collect();
+        fwd.rules.push(format!(
+            "meta mark set iifname map {{ {} }}",
+            from.join(", ")
+        ));
+        let to: Vec<String> = index
+            .keys()
+            .map(|d| format!("{} : jump {}", q(d), to_chain(d)))
+            .collect();
+        fwd.rules
+            .push(format!("oifname vmap {{ {} }}", to.join(", ")));
+        for (dev, (_, spec)) in &secured {
+            b.chains.insert(
+                spoof_chain(dev),
+                Chain {
+                    hook: None,
+                    rules: spoof_rules(spec),
+                },
+            );
+            b.chains.insert(
+                to_chain(dev),
+                Chain {
+                    hook: None,
+                    rules: vec![format!(
+                        "meta mark set meta mark | {:#010x}",
+                        index.get(dev).copied().unwrap_or(0)
+                    )],
+                },
+            );
+        }
+    }
+    b.chains.insert("prerouting".into(), pre);
+    b.chains.insert("forward".into(), fwd);
+
+    // === inet vnet ===
+    let t = &mut rs.inet;
+    let mut raw = Chain {
+        hook: Some("type filter hook prerouting priority -300; policy accept;".into()),
+        rules: vec![format!(
+            "iifname != \"{}*\" udp dport {} notrack",
+            crate::linux::BRIDGE_PREFIX,
+            config.vxlan_port
+        )],
+    };
+    let zone_of = zones(&vnis);
+    let zmap: Vec<String> = zone_of
+        .iter()
+        .filter_map(|(vni, z)| Some(format!("{} : {z}", q(bridge_of_vni.get(vni)?))))
+        .collect();
+    if !zmap.is_empty() {
+        raw.rules
+            .push(format!("ct zone set iifname map {{ {} }}", zmap.join(", ")));
+    }
+    t.chains.insert("prerouting".into(), raw);
+    let mut egress = Chain {
+        hook: Some("type filter hook forward priority 0; policy accept;".into()),
+        rules: vec![],
+    };
+    let mut ingress = Chain {
+        hook: Some("type filter hook forward priority 10; policy accept;".into()),
+        rules: vec![],
+    };
+    if !index.is_empty() {
+        let e: Vec<String> = index
+            .iter()
+            .map(|(d, i)| {
+                format!(
+                    "{:#010x} : jump {}",
+                    u32::from(*i) << 16,
+                    port_chain(d, RuleDirection::Egress)
+                )
+            })
+            .collect();
+        egress.rules.push(format!(
+            "meta mark & {MARK_FROM:#010x} vmap {{ {} }}",
+            e.join(", ")
+        ));
+        let i: Vec<String> = index
+            .iter()
+            .map(|(d, i)| {
+                format!(
+                    "{:#010x} : jump {}",
+                    i,
+                    port_chain(d, RuleDirection::Ingress)
+                )
+            })
+            .collect();
+        ingress.rules.push(format!(
+            "meta mark & {MARK_TO:#010x} vmap {{ {} }}",
+            i.join(", ")
+        ));
+    }
+    t.chains.insert("egress".into(), egress);
+    t.chains.insert("ingress".into(), ingress);
+
+    // Groups used by secured ports.
+    let mut used_groups = BTreeSet::new();
+    for (dev, (_, spec)) in &secured {
+        let groups: Vec<&str> = spec
+            .security_groups
+            .iter()
+            .filter(|g| state.security_groups.contains_key(*g))
+            .map(String::as_str)
+            .collect();
+        // Neutron refuses mixing stateful and stateless groups on a port; a
+        // port is stateful if any of its groups is (and with none, too:
+        // replies of what it sent are still let back in).
+        let stateful = groups.is_empty()
+            || groups
+                .iter()
+                .any(|g| state.security_groups.get(*g).is_some_and(|s| s.stateful));
+        for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
+            t.chains.insert(
+                port_chain(dev, dir),
+                Chain {
+                    hook: None,
+                    rules: port_rules(dir, stateful, &groups),
+                },
+            );
+        }
+        used_groups.extend(groups);
+    }
+    for g in used_groups {
+        let Some(sg) = state.security_groups.get(g) else {
+            continue;
+        };
+        for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
+            let rules: Vec<&RuleSpec> = sg.rules.iter().filter(|r| r.direction == dir).collect();
+            t.chains.insert(
+                group_chain(g, dir),
+                Chain {
+                    hook: None,
+                    rules: group_rules(&rules),
+                },
+            );
+            for r in rules {
+                if let RuleRemote::Group(remote) = &r.remote {
+                    let members = state.remote_groups.get(remote);
+                    for v6 in [false, true] {
+                        if (r.ethertype == RuleEthertype::IPv6) != v6 {
+                            continue;
+                        }
+                        let elements: Vec<IpNet> = members
+                            .into_iter()
+                            .flatten()
+                            .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+                            .copied()
+                            .collect();
+                        t.sets.insert(
+                            remote_set(remote, v6),
+                            Set {
+                                v6,
+                                elements: without_overlaps(&elements),
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+    rs
+}
+
+/// The prefixes of `nets` that no other of them contains: an interval set
+/// refuses overlapping elements. Unlike aggregation, neighbours are not
+/// merged, so one member joining is one element added.
+pub fn without_overlaps(nets: &[IpNet]) -> BTreeSet<IpNet> {
+    let mut sorted: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
+    sorted.sort_by_key(|n| (n.prefix_len(), *n));
+    let mut kept: Vec<IpNet> = vec![];
+    for n in sorted {
+        if !kept.iter().any(|k| k.contains(&n)) {
+            kept.push(n);
+        }
+    }
+    kept.into_iter().collect()
+}
+
+fn spoof_chain(dev: &str) -> String {
+    format!("s_{}", ident(dev))
+}
+
+fn to_chain(dev: &str) -> String {
+    format!("t_{}", ident(dev))
+}
+
+pub fn port_chain(dev: &str, dir: RuleDirection) -> String {
+    match dir {
+        RuleDirection::Egress => format!("e_{}", ident(dev)),
+        RuleDirection::Ingress => format!("i_{}", ident(dev)),
+    }
+}
+
+/// Anti-spoofing of one port: what it sends must carry one of its (MAC, IP)
+/// pairs; ARP must name them too. DHCP discovery (from 0.0.0.0), ARP probes,
+/// IPv6 link-local and duplicate address detection are let through from the
+/// port's MACs. Everything else is dropped.
+fn spoof_rules(spec: &PortSecuritySpec) -> Vec<String> {
+    let mut rules = vec![];
+    let macs: BTreeSet<String> = spec
+        .allowed_sources
+        .iter()
+        .map(|s| s.mac.to_string())
+        .collect();
+    let sources: BTreeSet<(String, IpNet)> = spec
+        .allowed_sources
+        .iter()
+        .map(|s| (s.mac.to_string(), s.ip.trunc()))
+        .collect();
+    for mac in &macs {
+        rules.push(format!(
+            "ether saddr {mac} ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return"
+        ));
+        rules.push(format!(
+            "ether saddr {mac} arp saddr ether {mac} arp saddr ip 0.0.0.0 return"
+        ));
+    }
+    for (mac, ip) in &sources {
+        match ip {
+            IpNet::V4(_) => {
+                rules.push(format!("ether saddr {mac} ip saddr {ip} return"));
+                rules.push(format!(
+                    "ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} return"
+                ));
+            }
+            IpNet::V6(_) => rules.push(format!("ether saddr {mac} ip6 saddr {ip} return")),
+        }
+    }
+    if sources.iter().any(|(_, ip)| matches!(ip, IpNet::V6(_))) {
+        for mac in &macs {
+            rules.push(format!("ether saddr {mac} ip6 saddr fe80::/64 return"));
+            rules.push(format!(
+                "ether saddr {mac} ip6 saddr :: icmpv6 type {{ 135, 143 }} return"
+            ));
+        }
+    }
+    rules.push("drop".into());
+    rules
+}
+
+/// A port's chain for one direction (egress: what it sends).
+fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<String> {
+    let mut rules = vec![];
+    if stateful {
+        rules.push("ct state established,related accept".into());
+        rules.push("ct state invalid drop".into());
+    }
+    // What Neutron always allows: DHCP(v6) with the agent and neighbour
+    // discovery (RS/NS/NA/MLD out, RA/NS/NA/MLD query in).
+    match dir {
+        RuleDirection::Egress => {
+            rules.push("meta nfproto ipv4 udp sport 68 udp dport 67 accept".into());
+            rules.push("meta nfproto ipv6 udp sport 546 udp dport 547 accept".into());
+            rules.push("icmpv6 type { 131, 133, 135, 136, 143 } accept".into());
+        }
+        RuleDirection::Ingress => {
+            rules.push("meta nfproto ipv4 udp sport 67 udp dport 68 accept".into());
+            rules.push("meta nfproto ipv6 udp sport 547 udp dport 546 accept".into());
+            rules.push("icmpv6 type { 130, 134, 135, 136 } accept".into());
+        }
+    }
+    for g in groups {
+        rules.push(format!("jump {}", group_chain(g, dir)));
+    }
+    rules.push("drop".into());
+    rules
+}
+
+/// What a rule matches besides its remote: ethertype, protocol, ports, ICMP.
+type Key = (
+    RuleEthertype,
+    Option<u8>,
+    Option<(u16, u16)>,
+    Option<(u8, Option<u8>)>,
+);
+
+/// The rules of one group in one direction. Rules that differ only in their
+/// remote prefix become one rule with a set of prefixes (one lookup however
+/// many); a rule with no remote makes its prefix siblings redundant.
+fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
+    let mut any: BTreeSet<Key> = BTreeSet::new();
+    let mut prefixes: BTreeMap<Key, Vec<IpNet>> = BTreeMap::new();
+    let mut groups: BTreeSet<(Key, String)> = BTreeSet::new();
+    for r in rules {
+        let key = (r.ethertype, r.protocol, r.ports, r.icmp);
+        match &r.remote {
+            RuleRemote::Any => {
+                any.insert(key);
+            }
+            RuleRemote::Prefix(p) => {
+                if matches!(p, IpNet::V6(_)) == (r.ethertype == RuleEthertype::IPv6) {
+                    prefixes.entry(key).or_default().push(p.trunc());
+                }
+            }
+            RuleRemote::Group(g) => {
+                groups.insert((key, g.clone()));
+            }
+        }
+    }
+    let dir = rules.first().map(|r| r.direction);
+    let addr = if dir == Some(RuleDirection::Egress) {
+        "daddr"
+    } else {
+        "saddr"
+    };
+    let mut out = vec![];
+    for key in &any {
+        out.push(format!("{} accept", matches(key)));
+    }
+    for (key, nets) in &prefixes {
+        if any.contains(key) {
+            continue;
+        }
+        let nets = IpNet::aggregate(nets);
+        let l3 = if key.0 == RuleEthertype::IPv6 {
+            "ip6"
+        } else {
+            "ip"
+        };
+        let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+        let remote = if list.len() == 1 {
+            list.join("")
+        } else {
+            format!("{{ {} }}", list.join(", "))
+        };
+        out.push(format!("{} {l3} {addr} {remote} accept", matches(key)));
+    }
+    for (key, g) in &groups {
+        if any.contains(key) {
+            continue;
+        }
+        let v6 = key.0 == RuleEthertype::IPv6;
+        let l3 = if v6 { "ip6" } else { "ip" };
+        out.push(format!(
+            "{} {l3} {addr} @{} accept",
+            matches(key),
+            remote_set(g, v6)
+        ));
+    }
+    out
+}
+
+/// The match part of a rule: family, protocol, ports, ICMP type/code.
+fn matches(key: &Key) -> String {
+    let (eth, proto, ports, icmp) = *key;
+    let v6 = eth == RuleEthertype::IPv6;
+    let mut s = String::from(if v6 {
+        "meta nfproto ipv6"
+    } else {
+        "meta nfproto ipv4"
+    });
+    // ICMP named on an IPv6 rule means ICMPv6.
+    let proto = match proto {
+        Some(1) if v6 => Some(58),
+        p => p,
+    };
+    if let Some(p) = proto {
+        let _ = write!(s, " meta l4proto {p}");
+        if let Some((lo, hi)) = ports.filter(|_| PORT_PROTOCOLS.contains(&p)) {
+            if lo == hi {
+                let _ = write!(s, " th dport {lo}");
+            } else {
+                let _ = write!(s, " th dport {lo}-{hi}");
+            }
+        }
+        if let Some((ty, code)) = icmp.filter(|_| p == 1 || p == 58) {
+            let icmp = if p == 58 { "icmpv6" } else { "icmp" };
+            let _ = write!(s, " {icmp} type {ty}");
+            if let Some(c) = code {
+                let _ = write!(s, " {icmp} code {c}");
+            }
+        }
+    }
+    s
+}

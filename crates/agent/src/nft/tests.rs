@@ -1,0 +1,313 @@
+#![allow(clippy::unwrap_used)]
+
+//! Pure tests: generation and diff, no root.
+
+use std::collections::BTreeMap;
+
+use compiler::protocol::{
+    AllowedSource, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec,
+    RuleDirection, RuleEthertype, RuleRemote, RuleSpec, SecurityGroupSpec,
+};
+
+use super::*;
+
+fn rule(
+    dir: RuleDirection,
+    proto: Option<u8>,
+    ports: Option<(u16, u16)>,
+    remote: RuleRemote,
+) -> RuleSpec {
+    RuleSpec {
+        id: "r".into(),
+        direction: dir,
+        ethertype: RuleEthertype::IPv4,
+        protocol: proto,
+        ports,
+        icmp: None,
+        remote,
+    }
+}
+
+fn state() -> HostState {
+    let mut s = HostState::default();
+    let mut net = NetworkSpec {
+        vni: 100,
+        mtu: 1450,
+        subnets: BTreeMap::new(),
+        local_ports: BTreeMap::new(),
+        remote_ports: BTreeMap::new(),
+    };
+    for (id, dev, mac, ip) in [
+        ("pa", "tapa", "fa:16:3e:00:00:0a", "10.0.0.10"),
+        ("pb", "tapb", "fa:16:3e:00:00:0b", "10.0.0.11"),
+        ("pc", "tapc", "fa:16:3e:00:00:0c", "10.0.0.12"),
+    ] {
+        net.local_ports.insert(
+            id.into(),
+            LocalPortSpec {
+                mac: mac.parse().unwrap(),
+                fixed_ips: vec![FixedIpSpec {
+                    subnet_id: "s".into(),
+                    ip_address: ip.parse().unwrap(),
+                }],
+                device: dev.into(),
+                admin_state_up: true,
+            },
+        );
+        s.port_security.insert(
+            id.into(),
+            PortSecuritySpec {
+                enabled: id != "pc",
+                security_groups: vec!["web".into()],
+                allowed_sources: vec![AllowedSource {
+                    mac: mac.parse().unwrap(),
+                    ip: format!("{ip}/32").parse().unwrap(),
+                }],
+            },
+        );
+    }
+    s.networks.insert("n".into(), net);
+    s.security_groups.insert(
+        "web".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![
+                rule(RuleDirection::Egress, None, None, RuleRemote::Any),
+                rule(
+                    RuleDirection::Ingress,
+                    Some(6),
+                    Some((80, 80)),
+                    RuleRemote::Group("web".into()),
+                ),
+                rule(
+                    RuleDirection::Ingress,
+                    Some(6),
+                    Some((22, 22)),
+                    RuleRemote::Prefix("192.168.0.0/24".parse().unwrap()),
+                ),
+                rule(
+                    RuleDirection::Ingress,
+                    Some(6),
+                    Some((22, 22)),
+                    RuleRemote::Prefix("192.168.1.0/24".parse().unwrap()),
+                ),
+            ],
+        },
+    );
+    s.remote_groups.insert(
+        "web".into(),
+        ["10.0.0.10/32", "10.0.0.11/32"]
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
+    );
+    s
+}
+
+/// What nft would list after running `tx` on `have` (a fake in the manner of
+/// knftables' fake: enough of nft's semantics for the diff).
+fn apply_fake(want: &Ruleset, have: &mut ObservedNft) {
+    for f in [Family::Bridge, Family::Inet] {
+        let w = want.table(f);
+        let t = match f {
+            Family::Bridge => &mut have.bridge,
+            Family::Inet => &mut have.inet,
+        };
+        t.exists = true;
+        t.chains = w
+            .chains
+            .iter()
+            .map(|(n, c)| (n.clone(), c.rules.iter().map(|r| rule_tag(r)).collect()))
+            .collect();
+        t.sets = w
+            .sets
+            .iter()
+            .map(|(n, s)| (n.clone(), Some(s.elements.clone())))
+            .collect();
+    }
+}
+
+#[test]
+fn the_ruleset_dispatches_ports_to_shared_group_chains() {
+    let rs = desired(&state(), &NftConfig::default());
+    // Only secured ports are dispatched; the one with security off is not.
+    let egress = &rs.inet.chains["egress"].rules;
+    assert_eq!(egress.len(), 1);
+    assert!(egress[0].contains("jump e_tapa") && egress[0].contains("jump e_tapb"));
+    assert!(!egress[0].contains("tapc"));
+    assert!(!rs.bridge.chains.contains_key("s_tapc"));
+    // One chain per group and direction, jumped to by both ports.
+    assert!(
+        rs.inet.chains["e_tapa"]
+            .rules
+            .contains(&"jump g_web_e".to_string())
+    );
+    assert!(
+        rs.inet.chains["i_tapb"]
+            .rules
+            .contains(&"jump g_web_i".to_string())
+    );
+    let gi = &rs.inet.chains["g_web_i"].rules;
+    // Two prefix rules on one port become one rule with a set; the group rule is a lookup.
+    assert_eq!(gi.len(), 2, "{gi:#?}");
+    assert!(
+        gi.iter().any(|r| r
+            == "meta nfproto ipv4 meta l4proto 6 th dport 22 ip saddr { 192.168.0.0/23 } accept"
+            || r == "meta nfproto ipv4 meta l4proto 6 th dport 22 ip saddr 192.168.0.0/23 accept"),
+        "{gi:#?}"
+    );
+    assert!(gi.contains(
+        &"meta nfproto ipv4 meta l4proto 6 th dport 80 ip saddr @rg_web_4 accept".to_string()
+    ));
+    assert_eq!(rs.inet.sets["rg_web_4"].elements.len(), 2);
+    // Stateful, with DHCP allowed and the default drop last.
+    let e = &rs.inet.chains["e_tapa"].rules;
+    assert_eq!(e[0], "ct state established,related accept");
+    assert_eq!(e.last().map(String::as_str), Some("drop"));
+    // Anti-spoofing names the port's pair and drops the rest.
+    let s = &rs.bridge.chains["s_tapa"].rules;
+    assert!(s.contains(&"ether saddr fa:16:3e:00:00:0a ip saddr 10.0.0.10/32 return".to_string()));
+    assert_eq!(s.last().map(String::as_str), Some("drop"));
+    // Zones per network, bridges filtered.
+    assert!(
+        rs.inet.chains["prerouting"]
+            .rules
+            .iter()
+            .any(|r| r.contains("ct zone set iifname map { \"vnbr100\" : 100 }"))
+    );
+    assert!(rs.filtered_bridges.contains("vnbr100"));
+}
+
+#[test]
+fn plan_from_nothing_creates_everything_then_nothing() {
+    let rs = desired(&state(), &NftConfig::default());
+    let mut have = ObservedNft::default();
+    let tx = plan(&rs, &have);
+    assert!(
+        tx.script
+            .starts_with("add table bridge vnet\nadd table inet vnet\n"),
+        "{}",
+        tx.script
+    );
+    // Chains exist before the rules that jump to them; sets before lookups.
+    let first_rule = tx.script.find("add rule").unwrap();
+    assert!(tx.script.rfind("add chain").unwrap() < first_rule);
+    assert!(tx.script.find("add set").unwrap() < first_rule);
+    // No rule and `}` share a line (nft 1.0.6).
+    apply_fake(&rs, &mut have);
+    assert!(plan(&rs, &have).is_empty());
+}
+
+#[test]
+fn a_member_joining_changes_one_element_and_no_rule() {
+    let s = state();
+    let rs = desired(&s, &NftConfig::default());
+    let mut have = ObservedNft::default();
+    apply_fake(&rs, &mut have);
+    let mut s2 = s.clone();
+    if let Some(m) = s2.remote_groups.get_mut("web") {
+        m.insert("10.0.0.99/32".parse().unwrap());
+    }
+    let tx = plan(&desired(&s2, &NftConfig::default()), &have);
+    assert_eq!(
+        tx.script,
+        "add element inet vnet rg_web_4 { 10.0.0.99/32 }\n"
+    );
+    assert_eq!(
+        tx.elements_added,
+        vec!["inet/rg_web_4 10.0.0.99/32".to_string()]
+    );
+    assert!(tx.chains_written.is_empty());
+}
+
+#[test]
+fn a_rule_change_rewrites_only_its_group_chain() {
+    let s = state();
+    let rs = desired(&s, &NftConfig::default());
+    let mut have = ObservedNft::default();
+    apply_fake(&rs, &mut have);
+    let mut s2 = s.clone();
+    if let Some(g) = s2.security_groups.get_mut("web") {
+        g.rules.push(rule(
+            RuleDirection::Ingress,
+            Some(17),
+            Some((53, 54)),
+            RuleRemote::Any,
+        ));
+    }
+    let tx = plan(&desired(&s2, &NftConfig::default()), &have);
+    assert_eq!(tx.chains_written, vec!["inet/g_web_i".to_string()]);
+    assert!(tx.script.starts_with("flush chain inet vnet g_web_i\n"));
+    assert!(tx.script.contains("meta l4proto 17 th dport 53-54 accept"));
+}
+
+#[test]
+fn port_security_off_and_removed_ports_leave_no_chains() {
+    let s = state();
+    let rs = desired(&s, &NftConfig::default());
+    let mut have = ObservedNft::default();
+    apply_fake(&rs, &mut have);
+    let mut s2 = s.clone();
+    if let Some(p) = s2.port_security.get_mut("pb") {
+        p.enabled = false;
+    }
+    let tx = plan(&desired(&s2, &NftConfig::default()), &have);
+    for c in [
+        "bridge/s_tapb",
+        "bridge/t_tapb",
+        "inet/e_tapb",
+        "inet/i_tapb",
+    ] {
+        assert!(tx.chains_deleted.contains(&c.to_string()), "{c}: {tx:#?}");
+    }
+    // Deleted after everything that jumped to them was rewritten.
+    let del = tx.script.find("delete chain").unwrap();
+    assert!(tx.script.rfind("add rule").unwrap() < del);
+}
+
+#[test]
+fn observed_tables_are_read_from_nft_json() {
+    let json = r#"{"nftables": [{"metainfo": {}}, {"table": {"family": "inet", "name": "vnet"}},
+      {"set": {"family": "inet", "name": "rg_4", "table": "vnet", "type": "ipv4_addr", "flags": ["interval"],
+        "elem": ["10.0.0.5", {"prefix": {"addr": "10.1.0.0", "len": 16}}]}},
+      {"set": {"family": "inet", "name": "empty", "table": "vnet", "type": "ipv4_addr"}},
+      {"chain": {"family": "inet", "table": "vnet", "name": "e", "handle": 1}},
+      {"rule": {"family": "inet", "table": "vnet", "chain": "e", "handle": 4, "expr": [], "comment": "h1"}}]}"#;
+    let t = parse_table(json).unwrap();
+    assert!(t.exists);
+    assert_eq!(t.chains["e"], vec!["h1".to_string()]);
+    let want: std::collections::BTreeSet<ipnet::IpNet> = ["10.0.0.5/32", "10.1.0.0/16"]
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(t.sets["rg_4"], Some(want));
+    assert_eq!(t.sets["empty"], Some(Default::default()));
+}
+
+#[test]
+fn bridge_switches_follow_secured_ports() {
+    let rs = desired(&state(), &NftConfig::default());
+    let have = vec![
+        ("vnbr100".to_string(), false),
+        ("vnbr200".to_string(), true),
+    ];
+    assert_eq!(
+        bridge_switches(&rs, &have),
+        vec![
+            ("vnbr100".to_string(), true),
+            ("vnbr200".to_string(), false)
+        ]
+    );
+}
+
+#[test]
+fn zones_and_indexes_are_stable_and_distinct() {
+    let z = ruleset::zones(&[100, 65636, 0x10000].into_iter().collect());
+    assert_eq!(z[&100], 100);
+    assert_ne!(z[&65636], 100);
+    assert_ne!(z[&0x10000], 0);
+    let a = ruleset::port_indexes(["tapa", "tapb"]);
+    let b = ruleset::port_indexes(["tapa", "tapb", "tapz"]);
+    assert_eq!(a["tapa"], b["tapa"]);
+    assert!(a.values().all(|i| *i != 0));
+}
