@@ -1,0 +1,382 @@
+//! Security groups and port security enforced by `agent::nft`, checked with
+//! real packets (root, namespaces): VMs with static IPs on one host and
+//! across two, each host wired by the `linux` reconciler and then filtered
+//! by the nft reconciler, with hand-made host states.
+
+#![allow(clippy::unwrap_used)]
+
+mod linux_common;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Stdio};
+
+use agent::nft::{NftConfig, NftReconciler, NftReport};
+use compiler::protocol::{
+    AllowedSource, HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    SecurityGroupSpec,
+};
+use linux_common::*;
+use testworld::{Fabric, Host, Netns, Vm};
+
+const SERVER: &str = r#"
+import socket, threading
+def serve(c):
+    try:
+        while True:
+            d = c.recv(100)
+            if not d: break
+            c.sendall(d)
+    except Exception: pass
+    c.close()
+def tcp(p):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', p)); s.listen(64)
+    while True:
+        c, _ = s.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+def udp(p):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', p))
+    while True:
+        d, a = s.recvfrom(100); s.sendto(d, a)
+for p in (80, 22): threading.Thread(target=tcp, args=(p,), daemon=True).start()
+threading.Thread(target=udp, args=(53,), daemon=True).start()
+print('ready', flush=True)
+threading.Event().wait()
+"#;
+
+/// `proto ip port [src]`: one exchange; prints ok or fail. With `hold` as
+/// the source, one exchange, then another after a line on stdin.
+const CLIENT: &str = r#"
+import socket, sys
+proto, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+src = sys.argv[4] if len(sys.argv) > 4 else None
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM)
+s.settimeout(1.5)
+if src and src != 'hold': s.bind((src, 0))
+def once(m):
+    s.send(m)
+    return s.recv(10) == m
+try:
+    s.connect((ip, port))
+    print('ok' if once(b'x') else 'fail', flush=True)
+    if src == 'hold':
+        sys.stdin.readline()
+        print('ok' if once(b'y') else 'fail', flush=True)
+except Exception as e:
+    print('fail', e, flush=True)
+"#;
+
+/// A VM's echo server (TCP 80 and 22, UDP 53), killed on drop.
+struct Server(Child);
+
+impl Server {
+    fn start(vm: &Vm) -> Server {
+        let mut child = vm
+            .ns
+            .command("python3")
+            .args(["-c", SERVER])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready");
+        Server(child)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Whether one exchange over `proto` from `vm` (from `src` if given) to
+/// `ip:port` gets its echo.
+fn flows(vm: &Vm, proto: &str, ip: &str, port: u16, src: Option<&str>) -> bool {
+    let port = port.to_string();
+    let mut args = vec!["-c", CLIENT, proto, ip, &port];
+    args.extend(src);
+    let out = vm.ns.exec("python3", &args).unwrap();
+    out.trim() == "ok"
+}
+
+fn tcp(vm: &Vm, ip: &str, port: u16) -> bool {
+    flows(vm, "tcp", ip, port, None)
+}
+
+fn rule(
+    dir: RuleDirection,
+    protocol: Option<u8>,
+    ports: Option<(u16, u16)>,
+    remote: RuleRemote,
+) -> RuleSpec {
+    RuleSpec {
+        id: format!("{dir:?}-{protocol:?}-{ports:?}"),
+        direction: dir,
+        ethertype: RuleEthertype::IPv4,
+        protocol,
+        ports,
+        icmp: None,
+        remote,
+    }
+}
+
+fn icmp_echo(dir: RuleDirection, remote: RuleRemote) -> RuleSpec {
+    RuleSpec {
+        icmp: Some((8, None)),
+        ..rule(dir, Some(1), None, remote)
+    }
+}
+
+fn secured(s: &mut HostState, port: &str, mac_s: &str, ip_s: &str, groups: &[&str]) {
+    s.port_security.insert(
+        port.into(),
+        PortSecuritySpec {
+            enabled: true,
+            security_groups: groups.iter().map(|g| g.to_string()).collect(),
+            allowed_sources: vec![AllowedSource {
+                mac: mac(mac_s),
+                ip: format!("{ip_s}/32").parse().unwrap(),
+            }],
+        },
+    );
+}
+
+fn unsecured(s: &mut HostState, port: &str) {
+    s.port_security.insert(
+        port.into(),
+        PortSecuritySpec {
+            enabled: false,
+            security_groups: vec![],
+            allowed_sources: vec![],
+        },
+    );
+}
+
+/// "client": egress anywhere. "server": TCP 80 from members of "client",
+/// UDP 53 from anyone, ping from 10.0.0.0/24; no egress rule (so only
+/// replies go out).
+fn groups(s: &mut HostState, clients: &[&str]) {
+    s.security_groups.insert(
+        "client".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![rule(RuleDirection::Egress, None, None, RuleRemote::Any)],
+        },
+    );
+    s.security_groups.insert(
+        "server".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![
+                rule(
+                    RuleDirection::Ingress,
+                    Some(6),
+                    Some((80, 80)),
+                    RuleRemote::Group("client".into()),
+                ),
+                rule(
+                    RuleDirection::Ingress,
+                    Some(17),
+                    Some((53, 53)),
+                    RuleRemote::Any,
+                ),
+                icmp_echo(
+                    RuleDirection::Ingress,
+                    RuleRemote::Prefix("10.0.0.0/24".parse().unwrap()),
+                ),
+            ],
+        },
+    );
+    s.remote_groups.insert(
+        "client".into(),
+        clients
+            .iter()
+            .map(|ip| format!("{ip}/32").parse().unwrap())
+            .collect::<BTreeSet<_>>(),
+    );
+}
+
+fn nft(ns: &Netns, state: &HostState) -> NftReport {
+    ns.run(|| {
+        NftReconciler::new(NftConfig::default())
+            .reconcile(state)
+            .unwrap()
+    })
+}
+
+fn wire(host: &Host, state: &HostState) -> NftReport {
+    let report = reconcile_once(&host.ns, &config(host), state);
+    assert!(report.failed.is_empty(), "{:#?}", report.failed);
+    nft(&host.ns, state)
+}
+
+#[test]
+fn security_groups_and_port_security_on_one_host() {
+    let fabric = Fabric::new("nf").unwrap();
+    let host = Host::new(&fabric, "nf", 1).unwrap();
+    // (port, device, mac, ip): a and d are clients, b the server, c and e
+    // have port security off.
+    let ports = [
+        ("pa", "tapa", "fa:16:3e:00:20:0a", "10.0.0.10"),
+        ("pb", "tapb", "fa:16:3e:00:20:0b", "10.0.0.11"),
+        ("pc", "tapc", "fa:16:3e:00:20:0c", "10.0.0.12"),
+        ("pd", "tapd", "fa:16:3e:00:20:0d", "10.0.0.13"),
+        ("pe", "tape", "fa:16:3e:00:20:0e", "10.0.0.14"),
+    ];
+    let mut state = HostState::default();
+    let mut net = network(100);
+    for (port, dev, m, ip) in ports {
+        net.local_ports.insert(port.into(), local(dev, m, ip));
+    }
+    state.networks.insert("n".into(), net);
+    secured(&mut state, "pa", ports[0].2, ports[0].3, &["client"]);
+    secured(&mut state, "pb", ports[1].2, ports[1].3, &["server"]);
+    unsecured(&mut state, "pc");
+    // d uses the client group's rules but is not (yet) a member.
+    secured(&mut state, "pd", ports[3].2, ports[3].3, &["client"]);
+    unsecured(&mut state, "pe");
+    groups(&mut state, &["10.0.0.10"]);
+
+    let vms: Vec<Vm> = ports
+        .iter()
+        .map(|(_, dev, m, ip)| {
+            let vm = Vm::new(&host, "nf", dev, m).unwrap();
+            vm.add_ip(&format!("{ip}/24")).unwrap();
+            vm
+        })
+        .collect();
+    let (a, b, c, d, e) = (&vms[0], &vms[1], &vms[2], &vms[3], &vms[4]);
+    let _servers: Vec<Server> = vms.iter().map(Server::start).collect();
+
+    let first = wire(&host, &state);
+    assert!(!first.transaction.is_empty());
+    assert_eq!(first.bridges_switched, vec!["vnbr100".to_string()]);
+
+    // The server's ingress rules, with replies let out by conntrack.
+    assert!(
+        tcp(a, "10.0.0.11", 80),
+        "a → b tcp/80 (a is a client member)"
+    );
+    assert!(!tcp(a, "10.0.0.11", 22), "a → b tcp/22: no rule");
+    assert!(flows(a, "udp", "10.0.0.11", 53, None), "a → b udp/53");
+    assert_eq!(a.ping("10.0.0.11", 2), 2, "a → b ping from the prefix");
+    assert!(!tcp(d, "10.0.0.11", 80), "d is not a member of client");
+    // b has no egress rule: it only answers.
+    assert_eq!(b.ping("10.0.0.10", 1), 0, "b → a ping");
+    assert!(!tcp(b, "10.0.0.12", 80), "b → c tcp");
+    // a has no ingress rule.
+    assert!(!tcp(c, "10.0.0.10", 80), "c → a tcp");
+    // Ports without port security pass freely, both ways.
+    assert!(tcp(c, "10.0.0.14", 22) && tcp(e, "10.0.0.12", 80), "c ↔ e");
+    assert!(tcp(a, "10.0.0.12", 22), "a → c");
+    assert!(!tcp(c, "10.0.0.11", 80), "c is no client member");
+    assert_eq!(c.ping("10.0.0.11", 1), 1, "c → b ping: from the prefix");
+
+    // Anti-spoofing: a forged source IP, then a forged MAC, are dropped.
+    a.ns.ip(&["addr", "add", "10.0.0.99/24", "dev", "eth0"])
+        .unwrap();
+    assert!(
+        !flows(a, "tcp", "10.0.0.12", 22, Some("10.0.0.99")),
+        "forged IP"
+    );
+    assert!(
+        flows(a, "tcp", "10.0.0.12", 22, Some("10.0.0.10")),
+        "real IP"
+    );
+    a.ns.ip(&["link", "set", "eth0", "address", "fa:16:3e:00:20:99"])
+        .unwrap();
+    assert!(!tcp(a, "10.0.0.12", 22), "forged MAC");
+    a.ns.ip(&["link", "set", "eth0", "address", ports[0].2])
+        .unwrap();
+    assert!(tcp(a, "10.0.0.12", 22), "MAC restored");
+
+    // Unchanged: a second reconcile and a fresh reconciler apply nothing.
+    let again = wire(&host, &state);
+    assert!(again.unchanged(), "{:#?}", again.transaction);
+
+    // A connection held open across updates that still allow it.
+    let mut held =
+        a.ns.command("python3")
+            .args(["-c", CLIENT, "tcp", "10.0.0.11", "80", "hold"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+    let mut held_out = BufReader::new(held.stdout.take().unwrap());
+    let mut line = String::new();
+    held_out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ok", "held connection opens");
+
+    // A rule added opens a flow: one group chain rewritten.
+    let mut opened = state.clone();
+    if let Some(g) = opened.security_groups.get_mut("server") {
+        g.rules.push(rule(
+            RuleDirection::Ingress,
+            Some(6),
+            Some((20, 25)),
+            RuleRemote::Any,
+        ));
+    }
+    let r = nft(&host.ns, &opened);
+    assert_eq!(
+        r.transaction.chains_written,
+        vec!["inet/g_server_i".to_string()],
+        "{}",
+        r.transaction.script
+    );
+    assert!(tcp(a, "10.0.0.11", 22), "tcp/22 opened");
+    assert!(tcp(d, "10.0.0.11", 22), "tcp/22 opened for anyone");
+
+    // d joins the client group: one element, no rule.
+    let mut joined = opened.clone();
+    joined
+        .remote_groups
+        .get_mut("client")
+        .unwrap()
+        .insert("10.0.0.13/32".parse().unwrap());
+    let r = nft(&host.ns, &joined);
+    assert_eq!(
+        r.transaction.script,
+        "add element inet vnet rg_client_4 { 10.0.0.13/32 }\n"
+    );
+    assert!(tcp(d, "10.0.0.11", 80), "d is now a member");
+
+    // The rule removed again closes new connections; the held one (still
+    // allowed by the tcp/80 rule) carries on.
+    let mut closed = joined.clone();
+    if let Some(g) = closed.security_groups.get_mut("server") {
+        g.rules.pop();
+    }
+    let r = nft(&host.ns, &closed);
+    assert_eq!(
+        r.transaction.chains_written,
+        vec!["inet/g_server_i".to_string()]
+    );
+    assert!(!tcp(a, "10.0.0.11", 22), "tcp/22 closed");
+    writeln!(held.stdin.as_mut().unwrap()).unwrap();
+    line.clear();
+    held_out.read_line(&mut line).unwrap();
+    assert_eq!(
+        line.trim(),
+        "ok",
+        "the held connection survived three updates"
+    );
+    let _ = held.wait();
+
+    // Port security turned off for b: it passes freely.
+    let mut free = closed.clone();
+    unsecured(&mut free, "pb");
+    nft(&host.ns, &free);
+    assert!(
+        tcp(e, "10.0.0.11", 22),
+        "e → b tcp/22 with b's security off"
+    );
+    assert!(tcp(b, "10.0.0.12", 80), "b → c");
+    assert!(nft(&host.ns, &free).unchanged());
+}
