@@ -10,6 +10,7 @@ mod convergence;
 mod goals;
 mod report;
 mod results;
+mod security;
 mod server;
 mod stats;
 
@@ -30,12 +31,35 @@ pub enum Bench {
         #[arg(long, default_value_t = 50)]
         ports: usize,
     },
+    /// Throughput as security groups grow, in a two-host lab (root, iperf3).
+    Security {
+        /// Rule counts to measure, for vnet's groups and the linear baseline.
+        #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+        rules: Vec<usize>,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Runs per scenario (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
 }
 
 pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
     match bench {
         Bench::Api(args) => api::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
+        Bench::Security {
+            rules,
+            seconds,
+            repeats,
+        } => {
+            let scenarios =
+                tokio::task::spawn_blocking(move || security::run_bench(&rules, seconds, repeats))
+                    .await??;
+            security::print(&scenarios);
+            Ok(())
+        }
         Bench::Convergence { ports } => {
             // The lab drives child processes and blocking HTTP: off the runtime.
             let figures =
