@@ -44,7 +44,7 @@ print('ready', flush=True)
 threading.Event().wait()
 "#;
 
-/// `proto ip port [src]`: one exchange; prints ok or fail. With `hold` as
+/// `proto ip port [src[:port]]`: one exchange; prints ok or fail. With `hold` as
 /// the source, one exchange, then another after a line on stdin.
 const CLIENT: &str = r#"
 import socket, sys
@@ -52,7 +52,9 @@ proto, ip, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
 src = sys.argv[4] if len(sys.argv) > 4 else None
 s = socket.socket(socket.AF_INET, socket.SOCK_STREAM if proto == 'tcp' else socket.SOCK_DGRAM)
 s.settimeout(1.5)
-if src and src != 'hold': s.bind((src, 0))
+if src and src != 'hold':
+    host, _, sport = src.partition(':')
+    s.bind((host, int(sport or 0)))
 def once(m):
     s.send(m)
     return s.recv(10) == m
@@ -379,4 +381,114 @@ fn security_groups_and_port_security_on_one_host() {
     );
     assert!(tcp(b, "10.0.0.12", 80), "b → c");
     assert!(nft(&host.ns, &free).unchanged());
+}
+
+#[test]
+fn groups_across_two_hosts_and_zones_per_network() {
+    let fabric = Fabric::new("nx").unwrap();
+    let h1 = Host::new(&fabric, "nx", 1).unwrap();
+    let h2 = Host::new(&fabric, "nx", 2).unwrap();
+    // Network 100: server b on host 1; clients a (member) and d (not yet) on
+    // host 2. Network 200, same CIDR and addresses: a2 on host 2 and b2 on
+    // host 1, whose group allows nothing in.
+    let b = ("pb", "tapb", "fa:16:3e:00:30:0b", "10.0.0.11");
+    let a = ("pa", "tapa", "fa:16:3e:00:30:0a", "10.0.0.10");
+    let d = ("pd", "tapd", "fa:16:3e:00:30:0d", "10.0.0.13");
+    let b2 = ("pb2", "tapb2", "fa:16:3e:00:40:0b", "10.0.0.11");
+    let a2 = ("pa2", "tapa2", "fa:16:3e:00:40:0a", "10.0.0.10");
+    let on_h1 = [(b, 100), (b2, 200)];
+    let on_h2 = [(a, 100), (d, 100), (a2, 200)];
+    let hosts = [&h1, &h2];
+    let mut states = vec![HostState::default(), HostState::default()];
+    for (h, (mine, theirs)) in [(&on_h1[..], &on_h2[..]), (&on_h2[..], &on_h1[..])]
+        .into_iter()
+        .enumerate()
+    {
+        let s = &mut states[h];
+        let other = hosts[1 - h].underlay_ip().to_string();
+        for ((port, dev, m, ip), vni) in mine {
+            s.networks
+                .entry(format!("n{vni}"))
+                .or_insert_with(|| network(*vni))
+                .local_ports
+                .insert(port.to_string(), local(dev, m, ip));
+            let groups: &[&str] = match *port {
+                "pb" => &["server"],
+                "pb2" => &["closed"],
+                _ => &["client"],
+            };
+            secured(s, port, m, ip, groups);
+        }
+        for ((port, _, m, ip), vni) in theirs {
+            s.networks
+                .entry(format!("n{vni}"))
+                .or_insert_with(|| network(*vni))
+                .remote_ports
+                .insert(port.to_string(), remote(m, ip, &other));
+        }
+        groups(s, &["10.0.0.10"]);
+        s.security_groups.insert(
+            "closed".into(),
+            SecurityGroupSpec {
+                stateful: true,
+                rules: vec![],
+            },
+        );
+    }
+    let mut vms = vec![];
+    for (h, list) in [(&h1, &on_h1[..]), (&h2, &on_h2[..])] {
+        for ((_, dev, m, ip), _) in list {
+            let vm = Vm::new(h, "nx", dev, m).unwrap();
+            vm.add_ip(&format!("{ip}/24")).unwrap();
+            vms.push(vm);
+        }
+    }
+    let (vb, vb2, va, vd, va2) = (&vms[0], &vms[1], &vms[2], &vms[3], &vms[4]);
+    let _servers: Vec<Server> = [vb, vb2].into_iter().map(Server::start).collect();
+    for (h, s) in hosts.iter().zip(&states) {
+        wire(h, s);
+    }
+
+    assert!(tcp(va, "10.0.0.11", 80), "a → b across hosts");
+    assert!(!tcp(va, "10.0.0.11", 22), "a → b tcp/22 across hosts");
+    assert!(!tcp(vd, "10.0.0.11", 80), "d not yet a member");
+    assert!(!tcp(va2, "10.0.0.11", 80), "b2 lets nothing in");
+
+    // Identical 5-tuples in two networks: a's UDP flow to b (allowed, so
+    // conntrack has it established) must not let a2's identical packets to
+    // b2 in.
+    let mut held = va
+        .ns
+        .command("python3")
+        .args(["-c", CLIENT, "udp", "10.0.0.11", "53", "10.0.0.10:5353"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    BufReader::new(held.stdout.take().unwrap())
+        .read_line(&mut out)
+        .unwrap();
+    assert_eq!(out.trim(), "ok");
+    let _ = held.wait();
+    assert!(
+        !flows(va2, "udp", "10.0.0.11", 53, Some("10.0.0.10:5353")),
+        "a2 → b2 with a's 5-tuple: another zone"
+    );
+
+    // d joins the client group: host 1 (the server's) changes one element.
+    states[0]
+        .remote_groups
+        .get_mut("client")
+        .unwrap()
+        .insert("10.0.0.13/32".parse().unwrap());
+    let r = nft(&h1.ns, &states[0]);
+    assert_eq!(
+        r.transaction.script,
+        "add element inet vnet rg_client_4 { 10.0.0.13/32 }\n"
+    );
+    assert!(tcp(vd, "10.0.0.11", 80), "d → b as a member");
+    // Both hosts stay converged.
+    for (h, s) in hosts.iter().zip(&states) {
+        assert!(nft(&h.ns, s).unchanged());
+    }
 }
