@@ -32,6 +32,14 @@ pub type HostChanges = Vec<(String, Change)>;
 /// holds every subnet, its own ports (local) and the ports bound to other
 /// *registered* hosts (remote, behind that host's underlay IP). A host's own
 /// view does not depend on its registration: only how others see its ports does.
+///
+/// Security (see `security`): a host holds the port security of every port
+/// bound to it (whether or not it carries the port's network yet), the known
+/// groups its ports with port security enabled are in, and the member set of
+/// every group that a rule of those groups names. A member set holds the fixed
+/// IPs (host prefixes) and address-pair prefixes of every port of the group
+/// with port security enabled, bound or not: a port's addresses are its own
+/// from its creation, so a VM booting elsewhere is already allowed in.
 #[derive(Debug, Default)]
 pub struct Compiler {
     networks: HashMap<String, NetworkEntry>,

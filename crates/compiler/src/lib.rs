@@ -1,6 +1,8 @@
-//! The compiler: keeps the logical topology (networks, subnets, ports, hosts)
-//! and derives each host's desired state, incrementally: a change costs work in
-//! proportion to the hosts it touches, not to the size of the cloud.
+//! The compiler: keeps the logical topology (networks, subnets, ports, hosts,
+//! security groups and their rules) and derives each host's desired state,
+//! incrementally: a change costs work in proportion to the hosts it touches,
+//! not to the size of the cloud. A port joining or leaving a security group is
+//! one member-set element added or removed on each host that holds the set.
 //! Pure: no I/O, no clock. `protocol` holds the agent wire types.
 
 mod compile;

@@ -11,7 +11,10 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use ::compiler::{Compiler, Input};
-use model::{FixedIp, MacAddr, Network, Port, PortStatus, SplitMix64, Standard, Subnet};
+use model::{
+    Direction, Ethertype, FixedIp, MacAddr, Network, Port, PortStatus, SecurityGroup,
+    SecurityGroupRule, SplitMix64, Standard, Subnet,
+};
 use serde_json::{Value, json};
 
 use super::stats::{self, Samples, ratio};
@@ -58,6 +61,12 @@ pub struct CompilerArgs {
     /// Single changes timed of each kind, in each cloud.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     changes: u32,
+    /// Members of the security group one port joins (issue 5), spread over the hosts.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    group_members: u32,
+    /// Rules of the group applied to a new port (issue 5).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    group_rules: u32,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -128,12 +137,213 @@ pub fn run(args: CompilerArgs) -> Result<(), BoxError> {
     // The large cloud first, so that its RSS is not inflated by a previous one.
     let large = measure(large, changes, true)?;
     let small = measure(small, changes, false)?;
+    let security = measure_security(
+        large.shape.hosts,
+        usize::try_from(args.group_members)?,
+        usize::try_from(args.group_rules)?,
+        changes,
+    )?;
     if args.json {
-        println!("{}", to_json(&small, &large, changes));
+        let mut v = to_json(&small, &large, changes);
+        v["security"] = security_json(&security);
+        println!("{v}");
     } else {
         print!("{}", table(&small, &large, changes));
+        print!("{}", security_table(&security));
     }
     Ok(())
+}
+
+/// Issue 5's compiler figures: single changes to security groups in a cloud of
+/// one network whose ports are all in one group that lets its members in (as
+/// Neutron's default group does), so that every host with a member holds the
+/// group's member set.
+struct SecurityFigures {
+    hosts: usize,
+    members: usize,
+    rules: usize,
+    /// A port (already bound) joins the group: one element to every host holding the set.
+    join: Single,
+    /// The same ports leave it.
+    leave: Single,
+    /// A port (already bound, on a host that does not use it) joins a group of `rules` rules.
+    apply_big_group: Single,
+}
+
+fn measure_security(
+    hosts: usize,
+    members: usize,
+    rules: usize,
+    changes: usize,
+) -> Result<SecurityFigures, BoxError> {
+    // The hosts of the synthetic cloud, and its network with its subnet.
+    let shape = Shape {
+        hosts,
+        networks: 1,
+        ports: members,
+        hosts_per_network: hosts,
+    };
+    let mut cloud = SyntheticCloud::new(shape)?;
+    let mut compiler = Compiler::new();
+    for i in 0..hosts + 2 {
+        compiler.apply(cloud.input(i));
+    }
+    let group = |id: &str| {
+        Input::SecurityGroup(Box::new(SecurityGroup {
+            std: standard(id.to_owned()),
+            stateful: true,
+            is_default: false,
+        }))
+    };
+    let rule = |id: String, group: &str| SecurityGroupRule {
+        std: standard(id),
+        security_group_id: group.to_owned(),
+        direction: Direction::Ingress,
+        ethertype: Ethertype::IPv4,
+        protocol: None,
+        port_range_min: None,
+        port_range_max: None,
+        remote_ip_prefix: None,
+        remote_group_id: None,
+    };
+    let (shared, big) = (cloud.rng.uuid(), cloud.rng.uuid());
+    compiler.apply(group(&shared));
+    let mut members_in = rule(cloud.rng.uuid(), &shared);
+    members_in.remote_group_id = Some(shared.clone());
+    compiler.apply(Input::SecurityGroupRule(Box::new(members_in)));
+    compiler.apply(group(&big));
+    for r in 0..rules {
+        let [_, b1, b2, _] = u32::try_from(r).unwrap_or(0).to_be_bytes();
+        let mut prefix = rule(cloud.rng.uuid(), &big);
+        prefix.protocol = Some("tcp".into());
+        prefix.port_range_min = Some(443);
+        prefix.remote_ip_prefix = Some(format!("100.{b1}.{b2}.0/24").parse()?);
+        compiler.apply(Input::SecurityGroupRule(Box::new(prefix)));
+    }
+    for p in 0..members {
+        let mut port = cloud.port(0, p % hosts);
+        port.security_groups = vec![shared.clone()];
+        compiler.apply(Input::Port(Box::new(port)));
+    }
+
+    // The ports that join, bound before the clock starts, in no group.
+    let mut outsiders: Vec<Port> = (0..changes)
+        .map(|_| {
+            let host = cloud.random_below(hosts);
+            cloud.port(0, host)
+        })
+        .collect();
+    for port in &outsiders {
+        compiler.apply(Input::Port(Box::new(port.clone())));
+    }
+    let join = timed_group_puts(&mut compiler, &[&shared], &mut outsiders);
+    let leave = timed_group_puts(&mut compiler, &[], &mut outsiders);
+    // Each on a host of its own that holds nothing of the big group yet.
+    let mut fresh: Vec<Port> = (0..changes)
+        .map(|i| {
+            let mut port = cloud.port(0, 0);
+            port.binding_host_id = format!("fresh-{i:06}");
+            port
+        })
+        .collect();
+    for port in &fresh {
+        compiler.apply(Input::Port(Box::new(port.clone())));
+    }
+    let apply_big_group = timed_group_puts(&mut compiler, &[&big], &mut fresh);
+    Ok(SecurityFigures {
+        hosts,
+        members,
+        rules,
+        join,
+        leave,
+        apply_big_group,
+    })
+}
+
+/// Each port put again in `groups`, timed alone (its input built before the
+/// clock starts, its output dropped after it stops).
+fn timed_group_puts(compiler: &mut Compiler, groups: &[&String], ports: &mut [Port]) -> Single {
+    let mut latencies = Vec::with_capacity(ports.len());
+    let mut changes_emitted = 0;
+    for port in ports.iter_mut() {
+        port.security_groups = groups.iter().map(|g| (*g).clone()).collect();
+        let input = Input::Port(Box::new(port.clone()));
+        let start = Instant::now();
+        let changes = compiler.apply(input);
+        latencies.push(start.elapsed());
+        changes_emitted += changes.len();
+    }
+    Single {
+        latencies: Samples::new(latencies),
+        changes_emitted,
+    }
+}
+
+fn security_rows(f: &SecurityFigures) -> [(String, &Single); 3] {
+    [
+        (
+            format!("member joins a {}-member group", f.members),
+            &f.join,
+        ),
+        ("member leaves it".to_owned(), &f.leave),
+        (
+            format!("{}-rule group applied to a new port", f.rules),
+            &f.apply_big_group,
+        ),
+    ]
+}
+
+fn security_table(f: &SecurityFigures) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "\nsecurity groups (issue 5): one network, {} members of a group that lets its \
+         members in, on all {} hosts (each holds its member set)\n",
+        f.members, f.hosts
+    );
+    let _ = writeln!(
+        out,
+        "{:<44}{:>8}{:>10}{:>10}{:>10}",
+        "one change (Compiler::apply), us", "chg/op", "p50", "p99", "max"
+    );
+    for (what, s) in security_rows(f) {
+        let l = &s.latencies;
+        let _ = writeln!(
+            out,
+            "  {what:<42}{:>8.1}{:>10.2}{:>10.2}{:>10.2}",
+            s.changes_per_op(),
+            us(l.p50()),
+            us(l.p99()),
+            us(l.max()),
+        );
+    }
+    let _ = writeln!(
+        out,
+        "  (a join is one member-set element to each host holding the set, plus the \
+         port's own host; never the whole set)"
+    );
+    out
+}
+
+fn security_json(f: &SecurityFigures) -> Value {
+    let single = |s: &Single| {
+        let l = &s.latencies;
+        json!({
+            "n": l.len(),
+            "changes_per_op": s.changes_per_op(),
+            "p50_us": us(l.p50()),
+            "p99_us": us(l.p99()),
+            "max_us": us(l.max()),
+        })
+    };
+    json!({
+        "hosts": f.hosts,
+        "group_members": f.members,
+        "group_rules": f.rules,
+        "member_join": single(&f.join),
+        "member_leave": single(&f.leave),
+        "apply_group_to_new_port": single(&f.apply_big_group),
+    })
 }
 
 fn measure(shape: Shape, changes: usize, with_rss: bool) -> Result<CloudFigures, BoxError> {
