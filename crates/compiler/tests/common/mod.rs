@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use compiler::protocol::HostState;
+use compiler::protocol::{Change, HostState};
 use compiler::{Compiler, HostChanges, Input};
 use model::{FixedIp, MacAddr, Network, Port, PortStatus, Standard, Subnet};
 
@@ -93,13 +93,30 @@ pub struct Replay {
 
 impl Replay {
     /// Apply one input, replay its changes into the hosts' states, and return them.
+    /// Panics if a member-set change is not one effective element change of a
+    /// set the host holds: that is the protocol's promise to the agent.
     pub fn apply(&mut self, input: Input) -> HostChanges {
         let changes = self.compiler.apply(input);
         for (host, change) in &changes {
-            self.states
-                .entry(host.clone())
-                .or_default()
-                .apply(change.clone());
+            let state = self.states.entry(host.clone()).or_default();
+            match change {
+                Change::RemoteGroupMemberAdd { group_id, member } => {
+                    let set = state.remote_groups.get(group_id);
+                    assert!(
+                        set.is_some_and(|s| !s.contains(member)),
+                        "{host}: {change:?} on {set:?}"
+                    );
+                }
+                Change::RemoteGroupMemberRemove { group_id, member } => {
+                    let set = state.remote_groups.get(group_id);
+                    assert!(
+                        set.is_some_and(|s| s.contains(member)),
+                        "{host}: {change:?} on {set:?}"
+                    );
+                }
+                _ => {}
+            }
+            state.apply(change.clone());
         }
         changes
     }
