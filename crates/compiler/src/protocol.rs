@@ -28,15 +28,23 @@ pub type Revision = i64;
 pub struct HostState {
     /// By network id.
     pub networks: BTreeMap<String, NetworkSpec>,
-    /// Port security of every local port, by port id.
+    /// Port security of every local port, by port id: every port bound to
+    /// the host, whether or not the host carries its network yet (its device
+    /// is the one its network's `local_ports` names, once it does).
     #[serde(default)]
     pub port_security: BTreeMap<String, PortSecuritySpec>,
-    /// The security groups the local ports use, by group id.
+    /// The security groups the local ports with port security enabled use,
+    /// by group id; only groups that exist (a port may name one that does
+    /// not, yet or any more: it allows nothing).
     #[serde(default)]
     pub security_groups: BTreeMap<String, SecurityGroupSpec>,
     /// Member addresses of every group that a rule above names as its
     /// remote group, by group id: a port joining or leaving the group is one
-    /// element added or removed here.
+    /// element added or removed here. The members are the fixed IPs (as /32
+    /// or /128) and the address-pair prefixes (truncated to their network) of
+    /// every port in the group with port security enabled, bound anywhere or
+    /// not bound; IPv4 and IPv6 together (a rule uses those of its ethertype).
+    /// Prefixes may overlap.
     #[serde(default)]
     pub remote_groups: BTreeMap<String, BTreeSet<IpNet>>,
 }
@@ -47,10 +55,12 @@ pub struct PortSecuritySpec {
     /// `false` lifts both anti-spoofing and the security groups.
     pub enabled: bool,
     /// The groups whose rules allow its traffic (none: everything is dropped
-    /// but replies, DHCP and neighbour discovery, as in Neutron).
+    /// but replies, DHCP and neighbour discovery, as in Neutron). Sorted,
+    /// unique; empty when disabled.
     pub security_groups: Vec<String>,
     /// Source (MAC, IP or prefix) pairs the port may send from: its MAC with
-    /// each fixed IP, and its allowed address pairs.
+    /// each fixed IP (as /32 or /128), and its allowed address pairs (prefix
+    /// truncated to its network). Sorted, unique; kept when disabled.
     pub allowed_sources: Vec<AllowedSource>,
 }
 
@@ -65,6 +75,7 @@ pub struct SecurityGroupSpec {
     /// Stateless groups allow no replies by themselves (Neutron's
     /// `stateful: false`).
     pub stateful: bool,
+    /// Sorted by rule id.
     pub rules: Vec<RuleSpec>,
 }
 
@@ -77,7 +88,9 @@ pub struct RuleSpec {
     pub ethertype: RuleEthertype,
     /// IP protocol number; `None` for any.
     pub protocol: Option<u8>,
-    /// Destination port range (TCP, UDP, SCTP, DCCP, UDP-Lite), inclusive.
+    /// Destination port range (TCP, UDP, SCTP, DCCP, UDP-Lite), inclusive;
+    /// `None` for any port (a rule with a maximum but no minimum included, as
+    /// Neutron's drivers read it).
     pub ports: Option<(u16, u16)>,
     /// ICMP/ICMPv6 type and optional code.
     pub icmp: Option<(u8, Option<u8>)>,
@@ -216,6 +229,9 @@ impl NetworkSpec {
 
 /// One change to a host's desired state. Applying the changes of a delta, in
 /// order, to the state they were computed against gives the new state.
+/// Within a delta, a member set comes before the rules that start naming it
+/// and goes after the rules that stopped naming it; a group comes before the
+/// port security that starts using it and goes after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Change {
