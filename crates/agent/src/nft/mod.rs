@@ -18,6 +18,7 @@ pub mod ruleset;
 
 use std::io::Write as _;
 use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use compiler::protocol::HostState;
@@ -62,16 +63,45 @@ impl NftReport {
 }
 
 /// Reconciles nftables in the network namespace of the calling thread.
-/// Stateless: every reconcile reads the kernel, so a fresh reconciler (an
-/// agent restart) with an unchanged desired state applies nothing.
-#[derive(Clone, Debug, Default)]
+///
+/// [`NftReconciler::reconcile`] reads the kernel every time, so a fresh
+/// reconciler (an agent restart) with an unchanged desired state applies
+/// nothing. [`NftReconciler::reconcile_cached`] plans against what the last
+/// successful reconcile left (vnet's tables are vnet's alone), which saves
+/// the listing: with a 10,000-member set that listing costs far more than
+/// the one-element transaction.
+#[derive(Debug, Default)]
 pub struct NftReconciler {
     config: NftConfig,
+    /// The tables as the last reconcile left them; `None` after a failure.
+    view: Mutex<Option<ObservedNft>>,
 }
 
 impl NftReconciler {
     pub fn new(config: NftConfig) -> Self {
-        NftReconciler { config }
+        NftReconciler {
+            config,
+            view: Mutex::new(None),
+        }
+    }
+
+    fn view_slot(&self) -> MutexGuard<'_, Option<ObservedNft>> {
+        self.view
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets the cached view: the next `reconcile_cached` observes.
+    pub fn invalidate(&self) {
+        *self.view_slot() = None;
+    }
+
+    /// Like [`NftReconciler::reconcile`], but plans against the cached view
+    /// when there is one. The bridges' switches are still read (one `ip`
+    /// process), since the `linux` reconciler may have created a bridge.
+    pub fn reconcile_cached(&self, state: &HostState) -> Result<NftReport, NftError> {
+        let cached = self.view_slot().take();
+        self.converge(state, cached)
     }
 
     /// Reads vnet's two tables (two `nft -j list table` processes).
@@ -86,15 +116,28 @@ impl NftReconciler {
     /// the bridges' netfilter switches match (run it after the `linux`
     /// reconciler, which creates the bridges).
     pub fn reconcile(&self, state: &HostState) -> Result<NftReport, NftError> {
+        self.invalidate();
+        self.converge(state, None)
+    }
+
+    fn converge(
+        &self,
+        state: &HostState,
+        cached: Option<ObservedNft>,
+    ) -> Result<NftReport, NftError> {
         let start = Instant::now();
         let want = desired(state, &self.config);
-        let have = self.observe()?;
+        let have = match cached {
+            Some(view) => view,
+            None => self.observe()?,
+        };
         let switches = observe_bridges()?;
         let observed_at = Instant::now();
         let transaction = plan(&want, &have);
         if !transaction.is_empty() {
             run_script(&transaction.script)?;
         }
+        *self.view_slot() = Some(ObservedNft::from_ruleset(&want));
         let bridges_switched = switch_bridges(&want, &switches)?;
         Ok(NftReport {
             transaction,
@@ -105,7 +148,9 @@ impl NftReconciler {
     }
 
     /// Runs one transaction as planned elsewhere.
+    /// (It forgets the cached view.)
     pub fn apply(&self, transaction: &Transaction) -> Result<(), NftError> {
+        self.invalidate();
         if transaction.is_empty() {
             return Ok(());
         }
@@ -114,6 +159,7 @@ impl NftReconciler {
 
     /// Deletes vnet's tables (for uninstalling; never done by reconcile).
     pub fn remove_all(&self) -> Result<(), NftError> {
+        self.invalidate();
         let have = self.observe()?;
         let mut script = String::new();
         for f in [Family::Bridge, Family::Inet] {

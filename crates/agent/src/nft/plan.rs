@@ -35,6 +35,28 @@ pub struct ObservedNft {
 }
 
 impl ObservedNft {
+    /// What nftables holds once `want` is applied: the view a cached
+    /// reconcile plans against.
+    pub fn from_ruleset(want: &Ruleset) -> Self {
+        let table = |t: &Table| ObservedTable {
+            exists: true,
+            chains: t
+                .chains
+                .iter()
+                .map(|(n, c)| (n.clone(), c.rules.iter().map(|r| rule_tag(r)).collect()))
+                .collect(),
+            sets: t
+                .sets
+                .iter()
+                .map(|(n, s)| (n.clone(), Some(s.elements.clone())))
+                .collect(),
+        };
+        ObservedNft {
+            bridge: table(&want.bridge),
+            inet: table(&want.inet),
+        }
+    }
+
     pub fn table(&self, family: Family) -> &ObservedTable {
         match family {
             Family::Bridge => &self.bridge,

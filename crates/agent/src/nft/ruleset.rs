@@ -412,15 +412,15 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
 /// refuses overlapping elements. Unlike aggregation, neighbours are not
 /// merged, so one member joining is one element added.
 pub fn without_overlaps(nets: &[IpNet]) -> BTreeSet<IpNet> {
-    let mut sorted: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
-    sorted.sort_by_key(|n| (n.prefix_len(), *n));
-    let mut kept: Vec<IpNet> = vec![];
-    for n in sorted {
-        if !kept.iter().any(|k| k.contains(&n)) {
-            kept.push(n);
-        }
-    }
-    kept.into_iter().collect()
+    let all: BTreeSet<IpNet> = nets.iter().map(IpNet::trunc).collect();
+    // Kept unless one of its (at most 128) supernets is there too.
+    all.iter()
+        .filter(|n| {
+            !(0..n.prefix_len())
+                .any(|len| IpNet::new(n.addr(), len).is_ok_and(|sup| all.contains(&sup.trunc())))
+        })
+        .copied()
+        .collect()
 }
 
 fn spoof_chain(dev: &str) -> String {

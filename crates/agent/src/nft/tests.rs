@@ -104,27 +104,10 @@ fn state() -> HostState {
     s
 }
 
-/// What nft would list after running `tx` on `have` (a fake in the manner of
+/// What nft would list after running the plan (a fake in the manner of
 /// knftables' fake: enough of nft's semantics for the diff).
 fn apply_fake(want: &Ruleset, have: &mut ObservedNft) {
-    for f in [Family::Bridge, Family::Inet] {
-        let w = want.table(f);
-        let t = match f {
-            Family::Bridge => &mut have.bridge,
-            Family::Inet => &mut have.inet,
-        };
-        t.exists = true;
-        t.chains = w
-            .chains
-            .iter()
-            .map(|(n, c)| (n.clone(), c.rules.iter().map(|r| rule_tag(r)).collect()))
-            .collect();
-        t.sets = w
-            .sets
-            .iter()
-            .map(|(n, s)| (n.clone(), Some(s.elements.clone())))
-            .collect();
-    }
+    *have = ObservedNft::from_ruleset(want);
 }
 
 #[test]
@@ -310,4 +293,17 @@ fn zones_and_indexes_are_stable_and_distinct() {
     let b = ruleset::port_indexes(["tapa", "tapb", "tapz"]);
     assert_eq!(a["tapa"], b["tapa"]);
     assert!(a.values().all(|i| *i != 0));
+}
+
+#[test]
+fn member_sets_drop_contained_prefixes_but_merge_no_neighbours() {
+    let nets: Vec<ipnet::IpNet> = ["10.0.0.5/32", "10.0.0.0/24", "10.0.1.1/32", "10.0.1.0/32"]
+        .iter()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let kept: Vec<String> = ruleset::without_overlaps(&nets)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(kept, vec!["10.0.0.0/24", "10.0.1.0/32", "10.0.1.1/32"]);
 }
