@@ -492,3 +492,98 @@ fn groups_across_two_hosts_and_zones_per_network() {
         assert!(nft(&h.ns, s).unchanged());
     }
 }
+
+/// Pings `ip` (v4 or v6) once from `vm`, from `src` if given.
+fn ping_from(vm: &Vm, ip: &str, src: Option<&str>) -> bool {
+    let mut args = vec!["ping", "-c", "1", "-W", "1"];
+    if let Some(src) = src {
+        args.extend(["-I", src]);
+    }
+    args.push(ip);
+    vm.ns.exec("busybox", &args).is_ok()
+}
+
+#[test]
+fn ipv6_rules_neighbour_discovery_and_anti_spoofing() {
+    let fabric = Fabric::new("n6").unwrap();
+    let host = Host::new(&fabric, "n6", 1).unwrap();
+    let ports = [
+        ("pa", "tapa", "fa:16:3e:00:60:0a", "fd00::10"),
+        ("pb", "tapb", "fa:16:3e:00:60:0b", "fd00::11"),
+    ];
+    let mut state = HostState::default();
+    let mut net = network(600);
+    for (port, dev, m, ip) in ports {
+        net.local_ports.insert(port.into(), local(dev, m, ip));
+    }
+    state.networks.insert("n".into(), net);
+    for ((port, _, m, ip), group) in ports.iter().zip(["client6", "server6"]) {
+        state.port_security.insert(
+            port.to_string(),
+            PortSecuritySpec {
+                enabled: true,
+                security_groups: vec![group.into()],
+                allowed_sources: vec![AllowedSource {
+                    mac: mac(m),
+                    ip: format!("{ip}/128").parse().unwrap(),
+                }],
+            },
+        );
+    }
+    let v6 = |r: RuleSpec| RuleSpec {
+        ethertype: RuleEthertype::IPv6,
+        ..r
+    };
+    state.security_groups.insert(
+        "client6".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![v6(rule(RuleDirection::Egress, None, None, RuleRemote::Any))],
+        },
+    );
+    state.security_groups.insert(
+        "server6".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![v6(RuleSpec {
+                icmp: Some((128, None)),
+                ..rule(
+                    RuleDirection::Ingress,
+                    Some(58),
+                    None,
+                    RuleRemote::Prefix("fd00::/64".parse().unwrap()),
+                )
+            })],
+        },
+    );
+    let vms: Vec<Vm> = ports
+        .iter()
+        .map(|(_, dev, m, ip)| {
+            let vm = Vm::new(&host, "n6", dev, m).unwrap();
+            vm.ns
+                .sysctl("net.ipv6.conf.eth0.disable_ipv6", "0")
+                .unwrap();
+            vm.ns
+                .ip(&["addr", "add", &format!("{ip}/64"), "dev", "eth0", "nodad"])
+                .unwrap();
+            vm
+        })
+        .collect();
+    wire(&host, &state);
+    let (a, b) = (&vms[0], &vms[1]);
+    assert!(
+        ping_from(a, "fd00::11", None),
+        "a → b ping6 (ND and the rule)"
+    );
+    assert!(!ping_from(b, "fd00::10", None), "b → a: a lets nothing in");
+    a.ns.ip(&["addr", "add", "fd00::99/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    assert!(
+        !ping_from(a, "fd00::11", Some("fd00::99")),
+        "forged IPv6 source"
+    );
+    assert!(
+        ping_from(a, "fd00::11", Some("fd00::10")),
+        "real IPv6 source"
+    );
+}

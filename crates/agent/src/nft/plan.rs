@@ -89,13 +89,11 @@ pub fn parse_table(json: &str) -> Result<ObservedTable, serde_json::Error> {
         } else if let Some(s) = item.get("set")
             && let Some(name) = s["name"].as_str()
         {
-            {
-                let elems = s["elem"]
-                    .as_array()
-                    .map(|a| a.iter().map(parse_element).collect::<Option<BTreeSet<_>>>())
-                    .unwrap_or_else(|| Some(BTreeSet::new()));
-                t.sets.insert(name.to_string(), elems);
-            }
+            let elems = s["elem"]
+                .as_array()
+                .map(|a| a.iter().map(parse_element).collect::<Option<BTreeSet<_>>>())
+                .unwrap_or_else(|| Some(BTreeSet::new()));
+            t.sets.insert(name.to_string(), elems);
         }
     }
     Ok(t)

@@ -208,11 +208,15 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
     let mut secured: BTreeMap<String, (String, &PortSecuritySpec)> = BTreeMap::new();
     let mut vnis = BTreeSet::new();
     let mut bridge_of_vni = BTreeMap::new();
+    // Every device on vnet's bridges: local ports and VXLAN devices.
+    let mut devices = BTreeSet::new();
     for net in state.networks.values() {
         vnis.insert(net.vni);
         let bridge = crate::linux::bridge_name(net.vni);
         bridge_of_vni.insert(net.vni, bridge.clone());
+        devices.insert(crate::linux::vxlan_name(net.vni));
         for (port_id, port) in &net.local_ports {
+            devices.insert(port.device.clone());
             let Some(spec) = state.port_security.get(port_id) else {
                 continue;
             };
@@ -241,10 +245,15 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
             .collect();
         pre.rules
             .push(format!("iifname vmap {{ {} }}", spoof.join(", ")));
-        fwd.rules.push("meta mark set 0".into());
-        let from: Vec<String> = index
+        // Every device of vnet's bridges is in the map (0: not filtered),
+        // so the mark of a frame from any of them is set (never stale), and
+        // frames of other bridges keep theirs.
+        let from: Vec<String> = devices
             .iter()
-            .map(|(d, i)| format!("{} : {:#010x}", q(d), u32::from(*i) << 16))
+            .map(|d| {
+                let i = index.get(d).copied().unwrap_or(0);
+                format!("{} : {:#010x}", q(d), u32::from(i) << 16)
+            })
             .collect();
         fwd.rules.push(format!(
             "meta mark set iifname map {{ {} }}",
@@ -319,7 +328,8 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
             })
             .collect();
         egress.rules.push(format!(
-            "meta mark & {MARK_FROM:#010x} vmap {{ {} }}",
+            "iifname \"{}*\" meta mark & {MARK_FROM:#010x} vmap {{ {} }}",
+            crate::linux::BRIDGE_PREFIX,
             e.join(", ")
         ));
         let i: Vec<String> = index
@@ -333,7 +343,8 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
             })
             .collect();
         ingress.rules.push(format!(
-            "meta mark & {MARK_TO:#010x} vmap {{ {} }}",
+            "iifname \"{}*\" meta mark & {MARK_TO:#010x} vmap {{ {} }}",
+            crate::linux::BRIDGE_PREFIX,
             i.join(", ")
         ));
     }

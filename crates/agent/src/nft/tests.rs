@@ -307,3 +307,72 @@ fn member_sets_drop_contained_prefixes_but_merge_no_neighbours() {
         .collect();
     assert_eq!(kept, vec!["10.0.0.0/24", "10.0.1.0/32", "10.0.1.1/32"]);
 }
+
+#[test]
+fn stateless_groups_accept_no_replies_and_ipv6_rules_use_icmpv6() {
+    let mut s = state();
+    if let Some(g) = s.security_groups.get_mut("web") {
+        g.stateful = false;
+        g.rules.push(RuleSpec {
+            ethertype: RuleEthertype::IPv6,
+            icmp: Some((128, Some(0))),
+            // ICMP named on an IPv6 rule.
+            ..rule(
+                RuleDirection::Ingress,
+                Some(1),
+                None,
+                RuleRemote::Group("web".into()),
+            )
+        });
+        g.rules.push(RuleSpec {
+            ethertype: RuleEthertype::IPv6,
+            ..rule(
+                RuleDirection::Ingress,
+                Some(6),
+                Some((443, 443)),
+                RuleRemote::Prefix("2001:db8::/32".parse().unwrap()),
+            )
+        });
+    }
+    if let Some(m) = s.remote_groups.get_mut("web") {
+        m.insert("fd00::10/128".parse().unwrap());
+    }
+    let rs = desired(&s, &NftConfig::default());
+    let e = &rs.inet.chains["e_tapa"].rules;
+    assert!(!e.iter().any(|r| r.contains("ct state")), "{e:#?}");
+    let gi = &rs.inet.chains["g_web_i"].rules;
+    assert!(gi.contains(&"meta nfproto ipv6 meta l4proto 58 icmpv6 type 128 icmpv6 code 0 ip6 saddr @rg_web_6 accept".to_string()), "{gi:#?}");
+    assert!(
+        gi.contains(
+            &"meta nfproto ipv6 meta l4proto 6 th dport 443 ip6 saddr 2001:db8::/32 accept"
+                .to_string()
+        ),
+        "{gi:#?}"
+    );
+    let v6: Vec<String> = rs.inet.sets["rg_web_6"]
+        .elements
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(v6, vec!["fd00::10/128"]);
+    // The v4 set does not carry v6 members.
+    assert_eq!(rs.inet.sets["rg_web_4"].elements.len(), 2);
+}
+
+#[test]
+fn marks_are_set_for_every_device_of_vnet_bridges_only() {
+    let rs = desired(&state(), &NftConfig::default());
+    let fwd = &rs.bridge.chains["forward"].rules;
+    // The unsecured port and the VXLAN device map to 0: their frames' marks are reset.
+    assert!(
+        fwd[0].starts_with("meta mark set iifname map {"),
+        "{fwd:#?}"
+    );
+    assert!(
+        fwd[0].contains("\"tapc\" : 0x00000000") && fwd[0].contains("\"vnvx100\" : 0x00000000")
+    );
+    assert!(
+        rs.inet.chains["egress"].rules[0]
+            .starts_with("iifname \"vnbr*\" meta mark & 0xffff0000 vmap")
+    );
+}
