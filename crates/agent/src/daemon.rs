@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use compiler::protocol::{
@@ -15,6 +16,7 @@ use tokio::sync::watch;
 
 use crate::dhcp::DhcpServer;
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
+use crate::nft::{NftConfig, NftReconciler};
 use crate::sync::{Server, SyncError};
 
 /// Reconcile this often even when nothing arrives: a port's device may
@@ -53,6 +55,8 @@ pub async fn run(
     };
     let reconciler = Reconciler::new(LinuxConfig::new(config.underlay_ip))?;
     let mut dhcp = DhcpServer::new();
+    // `nft` runs as a child process: off the async threads.
+    let nft = Arc::new(NftReconciler::new(NftConfig::default()));
     let (desired_tx, mut desired) = watch::channel(None::<(Revision, HostState)>);
     let heartbeat = tokio::spawn(heartbeat(server.clone(), registration));
     let follow = tokio::spawn(follow_state(
@@ -104,6 +108,20 @@ pub async fn run(
                 continue;
             }
         };
+        // Security after links: it switches bridge netfilter on for the
+        // bridges that carry secured ports, so those bridges must exist.
+        let (filter, desired_state) = (nft.clone(), state.clone());
+        match tokio::task::spawn_blocking(move || filter.reconcile(&desired_state)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "security groups not applied; retrying");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "security group reconcile panicked; retrying");
+                continue;
+            }
+        }
         dhcp.set_ports(state.networks.values().flat_map(|net| {
             net.local_ports
                 .iter()
