@@ -258,7 +258,8 @@ fn security_groups_and_port_security_on_one_host() {
 
     let first = wire(&host, &state);
     assert!(!first.transaction.is_empty());
-    assert_eq!(first.bridges_switched, vec!["vnbr100".to_string()]);
+    // The bridge was born with netfilter on: nothing to switch.
+    assert!(first.bridges_switched.is_empty());
 
     // The server's ingress rules, with replies let out by conntrack.
     assert!(
@@ -586,4 +587,50 @@ fn ipv6_rules_neighbour_discovery_and_anti_spoofing() {
         ping_from(a, "fd00::11", Some("fd00::10")),
         "real IPv6 source"
     );
+}
+
+/// `nf_call_iptables` and `nf_call_ip6tables` of a bridge, as `ip -d -j` says.
+fn bridge_nf(ns: &Netns, bridge: &str) -> (u64, u64) {
+    let v = json(ns, "ip", &["-d", "-j", "link", "show", bridge]);
+    let data = &v[0]["linkinfo"]["info_data"];
+    (
+        data["nf_call_iptables"].as_u64().unwrap(),
+        data["nf_call_ip6tables"].as_u64().unwrap(),
+    )
+}
+
+#[test]
+fn bridges_are_born_filtered_and_opened_only_without_secured_ports() {
+    let fabric = Fabric::new("nb").unwrap();
+    let host = Host::new(&fabric, "nb", 1).unwrap();
+    let mut state = HostState::default();
+    let mut net = network(800);
+    net.local_ports
+        .insert("pa".into(), local("tapa", "fa:16:3e:00:80:0a", "10.0.0.10"));
+    state.networks.insert("n".into(), net);
+    unsecured(&mut state, "pa");
+    let _vm = Vm::new(&host, "nb", "tapa", "fa:16:3e:00:80:0a").unwrap();
+    // The linux reconciler creates the bridge with netfilter on.
+    assert!(
+        reconcile_once(&host.ns, &config(&host), &state)
+            .failed
+            .is_empty()
+    );
+    assert_eq!(bridge_nf(&host.ns, "vnbr800"), (1, 1));
+    // No secured port: the nft reconciler turns it off, once.
+    let r = nft(&host.ns, &state);
+    assert_eq!(r.bridges_switched, vec!["vnbr800".to_string()]);
+    assert_eq!(bridge_nf(&host.ns, "vnbr800"), (0, 0));
+    assert!(nft(&host.ns, &state).unchanged());
+    // A secured port: on again.
+    secured(&mut state, "pa", "fa:16:3e:00:80:0a", "10.0.0.10", &[]);
+    assert_eq!(nft(&host.ns, &state).bridges_switched.len(), 1);
+    assert_eq!(bridge_nf(&host.ns, "vnbr800"), (1, 1));
+    // A further linux reconcile leaves the switches alone.
+    assert!(
+        reconcile_once(&host.ns, &config(&host), &state)
+            .applied
+            .is_empty()
+    );
+    assert_eq!(bridge_nf(&host.ns, "vnbr800"), (1, 1));
 }

@@ -14,8 +14,8 @@ use netlink_packet_core::{
     NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::link::{
-    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridgePort, InfoPortData, InfoPortKind,
-    LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
+    AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoPortData,
+    InfoPortKind, LinkAttribute, LinkExtentMask, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -301,9 +301,14 @@ pub fn request(
     };
     let (msg, flags) = match op {
         Op::CreateBridge { name, mtu, address } => {
+            // Born with its IP traffic going through netfilter (fail
+            // closed: security groups apply from the first frame); the nft
+            // backend turns it off for bridges without a secured port.
             let link = LinkMessageBuilder::<LinkBridge>::new(name)
                 .mtu(*mtu)
                 .address(address.0.to_vec())
+                .append_info_data(InfoBridge::NfCallIpTables(true))
+                .append_info_data(InfoBridge::NfCallIp6Tables(true))
                 .build();
             (RouteNetlinkMessage::NewLink(link), CREATE)
         }
