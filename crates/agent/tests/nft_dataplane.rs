@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 
-use agent::nft::{NftConfig, NftReconciler, NftReport};
+use agent::nft::{NftConfig, NftReconciler, NftReport, ObservedNft};
 use compiler::protocol::{
     AllowedSource, HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
     SecurityGroupSpec,
@@ -212,6 +212,17 @@ fn nft(ns: &Netns, state: &HostState) -> NftReport {
     })
 }
 
+/// A cached reconcile by a long-lived reconciler (the daemon's steady
+/// state); checks that its view is what nftables then holds.
+fn nft_cached(ns: &Netns, r: &NftReconciler, state: &HostState) -> NftReport {
+    ns.run(|| {
+        let report = r.reconcile_cached(state).unwrap();
+        let want = agent::nft::desired(state, &NftConfig::default());
+        assert_eq!(r.observe().unwrap(), ObservedNft::from_ruleset(&want));
+        report
+    })
+}
+
 fn wire(host: &Host, state: &HostState) -> NftReport {
     let report = reconcile_once(&host.ns, &config(host), state);
     assert!(report.failed.is_empty(), "{:#?}", report.failed);
@@ -316,6 +327,10 @@ fn security_groups_and_port_security_on_one_host() {
     held_out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ok", "held connection opens");
 
+    // Updates by one long-lived reconciler, planning against its view.
+    let daemon = NftReconciler::new(NftConfig::default());
+    assert!(nft_cached(&host.ns, &daemon, &state).unchanged());
+
     // A rule added opens a flow: one group chain rewritten.
     let mut opened = state.clone();
     if let Some(g) = opened.security_groups.get_mut("server") {
@@ -326,7 +341,7 @@ fn security_groups_and_port_security_on_one_host() {
             RuleRemote::Any,
         ));
     }
-    let r = nft(&host.ns, &opened);
+    let r = nft_cached(&host.ns, &daemon, &opened);
     assert_eq!(
         r.transaction.chains_written,
         vec!["inet/g_server_i".to_string()],
@@ -343,7 +358,7 @@ fn security_groups_and_port_security_on_one_host() {
         .get_mut("client")
         .unwrap()
         .insert("10.0.0.13/32".parse().unwrap());
-    let r = nft(&host.ns, &joined);
+    let r = nft_cached(&host.ns, &daemon, &joined);
     assert_eq!(
         r.transaction.script,
         "add element inet vnet rg_client_4 { 10.0.0.13/32 }\n"
@@ -356,7 +371,7 @@ fn security_groups_and_port_security_on_one_host() {
     if let Some(g) = closed.security_groups.get_mut("server") {
         g.rules.pop();
     }
-    let r = nft(&host.ns, &closed);
+    let r = nft_cached(&host.ns, &daemon, &closed);
     assert_eq!(
         r.transaction.chains_written,
         vec!["inet/g_server_i".to_string()]

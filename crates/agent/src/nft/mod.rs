@@ -11,7 +11,24 @@
 //! (`vnbr*`) that carry a secured port. See [`ruleset`] for the design.
 //!
 //! Runs `nft` and `ip` as child processes, which inherit the network
-//! namespace of the calling thread.
+//! namespace of the calling thread. Blocking: from async code call it on
+//! `spawn_blocking` (the agent's host namespace is the process's own).
+//!
+//! # Use from the daemon
+//!
+//! One [`NftReconciler`] per agent, for every desired state, in this order:
+//! 1. `nft.reconcile_cached(&state)` — the rules for new ports exist before
+//!    their devices are attached (they name devices by string, not index);
+//! 2. the `linux` reconciler (creates bridges with netfilter already on, so
+//!    nothing passes unfiltered);
+//! 3. `nft.reconcile_cached(&state)` again when step 2 created or deleted a
+//!    bridge (it only sets the bridges' netfilter switches then).
+//!
+//! The first call after start (the view is empty) reads the tables, so a
+//! restart with an unchanged state applies nothing. On an error the view is
+//! forgotten and the next call reads the kernel again; call `reconcile`
+//! (always reads) periodically to repair changes made behind vnet's back.
+//! The `nftables` package (nft ≥ 1.0.6) must be installed.
 
 mod plan;
 pub mod ruleset;
