@@ -96,6 +96,12 @@ pub async fn run(
         let Some((revision, state)) = desired.borrow_and_update().clone() else {
             continue; // no snapshot yet: act on nothing
         };
+        // Security first: its rules name port devices, so a port attached by
+        // the link reconcile below is filtered from its first frame.
+        if let Err(e) = secure(&nft, &state, full).await {
+            tracing::warn!(error = %e, "security groups not applied; retrying");
+            continue;
+        }
         let reconciled = if full {
             reconciler.reconcile(&state).await
         } else {
@@ -108,19 +114,11 @@ pub async fn run(
                 continue;
             }
         };
-        // Security after links: it switches bridge netfilter on for the
-        // bridges that carry secured ports, so those bridges must exist.
-        let (filter, desired_state) = (nft.clone(), state.clone());
-        match tokio::task::spawn_blocking(move || filter.reconcile(&desired_state)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(error = %e, "security groups not applied; retrying");
-                continue;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "security group reconcile panicked; retrying");
-                continue;
-            }
+        // Again for the bridges the link reconcile just created: their
+        // netfilter switch (a no-op transaction when nothing else changed).
+        if let Err(e) = secure(&nft, &state, false).await {
+            tracing::warn!(error = %e, "security groups not applied; retrying");
+            continue;
         }
         dhcp.set_ports(state.networks.values().flat_map(|net| {
             net.local_ports
@@ -138,6 +136,26 @@ pub async fn run(
     heartbeat.abort();
     follow.abort();
     Ok(())
+}
+
+/// Apply the security groups of `state` (nftables runs as a child process:
+/// off the async threads). `full` re-reads nftables first; otherwise the
+/// plan is made against what the last reconcile left.
+async fn secure(nft: &Arc<NftReconciler>, state: &HostState, full: bool) -> Result<(), String> {
+    let (nft, state) = (nft.clone(), state.clone());
+    let result = tokio::task::spawn_blocking(move || {
+        if full {
+            nft.reconcile(&state)
+        } else {
+            nft.reconcile_cached(&state)
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(format!("the security group reconcile panicked: {e}")),
+    }
 }
 
 /// Register, then renew every HEARTBEAT_SECONDS; failures are logged and retried.

@@ -211,13 +211,21 @@ fn measure(
         let _ = std::fs::remove_file(path);
     }
 
-    // vnet: port security on, the server's port in the bench group.
-    call(
-        lab,
-        "PUT",
-        &format!("/v2.0/ports/{server}"),
-        json!({"port": {"port_security_enabled": true, "security_groups": [group]}}),
+    // vnet: both ports secured from here on. The client is in `peers`
+    // (egress open, as every new group); the server in `bench`, whose
+    // ingress rules grow.
+    let peers = id(
+        &call(lab, "POST", "/v2.0/security-groups", json!({"security_group": {"name": "peers"}}))?,
+        "security_group",
     )?;
+    for (port, group) in [(&client, &peers), (&server, &group)] {
+        call(
+            lab,
+            "PUT",
+            &format!("/v2.0/ports/{port}"),
+            json!({"port": {"port_security_enabled": true, "security_groups": [group]}}),
+        )?;
+    }
     call(
         lab,
         "POST",
@@ -226,7 +234,7 @@ fn measure(
                "protocol": "tcp", "port_range_min": 5201, "port_range_max": 5201,
                "remote_ip_prefix": "10.10.0.1/32"}}),
     )?;
-    measure_now("security group, 1 rule".into())?;
+    measure_now("security groups on both ports, 1 rule".into())?;
     let mut added = 0;
     for &n in rules {
         let body: Vec<Value> = (added..n)
@@ -237,27 +245,25 @@ fn measure(
             })
             .collect();
         for chunk in body.chunks(500) {
-            call(
-                lab,
-                "POST",
-                "/v2.0/security-group-rules",
-                json!({"security_group_rules": chunk}),
-            )?;
+            call(lab, "POST", "/v2.0/security-group-rules", json!({"security_group_rules": chunk}))?;
         }
         added = n;
-        measure_now(format!("security group, {} prefix rules", n + 1))?;
+        measure_now(format!("security groups on both ports, {} prefix rules", n + 1))?;
     }
-    // A remote group with many members: the rule is one set lookup.
+    // A remote group with many members: the rule is one set lookup. The
+    // prefix rules go, so that the client is let in by its membership.
     if let Some(&members) = rules.last() {
-        let peers = id(
-            &call(
-                lab,
-                "POST",
-                "/v2.0/security-groups",
-                json!({"security_group": {"name": "peers"}}),
-            )?,
-            "security_group",
+        let (_, listed) = http(
+            &lab.api,
+            "GET",
+            &format!("/v2.0/security-group-rules?security_group_id={group}&direction=ingress&fields=id"),
+            None,
         )?;
+        for rule in listed["security_group_rules"].as_array().into_iter().flatten() {
+            if let Some(rule) = rule["id"].as_str() {
+                http(&lab.api, "DELETE", &format!("/v2.0/security-group-rules/{rule}"), None)?;
+            }
+        }
         let body: Vec<Value> = (0..members)
             .map(|i| json!({"network_id": net, "security_groups": [peers],
                             "fixed_ips": [{"subnet_id": subnet, "ip_address": format!("10.10.{}.{}", 100 + i / 250, 1 + i % 250)}]}))
@@ -267,32 +273,45 @@ fn measure(
         }
         call(
             lab,
-            "PUT",
-            &format!("/v2.0/ports/{client}"),
-            json!({"port": {"port_security_enabled": true, "security_groups": [peers]}}),
-        )?;
-        call(
-            lab,
             "POST",
             "/v2.0/security-group-rules",
             json!({"security_group_rule": {"security_group_id": group, "direction": "ingress",
-                   "protocol": "tcp", "remote_group_id": peers}}),
+                   "protocol": "tcp", "port_range_min": 5201, "port_range_max": 5201,
+                   "remote_group_id": peers}}),
         )?;
-        measure_now(format!(
-            "security group + remote group of {} members",
-            members + 1
-        ))?;
+        measure_now(format!("security groups on both ports, remote group of {} members", members + 1))?;
     }
+    // The baseline again: how far the machine drifted during the run.
+    for port in [&client, &server] {
+        call(
+            lab,
+            "PUT",
+            &format!("/v2.0/ports/{port}"),
+            json!({"port": {"security_groups": [], "port_security_enabled": false}}),
+        )?;
+    }
+    measure_now("port security off, again at the end (drift check)".into())?;
     Ok(scenarios)
 }
 
 pub fn print(scenarios: &[Scenario]) {
-    let base = scenarios
-        .first()
-        .map_or(1.0, |s| s.gbits.max(f64::MIN_POSITIVE));
+    let rate = |prefix: &str| {
+        scenarios
+            .iter()
+            .find(|s| s.name.starts_with(prefix))
+            .map_or(f64::NAN, |s| s.gbits.max(f64::MIN_POSITIVE))
+    };
+    let off = rate("port security off");
+    let one_rule = rate("security groups on both ports, 1 rule");
     println!("vnet bench security: iperf3 TCP between two VMs on two hosts (median of runs)");
-    println!("{:<56} {:>8} {:>8}", "scenario", "Gbit/s", "ratio");
+    println!("{:<66} {:>7} {:>8} {:>10}", "scenario", "Gbit/s", "vs off", "vs 1 rule");
     for s in scenarios {
-        println!("{:<56} {:>8.2} {:>7.2}x", s.name, s.gbits, s.gbits / base);
+        println!(
+            "{:<66} {:>7.2} {:>7.2}x {:>9.2}x",
+            s.name,
+            s.gbits,
+            s.gbits / off,
+            s.gbits / one_rule
+        );
     }
 }
