@@ -459,8 +459,19 @@ fn vm_delete(state: &mut LabState, vm: &str) -> Result<(), BoxError> {
         .ok_or_else(|| format!("no VM {vm}"))?;
     let record = state.vms.remove(at);
     // Deleting the VM's namespace deletes its veth, and so the host's end.
-    run("ip", &["netns", "del", &record.netns])?;
+    delete_netns(&record.netns)?;
     state.save()
+}
+
+/// Delete a namespace, and first every process still in it (a daemon
+/// started inside a VM would otherwise keep the namespace alive).
+pub fn delete_netns(netns: &str) -> Result<(), BoxError> {
+    if let Ok(pids) = run("ip", &["netns", "pids", netns]) {
+        for pid in pids.split_whitespace() {
+            let _ = run("kill", &["-KILL", pid]);
+        }
+    }
+    run("ip", &["netns", "del", netns]).map(drop)
 }
 
 /// Remove everything the lab created: VMs, agents, server, namespaces.
@@ -484,7 +495,7 @@ pub fn down(name: &str) -> Result<(), BoxError> {
         .chain(state.hosts.iter().map(|h| h.name.clone()))
         .chain([state.fabric.clone()]);
     for ns in namespaces {
-        if let Err(e) = run("ip", &["netns", "del", &ns])
+        if let Err(e) = delete_netns(&ns)
             && std::path::Path::new("/run/netns").join(&ns).exists()
         {
             failures.push(e.to_string());

@@ -78,7 +78,7 @@ pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
     let mut extra_namespaces: Vec<String> = (0..=ports).map(|i| format!("{name}-cv{i}")).collect();
     extra_namespaces.retain(|ns| std::path::Path::new("/run/netns").join(ns).exists());
     for ns in extra_namespaces {
-        let _ = run("ip", &["netns", "del", &ns]);
+        let _ = lab::delete_netns(&ns);
     }
     lab::down(&name)?;
     result

@@ -215,7 +215,12 @@ fn measure(
     // (egress open, as every new group); the server in `bench`, whose
     // ingress rules grow.
     let peers = id(
-        &call(lab, "POST", "/v2.0/security-groups", json!({"security_group": {"name": "peers"}}))?,
+        &call(
+            lab,
+            "POST",
+            "/v2.0/security-groups",
+            json!({"security_group": {"name": "peers"}}),
+        )?,
         "security_group",
     )?;
     for (port, group) in [(&client, &peers), (&server, &group)] {
@@ -245,10 +250,18 @@ fn measure(
             })
             .collect();
         for chunk in body.chunks(500) {
-            call(lab, "POST", "/v2.0/security-group-rules", json!({"security_group_rules": chunk}))?;
+            call(
+                lab,
+                "POST",
+                "/v2.0/security-group-rules",
+                json!({"security_group_rules": chunk}),
+            )?;
         }
         added = n;
-        measure_now(format!("security groups on both ports, {} prefix rules", n + 1))?;
+        measure_now(format!(
+            "security groups on both ports, {} prefix rules",
+            n + 1
+        ))?;
     }
     // A remote group with many members: the rule is one set lookup. The
     // prefix rules go, so that the client is let in by its membership.
@@ -256,12 +269,23 @@ fn measure(
         let (_, listed) = http(
             &lab.api,
             "GET",
-            &format!("/v2.0/security-group-rules?security_group_id={group}&direction=ingress&fields=id"),
+            &format!(
+                "/v2.0/security-group-rules?security_group_id={group}&direction=ingress&fields=id"
+            ),
             None,
         )?;
-        for rule in listed["security_group_rules"].as_array().into_iter().flatten() {
+        for rule in listed["security_group_rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
             if let Some(rule) = rule["id"].as_str() {
-                http(&lab.api, "DELETE", &format!("/v2.0/security-group-rules/{rule}"), None)?;
+                http(
+                    &lab.api,
+                    "DELETE",
+                    &format!("/v2.0/security-group-rules/{rule}"),
+                    None,
+                )?;
             }
         }
         let body: Vec<Value> = (0..members)
@@ -279,7 +303,10 @@ fn measure(
                    "protocol": "tcp", "port_range_min": 5201, "port_range_max": 5201,
                    "remote_group_id": peers}}),
         )?;
-        measure_now(format!("security groups on both ports, remote group of {} members", members + 1))?;
+        measure_now(format!(
+            "security groups on both ports, remote group of {} members",
+            members + 1
+        ))?;
     }
     // The baseline again: how far the machine drifted during the run.
     for port in [&client, &server] {
@@ -304,7 +331,10 @@ pub fn print(scenarios: &[Scenario]) {
     let off = rate("port security off");
     let one_rule = rate("security groups on both ports, 1 rule");
     println!("vnet bench security: iperf3 TCP between two VMs on two hosts (median of runs)");
-    println!("{:<66} {:>7} {:>8} {:>10}", "scenario", "Gbit/s", "vs off", "vs 1 rule");
+    println!(
+        "{:<66} {:>7} {:>8} {:>10}",
+        "scenario", "Gbit/s", "vs off", "vs 1 rule"
+    );
     for s in scenarios {
         println!(
             "{:<66} {:>7.2} {:>7.2}x {:>9.2}x",
