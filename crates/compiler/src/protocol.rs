@@ -282,12 +282,25 @@ pub enum Change {
         port_id: String,
     },
     /// Add or replace a whole group: its statefulness and all its rules.
+    /// Sent when a host starts using a group or its statefulness changes;
+    /// a rule change is one rule (below), so a group of N rules costs O(1)
+    /// per change, not O(N).
     SecurityGroupUpsert {
         group_id: String,
         spec: SecurityGroupSpec,
     },
     SecurityGroupRemove {
         group_id: String,
+    },
+    /// Add or replace one rule (by its id) of a group the host holds.
+    SecurityGroupRuleUpsert {
+        group_id: String,
+        rule: RuleSpec,
+    },
+    /// Remove one rule (by its id) from a group the host holds.
+    SecurityGroupRuleRemove {
+        group_id: String,
+        rule_id: String,
     },
     /// Set (add or replace) a whole remote-group member set: sent when a host
     /// starts needing it; afterwards it changes one element at a time.
@@ -399,6 +412,22 @@ impl HostState {
             }
             Change::SecurityGroupRemove { group_id } => {
                 self.security_groups.remove(&group_id);
+            }
+            // A group's rules are kept sorted by id: a rule is found by binary search.
+            Change::SecurityGroupRuleUpsert { group_id, rule } => {
+                if let Some(group) = self.security_groups.get_mut(&group_id) {
+                    match group.rules.binary_search_by(|r| r.id.cmp(&rule.id)) {
+                        Ok(at) => group.rules[at] = rule,
+                        Err(at) => group.rules.insert(at, rule),
+                    }
+                }
+            }
+            Change::SecurityGroupRuleRemove { group_id, rule_id } => {
+                if let Some(group) = self.security_groups.get_mut(&group_id)
+                    && let Ok(at) = group.rules.binary_search_by(|r| r.id.cmp(&rule_id))
+                {
+                    group.rules.remove(at);
+                }
             }
             Change::RemoteGroupUpsert { group_id, members } => {
                 self.remote_groups.insert(group_id, members);

@@ -441,7 +441,7 @@ fn the_default_groups_self_reference_lets_members_reach_each_other() {
 }
 
 #[test]
-fn a_rule_change_reaches_the_groups_users_only_as_the_whole_group() {
+fn a_rule_change_reaches_the_groups_users_as_that_one_rule() {
     let mut r = cloud();
     r.step(group("g", true), HOSTS);
     r.step(group("other", true), HOSTS);
@@ -457,8 +457,8 @@ fn a_rule_change_reaches_the_groups_users_only_as_the_whole_group() {
     assert_eq!(hosts_in(&changes), ["h1", "h2"]);
     assert_eq!(changes.len(), 2, "one upsert per host, not per port");
     assert!(changes.iter().all(
-        |(_, c)| matches!(c, Change::SecurityGroupUpsert { group_id, spec }
-                if group_id == "g" && spec.rules.len() == 1)
+        |(_, c)| matches!(c, Change::SecurityGroupRuleUpsert { group_id, rule }
+                if group_id == "g" && rule.id == "ssh")
     ));
     // The same rule again changes nothing.
     assert!(
@@ -473,14 +473,14 @@ fn a_rule_change_reaches_the_groups_users_only_as_the_whole_group() {
         matches!(h1[0], Change::RemoteGroupUpsert { group_id, members }
             if group_id == "other" && members.len() == 2)
     );
-    assert!(matches!(h1[1], Change::SecurityGroupUpsert { .. }));
+    assert!(matches!(h1[1], Change::SecurityGroupRuleUpsert { .. }));
     assert_eq!(hosts_in(&changes), ["h1", "h2"]);
     // Deleting it takes the rule, then the set.
     let changes = r.step(Input::SecurityGroupRuleDeleted("ssh".into()), HOSTS);
     assert!(matches!(
         changes_of(&changes, "h1")[..],
         [
-            Change::SecurityGroupUpsert { .. },
+            Change::SecurityGroupRuleRemove { .. },
             Change::RemoteGroupRemove { .. }
         ]
     ));

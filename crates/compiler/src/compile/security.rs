@@ -13,8 +13,9 @@
 //!   address leave the set only when both have gone.
 //!
 //! A port joining a group is then one `RemoteGroupMemberAdd` per new address
-//! to each watcher of the group, and a rule change one `SecurityGroupUpsert`
-//! to each user: work in proportion to the hosts concerned. A host's first
+//! to each watcher of the group, and a rule change one `SecurityGroupRuleUpsert`
+//! (or `…Remove`) to each user: work in proportion to the hosts concerned,
+//! whatever the size of the group. A host's first
 //! use of a group (or first rule naming a remote group) sends it whole.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -451,8 +452,8 @@ impl Compiler {
     }
 
     /// A rule of `group` went from `old` to `new` (already stored): the
-    /// group's users hold the new member set, then the group, then drop the
-    /// member set only the old rule named.
+    /// group's users hold the new member set, then the rule, then drop the
+    /// member set only the old rule named. One rule travels, not the group.
     fn rule_changed(
         &mut self,
         group: &str,
@@ -460,9 +461,9 @@ impl Compiler {
         new: Option<&RuleSpec>,
         out: &mut Emitter,
     ) {
-        let Some(spec) = self.groups.get(group).and_then(GroupEntry::spec) else {
-            return;
-        };
+        if self.groups.get(group).is_none_or(|e| e.stateful.is_none()) {
+            return; // not shown to anyone until the group itself is known
+        }
         let users = self.users_of(group);
         let old_remote = old.and_then(remote_group);
         let new_remote = new.and_then(remote_group);
@@ -470,13 +471,18 @@ impl Compiler {
             if let Some(remote) = &new_remote {
                 self.watch(host, remote, out);
             }
-            out.push(
-                host,
-                Change::SecurityGroupUpsert {
+            let change = match (new, old) {
+                (Some(rule), _) => Change::SecurityGroupRuleUpsert {
                     group_id: group.to_owned(),
-                    spec: spec.clone(),
+                    rule: rule.clone(),
                 },
-            );
+                (None, Some(rule)) => Change::SecurityGroupRuleRemove {
+                    group_id: group.to_owned(),
+                    rule_id: rule.id.clone(),
+                },
+                (None, None) => continue,
+            };
+            out.push(host, change);
             if let Some(remote) = &old_remote {
                 self.unwatch(host, remote, out);
             }
