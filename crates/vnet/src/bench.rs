@@ -54,10 +54,13 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
             seconds,
             repeats,
         } => {
-            let scenarios =
+            let (scenarios, join) =
                 tokio::task::spawn_blocking(move || security::run_bench(&rules, seconds, repeats))
                     .await??;
             security::print(&scenarios);
+            if let Some(join) = &join {
+                security::print_join(join);
+            }
             Ok(())
         }
         Bench::Convergence { ports } => {

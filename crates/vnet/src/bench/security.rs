@@ -11,6 +11,13 @@ use serde_json::{Value, json};
 use crate::BoxError;
 use crate::lab::{self, LabState, http, run};
 
+/// How long, from its port's POST returning, until a new member of a large
+/// remote group is in the member set of every host that keeps that set.
+pub struct Join {
+    pub members: usize,
+    pub times: Vec<Duration>,
+}
+
 pub struct Scenario {
     pub name: String,
     /// Median of the runs, Gbit/s.
@@ -78,7 +85,11 @@ fn reachable(client_ns: &str, ip: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-pub fn run_bench(rules: &[usize], seconds: u32, repeats: usize) -> Result<Vec<Scenario>, BoxError> {
+pub fn run_bench(
+    rules: &[usize],
+    seconds: u32,
+    repeats: usize,
+) -> Result<(Vec<Scenario>, Option<Join>), BoxError> {
     let name = format!("sb{}", std::process::id() % 10_000);
     let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let vnet = std::env::current_exe()?;
@@ -106,7 +117,7 @@ fn measure(
     rules: &[usize],
     seconds: u32,
     repeats: usize,
-) -> Result<Vec<Scenario>, BoxError> {
+) -> Result<(Vec<Scenario>, Option<Join>), BoxError> {
     let net = id(
         &call(
             lab,
@@ -159,6 +170,7 @@ fn measure(
     reachable(&client_vm.netns, "10.10.0.2")?;
 
     let mut scenarios = Vec::new();
+    let mut join = None;
     let mut measure_now = |name: String| -> Result<(), BoxError> {
         reachable(&client_vm.netns, "10.10.0.2")?;
         let runs = (0..repeats)
@@ -307,6 +319,7 @@ fn measure(
             "security groups on both ports, remote group of {} members",
             members + 1
         ))?;
+        join = Some(member_joins(lab, &net, &subnet, &peers, members + 1)?);
     }
     // The baseline again: how far the machine drifted during the run.
     for port in [&client, &server] {
@@ -318,7 +331,77 @@ fn measure(
         )?;
     }
     measure_now("port security off, again at the end (drift check)".into())?;
-    Ok(scenarios)
+    Ok((scenarios, join))
+}
+
+/// Ten ports join `group` (of `members` members) one at a time; each is timed
+/// until every host that keeps the group's member set has its address.
+fn member_joins(
+    lab: &LabState,
+    net: &str,
+    subnet: &str,
+    group: &str,
+    members: usize,
+) -> Result<Join, BoxError> {
+    let set = format!("rg_{group}_4");
+    let holders: Vec<String> = lab
+        .hosts
+        .iter()
+        .filter(|h| {
+            run(
+                "ip",
+                &[
+                    "netns", "exec", &h.name, "nft", "list", "set", "inet", "vnet", &set,
+                ],
+            )
+            .is_ok()
+        })
+        .map(|h| h.name.clone())
+        .collect();
+    if holders.is_empty() {
+        return Err(format!("no host keeps the set {set}").into());
+    }
+    let mut times = Vec::new();
+    for i in 0..10 {
+        let ip = format!("10.10.250.{}", i + 1);
+        call(
+            lab,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {"network_id": net, "security_groups": [group],
+                   "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}]}}),
+        )?;
+        let posted = Instant::now();
+        for host in &holders {
+            // `get element` asks for one element: a probe that does not dump
+            // (and compete with the agent over) a 10,000-element set.
+            let element = format!("{{ {ip} }}");
+            loop {
+                let probe = [
+                    "netns", "exec", host, "nft", "get", "element", "inet", "vnet", &set, &element,
+                ];
+                if run("ip", &probe).is_ok() {
+                    break;
+                }
+                if posted.elapsed() > Duration::from_secs(30) {
+                    return Err(format!("{ip} not in {set} on {host} after 30 s").into());
+                }
+            }
+        }
+        times.push(posted.elapsed());
+    }
+    Ok(Join { members, times })
+}
+
+pub fn print_join(join: &Join) {
+    let samples = super::stats::Samples::new(join.times.clone());
+    println!(
+        "one member joining a {}-member remote group, until every host keeping its set has it: p50 {:.1} ms, max {:.1} ms ({} joins)",
+        join.members,
+        super::stats::ms(samples.p50()),
+        super::stats::ms(samples.max()),
+        join.times.len()
+    );
 }
 
 pub fn print(scenarios: &[Scenario]) {
