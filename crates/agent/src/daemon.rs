@@ -19,9 +19,11 @@ use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::nft::{NftConfig, NftReconciler};
 use crate::sync::{Server, SyncError};
 
-/// Reconcile this often even when nothing arrives: a port's device may
-/// appear (the VM starts) after its port was bound.
-const RESYNC: Duration = Duration::from_secs(2);
+/// Re-read the kernel this often even when nothing arrives, to repair what
+/// was changed behind the agent's back. Devices coming and going are link
+/// events, acted on at once; a full read is costly at scale (tens to
+/// hundreds of ms), and a change arriving meanwhile waits for it.
+const RESYNC: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -97,7 +99,8 @@ pub async fn run(
             continue; // no snapshot yet: act on nothing
         };
         // Security first: its rules name port devices, so a port attached by
-        // the link reconcile below is filtered from its first frame.
+        // the link reconcile below is filtered from its first frame (and a
+        // bridge it creates is born filtered).
         if let Err(e) = secure(&nft, &state, full).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
@@ -114,12 +117,6 @@ pub async fn run(
                 continue;
             }
         };
-        // Again for the bridges the link reconcile just created: their
-        // netfilter switch (a no-op transaction when nothing else changed).
-        if let Err(e) = secure(&nft, &state, false).await {
-            tracing::warn!(error = %e, "security groups not applied; retrying");
-            continue;
-        }
         dhcp.set_ports(state.networks.values().flat_map(|net| {
             net.local_ports
                 .iter()

@@ -33,6 +33,7 @@
 mod plan;
 pub mod ruleset;
 
+use std::collections::BTreeMap;
 use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -90,8 +91,9 @@ impl NftReport {
 #[derive(Debug, Default)]
 pub struct NftReconciler {
     config: NftConfig,
-    /// The tables as the last reconcile left them; `None` after a failure.
-    view: Mutex<Option<ObservedNft>>,
+    /// The tables and the bridges' netfilter switches as the last reconcile
+    /// left them; `None` after a failure.
+    view: Mutex<Option<(ObservedNft, BTreeMap<String, bool>)>>,
 }
 
 impl NftReconciler {
@@ -102,7 +104,7 @@ impl NftReconciler {
         }
     }
 
-    fn view_slot(&self) -> MutexGuard<'_, Option<ObservedNft>> {
+    fn view_slot(&self) -> MutexGuard<'_, Option<(ObservedNft, BTreeMap<String, bool>)>> {
         self.view
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -140,22 +142,32 @@ impl NftReconciler {
     fn converge(
         &self,
         state: &HostState,
-        cached: Option<ObservedNft>,
+        cached: Option<(ObservedNft, BTreeMap<String, bool>)>,
     ) -> Result<NftReport, NftError> {
         let start = Instant::now();
         let want = desired(state, &self.config);
-        let have = match cached {
-            Some(view) => view,
-            None => self.observe()?,
+        // Cached: no process reads anything. A bridge the cache has not seen
+        // was just made by the link reconciler, which makes bridges filtered.
+        let (have, mut switches) = match cached {
+            Some((view, mut switches)) => {
+                for bridge in &want.filtered_bridges {
+                    switches.entry(bridge.clone()).or_insert(true);
+                }
+                (view, switches)
+            }
+            None => (self.observe()?, observe_bridges()?.into_iter().collect()),
         };
-        let switches = observe_bridges()?;
         let observed_at = Instant::now();
         let transaction = plan(&want, &have);
         if !transaction.is_empty() {
             run_script(&transaction.script)?;
         }
-        *self.view_slot() = Some(ObservedNft::from_ruleset(&want));
-        let bridges_switched = switch_bridges(&want, &switches)?;
+        let listed: Vec<(String, bool)> = switches.iter().map(|(b, on)| (b.clone(), *on)).collect();
+        let bridges_switched = switch_bridges(&want, &listed)?;
+        for bridge in &bridges_switched {
+            switches.insert(bridge.clone(), want.filtered_bridges.contains(bridge));
+        }
+        *self.view_slot() = Some((ObservedNft::from_ruleset(&want), switches));
         Ok(NftReport {
             transaction,
             bridges_switched,
