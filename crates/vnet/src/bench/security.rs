@@ -41,12 +41,16 @@ fn id(v: &Value, key: &str) -> Result<String, BoxError> {
 
 /// iperf3 from `client` to `server_ip` for `seconds`; Gbit/s received.
 fn iperf(client_ns: &str, server_ip: &str, seconds: u32) -> Result<f64, BoxError> {
+    // Bounded: a flow that stalls must fail the bench, not hang it.
+    let limit = (seconds + 30).to_string();
     let out = run(
         "ip",
         &[
             "netns",
             "exec",
             client_ns,
+            "timeout",
+            &limit,
             "iperf3",
             "-c",
             server_ip,
