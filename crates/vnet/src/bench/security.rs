@@ -32,6 +32,11 @@ fn call(lab: &LabState, method: &str, path: &str, body: Value) -> Result<Value, 
     Ok(reply)
 }
 
+/// POST `{key: attrs}` to `path` and return the created resource's id.
+fn create(lab: &LabState, path: &str, key: &str, attrs: Value) -> Result<String, BoxError> {
+    id(&call(lab, "POST", path, json!({ key: attrs }))?, key)
+}
+
 fn id(v: &Value, key: &str) -> Result<String, BoxError> {
     v[key]["id"]
         .as_str()
@@ -122,30 +127,18 @@ fn measure(
     seconds: u32,
     repeats: usize,
 ) -> Result<(Vec<Scenario>, Option<Join>), BoxError> {
-    let net = id(
-        &call(
-            lab,
-            "POST",
-            "/v2.0/networks",
-            json!({"network": {"name": "bench"}}),
-        )?,
-        "network",
-    )?;
-    let subnet = call(
+    let net = create(lab, "/v2.0/networks", "network", json!({"name": "bench"}))?;
+    let subnet = create(
         lab,
-        "POST",
         "/v2.0/subnets",
-        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.10.0.0/16"}}),
+        "subnet",
+        json!({"network_id": net, "ip_version": 4, "cidr": "10.10.0.0/16"}),
     )?;
-    let subnet = id(&subnet, "subnet")?;
-    let group = id(
-        &call(
-            lab,
-            "POST",
-            "/v2.0/security-groups",
-            json!({"security_group": {"name": "bench"}}),
-        )?,
+    let group = create(
+        lab,
+        "/v2.0/security-groups",
         "security_group",
+        json!({"name": "bench"}),
     )?;
     let port = |ip: &str, host: &str| {
         call(
@@ -230,14 +223,11 @@ fn measure(
     // vnet: both ports secured from here on. The client is in `peers`
     // (egress open, as every new group); the server in `bench`, whose
     // ingress rules grow.
-    let peers = id(
-        &call(
-            lab,
-            "POST",
-            "/v2.0/security-groups",
-            json!({"security_group": {"name": "peers"}}),
-        )?,
+    let peers = create(
+        lab,
+        "/v2.0/security-groups",
         "security_group",
+        json!({"name": "peers"}),
     )?;
     for (port, group) in [(&client, &peers), (&server, &group)] {
         call(
