@@ -37,10 +37,10 @@ pub enum Bench {
         #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
         rules: Vec<usize>,
         /// Seconds per iperf3 run.
-        #[arg(long, default_value_t = 3)]
+        #[arg(long, default_value_t = 2)]
         seconds: u32,
-        /// Runs per scenario (the median is reported).
-        #[arg(long, default_value_t = 3)]
+        /// Runs per scenario and pair (medians are reported).
+        #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
 }
@@ -54,13 +54,10 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
             seconds,
             repeats,
         } => {
-            let (scenarios, join) =
+            let figures =
                 tokio::task::spawn_blocking(move || security::run_bench(&rules, seconds, repeats))
                     .await??;
-            security::print(&scenarios);
-            if let Some(join) = &join {
-                security::print_join(join);
-            }
+            security::print(&figures);
             Ok(())
         }
         Bench::Convergence { ports } => {

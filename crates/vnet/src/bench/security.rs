@@ -1,8 +1,13 @@
-//! `vnet bench security` (root, iperf3): TCP throughput between two VMs on two
-//! hosts of a lab as security groups grow, each figure a ratio to the same
-//! pair with port security off, measured in the same run. The linear-list
-//! baseline (every packet walks N rules, as iptables-per-rule drivers do) is
-//! a plain nftables chain the bench installs itself, beside vnet's.
+//! `vnet bench security` (root, iperf3): TCP throughput between VMs on two
+//! hosts of a lab as security groups grow. Three VM pairs, each on its own
+//! network (so its bridge's netfilter switch is its own): `off` (port security
+//! off), `ref` (security groups, one rule) and `subject` (the scenario). Every
+//! repeat runs the three back to back and each figure is the median of the
+//! per-repeat ratios, so the machine's drift cancels out. The linear-list
+//! baseline (every packet walks N rules, as iptables-per-rule drivers do) is a
+//! plain nftables chain the bench installs itself, beside vnet's. It also
+//! times a member joining a large remote group, and a 1,000-rule group
+//! reaching a host with a new port.
 
 use std::time::{Duration, Instant};
 
@@ -18,10 +23,26 @@ pub struct Join {
     pub times: Vec<Duration>,
 }
 
+/// How long, from its port's POST returning, until a group of `rules` rules
+/// that its host did not use yet is in that host's nftables.
+pub struct Apply {
+    pub rules: usize,
+    pub times: Vec<Duration>,
+}
+
 pub struct Scenario {
     pub name: String,
-    /// Median of the runs, Gbit/s.
+    /// The subject pair's median, Gbit/s.
     pub gbits: f64,
+    /// Medians of subject ÷ `off` and subject ÷ `ref`, run by run.
+    pub vs_off: f64,
+    pub vs_one_rule: f64,
+}
+
+pub struct Figures {
+    pub scenarios: Vec<Scenario>,
+    pub join: Option<Join>,
+    pub apply: Option<Apply>,
 }
 
 fn call(lab: &LabState, method: &str, path: &str, body: Value) -> Result<Value, BoxError> {
@@ -42,6 +63,33 @@ fn id(v: &Value, key: &str) -> Result<String, BoxError> {
         .as_str()
         .map(str::to_owned)
         .ok_or_else(|| format!("no {key}.id").into())
+}
+
+/// POST rules in bulk, 500 per request.
+fn add_rules(lab: &LabState, rules: Vec<Value>) -> Result<(), BoxError> {
+    for chunk in rules.chunks(500) {
+        call(
+            lab,
+            "POST",
+            "/v2.0/security-group-rules",
+            json!({"security_group_rules": chunk}),
+        )?;
+    }
+    Ok(())
+}
+
+/// An ingress rule of `group` letting TCP 5201 in from `remote` (a prefix or
+/// a group).
+fn iperf_rule(group: &str, remote: (&str, &str)) -> Value {
+    let mut rule = json!({"security_group_id": group, "direction": "ingress", "protocol": "tcp",
+                          "port_range_min": 5201, "port_range_max": 5201});
+    rule[remote.0] = json!(remote.1);
+    rule
+}
+
+/// The i-th of a run of distinct /32 prefixes that no VM uses.
+fn unused_prefix(i: usize) -> String {
+    format!("172.{}.{}.{}/32", 16 + i / 65536, (i / 256) % 256, i % 256)
 }
 
 /// iperf3 from `client` to `server_ip` for `seconds`; Gbit/s received.
@@ -76,29 +124,140 @@ fn median(mut xs: Vec<f64>) -> f64 {
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
 
-/// Wait until `client` can open TCP to the iperf3 server (the rules converged).
-fn reachable(client_ns: &str, ip: &str) -> Result<(), BoxError> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run(
-        "ip",
-        &[
-            "netns", "exec", client_ns, "busybox", "nc", "-w", "1", ip, "5201",
-        ],
-    )
-    .is_err()
-    {
-        if Instant::now() > deadline {
-            return Err(format!("{ip}:5201 not reachable after 30 s").into());
-        }
-    }
-    Ok(())
+/// A client VM on the first host and an iperf3 server VM on the second, on a
+/// network of their own.
+struct Pair {
+    network: String,
+    subnet: String,
+    /// The first two octets of the network's /16.
+    prefix: &'static str,
+    client_port: String,
+    server_port: String,
+    client_ns: String,
+    server_ip: String,
 }
 
-pub fn run_bench(
-    rules: &[usize],
-    seconds: u32,
-    repeats: usize,
-) -> Result<(Vec<Scenario>, Option<Join>), BoxError> {
+impl Pair {
+    fn new(lab: &LabState, name: &str, prefix: &'static str) -> Result<Pair, BoxError> {
+        let network = create(lab, "/v2.0/networks", "network", json!({ "name": name }))?;
+        let subnet = create(
+            lab,
+            "/v2.0/subnets",
+            "subnet",
+            json!({"network_id": network, "ip_version": 4, "cidr": format!("{prefix}.0.0/16")}),
+        )?;
+        let port = |ip: &str, host: &str| {
+            create(
+                lab,
+                "/v2.0/ports",
+                "port",
+                json!({"network_id": network, "binding:host_id": host,
+                       "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}],
+                       "port_security_enabled": false, "security_groups": []}),
+            )
+        };
+        let (client_ip, server_ip) = (format!("{prefix}.0.1"), format!("{prefix}.0.2"));
+        let client_port = port(&client_ip, &lab.hosts[0].name)?;
+        let server_port = port(&server_ip, &lab.hosts[1].name)?;
+        let mut state = LabState::load(&lab.name)?;
+        let client = lab::vm_create(
+            &mut state,
+            &format!("{name}c"),
+            &lab.hosts[0].name,
+            &client_port,
+        )?;
+        let server = lab::vm_create(
+            &mut state,
+            &format!("{name}s"),
+            &lab.hosts[1].name,
+            &server_port,
+        )?;
+        for (vm, ip) in [(&client, &client_ip), (&server, &server_ip)] {
+            run(
+                "ip",
+                &[
+                    "-n",
+                    &vm.netns,
+                    "addr",
+                    "add",
+                    &format!("{ip}/16"),
+                    "dev",
+                    "eth0",
+                ],
+            )?;
+        }
+        run(
+            "ip",
+            &["netns", "exec", &server.netns, "iperf3", "-s", "-D"],
+        )?;
+        let pair = Pair {
+            network,
+            subnet,
+            prefix,
+            client_port,
+            server_port,
+            client_ns: client.netns,
+            server_ip,
+        };
+        pair.reachable()?;
+        Ok(pair)
+    }
+
+    /// Port security on for both: the client in `client_group` (egress
+    /// open), the server in `server_group`.
+    fn secure(
+        &self,
+        lab: &LabState,
+        client_group: &str,
+        server_group: &str,
+    ) -> Result<(), BoxError> {
+        for (port, group) in [
+            (&self.client_port, client_group),
+            (&self.server_port, server_group),
+        ] {
+            call(
+                lab,
+                "PUT",
+                &format!("/v2.0/ports/{port}"),
+                json!({"port": {"port_security_enabled": true, "security_groups": [group]}}),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn client_ip(&self) -> String {
+        format!("{}.0.1/32", self.prefix)
+    }
+
+    /// Wait until the client can open TCP to the iperf3 server (the rules
+    /// converged).
+    fn reachable(&self) -> Result<(), BoxError> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let probe = [
+            "netns",
+            "exec",
+            &self.client_ns,
+            "busybox",
+            "nc",
+            "-w",
+            "1",
+            &self.server_ip,
+            "5201",
+        ];
+        while run("ip", &probe).is_err() {
+            if Instant::now() > deadline {
+                return Err(format!("{}:5201 not reachable after 30 s", self.server_ip).into());
+            }
+        }
+        Ok(())
+    }
+
+    fn iperf(&self, seconds: u32) -> Result<f64, BoxError> {
+        iperf(&self.client_ns, &self.server_ip, seconds)
+    }
+}
+
+pub fn run_bench(rules: &[usize], seconds: u32, repeats: usize) -> Result<Figures, BoxError> {
     let name = format!("sb{}", std::process::id() % 10_000);
     let api = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
     let vnet = std::env::current_exe()?;
@@ -126,75 +285,67 @@ fn measure(
     rules: &[usize],
     seconds: u32,
     repeats: usize,
-) -> Result<(Vec<Scenario>, Option<Join>), BoxError> {
-    let net = create(lab, "/v2.0/networks", "network", json!({"name": "bench"}))?;
-    let subnet = create(
-        lab,
-        "/v2.0/subnets",
-        "subnet",
-        json!({"network_id": net, "ip_version": 4, "cidr": "10.10.0.0/16"}),
-    )?;
-    let group = create(
+) -> Result<Figures, BoxError> {
+    let off = Pair::new(lab, "off", "10.11")?;
+    let reference = Pair::new(lab, "ref", "10.12")?;
+    let subject = Pair::new(lab, "sub", "10.13")?;
+    // Clients are in `peers` (egress open, as every new group); each secured
+    // server in a group of its own, whose ingress rules let its client in.
+    let peers = create(
         lab,
         "/v2.0/security-groups",
         "security_group",
-        json!({"name": "bench"}),
+        json!({"name": "peers"}),
     )?;
-    let port = |ip: &str, host: &str| {
-        call(
-            lab,
-            "POST",
-            "/v2.0/ports",
-            json!({"port": {"network_id": net, "binding:host_id": host,
-                   "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}],
-                   "port_security_enabled": false, "security_groups": []}}),
-        )
-        .and_then(|p| id(&p, "port"))
-    };
-    let (h1, h2) = (lab.hosts[0].name.clone(), lab.hosts[1].name.clone());
-    let client = port("10.10.0.1", &h1)?;
-    let server = port("10.10.0.2", &h2)?;
-    let mut state = LabState::load(&lab.name)?;
-    let client_vm = lab::vm_create(&mut state, "client", &h1, &client)?;
-    let server_vm = lab::vm_create(&mut state, "server", &h2, &server)?;
-    for (vm, ip) in [(&client_vm, "10.10.0.1/16"), (&server_vm, "10.10.0.2/16")] {
-        run("ip", &["-n", &vm.netns, "addr", "add", ip, "dev", "eth0"])?;
-    }
-    run(
-        "ip",
-        &["netns", "exec", &server_vm.netns, "iperf3", "-s", "-D"],
+    let one_rule = create(
+        lab,
+        "/v2.0/security-groups",
+        "security_group",
+        json!({"name": "ref"}),
     )?;
-    reachable(&client_vm.netns, "10.10.0.2")?;
+    add_rules(
+        lab,
+        vec![iperf_rule(
+            &one_rule,
+            ("remote_ip_prefix", &reference.client_ip()),
+        )],
+    )?;
+    reference.secure(lab, &peers, &one_rule)?;
 
     let mut scenarios = Vec::new();
-    let mut join = None;
     let mut measure_now = |name: String| -> Result<(), BoxError> {
-        reachable(&client_vm.netns, "10.10.0.2")?;
-        let runs = (0..repeats)
-            .map(|_| iperf(&client_vm.netns, "10.10.0.2", seconds))
-            .collect::<Result<Vec<_>, _>>()?;
+        for pair in [&off, &reference, &subject] {
+            pair.reachable()?;
+        }
+        let (mut gbits, mut vs_off, mut vs_one_rule) = (vec![], vec![], vec![]);
+        for _ in 0..repeats {
+            let o = off.iperf(seconds)?;
+            let r = reference.iperf(seconds)?;
+            let s = subject.iperf(seconds)?;
+            gbits.push(s);
+            vs_off.push(s / o.max(f64::MIN_POSITIVE));
+            vs_one_rule.push(s / r.max(f64::MIN_POSITIVE));
+        }
         scenarios.push(Scenario {
             name,
-            gbits: median(runs),
+            gbits: median(gbits),
+            vs_off: median(vs_off),
+            vs_one_rule: median(vs_one_rule),
         });
         Ok(())
     };
-    measure_now("port security off (baseline)".into())?;
+    measure_now("port security off (the off pair again: noise)".into())?;
 
-    // The linear list: every forwarded frame on the server's host walks N
-    // rules that do not match, then one that does.
+    // The linear list: every frame of the subject's network forwarded on the
+    // server's host walks N rules that do not match.
     let host_ns = &lab.hosts[1].name;
     for &n in rules {
-        let mut script = String::from(
-            "table bridge linear {\n chain forward {\n  type filter hook forward priority 10; policy accept;\n",
+        let mut script = format!(
+            "table bridge linear {{\n chain forward {{\n  type filter hook forward priority 10; policy accept;\n  ip saddr != {}.0.0/16 accept\n",
+            subject.prefix
         );
         for i in 0..n {
-            script.push_str(&format!(
-                "  ip saddr 172.{}.{}.{}/32 drop\n",
-                16 + i / 65536,
-                (i / 256) % 256,
-                i % 256
-            ));
+            script.push_str(&format!("  ip saddr {} drop\n", unused_prefix(i)));
         }
         script.push_str(" }\n}\n");
         let path = std::env::temp_dir().join(format!("vnet-linear-{}.nft", std::process::id()));
@@ -220,205 +371,237 @@ fn measure(
         let _ = std::fs::remove_file(path);
     }
 
-    // vnet: both ports secured from here on. The client is in `peers`
-    // (egress open, as every new group); the server in `bench`, whose
-    // ingress rules grow.
-    let peers = create(
+    // vnet: the subject's server in `bench`, whose ingress rules grow.
+    let group = create(
         lab,
         "/v2.0/security-groups",
         "security_group",
-        json!({"name": "peers"}),
+        json!({"name": "bench"}),
     )?;
-    for (port, group) in [(&client, &peers), (&server, &group)] {
-        call(
-            lab,
-            "PUT",
-            &format!("/v2.0/ports/{port}"),
-            json!({"port": {"port_security_enabled": true, "security_groups": [group]}}),
-        )?;
-    }
-    call(
+    add_rules(
         lab,
-        "POST",
-        "/v2.0/security-group-rules",
-        json!({"security_group_rule": {"security_group_id": group, "direction": "ingress",
-               "protocol": "tcp", "port_range_min": 5201, "port_range_max": 5201,
-               "remote_ip_prefix": "10.10.0.1/32"}}),
+        vec![iperf_rule(
+            &group,
+            ("remote_ip_prefix", &subject.client_ip()),
+        )],
     )?;
-    measure_now("security groups on both ports, 1 rule".into())?;
+    subject.secure(lab, &peers, &group)?;
+    measure_now("security groups, 1 rule (the ref pair again: noise)".into())?;
     let mut added = 0;
     for &n in rules {
-        let body: Vec<Value> = (added..n)
-            .map(|i| {
-                json!({"security_group_id": group, "direction": "ingress", "protocol": "tcp",
-                       "port_range_min": 5201, "port_range_max": 5201,
-                       "remote_ip_prefix": format!("172.{}.{}.{}/32", 16 + i / 65536, (i / 256) % 256, i % 256)})
-            })
-            .collect();
-        for chunk in body.chunks(500) {
-            call(
-                lab,
-                "POST",
-                "/v2.0/security-group-rules",
-                json!({"security_group_rules": chunk}),
-            )?;
-        }
+        add_rules(
+            lab,
+            (added..n)
+                .map(|i| iperf_rule(&group, ("remote_ip_prefix", &unused_prefix(i))))
+                .collect(),
+        )?;
         added = n;
-        measure_now(format!(
-            "security groups on both ports, {} prefix rules",
-            n + 1
-        ))?;
+        measure_now(format!("security groups, {} prefix rules", n + 1))?;
     }
+
     // A remote group with many members: the rule is one set lookup. The
     // prefix rules go, so that the client is let in by its membership.
+    let mut join = None;
     if let Some(&members) = rules.last() {
-        let (_, listed) = http(
-            &lab.api,
-            "GET",
-            &format!(
-                "/v2.0/security-group-rules?security_group_id={group}&direction=ingress&fields=id"
-            ),
-            None,
-        )?;
-        for rule in listed["security_group_rules"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
-            if let Some(rule) = rule["id"].as_str() {
-                http(
-                    &lab.api,
-                    "DELETE",
-                    &format!("/v2.0/security-group-rules/{rule}"),
-                    None,
-                )?;
-            }
-        }
-        let body: Vec<Value> = (0..members)
-            .map(|i| json!({"network_id": net, "security_groups": [peers],
-                            "fixed_ips": [{"subnet_id": subnet, "ip_address": format!("10.10.{}.{}", 100 + i / 250, 1 + i % 250)}]}))
+        delete_ingress_rules(lab, &group)?;
+        let ports: Vec<Value> = (0..members)
+            .map(|i| json!({"network_id": subject.network, "security_groups": [peers],
+                            "fixed_ips": [{"subnet_id": subject.subnet,
+                                           "ip_address": format!("{}.{}.{}", subject.prefix, 100 + i / 250, 1 + i % 250)}]}))
             .collect();
-        for chunk in body.chunks(500) {
+        for chunk in ports.chunks(500) {
             call(lab, "POST", "/v2.0/ports", json!({"ports": chunk}))?;
         }
-        call(
-            lab,
-            "POST",
-            "/v2.0/security-group-rules",
-            json!({"security_group_rule": {"security_group_id": group, "direction": "ingress",
-                   "protocol": "tcp", "port_range_min": 5201, "port_range_max": 5201,
-                   "remote_group_id": peers}}),
-        )?;
+        add_rules(lab, vec![iperf_rule(&group, ("remote_group_id", &peers))])?;
         measure_now(format!(
-            "security groups on both ports, remote group of {} members",
+            "security groups, remote group of {} members",
             members + 1
         ))?;
-        join = Some(member_joins(lab, &net, &subnet, &peers, members + 1)?);
+        join = Some(member_joins(lab, &subject, &peers, members + 1)?);
     }
-    // The baseline again: how far the machine drifted during the run.
-    for port in [&client, &server] {
-        call(
-            lab,
-            "PUT",
-            &format!("/v2.0/ports/{port}"),
-            json!({"port": {"security_groups": [], "port_security_enabled": false}}),
-        )?;
+    let apply = Some(group_applies(lab, &subject, 1000)?);
+    Ok(Figures {
+        scenarios,
+        join,
+        apply,
+    })
+}
+
+fn delete_ingress_rules(lab: &LabState, group: &str) -> Result<(), BoxError> {
+    let (_, listed) = http(
+        &lab.api,
+        "GET",
+        &format!(
+            "/v2.0/security-group-rules?security_group_id={group}&direction=ingress&fields=id"
+        ),
+        None,
+    )?;
+    for rule in listed["security_group_rules"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if let Some(rule) = rule["id"].as_str() {
+            http(
+                &lab.api,
+                "DELETE",
+                &format!("/v2.0/security-group-rules/{rule}"),
+                None,
+            )?;
+        }
     }
-    measure_now("port security off, again at the end (drift check)".into())?;
-    Ok((scenarios, join))
+    Ok(())
+}
+
+/// Poll `probe` (an `nft` command run in `host`) until it succeeds; 30 s at most.
+fn wait_for_nft(host: &str, probe: &[&str], since: Instant) -> Result<Duration, BoxError> {
+    let mut args = vec!["netns", "exec", host, "nft"];
+    args.extend_from_slice(probe);
+    while run("ip", &args).is_err() {
+        if since.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "`nft {}` on {host}: still failing after 30 s",
+                probe.join(" ")
+            )
+            .into());
+        }
+    }
+    Ok(since.elapsed())
 }
 
 /// Ten ports join `group` (of `members` members) one at a time; each is timed
 /// until every host that keeps the group's member set has its address.
 fn member_joins(
     lab: &LabState,
-    net: &str,
-    subnet: &str,
+    pair: &Pair,
     group: &str,
     members: usize,
 ) -> Result<Join, BoxError> {
-    let set = format!("rg_{group}_4");
-    let holders: Vec<String> = lab
+    let set = agent::nft::ruleset::remote_set(group, false);
+    let holders: Vec<&str> = lab
         .hosts
         .iter()
+        .map(|h| h.name.as_str())
         .filter(|h| {
             run(
                 "ip",
                 &[
-                    "netns", "exec", &h.name, "nft", "list", "set", "inet", "vnet", &set,
+                    "netns", "exec", h, "nft", "list", "set", "inet", "vnet", &set,
                 ],
             )
             .is_ok()
         })
-        .map(|h| h.name.clone())
         .collect();
     if holders.is_empty() {
         return Err(format!("no host keeps the set {set}").into());
     }
     let mut times = Vec::new();
     for i in 0..10 {
-        let ip = format!("10.10.250.{}", i + 1);
+        let ip = format!("{}.250.{}", pair.prefix, i + 1);
         call(
             lab,
             "POST",
             "/v2.0/ports",
-            json!({"port": {"network_id": net, "security_groups": [group],
-                   "fixed_ips": [{"subnet_id": subnet, "ip_address": ip}]}}),
+            json!({"port": {"network_id": pair.network, "security_groups": [group],
+                   "fixed_ips": [{"subnet_id": pair.subnet, "ip_address": ip}]}}),
         )?;
         let posted = Instant::now();
+        // `get element` asks for one element: a probe that does not dump
+        // (and compete with the agent over) a 10,000-element set.
+        let element = format!("{{ {ip} }}");
         for host in &holders {
-            // `get element` asks for one element: a probe that does not dump
-            // (and compete with the agent over) a 10,000-element set.
-            let element = format!("{{ {ip} }}");
-            loop {
-                let probe = [
-                    "netns", "exec", host, "nft", "get", "element", "inet", "vnet", &set, &element,
-                ];
-                if run("ip", &probe).is_ok() {
-                    break;
-                }
-                if posted.elapsed() > Duration::from_secs(30) {
-                    return Err(format!("{ip} not in {set} on {host} after 30 s").into());
-                }
-            }
+            wait_for_nft(
+                host,
+                &["get", "element", "inet", "vnet", &set, &element],
+                posted,
+            )?;
         }
         times.push(posted.elapsed());
     }
     Ok(Join { members, times })
 }
 
-pub fn print_join(join: &Join) {
-    let samples = super::stats::Samples::new(join.times.clone());
+/// Five times: a new group of `rules` rules, then a new port in it bound to
+/// the first host, timed until the group's ingress chain is in that host's
+/// nftables (the port's whole change is one transaction).
+fn group_applies(lab: &LabState, pair: &Pair, rules: usize) -> Result<Apply, BoxError> {
+    let host = &lab.hosts[0].name;
+    let mut times = Vec::new();
+    for k in 0..5 {
+        let group = create(
+            lab,
+            "/v2.0/security-groups",
+            "security_group",
+            json!({"name": format!("big{k}")}),
+        )?;
+        add_rules(
+            lab,
+            (0..rules - 1)
+                .map(|i| iperf_rule(&group, ("remote_ip_prefix", &unused_prefix(i))))
+                .collect(),
+        )?;
+        call(
+            lab,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {"network_id": pair.network, "security_groups": [group],
+                   "binding:host_id": host,
+                   "fixed_ips": [{"subnet_id": pair.subnet,
+                                  "ip_address": format!("{}.251.{}", pair.prefix, k + 1)}]}}),
+        )?;
+        let posted = Instant::now();
+        let chain =
+            agent::nft::ruleset::group_chain(&group, compiler::protocol::RuleDirection::Ingress);
+        times.push(wait_for_nft(
+            host,
+            &["list", "chain", "inet", "vnet", &chain],
+            posted,
+        )?);
+    }
+    Ok(Apply { rules, times })
+}
+
+fn print_times(what: &str, times: &[Duration]) {
+    let samples = super::stats::Samples::new(times.to_vec());
     println!(
-        "one member joining a {}-member remote group, until every host keeping its set has it: p50 {:.1} ms, max {:.1} ms ({} joins)",
-        join.members,
+        "{what}: p50 {:.1} ms, max {:.1} ms ({} samples)",
         super::stats::ms(samples.p50()),
         super::stats::ms(samples.max()),
-        join.times.len()
+        times.len()
     );
 }
 
-pub fn print(scenarios: &[Scenario]) {
-    let rate = |prefix: &str| {
-        scenarios
-            .iter()
-            .find(|s| s.name.starts_with(prefix))
-            .map_or(f64::NAN, |s| s.gbits.max(f64::MIN_POSITIVE))
-    };
-    let off = rate("port security off");
-    let one_rule = rate("security groups on both ports, 1 rule");
-    println!("vnet bench security: iperf3 TCP between two VMs on two hosts (median of runs)");
+pub fn print(figures: &Figures) {
     println!(
-        "{:<66} {:>7} {:>8} {:>10}",
+        "vnet bench security: iperf3 TCP between two VMs on two hosts; each ratio is the median, \
+         over the repeats, of the scenario's pair against the off and 1-rule pairs run back to back"
+    );
+    println!(
+        "{:<58} {:>7} {:>8} {:>10}",
         "scenario", "Gbit/s", "vs off", "vs 1 rule"
     );
-    for s in scenarios {
+    for s in &figures.scenarios {
         println!(
-            "{:<66} {:>7.2} {:>7.2}x {:>9.2}x",
-            s.name,
-            s.gbits,
-            s.gbits / off,
-            s.gbits / one_rule
+            "{:<58} {:>7.2} {:>7.2}x {:>9.2}x",
+            s.name, s.gbits, s.vs_off, s.vs_one_rule
+        );
+    }
+    if let Some(join) = &figures.join {
+        print_times(
+            &format!(
+                "one member joining a {}-member remote group, until every host keeping its set has it",
+                join.members
+            ),
+            &join.times,
+        );
+    }
+    if let Some(apply) = &figures.apply {
+        print_times(
+            &format!(
+                "a {}-rule group new to a host, applied with a new port, until in that host's nftables",
+                apply.rules
+            ),
+            &apply.times,
         );
     }
 }
