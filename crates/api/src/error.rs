@@ -77,6 +77,8 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::Port => ("PortNotFound", "could not be found."),
         Kind::SecurityGroup => ("SecurityGroupNotFound", "does not exist"),
         Kind::SecurityGroupRule => ("SecurityGroupRuleNotFound", "does not exist"),
+        Kind::Router => ("RouterNotFound", "could not be found"),
+        Kind::FloatingIp => ("FloatingIPNotFound", "could not be found"),
     }
 }
 
@@ -178,6 +180,38 @@ impl From<ModelError> for ApiError {
                 (StatusCode::CONFLICT, "SecurityGroupDefaultAlreadyExists")
             }
             M::TagNotFound { .. } => (StatusCode::NOT_FOUND, "TagNotFound"),
+            M::BadRequest { .. } => (StatusCode::BAD_REQUEST, "BadRequest"),
+            M::ExternalNetworkInUse { .. } => (StatusCode::CONFLICT, "ExternalNetworkInUse"),
+            M::RouterInUse { .. } => (StatusCode::CONFLICT, "RouterInUse"),
+            M::RouterInterfaceNotFound { .. } => (StatusCode::NOT_FOUND, "RouterInterfaceNotFound"),
+            M::RouterInterfaceNotFoundForSubnet { .. } => {
+                (StatusCode::NOT_FOUND, "RouterInterfaceNotFoundForSubnet")
+            }
+            M::RouterInterfaceInUse { by, .. } => (
+                StatusCode::CONFLICT,
+                if *by == "routes" {
+                    "RouterInterfaceInUseByRoute"
+                } else {
+                    "RouterInterfaceInUseByFloatingIP"
+                },
+            ),
+            M::RouterExternalGatewayInUseByFloatingIp { .. } => (
+                StatusCode::CONFLICT,
+                "RouterExternalGatewayInUseByFloatingIp",
+            ),
+            M::ExternalGatewayForFloatingIpNotFound { .. } => (
+                StatusCode::NOT_FOUND,
+                "ExternalGatewayForFloatingIPNotFound",
+            ),
+            M::FloatingIpPortAlreadyAssociated { .. } => {
+                (StatusCode::CONFLICT, "FloatingIPPortAlreadyAssociated")
+            }
+            M::L3PortInUse { .. } => (StatusCode::CONFLICT, "L3PortInUse"),
+            M::PortInUse { .. } => (StatusCode::CONFLICT, "PortInUse"),
+            M::InvalidRoutes { .. } => (StatusCode::BAD_REQUEST, "InvalidRoutes"),
+            M::RoutesExhausted { .. } => (StatusCode::BAD_REQUEST, "RoutesExhausted"),
+            M::PortForwardingNotFound { .. } => (StatusCode::NOT_FOUND, "PortForwardingNotFound"),
+            M::OverQuota { .. } => (StatusCode::CONFLICT, "OverQuota"),
         };
         ApiError::new(status, kind, message)
     }

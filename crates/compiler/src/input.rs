@@ -33,8 +33,8 @@ pub enum Input {
 }
 
 impl Input {
-    /// A resource the store holds (written or loaded), as input. Every kind
-    /// is compiled from; the `Option` leaves room for kinds that are not.
+    /// A resource the store holds (written or loaded), as input; `None` for
+    /// the kinds the data plane does not realise yet (routers, floating IPs).
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
@@ -42,6 +42,8 @@ impl Input {
             Resource::Port(p) => Some(Input::Port(Box::new(p))),
             Resource::SecurityGroup(g) => Some(Input::SecurityGroup(Box::new(g))),
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
+            // No data plane for routers and floating IPs yet: API only.
+            Resource::Router(_) | Resource::FloatingIp(_) => None,
         }
     }
 
@@ -53,6 +55,7 @@ impl Input {
             Kind::Port => Some(Input::PortDeleted(id)),
             Kind::SecurityGroup => Some(Input::SecurityGroupDeleted(id)),
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
+            Kind::Router | Kind::FloatingIp => None,
         }
     }
 }

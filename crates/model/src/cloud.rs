@@ -8,15 +8,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+mod l3;
+
 use crate::ipam;
 use crate::port::{AddressPairRequest, VNIC_TYPES};
 use crate::security_group::{self, RuleSignature};
 use crate::subnet::{self};
 use crate::{
-    AddressPair, Direction, Ethertype, FixedIp, FixedIpRequest, Kind, MacAddr, ModelError, Network,
-    NetworkCreate, NetworkUpdate, Port, PortCreate, PortStatus, PortUpdate, Resource, RuleCreate,
-    SecurityGroup, SecurityGroupCreate, SecurityGroupRule, SecurityGroupUpdate, SplitMix64,
-    Standard, Subnet, SubnetCreate, SubnetUpdate, Timestamp,
+    AddressPair, Direction, Ethertype, FixedIp, FixedIpRequest, FloatingIp, Kind, MacAddr,
+    ModelError, Network, NetworkCreate, NetworkUpdate, OWNER_ROUTER_INTERFACE, Port, PortCreate,
+    PortStatus, PortUpdate, Resource, Router, RuleCreate, SecurityGroup, SecurityGroupCreate,
+    SecurityGroupRule, SecurityGroupUpdate, SplitMix64, Standard, Subnet, SubnetCreate,
+    SubnetUpdate, Timestamp,
 };
 
 /// Allocator settings.
@@ -71,6 +74,8 @@ pub struct Cloud {
     ports: HashMap<String, Port>,
     groups: HashMap<String, SecurityGroup>,
     rules: HashMap<String, SecurityGroupRule>,
+    routers: HashMap<String, Router>,
+    floating_ips: HashMap<String, FloatingIp>,
     // === indexes, maintained only by `index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
@@ -83,6 +88,15 @@ pub struct Cloud {
     remote_group_rules: HashMap<String, BTreeSet<String>>,
     default_groups: HashMap<String, String>,
     vnis: BTreeSet<u32>,
+    /// Ports by `device_id`, of the `network:router_*` owners: a router's
+    /// interfaces and gateway.
+    router_ports: HashMap<String, BTreeSet<String>>,
+    /// Subnet → the routers with an interface on it.
+    subnet_routers: HashMap<String, BTreeSet<String>>,
+    /// Port → floating IPs reaching it (associated or forwarding to it).
+    port_fips: HashMap<String, BTreeSet<String>>,
+    /// Router → floating IPs reached through it.
+    router_fips: HashMap<String, BTreeSet<String>>,
     // === allocation hints: not state, never persisted ===
     subnet_cursor: HashMap<String, IpAddr>,
     vni_cursor: u32,
@@ -105,6 +119,8 @@ impl Cloud {
             ports: HashMap::new(),
             groups: HashMap::new(),
             rules: HashMap::new(),
+            routers: HashMap::new(),
+            floating_ips: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),
@@ -115,6 +131,10 @@ impl Cloud {
             remote_group_rules: HashMap::new(),
             default_groups: HashMap::new(),
             vnis: BTreeSet::new(),
+            router_ports: HashMap::new(),
+            subnet_routers: HashMap::new(),
+            port_fips: HashMap::new(),
+            router_fips: HashMap::new(),
             subnet_cursor: HashMap::new(),
             journal: Vec::new(),
         }
@@ -186,6 +206,8 @@ impl Cloud {
             Kind::Port => self.ports.get(id).cloned().map(Resource::Port),
             Kind::SecurityGroup => self.groups.get(id).cloned().map(Resource::SecurityGroup),
             Kind::SecurityGroupRule => self.rules.get(id).cloned().map(Resource::SecurityGroupRule),
+            Kind::Router => self.routers.get(id).cloned().map(Resource::Router),
+            Kind::FloatingIp => self.floating_ips.get(id).cloned().map(Resource::FloatingIp),
         }
     }
 
@@ -256,8 +278,10 @@ impl Cloud {
         }
     }
 
+    /// Shared and external networks are everyone's to see (an external
+    /// network is where floating IPs come from).
     pub fn can_see_network(&self, caller: &Caller, n: &Network) -> bool {
-        caller.owns(&n.std.project_id) || n.shared
+        caller.owns(&n.std.project_id) || n.shared || n.external
     }
 
     pub fn can_see_subnet(&self, caller: &Caller, s: &Subnet) -> bool {
@@ -328,6 +352,12 @@ impl Cloud {
             Resource::SecurityGroupRule(r) => {
                 self.rules.insert(r.std.id.clone(), r);
             }
+            Resource::Router(r) => {
+                self.routers.insert(r.std.id.clone(), r);
+            }
+            Resource::FloatingIp(r) => {
+                self.floating_ips.insert(r.std.id.clone(), r);
+            }
         }
     }
 
@@ -338,6 +368,8 @@ impl Cloud {
             Kind::Port => self.ports.remove(id).map(Resource::Port),
             Kind::SecurityGroup => self.groups.remove(id).map(Resource::SecurityGroup),
             Kind::SecurityGroupRule => self.rules.remove(id).map(Resource::SecurityGroupRule),
+            Kind::Router => self.routers.remove(id).map(Resource::Router),
+            Kind::FloatingIp => self.floating_ips.remove(id).map(Resource::FloatingIp),
         };
         if let Some(r) = &old {
             self.unindex(r);
@@ -388,6 +420,20 @@ impl Cloud {
                         .or_default()
                         .insert(id.clone());
                 }
+                if p.device_owner.starts_with("network:router_") && !p.device_id.is_empty() {
+                    self.router_ports
+                        .entry(p.device_id.clone())
+                        .or_default()
+                        .insert(id.clone());
+                    if p.device_owner == OWNER_ROUTER_INTERFACE {
+                        for ip in &p.fixed_ips {
+                            self.subnet_routers
+                                .entry(ip.subnet_id.clone())
+                                .or_default()
+                                .insert(p.device_id.clone());
+                        }
+                    }
+                }
             }
             Resource::SecurityGroup(g) => {
                 if g.is_default {
@@ -405,6 +451,19 @@ impl Cloud {
                         .entry(remote.clone())
                         .or_default()
                         .insert(r.std.id.clone());
+                }
+            }
+            Resource::Router(_) => {}
+            Resource::FloatingIp(f) => {
+                for (port, router) in f.targets() {
+                    self.port_fips
+                        .entry(port.to_owned())
+                        .or_default()
+                        .insert(f.std.id.clone());
+                    self.router_fips
+                        .entry(router.to_owned())
+                        .or_default()
+                        .insert(f.std.id.clone());
                 }
             }
         }
@@ -453,6 +512,14 @@ impl Cloud {
                     remove_from(&mut self.group_ports, g, id);
                 }
                 remove_from(&mut self.host_ports, &p.binding_host_id, id);
+                if p.device_owner.starts_with("network:router_") {
+                    remove_from(&mut self.router_ports, &p.device_id, id);
+                    if p.device_owner == OWNER_ROUTER_INTERFACE {
+                        for ip in &p.fixed_ips {
+                            remove_from(&mut self.subnet_routers, &ip.subnet_id, &p.device_id);
+                        }
+                    }
+                }
             }
             Resource::SecurityGroup(g) => {
                 if g.is_default && self.default_groups.get(&g.std.project_id) == Some(&g.std.id) {
@@ -468,6 +535,13 @@ impl Cloud {
                 }
                 if let Some(remote) = &r.remote_group_id {
                     remove_from(&mut self.remote_group_rules, remote, &r.std.id);
+                }
+            }
+            Resource::Router(_) => {}
+            Resource::FloatingIp(f) => {
+                for (port, router) in f.targets() {
+                    remove_from(&mut self.port_fips, port, &f.std.id);
+                    remove_from(&mut self.router_fips, router, &f.std.id);
                 }
             }
         }
@@ -528,6 +602,11 @@ impl Cloud {
                 "Only an admin may create a shared network".into(),
             ));
         }
+        if req.external == Some(true) && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "(rule:create_network:router:external) is disallowed by policy".into(),
+            ));
+        }
         if (req.network_type.is_some() || req.segmentation_id.is_some()) && !caller.is_admin {
             return Err(ModelError::Forbidden(
                 "Only an admin may set provider attributes".into(),
@@ -561,7 +640,7 @@ impl Cloud {
             admin_state_up: req.admin_state_up.unwrap_or(true),
             mtu,
             shared: req.shared.unwrap_or(false),
-            external: false,
+            external: req.external.unwrap_or(false),
             port_security_enabled: req.port_security_enabled.unwrap_or(true),
             network_type: "vxlan".into(),
             segmentation_id,
@@ -611,6 +690,23 @@ impl Cloud {
                 "Only an admin may change whether a network is shared".into(),
             ));
         }
+        if req.external.is_some_and(|e| e != n.external) && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "(rule:update_network:router:external) is disallowed by policy".into(),
+            ));
+        }
+        if req.external == Some(false) && n.external {
+            let gateways = self
+                .network_ports
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| self.ports.get(p))
+                .any(|p| l3::is_l3_owner(&p.device_owner));
+            if gateways {
+                return Err(ModelError::ExternalNetworkInUse { id: id.to_owned() });
+            }
+        }
         if req.shared == Some(false) && n.shared {
             let foreign = self
                 .network_ports
@@ -632,6 +728,7 @@ impl Cloud {
         set(&mut n.std.description, req.description);
         set(&mut n.admin_state_up, req.admin_state_up);
         set(&mut n.shared, req.shared);
+        set(&mut n.external, req.external);
         set(&mut n.port_security_enabled, req.port_security_enabled);
         n.std.touch(now);
         self.put(Resource::Network(n.clone()));
@@ -960,8 +1057,22 @@ impl Cloud {
         Ok(p)
     }
 
-    pub fn delete_port(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
-        self.writable(caller, Kind::Port, id)?;
+    pub fn delete_port(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(), ModelError> {
+        let Resource::Port(port) = self.writable(caller, Kind::Port, id)? else {
+            return Err(ModelError::not_found(Kind::Port, id));
+        };
+        if l3::is_l3_owner(&port.device_owner) {
+            return Err(ModelError::L3PortInUse {
+                port_id: id.to_owned(),
+                device_owner: port.device_owner,
+            });
+        }
+        self.release_floating_ips(id, now);
         self.remove(Kind::Port, id);
         Ok(())
     }

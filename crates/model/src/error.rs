@@ -116,11 +116,103 @@ pub enum ModelError {
     SecurityGroupDefaultAlreadyExists,
     #[error("Tag {tag} could not be found.")]
     TagNotFound { tag: String },
+    /// A router or floating IP request that cannot be honoured as asked (400).
+    #[error("Bad {resource} request: {message}.")]
+    BadRequest {
+        resource: &'static str,
+        message: String,
+    },
+    #[error(
+        "External network {id} cannot be updated to be made non-external, since it has existing gateway ports."
+    )]
+    ExternalNetworkInUse { id: String },
+    #[error("Router {id} still has ports")]
+    RouterInUse { id: String },
+    #[error("Router {router_id} does not have an interface with id {port_id}")]
+    RouterInterfaceNotFound { router_id: String, port_id: String },
+    #[error("Router {router_id} has no interface on subnet {subnet_id}")]
+    RouterInterfaceNotFoundForSubnet {
+        router_id: String,
+        subnet_id: String,
+    },
+    #[error(
+        "Router interface for subnet {subnet_id} on router {router_id} cannot be deleted, as it is required by one or more {by}."
+    )]
+    RouterInterfaceInUse {
+        router_id: String,
+        subnet_id: String,
+        /// "floating IPs" or "routes".
+        by: &'static str,
+    },
+    #[error(
+        "Gateway cannot be updated for router {router_id}, since a gateway to external network {network_id} is required by one or more floating IPs."
+    )]
+    RouterExternalGatewayInUseByFloatingIp {
+        router_id: String,
+        network_id: String,
+    },
+    #[error(
+        "External network {network_id} is not reachable from subnet {subnet_id}.  Therefore, cannot associate Port {port_id} with a Floating IP."
+    )]
+    ExternalGatewayForFloatingIpNotFound {
+        network_id: String,
+        subnet_id: String,
+        port_id: String,
+    },
+    #[error(
+        "Cannot associate floating IP {floating_ip} ({fip_id}) with port {port_id} using fixed IP {fixed_ip}, as that fixed IP already has a floating IP on external network {network_id}."
+    )]
+    FloatingIpPortAlreadyAssociated {
+        floating_ip: String,
+        fip_id: String,
+        port_id: String,
+        fixed_ip: String,
+        network_id: String,
+    },
+    #[error(
+        "Port {port_id} has owner {device_owner} and therefore cannot be deleted directly via the port API."
+    )]
+    L3PortInUse {
+        port_id: String,
+        device_owner: String,
+    },
+    #[error(
+        "Unable to complete operation on port {port_id} for network {network_id}. Port already has an attached device {device_id}."
+    )]
+    PortInUse {
+        port_id: String,
+        network_id: String,
+        device_id: String,
+    },
+    #[error("Invalid format for routes: {routes}, {reason}")]
+    InvalidRoutes { routes: String, reason: String },
+    #[error(
+        "Unable to complete operation for {router_id}. The number of routes exceeds the maximum {max}."
+    )]
+    RoutesExhausted { router_id: String, max: usize },
+    #[error("Port Forwarding {id} could not be found.")]
+    PortForwardingNotFound { id: String },
+    #[error("Quota exceeded for resources: ['{resource}'].")]
+    OverQuota { resource: &'static str },
 }
 
 impl ModelError {
     pub fn invalid(msg: impl Into<String>) -> Self {
         ModelError::InvalidInput(msg.into())
+    }
+
+    pub fn bad_router(message: impl Into<String>) -> Self {
+        ModelError::BadRequest {
+            resource: "router",
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_floating_ip(message: impl Into<String>) -> Self {
+        ModelError::BadRequest {
+            resource: "floatingip",
+            message: message.into(),
+        }
     }
 
     pub fn not_found(kind: Kind, id: &str) -> Self {

@@ -1,5 +1,5 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets, ports,
-//! security groups and rules), their validation, IPAM and the MAC/VNI allocators,
+//! security groups and rules, routers and floating IPs), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
@@ -12,6 +12,7 @@ mod network;
 mod port;
 mod resource;
 mod rng;
+mod router;
 mod security_group;
 mod subnet;
 
@@ -26,6 +27,12 @@ pub use port::{
 };
 pub use resource::{Kind, Resource, Standard};
 pub use rng::SplitMix64;
+pub use router::{
+    Association, FORWARDING_PROTOCOLS, FloatingIp, FloatingIpCreate, FloatingIpUpdate, Gateway,
+    GatewayRequest, InterfaceInfo, InterfaceRequest, MAX_ROUTES, OWNER_FLOATING_IP,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortForwarding, PortForwardingRequest, Router,
+    RouterCreate, RouterUpdate,
+};
 pub use security_group::{
     Direction, Ethertype, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
     SecurityGroupUpdate, protocol_number,

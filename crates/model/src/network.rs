@@ -29,6 +29,8 @@ pub struct NetworkCreate {
     pub admin_state_up: Option<bool>,
     pub mtu: Option<u32>,
     pub shared: Option<bool>,
+    /// `router:external`: floating IPs and router gateways come from it.
+    pub external: Option<bool>,
     pub port_security_enabled: Option<bool>,
     pub network_type: Option<String>,
     pub segmentation_id: Option<u32>,
@@ -42,5 +44,6 @@ pub struct NetworkUpdate {
     pub admin_state_up: Option<bool>,
     pub mtu: Option<u32>,
     pub shared: Option<bool>,
+    pub external: Option<bool>,
     pub port_security_enabled: Option<bool>,
 }

@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Network, Port, SecurityGroup, SecurityGroupRule, Subnet, Timestamp};
+use crate::{
+    FloatingIp, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
@@ -12,15 +14,19 @@ pub enum Kind {
     Port,
     SecurityGroup,
     SecurityGroupRule,
+    Router,
+    FloatingIp,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 7] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
         Kind::SecurityGroup,
         Kind::SecurityGroupRule,
+        Kind::Router,
+        Kind::FloatingIp,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -31,6 +37,8 @@ impl Kind {
             Kind::Port => "ports/",
             Kind::SecurityGroup => "security_groups/",
             Kind::SecurityGroupRule => "security_group_rules/",
+            Kind::Router => "routers/",
+            Kind::FloatingIp => "floatingips/",
         }
     }
 
@@ -42,6 +50,8 @@ impl Kind {
             Kind::Port => "Port",
             Kind::SecurityGroup => "Security group",
             Kind::SecurityGroupRule => "Security group rule",
+            Kind::Router => "Router",
+            Kind::FloatingIp => "Floating IP",
         }
     }
 
@@ -91,6 +101,8 @@ pub enum Resource {
     Port(Port),
     SecurityGroup(SecurityGroup),
     SecurityGroupRule(SecurityGroupRule),
+    Router(Router),
+    FloatingIp(FloatingIp),
 }
 
 impl Resource {
@@ -101,6 +113,8 @@ impl Resource {
             Resource::Port(_) => Kind::Port,
             Resource::SecurityGroup(_) => Kind::SecurityGroup,
             Resource::SecurityGroupRule(_) => Kind::SecurityGroupRule,
+            Resource::Router(_) => Kind::Router,
+            Resource::FloatingIp(_) => Kind::FloatingIp,
         }
     }
 
@@ -111,6 +125,8 @@ impl Resource {
             Resource::Port(r) => &r.std,
             Resource::SecurityGroup(r) => &r.std,
             Resource::SecurityGroupRule(r) => &r.std,
+            Resource::Router(r) => &r.std,
+            Resource::FloatingIp(r) => &r.std,
         }
     }
 
@@ -121,6 +137,8 @@ impl Resource {
             Resource::Port(r) => &mut r.std,
             Resource::SecurityGroup(r) => &mut r.std,
             Resource::SecurityGroupRule(r) => &mut r.std,
+            Resource::Router(r) => &mut r.std,
+            Resource::FloatingIp(r) => &mut r.std,
         }
     }
 

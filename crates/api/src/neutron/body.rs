@@ -234,6 +234,30 @@ impl Attrs {
         }
     }
 
+    /// A string where null is meaningful (e.g. disassociate): `Some(None)`.
+    pub fn nullable_id(&mut self, name: &str) -> Result<Option<Option<String>>, ApiError> {
+        if self.map.get(name) == Some(&Value::Null) {
+            self.map.remove(name);
+            return Ok(Some(None));
+        }
+        Ok(self.string(name)?.map(Some))
+    }
+
+    /// A nested object, as attributes of its own; null (or `{}`) is
+    /// `Some(None)`, as Neutron reads a cleared router gateway.
+    pub fn nested(&mut self, name: &str) -> Result<Option<Option<Attrs>>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(Value::Object(map)) if map.is_empty() => Ok(Some(None)),
+            Some(Value::Object(map)) => Ok(Some(Some(Attrs::new(map, self.method)))),
+            Some(v) => Err(invalid(
+                name,
+                format!("'{}' is not a dictionary", shown(&v)),
+            )),
+        }
+    }
+
     /// An arbitrary JSON object, returned as its text.
     pub fn object_text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         match self.take(name) {

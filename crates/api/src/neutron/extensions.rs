@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 23] = [
+const EXTENSIONS: [(&str, &str, &str); 31] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -27,14 +27,49 @@ const EXTENSIONS: [(&str, &str, &str); 23] = [
         "Allow filtering by attributes with empty string value",
     ),
     (
+        "expose-port-forwarding-in-fip",
+        "Expose port forwardings in floating IPs",
+        "Expose on floating IPs their port forwardings",
+    ),
+    (
+        "ext-gw-mode",
+        "Neutron L3 Configurable external gateway mode",
+        "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway",
+    ),
+    (
+        "external-net",
+        "Neutron external network",
+        "Adds external network attribute to network resource.",
+    ),
+    (
         "extra_dhcp_opt",
         "Neutron Extra DHCP options",
         "Extra options configuration for DHCP. For example PXE boot options to DHCP clients can be specified (e.g. tftp-server, server-ip-address, bootfile-name)",
     ),
     (
+        "extraroute",
+        "Neutron Extra Route",
+        "Extra routes configuration for L3 router",
+    ),
+    (
+        "extraroute-atomic",
+        "Atomically add/remove extra routes",
+        "Edit extra routes of a router on server side by atomically adding/removing extra routes",
+    ),
+    (
         "filter-validation",
         "Filter parameters validation",
         "Provides validation on filter parameters.",
+    ),
+    (
+        "fip-port-details",
+        "Floating IP Port Details Extension",
+        "Add port_details attribute to Floating IP resource",
+    ),
+    (
+        "floating-ip-port-forwarding",
+        "Floating IP Port Forwarding",
+        "Provide a way to configure port forwarding on Floating IP",
     ),
     (
         "ip-substring-filtering",
@@ -71,6 +106,11 @@ const EXTENSIONS: [(&str, &str, &str); 23] = [
         "revision-if-match",
         "If-Match constraints based on revision_number",
         "Extension indicating that If-Match based on revision_number is supported.",
+    ),
+    (
+        "router",
+        "Neutron L3 Router",
+        "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
     ),
     (
         "security-group",

@@ -5,6 +5,7 @@
 mod agents;
 mod body;
 mod extensions;
+mod l3;
 mod query;
 mod requests;
 mod views;
@@ -37,7 +38,7 @@ struct Collection {
     plural: &'static str,
 }
 
-const COLLECTIONS: [Collection; 5] = [
+const COLLECTIONS: [Collection; 7] = [
     Collection {
         kind: Kind::Network,
         path: "networks",
@@ -68,6 +69,18 @@ const COLLECTIONS: [Collection; 5] = [
         singular: "security_group_rule",
         plural: "security_group_rules",
     },
+    Collection {
+        kind: Kind::Router,
+        path: "routers",
+        singular: "router",
+        plural: "routers",
+    },
+    Collection {
+        kind: Kind::FloatingIp,
+        path: "floatingips",
+        singular: "floatingip",
+        plural: "floatingips",
+    },
 ];
 
 fn collection(path: &str) -> Result<&'static Collection, ApiError> {
@@ -91,13 +104,16 @@ pub fn router(app: Arc<App>) -> Router {
             "/v2.0/{collection}/{id}",
             get(show).put(update).delete(delete),
         )
+        // Tags, router actions and port forwardings share these shapes: one
+        // route each, dispatched on the segment (the router cannot tell a
+        // literal `tags` from a parameter at the same depth).
         .route(
-            "/v2.0/{collection}/{id}/tags",
-            get(tags_show).put(tags_replace).delete(tags_clear),
+            "/v2.0/{collection}/{id}/{sub}",
+            get(sub_get).put(sub_put).post(sub_post).delete(sub_delete),
         )
         .route(
-            "/v2.0/{collection}/{id}/tags/{tag}",
-            get(tag_show).put(tag_add).delete(tag_remove),
+            "/v2.0/{collection}/{id}/{sub}/{item}",
+            get(item_get).put(item_put).delete(item_delete),
         )
         .fallback(|| async { ApiError::not_found() })
         .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
@@ -180,6 +196,8 @@ async fn list(
             Kind::SecurityGroupRule => {
                 list_page(&cloud, &caller, &q, cloud.security_group_rules(), &url)
             }
+            Kind::Router => list_page(&cloud, &caller, &q, cloud.routers(), &url),
+            Kind::FloatingIp => list_page(&cloud, &caller, &q, cloud.floating_ips(), &url),
         }?
     };
     let mut out = serde_json::Map::new();
@@ -242,6 +260,8 @@ enum Create {
     Port(model::PortCreate),
     SecurityGroup(model::SecurityGroupCreate),
     Rule(model::RuleCreate),
+    Router(model::RouterCreate),
+    FloatingIp(model::FloatingIpCreate),
 }
 
 async fn create(
@@ -263,6 +283,8 @@ async fn create(
                 Kind::Port => Create::Port(requests::port_create(a)?),
                 Kind::SecurityGroup => Create::SecurityGroup(requests::security_group_create(a)?),
                 Kind::SecurityGroupRule => Create::Rule(requests::rule_create(a)?),
+                Kind::Router => Create::Router(requests::router_create(a)?),
+                Kind::FloatingIp => Create::FloatingIp(requests::floating_ip_create(a)?),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -281,6 +303,10 @@ async fn create(
                     Create::Rule(r) => Resource::SecurityGroupRule(
                         cloud.create_security_group_rule(&caller, r, now)?,
                     ),
+                    Create::Router(r) => Resource::Router(cloud.create_router(&caller, r, now)?),
+                    Create::FloatingIp(r) => {
+                        Resource::FloatingIp(cloud.create_floating_ip(&caller, r, now)?)
+                    }
                 });
             }
             Ok(made
@@ -304,6 +330,8 @@ enum Update {
     Port(model::PortUpdate),
     SecurityGroup(model::SecurityGroupUpdate),
     Rule(Option<String>),
+    Router(model::RouterUpdate),
+    FloatingIp(model::FloatingIpUpdate),
 }
 
 async fn update(
@@ -329,6 +357,8 @@ async fn update(
         Kind::Port => Update::Port(requests::port_update(a)?),
         Kind::SecurityGroup => Update::SecurityGroup(requests::security_group_update(a)?),
         Kind::SecurityGroupRule => Update::Rule(requests::rule_update(a)?),
+        Kind::Router => Update::Router(requests::router_update(a)?),
+        Kind::FloatingIp => Update::FloatingIp(requests::floating_ip_update(a)?),
     };
     let now = now();
     let view = app
@@ -345,6 +375,10 @@ async fn update(
                 Update::Rule(d) => Resource::SecurityGroupRule(
                     cloud.update_security_group_rule(&caller, &id, d, now)?,
                 ),
+                Update::Router(u) => Resource::Router(cloud.update_router(&caller, &id, u, now)?),
+                Update::FloatingIp(u) => {
+                    Resource::FloatingIp(cloud.update_floating_ip(&caller, &id, u, now)?)
+                }
             };
             Ok(views::resource(cloud, &caller, &r, &[]))
         })
@@ -366,9 +400,11 @@ async fn delete(
         |cloud| match c.kind {
             Kind::Network => cloud.delete_network(&caller, &id),
             Kind::Subnet => cloud.delete_subnet(&caller, &id, now),
-            Kind::Port => cloud.delete_port(&caller, &id),
+            Kind::Port => cloud.delete_port(&caller, &id, now),
             Kind::SecurityGroup => cloud.delete_security_group(&caller, &id),
             Kind::SecurityGroupRule => cloud.delete_security_group_rule(&caller, &id, now),
+            Kind::Router => cloud.delete_router(&caller, &id),
+            Kind::FloatingIp => cloud.delete_floating_ip(&caller, &id),
         },
     )
     .await?;
@@ -405,25 +441,153 @@ async fn current_tags(
     Ok(cloud.visible(&caller, c.kind, id)?.standard().tags.clone())
 }
 
-async fn tags_show(
+// === /{collection}/{id}/{sub}[/{item}]: tags, router actions, port forwardings ===
+
+async fn sub_get(
     State(app): State<Arc<App>>,
-    Path((coll, id)): Path<(String, String)>,
+    Path((coll, id, sub)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let tags = current_tags(&app, &coll, &id, &headers).await?;
-    Ok(Json(json!({ "tags": tags })))
+    match (coll.as_str(), sub.as_str()) {
+        (_, "tags") => {
+            let tags = current_tags(&app, &coll, &id, &headers).await?;
+            Ok(Json(json!({ "tags": tags })))
+        }
+        ("floatingips", "port_forwardings") => {
+            let caller = caller(&app, &headers).await?;
+            l3::forwardings(&app, &caller, &id, None)
+        }
+        _ => Err(ApiError::not_found()),
+    }
 }
 
-async fn tags_replace(
+async fn sub_put(
     State(app): State<Arc<App>>,
-    Path((coll, id)): Path<(String, String)>,
+    Path((coll, id, sub)): Path<(String, String, String)>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let body: Value = serde_json::from_slice(&body)
+    match (coll.as_str(), sub.as_str()) {
+        (_, "tags") => {
+            let tags = edit_tags(
+                &app,
+                &coll,
+                &id,
+                &headers,
+                TagEdit::Replace(tag_list(&body)?),
+            );
+            Ok(Json(json!({ "tags": tags.await? })))
+        }
+        ("routers", action) => {
+            let caller = caller(&app, &headers).await?;
+            l3::router_action(&app, &caller, &id, action, &body).await
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn sub_post(
+    State(app): State<Arc<App>>,
+    Path((coll, id, sub)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    match (coll.as_str(), sub.as_str()) {
+        ("floatingips", "port_forwardings") => {
+            let caller = caller(&app, &headers).await?;
+            let view = l3::create_forwarding(&app, &caller, &id, &body).await?;
+            Ok((StatusCode::CREATED, view).into_response())
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn sub_delete(
+    State(app): State<Arc<App>>,
+    Path((coll, id, sub)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    match sub.as_str() {
+        "tags" => {
+            edit_tags(&app, &coll, &id, &headers, TagEdit::Replace(Vec::new())).await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn item_get(
+    State(app): State<Arc<App>>,
+    Path((coll, id, sub, item)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    match (coll.as_str(), sub.as_str()) {
+        (_, "tags") => {
+            if current_tags(&app, &coll, &id, &headers)
+                .await?
+                .contains(&item)
+            {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(model::ModelError::TagNotFound { tag: item }.into())
+            }
+        }
+        ("floatingips", "port_forwardings") => {
+            let caller = caller(&app, &headers).await?;
+            Ok(l3::forwardings(&app, &caller, &id, Some(&item))?.into_response())
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn item_put(
+    State(app): State<Arc<App>>,
+    Path((coll, id, sub, item)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    match (coll.as_str(), sub.as_str()) {
+        (_, "tags") => {
+            edit_tags(&app, &coll, &id, &headers, TagEdit::Add(item)).await?;
+            Ok(StatusCode::CREATED.into_response())
+        }
+        ("floatingips", "port_forwardings") => {
+            let caller = caller(&app, &headers).await?;
+            Ok(l3::update_forwarding(&app, &caller, &id, &item, &body)
+                .await?
+                .into_response())
+        }
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+async fn item_delete(
+    State(app): State<Arc<App>>,
+    Path((coll, id, sub, item)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    match (coll.as_str(), sub.as_str()) {
+        (_, "tags") => {
+            edit_tags(&app, &coll, &id, &headers, TagEdit::Remove(item)).await?;
+        }
+        ("floatingips", "port_forwardings") => {
+            let caller = caller(&app, &headers).await?;
+            let now = now();
+            app.write(None, |cloud| {
+                cloud.delete_port_forwarding(&caller, &id, &item, now)
+            })
+            .await?;
+        }
+        _ => return Err(ApiError::not_found()),
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The body of `PUT …/tags`: `{"tags": [...]}`.
+fn tag_list(body: &[u8]) -> Result<Vec<String>, ApiError> {
+    let body: Value = serde_json::from_slice(body)
         .map_err(|_| ApiError::bad_request("Body contains invalid data"))?;
-    let tags = body
-        .get("tags")
+    body.get("tags")
         .and_then(Value::as_array)
         .ok_or_else(|| ApiError::bad_request("Unable to find 'tags' in request body"))?
         .iter()
@@ -432,49 +596,5 @@ async fn tags_replace(
                 .map(str::to_owned)
                 .ok_or_else(|| ApiError::invalid_input(format!("'{t}' is not a valid string")))
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    let tags = edit_tags(&app, &coll, &id, &headers, TagEdit::Replace(tags)).await?;
-    Ok(Json(json!({ "tags": tags })))
-}
-
-async fn tags_clear(
-    State(app): State<Arc<App>>,
-    Path((coll, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    edit_tags(&app, &coll, &id, &headers, TagEdit::Replace(Vec::new())).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn tag_show(
-    State(app): State<Arc<App>>,
-    Path((coll, id, tag)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    if current_tags(&app, &coll, &id, &headers)
-        .await?
-        .contains(&tag)
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(model::ModelError::TagNotFound { tag }.into())
-    }
-}
-
-async fn tag_add(
-    State(app): State<Arc<App>>,
-    Path((coll, id, tag)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    edit_tags(&app, &coll, &id, &headers, TagEdit::Add(tag)).await?;
-    Ok(StatusCode::CREATED)
-}
-
-async fn tag_remove(
-    State(app): State<Arc<App>>,
-    Path((coll, id, tag)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
-    edit_tags(&app, &coll, &id, &headers, TagEdit::Remove(tag)).await?;
-    Ok(StatusCode::NO_CONTENT)
+        .collect()
 }

@@ -2,9 +2,10 @@
 //! names, aliases and read-only lists of each resource live here.
 
 use model::{
-    AddressPairRequest, ExtraDhcpOpt, FixedIpRequest, HostRoute, IpRange, Ipv6Mode, MacAddr,
-    NetworkCreate, NetworkUpdate, PortCreate, PortUpdate, RuleCreate, SecurityGroupCreate,
-    SecurityGroupUpdate, SubnetCreate, SubnetUpdate,
+    AddressPairRequest, ExtraDhcpOpt, FixedIpRequest, FloatingIpCreate, FloatingIpUpdate,
+    GatewayRequest, HostRoute, InterfaceRequest, IpRange, Ipv6Mode, MacAddr, NetworkCreate,
+    NetworkUpdate, PortCreate, PortForwardingRequest, PortUpdate, RouterCreate, RouterUpdate,
+    RuleCreate, SecurityGroupCreate, SecurityGroupUpdate, SubnetCreate, SubnetUpdate,
 };
 
 use super::body::{Attrs, invalid};
@@ -47,6 +48,7 @@ pub fn network_create(mut a: Attrs) -> Result<NetworkCreate, ApiError> {
         admin_state_up: a.bool("admin_state_up")?,
         mtu: a.u32("mtu")?,
         shared: a.bool("shared")?,
+        external: a.bool("router:external")?,
         port_security_enabled: a.bool("port_security_enabled")?,
         network_type: a.nullable_string("provider:network_type")?,
         segmentation_id: a.u32("provider:segmentation_id")?,
@@ -54,11 +56,6 @@ pub fn network_create(mut a: Attrs) -> Result<NetworkCreate, ApiError> {
     };
     // Accepted and ignored, as Neutron's vxlan type driver ignores it.
     a.nullable_string("provider:physical_network")?;
-    if a.bool("router:external")? == Some(true) {
-        return Err(ApiError::invalid_input(
-            "external networks are not supported yet",
-        ));
-    }
     a.finish(&read_only(&[
         "status",
         "subnets",
@@ -75,6 +72,7 @@ pub fn network_update(mut a: Attrs) -> Result<NetworkUpdate, ApiError> {
         admin_state_up: a.bool("admin_state_up")?,
         mtu: a.u32("mtu")?,
         shared: a.bool("shared")?,
+        external: a.bool("router:external")?,
         port_security_enabled: a.bool("port_security_enabled")?,
     };
     a.finish(&read_only(&[
@@ -162,7 +160,7 @@ pub fn subnet_create(mut a: Attrs) -> Result<SubnetCreate, ApiError> {
             "subnet service types are not supported",
         ));
     }
-    a.finish(&read_only(&["router:external"]))?;
+    a.finish(&read_only(&[]))?;
     Ok(req)
 }
 
@@ -363,4 +361,189 @@ pub fn rule_update(mut a: Attrs) -> Result<Option<String>, ApiError> {
         "tenant_id",
     ]))?;
     Ok(description)
+}
+
+// === routers ===
+
+fn gateway(a: &mut Attrs) -> Result<Option<Option<GatewayRequest>>, ApiError> {
+    let Some(info) = a.nested("external_gateway_info")? else {
+        return Ok(None);
+    };
+    let Some(mut g) = info else {
+        return Ok(Some(None));
+    };
+    let attr = "external_gateway_info";
+    let network_id = g.string("network_id")?.ok_or_else(|| {
+        invalid(
+            attr,
+            "Validation of dictionary's keys failed. Expected keys: {'network_id'}",
+        )
+    })?;
+    let req = GatewayRequest {
+        network_id,
+        enable_snat: g.bool("enable_snat")?,
+        external_fixed_ips: g.objects("external_fixed_ips", &["subnet_id", "ip_address"], |f| {
+            Ok(FixedIpRequest {
+                subnet_id: f.str("subnet_id")?.map(str::to_owned),
+                ip_address: f.ip("ip_address")?,
+            })
+        })?,
+    };
+    g.finish(&[])
+        .map_err(|e| invalid(attr, e.message.trim_end_matches('.')))?;
+    Ok(Some(Some(req)))
+}
+
+fn routes(a: &mut Attrs) -> Result<Option<Vec<HostRoute>>, ApiError> {
+    a.objects("routes", &["destination", "nexthop"], |f| {
+        match (f.str("destination")?, f.ip("nexthop")?) {
+            (Some(dest), Some(nexthop)) => Ok(HostRoute {
+                destination: dest
+                    .parse::<ipnet::IpNet>()
+                    .map(|n| n.trunc())
+                    .map_err(|_| invalid("routes", format!("'{dest}' is not a valid IP subnet")))?,
+                nexthop,
+            }),
+            _ => Err(invalid(
+                "routes",
+                "a route needs a destination and a nexthop",
+            )),
+        }
+    })
+}
+
+const ROUTER_READ_ONLY: [&str; 3] = ["status", "availability_zones", "flavor_id"];
+
+fn router_attributes(a: &mut Attrs) -> Result<RouterUpdate, ApiError> {
+    Ok(RouterUpdate {
+        name: a.string("name")?,
+        description: a.string_or_null("description")?,
+        admin_state_up: a.bool("admin_state_up")?,
+        gateway: gateway(a)?,
+        routes: routes(a)?,
+    })
+}
+
+/// `distributed` and `ha` are accepted as Neutron's defaults: vnet's routers
+/// are neither (their data plane is not built yet).
+fn router_flags(a: &mut Attrs) -> Result<(), ApiError> {
+    for flag in ["distributed", "ha"] {
+        if a.bool(flag)? == Some(true) {
+            return Err(ApiError::invalid_input(format!(
+                "'{flag}' routers are not supported"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn router_create(mut a: Attrs) -> Result<RouterCreate, ApiError> {
+    let req = RouterCreate {
+        project_id: a.project()?,
+        tags: a.string_list("tags")?,
+        availability_zone_hints: a.string_list("availability_zone_hints")?,
+        attributes: router_attributes(&mut a)?,
+    };
+    router_flags(&mut a)?;
+    a.finish(&read_only(&ROUTER_READ_ONLY))?;
+    Ok(req)
+}
+
+pub fn router_update(mut a: Attrs) -> Result<RouterUpdate, ApiError> {
+    let req = router_attributes(&mut a)?;
+    router_flags(&mut a)?;
+    let mut ro = read_only(&ROUTER_READ_ONLY);
+    ro.extend(["project_id", "tenant_id", "availability_zone_hints"]);
+    a.finish(&ro)?;
+    Ok(req)
+}
+
+/// The body of `add_router_interface`/`remove_router_interface`.
+pub fn interface(mut a: Attrs) -> Result<InterfaceRequest, ApiError> {
+    let req = InterfaceRequest {
+        subnet_id: a.string("subnet_id")?,
+        port_id: a.string("port_id")?,
+    };
+    a.finish(&[])?;
+    Ok(req)
+}
+
+/// The `router` object of `add_extraroutes`/`remove_extraroutes`.
+pub fn extra_routes(mut a: Attrs) -> Result<Vec<HostRoute>, ApiError> {
+    let routes = routes(&mut a)?.ok_or_else(|| {
+        ApiError::bad_request("Failed to parse request. Required attribute 'routes' not specified")
+    })?;
+    a.finish(&[])?;
+    Ok(routes)
+}
+
+// === floating IPs ===
+
+pub fn floating_ip_create(mut a: Attrs) -> Result<FloatingIpCreate, ApiError> {
+    let floating_network_id = a.string("floating_network_id")?.ok_or_else(|| {
+        ApiError::bad_request(
+            "Failed to parse request. Required attribute 'floating_network_id' not specified",
+        )
+    })?;
+    let req = FloatingIpCreate {
+        project_id: a.project()?,
+        tags: a.string_list("tags")?,
+        description: a.string_or_null("description")?,
+        floating_network_id,
+        subnet_id: a.nullable_string("subnet_id")?,
+        floating_ip_address: a.nullable_ip("floating_ip_address")?.flatten(),
+        port_id: a.nullable_string("port_id")?,
+        fixed_ip_address: a.nullable_ip("fixed_ip_address")?.flatten(),
+    };
+    a.finish(&read_only(&[
+        "status",
+        "router_id",
+        "port_details",
+        "port_forwardings",
+    ]))?;
+    Ok(req)
+}
+
+pub fn floating_ip_update(mut a: Attrs) -> Result<FloatingIpUpdate, ApiError> {
+    let req = FloatingIpUpdate {
+        description: a.string_or_null("description")?,
+        port_id: a.nullable_id("port_id")?,
+        fixed_ip_address: a.nullable_ip("fixed_ip_address")?.flatten(),
+    };
+    a.finish(&read_only(&[
+        "status",
+        "router_id",
+        "port_details",
+        "port_forwardings",
+        "floating_network_id",
+        "floating_ip_address",
+        "subnet_id",
+        "project_id",
+        "tenant_id",
+    ]))?;
+    Ok(req)
+}
+
+fn port_number(a: &mut Attrs, name: &str) -> Result<Option<u16>, ApiError> {
+    a.u32(name)?
+        .map(|n| {
+            u16::try_from(n)
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| invalid(name, format!("{n} is not in range 1 through 65535")))
+        })
+        .transpose()
+}
+
+pub fn port_forwarding(mut a: Attrs) -> Result<PortForwardingRequest, ApiError> {
+    let req = PortForwardingRequest {
+        protocol: a.string("protocol")?,
+        external_port: port_number(&mut a, "external_port")?,
+        internal_port: port_number(&mut a, "internal_port")?,
+        internal_port_id: a.string("internal_port_id")?,
+        internal_ip_address: a.nullable_ip("internal_ip_address")?.flatten(),
+        description: a.string_or_null("description")?,
+    };
+    a.finish(&["id", "floatingip_id"])?;
+    Ok(req)
 }

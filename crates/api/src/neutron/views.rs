@@ -7,8 +7,8 @@
 use std::time::{Duration, UNIX_EPOCH};
 
 use model::{
-    Caller, Cloud, Kind, Network, Port, Resource, SecurityGroup, SecurityGroupRule, Standard,
-    Subnet,
+    Caller, Cloud, FloatingIp, InterfaceInfo, Kind, Network, Port, PortForwarding, PortStatus,
+    Resource, Router, SecurityGroup, SecurityGroupRule, Standard, Subnet,
 };
 use serde_json::{Map, Value, json};
 
@@ -54,6 +54,8 @@ pub fn attribute_names(kind: Kind) -> Vec<&'static str> {
         Kind::Port => Port::ATTRIBUTES,
         Kind::SecurityGroup => SecurityGroup::ATTRIBUTES,
         Kind::SecurityGroupRule => SecurityGroupRule::ATTRIBUTES,
+        Kind::Router => Router::ATTRIBUTES,
+        Kind::FloatingIp => FloatingIp::ATTRIBUTES,
     };
     STANDARD.iter().chain(own).copied().collect()
 }
@@ -74,6 +76,8 @@ pub fn resource(cloud: &Cloud, caller: &Caller, r: &Resource, fields: &[String])
         Resource::Port(p) => render(p, cloud, caller, fields),
         Resource::SecurityGroup(g) => render(g, cloud, caller, fields),
         Resource::SecurityGroupRule(r) => render(r, cloud, caller, fields),
+        Resource::Router(r) => render(r, cloud, caller, fields),
+        Resource::FloatingIp(f) => render(f, cloud, caller, fields),
     }
 }
 
@@ -368,6 +372,154 @@ impl Shown for SecurityGroupRule {
                 cloud
                     .security_group(&self.security_group_id)
                     .is_some_and(|g| g.is_default)
+            ),
+            _ => return None,
+        })
+    }
+}
+
+fn fixed_ips_json(ips: &[model::FixedIp]) -> Value {
+    json!(
+        ips.iter()
+            .map(|f| json!({"subnet_id": f.subnet_id, "ip_address": f.ip_address}))
+            .collect::<Vec<_>>()
+    )
+}
+
+impl Shown for Router {
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "admin_state_up",
+        "status",
+        "external_gateway_info",
+        "routes",
+        "distributed",
+        "ha",
+        "availability_zone_hints",
+        "availability_zones",
+        "flavor_id",
+    ];
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn visible(&self, _: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+    }
+
+    fn own_attribute(&self, _: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "admin_state_up" => json!(self.admin_state_up),
+            "status" => json!("ACTIVE"),
+            "external_gateway_info" => match &self.gateway {
+                None => Value::Null,
+                Some(g) => json!({
+                    "network_id": g.network_id,
+                    "enable_snat": g.enable_snat,
+                    "external_fixed_ips": fixed_ips_json(&g.external_fixed_ips),
+                }),
+            },
+            "routes" => json!(
+                self.routes
+                    .iter()
+                    .map(
+                        |r| json!({"destination": r.destination.to_string(), "nexthop": r.nexthop})
+                    )
+                    .collect::<Vec<_>>()
+            ),
+            // Neutron shows these to admins only.
+            "distributed" | "ha" if caller.is_admin => json!(false),
+            "availability_zone_hints" => json!(self.availability_zone_hints),
+            "availability_zones" => json!([]),
+            "flavor_id" => Value::Null,
+            _ => return None,
+        })
+    }
+}
+
+/// What `add_router_interface`/`remove_router_interface` answer.
+pub fn interface_info(info: &InterfaceInfo) -> Value {
+    json!({
+        "id": info.router_id,
+        "tenant_id": info.project_id,
+        "project_id": info.project_id,
+        "port_id": info.port_id,
+        "network_id": info.network_id,
+        "subnet_id": info.subnet_ids.first(),
+        "subnet_ids": info.subnet_ids,
+    })
+}
+
+pub fn port_forwarding(p: &PortForwarding) -> Value {
+    json!({
+        "id": p.id,
+        "protocol": p.protocol,
+        "external_port": p.external_port,
+        "internal_port": p.internal_port,
+        "internal_port_id": p.internal_port_id,
+        "internal_ip_address": p.internal_ip_address,
+        "description": p.description,
+        "external_port_range": format!("{0}:{0}", p.external_port),
+        "internal_port_range": format!("{0}:{0}", p.internal_port),
+    })
+}
+
+impl Shown for FloatingIp {
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "floating_ip_address",
+        "floating_network_id",
+        "router_id",
+        "port_id",
+        "fixed_ip_address",
+        "status",
+        "port_details",
+        "port_forwardings",
+    ];
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn visible(&self, _: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+    }
+
+    /// Floating IPs have no `name`.
+    fn attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        if name == "name" {
+            return None;
+        }
+        standard_attribute(&self.std, name).or_else(|| self.own_attribute(cloud, caller, name))
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
+        let association = self.association.as_ref();
+        Some(match name {
+            "floating_ip_address" => json!(self.floating_ip_address),
+            "floating_network_id" => json!(self.floating_network_id),
+            "router_id" => json!(self.router_id()),
+            "port_id" => json!(association.map(|a| &a.port_id)),
+            "fixed_ip_address" => json!(association.map(|a| a.fixed_ip_address)),
+            // No data plane realises floating IPs yet: never ACTIVE.
+            "status" => json!(PortStatus::Down.as_str()),
+            "port_details" => match association.and_then(|a| cloud.port(&a.port_id)) {
+                None => Value::Null,
+                Some(p) => json!({
+                    "name": p.std.name,
+                    "network_id": p.network_id,
+                    "mac_address": p.mac_address.to_string(),
+                    "admin_state_up": p.admin_state_up,
+                    "status": p.status.as_str(),
+                    "device_id": p.device_id,
+                    "device_owner": p.device_owner,
+                }),
+            },
+            "port_forwardings" => json!(
+                self.port_forwardings
+                    .iter()
+                    .map(|p| json!({"protocol": p.protocol, "internal_ip_address": p.internal_ip_address,
+                                    "internal_port": p.internal_port, "external_port": p.external_port}))
+                    .collect::<Vec<_>>()
             ),
             _ => return None,
         })

@@ -1,4 +1,8 @@
 use super::*;
+use crate::{
+    FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute, InterfaceRequest,
+    OWNER_ROUTER_GATEWAY, PortForwardingRequest, RouterCreate, RouterUpdate,
+};
 
 fn cloud() -> Cloud {
     Cloud::new(CloudConfig {
@@ -135,7 +139,7 @@ fn released_addresses_are_reused_and_requested_ones_are_checked() {
         c.apply(|c| c.create_port(&a, want("10.0.0.255"), 0)),
         Err(ModelError::InvalidIpForSubnet { .. })
     ));
-    c.apply(|c| c.delete_port(&a, &p.std.id)).unwrap();
+    c.apply(|c| c.delete_port(&a, &p.std.id, 0)).unwrap();
     c.apply(|c| c.create_port(&a, want("10.0.0.10"), 0))
         .unwrap();
 }
@@ -359,6 +363,8 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                 Kind::SecurityGroupRule => {
                     c.security_group_rules().map(|r| r.std.id.clone()).collect()
                 }
+                Kind::Router => c.routers().map(|r| r.std.id.clone()).collect(),
+                Kind::FloatingIp => c.floating_ips().map(|r| r.std.id.clone()).collect(),
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
@@ -486,5 +492,301 @@ fn agents_report_which_bound_ports_are_wired() {
             .0,
         0,
         "no longer h1's"
+    );
+}
+
+// === routers and floating IPs ===
+
+/// An external network with 203.0.113.0/24, a tenant network with
+/// 10.0.0.0/24 and a port on it, and a router of `a` with a gateway.
+struct L3 {
+    c: Cloud,
+    a: Caller,
+    external: Network,
+    inside: Subnet,
+    vm: Port,
+    router: Router,
+}
+
+fn l3() -> L3 {
+    let mut c = cloud();
+    let a = tenant("a");
+    let external = c
+        .apply(|c| {
+            c.create_network(
+                &admin(),
+                NetworkCreate {
+                    external: Some(true),
+                    ..Default::default()
+                },
+                0,
+            )
+        })
+        .unwrap()
+        .0;
+    subnet(&mut c, &admin(), &external.std.id, "203.0.113.0/24");
+    let n = net(&mut c, &a);
+    let inside = subnet(&mut c, &a, &n.std.id, "10.0.0.0/24");
+    let vm = port(&mut c, &a, &n.std.id).unwrap();
+    let router = c
+        .apply(|c| {
+            c.create_router(
+                &a,
+                RouterCreate {
+                    attributes: RouterUpdate {
+                        gateway: Some(Some(GatewayRequest {
+                            network_id: external.std.id.clone(),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                },
+                0,
+            )
+        })
+        .unwrap()
+        .0;
+    L3 {
+        c,
+        a,
+        external,
+        inside,
+        vm,
+        router,
+    }
+}
+
+fn by_subnet(subnet: &Subnet) -> InterfaceRequest {
+    InterfaceRequest {
+        subnet_id: Some(subnet.std.id.clone()),
+        port_id: None,
+    }
+}
+
+fn fip_for(w: &mut L3, port: Option<&str>) -> Result<FloatingIp, ModelError> {
+    let req = FloatingIpCreate {
+        floating_network_id: w.external.std.id.clone(),
+        port_id: port.map(str::to_owned),
+        ..Default::default()
+    };
+    let a = w.a.clone();
+    w.c.apply(|c| c.create_floating_ip(&a, req, 0))
+        .map(|(f, _)| f)
+}
+
+#[test]
+fn a_router_gateway_takes_an_external_address_on_a_port_no_tenant_sees() {
+    let w = l3();
+    let gw = w.router.gateway.clone().unwrap();
+    assert!(gw.enable_snat);
+    let port = w.c.port(&gw.port_id).unwrap();
+    assert_eq!(port.device_owner, OWNER_ROUTER_GATEWAY);
+    assert_eq!(port.std.project_id, "");
+    assert_eq!(gw.external_fixed_ips, port.fixed_ips);
+    assert!(!w.c.can_see(&w.a, &Resource::Port(port.clone())));
+    // The external network is visible to every tenant, its owner is not them.
+    assert!(w.c.can_see_network(&w.a, &w.external));
+}
+
+#[test]
+fn only_admins_make_external_networks_and_gateways_need_one() {
+    let mut w = l3();
+    let a = w.a.clone();
+    let refused = w.c.apply(|c| {
+        c.create_network(
+            &a,
+            NetworkCreate {
+                external: Some(true),
+                ..Default::default()
+            },
+            0,
+        )
+    });
+    assert!(matches!(refused, Err(ModelError::Forbidden(_))));
+    let inside_net = w.inside.network_id.clone();
+    let err = w.c.apply(|c| {
+        c.create_router(
+            &a,
+            RouterCreate {
+                attributes: RouterUpdate {
+                    gateway: Some(Some(GatewayRequest {
+                        network_id: inside_net,
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            0,
+        )
+    });
+    assert!(matches!(err, Err(ModelError::BadRequest { .. })), "{err:?}");
+}
+
+#[test]
+fn an_interface_takes_the_gateway_ip_and_keeps_router_subnet_and_network_in_use() {
+    let mut w = l3();
+    let (a, r, inside) = (w.a.clone(), w.router.std.id.clone(), w.inside.clone());
+    let info =
+        w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&inside), 0))
+            .unwrap()
+            .0;
+    let port = w.c.port(&info.port_id).unwrap().clone();
+    assert_eq!(port.device_owner, OWNER_ROUTER_INTERFACE);
+    assert_eq!(port.fixed_ips[0].ip_address, inside.gateway_ip.unwrap());
+    let twice =
+        w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&inside), 0));
+    assert!(matches!(twice, Err(ModelError::BadRequest { .. })));
+    assert!(matches!(
+        w.c.apply(|c| c.delete_router(&a, &r)),
+        Err(ModelError::RouterInUse { .. })
+    ));
+    assert!(matches!(
+        w.c.apply(|c| c.delete_subnet(&a, &inside.std.id, 0)),
+        Err(ModelError::SubnetInUse { .. })
+    ));
+    assert!(matches!(
+        w.c.apply(|c| c.delete_port(&a, &port.std.id, 0)),
+        Err(ModelError::L3PortInUse { .. })
+    ));
+    w.c.apply(|c| c.remove_router_interface(&a, &r, by_subnet(&inside), 0))
+        .unwrap();
+    assert!(w.c.port(&port.std.id).is_none());
+    let gw_port = w.router.gateway.clone().unwrap().port_id;
+    w.c.apply(|c| c.delete_router(&a, &r)).unwrap();
+    assert!(
+        w.c.port(&gw_port).is_none(),
+        "the gateway port goes with it"
+    );
+}
+
+#[test]
+fn a_floating_ip_needs_the_ports_subnet_behind_a_router_on_its_network() {
+    let mut w = l3();
+    let vm = w.vm.std.id.clone();
+    let err = fip_for(&mut w, Some(&vm));
+    assert!(
+        matches!(
+            err,
+            Err(ModelError::ExternalGatewayForFloatingIpNotFound { .. })
+        ),
+        "{err:?}"
+    );
+    let (a, r, inside) = (w.a.clone(), w.router.std.id.clone(), w.inside.clone());
+    w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&inside), 0))
+        .unwrap();
+    let fip = fip_for(&mut w, Some(&vm)).unwrap();
+    let assoc = fip.association.clone().unwrap();
+    assert_eq!(assoc.router_id, r);
+    assert_eq!(assoc.fixed_ip_address, w.vm.fixed_ips[0].ip_address);
+    // One floating IP per fixed IP and external network.
+    let again = fip_for(&mut w, Some(&vm));
+    assert!(matches!(
+        again,
+        Err(ModelError::FloatingIpPortAlreadyAssociated { .. })
+    ));
+    // The interface and the gateway are now needed.
+    assert!(matches!(
+        w.c.apply(|c| c.remove_router_interface(&a, &r, by_subnet(&inside), 0)),
+        Err(ModelError::RouterInterfaceInUse { .. })
+    ));
+    let clear = RouterUpdate {
+        gateway: Some(None),
+        ..Default::default()
+    };
+    assert!(matches!(
+        w.c.apply(|c| c.update_router(&a, &r, clear, 0)),
+        Err(ModelError::RouterExternalGatewayInUseByFloatingIp { .. })
+    ));
+    // Deleting the port lets the floating IP go, as Neutron does.
+    w.c.apply(|c| c.delete_port(&a, &vm, 0)).unwrap();
+    assert!(w.c.floating_ip(&fip.std.id).unwrap().association.is_none());
+    w.c.apply(|c| c.remove_router_interface(&a, &r, by_subnet(&inside), 0))
+        .unwrap();
+}
+
+#[test]
+fn a_refused_floating_ip_leaves_no_port_and_no_address_behind() {
+    let mut w = l3();
+    let vm = w.vm.std.id.clone();
+    let ports_before = w.c.ports().count();
+    assert!(fip_for(&mut w, Some(&vm)).is_err());
+    assert_eq!(w.c.ports().count(), ports_before);
+    assert_eq!(w.c.floating_ips().count(), 0);
+}
+
+#[test]
+fn extra_routes_need_a_connected_nexthop_and_pin_their_interface() {
+    let mut w = l3();
+    let (a, r, inside) = (w.a.clone(), w.router.std.id.clone(), w.inside.clone());
+    let route = HostRoute {
+        destination: "192.168.0.0/16".parse().unwrap(),
+        nexthop: "10.0.0.9".parse().unwrap(),
+    };
+    let err =
+        w.c.apply(|c| c.edit_routes(&a, &r, vec![route.clone()], true, 0));
+    assert!(
+        matches!(err, Err(ModelError::InvalidRoutes { .. })),
+        "{err:?}"
+    );
+    w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&inside), 0))
+        .unwrap();
+    let router =
+        w.c.apply(|c| c.edit_routes(&a, &r, vec![route.clone(), route.clone()], true, 0))
+            .unwrap()
+            .0;
+    assert_eq!(router.routes, vec![route.clone()]);
+    assert!(matches!(
+        w.c.apply(|c| c.remove_router_interface(&a, &r, by_subnet(&inside), 0)),
+        Err(ModelError::RouterInterfaceInUse { by: "routes", .. })
+    ));
+    let router =
+        w.c.apply(|c| c.edit_routes(&a, &r, vec![route], false, 0))
+            .unwrap()
+            .0;
+    assert!(router.routes.is_empty());
+}
+
+#[test]
+fn port_forwardings_exclude_an_association_and_duplicates() {
+    let mut w = l3();
+    let (a, r, inside) = (w.a.clone(), w.router.std.id.clone(), w.inside.clone());
+    w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&inside), 0))
+        .unwrap();
+    let fip = fip_for(&mut w, None).unwrap();
+    let forward = |external: u16| PortForwardingRequest {
+        protocol: Some("tcp".into()),
+        external_port: Some(external),
+        internal_port: Some(22),
+        internal_port_id: Some(w.vm.std.id.clone()),
+        internal_ip_address: Some(w.vm.fixed_ips[0].ip_address),
+        description: None,
+    };
+    let (first, second) = (forward(2222), forward(2222));
+    let (_, pf) =
+        w.c.apply(|c| c.create_port_forwarding(&a, &fip.std.id, first, 0))
+            .unwrap()
+            .0;
+    assert_eq!(pf.router_id, r);
+    let dup =
+        w.c.apply(|c| c.create_port_forwarding(&a, &fip.std.id, second, 0));
+    assert!(matches!(dup, Err(ModelError::BadRequest { .. })));
+    let vm = w.vm.std.id.clone();
+    let assoc = FloatingIpUpdate {
+        port_id: Some(Some(vm)),
+        ..Default::default()
+    };
+    assert!(
+        w.c.apply(|c| c.update_floating_ip(&a, &fip.std.id, assoc, 0))
+            .is_err()
+    );
+    w.c.apply(|c| c.delete_port_forwarding(&a, &fip.std.id, &pf.id, 0))
+        .unwrap();
+    assert!(
+        w.c.floating_ip(&fip.std.id)
+            .unwrap()
+            .port_forwardings
+            .is_empty()
     );
 }
