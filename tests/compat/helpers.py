@@ -33,6 +33,8 @@ RESOURCES = {
     "ports": ("port", "ports"),
     "security-groups": ("security_group", "security_groups"),
     "security-group-rules": ("security_group_rule", "security_group_rules"),
+    "routers": ("router", "routers"),
+    "floatingips": ("floatingip", "floatingips"),
 }
 
 TIMESTAMP_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
