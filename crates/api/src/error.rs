@@ -79,6 +79,7 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::SecurityGroupRule => ("SecurityGroupRuleNotFound", "does not exist"),
         Kind::Router => ("RouterNotFound", "could not be found"),
         Kind::FloatingIp => ("FloatingIPNotFound", "could not be found"),
+        Kind::Quota => ("NotFound", "could not be found"),
     }
 }
 

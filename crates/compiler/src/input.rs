@@ -43,7 +43,7 @@ impl Input {
             Resource::SecurityGroup(g) => Some(Input::SecurityGroup(Box::new(g))),
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
             // No data plane for routers and floating IPs yet: API only.
-            Resource::Router(_) | Resource::FloatingIp(_) => None,
+            Resource::Router(_) | Resource::FloatingIp(_) | Resource::Quota(_) => None,
         }
     }
 
@@ -55,7 +55,7 @@ impl Input {
             Kind::Port => Some(Input::PortDeleted(id)),
             Kind::SecurityGroup => Some(Input::SecurityGroupDeleted(id)),
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
-            Kind::Router | Kind::FloatingIp => None,
+            Kind::Router | Kind::FloatingIp | Kind::Quota => None,
         }
     }
 }

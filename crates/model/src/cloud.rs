@@ -9,9 +9,13 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 mod l3;
+mod quotas;
+
+pub use quotas::SubnetAvailability;
 
 use crate::ipam;
 use crate::port::{AddressPairRequest, VNIC_TYPES};
+use crate::quota::{Limits, Quota};
 use crate::security_group::{self, RuleSignature};
 use crate::subnet::{self};
 use crate::{
@@ -19,7 +23,7 @@ use crate::{
     ModelError, Network, NetworkCreate, NetworkUpdate, OWNER_ROUTER_INTERFACE, Port, PortCreate,
     PortStatus, PortUpdate, Resource, Router, RuleCreate, SecurityGroup, SecurityGroupCreate,
     SecurityGroupRule, SecurityGroupUpdate, SplitMix64, Standard, Subnet, SubnetCreate,
-    SubnetUpdate, Timestamp,
+    SubnetUpdate, Timestamp, default_limits, quota_name,
 };
 
 /// Allocator settings.
@@ -33,6 +37,8 @@ pub struct CloudConfig {
     pub max_mtu: u32,
     /// Seed of the id/MAC generator.
     pub seed: u64,
+    /// Every project's limits unless it has its own (see [`crate::Quota`]).
+    pub default_quotas: Limits,
 }
 
 impl Default for CloudConfig {
@@ -42,6 +48,7 @@ impl Default for CloudConfig {
             vni_range: (1, 65535),
             max_mtu: 1450,
             seed: 0,
+            default_quotas: default_limits(),
         }
     }
 }
@@ -76,6 +83,7 @@ pub struct Cloud {
     rules: HashMap<String, SecurityGroupRule>,
     routers: HashMap<String, Router>,
     floating_ips: HashMap<String, FloatingIp>,
+    quotas: HashMap<String, Quota>,
     // === indexes, maintained only by `index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
@@ -97,6 +105,8 @@ pub struct Cloud {
     port_fips: HashMap<String, BTreeSet<String>>,
     /// Router → floating IPs reached through it.
     router_fips: HashMap<String, BTreeSet<String>>,
+    /// How many of each quota-limited kind a project owns.
+    usage: HashMap<(String, Kind), usize>,
     // === allocation hints: not state, never persisted ===
     subnet_cursor: HashMap<String, IpAddr>,
     vni_cursor: u32,
@@ -121,6 +131,7 @@ impl Cloud {
             rules: HashMap::new(),
             routers: HashMap::new(),
             floating_ips: HashMap::new(),
+            quotas: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),
@@ -135,6 +146,7 @@ impl Cloud {
             subnet_routers: HashMap::new(),
             port_fips: HashMap::new(),
             router_fips: HashMap::new(),
+            usage: HashMap::new(),
             subnet_cursor: HashMap::new(),
             journal: Vec::new(),
         }
@@ -208,6 +220,7 @@ impl Cloud {
             Kind::SecurityGroupRule => self.rules.get(id).cloned().map(Resource::SecurityGroupRule),
             Kind::Router => self.routers.get(id).cloned().map(Resource::Router),
             Kind::FloatingIp => self.floating_ips.get(id).cloned().map(Resource::FloatingIp),
+            Kind::Quota => self.quotas.get(id).cloned().map(Resource::Quota),
         }
     }
 
@@ -358,6 +371,9 @@ impl Cloud {
             Resource::FloatingIp(r) => {
                 self.floating_ips.insert(r.std.id.clone(), r);
             }
+            Resource::Quota(r) => {
+                self.quotas.insert(r.std.id.clone(), r);
+            }
         }
     }
 
@@ -370,6 +386,7 @@ impl Cloud {
             Kind::SecurityGroupRule => self.rules.remove(id).map(Resource::SecurityGroupRule),
             Kind::Router => self.routers.remove(id).map(Resource::Router),
             Kind::FloatingIp => self.floating_ips.remove(id).map(Resource::FloatingIp),
+            Kind::Quota => self.quotas.remove(id).map(Resource::Quota),
         };
         if let Some(r) = &old {
             self.unindex(r);
@@ -378,6 +395,13 @@ impl Cloud {
     }
 
     fn index(&mut self, resource: &Resource) {
+        let project = &resource.standard().project_id;
+        if !project.is_empty() && quota_name(resource.kind()).is_some() {
+            *self
+                .usage
+                .entry((project.clone(), resource.kind()))
+                .or_default() += 1;
+        }
         match resource {
             Resource::Network(n) => {
                 self.vnis.insert(n.segmentation_id);
@@ -453,7 +477,7 @@ impl Cloud {
                         .insert(r.std.id.clone());
                 }
             }
-            Resource::Router(_) => {}
+            Resource::Router(_) | Resource::Quota(_) => {}
             Resource::FloatingIp(f) => {
                 for (port, router) in f.targets() {
                     self.port_fips
@@ -470,6 +494,13 @@ impl Cloud {
     }
 
     fn unindex(&mut self, resource: &Resource) {
+        let key = (resource.standard().project_id.clone(), resource.kind());
+        if let Some(n) = self.usage.get_mut(&key) {
+            *n -= 1;
+            if *n == 0 {
+                self.usage.remove(&key);
+            }
+        }
         match resource {
             Resource::Network(n) => {
                 self.vnis.remove(&n.segmentation_id);
@@ -537,7 +568,7 @@ impl Cloud {
                     remove_from(&mut self.remote_group_rules, remote, &r.std.id);
                 }
             }
-            Resource::Router(_) => {}
+            Resource::Router(_) | Resource::Quota(_) => {}
             Resource::FloatingIp(f) => {
                 for (port, router) in f.targets() {
                     remove_from(&mut self.port_fips, port, &f.std.id);
@@ -597,6 +628,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<Network, ModelError> {
         let project_id = self.project_for(caller, req.project_id)?;
+        self.check_quota(&project_id, Kind::Network)?;
         if req.shared == Some(true) && !caller.is_admin {
             return Err(ModelError::Forbidden(
                 "Only an admin may create a shared network".into(),
@@ -763,6 +795,7 @@ impl Cloud {
             return Err(ModelError::not_found(Kind::Network, &req.network_id));
         };
         let project_id = self.project_for(caller, req.project_id.clone())?;
+        self.check_quota(&project_id, Kind::Subnet)?;
         if req.ip_version != 4 && req.ip_version != 6 {
             return Err(ModelError::invalid(format!(
                 "{} is not in [4, 6]",
@@ -929,6 +962,7 @@ impl Cloud {
             return Err(ModelError::not_found(Kind::Network, &req.network_id));
         };
         let project_id = self.project_for(caller, req.project_id.clone())?;
+        self.check_quota(&project_id, Kind::Port)?;
         let a = req.attributes;
         let network_id = network.std.id.clone();
         let mac_address = match a.mac_address {
@@ -1361,6 +1395,7 @@ impl Cloud {
     ) -> Result<SecurityGroup, ModelError> {
         let project_id = self.project_for(caller, req.project_id)?;
         self.ensure_default_group(&project_id, now);
+        self.check_quota(&project_id, Kind::SecurityGroup)?;
         if req.name.as_deref() == Some("default") {
             return Err(ModelError::SecurityGroupDefaultAlreadyExists);
         }
@@ -1458,6 +1493,7 @@ impl Cloud {
         };
         self.project_for(caller, req.project_id.clone())?;
         let description = req.description.clone();
+        self.check_quota(&group.std.project_id, Kind::SecurityGroupRule)?;
         let std = self.standard(group.std.project_id.clone(), None, description, None, now)?;
         let rule = security_group::build_rule(std, &group.std.id, req)?;
         if let Some(remote) = &rule.remote_group_id {

@@ -10,13 +10,14 @@ mod ipam;
 mod mac;
 mod network;
 mod port;
+mod quota;
 mod resource;
 mod rng;
 mod router;
 mod security_group;
 mod subnet;
 
-pub use cloud::{Caller, Change, Cloud, CloudConfig, TagEdit};
+pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};
 pub use mac::MacAddr;
@@ -25,6 +26,7 @@ pub use port::{
     AddressPair, AddressPairRequest, ExtraDhcpOpt, FixedIp, FixedIpRequest, Port, PortCreate,
     PortStatus, PortUpdate,
 };
+pub use quota::{Limits, QUOTA_KINDS, Quota, default_limits, quota_name};
 pub use resource::{Kind, Resource, Standard};
 pub use rng::SplitMix64;
 pub use router::{

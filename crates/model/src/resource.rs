@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    FloatingIp, Network, Port, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
+    FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -16,10 +16,11 @@ pub enum Kind {
     SecurityGroupRule,
     Router,
     FloatingIp,
+    Quota,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -27,6 +28,7 @@ impl Kind {
         Kind::SecurityGroupRule,
         Kind::Router,
         Kind::FloatingIp,
+        Kind::Quota,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -39,6 +41,7 @@ impl Kind {
             Kind::SecurityGroupRule => "security_group_rules/",
             Kind::Router => "routers/",
             Kind::FloatingIp => "floatingips/",
+            Kind::Quota => "quotas/",
         }
     }
 
@@ -52,6 +55,7 @@ impl Kind {
             Kind::SecurityGroupRule => "Security group rule",
             Kind::Router => "Router",
             Kind::FloatingIp => "Floating IP",
+            Kind::Quota => "Quota of project",
         }
     }
 
@@ -103,6 +107,7 @@ pub enum Resource {
     SecurityGroupRule(SecurityGroupRule),
     Router(Router),
     FloatingIp(FloatingIp),
+    Quota(Quota),
 }
 
 impl Resource {
@@ -115,6 +120,7 @@ impl Resource {
             Resource::SecurityGroupRule(_) => Kind::SecurityGroupRule,
             Resource::Router(_) => Kind::Router,
             Resource::FloatingIp(_) => Kind::FloatingIp,
+            Resource::Quota(_) => Kind::Quota,
         }
     }
 
@@ -127,6 +133,7 @@ impl Resource {
             Resource::SecurityGroupRule(r) => &r.std,
             Resource::Router(r) => &r.std,
             Resource::FloatingIp(r) => &r.std,
+            Resource::Quota(r) => &r.std,
         }
     }
 
@@ -139,6 +146,7 @@ impl Resource {
             Resource::SecurityGroupRule(r) => &mut r.std,
             Resource::Router(r) => &mut r.std,
             Resource::FloatingIp(r) => &mut r.std,
+            Resource::Quota(r) => &mut r.std,
         }
     }
 

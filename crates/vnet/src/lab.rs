@@ -337,6 +337,7 @@ pub fn up(
                 "--data-dir",
                 &log_dir.join("data").to_string_lossy(),
             ]);
+            server.args(unlimited_quotas());
             state.server_pid = daemon(server, log_dir.join("server.log"))?;
             state.save()?;
             format!("http://{MGMT_IP}:{MGMT_PORT}")
@@ -461,6 +462,15 @@ fn vm_delete(state: &mut LabState, vm: &str) -> Result<(), BoxError> {
     // Deleting the VM's namespace deletes its veth, and so the host's end.
     delete_netns(&record.netns)?;
     state.save()
+}
+
+/// `vnet server` flags lifting every default quota: a lab and a bench build
+/// clouds far bigger than one tenant's default share.
+pub fn unlimited_quotas() -> Vec<String> {
+    model::QUOTA_KINDS
+        .iter()
+        .flat_map(|(name, _)| ["--quota".to_owned(), format!("{name}=-1")])
+        .collect()
 }
 
 /// Delete a namespace, and first every process still in it (a daemon

@@ -55,6 +55,10 @@ pub struct ServerArgs {
     /// Default and maximum network MTU.
     #[arg(long, default_value_t = 1450)]
     max_mtu: u32,
+    /// A default quota, as NAME=LIMIT (e.g. port=1000; -1 is unlimited);
+    /// repeatable. Projects get these unless an admin sets their own.
+    #[arg(long = "quota", value_parser = parse_quota)]
+    quotas: Vec<(String, i64)>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -75,6 +79,18 @@ pub struct AgentArgs {
 struct Listen {
     netns: Option<String>,
     addr: SocketAddr,
+}
+
+fn parse_quota(s: &str) -> Result<(String, i64), String> {
+    let (name, limit) = s.split_once('=').ok_or("expected NAME=LIMIT")?;
+    if !model::QUOTA_KINDS.iter().any(|(n, _)| *n == name) {
+        let names: Vec<&str> = model::QUOTA_KINDS.iter().map(|(n, _)| *n).collect();
+        return Err(format!("unknown quota {name}: one of {}", names.join(", ")));
+    }
+    match limit.parse::<i64>() {
+        Ok(l) if l >= -1 => Ok((name.to_owned(), l)),
+        _ => Err(format!("{limit} is not a limit (-1 or more)")),
+    }
 }
 
 fn parse_listen(s: &str) -> Result<Listen, String> {
@@ -206,6 +222,10 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
             vni_range: args.vni_range,
             max_mtu: args.max_mtu,
             seed: seed(),
+            default_quotas: model::default_limits()
+                .into_iter()
+                .chain(args.quotas)
+                .collect(),
         },
     };
     api::serve(listeners, Arc::new(store), config, shutdown_signal()).await?;

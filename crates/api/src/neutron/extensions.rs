@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 31] = [
+const EXTENSIONS: [(&str, &str, &str); 34] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -87,6 +87,11 @@ const EXTENSIONS: [(&str, &str, &str); 31] = [
         "Provides a writable MTU attribute for a network resource.",
     ),
     (
+        "network-ip-availability",
+        "Network IP Availability",
+        "Provides IP availability data for each network and subnet.",
+    ),
+    (
         "pagination",
         "Pagination support",
         "Extension that indicates that pagination is enabled.",
@@ -101,6 +106,16 @@ const EXTENSIONS: [(&str, &str, &str); 31] = [
         "provider",
         "Provider Network",
         "Expose mapping of virtual networks to physical networks",
+    ),
+    (
+        "quota_details",
+        "Quota details management support",
+        "Expose functions for quotas usage statistics per project",
+    ),
+    (
+        "quotas",
+        "Quota management support",
+        "Expose functions for quotas management per project",
     ),
     (
         "revision-if-match",

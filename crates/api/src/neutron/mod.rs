@@ -7,6 +7,7 @@ mod body;
 mod extensions;
 mod l3;
 mod query;
+mod quotas;
 mod requests;
 mod views;
 
@@ -99,6 +100,20 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2.0/extensions/{alias}", get(extensions::show))
         .route("/v2.0/agents", get(agents::list))
         .route("/v2.0/agents/{id}", get(agents::show))
+        .route("/v2.0/quotas", get(quotas::list))
+        .route(
+            "/v2.0/quotas/{project}",
+            get(quotas::show).put(quotas::update).delete(quotas::reset),
+        )
+        .route("/v2.0/quotas/{project}/{sub}", get(quotas::show_sub))
+        .route(
+            "/v2.0/network-ip-availabilities",
+            get(quotas::availabilities),
+        )
+        .route(
+            "/v2.0/network-ip-availabilities/{id}",
+            get(quotas::availability_show),
+        )
         .route("/v2.0/{collection}", get(list).post(create))
         .route(
             "/v2.0/{collection}/{id}",
@@ -198,6 +213,8 @@ async fn list(
             }
             Kind::Router => list_page(&cloud, &caller, &q, cloud.routers(), &url),
             Kind::FloatingIp => list_page(&cloud, &caller, &q, cloud.floating_ips(), &url),
+            // Not a collection: quotas have their own routes.
+            Kind::Quota => Err(ApiError::not_found()),
         }?
     };
     let mut out = serde_json::Map::new();
@@ -285,6 +302,7 @@ async fn create(
                 Kind::SecurityGroupRule => Create::Rule(requests::rule_create(a)?),
                 Kind::Router => Create::Router(requests::router_create(a)?),
                 Kind::FloatingIp => Create::FloatingIp(requests::floating_ip_create(a)?),
+                Kind::Quota => return Err(ApiError::not_found()),
             })
         })
         .collect::<Result<Vec<_>, ApiError>>()?;
@@ -359,6 +377,7 @@ async fn update(
         Kind::SecurityGroupRule => Update::Rule(requests::rule_update(a)?),
         Kind::Router => Update::Router(requests::router_update(a)?),
         Kind::FloatingIp => Update::FloatingIp(requests::floating_ip_update(a)?),
+        Kind::Quota => return Err(ApiError::not_found()),
     };
     let now = now();
     let view = app
@@ -405,6 +424,7 @@ async fn delete(
             Kind::SecurityGroupRule => cloud.delete_security_group_rule(&caller, &id, now),
             Kind::Router => cloud.delete_router(&caller, &id),
             Kind::FloatingIp => cloud.delete_floating_ip(&caller, &id),
+            Kind::Quota => cloud.delete_quota(&caller, &id),
         },
     )
     .await?;

@@ -56,6 +56,7 @@ pub fn attribute_names(kind: Kind) -> Vec<&'static str> {
         Kind::SecurityGroupRule => SecurityGroupRule::ATTRIBUTES,
         Kind::Router => Router::ATTRIBUTES,
         Kind::FloatingIp => FloatingIp::ATTRIBUTES,
+        Kind::Quota => &[],
     };
     STANDARD.iter().chain(own).copied().collect()
 }
@@ -78,6 +79,11 @@ pub fn resource(cloud: &Cloud, caller: &Caller, r: &Resource, fields: &[String])
         Resource::SecurityGroupRule(r) => render(r, cloud, caller, fields),
         Resource::Router(r) => render(r, cloud, caller, fields),
         Resource::FloatingIp(f) => render(f, cloud, caller, fields),
+        Resource::Quota(q) => q
+            .limits
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect(),
     }
 }
 

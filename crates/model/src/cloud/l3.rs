@@ -61,6 +61,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<Router, ModelError> {
         let project_id = self.project_for(caller, req.project_id)?;
+        self.check_quota(&project_id, Kind::Router)?;
         let a = req.attributes;
         let mut router = Router {
             std: self.standard(project_id, a.name, a.description, req.tags, now)?,
@@ -314,6 +315,9 @@ impl Cloud {
         device_id: &str,
         now: Timestamp,
     ) -> Result<Port, ModelError> {
+        if !project_id.is_empty() {
+            self.check_quota(&project_id, Kind::Port)?;
+        }
         let mac_address = self.generate_mac(network_id)?;
         let fixed_ips = self.plan_fixed_ips(network_id, None, mac_address, fixed_ips)?;
         if fixed_ips.is_empty() {
@@ -556,6 +560,7 @@ impl Cloud {
             )));
         }
         let project_id = self.project_for(caller, req.project_id)?;
+        self.check_quota(&project_id, Kind::FloatingIp)?;
         let request =
             self.floating_address(&network.std.id, req.subnet_id, req.floating_ip_address)?;
         let mut fip = FloatingIp {

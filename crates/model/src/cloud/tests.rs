@@ -365,6 +365,7 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                 }
                 Kind::Router => c.routers().map(|r| r.std.id.clone()).collect(),
                 Kind::FloatingIp => c.floating_ips().map(|r| r.std.id.clone()).collect(),
+                Kind::Quota => Vec::new(), // none set here
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
@@ -789,4 +790,45 @@ fn port_forwardings_exclude_an_association_and_duplicates() {
             .port_forwardings
             .is_empty()
     );
+}
+
+#[test]
+fn quotas_count_per_project_and_a_refused_bulk_leaves_the_count_alone() {
+    let mut c = cloud();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let limits = [("network".to_owned(), 2)].into_iter().collect();
+    c.apply(|c| c.update_quota(&admin(), "a", limits, 0))
+        .unwrap();
+    let bulk = c.apply(|c| {
+        for _ in 0..3 {
+            c.create_network(&a, NetworkCreate::default(), 0)?;
+        }
+        Ok(())
+    });
+    assert_eq!(
+        bulk,
+        Err(ModelError::OverQuota {
+            resource: "network"
+        })
+    );
+    assert_eq!(c.used("a", Kind::Network), 0);
+    net(&mut c, &a);
+    net(&mut c, &a);
+    assert_eq!(c.used("a", Kind::Network), 2);
+    for _ in 0..3 {
+        net(&mut c, &b);
+    }
+    let n = c
+        .networks()
+        .find(|n| n.std.project_id == "a")
+        .unwrap()
+        .std
+        .id
+        .clone();
+    c.apply(|c| c.delete_network(&a, &n)).unwrap();
+    net(&mut c, &a);
+    assert!(matches!(
+        c.apply(|c| c.update_quota(&a, "a", Limits::new(), 0)),
+        Err(ModelError::Forbidden(_))
+    ));
 }

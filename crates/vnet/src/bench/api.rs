@@ -1,6 +1,7 @@
 //! `vnet bench api`: issue 2's "Figures to report". Measures the HTTP and fsync
 //! floors, then creates networks with a subnet each, ports from one client and
-//! from many, lists ports, and creates rules as one security group grows.
+//! from many, lists ports, creates rules as one security group grows, and
+//! (issue 3) attaches subnets to a router and gives their ports floating IPs.
 
 use std::fs::File;
 use std::io::Write;
@@ -13,7 +14,7 @@ use tokio::task::JoinSet;
 
 use super::client::Conn;
 use super::report;
-use super::results::{Floor, Floors, ListFigure, PortPhase, Results, RuleFigure, Setup};
+use super::results::{Floor, Floors, L3Figure, ListFigure, PortPhase, Results, RuleFigure, Setup};
 use super::server::Server;
 use super::stats::{Samples, Usage};
 use crate::BoxError;
@@ -29,6 +30,8 @@ const FSYNC_WRITE: usize = 4096;
 const RULE_WINDOW: usize = 100;
 /// Ports one network's /20 subnet may take (4093 addresses are allocatable).
 const PORTS_PER_NETWORK: usize = 4000;
+/// Subnets attached to the one router of the L3 phase (each /24 of 172.16/12).
+const L3_SUBNETS: usize = 200;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct ApiArgs {
@@ -105,6 +108,7 @@ async fn measure(plan: Plan, server: &mut Server) -> Result<Results, BoxError> {
     let mut lists = vec![mid_run];
     lists.extend(lists_after(&mut conn, &networks, plan.ports).await?);
     let rules = rules(&mut conn, plan.rules).await?;
+    let l3 = l3(&mut conn, L3_SUBNETS).await?;
     let (http_end, fsync_end) = floors(&mut conn, server).await?;
     let floors = Floors {
         http: Floor::new(http_start, http_end),
@@ -120,6 +124,7 @@ async fn measure(plan: Plan, server: &mut Server) -> Result<Results, BoxError> {
         concurrent,
         lists,
         rules,
+        l3,
     })
 }
 
@@ -372,6 +377,44 @@ async fn rules(conn: &mut Conn, n: usize) -> Result<RuleFigure, BoxError> {
         first: Samples::new(latencies[..window].to_vec()),
         last: Samples::new(latencies[n - window..].to_vec()),
         all: Samples::new(latencies),
+    })
+}
+
+/// An external network and one router with a gateway on it; then, `n`
+/// times: a network and subnet (untimed), the subnet added to the router
+/// (timed), a port on it (untimed) and a floating IP created with that port
+/// (timed: allocation and association in one request).
+async fn l3(conn: &mut Conn, n: usize) -> Result<L3Figure, BoxError> {
+    let body = json!({"network": {"name": "bench-external", "router:external": true}});
+    let external = conn.create("/v2.0/networks", &body).await?.id("network")?;
+    let body =
+        json!({"subnet": {"network_id": external, "ip_version": 4, "cidr": "100.64.0.0/16"}});
+    conn.create("/v2.0/subnets", &body).await?;
+    let body =
+        json!({"router": {"name": "bench", "external_gateway_info": {"network_id": external}}});
+    let router = conn.create("/v2.0/routers", &body).await?.id("router")?;
+    let add = format!("/v2.0/routers/{router}/add_router_interface");
+    let (mut interface_add, mut floating_ip) = (Vec::new(), Vec::new());
+    for i in 0..n {
+        let body = json!({"network": {"name": format!("bench-l3-{i}")}});
+        let network = conn.create("/v2.0/networks", &body).await?.id("network")?;
+        let cidr = format!("172.{}.{}.0/24", 16 + i / 256, i % 256);
+        let body = json!({"subnet": {"network_id": network, "ip_version": 4, "cidr": cidr}});
+        let subnet = conn.create("/v2.0/subnets", &body).await?.id("subnet")?;
+        interface_add.push(
+            conn.put(&add, &json!({ "subnet_id": subnet }))
+                .await?
+                .elapsed,
+        );
+        let body = json!({"port": {"network_id": network}});
+        let port = conn.create("/v2.0/ports", &body).await?.id("port")?;
+        let body = json!({"floatingip": {"floating_network_id": external, "port_id": port}});
+        floating_ip.push(conn.create("/v2.0/floatingips", &body).await?.elapsed);
+    }
+    Ok(L3Figure {
+        subnets: n,
+        interface_add: Samples::new(interface_add),
+        floating_ip: Samples::new(floating_ip),
     })
 }
 

@@ -84,6 +84,12 @@ impl Conn {
             .await
     }
 
+    /// PUT `body` to `path`, expecting 200 (a router action).
+    pub async fn put(&mut self, path: &str, body: &Value) -> Result<Reply, BoxError> {
+        let body = Bytes::from(serde_json::to_vec(body)?);
+        self.call(Method::PUT, path, body, StatusCode::OK).await
+    }
+
     async fn call(
         &mut self,
         method: Method,

@@ -109,6 +109,14 @@ fn rows(r: &Results) -> Vec<Row<'_>> {
     let w = r.rules.window;
     rows.push(plain(format!("rule create, first {w}"), &r.rules.first));
     rows.push(plain(format!("rule create, last {w}"), &r.rules.last));
+    rows.push(plain(
+        format!("router interface add ({} on one)", r.l3.subnets),
+        &r.l3.interface_add,
+    ));
+    rows.push(plain(
+        "floating IP create + associate".into(),
+        &r.l3.floating_ip,
+    ));
     rows
 }
 
@@ -222,6 +230,11 @@ pub fn json(r: &Results) -> Value {
             "last": latency_json(&r.rules.last, Some(&r.floors)),
             "all": latency_json(&r.rules.all, Some(&r.floors)),
             "last_over_first_p50": r.rules.growth(),
+        },
+        "l3": {
+            "subnets": r.l3.subnets,
+            "router_interface_add": latency_json(&r.l3.interface_add, Some(&r.floors)),
+            "floating_ip_create_associate": latency_json(&r.l3.floating_ip, Some(&r.floors)),
         },
         "goals": goals(r).iter().map(|g| json!({
             "what": g.what,

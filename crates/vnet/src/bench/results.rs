@@ -99,6 +99,14 @@ impl RuleFigure {
     }
 }
 
+/// Routers and floating IPs: subnets attached one by one to one router, each
+/// with a port given a floating IP at creation.
+pub struct L3Figure {
+    pub subnets: usize,
+    pub interface_add: Samples,
+    pub floating_ip: Samples,
+}
+
 pub struct Results {
     pub plan: Plan,
     pub server_pid: u32,
@@ -109,6 +117,7 @@ pub struct Results {
     pub concurrent: PortPhase,
     pub lists: Vec<ListFigure>,
     pub rules: RuleFigure,
+    pub l3: L3Figure,
 }
 
 /// "1 client", "8 clients".

@@ -37,6 +37,7 @@ impl Server {
             .arg(addr.to_string())
             .arg("--data-dir")
             .arg(root.join("data"))
+            .args(crate::lab::unlimited_quotas())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
