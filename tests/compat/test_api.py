@@ -1135,6 +1135,23 @@ def test_admin_sees_all_and_creates_for_others(server, tenant):
     assert admin.update("networks", na["id"], name="by-admin")["name"] == "by-admin"
 
 
+def test_bindings_are_admin_only(api, tenant):
+    """Where a port is bound is the compute service's to say: tenants may
+    neither set nor see binding:host_id and binding:profile."""
+    t = tenant()
+    net, _ = t.network_with_subnet("10.46.0.0/24")
+    for attr, value in [("binding:host_id", "h1"), ("binding:profile", {"device": "x"})]:
+        expect_error(t.post("/v2.0/ports", {"port": {"network_id": net["id"], attr: value}}), 403, "PolicyNotAuthorized")
+    port = t.port(net["id"])
+    expect_error(t.put(f"/v2.0/ports/{port['id']}", {"port": {"binding:host_id": "h1"}}), 403, "PolicyNotAuthorized")
+    assert t.show("ports", port["id"]).get("binding:host_id") is None
+    bound = api.update("ports", port["id"], **{"binding:host_id": "h1"})
+    assert bound["binding:host_id"] == "h1"
+    assert "binding:host_id" not in t.show("ports", port["id"])
+    # The vnic type stays the tenant's to choose.
+    assert t.update("ports", port["id"], **{"binding:vnic_type": "direct"})["binding:vnic_type"] == "direct"
+
+
 def test_default_caller_is_admin(api, tenant):
     a = tenant()
     na = a.network()

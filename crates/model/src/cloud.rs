@@ -964,6 +964,7 @@ impl Cloud {
         let project_id = self.project_for(caller, req.project_id.clone())?;
         self.check_quota(&project_id, Kind::Port)?;
         let a = req.attributes;
+        check_binding_admin(caller, &a, "create")?;
         let network_id = network.std.id.clone();
         let mac_address = match a.mac_address {
             Some(mac) => {
@@ -1029,6 +1030,7 @@ impl Cloud {
         let Resource::Port(mut p) = self.writable(caller, Kind::Port, id)? else {
             return Err(ModelError::not_found(Kind::Port, id));
         };
+        check_binding_admin(caller, &req, "update")?;
         if let Some(mac) = req.mac_address.filter(|m| *m != p.mac_address) {
             if !p.binding_host_id.is_empty() {
                 return Err(ModelError::PortBound {
@@ -1589,6 +1591,21 @@ pub enum TagEdit {
     Replace(Vec<String>),
     Add(String),
     Remove(String),
+}
+
+/// Where a port is bound (and how) is the compute service's to say, as in
+/// Neutron's default policy: admins only.
+fn check_binding_admin(caller: &Caller, req: &PortUpdate, action: &str) -> Result<(), ModelError> {
+    let named = [
+        ("binding:host_id", req.binding_host_id.is_some()),
+        ("binding:profile", req.binding_profile.is_some()),
+    ];
+    match named.iter().find(|(_, given)| *given) {
+        Some((attr, _)) if !caller.is_admin => Err(ModelError::Forbidden(format!(
+            "(rule:{action}_port:{attr}) is disallowed by policy"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn set<T>(field: &mut T, value: Option<T>) {
