@@ -102,3 +102,13 @@ def test_l3_quotas(api, tenant, kind):
     }[kind]
     expect(make(), 201)
     expect_error(make(), 409, "OverQuota")
+
+
+def test_cli_ip_availability(cli, api):
+    net, sub = api.network_with_subnet("10.6.0.0/29")  # pool .2-.6
+    api.port(net["id"])
+    shown = cli.json("ip availability", "show", net["id"])
+    assert shown["total_ips"] == 5 and shown["used_ips"] == 1
+    assert shown["subnet_ip_availability"][0]["subnet_id"] == sub["id"]
+    listed = cli.json("ip availability", "list")
+    assert any(r["Network ID"] == net["id"] and r["Used IPs"] == 1 for r in listed)
