@@ -287,6 +287,23 @@ def test_a_warm_token_costs_no_keystone_round_trip(keystone_cloud, server):
     assert asked == 1  # the first request of the warm-up, then the cache
 
 
+def test_a_revoked_service_token_is_renewed(keystone_cloud):
+    """Disabling vnet's own user revokes its service token in Keystone; once
+    re-enabled, vnet's next validation is refused, and vnet gets a new
+    service token and asks again instead of failing the caller."""
+    c = keystone_cloud
+    ks = c.keystone
+    vnet_user = ks._admin("GET", "/users?name=vnet")["users"][0]["id"]
+    fetched = c.vnet.log_path.read_text().count("obtained the service token")
+    ks._admin("PATCH", f"/users/{vnet_user}", {"user": {"enabled": False}})
+    ks._admin("PATCH", f"/users/{vnet_user}", {"user": {"enabled": True}})
+    # Revocation events have a one-second resolution: a token issued in the
+    # same second as the event counts as revoked too.
+    time.sleep(1.1)
+    expect(get(c.vnet.url + "/v2.0/networks", token_of(c, "alice")), 200)
+    assert c.vnet.log_path.read_text().count("obtained the service token") == fetched + 1
+
+
 # -- Keystone down ------------------------------------------------------------------
 
 

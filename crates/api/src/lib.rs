@@ -92,9 +92,9 @@ pub async fn serve(
             tracing::error!(error = %e, "keystone: no service token yet");
         }
     }
-    let api = match keystone {
+    let api = match &keystone {
         None => router(app.clone()),
-        Some(k) => router_with_keystone(app.clone(), k),
+        Some(k) => router_with_keystone(app.clone(), k.clone()),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut failed = app.failed.clone();
@@ -113,6 +113,9 @@ pub async fn serve(
     });
     for result in futures::future::join_all(servers.map(|s| s.into_future())).await {
         result?;
+    }
+    if let Some(k) = &keystone {
+        k.log_counters();
     }
     if let Some(e) = app.failed.borrow().as_ref() {
         return Err(ServeError::StoreFailed(e.to_string()));
