@@ -22,10 +22,13 @@ from helpers import REPO_ROOT, _die_with_parent, free_port
 ADMIN_PASSWORD = "admin-secret"
 REGION = "RegionOne"
 
-# gunicorn's arguments must not reach Keystone: it parses sys.argv with
-# oslo.config at import time and exits on options it does not know.
+# Loaded in gunicorn's worker. gunicorn's arguments must not reach Keystone:
+# it parses sys.argv with oslo.config at import time and exits on options it
+# does not know. And the worker dies with its master, which dies with pytest
+# (an orphaned worker would keep serving the port).
 WSGI_SHIM = """\
-import sys
+import ctypes, signal, sys
+ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 sys.argv = sys.argv[:1]
 from keystone.wsgi.api import application  # noqa: E402,F401
 """

@@ -27,6 +27,8 @@ const IDENTITY_HEADERS: &[&str] = &[
     "x-identity-status",
 ];
 
+const MAX_TOKEN_LEN: usize = 8192;
+
 /// The Neutron API behind Keystone: every request but version discovery
 /// (`GET /`, unauthenticated in Neutron too) needs a valid `X-Auth-Token`.
 pub async fn keystone(
@@ -44,7 +46,9 @@ pub async fn keystone(
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .map(str::to_owned);
-    let Some(token) = token else {
+    // Real tokens are a few hundred bytes (fernet) to a few KiB (JWS); the
+    // cap bounds what a flood of junk tokens can pin in the cache.
+    let Some(token) = token.filter(|t| t.len() <= MAX_TOKEN_LEN) else {
         return unauthorized(&keystone);
     };
     let identity = match keystone.verify(&token).await {
