@@ -1,10 +1,14 @@
 """Fixtures: a `vnet server` per session (or per test), and clients for it.
 
+Keystone fixtures at the end need its venv (see keystone_server.py).
 Nothing is built here: the binary comes from $VNET_BIN or target/debug/vnet
 (scripts/test.sh builds it first).
 """
 
 from __future__ import annotations
+
+import os
+import types
 
 import pytest
 
@@ -98,3 +102,67 @@ def sdk(server):
 @pytest.fixture
 def cli(server):
     return Cli(server.url)
+
+
+# ---------------------------------------------------------------------------
+# Keystone (test_keystone.py): a real Keystone and a vnet server behind it
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def keystone(tmp_path_factory):
+    """A real Keystone for the session, on a free port; torn down at the end."""
+    from keystone_server import KeystoneServer
+
+    ks = KeystoneServer(tmp_path_factory.mktemp("keystone"))
+    ks.start()
+    try:
+        yield ks
+    finally:
+        ks.stop()
+
+
+@pytest.fixture(scope="session")
+def keystone_cloud(vnet_bin, keystone, tmp_path_factory):
+    """vnet with `--auth keystone` and the Keystone it trusts, with:
+    - `admin` (role admin, project admin): sees every project;
+    - `alice` (role member, project proj-a) and `bob` (member, proj-b);
+    - vnet's own service user `vnet` (role service, project service);
+    - vnet in the catalog as the `network` service, so clients find it.
+    """
+    from keystone_server import ADMIN_PASSWORD
+
+    projects = {name: keystone.project(name) for name in ("proj-a", "proj-b", "service")}
+    projects["admin"] = keystone._admin("GET", "/projects?name=admin")["projects"][0]["id"]
+    keystone.user("vnet", "vnet-secret", projects["service"], "service")
+    keystone.user("alice", "alice-secret", projects["proj-a"], "member")
+    keystone.user("bob", "bob-secret", projects["proj-b"], "member")
+    tmp = tmp_path_factory.mktemp("vnet-keystone")
+    env = dict(os.environ, VNET_KEYSTONE_PASSWORD="vnet-secret")
+    env["RUST_LOG"] = "info,api::keystone=debug"  # one line per validation round trip
+    srv = VnetServer(
+        vnet_bin,
+        tmp / "data",
+        tmp / "vnet.log",
+        extra_args=[
+            "--auth", "keystone",
+            "--keystone-url", keystone.url,
+            "--keystone-user", "vnet",
+            "--keystone-project", "service",
+        ],  # fmt: skip
+        env=env,
+    )
+    srv.start()
+    keystone.register_network_service(srv.url)
+    users = {
+        "admin": ("admin", ADMIN_PASSWORD, "admin"),
+        "alice": ("alice", "alice-secret", "proj-a"),
+        "bob": ("bob", "bob-secret", "proj-b"),
+    }
+    try:
+        yield types.SimpleNamespace(
+            keystone=keystone, vnet=srv, projects=projects, users=users, env=env
+        )
+    finally:
+        srv.stop()
+        srv.kill9()

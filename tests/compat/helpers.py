@@ -65,11 +65,14 @@ def free_port() -> int:
 class VnetServer:
     """One `vnet server` process on a data dir; can be killed and restarted."""
 
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args=()):
+    def __init__(
+        self, binary: Path, data_dir: Path, log_path: Path, extra_args=(), env=None
+    ):
         self.binary = Path(binary)
         self.data_dir = Path(data_dir)
         self.log_path = Path(log_path)
         self.extra_args = list(extra_args)
+        self.env = env  # None: this process's environment
         self.proc: subprocess.Popen | None = None
         self.port: int | None = None
         self.url: str | None = None
@@ -107,6 +110,7 @@ class VnetServer:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                env=self.env,
                 preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + timeout

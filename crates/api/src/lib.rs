@@ -8,14 +8,17 @@ mod commit;
 mod error;
 mod fabric;
 mod hosts;
+mod keystone;
 mod neutron;
 mod state;
+mod token_cache;
 mod vnet_v1;
 
 use std::future::Future;
 use std::sync::Arc;
 
 pub use error::ApiError;
+pub use keystone::{Keystone, KeystoneConfig, KeystoneError};
 pub use state::{App, LoadError};
 
 use model::CloudConfig;
@@ -27,6 +30,16 @@ pub struct ServerConfig {
     /// Project of requests that carry no `X-Project-Id` (they act as its admin).
     pub default_project: String,
     pub cloud: CloudConfig,
+    pub auth: AuthConfig,
+}
+
+/// Who vouches for callers.
+#[derive(Clone, Debug)]
+pub enum AuthConfig {
+    /// Callers name their own project and roles (development only).
+    NoAuth,
+    /// Callers present Keystone tokens (`X-Auth-Token`).
+    Keystone(KeystoneConfig),
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,12 +50,25 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
     #[error("the store failed: {0}")]
     StoreFailed(String),
+    #[error(transparent)]
+    Keystone(#[from] KeystoneError),
 }
 
 /// The whole API over `app` (Neutron v2.0 and /vnet/v1), for serving or for
 /// in-process tests.
 pub fn router(app: Arc<App>) -> axum::Router {
     neutron::router(app.clone()).merge(vnet_v1::router(app))
+}
+
+/// The API with the Neutron part behind Keystone. `/vnet/v1` stays as in
+/// noauth mode: agents carry no Keystone token yet.
+pub fn router_with_keystone(app: Arc<App>, keystone: Arc<Keystone>) -> axum::Router {
+    neutron::router(app.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            keystone,
+            auth::keystone,
+        ))
+        .merge(vnet_v1::router(app))
 }
 
 /// Load the cloud from `store` and serve the API on every listener until
@@ -53,8 +79,23 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let keystone = match config.auth {
+        AuthConfig::NoAuth => None,
+        AuthConfig::Keystone(k) => Some(Keystone::new(k)?),
+    };
     let app = App::load(store, config.cloud, config.default_project).await?;
     app.start_background();
+    if let Some(k) = &keystone {
+        // Serving goes on when Keystone is down (requests then get 503), but
+        // a wrong password is best reported at once.
+        if let Err(e) = k.warm_up().await {
+            tracing::error!(error = %e, "keystone: no service token yet");
+        }
+    }
+    let api = match &keystone {
+        None => router(app.clone()),
+        Some(k) => router_with_keystone(app.clone(), k.clone()),
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut failed = app.failed.clone();
     tokio::spawn(async move {
@@ -66,12 +107,15 @@ pub async fn serve(
     });
     let servers = listeners.into_iter().map(|listener| {
         let mut stop = stop_rx.clone();
-        axum::serve(listener, router(app.clone())).with_graceful_shutdown(async move {
+        axum::serve(listener, api.clone()).with_graceful_shutdown(async move {
             let _ = stop.wait_for(|s| *s).await;
         })
     });
     for result in futures::future::join_all(servers.map(|s| s.into_future())).await {
         result?;
+    }
+    if let Some(k) = &keystone {
+        k.log_counters();
     }
     if let Some(e) = app.failed.borrow().as_ref() {
         return Err(ServeError::StoreFailed(e.to_string()));

@@ -59,6 +59,68 @@ pub struct ServerArgs {
     /// repeatable. Projects get these unless an admin sets their own.
     #[arg(long = "quota", value_parser = parse_quota)]
     quotas: Vec<(String, i64)>,
+    /// Who vouches for callers: `noauth` (they name their own project with
+    /// X-Project-Id; development only) or `keystone` (X-Auth-Token).
+    #[arg(long, value_enum, default_value_t = AuthMode::Noauth)]
+    auth: AuthMode,
+    #[command(flatten)]
+    keystone: KeystoneArgs,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum AuthMode {
+    Noauth,
+    Keystone,
+}
+
+/// Keystone settings (with --auth keystone). Each can come from the
+/// environment instead, so the password stays off the command line.
+#[derive(clap::Args, Clone)]
+struct KeystoneArgs {
+    /// Keystone's URL, e.g. http://keystone:5000.
+    #[arg(long, env = "VNET_KEYSTONE_URL")]
+    keystone_url: Option<String>,
+    /// The server's own Keystone user (it needs the admin or service role to validate tokens).
+    #[arg(long, env = "VNET_KEYSTONE_USER", default_value = "neutron")]
+    keystone_user: String,
+    /// That user's password.
+    #[arg(long, env = "VNET_KEYSTONE_PASSWORD", hide_env_values = true)]
+    keystone_password: Option<String>,
+    /// The project the service token is scoped to.
+    #[arg(long, env = "VNET_KEYSTONE_PROJECT", default_value = "service")]
+    keystone_project: String,
+    #[arg(long, env = "VNET_KEYSTONE_USER_DOMAIN", default_value = "Default")]
+    keystone_user_domain: String,
+    #[arg(long, env = "VNET_KEYSTONE_PROJECT_DOMAIN", default_value = "Default")]
+    keystone_project_domain: String,
+    /// Longest a validated token is trusted without asking Keystone again
+    /// (seconds): a token revoked in Keystone works here until then at most.
+    #[arg(long, default_value_t = 300)]
+    token_cache_ttl: u64,
+    /// Most tokens kept in the validation cache.
+    #[arg(long, default_value_t = 10_000)]
+    token_cache_size: usize,
+}
+
+impl KeystoneArgs {
+    fn config(self) -> Result<api::AuthConfig, BoxError> {
+        let url = self
+            .keystone_url
+            .ok_or("--auth keystone needs --keystone-url (or VNET_KEYSTONE_URL)")?;
+        let password = self
+            .keystone_password
+            .ok_or("--auth keystone needs --keystone-password (or VNET_KEYSTONE_PASSWORD)")?;
+        Ok(api::AuthConfig::Keystone(api::KeystoneConfig {
+            url,
+            user: self.keystone_user,
+            password,
+            project: self.keystone_project,
+            user_domain: self.keystone_user_domain,
+            project_domain: self.keystone_project_domain,
+            cache_ttl: std::time::Duration::from_secs(self.token_cache_ttl),
+            cache_capacity: self.token_cache_size,
+        }))
+    }
 }
 
 #[derive(clap::Args, Clone)]
@@ -212,10 +274,23 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
         );
         listeners.push(listener);
     }
-    tracing::warn!(
-        "auth is noauth: callers choose their project with X-Project-Id; for development only"
-    );
+    let auth = match args.auth {
+        AuthMode::Noauth => {
+            tracing::warn!(
+                "auth is noauth: callers choose their project with X-Project-Id; for development only"
+            );
+            api::AuthConfig::NoAuth
+        }
+        AuthMode::Keystone => {
+            let auth = args.keystone.config()?;
+            if let api::AuthConfig::Keystone(k) = &auth {
+                tracing::info!(url = %k.url, user = %k.user, project = %k.project, "auth is keystone");
+            }
+            auth
+        }
+    };
     let config = api::ServerConfig {
+        auth,
         default_project: args.default_project,
         cloud: CloudConfig {
             mac_base: args.mac_base,
