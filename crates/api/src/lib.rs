@@ -9,6 +9,7 @@ mod error;
 mod fabric;
 mod hosts;
 mod neutron;
+mod packet_trace;
 mod state;
 mod vnet_v1;
 
