@@ -90,10 +90,15 @@ pub fn run(args: &TraceArgs) -> Result<bool, BoxError> {
         });
     }
     let trace = &body["trace"];
-    if args.json {
-        println!("{body}");
+    let text = if args.json {
+        format!("{body}\n")
     } else {
-        print!("{}", render(trace));
+        render(trace)
+    };
+    // A closed pipe (`| head`) is the reader's choice, not an error.
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+        _ => {}
     }
     Ok(trace["verdict"] == "delivered")
 }
@@ -114,9 +119,15 @@ pub fn render(t: &Value) -> String {
             format!("{}:{}", s(ip), port)
         }
     };
+    let protocol = match p["protocol"].as_u64() {
+        Some(1) => "icmp".to_owned(),
+        Some(6) => "tcp".to_owned(),
+        Some(17) => "udp".to_owned(),
+        Some(58) => "ipv6-icmp".to_owned(),
+        _ => format!("protocol {}", p["protocol"]),
+    };
     let mut out = format!(
-        "trace: protocol {} {} → {}{}\n",
-        p["protocol"],
+        "trace: {protocol} {} → {}{}\n",
         with_port(&p["source_ip"], &p["source_port"]),
         with_port(&p["destination_ip"], &p["destination_port"]),
         if p["icmp_type"].is_null() {
@@ -143,12 +154,37 @@ pub fn render(t: &Value) -> String {
             step["host"].as_str().unwrap_or("-"),
             object,
             s(&step["decision"]).to_uppercase(),
-            s(&step["detail"]),
+            shorten(&s(&step["detail"])),
         ));
     }
-    out.push_str(&format!("verdict: {}\n", s(&t["message"])));
+    out.push_str(&format!("verdict: {}\n", shorten(&s(&t["message"]))));
     if let Some(hint) = t["hint"].as_str() {
-        out.push_str(&format!("hint: {hint}\n"));
+        out.push_str(&format!("hint: {}\n", shorten(hint)));
+    }
+    out
+}
+
+/// Every UUID in `text` cut to its first group (as the object column).
+fn shorten(text: &str) -> String {
+    let is_uuid = |w: &[u8]| {
+        w.len() == 36
+            && w.iter().enumerate().all(|(i, c)| match i {
+                8 | 13 | 18 | 23 => *c == b'-',
+                _ => c.is_ascii_hexdigit(),
+            })
+    };
+    let bytes = text.as_bytes();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if i + 36 <= bytes.len() && is_uuid(&bytes[i..i + 36]) {
+            out.push_str(&text[i..i + 8]);
+            i += 36;
+        } else {
+            let ch = text[i..].chars().next().unwrap_or(' ');
+            out.push(ch);
+            i += ch.len_utf8();
+        }
     }
     out
 }
@@ -186,4 +222,69 @@ pub fn post(server: &str, project: Option<&str>, body: &Value) -> Result<(u16, V
         .and_then(|s| s.parse().ok())
         .ok_or("malformed HTTP status")?;
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: TraceArgs,
+    }
+
+    #[test]
+    fn the_request_names_an_address_or_a_port_and_only_what_was_given() {
+        let cli = Cli::try_parse_from([
+            "vnet", "--from", "p1", "--to", "10.0.0.6", "--proto", "tcp", "--dport", "22",
+        ])
+        .expect("arguments");
+        let r = request(&cli.args);
+        assert_eq!(r["trace"]["to_ip"], "10.0.0.6");
+        assert_eq!(r["trace"]["protocol"], "tcp");
+        assert_eq!(r["trace"]["destination_port"], 22);
+        assert!(r["trace"].get("source_port").is_none());
+        let cli = Cli::try_parse_from(["vnet", "--from", "p1", "--to", "p2", "--proto", "47"])
+            .expect("arguments");
+        let r = request(&cli.args);
+        assert_eq!(
+            (&r["trace"]["to_port"], &r["trace"]["protocol"]),
+            (&json!("p2"), &json!(47))
+        );
+    }
+
+    #[test]
+    fn a_trace_renders_one_line_per_step_then_verdict_and_hint() {
+        let t = json!({
+            "packet": {"protocol": 6, "source_ip": "10.0.0.5", "source_port": 40000,
+                       "destination_ip": "10.0.0.6", "destination_port": 22},
+            "steps": [
+                {"stage": "source", "host": "h1", "port": "2edab4ec-d2b5-40f2-b37c-da8d89eb9259",
+                 "decision": "pass", "detail": "port 2edab4ec-d2b5-40f2-b37c-da8d89eb9259 is ACTIVE"},
+                {"stage": "ingress", "host": "h2", "security_group": "web", "decision": "drop",
+                 "detail": "no ingress rule"},
+            ],
+            "verdict": "dropped", "message": "dropped at ingress", "hint": "add a rule",
+        });
+        let text = render(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 5, "{text}");
+        assert!(
+            lines[0].contains("tcp 10.0.0.5:40000 → 10.0.0.6:22"),
+            "{text}"
+        );
+        assert!(
+            lines[1].contains("port 2edab4ec") && lines[1].contains("PASS"),
+            "{text}"
+        );
+        assert!(lines[1].ends_with("port 2edab4ec is ACTIVE"), "{text}");
+        assert!(
+            lines[2].contains("group web") && lines[2].contains("DROP"),
+            "{text}"
+        );
+        assert_eq!(lines[3], "verdict: dropped at ingress");
+        assert_eq!(lines[4], "hint: add a rule");
+    }
 }
