@@ -14,6 +14,10 @@ use crate::report::{Decision, Reason, Stage, Step, Trace, TracedPacket, Verdict}
 use crate::view::{Compiled, Facts, PortRef};
 use crate::{Query, Target, TraceError};
 
+/// The source port of a packet whose query names none: an ephemeral one
+/// (no rule vnet programs matches source ports but DHCP's, 67/68/546/547).
+const EPHEMERAL_PORT: u16 = 40_000;
+
 /// Walk `query`'s packet through `view` (what the agents program), with
 /// `facts` for liveness and port status.
 pub fn trace<V: Compiled + ?Sized, F: Facts + ?Sized>(
@@ -70,6 +74,15 @@ struct Walk<'v, V: ?Sized, F: ?Sized> {
     facts: &'v F,
     steps: Vec<Step>,
     packet: TracedPacket,
+}
+
+/// A port's chain on a host: what `filter` reads.
+#[derive(Clone, Copy)]
+struct PortAt<'a> {
+    host: &'a str,
+    port: &'a str,
+    /// `None`: port security disabled (or not held).
+    security: Option<&'a PortSecuritySpec>,
 }
 
 /// A step's objects.
@@ -174,7 +187,11 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             let echo = if dst.is_ipv6() { 128 } else { 8 };
             (p.icmp_type.unwrap_or(echo), p.icmp_code.unwrap_or(0))
         });
+        let sport = p
+            .source_port
+            .or(PORT_PROTOCOLS.contains(&protocol).then_some(EPHEMERAL_PORT));
         self.packet.protocol = protocol;
+        self.packet.source_port = sport;
         self.packet.source_ip = source;
         self.packet.destination_ip = Some(dst);
         self.packet.icmp_type = icmp.map(|(t, _)| t);
@@ -313,7 +330,17 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 "port security is disabled: any source goes".into(),
             ),
         }
-        self.filter(Stage::Egress, host, from, security, &flow, None)?;
+        self.filter(
+            Stage::Egress,
+            RuleDirection::Egress,
+            PortAt {
+                host,
+                port: from,
+                security,
+            },
+            &flow,
+            None,
+        )?;
 
         // ---- L2 lookup in the source's network ---------------------------
         let on_l2 = || On {
@@ -454,9 +481,12 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         let dst_security = view.port_security(dst_host, target).filter(|s| s.enabled);
         self.filter(
             Stage::Ingress,
-            dst_host,
-            target,
-            dst_security,
+            RuleDirection::Ingress,
+            PortAt {
+                host: dst_host,
+                port: target,
+                security: dst_security,
+            },
             &flow,
             Some(src),
         )?;
@@ -480,12 +510,32 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             let dst_stateless = stateless(dst_host, dst_security);
             let src_stateless = stateless(host, security);
             if dst_stateless {
-                self.filter(Stage::Reply, dst_host, target, dst_security, &reply, None)
-                    .map_err(|e| replied(e, RuleDirection::Egress))?;
+                self.filter(
+                    Stage::Reply,
+                    RuleDirection::Egress,
+                    PortAt {
+                        host: dst_host,
+                        port: target,
+                        security: dst_security,
+                    },
+                    &reply,
+                    None,
+                )
+                .map_err(|e| replied(e, RuleDirection::Egress))?;
             }
             if src_stateless {
-                self.filter(Stage::Reply, host, from, security, &reply, None)
-                    .map_err(|e| replied(e, RuleDirection::Ingress))?;
+                self.filter(
+                    Stage::Reply,
+                    RuleDirection::Ingress,
+                    PortAt {
+                        host,
+                        port: from,
+                        security,
+                    },
+                    &reply,
+                    None,
+                )
+                .map_err(|e| replied(e, RuleDirection::Ingress))?;
             }
             if !dst_stateless && !src_stateless {
                 self.step(
@@ -583,23 +633,20 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         Ok(())
     }
 
-    /// A port chain on `host`; `peer`: the other end (for the hint).
+    /// A port chain; `peer`: the other end (for the hint).
     fn filter(
         &mut self,
         stage: Stage,
-        host: &str,
-        port_id: &str,
-        security: Option<&PortSecuritySpec>,
+        dir: RuleDirection,
+        chain: PortAt<'_>,
         flow: &Flow,
         peer: Option<&PortRef<'_>>,
     ) -> Result<(), Stop> {
-        let dir = match stage {
-            Stage::Egress => RuleDirection::Egress,
-            Stage::Ingress => RuleDirection::Ingress,
-            // The reply leaves the destination (egress) or enters the source (ingress).
-            _ if flow_leaves(self.view, host, port_id, flow) => RuleDirection::Egress,
-            _ => RuleDirection::Ingress,
-        };
+        let PortAt {
+            host,
+            port: port_id,
+            security,
+        } = chain;
         let on = || On {
             host: Some(host),
             port: Some(port_id),
@@ -784,12 +831,6 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
     }
 }
 
-/// Whether `flow` leaves `port_id` (its source is one of the port's addresses).
-fn flow_leaves<V: Compiled + ?Sized>(view: &V, _host: &str, port_id: &str, flow: &Flow) -> bool {
-    view.port(port_id)
-        .is_some_and(|p| p.local.fixed_ips.iter().any(|f| f.ip_address == flow.src))
-}
-
 fn replied(mut s: Stop, dir: RuleDirection) -> Stop {
     s.message = format!(
         "{} (the reply: the groups are stateless, so replies need their own {} rule)",
@@ -799,13 +840,13 @@ fn replied(mut s: Stop, dir: RuleDirection) -> Stop {
     s
 }
 
-/// The port's address that sends to `dst`: one on a subnet containing it,
-/// else its first of the same IP version.
+/// The port's address that sends to `dst`: its first of the same IP version.
 fn source_ip(src: &PortRef<'_>, dst: IpAddr) -> Option<IpAddr> {
-    let ips = || src.local.fixed_ips.iter().map(|f| f.ip_address);
-    ips()
+    src.local
+        .fixed_ips
+        .iter()
+        .map(|f| f.ip_address)
         .find(|ip| ip.is_ipv6() == dst.is_ipv6())
-        .or_else(|| ips().find(|ip| ip.is_ipv6() == dst.is_ipv6()))
 }
 
 fn family(ip: IpAddr) -> &'static str {

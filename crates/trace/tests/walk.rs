@@ -196,6 +196,25 @@ impl Cloud {
                 None,
                 None,
             ),
+            group("half", false),
+            rule(
+                "r-half-eg",
+                "half",
+                Direction::Egress,
+                Some("tcp"),
+                None,
+                None,
+                None,
+            ),
+            rule(
+                "r-half-in",
+                "half",
+                Direction::Ingress,
+                Some("tcp"),
+                Some((5000, 5000)),
+                None,
+                None,
+            ),
         ] {
             compiler.apply(input);
         }
@@ -226,6 +245,24 @@ impl Cloud {
             7,
             "10.0.0.31",
             &["loose"],
+        ));
+        cloud.put(port(
+            "s1",
+            "net-a",
+            "sub-a",
+            "h3",
+            10,
+            "10.0.0.50",
+            &["half"],
+        ));
+        cloud.put(port(
+            "s2",
+            "net-a",
+            "sub-a",
+            "h1",
+            11,
+            "10.0.0.51",
+            &["half"],
         ));
         cloud
     }
@@ -399,6 +436,20 @@ fn stateless_groups_need_rules_for_replies() {
     // TCP: the stateless group allows no tcp at all.
     let t = c.trace(&tcp("l1", Target::Ip(ip("10.0.0.31")), 5000));
     assert_eq!(dropped(&t), Reason::NoRuleAllows);
+    // tcp 5000 gets in, but its reply (to an ephemeral port) does not:
+    // stateless groups keep no connection.
+    let t = c.trace(&tcp("s1", Target::Port("s2".into()), 5000));
+    assert_eq!(dropped(&t), Reason::NoRuleAllows);
+    let last = t.steps.last().unwrap();
+    assert_eq!(
+        (last.stage, last.port.as_deref()),
+        (trace::Stage::Reply, Some("s1"))
+    );
+    assert!(t.message.contains("stateless"), "{}", t.message);
+    // With the reply's port allowed too, it goes through.
+    let mut q = tcp("s1", Target::Port("s2".into()), 5000);
+    q.packet.source_port = Some(5000);
+    assert!(c.trace(&q).delivered());
 }
 
 #[test]
