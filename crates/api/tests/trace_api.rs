@@ -179,6 +179,66 @@ async fn traces_are_scoped_to_the_callers_project() {
         (StatusCode::NOT_FOUND, Some("PortNotFound"))
     );
 
+    // A shared network: B may trace to A's port by address, but sees
+    // none of A's objects, only the decisions.
+    let (_, shared) = call(
+        &app,
+        None,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {"shared": true, "project_id": "pa"}}),
+    )
+    .await;
+    let shared = shared["network"]["id"].as_str().unwrap().to_owned();
+    call(&app, None, "POST", "/v2.0/subnets", json!({"subnet": {"network_id": shared, "ip_version": 4, "cidr": "10.5.0.0/24", "project_id": "pa"}})).await;
+    let mut on_shared = vec![];
+    for project in ["pa", "pb"] {
+        let (s, port) = call(
+            &app,
+            None,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {"network_id": shared, "binding:host_id": "h2", "project_id": project}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{port}");
+        on_shared.push((
+            port["port"]["id"].as_str().unwrap().to_owned(),
+            port["port"]["fixed_ips"][0]["ip_address"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    let wired: Vec<&str> = a
+        .iter()
+        .chain(&on_shared)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    call(
+        &app,
+        None,
+        "PUT",
+        "/vnet/v1/hosts/h2/ports",
+        json!({"revision": 0, "wired": wired}),
+    )
+    .await;
+    let (s, v) = trace(&app, Some("pb"), json!({"from_port": on_shared[1].0, "to_ip": on_shared[0].1, "protocol": "tcp", "destination_port": 22})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v.to_string();
+    assert!(
+        !text.contains(on_shared[0].0.as_str()),
+        "A's port shown to B: {text}"
+    );
+    assert_eq!(
+        v["trace"]["verdict"], "dropped",
+        "A's default group lets no outsider in: {v:#}"
+    );
+    assert_eq!(
+        v["trace"]["message"],
+        "dropped at a port of another project"
+    );
+
     // Malformed requests: Neutron's error shape.
     let (s, v) = trace(
         &app,

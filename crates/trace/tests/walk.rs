@@ -40,7 +40,7 @@ fn subnet(id: &str, network_id: &str, cidr: &str) -> Input {
     Input::Subnet(Box::new(Subnet {
         std: std(id),
         network_id: network_id.into(),
-        ip_version: 4,
+        ip_version: if cidr.contains(':') { 6 } else { 4 },
         cidr: cidr.parse().unwrap(),
         gateway_ip: None,
         allocation_pools: vec![],
@@ -460,4 +460,81 @@ fn the_trace_is_json() {
     assert_eq!(v["verdict"], "dropped");
     assert_eq!(v["reason"], "no_rule_allows");
     assert_eq!(v["steps"][0]["stage"], "source");
+}
+
+#[test]
+fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
+    let mut c = Cloud::new();
+    for input in [
+        subnet("sub-a6", "net-a", "fd00::/64"),
+        group("v6", true),
+        Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("r-v6-icmp"),
+            security_group_id: "v6".into(),
+            direction: Direction::Ingress,
+            ethertype: Ethertype::IPv6,
+            // Neutron's legacy name: ICMP on an IPv6 rule means ICMPv6.
+            protocol: Some("icmp".into()),
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: Some("fd00::/64".parse().unwrap()),
+            remote_group_id: None,
+        })),
+        Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("r-v6-eg"),
+            security_group_id: "v6".into(),
+            direction: Direction::Egress,
+            ethertype: Ethertype::IPv6,
+            protocol: None,
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id: None,
+        })),
+    ] {
+        c.compiler.apply(input);
+    }
+    let mut p = port(
+        "v1",
+        "net-a",
+        "sub-a6",
+        "h1",
+        20,
+        "fd00::20",
+        &["v6", "web"],
+    );
+    p.fixed_ips.push(FixedIp {
+        subnet_id: "sub-a".into(),
+        ip_address: ip("10.0.0.60"),
+    });
+    c.put(p);
+    c.put(port("v2", "net-a", "sub-a6", "h2", 21, "fd00::21", &["v6"]));
+    let ping = |to: &str| Query {
+        from_port: "v1".into(),
+        to: Target::Ip(ip(to)),
+        packet: Packet {
+            protocol: 1,
+            ..Packet::default()
+        },
+    };
+    // IPv4 rules (all of `web`'s) say nothing of IPv6: the egress rule is `v6`'s.
+    let t = c.trace(&ping("fd00::21"));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.steps.iter().any(|s| s.rule.as_deref() == Some("r-v6-eg")));
+    assert_eq!((t.packet.protocol, t.packet.icmp_type), (58, Some(128)));
+    assert_eq!(
+        t.packet.source_ip,
+        Some(ip("fd00::20")),
+        "the source of the destination's version"
+    );
+    // Neighbour discovery is always allowed in; a TCP packet is not.
+    assert_eq!(
+        dropped(&c.trace(&tcp("v1", Target::Ip(ip("fd00::21")), 22))),
+        Reason::NoRuleAllows
+    );
+    let mut q = ping("fd00::21");
+    q.packet.icmp_type = Some(135);
+    let t = c.trace(&q);
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.steps.iter().any(|s| s.detail.contains("always allowed")));
 }
