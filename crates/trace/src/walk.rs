@@ -390,10 +390,10 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                     .to_owned(),
             ));
         };
-        let found = view.port_with_ip(host, net, flow.dst);
-        let Some(target) = found else {
+        let Some(target) = self.resolve(host, net, flow.dst) else {
             return Err(self.unresolved(host, net, &flow, dst_port.map(|(id, _)| id)));
         };
+        let target = target.as_str();
         let target_ref = view.port(target);
         let seen = view.port_seen(host, target);
         let (Some(target_ref), Some(seen)) = (target_ref, seen) else {
@@ -552,6 +552,23 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             flow.src,
             flow.dst
         ))
+    }
+
+    /// The port `host`'s neighbour entries give `ip` to. The model names the
+    /// one port holding an address (an index lookup); it is taken once the
+    /// host's compiled view agrees. Otherwise (no holder, or the compiled
+    /// state not there yet) the host's view of the network is scanned: the
+    /// compiled state decides.
+    fn resolve(&self, host: &str, net: &str, ip: IpAddr) -> Option<String> {
+        if let Some(id) = self.facts.port_with_ip(net, ip) {
+            let holds = self.view.port(&id).is_some_and(|p| {
+                p.network_id == net && p.local.fixed_ips.iter().any(|f| f.ip_address == ip)
+            });
+            if holds && self.view.port_seen(host, &id).is_some() {
+                return Some(id);
+            }
+        }
+        self.view.port_with_ip(host, net, ip).map(str::to_owned)
     }
 
     /// The checks every endpoint passes: its host's agent alive, admin up,

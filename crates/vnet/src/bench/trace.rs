@@ -42,7 +42,11 @@ pub struct TraceArgs {
 }
 
 /// Every agent alive, every port ACTIVE: the trace walks the whole path.
-struct AllUp;
+/// Addresses are found as the server's model finds them: one index lookup.
+struct AllUp {
+    /// Network id → address → port id.
+    addresses: HashMap<String, HashMap<IpAddr, String>>,
+}
 
 impl Facts for AllUp {
     fn agent_alive(&self, _: &str) -> bool {
@@ -51,8 +55,8 @@ impl Facts for AllUp {
     fn port_status(&self, _: &str) -> Option<PortStatus> {
         Some(PortStatus::Active)
     }
-    fn port_with_ip(&self, _: &str, _: IpAddr) -> Option<String> {
-        None
+    fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<String> {
+        self.addresses.get(network_id)?.get(&ip).cloned()
     }
 }
 
@@ -84,6 +88,15 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
         compiler.apply(input);
     }
     let build = started.elapsed();
+    let facts = AllUp {
+        addresses: by_network
+            .iter()
+            .map(|(net, ports)| {
+                let by_ip = ports.iter().map(|(id, ip)| (*ip, id.clone())).collect();
+                (net.clone(), by_ip)
+            })
+            .collect(),
+    };
     let mut networks: Vec<&Vec<(String, IpAddr)>> = by_network
         .values()
         .filter(|ports| ports.len() >= 2)
@@ -133,7 +146,7 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
         let mut delivered = 0;
         for q in queries {
             let start = Instant::now();
-            let t = ::trace::trace(&compiler, &AllUp, q)?;
+            let t = ::trace::trace(&compiler, &facts, q)?;
             latencies.push(start.elapsed());
             delivered += usize::from(t.delivered());
             black_box(t);
