@@ -90,6 +90,12 @@ impl Fabric {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Read the compiled state under the fabric's lock (a trace: a few
+    /// lookups, microseconds); `f` must not block.
+    pub fn read<R>(&self, f: impl FnOnce(&Compiler) -> R) -> R {
+        f(&self.lock().compiler)
+    }
+
     pub fn revision(&self) -> Revision {
         self.lock().revision
     }

@@ -10,6 +10,7 @@ mod fabric;
 mod hosts;
 mod keystone;
 mod neutron;
+mod packet_trace;
 mod state;
 mod token_cache;
 mod vnet_v1;

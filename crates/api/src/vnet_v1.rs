@@ -1,6 +1,7 @@
 //! vnet's own API, `/vnet/v1`: what agents call (host registration and
 //! heartbeat, port status reports, the desired-state stream) and what
-//! operators read (hosts and their liveness). Admin only. Errors keep
+//! operators read (hosts and their liveness), admin only; and the packet
+//! trace (`packet_trace`), which any project may run on its own ports. Errors keep
 //! Neutron's shape so every client parses one kind of error.
 
 use std::collections::BTreeSet;
@@ -15,7 +16,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use compiler::protocol::{
     HostRegistration, PROTOCOL_VERSION, PortStatusReport, Revision, StreamMessage,
@@ -37,6 +38,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/vnet/v1/hosts/{name}", get(show_host).put(register))
         .route("/vnet/v1/hosts/{name}/ports", put(report_ports))
         .route("/vnet/v1/hosts/{name}/state", get(state_stream))
+        .route("/vnet/v1/trace", post(crate::packet_trace::trace_packet))
         .with_state(app)
 }
 

@@ -4,6 +4,7 @@
 //! makes. Pure: no I/O, no clock. It must never walk all the ports, networks or
 //! hosts of the cloud on one input.
 
+mod query;
 mod security;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -19,6 +20,7 @@ use crate::protocol::{
 use crate::spec::{
     local_port_spec, member_addresses, port_groups, port_security_spec, subnet_spec,
 };
+pub use query::{GroupView, NetworkView, PortSeen, PortView, containing_member};
 use security::{GroupEntry, SecurityView};
 
 /// The changes one input makes, each with the host that must apply it. A

@@ -10,5 +10,7 @@ mod input;
 pub mod protocol;
 pub mod spec;
 
-pub use compile::{Compiler, HostChanges};
+pub use compile::{
+    Compiler, GroupView, HostChanges, NetworkView, PortSeen, PortView, containing_member,
+};
 pub use input::Input;

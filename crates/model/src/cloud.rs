@@ -272,6 +272,15 @@ impl Cloud {
             .filter_map(|id| self.rules.get(id))
     }
 
+    /// The port of a network that holds `ip` as a fixed IP (one lookup per
+    /// subnet of the network).
+    pub fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<&Port> {
+        self.subnets_of(network_id)
+            .iter()
+            .find_map(|s| self.subnet_ips.get(s)?.get(&ip))
+            .and_then(|id| self.ports.get(id))
+    }
+
     /// Number of addresses in use on a subnet.
     pub fn used_ips(&self, subnet_id: &str) -> usize {
         self.subnet_ips.get(subnet_id).map_or(0, BTreeMap::len)

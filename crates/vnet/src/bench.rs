@@ -13,6 +13,7 @@ mod results;
 mod security;
 mod server;
 mod stats;
+mod trace;
 
 use clap::Subcommand;
 
@@ -24,6 +25,9 @@ pub enum Bench {
     /// The compiler, in process: a full compile of a synthetic cloud, and one
     /// port add or delete in it and in one a tenth its size.
     Compiler(compiler::CompilerArgs),
+    /// `vnet trace` in process: one trace's latency in the compiler bench's
+    /// cloud, next to one snapshot of the source host measured in the same run.
+    Trace(trace::TraceArgs),
     /// Convergence in a two-host lab (root): from a port's POST returning to
     /// ACTIVE, and to a peer on the other host reaching it.
     Convergence {
@@ -49,6 +53,7 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
     match bench {
         Bench::Api(args) => api::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
+        Bench::Trace(args) => trace::run(args),
         Bench::Security {
             rules,
             seconds,

@@ -1,8 +1,9 @@
-//! The one vnet binary: `vnet server`, and the commands that come with later
-//! issues. The only place that turns errors into exit codes.
+//! The one vnet binary: `vnet server`, `agent`, `lab`, `bench` and `trace`.
+//! The only place that turns errors into exit codes.
 
 mod bench;
 mod lab;
+mod trace_cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,10 @@ enum Command {
     /// Benchmarks of vnet's hot paths.
     #[command(subcommand)]
     Bench(bench::Bench),
+    /// Why a packet does or does not get from a port to an address or port:
+    /// each step (host, object, decision), the verdict and a hint. Exits 0
+    /// if delivered, 2 if dropped.
+    Trace(trace_cli::TraceArgs),
 }
 
 #[derive(clap::Args, Clone)]
@@ -220,6 +225,12 @@ fn main() -> ExitCode {
     let result = match cli.command {
         // The lab drives commands and child processes; it needs no runtime.
         Command::Lab(lab) => lab::main(lab),
+        // One blocking request: no runtime either.
+        Command::Trace(args) => match trace_cli::run(&args) {
+            Ok(true) => Ok(()),
+            Ok(false) => return ExitCode::from(2),
+            Err(e) => Err(e),
+        },
         command => run(command),
     };
     match result {
@@ -253,7 +264,9 @@ fn run(command: Command) -> Result<(), BoxError> {
                     .map_err(Into::into)
             }
             Command::Bench(b) => bench::run(b).await,
-            Command::Lab(_) => Err("the lab runs without the async runtime".into()),
+            Command::Lab(_) | Command::Trace(_) => {
+                Err("the lab and trace run without the async runtime".into())
+            }
         }
     })
 }

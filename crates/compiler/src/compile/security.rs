@@ -35,12 +35,12 @@ pub(super) struct GroupEntry {
     /// `Some(stateful)` once the group itself is known. An unknown group has
     /// no rules on any host (its users filter with the rest of their groups),
     /// but its member set is kept all the same.
-    stateful: Option<bool>,
+    pub(super) stateful: Option<bool>,
     /// Its rules by id: sorted by id, so equal groups compare equal.
-    rules: BTreeMap<String, RuleSpec>,
-    users: BTreeMap<String, usize>,
-    watchers: BTreeMap<String, usize>,
-    members: BTreeMap<IpNet, usize>,
+    pub(super) rules: BTreeMap<String, RuleSpec>,
+    pub(super) users: BTreeMap<String, usize>,
+    pub(super) watchers: BTreeMap<String, usize>,
+    pub(super) members: BTreeMap<IpNet, usize>,
 }
 
 impl GroupEntry {

@@ -74,11 +74,11 @@ pub struct CompilerArgs {
 
 /// The size of one synthetic cloud.
 #[derive(Clone, Copy, Debug)]
-struct Shape {
-    hosts: usize,
-    networks: usize,
-    ports: usize,
-    hosts_per_network: usize,
+pub(super) struct Shape {
+    pub(super) hosts: usize,
+    pub(super) networks: usize,
+    pub(super) ports: usize,
+    pub(super) hosts_per_network: usize,
 }
 
 /// The figures of one cloud.
@@ -438,10 +438,10 @@ fn singles(cloud: &mut SyntheticCloud, compiler: &mut Compiler, n: usize) -> Sin
 
 /// A cloud of registered hosts and networks with one subnet each, whose ports
 /// are bound round-robin to a few hosts per network, as the model would hold it.
-struct SyntheticCloud {
+pub(super) struct SyntheticCloud {
     shape: Shape,
     rng: SplitMix64,
-    host_names: Vec<String>,
+    pub(super) host_names: Vec<String>,
     network_ids: Vec<String>,
     subnet_ids: Vec<String>,
     /// The hosts each network's ports are bound to (indexes into `host_names`).
@@ -450,10 +450,13 @@ struct SyntheticCloud {
     subnet_template: Subnet,
     /// Ports made so far: numbers their MACs and addresses.
     ports_made: u32,
+    /// One security group per network its ports are in (`vnet bench
+    /// trace`); none unless [`SyntheticCloud::group_per_network`] made them.
+    network_groups: Vec<String>,
 }
 
 impl SyntheticCloud {
-    fn new(shape: Shape) -> Result<Self, BoxError> {
+    pub(super) fn new(shape: Shape) -> Result<Self, BoxError> {
         let mut rng = SplitMix64::new(SEED);
         let host_names = (0..shape.hosts)
             .map(|h| format!("compute-{h:05}"))
@@ -493,17 +496,51 @@ impl SyntheticCloud {
             network_hosts,
             subnet_template,
             ports_made: 0,
+            network_groups: Vec::new(),
         })
     }
 
-    fn input_count(&self) -> usize {
+    /// From now on each network's ports are in a group of their own, as a
+    /// tenant's default group: egress to anywhere, ingress from its members.
+    /// Returns the groups and their rules, as inputs.
+    pub(super) fn group_per_network(&mut self) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        for _ in 0..self.shape.networks {
+            let group = self.rng.uuid();
+            inputs.push(Input::SecurityGroup(Box::new(SecurityGroup {
+                std: standard(group.clone()),
+                stateful: true,
+                is_default: false,
+            })));
+            for (direction, remote) in [
+                (Direction::Egress, None),
+                (Direction::Ingress, Some(group.clone())),
+            ] {
+                inputs.push(Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+                    std: standard(self.rng.uuid()),
+                    security_group_id: group.clone(),
+                    direction,
+                    ethertype: Ethertype::IPv4,
+                    protocol: None,
+                    port_range_min: None,
+                    port_range_max: None,
+                    remote_ip_prefix: None,
+                    remote_group_id: remote,
+                })));
+            }
+            self.network_groups.push(group);
+        }
+        inputs
+    }
+
+    pub(super) fn input_count(&self) -> usize {
         self.shape.hosts + 2 * self.shape.networks + self.shape.ports
     }
 
     /// The i-th of the cloud's inputs, in the order a server would feed them:
     /// hosts register, then networks with their subnet, then ports spread
     /// evenly over the networks.
-    fn input(&mut self, i: usize) -> Input {
+    pub(super) fn input(&mut self, i: usize) -> Input {
         let Shape {
             hosts, networks, ..
         } = self.shape;
@@ -567,7 +604,12 @@ impl SyntheticCloud {
                 subnet_id: self.subnet_ids[network].clone(),
                 ip_address: IpAddr::V4(Ipv4Addr::new(10, 0, hi, lo)),
             }],
-            security_groups: vec![],
+            security_groups: self
+                .network_groups
+                .get(network)
+                .cloned()
+                .into_iter()
+                .collect(),
             port_security_enabled: true,
             allowed_address_pairs: vec![],
             extra_dhcp_opts: vec![],

@@ -1,0 +1,199 @@
+//! `POST /vnet/v1/trace`: parses a trace request, scopes it to the caller's
+//! project, and runs the pure `trace` engine over the server's compiler and
+//! the host registry. It owns the request's JSON shape and the scoping; it
+//! must not decide anything about the packet itself (that is `trace`'s).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use model::{Caller, Cloud, Kind, MacAddr, ModelError, PortStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use trace::{Facts, Packet, Query, Target, TraceError};
+
+use crate::auth::noauth_caller;
+use crate::error::ApiError;
+use crate::hosts::Hosts;
+use crate::state::App;
+
+/// The request body, inside `{"trace": …}` (or bare).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TraceRequest {
+    from_port: String,
+    #[serde(default)]
+    to_ip: Option<IpAddr>,
+    #[serde(default)]
+    to_port: Option<String>,
+    /// A name (`tcp`, `icmp`, …) or a number.
+    protocol: Value,
+    #[serde(default)]
+    source_port: Option<u16>,
+    #[serde(default)]
+    destination_port: Option<u16>,
+    #[serde(default)]
+    icmp_type: Option<u8>,
+    #[serde(default)]
+    icmp_code: Option<u8>,
+    #[serde(default)]
+    source_ip: Option<IpAddr>,
+    #[serde(default)]
+    source_mac: Option<String>,
+}
+
+/// Liveness from the host registry, ports from the model.
+struct ServerFacts<'a> {
+    cloud: &'a Cloud,
+    hosts: &'a Hosts,
+}
+
+impl Facts for ServerFacts<'_> {
+    fn agent_alive(&self, host: &str) -> bool {
+        self.hosts.get(host).is_some_and(|h| h.alive)
+    }
+
+    fn port_status(&self, port_id: &str) -> Option<PortStatus> {
+        self.cloud.port(port_id).map(|p| p.status)
+    }
+
+    fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<String> {
+        self.cloud
+            .port_with_ip(network_id, ip)
+            .map(|p| p.std.id.clone())
+    }
+}
+
+fn port_not_found(id: &str) -> ApiError {
+    ModelError::NotFound {
+        kind: Kind::Port,
+        id: id.to_owned(),
+    }
+    .into()
+}
+
+fn protocol_of(v: &Value) -> Result<u8, ApiError> {
+    let p = match v {
+        Value::String(s) => model::protocol_number(&s.to_ascii_lowercase()),
+        Value::Number(n) => n.as_u64().and_then(|n| u8::try_from(n).ok()),
+        _ => None,
+    };
+    p.ok_or_else(|| {
+        ApiError::invalid_input(format!(
+            "protocol {v} is not an IP protocol name or number 0-255"
+        ))
+    })
+}
+
+fn query_of(body: &[u8]) -> Result<Query, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("Body contains invalid data: {e}")))?;
+    let v = v.get("trace").cloned().unwrap_or(v);
+    let r: TraceRequest = serde_json::from_value(v)
+        .map_err(|e| ApiError::bad_request(format!("Body contains invalid data: {e}")))?;
+    let to = match (r.to_ip, r.to_port) {
+        (Some(ip), None) => Target::Ip(ip),
+        (None, Some(port)) => Target::Port(port),
+        _ => {
+            return Err(ApiError::invalid_input(
+                "give exactly one of to_ip and to_port",
+            ));
+        }
+    };
+    let source_mac = r
+        .source_mac
+        .map(|m| m.parse::<MacAddr>())
+        .transpose()
+        .map_err(|e| ApiError::invalid_input(e.to_string()))?;
+    Ok(Query {
+        from_port: r.from_port,
+        to,
+        packet: Packet {
+            protocol: protocol_of(&r.protocol)?,
+            source_port: r.source_port,
+            destination_port: r.destination_port,
+            icmp_type: r.icmp_type,
+            icmp_code: r.icmp_code,
+            source_ip: r.source_ip,
+            source_mac,
+        },
+    })
+}
+
+/// A non-admin traces only from its own ports, toward its own ports or
+/// any address; a port it may not see is a 404, as if it did not exist.
+fn check_scope(cloud: &Cloud, caller: &Caller, q: &Query) -> Result<(), ApiError> {
+    let owned = |id: &str| {
+        cloud
+            .port(id)
+            .is_some_and(|p| caller.owns(&p.std.project_id))
+    };
+    if !owned(&q.from_port) {
+        return Err(port_not_found(&q.from_port));
+    }
+    if let Target::Port(id) = &q.to
+        && !owned(id)
+    {
+        return Err(port_not_found(id));
+    }
+    Ok(())
+}
+
+/// Steps at another project's port (an address on a shared network) keep
+/// their decision but lose their objects and wording.
+fn redact(cloud: &Cloud, caller: &Caller, t: &mut trace::Trace) {
+    if caller.is_admin {
+        return;
+    }
+    let foreign = |id: &str| {
+        cloud
+            .port(id)
+            .is_none_or(|p| !caller.owns(&p.std.project_id))
+    };
+    let mut last_redacted = false;
+    for step in &mut t.steps {
+        last_redacted = step.port.as_deref().is_some_and(foreign);
+        if last_redacted {
+            step.port = None;
+            step.security_group = None;
+            step.rule = None;
+            step.detail = format!("a port of another project: {}", step.decision.as_str());
+        }
+    }
+    if last_redacted && !t.delivered() {
+        t.message = "dropped at a port of another project".into();
+        t.hint = Some("ask the port's owner".into());
+    }
+}
+
+pub async fn trace_packet(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let caller = noauth_caller(&headers, &app.default_project);
+    let query = query_of(&body)?;
+    let cloud = app.read();
+    check_scope(&cloud, &caller, &query)?;
+    let facts = ServerFacts {
+        cloud: &cloud,
+        hosts: &app.hosts,
+    };
+    let mut t = app
+        .fabric
+        .read(|compiler| trace::trace(compiler, &facts, &query))
+        .map_err(|e| match e {
+            TraceError::UnknownSourcePort(id) | TraceError::UnknownDestinationPort(id) => {
+                ApiError::new(
+                    StatusCode::CONFLICT,
+                    "PortNotCompiled",
+                    format!("port {id} is not in the compiled state yet; retry"),
+                )
+            }
+            TraceError::InvalidPacket(m) => ApiError::invalid_input(m),
+        })?;
+    redact(&cloud, &caller, &mut t);
+    Ok(Json(json!({ "trace": t })))
+}

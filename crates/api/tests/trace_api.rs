@@ -1,0 +1,260 @@
+//! `POST /vnet/v1/trace` in-process: the verdict over the server's own
+//! compiler and host registry, and its tenant scoping (other projects'
+//! ports are 404, their objects never shown).
+
+#![allow(clippy::unwrap_used)] // a failed setup step should panic the test
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::App;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn call(
+    app: &Arc<App>,
+    project: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> (StatusCode, Value) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json");
+    if let Some(p) = project {
+        req = req.header("x-project-id", p);
+    }
+    let req = req.body(Body::from(body.to_string())).unwrap();
+    let resp = api::router(app.clone()).oneshot(req).await.unwrap();
+    let status = resp.status();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// A network with a 10.0.0.0/24 subnet and `hosts.len()` ports of `project`.
+async fn tenant(app: &Arc<App>, project: &str, hosts: &[&str]) -> Vec<(String, String)> {
+    let p = Some(project);
+    let (_, net) = call(app, p, "POST", "/v2.0/networks", json!({"network": {}})).await;
+    let net = net["network"]["id"].as_str().unwrap().to_owned();
+    let (s, _) = call(
+        app,
+        p,
+        "POST",
+        "/v2.0/subnets",
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.0.0.0/24"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let mut ports = vec![];
+    for h in hosts {
+        let (_, port) = call(
+            app,
+            None,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {"network_id": net, "binding:host_id": h, "project_id": project}}),
+        )
+        .await;
+        ports.push((
+            port["port"]["id"].as_str().unwrap().to_owned(),
+            port["port"]["fixed_ips"][0]["ip_address"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    ports
+}
+
+async fn trace(app: &Arc<App>, project: Option<&str>, body: Value) -> (StatusCode, Value) {
+    // The compiler follows the store's watch: wait until it has the ports.
+    for _ in 0..100 {
+        let (status, v) = call(
+            app,
+            project,
+            "POST",
+            "/vnet/v1/trace",
+            json!({ "trace": body }),
+        )
+        .await;
+        if status != StatusCode::CONFLICT {
+            return (status, v);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the compiler never caught up");
+}
+
+#[tokio::test]
+async fn traces_are_scoped_to_the_callers_project() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = store::embedded::EmbeddedStore::open(dir.path()).unwrap();
+    let app = App::load(
+        Arc::new(store),
+        model::CloudConfig::default(),
+        "admin".into(),
+    )
+    .await
+    .unwrap();
+    app.start_background();
+    for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
+        let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": host, "underlay_ip": ip, "capabilities": []});
+        call(&app, None, "PUT", &format!("/vnet/v1/hosts/{host}"), reg).await;
+    }
+    let a = tenant(&app, "pa", &["h1", "h2", "h2"]).await;
+    let b = tenant(&app, "pb", &["h1"]).await;
+    for host in ["h1", "h2"] {
+        let wired: Vec<&str> = a.iter().chain(&b).map(|(id, _)| id.as_str()).collect();
+        let (s, _) = call(
+            &app,
+            None,
+            "PUT",
+            &format!("/vnet/v1/hosts/{host}/ports"),
+            json!({"revision": 0, "wired": wired}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+    }
+
+    // The default group lets its members in: delivered across hosts.
+    let (s, v) = trace(
+        &app,
+        Some("pa"),
+        json!({"from_port": a[0].0, "to_port": a[1].0, "protocol": "tcp", "destination_port": 22}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["trace"]["verdict"], "delivered", "{v:#}");
+    assert!(
+        v["trace"]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["stage"] == "tunnel")
+    );
+
+    // Project B's port on the same CIDR: A's third address is not on B's network.
+    let (s, v) = trace(
+        &app,
+        Some("pb"),
+        json!({"from_port": b[0].0, "to_ip": a[2].1, "protocol": "icmp"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["trace"]["reason"], "not_on_network", "{v:#}");
+    let text = v.to_string();
+    for (id, _) in &a {
+        assert!(
+            !text.contains(id.as_str()),
+            "project A's port {id} shown to B: {text}"
+        );
+    }
+
+    // Another project's port, as source or destination: 404 as if absent.
+    let (s, v) = trace(
+        &app,
+        Some("pb"),
+        json!({"from_port": a[0].0, "to_ip": "10.0.0.9", "protocol": "icmp"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["NeutronError"]["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("PortNotFound"))
+    );
+    let (s, v) = trace(
+        &app,
+        Some("pb"),
+        json!({"from_port": b[0].0, "to_port": a[0].0, "protocol": "icmp"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["NeutronError"]["type"].as_str()),
+        (StatusCode::NOT_FOUND, Some("PortNotFound"))
+    );
+
+    // A shared network: B may trace to A's port by address, but sees
+    // none of A's objects, only the decisions.
+    let (_, shared) = call(
+        &app,
+        None,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {"shared": true, "project_id": "pa"}}),
+    )
+    .await;
+    let shared = shared["network"]["id"].as_str().unwrap().to_owned();
+    call(&app, None, "POST", "/v2.0/subnets", json!({"subnet": {"network_id": shared, "ip_version": 4, "cidr": "10.5.0.0/24", "project_id": "pa"}})).await;
+    let mut on_shared = vec![];
+    for project in ["pa", "pb"] {
+        let (s, port) = call(
+            &app,
+            None,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {"network_id": shared, "binding:host_id": "h2", "project_id": project}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{port}");
+        on_shared.push((
+            port["port"]["id"].as_str().unwrap().to_owned(),
+            port["port"]["fixed_ips"][0]["ip_address"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    let wired: Vec<&str> = a
+        .iter()
+        .chain(&on_shared)
+        .map(|(id, _)| id.as_str())
+        .collect();
+    call(
+        &app,
+        None,
+        "PUT",
+        "/vnet/v1/hosts/h2/ports",
+        json!({"revision": 0, "wired": wired}),
+    )
+    .await;
+    let (s, v) = trace(&app, Some("pb"), json!({"from_port": on_shared[1].0, "to_ip": on_shared[0].1, "protocol": "tcp", "destination_port": 22})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v.to_string();
+    assert!(
+        !text.contains(on_shared[0].0.as_str()),
+        "A's port shown to B: {text}"
+    );
+    assert_eq!(
+        v["trace"]["verdict"], "dropped",
+        "A's default group lets no outsider in: {v:#}"
+    );
+    assert_eq!(
+        v["trace"]["message"],
+        "dropped at a port of another project"
+    );
+
+    // Malformed requests: Neutron's error shape.
+    let (s, v) = trace(
+        &app,
+        None,
+        json!({"from_port": a[0].0, "to_ip": "10.0.0.9", "protocol": "bogus"}),
+    )
+    .await;
+    assert_eq!(
+        (s, v["NeutronError"]["type"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("InvalidInput"))
+    );
+    let (s, _) = trace(
+        &app,
+        None,
+        json!({"from_port": a[0].0, "to_ip": "10.0.0.9", "protocol": "tcp"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "tcp needs a destination port");
+}

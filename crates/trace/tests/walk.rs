@@ -1,0 +1,540 @@
+//! The walk over a small cloud, through both views: the server's compiler
+//! (borrowing queries) and the hosts' snapshots (what agents get). Every
+//! trace must come out the same through both.
+
+#![allow(clippy::unwrap_used)] // a broken fixture should panic the test
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use compiler::{Compiler, Input};
+use model::{
+    Direction, Ethertype, FixedIp, MacAddr, Network, Port, PortStatus, SecurityGroup,
+    SecurityGroupRule, Standard, Subnet,
+};
+use trace::{Facts, Packet, Query, Reason, Snapshots, Target, Trace, Verdict, trace};
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn std(id: &str) -> Standard {
+    Standard::new(id.into(), "p".into(), 0)
+}
+
+fn network(id: &str, vni: u32) -> Input {
+    Input::Network(Box::new(Network {
+        std: std(id),
+        admin_state_up: true,
+        mtu: 1450,
+        shared: false,
+        external: false,
+        port_security_enabled: true,
+        network_type: "vxlan".into(),
+        segmentation_id: vni,
+        availability_zone_hints: vec![],
+    }))
+}
+
+fn subnet(id: &str, network_id: &str, cidr: &str) -> Input {
+    Input::Subnet(Box::new(Subnet {
+        std: std(id),
+        network_id: network_id.into(),
+        ip_version: if cidr.contains(':') { 6 } else { 4 },
+        cidr: cidr.parse().unwrap(),
+        gateway_ip: None,
+        allocation_pools: vec![],
+        dns_nameservers: vec![],
+        host_routes: vec![],
+        enable_dhcp: true,
+        ipv6_ra_mode: None,
+        ipv6_address_mode: None,
+    }))
+}
+
+fn port(id: &str, net: &str, sub: &str, host: &str, last: u8, addr: &str, groups: &[&str]) -> Port {
+    Port {
+        std: std(id),
+        network_id: net.into(),
+        mac_address: MacAddr([0xfa, 0x16, 0x3e, 0, 0, last]),
+        admin_state_up: true,
+        status: PortStatus::Active,
+        device_id: String::new(),
+        device_owner: String::new(),
+        fixed_ips: vec![FixedIp {
+            subnet_id: sub.into(),
+            ip_address: ip(addr),
+        }],
+        security_groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+        port_security_enabled: true,
+        allowed_address_pairs: vec![],
+        extra_dhcp_opts: vec![],
+        binding_host_id: host.into(),
+        binding_vnic_type: "normal".into(),
+        binding_profile: String::new(),
+    }
+}
+
+fn group(id: &str, stateful: bool) -> Input {
+    Input::SecurityGroup(Box::new(SecurityGroup {
+        std: std(id),
+        stateful,
+        is_default: false,
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn rule(
+    id: &str,
+    group: &str,
+    dir: Direction,
+    proto: Option<&str>,
+    ports: Option<(u32, u32)>,
+    prefix: Option<&str>,
+    remote_group: Option<&str>,
+) -> Input {
+    Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+        std: std(id),
+        security_group_id: group.into(),
+        direction: dir,
+        ethertype: Ethertype::IPv4,
+        protocol: proto.map(str::to_owned),
+        port_range_min: ports.map(|p| p.0),
+        port_range_max: ports.map(|p| p.1),
+        remote_ip_prefix: prefix.map(|p| p.parse().unwrap()),
+        remote_group_id: remote_group.map(str::to_owned),
+    }))
+}
+
+/// Liveness and model facts, as a test sets them.
+#[derive(Default)]
+struct World {
+    dead: BTreeSet<String>,
+    status: BTreeMap<String, PortStatus>,
+    ips: BTreeMap<(String, IpAddr), String>,
+}
+
+impl Facts for World {
+    fn agent_alive(&self, host: &str) -> bool {
+        !self.dead.contains(host)
+    }
+    fn port_status(&self, port_id: &str) -> Option<PortStatus> {
+        Some(*self.status.get(port_id).unwrap_or(&PortStatus::Active))
+    }
+    fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<String> {
+        self.ips.get(&(network_id.to_owned(), ip)).cloned()
+    }
+}
+
+struct Cloud {
+    compiler: Compiler,
+    world: World,
+    hosts: Vec<String>,
+}
+
+impl Cloud {
+    fn new() -> Self {
+        let mut compiler = Compiler::new();
+        for (i, h) in ["h1", "h2", "h3"].iter().enumerate() {
+            compiler.apply(Input::Host {
+                name: (*h).into(),
+                underlay_ip: ip(&format!("192.0.2.{}", i + 1)),
+            });
+        }
+        for input in [
+            network("net-a", 100),
+            subnet("sub-a", "net-a", "10.0.0.0/24"),
+            network("net-b", 200),
+            subnet("sub-b", "net-b", "10.0.0.0/24"),
+            group("web", true),
+            group("ssh", true),
+            group("loose", false),
+            rule("r-eg", "web", Direction::Egress, None, None, None, None),
+            rule(
+                "r-web",
+                "web",
+                Direction::Ingress,
+                Some("tcp"),
+                Some((80, 90)),
+                None,
+                None,
+            ),
+            rule("r-ssh-eg", "ssh", Direction::Egress, None, None, None, None),
+            rule(
+                "r-ssh",
+                "ssh",
+                Direction::Ingress,
+                Some("tcp"),
+                Some((22, 22)),
+                None,
+                Some("web"),
+            ),
+            rule(
+                "r-icmp",
+                "ssh",
+                Direction::Ingress,
+                Some("icmp"),
+                None,
+                Some("10.0.0.0/28"),
+                None,
+            ),
+            rule(
+                "r-loose-eg",
+                "loose",
+                Direction::Egress,
+                Some("udp"),
+                None,
+                None,
+                None,
+            ),
+            rule(
+                "r-loose-in",
+                "loose",
+                Direction::Ingress,
+                Some("udp"),
+                None,
+                None,
+                None,
+            ),
+            group("half", false),
+            rule(
+                "r-half-eg",
+                "half",
+                Direction::Egress,
+                Some("tcp"),
+                None,
+                None,
+                None,
+            ),
+            rule(
+                "r-half-in",
+                "half",
+                Direction::Ingress,
+                Some("tcp"),
+                Some((5000, 5000)),
+                None,
+                None,
+            ),
+        ] {
+            compiler.apply(input);
+        }
+        let mut cloud = Cloud {
+            compiler,
+            world: World::default(),
+            hosts: vec!["h1".into(), "h2".into(), "h3".into()],
+        };
+        cloud.put(port("a1", "net-a", "sub-a", "h1", 1, "10.0.0.5", &["web"]));
+        cloud.put(port("a2", "net-a", "sub-a", "h2", 2, "10.0.0.6", &["ssh"]));
+        cloud.put(port("a3", "net-a", "sub-a", "h1", 3, "10.0.0.7", &["ssh"]));
+        cloud.put(port("b1", "net-b", "sub-b", "h2", 4, "10.0.0.8", &["web"]));
+        cloud.put(port("u1", "net-a", "sub-a", "", 5, "10.0.0.20", &["ssh"]));
+        cloud.put(port(
+            "l1",
+            "net-a",
+            "sub-a",
+            "h3",
+            6,
+            "10.0.0.30",
+            &["loose"],
+        ));
+        cloud.put(port(
+            "l2",
+            "net-a",
+            "sub-a",
+            "h2",
+            7,
+            "10.0.0.31",
+            &["loose"],
+        ));
+        cloud.put(port(
+            "s1",
+            "net-a",
+            "sub-a",
+            "h3",
+            10,
+            "10.0.0.50",
+            &["half"],
+        ));
+        cloud.put(port(
+            "s2",
+            "net-a",
+            "sub-a",
+            "h1",
+            11,
+            "10.0.0.51",
+            &["half"],
+        ));
+        cloud
+    }
+
+    fn put(&mut self, p: Port) {
+        for f in &p.fixed_ips {
+            self.world
+                .ips
+                .insert((p.network_id.clone(), f.ip_address), p.std.id.clone());
+        }
+        self.compiler.apply(Input::Port(Box::new(p)));
+    }
+
+    /// The trace through the compiler, checked equal to the one through snapshots.
+    fn trace(&self, q: &Query) -> Trace {
+        let snapshots = Snapshots {
+            states: self
+                .hosts
+                .iter()
+                .map(|h| (h.clone(), self.compiler.snapshot(h)))
+                .collect(),
+        };
+        let by_compiler = trace(&self.compiler, &self.world, q).unwrap();
+        let by_snapshots = trace(&snapshots, &self.world, q).unwrap();
+        assert_eq!(by_compiler, by_snapshots, "the two views disagree");
+        by_compiler
+    }
+}
+
+fn tcp(from: &str, to: Target, dport: u16) -> Query {
+    Query {
+        from_port: from.into(),
+        to,
+        packet: Packet {
+            protocol: 6,
+            destination_port: Some(dport),
+            ..Packet::default()
+        },
+    }
+}
+
+fn dropped(t: &Trace) -> Reason {
+    assert_eq!(t.verdict, Verdict::Dropped, "{t:#?}");
+    t.reason.unwrap()
+}
+
+#[test]
+fn a_remote_group_rule_lets_ssh_in_across_hosts() {
+    let c = Cloud::new();
+    let t = c.trace(&tcp("a1", Target::Ip(ip("10.0.0.6")), 22));
+    assert!(t.delivered(), "{t:#?}");
+    let ingress = t
+        .steps
+        .iter()
+        .find(|s| s.rule.as_deref() == Some("r-ssh"))
+        .unwrap();
+    assert_eq!(ingress.host.as_deref(), Some("h2"));
+    assert!(t.steps.iter().any(|s| s.stage == trace::Stage::Tunnel));
+    // Same host, by port: no tunnel.
+    let t = c.trace(&tcp("a1", Target::Port("a3".into()), 22));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(!t.steps.iter().any(|s| s.stage == trace::Stage::Tunnel));
+}
+
+#[test]
+fn no_rule_names_the_group_and_hints_the_fix() {
+    let c = Cloud::new();
+    let t = c.trace(&tcp("a1", Target::Ip(ip("10.0.0.6")), 23));
+    assert_eq!(dropped(&t), Reason::NoRuleAllows);
+    let hint = t.hint.unwrap();
+    assert!(
+        hint.contains("ingress rule allowing tcp 23 from 10.0.0.5/32 or from group web"),
+        "{hint}"
+    );
+    assert!(hint.contains("to group ssh"), "{hint}");
+    // A port range, and a prefix remote: icmp from 10.0.0.5 is in 10.0.0.0/28.
+    assert!(
+        c.trace(&tcp("a3", Target::Ip(ip("10.0.0.5")), 85))
+            .delivered()
+    );
+    let ping = Query {
+        from_port: "a1".into(),
+        to: Target::Ip(ip("10.0.0.6")),
+        packet: Packet {
+            protocol: 1,
+            ..Packet::default()
+        },
+    };
+    assert!(c.trace(&ping).delivered());
+    // From a member of ssh (not web): the remote group does not match.
+    assert_eq!(
+        dropped(&c.trace(&tcp("a3", Target::Ip(ip("10.0.0.6")), 22))),
+        Reason::NoRuleAllows
+    );
+}
+
+#[test]
+fn addresses_off_the_network_have_no_route_and_networks_are_isolated() {
+    let c = Cloud::new();
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.9.0.1")), 22))),
+        Reason::NoRoute
+    );
+    // b1's address is on net-b: from net-a nothing answers for it.
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.0.0.8")), 80))),
+        Reason::NotOnNetwork
+    );
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Port("b1".into()), 80))),
+        Reason::DifferentNetwork
+    );
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.0.0.20")), 22))),
+        Reason::DestinationPortUnbound
+    );
+}
+
+#[test]
+fn spoofed_sources_dead_agents_and_down_ports_stop_it() {
+    let mut c = Cloud::new();
+    let mut q = tcp("a1", Target::Ip(ip("10.0.0.6")), 22);
+    q.packet.source_ip = Some(ip("10.0.0.99"));
+    assert_eq!(dropped(&c.trace(&q)), Reason::SpoofedSource);
+
+    c.world.dead.insert("h2".into());
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.0.0.6")), 22))),
+        Reason::HostAgentDead
+    );
+    c.world.dead.clear();
+    c.world.status.insert("a2".into(), PortStatus::Down);
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.0.0.6")), 22))),
+        Reason::PortDown
+    );
+    c.world.status.clear();
+    let mut down = port("a2", "net-a", "sub-a", "h2", 2, "10.0.0.6", &["ssh"]);
+    down.admin_state_up = false;
+    c.put(down);
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.0.0.6")), 22))),
+        Reason::PortAdminDown
+    );
+}
+
+#[test]
+fn ports_on_unregistered_hosts_are_unreachable() {
+    let mut c = Cloud::new();
+    c.put(port("x1", "net-a", "sub-a", "h9", 9, "10.0.0.40", &["web"]));
+    c.hosts.push("h9".into());
+    assert_eq!(
+        dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.0.0.40")), 80))),
+        Reason::RemoteHostNotRegistered
+    );
+}
+
+#[test]
+fn stateless_groups_need_rules_for_replies() {
+    let c = Cloud::new();
+    let udp = Query {
+        from_port: "l1".into(),
+        to: Target::Ip(ip("10.0.0.31")),
+        packet: Packet {
+            protocol: 17,
+            destination_port: Some(5000),
+            ..Packet::default()
+        },
+    };
+    assert!(c.trace(&udp).delivered());
+    // TCP: the stateless group allows no tcp at all.
+    let t = c.trace(&tcp("l1", Target::Ip(ip("10.0.0.31")), 5000));
+    assert_eq!(dropped(&t), Reason::NoRuleAllows);
+    // tcp 5000 gets in, but its reply (to an ephemeral port) does not:
+    // stateless groups keep no connection.
+    let t = c.trace(&tcp("s1", Target::Port("s2".into()), 5000));
+    assert_eq!(dropped(&t), Reason::NoRuleAllows);
+    let last = t.steps.last().unwrap();
+    assert_eq!(
+        (last.stage, last.port.as_deref()),
+        (trace::Stage::Reply, Some("s1"))
+    );
+    assert!(t.message.contains("stateless"), "{}", t.message);
+    // With the reply's port allowed too, it goes through.
+    let mut q = tcp("s1", Target::Port("s2".into()), 5000);
+    q.packet.source_port = Some(5000);
+    assert!(c.trace(&q).delivered());
+}
+
+#[test]
+fn the_trace_is_json() {
+    let c = Cloud::new();
+    let t = c.trace(&tcp("a1", Target::Ip(ip("10.0.0.6")), 23));
+    let v = serde_json::to_value(&t).unwrap();
+    assert_eq!(v["verdict"], "dropped");
+    assert_eq!(v["reason"], "no_rule_allows");
+    assert_eq!(v["steps"][0]["stage"], "source");
+}
+
+#[test]
+fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
+    let mut c = Cloud::new();
+    for input in [
+        subnet("sub-a6", "net-a", "fd00::/64"),
+        group("v6", true),
+        Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("r-v6-icmp"),
+            security_group_id: "v6".into(),
+            direction: Direction::Ingress,
+            ethertype: Ethertype::IPv6,
+            // Neutron's legacy name: ICMP on an IPv6 rule means ICMPv6.
+            protocol: Some("icmp".into()),
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: Some("fd00::/64".parse().unwrap()),
+            remote_group_id: None,
+        })),
+        Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("r-v6-eg"),
+            security_group_id: "v6".into(),
+            direction: Direction::Egress,
+            ethertype: Ethertype::IPv6,
+            protocol: None,
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id: None,
+        })),
+    ] {
+        c.compiler.apply(input);
+    }
+    let mut p = port(
+        "v1",
+        "net-a",
+        "sub-a6",
+        "h1",
+        20,
+        "fd00::20",
+        &["v6", "web"],
+    );
+    p.fixed_ips.push(FixedIp {
+        subnet_id: "sub-a".into(),
+        ip_address: ip("10.0.0.60"),
+    });
+    c.put(p);
+    c.put(port("v2", "net-a", "sub-a6", "h2", 21, "fd00::21", &["v6"]));
+    let ping = |to: &str| Query {
+        from_port: "v1".into(),
+        to: Target::Ip(ip(to)),
+        packet: Packet {
+            protocol: 1,
+            ..Packet::default()
+        },
+    };
+    // IPv4 rules (all of `web`'s) say nothing of IPv6: the egress rule is `v6`'s.
+    let t = c.trace(&ping("fd00::21"));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.steps.iter().any(|s| s.rule.as_deref() == Some("r-v6-eg")));
+    assert_eq!((t.packet.protocol, t.packet.icmp_type), (58, Some(128)));
+    assert_eq!(
+        t.packet.source_ip,
+        Some(ip("fd00::20")),
+        "the source of the destination's version"
+    );
+    // Neighbour discovery is always allowed in; a TCP packet is not.
+    assert_eq!(
+        dropped(&c.trace(&tcp("v1", Target::Ip(ip("fd00::21")), 22))),
+        Reason::NoRuleAllows
+    );
+    let mut q = ping("fd00::21");
+    q.packet.icmp_type = Some(135);
+    let t = c.trace(&q);
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.steps.iter().any(|s| s.detail.contains("always allowed")));
+}

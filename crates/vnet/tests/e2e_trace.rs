@@ -1,0 +1,616 @@
+//! `vnet trace` tells the truth, as root: a real server and agents on three
+//! hosts, VMs of two projects on the same CIDR, seeded random security
+//! groups (port ranges, prefixes, remote groups, ICMP types, a restricted
+//! egress), a port with no group, one without port security, one
+//! administratively down, one on another network, and a spoofed source.
+//! For every generated flow, the server's trace (`POST /vnet/v1/trace`) and
+//! the real packet's fate (TCP connect, UDP datagram to a listener, ICMP
+//! echo, sent from inside the VMs' namespaces) must agree.
+
+#![allow(clippy::unwrap_used)] // a failed setup step should panic the test
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::{Cloud, wait_for};
+use model::SplitMix64;
+use serde_json::{Value, json};
+use socket2::{Domain, Protocol, Socket, Type};
+use testworld::Vm;
+
+const PA: &str = "proj-tr-a";
+const PB: &str = "proj-tr-b";
+/// Destination ports every VM listens on (TCP and UDP); rules' ranges are
+/// drawn from them, so that edges are hit.
+const PORTS: [u16; 10] = [22, 80, 443, 1000, 1001, 1500, 2000, 5000, 5001, 8080];
+/// Long enough for any delivery on loopback namespaces (RTT well under 1 ms).
+const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
+const FLOWS: usize = 600;
+/// The address one VM holds without its port having it: its flows are spoofed.
+const SPOOFED: &str = "10.0.0.201";
+
+struct Machine {
+    port: String,
+    project: &'static str,
+    ip: Ipv4Addr,
+    vm: Vm,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+#[derive(Clone, Debug)]
+struct Flow {
+    id: usize,
+    src: usize,
+    /// Send from this address instead of the machine's own.
+    spoof: Option<Ipv4Addr>,
+    dst: Ipv4Addr,
+    /// The machine named as destination port (else the address is traced).
+    to_port: Option<usize>,
+    proto: Proto,
+    dport: u16,
+}
+
+impl Flow {
+    fn sport(&self) -> u16 {
+        20_000 + u16::try_from(self.id).unwrap()
+    }
+}
+
+fn pick<T: Copy>(rng: &mut SplitMix64, items: &[T]) -> T {
+    items[(rng.next_u64() % items.len() as u64) as usize]
+}
+
+fn chance(rng: &mut SplitMix64, percent: u64) -> bool {
+    rng.next_u64() % 100 < percent
+}
+
+fn group(cloud: &Cloud, project: &str, name: &str) -> String {
+    let g = cloud.call(
+        "POST",
+        "/v2.0/security-groups",
+        Some(json!({"security_group": {"name": name, "project_id": project}})),
+    );
+    g["security_group"]["id"].as_str().unwrap().to_owned()
+}
+
+/// A seeded random ingress rule for `group`; `None` if it repeats one.
+fn random_rule(
+    rng: &mut SplitMix64,
+    group: &str,
+    groups: &[String],
+    seen: &mut HashSet<String>,
+) -> Option<Value> {
+    let range = |rng: &mut SplitMix64| {
+        let a = (rng.next_u64() % PORTS.len() as u64) as usize;
+        let b = a + (rng.next_u64() % 3) as usize;
+        (PORTS[a], PORTS[b.min(PORTS.len() - 1)])
+    };
+    let mut r = json!({"security_group_id": group, "direction": "ingress", "project_id": PA});
+    match rng.next_u64() % 7 {
+        0 | 1 => {
+            let (lo, hi) = range(rng);
+            r["protocol"] = json!(pick(rng, &["tcp", "6"]));
+            r["port_range_min"] = json!(lo);
+            r["port_range_max"] = json!(hi);
+        }
+        2 => {
+            let (lo, hi) = range(rng);
+            r["protocol"] = json!("udp");
+            r["port_range_min"] = json!(lo);
+            r["port_range_max"] = json!(hi);
+        }
+        3 => r["protocol"] = json!("icmp"),
+        4 => {
+            // Echo request (8, with or without code 0), or echo reply (0):
+            // the latter never lets a ping in.
+            r["protocol"] = json!("icmp");
+            r["port_range_min"] = json!(pick(rng, &[8, 0]));
+            if chance(rng, 50) {
+                r["port_range_max"] = json!(0);
+            }
+        }
+        5 => r["protocol"] = json!("udp"),
+        _ => {}
+    }
+    match rng.next_u64() % 3 {
+        0 => {}
+        1 => {
+            r["remote_ip_prefix"] = json!(pick(
+                rng,
+                &[
+                    "10.0.0.0/28",
+                    "10.0.0.16/29",
+                    "10.0.0.12/32",
+                    "10.0.0.0/24",
+                    "10.0.0.128/25"
+                ]
+            ))
+        }
+        _ => r["remote_group_id"] = json!(groups[(rng.next_u64() % groups.len() as u64) as usize]),
+    }
+    let key = r.to_string();
+    seen.insert(key).then_some(r)
+}
+
+/// What a VM listens on, created inside its namespace.
+struct Listeners {
+    tcp: Vec<TcpListener>,
+    udp: Vec<UdpSocket>,
+}
+
+fn listeners(vm: &Vm) -> Listeners {
+    vm.ns.run(|| {
+        let any = |p: u16| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p);
+        let tcp: Vec<TcpListener> = PORTS
+            .iter()
+            .map(|p| {
+                let l = TcpListener::bind(any(*p)).unwrap();
+                l.set_nonblocking(true).unwrap();
+                l
+            })
+            .collect();
+        let udp: Vec<UdpSocket> = PORTS
+            .iter()
+            .map(|p| {
+                let s = UdpSocket::bind(any(*p)).unwrap();
+                s.set_nonblocking(true).unwrap();
+                s
+            })
+            .collect();
+        Listeners { tcp, udp }
+    })
+}
+
+fn checksum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Sends the flow from inside the source VM's namespace (the calling thread
+/// is in it); true if it got through: TCP connected (or refused: it
+/// arrived), ICMP echo answered. UDP is judged by the receivers.
+fn probe(flow: &Flow, src: Ipv4Addr) -> bool {
+    let from = SocketAddr::from(SocketAddrV4::new(src, flow.sport()));
+    match flow.proto {
+        Proto::Tcp => {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            s.set_reuse_address(true).unwrap();
+            s.bind(&from.into()).unwrap();
+            let to = SocketAddr::from(SocketAddrV4::new(flow.dst, flow.dport));
+            match s.connect_timeout(&to.into(), PROBE_TIMEOUT) {
+                Ok(()) => true,
+                Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+            }
+        }
+        Proto::Udp => {
+            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            s.bind(&from.into()).unwrap();
+            let to = SocketAddr::from(SocketAddrV4::new(flow.dst, flow.dport));
+            let _ = s.send_to(&u32::try_from(flow.id).unwrap().to_be_bytes(), &to.into());
+            false
+        }
+        Proto::Icmp => {
+            let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
+            s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())
+                .unwrap();
+            let ident = u16::try_from(flow.id).unwrap();
+            let mut echo = vec![8, 0, 0, 0];
+            echo.extend_from_slice(&ident.to_be_bytes());
+            echo.extend_from_slice(&1u16.to_be_bytes());
+            echo.extend_from_slice(b"vnet-trace");
+            let sum = checksum(&echo);
+            echo[2..4].copy_from_slice(&sum.to_be_bytes());
+            let to = SocketAddr::from(SocketAddrV4::new(flow.dst, 0));
+            if s.send_to(&echo, &to.into()).is_err() {
+                return false;
+            }
+            let deadline = Instant::now() + PROBE_TIMEOUT;
+            let mut buf = [0u8; 1500];
+            let mut reader = &s;
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+                    break;
+                }
+                let Ok(n) = reader.read(&mut buf) else {
+                    break;
+                };
+                let ihl = usize::from(buf[0] & 0x0f) * 4;
+                let from_dst = buf[12..16] == flow.dst.octets();
+                if n >= ihl + 8
+                    && from_dst
+                    && buf[ihl] == 0
+                    && buf[ihl + 4..ihl + 6] == ident.to_be_bytes()
+                {
+                    return true;
+                }
+            }
+            false
+        }
+    }
+}
+
+/// The server's trace of the flow, asked as the source's project.
+fn trace(api: SocketAddr, machines: &[Machine], flow: &Flow) -> Value {
+    let src = &machines[flow.src];
+    let mut t = json!({
+        "from_port": src.port,
+        "protocol": match flow.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Icmp => "icmp" },
+    });
+    match flow.to_port {
+        Some(m) => t["to_port"] = json!(machines[m].port),
+        None => t["to_ip"] = json!(flow.dst),
+    }
+    if flow.proto != Proto::Icmp {
+        t["destination_port"] = json!(flow.dport);
+        t["source_port"] = json!(flow.sport());
+    }
+    if let Some(ip) = flow.spoof {
+        t["source_ip"] = json!(ip);
+    }
+    let body = json!({ "trace": t }).to_string();
+    let mut stream = TcpStream::connect(api).unwrap();
+    write!(
+        stream,
+        "POST /vnet/v1/trace HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nX-Project-Id: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        src.project,
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{flow:?}: {head} {body}");
+    serde_json::from_str::<Value>(body).unwrap()["trace"].clone()
+}
+
+#[test]
+fn traces_agree_with_real_packets() {
+    let seed: u64 = std::env::var("VNET_TRACE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    eprintln!("seed {seed} (VNET_TRACE_SEED)");
+    let mut rng = SplitMix64::new(seed);
+    let cloud = Cloud::new("tr", 3);
+    let (net_a, sub_a) = cloud.network(PA, "10.0.0.0/24");
+    let (net_c, sub_c) = cloud.network(PA, "10.1.0.0/24");
+    let (net_b, sub_b) = cloud.network(PB, "10.0.0.0/24");
+
+    // Groups first (rules name each other), then ports, so that a port's
+    // first state already holds everything.
+    let default_a = cloud.call(
+        "GET",
+        &format!("/v2.0/security-groups?name=default&project_id={PA}"),
+        None,
+    )["security_groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut groups_a: Vec<String> = (0..4)
+        .map(|i| group(&cloud, PA, &format!("g{i}")))
+        .collect();
+    groups_a.push(default_a.clone());
+    let mut seen = HashSet::new();
+    for g in &groups_a[..4] {
+        for _ in 0..2 + rng.next_u64() % 4 {
+            if let Some(r) = random_rule(&mut rng, g, &groups_a, &mut seen) {
+                cloud.call(
+                    "POST",
+                    "/v2.0/security-group-rules",
+                    Some(json!({"security_group_rule": r})),
+                );
+            }
+        }
+    }
+    // g3 sends only tcp 20-30 and icmp.
+    let egress = cloud.call(
+        "GET",
+        &format!(
+            "/v2.0/security-group-rules?security_group_id={}&direction=egress",
+            groups_a[3]
+        ),
+        None,
+    );
+    for r in egress["security_group_rules"].as_array().unwrap() {
+        let id = r["id"].as_str().unwrap();
+        cloud.call("DELETE", &format!("/v2.0/security-group-rules/{id}"), None);
+    }
+    for r in [
+        json!({"protocol": "tcp", "port_range_min": 20, "port_range_max": 30}),
+        json!({"protocol": "icmp"}),
+    ] {
+        let mut body =
+            json!({"security_group_id": groups_a[3], "direction": "egress", "project_id": PA});
+        body.as_object_mut()
+            .unwrap()
+            .extend(r.as_object().unwrap().clone());
+        cloud.call(
+            "POST",
+            "/v2.0/security-group-rules",
+            Some(json!({"security_group_rule": body})),
+        );
+    }
+    let open_b = group(&cloud, PB, "open");
+    for proto in ["tcp", "udp", "icmp"] {
+        let body = json!({"security_group_id": open_b, "direction": "ingress", "project_id": PB, "protocol": proto});
+        cloud.call(
+            "POST",
+            "/v2.0/security-group-rules",
+            Some(json!({"security_group_rule": body})),
+        );
+    }
+
+    // The machines: project A's on net A (random groups, none, no port
+    // security, admin down), one on net C, project B's on the same CIDR.
+    let mut specs: Vec<(&'static str, &str, &str, String, Value)> = Vec::new();
+    for i in 11..=18 {
+        let n = rng.next_u64() % 3;
+        let chosen: BTreeSet<String> = (0..n)
+            .map(|_| groups_a[(rng.next_u64() % groups_a.len() as u64) as usize].clone())
+            .collect();
+        let chosen: Vec<String> = chosen.into_iter().collect();
+        specs.push((
+            PA,
+            &net_a,
+            &sub_a,
+            format!("10.0.0.{i}"),
+            json!({"security_groups": chosen}),
+        ));
+    }
+    let no_security = json!({"security_groups": [], "port_security_enabled": false});
+    specs.push((PA, &net_a, &sub_a, "10.0.0.19".into(), no_security));
+    let down = json!({"security_groups": [groups_a[0]], "admin_state_up": false});
+    specs.push((PA, &net_a, &sub_a, "10.0.0.20".into(), down));
+    let admin_down = specs.len() - 1;
+    let g0 = json!({"security_groups": [groups_a[0]]});
+    specs.push((PA, &net_c, &sub_c, "10.1.0.5".into(), g0));
+    for ip in ["10.0.0.11", "10.0.0.30"] {
+        specs.push((
+            PB,
+            &net_b,
+            &sub_b,
+            ip.into(),
+            json!({"security_groups": [open_b]}),
+        ));
+    }
+    let mut machines: Vec<Machine> = Vec::new();
+    for (project, net, sub, ip, extra) in specs {
+        let host = 1 + (rng.next_u64() % 3) as usize;
+        let (port, vm) = cloud.vm_with(project, net, sub, &ip, host, extra);
+        vm.add_ip(&format!("{ip}/24")).unwrap();
+        machines.push(Machine {
+            port,
+            project,
+            ip: ip.parse().unwrap(),
+            vm,
+        });
+    }
+    // The spoofer holds an address its port does not have.
+    let spoofer = 0;
+    machines[spoofer]
+        .vm
+        .add_ip(&format!("{SPOOFED}/32"))
+        .unwrap();
+
+    for (i, m) in machines.iter().enumerate() {
+        if i != admin_down {
+            wait_for("ports ACTIVE", Duration::from_secs(30), || {
+                cloud.status(&m.port) == "ACTIVE"
+            });
+        }
+    }
+    // Member sets reach the other hosts a round after the ports' own hosts.
+    std::thread::sleep(Duration::from_secs(3));
+
+    // The flows.
+    let targets: Vec<Ipv4Addr> = machines
+        .iter()
+        .map(|m| m.ip)
+        .chain(["10.0.0.99", "10.0.0.250", "10.9.9.9"].map(|s| s.parse().unwrap()))
+        .collect();
+    let mut flows = Vec::new();
+    while flows.len() < FLOWS {
+        let src = (rng.next_u64() % machines.len() as u64) as usize;
+        // Mostly a peer of the same project, so that rules decide.
+        let peers: Vec<Ipv4Addr> = machines
+            .iter()
+            .filter(|m| m.project == machines[src].project)
+            .map(|m| m.ip)
+            .collect();
+        let dst = if chance(&mut rng, 70) {
+            pick(&mut rng, &peers)
+        } else {
+            pick(&mut rng, &targets)
+        };
+        if dst == machines[src].ip {
+            continue;
+        }
+        let to_port = machines
+            .iter()
+            .position(|m| m.ip == dst && m.project == machines[src].project)
+            .filter(|_| chance(&mut rng, 25));
+        let spoof = (src == spoofer && chance(&mut rng, 30)).then(|| SPOOFED.parse().unwrap());
+        let id = flows.len();
+        flows.push(Flow {
+            id,
+            src,
+            spoof,
+            dst,
+            to_port,
+            proto: pick(&mut rng, &[Proto::Tcp, Proto::Udp, Proto::Icmp]),
+            dport: pick(&mut rng, &PORTS),
+        });
+    }
+    // A port named as destination is traced to its own first address.
+    for f in &mut flows {
+        if let Some(m) = f.to_port {
+            f.dst = machines[m].ip;
+        }
+    }
+
+    // Every VM resolves every address once (a datagram to the discard
+    // port, which no flow uses), so that no probe waits on a first ARP
+    // while 80 threads share two cores. The bridges answer ARP from the
+    // compiled state either way: a flow to an unresolvable address still
+    // finds no neighbour.
+    std::thread::scope(|s| {
+        for m in &machines {
+            let targets = &targets;
+            s.spawn(move || {
+                m.vm.ns.enter().unwrap();
+                let sock = UdpSocket::bind(SocketAddrV4::new(m.ip, 0)).unwrap();
+                for t in targets {
+                    let _ = sock.send_to(b"warm", SocketAddrV4::new(*t, 9));
+                }
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    // The traces, before any packet (traces read state, never conntrack).
+    let started = Instant::now();
+    let traces: Vec<Value> = flows
+        .iter()
+        .map(|f| trace(cloud.api, &machines, f))
+        .collect();
+    let traced_in = started.elapsed();
+
+    // The real packets: listeners in every VM, senders in parallel per VM.
+    let all: Vec<Listeners> = machines.iter().map(|m| listeners(&m.vm)).collect();
+    let accepted: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
+    let stop = AtomicBool::new(false);
+    let outcome: Mutex<BTreeMap<usize, bool>> = Mutex::new(BTreeMap::new());
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        // Accept every connection, noting which VM got which flow (by source port).
+        s.spawn(|| {
+            while !stop.load(Ordering::Relaxed) {
+                for (vm, l) in all.iter().enumerate() {
+                    for listener in &l.tcp {
+                        while let Ok((_, peer)) = listener.accept() {
+                            let id = usize::from(peer.port().saturating_sub(20_000));
+                            accepted.lock().unwrap().insert(id, vm);
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        let mut senders = Vec::new();
+        for (src, m) in machines.iter().enumerate() {
+            let queue: Mutex<Vec<&Flow>> =
+                Mutex::new(flows.iter().filter(|f| f.src == src).collect());
+            let queue = std::sync::Arc::new(queue);
+            for _ in 0..6 {
+                let queue = queue.clone();
+                let outcome = &outcome;
+                senders.push(s.spawn(move || {
+                    m.vm.ns.enter().unwrap();
+                    loop {
+                        let Some(flow) = queue.lock().unwrap().pop() else {
+                            return;
+                        };
+                        let ok = probe(flow, flow.spoof.unwrap_or(m.ip));
+                        outcome.lock().unwrap().insert(flow.id, ok);
+                    }
+                }));
+            }
+        }
+        for h in senders {
+            h.join().unwrap();
+        }
+        std::thread::sleep(PROBE_TIMEOUT);
+        stop.store(true, Ordering::Relaxed);
+    });
+    let probed_in = started.elapsed();
+    let mut received: BTreeMap<usize, usize> = accepted.into_inner().unwrap();
+    for (vm, l) in all.iter().enumerate() {
+        for sock in &l.udp {
+            let mut buf = [0u8; 16];
+            while let Ok(n) = sock.recv(&mut buf) {
+                if n == 4 {
+                    let id = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+                    received.insert(id as usize, vm);
+                }
+            }
+        }
+    }
+    let mut outcome = outcome.into_inner().unwrap();
+    for f in &flows {
+        if f.proto == Proto::Udp {
+            outcome.insert(f.id, received.contains_key(&f.id));
+        }
+    }
+
+    // Every verdict against every packet.
+    let mut disagreements = Vec::new();
+    let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
+    for (f, t) in flows.iter().zip(&traces) {
+        let traced = t["verdict"] == "delivered";
+        let real = outcome[&f.id];
+        *reasons
+            .entry(t["reason"].as_str().unwrap_or("delivered").to_owned())
+            .or_default() += 1;
+        let at = t["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "delivery")
+            .and_then(|s| s["port"].as_str());
+        let wrong_vm = match (received.get(&f.id), at) {
+            (Some(vm), Some(port)) if f.proto != Proto::Icmp => machines[*vm].port != port,
+            _ => false,
+        };
+        if traced != real || wrong_vm {
+            disagreements.push(format!(
+                "flow {f:?} from {} ({}): real {}{}, trace {}: {} / steps {}",
+                machines[f.src].ip,
+                machines[f.src].port,
+                if real { "delivered" } else { "dropped" },
+                if wrong_vm { " to another VM" } else { "" },
+                t["verdict"],
+                t["message"],
+                t["steps"]
+            ));
+        }
+    }
+    let delivered = outcome.values().filter(|d| **d).count();
+    eprintln!(
+        "{} flows compared ({delivered} delivered, {} dropped) in {:.1} s of probing, traced in {:.2} s; verdicts: {reasons:?}",
+        flows.len(),
+        flows.len() - delivered,
+        probed_in.as_secs_f64(),
+        traced_in.as_secs_f64()
+    );
+    assert!(
+        disagreements.is_empty(),
+        "{} of {} flows disagree:\n{}",
+        disagreements.len(),
+        flows.len(),
+        disagreements.join("\n")
+    );
+    // A test of one outcome would prove little.
+    assert!(
+        delivered >= 30 && flows.len() - delivered >= 30,
+        "{delivered} of {} delivered",
+        flows.len()
+    );
+}
