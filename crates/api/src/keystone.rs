@@ -70,6 +70,8 @@ pub enum Verdict {
 pub enum KeystoneError {
     #[error("Keystone URL {0} is not http://HOST[:PORT][/PATH] (https is not supported yet)")]
     BadUrl(String),
+    #[error("cannot build a request to Keystone: {0}")]
+    Request(String),
     #[error("Keystone is unreachable: {0}")]
     Unreachable(String),
     #[error("Keystone did not answer within {0:?}")]
@@ -212,8 +214,9 @@ impl Keystone {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            // Only a header value could be refused; ours are ASCII checked by callers.
-            .map_err(|e| KeystoneError::Unreachable(format!("bad request: {e}")))?;
+            // Only a header value could be refused: tokens come from header
+            // values or from Keystone, so this would be a bug, not an outage.
+            .map_err(|e| KeystoneError::Request(e.to_string()))?;
         let exchange = async {
             let resp = self
                 .http
