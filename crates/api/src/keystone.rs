@@ -116,6 +116,9 @@ pub struct Keystone {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a token Keystone refused is refused without asking again: long
+/// enough to absorb a client's retry storm, short enough to forgive a glitch.
+const INVALID_TTL: Duration = Duration::from_secs(5);
 
 /// The answer to a Keystone request: status, `X-Subject-Token`, body.
 struct Answer {
@@ -347,10 +350,13 @@ impl Keystone {
                     });
                 }
                 // Keystone's answers for a subject token it does not honour.
+                // Remembered only briefly (keystonemiddleware not at all): a
+                // fresh token can be refused by a Keystone node that lacks the
+                // newest fernet key, and must not stay locked out for the TTL.
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => {
                     return Ok(Validated {
                         outcome: Verdict::Invalid,
-                        expires: None,
+                        expires: Some(Instant::now() + INVALID_TTL),
                     });
                 }
                 // The service token itself was refused: renew it once.
