@@ -50,11 +50,12 @@ class KeystoneServer:
     stops the server but keeps its database and keys, so a restart honours
     the tokens it issued before."""
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, name: str = "keystone"):
         self.dir = Path(work_dir)
         self.venv = keystone_venv()
         self.conf = self.dir / "keystone.conf"
-        self.log_path = self.dir / "keystone.log"
+        self.extra_conf: Path | None = None
+        self.log_path = self.dir / f"{name}.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.auth_url = f"{self.url}/v3"
@@ -66,7 +67,8 @@ class KeystoneServer:
 
     def _env(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env["OS_KEYSTONE_CONFIG_FILES"] = str(self.conf)
+        files = [self.conf] + ([self.extra_conf] if self.extra_conf else [])
+        env["OS_KEYSTONE_CONFIG_FILES"] = ";".join(map(str, files))
         return env
 
     def _manage(self, *args):
@@ -154,6 +156,15 @@ backend = dogpile.cache.memory
                 self.stop()
                 raise RuntimeError(f"Keystone did not answer in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.1)  # readiness poll
+
+    def sibling(self, name: str, conf_overrides: str) -> "KeystoneServer":
+        """A second Keystone on the same database and keys (so each honours
+        the other's tokens), with some options changed; not started."""
+        other = KeystoneServer(self.dir, name)
+        other.extra_conf = self.dir / f"{name}.conf"
+        other.extra_conf.write_text(conf_overrides)
+        other.bootstrapped = True
+        return other
 
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:

@@ -168,6 +168,27 @@ def test_a_revoked_token_lives_until_its_cache_entry_expires(keystone_cloud, tmp
         srv.kill9()
 
 
+def test_a_cached_token_is_dropped_when_it_expires(keystone_cloud):
+    """The cache keeps a token until its own expiry when that comes before
+    the TTL cap. Tokens here come from a second Keystone on the same
+    database and keys whose tokens live 3 s; vnet validates them with the
+    first one."""
+    c = keystone_cloud
+    url = c.vnet.url + "/v2.0/networks"
+    before = validations(c.vnet)
+    short = c.keystone.sibling("keystone-3s", "[token]\nexpiration = 3\n").start()
+    try:
+        token = short.token(*c.users["alice"])
+        expect(get(url, token), 200)
+        expect(get(url, token), 200)
+    finally:
+        short.stop()
+    assert validations(c.vnet) - before == 1  # the second one from the cache
+    time.sleep(3.5)
+    assert get(url, token).status_code == 401
+    assert validations(c.vnet) - before == 2  # expired in the cache: asked again
+
+
 # -- the clients, end to end ----------------------------------------------------
 
 
