@@ -189,6 +189,33 @@ def test_a_cached_token_is_dropped_when_it_expires(keystone_cloud):
     assert validations(c.vnet) - before == 2  # expired in the cache: asked again
 
 
+def test_the_service_token_is_renewed_before_it_expires(keystone_cloud, tmp_path):
+    """vnet behind a Keystone whose tokens live 3 s: its service token is
+    renewed at three quarters of that, so validations keep working."""
+    c = keystone_cloud
+    short = c.keystone.sibling("keystone-3s-svc", "[token]\nexpiration = 3\n").start()
+    args = list(c.vnet.extra_args)
+    args[args.index("--keystone-url") + 1] = short.url
+    srv = VnetServer(c.vnet.binary, tmp_path / "data", tmp_path / "vnet.log", args, c.env)
+    srv.start()
+    try:
+        url = srv.url + "/v2.0/networks"
+        for _ in range(3):
+            # A token from the first Keystone (it lives an hour), new each
+            # time so that every request needs the service token.
+            expect(get(url, token_of(c, "bob")), 200)
+            time.sleep(1.5)
+        log = srv.log_path.read_text()
+        assert log.count("obtained the service token") >= 2, srv.log_tail()
+        # Renewed ahead of time: Keystone never had to refuse an expired one
+        # (which vnet would survive too, by renewing and asking again).
+        refused = [line for line in log.splitlines() if VALIDATED in line and "401" in line]
+        assert not refused, srv.log_tail()
+    finally:
+        srv.kill9()
+        short.stop()
+
+
 # -- the clients, end to end ----------------------------------------------------
 
 
