@@ -214,7 +214,7 @@ backend = dogpile.cache.memory
             self._admin_token = self.token("admin", ADMIN_PASSWORD, "admin")
         return self._admin_token
 
-    def _admin(self, method: str, path: str, body=None) -> dict:
+    def admin_call(self, method: str, path: str, body=None) -> dict:
         r = requests.request(
             method,
             f"{self.auth_url}{path}",
@@ -226,25 +226,25 @@ backend = dogpile.cache.memory
         return r.json() if r.content else {}
 
     def role_id(self, name: str) -> str:
-        return self._admin("GET", f"/roles?name={name}")["roles"][0]["id"]
+        return self.admin_call("GET", f"/roles?name={name}")["roles"][0]["id"]
 
     def project(self, name: str) -> str:
         body = {"project": {"name": name, "domain_id": "default"}}
-        return self._admin("POST", "/projects", body)["project"]["id"]
+        return self.admin_call("POST", "/projects", body)["project"]["id"]
 
     def user(self, name: str, password: str, project_id: str, role: str) -> str:
         body = {"user": {"name": name, "password": password, "domain_id": "default"}}
-        uid = self._admin("POST", "/users", body)["user"]["id"]
-        self._admin("PUT", f"/projects/{project_id}/users/{uid}/roles/{self.role_id(role)}")
+        uid = self.admin_call("POST", "/users", body)["user"]["id"]
+        self.admin_call("PUT", f"/projects/{project_id}/users/{uid}/roles/{self.role_id(role)}")
         return uid
 
     def register_network_service(self, url: str):
         """The catalog entry by which clients find vnet, as for Neutron."""
-        svc = self._admin(
+        svc = self.admin_call(
             "POST", "/services", {"service": {"type": "network", "name": "neutron"}}
         )["service"]["id"]
         for interface in ("public", "internal", "admin"):
-            self._admin(
+            self.admin_call(
                 "POST",
                 "/endpoints",
                 {

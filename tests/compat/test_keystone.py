@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import requests
 
-from helpers import Cli, VnetServer, expect, expect_error, uniq
+from helpers import Cli, CliResult, VnetServer, expect, expect_error, uniq
 
 VALIDATED = "keystone: validated a token"
 
@@ -55,10 +56,6 @@ class PasswordCli(Cli):
         ]  # fmt: skip
 
     def run(self, *args, timeout: float = 120, **_):
-        import subprocess
-
-        from helpers import CliResult
-
         args = [str(a) for a in args]
         proc = subprocess.run(
             [self.exe, *self.auth, *args],
@@ -359,10 +356,10 @@ def test_a_revoked_service_token_is_renewed(keystone_cloud):
     service token and asks again instead of failing the caller."""
     c = keystone_cloud
     ks = c.keystone
-    vnet_user = ks._admin("GET", "/users?name=vnet")["users"][0]["id"]
+    vnet_user = ks.admin_call("GET", "/users?name=vnet")["users"][0]["id"]
     fetched = c.vnet.log_path.read_text().count("obtained the service token")
-    ks._admin("PATCH", f"/users/{vnet_user}", {"user": {"enabled": False}})
-    ks._admin("PATCH", f"/users/{vnet_user}", {"user": {"enabled": True}})
+    ks.admin_call("PATCH", f"/users/{vnet_user}", {"user": {"enabled": False}})
+    ks.admin_call("PATCH", f"/users/{vnet_user}", {"user": {"enabled": True}})
     # Revocation events have a one-second resolution: a token issued in the
     # same second as the event counts as revoked too.
     time.sleep(1.1)
