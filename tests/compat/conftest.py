@@ -133,7 +133,7 @@ def keystone_cloud(vnet_bin, keystone, tmp_path_factory):
     from keystone_server import ADMIN_PASSWORD
 
     projects = {name: keystone.project(name) for name in ("proj-a", "proj-b", "service")}
-    projects["admin"] = keystone._admin("GET", "/projects?name=admin")["projects"][0]["id"]
+    projects["admin"] = keystone.admin_call("GET", "/projects?name=admin")["projects"][0]["id"]
     keystone.user("vnet", "vnet-secret", projects["service"], "service")
     keystone.user("alice", "alice-secret", projects["proj-a"], "member")
     keystone.user("bob", "bob-secret", projects["proj-b"], "member")

@@ -50,11 +50,12 @@ class KeystoneServer:
     stops the server but keeps its database and keys, so a restart honours
     the tokens it issued before."""
 
-    def __init__(self, work_dir: Path):
+    def __init__(self, work_dir: Path, name: str = "keystone"):
         self.dir = Path(work_dir)
         self.venv = keystone_venv()
         self.conf = self.dir / "keystone.conf"
-        self.log_path = self.dir / "keystone.log"
+        self.extra_conf: Path | None = None
+        self.log_path = self.dir / f"{name}.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.auth_url = f"{self.url}/v3"
@@ -66,7 +67,8 @@ class KeystoneServer:
 
     def _env(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("OS_")}
-        env["OS_KEYSTONE_CONFIG_FILES"] = str(self.conf)
+        files = [self.conf] + ([self.extra_conf] if self.extra_conf else [])
+        env["OS_KEYSTONE_CONFIG_FILES"] = ";".join(map(str, files))
         return env
 
     def _manage(self, *args):
@@ -155,6 +157,15 @@ backend = dogpile.cache.memory
                 raise RuntimeError(f"Keystone did not answer in {timeout}s:\n{self.log_tail()}")
             time.sleep(0.1)  # readiness poll
 
+    def sibling(self, name: str, conf_overrides: str) -> "KeystoneServer":
+        """A second Keystone on the same database and keys (so each honours
+        the other's tokens), with some options changed; not started."""
+        other = KeystoneServer(self.dir, name)
+        other.extra_conf = self.dir / f"{name}.conf"
+        other.extra_conf.write_text(conf_overrides)
+        other.bootstrapped = True
+        return other
+
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -203,7 +214,7 @@ backend = dogpile.cache.memory
             self._admin_token = self.token("admin", ADMIN_PASSWORD, "admin")
         return self._admin_token
 
-    def _admin(self, method: str, path: str, body=None) -> dict:
+    def admin_call(self, method: str, path: str, body=None) -> dict:
         r = requests.request(
             method,
             f"{self.auth_url}{path}",
@@ -215,25 +226,25 @@ backend = dogpile.cache.memory
         return r.json() if r.content else {}
 
     def role_id(self, name: str) -> str:
-        return self._admin("GET", f"/roles?name={name}")["roles"][0]["id"]
+        return self.admin_call("GET", f"/roles?name={name}")["roles"][0]["id"]
 
     def project(self, name: str) -> str:
         body = {"project": {"name": name, "domain_id": "default"}}
-        return self._admin("POST", "/projects", body)["project"]["id"]
+        return self.admin_call("POST", "/projects", body)["project"]["id"]
 
     def user(self, name: str, password: str, project_id: str, role: str) -> str:
         body = {"user": {"name": name, "password": password, "domain_id": "default"}}
-        uid = self._admin("POST", "/users", body)["user"]["id"]
-        self._admin("PUT", f"/projects/{project_id}/users/{uid}/roles/{self.role_id(role)}")
+        uid = self.admin_call("POST", "/users", body)["user"]["id"]
+        self.admin_call("PUT", f"/projects/{project_id}/users/{uid}/roles/{self.role_id(role)}")
         return uid
 
     def register_network_service(self, url: str):
         """The catalog entry by which clients find vnet, as for Neutron."""
-        svc = self._admin(
+        svc = self.admin_call(
             "POST", "/services", {"service": {"type": "network", "name": "neutron"}}
         )["service"]["id"]
         for interface in ("public", "internal", "admin"):
-            self._admin(
+            self.admin_call(
                 "POST",
                 "/endpoints",
                 {

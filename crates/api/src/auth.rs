@@ -62,14 +62,16 @@ pub async fn keystone(
     }
     // Keystone ids and role names are ASCII; anything else is refused rather
     // than passed on altered.
-    let (Ok(project), Ok(roles)) = (
+    let (Ok(project), Ok(roles), Ok(user)) = (
         HeaderValue::from_str(&identity.project_id),
         HeaderValue::from_str(&identity.roles.join(",")),
+        HeaderValue::from_str(&identity.user_id),
     ) else {
         return unauthorized(&keystone);
     };
     headers.insert("x-project-id", project);
     headers.insert("x-roles", roles);
+    headers.insert("x-user-id", user);
     next.run(request).await
 }
 

@@ -70,6 +70,8 @@ pub enum Verdict {
 pub enum KeystoneError {
     #[error("Keystone URL {0} is not http://HOST[:PORT][/PATH] (https is not supported yet)")]
     BadUrl(String),
+    #[error("cannot build a request to Keystone: {0}")]
+    Request(String),
     #[error("Keystone is unreachable: {0}")]
     Unreachable(String),
     #[error("Keystone did not answer within {0:?}")]
@@ -114,6 +116,9 @@ pub struct Keystone {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a token Keystone refused is refused without asking again: long
+/// enough to absorb a client's retry storm, short enough to forgive a glitch.
+const INVALID_TTL: Duration = Duration::from_secs(5);
 
 /// The answer to a Keystone request: status, `X-Subject-Token`, body.
 struct Answer {
@@ -212,8 +217,9 @@ impl Keystone {
         }
         let req = req
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
-            // Only a header value could be refused; ours are ASCII checked by callers.
-            .map_err(|e| KeystoneError::Unreachable(format!("bad request: {e}")))?;
+            // Only a header value could be refused: tokens come from header
+            // values or from Keystone, so this would be a bug, not an outage.
+            .map_err(|e| KeystoneError::Request(e.to_string()))?;
         let exchange = async {
             let resp = self
                 .http
@@ -344,10 +350,13 @@ impl Keystone {
                     });
                 }
                 // Keystone's answers for a subject token it does not honour.
+                // Remembered only briefly (keystonemiddleware not at all): a
+                // fresh token can be refused by a Keystone node that lacks the
+                // newest fernet key, and must not stay locked out for the TTL.
                 StatusCode::NOT_FOUND | StatusCode::BAD_REQUEST => {
                     return Ok(Validated {
                         outcome: Verdict::Invalid,
-                        expires: None,
+                        expires: Some(Instant::now() + INVALID_TTL),
                     });
                 }
                 // The service token itself was refused: renew it once.
