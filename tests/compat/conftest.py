@@ -122,6 +122,9 @@ def keystone(tmp_path_factory):
         ks.stop()
 
 
+AGENT_TOKEN = "agents-secret"
+
+
 @pytest.fixture(scope="session")
 def keystone_cloud(vnet_bin, keystone, tmp_path_factory):
     """vnet with `--auth keystone` and the Keystone it trusts, with:
@@ -138,7 +141,7 @@ def keystone_cloud(vnet_bin, keystone, tmp_path_factory):
     keystone.user("alice", "alice-secret", projects["proj-a"], "member")
     keystone.user("bob", "bob-secret", projects["proj-b"], "member")
     tmp = tmp_path_factory.mktemp("vnet-keystone")
-    env = dict(os.environ, VNET_KEYSTONE_PASSWORD="vnet-secret")
+    env = dict(os.environ, VNET_KEYSTONE_PASSWORD="vnet-secret", VNET_AGENT_TOKEN=AGENT_TOKEN)
     env["RUST_LOG"] = "info,api::keystone=debug"  # one line per validation round trip
     srv = VnetServer(
         vnet_bin,

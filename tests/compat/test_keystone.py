@@ -386,3 +386,22 @@ def test_keystone_down_is_503_for_uncached_tokens_and_cached_ones_still_work(key
     finally:
         c.keystone.start()
     expect(get(url, uncached), 200)
+
+
+def test_agents_need_the_agent_token_and_the_trace_a_keystone_token(keystone_cloud):
+    """Keystone mode leaves nothing open: /vnet/v1/hosts answers agents (the
+    agent token), /vnet/v1/trace tenants (a Keystone token)."""
+    from conftest import AGENT_TOKEN
+
+    base = keystone_cloud.vnet.url
+    for headers in [{}, {"X-Auth-Token": token_of(keystone_cloud, "admin")}, {"X-Vnet-Agent-Token": "guess"}]:
+        assert requests.get(f"{base}/vnet/v1/hosts", headers=headers, timeout=30).status_code == 401
+    ok = requests.get(f"{base}/vnet/v1/hosts", headers={"X-Vnet-Agent-Token": AGENT_TOKEN}, timeout=30)
+    assert ok.status_code == 200 and "hosts" in ok.json()
+    body = {"trace": {"from_port": "nope", "to_ip": "10.0.0.1", "protocol": "tcp"}}
+    assert requests.post(f"{base}/vnet/v1/trace", json=body, timeout=30).status_code == 401
+    traced = requests.post(
+        f"{base}/vnet/v1/trace", json=body, timeout=30,
+        headers={"X-Auth-Token": token_of(keystone_cloud, "alice")},
+    )  # fmt: skip
+    assert traced.status_code == 404  # past Keystone; the port does not exist

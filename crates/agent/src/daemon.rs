@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub host: String,
     /// This host's VXLAN tunnel endpoint.
     pub underlay_ip: IpAddr,
+    /// The server's agent token, when it requires one (`X-Vnet-Agent-Token`).
+    pub token: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,7 +50,7 @@ pub async fn run(
     config: AgentConfig,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
-    let server = Server::parse(&config.server)?;
+    let server = Server::parse(&config.server)?.with_token(config.token.clone());
     let registration = HostRegistration {
         protocol_version: PROTOCOL_VERSION,
         name: config.host.clone(),

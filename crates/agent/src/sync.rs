@@ -46,6 +46,7 @@ pub enum SyncError {
 #[derive(Clone, Debug)]
 pub struct Server {
     authority: String,
+    token: Option<String>,
 }
 
 impl Server {
@@ -58,7 +59,13 @@ impl Server {
             .ok_or_else(|| SyncError::BadUrl(url.to_owned()))?;
         Ok(Server {
             authority: authority.to_owned(),
+            token: None,
         })
+    }
+
+    /// Send `token` with every request, as the server's agent API requires.
+    pub fn with_token(self, token: Option<String>) -> Server {
+        Server { token, ..self }
     }
 
     async fn send(
@@ -79,12 +86,15 @@ impl Server {
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method)
             .uri(path)
             .header(HOST, &self.authority)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(token) = &self.token {
+            request = request.header(compiler::protocol::AGENT_TOKEN_HEADER, token);
+        }
+        let request = request.body(Full::new(body))?;
         Ok(sender.send_request(request).await?)
     }
 

@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub default_project: String,
     pub cloud: CloudConfig,
     pub auth: AuthConfig,
+    /// When set, `/vnet/v1/hosts` (the agents' API) answers only requests
+    /// carrying it in `X-Vnet-Agent-Token`.
+    pub agent_token: Option<String>,
 }
 
 /// Who vouches for callers.
@@ -53,23 +56,33 @@ pub enum ServeError {
     StoreFailed(String),
     #[error(transparent)]
     Keystone(#[from] KeystoneError),
+    #[error("keystone mode needs an agent token: the agents' API would be open")]
+    AgentTokenRequired,
 }
 
 /// The whole API over `app` (Neutron v2.0 and /vnet/v1), for serving or for
 /// in-process tests.
-pub fn router(app: Arc<App>) -> axum::Router {
-    neutron::router(app.clone()).merge(vnet_v1::router(app))
+pub fn router(app: Arc<App>, agent_token: Option<&str>) -> axum::Router {
+    neutron::router(app.clone())
+        .merge(vnet_v1::tenant_router(app.clone()))
+        .merge(vnet_v1::agent_router(app, agent_token))
 }
 
-/// The API with the Neutron part behind Keystone. `/vnet/v1` stays as in
-/// noauth mode: agents carry no Keystone token yet.
-pub fn router_with_keystone(app: Arc<App>, keystone: Arc<Keystone>) -> axum::Router {
+/// The API with the tenants' part (Neutron and `/vnet/v1/trace`) behind
+/// Keystone. The agents' part carries no Keystone token: it answers only
+/// requests with the agent token.
+pub fn router_with_keystone(
+    app: Arc<App>,
+    keystone: Arc<Keystone>,
+    agent_token: &str,
+) -> axum::Router {
     neutron::router(app.clone())
+        .merge(vnet_v1::tenant_router(app.clone()))
         .layer(axum::middleware::from_fn_with_state(
             keystone,
             auth::keystone,
         ))
-        .merge(vnet_v1::router(app))
+        .merge(vnet_v1::agent_router(app, Some(agent_token)))
 }
 
 /// Load the cloud from `store` and serve the API on every listener until
@@ -93,9 +106,11 @@ pub async fn serve(
             tracing::error!(error = %e, "keystone: no service token yet");
         }
     }
-    let api = match &keystone {
-        None => router(app.clone()),
-        Some(k) => router_with_keystone(app.clone(), k.clone()),
+    let agent_token = config.agent_token.as_deref();
+    let api = match (&keystone, agent_token) {
+        (Some(k), Some(token)) => router_with_keystone(app.clone(), k.clone(), token),
+        (Some(_), None) => return Err(ServeError::AgentTokenRequired),
+        (None, token) => router(app.clone(), token),
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut failed = app.failed.clone();

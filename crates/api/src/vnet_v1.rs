@@ -32,14 +32,56 @@ use crate::hosts::{self, HostEntry};
 use crate::neutron::timestamp;
 use crate::state::{App, now};
 
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
+/// The agents' (and operators') API: hosts, their reports and state streams.
+/// With `agent_token`, a request without it is refused before any handler.
+pub fn agent_router(app: Arc<App>, agent_token: Option<&str>) -> Router {
+    let router = Router::new()
         .route("/vnet/v1/hosts", get(list_hosts))
         .route("/vnet/v1/hosts/{name}", get(show_host).put(register))
         .route("/vnet/v1/hosts/{name}/ports", put(report_ports))
         .route("/vnet/v1/hosts/{name}/state", get(state_stream))
+        .with_state(app);
+    match agent_token {
+        Some(token) => router.layer(axum::middleware::from_fn_with_state(
+            Arc::<str>::from(token),
+            require_agent_token,
+        )),
+        None => router,
+    }
+}
+
+/// What tenants call beside Neutron: `POST /vnet/v1/trace`.
+pub fn tenant_router(app: Arc<App>) -> Router {
+    Router::new()
         .route("/vnet/v1/trace", post(crate::packet_trace::trace_packet))
         .with_state(app)
+}
+
+async fn require_agent_token(
+    axum::extract::State(token): axum::extract::State<Arc<str>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let given = request
+        .headers()
+        .get(compiler::protocol::AGENT_TOKEN_HEADER)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if same_secret(given, token.as_bytes()) {
+        next.run(request).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "The agent API needs the agent token (X-Vnet-Agent-Token)",
+        )
+        .into_response()
+    }
+}
+
+/// Equal secrets, compared in time independent of where they differ.
+fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn require_admin(app: &App, headers: &HeaderMap) -> Result<(), ApiError> {

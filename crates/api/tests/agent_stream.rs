@@ -21,7 +21,7 @@ async fn call(app: &Arc<App>, method: &str, path: &str, body: Value) -> (StatusC
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
         .unwrap();
-    let resp = api::router(app.clone()).oneshot(req).await.unwrap();
+    let resp = api::router(app.clone(), None).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (
@@ -38,7 +38,7 @@ async fn follow_until(
     done: impl Fn(&HostState) -> bool,
 ) -> (HostState, i64, Vec<StreamMessage>) {
     let req = Request::builder().uri(path).body(Body::empty()).unwrap();
-    let resp = api::router(app.clone()).oneshot(req).await.unwrap();
+    let resp = api::router(app.clone(), None).oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     let mut body = resp.into_body();
     let mut buffer = Vec::new();

@@ -37,8 +37,10 @@ async fn router(dir: &tempfile::TempDir) -> axum::Router {
         cache_capacity: 100,
     })
     .unwrap();
-    api::router_with_keystone(app, keystone)
+    api::router_with_keystone(app, keystone, AGENT_TOKEN)
 }
+
+const AGENT_TOKEN: &str = "agents-only";
 
 async fn get(
     router: &axum::Router,
@@ -96,4 +98,31 @@ async fn unreachable_keystone_is_503_not_401() {
         assert_eq!(www, None);
         assert_eq!(body["NeutronError"]["type"], "ServiceUnavailable");
     }
+}
+
+#[tokio::test]
+async fn tenant_paths_need_a_token_and_agent_paths_the_agent_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let router = router(&dir).await;
+    // The trace is a tenant call: behind Keystone like Neutron.
+    let req = Request::builder()
+        .method("POST")
+        .uri("/vnet/v1/trace")
+        .body(Body::from("{}"))
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // The agents' API: refused without the agent token, a Keystone token
+    // does not stand in for it, and with it the host list answers.
+    for token in [None, Some("tok")] {
+        let (status, _, _) = get(&router, "/vnet/v1/hosts", token).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let req = Request::builder()
+        .uri("/vnet/v1/hosts")
+        .header("x-vnet-agent-token", AGENT_TOKEN)
+        .body(Body::empty())
+        .unwrap();
+    let resp = router.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
 }

@@ -65,7 +65,7 @@ async fn call_with(
         req = req.header(*k, *v);
     }
     let body = body.map_or(Body::empty(), |b| Body::from(b.to_string()));
-    let resp = api::router(s.app.clone())
+    let resp = api::router(s.app.clone(), None)
         .oneshot(
             req.header("content-type", "application/json")
                 .body(body)

@@ -29,7 +29,7 @@ async fn call(
         req = req.header("x-project-id", p);
     }
     let req = req.body(Body::from(body.to_string())).unwrap();
-    let resp = api::router(app.clone()).oneshot(req).await.unwrap();
+    let resp = api::router(app.clone(), None).oneshot(req).await.unwrap();
     let status = resp.status();
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (

@@ -19,6 +19,10 @@ pub const HEARTBEAT_SECONDS: u64 = 2;
 /// go DOWN until it comes back.
 pub const MISSED_HEARTBEATS_DEAD: u32 = 3;
 
+/// The header that carries an agent's token, when the server requires one
+/// (`vnet server --agent-token`).
+pub const AGENT_TOKEN_HEADER: &str = "x-vnet-agent-token";
+
 /// A store revision, as the server's stream tags its messages.
 pub type Revision = i64;
 

@@ -70,6 +70,11 @@ pub struct ServerArgs {
     auth: AuthMode,
     #[command(flatten)]
     keystone: KeystoneArgs,
+    /// A secret every agent must send (`X-Vnet-Agent-Token`) to register,
+    /// report and read host state under /vnet/v1/hosts. Required with
+    /// `--auth keystone`: there the agent API would otherwise be open.
+    #[arg(long, env = "VNET_AGENT_TOKEN", hide_env_values = true)]
+    agent_token: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +144,9 @@ pub struct AgentArgs {
     /// This host's VXLAN tunnel endpoint address.
     #[arg(long)]
     underlay_ip: std::net::IpAddr,
+    /// The server's agent token (`vnet server --agent-token`).
+    #[arg(long, env = "VNET_AGENT_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 /// Where to listen: an address, in the current or a named network namespace.
@@ -258,6 +266,7 @@ fn run(command: Command) -> Result<(), BoxError> {
                     server: args.server,
                     host: args.host,
                     underlay_ip: args.underlay_ip,
+                    token: args.token,
                 };
                 agent::daemon::run(config, shutdown_signal())
                     .await
@@ -295,6 +304,13 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
             api::AuthConfig::NoAuth
         }
         AuthMode::Keystone => {
+            if args.agent_token.is_none() {
+                return Err(
+                    "--auth keystone needs --agent-token (or VNET_AGENT_TOKEN): \
+                            without it anyone could act as an agent"
+                        .into(),
+                );
+            }
             let auth = args.keystone.config()?;
             if let api::AuthConfig::Keystone(k) = &auth {
                 tracing::info!(url = %k.url, user = %k.user, project = %k.project, "auth is keystone");
@@ -304,6 +320,7 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
     };
     let config = api::ServerConfig {
         auth,
+        agent_token: args.agent_token,
         default_project: args.default_project,
         cloud: CloudConfig {
             mac_base: args.mac_base,
