@@ -113,7 +113,7 @@ pub async fn create_forwarding(
 ) -> Result<Json<Value>, ApiError> {
     let req = forwarding_request(body, "POST")?;
     let now = now();
-    let (_, forwarding) = app
+    let forwarding = app
         .write(None, |cloud| {
             cloud.create_port_forwarding(caller, fip_id, req, now)
         })

@@ -424,7 +424,7 @@ async fn delete(
             Kind::SecurityGroupRule => cloud.delete_security_group_rule(&caller, &id, now),
             Kind::Router => cloud.delete_router(&caller, &id),
             Kind::FloatingIp => cloud.delete_floating_ip(&caller, &id),
-            Kind::Quota => cloud.delete_quota(&caller, &id),
+            Kind::Quota => Err(model::ModelError::not_found(Kind::Quota, &id)),
         },
     )
     .await?;

@@ -666,7 +666,6 @@ impl Cloud {
         match (req.port_id, req.fixed_ip_address) {
             (Some(None), _) => fip.association = None,
             (Some(Some(port_id)), fixed_ip) => {
-                fip.association = None;
                 fip.association = Some(self.association(caller, &fip, &port_id, fixed_ip)?);
             }
             (None, Some(fixed_ip)) => {
@@ -675,7 +674,6 @@ impl Cloud {
                         "fixed_ip_address cannot be specified without a port_id",
                     ));
                 };
-                fip.association = None;
                 fip.association = Some(self.association(caller, &fip, &port_id, Some(fixed_ip))?);
             }
             (None, None) => {}
@@ -856,7 +854,7 @@ impl Cloud {
         fip_id: &str,
         req: PortForwardingRequest,
         now: Timestamp,
-    ) -> Result<(FloatingIp, PortForwarding), ModelError> {
+    ) -> Result<PortForwarding, ModelError> {
         let Resource::FloatingIp(mut fip) = self.writable(caller, Kind::FloatingIp, fip_id)? else {
             return Err(ModelError::not_found(Kind::FloatingIp, fip_id));
         };
@@ -886,8 +884,8 @@ impl Cloud {
         let forwarding = self.check_forwarding(caller, &fip, forwarding)?;
         fip.port_forwardings.push(forwarding.clone());
         fip.std.touch(now);
-        self.put(Resource::FloatingIp(fip.clone()));
-        Ok((fip, forwarding))
+        self.put(Resource::FloatingIp(fip));
+        Ok(forwarding)
     }
 
     pub fn update_port_forwarding(

@@ -765,7 +765,7 @@ fn port_forwardings_exclude_an_association_and_duplicates() {
         description: None,
     };
     let (first, second) = (forward(2222), forward(2222));
-    let (_, pf) =
+    let pf =
         w.c.apply(|c| c.create_port_forwarding(&a, &fip.std.id, first, 0))
             .unwrap()
             .0;
