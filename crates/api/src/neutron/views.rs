@@ -32,6 +32,9 @@ pub trait Shown {
     /// The attributes beyond the standard ones.
     const ATTRIBUTES: &'static [&'static str];
 
+    /// Whether the kind has the standard `name` (rules and floating IPs do not).
+    const NAMED: bool = true;
+
     fn standard(&self) -> &Standard;
 
     /// Whether `caller` may see this resource at all.
@@ -41,6 +44,9 @@ pub trait Shown {
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value>;
 
     fn attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        if name == "name" && !Self::NAMED {
+            return None;
+        }
         standard_attribute(self.standard(), name)
             .or_else(|| self.own_attribute(cloud, caller, name))
     }
@@ -354,13 +360,8 @@ impl Shown for SecurityGroupRule {
         caller.owns(&self.std.project_id)
     }
 
-    /// Rules have no `name`, so it is answered here before the standard ones.
-    fn attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
-        if name == "name" {
-            return None;
-        }
-        standard_attribute(&self.std, name).or_else(|| self.own_attribute(cloud, caller, name))
-    }
+    /// Rules have no `name`.
+    const NAMED: bool = false;
 
     fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
         Some(match name {
@@ -491,12 +492,7 @@ impl Shown for FloatingIp {
     }
 
     /// Floating IPs have no `name`.
-    fn attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
-        if name == "name" {
-            return None;
-        }
-        standard_attribute(&self.std, name).or_else(|| self.own_attribute(cloud, caller, name))
-    }
+    const NAMED: bool = false;
 
     fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
         let association = self.association.as_ref();

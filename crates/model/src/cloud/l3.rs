@@ -52,6 +52,20 @@ impl Cloud {
             .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE)
     }
 
+    fn writable_router(&self, caller: &Caller, id: &str) -> Result<Router, ModelError> {
+        match self.writable(caller, Kind::Router, id)? {
+            Resource::Router(r) => Ok(r),
+            _ => Err(ModelError::not_found(Kind::Router, id)),
+        }
+    }
+
+    fn writable_floating_ip(&self, caller: &Caller, id: &str) -> Result<FloatingIp, ModelError> {
+        match self.writable(caller, Kind::FloatingIp, id)? {
+            Resource::FloatingIp(f) => Ok(f),
+            _ => Err(ModelError::not_found(Kind::FloatingIp, id)),
+        }
+    }
+
     // === routers ===
 
     pub fn create_router(
@@ -89,9 +103,7 @@ impl Cloud {
         req: RouterUpdate,
         now: Timestamp,
     ) -> Result<Router, ModelError> {
-        let Resource::Router(mut router) = self.writable(caller, Kind::Router, id)? else {
-            return Err(ModelError::not_found(Kind::Router, id));
-        };
+        let mut router = self.writable_router(caller, id)?;
         set(&mut router.std.name, req.name);
         set(&mut router.std.description, req.description);
         set(&mut router.admin_state_up, req.admin_state_up);
@@ -107,9 +119,7 @@ impl Cloud {
     }
 
     pub fn delete_router(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
-        let Resource::Router(router) = self.writable(caller, Kind::Router, id)? else {
-            return Err(ModelError::not_found(Kind::Router, id));
-        };
+        let router = self.writable_router(caller, id)?;
         if self.router_interfaces(id).next().is_some() || self.router_fips.contains_key(id) {
             return Err(ModelError::RouterInUse { id: id.to_owned() });
         }
@@ -130,9 +140,7 @@ impl Cloud {
         add: bool,
         now: Timestamp,
     ) -> Result<Router, ModelError> {
-        let Resource::Router(router) = self.writable(caller, Kind::Router, id)? else {
-            return Err(ModelError::not_found(Kind::Router, id));
-        };
+        let router = self.writable_router(caller, id)?;
         let mut next = router.routes.clone();
         if add {
             next.extend(routes);
@@ -355,9 +363,7 @@ impl Cloud {
         req: InterfaceRequest,
         now: Timestamp,
     ) -> Result<InterfaceInfo, ModelError> {
-        let Resource::Router(router) = self.writable(caller, Kind::Router, router_id)? else {
-            return Err(ModelError::not_found(Kind::Router, router_id));
-        };
+        let router = self.writable_router(caller, router_id)?;
         let port = match (req.subnet_id, req.port_id) {
             (Some(_), Some(_)) => {
                 return Err(ModelError::bad_router(
@@ -463,9 +469,7 @@ impl Cloud {
         req: InterfaceRequest,
         now: Timestamp,
     ) -> Result<InterfaceInfo, ModelError> {
-        let Resource::Router(router) = self.writable(caller, Kind::Router, router_id)? else {
-            return Err(ModelError::not_found(Kind::Router, router_id));
-        };
+        let router = self.writable_router(caller, router_id)?;
         let port = match (&req.port_id, &req.subnet_id) {
             (Some(port_id), subnet_id) => {
                 let port = self
@@ -659,9 +663,7 @@ impl Cloud {
         req: FloatingIpUpdate,
         now: Timestamp,
     ) -> Result<FloatingIp, ModelError> {
-        let Resource::FloatingIp(mut fip) = self.writable(caller, Kind::FloatingIp, id)? else {
-            return Err(ModelError::not_found(Kind::FloatingIp, id));
-        };
+        let mut fip = self.writable_floating_ip(caller, id)?;
         set(&mut fip.std.description, req.description);
         match (req.port_id, req.fixed_ip_address) {
             (Some(None), _) => fip.association = None,
@@ -684,9 +686,7 @@ impl Cloud {
     }
 
     pub fn delete_floating_ip(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
-        let Resource::FloatingIp(fip) = self.writable(caller, Kind::FloatingIp, id)? else {
-            return Err(ModelError::not_found(Kind::FloatingIp, id));
-        };
+        let fip = self.writable_floating_ip(caller, id)?;
         self.remove(Kind::Port, &fip.floating_port_id);
         self.remove(Kind::FloatingIp, id);
         Ok(())
@@ -855,9 +855,7 @@ impl Cloud {
         req: PortForwardingRequest,
         now: Timestamp,
     ) -> Result<PortForwarding, ModelError> {
-        let Resource::FloatingIp(mut fip) = self.writable(caller, Kind::FloatingIp, fip_id)? else {
-            return Err(ModelError::not_found(Kind::FloatingIp, fip_id));
-        };
+        let mut fip = self.writable_floating_ip(caller, fip_id)?;
         if fip.association.is_some() {
             return Err(ModelError::BadRequest {
                 resource: "port_forwarding",
@@ -896,9 +894,7 @@ impl Cloud {
         req: PortForwardingRequest,
         now: Timestamp,
     ) -> Result<PortForwarding, ModelError> {
-        let Resource::FloatingIp(mut fip) = self.writable(caller, Kind::FloatingIp, fip_id)? else {
-            return Err(ModelError::not_found(Kind::FloatingIp, fip_id));
-        };
+        let mut fip = self.writable_floating_ip(caller, fip_id)?;
         let at = fip
             .port_forwardings
             .iter()
@@ -925,9 +921,7 @@ impl Cloud {
         id: &str,
         now: Timestamp,
     ) -> Result<(), ModelError> {
-        let Resource::FloatingIp(mut fip) = self.writable(caller, Kind::FloatingIp, fip_id)? else {
-            return Err(ModelError::not_found(Kind::FloatingIp, fip_id));
-        };
+        let mut fip = self.writable_floating_ip(caller, fip_id)?;
         let before = fip.port_forwardings.len();
         fip.port_forwardings.retain(|p| p.id != id);
         if fip.port_forwardings.len() == before {
