@@ -16,7 +16,8 @@ VNET=target/release/vnet
 DATA=${VNET_DATA:-./vnet-data}
 LISTEN=${VNET_LISTEN:-127.0.0.1:9696}
 HOST=${VNET_HOST:-$(hostname)}
-UNDERLAY=${VNET_UNDERLAY_IP:-$(ip -4 route get 192.0.2.1 2>/dev/null | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')}
+# No route out (an isolated host) is not an error: the fallback below applies.
+UNDERLAY=${VNET_UNDERLAY_IP:-$( (ip -4 route get 192.0.2.1 2>/dev/null || true) | awk '{for (i = 1; i < NF; i++) if ($i == "src") print $(i + 1)}')}
 UNDERLAY=${UNDERLAY:-127.0.0.1}
 
 "$VNET" server --listen "$LISTEN" --data-dir "$DATA" &
