@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -86,14 +88,7 @@ async fn follow_until(
 #[tokio::test]
 async fn each_host_streams_its_own_view_and_resumes_from_a_revision() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::embedded::EmbeddedStore::open(dir.path()).unwrap();
-    let app = App::load(
-        Arc::new(store),
-        model::CloudConfig::default(),
-        "admin".into(),
-    )
-    .await
-    .unwrap();
+    let app = common::app(dir.path()).await;
     app.start_background();
     for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
         let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": host, "underlay_ip": ip, "capabilities": []});

@@ -6,10 +6,11 @@
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
-use api::{App, Keystone, KeystoneConfig};
+use api::{Keystone, KeystoneConfig};
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt;
@@ -17,14 +18,7 @@ use serde_json::Value;
 use tower::ServiceExt;
 
 async fn router(dir: &tempfile::TempDir) -> axum::Router {
-    let store = store::embedded::EmbeddedStore::open(dir.path()).unwrap();
-    let app = App::load(
-        Arc::new(store),
-        model::CloudConfig::default(),
-        "admin".into(),
-    )
-    .await
-    .unwrap();
+    let app = common::app(dir.path()).await;
     // Port 1 on loopback: nothing listens there, so connecting is refused.
     let keystone = Keystone::new(KeystoneConfig {
         url: "http://127.0.0.1:1/v3".into(),

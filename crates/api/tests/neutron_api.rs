@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
+mod common;
+
 use std::sync::Arc;
 
 use api::App;
@@ -19,14 +21,7 @@ struct Server {
 }
 
 async fn start_in(dir: tempfile::TempDir) -> Server {
-    let store = store::embedded::EmbeddedStore::open(dir.path()).unwrap();
-    let app = App::load(
-        Arc::new(store),
-        model::CloudConfig::default(),
-        "admin".into(),
-    )
-    .await
-    .unwrap();
+    let app = common::app(dir.path()).await;
     Server {
         app,
         dir_path: dir.path().to_owned(),

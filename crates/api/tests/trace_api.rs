@@ -4,6 +4,8 @@
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,14 +97,7 @@ async fn trace(app: &Arc<App>, project: Option<&str>, body: Value) -> (StatusCod
 #[tokio::test]
 async fn traces_are_scoped_to_the_callers_project() {
     let dir = tempfile::tempdir().unwrap();
-    let store = store::embedded::EmbeddedStore::open(dir.path()).unwrap();
-    let app = App::load(
-        Arc::new(store),
-        model::CloudConfig::default(),
-        "admin".into(),
-    )
-    .await
-    .unwrap();
+    let app = common::app(dir.path()).await;
     app.start_background();
     for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
         let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": host, "underlay_ip": ip, "capabilities": []});
