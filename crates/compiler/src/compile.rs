@@ -5,6 +5,7 @@
 //! hosts of the cloud on one input.
 
 mod query;
+mod router;
 mod security;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -21,6 +22,7 @@ use crate::spec::{
     local_port_spec, member_addresses, port_groups, port_security_spec, subnet_spec,
 };
 pub use query::{GroupView, NetworkView, PortSeen, PortView, containing_member};
+use router::{RouterEntry, interface_of, is_router_owned};
 use security::{GroupEntry, SecurityView};
 
 /// The changes one input makes, each with the host that must apply it. A
@@ -53,6 +55,8 @@ pub struct Compiler {
     groups: HashMap<String, GroupEntry>,
     /// Rule id → its group's id; the rule's spec lives in that group's entry.
     rule_groups: HashMap<String, String>,
+    /// Routers by id (see `router`).
+    routers: HashMap<String, RouterEntry>,
 }
 
 /// What a host's vxlan device is made of.
@@ -70,17 +74,44 @@ struct NetworkEntry {
     /// `None`: the network itself is unknown, and no host carries it.
     segment: Option<Segment>,
     subnets: BTreeMap<String, SubnetSpec>,
-    /// Bound ports by host. Its keys are the hosts that carry the network
-    /// (once the segment is known); a host leaves when its last port does.
+    /// Bound ports by host. Its keys, with those of `routed_hosts`, are
+    /// the hosts that carry the network (once the segment is known).
     bound_ports: BTreeMap<String, BTreeSet<String>>,
+    /// Routers with an interface on it.
+    routers: BTreeSet<String>,
+    /// Hosts that hold a router with an interface on it, each with how many
+    /// such routers: they carry the network for their routers.
+    routed_hosts: BTreeMap<String, u32>,
 }
 
 impl NetworkEntry {
-    /// The hosts carrying the network: none while the network is unknown.
+    /// The hosts carrying the network, in name order: none while the
+    /// network is unknown.
     fn carriers(&self) -> impl Iterator<Item = &String> {
-        self.segment
-            .iter()
-            .flat_map(move |_| self.bound_ports.keys())
+        let known = self.segment.is_some();
+        let mut bound = self.bound_ports.keys().peekable();
+        let mut routed = self.routed_hosts.keys().peekable();
+        std::iter::from_fn(move || {
+            if !known {
+                return None;
+            }
+            match (bound.peek(), routed.peek()) {
+                (Some(b), Some(r)) if b < r => bound.next(),
+                (Some(b), Some(r)) if b > r => routed.next(),
+                (Some(_), Some(_)) => {
+                    routed.next();
+                    bound.next()
+                }
+                (Some(_), None) => bound.next(),
+                (None, _) => routed.next(),
+            }
+        })
+    }
+
+    /// Whether `host` has a port bound on it or holds a router on it
+    /// (whether or not the network itself is known).
+    fn named_by(&self, host: &str) -> bool {
+        self.bound_ports.contains_key(host) || self.routed_hosts.contains_key(host)
     }
 
     /// Carriers other than `host`: those that see `host`'s ports as remote.
@@ -89,7 +120,11 @@ impl NetworkEntry {
     }
 
     fn is_unused(&self) -> bool {
-        self.segment.is_none() && self.subnets.is_empty() && self.bound_ports.is_empty()
+        self.segment.is_none()
+            && self.subnets.is_empty()
+            && self.bound_ports.is_empty()
+            && self.routers.is_empty()
+            && self.routed_hosts.is_empty()
     }
 }
 
@@ -97,7 +132,8 @@ impl NetworkEntry {
 #[derive(Debug)]
 struct PortEntry {
     network_id: String,
-    /// `binding:host_id`; empty when the port is unbound.
+    /// `binding:host_id`; empty when the port is unbound, and for the ports
+    /// routers and floating IPs own (realised by their owner, not bound).
     host: String,
     local: LocalPortSpec,
     /// Its port security, as its host sees it.
@@ -106,23 +142,37 @@ struct PortEntry {
     groups: BTreeSet<String>,
     /// Its addresses in those groups' member sets.
     members: BTreeSet<IpNet>,
+    /// The router it is an interface of.
+    interface: Option<String>,
 }
 
 impl PortEntry {
     fn new(port: &Port) -> Self {
         PortEntry {
             network_id: port.network_id.clone(),
-            host: port.binding_host_id.clone(),
+            host: if is_router_owned(port) {
+                String::new()
+            } else {
+                port.binding_host_id.clone()
+            },
             local: local_port_spec(port),
             security: port_security_spec(port),
             groups: port_groups(port),
             members: member_addresses(port),
+            interface: interface_of(port),
         }
     }
 
     /// (network id, host) of a bound port.
     fn binding(&self) -> Option<(&str, &str)> {
         (!self.host.is_empty()).then_some((self.network_id.as_str(), self.host.as_str()))
+    }
+
+    /// (router id, network id) of a router interface.
+    fn interface(&self) -> Option<(String, String)> {
+        self.interface
+            .as_ref()
+            .map(|r| (r.clone(), self.network_id.clone()))
     }
 
     /// The port as hosts other than its own see it.
@@ -156,6 +206,8 @@ struct HostEntry {
     groups: BTreeSet<String>,
     /// The groups whose member sets it holds.
     remote_groups: BTreeSet<String>,
+    /// The routers it holds (see `router`).
+    routers: BTreeSet<String>,
 }
 
 impl HostEntry {
@@ -164,6 +216,7 @@ impl HostEntry {
             && self.networks.is_empty()
             && self.groups.is_empty()
             && self.remote_groups.is_empty()
+            && self.routers.is_empty()
     }
 }
 
@@ -243,6 +296,8 @@ impl Compiler {
             Input::SecurityGroupDeleted(id) => self.delete_group(&id, &mut out),
             Input::SecurityGroupRule(rule) => self.put_rule(&rule, &mut out),
             Input::SecurityGroupRuleDeleted(id) => self.delete_rule(&id, &mut out),
+            Input::Router(router) => self.put_router(&router, &mut out),
+            Input::RouterDeleted(id) => self.delete_router(&id, &mut out),
         }
         out.changes
     }
@@ -254,7 +309,12 @@ impl Compiler {
         let Some(entry) = self.hosts.get(host) else {
             return state;
         };
-        for network_id in &entry.networks {
+        let carried: BTreeSet<&String> = entry
+            .networks
+            .iter()
+            .chain(self.routed_networks_of_host(host))
+            .collect();
+        for network_id in carried {
             let spec = self
                 .networks
                 .get(network_id)
@@ -264,6 +324,9 @@ impl Compiler {
             }
         }
         self.security_snapshot(host, &mut state);
+        for (id, spec) in self.routers_of_host(host) {
+            state.routers.insert(id.clone(), spec.clone());
+        }
         state
     }
 
@@ -278,10 +341,15 @@ impl Compiler {
 
     /// The networks a host carries, in id order.
     pub fn networks_of_host(&self, host: &str) -> impl Iterator<Item = &str> {
-        self.hosts
+        let carried: BTreeSet<&String> = self
+            .hosts
             .get(host)
             .into_iter()
             .flat_map(|h| h.networks.iter())
+            .chain(self.routed_networks_of_host(host))
+            .collect();
+        carried
+            .into_iter()
             .filter(|id| self.networks.get(*id).is_some_and(|n| n.segment.is_some()))
             .map(String::as_str)
     }
@@ -294,9 +362,14 @@ impl Compiler {
     /// How `host` sees a network it carries; `None` if it does not carry it.
     fn network_spec(&self, network: &NetworkEntry, host: &str) -> Option<NetworkSpec> {
         let segment = network.segment?;
-        let local_ids = network.bound_ports.get(host)?;
-        let local_ports = local_ids
-            .iter()
+        if !network.named_by(host) {
+            return None;
+        }
+        let local_ports = network
+            .bound_ports
+            .get(host)
+            .into_iter()
+            .flatten()
             .filter_map(|id| Some((id.clone(), self.ports.get(id)?.local.clone())))
             .collect();
         let mut remote_ports = BTreeMap::new();
@@ -335,7 +408,7 @@ impl Compiler {
         match previous {
             // The hosts with ports bound on it start carrying it, with all it holds.
             None => {
-                for host in entry.bound_ports.keys() {
+                for host in entry.carriers() {
                     if let Some(spec) = self.network_spec(entry, host) {
                         out.network_added(host, id, spec);
                     }
@@ -361,10 +434,11 @@ impl Compiler {
         let Some(entry) = self.networks.get_mut(id) else {
             return;
         };
+        let hosts: Vec<String> = entry.carriers().cloned().collect();
         if entry.segment.take().is_some() {
-            for host in entry.bound_ports.keys() {
+            for host in hosts {
                 out.push(
-                    host,
+                    &host,
                     Change::NetworkRemove {
                         network_id: id.to_owned(),
                     },
@@ -410,6 +484,7 @@ impl Compiler {
             );
         }
         entry.subnets.insert(id.clone(), spec);
+        self.refresh_routers_of(network_id, out);
     }
 
     fn delete_subnet(&mut self, id: &str, out: &mut Emitter) {
@@ -429,6 +504,7 @@ impl Compiler {
                 );
             }
         }
+        self.refresh_routers_of(&network_id, out);
         self.forget_network_if_unused(&network_id);
     }
 
@@ -437,7 +513,9 @@ impl Compiler {
     fn put_port(&mut self, port: &Port, out: &mut Emitter) {
         let id = &port.std.id;
         let old_security = self.ports.get(id).map(SecurityView::of);
+        let old_interface = self.ports.get(id).and_then(PortEntry::interface);
         self.put_port_binding(port, out);
+        self.interface_changed(id, old_interface, out);
         self.port_security_changed(id, old_security, out);
     }
 
@@ -452,7 +530,7 @@ impl Compiler {
             }
             // Told as one move rather than a leave and a join, so that a host
             // that sees the port before and after hears only the difference.
-            Some(old) if moves_host_within_network(&old, &new) => {
+            Some(old) if self.moves_host_within_unrouted_network(&old, &new) => {
                 self.ports.insert(id.clone(), new);
                 self.port_moved_between_hosts(id, &old, out);
             }
@@ -471,6 +549,7 @@ impl Compiler {
     fn delete_port(&mut self, id: &str, out: &mut Emitter) {
         if let Some(old) = self.ports.remove(id) {
             self.unbind(id, &old, out);
+            self.interface_changed(id, old.interface(), out);
             self.port_security_changed(id, Some(SecurityView::of(&old)), out);
         }
     }
@@ -618,7 +697,10 @@ impl Compiler {
         else {
             return;
         };
-        let first_here = self.index_binding(id, &network_id, &host);
+        let before = self.carrying_around(&host, &network_id);
+        let carried = self.carries(&host, &network_id);
+        self.index_binding(id, &network_id, &host);
+        self.carrying_changed(&before, Some(&network_id), out);
 
         let (Some(network), Some(port)) = (self.networks.get(&network_id), self.ports.get(id))
         else {
@@ -627,7 +709,7 @@ impl Compiler {
         if network.segment.is_none() {
             return;
         }
-        if first_here {
+        if !carried {
             if let Some(spec) = self.network_spec(network, &host) {
                 out.network_added(&host, &network_id, spec);
             }
@@ -662,9 +744,10 @@ impl Compiler {
         let Some((network_id, host)) = old.binding() else {
             return;
         };
-        let Some(last_here) = self.unindex_binding(id, network_id, host) else {
+        let before = self.carrying_around(host, network_id);
+        if self.unindex_binding(id, network_id, host).is_none() {
             return;
-        };
+        }
 
         let network = self
             .networks
@@ -673,14 +756,14 @@ impl Compiler {
         if let Some(network) = network {
             out.push(
                 host,
-                if last_here {
-                    Change::NetworkRemove {
-                        network_id: network_id.to_owned(),
-                    }
-                } else {
+                if network.named_by(host) {
                     Change::LocalPortRemove {
                         network_id: network_id.to_owned(),
                         port_id: id.to_owned(),
+                    }
+                } else {
+                    Change::NetworkRemove {
+                        network_id: network_id.to_owned(),
                     }
                 },
             );
@@ -696,6 +779,7 @@ impl Compiler {
                 }
             }
         }
+        self.carrying_changed(&before, Some(network_id), out);
         self.forget_host_if_unused(host);
         self.forget_network_if_unused(network_id);
     }
@@ -713,6 +797,7 @@ impl Compiler {
                 .or_default()
                 .networks
                 .insert(network_id.to_owned());
+            self.routers_gain_host(network_id, host);
         }
         first_here
     }
@@ -731,6 +816,7 @@ impl Compiler {
             if let Some(h) = self.hosts.get_mut(host) {
                 h.networks.remove(network_id);
             }
+            self.routers_lose_host(network_id, host);
         }
         Some(last_here)
     }
@@ -800,19 +886,27 @@ impl Compiler {
         }
     }
 
+    /// Whether a put moves a port from one host to another on the same
+    /// network with no router: the move is then told as one change. (On a
+    /// routed network, which hosts hold which routers changes too: that is
+    /// told as the port leaving one host and joining another.)
+    fn moves_host_within_unrouted_network(&self, old: &PortEntry, new: &PortEntry) -> bool {
+        match (old.binding(), new.binding()) {
+            (Some((old_network, old_host)), Some((new_network, new_host))) => {
+                old_network == new_network
+                    && old_host != new_host
+                    && self
+                        .networks
+                        .get(old_network)
+                        .is_none_or(|n| n.routers.is_empty())
+            }
+            _ => false,
+        }
+    }
+
     fn forget_host_if_unused(&mut self, name: &str) {
         if self.hosts.get(name).is_some_and(HostEntry::is_unused) {
             self.hosts.remove(name);
         }
-    }
-}
-
-/// Whether a put moves a port from one host to another on the same network.
-fn moves_host_within_network(old: &PortEntry, new: &PortEntry) -> bool {
-    match (old.binding(), new.binding()) {
-        (Some((old_network, old_host)), Some((new_network, new_host))) => {
-            old_network == new_network && old_host != new_host
-        }
-        _ => false,
     }
 }

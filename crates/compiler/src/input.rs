@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use model::{Kind, Network, Port, Resource, SecurityGroup, SecurityGroupRule, Subnet};
+use model::{Kind, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, Subnet};
 
 /// One change of the topology. A put is an upsert: anything about the resource
 /// may differ from its previous put (a port's network, binding host, MAC, IPs).
@@ -22,6 +22,10 @@ pub enum Input {
     /// A rule may arrive before its group and may move between groups.
     SecurityGroupRule(Box<SecurityGroupRule>),
     SecurityGroupRuleDeleted(String),
+    /// A router's own attributes (its extra routes); its interfaces are
+    /// the ports it owns (`network:router_interface`, `device_id` = router).
+    Router(Box<Router>),
+    RouterDeleted(String),
     /// A host's agent registered, or its underlay IP changed. Repeating it
     /// unchanged (a heartbeat) yields no changes.
     Host {
@@ -34,7 +38,7 @@ pub enum Input {
 
 impl Input {
     /// A resource the store holds (written or loaded), as input; `None` for
-    /// the kinds the data plane does not realise yet (routers, floating IPs).
+    /// the kinds the data plane does not realise yet (floating IPs).
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
@@ -42,8 +46,9 @@ impl Input {
             Resource::Port(p) => Some(Input::Port(Box::new(p))),
             Resource::SecurityGroup(g) => Some(Input::SecurityGroup(Box::new(g))),
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
-            // No data plane for routers and floating IPs yet: API only.
-            Resource::Router(_) | Resource::FloatingIp(_) | Resource::Quota(_) => None,
+            Resource::Router(r) => Some(Input::Router(Box::new(r))),
+            // No data plane for floating IPs yet: API only.
+            Resource::FloatingIp(_) | Resource::Quota(_) => None,
         }
     }
 
@@ -55,7 +60,8 @@ impl Input {
             Kind::Port => Some(Input::PortDeleted(id)),
             Kind::SecurityGroup => Some(Input::SecurityGroupDeleted(id)),
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
-            Kind::Router | Kind::FloatingIp | Kind::Quota => None,
+            Kind::Router => Some(Input::RouterDeleted(id)),
+            Kind::FloatingIp | Kind::Quota => None,
         }
     }
 }

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use model::MacAddr;
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// How often an agent re-registers (its heartbeat).
 pub const HEARTBEAT_SECONDS: u64 = 2;
@@ -51,6 +51,30 @@ pub struct HostState {
     /// Prefixes may overlap.
     #[serde(default)]
     pub remote_groups: BTreeMap<String, BTreeSet<IpNet>>,
+    /// The routers with an interface on a network that has a port bound to
+    /// this host, by router id: each is realised here whole (distributed
+    /// routing), and the host carries every network it has an interface on.
+    #[serde(default)]
+    pub routers: BTreeMap<String, RouterSpec>,
+}
+
+/// A distributed router: the same on every host that holds it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterSpec {
+    /// By interface port id.
+    pub interfaces: BTreeMap<String, RouterInterfaceSpec>,
+    /// Extra routes (Neutron's `routes`), in the order the router holds them.
+    pub routes: Vec<RouteSpec>,
+}
+
+/// One router interface: the gateway of its subnets on one network, with
+/// the same MAC and addresses on every host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterInterfaceSpec {
+    pub network_id: String,
+    pub mac: MacAddr,
+    /// Its fixed IPs with their subnet's prefix length (`10.0.0.1/24`).
+    pub addresses: Vec<IpNet>,
 }
 
 /// What a local port may send and which groups filter its traffic.
@@ -325,6 +349,14 @@ pub enum Change {
         group_id: String,
         member: IpNet,
     },
+    /// Add or replace a whole router (it is small: its interfaces and routes).
+    RouterUpsert {
+        router_id: String,
+        spec: RouterSpec,
+    },
+    RouterRemove {
+        router_id: String,
+    },
 }
 
 impl HostState {
@@ -448,6 +480,12 @@ impl HostState {
                 if let Some(members) = self.remote_groups.get_mut(&group_id) {
                     members.remove(&member);
                 }
+            }
+            Change::RouterUpsert { router_id, spec } => {
+                self.routers.insert(router_id, spec);
+            }
+            Change::RouterRemove { router_id } => {
+                self.routers.remove(&router_id);
             }
         }
     }

@@ -5,6 +5,8 @@
 //! (a) each host's changes emitted so far, replayed, give exactly its snapshot;
 //! (b) each snapshot equals a from-scratch computation written plainly below;
 //! (c) a host whose state did not change was sent nothing;
+//! Routers: ports become interfaces of two routers and stop being them, on
+//! any network, and routers come and go with extra routes.
 //! (d) the narrow queries `vnet trace` reads (how a host sees a port, a
 //! network, a group, a member set) answer as the snapshot says.
 
@@ -19,13 +21,13 @@ use common::{Replay, ip, network, port, subnet};
 use compiler::Input;
 use compiler::protocol::{
     AllowedSource, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec,
-    RemotePortSpec, RouteSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
-    SecurityGroupSpec, SubnetSpec,
+    RemotePortSpec, RouteSpec, RouterInterfaceSpec, RouterSpec, RuleDirection, RuleEthertype,
+    RuleRemote, RuleSpec, SecurityGroupSpec, SubnetSpec,
 };
 use ipnet::IpNet;
 use model::{
-    AddressPair, Direction, Ethertype, HostRoute, Network, Port, SecurityGroup, SecurityGroupRule,
-    Standard, Subnet,
+    AddressPair, Direction, Ethertype, HostRoute, Network, OWNER_ROUTER_INTERFACE, Port, Router,
+    SecurityGroup, SecurityGroupRule, Standard, Subnet,
 };
 use proptest::prelude::*;
 
@@ -34,6 +36,7 @@ const SUBNETS: usize = 4;
 const PORTS: usize = 8;
 const GROUPS: usize = 3;
 const RULES: usize = 6;
+const ROUTERS: usize = 2;
 /// Protocols as tenants write them.
 const PROTOCOLS: [Option<&str>; 9] = [
     None,
@@ -87,6 +90,11 @@ enum Op {
     GroupDelete(usize),
     RulePut(RulePut),
     RuleDelete(usize),
+    RouterPut {
+        router: usize,
+        routes: u8,
+    },
+    RouterDelete(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +124,9 @@ struct PortPut {
     port_security: bool,
     /// (subnet index, PAIRS index, MAC last octet)
     pairs: Vec<(usize, usize, u8)>,
+    /// 0: a VM's port; 1 + r: an interface of router r; 1 + ROUTERS: a
+    /// floating IP's port.
+    owner: usize,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -131,6 +142,7 @@ fn op() -> impl Strategy<Value = Op> {
             prop::collection::vec(0..GROUPS, 0..3),
             prop::bool::weighted(0.8),
             prop::collection::vec((0..SUBNETS, 0..PAIRS.len(), 1..3u8), 0..2),
+            prop_oneof![6 => Just(0usize), 3 => 1..=ROUTERS, 1 => Just(ROUTERS + 1)],
         ),
     )
         .prop_map(
@@ -142,7 +154,7 @@ fn op() -> impl Strategy<Value = Op> {
                 ips,
                 admin_state_up,
                 profile,
-                (groups, port_security, pairs),
+                (groups, port_security, pairs, owner),
             )| {
                 Op::PortPut(PortPut {
                     port,
@@ -155,6 +167,7 @@ fn op() -> impl Strategy<Value = Op> {
                     groups,
                     port_security,
                     pairs,
+                    owner,
                 })
             },
         );
@@ -197,6 +210,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..GROUPS).prop_map(Op::GroupDelete),
         4 => rule_put,
         2 => (0..RULES).prop_map(Op::RuleDelete),
+        2 => (0..ROUTERS, 0..3u8).prop_map(|(router, routes)| Op::RouterPut { router, routes }),
+        1 => (0..ROUTERS).prop_map(Op::RouterDelete),
     ]
 }
 
@@ -214,6 +229,10 @@ fn port_id(i: usize) -> String {
 
 fn group_id(i: usize) -> String {
     format!("g{i}")
+}
+
+fn router_id(i: usize) -> String {
+    format!("R{i}")
 }
 
 fn rule_id(i: usize) -> String {
@@ -271,6 +290,14 @@ fn input(op: &Op) -> Input {
                     mac_address: common::mac(*mac_last),
                 })
                 .collect();
+            match p.owner {
+                0 => {}
+                r if r <= ROUTERS => {
+                    model.device_owner = OWNER_ROUTER_INTERFACE.into();
+                    model.device_id = router_id(r - 1);
+                }
+                _ => model.device_owner = "network:floatingip".into(),
+            }
             Input::Port(Box::new(model))
         }
         Op::PortDelete(i) => Input::PortDeleted(port_id(*i)),
@@ -316,6 +343,19 @@ fn input(op: &Op) -> Input {
             }))
         }
         Op::RuleDelete(rule) => Input::SecurityGroupRuleDeleted(rule_id(*rule)),
+        Op::RouterPut { router, routes } => Input::Router(Box::new(Router {
+            std: Standard::new(router_id(*router), "project".into(), 0),
+            admin_state_up: true,
+            gateway: None,
+            routes: (0..*routes)
+                .map(|i| HostRoute {
+                    destination: format!("172.{i}.0.0/16").parse().unwrap(),
+                    nexthop: ip(&format!("10.{i}.0.9")),
+                })
+                .collect(),
+            availability_zone_hints: vec![],
+        })),
+        Op::RouterDelete(router) => Input::RouterDeleted(router_id(*router)),
     }
 }
 
@@ -328,6 +368,16 @@ struct World {
     hosts: BTreeMap<String, IpAddr>,
     groups: BTreeMap<String, SecurityGroup>,
     rules: BTreeMap<String, SecurityGroupRule>,
+    routers: BTreeMap<String, Router>,
+}
+
+/// The host a port is bound to: none for ports routers and floating IPs own.
+fn bound_host(p: &Port) -> &str {
+    if p.device_owner.starts_with("network:router") || p.device_owner == "network:floatingip" {
+        ""
+    } else {
+        &p.binding_host_id
+    }
 }
 
 impl World {
@@ -369,30 +419,112 @@ impl World {
             Input::SecurityGroupRuleDeleted(id) => {
                 self.rules.remove(&id);
             }
+            Input::Router(r) => {
+                self.routers.insert(r.std.id.clone(), *r);
+            }
+            Input::RouterDeleted(id) => {
+                self.routers.remove(&id);
+            }
         }
     }
 
+    /// The interfaces of each router named by a port, by router id.
+    fn interfaces(&self) -> BTreeMap<&str, Vec<&Port>> {
+        let mut routers: BTreeMap<&str, Vec<&Port>> = BTreeMap::new();
+        for p in self.ports.values() {
+            if p.device_owner == OWNER_ROUTER_INTERFACE && !p.device_id.is_empty() {
+                routers.entry(&p.device_id).or_default().push(p);
+            }
+        }
+        routers
+    }
+
+    /// The routers a host holds: those with an interface on a network where
+    /// the host has a bound port.
+    fn held_routers(&self, host: &str) -> BTreeMap<String, RouterSpec> {
+        let bound_networks: BTreeSet<&String> = self
+            .ports
+            .values()
+            .filter(|p| bound_host(p) == host)
+            .map(|p| &p.network_id)
+            .collect();
+        let mut held = BTreeMap::new();
+        for (router, interfaces) in self.interfaces() {
+            if !interfaces
+                .iter()
+                .any(|p| bound_networks.contains(&p.network_id))
+            {
+                continue;
+            }
+            let spec = RouterSpec {
+                interfaces: interfaces
+                    .iter()
+                    .map(|p| {
+                        let addresses = p
+                            .fixed_ips
+                            .iter()
+                            .filter_map(|f| {
+                                let s = self.subnets.get(&f.subnet_id)?;
+                                (s.network_id == p.network_id)
+                                    .then(|| IpNet::new(f.ip_address, s.cidr.prefix_len()).unwrap())
+                            })
+                            .collect();
+                        let spec = RouterInterfaceSpec {
+                            network_id: p.network_id.clone(),
+                            mac: p.mac_address,
+                            addresses,
+                        };
+                        (p.std.id.clone(), spec)
+                    })
+                    .collect(),
+                routes: self
+                    .routers
+                    .get(router)
+                    .map(|r| {
+                        r.routes
+                            .iter()
+                            .map(|h| RouteSpec {
+                                destination: h.destination,
+                                nexthop: h.nexthop,
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            };
+            held.insert(router.to_owned(), spec);
+        }
+        held
+    }
+
     /// A host's desired state computed from scratch, straight from the rules:
-    /// it carries each known network with a port bound to it; it sees all the
-    /// network's subnets, its own ports, and the ports of registered others.
+    /// it holds every router with an interface on a network where it has a
+    /// bound port; it carries each known network with a port bound to it or
+    /// an interface of a router it holds; it sees all the network's subnets,
+    /// its own ports, and the ports of registered others.
     fn reference(&self, host: &str) -> HostState {
         let mut state = HostState::default();
         if host.is_empty() {
             return state;
         }
+        state.routers = self.held_routers(host);
+        let routed: BTreeSet<&String> = state
+            .routers
+            .values()
+            .flat_map(|r| r.interfaces.values().map(|i| &i.network_id))
+            .collect();
         for (network_id, net) in &self.networks {
             let on_network = || self.ports.values().filter(|p| &p.network_id == network_id);
             let local_ports: BTreeMap<String, LocalPortSpec> = on_network()
-                .filter(|p| p.binding_host_id == host)
+                .filter(|p| bound_host(p) == host)
                 .map(|p| (p.std.id.clone(), reference_local(p)))
                 .collect();
-            if local_ports.is_empty() {
+            if local_ports.is_empty() && !routed.contains(network_id) {
                 continue;
             }
             let remote_ports = on_network()
-                .filter(|p| !p.binding_host_id.is_empty() && p.binding_host_id != host)
+                .filter(|p| !bound_host(p).is_empty() && bound_host(p) != host)
                 .filter_map(|p| {
-                    let vtep = *self.hosts.get(&p.binding_host_id)?;
+                    let vtep = *self.hosts.get(bound_host(p))?;
                     let spec = RemotePortSpec {
                         mac: p.mac_address,
                         ips: p.fixed_ips.iter().map(|f| f.ip_address).collect(),
@@ -427,7 +559,7 @@ impl World {
     /// rules; every group such a rule names has the addresses of all the ports
     /// (bound or not) in it with port security enabled.
     fn reference_security(&self, host: &str, state: &mut HostState) {
-        let local = || self.ports.values().filter(|p| p.binding_host_id == host);
+        let local = || self.ports.values().filter(|p| bound_host(p) == host);
         for p in local() {
             state
                 .port_security

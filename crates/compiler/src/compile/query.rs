@@ -84,14 +84,11 @@ impl Compiler {
     pub fn network_seen_from(&self, host: &str, network_id: &str) -> Option<NetworkView<'_>> {
         let network = self.networks.get(network_id)?;
         let segment = network.segment?;
-        network
-            .bound_ports
-            .contains_key(host)
-            .then_some(NetworkView {
-                vni: segment.vni,
-                mtu: segment.mtu,
-                subnets: &network.subnets,
-            })
+        network.named_by(host).then_some(NetworkView {
+            vni: segment.vni,
+            mtu: segment.mtu,
+            subnets: &network.subnets,
+        })
     }
 
     /// How `host` sees a port of a network it carries: local, remote behind
@@ -115,7 +112,7 @@ impl Compiler {
     pub fn port_with_ip_seen_from(&self, host: &str, network_id: &str, ip: IpAddr) -> Option<&str> {
         let network = self.networks.get(network_id)?;
         network.segment?;
-        if !network.bound_ports.contains_key(host) {
+        if !network.named_by(host) {
             return None;
         }
         network

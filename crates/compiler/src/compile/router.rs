@@ -1,0 +1,531 @@
+//! Distributed routers: which hosts hold a router, and which networks a host
+//! carries because of one. A router is realised, whole and identical, on
+//! every host with a port bound on one of its networks, so that traffic
+//! between its subnets is routed on the sending VM's own host; such a host
+//! therefore also carries every other network of the router (its bridge,
+//! VXLAN and remote ports), even with no port of its own there. Not
+//! transitive: a network carried only for a router brings in no further
+//! routers. Work per change is in proportion to the hosts and networks of
+//! the routers it touches, never to the cloud.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::IpNet;
+use model::{OWNER_ROUTER_INTERFACE, Port, Router};
+
+use super::{Compiler, Emitter};
+use crate::protocol::{Change, RouteSpec, RouterInterfaceSpec, RouterSpec};
+
+/// Everything under one router id. Interfaces (ports) may arrive before the
+/// router itself and outlive it, so the entry lives while anything names it.
+#[derive(Debug, Default)]
+pub(super) struct RouterEntry {
+    /// From the router resource; empty until it arrives.
+    routes: Vec<RouteSpec>,
+    /// Interface port id → its network id.
+    interfaces: BTreeMap<String, String>,
+    /// Its networks, each with how many of its interfaces are on it.
+    pub(super) networks: BTreeMap<String, u32>,
+    /// The hosts that hold it, each with on how many of its networks it has
+    /// bound ports.
+    pub(super) hosts: BTreeMap<String, u32>,
+    /// The spec its hosts hold (as last sent).
+    spec: RouterSpec,
+}
+
+impl RouterEntry {
+    fn is_unused(&self) -> bool {
+        self.routes.is_empty() && self.interfaces.is_empty()
+    }
+}
+
+/// The router a port is an interface of, from its owner fields.
+pub(super) fn interface_of(port: &Port) -> Option<String> {
+    (port.device_owner == OWNER_ROUTER_INTERFACE && !port.device_id.is_empty())
+        .then(|| port.device_id.clone())
+}
+
+/// Ports that routers and floating IPs own are no VM's: they are realised
+/// by what owns them (a router interface on every host of its router), never
+/// bound to one host's bridge.
+pub(super) fn is_router_owned(port: &Port) -> bool {
+    port.device_owner.starts_with("network:router") || port.device_owner == "network:floatingip"
+}
+
+/// Whether one host carries some networks and holds some routers, taken
+/// before a change so that only what the change altered is emitted.
+pub(super) struct Carrying {
+    host: String,
+    networks: Vec<(String, bool)>,
+    routers: Vec<(String, bool)>,
+}
+
+impl Compiler {
+    /// Whether `host` carries the network: it is known and the host has a
+    /// port bound on it or holds a router with an interface on it.
+    pub(super) fn carries(&self, host: &str, network_id: &str) -> bool {
+        self.networks
+            .get(network_id)
+            .is_some_and(|n| n.segment.is_some() && n.named_by(host))
+    }
+
+    fn holds(&self, host: &str, router_id: &str) -> bool {
+        self.routers
+            .get(router_id)
+            .is_some_and(|r| r.hosts.contains_key(host))
+    }
+
+    pub(super) fn carrying<'a>(
+        &self,
+        host: &str,
+        networks: impl IntoIterator<Item = &'a String>,
+        routers: impl IntoIterator<Item = &'a String>,
+    ) -> Carrying {
+        Carrying {
+            host: host.to_owned(),
+            networks: networks
+                .into_iter()
+                .map(|n| (n.clone(), self.carries(host, n)))
+                .collect(),
+            routers: routers
+                .into_iter()
+                .map(|r| (r.clone(), self.holds(host, r)))
+                .collect(),
+        }
+    }
+
+    /// `carrying` for a port about to be bound on, or unbound from, a
+    /// network: the network itself, the routers on it, and their networks.
+    pub(super) fn carrying_around(&self, host: &str, network_id: &str) -> Carrying {
+        let routers: Vec<&String> = self
+            .networks
+            .get(network_id)
+            .into_iter()
+            .flat_map(|n| n.routers.iter())
+            .collect();
+        let own = network_id.to_owned();
+        let mut networks: BTreeSet<&String> = routers
+            .iter()
+            .filter_map(|r| self.routers.get(*r))
+            .flat_map(|r| r.networks.keys())
+            .collect();
+        networks.insert(&own);
+        self.carrying(host, networks, routers)
+    }
+
+    /// Emits what changed for one host since `before`, in the order it
+    /// applies: routers it stops holding, networks it stops carrying,
+    /// networks it starts carrying (with all they hold), routers it starts
+    /// holding. `skip` is a network whose own change the caller emits.
+    pub(super) fn carrying_changed(
+        &self,
+        before: &Carrying,
+        skip: Option<&str>,
+        out: &mut Emitter,
+    ) {
+        let host = before.host.as_str();
+        for (router_id, held) in &before.routers {
+            if *held && !self.holds(host, router_id) {
+                out.push(
+                    host,
+                    Change::RouterRemove {
+                        router_id: router_id.clone(),
+                    },
+                );
+            }
+        }
+        for (network_id, carried) in &before.networks {
+            if skip == Some(network_id.as_str()) {
+                continue;
+            }
+            let now = self.carries(host, network_id);
+            if *carried && !now {
+                out.push(
+                    host,
+                    Change::NetworkRemove {
+                        network_id: network_id.clone(),
+                    },
+                );
+            } else if !*carried
+                && now
+                && let Some(spec) = self
+                    .networks
+                    .get(network_id)
+                    .and_then(|n| self.network_spec(n, host))
+            {
+                out.network_added(host, network_id, spec);
+            }
+        }
+        for (router_id, held) in &before.routers {
+            if !*held
+                && let Some(router) = self.routers.get(router_id)
+                && router.hosts.contains_key(host)
+            {
+                out.push(
+                    host,
+                    Change::RouterUpsert {
+                        router_id: router_id.clone(),
+                        spec: router.spec.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// A host gained its first bound port on a network: it now holds every
+    /// router on that network (and carries their networks).
+    pub(super) fn routers_gain_host(&mut self, network_id: &str, host: &str) {
+        let routers: Vec<String> = self
+            .networks
+            .get(network_id)
+            .map(|n| n.routers.iter().cloned().collect())
+            .unwrap_or_default();
+        for router_id in routers {
+            self.router_gains_host(&router_id, host, 1);
+        }
+    }
+
+    /// A host lost its last bound port on a network.
+    pub(super) fn routers_lose_host(&mut self, network_id: &str, host: &str) {
+        let routers: Vec<String> = self
+            .networks
+            .get(network_id)
+            .map(|n| n.routers.iter().cloned().collect())
+            .unwrap_or_default();
+        for router_id in routers {
+            self.router_loses_host(&router_id, host, 1);
+        }
+    }
+
+    /// The only place a router's hosts and the networks they carry for it
+    /// grow: `count` more of the router's networks have ports on `host`.
+    fn router_gains_host(&mut self, router_id: &str, host: &str, count: u32) {
+        let Some(router) = self.routers.get_mut(router_id) else {
+            return;
+        };
+        let held = router.hosts.entry(host.to_owned()).or_default();
+        *held += count;
+        if *held != count {
+            return;
+        }
+        let networks: Vec<String> = router.networks.keys().cloned().collect();
+        for network_id in networks {
+            *self
+                .networks
+                .entry(network_id)
+                .or_default()
+                .routed_hosts
+                .entry(host.to_owned())
+                .or_default() += 1;
+        }
+        self.hosts
+            .entry(host.to_owned())
+            .or_default()
+            .routers
+            .insert(router_id.to_owned());
+    }
+
+    /// Undoes [`Compiler::router_gains_host`].
+    fn router_loses_host(&mut self, router_id: &str, host: &str, count: u32) {
+        let Some(router) = self.routers.get_mut(router_id) else {
+            return;
+        };
+        let Some(held) = router.hosts.get_mut(host) else {
+            return;
+        };
+        *held = held.saturating_sub(count);
+        if *held > 0 {
+            return;
+        }
+        router.hosts.remove(host);
+        let networks: Vec<String> = router.networks.keys().cloned().collect();
+        for network_id in networks {
+            self.unroute(&network_id, host);
+        }
+        if let Some(h) = self.hosts.get_mut(host) {
+            h.routers.remove(router_id);
+        }
+        self.forget_host_if_unused(host);
+    }
+
+    /// One router fewer makes `host` carry `network_id`.
+    fn unroute(&mut self, network_id: &str, host: &str) {
+        if let Some(network) = self.networks.get_mut(network_id)
+            && let Some(n) = network.routed_hosts.get_mut(host)
+        {
+            *n -= 1;
+            if *n == 0 {
+                network.routed_hosts.remove(host);
+            }
+        }
+        self.forget_network_if_unused(network_id);
+    }
+
+    // ---- inputs -----------------------------------------------------------
+
+    pub(super) fn put_router(&mut self, router: &Router, out: &mut Emitter) {
+        let routes = router
+            .routes
+            .iter()
+            .map(|r| RouteSpec {
+                destination: r.destination,
+                nexthop: r.nexthop,
+            })
+            .collect();
+        self.routers
+            .entry(router.std.id.clone())
+            .or_default()
+            .routes = routes;
+        self.refresh_router(&router.std.id, out);
+    }
+
+    pub(super) fn delete_router(&mut self, id: &str, out: &mut Emitter) {
+        if let Some(router) = self.routers.get_mut(id) {
+            router.routes.clear();
+        }
+        self.refresh_router(id, out);
+        self.forget_router_if_unused(id);
+    }
+
+    /// A port stopped or started being an interface of a router (`old`,
+    /// `new`: the router it was and is an interface of), or changed while
+    /// being one. The port's entry is already the new one.
+    pub(super) fn interface_changed(
+        &mut self,
+        port_id: &str,
+        old: Option<(String, String)>,
+        out: &mut Emitter,
+    ) {
+        let new = self.ports.get(port_id).and_then(|p| {
+            p.interface
+                .as_ref()
+                .map(|r| (r.clone(), p.network_id.clone()))
+        });
+        if old == new {
+            if let Some((router_id, _)) = new {
+                self.refresh_router(&router_id, out);
+            }
+            return;
+        }
+        if let Some((router_id, network_id)) = old {
+            self.detach_interface(port_id, &router_id, &network_id, out);
+        }
+        if let Some((router_id, network_id)) = new {
+            self.attach_interface(port_id, &router_id, &network_id, out);
+        }
+    }
+
+    /// The hosts an interface change on (router, network) can concern, each
+    /// with what it carries and holds now.
+    fn carrying_for_interface(&self, router_id: &str, network_id: &str) -> Vec<Carrying> {
+        let router = self.routers.get(router_id);
+        let mut hosts: BTreeSet<&String> =
+            router.into_iter().flat_map(|r| r.hosts.keys()).collect();
+        hosts.extend(
+            self.networks
+                .get(network_id)
+                .into_iter()
+                .flat_map(|n| n.bound_ports.keys()),
+        );
+        let own = network_id.to_owned();
+        let mut networks: BTreeSet<&String> =
+            router.into_iter().flat_map(|r| r.networks.keys()).collect();
+        networks.insert(&own);
+        let id = router_id.to_owned();
+        hosts
+            .into_iter()
+            .map(|h| self.carrying(h, networks.iter().copied(), [&id]))
+            .collect()
+    }
+
+    fn attach_interface(
+        &mut self,
+        port_id: &str,
+        router_id: &str,
+        network_id: &str,
+        out: &mut Emitter,
+    ) {
+        let before = self.carrying_for_interface(router_id, network_id);
+        let router = self.routers.entry(router_id.to_owned()).or_default();
+        let stale: Vec<String> = router.hosts.keys().cloned().collect();
+        router
+            .interfaces
+            .insert(port_id.to_owned(), network_id.to_owned());
+        let on_network = router.networks.entry(network_id.to_owned()).or_default();
+        *on_network += 1;
+        if *on_network == 1 {
+            // The router's hosts now carry the network, and the network's
+            // hosts now hold the router.
+            let network = self.networks.entry(network_id.to_owned()).or_default();
+            network.routers.insert(router_id.to_owned());
+            for host in &stale {
+                *network.routed_hosts.entry(host.clone()).or_default() += 1;
+            }
+            let bound: Vec<String> = network.bound_ports.keys().cloned().collect();
+            for host in bound {
+                self.router_gains_host(router_id, &host, 1);
+            }
+        }
+        self.router_spec_changed(router_id, &stale, out);
+        for carrying in &before {
+            self.carrying_changed(carrying, None, out);
+        }
+    }
+
+    fn detach_interface(
+        &mut self,
+        port_id: &str,
+        router_id: &str,
+        network_id: &str,
+        out: &mut Emitter,
+    ) {
+        let before = self.carrying_for_interface(router_id, network_id);
+        let Some(router) = self.routers.get_mut(router_id) else {
+            return;
+        };
+        router.interfaces.remove(port_id);
+        let last = match router.networks.get_mut(network_id) {
+            Some(n) => {
+                *n -= 1;
+                *n == 0
+            }
+            None => false,
+        };
+        if last {
+            router.networks.remove(network_id);
+            let held: Vec<String> = router.hosts.keys().cloned().collect();
+            if let Some(network) = self.networks.get_mut(network_id) {
+                network.routers.remove(router_id);
+            }
+            for host in &held {
+                self.unroute(network_id, host);
+            }
+            let bound: Vec<String> = self
+                .networks
+                .get(network_id)
+                .map(|n| n.bound_ports.keys().cloned().collect())
+                .unwrap_or_default();
+            for host in bound {
+                self.router_loses_host(router_id, &host, 1);
+            }
+        }
+        let stale: Vec<String> = self
+            .routers
+            .get(router_id)
+            .map(|r| r.hosts.keys().cloned().collect())
+            .unwrap_or_default();
+        self.router_spec_changed(router_id, &stale, out);
+        for carrying in &before {
+            self.carrying_changed(carrying, None, out);
+        }
+        self.forget_router_if_unused(router_id);
+    }
+
+    /// Recomputes a router's spec; if it changed, every host holding it
+    /// hears of it.
+    pub(super) fn refresh_router(&mut self, router_id: &str, out: &mut Emitter) {
+        let hosts: Vec<String> = self
+            .routers
+            .get(router_id)
+            .map(|r| r.hosts.keys().cloned().collect())
+            .unwrap_or_default();
+        self.router_spec_changed(router_id, &hosts, out);
+    }
+
+    /// Recomputes a router's spec; if it changed, tells `hosts` (those that
+    /// held it before and still do) of the new one.
+    fn router_spec_changed(&mut self, router_id: &str, hosts: &[String], out: &mut Emitter) {
+        let Some(spec) = self.routers.get(router_id).map(|r| self.router_spec(r)) else {
+            return;
+        };
+        let Some(router) = self.routers.get_mut(router_id) else {
+            return;
+        };
+        if router.spec == spec {
+            return;
+        }
+        router.spec = spec;
+        for host in hosts.iter().filter(|h| router.hosts.contains_key(*h)) {
+            out.push(
+                host,
+                Change::RouterUpsert {
+                    router_id: router_id.to_owned(),
+                    spec: router.spec.clone(),
+                },
+            );
+        }
+    }
+
+    /// A router as its hosts hold it: each interface with its MAC and its
+    /// addresses, at their subnets' prefix lengths (an address whose subnet
+    /// is unknown is left out until the subnet arrives).
+    fn router_spec(&self, router: &RouterEntry) -> RouterSpec {
+        let interfaces = router
+            .interfaces
+            .iter()
+            .filter_map(|(port_id, network_id)| {
+                let port = self.ports.get(port_id)?;
+                let subnets = &self.networks.get(network_id)?.subnets;
+                let addresses = port
+                    .local
+                    .fixed_ips
+                    .iter()
+                    .filter_map(|f| {
+                        let subnet = subnets.get(&f.subnet_id)?;
+                        IpNet::new(f.ip_address, subnet.cidr.prefix_len()).ok()
+                    })
+                    .collect();
+                let spec = RouterInterfaceSpec {
+                    network_id: network_id.clone(),
+                    mac: port.local.mac,
+                    addresses,
+                };
+                Some((port_id.clone(), spec))
+            })
+            .collect();
+        RouterSpec {
+            interfaces,
+            routes: router.routes.clone(),
+        }
+    }
+
+    /// The routers with an interface on a network whose subnets changed.
+    pub(super) fn refresh_routers_of(&mut self, network_id: &str, out: &mut Emitter) {
+        let routers: Vec<String> = self
+            .networks
+            .get(network_id)
+            .map(|n| n.routers.iter().cloned().collect())
+            .unwrap_or_default();
+        for router_id in routers {
+            self.refresh_router(&router_id, out);
+        }
+    }
+
+    fn forget_router_if_unused(&mut self, id: &str) {
+        if self.routers.get(id).is_some_and(RouterEntry::is_unused) {
+            self.routers.remove(id);
+        }
+    }
+
+    /// The router specs a host holds, for its snapshot.
+    pub(super) fn routers_of_host(
+        &self,
+        host: &str,
+    ) -> impl Iterator<Item = (&String, &RouterSpec)> {
+        self.hosts
+            .get(host)
+            .into_iter()
+            .flat_map(|h| h.routers.iter())
+            .filter_map(|id| Some((id, &self.routers.get(id)?.spec)))
+    }
+
+    /// The networks a host carries because of its routers.
+    pub(super) fn routed_networks_of_host(&self, host: &str) -> impl Iterator<Item = &String> {
+        self.hosts
+            .get(host)
+            .into_iter()
+            .flat_map(|h| h.routers.iter())
+            .filter_map(|id| self.routers.get(id))
+            .flat_map(|r| r.networks.keys())
+    }
+}
