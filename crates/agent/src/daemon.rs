@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::dhcp::DhcpServer;
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::nft::{NftConfig, NftReconciler};
+use crate::router::{RouterConfig, RouterError, RouterReconciler};
 use crate::sync::{Server, SyncError};
 
 /// Re-read the kernel this often even when nothing arrives, to repair what
@@ -24,6 +25,10 @@ use crate::sync::{Server, SyncError};
 /// events, acted on at once; a full read is costly at scale (tens to
 /// hundreds of ms), and a change arriving meanwhile waits for it.
 const RESYNC: Duration = Duration::from_secs(30);
+
+/// A router operation the kernel refused is tried again this soon (a
+/// namespace may be busy being torn down, a device not yet gone).
+const ROUTER_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
@@ -35,6 +40,8 @@ pub struct AgentConfig {
     pub underlay_ip: IpAddr,
     /// The server's agent token, when it requires one (`X-Vnet-Agent-Token`).
     pub token: Option<String>,
+    /// How this host's router namespaces are named.
+    pub router: RouterConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +50,8 @@ pub enum AgentError {
     Sync(#[from] SyncError),
     #[error("the kernel backend failed to start")]
     Linux(#[from] linux::Error),
+    #[error("the router backend failed to start")]
+    Router(#[from] RouterError),
 }
 
 /// Run the agent until `shutdown` resolves.
@@ -58,6 +67,7 @@ pub async fn run(
         capabilities: vec!["linux-bridge-vxlan".into(), "dhcpv4".into()],
     };
     let reconciler = Reconciler::new(LinuxConfig::new(config.underlay_ip))?;
+    let mut routers = RouterReconciler::new(config.router.clone())?;
     let mut dhcp = DhcpServer::new();
     // `nft` runs as a child process: off the async threads.
     let nft = Arc::new(NftReconciler::new(NftConfig::default()));
@@ -74,6 +84,10 @@ pub async fn run(
 
     tokio::pin!(shutdown);
     let mut resync = tokio::time::interval(RESYNC);
+    let mut router_retry: Option<tokio::time::Instant> = None;
+    // The first reconcile reads every router namespace, to remove those of
+    // routers deleted while the agent was away.
+    let mut routers_read = false;
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
@@ -96,7 +110,9 @@ pub async fn run(
                 }
             },
             _ = resync.tick() => true,
+            () = sleep_until(router_retry) => false,
         };
+        router_retry = None;
         let Some((revision, state)) = desired.borrow_and_update().clone() else {
             continue; // no snapshot yet: act on nothing
         };
@@ -106,6 +122,13 @@ pub async fn run(
         if let Err(e) = secure(&nft, &state, full).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
+        }
+        // Routers before links: the link reconcile attaches the host ends of
+        // the veth pairs this makes.
+        let routed = routers.reconcile(&state, full || !routers_read).await;
+        routers_read = true;
+        if !routed.failed.is_empty() {
+            router_retry = Some(tokio::time::Instant::now() + ROUTER_RETRY);
         }
         let reconciled = if full {
             reconciler.reconcile(&state).await
@@ -124,9 +147,20 @@ pub async fn run(
                 .iter()
                 .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
         }));
+        // A router interface is wired once its bridge end is and its router
+        // is right.
+        let interfaces: std::collections::BTreeSet<&String> = state
+            .routers
+            .values()
+            .flat_map(|r| r.interfaces.keys())
+            .collect();
         let wired = PortStatusReport {
             revision,
-            wired: report.wired(),
+            wired: report
+                .wired()
+                .into_iter()
+                .filter(|id| !interfaces.contains(id) || routed.realised.contains(id))
+                .collect(),
         };
         if let Err(e) = server.report_ports(&config.host, &wired).await {
             tracing::warn!(error = %e, "port status report failed; next reconcile retries");
@@ -135,6 +169,14 @@ pub async fn run(
     heartbeat.abort();
     follow.abort();
     Ok(())
+}
+
+/// Resolves at `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Apply the security groups of `state` (nftables runs as a child process:

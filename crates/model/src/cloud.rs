@@ -107,6 +107,12 @@ pub struct Cloud {
     router_fips: HashMap<String, BTreeSet<String>>,
     /// How many of each quota-limited kind a project owns.
     usage: HashMap<(String, Kind), usize>,
+    // === what agents report: volatile, rebuilt from their next reports ===
+    /// Router interface → the hosts that report it realised (a distributed
+    /// port is ACTIVE while any host has it).
+    realised_on: HashMap<String, BTreeSet<String>>,
+    /// Host → the router interfaces it reported realised.
+    host_realised: HashMap<String, BTreeSet<String>>,
     // === allocation hints: not state, never persisted ===
     subnet_cursor: HashMap<String, IpAddr>,
     vni_cursor: u32,
@@ -139,6 +145,8 @@ impl Cloud {
             group_rules: HashMap::new(),
             group_ports: HashMap::new(),
             host_ports: HashMap::new(),
+            realised_on: HashMap::new(),
+            host_realised: HashMap::new(),
             remote_group_rules: HashMap::new(),
             default_groups: HashMap::new(),
             vnis: BTreeSet::new(),
@@ -1311,8 +1319,10 @@ impl Cloud {
     }
 
     /// An agent's report: of the ports bound to `host`, those in `wired` are
-    /// ACTIVE and the others DOWN (a dead host's agent wires nothing). Only
-    /// ports whose status changes are written. Returns how many changed.
+    /// ACTIVE and the others DOWN (a dead host's agent wires nothing). Router
+    /// interfaces are realised on many hosts: one is ACTIVE while any host
+    /// reports it wired. Only ports whose status changes are written.
+    /// Returns how many changed.
     pub fn report_port_status(
         &mut self,
         host: &str,
@@ -1333,16 +1343,63 @@ impl Cloud {
             } else {
                 PortStatus::Down
             };
-            if let Some(mut port) = self.ports.get(&id).cloned()
-                && port.status != status
-            {
+            changed += usize::from(self.set_port_status(&id, status, now));
+        }
+        changed + self.report_realised(host, wired, now)
+    }
+
+    /// The router interfaces' side of [`Cloud::report_port_status`].
+    fn report_realised(&mut self, host: &str, wired: &BTreeSet<String>, now: Timestamp) -> usize {
+        let here: BTreeSet<String> = wired
+            .iter()
+            .filter(|id| {
+                self.ports.get(*id).is_some_and(|p| {
+                    p.device_owner == crate::OWNER_ROUTER_INTERFACE && p.binding_host_id.is_empty()
+                })
+            })
+            .cloned()
+            .collect();
+        let before = self.host_realised.remove(host).unwrap_or_default();
+        for id in before.difference(&here) {
+            if let Some(hosts) = self.realised_on.get_mut(id) {
+                hosts.remove(host);
+                if hosts.is_empty() {
+                    self.realised_on.remove(id);
+                }
+            }
+        }
+        for id in &here {
+            self.realised_on
+                .entry(id.clone())
+                .or_default()
+                .insert(host.to_owned());
+        }
+        let mut changed = 0;
+        for id in before.union(&here) {
+            let status = if self.realised_on.contains_key(id) {
+                PortStatus::Active
+            } else {
+                PortStatus::Down
+            };
+            changed += usize::from(self.set_port_status(id, status, now));
+        }
+        if !here.is_empty() {
+            self.host_realised.insert(host.to_owned(), here);
+        }
+        changed
+    }
+
+    /// Writes a port's status if it differs; whether it did.
+    fn set_port_status(&mut self, id: &str, status: PortStatus, now: Timestamp) -> bool {
+        match self.ports.get(id).cloned() {
+            Some(mut port) if port.status != status => {
                 port.status = status;
                 port.std.touch(now);
                 self.put(Resource::Port(port));
-                changed += 1;
+                true
             }
+            _ => false,
         }
-        changed
     }
 
     // === security groups ===

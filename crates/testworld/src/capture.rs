@@ -35,12 +35,24 @@ impl Capture {
             stderr: e,
         };
         let mut cmd = ns.command("tcpdump");
-        cmd.args(["-i", iface, "-U", "-n", "-s", "256", "-w"])
-            .arg(&path)
-            .args(filter.split_whitespace())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+        // Immediate mode: otherwise libpcap hands packets over a block at a
+        // time (after up to a second), and a capture stopped sooner loses
+        // the last packets.
+        cmd.args([
+            "-i",
+            iface,
+            "--immediate-mode",
+            "-U",
+            "-n",
+            "-s",
+            "256",
+            "-w",
+        ])
+        .arg(&path)
+        .args(filter.split_whitespace())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
         let mut child = cmd.spawn().map_err(|e| err(e.to_string()))?;
         let Some(stderr) = child.stderr.take() else {
             return Err(err("no stderr".into()));
@@ -143,6 +155,15 @@ pub struct VxlanFrame {
     pub inner_src: [u8; 6],
     /// After any 802.1Q tag.
     pub inner_ethertype: u16,
+    /// The inner IPv4 header's addresses and TTL, if it carries IPv4.
+    pub inner_ipv4: Option<InnerIpv4>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InnerIpv4 {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub ttl: u8,
 }
 
 pub const ETHERTYPE_IPV4: u16 = 0x0800;
@@ -176,9 +197,21 @@ impl VxlanFrame {
         let vni = u32::from_be_bytes(vxlan.get(4..8)?.try_into().ok()?) >> 8;
         let inner = udp.get(16..)?;
         let mut ethertype = be16(inner, 12)?;
+        let mut payload = 14;
         if ethertype == 0x8100 {
             ethertype = be16(inner, 16)?;
+            payload = 18;
         }
+        let inner_ipv4 = (ethertype == ETHERTYPE_IPV4)
+            .then(|| {
+                let h = inner.get(payload..payload + 20)?;
+                Some(InnerIpv4 {
+                    src: Ipv4Addr::new(h[12], h[13], h[14], h[15]),
+                    dst: Ipv4Addr::new(h[16], h[17], h[18], h[19]),
+                    ttl: h[8],
+                })
+            })
+            .flatten();
         Some(VxlanFrame {
             outer_src: addr(12)?,
             outer_dst: addr(16)?,
@@ -186,6 +219,7 @@ impl VxlanFrame {
             inner_dst: inner.get(0..6)?.try_into().ok()?,
             inner_src: inner.get(6..12)?.try_into().ok()?,
             inner_ethertype: ethertype,
+            inner_ipv4,
         })
     }
 
@@ -241,6 +275,19 @@ mod tests {
         ))
         .expect("vxlan");
         assert!(!f.is_arp() && !f.is_flood());
+        assert_eq!(f.inner_ipv4, None, "too short to be IPv4");
+        let mut routed = underlay_frame(7, [0xfa, 0x16, 0x3e, 0, 0, 2], ETHERTYPE_IPV4);
+        routed.extend_from_slice(&[0x45, 0, 0, 84, 0, 0, 0, 0, 63, 1, 0, 0]);
+        routed.extend_from_slice(&[10, 1, 0, 10, 10, 2, 0, 20]);
+        let inner = VxlanFrame::decode(&routed).and_then(|f| f.inner_ipv4);
+        assert_eq!(
+            inner,
+            Some(InnerIpv4 {
+                src: Ipv4Addr::new(10, 1, 0, 10),
+                dst: Ipv4Addr::new(10, 2, 0, 20),
+                ttl: 63,
+            })
+        );
         let mut not_udp = underlay_frame(7, [0; 6], ETHERTYPE_IPV4);
         not_udp[14 + 9] = 6;
         assert_eq!(VxlanFrame::decode(&not_udp), None);

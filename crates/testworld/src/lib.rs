@@ -12,6 +12,6 @@ pub mod capture;
 pub mod netns;
 pub mod world;
 
-pub use capture::{Capture, VxlanFrame, parse_pcap, vxlan_frames};
+pub use capture::{Capture, InnerIpv4, VxlanFrame, parse_pcap, vxlan_frames};
 pub use netns::{CmdError, Netns, run_cmd, veth};
 pub use world::{Fabric, Host, VM_DEV, VM_MTU, Vm};

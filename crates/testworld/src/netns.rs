@@ -1,6 +1,7 @@
 //! A named network namespace that exists exactly as long as its guard: created
-//! with a unique name, deleted on drop (also while a test unwinds from a
-//! panic; a failed delete is logged, never a second panic). Code runs inside
+//! with a unique name, deleted on drop with the namespaces named after it
+//! (`<name>-…`, such as an agent's routers), also while a test unwinds from a
+//! panic (a failed delete is logged, never a second panic). Code runs inside
 //! it either as a closure on a scoped thread that `setns`es first, or as a
 //! command under `ip netns exec`.
 
@@ -148,6 +149,21 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // Namespaces made on its behalf, named after it (a host's agent
+        // names its routers `<host>-vnr-…`), go with it.
+        let dependent = format!("{}-", self.name);
+        for entry in std::fs::read_dir(NETNS_RUN_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&dependent)
+                && let Err(e) = run_cmd("ip", &["netns", "del", &name])
+            {
+                eprintln!("testworld: could not delete netns {name}: {e}");
+            }
+        }
         if let Err(e) = run_cmd("ip", &["netns", "del", &self.name]) {
             eprintln!("testworld: could not delete netns {}: {e}", self.name);
         }

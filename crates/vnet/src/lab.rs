@@ -360,8 +360,8 @@ pub fn up(
         )?;
         ip(&host, &["link", "set", "eth0", "up"])?;
         ip(&fabric, &["link", "set", &uplink, "master", "br0", "up"])?;
-        let mut agent = Command::new("ip");
-        agent.args(["netns", "exec", &host, vnet, "agent"]).args([
+        let mut agent = Command::new(vnet);
+        agent.args(["agent", "--netns", &host]).args([
             "--server",
             &agents_reach,
             "--host",
@@ -489,7 +489,7 @@ pub fn down(name: &str) -> Result<(), BoxError> {
     let state = LabState::load(name)?;
     let kill = |pid: u32| {
         if pid != 0 {
-            // The process group: `ip netns exec` and the agent it runs.
+            // The agent's process group.
             let _ = run("kill", &["-TERM", "--", &format!("-{pid}")]);
         }
     };
@@ -498,10 +498,24 @@ pub fn down(name: &str) -> Result<(), BoxError> {
     }
     kill(state.server_pid);
     let mut failures = Vec::new();
+    // Each host's agent names its router namespaces `<host>-vnr-…`.
+    let routers: Vec<String> = std::fs::read_dir("/run/netns")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|ns| {
+            state
+                .hosts
+                .iter()
+                .any(|h| ns.starts_with(&format!("{}-vnr-", h.name)))
+        })
+        .collect();
     let namespaces = state
         .vms
         .iter()
         .map(|v| v.netns.clone())
+        .chain(routers)
         .chain(state.hosts.iter().map(|h| h.name.clone()))
         .chain([state.fabric.clone()]);
     for ns in namespaces {

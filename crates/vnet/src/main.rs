@@ -147,6 +147,16 @@ pub struct AgentArgs {
     /// The server's agent token (`vnet server --agent-token`).
     #[arg(long, env = "VNET_AGENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Run as the agent of the host that is this named network namespace
+    /// (a lab's or test's host): the agent enters it before anything else,
+    /// and stays in the machine's mount namespace, so the router namespaces
+    /// it makes are seen (and outlive it) as `ip netns` ones.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Prefix of this host's router namespaces (default `vnr-`, or
+    /// `NETNS-vnr-` with --netns). Every namespace with it is the agent's.
+    #[arg(long)]
+    router_netns_prefix: Option<String>,
 }
 
 /// Where to listen: an address, in the current or a named network namespace.
@@ -256,17 +266,33 @@ fn main() -> ExitCode {
 }
 
 fn run(command: Command) -> Result<(), BoxError> {
+    // Before the runtime's threads exist, so that all of them are inside.
+    if let Command::Agent(AgentArgs {
+        netns: Some(netns), ..
+    }) = &command
+    {
+        let file = std::fs::File::open(format!("/run/netns/{netns}"))
+            .map_err(|e| format!("network namespace {netns}: {e}"))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| format!("entering network namespace {netns}: {e}"))?;
+    }
     let runtime = tokio::runtime::Runtime::new()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         match command {
             Command::Server(args) => server(args).await,
             Command::Agent(args) => {
+                let netns_prefix = match (args.router_netns_prefix, &args.netns) {
+                    (Some(prefix), _) => prefix,
+                    (None, Some(netns)) => format!("{netns}-vnr-"),
+                    (None, None) => agent::router::RouterConfig::default().netns_prefix,
+                };
                 let config = agent::daemon::AgentConfig {
                     server: args.server,
                     host: args.host,
                     underlay_ip: args.underlay_ip,
                     token: args.token,
+                    router: agent::router::RouterConfig { netns_prefix },
                 };
                 agent::daemon::run(config, shutdown_signal())
                     .await

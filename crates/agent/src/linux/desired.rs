@@ -11,7 +11,7 @@ use model::MacAddr;
 
 use super::LinuxConfig;
 use super::link::{LinkKind, PortFlags};
-use super::names::{bridge_mac, bridge_name, vxlan_name};
+use super::names::{bridge_mac, bridge_name, router_port_name, vxlan_name};
 
 /// A bridge or VXLAN device vnet creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -117,6 +117,37 @@ impl Desired {
             for (ip, mac) in net.neighbours() {
                 if mac.is_valid_port_mac() {
                     neighbours.entry(ip).or_insert(mac);
+                }
+            }
+        }
+        // Router interfaces: the host end of each veth is wired as a port of
+        // its network's bridge, the interface's MAC behind it.
+        for router in state.routers.values() {
+            for (port_id, iface) in &router.interfaces {
+                let Some(net) = state.networks.get(&iface.network_id) else {
+                    continue;
+                };
+                let device = router_port_name(port_id);
+                let bridge = bridge_name(net.vni);
+                if d.ports.contains_key(&device) || !d.links.contains_key(&bridge) {
+                    continue;
+                }
+                d.ports.insert(
+                    device.clone(),
+                    DesiredPort {
+                        port_id: port_id.clone(),
+                        bridge: bridge.clone(),
+                        mtu: net.mtu,
+                        up: true,
+                        mac: iface.mac,
+                    },
+                );
+                if iface.mac.is_valid_port_mac() {
+                    d.fdb
+                        .entry(bridge)
+                        .or_default()
+                        .entry(iface.mac)
+                        .or_insert(device);
                 }
             }
         }

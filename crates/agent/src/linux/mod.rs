@@ -12,7 +12,10 @@
 //! neighbour entry per IP on the bridge, so that ARP/ND is answered locally.
 //! Per local port: its device (created by Nova/libvirt or the test world,
 //! never by vnet) attached to the bridge, up, with the network's MTU, a
-//! static FDB entry for its MAC and neighbour entries for its IPs. There is
+//! static FDB entry for its MAC and neighbour entries for its IPs. Per
+//! router interface on a network the host carries: the host end of its veth
+//! (`vnrt<port>`, made by the `router` backend) wired like a local port,
+//! with a static FDB entry for the interface's MAC. There is
 //! no flood entry anywhere: no broadcast or unknown unicast crosses the
 //! overlay.
 //!
@@ -43,7 +46,10 @@ use netlink_packet_route::AddressFamily;
 pub use desired::{Desired, DesiredLink, DesiredPort};
 pub use events::{LinkEvent, LinkEvents};
 pub use link::{LinkKind, PortFlags};
-pub use names::{BRIDGE_PREFIX, VXLAN_PORT, VXLAN_PREFIX, bridge_name, is_owned, vxlan_name};
+pub use names::{
+    BRIDGE_PREFIX, ROUTER_PORT_PREFIX, VXLAN_PORT, VXLAN_PREFIX, bridge_name, is_owned,
+    router_port_name, vxlan_name,
+};
 pub use netlink::{OpError, OpFailure};
 pub use observed::{Observed, ObservedLink};
 pub use plan::{Op, Phase, diff, plan};

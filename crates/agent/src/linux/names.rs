@@ -8,6 +8,10 @@
 pub const BRIDGE_PREFIX: &str = "vnbr";
 /// A network's VXLAN device: `vnvx<vni>`.
 pub const VXLAN_PREFIX: &str = "vnvx";
+/// The host end of a router interface's veth pair: `vnrt` + the first 11
+/// characters of the interface's port id. Wired as a port device (never
+/// created or deleted here: the router backend owns the pair).
+pub const ROUTER_PORT_PREFIX: &str = "vnrt";
 /// IANA's VXLAN port.
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -17,6 +21,11 @@ pub fn bridge_name(vni: u32) -> String {
 
 pub fn vxlan_name(vni: u32) -> String {
     format!("{VXLAN_PREFIX}{vni}")
+}
+
+pub fn router_port_name(port_id: &str) -> String {
+    let prefix: String = port_id.chars().take(11).collect();
+    format!("{ROUTER_PORT_PREFIX}{prefix}")
 }
 
 /// A network's bridge has this fixed, locally administered MAC

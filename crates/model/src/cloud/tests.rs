@@ -832,3 +832,35 @@ fn quotas_count_per_project_and_a_refused_bulk_leaves_the_count_alone() {
         Err(ModelError::Forbidden(_))
     ));
 }
+
+#[test]
+fn a_router_interface_is_active_while_any_host_reports_it_realised() {
+    let mut w = l3();
+    let (a, r, inside) = (w.a.clone(), w.router.std.id.clone(), w.inside.clone());
+    let info =
+        w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&inside), 0))
+            .unwrap()
+            .0;
+    let id = info.port_id.clone();
+    let status = |w: &L3| w.c.port(&id).unwrap().status;
+    assert_eq!(status(&w), PortStatus::Down);
+    let realised = BTreeSet::from([id.clone()]);
+    let report = |w: &mut L3, host: &str, wired: &BTreeSet<String>| {
+        w.c.apply(|c| Ok(c.report_port_status(host, wired, 1)))
+            .unwrap()
+            .0
+    };
+    assert_eq!(report(&mut w, "h1", &realised), 1);
+    assert_eq!(report(&mut w, "h2", &realised), 0, "already ACTIVE");
+    assert_eq!(status(&w), PortStatus::Active);
+    // h1 drops it; h2 still has it.
+    assert_eq!(report(&mut w, "h1", &BTreeSet::new()), 0);
+    assert_eq!(status(&w), PortStatus::Active);
+    // The last host goes (as a dead host is reported): DOWN.
+    assert_eq!(report(&mut w, "h2", &BTreeSet::new()), 1);
+    assert_eq!(status(&w), PortStatus::Down);
+    // A host cannot claim a VM's port it is not bound to.
+    let vm = BTreeSet::from([w.vm.std.id.clone()]);
+    assert_eq!(report(&mut w, "h3", &vm), 0);
+    assert_eq!(w.c.port(&w.vm.std.id).unwrap().status, PortStatus::Down);
+}

@@ -62,8 +62,10 @@ pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
 
 pub struct Cloud {
     pub api: SocketAddr,
-    pub hosts: Vec<Host>,
+    // Agents go before their hosts: an agent left running could make a
+    // router namespace after its host's guard swept them.
     pub agents: Vec<Option<Proc>>,
+    pub hosts: Vec<Host>,
     pub logs: tempfile::TempDir,
     // Dropped last: everything above lives in namespaces plugged into it.
     _server: Proc,
@@ -116,9 +118,11 @@ impl Cloud {
 
     pub fn start_agent(&self, i: usize) -> Proc {
         let host = &self.hosts[i];
-        let mut cmd = host.ns.command(VNET);
+        let mut cmd = Command::new(VNET);
         cmd.args([
             "agent",
+            "--netns",
+            host.ns.name(),
             "--server",
             &format!("http://{MGMT_IP}:{MGMT_PORT}"),
             "--host",
