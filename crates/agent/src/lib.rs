@@ -7,5 +7,6 @@
 pub mod daemon;
 pub mod dhcp;
 pub mod linux;
+pub mod mappings;
 pub mod nft;
 pub mod sync;

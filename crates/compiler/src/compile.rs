@@ -55,11 +55,13 @@ pub struct Compiler {
     rule_groups: HashMap<String, String>,
 }
 
-/// What a host's vxlan device is made of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a host's vxlan device (or, flat, its physical network) is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Segment {
     vni: u32,
     mtu: u32,
+    /// `Some` for a flat network (see `NetworkSpec::physical_network`).
+    physical_network: Option<String>,
 }
 
 /// Everything under one network id. Subnets and ports may name a network the
@@ -186,6 +188,7 @@ impl Emitter {
                 network_id: network_id.to_owned(),
                 vni: spec.vni,
                 mtu: spec.mtu,
+                physical_network: spec.physical_network,
             },
         );
         for (subnet_id, spec) in spec.subnets {
@@ -293,7 +296,7 @@ impl Compiler {
 
     /// How `host` sees a network it carries; `None` if it does not carry it.
     fn network_spec(&self, network: &NetworkEntry, host: &str) -> Option<NetworkSpec> {
-        let segment = network.segment?;
+        let segment = network.segment.as_ref()?;
         let local_ids = network.bound_ports.get(host)?;
         let local_ports = local_ids
             .iter()
@@ -313,6 +316,7 @@ impl Compiler {
         Some(NetworkSpec {
             vni: segment.vni,
             mtu: segment.mtu,
+            physical_network: segment.physical_network.clone(),
             subnets: network.subnets.clone(),
             local_ports,
             remote_ports,
@@ -326,9 +330,10 @@ impl Compiler {
         let segment = Segment {
             vni: network.segmentation_id,
             mtu: network.mtu,
+            physical_network: network.physical_network.clone(),
         };
         let entry = self.networks.entry(id.clone()).or_default();
-        let previous = entry.segment.replace(segment);
+        let previous = entry.segment.replace(segment.clone());
         let Some(entry) = self.networks.get(id) else {
             return;
         };
@@ -349,6 +354,7 @@ impl Compiler {
                             network_id: id.clone(),
                             vni: segment.vni,
                             mtu: segment.mtu,
+                            physical_network: segment.physical_network.clone(),
                         },
                     );
                 }
