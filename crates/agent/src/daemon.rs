@@ -3,6 +3,7 @@
 //! to it, and reports which ports are wired. It never acts on an empty state
 //! before the first snapshot arrives, so a restart leaves traffic alone.
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::dhcp::DhcpServer;
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
+use crate::mappings::{self, Mappings};
 use crate::nft::{NftConfig, NftReconciler};
 use crate::router::{RouterConfig, RouterError, RouterReconciler};
 use crate::sync::{Server, SyncError};
@@ -42,6 +44,10 @@ pub struct AgentConfig {
     pub token: Option<String>,
     /// How this host's router namespaces are named.
     pub router: RouterConfig,
+    /// Physical network name → this host's interface on it.
+    pub physical_networks: Mappings,
+    /// This host may run default SNAT for routers (registered only, for now).
+    pub gateway: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +70,27 @@ pub async fn run(
         protocol_version: PROTOCOL_VERSION,
         name: config.host.clone(),
         underlay_ip: config.underlay_ip,
-        capabilities: vec!["linux-bridge-vxlan".into(), "dhcpv4".into()],
+        capabilities: vec![
+            "linux-bridge-vxlan".into(),
+            "linux-bridge-flat".into(),
+            "dhcpv4".into(),
+        ],
+        physical_networks: config.physical_networks.keys().cloned().collect(),
+        gateway: config.gateway,
     };
-    let reconciler = Reconciler::new(LinuxConfig::new(config.underlay_ip))?;
+    let reconciler = Reconciler::new(
+        LinuxConfig::new(config.underlay_ip)
+            .with_physical_networks(config.physical_networks.clone()),
+    )?;
     let mut routers = RouterReconciler::new(config.router.clone())?;
     let mut dhcp = DhcpServer::new();
     // `nft` runs as a child process: off the async threads.
-    let nft = Arc::new(NftReconciler::new(NftConfig::default()));
+    let nft = Arc::new(NftReconciler::new(NftConfig {
+        physical_networks: config.physical_networks.clone(),
+        ..NftConfig::default()
+    }));
+    // The flat networks last reported as unrealisable, so each is logged once.
+    let mut unmapped_logged = BTreeSet::new();
     let (desired_tx, mut desired) = watch::channel(None::<(Revision, HostState)>);
     let heartbeat = tokio::spawn(heartbeat(server.clone(), registration));
     let follow = tokio::spawn(follow_state(
@@ -78,7 +98,13 @@ pub async fn run(
         config.host.clone(),
         desired_tx,
     ));
-    tracing::info!(host = %config.host, underlay = %config.underlay_ip, "vnet agent started");
+    tracing::info!(
+        host = %config.host,
+        underlay = %config.underlay_ip,
+        physical_networks = ?config.physical_networks,
+        gateway = config.gateway,
+        "vnet agent started"
+    );
 
     let mut links = LinkEvents::new().await?;
 
@@ -116,6 +142,8 @@ pub async fn run(
         let Some((revision, state)) = desired.borrow_and_update().clone() else {
             continue; // no snapshot yet: act on nothing
         };
+        let (state, unmapped) = mappings::realisable(&state, &config.physical_networks);
+        log_unmapped(&config.host, &unmapped, &mut unmapped_logged);
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
         // bridge it creates is born filtered).
@@ -177,6 +205,26 @@ async fn sleep_until(at: Option<tokio::time::Instant>) {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
     }
+}
+
+/// Says once per network (until it is realisable or gone) why a flat
+/// network's ports on this host stay DOWN.
+fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeSet<String>) {
+    let now: BTreeSet<String> = unmapped.iter().map(|u| u.network_id.clone()).collect();
+    for u in unmapped {
+        if !logged.contains(&u.network_id) {
+            tracing::warn!(
+                network = %u.network_id,
+                physical_network = %u.physical_network,
+                ports = ?u.ports,
+                "binding failed: host {host} maps no interface to physical network {} \
+                 (vnet agent --physical-network {}:IFACE); its ports stay DOWN",
+                u.physical_network,
+                u.physical_network,
+            );
+        }
+    }
+    *logged = now;
 }
 
 /// Apply the security groups of `state` (nftables runs as a child process:

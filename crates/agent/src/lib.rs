@@ -8,6 +8,7 @@
 pub mod daemon;
 pub mod dhcp;
 pub mod linux;
+pub mod mappings;
 pub mod nft;
 pub mod router;
 pub mod sync;

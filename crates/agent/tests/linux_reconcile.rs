@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use agent::linux::{Op, PortWiring};
 use compiler::protocol::HostState;
 use linux_common::*;
-use testworld::{Fabric, Host, Vm};
+use testworld::{EXTERNAL_DEV, Fabric, Host, OUTSIDE_IP, Outside, Vm};
 
 const MAC_A: &str = "fa:16:3e:00:00:0a";
 const MAC_B: &str = "fa:16:3e:00:00:0b";
@@ -354,4 +354,126 @@ fn link_events_tell_when_a_port_device_comes_and_goes() {
             ]
         );
     });
+}
+
+const MAC_F: &str = "fa:16:3e:00:03:0a";
+const MAC_RF: &str = "fa:16:3e:00:03:0b";
+
+/// Network 100 as in `state`, plus a flat network on physical network
+/// `external` with local port f (tapf) and remote port rf on host 2.
+fn flat_state() -> HostState {
+    let mut s = state();
+    let mut flat = network(0);
+    flat.physical_network = Some("external".into());
+    flat.local_ports
+        .insert("f".into(), local("tapf", MAC_F, "203.0.113.10"));
+    flat.remote_ports
+        .insert("rf".into(), remote(MAC_RF, "203.0.113.11", "192.0.2.2"));
+    s.networks.insert("ext".into(), flat);
+    s
+}
+
+#[test]
+fn a_flat_network_enslaves_the_mapped_interface_and_detaches_it_when_gone() {
+    let fabric = Fabric::new("lf").unwrap();
+    fabric.add_external().unwrap();
+    let host = Host::new(&fabric, "lf", 1).unwrap();
+    host.plug_external(&fabric).unwrap();
+    let outside = Outside::new(&fabric, "lf").unwrap();
+    let _a = Vm::new(&host, "lf", "tapa", MAC_A).unwrap();
+    let _b = Vm::new(&host, "lf", "tapb", MAC_B).unwrap();
+    let vm = Vm::new(&host, "lf", "tapf", MAC_F).unwrap();
+    vm.add_ip("203.0.113.10/24").unwrap();
+    let mtu_before = links(&host.ns)[EXTERNAL_DEV]["mtu"].clone();
+    let cfg = config(&host).with_physical_networks(
+        [("external".to_owned(), EXTERNAL_DEV.to_owned())]
+            .into_iter()
+            .collect(),
+    );
+    let bridge = agent::linux::network_bridge(&flat_state().networks["ext"]);
+
+    // Built once, then nothing: in one process, and in a restarted one.
+    let reports = reconcile_each(&host.ns, &cfg, &[flat_state(), flat_state()]);
+    assert!(reports[0].failed.is_empty(), "{:#?}", reports[0].failed);
+    assert_eq!(reports[0].wired(), ["a", "b", "f"]);
+    assert!(reports[1].unchanged(), "{:#?}", reports[1].applied);
+    let restarted = reconcile_once(&host.ns, &cfg, &flat_state());
+    assert!(restarted.unchanged(), "{:#?}", restarted.applied);
+    let cached = reconcile_each_cached(&host.ns, &cfg, &[flat_state()]);
+    assert!(cached[0].unchanged(), "{:#?}", cached[0].applied);
+
+    let l = links(&host.ns);
+    let br = &l[&bridge];
+    assert_eq!(br["linkinfo"]["info_kind"], "bridge");
+    assert!(bridge.starts_with("vnbr"), "owned by its name");
+    assert_eq!(l[EXTERNAL_DEV]["master"], bridge.as_str());
+    assert_eq!(
+        l[EXTERNAL_DEV]["mtu"], mtu_before,
+        "the interface's MTU is the host's"
+    );
+    assert!(
+        l[EXTERNAL_DEV]["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "UP")
+    );
+    assert_eq!(l["tapf"]["master"], bridge.as_str());
+    assert!(
+        !l.contains_key("vnvx0"),
+        "no VXLAN device for a flat network"
+    );
+    // The remote port of the flat network has no FDB entry anywhere, and
+    // the flat bridge no neighbour entry: the physical segment resolves.
+    assert!(
+        !fdb(&host.ns)
+            .iter()
+            .any(|e| e.starts_with(MAC_RF) && e.contains("static"))
+    );
+    assert!(!neighbours(&host.ns).iter().any(|n| n.contains(&bridge)));
+
+    // Real packets: the VM reaches the outside across the physical segment.
+    assert_eq!(vm.ping(OUTSIDE_IP, 2), 2);
+    assert_eq!(outside.ping("203.0.113.10", 2), 2);
+
+    // The flat network goes: its bridge is deleted, the interface detached
+    // (still there, still up), the VXLAN network untouched.
+    let report = reconcile_once(&host.ns, &cfg, &state());
+    assert!(report.failed.is_empty(), "{:#?}", report.failed);
+    let l = links(&host.ns);
+    assert!(!l.contains_key(&bridge));
+    assert!(
+        l[EXTERNAL_DEV].get("master").is_none(),
+        "{}",
+        l[EXTERNAL_DEV]
+    );
+    assert!(l.contains_key("tapf") && l["tapf"].get("master").is_none());
+    assert_eq!(l["tapa"]["master"], "vnbr100");
+    assert!(report.applied.iter().all(|op| !matches!(
+        op,
+        Op::DeleteLink { name } if name == EXTERNAL_DEV || name == "tapf"
+    )));
+    assert!(reconcile_once(&host.ns, &cfg, &state()).unchanged());
+}
+
+#[test]
+fn a_flat_network_this_host_does_not_map_touches_nothing() {
+    let fabric = Fabric::new("lu").unwrap();
+    fabric.add_external().unwrap();
+    let host = Host::new(&fabric, "lu", 1).unwrap();
+    host.plug_external(&fabric).unwrap();
+    let _f = Vm::new(&host, "lu", "tapf", MAC_F).unwrap();
+    let before = links(&host.ns);
+    let mut s = HostState::default();
+    s.networks
+        .insert("ext".into(), flat_state().networks["ext"].clone());
+    let report = reconcile_once(&host.ns, &config(&host), &s);
+    assert!(report.unchanged(), "{:#?}", report.applied);
+    assert!(report.wired().is_empty());
+    let after = links(&host.ns);
+    assert_eq!(
+        before.keys().collect::<Vec<_>>(),
+        after.keys().collect::<Vec<_>>()
+    );
+    assert!(after[EXTERNAL_DEV].get("master").is_none());
 }

@@ -26,6 +26,7 @@ fn port(s: &mut HostState, id: &str, n: u8, groups: &[&str]) {
         .or_insert_with(|| NetworkSpec {
             vni: 100,
             mtu: 1450,
+            physical_network: None,
             subnets: BTreeMap::new(),
             local_ports: BTreeMap::new(),
             remote_ports: BTreeMap::new(),

@@ -172,6 +172,7 @@ impl From<ModelError> for ApiError {
             }
             M::PortBound { .. } => (StatusCode::CONFLICT, "PortBound"),
             M::TunnelIdInUse { .. } => (StatusCode::CONFLICT, "TunnelIdInUse"),
+            M::FlatNetworkInUse { .. } => (StatusCode::CONFLICT, "FlatNetworkInUse"),
             M::NoNetworkAvailable => (StatusCode::SERVICE_UNAVAILABLE, "NoNetworkAvailable"),
             M::MacAddressGenerationFailure { .. } => (
                 StatusCode::SERVICE_UNAVAILABLE,

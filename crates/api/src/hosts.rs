@@ -129,6 +129,8 @@ mod tests {
             name: name.into(),
             underlay_ip: ip.parse().unwrap(),
             capabilities: vec![],
+            physical_networks: vec![],
+            gateway: false,
         }
     }
 

@@ -4,6 +4,7 @@
 //! holds no domain rule of its own (those live in `model`).
 
 mod auth;
+mod binding;
 mod commit;
 mod error;
 mod fabric;

@@ -106,6 +106,8 @@ pub fn host_view(h: &HostEntry) -> Value {
         "name": h.registration.name,
         "underlay_ip": h.registration.underlay_ip,
         "capabilities": h.registration.capabilities,
+        "physical_networks": h.registration.physical_networks,
+        "gateway": h.registration.gateway,
         "alive": h.alive,
         "started_at": timestamp(h.started_at),
         "heartbeat_at": timestamp(h.heartbeat_at),

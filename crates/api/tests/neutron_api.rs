@@ -380,3 +380,193 @@ async fn tags_can_be_set_filtered_and_removed() {
         (StatusCode::NOT_FOUND, "TagNotFound")
     );
 }
+
+async fn register(s: &Server, host: &str, physical_networks: &[&str], gateway: bool) {
+    let reg = json!({
+        "protocol_version": compiler::protocol::PROTOCOL_VERSION,
+        "name": host, "underlay_ip": "192.0.2.1", "capabilities": [],
+        "physical_networks": physical_networks, "gateway": gateway,
+    });
+    let (status, body) = call(s, "PUT", &format!("/vnet/v1/hosts/{host}"), None, Some(reg)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn flat_provider_networks_are_admin_only_and_checked_as_in_neutron() {
+    let s = start().await;
+    let flat = json!({"network": {"name": "public", "router:external": true,
+        "provider:network_type": "flat", "provider:physical_network": "external"}});
+    let (status, body) = call(&s, "POST", "/v2.0/networks", Some("p"), Some(flat.clone())).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = call(&s, "POST", "/v2.0/networks", None, Some(flat.clone())).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let net = &body["network"];
+    assert_eq!(net["provider:network_type"], "flat");
+    assert_eq!(net["provider:physical_network"], "external");
+    assert_eq!(net["provider:segmentation_id"], Value::Null);
+    let id = net["id"].as_str().unwrap().to_owned();
+
+    // One flat network per physical network.
+    let (status, body) = call(&s, "POST", "/v2.0/networks", None, Some(flat)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(error_type(&body), "FlatNetworkInUse");
+    assert_eq!(
+        body["NeutronError"]["message"],
+        "Unable to create the flat network. Physical network external is in use."
+    );
+
+    for (attrs, message) in [
+        (
+            json!({"provider:network_type": "flat"}),
+            "physical_network required for flat provider network",
+        ),
+        (
+            json!({"provider:network_type": "flat", "provider:physical_network": "p2",
+                   "provider:segmentation_id": 7}),
+            "segmentation_id prohibited for flat provider network",
+        ),
+        (
+            json!({"provider:network_type": "vxlan", "provider:physical_network": "p2"}),
+            "physical_network prohibited for vxlan provider network",
+        ),
+        (
+            json!({"provider:physical_network": "p2"}),
+            "network_type required",
+        ),
+    ] {
+        let (status, body) = call(
+            &s,
+            "POST",
+            "/v2.0/networks",
+            None,
+            Some(json!({ "network": attrs })),
+        )
+        .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{attrs}: {body}");
+        assert_eq!(error_type(&body), "InvalidInput", "{attrs}");
+        assert_eq!(
+            body["NeutronError"]["message"],
+            format!("Invalid input for operation: {message}."),
+            "{attrs}"
+        );
+    }
+
+    // A VXLAN network shows no physical network; non-admins see neither
+    // attribute, of any network.
+    let (_, vx) = call(
+        &s,
+        "POST",
+        "/v2.0/networks",
+        None,
+        Some(json!({"network": {}})),
+    )
+    .await;
+    assert_eq!(vx["network"]["provider:network_type"], "vxlan");
+    assert_eq!(vx["network"]["provider:physical_network"], Value::Null);
+    assert!(vx["network"]["provider:segmentation_id"].as_u64().is_some());
+    let (status, shown) = call(&s, "GET", &format!("/v2.0/networks/{id}"), Some("p"), None).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "an external network is visible to all"
+    );
+    let shown = shown["network"].as_object().unwrap();
+    assert!(!shown.contains_key("provider:physical_network"));
+    assert!(!shown.contains_key("provider:network_type"));
+
+    // Provider attributes do not change after creation.
+    let (status, _) = call(
+        &s,
+        "PUT",
+        &format!("/v2.0/networks/{id}"),
+        None,
+        Some(json!({"network": {"provider:physical_network": "other"}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_flat_port_binds_only_to_a_host_that_maps_its_physical_network() {
+    let s = start().await;
+    let (_, net) = call(
+        &s,
+        "POST",
+        "/v2.0/networks",
+        None,
+        Some(json!({"network": {"provider:network_type": "flat",
+                                 "provider:physical_network": "external"}})),
+    )
+    .await;
+    let net = net["network"]["id"].as_str().unwrap().to_owned();
+    let (_, vx) = call(
+        &s,
+        "POST",
+        "/v2.0/networks",
+        None,
+        Some(json!({"network": {}})),
+    )
+    .await;
+    let vx = vx["network"]["id"].as_str().unwrap().to_owned();
+    register(&s, "mapped", &["external"], true).await;
+    register(&s, "bare", &[], false).await;
+    let port = |network: &str, host: &str| json!({"port": {"network_id": network, "binding:host_id": host}});
+    let vif = |body: &Value| {
+        body["port"]["binding:vif_type"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+
+    let (_, ok) = call(&s, "POST", "/v2.0/ports", None, Some(port(&net, "mapped"))).await;
+    assert_eq!(vif(&ok), "bridge");
+    let (status, failed) = call(&s, "POST", "/v2.0/ports", None, Some(port(&net, "bare"))).await;
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a failed binding is not a refusal"
+    );
+    assert_eq!(vif(&failed), "binding_failed");
+    assert_eq!(failed["port"]["status"], "DOWN");
+    let (_, nowhere) = call(&s, "POST", "/v2.0/ports", None, Some(port(&net, "unknown"))).await;
+    assert_eq!(vif(&nowhere), "binding_failed", "no agent, no mapping");
+    let (_, vxlan) = call(&s, "POST", "/v2.0/ports", None, Some(port(&vx, "bare"))).await;
+    assert_eq!(vif(&vxlan), "bridge", "VXLAN binds anywhere");
+    let failed_id = failed["port"]["id"].as_str().unwrap().to_owned();
+
+    // Shown, listed and filtered alike.
+    let (_, shown) = call(&s, "GET", &format!("/v2.0/ports/{failed_id}"), None, None).await;
+    assert_eq!(vif(&shown), "binding_failed");
+    let (_, listed) = call(
+        &s,
+        "GET",
+        "/v2.0/ports?binding:vif_type=binding_failed",
+        None,
+        None,
+    )
+    .await;
+    let mut ids: Vec<&str> = listed["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    let mut want = vec![failed_id.as_str(), nowhere["port"]["id"].as_str().unwrap()];
+    want.sort_unstable();
+    assert_eq!(ids, want);
+
+    // The agent comes back with the mapping: the binding holds.
+    register(&s, "bare", &["external"], false).await;
+    let (_, shown) = call(&s, "GET", &format!("/v2.0/ports/{failed_id}"), None, None).await;
+    assert_eq!(vif(&shown), "bridge");
+
+    // Hosts and agents show their mappings and whether they are gateways.
+    let (_, hosts) = call(&s, "GET", "/vnet/v1/hosts/mapped", None, None).await;
+    assert_eq!(hosts["host"]["physical_networks"], json!(["external"]));
+    assert_eq!(hosts["host"]["gateway"], true);
+    let (_, agents) = call(&s, "GET", "/v2.0/agents?host=mapped", None, None).await;
+    let conf = &agents["agents"][0]["configurations"];
+    assert_eq!(conf["physical_networks"], json!(["external"]));
+    assert_eq!(conf["gateway"], true);
+}

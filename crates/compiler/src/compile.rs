@@ -59,11 +59,13 @@ pub struct Compiler {
     routers: HashMap<String, RouterEntry>,
 }
 
-/// What a host's vxlan device is made of.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a host's vxlan device (or, flat, its physical network) is made of.
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Segment {
     vni: u32,
     mtu: u32,
+    /// `Some` for a flat network (see `NetworkSpec::physical_network`).
+    physical_network: Option<String>,
 }
 
 /// Everything under one network id. Subnets and ports may name a network the
@@ -239,6 +241,7 @@ impl Emitter {
                 network_id: network_id.to_owned(),
                 vni: spec.vni,
                 mtu: spec.mtu,
+                physical_network: spec.physical_network,
             },
         );
         for (subnet_id, spec) in spec.subnets {
@@ -361,7 +364,7 @@ impl Compiler {
 
     /// How `host` sees a network it carries; `None` if it does not carry it.
     fn network_spec(&self, network: &NetworkEntry, host: &str) -> Option<NetworkSpec> {
-        let segment = network.segment?;
+        let segment = network.segment.as_ref()?;
         if !network.named_by(host) {
             return None;
         }
@@ -386,6 +389,7 @@ impl Compiler {
         Some(NetworkSpec {
             vni: segment.vni,
             mtu: segment.mtu,
+            physical_network: segment.physical_network.clone(),
             subnets: network.subnets.clone(),
             local_ports,
             remote_ports,
@@ -399,9 +403,10 @@ impl Compiler {
         let segment = Segment {
             vni: network.segmentation_id,
             mtu: network.mtu,
+            physical_network: network.physical_network.clone(),
         };
         let entry = self.networks.entry(id.clone()).or_default();
-        let previous = entry.segment.replace(segment);
+        let previous = entry.segment.replace(segment.clone());
         let Some(entry) = self.networks.get(id) else {
             return;
         };
@@ -422,6 +427,7 @@ impl Compiler {
                             network_id: id.clone(),
                             vni: segment.vni,
                             mtu: segment.mtu,
+                            physical_network: segment.physical_network.clone(),
                         },
                     );
                 }

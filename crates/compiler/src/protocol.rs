@@ -148,11 +148,18 @@ pub enum RuleRemote {
     Group(String),
 }
 
-/// One tenant network as a host carries it: a bridge plus a VXLAN device.
+/// One tenant network as a host carries it: a bridge plus a VXLAN device,
+/// or (flat) a bridge enslaving the host's interface of a physical network.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetworkSpec {
+    /// The VXLAN VNI; 0 when flat.
     pub vni: u32,
     pub mtu: u32,
+    /// `None`: VXLAN with `vni`. `Some(name)`: flat on the physical network
+    /// `name`, which each agent maps to an interface of its own
+    /// (`vnet agent --physical-network NAME:IFACE`).
+    #[serde(default)]
+    pub physical_network: Option<String>,
     /// By subnet id.
     pub subnets: BTreeMap<String, SubnetSpec>,
     /// Ports bound to this host, by port id.
@@ -268,6 +275,9 @@ pub enum Change {
         network_id: String,
         vni: u32,
         mtu: u32,
+        /// As [`NetworkSpec::physical_network`].
+        #[serde(default)]
+        physical_network: Option<String>,
     },
     /// Drop the network with everything under it.
     NetworkRemove {
@@ -369,6 +379,7 @@ impl HostState {
                 network_id,
                 vni,
                 mtu,
+                physical_network,
             } => {
                 let net = self
                     .networks
@@ -376,12 +387,14 @@ impl HostState {
                     .or_insert_with(|| NetworkSpec {
                         vni,
                         mtu,
+                        physical_network: physical_network.clone(),
                         subnets: BTreeMap::new(),
                         local_ports: BTreeMap::new(),
                         remote_ports: BTreeMap::new(),
                     });
                 net.vni = vni;
                 net.mtu = mtu;
+                net.physical_network = physical_network;
             }
             Change::NetworkRemove { network_id } => {
                 self.networks.remove(&network_id);
@@ -518,6 +531,14 @@ pub struct HostRegistration {
     /// The host's VXLAN tunnel endpoint address.
     pub underlay_ip: IpAddr,
     pub capabilities: Vec<String>,
+    /// The physical networks this host maps to an interface (names only:
+    /// which interface is the agent's own business). A port of a flat
+    /// network binds only to a host that maps its physical network.
+    #[serde(default)]
+    pub physical_networks: Vec<String>,
+    /// This host may run default SNAT for routers (`vnet agent --gateway`).
+    #[serde(default)]
+    pub gateway: bool,
 }
 
 /// The agent's account of its local ports: the ids it has wired. Ports it
@@ -549,6 +570,7 @@ mod tests {
             network_id: "n".into(),
             vni: 7,
             mtu: 1450,
+            physical_network: None,
         });
         s.apply(Change::SubnetUpsert {
             network_id: "n".into(),

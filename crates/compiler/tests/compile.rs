@@ -371,6 +371,7 @@ fn a_vni_or_mtu_change_reaches_carriers_only() {
                 network_id: "n".into(),
                 vni: 100,
                 mtu: 1400,
+                physical_network: None,
             }
         )]
     );
@@ -471,4 +472,51 @@ fn store_resources_convert_to_inputs() {
         Input::deleted(Kind::SecurityGroupRule, "r".into()),
         Some(Input::SecurityGroupRuleDeleted("r".into()))
     );
+}
+
+fn flat_network(id: &str, physnet: &str) -> model::Network {
+    let mut n = network(id, 0, 1450);
+    n.network_type = model::FLAT.into();
+    n.physical_network = Some(physnet.into());
+    n
+}
+
+#[test]
+fn a_flat_network_reaches_its_carriers_with_its_physical_network_and_no_vni() {
+    let mut r = cloud();
+    r.step(
+        Input::Network(Box::new(flat_network("f", "external"))),
+        HOSTS,
+    );
+    r.step(
+        Input::Subnet(Box::new(subnet("s2", "f", "203.0.113.0/24"))),
+        HOSTS,
+    );
+    let changes = put_port(&mut r, "a", "f", "h1", 1, "203.0.113.10");
+    assert_eq!(
+        changes_of(&changes, "h1")[0],
+        &Change::NetworkUpsert {
+            network_id: "f".into(),
+            vni: 0,
+            mtu: 1450,
+            physical_network: Some("external".into()),
+        }
+    );
+    put_port(&mut r, "b", "f", "h2", 2, "203.0.113.11");
+    let net = &r.compiler.snapshot("h1").networks["f"];
+    assert_eq!(net.physical_network.as_deref(), Some("external"));
+    // The remote port is still told with its host: the agent decides what a
+    // flat network makes of it (no VXLAN FDB).
+    assert_eq!(net.remote_ports["b"].vtep, ip("192.0.2.2"));
+
+    // Moving the network to another physical network reaches both carriers.
+    let changes = r.step(
+        Input::Network(Box::new(flat_network("f", "physnet2"))),
+        HOSTS,
+    );
+    assert_eq!(hosts_in(&changes), ["h1", "h2"]);
+    assert!(changes.iter().all(|(_, c)| matches!(
+        c,
+        Change::NetworkUpsert { physical_network: Some(p), .. } if p == "physnet2"
+    )));
 }

@@ -1,4 +1,5 @@
-//! Random sequences of inputs (a few networks, subnets, hosts, ports that move
+//! Random sequences of inputs (a few networks, VXLAN or flat on a physical
+//! network, and changing between the two; subnets, hosts, ports that move
 //! between hosts and networks, security groups and rules naming each other as
 //! remote groups, ports joining and leaving groups, toggling port security and
 //! carrying address pairs, with deletes) checked after every step:
@@ -52,6 +53,8 @@ const PROTOCOLS: [Option<&str>; 9] = [
 /// Address-pair prefixes, by subnet index `{s}`: a host, a network, and a
 /// prefix with host bits set (truncated to its network).
 const PAIRS: [&str; 3] = ["10.{s}.0.1/32", "10.{s}.0.0/24", "10.{s}.0.3/24"];
+/// Physical networks flat networks are on.
+const PHYSICAL_NETWORKS: [&str; 2] = ["external", "physnet2"];
 /// Host names ports may be bound to; index 0 is "" (unbound).
 const HOSTS: [&str; 5] = ["", "h1", "h2", "h3", "h4"];
 const PROFILES: [&str; 5] = [
@@ -68,6 +71,8 @@ enum Op {
         net: usize,
         vni: u32,
         mtu: u32,
+        /// An index into PHYSICAL_NETWORKS: the network is flat there.
+        flat: Option<usize>,
     },
     NetworkDelete(usize),
     SubnetPut {
@@ -195,8 +200,13 @@ fn op() -> impl Strategy<Value = Op> {
             },
         );
     prop_oneof![
-        2 => (0..NETWORKS, 1..3u32, prop::sample::select(vec![1400u32, 1450]))
-            .prop_map(|(net, vni, mtu)| Op::NetworkPut { net, vni, mtu }),
+        2 => (
+            0..NETWORKS,
+            1..3u32,
+            prop::sample::select(vec![1400u32, 1450]),
+            prop::option::weighted(0.3, 0..PHYSICAL_NETWORKS.len()),
+        )
+            .prop_map(|(net, vni, mtu, flat)| Op::NetworkPut { net, vni, mtu, flat }),
         1 => (0..NETWORKS).prop_map(Op::NetworkDelete),
         2 => (0..SUBNETS, 0..NETWORKS, 0..4u8)
             .prop_map(|(subnet, net, variant)| Op::SubnetPut { subnet, net, variant }),
@@ -242,8 +252,19 @@ fn rule_id(i: usize) -> String {
 /// The input of an op, in model terms.
 fn input(op: &Op) -> Input {
     match op {
-        Op::NetworkPut { net, vni, mtu } => {
-            Input::Network(Box::new(network(&net_id(*net), *vni, *mtu)))
+        Op::NetworkPut {
+            net,
+            vni,
+            mtu,
+            flat,
+        } => {
+            let mut n = network(&net_id(*net), *vni, *mtu);
+            if let Some(physnet) = flat {
+                n.network_type = model::FLAT.into();
+                n.segmentation_id = 0;
+                n.physical_network = Some(PHYSICAL_NETWORKS[*physnet].into());
+            }
+            Input::Network(Box::new(n))
         }
         Op::NetworkDelete(net) => Input::NetworkDeleted(net_id(*net)),
         Op::SubnetPut {
@@ -544,6 +565,7 @@ impl World {
                 NetworkSpec {
                     vni: net.segmentation_id,
                     mtu: net.mtu,
+                    physical_network: net.physical_network.clone(),
                     subnets,
                     local_ports,
                     remote_ports,

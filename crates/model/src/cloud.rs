@@ -96,6 +96,8 @@ pub struct Cloud {
     remote_group_rules: HashMap<String, BTreeSet<String>>,
     default_groups: HashMap<String, String>,
     vnis: BTreeSet<u32>,
+    /// Physical network → the flat network on it (one each, as in Neutron).
+    flat_networks: HashMap<String, String>,
     /// Ports by `device_id`, of the `network:router_*` owners: a router's
     /// interfaces and gateway.
     router_ports: HashMap<String, BTreeSet<String>>,
@@ -119,6 +121,9 @@ pub struct Cloud {
     /// Before-images of what the running operation wrote, oldest first.
     journal: Vec<(Kind, String, Option<Resource>)>,
 }
+
+/// Neutron's limit on a physical network's name.
+const MAX_PHYSICAL_NETWORK_LEN: usize = 64;
 
 fn key_of(kind: Kind, id: &str) -> (Kind, String) {
     (kind, id.to_owned())
@@ -150,6 +155,7 @@ impl Cloud {
             remote_group_rules: HashMap::new(),
             default_groups: HashMap::new(),
             vnis: BTreeSet::new(),
+            flat_networks: HashMap::new(),
             router_ports: HashMap::new(),
             subnet_routers: HashMap::new(),
             port_fips: HashMap::new(),
@@ -420,9 +426,14 @@ impl Cloud {
                 .or_default() += 1;
         }
         match resource {
-            Resource::Network(n) => {
-                self.vnis.insert(n.segmentation_id);
-            }
+            Resource::Network(n) => match &n.physical_network {
+                Some(physnet) => {
+                    self.flat_networks.insert(physnet.clone(), n.std.id.clone());
+                }
+                None => {
+                    self.vnis.insert(n.segmentation_id);
+                }
+            },
             Resource::Subnet(s) => {
                 let ids = self
                     .network_subnets
@@ -519,9 +530,14 @@ impl Cloud {
             }
         }
         match resource {
-            Resource::Network(n) => {
-                self.vnis.remove(&n.segmentation_id);
-            }
+            Resource::Network(n) => match &n.physical_network {
+                Some(physnet) => {
+                    self.flat_networks.remove(physnet);
+                }
+                None => {
+                    self.vnis.remove(&n.segmentation_id);
+                }
+            },
             Resource::Subnet(s) => {
                 if let Some(ids) = self.network_subnets.get_mut(&s.network_id) {
                     ids.retain(|id| id != &s.std.id);
@@ -656,33 +672,17 @@ impl Cloud {
                 "(rule:create_network:router:external) is disallowed by policy".into(),
             ));
         }
-        if (req.network_type.is_some() || req.segmentation_id.is_some()) && !caller.is_admin {
+        let provider_given = req.network_type.is_some()
+            || req.segmentation_id.is_some()
+            || req.physical_network.is_some();
+        if provider_given && !caller.is_admin {
             return Err(ModelError::Forbidden(
                 "Only an admin may set provider attributes".into(),
             ));
         }
-        if let Some(t) = req.network_type.as_deref()
-            && t != "vxlan"
-        {
-            return Err(ModelError::invalid(format!(
-                "network_type value '{t}' not supported"
-            )));
-        }
         let mtu = self.check_mtu(req.mtu)?;
-        let segmentation_id = match req.segmentation_id {
-            Some(vni) => {
-                if !(1..=0x00ff_ffff).contains(&vni) {
-                    return Err(ModelError::invalid(format!(
-                        "{vni} is not a valid VXLAN VNI (1 to 16777215)"
-                    )));
-                }
-                if self.vnis.contains(&vni) {
-                    return Err(ModelError::TunnelIdInUse { id: vni });
-                }
-                vni
-            }
-            None => self.allocate_vni()?,
-        };
+        let (network_type, segmentation_id, physical_network) =
+            self.provider_segment(req.network_type, req.segmentation_id, req.physical_network)?;
         self.ensure_default_group(&project_id, now);
         let network = Network {
             std: self.standard(project_id, req.name, req.description, req.tags, now)?,
@@ -691,12 +691,83 @@ impl Cloud {
             shared: req.shared.unwrap_or(false),
             external: req.external.unwrap_or(false),
             port_security_enabled: req.port_security_enabled.unwrap_or(true),
-            network_type: "vxlan".into(),
+            network_type,
             segmentation_id,
+            physical_network,
             availability_zone_hints: req.availability_zone_hints.unwrap_or_default(),
         };
         self.put(Resource::Network(network.clone()));
         Ok(network)
+    }
+
+    /// The segment a create asks for, checked as Neutron's type drivers
+    /// check it: `(network_type, segmentation_id, physical_network)`. A flat
+    /// network names a physical network nobody else's flat network uses and
+    /// no segmentation id; a VXLAN network names no physical network and gets
+    /// a free VNI unless it asks for one.
+    fn provider_segment(
+        &mut self,
+        network_type: Option<String>,
+        segmentation_id: Option<u32>,
+        physical_network: Option<String>,
+    ) -> Result<(String, u32, Option<String>), ModelError> {
+        let network_type = match network_type {
+            Some(t) => t,
+            None if segmentation_id.is_some() || physical_network.is_some() => {
+                return Err(ModelError::invalid("network_type required"));
+            }
+            None => crate::VXLAN.to_owned(),
+        };
+        match network_type.as_str() {
+            crate::FLAT => {
+                if segmentation_id.is_some() {
+                    return Err(ModelError::invalid(
+                        "segmentation_id prohibited for flat provider network",
+                    ));
+                }
+                let Some(physnet) = physical_network.filter(|p| !p.is_empty()) else {
+                    return Err(ModelError::invalid(
+                        "physical_network required for flat provider network",
+                    ));
+                };
+                if physnet.len() > MAX_PHYSICAL_NETWORK_LEN {
+                    return Err(ModelError::invalid(format!(
+                        "'{physnet}' exceeds maximum length of {MAX_PHYSICAL_NETWORK_LEN}"
+                    )));
+                }
+                if self.flat_networks.contains_key(&physnet) {
+                    return Err(ModelError::FlatNetworkInUse {
+                        physical_network: physnet,
+                    });
+                }
+                Ok((network_type, 0, Some(physnet)))
+            }
+            crate::VXLAN => {
+                if physical_network.is_some() {
+                    return Err(ModelError::invalid(
+                        "physical_network prohibited for vxlan provider network",
+                    ));
+                }
+                let vni = match segmentation_id {
+                    Some(vni) => {
+                        if !(1..=0x00ff_ffff).contains(&vni) {
+                            return Err(ModelError::invalid(format!(
+                                "{vni} is not a valid VXLAN VNI (1 to 16777215)"
+                            )));
+                        }
+                        if self.vnis.contains(&vni) {
+                            return Err(ModelError::TunnelIdInUse { id: vni });
+                        }
+                        vni
+                    }
+                    None => self.allocate_vni()?,
+                };
+                Ok((network_type, vni, None))
+            }
+            other => Err(ModelError::invalid(format!(
+                "network_type value '{other}' not supported"
+            ))),
+        }
     }
 
     fn check_mtu(&self, mtu: Option<u32>) -> Result<u32, ModelError> {

@@ -108,6 +108,8 @@ pub enum ModelError {
     },
     #[error("Unable to create the network. The tunnel ID {id} is in use.")]
     TunnelIdInUse { id: u32 },
+    #[error("Unable to create the flat network. Physical network {physical_network} is in use.")]
+    FlatNetworkInUse { physical_network: String },
     #[error("Unable to create the network. No tenant network is available for allocation.")]
     NoNetworkAvailable,
     #[error("Unable to generate unique mac on network {network_id}.")]

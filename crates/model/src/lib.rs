@@ -21,7 +21,7 @@ pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit}
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};
 pub use mac::MacAddr;
-pub use network::{Network, NetworkCreate, NetworkUpdate};
+pub use network::{FLAT, Network, NetworkCreate, NetworkUpdate, VXLAN};
 pub use port::{
     AddressPair, AddressPairRequest, ExtraDhcpOpt, FixedIp, FixedIpRequest, Port, PortCreate,
     PortStatus, PortUpdate,

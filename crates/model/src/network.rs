@@ -1,4 +1,5 @@
-//! Networks: an isolated L2 segment, realised as one VXLAN VNI.
+//! Networks: an isolated L2 segment, realised as one VXLAN VNI, or (flat
+//! provider networks) as a physical network that hosts map to an interface.
 
 use serde::{Deserialize, Serialize};
 
@@ -12,10 +13,13 @@ pub struct Network {
     pub shared: bool,
     pub external: bool,
     pub port_security_enabled: bool,
-    /// `provider:network_type`; only `vxlan` exists so far.
+    /// `provider:network_type`: `vxlan` (the default) or `flat`.
     pub network_type: String,
-    /// `provider:segmentation_id`: the VXLAN VNI.
+    /// `provider:segmentation_id`: the VXLAN VNI; 0 for a flat network.
     pub segmentation_id: u32,
+    /// `provider:physical_network`: set exactly when the network is flat.
+    #[serde(default)]
+    pub physical_network: Option<String>,
     pub availability_zone_hints: Vec<String>,
 }
 
@@ -34,6 +38,7 @@ pub struct NetworkCreate {
     pub port_security_enabled: Option<bool>,
     pub network_type: Option<String>,
     pub segmentation_id: Option<u32>,
+    pub physical_network: Option<String>,
     pub availability_zone_hints: Option<Vec<String>>,
 }
 
@@ -46,4 +51,16 @@ pub struct NetworkUpdate {
     pub shared: Option<bool>,
     pub external: Option<bool>,
     pub port_security_enabled: Option<bool>,
+}
+
+/// `provider:network_type` of a VXLAN network (the default).
+pub const VXLAN: &str = "vxlan";
+/// `provider:network_type` of a flat provider network.
+pub const FLAT: &str = "flat";
+
+impl Network {
+    /// Whether the network is a flat provider network (no VNI, no overlay).
+    pub fn is_flat(&self) -> bool {
+        self.physical_network.is_some()
+    }
 }

@@ -14,4 +14,6 @@ pub mod world;
 
 pub use capture::{Capture, InnerIpv4, VxlanFrame, parse_pcap, vxlan_frames};
 pub use netns::{CmdError, Netns, run_cmd, veth};
-pub use world::{Fabric, Host, VM_DEV, VM_MTU, Vm};
+pub use world::{
+    EXTERNAL_BRIDGE, EXTERNAL_DEV, Fabric, Host, OUTSIDE_IP, Outside, VM_DEV, VM_MTU, Vm,
+};

@@ -1,7 +1,9 @@
-//! The pieces of a cloud in namespaces: a [`Fabric`] (the underlay switch), a
-//! [`Host`] (a hypervisor plugged into the fabric with an underlay IP), and a
-//! [`Vm`] (plugged into its host by a veth whose host end is the port's
-//! device, as Nova's tap would be). Every piece owns its namespace; dropping
+//! The pieces of a cloud in namespaces: a [`Fabric`] (the underlay switch,
+//! and optionally the external segment's), a [`Host`] (a hypervisor plugged
+//! into the fabric with an underlay IP, and optionally into the external
+//! segment), a [`Vm`] (plugged into its host by a veth whose host end is the
+//! port's device, as Nova's tap would be), and [`Outside`] (the internet, on
+//! the external segment). Every piece owns its namespace; dropping
 //! it removes the namespace and every link in it. Nothing is created outside
 //! these namespaces.
 
@@ -17,6 +19,13 @@ pub const FABRIC_BRIDGE: &str = "br0";
 pub const UNDERLAY_DEV: &str = "eth0";
 /// The MTU a VM's interface gets: the VXLAN overlay's (1500 − 50).
 pub const VM_MTU: u32 = 1450;
+/// The external segment's bridge in the fabric (a physical network).
+pub const EXTERNAL_BRIDGE: &str = "brext";
+/// A host's interface into the external segment (to map with
+/// `--physical-network NAME:ext0`).
+pub const EXTERNAL_DEV: &str = "ext0";
+/// The outside world's address on the external segment (TEST-NET-3).
+pub const OUTSIDE_IP: &str = "203.0.113.1";
 
 /// Turns off br_netfilter in a namespace (on by default in every namespace on
 /// this kernel: every bridged packet would go through conntrack).
@@ -49,6 +58,16 @@ impl Fabric {
         ns.ip(&["link", "set", FABRIC_BRIDGE, "up"])?;
         Ok(Fabric { ns })
     }
+
+    /// Adds the external segment: a second bridge, [`EXTERNAL_BRIDGE`], that
+    /// hosts plug into with [`Host::plug_external`] and [`Outside`] stands on.
+    pub fn add_external(&self) -> Result<(), CmdError> {
+        self.ns
+            .ip(&["link", "add", EXTERNAL_BRIDGE, "type", "bridge"])?;
+        self.ns
+            .ip(&["link", "set", EXTERNAL_BRIDGE, "up"])
+            .map(drop)
+    }
 }
 
 /// A hypervisor host: its own namespace (where its agent runs), with an
@@ -80,6 +99,20 @@ impl Host {
     /// This host's VXLAN tunnel endpoint.
     pub fn underlay_ip(&self) -> Ipv4Addr {
         Ipv4Addr::new(192, 0, 2, self.index)
+    }
+
+    /// Plugs this host into the fabric's external segment (see
+    /// [`Fabric::add_external`]) with an interface [`EXTERNAL_DEV`]: no
+    /// address and down, as a spare NIC is; enslaving it is the agent's job.
+    pub fn plug_external(&self, fabric: &Fabric) -> Result<(), CmdError> {
+        let fabric_end = format!("x{}", self.index);
+        veth(&self.ns, EXTERNAL_DEV, &fabric.ns, &fabric_end)?;
+        ipv6_off(&self.ns, EXTERNAL_DEV)?;
+        ipv6_off(&fabric.ns, &fabric_end)?;
+        fabric
+            .ns
+            .ip(&["link", "set", &fabric_end, "master", EXTERNAL_BRIDGE, "up"])
+            .map(drop)
     }
 
     /// Turns on IPv4 forwarding in the host namespace (for routed tests).
@@ -142,16 +175,50 @@ impl Vm {
     /// Pings `ip` `count` times (0.2 s apart, 1 s deadline per reply);
     /// returns how many replies came back.
     pub fn ping(&self, ip: &str, count: u32) -> u32 {
-        let count_s = count.to_string();
-        let out = match self.ns.exec(
-            "busybox",
-            &["ping", "-c", &count_s, "-i", "0.2", "-W", "1", ip],
-        ) {
-            Ok(out) => out,
-            Err(e) => e.stdout,
-        };
-        parse_received(&out)
+        ping(&self.ns, ip, count)
     }
+}
+
+/// The internet: a namespace on the external segment (see
+/// [`Fabric::add_external`]) whose `eth0` has [`OUTSIDE_IP`]/24.
+#[derive(Debug)]
+pub struct Outside {
+    pub ns: Netns,
+}
+
+impl Outside {
+    pub fn new(fabric: &Fabric, prefix: &str) -> Result<Self, CmdError> {
+        let ns = Netns::new(&format!("{prefix}o"))?;
+        veth(&ns, VM_DEV, &fabric.ns, "xo")?;
+        ipv6_off(&ns, VM_DEV)?;
+        ipv6_off(&fabric.ns, "xo")?;
+        fabric
+            .ns
+            .ip(&["link", "set", "xo", "master", EXTERNAL_BRIDGE, "up"])?;
+        ns.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", VM_DEV])?;
+        ns.ip(&["link", "set", VM_DEV, "up"])?;
+        ns.ip(&["link", "set", "lo", "up"])?;
+        Ok(Outside { ns })
+    }
+
+    /// As [`Vm::ping`].
+    pub fn ping(&self, ip: &str, count: u32) -> u32 {
+        ping(&self.ns, ip, count)
+    }
+}
+
+/// Pings `ip` from `ns` `count` times (0.2 s apart, 1 s deadline per
+/// reply); returns how many replies came back.
+fn ping(ns: &Netns, ip: &str, count: u32) -> u32 {
+    let count_s = count.to_string();
+    let out = match ns.exec(
+        "busybox",
+        &["ping", "-c", &count_s, "-i", "0.2", "-W", "1", ip],
+    ) {
+        Ok(out) => out,
+        Err(e) => e.stdout,
+    };
+    parse_received(&out)
 }
 
 /// Reads `N packets received` from ping's summary.

@@ -32,6 +32,7 @@ fn network(id: &str, vni: u32) -> Input {
         port_security_enabled: true,
         network_type: "vxlan".into(),
         segmentation_id: vni,
+        physical_network: None,
         availability_zone_hints: vec![],
     }))
 }

@@ -1,10 +1,13 @@
 //! `vnet lab`: a cloud in a box on one machine, for demos and tests. A fabric
-//! namespace with an underlay bridge, N host namespaces each running a real
-//! `vnet agent`, a real `vnet server` (on the embedded store) reachable at
-//! 127.0.0.1 and, for the agents, on the fabric; VMs are namespaces plugged
-//! into their host with their port's device. Everything it creates is named
-//! after the lab and recorded in its state file, and `down` removes exactly
-//! that. Linux only, as root.
+//! namespace with an underlay bridge and an external bridge (the physical
+//! network `external`), N host namespaces each running a real `vnet agent`
+//! with an interface into the external bridge (the first ones gateway hosts),
+//! an `outside` namespace on the external bridge standing for the internet,
+//! a real `vnet server` (on the embedded store) reachable at 127.0.0.1 and,
+//! for the agents, on the fabric; VMs are namespaces plugged into their host
+//! with their port's device. Everything it creates is named after the lab and
+//! recorded in its state file, and `down` removes exactly that. Linux only,
+//! as root.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
@@ -21,6 +24,13 @@ use crate::BoxError;
 /// The fabric's address, where agents reach the lab's server.
 const MGMT_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
 const MGMT_PORT: u16 = 9696;
+/// The physical network every lab host maps, and its bridge in the fabric.
+pub const PHYSICAL_NETWORK: &str = "external";
+const EXTERNAL_BRIDGE: &str = "brext";
+/// Each host's interface into the external bridge.
+const EXTERNAL_IFACE: &str = "ext0";
+/// The outside world's address on the external network (TEST-NET-3).
+pub const OUTSIDE_CIDR: &str = "203.0.113.1/24";
 
 #[derive(Subcommand)]
 pub enum Lab {
@@ -29,6 +39,10 @@ pub enum Lab {
         /// How many hypervisor hosts.
         #[arg(long, default_value_t = 2)]
         hosts: u8,
+        /// How many of them (the first ones) are gateway hosts (`vnet agent
+        /// --gateway`), which may run routers' default SNAT.
+        #[arg(long, default_value_t = 1)]
+        gateways: u8,
         /// The lab's name: prefix of everything it creates.
         #[arg(long, default_value = "lab")]
         name: String,
@@ -48,6 +62,9 @@ pub enum Lab {
     /// VMs: namespaces plugged into a host with a port's device.
     #[command(subcommand)]
     Vm(Vm),
+    /// The outside world: a namespace on the external network at 203.0.113.1/24.
+    #[command(subcommand)]
+    Outside(Outside),
     /// Remove everything the lab created, and only that.
     Down {
         #[arg(long, default_value = "lab")]
@@ -89,6 +106,17 @@ pub enum Vm {
     },
 }
 
+#[derive(Subcommand)]
+pub enum Outside {
+    /// Run a command in the outside namespace (ping, nc, ip …).
+    Exec {
+        #[arg(long, default_value = "lab")]
+        name: String,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
 /// Applies what udhcpc got (Debian's busybox ships no default script).
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 case "$1" in
@@ -111,6 +139,12 @@ pub struct LabState {
     pub server_pid: u32,
     pub hosts: Vec<LabHost>,
     pub vms: Vec<LabVm>,
+    /// The outside world's namespace ("" before it exists).
+    #[serde(default)]
+    pub outside: String,
+    /// The external network's bridge in the fabric ("" before it exists).
+    #[serde(default)]
+    pub external_bridge: String,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -119,6 +153,12 @@ pub struct LabHost {
     pub name: String,
     pub underlay_ip: Ipv4Addr,
     pub agent_pid: u32,
+    /// Its interface into the external bridge, mapped to `external`.
+    #[serde(default)]
+    pub external_iface: String,
+    /// Started with `--gateway`.
+    #[serde(default)]
+    pub gateway: bool,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -276,11 +316,24 @@ pub fn http(
     Ok((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
-/// Build the lab: fabric, hosts, server and agents. Returns once every agent
-/// has registered.
+/// Build the lab with one gateway host: see [`up_with_gateways`].
 pub fn up(
     name: &str,
     hosts: u8,
+    listen: SocketAddr,
+    server: Option<&str>,
+    vnet: &str,
+) -> Result<LabState, BoxError> {
+    up_with_gateways(name, hosts, 1, listen, server, vnet)
+}
+
+/// Build the lab: fabric, external network and outside, hosts (the first
+/// `gateways` of them gateway hosts), server and agents. Returns once every
+/// agent has registered.
+pub fn up_with_gateways(
+    name: &str,
+    hosts: u8,
+    gateways: u8,
     listen: SocketAddr,
     server: Option<&str>,
     vnet: &str,
@@ -290,6 +343,9 @@ pub fn up(
     }
     if hosts == 0 || hosts > 200 {
         return Err("--hosts must be 1 to 200".into());
+    }
+    if gateways > hosts {
+        return Err(format!("--gateways {gateways} is more than --hosts {hosts}").into());
     }
     std::fs::create_dir_all(dir(name))?;
     let external = server
@@ -322,6 +378,12 @@ pub fn up(
         &["addr", "add", &format!("{MGMT_IP}/24"), "dev", "br0"],
     )?;
     ip(&fabric, &["link", "set", "br0", "up"])?;
+    ip(&fabric, &["link", "add", EXTERNAL_BRIDGE, "type", "bridge"])?;
+    ip(&fabric, &["link", "set", EXTERNAL_BRIDGE, "up"])?;
+    state.external_bridge = EXTERNAL_BRIDGE.to_owned();
+    state.save()?;
+    state.outside = outside_up(name, &fabric)?;
+    state.save()?;
 
     let log_dir = dir(name);
     let agents_reach = match &external {
@@ -360,6 +422,22 @@ pub fn up(
         )?;
         ip(&host, &["link", "set", "eth0", "up"])?;
         ip(&fabric, &["link", "set", &uplink, "master", "br0", "up"])?;
+        // Its interface into the external network: no address, left down;
+        // the agent enslaves it to the external network's bridge.
+        let external_end = format!("{name}x{i}");
+        veth(&host, EXTERNAL_IFACE, &fabric, &external_end)?;
+        ip(
+            &fabric,
+            &[
+                "link",
+                "set",
+                &external_end,
+                "master",
+                EXTERNAL_BRIDGE,
+                "up",
+            ],
+        )?;
+        let gateway = i <= gateways;
         let mut agent = Command::new(vnet);
         agent.args(["agent", "--netns", &host]).args([
             "--server",
@@ -368,12 +446,19 @@ pub fn up(
             &host,
             "--underlay-ip",
             &underlay_ip.to_string(),
+            "--physical-network",
+            &format!("{PHYSICAL_NETWORK}:{EXTERNAL_IFACE}"),
         ]);
+        if gateway {
+            agent.arg("--gateway");
+        }
         let agent_pid = daemon(agent, log_dir.join(format!("agent-{host}.log")))?;
         state.hosts.push(LabHost {
             name: host,
             underlay_ip,
             agent_pid,
+            external_iface: EXTERNAL_IFACE.to_owned(),
+            gateway,
         });
         state.save()?;
     }
@@ -402,6 +487,31 @@ pub fn up(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The outside world: namespace `<lab>-outside`, its `eth0` on the external
+/// bridge at [`OUTSIDE_CIDR`]. Returns its name; nothing is left behind if
+/// it fails half-way.
+fn outside_up(name: &str, fabric: &str) -> Result<String, BoxError> {
+    let netns = format!("{name}-outside");
+    run("ip", &["netns", "add", &netns])?;
+    let made = (|| -> Result<(), BoxError> {
+        ip(&netns, &["link", "set", "lo", "up"])?;
+        let fabric_end = format!("{name}xo");
+        veth(&netns, "eth0", fabric, &fabric_end)?;
+        ip(
+            fabric,
+            &["link", "set", &fabric_end, "master", EXTERNAL_BRIDGE, "up"],
+        )?;
+        ip(&netns, &["addr", "add", OUTSIDE_CIDR, "dev", "eth0"])?;
+        ip(&netns, &["link", "set", "eth0", "up"])?;
+        Ok(())
+    })();
+    if let Err(e) = made {
+        let _ = delete_netns(&netns);
+        return Err(e);
+    }
+    Ok(netns)
 }
 
 /// Plug a VM into `host` with `port`'s device and MAC; returns it.
@@ -517,6 +627,7 @@ pub fn down(name: &str) -> Result<(), BoxError> {
         .map(|v| v.netns.clone())
         .chain(routers)
         .chain(state.hosts.iter().map(|h| h.name.clone()))
+        .chain(Some(state.outside.clone()).filter(|o| !o.is_empty()))
         .chain([state.fabric.clone()]);
     for ns in namespaces {
         if let Err(e) = delete_netns(&ns)
@@ -540,7 +651,16 @@ fn status(name: &str) -> Result<(), BoxError> {
         .ok()
         .and_then(|(_, v)| v["hosts"].as_array().cloned())
         .unwrap_or_default();
-    println!("{:<16} {:<14} {:<8} agent pid", "host", "underlay", "agent");
+    if !state.outside.is_empty() {
+        println!(
+            "outside: namespace {} at {OUTSIDE_CIDR} on physical network {PHYSICAL_NETWORK}",
+            state.outside
+        );
+    }
+    println!(
+        "{:<16} {:<14} {:<8} {:<8} agent pid",
+        "host", "underlay", "agent", "gateway"
+    );
     for h in &state.hosts {
         let alive = hosts
             .iter()
@@ -550,8 +670,12 @@ fn status(name: &str) -> Result<(), BoxError> {
                 |x| if x["alive"] == true { "alive" } else { "dead" },
             );
         println!(
-            "{:<16} {:<14} {:<8} {}",
-            h.name, h.underlay_ip, alive, h.agent_pid
+            "{:<16} {:<14} {:<8} {:<8} {}",
+            h.name,
+            h.underlay_ip,
+            alive,
+            if h.gateway { "yes" } else { "no" },
+            h.agent_pid
         );
     }
     if !state.vms.is_empty() {
@@ -569,13 +693,15 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
     match lab {
         Lab::Up {
             hosts,
+            gateways,
             name,
             listen,
             server,
         } => {
-            let state = up(&name, hosts, listen, server.as_deref(), &vnet).inspect_err(|_| {
-                let _ = down(&name);
-            })?;
+            let state = up_with_gateways(&name, hosts, gateways, listen, server.as_deref(), &vnet)
+                .inspect_err(|_| {
+                    let _ = down(&name);
+                })?;
             println!(
                 "lab {name} is up: {} hosts, API at http://{} (noauth)\n  export OS_AUTH_TYPE=none OS_ENDPOINT=http://{}",
                 state.hosts.len(),
@@ -583,8 +709,17 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
                 state.api
             );
             for h in &state.hosts {
-                println!("  host {} (underlay {})", h.name, h.underlay_ip);
+                println!(
+                    "  host {} (underlay {}, {PHYSICAL_NETWORK}:{}{})",
+                    h.name,
+                    h.underlay_ip,
+                    h.external_iface,
+                    if h.gateway { ", gateway" } else { "" }
+                );
             }
+            println!(
+                "  outside: {OUTSIDE_CIDR} on physical network {PHYSICAL_NETWORK} (vnet lab outside exec -- CMD)"
+            );
             Ok(())
         }
         Lab::Status { name } => status(&name),
@@ -651,6 +786,17 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
                 .ok_or("no DHCP answer")?;
             println!("{vm}: {lease}");
             Ok(())
+        }
+        Lab::Outside(Outside::Exec { name, command }) => {
+            let state = LabState::load(&name)?;
+            if state.outside.is_empty() {
+                return Err(format!("lab {name} has no outside (it predates it)").into());
+            }
+            let err = Command::new("ip")
+                .args(["netns", "exec", &state.outside])
+                .args(&command)
+                .exec();
+            Err(err.into())
         }
         Lab::Vm(Vm::Delete { vm, name }) => {
             let mut state = LabState::load(&name)?;

@@ -157,6 +157,14 @@ pub struct AgentArgs {
     /// `NETNS-vnr-` with --netns). Every namespace with it is the agent's.
     #[arg(long)]
     router_netns_prefix: Option<String>,
+    /// Map a physical network to this host's interface on it, NAME:IFACE
+    /// (repeatable, like Neutron's bridge_mappings). A flat network on NAME
+    /// is a bridge enslaving IFACE; the interface should carry no address.
+    #[arg(long = "physical-network", value_name = "NAME:IFACE")]
+    physical_networks: Vec<String>,
+    /// This host may run default SNAT for routers (a gateway host).
+    #[arg(long)]
+    gateway: bool,
 }
 
 /// Where to listen: an address, in the current or a named network namespace.
@@ -293,6 +301,8 @@ fn run(command: Command) -> Result<(), BoxError> {
                     underlay_ip: args.underlay_ip,
                     token: args.token,
                     router: agent::router::RouterConfig { netns_prefix },
+                    physical_networks: agent::mappings::parse(&args.physical_networks)?,
+                    gateway: args.gateway,
                 };
                 agent::daemon::run(config, shutdown_signal())
                     .await

@@ -1,7 +1,8 @@
 //! A host's desired state ([`HostState`]) restated as kernel objects: the
 //! links, bridge FDB, VXLAN FDB and neighbour entries the `linux` backend
-//! must make exist. Pure; the shape mirrors [`super::Observed`] so that the
-//! plan is a diff of two like things.
+//! must make exist, and the physical interfaces its flat networks' bridges
+//! enslave. Pure; the shape mirrors [`super::Observed`] so that the plan is
+//! a diff of two like things.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,7 +12,7 @@ use model::MacAddr;
 
 use super::LinuxConfig;
 use super::link::{LinkKind, PortFlags};
-use super::names::{bridge_mac, bridge_name, router_port_name, vxlan_name};
+use super::names::{network_bridge, network_bridge_mac, router_port_name, vxlan_name};
 
 /// A bridge or VXLAN device vnet creates.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -43,6 +44,10 @@ pub struct Desired {
     pub links: BTreeMap<String, DesiredLink>,
     /// Local port devices.
     pub ports: BTreeMap<String, DesiredPort>,
+    /// Physical interfaces (a flat network's, by the agent's mapping) →
+    /// the bridge that enslaves them. Like port devices, vnet attaches and
+    /// detaches them but never creates, deletes or reconfigures them.
+    pub uplinks: BTreeMap<String, String>,
     /// Bridge FDB (`master static`): bridge → MAC → port device.
     pub fdb: BTreeMap<String, BTreeMap<MacAddr, String>>,
     /// VXLAN FDB (`self permanent dst`): VXLAN device → MAC → remote VTEP.
@@ -57,12 +62,19 @@ impl Desired {
     /// networks with one VNI the first (by id) wins; of two ports naming one
     /// device the first wins; a MAC both local and remote stays local; an
     /// invalid (multicast or zero) MAC gets no entry, so that no flood entry
-    /// can ever be written.
+    /// can ever be written. A flat network whose physical network this host
+    /// does not map is left out (its ports stay unwired).
     pub fn from_host_state(state: &HostState, config: &LinuxConfig) -> Self {
         let mut d = Desired::default();
         for net in state.networks.values() {
-            let bridge = bridge_name(net.vni);
-            let vxlan = vxlan_name(net.vni);
+            let bridge = network_bridge(net);
+            let uplink = match &net.physical_network {
+                None => None,
+                Some(physnet) => match config.physical_networks.get(physnet) {
+                    Some(iface) => Some(iface),
+                    None => continue,
+                },
+            };
             if d.links.contains_key(&bridge) {
                 continue;
             }
@@ -71,24 +83,34 @@ impl Desired {
                 DesiredLink {
                     kind: LinkKind::Bridge,
                     mtu: net.mtu,
-                    address: Some(bridge_mac(net.vni)),
+                    address: Some(network_bridge_mac(net)),
                     master: None,
                     port_flags: None,
                 },
             );
-            d.links.insert(
-                vxlan.clone(),
-                DesiredLink {
-                    kind: LinkKind::vxlan(net.vni, config.underlay_ip, config.vxlan_port),
-                    mtu: net.mtu,
-                    address: None,
-                    master: Some(bridge.clone()),
-                    port_flags: Some(PortFlags::VXLAN),
-                },
-            );
+            let vxlan = match uplink {
+                Some(iface) => {
+                    d.uplinks
+                        .entry(iface.clone())
+                        .or_insert_with(|| bridge.clone());
+                    None
+                }
+                None => {
+                    let vxlan = vxlan_name(net.vni);
+                    d.links.insert(
+                        vxlan.clone(),
+                        DesiredLink {
+                            kind: LinkKind::vxlan(net.vni, config.underlay_ip, config.vxlan_port),
+                            mtu: net.mtu,
+                            address: None,
+                            master: Some(bridge.clone()),
+                            port_flags: Some(PortFlags::VXLAN),
+                        },
+                    );
+                    Some(vxlan)
+                }
+            };
             let fdb = d.fdb.entry(bridge.clone()).or_default();
-            let vxlan_fdb = d.vxlan_fdb.entry(vxlan.clone()).or_default();
-            let neighbours = d.neighbours.entry(bridge.clone()).or_default();
             for (port_id, port) in &net.local_ports {
                 if d.ports.contains_key(&port.device) {
                     continue;
@@ -107,6 +129,18 @@ impl Desired {
                     fdb.entry(port.mac).or_insert_with(|| port.device.clone());
                 }
             }
+            // A flat network stops here: remote ports are reached through
+            // the physical interface, whose bridge port learns them like any
+            // machine on that segment, and ARP there is answered by each
+            // address's owner (the segment holds machines vnet knows nothing
+            // of, and addresses that move, such as floating IPs): neighbour
+            // entries would answer nothing without `neigh_suppress`, and
+            // suppression on a physical port would answer from vnet's view
+            // instead of the wire's.
+            let Some(vxlan) = vxlan else {
+                continue;
+            };
+            let vxlan_fdb = d.vxlan_fdb.entry(vxlan.clone()).or_default();
             for port in net.remote_ports.values() {
                 if !port.mac.is_valid_port_mac() || fdb.contains_key(&port.mac) {
                     continue;
@@ -114,6 +148,7 @@ impl Desired {
                 fdb.insert(port.mac, vxlan.clone());
                 vxlan_fdb.insert(port.mac, port.vtep);
             }
+            let neighbours = d.neighbours.entry(bridge.clone()).or_default();
             for (ip, mac) in net.neighbours() {
                 if mac.is_valid_port_mac() {
                     neighbours.entry(ip).or_insert(mac);
@@ -128,7 +163,7 @@ impl Desired {
                     continue;
                 };
                 let device = router_port_name(port_id);
-                let bridge = bridge_name(net.vni);
+                let bridge = network_bridge(net);
                 if d.ports.contains_key(&device) || !d.links.contains_key(&bridge) {
                     continue;
                 }

@@ -65,6 +65,12 @@ impl PortFlags {
         bcast_flood: false,
     };
 
+    /// A physical interface enslaved to a flat network's bridge: the
+    /// kernel's defaults. The segment behind it holds machines vnet does not
+    /// know, so it learns their MACs, floods what it does not know yet, and
+    /// leaves ARP to their owners.
+    pub const UPLINK: PortFlags = PortFlags::KERNEL_DEFAULT;
+
     /// A local port (VM or container): the kernel's defaults. `neigh_suppress`
     /// must stay off here: with it on the VM's own port the bridge stops
     /// answering and ARP floods.

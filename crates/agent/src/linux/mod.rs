@@ -19,6 +19,13 @@
 //! no flood entry anywhere: no broadcast or unknown unicast crosses the
 //! overlay.
 //!
+//! A flat network (a physical network the agent maps to an interface) is a
+//! bridge `vnbrf<hash>` (see `network_bridge`) enslaving that interface with
+//! the kernel's port defaults, and no VXLAN device, VXLAN FDB or neighbour
+//! entry: the physical segment learns and resolves like any LAN. The
+//! interface, like a port's device, is attached and detached, never created,
+//! deleted or reconfigured (its MTU and addresses stay the host's).
+//!
 //! The cycle is `observe` (netlink dumps → [`Observed`], only what vnet
 //! owns), [`plan`] (pure: desired × observed → [`Op`]s) and `execute` (one
 //! netlink conversation). [`Reconciler::reconcile_cached`] skips the dumps
@@ -47,8 +54,8 @@ pub use desired::{Desired, DesiredLink, DesiredPort};
 pub use events::{LinkEvent, LinkEvents};
 pub use link::{LinkKind, PortFlags};
 pub use names::{
-    BRIDGE_PREFIX, ROUTER_PORT_PREFIX, VXLAN_PORT, VXLAN_PREFIX, bridge_name, is_owned,
-    router_port_name, vxlan_name,
+    BRIDGE_PREFIX, FLAT_BRIDGE_PREFIX, ROUTER_PORT_PREFIX, VXLAN_PORT, VXLAN_PREFIX, bridge_name,
+    is_owned, network_bridge, network_bridge_mac, router_port_name, vxlan_name,
 };
 pub use netlink::{OpError, OpFailure};
 pub use observed::{Observed, ObservedLink};
@@ -79,6 +86,9 @@ pub struct LinuxConfig {
     pub underlay_ip: IpAddr,
     /// UDP port of the overlay; [`VXLAN_PORT`] unless a test wants another.
     pub vxlan_port: u16,
+    /// Physical network name → this host's interface on it
+    /// (`vnet agent --physical-network NAME:IFACE`).
+    pub physical_networks: BTreeMap<String, String>,
 }
 
 impl LinuxConfig {
@@ -86,7 +96,14 @@ impl LinuxConfig {
         LinuxConfig {
             underlay_ip,
             vxlan_port: VXLAN_PORT,
+            physical_networks: BTreeMap::new(),
         }
+    }
+
+    /// With these physical network mappings (name → interface).
+    pub fn with_physical_networks(mut self, mappings: BTreeMap<String, String>) -> Self {
+        self.physical_networks = mappings;
+        self
     }
 }
 
@@ -196,7 +213,12 @@ impl Reconciler {
     }
 
     async fn observe_ports(&self, want: &Desired) -> Result<Observed, Error> {
-        let devices: BTreeSet<String> = want.ports.keys().cloned().collect();
+        let devices: BTreeSet<String> = want
+            .ports
+            .keys()
+            .chain(want.uplinks.keys())
+            .cloned()
+            .collect();
         let links = self.netlink.dump_links().await?;
         let fdb = self.netlink.dump_neighbours(AddressFamily::Bridge).await?;
         let mut neighbours = self.netlink.dump_neighbours(AddressFamily::Inet).await?;
@@ -232,6 +254,7 @@ impl Reconciler {
                 let unknown: Vec<String> = want
                     .ports
                     .keys()
+                    .chain(want.uplinks.keys())
                     .filter(|d| !view.links.contains_key(*d))
                     .cloned()
                     .collect();

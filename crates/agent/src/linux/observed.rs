@@ -296,6 +296,7 @@ impl Observed {
         self.links.retain(|name, l| {
             is_owned(name)
                 || want.ports.contains_key(name)
+                || want.uplinks.contains_key(name)
                 || l.master.as_deref().is_some_and(is_bridge)
         });
         self.fdb.retain(|_, e| !e.is_empty());

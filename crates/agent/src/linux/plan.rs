@@ -213,6 +213,7 @@ pub fn diff(want: &Desired, have: &Observed) -> Vec<Op> {
         } else if !is_owned(name)
             && link.master.as_deref().is_some_and(is_bridge)
             && !want.ports.contains_key(name)
+            && !want.uplinks.contains_key(name)
         {
             ops.push(Op::Detach { dev: name.clone() });
             moved.insert(name);
@@ -261,6 +262,24 @@ pub fn diff(want: &Desired, have: &Observed) -> Vec<Op> {
             master: Some(&port.bridge),
             flags: Some(PortFlags::LOCAL),
             up: port.up,
+            silence_ipv6: false,
+        };
+        if converge(dev, current, &target, &mut ops) {
+            moved.insert(dev);
+        }
+    }
+
+    // A physical interface is enslaved and up, its MTU and addresses the
+    // host's own: vnet never creates, deletes or reconfigures it.
+    for (dev, bridge) in &want.uplinks {
+        let Some(current) = have.links.get(dev) else {
+            continue; // not there (yet): nothing to enslave
+        };
+        let target = LinkTarget {
+            mtu: current.mtu,
+            master: Some(bridge),
+            flags: Some(PortFlags::UPLINK),
+            up: true,
             silence_ipv6: false,
         };
         if converge(dev, current, &target, &mut ops) {

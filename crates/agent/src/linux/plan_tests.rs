@@ -49,6 +49,7 @@ fn network(vni: u32) -> NetworkSpec {
     NetworkSpec {
         vni,
         mtu: 1450,
+        physical_network: None,
         subnets: BTreeMap::new(),
         local_ports: BTreeMap::new(),
         remote_ports: BTreeMap::new(),
@@ -432,4 +433,82 @@ fn a_bridge_without_its_fixed_address_gets_it_and_its_neighbours_back() {
             "ip neigh replace 10.0.0.11 lladdr fa:16:3e:00:00:0b dev vnbr100 nud permanent",
         ]
     );
+}
+
+fn flat_config() -> LinuxConfig {
+    config().with_physical_networks(BTreeMap::from([("external".into(), "ext0".into())]))
+}
+
+/// A flat network on `external` with local port `a` on `tapa` and remote
+/// port `b`.
+fn flat_network(physnet: &str) -> HostState {
+    let mut net = network(0);
+    net.physical_network = Some(physnet.into());
+    net.local_ports
+        .insert("a".into(), local("tapa", 0x0a, "203.0.113.10"));
+    net.remote_ports
+        .insert("b".into(), remote(0x0b, "203.0.113.11", "192.0.2.2"));
+    let mut s = HostState::default();
+    s.networks.insert("ext".into(), net);
+    s
+}
+
+#[test]
+fn a_flat_network_is_a_bridge_enslaving_the_mapped_interface_and_nothing_more() {
+    let mut o = with_taps(&["tapa", "ext0"]);
+    let state = flat_network("external");
+    let ops = plan(&state, &flat_config(), &o);
+    assert_eq!(
+        show(&ops),
+        [
+            "ip link add vnbrf331d748a address 02:76:66:1d:74:8a mtu 1450 type bridge",
+            "ip link set vnbrf331d748a addrgenmode none",
+            "ip link set tapa mtu 1450",
+            "ip link set tapa master vnbrf331d748a",
+            "ip link set ext0 master vnbrf331d748a",
+            "ip link set vnbrf331d748a up",
+            "ip link set tapa up",
+            "ip link set ext0 up",
+            "bridge fdb replace fa:16:3e:00:00:0a dev tapa master static",
+        ],
+        "no VXLAN device, no VXLAN FDB, no neighbour entries; the interface keeps its MTU"
+    );
+    for op in &ops {
+        o.apply(op);
+    }
+    assert!(plan(&state, &flat_config(), &o).is_empty());
+    assert_eq!(
+        o.links["ext0"].port_flags,
+        Some(PortFlags::UPLINK),
+        "the segment learns and floods"
+    );
+
+    // The network goes: the bridge is deleted, the interface only detached.
+    let ops = plan(&HostState::default(), &flat_config(), &o);
+    let mut shown = show(&ops);
+    shown.sort();
+    assert_eq!(
+        shown,
+        [
+            "ip link del vnbrf331d748a",
+            "ip link set ext0 nomaster",
+            "ip link set tapa nomaster",
+        ]
+    );
+    assert!(ops.contains(&Op::Detach { dev: "ext0".into() }));
+    assert!(!ops.contains(&Op::DeleteLink {
+        name: "ext0".into()
+    }));
+    assert!(ops.contains(&Op::DeleteLink {
+        name: "vnbrf331d748a".into()
+    }));
+}
+
+#[test]
+fn a_flat_network_this_host_does_not_map_builds_nothing() {
+    let o = with_taps(&["tapa", "ext0"]);
+    let ops = plan(&flat_network("physnet9"), &flat_config(), &o);
+    assert!(ops.is_empty(), "{ops:#?}");
+    let want = Desired::from_host_state(&flat_network("physnet9"), &flat_config());
+    assert!(want.ports.is_empty() && want.uplinks.is_empty() && want.links.is_empty());
 }

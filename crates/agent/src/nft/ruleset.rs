@@ -102,12 +102,16 @@ impl Ruleset {
 pub struct NftConfig {
     /// UDP port of the overlay (conntrack is skipped for it on the underlay).
     pub vxlan_port: u16,
+    /// Physical network name → this host's interface on it, as the link
+    /// backend has it: a flat network's interface is a device of its bridge.
+    pub physical_networks: BTreeMap<String, String>,
 }
 
 impl Default for NftConfig {
     fn default() -> Self {
         NftConfig {
             vxlan_port: crate::linux::VXLAN_PORT,
+            physical_networks: BTreeMap::new(),
         }
     }
 }
@@ -208,13 +212,23 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
     let mut secured: BTreeMap<String, (String, &PortSecuritySpec)> = BTreeMap::new();
     let mut vnis = BTreeSet::new();
     let mut bridge_of_vni = BTreeMap::new();
-    // Every device on vnet's bridges: local ports and VXLAN devices.
+    let mut flat_bridges = BTreeSet::new();
+    // Every device on vnet's bridges: local ports, VXLAN devices and
+    // physical interfaces.
     let mut devices = BTreeSet::new();
     for net in state.networks.values() {
-        vnis.insert(net.vni);
-        let bridge = crate::linux::bridge_name(net.vni);
-        bridge_of_vni.insert(net.vni, bridge.clone());
-        devices.insert(crate::linux::vxlan_name(net.vni));
+        let bridge = crate::linux::network_bridge(net);
+        match &net.physical_network {
+            None => {
+                vnis.insert(net.vni);
+                bridge_of_vni.insert(net.vni, bridge.clone());
+                devices.insert(crate::linux::vxlan_name(net.vni));
+            }
+            Some(physnet) => {
+                flat_bridges.insert(bridge.clone());
+                devices.extend(config.physical_networks.get(physnet).cloned());
+            }
+        }
         for (port_id, port) in &net.local_ports {
             devices.insert(port.device.clone());
             let Some(spec) = state.port_security.get(port_id) else {
@@ -299,9 +313,25 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         )],
     };
     let zone_of = zones(&vnis);
-    let zmap: Vec<String> = zone_of
+    let mut zone_of_bridge: Vec<(&String, u16)> = zone_of
         .iter()
-        .filter_map(|(vni, z)| Some(format!("{} : {z}", q(bridge_of_vni.get(vni)?))))
+        .filter_map(|(vni, z)| Some((bridge_of_vni.get(vni)?, *z)))
+        .collect();
+    // Flat networks have no VNI: a zone from their bridge's name, after
+    // every VXLAN network's (so those keep theirs), the next free one on a
+    // collision.
+    let mut used: BTreeSet<u16> = zone_of.values().copied().collect();
+    for bridge in &flat_bridges {
+        let mut z = (fnv1a(bridge.as_bytes()) & 0xffff) as u16;
+        while z == 0 || used.contains(&z) {
+            z = z.wrapping_add(1);
+        }
+        used.insert(z);
+        zone_of_bridge.push((bridge, z));
+    }
+    let zmap: Vec<String> = zone_of_bridge
+        .iter()
+        .map(|(bridge, z)| format!("{} : {z}", q(bridge)))
         .collect();
     if !zmap.is_empty() {
         raw.rules

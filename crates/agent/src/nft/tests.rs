@@ -33,6 +33,7 @@ fn state() -> HostState {
     let mut net = NetworkSpec {
         vni: 100,
         mtu: 1450,
+        physical_network: None,
         subnets: BTreeMap::new(),
         local_ports: BTreeMap::new(),
         remote_ports: BTreeMap::new(),
@@ -374,5 +375,50 @@ fn marks_are_set_for_every_device_of_vnet_bridges_only() {
     assert!(
         rs.inet.chains["egress"].rules[0]
             .starts_with("iifname \"vnbr*\" meta mark & 0xffff0000 vmap")
+    );
+}
+
+#[test]
+fn a_flat_network_gets_its_own_zone_and_its_interface_a_mark() {
+    let mut s = state();
+    // A second network, flat: its port `tapf` secured like the others.
+    let mut flat = s.networks["n"].clone();
+    flat.vni = 0;
+    flat.physical_network = Some("external".into());
+    flat.local_ports.clear();
+    let mut port = s.networks["n"].local_ports["pa"].clone();
+    port.device = "tapf".into();
+    port.mac = "fa:16:3e:00:00:0f".parse().unwrap();
+    flat.local_ports.insert("pf".into(), port);
+    s.networks.insert("f".into(), flat);
+    let pa = s.port_security["pa"].clone();
+    s.port_security.insert("pf".into(), pa);
+    let config = NftConfig {
+        physical_networks: BTreeMap::from([("external".into(), "ext0".into())]),
+        ..NftConfig::default()
+    };
+    let rs = desired(&s, &config);
+    let bridge = crate::linux::network_bridge(&s.networks["f"]);
+    let zones = rs.inet.chains["prerouting"]
+        .rules
+        .iter()
+        .find(|r| r.contains("ct zone set"))
+        .unwrap();
+    // The VXLAN network keeps its zone; the flat one has another, by name.
+    assert!(zones.contains("\"vnbr100\" : 100"), "{zones}");
+    let flat_zone = zones
+        .split(&format!("\"{bridge}\" : "))
+        .nth(1)
+        .and_then(|rest| rest.split([',', ' ']).next())
+        .unwrap();
+    assert_ne!(flat_zone, "100");
+    assert_ne!(flat_zone, "0");
+    assert!(rs.filtered_bridges.contains(&bridge));
+    // Frames from the physical interface are marked "no port" (never stale).
+    let marks = &rs.bridge.chains["forward"].rules[0];
+    assert!(marks.contains("\"ext0\" : 0x00000000"), "{marks}");
+    assert!(
+        !marks.contains("vnvx0"),
+        "a flat network has no VXLAN device"
     );
 }

@@ -32,6 +32,19 @@ pub use plan::{
     RouterOp, VNET_ROUTE_PROTOCOL, desired, diff, interface_device,
 };
 
+/// What a router namespace is set to: it forwards; its interfaces'
+/// addresses are usable at once (the same gateway address and link-local
+/// address exist on every host on purpose, and never meet: nothing
+/// multicast crosses the overlay, so duplicate address detection could only
+/// delay them); it sends no ICMP redirects.
+const ROUTER_SYSCTLS: [(&str, &str); 5] = [
+    ("net/ipv4/ip_forward", "1"),
+    ("net/ipv6/conf/all/forwarding", "1"),
+    ("net/ipv6/conf/default/accept_dad", "0"),
+    ("net/ipv4/conf/all/send_redirects", "0"),
+    ("net/ipv4/conf/default/send_redirects", "0"),
+];
+
 /// Why a router operation, or a look at a router, failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
@@ -231,7 +244,12 @@ impl RouterReconciler {
         }
         let name = netns.to_owned();
         let forwarding = tokio::task::spawn_blocking(move || {
-            netns::read_sysctl(&name, "net/ipv4/ip_forward").map(|v| v == "1")
+            for (key, value) in ROUTER_SYSCTLS {
+                if netns::read_sysctl(&name, key)? != value {
+                    return Ok(false);
+                }
+            }
+            Ok(true)
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
@@ -331,8 +349,10 @@ impl RouterReconciler {
             RouterOp::EnableForwarding { netns } => {
                 let name = netns.clone();
                 blocking(move || {
-                    netns::sysctl(&name, "net/ipv4/ip_forward", "1")?;
-                    netns::sysctl(&name, "net/ipv6/conf/all/forwarding", "1")
+                    for (key, value) in ROUTER_SYSCTLS {
+                        netns::sysctl(&name, key, value)?;
+                    }
+                    Ok(())
                 })
                 .await
                 .map_err(in_ns(netns))?;

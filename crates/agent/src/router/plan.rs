@@ -117,7 +117,7 @@ pub fn desired(state: &HostState, config: &RouterConfig) -> BTreeMap<String, Des
 /// What one router namespace has that vnet manages.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObservedRouter {
-    /// `ip_forward` (IPv4 and IPv6) on.
+    /// Its sysctls set: forwarding (IPv4 and IPv6) on, and the rest.
     pub forwarding: bool,
     pub loopback_up: bool,
     /// The `qr-` devices, by name.
@@ -142,7 +142,8 @@ pub enum RouterOp {
     CreateNamespace { netns: String },
     /// `ip netns del NETNS` (its devices, and their veth peers, go too)
     DeleteNamespace { netns: String },
-    /// `sysctl net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1`
+    /// `sysctl net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 …`
+    /// (see the router backend's sysctls)
     EnableForwarding { netns: String },
     /// `ip link set lo up`
     LoopbackUp { netns: String },
@@ -375,6 +376,7 @@ mod tests {
         let network = |vni| NetworkSpec {
             vni,
             mtu: 1450,
+            physical_network: None,
             subnets: BTreeMap::new(),
             local_ports: BTreeMap::new(),
             remote_ports: BTreeMap::new(),

@@ -25,6 +25,7 @@ pub fn network(vni: u32) -> NetworkSpec {
     NetworkSpec {
         vni,
         mtu: 1450,
+        physical_network: None,
         subnets: BTreeMap::new(),
         local_ports: BTreeMap::new(),
         remote_ports: BTreeMap::new(),

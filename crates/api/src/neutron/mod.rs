@@ -11,7 +11,7 @@ mod quotas;
 mod requests;
 mod views;
 
-pub use views::timestamp;
+pub use views::{View, timestamp};
 
 use std::sync::Arc;
 
@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 use self::body::Attrs;
 use self::query::ListQuery;
 use crate::auth::noauth_caller;
+use crate::binding;
 use crate::error::ApiError;
 use crate::state::{App, now};
 
@@ -204,15 +205,36 @@ async fn list(
     let (items, links) = {
         let cloud = app.read();
         match c.kind {
-            Kind::Network => list_page(&cloud, &caller, &q, cloud.networks(), &url),
-            Kind::Subnet => list_page(&cloud, &caller, &q, cloud.subnets(), &url),
-            Kind::Port => list_page(&cloud, &caller, &q, cloud.ports(), &url),
-            Kind::SecurityGroup => list_page(&cloud, &caller, &q, cloud.security_groups(), &url),
-            Kind::SecurityGroupRule => {
-                list_page(&cloud, &caller, &q, cloud.security_group_rules(), &url)
+            Kind::Network => list_page(&cloud, &caller, &q, cloud.networks(), &url, &as_is),
+            Kind::Subnet => list_page(&cloud, &caller, &q, cloud.subnets(), &url, &as_is),
+            Kind::Port => {
+                // A port's binding depends on its host's agent, which only
+                // the API knows (see `binding`).
+                let bound = |p: &model::Port, name: &str, value: Option<Value>| {
+                    let unbindable = name == "binding:vif_type"
+                        && value == Some(json!("bridge"))
+                        && binding::refusal(&cloud, &app.hosts, p).is_some();
+                    if unbindable {
+                        Some(json!("binding_failed"))
+                    } else {
+                        value
+                    }
+                };
+                list_page(&cloud, &caller, &q, cloud.ports(), &url, &bound)
             }
-            Kind::Router => list_page(&cloud, &caller, &q, cloud.routers(), &url),
-            Kind::FloatingIp => list_page(&cloud, &caller, &q, cloud.floating_ips(), &url),
+            Kind::SecurityGroup => {
+                list_page(&cloud, &caller, &q, cloud.security_groups(), &url, &as_is)
+            }
+            Kind::SecurityGroupRule => list_page(
+                &cloud,
+                &caller,
+                &q,
+                cloud.security_group_rules(),
+                &url,
+                &as_is,
+            ),
+            Kind::Router => list_page(&cloud, &caller, &q, cloud.routers(), &url, &as_is),
+            Kind::FloatingIp => list_page(&cloud, &caller, &q, cloud.floating_ips(), &url, &as_is),
             // Not a collection: quotas have their own routes.
             Kind::Quota => Err(ApiError::not_found()),
         }?
@@ -225,30 +247,64 @@ async fn list(
     Ok(Json(Value::Object(out)))
 }
 
+/// Gives an attribute of a `T` the value facts beyond the model make it.
+type Adjust<'a, T> = dyn Fn(&T, &str, Option<Value>) -> Option<Value> + 'a;
+
+/// The attributes an `adjust` of `list_page` may change.
+const ADJUSTED: [&str; 1] = ["binding:vif_type"];
+
+/// An attribute as the model alone gives it.
+fn as_is<T>(_: &T, _: &str, value: Option<Value>) -> Option<Value> {
+    value
+}
+
 /// Filter, sort and page `all` reading only the attributes the query names,
 /// then render the page: a list costs one whole render per item returned.
+/// `adjust` gives an attribute the value facts beyond the model make it
+/// (a port's binding), the same for filters, sorting and the view.
 fn list_page<'a, T: views::Shown + 'a>(
     cloud: &Cloud,
     caller: &Caller,
     q: &ListQuery,
     all: impl Iterator<Item = &'a T>,
     url: &str,
+    adjust: &Adjust<'_, T>,
 ) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let attribute = |r: &T, name: &str| adjust(r, name, r.attribute(cloud, caller, name));
     let matching: Vec<&T> = all
         .filter(|r| r.visible(cloud, caller))
-        .filter(|r| q.matches(&r.standard().tags, |name| r.attribute(cloud, caller, name)))
+        .filter(|r| q.matches(&r.standard().tags, |name| attribute(r, name)))
         .collect();
     let (page, links) = q.page(
         matching,
         |r| r.standard().id.as_str(),
-        |r, name| r.attribute(cloud, caller, name),
+        |r, name| attribute(r, name),
         url,
     )?;
     let items = page
         .into_iter()
-        .map(|r| Value::Object(views::render(r, cloud, caller, q.fields())))
+        .map(|r| {
+            let mut view = views::render(r, cloud, caller, q.fields());
+            for name in ADJUSTED {
+                if let Some(value) = view.get_mut(name)
+                    && let Some(adjusted) = adjust(r, name, Some(value.clone()))
+                {
+                    *value = adjusted;
+                }
+            }
+            Value::Object(view)
+        })
         .collect();
     Ok((items, links))
+}
+
+/// A resource's view with what the model alone cannot say (a port's binding).
+fn full_view(app: &App, cloud: &Cloud, caller: &Caller, r: &Resource, fields: &[String]) -> View {
+    let mut view = views::resource(cloud, caller, r, fields);
+    if let Resource::Port(p) = r {
+        binding::show(&mut view, cloud, &app.hosts, p);
+    }
+    view
 }
 
 async fn show(
@@ -266,7 +322,7 @@ async fn show(
         .collect();
     let cloud = app.read();
     let r = cloud.visible(&caller, c.kind, &id)?;
-    let view = views::resource(&cloud, &caller, &r, &fields);
+    let view = full_view(&app, &cloud, &caller, &r, &fields);
     Ok(Json(json!({ c.singular: view })))
 }
 
@@ -329,7 +385,7 @@ async fn create(
             }
             Ok(made
                 .iter()
-                .map(|r| Value::Object(views::resource(cloud, &caller, r, &[])))
+                .map(|r| Value::Object(full_view(&app, cloud, &caller, r, &[])))
                 .collect::<Vec<_>>())
         })
         .await?;
@@ -399,7 +455,7 @@ async fn update(
                     Resource::FloatingIp(cloud.update_floating_ip(&caller, &id, u, now)?)
                 }
             };
-            Ok(views::resource(cloud, &caller, &r, &[]))
+            Ok(full_view(&app, cloud, &caller, &r, &[]))
         })
         .await?;
     Ok(Json(json!({ c.singular: view })))

@@ -52,10 +52,9 @@ pub fn network_create(mut a: Attrs) -> Result<NetworkCreate, ApiError> {
         port_security_enabled: a.bool("port_security_enabled")?,
         network_type: a.nullable_string("provider:network_type")?,
         segmentation_id: a.u32("provider:segmentation_id")?,
+        physical_network: a.nullable_string("provider:physical_network")?,
         availability_zone_hints: a.string_list("availability_zone_hints")?,
     };
-    // Accepted and ignored, as Neutron's vxlan type driver ignores it.
-    a.nullable_string("provider:physical_network")?;
     a.finish(&read_only(&[
         "status",
         "subnets",

@@ -154,7 +154,9 @@ impl Shown for Network {
             "availability_zones" => json!([]),
             "ipv4_address_scope" | "ipv6_address_scope" => Value::Null,
             "provider:network_type" if caller.is_admin => json!(self.network_type),
-            "provider:physical_network" if caller.is_admin => Value::Null,
+            "provider:physical_network" if caller.is_admin => json!(self.physical_network),
+            // A flat network has no segment id (null, as in Neutron).
+            "provider:segmentation_id" if caller.is_admin && self.is_flat() => Value::Null,
             "provider:segmentation_id" if caller.is_admin => json!(self.segmentation_id),
             _ => return None,
         })

@@ -83,7 +83,7 @@ impl Compiler {
     /// The network as `host` carries it; `None` if it does not.
     pub fn network_seen_from(&self, host: &str, network_id: &str) -> Option<NetworkView<'_>> {
         let network = self.networks.get(network_id)?;
-        let segment = network.segment?;
+        let segment = network.segment.as_ref()?;
         network.named_by(host).then_some(NetworkView {
             vni: segment.vni,
             mtu: segment.mtu,
@@ -111,7 +111,7 @@ impl Compiler {
     /// (there is no address index in the compiler).
     pub fn port_with_ip_seen_from(&self, host: &str, network_id: &str, ip: IpAddr) -> Option<&str> {
         let network = self.networks.get(network_id)?;
-        network.segment?;
+        network.segment.as_ref()?;
         if !network.named_by(host) {
             return None;
         }

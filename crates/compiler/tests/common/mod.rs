@@ -28,6 +28,7 @@ pub fn network(id: &str, vni: u32, mtu: u32) -> Network {
         port_security_enabled: true,
         network_type: "vxlan".into(),
         segmentation_id: vni,
+        physical_network: None,
         availability_zone_hints: vec![],
     }
 }

@@ -864,3 +864,92 @@ fn a_router_interface_is_active_while_any_host_reports_it_realised() {
     assert_eq!(report(&mut w, "h3", &vm), 0);
     assert_eq!(w.c.port(&w.vm.std.id).unwrap().status, PortStatus::Down);
 }
+
+fn provider(
+    c: &mut Cloud,
+    who: &Caller,
+    network_type: Option<&str>,
+    physnet: Option<&str>,
+    segmentation_id: Option<u32>,
+) -> Result<Network, ModelError> {
+    c.apply(|c| {
+        c.create_network(
+            who,
+            NetworkCreate {
+                network_type: network_type.map(Into::into),
+                physical_network: physnet.map(Into::into),
+                segmentation_id,
+                ..Default::default()
+            },
+            0,
+        )
+    })
+    .map(|(n, _)| n)
+}
+
+#[test]
+fn a_flat_network_owns_its_physical_network_and_no_vni() {
+    let mut c = cloud();
+    let flat = provider(&mut c, &admin(), Some("flat"), Some("external"), None).unwrap();
+    assert_eq!(flat.network_type, "flat");
+    assert_eq!(flat.physical_network.as_deref(), Some("external"));
+    assert_eq!(flat.segmentation_id, 0);
+    assert!(flat.is_flat());
+    // VXLAN networks still get VNIs from 1: the flat one took none.
+    assert_eq!(net(&mut c, &admin()).segmentation_id, 1);
+    assert_eq!(
+        provider(&mut c, &admin(), Some("flat"), Some("external"), None).unwrap_err(),
+        ModelError::FlatNetworkInUse {
+            physical_network: "external".into()
+        }
+    );
+    // Another physical network is free.
+    provider(&mut c, &admin(), Some("flat"), Some("physnet2"), None).unwrap();
+    // Deleting the flat network frees its physical network.
+    c.apply(|c| c.delete_network(&admin(), &flat.std.id))
+        .unwrap();
+    provider(&mut c, &admin(), Some("flat"), Some("external"), None).unwrap();
+}
+
+#[test]
+fn provider_attributes_are_checked_as_neutrons_type_drivers_check_them() {
+    let mut c = cloud();
+    let refused = |c: &mut Cloud, t, p, s| match provider(c, &admin(), t, p, s) {
+        Err(ModelError::InvalidInput(m)) => m,
+        other => panic!("{t:?} {p:?} {s:?}: {other:?}"),
+    };
+    assert_eq!(
+        refused(&mut c, Some("flat"), None, None),
+        "physical_network required for flat provider network"
+    );
+    assert_eq!(
+        refused(&mut c, Some("flat"), Some(""), None),
+        "physical_network required for flat provider network"
+    );
+    assert_eq!(
+        refused(&mut c, Some("flat"), Some("external"), Some(5)),
+        "segmentation_id prohibited for flat provider network"
+    );
+    assert_eq!(
+        refused(&mut c, Some("vxlan"), Some("external"), None),
+        "physical_network prohibited for vxlan provider network"
+    );
+    assert_eq!(
+        refused(&mut c, None, Some("external"), None),
+        "network_type required"
+    );
+    assert_eq!(
+        refused(&mut c, Some("vlan"), Some("external"), None),
+        "network_type value 'vlan' not supported"
+    );
+    assert!(matches!(
+        provider(&mut c, &tenant("p"), Some("flat"), Some("external"), None),
+        Err(ModelError::Forbidden(_))
+    ));
+    assert!(matches!(
+        provider(&mut c, &tenant("p"), None, Some("external"), None),
+        Err(ModelError::Forbidden(_))
+    ));
+    // Nothing refused took the physical network.
+    provider(&mut c, &admin(), Some("flat"), Some("external"), None).unwrap();
+}

@@ -575,6 +575,7 @@ impl SyntheticCloud {
             port_security_enabled: true,
             network_type: "vxlan".into(),
             segmentation_id: u32::try_from(n + 1).unwrap_or(u32::MAX),
+            physical_network: None,
             availability_zone_hints: vec![],
         }
     }

@@ -9,12 +9,14 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use testworld::{Fabric, Host, Netns, Vm};
+use testworld::{EXTERNAL_DEV, Fabric, Host, Netns, Outside, Vm};
 
 pub const VNET: &str = env!("CARGO_BIN_EXE_vnet");
 /// Where agents reach the server: an address on the fabric's bridge.
 pub const MGMT_IP: &str = "192.0.2.254";
 pub const MGMT_PORT: u16 = 9696;
+/// The physical network of the external segment, as agents map it.
+pub const PHYSICAL_NETWORK: &str = "external";
 
 /// A child process killed (and reaped) on drop.
 pub struct Proc(pub Child);
@@ -67,6 +69,10 @@ pub struct Cloud {
     pub agents: Vec<Option<Proc>>,
     pub hosts: Vec<Host>,
     pub logs: tempfile::TempDir,
+    /// The internet on the external segment, if the cloud has one.
+    pub outside: Option<Outside>,
+    /// Hosts 1…`mapped` map [`PHYSICAL_NETWORK`] to their `ext0`.
+    mapped: u8,
     // Dropped last: everything above lives in namespaces plugged into it.
     _server: Proc,
     pub fabric: Fabric,
@@ -74,14 +80,35 @@ pub struct Cloud {
 
 impl Cloud {
     pub fn new(prefix: &str, hosts: u8) -> Cloud {
+        Cloud::build(prefix, hosts, None)
+    }
+
+    /// With an external segment ([`PHYSICAL_NETWORK`]) and the outside on it;
+    /// the first `mapped` hosts are plugged into it and their agents map it.
+    pub fn with_external(prefix: &str, hosts: u8, mapped: u8) -> Cloud {
+        Cloud::build(prefix, hosts, Some(mapped))
+    }
+
+    fn build(prefix: &str, hosts: u8, external: Option<u8>) -> Cloud {
         let logs = tempfile::tempdir().unwrap();
         let fabric = Fabric::new(prefix).unwrap();
         fabric
             .ns
             .ip(&["addr", "add", &format!("{MGMT_IP}/24"), "dev", "br0"])
             .unwrap();
+        let mapped = external.unwrap_or(0);
+        let outside = external.map(|_| {
+            fabric.add_external().unwrap();
+            Outside::new(&fabric, prefix).unwrap()
+        });
         let hosts: Vec<Host> = (1..=hosts)
-            .map(|i| Host::new(&fabric, prefix, i).unwrap())
+            .map(|i| {
+                let host = Host::new(&fabric, prefix, i).unwrap();
+                if i <= mapped {
+                    host.plug_external(&fabric).unwrap();
+                }
+                host
+            })
             .collect();
         let api: SocketAddr = {
             let probe = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -106,6 +133,8 @@ impl Cloud {
             hosts,
             agents: Vec::new(),
             logs,
+            outside,
+            mapped,
             _server: server,
             fabric,
         };
@@ -130,6 +159,12 @@ impl Cloud {
             "--underlay-ip",
             &host.underlay_ip().to_string(),
         ]);
+        if host.index <= self.mapped {
+            cmd.args([
+                "--physical-network",
+                &format!("{PHYSICAL_NETWORK}:{EXTERNAL_DEV}"),
+            ]);
+        }
         spawn(
             cmd,
             &self.logs.path().join(format!("agent-h{}.log", host.index)),
@@ -190,6 +225,12 @@ impl Cloud {
         )
         .unwrap();
         (id, vm)
+    }
+
+    /// The agent log of host `h` (1-based).
+    pub fn agent_log(&self, h: usize) -> String {
+        std::fs::read_to_string(self.logs.path().join(format!("agent-h{h}.log")))
+            .unwrap_or_default()
     }
 
     pub fn status(&self, port: &str) -> String {
