@@ -8,11 +8,24 @@ import time
 
 from helpers import expect, expect_error, uniq
 
-PROTOCOL_VERSION = 2  # compiler::protocol::PROTOCOL_VERSION
+PROTOCOL_VERSION = 3  # compiler::protocol::PROTOCOL_VERSION
 
 
-def registration(name: str, ip: str = "192.0.2.10", version: int = PROTOCOL_VERSION) -> dict:
-    return {"protocol_version": version, "name": name, "underlay_ip": ip, "capabilities": ["linux"]}
+def registration(
+    name: str,
+    ip: str = "192.0.2.10",
+    version: int = PROTOCOL_VERSION,
+    physical_networks: list[str] | None = None,
+    gateway: bool = False,
+) -> dict:
+    return {
+        "protocol_version": version,
+        "name": name,
+        "underlay_ip": ip,
+        "capabilities": ["linux"],
+        "physical_networks": physical_networks or [],
+        "gateway": gateway,
+    }
 
 
 def beat(api, name: str, **kw) -> dict:
