@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use compiler::PortSeen;
 use compiler::protocol::{
-    PortSecuritySpec, RouterSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    LocalPortSpec, PortSecuritySpec, RouterSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
 };
 use ipnet::IpNet;
 use model::PortStatus;
@@ -493,7 +493,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 ),
             ));
         }
-        let arrival = self.forward(host, net, &flow, named)?;
+        let arrival = self.forward(host, net, &flow, named, src.local)?;
         let routed = arrival.routed;
         let (target, target_ref, seen, dst_net) = match arrival.to {
             Reached::Router { router, interface } => {
@@ -584,11 +584,12 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 },
                 Decision::Pass,
                 format!(
-                    "the reply comes from beyond port {target}: its anti-spoofing must allow {} as a source (allowed_address_pairs); not traced further",
+                    "the reply comes from {} beyond port {target}: the port's anti-spoofing must allow it (allowed_address_pairs), not checked here",
                     flow.dst
                 ),
             );
-        } else if needs_reply {
+        }
+        if needs_reply {
             let reply = flow.reply();
             let stateless = |h: &str, s: Option<&PortSecuritySpec>| {
                 s.is_some_and(|s| !filter::port_groups(view, h, s).0)
@@ -610,7 +611,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 .map_err(|e| replied(e, RuleDirection::Egress))?;
             }
             if routed {
-                self.reply_path(dst_host, dst_net, &reply, from)?;
+                self.reply_path(dst_host, dst_net, &reply, from, target_ref.local)?;
             }
             if src_stateless {
                 self.filter(
@@ -705,6 +706,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         net: &str,
         flow: &Flow,
         named: Option<(&str, &str)>,
+        sender: &LocalPortSpec,
     ) -> Result<Arrival<'v>, Stop> {
         let view = self.view;
         let Some(network) = view.network(host, net) else {
@@ -715,11 +717,20 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             let to = self.lookup(host, net, flow.dst, named_here(net))?;
             return Ok(Arrival { to, routed: false });
         }
-        // Off-link: the sender's subnet's gateway (the VM's default route).
+        // Off-link: the sender's subnet's gateway (the VM's default route):
+        // the subnet of the source address, else (a source beyond the port,
+        // as a next hop VM replies from) of the port's own address.
         let sending = network
             .subnets
             .iter()
-            .find(|(_, s)| s.cidr.contains(&flow.src));
+            .find(|(_, s)| s.cidr.contains(&flow.src))
+            .or_else(|| {
+                sender
+                    .fixed_ips
+                    .iter()
+                    .filter(|f| f.ip_address.is_ipv6() == flow.src.is_ipv6())
+                    .find_map(|f| network.subnets.get_key_value(&f.subnet_id))
+            });
         let Some((subnet_id, subnet)) = sending else {
             self.step(
                 Stage::Gateway,
@@ -923,9 +934,10 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         dst_net: &str,
         reply: &Flow,
         from: &str,
+        sender: &LocalPortSpec,
     ) -> Result<(), Stop> {
         let first = self.steps.len();
-        let back = self.forward(dst_host, dst_net, reply, None);
+        let back = self.forward(dst_host, dst_net, reply, None, sender);
         for step in &mut self.steps[first..] {
             step.detail = format!("reply: {}", step.detail);
             step.stage = Stage::Reply;
