@@ -625,6 +625,10 @@ fn traces_against_packets(
     (delivered, flows.len())
 }
 
+/// A routed test's machine: (network, subnet, address, host, port
+/// attributes, the gateway its default route goes to).
+type MachineSpec<'a> = (&'a str, &'a str, &'a str, usize, Value, Option<&'a str>);
+
 /// A rule of `group` from a JSON fragment (protocol, ports, remote).
 fn add_rule(cloud: &Cloud, group: &str, direction: &str, extra: Value) {
     let mut body = json!({"security_group_id": group, "direction": direction, "project_id": PA});
@@ -763,10 +767,9 @@ fn routed_traces_agree_with_real_packets() {
         json!({"protocol": "tcp", "port_range_min": 20000, "port_range_max": 21000}),
     );
 
-    // (network, subnet, address, host, groups, gateway, extra attributes)
     let sg = |g: &[&String]| json!({ "security_groups": g });
     let nexthop_vm = json!({"security_groups": [open], "allowed_address_pairs": [{"ip_address": "192.168.50.0/24"}]});
-    let specs: Vec<(&str, &str, &str, usize, Value, Option<&str>)> = vec![
+    let specs: Vec<MachineSpec> = vec![
         (
             &net_x,
             &sub_x,
