@@ -2,8 +2,11 @@
 //! hosts, VMs of two projects on the same CIDR, seeded random security
 //! groups (port ranges, prefixes, remote groups, ICMP types, a restricted
 //! egress), a port with no group, one without port security, one
-//! administratively down, one on another network, and a spoofed source.
-//! For every generated flow, the server's trace (`POST /vnet/v1/trace`) and
+//! administratively down, one on another network, and a spoofed source;
+//! and, in a second world, routed east-west flows through a distributed
+//! router (connected subnets, extra routes, missing routes, gateways and
+//! router interfaces, groups behind the router both ways, stateless
+//! replies routed back). For every generated flow, the server's trace (`POST /vnet/v1/trace`) and
 //! the real packet's fate (TCP connect, UDP datagram to a listener, ICMP
 //! echo, sent from inside the VMs' namespaces) must agree.
 
