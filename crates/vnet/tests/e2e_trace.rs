@@ -6,9 +6,10 @@
 //! and, in a second world, routed east-west flows through a distributed
 //! router (connected subnets, extra routes, missing routes, gateways and
 //! router interfaces, groups behind the router both ways, stateless
-//! replies routed back). For every generated flow, the server's trace (`POST /vnet/v1/trace`) and
-//! the real packet's fate (TCP connect, UDP datagram to a listener, ICMP
-//! echo, sent from inside the VMs' namespaces) must agree.
+//! replies routed back). For every generated flow, the server's trace
+//! (`POST /vnet/v1/trace`) and the real packet's fate (TCP connect, UDP
+//! datagram to a listener, ICMP echo, sent from inside the VMs' namespaces)
+//! must agree.
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
