@@ -509,14 +509,17 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         if let Some((id, _)) = dst_port
             && id != target
         {
+            // The named port's address leads elsewhere (it is on a network
+            // the route does not reach, under an overlapping CIDR).
             return Err(stop(
                 Reason::DifferentNetwork,
                 format!(
                     "dropped: {} leads to port {target} on network {dst_net}, not to port {id}",
                     flow.dst
                 ),
-                "port {id} is not reachable from here under its address: check its network and the routes"
-                    .replace("{id}", id),
+                format!(
+                    "port {id} is not reachable under its address from here: check its network and the router's subnets"
+                ),
             ));
         }
         let target = target.as_str();

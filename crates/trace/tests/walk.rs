@@ -811,3 +811,67 @@ fn a_router_missing_from_the_model_index_is_found_by_the_host_view() {
     let t = c.trace(&tcp("va1", Target::Ip(ip("10.2.0.20")), 22));
     assert!(t.delivered(), "{t:#?}");
 }
+
+#[test]
+fn routers_chain_on_the_sending_host_and_loops_run_out_of_ttl() {
+    let mut c = routed();
+    // R2 joins rb (10.2.0.2) and re (10.5.0.0/24); R1 reaches re through
+    // it. Both hold 10.66.0.0/16 via each other: a loop.
+    for input in [
+        network("re", 305),
+        subnet_gw("sub-re", "re", "10.5.0.0/24", Some("10.5.0.1")),
+        router(
+            "R1",
+            &[("10.5.0.0/24", "10.2.0.2"), ("10.66.0.0/16", "10.2.0.2")],
+        ),
+        router("R2", &[("10.66.0.0/16", "10.2.0.1")]),
+    ] {
+        c.compiler.apply(input);
+    }
+    c.put(interface("qe2", "R2", "rb", "sub-rb", 0x43, "10.2.0.2"));
+    c.put(interface("qe", "R2", "re", "sub-re", 0x44, "10.5.0.1"));
+    c.put(port(
+        "ve2",
+        "re",
+        "sub-re",
+        "h2",
+        0x58,
+        "10.5.0.50",
+        &["ssh"],
+    ));
+
+    // R2 has no way back to ra: the SYN arrives, its reply dies on h2.
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.5.0.50")), 22));
+    assert_eq!(dropped(&t), Reason::NoRoute);
+    assert!(t.message.contains("the reply"), "{}", t.message);
+    let last = t.steps.last().unwrap();
+    assert_eq!(
+        (last.stage, last.router.as_deref(), last.host.as_deref()),
+        (Stage::Reply, Some("R2"), Some("h2"))
+    );
+    c.compiler.apply(router(
+        "R2",
+        &[("10.66.0.0/16", "10.2.0.1"), ("10.1.0.0/24", "10.2.0.1")],
+    ));
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.5.0.50")), 22));
+    assert!(t.delivered(), "{t:#?}");
+    let routing = stage_steps(&t, Stage::Routing);
+    let hops: Vec<(&str, &str)> = routing
+        .iter()
+        .map(|s| (s.router.as_deref().unwrap(), s.host.as_deref().unwrap()))
+        .collect();
+    assert_eq!(hops, [("R1", "h1"), ("R2", "h1")], "{t:#?}");
+    // The reply goes back through R2 then R1, both on h2.
+    let back: Vec<(&str, &str)> = stage_steps(&t, Stage::Reply)
+        .iter()
+        .filter(|s| s.route.is_some())
+        .map(|s| (s.router.as_deref().unwrap(), s.host.as_deref().unwrap()))
+        .collect();
+    assert_eq!(back, [("R2", "h2"), ("R1", "h2")], "{t:#?}");
+    assert!(t.message.contains("routed"), "{}", t.message);
+
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.66.1.1")), 22));
+    assert_eq!(dropped(&t), Reason::TtlExceeded);
+    // The VM's 64 runs out after 63 forwards.
+    assert_eq!(stage_steps(&t, Stage::Routing).len(), 64, "{t:#?}");
+}
