@@ -8,6 +8,7 @@
 
 mod filter;
 mod report;
+mod route;
 mod view;
 mod walk;
 

@@ -1,19 +1,21 @@
-//! The walk itself: one packet from its source port to its destination,
-//! step by step, each step a few lookups in the compiled state (see
-//! `view`). It decides nothing the agent's kernel state would not decide;
-//! the nftables semantics live in `filter`, the wording of hints here.
+//! The walk itself: one packet from its source port to its destination
+//! (on-link, or through its gateway and the routers of the sending host),
+//! and for a routed flow its reply back, step by step, each step a few
+//! lookups in the compiled state (see `view`). It decides nothing the
+//! agent's kernel state would not decide; the nftables semantics live in
+//! `filter`, a router's table in `route`, the wording of hints here.
 
 use std::net::IpAddr;
 
 use compiler::PortSeen;
 use compiler::protocol::{
-    LocalPortSpec, PortSecuritySpec, RouterSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    LocalPortSpec, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
 };
-use ipnet::IpNet;
 use model::PortStatus;
 
 use crate::filter::{self, Allowed, ChainDecision, Flow, PORT_PROTOCOLS};
 use crate::report::{Decision, Reason, RouteTaken, Stage, Step, Trace, TracedPacket, Verdict};
+use crate::route::{RouteChoice, route_lookup};
 use crate::view::{Compiled, Facts, PortRef};
 use crate::{Query, Target, TraceError};
 
@@ -132,81 +134,6 @@ enum Reached<'a> {
 struct Arrival<'a> {
     to: Reached<'a>,
     routed: bool,
-}
-
-/// A router's route lookup, as its namespace's main table decides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum RouteChoice<'a> {
-    /// One of its own addresses: delivered to the router itself.
-    Local { interface: &'a str },
-    /// A connected subnet of an interface.
-    Connected {
-        interface: &'a str,
-        network: &'a str,
-        prefix: IpNet,
-    },
-    /// An extra route, out of the interface whose subnet holds its next hop.
-    Extra {
-        interface: &'a str,
-        network: &'a str,
-        prefix: IpNet,
-        nexthop: IpAddr,
-    },
-}
-
-/// Longest prefix over the connected subnets and the extra routes the agent
-/// installs (those whose next hop is on a connected subnet; the kernel
-/// refuses the others). On a tie the extra route wins: the agent installs
-/// it with `ip route replace`, which takes the connected route's place.
-fn route_lookup(spec: &RouterSpec, dst: IpAddr) -> Option<RouteChoice<'_>> {
-    let interfaces = || {
-        spec.interfaces
-            .iter()
-            .flat_map(|(id, i)| i.addresses.iter().map(move |a| (id.as_str(), i, a)))
-    };
-    if let Some((id, _, _)) = interfaces().find(|(_, _, a)| a.addr() == dst) {
-        return Some(RouteChoice::Local { interface: id });
-    }
-    let connected = interfaces()
-        .filter(|(_, _, a)| a.trunc().contains(&dst))
-        .max_by_key(|(_, _, a)| a.prefix_len())
-        .map(|(id, i, a)| RouteChoice::Connected {
-            interface: id,
-            network: &i.network_id,
-            prefix: a.trunc(),
-        });
-    let extra = spec
-        .routes
-        .iter()
-        .filter(|r| r.destination.contains(&dst) && r.nexthop.is_ipv4() == dst.is_ipv4())
-        .filter_map(|r| {
-            let (id, i, _) = interfaces()
-                .filter(|(_, _, a)| a.trunc().contains(&r.nexthop))
-                .max_by_key(|(_, _, a)| a.prefix_len())?;
-            Some(RouteChoice::Extra {
-                interface: id,
-                network: &i.network_id,
-                prefix: r.destination.trunc(),
-                nexthop: r.nexthop,
-            })
-        })
-        // The first of the longest (max_by_key keeps the last).
-        .rev()
-        .max_by_key(|c| prefix_len(c));
-    match (connected, extra) {
-        (Some(c), Some(e)) if prefix_len(&c) > prefix_len(&e) => Some(c),
-        (_, Some(e)) => Some(e),
-        (c, None) => c,
-    }
-}
-
-fn prefix_len(c: &RouteChoice<'_>) -> u8 {
-    match c {
-        RouteChoice::Local { .. } => 128,
-        RouteChoice::Connected { prefix, .. } | RouteChoice::Extra { prefix, .. } => {
-            prefix.prefix_len()
-        }
-    }
 }
 
 impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
