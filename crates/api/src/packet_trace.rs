@@ -1,6 +1,8 @@
 //! `POST /vnet/v1/trace`: parses a trace request, scopes it to the caller's
 //! project, and runs the pure `trace` engine over the server's compiler and
-//! the host registry. It owns the request's JSON shape and the scoping; it
+//! the host registry (addresses resolve, through the model's index, in
+//! whichever network the walk reaches: the source's, or one a router
+//! routes to), then hides other projects' objects from a non-admin. It owns the request's JSON shape and the scoping; it
 //! must not decide anything about the packet itself (that is `trace`'s).
 
 use std::net::IpAddr;
@@ -141,30 +143,86 @@ fn check_scope(cloud: &Cloud, caller: &Caller, q: &Query) -> Result<(), ApiError
     Ok(())
 }
 
-/// Steps at another project's port (an address on a shared network) keep
-/// their decision but lose their objects and wording.
-fn redact(cloud: &Cloud, caller: &Caller, t: &mut trace::Trace) {
+/// Steps at another project's objects (a port, a router, a network it may
+/// not see, reached over a shared network or through a router) keep their
+/// stage and decision but lose those objects, the host they are on (unless
+/// it is the source's own), the route and the wording. A verdict or hint
+/// naming any of them is worded without them.
+fn redact(cloud: &Cloud, caller: &Caller, source_host: &str, t: &mut trace::Trace) {
     if caller.is_admin {
         return;
     }
-    let foreign = |id: &str| {
+    let foreign_port = |id: &str| {
         cloud
             .port(id)
             .is_none_or(|p| !caller.owns(&p.std.project_id))
     };
+    let foreign_router = |id: &str| {
+        cloud
+            .router(id)
+            .is_none_or(|r| !caller.owns(&r.std.project_id))
+    };
+    let hidden_network = |id: &str| {
+        cloud
+            .network(id)
+            .is_none_or(|n| !cloud.can_see_network(caller, n))
+    };
+    let mut hidden: Vec<String> = Vec::new();
     let mut last_redacted = false;
+    let mut last_what = "";
     for step in &mut t.steps {
-        last_redacted = step.port.as_deref().is_some_and(foreign);
-        if last_redacted {
-            step.port = None;
-            step.security_group = None;
-            step.rule = None;
-            step.detail = format!("a port of another project: {}", step.decision.as_str());
+        let port = step.port.as_deref().is_some_and(foreign_port);
+        let router = step.router.as_deref().is_some_and(foreign_router);
+        let network = step.network.as_deref().is_some_and(hidden_network);
+        last_redacted = port || router || network;
+        if !last_redacted {
+            continue;
         }
+        let mut hide = |field: &mut Option<String>| {
+            if let Some(v) = field.take() {
+                hidden.push(v);
+            }
+        };
+        if port || router {
+            hide(&mut step.port);
+            hide(&mut step.security_group);
+            hide(&mut step.rule);
+        }
+        if router {
+            hide(&mut step.router);
+        }
+        if network {
+            hide(&mut step.network);
+        }
+        if step.host.as_deref() != Some(source_host) {
+            hide(&mut step.host);
+        }
+        step.route = None;
+        let what = if router {
+            "a router of another project"
+        } else if port {
+            "a port of another project"
+        } else {
+            "a network of another project"
+        };
+        step.detail = format!("{what}: {}", step.decision.as_str());
+        last_what = what;
     }
-    if last_redacted && !t.delivered() {
-        t.message = "dropped at a port of another project".into();
-        t.hint = Some("ask the port's owner".into());
+    hidden.retain(|v| !v.is_empty());
+    let names_hidden = |text: &str| hidden.iter().any(|v| text.contains(v.as_str()));
+    if t.delivered() {
+        if names_hidden(&t.message) {
+            t.message = "delivered, through objects of another project".into();
+        }
+    } else if last_redacted {
+        t.message = format!("dropped at {last_what}");
+        t.hint = Some("ask its owner".into());
+    } else if names_hidden(&t.message) {
+        t.message = "dropped on the way, at objects of another project".into();
+        t.hint = Some("ask their owner".into());
+    }
+    if t.hint.as_deref().is_some_and(names_hidden) {
+        t.hint = Some("ask the owner of the objects on the way".into());
     }
 }
 
@@ -177,6 +235,10 @@ pub async fn trace_packet(
     let query = query_of(&body)?;
     let cloud = app.read();
     check_scope(&cloud, &caller, &query)?;
+    let source_host = cloud
+        .port(&query.from_port)
+        .map(|p| p.binding_host_id.clone())
+        .unwrap_or_default();
     let facts = ServerFacts {
         cloud: &cloud,
         hosts: &app.hosts,
@@ -194,6 +256,6 @@ pub async fn trace_packet(
             }
             TraceError::InvalidPacket(m) => ApiError::invalid_input(m),
         })?;
-    redact(&cloud, &caller, &mut t);
+    redact(&cloud, &caller, &source_host, &mut t);
     Ok(Json(json!({ "trace": t })))
 }

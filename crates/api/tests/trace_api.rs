@@ -253,3 +253,137 @@ async fn traces_are_scoped_to_the_callers_project() {
     .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "tcp needs a destination port");
 }
+
+/// The body's `id` of a created resource.
+fn id_of(v: &Value, kind: &str) -> String {
+    v[kind]["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn routed_traces_resolve_behind_routers_and_hide_other_projects() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::app(dir.path()).await;
+    app.start_background();
+    for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
+        let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": host, "underlay_ip": ip, "capabilities": []});
+        call(&app, None, "PUT", &format!("/vnet/v1/hosts/{host}"), reg).await;
+    }
+    // Project pa: a shared network S (10.5.0.0/24) and a private one M
+    // (10.6.0.0/24), joined by pa's router; pa's VM on M, on h2.
+    let mut subnets = vec![];
+    let mut networks = vec![];
+    for (cidr, shared) in [("10.5.0.0/24", true), ("10.6.0.0/24", false)] {
+        let (_, n) = call(
+            &app,
+            None,
+            "POST",
+            "/v2.0/networks",
+            json!({"network": {"shared": shared, "project_id": "pa"}}),
+        )
+        .await;
+        let n = id_of(&n, "network");
+        let (s, sub) = call(
+            &app,
+            None,
+            "POST",
+            "/v2.0/subnets",
+            json!({"subnet": {"network_id": n, "ip_version": 4, "cidr": cidr, "project_id": "pa"}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{sub}");
+        subnets.push(id_of(&sub, "subnet"));
+        networks.push(n);
+    }
+    let (_, router) = call(
+        &app,
+        Some("pa"),
+        "POST",
+        "/v2.0/routers",
+        json!({"router": {"name": "r"}}),
+    )
+    .await;
+    let router = id_of(&router, "router");
+    for sub in &subnets {
+        let (s, v) = call(
+            &app,
+            Some("pa"),
+            "PUT",
+            &format!("/v2.0/routers/{router}/add_router_interface"),
+            json!({"subnet_id": sub}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let mut ports = vec![];
+    for (net, host, project) in [(&networks[1], "h2", "pa"), (&networks[0], "h1", "pb")] {
+        let (s, port) = call(
+            &app,
+            None,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {"network_id": net, "binding:host_id": host, "project_id": project}}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::CREATED, "{port}");
+        ports.push((
+            id_of(&port, "port"),
+            port["port"]["fixed_ips"][0]["ip_address"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ));
+    }
+    for host in ["h1", "h2"] {
+        let wired: Vec<&str> = ports.iter().map(|(id, _)| id.as_str()).collect();
+        call(
+            &app,
+            None,
+            "PUT",
+            &format!("/vnet/v1/hosts/{host}/ports"),
+            json!({"revision": 0, "wired": wired}),
+        )
+        .await;
+    }
+    let (vm_a, ip_a) = &ports[0];
+    let (vm_b, _) = &ports[1];
+
+    // The admin sees the whole routed path: pa's router on the source's
+    // host, the route, M and the VM's host.
+    let body = json!({"from_port": vm_b, "to_ip": ip_a, "protocol": "tcp", "destination_port": 22});
+    let (s, v) = trace(&app, None, body.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let steps = v["trace"]["steps"].as_array().unwrap();
+    let routing = steps.iter().find(|s| s["stage"] == "routing").unwrap();
+    assert_eq!(routing["router"], json!(router), "{v:#}");
+    assert_eq!(routing["host"], "h1", "{v:#}");
+    assert_eq!(routing["route"]["destination"], "10.6.0.0/24", "{v:#}");
+    assert!(
+        steps.iter().any(|s| s["port"] == json!(vm_a)),
+        "the address resolves behind the router: {v:#}"
+    );
+    // pa's default group lets no outsider in.
+    assert_eq!(v["trace"]["reason"], "no_rule_allows", "{v:#}");
+
+    // pb sees the decisions, none of pa's objects.
+    let (s, v) = trace(&app, Some("pb"), body).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = v.to_string();
+    for hidden in [router.as_str(), vm_a.as_str(), networks[1].as_str(), "h2"] {
+        assert!(!text.contains(hidden), "{hidden} shown to pb: {v:#}");
+    }
+    let stages: Vec<&str> = v["trace"]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["stage"].as_str().unwrap())
+        .collect();
+    assert!(
+        stages.contains(&"gateway") && stages.contains(&"routing"),
+        "{stages:?}"
+    );
+    assert_eq!(v["trace"]["reason"], "no_rule_allows", "{v:#}");
+    assert_eq!(
+        v["trace"]["message"],
+        "dropped at a port of another project"
+    );
+}

@@ -893,6 +893,80 @@ fn queries_match_snapshot(
             }
         }
     }
+    for r in 0..ROUTERS {
+        let id = router_id(r);
+        prop_assert_eq!(
+            compiler.router_seen_from(host, &id),
+            snapshot.routers.get(&id),
+            "(d) step {}: {} holds router {}",
+            step,
+            host,
+            &id
+        );
+    }
+    for p in 0..PORTS {
+        let id = port_id(p);
+        let want = snapshot
+            .routers
+            .iter()
+            .find_map(|(r, spec)| spec.interfaces.get(&id).map(|i| (r.as_str(), i)));
+        prop_assert_eq!(
+            compiler.router_interface_seen_from(host, &id),
+            want,
+            "(d) step {}: {} holds router interface {}",
+            step,
+            host,
+            &id
+        );
+    }
+    // Every router address on a carried network resolves to an interface
+    // holding it; an address no interface holds resolves to none.
+    for n in 0..NETWORKS {
+        let network_id = net_id(n);
+        let carried = snapshot.networks.contains_key(&network_id);
+        let held: Vec<(IpAddr, &String, &String)> = snapshot
+            .routers
+            .iter()
+            .flat_map(|(r, spec)| {
+                spec.interfaces
+                    .iter()
+                    .filter(|(_, i)| i.network_id == network_id)
+                    .flat_map(move |(p, i)| i.addresses.iter().map(move |a| (a.addr(), r, p)))
+            })
+            .collect();
+        for (ip, _, _) in &held {
+            let seen = compiler.router_interface_with_ip_seen_from(host, &network_id, *ip);
+            let holds = seen.is_some_and(|(r, p)| {
+                held.iter()
+                    .any(|(a, hr, hp)| a == ip && hr.as_str() == r && hp.as_str() == p)
+            });
+            prop_assert_eq!(
+                holds,
+                carried,
+                "(d) step {}: {} resolves router address {} on {} to {:?}",
+                step,
+                host,
+                ip,
+                &network_id,
+                seen
+            );
+        }
+        for probe in ["10.0.0.1", "10.1.0.1", "10.2.0.1", "10.3.0.1", "10.0.0.200"] {
+            let ip: IpAddr = probe.parse().unwrap();
+            if held.iter().any(|(a, _, _)| *a == ip) {
+                continue;
+            }
+            prop_assert_eq!(
+                compiler.router_interface_with_ip_seen_from(host, &network_id, ip),
+                None,
+                "(d) step {}: {} finds a router on {} at {}",
+                step,
+                host,
+                &network_id,
+                ip
+            );
+        }
+    }
     for g in 0..GROUPS {
         let id = group_id(g);
         let seen = compiler

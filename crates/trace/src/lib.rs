@@ -1,12 +1,14 @@
 //! `vnet trace`: a packet walked through the same compiled per-host state
-//! the agents program (anti-spoofing, egress group, L2 lookup, VXLAN tunnel,
-//! ingress group, delivery), with every step's host, object and decision,
+//! the agents program (anti-spoofing, egress group, L2 lookup, the gateway
+//! and the distributed routers on the sending host, VXLAN tunnel, ingress
+//! group, delivery), with every step's host, object and decision,
 //! and where it dies, the rule or missing piece that killed it and a hint.
 //! Pure: no I/O, no clock; liveness comes in through [`Facts`]. It must
 //! never copy a host's state: every question is a borrowing lookup.
 
 mod filter;
 mod report;
+mod route;
 mod view;
 mod walk;
 
@@ -16,7 +18,7 @@ use model::MacAddr;
 use serde::{Deserialize, Serialize};
 
 pub use filter::{Allowed, ChainDecision, Flow, PORT_PROTOCOLS, allowed_source, port_chain};
-pub use report::{Decision, Reason, Stage, Step, Trace, TracedPacket, Verdict};
+pub use report::{Decision, Reason, RouteTaken, Stage, Step, Trace, TracedPacket, Verdict};
 pub use view::{Compiled, Facts, GroupRef, NetworkRef, PortRef, Snapshots};
 pub use walk::trace;
 

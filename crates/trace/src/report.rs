@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 /// Where along the path a step is.
@@ -13,6 +14,10 @@ pub enum Stage {
     AntiSpoofing,
     Egress,
     L2Lookup,
+    /// The packet is off-link: to its subnet's gateway (a router interface).
+    Gateway,
+    /// A router's route lookup (connected subnet or extra route; TTL − 1).
+    Routing,
     Tunnel,
     Destination,
     Ingress,
@@ -27,6 +32,8 @@ impl Stage {
             Stage::AntiSpoofing => "anti-spoofing",
             Stage::Egress => "egress",
             Stage::L2Lookup => "l2-lookup",
+            Stage::Gateway => "gateway",
+            Stage::Routing => "routing",
             Stage::Tunnel => "tunnel",
             Stage::Destination => "destination",
             Stage::Ingress => "ingress",
@@ -59,18 +66,34 @@ impl Decision {
     }
 }
 
-/// One step: where (host), on what (network, port, group, rule), and what
-/// happened.
+/// One step: where (host), on what (network, port, router, route, group,
+/// rule), and what happened. On a router's steps `port` is the router
+/// interface (its port id).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub stage: Stage,
     pub host: Option<String>,
     pub network: Option<String>,
     pub port: Option<String>,
+    #[serde(default)]
+    pub router: Option<String>,
+    /// The route a router took (`routing` steps).
+    #[serde(default)]
+    pub route: Option<RouteTaken>,
     pub security_group: Option<String>,
     pub rule: Option<String>,
     pub decision: Decision,
     pub detail: String,
+}
+
+/// The route a router's lookup chose.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteTaken {
+    /// The route's prefix: a connected subnet, or an extra route's
+    /// destination.
+    pub destination: IpNet,
+    /// An extra route's next hop; `None` for a connected subnet.
+    pub nexthop: Option<IpAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,6 +116,12 @@ pub enum Reason {
     SpoofedSource,
     NoRuleAllows,
     NoRoute,
+    /// The source's subnet has no gateway_ip, and the address is off-link.
+    NoGateway,
+    /// The subnet's gateway IP is on no router interface (nor any port).
+    NoRouterInterface,
+    /// The TTL ran out between routers (a routing loop).
+    TtlExceeded,
     DifferentNetwork,
     NotOnNetwork,
     DestinationPortUnbound,

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use compiler::protocol::{HostState, LocalPortSpec, PortSecuritySpec, RuleSpec, SubnetSpec};
+use compiler::protocol::{
+    HostState, LocalPortSpec, PortSecuritySpec, RouterInterfaceSpec, RouterSpec, RuleSpec,
+    SubnetSpec,
+};
 use compiler::{Compiler, PortSeen, containing_member};
 use ipnet::IpNet;
 use model::PortStatus;
@@ -56,6 +59,19 @@ pub trait Compiled {
     /// `None` if `host` holds no member set for the group, else the member
     /// that contains `ip`, if one does.
     fn member(&self, host: &str, group_id: &str, ip: IpAddr) -> Option<Option<IpNet>>;
+    /// A router `host` realises.
+    fn router(&self, host: &str, router_id: &str) -> Option<&RouterSpec>;
+    /// The router interface a port is, as `host` holds it: (router id,
+    /// interface).
+    fn router_interface(&self, host: &str, port_id: &str) -> Option<(&str, &RouterInterfaceSpec)>;
+    /// The router interface holding `ip` on a network `host` carries:
+    /// (router id, interface port id).
+    fn router_interface_with_ip(
+        &self,
+        host: &str,
+        network_id: &str,
+        ip: IpAddr,
+    ) -> Option<(&str, &str)>;
 }
 
 /// What the compiled state does not say: liveness (the server's host
@@ -108,6 +124,23 @@ impl Compiled for Compiler {
 
     fn member(&self, host: &str, group_id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
         self.member_seen_from(host, group_id, ip)
+    }
+
+    fn router(&self, host: &str, router_id: &str) -> Option<&RouterSpec> {
+        self.router_seen_from(host, router_id)
+    }
+
+    fn router_interface(&self, host: &str, port_id: &str) -> Option<(&str, &RouterInterfaceSpec)> {
+        self.router_interface_seen_from(host, port_id)
+    }
+
+    fn router_interface_with_ip(
+        &self,
+        host: &str,
+        network_id: &str,
+        ip: IpAddr,
+    ) -> Option<(&str, &str)> {
+        self.router_interface_with_ip_seen_from(host, network_id, ip)
     }
 }
 
@@ -193,5 +226,35 @@ impl Compiled for Snapshots {
     fn member(&self, host: &str, group_id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
         let set = self.states.get(host)?.remote_groups.get(group_id)?;
         Some(containing_member(ip, |n| set.contains(n)))
+    }
+
+    fn router(&self, host: &str, router_id: &str) -> Option<&RouterSpec> {
+        self.states.get(host)?.routers.get(router_id)
+    }
+
+    fn router_interface(&self, host: &str, port_id: &str) -> Option<(&str, &RouterInterfaceSpec)> {
+        self.states
+            .get(host)?
+            .routers
+            .iter()
+            .find_map(|(id, r)| r.interfaces.get(port_id).map(|i| (id.as_str(), i)))
+    }
+
+    fn router_interface_with_ip(
+        &self,
+        host: &str,
+        network_id: &str,
+        ip: IpAddr,
+    ) -> Option<(&str, &str)> {
+        let state = self.states.get(host)?;
+        state.networks.get(network_id)?;
+        state.routers.iter().find_map(|(id, r)| {
+            r.interfaces
+                .iter()
+                .find(|(_, i)| {
+                    i.network_id == network_id && i.addresses.iter().any(|a| a.addr() == ip)
+                })
+                .map(|(port, _)| (id.as_str(), port.as_str()))
+        })
     }
 }

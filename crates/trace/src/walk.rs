@@ -1,16 +1,21 @@
-//! The walk itself: one packet from its source port to its destination,
-//! step by step, each step a few lookups in the compiled state (see
-//! `view`). It decides nothing the agent's kernel state would not decide;
-//! the nftables semantics live in `filter`, the wording of hints here.
+//! The walk itself: one packet from its source port to its destination
+//! (on-link, or through its gateway and the routers of the sending host),
+//! and for a routed flow its reply back, step by step, each step a few
+//! lookups in the compiled state (see `view`). It decides nothing the
+//! agent's kernel state would not decide; the nftables semantics live in
+//! `filter`, a router's table in `route`, the wording of hints here.
 
 use std::net::IpAddr;
 
 use compiler::PortSeen;
-use compiler::protocol::{PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec};
+use compiler::protocol::{
+    LocalPortSpec, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+};
 use model::PortStatus;
 
 use crate::filter::{self, Allowed, ChainDecision, Flow, PORT_PROTOCOLS};
-use crate::report::{Decision, Reason, Stage, Step, Trace, TracedPacket, Verdict};
+use crate::report::{Decision, Reason, RouteTaken, Stage, Step, Trace, TracedPacket, Verdict};
+use crate::route::{RouteChoice, route_lookup};
 use crate::view::{Compiled, Facts, PortRef};
 use crate::{Query, Target, TraceError};
 
@@ -91,22 +96,65 @@ struct On<'a> {
     host: Option<&'a str>,
     network: Option<&'a str>,
     port: Option<&'a str>,
+    router: Option<&'a str>,
     group: Option<&'a str>,
     rule: Option<&'a str>,
 }
 
+/// A step on a host's bridge of a network, at a router or port.
+fn on_net<'a>(
+    host: &'a str,
+    net: &'a str,
+    router: Option<&'a str>,
+    port: Option<&'a str>,
+) -> On<'a> {
+    On {
+        host: Some(host),
+        network: Some(net),
+        port,
+        router,
+        ..On::default()
+    }
+}
+
+/// Where a lookup on a bridge sends the frame.
+enum Reached<'a> {
+    /// A port's device, on this host or behind a tunnel, on `network`.
+    Port {
+        id: String,
+        port: PortRef<'a>,
+        seen: PortSeen<'a>,
+        network: String,
+    },
+    /// A router's interface: its veth on this host's bridge.
+    Router { router: String, interface: String },
+}
+
+/// Where a packet lands, and whether a router forwarded it.
+struct Arrival<'a> {
+    to: Reached<'a>,
+    routed: bool,
+}
+
 impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
     fn step(&mut self, stage: Stage, on: On<'_>, decision: Decision, detail: String) {
-        self.steps.push(Step {
+        let step = self.make_step(stage, on, decision, detail);
+        self.steps.push(step);
+    }
+
+    fn make_step(&self, stage: Stage, on: On<'_>, decision: Decision, detail: String) -> Step {
+        Step {
             stage,
             host: on.host.map(str::to_owned),
             network: on.network.map(str::to_owned),
             port: on.port.map(str::to_owned),
+            router: on.router.map(str::to_owned),
+            route: None,
             security_group: on.group.map(str::to_owned),
             rule: on.rule.map(str::to_owned),
             decision,
             detail,
-        });
+        }
     }
 
     /// The walk: `Err` for a query that cannot start, else the verdict
@@ -342,138 +390,85 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             None,
         )?;
 
-        // ---- L2 lookup in the source's network ---------------------------
-        let on_l2 = || On {
-            host: Some(host),
-            network: Some(net),
-            ..On::default()
-        };
-        if let Some((id, port)) = dst_port
-            && port.network_id != net
+        // ---- L2 lookup, or the gateway and the routers, on this host -----
+        let named = dst_port.map(|(id, p)| (id, p.network_id));
+        if let Some((id, port_net)) = named
+            && port_net != net
+            && network.subnets.values().any(|s| s.cidr.contains(&flow.dst))
         {
             self.step(
                 Stage::L2Lookup,
-                on_l2(),
+                On {
+                    host: Some(host),
+                    network: Some(net),
+                    ..On::default()
+                },
                 Decision::Drop,
-                format!("port {id} is on network {}, not on {net}", port.network_id),
+                format!(
+                    "port {id} is on network {port_net}, not on {net}, yet {} is on this network's subnets: it is sent on-link, never routed",
+                    flow.dst
+                ),
             );
             return Err(stop(
                 Reason::DifferentNetwork,
                 format!(
-                    "dropped: port {id} is on another network ({}); networks are isolated and vnet has no routers yet",
-                    port.network_id
-                ),
-                format!(
-                    "put both ports on one network (give the source a port on network {})",
-                    port.network_id
-                ),
-            ));
-        }
-        let subnet = network
-            .subnets
-            .iter()
-            .find(|(_, s)| s.cidr.contains(&flow.dst));
-        let Some((subnet_id, subnet)) = subnet else {
-            self.step(
-                Stage::L2Lookup,
-                on_l2(),
-                Decision::Drop,
-                format!("{} is in none of the network's subnets: no route", flow.dst),
-            );
-            return Err(stop(
-                Reason::NoRoute,
-                format!(
-                    "dropped: no route to {}: it is not on network {net}, and routers are not available in vnet yet",
+                    "dropped: port {id} is on another network ({port_net}) whose addresses overlap this network's, so {} never leaves network {net}",
                     flow.dst
                 ),
-                "only addresses of the source's own network are reachable until routers exist"
-                    .to_owned(),
+                format!(
+                    "give the source a port on network {port_net}, or use subnets that do not overlap behind a router"
+                ),
             ));
-        };
-        let Some(target) = self.resolve(host, net, flow.dst) else {
-            return Err(self.unresolved(host, net, &flow, dst_port.map(|(id, _)| id)));
-        };
-        let target = target.as_str();
-        let target_ref = view.port(target);
-        let seen = view.port_seen(host, target);
-        let (Some(target_ref), Some(seen)) = (target_ref, seen) else {
-            return Err(self.unresolved(host, net, &flow, Some(target)));
-        };
-        let dst_host = target_ref.host;
-        match seen {
-            PortSeen::Local(local) => self.step(
-                Stage::L2Lookup,
-                On {
-                    port: Some(target),
-                    ..on_l2()
-                },
-                Decision::Forward,
-                format!(
-                    "{} is port {target} (MAC {}) in subnet {} ({subnet_id}): on this host's bridge, device {}",
-                    flow.dst, local.mac, subnet.cidr, local.device
-                ),
-            ),
-            PortSeen::Remote { mac, vtep } => self.step(
-                Stage::L2Lookup,
-                On {
-                    port: Some(target),
-                    ..on_l2()
-                },
-                Decision::Forward,
-                format!(
-                    "{} is port {target} (MAC {mac}) in subnet {}: static FDB entry to the VXLAN device of VNI {vni}, remote VTEP {vtep}",
-                    flow.dst, subnet.cidr
-                ),
-            ),
         }
+        let arrival = self.forward(host, net, &flow, named, src.local)?;
+        let routed = arrival.routed;
+        let (target, target_ref, seen, dst_net) = match arrival.to {
+            Reached::Router { router, interface } => {
+                return self.at_router(host, &router, &interface, &flow, from, security);
+            }
+            Reached::Port {
+                id,
+                port,
+                seen,
+                network,
+            } => (id, port, seen, network),
+        };
+        if let Some((id, _)) = dst_port
+            && id != target
+        {
+            // The named port's address leads elsewhere (it is on a network
+            // the route does not reach, under an overlapping CIDR).
+            return Err(stop(
+                Reason::DifferentNetwork,
+                format!(
+                    "dropped: {} leads to port {target} on network {dst_net}, not to port {id}",
+                    flow.dst
+                ),
+                format!(
+                    "port {id} is not reachable under its address from here: check its network and the router's subnets"
+                ),
+            ));
+        }
+        let target = target.as_str();
+        let dst_net = dst_net.as_str();
+        let dst_host = target_ref.host;
+        // A port that does not hold the destination got it as a next hop
+        // (an extra route via a VM): what it does next is its own business.
+        let via = !target_ref
+            .local
+            .fixed_ips
+            .iter()
+            .any(|f| f.ip_address == flow.dst);
 
         // ---- the tunnel, and the destination host ------------------------
         if let PortSeen::Remote { vtep, .. } = seen {
-            let on_tunnel = || On {
-                host: Some(dst_host),
-                network: Some(net),
-                ..On::default()
-            };
-            if !self.facts.agent_alive(dst_host) {
-                self.step(
-                    Stage::Tunnel,
-                    on_tunnel(),
-                    Decision::Drop,
-                    format!("the agent of host {dst_host} (VTEP {vtep}) is dead"),
-                );
-                return Err(stop(
-                    Reason::HostAgentDead,
-                    format!(
-                        "dropped: the agent of host {dst_host} is dead (missed its heartbeats), so its ports are DOWN"
-                    ),
-                    format!("start or restart `vnet agent` on {dst_host}"),
-                ));
-            }
-            if view.network(dst_host, net).is_none() {
-                self.step(
-                    Stage::Tunnel,
-                    on_tunnel(),
-                    Decision::Drop,
-                    format!("host {dst_host} does not carry network {net}"),
-                );
-                return Err(stop(
-                    Reason::NetworkNotCarried,
-                    format!("dropped: host {dst_host} does not carry network {net}"),
-                    None,
-                ));
-            }
-            self.step(
-                Stage::Tunnel,
-                on_tunnel(),
-                Decision::Forward,
-                format!("VXLAN VNI {vni}: host {host} → host {dst_host} (VTEP {vtep}), bridge of VNI {vni} there"),
-            );
+            self.tunnel(host, dst_host, dst_net, vtep)?;
         }
 
         // ---- the destination port ----------------------------------------
         let on_dst = || On {
             host: Some(dst_host),
-            network: Some(net),
+            network: Some(dst_net),
             port: Some(target),
             ..On::default()
         };
@@ -494,14 +489,36 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             Stage::Delivery,
             on_dst(),
             Decision::Deliver,
-            format!(
-                "delivered to port {target}, device {}",
-                target_ref.local.device
-            ),
+            if via {
+                format!(
+                    "delivered to port {target}, device {}, as the next hop toward {} (the port does not hold it: it routes it on, or not)",
+                    target_ref.local.device, flow.dst
+                )
+            } else {
+                format!(
+                    "delivered to port {target}, device {}",
+                    target_ref.local.device
+                )
+            },
         );
 
         // ---- the reply, where no conntrack lets it back -----------------
         let needs_reply = flow.protocol == 6 || matches!(flow.icmp, Some((8 | 128, _)));
+        if needs_reply && via {
+            self.step(
+                Stage::Reply,
+                On {
+                    host: Some(dst_host),
+                    port: Some(target),
+                    ..On::default()
+                },
+                Decision::Pass,
+                format!(
+                    "the reply comes from {} beyond port {target}: the port's anti-spoofing must allow it (allowed_address_pairs), not checked here",
+                    flow.dst
+                ),
+            );
+        }
         if needs_reply {
             let reply = flow.reply();
             let stateless = |h: &str, s: Option<&PortSecuritySpec>| {
@@ -522,6 +539,9 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                     None,
                 )
                 .map_err(|e| replied(e, RuleDirection::Egress))?;
+            }
+            if routed {
+                self.reply_path(dst_host, dst_net, &reply, from, target_ref.local)?;
             }
             if src_stateless {
                 self.filter(
@@ -547,11 +567,499 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             }
         }
         Ok(format!(
-            "delivered: {} {} → {} reaches port {target} on host {dst_host}",
+            "delivered: {} {} → {} reaches port {target} on host {dst_host}{}",
             proto_words(&flow),
+            flow.src,
+            flow.dst,
+            if routed { ", routed" } else { "" }
+        ))
+    }
+
+    /// A packet addressed to a router's own address: the router answers it
+    /// from its namespace on the sending host (ICMP echo; nothing listens
+    /// on TCP or UDP there, so TCP is refused, which still reaches it).
+    fn at_router(
+        &mut self,
+        host: &str,
+        router: &str,
+        interface: &str,
+        flow: &Flow,
+        from: &str,
+        security: Option<&PortSecuritySpec>,
+    ) -> Result<String, Stop> {
+        self.step(
+            Stage::Delivery,
+            On {
+                host: Some(host),
+                router: Some(router),
+                port: Some(interface),
+                ..On::default()
+            },
+            Decision::Deliver,
+            format!(
+                "{} is router {router}'s own address (interface {interface}): its namespace on host {host} answers (ICMP echo; TCP is refused, nothing listens)",
+                flow.dst
+            ),
+        );
+        let needs_reply = flow.protocol == 6 || matches!(flow.icmp, Some((8 | 128, _)));
+        let stateless = security.is_some_and(|s| !filter::port_groups(self.view, host, s).0);
+        if needs_reply && stateless {
+            self.filter(
+                Stage::Reply,
+                RuleDirection::Ingress,
+                PortAt {
+                    host,
+                    port: from,
+                    security,
+                },
+                &flow.reply(),
+                None,
+            )
+            .map_err(|e| replied(e, RuleDirection::Ingress))?;
+        }
+        Ok(format!(
+            "delivered: {} {} → {} reaches router {router} on host {host}",
+            proto_words(flow),
             flow.src,
             flow.dst
         ))
+    }
+
+    /// From a port's device on `host`, network `net`, to wherever the
+    /// packet lands on a bridge: on-link it is an L2 lookup; off-link it
+    /// goes to its subnet's gateway, then through the routers this host
+    /// realises (distributed routing: every hop on the sending host).
+    /// `named`: the destination port the query named, with its network.
+    fn forward(
+        &mut self,
+        host: &str,
+        net: &str,
+        flow: &Flow,
+        named: Option<(&str, &str)>,
+        sender: &LocalPortSpec,
+    ) -> Result<Arrival<'v>, Stop> {
+        let view = self.view;
+        let Some(network) = view.network(host, net) else {
+            return Err(self.not_carried(host, net));
+        };
+        let named_here = |n: &str| named.filter(|(_, pn)| *pn == n).map(|(id, _)| id);
+        if network.subnets.values().any(|s| s.cidr.contains(&flow.dst)) {
+            let to = self.lookup(host, net, flow.dst, named_here(net))?;
+            return Ok(Arrival { to, routed: false });
+        }
+        // Off-link: the sender's subnet's gateway (the VM's default route):
+        // the subnet of the source address, else (a source beyond the port,
+        // as a next hop VM replies from) of the port's own address.
+        let sending = network
+            .subnets
+            .iter()
+            .find(|(_, s)| s.cidr.contains(&flow.src))
+            .or_else(|| {
+                sender
+                    .fixed_ips
+                    .iter()
+                    .filter(|f| f.ip_address.is_ipv6() == flow.src.is_ipv6())
+                    .find_map(|f| network.subnets.get_key_value(&f.subnet_id))
+            });
+        let Some((subnet_id, subnet)) = sending else {
+            self.step(
+                Stage::Gateway,
+                on_net(host, net, None, None),
+                Decision::Drop,
+                format!(
+                    "{} is on none of network {net}'s subnets, and neither is the source {}: no gateway to send it to",
+                    flow.dst, flow.src
+                ),
+            );
+            return Err(stop(
+                Reason::NoGateway,
+                format!(
+                    "dropped: no route to {}: it is off network {net}, and the source {} is on none of its subnets",
+                    flow.dst, flow.src
+                ),
+                "send from an address of the port's subnet".to_owned(),
+            ));
+        };
+        let cidr = subnet.cidr;
+        let Some(gateway) = subnet.gateway_ip else {
+            self.step(
+                Stage::Gateway,
+                on_net(host, net, None, None),
+                Decision::Drop,
+                format!(
+                    "{} is off-link and subnet {subnet_id} ({cidr}) has no gateway",
+                    flow.dst
+                ),
+            );
+            return Err(stop(
+                Reason::NoGateway,
+                format!(
+                    "dropped: subnet {subnet_id} ({cidr}) has no gateway, so nothing routes {} off network {net}",
+                    flow.dst
+                ),
+                format!("set the subnet's gateway_ip and add subnet {subnet_id} to a router"),
+            ));
+        };
+        let first = match self.router_with_ip(host, net, gateway) {
+            Some((router, interface)) => {
+                let mac = view
+                    .router_interface(host, &interface)
+                    .map(|(_, i)| i.mac.to_string())
+                    .unwrap_or_default();
+                self.step(
+                    Stage::Gateway,
+                    on_net(host, net, Some(&router), Some(&interface)),
+                    Decision::Forward,
+                    format!(
+                        "{} is off-link: to gateway {gateway} of subnet {subnet_id} ({cidr}), router {router}'s interface {interface} (MAC {mac}), its veth on this host's bridge",
+                        flow.dst
+                    ),
+                );
+                Reached::Router { router, interface }
+            }
+            None if self.resolve(host, net, gateway).is_some() => {
+                self.step(
+                    Stage::Gateway,
+                    on_net(host, net, None, None),
+                    Decision::Forward,
+                    format!(
+                        "{} is off-link: to gateway {gateway} of subnet {subnet_id} ({cidr}), which a port holds, not a router",
+                        flow.dst
+                    ),
+                );
+                self.lookup(host, net, gateway, None)?
+            }
+            None => {
+                let detail = format!(
+                    "no router interface on {gateway} for subnet {subnet_id} ({cidr}) on host {host}"
+                );
+                self.step(
+                    Stage::Gateway,
+                    on_net(host, net, None, None),
+                    Decision::Drop,
+                    detail.clone(),
+                );
+                return Err(stop(
+                    Reason::NoRouterInterface,
+                    format!("dropped: {} is off-link and {detail}", flow.dst),
+                    format!(
+                        "add subnet {subnet_id} to a router (openstack router add subnet ROUTER {subnet_id})"
+                    ),
+                ));
+            }
+        };
+        let (mut router, mut interface) = match first {
+            Reached::Router { router, interface } => (router, interface),
+            to @ Reached::Port { .. } => return Ok(Arrival { to, routed: true }),
+        };
+        // The VM sent it with TTL 64; each router takes one.
+        let mut ttl: u8 = 64;
+        loop {
+            let Some(spec) = view.router(host, &router) else {
+                return Err(self.not_carried(host, net));
+            };
+            let Some(route) = route_lookup(spec, flow.dst) else {
+                self.step(
+                    Stage::Routing,
+                    on_net(host, net, Some(&router), Some(&interface)),
+                    Decision::Drop,
+                    format!(
+                        "router {router} has no route to {} (no interface's subnet holds it, and no extra route covers it)",
+                        flow.dst
+                    ),
+                );
+                return Err(stop(
+                    Reason::NoRoute,
+                    format!("dropped: no route to {} on router {router}", flow.dst),
+                    format!(
+                        "add the destination's subnet to router {router}, or an extra route to it via a next hop on one of its subnets"
+                    ),
+                ));
+            };
+            let (out, out_net, prefix, nexthop) = match route {
+                RouteChoice::Local { interface: own } => {
+                    return Ok(Arrival {
+                        to: Reached::Router {
+                            router: router.clone(),
+                            interface: own.to_owned(),
+                        },
+                        routed: true,
+                    });
+                }
+                RouteChoice::Connected {
+                    interface,
+                    network,
+                    prefix,
+                } => (interface, network, prefix, None),
+                RouteChoice::Extra {
+                    interface,
+                    network,
+                    prefix,
+                    nexthop,
+                } => (interface, network, prefix, Some(nexthop)),
+            };
+            ttl -= 1;
+            if ttl == 0 {
+                self.step(
+                    Stage::Routing,
+                    on_net(host, net, Some(&router), Some(&interface)),
+                    Decision::Drop,
+                    format!("TTL exceeded at router {router}: the routers loop"),
+                );
+                return Err(stop(
+                    Reason::TtlExceeded,
+                    format!(
+                        "dropped: TTL exceeded on the way to {} (a routing loop through router {router})",
+                        flow.dst
+                    ),
+                    "check the routers' extra routes: they send the packet in a circle".to_owned(),
+                ));
+            }
+            let how = match nexthop {
+                None => format!("connected subnet {prefix}"),
+                Some(nh) => format!("extra route {prefix} via {nh}"),
+            };
+            let detail = format!(
+                "router {router}: {} by {how}, out of interface {out} on network {out_net}; TTL {} → {ttl}",
+                flow.dst,
+                ttl + 1
+            );
+            let (out, out_net) = (out.to_owned(), out_net.to_owned());
+            self.steps.push(Step {
+                route: Some(RouteTaken {
+                    destination: prefix,
+                    nexthop,
+                }),
+                ..self.make_step(
+                    Stage::Routing,
+                    on_net(host, &out_net, Some(&router), Some(&out)),
+                    Decision::Forward,
+                    detail,
+                )
+            });
+            let hop = nexthop.unwrap_or(flow.dst);
+            let named = if nexthop.is_none() {
+                named_here(&out_net)
+            } else {
+                None
+            };
+            match self.lookup(host, &out_net, hop, named)? {
+                Reached::Router {
+                    router: next,
+                    interface: next_interface,
+                } => {
+                    router = next;
+                    interface = next_interface;
+                }
+                to => return Ok(Arrival { to, routed: true }),
+            }
+        }
+    }
+
+    /// The reply, routed on the destination's host (distributed routing is
+    /// asymmetric), back to the source port. Its steps are `reply` steps.
+    fn reply_path(
+        &mut self,
+        dst_host: &str,
+        dst_net: &str,
+        reply: &Flow,
+        from: &str,
+        sender: &LocalPortSpec,
+    ) -> Result<(), Stop> {
+        let first = self.steps.len();
+        let back = self.forward(dst_host, dst_net, reply, None, sender);
+        for step in &mut self.steps[first..] {
+            step.detail = format!("reply: {}", step.detail);
+            step.stage = Stage::Reply;
+        }
+        let back = back.map_err(|mut s| {
+            s.message = format!(
+                "{} (the reply, routed on host {dst_host}: a connection needs its replies)",
+                s.message
+            );
+            s
+        })?;
+        match back.to {
+            Reached::Port { id, seen, .. } if id == from => {
+                if let PortSeen::Remote { vtep, .. } = seen {
+                    let host = self.view.port(from).map(|p| p.host).unwrap_or_default();
+                    self.step(
+                        Stage::Reply,
+                        On {
+                            host: Some(host),
+                            ..On::default()
+                        },
+                        Decision::Forward,
+                        format!(
+                            "reply: VXLAN from host {dst_host} back to host {host} (VTEP {vtep})"
+                        ),
+                    );
+                }
+                Ok(())
+            }
+            Reached::Port { id, .. } => Err(stop(
+                Reason::DifferentNetwork,
+                format!(
+                    "dropped: the reply to {} goes to port {id}, not back to the source (routed on host {dst_host})",
+                    reply.dst
+                ),
+                "check the subnets' gateways and the routers' routes on the way back".to_owned(),
+            )),
+            Reached::Router { router, .. } => Err(stop(
+                Reason::DifferentNetwork,
+                format!(
+                    "dropped: the reply to {} ends at router {router}'s own address",
+                    reply.dst
+                ),
+                None,
+            )),
+        }
+    }
+
+    /// The router interface holding `ip` on `net` as `host` sees it: found
+    /// through the model's index and confirmed in the host's view, else the
+    /// host's view of the network's routers decides.
+    fn router_with_ip(&self, host: &str, net: &str, ip: IpAddr) -> Option<(String, String)> {
+        if let Some(id) = self.facts.port_with_ip(net, ip)
+            && let Some((router, interface)) = self.view.router_interface(host, &id)
+            && interface.network_id == net
+            && interface.addresses.iter().any(|a| a.addr() == ip)
+        {
+            return Some((router.to_owned(), id));
+        }
+        self.view
+            .router_interface_with_ip(host, net, ip)
+            .map(|(r, p)| (r.to_owned(), p.to_owned()))
+    }
+
+    /// The L2 lookup on `host`'s bridge of `net` for `ip`: a router's
+    /// interface (its veth on the bridge) or a port, local or behind a
+    /// tunnel.
+    fn lookup(
+        &mut self,
+        host: &str,
+        net: &str,
+        ip: IpAddr,
+        named: Option<&str>,
+    ) -> Result<Reached<'v>, Stop> {
+        let view = self.view;
+        let Some(network) = view.network(host, net) else {
+            return Err(self.not_carried(host, net));
+        };
+        let in_subnet = network
+            .subnets
+            .iter()
+            .find(|(_, s)| s.cidr.contains(&ip))
+            .map(|(id, s)| format!(" in subnet {} ({id})", s.cidr))
+            .unwrap_or_default();
+        if let Some((router, interface)) = self.router_with_ip(host, net, ip) {
+            let mac = view
+                .router_interface(host, &interface)
+                .map(|(_, i)| i.mac.to_string())
+                .unwrap_or_default();
+            self.step(
+                Stage::L2Lookup,
+                on_net(host, net, Some(&router), Some(&interface)),
+                Decision::Forward,
+                format!(
+                    "{ip} is router {router}'s interface {interface} (MAC {mac}){in_subnet}: its veth on this host's bridge"
+                ),
+            );
+            return Ok(Reached::Router { router, interface });
+        }
+        let Some(target) = self.resolve(host, net, ip) else {
+            return Err(self.unresolved(host, net, ip, named));
+        };
+        let (Some(port), Some(seen)) = (view.port(&target), view.port_seen(host, &target)) else {
+            return Err(self.unresolved(host, net, ip, Some(&target)));
+        };
+        let vni = network.vni;
+        let detail = match seen {
+            PortSeen::Local(local) => format!(
+                "{ip} is port {target} (MAC {}){in_subnet}: on this host's bridge, device {}",
+                local.mac, local.device
+            ),
+            PortSeen::Remote { mac, vtep } => format!(
+                "{ip} is port {target} (MAC {mac}){in_subnet}: static FDB entry to the VXLAN device of VNI {vni}, remote VTEP {vtep}"
+            ),
+        };
+        self.step(
+            Stage::L2Lookup,
+            on_net(host, net, None, Some(&target)),
+            Decision::Forward,
+            detail,
+        );
+        Ok(Reached::Port {
+            id: target,
+            port,
+            seen,
+            network: net.to_owned(),
+        })
+    }
+
+    /// The VXLAN hop from `host` to `dst_host` on `net`.
+    fn tunnel(&mut self, host: &str, dst_host: &str, net: &str, vtep: IpAddr) -> Result<(), Stop> {
+        let on_tunnel = || On {
+            host: Some(dst_host),
+            network: Some(net),
+            ..On::default()
+        };
+        if !self.facts.agent_alive(dst_host) {
+            self.step(
+                Stage::Tunnel,
+                on_tunnel(),
+                Decision::Drop,
+                format!("the agent of host {dst_host} (VTEP {vtep}) is dead"),
+            );
+            return Err(stop(
+                Reason::HostAgentDead,
+                format!(
+                    "dropped: the agent of host {dst_host} is dead (missed its heartbeats), so its ports are DOWN"
+                ),
+                format!("start or restart `vnet agent` on {dst_host}"),
+            ));
+        }
+        let Some(network) = self.view.network(dst_host, net) else {
+            self.step(
+                Stage::Tunnel,
+                on_tunnel(),
+                Decision::Drop,
+                format!("host {dst_host} does not carry network {net}"),
+            );
+            return Err(stop(
+                Reason::NetworkNotCarried,
+                format!("dropped: host {dst_host} does not carry network {net}"),
+                None,
+            ));
+        };
+        let vni = network.vni;
+        self.step(
+            Stage::Tunnel,
+            on_tunnel(),
+            Decision::Forward,
+            format!(
+                "VXLAN VNI {vni}: host {host} → host {dst_host} (VTEP {vtep}), bridge of VNI {vni} there"
+            ),
+        );
+        Ok(())
+    }
+
+    fn not_carried(&mut self, host: &str, net: &str) -> Stop {
+        self.step(
+            Stage::L2Lookup,
+            On {
+                host: Some(host),
+                network: Some(net),
+                ..On::default()
+            },
+            Decision::Drop,
+            format!("host {host} does not carry network {net}"),
+        );
+        stop(
+            Reason::NetworkNotCarried,
+            format!("dropped: host {host} does not carry network {net}"),
+            None,
+        )
     }
 
     /// The port `host`'s neighbour entries give `ip` to. The model names the
@@ -784,11 +1292,11 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
     }
 
     /// Why `host`'s view has no port for the destination address.
-    fn unresolved(&mut self, host: &str, net: &str, flow: &Flow, named: Option<&str>) -> Stop {
+    fn unresolved(&mut self, host: &str, net: &str, ip: IpAddr, named: Option<&str>) -> Stop {
         let view = self.view;
         let candidate = named
             .map(str::to_owned)
-            .or_else(|| self.facts.port_with_ip(net, flow.dst));
+            .or_else(|| self.facts.port_with_ip(net, ip));
         fn on<'a>(host: &'a str, net: &'a str, port: Option<&'a str>) -> On<'a> {
             On {
                 host: Some(host),
@@ -802,14 +1310,11 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 Stage::L2Lookup,
                 on(host, net, None),
                 Decision::Drop,
-                format!(
-                    "no port of network {net} holds {}: ARP/ND for it goes unanswered",
-                    flow.dst
-                ),
+                format!("no port of network {net} holds {ip}: ARP/ND for it goes unanswered"),
             );
             return stop(
                 Reason::NotOnNetwork,
-                format!("dropped: nothing on network {net} has address {}", flow.dst),
+                format!("dropped: nothing on network {net} has address {}", ip),
                 "check the address: a port of another network, even on the same CIDR, is unreachable (networks are isolated)".to_owned(),
             );
         };
@@ -821,7 +1326,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                     Stage::L2Lookup,
                     on(host, net, Some(&id)),
                     Decision::Drop,
-                    format!("port {id} holds {} but is bound to host {h}, which has never registered: no VTEP known, no FDB entry", flow.dst),
+                    format!("port {id} holds {} but is bound to host {h}, which has never registered: no VTEP known, no FDB entry", ip),
                 );
                 stop(
                     Reason::RemoteHostNotRegistered,
@@ -836,7 +1341,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                     Stage::L2Lookup,
                     on(host, net, Some(&id)),
                     Decision::Drop,
-                    format!("port {id} holds {} but is not bound to any host", flow.dst),
+                    format!("port {id} holds {} but is not bound to any host", ip),
                 );
                 stop(
                     Reason::DestinationPortUnbound,

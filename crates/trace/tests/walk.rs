@@ -9,10 +9,10 @@ use std::net::IpAddr;
 
 use compiler::{Compiler, Input};
 use model::{
-    Direction, Ethertype, FixedIp, MacAddr, Network, Port, PortStatus, SecurityGroup,
-    SecurityGroupRule, Standard, Subnet,
+    Direction, Ethertype, FixedIp, HostRoute, MacAddr, Network, OWNER_ROUTER_INTERFACE, Port,
+    PortStatus, Router, SecurityGroup, SecurityGroupRule, Standard, Subnet,
 };
-use trace::{Facts, Packet, Query, Reason, Snapshots, Target, Trace, Verdict, trace};
+use trace::{Facts, Packet, Query, Reason, Snapshots, Stage, Target, Trace, Verdict, trace};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -363,9 +363,10 @@ fn no_rule_names_the_group_and_hints_the_fix() {
 #[test]
 fn addresses_off_the_network_have_no_route_and_networks_are_isolated() {
     let c = Cloud::new();
+    // Off-link, and sub-a has no gateway.
     assert_eq!(
         dropped(&c.trace(&tcp("a1", Target::Ip(ip("10.9.0.1")), 22))),
-        Reason::NoRoute
+        Reason::NoGateway
     );
     // b1's address is on net-b: from net-a nothing answers for it.
     assert_eq!(
@@ -538,4 +539,340 @@ fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
     let t = c.trace(&q);
     assert!(t.delivered(), "{t:#?}");
     assert!(t.steps.iter().any(|s| s.detail.contains("always allowed")));
+}
+
+// ---- routed east-west ------------------------------------------------------
+
+fn subnet_gw(id: &str, network_id: &str, cidr: &str, gateway: Option<&str>) -> Input {
+    let Input::Subnet(mut s) = subnet(id, network_id, cidr) else {
+        unreachable!()
+    };
+    s.gateway_ip = gateway.map(ip);
+    Input::Subnet(s)
+}
+
+fn router(id: &str, routes: &[(&str, &str)]) -> Input {
+    Input::Router(Box::new(Router {
+        std: std(id),
+        admin_state_up: true,
+        gateway: None,
+        routes: routes
+            .iter()
+            .map(|(d, n)| HostRoute {
+                destination: d.parse().unwrap(),
+                nexthop: ip(n),
+            })
+            .collect(),
+        availability_zone_hints: vec![],
+    }))
+}
+
+fn interface(id: &str, router: &str, net: &str, sub: &str, last: u8, addr: &str) -> Port {
+    let mut p = port(id, net, sub, "", last, addr, &[]);
+    p.device_owner = OWNER_ROUTER_INTERFACE.into();
+    p.device_id = router.into();
+    p
+}
+
+/// Router R1 joins ra (10.1.0.0/24) and rb (10.2.0.0/24), with an extra
+/// route to 192.168.7.0/24 via vb2 and one to 172.16.0.0/16 via an address
+/// nothing holds; rc has a gateway no router holds; rd has no gateway.
+fn routed() -> Cloud {
+    let mut c = Cloud::new();
+    for input in [
+        network("ra", 301),
+        subnet_gw("sub-ra", "ra", "10.1.0.0/24", Some("10.1.0.1")),
+        network("rb", 302),
+        subnet_gw("sub-rb", "rb", "10.2.0.0/24", Some("10.2.0.1")),
+        network("rc", 303),
+        subnet_gw("sub-rc", "rc", "10.3.0.0/24", Some("10.3.0.1")),
+        network("rd", 304),
+        subnet_gw("sub-rd", "rd", "10.4.0.0/24", None),
+        router(
+            "R1",
+            &[
+                ("192.168.7.0/24", "10.2.0.20"),
+                ("172.16.0.0/16", "10.2.0.99"),
+            ],
+        ),
+    ] {
+        c.compiler.apply(input);
+    }
+    c.put(interface("qa", "R1", "ra", "sub-ra", 0x41, "10.1.0.1"));
+    c.put(interface("qb", "R1", "rb", "sub-rb", 0x42, "10.2.0.1"));
+    c.put(port(
+        "va1",
+        "ra",
+        "sub-ra",
+        "h1",
+        0x51,
+        "10.1.0.10",
+        &["web"],
+    ));
+    c.put(port(
+        "vb2",
+        "rb",
+        "sub-rb",
+        "h2",
+        0x52,
+        "10.2.0.20",
+        &["ssh"],
+    ));
+    c.put(port(
+        "vb1",
+        "rb",
+        "sub-rb",
+        "h1",
+        0x53,
+        "10.2.0.21",
+        &["ssh"],
+    ));
+    c.put(port(
+        "vc3",
+        "rc",
+        "sub-rc",
+        "h3",
+        0x54,
+        "10.3.0.30",
+        &["web"],
+    ));
+    c.put(port(
+        "vd1",
+        "rd",
+        "sub-rd",
+        "h1",
+        0x55,
+        "10.4.0.5",
+        &["web"],
+    ));
+    c.put(port(
+        "sa",
+        "ra",
+        "sub-ra",
+        "h1",
+        0x56,
+        "10.1.0.51",
+        &["half"],
+    ));
+    c.put(port(
+        "sb",
+        "rb",
+        "sub-rb",
+        "h2",
+        0x57,
+        "10.2.0.50",
+        &["half"],
+    ));
+    c
+}
+
+fn stage_steps(t: &Trace, stage: Stage) -> Vec<&trace::Step> {
+    t.steps.iter().filter(|s| s.stage == stage).collect()
+}
+
+#[test]
+fn routed_across_hosts_on_the_sending_host() {
+    let c = routed();
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.2.0.20")), 22));
+    assert!(t.delivered(), "{t:#?}");
+    let gw = stage_steps(&t, Stage::Gateway);
+    assert_eq!(gw.len(), 1, "{t:#?}");
+    assert_eq!(gw[0].router.as_deref(), Some("R1"));
+    assert_eq!(gw[0].port.as_deref(), Some("qa"));
+    assert_eq!(gw[0].host.as_deref(), Some("h1"));
+    let routing = stage_steps(&t, Stage::Routing);
+    assert_eq!(routing.len(), 1, "{t:#?}");
+    assert_eq!(routing[0].host.as_deref(), Some("h1"));
+    assert_eq!(routing[0].port.as_deref(), Some("qb"));
+    assert_eq!(routing[0].network.as_deref(), Some("rb"));
+    let route = routing[0].route.as_ref().unwrap();
+    assert_eq!(route.destination, "10.2.0.0/24".parse().unwrap());
+    assert_eq!(route.nexthop, None);
+    let tunnel = stage_steps(&t, Stage::Tunnel);
+    assert_eq!(tunnel[0].host.as_deref(), Some("h2"));
+    assert_eq!(tunnel[0].network.as_deref(), Some("rb"));
+    let delivery = stage_steps(&t, Stage::Delivery);
+    assert_eq!(delivery[0].port.as_deref(), Some("vb2"));
+    // The ingress rule names group web as remote: va1 is in it.
+    assert!(t.steps.iter().any(|s| s.rule.as_deref() == Some("r-ssh")));
+
+    // By port, and on one host: no tunnel.
+    let t = c.trace(&tcp("va1", Target::Port("vb1".into()), 22));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(stage_steps(&t, Stage::Tunnel).is_empty(), "{t:#?}");
+    assert_eq!(stage_steps(&t, Stage::Routing).len(), 1);
+
+    // Security behind the router still decides: ssh allows only tcp 22.
+    assert_eq!(
+        dropped(&c.trace(&tcp("va1", Target::Ip(ip("10.2.0.20")), 80))),
+        Reason::NoRuleAllows
+    );
+}
+
+#[test]
+fn missing_routes_gateways_and_interfaces_are_named() {
+    let c = routed();
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.3.0.30")), 80));
+    assert_eq!(dropped(&t), Reason::NoRoute);
+    assert!(
+        t.message.contains("no route to 10.3.0.30 on router R1"),
+        "{}",
+        t.message
+    );
+    let t = c.trace(&tcp("vc3", Target::Ip(ip("10.1.0.10")), 80));
+    assert_eq!(dropped(&t), Reason::NoRouterInterface);
+    assert!(
+        t.message
+            .contains("no router interface on 10.3.0.1 for subnet sub-rc"),
+        "{}",
+        t.message
+    );
+    let t = c.trace(&tcp("vd1", Target::Ip(ip("10.1.0.10")), 80));
+    assert_eq!(dropped(&t), Reason::NoGateway);
+    assert!(t.message.contains("subnet sub-rd"), "{}", t.message);
+    // An extra route whose next hop nothing holds.
+    let t = c.trace(&tcp("va1", Target::Ip(ip("172.16.1.1")), 80));
+    assert_eq!(dropped(&t), Reason::NotOnNetwork, "{t:#?}");
+    assert_eq!(
+        stage_steps(&t, Stage::Routing)[0]
+            .route
+            .as_ref()
+            .unwrap()
+            .nexthop,
+        Some(ip("10.2.0.99"))
+    );
+}
+
+#[test]
+fn extra_routes_deliver_to_the_next_hop_and_routers_answer_for_themselves() {
+    let c = routed();
+    let t = c.trace(&tcp("va1", Target::Ip(ip("192.168.7.5")), 22));
+    assert!(t.delivered(), "{t:#?}");
+    let route = stage_steps(&t, Stage::Routing)[0].route.clone().unwrap();
+    assert_eq!(route.destination, "192.168.7.0/24".parse().unwrap());
+    assert_eq!(route.nexthop, Some(ip("10.2.0.20")));
+    assert_eq!(
+        stage_steps(&t, Stage::Delivery)[0].port.as_deref(),
+        Some("vb2")
+    );
+    // The next hop's ingress chain decides.
+    assert_eq!(
+        dropped(&c.trace(&tcp("va1", Target::Ip(ip("192.168.7.5")), 80))),
+        Reason::NoRuleAllows
+    );
+    let ping = |to: &str| Query {
+        from_port: "va1".into(),
+        to: Target::Ip(ip(to)),
+        packet: Packet {
+            protocol: 1,
+            ..Packet::default()
+        },
+    };
+    // Its own gateway, and the router's address on another subnet.
+    for to in ["10.1.0.1", "10.2.0.1"] {
+        let t = c.trace(&ping(to));
+        assert!(t.delivered(), "{t:#?}");
+        let d = stage_steps(&t, Stage::Delivery);
+        assert_eq!(d[0].router.as_deref(), Some("R1"), "{t:#?}");
+    }
+}
+
+#[test]
+fn stateless_replies_are_routed_on_the_destination_host() {
+    let c = routed();
+    // half: egress tcp anywhere, ingress tcp 5000 only, stateless. The
+    // reply (to port 40000) is refused at sa's ingress, after being routed
+    // back on sb's host.
+    let t = c.trace(&tcp("sa", Target::Ip(ip("10.2.0.50")), 5000));
+    assert_eq!(dropped(&t), Reason::NoRuleAllows, "{t:#?}");
+    let reply: Vec<_> = stage_steps(&t, Stage::Reply);
+    assert!(
+        reply.iter().any(|s| s.router.as_deref() == Some("R1")
+            && s.host.as_deref() == Some("h2")
+            && s.route.is_some()),
+        "{t:#?}"
+    );
+    assert_eq!(reply.last().unwrap().port.as_deref(), Some("sa"));
+    assert!(t.message.contains("the reply"), "{}", t.message);
+    // Stateful: conntrack lets it back, after the routed reply path.
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.2.0.20")), 22));
+    assert!(
+        stage_steps(&t, Stage::Reply)
+            .iter()
+            .any(|s| s.host.as_deref() == Some("h2") && s.router.as_deref() == Some("R1")),
+        "{t:#?}"
+    );
+}
+
+#[test]
+fn a_router_missing_from_the_model_index_is_found_by_the_host_view() {
+    let mut c = routed();
+    // The model's index lags: the compiled state decides, in both views.
+    c.world.ips.clear();
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.2.0.20")), 22));
+    assert!(t.delivered(), "{t:#?}");
+}
+
+#[test]
+fn routers_chain_on_the_sending_host_and_loops_run_out_of_ttl() {
+    let mut c = routed();
+    // R2 joins rb (10.2.0.2) and re (10.5.0.0/24); R1 reaches re through
+    // it. Both hold 10.66.0.0/16 via each other: a loop.
+    for input in [
+        network("re", 305),
+        subnet_gw("sub-re", "re", "10.5.0.0/24", Some("10.5.0.1")),
+        router(
+            "R1",
+            &[("10.5.0.0/24", "10.2.0.2"), ("10.66.0.0/16", "10.2.0.2")],
+        ),
+        router("R2", &[("10.66.0.0/16", "10.2.0.1")]),
+    ] {
+        c.compiler.apply(input);
+    }
+    c.put(interface("qe2", "R2", "rb", "sub-rb", 0x43, "10.2.0.2"));
+    c.put(interface("qe", "R2", "re", "sub-re", 0x44, "10.5.0.1"));
+    c.put(port(
+        "ve2",
+        "re",
+        "sub-re",
+        "h2",
+        0x58,
+        "10.5.0.50",
+        &["ssh"],
+    ));
+
+    // R2 has no way back to ra: the SYN arrives, its reply dies on h2.
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.5.0.50")), 22));
+    assert_eq!(dropped(&t), Reason::NoRoute);
+    assert!(t.message.contains("the reply"), "{}", t.message);
+    let last = t.steps.last().unwrap();
+    assert_eq!(
+        (last.stage, last.router.as_deref(), last.host.as_deref()),
+        (Stage::Reply, Some("R2"), Some("h2"))
+    );
+    c.compiler.apply(router(
+        "R2",
+        &[("10.66.0.0/16", "10.2.0.1"), ("10.1.0.0/24", "10.2.0.1")],
+    ));
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.5.0.50")), 22));
+    assert!(t.delivered(), "{t:#?}");
+    let routing = stage_steps(&t, Stage::Routing);
+    let hops: Vec<(&str, &str)> = routing
+        .iter()
+        .map(|s| (s.router.as_deref().unwrap(), s.host.as_deref().unwrap()))
+        .collect();
+    assert_eq!(hops, [("R1", "h1"), ("R2", "h1")], "{t:#?}");
+    // The reply goes back through R2 then R1, both on h2.
+    let back: Vec<(&str, &str)> = stage_steps(&t, Stage::Reply)
+        .iter()
+        .filter(|s| s.route.is_some())
+        .map(|s| (s.router.as_deref().unwrap(), s.host.as_deref().unwrap()))
+        .collect();
+    assert_eq!(back, [("R2", "h2"), ("R1", "h2")], "{t:#?}");
+    assert!(t.message.contains("routed"), "{}", t.message);
+
+    let t = c.trace(&tcp("va1", Target::Ip(ip("10.66.1.1")), 22));
+    assert_eq!(dropped(&t), Reason::TtlExceeded);
+    // The VM's 64 runs out after 63 forwards.
+    assert_eq!(stage_steps(&t, Stage::Routing).len(), 64, "{t:#?}");
 }

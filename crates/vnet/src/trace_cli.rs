@@ -137,16 +137,29 @@ pub fn render(t: &Value) -> String {
         }
     );
     for (i, step) in t["steps"].as_array().into_iter().flatten().enumerate() {
-        let object = [
+        // On a router's steps the port is the router's interface.
+        let port_word = if step["router"].is_string() {
+            "interface"
+        } else {
+            "port"
+        };
+        let mut object = [
+            ("router", "router"),
             ("network", "network"),
-            ("port", "port"),
+            ("port", port_word),
             ("security_group", "group"),
             ("rule", "rule"),
         ]
         .iter()
         .filter_map(|(key, word)| step[*key].as_str().map(|v| format!("{word} {}", short(v))))
-        .collect::<Vec<_>>()
-        .join(" ");
+        .collect::<Vec<_>>();
+        if let Some(destination) = step["route"]["destination"].as_str() {
+            object.push(match step["route"]["nexthop"].as_str() {
+                Some(nexthop) => format!("route {destination} via {nexthop}"),
+                None => format!("route {destination}"),
+            });
+        }
+        let object = object.join(" ");
         out.push_str(&format!(
             "{:>2}. {:<13} {:<10} {:<30} {:<7} {}\n",
             i + 1,
@@ -286,5 +299,41 @@ mod tests {
         );
         assert_eq!(lines[3], "verdict: dropped at ingress");
         assert_eq!(lines[4], "hint: add a rule");
+    }
+
+    #[test]
+    fn router_steps_show_the_router_its_interface_and_the_route() {
+        let t = json!({
+            "packet": {"protocol": 1, "source_ip": "10.1.0.10", "destination_ip": "192.168.7.5",
+                       "icmp_type": 8, "icmp_code": 0},
+            "steps": [
+                {"stage": "gateway", "host": "h1", "network": "ra",
+                 "router": "2edab4ec-d2b5-40f2-b37c-da8d89eb9259", "port": "qa",
+                 "decision": "forward", "detail": "off-link"},
+                {"stage": "routing", "host": "h1", "network": "rb",
+                 "router": "2edab4ec-d2b5-40f2-b37c-da8d89eb9259", "port": "qb",
+                 "route": {"destination": "192.168.7.0/24", "nexthop": "10.2.0.20"},
+                 "decision": "forward", "detail": "extra route"},
+                {"stage": "routing", "host": "h1", "router": "r2", "port": "qc",
+                 "route": {"destination": "10.3.0.0/24", "nexthop": null},
+                 "decision": "forward", "detail": "connected"},
+            ],
+            "verdict": "delivered", "message": "delivered",
+        });
+        let text = render(&t);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].contains("gateway")
+                && lines[1].contains("router 2edab4ec network ra interface qa"),
+            "{text}"
+        );
+        assert!(
+            lines[2].contains("route 192.168.7.0/24 via 10.2.0.20"),
+            "{text}"
+        );
+        assert!(
+            lines[3].contains("route 10.3.0.0/24") && !lines[3].contains("via"),
+            "{text}"
+        );
     }
 }

@@ -11,7 +11,9 @@ use ipnet::IpNet;
 use model::MacAddr;
 
 use super::Compiler;
-use crate::protocol::{LocalPortSpec, PortSecuritySpec, RuleSpec, SubnetSpec};
+use crate::protocol::{
+    LocalPortSpec, PortSecuritySpec, RouterInterfaceSpec, RouterSpec, RuleSpec, SubnetSpec,
+};
 
 /// A port as the compiler holds it, whichever host asks.
 #[derive(Clone, Copy, Debug)]
@@ -160,5 +162,49 @@ impl Compiler {
             return None;
         }
         Some(containing_member(ip, |n| entry.members.contains_key(n)))
+    }
+
+    /// A router as `host` holds it: only if the host realises it.
+    pub fn router_seen_from(&self, host: &str, router_id: &str) -> Option<&RouterSpec> {
+        let router = self.routers.get(router_id)?;
+        router.hosts.contains_key(host).then_some(&router.spec)
+    }
+
+    /// The router interface a port is, as `host` holds it: the router's id
+    /// and the interface. O(log n): the port names its router.
+    pub fn router_interface_seen_from(
+        &self,
+        host: &str,
+        port_id: &str,
+    ) -> Option<(&str, &RouterInterfaceSpec)> {
+        let router_id = self.ports.get(port_id)?.interface.as_deref()?;
+        let spec = self.router_seen_from(host, router_id)?;
+        Some((router_id, spec.interfaces.get(port_id)?))
+    }
+
+    /// The router interface that holds `ip` on `network_id`, as `host`
+    /// sees it: (router id, interface port id). Costs the routers on that
+    /// one network and their interfaces (the model's address index finds
+    /// the port first; this is the fallback that decides).
+    pub fn router_interface_with_ip_seen_from(
+        &self,
+        host: &str,
+        network_id: &str,
+        ip: IpAddr,
+    ) -> Option<(&str, &str)> {
+        let network = self.networks.get(network_id)?;
+        network.segment?;
+        if !network.named_by(host) {
+            return None;
+        }
+        network.routers.iter().find_map(|router_id| {
+            let spec = self.router_seen_from(host, router_id)?;
+            spec.interfaces
+                .iter()
+                .find(|(_, i)| {
+                    i.network_id == network_id && i.addresses.iter().any(|a| a.addr() == ip)
+                })
+                .map(|(port_id, _)| (router_id.as_str(), port_id.as_str()))
+        })
     }
 }

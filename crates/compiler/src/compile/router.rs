@@ -30,7 +30,7 @@ pub(super) struct RouterEntry {
     /// bound ports.
     pub(super) hosts: BTreeMap<String, u32>,
     /// The spec its hosts hold (as last sent).
-    spec: RouterSpec,
+    pub(super) spec: RouterSpec,
 }
 
 impl RouterEntry {

@@ -3,7 +3,8 @@
 //! the topology `vnet bench compiler` builds, with one security group per
 //! network. Beside it, in the same run, what the trace avoids: one
 //! `Compiler::snapshot` of the source host, and the floor of one port lookup.
-//! It owns only the measuring.
+//! Routed traces cross one of `ROUTERS` routers added to that cloud, each
+//! joining two subnets of its own. It owns only the measuring.
 
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -12,7 +13,10 @@ use std::time::{Duration, Instant};
 
 use ::compiler::{Compiler, Input};
 use ::trace::{Facts, Packet, Query, Target};
-use model::{PortStatus, SplitMix64};
+use model::{
+    Direction, Ethertype, FixedIp, HostRoute, MacAddr, Network, OWNER_ROUTER_INTERFACE, Port,
+    PortStatus, Router, SecurityGroup, SecurityGroupRule, SplitMix64, Standard, Subnet,
+};
 use serde_json::json;
 
 use super::compiler::{Shape, SyntheticCloud};
@@ -22,6 +26,9 @@ use crate::BoxError;
 /// Issue 6's goal: a trace's p99 under 1 ms at 100,000 ports.
 const GOAL_P99_MS: f64 = 1.0;
 const SEED: u64 = 0x5eed_c0de_0006;
+/// Routers added to the synthetic cloud, each with two networks of its own
+/// and one VM on each (100.64.R.0/24 and 100.65.R.0/24).
+const ROUTERS: usize = 200;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TraceArgs {
@@ -87,8 +94,15 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
         }
         compiler.apply(input);
     }
+    let mut routed_addresses = HashMap::new();
+    let routed = routed_pairs(
+        &mut compiler,
+        &mut routed_addresses,
+        shape.hosts,
+        shape.networks,
+    )?;
     let build = started.elapsed();
-    let facts = AllUp {
+    let mut facts = AllUp {
         addresses: by_network
             .iter()
             .map(|(net, ports)| {
@@ -97,6 +111,7 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
             })
             .collect(),
     };
+    facts.addresses.extend(routed_addresses);
     let mut networks: Vec<&Vec<(String, IpAddr)>> = by_network
         .values()
         .filter(|ports| ports.len() >= 2)
@@ -107,6 +122,7 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
     }
 
     let mut rng = SplitMix64::new(SEED);
+    let mut routed_rng = SplitMix64::new(SEED ^ 1);
     let n = usize::try_from(args.traces)?;
     let mut pick = || {
         let ports = networks[(rng.next_u64() % networks.len() as u64) as usize];
@@ -126,7 +142,8 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
     let mut kinds: Vec<(&str, Vec<Query>)> = vec![
         ("to a port (delivered)", vec![]),
         ("to an IP (delivered)", vec![]),
-        ("to an IP off the network (no route)", vec![]),
+        ("to an IP off the network (no router interface)", vec![]),
+        ("routed to another subnet, across hosts (delivered)", vec![]),
     ];
     let mut sources = Vec::with_capacity(n);
     for _ in 0..n {
@@ -137,6 +154,8 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
             .1
             .push(tcp(&from, Target::Ip(IpAddr::from([192, 168, 7, 7]))));
         sources.push(from);
+        let (from, to_ip) = &routed[(routed_rng.next_u64() % routed.len() as u64) as usize];
+        kinds[3].1.push(tcp(from, Target::Ip(*to_ip)));
     }
 
     let mut rows = Vec::new();
@@ -235,4 +254,130 @@ fn timed<'a>(ids: impl Iterator<Item = &'a String>, mut f: impl FnMut(&str)) -> 
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
+}
+
+/// Adds `ROUTERS` routers to the cloud, each joining two networks of its
+/// own with a VM on each, on two different hosts, in one group that lets
+/// its members in; returns each router's (source port, destination IP).
+fn routed_pairs(
+    compiler: &mut Compiler,
+    addresses: &mut HashMap<String, HashMap<IpAddr, String>>,
+    hosts: usize,
+    networks: usize,
+) -> Result<Vec<(String, IpAddr)>, BoxError> {
+    let std = |id: String| Standard::new(id, "bench-project".into(), 0);
+    let mut pairs = Vec::with_capacity(ROUTERS);
+    for r in 0..ROUTERS {
+        let router = format!("bench-router-{r}");
+        let group = format!("bench-router-group-{r}");
+        compiler.apply(Input::SecurityGroup(Box::new(SecurityGroup {
+            std: std(group.clone()),
+            stateful: true,
+            is_default: false,
+        })));
+        for (k, (direction, remote)) in [
+            (Direction::Egress, None),
+            (Direction::Ingress, Some(group.clone())),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            compiler.apply(Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+                std: std(format!("{group}-rule-{k}")),
+                security_group_id: group.clone(),
+                direction,
+                ethertype: Ethertype::IPv4,
+                protocol: None,
+                port_range_min: None,
+                port_range_max: None,
+                remote_ip_prefix: None,
+                remote_group_id: remote,
+            })));
+        }
+        compiler.apply(Input::Router(Box::new(Router {
+            std: std(router.clone()),
+            admin_state_up: true,
+            gateway: None,
+            routes: Vec::<HostRoute>::new(),
+            availability_zone_hints: vec![],
+        })));
+        let octet = u8::try_from(r).unwrap_or(u8::MAX);
+        let mut vms = Vec::new();
+        for side in 0..2u8 {
+            let net = format!("bench-rnet-{r}-{side}");
+            let sub = format!("bench-rsub-{r}-{side}");
+            let prefix = [100, 64 + side, octet, 0];
+            let at = |last: u8| IpAddr::from([prefix[0], prefix[1], prefix[2], last]);
+            compiler.apply(Input::Network(Box::new(Network {
+                std: std(net.clone()),
+                admin_state_up: true,
+                mtu: 1450,
+                shared: false,
+                external: false,
+                port_security_enabled: true,
+                network_type: "vxlan".into(),
+                segmentation_id: u32::try_from(networks + 1 + 2 * r + usize::from(side))
+                    .unwrap_or(u32::MAX),
+                availability_zone_hints: vec![],
+            })));
+            compiler.apply(Input::Subnet(Box::new(Subnet {
+                std: std(sub.clone()),
+                network_id: net.clone(),
+                ip_version: 4,
+                cidr: format!("{}/24", at(0)).parse()?,
+                gateway_ip: Some(at(1)),
+                allocation_pools: vec![],
+                dns_nameservers: vec![],
+                host_routes: vec![],
+                enable_dhcp: true,
+                ipv6_ra_mode: None,
+                ipv6_address_mode: None,
+            })));
+            let host = format!("compute-{:05}", (r * 7 + usize::from(side)) % hosts.max(1));
+            let port = |id: String, last: u8, host: String, owner: &str, device: &str| Port {
+                std: std(id),
+                network_id: net.clone(),
+                mac_address: MacAddr([0xfa, 0x16, 0x3f, side, octet, last]),
+                admin_state_up: true,
+                status: PortStatus::Active,
+                device_id: device.into(),
+                device_owner: owner.into(),
+                fixed_ips: vec![FixedIp {
+                    subnet_id: sub.clone(),
+                    ip_address: at(last),
+                }],
+                security_groups: vec![group.clone()],
+                port_security_enabled: true,
+                allowed_address_pairs: vec![],
+                extra_dhcp_opts: vec![],
+                binding_host_id: host,
+                binding_vnic_type: "normal".into(),
+                binding_profile: String::new(),
+            };
+            let interface = format!("bench-rif-{r}-{side}");
+            let vm = format!("bench-rvm-{r}-{side}");
+            let entries = addresses.entry(net.clone()).or_default();
+            entries.insert(at(1), interface.clone());
+            entries.insert(at(10), vm.clone());
+            compiler.apply(Input::Port(Box::new(port(
+                interface,
+                1,
+                String::new(),
+                OWNER_ROUTER_INTERFACE,
+                &router,
+            ))));
+            compiler.apply(Input::Port(Box::new(port(
+                vm.clone(),
+                10,
+                host,
+                "compute:nova",
+                "",
+            ))));
+            vms.push((vm, at(10)));
+        }
+        if let [(from, _), (_, to_ip)] = vms.as_slice() {
+            pairs.push((from.clone(), *to_ip));
+        }
+    }
+    Ok(pairs)
 }
