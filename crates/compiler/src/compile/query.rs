@@ -193,7 +193,7 @@ impl Compiler {
         ip: IpAddr,
     ) -> Option<(&str, &str)> {
         let network = self.networks.get(network_id)?;
-        network.segment?;
+        network.segment.as_ref()?;
         if !network.named_by(host) {
             return None;
         }

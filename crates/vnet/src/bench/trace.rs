@@ -318,6 +318,7 @@ fn routed_pairs(
                 network_type: "vxlan".into(),
                 segmentation_id: u32::try_from(networks + 1 + 2 * r + usize::from(side))
                     .unwrap_or(u32::MAX),
+                physical_network: None,
                 availability_zone_hints: vec![],
             })));
             compiler.apply(Input::Subnet(Box::new(Subnet {
