@@ -11,6 +11,9 @@ runs on a server of its own: a physical network holds one flat network."""
 from __future__ import annotations
 
 from helpers import Cli, expect, expect_error, uniq
+
+# The admin's networks here belong to fresh projects: the shared server's
+# admin project stays within its network quota however many tests run.
 from test_hosts import registration
 
 
@@ -81,7 +84,8 @@ def test_bad_provider_combinations_get_neutrons_400s(api):
         err = expect_error(api.post("/v2.0/networks", {"network": attrs}), 400, "InvalidInput")
         assert err["message"] == f"Invalid input for operation: {message}.", attrs
     # None of them took the physical network.
-    net = api.network(**{"provider:network_type": "flat", "provider:physical_network": physnet})
+    net = api.network(**{"project_id": uniq("prov"), "provider:network_type": "flat",
+                      "provider:physical_network": physnet})
     assert net["provider:physical_network"] == physnet
 
 
@@ -98,7 +102,7 @@ def test_provider_attributes_are_admin_only(api, tenant):
         403, None,
     )
     flat = api.network(**{
-        "shared": True, "provider:network_type": "flat", "provider:physical_network": physnet})
+        "project_id": uniq("prov"), "shared": True, "provider:network_type": "flat", "provider:physical_network": physnet})
     seen = member.show("networks", flat["id"])
     assert not {"provider:network_type", "provider:physical_network",
                 "provider:segmentation_id"} & set(seen)
@@ -120,7 +124,8 @@ def test_agents_report_mappings_and_flat_ports_bind_only_where_mapped(api, cli):
     assert shown["configuration"]["gateway"] is True
     assert cli.json("network", "agent", "show", agents[bare]["ID"])["configuration"]["gateway"] is False
 
-    net = api.network(**{"provider:network_type": "flat", "provider:physical_network": physnet})
+    net = api.network(**{"project_id": uniq("prov"), "provider:network_type": "flat",
+                      "provider:physical_network": physnet})
     good = api.port(net["id"], **{"binding:host_id": mapped})
     assert good["binding:vif_type"] == "bridge"
     failed = api.port(net["id"], **{"binding:host_id": bare})
