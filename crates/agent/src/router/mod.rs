@@ -236,6 +236,13 @@ impl RouterReconciler {
         }
     }
 
+    /// The namespace's connection and the index of a device in it.
+    async fn device(&mut self, netns: &str, device: &str) -> Result<(Handle, u32), RouterError> {
+        let handle = self.connection(netns)?.clone();
+        let index = index_of(&handle, netns, device).await?;
+        Ok((handle, index))
+    }
+
     /// What a router namespace has; `None` if it does not exist.
     pub async fn observe(&mut self, netns: &str) -> Result<Option<ObservedRouter>, RouterError> {
         if !netns::path(netns).exists() {
@@ -358,8 +365,7 @@ impl RouterReconciler {
                 .map_err(in_ns(netns))?;
             }
             RouterOp::LoopbackUp { netns } => {
-                let handle = self.connection(netns)?.clone();
-                let index = index_of(&handle, netns, "lo").await?;
+                let (handle, index) = self.device(netns, "lo").await?;
                 let msg = LinkUnspec::new_with_index(index).up().build();
                 handle.link().set(msg).execute().await?;
             }
@@ -374,8 +380,7 @@ impl RouterReconciler {
                     .await?
             }
             RouterOp::DeleteInterface { netns, device } => {
-                let handle = self.connection(netns)?.clone();
-                let index = index_of(&handle, netns, device).await?;
+                let (handle, index) = self.device(netns, device).await?;
                 handle.link().del(index).execute().await?;
             }
             RouterOp::SetInterface {
@@ -384,8 +389,7 @@ impl RouterReconciler {
                 mac,
                 mtu,
             } => {
-                let handle = self.connection(netns)?.clone();
-                let index = index_of(&handle, netns, device).await?;
+                let (handle, index) = self.device(netns, device).await?;
                 let msg = LinkUnspec::new_with_index(index)
                     .address(mac.0.to_vec())
                     .mtu(*mtu)
@@ -398,8 +402,7 @@ impl RouterReconciler {
                 device,
                 address,
             } => {
-                let handle = self.connection(netns)?.clone();
-                let index = index_of(&handle, netns, device).await?;
+                let (handle, index) = self.device(netns, device).await?;
                 let mut request = handle
                     .address()
                     .add(index, address.addr(), address.prefix_len())
@@ -419,8 +422,7 @@ impl RouterReconciler {
                 device,
                 address,
             } => {
-                let handle = self.connection(netns)?.clone();
-                let index = index_of(&handle, netns, device).await?;
+                let (handle, index) = self.device(netns, device).await?;
                 let mut addresses = handle
                     .address()
                     .get()
@@ -480,8 +482,7 @@ impl RouterReconciler {
             .build();
         host.link().add(pair).execute().await?;
         drop(file);
-        let handle = self.connection(netns)?.clone();
-        let index = index_of(&handle, netns, device).await?;
+        let (handle, index) = self.device(netns, device).await?;
         let msg = LinkUnspec::new_with_index(index).up().build();
         handle.link().set(msg).execute().await?;
         Ok(())

@@ -175,37 +175,34 @@ impl Compiler {
     /// A host gained its first bound port on a network: it now holds every
     /// router on that network (and carries their networks).
     pub(super) fn routers_gain_host(&mut self, network_id: &str, host: &str) {
-        let routers: Vec<String> = self
-            .networks
-            .get(network_id)
-            .map(|n| n.routers.iter().cloned().collect())
-            .unwrap_or_default();
-        for router_id in routers {
-            self.router_gains_host(&router_id, host, 1);
+        for router_id in self.routers_on(network_id) {
+            self.router_gains_host(&router_id, host);
         }
     }
 
     /// A host lost its last bound port on a network.
     pub(super) fn routers_lose_host(&mut self, network_id: &str, host: &str) {
-        let routers: Vec<String> = self
-            .networks
-            .get(network_id)
-            .map(|n| n.routers.iter().cloned().collect())
-            .unwrap_or_default();
-        for router_id in routers {
-            self.router_loses_host(&router_id, host, 1);
+        for router_id in self.routers_on(network_id) {
+            self.router_loses_host(&router_id, host);
         }
     }
 
+    fn routers_on(&self, network_id: &str) -> Vec<String> {
+        self.networks
+            .get(network_id)
+            .map(|n| n.routers.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The only place a router's hosts and the networks they carry for it
-    /// grow: `count` more of the router's networks have ports on `host`.
-    fn router_gains_host(&mut self, router_id: &str, host: &str, count: u32) {
+    /// grow: one more of the router's networks has ports on `host`.
+    fn router_gains_host(&mut self, router_id: &str, host: &str) {
         let Some(router) = self.routers.get_mut(router_id) else {
             return;
         };
         let held = router.hosts.entry(host.to_owned()).or_default();
-        *held += count;
-        if *held != count {
+        *held += 1;
+        if *held > 1 {
             return;
         }
         let networks: Vec<String> = router.networks.keys().cloned().collect();
@@ -226,14 +223,14 @@ impl Compiler {
     }
 
     /// Undoes [`Compiler::router_gains_host`].
-    fn router_loses_host(&mut self, router_id: &str, host: &str, count: u32) {
+    fn router_loses_host(&mut self, router_id: &str, host: &str) {
         let Some(router) = self.routers.get_mut(router_id) else {
             return;
         };
         let Some(held) = router.hosts.get_mut(host) else {
             return;
         };
-        *held = held.saturating_sub(count);
+        *held = held.saturating_sub(1);
         if *held > 0 {
             return;
         }
@@ -363,7 +360,7 @@ impl Compiler {
             }
             let bound: Vec<String> = network.bound_ports.keys().cloned().collect();
             for host in bound {
-                self.router_gains_host(router_id, &host, 1);
+                self.router_gains_host(router_id, &host);
             }
         }
         self.router_spec_changed(router_id, &stale, out);
@@ -406,7 +403,7 @@ impl Compiler {
                 .map(|n| n.bound_ports.keys().cloned().collect())
                 .unwrap_or_default();
             for host in bound {
-                self.router_loses_host(router_id, &host, 1);
+                self.router_loses_host(router_id, &host);
             }
         }
         let stale: Vec<String> = self
