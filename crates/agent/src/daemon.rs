@@ -46,7 +46,7 @@ pub struct AgentConfig {
     pub router: RouterConfig,
     /// Physical network name → this host's interface on it.
     pub physical_networks: Mappings,
-    /// This host may run default SNAT for routers (registered only, for now).
+    /// This host may run routers' default SNAT (`--gateway`).
     pub gateway: bool,
 }
 
@@ -80,9 +80,13 @@ pub async fn run(
     };
     let reconciler = Reconciler::new(
         LinuxConfig::new(config.underlay_ip)
-            .with_physical_networks(config.physical_networks.clone()),
+            .with_physical_networks(config.physical_networks.clone())
+            .with_host(&config.host),
     )?;
-    let mut routers = RouterReconciler::new(config.router.clone())?;
+    let mut routers = RouterReconciler::new(RouterConfig {
+        host: config.host.clone(),
+        ..config.router.clone()
+    })?;
     let mut dhcp = DhcpServer::new();
     // `nft` runs as a child process: off the async threads.
     let nft = Arc::new(NftReconciler::new(NftConfig {
@@ -175,19 +179,24 @@ pub async fn run(
                 .iter()
                 .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
         }));
-        // A router interface is wired once its bridge end is and its router
-        // is right.
-        let interfaces: std::collections::BTreeSet<&String> = state
+        // A router interface or uplink is wired once its bridge end is and
+        // its router is right; a floating IP once its router is right.
+        let router_ports: BTreeSet<&String> = state
             .routers
             .values()
-            .flat_map(|r| r.interfaces.keys())
+            .flat_map(|r| {
+                r.interfaces
+                    .keys()
+                    .chain(r.gateway.iter().map(|g| &g.port_id))
+            })
             .collect();
         let wired = PortStatusReport {
             revision,
             wired: report
                 .wired()
                 .into_iter()
-                .filter(|id| !interfaces.contains(id) || routed.realised.contains(id))
+                .filter(|id| !router_ports.contains(id) || routed.realised.contains(id))
+                .chain(routed.floating.iter().cloned())
                 .collect(),
         };
         if let Err(e) = server.report_ports(&config.host, &wired).await {

@@ -8,7 +8,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use compiler::protocol::{Change, HostRegistration, Revision, StreamMessage};
+use compiler::protocol::{Change, Revision, StreamMessage};
 use compiler::{Compiler, Input};
 use model::{Kind, Resource};
 use store::{Event, EventKind, KeyRange, Store};
@@ -56,13 +56,7 @@ pub struct Fabric {
 pub fn input_of(key: &str, value: Option<&[u8]>) -> Result<Option<Input>, serde_json::Error> {
     if let Some(name) = key.strip_prefix(hosts::KEY_PREFIX) {
         return Ok(Some(match value {
-            Some(v) => {
-                let r: HostRegistration = serde_json::from_slice(v)?;
-                Input::Host {
-                    name: r.name,
-                    underlay_ip: r.underlay_ip,
-                }
-            }
+            Some(v) => serde_json::from_slice::<hosts::StoredHost>(v)?.input(),
             None => Input::HostDeleted(name.to_owned()),
         }));
     }

@@ -1,7 +1,7 @@
 //! The hosts that run agents: their registrations (persisted under `hosts/`)
-//! and their liveness, which lives in memory only: a heartbeat every two
-//! seconds per host is not worth an fsync, and a restarted server simply
-//! waits for the next one.
+//! and their liveness. Heartbeats live in memory only (one every two seconds
+//! per host is not worth an fsync); a host's death and return are stored, in
+//! its record, because they move routers' gateways (the compiler reads them).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use compiler::protocol::{HEARTBEAT_SECONDS, HostRegistration, MISSED_HEARTBEATS_DEAD};
 use model::Timestamp;
+use serde::{Deserialize, Serialize};
 
 /// The store key of a host's registration.
 pub fn key(name: &str) -> String {
@@ -16,6 +17,29 @@ pub fn key(name: &str) -> String {
 }
 
 pub const KEY_PREFIX: &str = "hosts/";
+
+/// A host's stored record: what its agent registered, and whether the
+/// server found it dead (its heartbeats stopped).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredHost {
+    #[serde(flatten)]
+    pub registration: HostRegistration,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dead: bool,
+}
+
+impl StoredHost {
+    /// The compiler's view of it.
+    pub fn input(self) -> compiler::Input {
+        let r = self.registration;
+        compiler::Input::Host {
+            name: r.name,
+            underlay_ip: r.underlay_ip,
+            physical_networks: r.physical_networks,
+            gateway: r.gateway && !self.dead,
+        }
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct HostEntry {
@@ -34,24 +58,26 @@ pub struct Hosts {
 /// What a heartbeat changed.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Heartbeat {
-    /// The registration is new or differs from the stored one: persist it.
-    pub registration_changed: bool,
+    /// The registration is new or differs from the stored one, or the host
+    /// was dead: store it (alive).
+    pub persist: bool,
 }
 
 impl Hosts {
-    /// Hosts known from the store start dead: alive takes a heartbeat.
-    pub fn load(registrations: impl IntoIterator<Item = HostRegistration>) -> Self {
-        let entries = registrations
+    /// Hosts known from the store keep their stored liveness; one stored
+    /// alive is given a full heartbeat period from `at` before it is reaped.
+    pub fn load(stored: impl IntoIterator<Item = StoredHost>, at: Instant) -> Self {
+        let entries = stored
             .into_iter()
-            .map(|r| {
+            .map(|s| {
                 let entry = HostEntry {
-                    registration: r.clone(),
+                    registration: s.registration.clone(),
                     started_at: 0,
                     heartbeat_at: 0,
-                    alive: false,
-                    seen: None,
+                    alive: !s.dead,
+                    seen: (!s.dead).then_some(at),
                 };
-                (r.name, entry)
+                (s.registration.name, entry)
             })
             .collect();
         Hosts {
@@ -70,9 +96,9 @@ impl Hosts {
         at: Instant,
     ) -> Heartbeat {
         let mut entries = self.lock();
-        let registration_changed = entries
+        let persist = entries
             .get(&registration.name)
-            .is_none_or(|e| e.registration != registration);
+            .is_none_or(|e| e.registration != registration || !e.alive);
         let entry = entries
             .entry(registration.name.clone())
             .or_insert_with(|| HostEntry {
@@ -89,9 +115,7 @@ impl Hosts {
         entry.heartbeat_at = now;
         entry.alive = true;
         entry.seen = Some(at);
-        Heartbeat {
-            registration_changed,
-        }
+        Heartbeat { persist }
     }
 
     pub fn get(&self, name: &str) -> Option<HostEntry> {
@@ -102,17 +126,21 @@ impl Hosts {
         self.lock().values().cloned().collect()
     }
 
-    /// Mark hosts whose heartbeats stopped as dead; returns the newly dead.
-    pub fn reap(&self, at: Instant) -> Vec<String> {
+    /// Mark hosts whose heartbeats stopped as dead; returns the newly dead,
+    /// as they are to be stored.
+    pub fn reap(&self, at: Instant) -> Vec<StoredHost> {
         let deadline = Duration::from_secs(HEARTBEAT_SECONDS * u64::from(MISSED_HEARTBEATS_DEAD));
         let mut dead = Vec::new();
-        for (name, entry) in self.lock().iter_mut() {
+        for entry in self.lock().values_mut() {
             let overdue = entry
                 .seen
                 .is_none_or(|seen| at.duration_since(seen) > deadline);
             if entry.alive && overdue {
                 entry.alive = false;
-                dead.push(name.clone());
+                dead.push(StoredHost {
+                    registration: entry.registration.clone(),
+                    dead: true,
+                });
             }
         }
         dead
@@ -138,43 +166,74 @@ mod tests {
     fn heartbeats_keep_hosts_alive_and_silence_kills_them() {
         let hosts = Hosts::default();
         let t0 = Instant::now();
-        assert!(
-            hosts
-                .heartbeat(reg("h1", "192.0.2.1"), 100, t0)
-                .registration_changed
-        );
+        assert!(hosts.heartbeat(reg("h1", "192.0.2.1"), 100, t0).persist);
         assert!(
             !hosts
                 .heartbeat(reg("h1", "192.0.2.1"), 102, t0 + Duration::from_secs(2))
-                .registration_changed
+                .persist
         );
         assert!(
             hosts.reap(t0 + Duration::from_secs(7)).is_empty(),
             "5 s since the last beat"
         );
-        assert_eq!(
-            hosts.reap(t0 + Duration::from_secs(9)),
-            vec!["h1".to_owned()]
-        );
+        let dead = hosts.reap(t0 + Duration::from_secs(9));
+        assert_eq!(dead.len(), 1);
+        assert!(dead[0].dead && dead[0].registration.name == "h1");
         assert!(
             hosts.reap(t0 + Duration::from_secs(20)).is_empty(),
             "reported dead once"
         );
         assert!(!hosts.get("h1").unwrap().alive);
-        // Back, with a new underlay address: alive again, and worth persisting.
-        let beat = hosts.heartbeat(reg("h1", "192.0.2.9"), 130, t0 + Duration::from_secs(30));
-        assert!(beat.registration_changed);
+        // Back, unchanged: alive again, and stored so (no longer dead).
+        let beat = hosts.heartbeat(reg("h1", "192.0.2.1"), 130, t0 + Duration::from_secs(30));
+        assert!(beat.persist);
         let h = hosts.get("h1").unwrap();
         assert!(h.alive);
         assert_eq!(h.started_at, 130);
     }
 
     #[test]
-    fn hosts_from_the_store_are_dead_until_they_beat() {
-        let hosts = Hosts::load([reg("h1", "192.0.2.1")]);
-        assert!(!hosts.get("h1").unwrap().alive);
-        let beat = hosts.heartbeat(reg("h1", "192.0.2.1"), 5, Instant::now());
-        assert!(!beat.registration_changed, "already stored");
+    fn hosts_from_the_store_keep_their_liveness_until_silence_kills_them() {
+        let t0 = Instant::now();
+        let stored = |name: &str, dead| StoredHost {
+            registration: reg(name, "192.0.2.1"),
+            dead,
+        };
+        let hosts = Hosts::load([stored("h1", false), stored("h2", true)], t0);
         assert!(hosts.get("h1").unwrap().alive);
+        assert!(!hosts.get("h2").unwrap().alive);
+        assert!(!hosts.heartbeat(reg("h1", "192.0.2.1"), 5, t0).persist);
+        assert!(
+            hosts.heartbeat(reg("h2", "192.0.2.1"), 5, t0).persist,
+            "back from the dead"
+        );
+        // h3 stored alive but silent since the load: reaped after the period.
+        let hosts = Hosts::load([stored("h3", false)], t0);
+        assert_eq!(hosts.reap(t0 + Duration::from_secs(9)).len(), 1);
+    }
+
+    #[test]
+    fn a_dead_host_offers_no_gateway_and_its_record_reads_back() {
+        let mut r = reg("h1", "192.0.2.1");
+        r.gateway = true;
+        r.physical_networks = vec!["external".into()];
+        let dead = StoredHost {
+            registration: r.clone(),
+            dead: true,
+        };
+        let bytes = serde_json::to_vec(&dead).unwrap();
+        let back: StoredHost = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(back, dead);
+        // A record written before liveness was stored reads as alive.
+        let old: StoredHost = serde_json::from_slice(&serde_json::to_vec(&r).unwrap()).unwrap();
+        assert!(!old.dead);
+        match dead.input() {
+            compiler::Input::Host { gateway, .. } => assert!(!gateway),
+            other => panic!("{other:?}"),
+        }
+        match old.input() {
+            compiler::Input::Host { gateway, .. } => assert!(gateway),
+            other => panic!("{other:?}"),
+        }
     }
 }

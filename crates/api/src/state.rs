@@ -93,7 +93,7 @@ impl App {
         let (failed_tx, failed) = watch::channel(None);
         Ok(Arc::new(App {
             cloud: RwLock::new(Cloud::load(config, resources)),
-            hosts: crate::hosts::Hosts::load(hosts),
+            hosts: crate::hosts::Hosts::load(hosts, std::time::Instant::now()),
             fabric: Arc::new(crate::fabric::Fabric::new(inputs, all.revision)),
             store: store.clone(),
             committer: Committer::spawn(store, failed_tx),

@@ -172,10 +172,13 @@ async fn register(
             "a host name is 1 to 255 characters, no '/'",
         ));
     }
-    let value =
-        serde_json::to_vec(&registration).map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let stored = hosts::StoredHost {
+        registration: registration.clone(),
+        dead: false,
+    };
+    let value = serde_json::to_vec(&stored).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let beat = app.hosts.heartbeat(registration, now(), Instant::now());
-    if beat.registration_changed {
+    if beat.persist {
         app.write_raw(vec![(hosts::key(&name), Some(value))])
             .await?;
         tracing::info!(host = %name, "host registered");
@@ -303,8 +306,18 @@ pub async fn reap_dead_hosts(app: Weak<App>) {
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
-        for host in app.hosts.reap(Instant::now()) {
+        for dead in app.hosts.reap(Instant::now()) {
+            let host = dead.registration.name.clone();
             tracing::warn!(host = %host, "host missed its heartbeats: its ports go DOWN");
+            // Stored, so that the compiler moves its routers' gateways.
+            match serde_json::to_vec(&dead) {
+                Ok(value) => {
+                    if let Err(e) = app.write_raw(vec![(hosts::key(&host), Some(value))]).await {
+                        tracing::error!(host = %host, error = %e, "storing a dead host failed");
+                    }
+                }
+                Err(e) => tracing::error!(host = %host, error = %e, "encoding a dead host failed"),
+            }
             let now = now();
             let nothing = BTreeSet::new();
             if let Err(e) = app

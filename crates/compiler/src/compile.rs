@@ -4,6 +4,7 @@
 //! makes. Pure: no I/O, no clock. It must never walk all the ports, networks or
 //! hosts of the cloud on one input.
 
+mod floating_ip;
 mod query;
 mod router;
 mod security;
@@ -21,8 +22,9 @@ use crate::protocol::{
 use crate::spec::{
     local_port_spec, member_addresses, port_groups, port_security_spec, subnet_spec,
 };
+use floating_ip::FloatingIpEntry;
 pub use query::{GroupView, NetworkView, PortSeen, PortView, containing_member};
-use router::{RouterEntry, interface_of, is_router_owned};
+use router::{RouterEntry, gateway_of, interface_of, is_router_owned};
 use security::{GroupEntry, SecurityView};
 
 /// The changes one input makes, each with the host that must apply it. A
@@ -57,6 +59,14 @@ pub struct Compiler {
     rule_groups: HashMap<String, String>,
     /// Routers by id (see `router`).
     routers: HashMap<String, RouterEntry>,
+    /// The routers with a gateway: placed again when gateway hosts change.
+    gateway_routers: BTreeSet<String>,
+    /// Live gateway hosts by the physical networks they map.
+    gateway_hosts: HashMap<String, BTreeSet<String>>,
+    /// Floating IPs by id (see `floating_ip`).
+    floating_ips: HashMap<String, FloatingIpEntry>,
+    /// Port id → the floating IPs associated with it or forwarding to it.
+    port_floating_ips: HashMap<String, BTreeSet<String>>,
 }
 
 /// What a host's vxlan device (or, flat, its physical network) is made of.
@@ -81,9 +91,11 @@ struct NetworkEntry {
     bound_ports: BTreeMap<String, BTreeSet<String>>,
     /// Routers with an interface on it.
     routers: BTreeSet<String>,
-    /// Hosts that hold a router with an interface on it, each with how many
-    /// such routers: they carry the network for their routers.
+    /// Hosts that hold a router with an interface or its gateway on it,
+    /// each with how many such routers: they carry the network for them.
     routed_hosts: BTreeMap<String, u32>,
+    /// Routers whose gateway is on it (they do not pull its ports' hosts in).
+    gateway_routers: BTreeSet<String>,
 }
 
 impl NetworkEntry {
@@ -127,6 +139,7 @@ impl NetworkEntry {
             && self.bound_ports.is_empty()
             && self.routers.is_empty()
             && self.routed_hosts.is_empty()
+            && self.gateway_routers.is_empty()
     }
 }
 
@@ -146,6 +159,8 @@ struct PortEntry {
     members: BTreeSet<IpNet>,
     /// The router it is an interface of.
     interface: Option<String>,
+    /// The router it is the gateway port of.
+    gateway_of: Option<String>,
 }
 
 impl PortEntry {
@@ -162,6 +177,7 @@ impl PortEntry {
             groups: port_groups(port),
             members: member_addresses(port),
             interface: interface_of(port),
+            gateway_of: gateway_of(port),
         }
     }
 
@@ -210,6 +226,12 @@ struct HostEntry {
     remote_groups: BTreeSet<String>,
     /// The routers it holds (see `router`).
     routers: BTreeSet<String>,
+    /// The floating IPs whose NAT happens here (see `floating_ip`).
+    floating_ips: BTreeSet<String>,
+    /// What its agent registered: the physical networks it maps, and
+    /// whether it offers to run routers' SNAT (and is alive to).
+    physical_networks: BTreeSet<String>,
+    gateway: bool,
 }
 
 impl HostEntry {
@@ -219,6 +241,16 @@ impl HostEntry {
             && self.groups.is_empty()
             && self.remote_groups.is_empty()
             && self.routers.is_empty()
+            && self.floating_ips.is_empty()
+    }
+
+    /// The physical networks it offers gateway service on.
+    fn gateway_offer(&self) -> BTreeSet<String> {
+        if self.gateway && self.underlay_ip.is_some() {
+            self.physical_networks.clone()
+        } else {
+            BTreeSet::new()
+        }
     }
 }
 
@@ -293,7 +325,12 @@ impl Compiler {
             Input::SubnetDeleted(id) => self.delete_subnet(&id, &mut out),
             Input::Port(port) => self.put_port(&port, &mut out),
             Input::PortDeleted(id) => self.delete_port(&id, &mut out),
-            Input::Host { name, underlay_ip } => self.put_host(name, underlay_ip, &mut out),
+            Input::Host {
+                name,
+                underlay_ip,
+                physical_networks,
+                gateway,
+            } => self.put_host(name, underlay_ip, physical_networks, gateway, &mut out),
             Input::HostDeleted(name) => self.delete_host(&name, &mut out),
             Input::SecurityGroup(group) => self.put_group(&group, &mut out),
             Input::SecurityGroupDeleted(id) => self.delete_group(&id, &mut out),
@@ -301,6 +338,8 @@ impl Compiler {
             Input::SecurityGroupRuleDeleted(id) => self.delete_rule(&id, &mut out),
             Input::Router(router) => self.put_router(&router, &mut out),
             Input::RouterDeleted(id) => self.delete_router(&id, &mut out),
+            Input::FloatingIp(fip) => self.put_floating_ip(&fip, &mut out),
+            Input::FloatingIpDeleted(id) => self.delete_floating_ip(&id, &mut out),
         }
         out.changes
     }
@@ -329,6 +368,9 @@ impl Compiler {
         self.security_snapshot(host, &mut state);
         for (id, spec) in self.routers_of_host(host) {
             state.routers.insert(id.clone(), spec.clone());
+        }
+        for (id, spec) in self.floating_ips_of_host(host) {
+            state.floating_ips.insert(id.clone(), spec.clone());
         }
         state
     }
@@ -432,7 +474,12 @@ impl Compiler {
                     );
                 }
             }
-            Some(_) => {}
+            Some(_) => return,
+        }
+        // Its physical network decides its routers' gateway hosts.
+        let placed: Vec<String> = entry.gateway_routers.iter().cloned().collect();
+        for router_id in placed {
+            self.place_gateway(&router_id, out);
         }
     }
 
@@ -450,6 +497,14 @@ impl Compiler {
                     },
                 );
             }
+        }
+        let placed: Vec<String> = self
+            .networks
+            .get(id)
+            .map(|n| n.gateway_routers.iter().cloned().collect())
+            .unwrap_or_default();
+        for router_id in placed {
+            self.place_gateway(&router_id, out);
         }
         self.forget_network_if_unused(id);
     }
@@ -520,9 +575,15 @@ impl Compiler {
         let id = &port.std.id;
         let old_security = self.ports.get(id).map(SecurityView::of);
         let old_interface = self.ports.get(id).and_then(PortEntry::interface);
+        let old_gateway = self.ports.get(id).and_then(|p| p.gateway_of.clone());
         self.put_port_binding(port, out);
         self.interface_changed(id, old_interface, out);
         self.port_security_changed(id, old_security, out);
+        let new_gateway = self.ports.get(id).and_then(|p| p.gateway_of.clone());
+        for router_id in BTreeSet::from_iter(old_gateway.into_iter().chain(new_gateway)) {
+            self.refresh_router(&router_id, out);
+        }
+        self.floating_ips_follow_port(id, out);
     }
 
     /// The networks' side of a put port.
@@ -557,6 +618,10 @@ impl Compiler {
             self.unbind(id, &old, out);
             self.interface_changed(id, old.interface(), out);
             self.port_security_changed(id, Some(SecurityView::of(&old)), out);
+            if let Some(router_id) = &old.gateway_of {
+                self.refresh_router(router_id, out);
+            }
+            self.floating_ips_follow_port(id, out);
         }
     }
 
@@ -829,13 +894,28 @@ impl Compiler {
 
     // ---- hosts ------------------------------------------------------------
 
-    fn put_host(&mut self, name: String, underlay_ip: IpAddr, out: &mut Emitter) {
+    fn put_host(
+        &mut self,
+        name: String,
+        underlay_ip: IpAddr,
+        physical_networks: Vec<String>,
+        gateway: bool,
+        out: &mut Emitter,
+    ) {
         // An empty host id means "unbound": no agent may register as it.
         if name.is_empty() {
             return;
         }
         let entry = self.hosts.entry(name.clone()).or_default();
-        if entry.underlay_ip.replace(underlay_ip) == Some(underlay_ip) {
+        let offered = entry.gateway_offer();
+        let moved = entry.underlay_ip.replace(underlay_ip) != Some(underlay_ip);
+        entry.physical_networks = physical_networks.into_iter().collect();
+        entry.gateway = gateway;
+        let offers = entry.gateway_offer();
+        if offers != offered {
+            self.gateway_offer_changed(&name, &offered, &offers, out);
+        }
+        if !moved {
             return;
         }
         self.for_each_remote_view(&name, |other, network_id, port_id, port| {
@@ -854,6 +934,14 @@ impl Compiler {
         let Some(entry) = self.hosts.get_mut(name) else {
             return;
         };
+        let offered = entry.gateway_offer();
+        entry.gateway = false;
+        if !offered.is_empty() {
+            self.gateway_offer_changed(name, &offered, &BTreeSet::new(), out);
+        }
+        let Some(entry) = self.hosts.get_mut(name) else {
+            return;
+        };
         if entry.underlay_ip.take().is_some() {
             self.for_each_remote_view(name, |other, network_id, port_id, _| {
                 out.push(
@@ -866,6 +954,30 @@ impl Compiler {
             });
         }
         self.forget_host_if_unused(name);
+    }
+
+    fn gateway_offer_changed(
+        &mut self,
+        host: &str,
+        before: &BTreeSet<String>,
+        after: &BTreeSet<String>,
+        out: &mut Emitter,
+    ) {
+        for physnet in before.difference(after) {
+            if let Some(hosts) = self.gateway_hosts.get_mut(physnet) {
+                hosts.remove(host);
+                if hosts.is_empty() {
+                    self.gateway_hosts.remove(physnet);
+                }
+            }
+        }
+        for physnet in after.difference(before) {
+            self.gateway_hosts
+                .entry(physnet.clone())
+                .or_default()
+                .insert(host.to_owned());
+        }
+        self.gateway_hosts_changed(out);
     }
 
     /// Calls `f(other host, network id, port id, port)` for every port bound to
@@ -893,9 +1005,10 @@ impl Compiler {
     }
 
     /// Whether a put moves a port from one host to another on the same
-    /// network with no router: the move is then told as one change. (On a
-    /// routed network, which hosts hold which routers changes too: that is
-    /// told as the port leaving one host and joining another.)
+    /// network that no router touches: the move is then told as one change.
+    /// (On a routed network, which hosts hold which routers, and which carry
+    /// the network for them, changes too: that is told as the port leaving
+    /// one host and joining another.)
     fn moves_host_within_unrouted_network(&self, old: &PortEntry, new: &PortEntry) -> bool {
         match (old.binding(), new.binding()) {
             (Some((old_network, old_host)), Some((new_network, new_host))) => {
@@ -904,7 +1017,7 @@ impl Compiler {
                     && self
                         .networks
                         .get(old_network)
-                        .is_none_or(|n| n.routers.is_empty())
+                        .is_none_or(|n| n.routers.is_empty() && n.routed_hosts.is_empty())
             }
             _ => false,
         }

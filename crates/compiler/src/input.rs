@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
-use model::{Kind, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, Subnet};
+use model::{
+    FloatingIp, Kind, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, Subnet,
+};
 
 /// One change of the topology. A put is an upsert: anything about the resource
 /// may differ from its previous put (a port's network, binding host, MAC, IPs).
@@ -26,11 +28,20 @@ pub enum Input {
     /// the ports it owns (`network:router_interface`, `device_id` = router).
     Router(Box<Router>),
     RouterDeleted(String),
-    /// A host's agent registered, or its underlay IP changed. Repeating it
-    /// unchanged (a heartbeat) yields no changes.
+    /// Realised on the host of its associated port (or of its first port
+    /// forwarding's port), through its router there.
+    FloatingIp(Box<FloatingIp>),
+    FloatingIpDeleted(String),
+    /// A host's agent registered, or what it registered changed, or its
+    /// liveness as a gateway did. Repeating it unchanged yields no changes.
     Host {
         name: String,
         underlay_ip: IpAddr,
+        /// The physical networks its agent maps.
+        physical_networks: Vec<String>,
+        /// It may run routers' default SNAT now: started with `--gateway`
+        /// and not reaped as dead.
+        gateway: bool,
     },
     /// The host is gone for good: others stop sending its ports' traffic to it.
     HostDeleted(String),
@@ -38,7 +49,7 @@ pub enum Input {
 
 impl Input {
     /// A resource the store holds (written or loaded), as input; `None` for
-    /// the kinds the data plane does not realise yet (floating IPs).
+    /// what is not a resource of the data plane (quotas).
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
@@ -47,8 +58,8 @@ impl Input {
             Resource::SecurityGroup(g) => Some(Input::SecurityGroup(Box::new(g))),
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
             Resource::Router(r) => Some(Input::Router(Box::new(r))),
-            // No data plane for floating IPs yet: API only.
-            Resource::FloatingIp(_) | Resource::Quota(_) => None,
+            Resource::FloatingIp(f) => Some(Input::FloatingIp(Box::new(f))),
+            Resource::Quota(_) => None,
         }
     }
 
@@ -61,7 +72,8 @@ impl Input {
             Kind::SecurityGroup => Some(Input::SecurityGroupDeleted(id)),
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
             Kind::Router => Some(Input::RouterDeleted(id)),
-            Kind::FloatingIp | Kind::Quota => None,
+            Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
+            Kind::Quota => None,
         }
     }
 }

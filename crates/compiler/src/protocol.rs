@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use model::MacAddr;
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// How often an agent re-registers (its heartbeat).
 pub const HEARTBEAT_SECONDS: u64 = 2;
@@ -56,6 +56,12 @@ pub struct HostState {
     /// routing), and the host carries every network it has an interface on.
     #[serde(default)]
     pub routers: BTreeMap<String, RouterSpec>,
+    /// The floating IPs whose NAT happens on this host, by floating IP id:
+    /// those associated with a port bound here, and those whose port
+    /// forwardings lead to one (the host of its first forwarding's port).
+    /// Their router is one this host holds.
+    #[serde(default)]
+    pub floating_ips: BTreeMap<String, FloatingIpSpec>,
 }
 
 /// A distributed router: the same on every host that holds it.
@@ -65,6 +71,57 @@ pub struct RouterSpec {
     pub interfaces: BTreeMap<String, RouterInterfaceSpec>,
     /// Extra routes (Neutron's `routes`), in the order the router holds them.
     pub routes: Vec<RouteSpec>,
+    /// Its uplink to an external (flat) network, if it has one.
+    #[serde(default)]
+    pub gateway: Option<RouterGatewaySpec>,
+}
+
+/// A router's uplink. Every host holding the router joins the external
+/// network there (for the floating IPs it holds, and to reach the gateway
+/// host); only the gateway host holds the gateway's addresses and runs the
+/// default SNAT.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouterGatewaySpec {
+    /// The external network: one the host carries while it holds the router.
+    pub network_id: String,
+    /// The gateway port (`network:router_gateway`).
+    pub port_id: String,
+    /// The gateway port's MAC: the gateway host's uplink answers with it, so
+    /// that the other hosts' static neighbour entry survives a failover.
+    pub mac: MacAddr,
+    /// The gateway port's fixed IPs, at their subnets' prefix lengths.
+    pub addresses: Vec<IpNet>,
+    /// The external subnets' gateway (the upstream router), if they name one.
+    pub nexthop: Option<IpAddr>,
+    pub enable_snat: bool,
+    /// The host that runs the default SNAT: a live gateway host (`vnet
+    /// agent --gateway`) mapping the external network's physical network,
+    /// chosen per router; `None` while there is none.
+    pub host: Option<String>,
+}
+
+/// A floating IP as the host where its NAT happens sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FloatingIpSpec {
+    /// The router it is reached through (held by this host).
+    pub router_id: String,
+    /// Its `network:floatingip` port, reported realised once it is.
+    pub port_id: String,
+    pub address: IpAddr,
+    /// The fixed IP it is associated with (one-to-one NAT), if any.
+    pub fixed_ip: Option<IpAddr>,
+    /// Its port forwardings, by id.
+    pub port_forwardings: BTreeMap<String, PortForwardingSpec>,
+}
+
+/// DNAT of (floating IP, protocol, external port) to an internal address.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortForwardingSpec {
+    /// IP protocol number (TCP 6, UDP 17, UDP-Lite 136, SCTP 132).
+    pub protocol: u8,
+    pub external_port: u16,
+    pub internal_ip: IpAddr,
+    pub internal_port: u16,
 }
 
 /// One router interface: the gateway of its subnets on one network, with
@@ -367,6 +424,14 @@ pub enum Change {
     RouterRemove {
         router_id: String,
     },
+    /// Add or replace a floating IP whose NAT happens on this host.
+    FloatingIpUpsert {
+        floating_ip_id: String,
+        spec: FloatingIpSpec,
+    },
+    FloatingIpRemove {
+        floating_ip_id: String,
+    },
 }
 
 impl HostState {
@@ -499,6 +564,15 @@ impl HostState {
             }
             Change::RouterRemove { router_id } => {
                 self.routers.remove(&router_id);
+            }
+            Change::FloatingIpUpsert {
+                floating_ip_id,
+                spec,
+            } => {
+                self.floating_ips.insert(floating_ip_id, spec);
+            }
+            Change::FloatingIpRemove { floating_ip_id } => {
+                self.floating_ips.remove(&floating_ip_id);
             }
         }
     }

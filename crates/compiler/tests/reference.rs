@@ -7,7 +7,9 @@
 //! (b) each snapshot equals a from-scratch computation written plainly below;
 //! (c) a host whose state did not change was sent nothing;
 //! Routers: ports become interfaces of two routers and stop being them, on
-//! any network, and routers come and go with extra routes.
+//! any network, and routers come and go with extra routes and gateways;
+//! hosts offer gateway service on physical networks, come and go; floating
+//! IPs are associated with ports and forward ports to them, and follow them.
 //! (d) the narrow queries `vnet trace` reads (how a host sees a port, a
 //! network, a group, a member set) answer as the snapshot says.
 
@@ -21,14 +23,16 @@ use std::net::IpAddr;
 use common::{Replay, ip, network, port, subnet};
 use compiler::Input;
 use compiler::protocol::{
-    AllowedSource, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec,
-    RemotePortSpec, RouteSpec, RouterInterfaceSpec, RouterSpec, RuleDirection, RuleEthertype,
-    RuleRemote, RuleSpec, SecurityGroupSpec, SubnetSpec,
+    AllowedSource, FixedIpSpec, FloatingIpSpec, HostState, LocalPortSpec, NetworkSpec,
+    PortForwardingSpec, PortSecuritySpec, RemotePortSpec, RouteSpec, RouterGatewaySpec,
+    RouterInterfaceSpec, RouterSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    SecurityGroupSpec, SubnetSpec,
 };
 use ipnet::IpNet;
 use model::{
-    AddressPair, Direction, Ethertype, HostRoute, Network, OWNER_ROUTER_INTERFACE, Port, Router,
-    SecurityGroup, SecurityGroupRule, Standard, Subnet,
+    AddressPair, Association, Direction, Ethertype, FloatingIp, Gateway, HostRoute, Network,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortForwarding, Router, SecurityGroup,
+    SecurityGroupRule, Standard, Subnet,
 };
 use proptest::prelude::*;
 
@@ -38,6 +42,7 @@ const PORTS: usize = 8;
 const GROUPS: usize = 3;
 const RULES: usize = 6;
 const ROUTERS: usize = 2;
+const FLOATING_IPS: usize = 2;
 /// Protocols as tenants write them.
 const PROTOCOLS: [Option<&str>; 9] = [
     None,
@@ -86,6 +91,9 @@ enum Op {
     HostPut {
         host: usize,
         ip_last: u8,
+        /// Bits: the PHYSICAL_NETWORKS it maps.
+        physnets: u8,
+        gateway: bool,
     },
     HostDelete(usize),
     GroupPut {
@@ -98,8 +106,19 @@ enum Op {
     RouterPut {
         router: usize,
         routes: u8,
+        /// (network, gateway port, enable_snat)
+        gateway: Option<(usize, usize, bool)>,
     },
     RouterDelete(usize),
+    FloatingIpPut {
+        fip: usize,
+        router: usize,
+        /// The associated port, and the last octet of its fixed IP.
+        association: Option<(usize, u8)>,
+        /// Forwardings, each to a port (only without an association).
+        forwardings: Vec<usize>,
+    },
+    FloatingIpDelete(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -130,7 +149,7 @@ struct PortPut {
     /// (subnet index, PAIRS index, MAC last octet)
     pairs: Vec<(usize, usize, u8)>,
     /// 0: a VM's port; 1 + r: an interface of router r; 1 + ROUTERS: a
-    /// floating IP's port.
+    /// floating IP's port; 2 + ROUTERS + r: the gateway port of router r.
     owner: usize,
 }
 
@@ -147,7 +166,12 @@ fn op() -> impl Strategy<Value = Op> {
             prop::collection::vec(0..GROUPS, 0..3),
             prop::bool::weighted(0.8),
             prop::collection::vec((0..SUBNETS, 0..PAIRS.len(), 1..3u8), 0..2),
-            prop_oneof![6 => Just(0usize), 3 => 1..=ROUTERS, 1 => Just(ROUTERS + 1)],
+            prop_oneof![
+                6 => Just(0usize),
+                3 => 1..=ROUTERS,
+                1 => Just(ROUTERS + 1),
+                1 => ROUTERS + 2..2 * ROUTERS + 2,
+            ],
         ),
     )
         .prop_map(
@@ -213,15 +237,35 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..SUBNETS).prop_map(Op::SubnetDelete),
         8 => port_put,
         2 => (0..PORTS).prop_map(Op::PortDelete),
-        2 => (1..HOSTS.len(), 1..3u8).prop_map(|(host, ip_last)| Op::HostPut { host, ip_last }),
+        2 => (1..HOSTS.len(), 1..3u8, 0..4u8, any::<bool>()).prop_map(
+            |(host, ip_last, physnets, gateway)| Op::HostPut { host, ip_last, physnets, gateway }
+        ),
         1 => (1..HOSTS.len()).prop_map(Op::HostDelete),
         2 => (0..GROUPS, prop::bool::weighted(0.8))
             .prop_map(|(group, stateful)| Op::GroupPut { group, stateful }),
         1 => (0..GROUPS).prop_map(Op::GroupDelete),
         4 => rule_put,
         2 => (0..RULES).prop_map(Op::RuleDelete),
-        2 => (0..ROUTERS, 0..3u8).prop_map(|(router, routes)| Op::RouterPut { router, routes }),
+        2 => (
+            0..ROUTERS,
+            0..3u8,
+            prop::option::weighted(0.7, (0..NETWORKS, 0..PORTS, any::<bool>())),
+        )
+            .prop_map(|(router, routes, gateway)| Op::RouterPut { router, routes, gateway }),
         1 => (0..ROUTERS).prop_map(Op::RouterDelete),
+        2 => (
+            0..FLOATING_IPS,
+            0..ROUTERS,
+            prop::option::weighted(0.6, (0..PORTS, 1..4u8)),
+            prop::collection::vec(0..PORTS, 0..3),
+        )
+            .prop_map(|(fip, router, association, forwardings)| Op::FloatingIpPut {
+                fip,
+                router,
+                association,
+                forwardings: if association.is_some() { vec![] } else { forwardings },
+            }),
+        1 => (0..FLOATING_IPS).prop_map(Op::FloatingIpDelete),
     ]
 }
 
@@ -247,6 +291,10 @@ fn router_id(i: usize) -> String {
 
 fn rule_id(i: usize) -> String {
     format!("r{i}")
+}
+
+fn fip_id(i: usize) -> String {
+    format!("f{i}")
 }
 
 /// The input of an op, in model terms.
@@ -317,14 +365,28 @@ fn input(op: &Op) -> Input {
                     model.device_owner = OWNER_ROUTER_INTERFACE.into();
                     model.device_id = router_id(r - 1);
                 }
-                _ => model.device_owner = "network:floatingip".into(),
+                r if r == ROUTERS + 1 => model.device_owner = "network:floatingip".into(),
+                r => {
+                    model.device_owner = OWNER_ROUTER_GATEWAY.into();
+                    model.device_id = router_id(r - ROUTERS - 2);
+                }
             }
             Input::Port(Box::new(model))
         }
         Op::PortDelete(i) => Input::PortDeleted(port_id(*i)),
-        Op::HostPut { host, ip_last } => Input::Host {
+        Op::HostPut {
+            host,
+            ip_last,
+            physnets,
+            gateway,
+        } => Input::Host {
             name: HOSTS[*host].into(),
             underlay_ip: ip(&format!("192.0.2.{ip_last}")),
+            physical_networks: (0..PHYSICAL_NETWORKS.len())
+                .filter(|i| physnets & (1 << i) != 0)
+                .map(|i| PHYSICAL_NETWORKS[i].to_owned())
+                .collect(),
+            gateway: *gateway,
         },
         Op::HostDelete(host) => Input::HostDeleted(HOSTS[*host].into()),
         Op::GroupPut { group, stateful } => Input::SecurityGroup(Box::new(SecurityGroup {
@@ -364,10 +426,19 @@ fn input(op: &Op) -> Input {
             }))
         }
         Op::RuleDelete(rule) => Input::SecurityGroupRuleDeleted(rule_id(*rule)),
-        Op::RouterPut { router, routes } => Input::Router(Box::new(Router {
+        Op::RouterPut {
+            router,
+            routes,
+            gateway,
+        } => Input::Router(Box::new(Router {
             std: Standard::new(router_id(*router), "project".into(), 0),
             admin_state_up: true,
-            gateway: None,
+            gateway: gateway.map(|(net, port, enable_snat)| Gateway {
+                network_id: net_id(net),
+                enable_snat,
+                port_id: port_id(port),
+                external_fixed_ips: vec![],
+            }),
             routes: (0..*routes)
                 .map(|i| HostRoute {
                     destination: format!("172.{i}.0.0/16").parse().unwrap(),
@@ -377,7 +448,59 @@ fn input(op: &Op) -> Input {
             availability_zone_hints: vec![],
         })),
         Op::RouterDelete(router) => Input::RouterDeleted(router_id(*router)),
+        Op::FloatingIpPut {
+            fip,
+            router,
+            association,
+            forwardings,
+        } => Input::FloatingIp(Box::new(FloatingIp {
+            std: Standard::new(fip_id(*fip), "project".into(), 0),
+            floating_network_id: net_id(0),
+            subnet_id: subnet_id(0),
+            floating_ip_address: ip(&format!("203.0.113.{}", 10 + fip)),
+            floating_port_id: format!("fp{fip}"),
+            association: association.map(|(port, last)| Association {
+                port_id: port_id(port),
+                fixed_ip_address: ip(&format!("10.0.0.{last}")),
+                router_id: router_id(*router),
+            }),
+            port_forwardings: forwardings
+                .iter()
+                .enumerate()
+                .map(|(i, port)| PortForwarding {
+                    id: format!("pf{fip}{i}"),
+                    protocol: if i == 1 { "udp" } else { "tcp" }.into(),
+                    external_port: 2000 + i as u16,
+                    internal_port: 22,
+                    internal_port_id: port_id(*port),
+                    internal_ip_address: ip(&format!("10.0.0.{}", 20 + port)),
+                    description: String::new(),
+                    router_id: router_id(*router),
+                })
+                .collect(),
+        })),
+        Op::FloatingIpDelete(fip) => Input::FloatingIpDeleted(fip_id(*fip)),
     }
+}
+
+/// The weight rendezvous hashing gives a (router, host) pair: FNV-1a of
+/// the router id, a 0xff byte and the host name.
+fn gateway_weight(router_id: &str, host: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in router_id.bytes().chain([0xff]).chain(host.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
+/// A registered host's offer: the physical networks it maps, and whether
+/// it runs routers' SNAT.
+#[derive(Clone)]
+struct HostInfo {
+    underlay_ip: IpAddr,
+    physical_networks: Vec<String>,
+    gateway: bool,
 }
 
 /// The topology as plain maps, updated by each input: the reference's input.
@@ -386,10 +509,11 @@ struct World {
     networks: BTreeMap<String, Network>,
     subnets: BTreeMap<String, Subnet>,
     ports: BTreeMap<String, Port>,
-    hosts: BTreeMap<String, IpAddr>,
+    hosts: BTreeMap<String, HostInfo>,
     groups: BTreeMap<String, SecurityGroup>,
     rules: BTreeMap<String, SecurityGroupRule>,
     routers: BTreeMap<String, Router>,
+    floating_ips: BTreeMap<String, FloatingIp>,
 }
 
 /// The host a port is bound to: none for ports routers and floating IPs own.
@@ -422,8 +546,20 @@ impl World {
             Input::PortDeleted(id) => {
                 self.ports.remove(&id);
             }
-            Input::Host { name, underlay_ip } => {
-                self.hosts.insert(name, underlay_ip);
+            Input::Host {
+                name,
+                underlay_ip,
+                physical_networks,
+                gateway,
+            } => {
+                self.hosts.insert(
+                    name,
+                    HostInfo {
+                        underlay_ip,
+                        physical_networks,
+                        gateway,
+                    },
+                );
             }
             Input::HostDeleted(name) => {
                 self.hosts.remove(&name);
@@ -446,7 +582,113 @@ impl World {
             Input::RouterDeleted(id) => {
                 self.routers.remove(&id);
             }
+            Input::FloatingIp(f) => {
+                self.floating_ips.insert(f.std.id.clone(), *f);
+            }
+            Input::FloatingIpDeleted(id) => {
+                self.floating_ips.remove(&id);
+            }
         }
+    }
+
+    /// The host running a router's SNAT: of the registered gateway hosts
+    /// mapping its external network's physical network, the heaviest.
+    fn gateway_host(&self, router: &Router) -> Option<String> {
+        let gateway = router.gateway.as_ref()?;
+        let physnet = self
+            .networks
+            .get(&gateway.network_id)?
+            .physical_network
+            .as_ref()?;
+        self.hosts
+            .iter()
+            .filter(|(_, h)| h.gateway && h.physical_networks.contains(physnet))
+            .max_by_key(|(name, _)| gateway_weight(&router.std.id, name))
+            .map(|(name, _)| name.clone())
+    }
+
+    /// Plainly: a router's uplink as every holder sees it, once its port is known.
+    fn gateway_spec(&self, router: &Router) -> Option<RouterGatewaySpec> {
+        let gateway = router.gateway.as_ref()?;
+        let port = self
+            .ports
+            .get(&gateway.port_id)
+            .filter(|p| p.device_owner == OWNER_ROUTER_GATEWAY && p.device_id == router.std.id)?;
+        let mut addresses = vec![];
+        let mut upstreams = vec![];
+        for f in &port.fixed_ips {
+            let Some(s) = self.subnets.get(&f.subnet_id) else {
+                continue;
+            };
+            if s.network_id != gateway.network_id {
+                continue;
+            }
+            addresses.push(IpNet::new(f.ip_address, s.cidr.prefix_len()).unwrap());
+            upstreams.extend(s.gateway_ip);
+        }
+        Some(RouterGatewaySpec {
+            network_id: gateway.network_id.clone(),
+            port_id: gateway.port_id.clone(),
+            mac: port.mac_address,
+            addresses,
+            nexthop: upstreams
+                .iter()
+                .find(|i| i.is_ipv4())
+                .or(upstreams.first())
+                .copied(),
+            enable_snat: gateway.enable_snat,
+            host: self.gateway_host(router),
+        })
+    }
+
+    /// The floating IPs realised on a host: each lives on its associated
+    /// port's host, or else on the host of its first forwarding whose port
+    /// is bound; there it holds what of it leads to ports on that host.
+    fn reference_floating_ips(&self, host: &str) -> BTreeMap<String, FloatingIpSpec> {
+        let bound = |port: &str| {
+            self.ports
+                .get(port)
+                .map(bound_host)
+                .filter(|h| !h.is_empty())
+        };
+        let mut held = BTreeMap::new();
+        for (id, fip) in &self.floating_ips {
+            let home = match &fip.association {
+                Some(a) => bound(&a.port_id),
+                None => fip
+                    .port_forwardings
+                    .iter()
+                    .find_map(|p| bound(&p.internal_port_id)),
+            };
+            if home != Some(host) {
+                continue;
+            }
+            let Some(router_id) = fip.router_id() else {
+                continue;
+            };
+            let spec = FloatingIpSpec {
+                router_id: router_id.to_owned(),
+                port_id: fip.floating_port_id.clone(),
+                address: fip.floating_ip_address,
+                fixed_ip: fip.association.as_ref().map(|a| a.fixed_ip_address),
+                port_forwardings: fip
+                    .port_forwardings
+                    .iter()
+                    .filter(|p| bound(&p.internal_port_id) == Some(host))
+                    .map(|p| {
+                        let spec = PortForwardingSpec {
+                            protocol: if p.protocol == "udp" { 17 } else { 6 },
+                            external_port: p.external_port,
+                            internal_ip: p.internal_ip_address,
+                            internal_port: p.internal_port,
+                        };
+                        (p.id.clone(), spec)
+                    })
+                    .collect(),
+            };
+            held.insert(id.clone(), spec);
+        }
+        held
     }
 
     /// The interfaces of each router named by a port, by router id.
@@ -461,7 +703,7 @@ impl World {
     }
 
     /// The routers a host holds: those with an interface on a network where
-    /// the host has a bound port.
+    /// the host has a bound port, and those it is the gateway host of.
     fn held_routers(&self, host: &str) -> BTreeMap<String, RouterSpec> {
         let bound_networks: BTreeSet<&String> = self
             .ports
@@ -470,10 +712,17 @@ impl World {
             .map(|p| &p.network_id)
             .collect();
         let mut held = BTreeMap::new();
-        for (router, interfaces) in self.interfaces() {
+        let mut routers = self.interfaces();
+        for id in self.routers.keys() {
+            routers.entry(id).or_default();
+        }
+        for (router, interfaces) in routers {
+            let resource = self.routers.get(router);
+            let gateway_host = resource.and_then(|r| self.gateway_host(r));
             if !interfaces
                 .iter()
                 .any(|p| bound_networks.contains(&p.network_id))
+                && gateway_host.as_deref() != Some(host)
             {
                 continue;
             }
@@ -511,6 +760,7 @@ impl World {
                             .collect()
                     })
                     .unwrap_or_default(),
+                gateway: resource.and_then(|r| self.gateway_spec(r)),
             };
             held.insert(router.to_owned(), spec);
         }
@@ -528,10 +778,18 @@ impl World {
             return state;
         }
         state.routers = self.held_routers(host);
+        state.floating_ips = self.reference_floating_ips(host);
         let routed: BTreeSet<&String> = state
             .routers
-            .values()
-            .flat_map(|r| r.interfaces.values().map(|i| &i.network_id))
+            .iter()
+            .flat_map(|(id, r)| {
+                let uplink = self
+                    .routers
+                    .get(id)
+                    .and_then(|r| r.gateway.as_ref())
+                    .map(|g| &g.network_id);
+                r.interfaces.values().map(|i| &i.network_id).chain(uplink)
+            })
             .collect();
         for (network_id, net) in &self.networks {
             let on_network = || self.ports.values().filter(|p| &p.network_id == network_id);
@@ -545,7 +803,7 @@ impl World {
             let remote_ports = on_network()
                 .filter(|p| !bound_host(p).is_empty() && bound_host(p) != host)
                 .filter_map(|p| {
-                    let vtep = *self.hosts.get(bound_host(p))?;
+                    let vtep = self.hosts.get(bound_host(p))?.underlay_ip;
                     let spec = RemotePortSpec {
                         mac: p.mac_address,
                         ips: p.fixed_ips.iter().map(|f| f.ip_address).collect(),

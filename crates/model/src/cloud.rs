@@ -1419,13 +1419,15 @@ impl Cloud {
         changed + self.report_realised(host, wired, now)
     }
 
-    /// The router interfaces' side of [`Cloud::report_port_status`].
+    /// The side of [`Cloud::report_port_status`] for the ports routers and
+    /// floating IPs own: realised on any number of hosts, ACTIVE while one
+    /// reports them.
     fn report_realised(&mut self, host: &str, wired: &BTreeSet<String>, now: Timestamp) -> usize {
         let here: BTreeSet<String> = wired
             .iter()
             .filter(|id| {
                 self.ports.get(*id).is_some_and(|p| {
-                    p.device_owner == crate::OWNER_ROUTER_INTERFACE && p.binding_host_id.is_empty()
+                    l3::is_l3_owner(&p.device_owner) && p.binding_host_id.is_empty()
                 })
             })
             .cloned()

@@ -111,6 +111,7 @@ mod tests {
                     nexthop: n.parse().unwrap(),
                 })
                 .collect(),
+            gateway: None,
         }
     }
 

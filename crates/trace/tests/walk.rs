@@ -140,6 +140,8 @@ impl Cloud {
             compiler.apply(Input::Host {
                 name: (*h).into(),
                 underlay_ip: ip(&format!("192.0.2.{}", i + 1)),
+                physical_networks: vec![],
+                gateway: false,
             });
         }
         for input in [

@@ -297,10 +297,13 @@ fn run(command: Command) -> Result<(), BoxError> {
                 };
                 let config = agent::daemon::AgentConfig {
                     server: args.server,
-                    host: args.host,
+                    host: args.host.clone(),
                     underlay_ip: args.underlay_ip,
                     token: args.token,
-                    router: agent::router::RouterConfig { netns_prefix },
+                    router: agent::router::RouterConfig {
+                        netns_prefix,
+                        host: args.host,
+                    },
                     physical_networks: agent::mappings::parse(&args.physical_networks)?,
                     gateway: args.gateway,
                 };

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use compiler::protocol::HostState;
+use compiler::protocol::{HostState, NetworkSpec};
 use model::MacAddr;
 
 use super::LinuxConfig;
@@ -155,37 +155,49 @@ impl Desired {
                 }
             }
         }
-        // Router interfaces: the host end of each veth is wired as a port of
-        // its network's bridge, the interface's MAC behind it.
-        for router in state.routers.values() {
-            for (port_id, iface) in &router.interfaces {
-                let Some(net) = state.networks.get(&iface.network_id) else {
+        // Router interfaces and uplinks: the host end of each veth is wired
+        // as a port of its network's bridge, the interface's MAC behind it.
+        for (router_id, router) in &state.routers {
+            let uplink = router.gateway.as_ref().map(|g| {
+                let mac = crate::router::uplink_mac(router_id, g, &config.host);
+                (&g.port_id, &g.network_id, mac)
+            });
+            let interfaces = router
+                .interfaces
+                .iter()
+                .map(|(port_id, iface)| (port_id, &iface.network_id, iface.mac));
+            for (port_id, network_id, mac) in interfaces.chain(uplink) {
+                let Some(net) = state.networks.get(network_id) else {
                     continue;
                 };
-                let device = router_port_name(port_id);
-                let bridge = network_bridge(net);
-                if d.ports.contains_key(&device) || !d.links.contains_key(&bridge) {
-                    continue;
-                }
-                d.ports.insert(
-                    device.clone(),
-                    DesiredPort {
-                        port_id: port_id.clone(),
-                        bridge: bridge.clone(),
-                        mtu: net.mtu,
-                        up: true,
-                        mac: iface.mac,
-                    },
-                );
-                if iface.mac.is_valid_port_mac() {
-                    d.fdb
-                        .entry(bridge)
-                        .or_default()
-                        .entry(iface.mac)
-                        .or_insert(device);
-                }
+                d.add_router_port(port_id, net, mac);
             }
         }
         d
+    }
+
+    fn add_router_port(&mut self, port_id: &str, net: &NetworkSpec, mac: MacAddr) {
+        let device = router_port_name(port_id);
+        let bridge = network_bridge(net);
+        if self.ports.contains_key(&device) || !self.links.contains_key(&bridge) {
+            return;
+        }
+        self.ports.insert(
+            device.clone(),
+            DesiredPort {
+                port_id: port_id.to_owned(),
+                bridge: bridge.clone(),
+                mtu: net.mtu,
+                up: true,
+                mac,
+            },
+        );
+        if mac.is_valid_port_mac() {
+            self.fdb
+                .entry(bridge)
+                .or_default()
+                .entry(mac)
+                .or_insert(device);
+        }
     }
 }

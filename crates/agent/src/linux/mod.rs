@@ -89,6 +89,9 @@ pub struct LinuxConfig {
     /// Physical network name → this host's interface on it
     /// (`vnet agent --physical-network NAME:IFACE`).
     pub physical_networks: BTreeMap<String, String>,
+    /// This host's name: a router's uplink MAC here depends on whether this
+    /// is its gateway host.
+    pub host: String,
 }
 
 impl LinuxConfig {
@@ -97,7 +100,14 @@ impl LinuxConfig {
             underlay_ip,
             vxlan_port: VXLAN_PORT,
             physical_networks: BTreeMap::new(),
+            host: String::new(),
         }
+    }
+
+    /// Named `host` (as routers' gateway specs name their gateway host).
+    pub fn with_host(mut self, host: &str) -> Self {
+        self.host = host.to_owned();
+        self
     }
 
     /// With these physical network mappings (name → interface).

@@ -1,14 +1,20 @@
 //! Distributed routers in the kernel: one network namespace per router that
 //! has an interface on a network this host carries, the same interfaces
 //! (MAC and gateway addresses) on every host, so that a VM's traffic to
-//! another subnet is routed on its own host. [`plan`] is the pure part; this
-//! module observes and changes the namespaces over one rtnetlink connection
-//! per namespace (plus one in the host's, to create the veth pairs). Like
-//! the `linux` backend it never flushes and touches only what it owns: the
-//! namespaces with its prefix, the `qr-` devices in them, and routes of its
-//! own protocol. The host ends of the veths are the `linux` backend's to
-//! attach, like any port device.
+//! another subnet is routed on its own host; with a gateway, an uplink on
+//! the external network carrying this host's floating IPs, and on the
+//! gateway host the default SNAT. [`plan`] and [`nat`] are the pure part;
+//! this module observes and changes the namespaces over one rtnetlink
+//! connection per namespace (plus one in the host's, to create the veth
+//! pairs), and runs `nft` inside a namespace for its NAT. Like the `linux`
+//! backend it never flushes and touches only what it owns: the namespaces
+//! with its prefix, the `qr-`/`qg-` devices in them, routes and rules of its
+//! own protocol, permanent neighbours on `qg-`, and `table ip vnet`. The
+//! host ends of the veths are the `linux` backend's to attach, like any
+//! port device.
 
+mod garp;
+pub mod nat;
 mod netns;
 mod plan;
 
@@ -20,29 +26,44 @@ use std::os::fd::AsRawFd;
 
 use compiler::protocol::HostState;
 use futures::TryStreamExt;
-use ipnet::IpNet;
+use ipnet::{IpNet, Ipv4Net};
 use model::MacAddr;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags};
-use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope,
+};
+use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
+use netlink_packet_route::{AddressFamily, IpProtocol};
+use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 pub use plan::{
-    DesiredInterface, DesiredRouter, ObservedInterface, ObservedRouter, Route, RouterConfig,
-    RouterOp, VNET_ROUTE_PROTOCOL, desired, diff, interface_device,
+    DesiredInterface, DesiredRouter, FLOATING_TABLE, MAIN_TABLE, Neighbour, ObservedInterface,
+    ObservedRouter, Route, RouterConfig, RouterOp, Rule, UPLINK_TABLE, VNET_ROUTE_PROTOCOL,
+    desired, diff, interface_device, uplink_device, uplink_mac,
 };
 
 /// What a router namespace is set to: it forwards; its interfaces'
 /// addresses are usable at once (the same gateway address and link-local
 /// address exist on every host on purpose, and never meet: nothing
 /// multicast crosses the overlay, so duplicate address detection could only
-/// delay them); it sends no ICMP redirects.
-const ROUTER_SYSCTLS: [(&str, &str); 5] = [
+/// delay them); it sends no ICMP redirects; it checks no reverse path
+/// (traffic bound for the outside enters the gateway host's uplink and
+/// leaves by it); and it answers ARP only for an address of the device
+/// asked on (an uplink answers for its own floating IPs, never for the
+/// interfaces' gateway addresses).
+const ROUTER_SYSCTLS: [(&str, &str); 8] = [
     ("net/ipv4/ip_forward", "1"),
     ("net/ipv6/conf/all/forwarding", "1"),
     ("net/ipv6/conf/default/accept_dad", "0"),
     ("net/ipv4/conf/all/send_redirects", "0"),
     ("net/ipv4/conf/default/send_redirects", "0"),
+    ("net/ipv4/conf/all/rp_filter", "0"),
+    ("net/ipv4/conf/default/rp_filter", "0"),
+    ("net/ipv4/conf/all/arp_ignore", "1"),
 ];
 
 /// Why a router operation, or a look at a router, failed.
@@ -60,6 +81,8 @@ pub enum RouterError {
     NoDevice { netns: String, device: String },
     #[error("cannot open a netlink socket")]
     Connect(#[source] io::Error),
+    #[error("nft in {netns}: {message}")]
+    Nft { netns: String, message: String },
 }
 
 /// An operation the kernel refused.
@@ -75,8 +98,11 @@ pub struct RouterOpFailure {
 pub struct RouterReport {
     pub applied: Vec<RouterOp>,
     pub failed: Vec<RouterOpFailure>,
-    /// The interface ports (by id) of every router that is right now.
+    /// The interface and gateway ports (by id) of every router that is
+    /// right now.
     pub realised: BTreeSet<String>,
+    /// The floating IPs' ports realised by a router that is right now.
+    pub floating: BTreeSet<String>,
 }
 
 /// One rtnetlink connection and the task that drives it.
@@ -219,6 +245,9 @@ impl RouterReconciler {
                 report
                     .realised
                     .extend(router.interfaces.values().map(|i| i.port_id.clone()));
+                report
+                    .floating
+                    .extend(router.floating_ports.iter().cloned());
             }
         }
         report
@@ -287,7 +316,7 @@ impl RouterReconciler {
             let up = link.header.flags.contains(LinkFlags::Up);
             match name {
                 Some(n) if n == "lo" => observed.loopback_up = up,
-                Some(n) if n.starts_with("qr-") => {
+                Some(n) if n.starts_with("qr-") || n.starts_with("qg-") => {
                     names.insert(link.header.index, n.clone());
                     observed.interfaces.insert(
                         n,
@@ -326,11 +355,38 @@ impl RouterReconciler {
         ] {
             let mut routes = handle.route().get(query).execute();
             while let Some(route) = routes.try_next().await? {
-                if let Some(route) = own_route(&route) {
+                if let Some(route) = own_route(&route, &names) {
                     observed.routes.insert(route);
                 }
             }
         }
+        let mut rules = handle.rule().get(IpVersion::V4).execute();
+        while let Some(rule) = rules.try_next().await? {
+            if let Some(rule) = own_rule(&rule) {
+                observed.rules.insert(rule);
+            }
+        }
+        let mut neighbours = handle
+            .neighbours()
+            .get()
+            .set_address_family(AddressFamily::Inet)
+            .execute();
+        while let Some(neighbour) = neighbours.try_next().await? {
+            let device = names.get(&neighbour.header.ifindex);
+            if let Some(device) = device.filter(|d| d.starts_with("qg-"))
+                && let Some(neighbour) = own_neighbour(&neighbour, device)
+            {
+                observed.neighbours.insert(neighbour);
+            }
+        }
+        let name = netns.to_owned();
+        observed.nat = tokio::task::spawn_blocking(move || {
+            nft_in(&name, &["list", "table", "ip", nat::TABLE], None)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|listing| nat::fingerprint_of(&listing));
         Ok(Some(observed))
     }
 
@@ -435,20 +491,97 @@ impl RouterReconciler {
                 }
             }
             RouterOp::AddRoute { netns, route } => {
+                let message = self.route_message(netns, route).await?;
                 let handle = self.connection(netns)?.clone();
+                handle.route().add(message).replace().execute().await?;
+            }
+            RouterOp::DeleteRoute { netns, route } => {
+                let message = self.route_message(netns, route).await?;
+                let handle = self.connection(netns)?.clone();
+                handle.route().del(message).execute().await?;
+            }
+            RouterOp::AddRule { netns, rule } => {
+                let handle = self.connection(netns)?.clone();
+                let mut request = handle.rule().add();
+                *request.message_mut() = rule_message(rule);
+                request.execute().await?;
+            }
+            RouterOp::DeleteRule { netns, rule } => {
+                let handle = self.connection(netns)?.clone();
+                handle.rule().del(rule_message(rule)).execute().await?;
+            }
+            RouterOp::AddNeighbour { netns, neighbour } => {
+                let (handle, index) = self.device(netns, &neighbour.device).await?;
                 handle
-                    .route()
-                    .add(route_message(route))
+                    .neighbours()
+                    .add(index, neighbour.ip)
+                    .link_layer_address(&neighbour.mac.0)
+                    .state(NeighbourState::Permanent)
                     .replace()
                     .execute()
                     .await?;
             }
-            RouterOp::DeleteRoute { netns, route } => {
-                let handle = self.connection(netns)?.clone();
-                handle.route().del(route_message(route)).execute().await?;
+            RouterOp::DeleteNeighbour { netns, neighbour } => {
+                let (handle, index) = self.device(netns, &neighbour.device).await?;
+                let mut message = NeighbourMessage::default();
+                message.header.family = AddressFamily::Inet;
+                message.header.ifindex = index;
+                message
+                    .attributes
+                    .push(NeighbourAttribute::Destination(match neighbour.ip {
+                        IpAddr::V4(ip) => NeighbourAddress::Inet(ip),
+                        IpAddr::V6(ip) => NeighbourAddress::Inet6(ip),
+                    }));
+                handle.neighbours().del(message).execute().await?;
+            }
+            RouterOp::SetNat { netns, ruleset } => {
+                let (name, text) = (netns.clone(), ruleset.text.clone());
+                tokio::task::spawn_blocking(move || nft_in(&name, &["-f", "-"], Some(&text)))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|message| RouterError::Nft {
+                        netns: netns.clone(),
+                        message,
+                    })?;
+            }
+            RouterOp::DeleteNat { netns } => {
+                let name = netns.clone();
+                tokio::task::spawn_blocking(move || {
+                    nft_in(&name, &["delete", "table", "ip", nat::TABLE], None)
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|message| RouterError::Nft {
+                    netns: netns.clone(),
+                    message,
+                })?;
+            }
+            RouterOp::Announce {
+                netns,
+                device,
+                ip,
+                mac,
+            } => {
+                let (name, device, ip, mac) = (netns.clone(), device.clone(), *ip, *mac);
+                blocking(move || garp::announce(&name, &device, ip, mac))
+                    .await
+                    .map_err(in_ns(netns))?;
             }
         }
         Ok(())
+    }
+
+    /// A route as a netlink message: its device resolved in the namespace.
+    async fn route_message(
+        &mut self,
+        netns: &str,
+        route: &Route,
+    ) -> Result<RouteMessage, RouterError> {
+        let index = match &route.device {
+            Some(device) => Some(self.device(netns, device).await?.1),
+            None => None,
+        };
+        Ok(route_message(route, index))
     }
 
     /// A veth pair made in the host's namespace with its peer born inside
@@ -506,47 +639,178 @@ async fn index_of(handle: &Handle, netns: &str, device: &str) -> Result<u32, Rou
     }
 }
 
-fn route_message(route: &Route) -> RouteMessage {
+fn route_message(route: &Route, device: Option<u32>) -> RouteMessage {
     let protocol = RouteProtocol::from(VNET_ROUTE_PROTOCOL);
-    match (route.destination, route.nexthop) {
-        (IpNet::V4(dst), IpAddr::V4(via)) => RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst.addr(), dst.prefix_len())
-            .gateway(via)
-            .protocol(protocol)
-            .build(),
-        (IpNet::V6(dst), IpAddr::V6(via)) => RouteMessageBuilder::<Ipv6Addr>::new()
-            .destination_prefix(dst.addr(), dst.prefix_len())
-            .gateway(via)
-            .protocol(protocol)
-            .build(),
-        // `desired` keeps only routes of one family.
-        (dst, _) => RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(dst.addr(), dst.prefix_len())
-            .unwrap_or_default()
-            .protocol(protocol)
-            .build(),
+    let mut message = match (route.destination, route.nexthop) {
+        (IpNet::V4(dst), via) => {
+            let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(dst.addr(), dst.prefix_len());
+            if let Some(IpAddr::V4(via)) = via {
+                b = b.gateway(via);
+            }
+            b.table_id(route.table).protocol(protocol).build()
+        }
+        (IpNet::V6(dst), via) => {
+            let mut b = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(dst.addr(), dst.prefix_len());
+            if let Some(IpAddr::V6(via)) = via {
+                b = b.gateway(via);
+            }
+            b.table_id(route.table).protocol(protocol).build()
+        }
+    };
+    if let Some(index) = device {
+        message.attributes.push(RouteAttribute::Oif(index));
+        if route.nexthop.is_some() {
+            message.header.flags |= RouteFlags::Onlink;
+        } else {
+            message.header.scope = RouteScope::Link;
+        }
     }
+    message
 }
 
-/// A route of vnet's protocol in the main table, as a [`Route`].
-fn own_route(route: &RouteMessage) -> Option<Route> {
+/// A route of vnet's protocol, as a [`Route`]: its device named when it is
+/// part of the route (`onlink`, or link scope), from the router's devices.
+fn own_route(route: &RouteMessage, devices: &HashMap<u32, String>) -> Option<Route> {
     if route.header.protocol != RouteProtocol::from(VNET_ROUTE_PROTOCOL) {
         return None;
     }
     let mut destination = None;
     let mut nexthop = None;
+    let mut oif = None;
+    let mut table = u32::from(route.header.table);
     for attribute in &route.attributes {
         match attribute {
             RouteAttribute::Destination(a) => destination = address(a),
             RouteAttribute::Gateway(a) => nexthop = address(a),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Table(t) => table = *t,
             _ => {}
         }
     }
-    let destination = IpNet::new(destination?, route.header.destination_prefix_length).ok()?;
+    let destination = match destination {
+        Some(d) => IpNet::new(d, route.header.destination_prefix_length).ok()?,
+        // The default route carries no destination.
+        None if route.header.destination_prefix_length == 0 => match route.header.address_family {
+            AddressFamily::Inet6 => IpNet::V6(Default::default()),
+            _ => IpNet::V4(Default::default()),
+        },
+        None => return None,
+    };
+    let bound = nexthop.is_none() || route.header.flags.contains(RouteFlags::Onlink);
+    let device = oif
+        .filter(|_| bound)
+        .and_then(|index| devices.get(&index).cloned());
     Some(Route {
+        table,
         destination,
-        nexthop: nexthop?,
+        nexthop,
+        device,
     })
+}
+
+/// A policy rule as a netlink message, to add or to delete.
+fn rule_message(rule: &Rule) -> RuleMessage {
+    let mut message = RuleMessage::default();
+    message.header.family = AddressFamily::Inet;
+    message.header.action = RuleAction::ToTable;
+    message.header.src_len = rule.source.prefix_len();
+    message.header.table = u8::try_from(rule.table).unwrap_or(0);
+    let attributes = &mut message.attributes;
+    attributes.push(RuleAttribute::Priority(rule.priority));
+    attributes.push(RuleAttribute::Table(rule.table));
+    attributes.push(RuleAttribute::Protocol(RouteProtocol::from(
+        VNET_ROUTE_PROTOCOL,
+    )));
+    if rule.source.prefix_len() > 0 {
+        attributes.push(RuleAttribute::Source(IpAddr::V4(rule.source.addr())));
+    }
+    if let Some((protocol, port)) = rule.port {
+        attributes.push(RuleAttribute::IpProtocol(IpProtocol::from(protocol)));
+        attributes.push(RuleAttribute::SourcePortRange(RulePortRange {
+            start: port,
+            end: port,
+        }));
+    }
+    message
+}
+
+/// An IPv4 rule of vnet's protocol, as a [`Rule`].
+fn own_rule(message: &RuleMessage) -> Option<Rule> {
+    let mut ours = false;
+    let mut priority = 0;
+    let mut table = u32::from(message.header.table);
+    let mut source = Ipv4Addr::UNSPECIFIED;
+    let mut protocol = None;
+    let mut port = None;
+    for attribute in &message.attributes {
+        match attribute {
+            RuleAttribute::Protocol(p) => ours = *p == RouteProtocol::from(VNET_ROUTE_PROTOCOL),
+            RuleAttribute::Priority(p) => priority = *p,
+            RuleAttribute::Table(t) => table = *t,
+            RuleAttribute::Source(IpAddr::V4(ip)) => source = *ip,
+            RuleAttribute::IpProtocol(p) => protocol = Some(u8::from(*p)),
+            RuleAttribute::SourcePortRange(r) => port = Some(r.start),
+            _ => {}
+        }
+    }
+    if !ours {
+        return None;
+    }
+    Some(Rule {
+        priority,
+        source: Ipv4Net::new(source, message.header.src_len).ok()?,
+        port: protocol.zip(port),
+        table,
+    })
+}
+
+/// A permanent neighbour entry on `device`, as a [`Neighbour`].
+fn own_neighbour(message: &NeighbourMessage, device: &str) -> Option<Neighbour> {
+    if message.header.state != NeighbourState::Permanent {
+        return None;
+    }
+    let mut ip = None;
+    let mut mac = None;
+    for attribute in &message.attributes {
+        match attribute {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => ip = Some(IpAddr::V4(*a)),
+            NeighbourAttribute::LinkLayerAddress(a) => mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+            _ => {}
+        }
+    }
+    Some(Neighbour {
+        device: device.to_owned(),
+        ip: ip?,
+        mac: MacAddr(mac?),
+    })
+}
+
+/// Runs `nft ARGS` inside the router namespace `netns`, with `input` on its
+/// standard input; its output, or why it failed. The child is forked from a
+/// thread inside the namespace, so it runs there.
+fn nft_in(netns_name: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let run = || -> io::Result<std::process::Output> {
+        let mut child = Command::new("nft")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(text.as_bytes())?;
+        }
+        child.wait_with_output()
+    };
+    let output = netns::run_in(netns_name, run).map_err(|e| e.to_string())?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
+    }
 }
 
 fn address(a: &RouteAddress) -> Option<IpAddr> {

@@ -4,23 +4,43 @@
 //! forwarding on; each interface a veth pair whose namespace end `qr-<port>`
 //! has the interface's MAC and addresses (the same on every host) and whose
 //! host end `vnrt<port>` the `linux` backend attaches to the network's
-//! bridge; each extra route a route of vnet's own protocol. Never a flush:
-//! only what differs changes, so planning against a right kernel yields
-//! nothing.
+//! bridge; each extra route a route of vnet's own protocol.
+//!
+//! A router with a gateway also gets an uplink `qg-<gateway port>` on the
+//! external network, on every host that holds it. Its floating IPs live on
+//! the uplink of their port's host (one-to-one NAT and port forwardings,
+//! routed out of that uplink by policy rules); everything else leaving the
+//! cloud goes to the gateway host, which holds the gateway's address and
+//! runs the default SNAT. Never a flush: only what differs changes, so
+//! planning against a right kernel yields nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
-use compiler::protocol::HostState;
-use ipnet::IpNet;
+use compiler::protocol::{FloatingIpSpec, HostState, RouterGatewaySpec};
+use ipnet::{IpNet, Ipv4Net};
 use model::MacAddr;
 
+use super::nat::{self, NatRuleset};
 use crate::linux::router_port_name;
 
-/// The routing protocol number vnet's routes carry, so that vnet reads and
-/// removes only its own (not the kernel's connected routes).
+/// The routing protocol number vnet's routes and rules carry, so that vnet
+/// reads and removes only its own (not the kernel's connected routes).
 pub const VNET_ROUTE_PROTOCOL: u8 = 118;
+
+/// The main routing table: interfaces' subnets and extra routes.
+pub const MAIN_TABLE: u32 = 254;
+/// Traffic of this host's floating IPs and port forwardings: out of this
+/// host's uplink, to the external network's gateway.
+pub const FLOATING_TABLE: u32 = 200;
+/// Everything else that leaves the cloud: to the gateway host (on the
+/// gateway host itself, to the external network's gateway).
+pub const UPLINK_TABLE: u32 = 201;
+/// Rules are consulted after the main table (32766), so that traffic to the
+/// router's own subnets and extra routes never leaves by the uplink.
+pub const FLOATING_RULE_PRIORITY: u32 = 40000;
+pub const UPLINK_RULE_PRIORITY: u32 = 50000;
 
 /// How this host names its router namespaces.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -28,12 +48,15 @@ pub struct RouterConfig {
     /// A router's namespace is this prefix and its id. Every namespace with
     /// the prefix is vnet's: give each agent sharing a machine its own.
     pub netns_prefix: String,
+    /// This host's name, as routers' gateway specs name their gateway host.
+    pub host: String,
 }
 
 impl Default for RouterConfig {
     fn default() -> Self {
         RouterConfig {
             netns_prefix: "vnr-".into(),
+            host: String::new(),
         }
     }
 }
@@ -51,12 +74,46 @@ pub fn interface_device(port_id: &str) -> String {
     format!("qr-{prefix}")
 }
 
+/// The uplink's device inside its router's namespace: `qg-` and the first
+/// 11 characters of the gateway port's id, as Neutron names it.
+pub fn uplink_device(port_id: &str) -> String {
+    let prefix: String = port_id.chars().take(11).collect();
+    format!("qg-{prefix}")
+}
+
+/// The MAC of a router's uplink on `host`. On the gateway host it is the
+/// gateway port's own, so that the other hosts' static neighbour entry for
+/// the gateway address stays right across a failover. Elsewhere it is the
+/// host's own (every holder's uplink shares the external segment): locally
+/// administered, from FNV-1a of the host and router, stable across builds.
+pub fn uplink_mac(router_id: &str, gateway: &RouterGatewaySpec, host: &str) -> MacAddr {
+    if gateway.host.as_deref() == Some(host) {
+        return gateway.mac;
+    }
+    let hash = host
+        .bytes()
+        .chain([0xff])
+        .chain(router_id.bytes())
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    let [_, _, _, a, b, c, d, e] = hash.to_be_bytes();
+    MacAddr([0x02, a, b, c, d, e])
+}
+
 /// One router as its namespace should be.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DesiredRouter {
-    /// By device name inside the namespace.
+    /// By device name inside the namespace: the `qr-` interfaces and the
+    /// `qg-` uplink.
     pub interfaces: BTreeMap<String, DesiredInterface>,
     pub routes: BTreeSet<Route>,
+    pub rules: BTreeSet<Rule>,
+    pub neighbours: BTreeSet<Neighbour>,
+    /// Its NAT (`table ip vnet`), if it has any.
+    pub nat: Option<NatRuleset>,
+    /// The floating IPs' ports it realises.
+    pub floating_ports: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -67,12 +124,38 @@ pub struct DesiredInterface {
     pub mac: MacAddr,
     pub mtu: u32,
     pub addresses: BTreeSet<IpNet>,
+    /// Addresses added here are announced (gratuitous ARP): they may have
+    /// lived on another host's uplink a moment ago.
+    pub announce: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+/// A route of vnet's protocol. With a `device`, it is `onlink` (with a
+/// nexthop) or a link-scope route (without one).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Route {
+    pub table: u32,
     pub destination: IpNet,
-    pub nexthop: IpAddr,
+    pub nexthop: Option<IpAddr>,
+    pub device: Option<String>,
+}
+
+/// A policy rule of vnet's protocol: `from SOURCE [ipproto P sport N]
+/// lookup TABLE`, IPv4.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Rule {
+    pub priority: u32,
+    pub source: Ipv4Net,
+    /// (IP protocol, source port): a port forwarding's replies.
+    pub port: Option<(u8, u16)>,
+    pub table: u32,
+}
+
+/// A permanent neighbour entry: the gateway host's uplink, on other hosts.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Neighbour {
+    pub device: String,
+    pub ip: IpAddr,
+    pub mac: MacAddr,
 }
 
 /// The routers of `state`, by namespace name. An interface on a network the
@@ -82,36 +165,177 @@ pub fn desired(state: &HostState, config: &RouterConfig) -> BTreeMap<String, Des
         .routers
         .iter()
         .map(|(router_id, spec)| {
-            let interfaces = spec
-                .interfaces
-                .iter()
-                .filter_map(|(port_id, iface)| {
-                    let network = state.networks.get(&iface.network_id)?;
-                    let desired = DesiredInterface {
-                        port_id: port_id.clone(),
-                        host_device: router_port_name(port_id),
-                        mac: iface.mac,
-                        mtu: network.mtu,
-                        addresses: iface.addresses.iter().copied().collect(),
-                    };
-                    Some((interface_device(port_id), desired))
-                })
-                .collect();
-            let routes = spec
-                .routes
-                .iter()
-                .filter(|r| r.destination.addr().is_ipv4() == r.nexthop.is_ipv4())
-                .map(|r| Route {
-                    destination: r.destination.trunc(),
-                    nexthop: r.nexthop,
-                })
-                .collect();
-            (
-                config.netns(router_id),
-                DesiredRouter { interfaces, routes },
-            )
+            let interface = |port_id: &String, iface: &compiler::protocol::RouterInterfaceSpec| {
+                let network = state.networks.get(&iface.network_id)?;
+                let desired = DesiredInterface {
+                    port_id: port_id.clone(),
+                    host_device: router_port_name(port_id),
+                    mac: iface.mac,
+                    mtu: network.mtu,
+                    addresses: iface.addresses.iter().copied().collect(),
+                    announce: false,
+                };
+                Some((interface_device(port_id), desired))
+            };
+            let mut router = DesiredRouter {
+                interfaces: spec
+                    .interfaces
+                    .iter()
+                    .filter_map(|(port_id, iface)| interface(port_id, iface))
+                    .collect(),
+                routes: spec
+                    .routes
+                    .iter()
+                    .filter(|r| r.destination.addr().is_ipv4() == r.nexthop.is_ipv4())
+                    .map(|r| Route {
+                        table: MAIN_TABLE,
+                        destination: r.destination.trunc(),
+                        nexthop: Some(r.nexthop),
+                        device: None,
+                    })
+                    .collect(),
+                ..DesiredRouter::default()
+            };
+            if let Some(gateway) = &spec.gateway {
+                let floating: Vec<&FloatingIpSpec> = state
+                    .floating_ips
+                    .values()
+                    .filter(|f| &f.router_id == router_id)
+                    .collect();
+                uplink(state, config, router_id, gateway, &floating, &mut router);
+            }
+            (config.netns(router_id), router)
         })
         .collect()
+}
+
+/// The uplink of a router with a gateway, its routes, rules and NAT. IPv4
+/// only: NAT is IPv4's.
+fn uplink(
+    state: &HostState,
+    config: &RouterConfig,
+    router_id: &str,
+    gateway: &RouterGatewaySpec,
+    floating: &[&FloatingIpSpec],
+    router: &mut DesiredRouter,
+) {
+    let Some(network) = state.networks.get(&gateway.network_id) else {
+        return;
+    };
+    let device = uplink_device(&gateway.port_id);
+    let on_gateway_host = gateway.host.as_deref() == Some(config.host.as_str());
+    let gateway_ips: Vec<Ipv4Net> = gateway
+        .addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpNet::V4(a) => Some(*a),
+            IpNet::V6(_) => None,
+        })
+        .collect();
+    let v4 = |ip: IpAddr| match ip {
+        IpAddr::V4(ip) => Some(ip),
+        IpAddr::V6(_) => None,
+    };
+    let nexthop = gateway.nexthop.and_then(v4);
+    let floating: Vec<(&FloatingIpSpec, Ipv4Addr)> = floating
+        .iter()
+        .filter_map(|f| Some((*f, v4(f.address)?)))
+        .collect();
+
+    // Host addresses only: the external subnet's route lives in the policy
+    // tables, never in main, so traffic reaches the uplink only by a rule.
+    let mut addresses: BTreeSet<IpNet> = floating
+        .iter()
+        .map(|(_, ip)| IpNet::V4(Ipv4Net::from(*ip)))
+        .collect();
+    if on_gateway_host {
+        addresses.extend(
+            gateway_ips
+                .iter()
+                .map(|a| IpNet::V4(Ipv4Net::from(a.addr()))),
+        );
+    }
+    router.interfaces.insert(
+        device.clone(),
+        DesiredInterface {
+            port_id: gateway.port_id.clone(),
+            host_device: router_port_name(&gateway.port_id),
+            mac: uplink_mac(router_id, gateway, &config.host),
+            mtu: network.mtu,
+            addresses,
+            announce: true,
+        },
+    );
+
+    let on_link = |table: u32| -> Vec<Route> {
+        gateway_ips
+            .iter()
+            .map(|a| Route {
+                table,
+                destination: IpNet::V4(a.trunc()),
+                nexthop: None,
+                device: Some(device.clone()),
+            })
+            .collect()
+    };
+    let default_via = |table: u32, via: Ipv4Addr| Route {
+        table,
+        destination: IpNet::V4(Ipv4Net::default()),
+        nexthop: Some(IpAddr::V4(via)),
+        device: Some(device.clone()),
+    };
+    if !floating.is_empty() {
+        router.routes.extend(on_link(FLOATING_TABLE));
+        router
+            .routes
+            .extend(nexthop.map(|via| default_via(FLOATING_TABLE, via)));
+    }
+    if on_gateway_host {
+        router.routes.extend(on_link(UPLINK_TABLE));
+        router
+            .routes
+            .extend(nexthop.map(|via| default_via(UPLINK_TABLE, via)));
+    } else if let (Some(_), Some(gateway_ip)) = (&gateway.host, gateway_ips.first()) {
+        // To the gateway host, by its uplink's MAC (the gateway port's):
+        // no ARP, and nothing to change when it fails over.
+        router
+            .routes
+            .insert(default_via(UPLINK_TABLE, gateway_ip.addr()));
+        router.neighbours.insert(Neighbour {
+            device: device.clone(),
+            ip: IpAddr::V4(gateway_ip.addr()),
+            mac: gateway.mac,
+        });
+    }
+    router.rules.insert(Rule {
+        priority: UPLINK_RULE_PRIORITY,
+        source: Ipv4Net::default(),
+        port: None,
+        table: UPLINK_TABLE,
+    });
+    for (fip, _) in &floating {
+        let rules = fip
+            .fixed_ip
+            .and_then(v4)
+            .map(|ip| (ip, None))
+            .into_iter()
+            .chain(fip.port_forwardings.values().filter_map(|pf| {
+                Some((v4(pf.internal_ip)?, Some((pf.protocol, pf.internal_port))))
+            }));
+        for (source, port) in rules {
+            router.rules.insert(Rule {
+                priority: FLOATING_RULE_PRIORITY,
+                source: Ipv4Net::from(source),
+                port,
+                table: FLOATING_TABLE,
+            });
+        }
+        router.floating_ports.insert(fip.port_id.clone());
+    }
+    let snat = (on_gateway_host && gateway.enable_snat)
+        .then(|| gateway_ips.first().map(Ipv4Net::addr))
+        .flatten();
+    router.nat = nat::ruleset(&device, &floating, snat);
 }
 
 /// What one router namespace has that vnet manages.
@@ -120,10 +344,15 @@ pub struct ObservedRouter {
     /// Its sysctls set: forwarding (IPv4 and IPv6) on, and the rest.
     pub forwarding: bool,
     pub loopback_up: bool,
-    /// The `qr-` devices, by name.
+    /// The `qr-` and `qg-` devices, by name.
     pub interfaces: BTreeMap<String, ObservedInterface>,
-    /// Routes of [`VNET_ROUTE_PROTOCOL`] in the main table.
+    /// Routes and rules of [`VNET_ROUTE_PROTOCOL`], in every table.
     pub routes: BTreeSet<Route>,
+    pub rules: BTreeSet<Rule>,
+    /// Permanent neighbour entries on the `qg-` device.
+    pub neighbours: BTreeSet<Neighbour>,
+    /// The fingerprint of its `table ip vnet`, if it has one.
+    pub nat: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,7 +364,7 @@ pub struct ObservedInterface {
     pub addresses: BTreeSet<IpNet>,
 }
 
-/// One kernel change, named as `ip` would say it.
+/// One kernel change, named as `ip` or `nft` would say it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RouterOp {
     /// `ip netns add NETNS`
@@ -177,10 +406,29 @@ pub enum RouterOp {
         device: String,
         address: IpNet,
     },
-    /// `ip route replace DESTINATION via NEXTHOP proto 118`
+    /// `arping -U -I DEVICE IP`: a gratuitous ARP from DEVICE's MAC.
+    Announce {
+        netns: String,
+        device: String,
+        ip: Ipv4Addr,
+        mac: MacAddr,
+    },
+    /// `ip route replace … proto 118`
     AddRoute { netns: String, route: Route },
-    /// `ip route del DESTINATION via NEXTHOP proto 118`
+    /// `ip route del … proto 118`
     DeleteRoute { netns: String, route: Route },
+    /// `ip rule add … proto 118`
+    AddRule { netns: String, rule: Rule },
+    /// `ip rule del … proto 118`
+    DeleteRule { netns: String, rule: Rule },
+    /// `ip neigh replace IP lladdr MAC dev DEVICE nud permanent`
+    AddNeighbour { netns: String, neighbour: Neighbour },
+    /// `ip neigh del IP dev DEVICE`
+    DeleteNeighbour { netns: String, neighbour: Neighbour },
+    /// `nft -f -`: `table ip vnet` replaced whole, in one transaction.
+    SetNat { netns: String, ruleset: NatRuleset },
+    /// `nft delete table ip vnet`
+    DeleteNat { netns: String },
 }
 
 impl RouterOp {
@@ -195,9 +443,47 @@ impl RouterOp {
             | RouterOp::SetInterface { netns, .. }
             | RouterOp::AddAddress { netns, .. }
             | RouterOp::DeleteAddress { netns, .. }
+            | RouterOp::Announce { netns, .. }
             | RouterOp::AddRoute { netns, .. }
-            | RouterOp::DeleteRoute { netns, .. } => netns,
+            | RouterOp::DeleteRoute { netns, .. }
+            | RouterOp::AddRule { netns, .. }
+            | RouterOp::DeleteRule { netns, .. }
+            | RouterOp::AddNeighbour { netns, .. }
+            | RouterOp::DeleteNeighbour { netns, .. }
+            | RouterOp::SetNat { netns, .. }
+            | RouterOp::DeleteNat { netns } => netns,
         }
+    }
+}
+
+impl fmt::Display for Route {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.destination)?;
+        if let Some(via) = self.nexthop {
+            write!(f, " via {via}")?;
+        }
+        if let Some(device) = &self.device {
+            write!(f, " dev {device}")?;
+            if self.nexthop.is_some() {
+                write!(f, " onlink")?;
+            } else {
+                write!(f, " scope link")?;
+            }
+        }
+        if self.table != MAIN_TABLE {
+            write!(f, " table {}", self.table)?;
+        }
+        write!(f, " proto {VNET_ROUTE_PROTOCOL}")
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "priority {} from {}", self.priority, self.source)?;
+        if let Some((protocol, port)) = self.port {
+            write!(f, " ipproto {protocol} sport {port}")?;
+        }
+        write!(f, " lookup {} proto {VNET_ROUTE_PROTOCOL}", self.table)
     }
 }
 
@@ -243,16 +529,39 @@ impl fmt::Display for RouterOp {
                 device,
                 address,
             } => write!(f, "ip -n {netns} addr del {address} dev {device}"),
-            RouterOp::AddRoute { netns, route } => write!(
+            RouterOp::Announce {
+                netns,
+                device,
+                ip,
+                mac,
+            } => write!(
                 f,
-                "ip -n {netns} route replace {} via {} proto {VNET_ROUTE_PROTOCOL}",
-                route.destination, route.nexthop
+                "ip netns exec {netns} arping -U -I {device} -s {mac} {ip}"
             ),
-            RouterOp::DeleteRoute { netns, route } => write!(
+            RouterOp::AddRoute { netns, route } => {
+                write!(f, "ip -n {netns} route replace {route}")
+            }
+            RouterOp::DeleteRoute { netns, route } => write!(f, "ip -n {netns} route del {route}"),
+            RouterOp::AddRule { netns, rule } => write!(f, "ip -n {netns} rule add {rule}"),
+            RouterOp::DeleteRule { netns, rule } => write!(f, "ip -n {netns} rule del {rule}"),
+            RouterOp::AddNeighbour { netns, neighbour } => write!(
                 f,
-                "ip -n {netns} route del {} via {} proto {VNET_ROUTE_PROTOCOL}",
-                route.destination, route.nexthop
+                "ip -n {netns} neigh replace {} lladdr {} dev {} nud permanent",
+                neighbour.ip, neighbour.mac, neighbour.device
             ),
+            RouterOp::DeleteNeighbour { netns, neighbour } => write!(
+                f,
+                "ip -n {netns} neigh del {} dev {}",
+                neighbour.ip, neighbour.device
+            ),
+            RouterOp::SetNat { netns, ruleset } => write!(
+                f,
+                "ip netns exec {netns} nft -f - # table ip vnet {}",
+                ruleset.fingerprint
+            ),
+            RouterOp::DeleteNat { netns } => {
+                write!(f, "ip netns exec {netns} nft delete table ip vnet")
+            }
         }
     }
 }
@@ -303,8 +612,10 @@ fn diff_router(netns: &str, want: &DesiredRouter, have: &ObservedRouter, ops: &m
         }
     }
     let mut address_ops = Vec::new();
+    let mut announcements = Vec::new();
     for (device, iface) in &want.interfaces {
         let current = have.interfaces.get(device);
+        let moved_mac = current.is_some_and(|c| c.mac != Some(iface.mac));
         match current {
             None => ops.push(RouterOp::CreateInterface {
                 netns: netns_s(),
@@ -334,11 +645,20 @@ fn diff_router(netns: &str, want: &DesiredRouter, have: &ObservedRouter, ops: &m
             }
         }
         for address in &iface.addresses {
-            if !had.is_some_and(|h| h.contains(address)) {
+            let new = !had.is_some_and(|h| h.contains(address));
+            if new {
                 address_ops.push(RouterOp::AddAddress {
                     netns: netns_s(),
                     device: device.clone(),
                     address: *address,
+                });
+            }
+            if let (true, IpAddr::V4(ip)) = (iface.announce && (new || moved_mac), address.addr()) {
+                announcements.push(RouterOp::Announce {
+                    netns: netns_s(),
+                    device: device.clone(),
+                    ip,
+                    mac: iface.mac,
                 });
             }
         }
@@ -346,18 +666,54 @@ fn diff_router(netns: &str, want: &DesiredRouter, have: &ObservedRouter, ops: &m
     // Deletes first: an address or route may move between interfaces.
     address_ops.sort_by_key(|op| !matches!(op, RouterOp::DeleteAddress { .. }));
     ops.extend(address_ops);
+    for neighbour in have.neighbours.difference(&want.neighbours) {
+        ops.push(RouterOp::DeleteNeighbour {
+            netns: netns_s(),
+            neighbour: neighbour.clone(),
+        });
+    }
+    for neighbour in want.neighbours.difference(&have.neighbours) {
+        ops.push(RouterOp::AddNeighbour {
+            netns: netns_s(),
+            neighbour: neighbour.clone(),
+        });
+    }
     for route in have.routes.difference(&want.routes) {
         ops.push(RouterOp::DeleteRoute {
             netns: netns_s(),
-            route: *route,
+            route: route.clone(),
         });
     }
     for route in want.routes.difference(&have.routes) {
         ops.push(RouterOp::AddRoute {
             netns: netns_s(),
-            route: *route,
+            route: route.clone(),
         });
     }
+    for rule in have.rules.difference(&want.rules) {
+        ops.push(RouterOp::DeleteRule {
+            netns: netns_s(),
+            rule: rule.clone(),
+        });
+    }
+    for rule in want.rules.difference(&have.rules) {
+        ops.push(RouterOp::AddRule {
+            netns: netns_s(),
+            rule: rule.clone(),
+        });
+    }
+    match (&want.nat, &have.nat) {
+        (Some(want), have) if have.as_ref() != Some(&want.fingerprint) => {
+            ops.push(RouterOp::SetNat {
+                netns: netns_s(),
+                ruleset: want.clone(),
+            });
+        }
+        (None, Some(_)) => ops.push(RouterOp::DeleteNat { netns: netns_s() }),
+        _ => {}
+    }
+    // Last: an address is announced once traffic to it is handled.
+    ops.extend(announcements);
 }
 
 #[cfg(test)]
@@ -402,6 +758,7 @@ mod tests {
                         destination: net("192.168.0.0/16"),
                         nexthop: "10.0.0.9".parse().unwrap(),
                     }],
+                    gateway: None,
                 },
             )]
             .into(),
@@ -432,6 +789,9 @@ mod tests {
                     loopback_up: true,
                     interfaces,
                     routes: r.routes.clone(),
+                    rules: r.rules.clone(),
+                    neighbours: r.neighbours.clone(),
+                    nat: r.nat.as_ref().map(|n| n.fingerprint.clone()),
                 };
                 (netns.clone(), observed)
             })
@@ -489,8 +849,10 @@ mod tests {
             },
         );
         r1.routes.insert(Route {
+            table: MAIN_TABLE,
             destination: net("172.16.0.0/12"),
-            nexthop: "10.0.1.9".parse().unwrap(),
+            nexthop: Some("10.0.1.9".parse().unwrap()),
+            device: None,
         });
         have.insert("vnr-gone".into(), ObservedRouter::default());
         let ops: Vec<String> = diff(&want, &have).iter().map(ToString::to_string).collect();
@@ -504,6 +866,188 @@ mod tests {
                 "ip -n vnr-r1 addr add 10.0.0.1/24 dev qr-pa-01234567 nodad",
                 "ip -n vnr-r1 route del 172.16.0.0/12 via 10.0.1.9 proto 118",
             ]
+        );
+    }
+
+    /// r1 of [`state`] with a gateway on the flat network "ext" and two
+    /// floating IPs on this host: one associated, one forwarding a port.
+    fn with_gateway(gateway_host: Option<&str>) -> HostState {
+        use compiler::protocol::{FloatingIpSpec, PortForwardingSpec, RouterGatewaySpec};
+        let mut state = state();
+        let mut ext = state.networks["na"].clone();
+        ext.physical_network = Some("external".into());
+        ext.mtu = 1500;
+        state.networks.insert("ext".into(), ext);
+        state.routers.get_mut("r1").unwrap().gateway = Some(RouterGatewaySpec {
+            network_id: "ext".into(),
+            port_id: "pg-0123456789".into(),
+            mac: MacAddr([0xfa, 0x16, 0x3e, 0, 0, 9]),
+            addresses: vec![net("203.0.113.2/24")],
+            nexthop: Some("203.0.113.1".parse().unwrap()),
+            enable_snat: true,
+            host: gateway_host.map(str::to_owned),
+        });
+        let fip = |address: &str, fixed: Option<&str>, forwardings| FloatingIpSpec {
+            router_id: "r1".into(),
+            port_id: format!("fp-{address}"),
+            address: address.parse().unwrap(),
+            fixed_ip: fixed.map(|f| f.parse().unwrap()),
+            port_forwardings: forwardings,
+        };
+        let forwarding = PortForwardingSpec {
+            protocol: 6,
+            external_port: 2222,
+            internal_ip: "10.0.1.6".parse().unwrap(),
+            internal_port: 22,
+        };
+        state.floating_ips = [
+            (
+                "f1".into(),
+                fip("203.0.113.10", Some("10.0.0.5"), BTreeMap::new()),
+            ),
+            (
+                "f2".into(),
+                fip("203.0.113.11", None, [("pf1".into(), forwarding)].into()),
+            ),
+        ]
+        .into();
+        state
+    }
+
+    fn config(host: &str) -> RouterConfig {
+        RouterConfig {
+            host: host.into(),
+            ..RouterConfig::default()
+        }
+    }
+
+    fn uplink_ops(state: &HostState, host: &str) -> Vec<String> {
+        let want = desired(state, &config(host));
+        let ops = diff(&want, &BTreeMap::new());
+        assert_eq!(
+            diff(&want, &observed_after(&want)),
+            [],
+            "a second plan is empty"
+        );
+        ops.iter()
+            .map(ToString::to_string)
+            .filter(|op| op.contains("qg-") || op.contains("table") || op.contains("rule"))
+            .collect()
+    }
+
+    #[test]
+    fn the_gateway_host_holds_the_gateway_address_and_snats_for_all() {
+        let ops = uplink_ops(&with_gateway(Some("h1")), "h1");
+        let nat = desired(&with_gateway(Some("h1")), &config("h1"))["vnr-r1"]
+            .nat
+            .clone()
+            .unwrap();
+        assert_eq!(
+            ops,
+            [
+                "ip link add vnrtpg-01234567 mtu 1500 type veth peer qg-pg-01234567 address fa:16:3e:00:00:09 netns vnr-r1",
+                "ip -n vnr-r1 addr add 203.0.113.2/32 dev qg-pg-01234567 nodad",
+                "ip -n vnr-r1 addr add 203.0.113.10/32 dev qg-pg-01234567 nodad",
+                "ip -n vnr-r1 addr add 203.0.113.11/32 dev qg-pg-01234567 nodad",
+                "ip -n vnr-r1 route replace 0.0.0.0/0 via 203.0.113.1 dev qg-pg-01234567 onlink table 200 proto 118",
+                "ip -n vnr-r1 route replace 203.0.113.0/24 dev qg-pg-01234567 scope link table 200 proto 118",
+                "ip -n vnr-r1 route replace 0.0.0.0/0 via 203.0.113.1 dev qg-pg-01234567 onlink table 201 proto 118",
+                "ip -n vnr-r1 route replace 203.0.113.0/24 dev qg-pg-01234567 scope link table 201 proto 118",
+                "ip -n vnr-r1 rule add priority 40000 from 10.0.0.5/32 lookup 200 proto 118",
+                "ip -n vnr-r1 rule add priority 40000 from 10.0.1.6/32 ipproto 6 sport 22 lookup 200 proto 118",
+                "ip -n vnr-r1 rule add priority 50000 from 0.0.0.0/0 lookup 201 proto 118",
+                &format!(
+                    "ip netns exec vnr-r1 nft -f - # table ip vnet {}",
+                    nat.fingerprint
+                ),
+                "ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s fa:16:3e:00:00:09 203.0.113.2",
+                "ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s fa:16:3e:00:00:09 203.0.113.10",
+                "ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s fa:16:3e:00:00:09 203.0.113.11",
+            ]
+        );
+        assert!(
+            nat.text
+                .contains("oifname \"qg-pg-01234567\" snat to 203.0.113.2")
+        );
+        assert!(nat.text.contains("tcp dport 2222 dnat to 10.0.1.6:22"));
+    }
+
+    #[test]
+    fn other_hosts_reach_the_gateway_host_by_its_mac_and_keep_their_floating_ips() {
+        let state = with_gateway(Some("h2"));
+        let ops = uplink_ops(&state, "h1");
+        let nat = desired(&state, &config("h1"))["vnr-r1"]
+            .nat
+            .clone()
+            .unwrap();
+        let mac = uplink_mac("r1", state.routers["r1"].gateway.as_ref().unwrap(), "h1");
+        assert_ne!(
+            mac,
+            MacAddr([0xfa, 0x16, 0x3e, 0, 0, 9]),
+            "not the gateway's"
+        );
+        assert_eq!(mac.0[0], 0x02, "locally administered");
+        assert_eq!(
+            ops,
+            [
+                format!("ip link add vnrtpg-01234567 mtu 1500 type veth peer qg-pg-01234567 address {mac} netns vnr-r1"),
+                "ip -n vnr-r1 addr add 203.0.113.10/32 dev qg-pg-01234567 nodad".into(),
+                "ip -n vnr-r1 addr add 203.0.113.11/32 dev qg-pg-01234567 nodad".into(),
+                "ip -n vnr-r1 neigh replace 203.0.113.2 lladdr fa:16:3e:00:00:09 dev qg-pg-01234567 nud permanent".into(),
+                "ip -n vnr-r1 route replace 0.0.0.0/0 via 203.0.113.1 dev qg-pg-01234567 onlink table 200 proto 118".into(),
+                "ip -n vnr-r1 route replace 203.0.113.0/24 dev qg-pg-01234567 scope link table 200 proto 118".into(),
+                "ip -n vnr-r1 route replace 0.0.0.0/0 via 203.0.113.2 dev qg-pg-01234567 onlink table 201 proto 118".into(),
+                "ip -n vnr-r1 rule add priority 40000 from 10.0.0.5/32 lookup 200 proto 118".into(),
+                "ip -n vnr-r1 rule add priority 40000 from 10.0.1.6/32 ipproto 6 sport 22 lookup 200 proto 118".into(),
+                "ip -n vnr-r1 rule add priority 50000 from 0.0.0.0/0 lookup 201 proto 118".into(),
+                format!("ip netns exec vnr-r1 nft -f - # table ip vnet {}", nat.fingerprint),
+                format!("ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s {mac} 203.0.113.10"),
+                format!("ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s {mac} 203.0.113.11"),
+            ]
+        );
+        assert!(
+            !nat.text.contains("snat to 203.0.113.2"),
+            "no default SNAT here"
+        );
+    }
+
+    #[test]
+    fn a_failover_moves_the_gateway_address_and_announces_it() {
+        // h1 was a plain holder; now it is the gateway host.
+        let before = desired(&with_gateway(Some("h2")), &config("h1"));
+        let after = desired(&with_gateway(Some("h1")), &config("h1"));
+        let ops: Vec<String> = diff(&after, &observed_after(&before))
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "ip -n vnr-r1 link set qg-pg-01234567 address fa:16:3e:00:00:09 mtu 1500 up",
+                "ip -n vnr-r1 addr add 203.0.113.2/32 dev qg-pg-01234567 nodad",
+                "ip -n vnr-r1 neigh del 203.0.113.2 dev qg-pg-01234567",
+                "ip -n vnr-r1 route del 0.0.0.0/0 via 203.0.113.2 dev qg-pg-01234567 onlink table 201 proto 118",
+                "ip -n vnr-r1 route replace 0.0.0.0/0 via 203.0.113.1 dev qg-pg-01234567 onlink table 201 proto 118",
+                "ip -n vnr-r1 route replace 203.0.113.0/24 dev qg-pg-01234567 scope link table 201 proto 118",
+                &format!(
+                    "ip netns exec vnr-r1 nft -f - # table ip vnet {}",
+                    after["vnr-r1"].nat.as_ref().unwrap().fingerprint
+                ),
+                // The MAC moved: every address of the uplink is announced.
+                "ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s fa:16:3e:00:00:09 203.0.113.2",
+                "ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s fa:16:3e:00:00:09 203.0.113.10",
+                "ip netns exec vnr-r1 arping -U -I qg-pg-01234567 -s fa:16:3e:00:00:09 203.0.113.11",
+            ]
+        );
+        // With no gateway host at all, other hosts have no way out but
+        // their floating IPs.
+        let stranded = desired(&with_gateway(None), &config("h1"));
+        assert!(stranded["vnr-r1"].neighbours.is_empty());
+        assert!(
+            !stranded["vnr-r1"]
+                .routes
+                .iter()
+                .any(|r| r.table == UPLINK_TABLE)
         );
     }
 }

@@ -504,8 +504,14 @@ impl Shown for FloatingIp {
             "router_id" => json!(self.router_id()),
             "port_id" => json!(association.map(|a| &a.port_id)),
             "fixed_ip_address" => json!(association.map(|a| a.fixed_ip_address)),
-            // No data plane realises floating IPs yet: never ACTIVE.
-            "status" => json!(PortStatus::Down.as_str()),
+            // ACTIVE while the host of its port reports it realised (its
+            // own port carries that), DOWN unassociated.
+            "status" => json!(
+                cloud
+                    .port(&self.floating_port_id)
+                    .map_or(PortStatus::Down, |p| p.status)
+                    .as_str()
+            ),
             "port_details" => match association.and_then(|a| cloud.port(&a.port_id)) {
                 None => Value::Null,
                 Some(p) => json!({

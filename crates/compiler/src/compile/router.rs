@@ -11,10 +11,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use ipnet::IpNet;
-use model::{OWNER_ROUTER_INTERFACE, Port, Router};
+use model::{OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, Router};
 
 use super::{Compiler, Emitter};
-use crate::protocol::{Change, RouteSpec, RouterInterfaceSpec, RouterSpec};
+use crate::protocol::{Change, RouteSpec, RouterGatewaySpec, RouterInterfaceSpec, RouterSpec};
 
 /// Everything under one router id. Interfaces (ports) may arrive before the
 /// router itself and outlive it, so the entry lives while anything names it.
@@ -31,12 +31,44 @@ pub(super) struct RouterEntry {
     pub(super) hosts: BTreeMap<String, u32>,
     /// The spec its hosts hold (as last sent).
     pub(super) spec: RouterSpec,
+    /// From the router resource: its uplink, if it has one.
+    gateway: Option<GatewayEntry>,
+    /// The live gateway host chosen to run its default SNAT. It holds the
+    /// router (and so carries its networks) like a host with ports on them.
+    gateway_host: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct GatewayEntry {
+    network_id: String,
+    port_id: String,
+    enable_snat: bool,
 }
 
 impl RouterEntry {
     fn is_unused(&self) -> bool {
-        self.routes.is_empty() && self.interfaces.is_empty()
+        self.routes.is_empty() && self.interfaces.is_empty() && self.gateway.is_none()
     }
+}
+
+/// The router whose gateway a port is, from its owner fields.
+pub(super) fn gateway_of(port: &Port) -> Option<String> {
+    (port.device_owner == OWNER_ROUTER_GATEWAY && !port.device_id.is_empty())
+        .then(|| port.device_id.clone())
+}
+
+/// Rendezvous (highest random weight) hashing: each router picks the
+/// candidate host with the highest weight, so a host joining or leaving
+/// moves only the routers it wins or held, and every server computing from
+/// the same inputs picks the same host. FNV-1a: stable across builds, which
+/// a std hasher does not promise.
+fn gateway_weight(router_id: &str, host: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in router_id.bytes().chain([0xff]).chain(host.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
 }
 
 /// The router a port is an interface of, from its owner fields.
@@ -269,19 +301,150 @@ impl Compiler {
                 nexthop: r.nexthop,
             })
             .collect();
-        self.routers
-            .entry(router.std.id.clone())
-            .or_default()
-            .routes = routes;
-        self.refresh_router(&router.std.id, out);
+        let gateway = router.gateway.as_ref().map(|g| GatewayEntry {
+            network_id: g.network_id.clone(),
+            port_id: g.port_id.clone(),
+            enable_snat: g.enable_snat,
+        });
+        let id = &router.std.id;
+        let entry = self.routers.entry(id.clone()).or_default();
+        entry.routes = routes;
+        self.set_gateway(id, gateway, out);
+        self.refresh_router(id, out);
     }
 
     pub(super) fn delete_router(&mut self, id: &str, out: &mut Emitter) {
         if let Some(router) = self.routers.get_mut(id) {
             router.routes.clear();
         }
+        self.set_gateway(id, None, out);
         self.refresh_router(id, out);
         self.forget_router_if_unused(id);
+    }
+
+    // ---- gateways -----------------------------------------------------------
+
+    /// A router's uplink changed: its hosts carry the external network (for
+    /// their floating IPs and to reach the gateway host), without that
+    /// network pulling in the hosts of its own ports; then it is placed.
+    fn set_gateway(&mut self, router_id: &str, gateway: Option<GatewayEntry>, out: &mut Emitter) {
+        let Some(router) = self.routers.get_mut(router_id) else {
+            return;
+        };
+        let old = std::mem::replace(&mut router.gateway, gateway.clone());
+        let old_network = old.map(|g| g.network_id);
+        let new_network = gateway.map(|g| g.network_id);
+        if old_network != new_network {
+            let hosts: Vec<String> = router.hosts.keys().cloned().collect();
+            let networks: Vec<&String> = old_network.iter().chain(new_network.iter()).collect();
+            let before: Vec<_> = hosts
+                .iter()
+                .map(|h| self.carrying(h, networks.iter().copied(), []))
+                .collect();
+            if let Some(network_id) = &old_network {
+                self.gateway_network_leaves(router_id, network_id, &hosts);
+            }
+            if let Some(network_id) = &new_network {
+                self.gateway_network_joins(router_id, network_id, &hosts);
+            }
+            for carrying in &before {
+                self.carrying_changed(carrying, None, out);
+            }
+        }
+        self.place_gateway(router_id, out);
+    }
+
+    fn gateway_network_joins(&mut self, router_id: &str, network_id: &str, hosts: &[String]) {
+        let first = self.routers.get_mut(router_id).is_some_and(|router| {
+            let n = router.networks.entry(network_id.to_owned()).or_default();
+            *n += 1;
+            *n == 1
+        });
+        self.gateway_routers.insert(router_id.to_owned());
+        let network = self.networks.entry(network_id.to_owned()).or_default();
+        network.gateway_routers.insert(router_id.to_owned());
+        if first {
+            for host in hosts {
+                *network.routed_hosts.entry(host.clone()).or_default() += 1;
+            }
+        }
+    }
+
+    fn gateway_network_leaves(&mut self, router_id: &str, network_id: &str, hosts: &[String]) {
+        let mut last = false;
+        if let Some(router) = self.routers.get_mut(router_id)
+            && let Some(n) = router.networks.get_mut(network_id)
+        {
+            *n -= 1;
+            if *n == 0 {
+                router.networks.remove(network_id);
+                last = true;
+            }
+        }
+        self.gateway_routers.remove(router_id);
+        if let Some(network) = self.networks.get_mut(network_id) {
+            network.gateway_routers.remove(router_id);
+        }
+        if last {
+            for host in hosts {
+                self.unroute(network_id, host);
+            }
+        }
+    }
+
+    /// Chooses the router's gateway host among the live gateway hosts that
+    /// map its external network's physical network; if the choice changed,
+    /// the old host lets go of the router and the new one takes it (with
+    /// everything it carries for it), and every holder hears the new spec.
+    pub(super) fn place_gateway(&mut self, router_id: &str, out: &mut Emitter) {
+        let Some(router) = self.routers.get(router_id) else {
+            return;
+        };
+        let chosen = router.gateway.as_ref().and_then(|g| {
+            let network = self.networks.get(&g.network_id)?;
+            let physnet = network.segment.as_ref()?.physical_network.as_ref()?;
+            self.gateway_hosts
+                .get(physnet)?
+                .iter()
+                .max_by_key(|h| gateway_weight(router_id, h))
+                .cloned()
+        });
+        if chosen == router.gateway_host {
+            return;
+        }
+        let old = router.gateway_host.clone();
+        let stale: Vec<String> = router.hosts.keys().cloned().collect();
+        let networks: Vec<String> = router.networks.keys().cloned().collect();
+        let id = router_id.to_owned();
+        let before: Vec<Carrying> = old
+            .iter()
+            .chain(chosen.iter())
+            .map(|h| self.carrying(h, &networks, [&id]))
+            .collect();
+        if let Some(router) = self.routers.get_mut(router_id) {
+            router.gateway_host = chosen.clone();
+        }
+        if let Some(host) = &chosen {
+            self.router_gains_host(router_id, host);
+        }
+        if let Some(host) = &old {
+            self.router_loses_host(router_id, host);
+        }
+        self.router_spec_changed(router_id, &stale, out);
+        for carrying in &before {
+            self.carrying_changed(carrying, None, out);
+        }
+    }
+
+    /// A host's gateway offer changed (it registered with or without
+    /// `--gateway`, its mappings changed, it died or came back): every
+    /// router with a gateway is placed again. Rendezvous hashing moves only
+    /// the routers that host wins or held.
+    pub(super) fn gateway_hosts_changed(&mut self, out: &mut Emitter) {
+        let routers: Vec<String> = self.gateway_routers.iter().cloned().collect();
+        for router_id in routers {
+            self.place_gateway(&router_id, out);
+        }
     }
 
     /// A port stopped or started being an interface of a router (`old`,
@@ -345,19 +508,22 @@ impl Compiler {
         let before = self.carrying_for_interface(router_id, network_id);
         let router = self.routers.entry(router_id.to_owned()).or_default();
         let stale: Vec<String> = router.hosts.keys().cloned().collect();
+        let first_interface = !router.interfaces.values().any(|n| n == network_id);
         router
             .interfaces
             .insert(port_id.to_owned(), network_id.to_owned());
         let on_network = router.networks.entry(network_id.to_owned()).or_default();
         *on_network += 1;
+        let network = self.networks.entry(network_id.to_owned()).or_default();
         if *on_network == 1 {
-            // The router's hosts now carry the network, and the network's
-            // hosts now hold the router.
-            let network = self.networks.entry(network_id.to_owned()).or_default();
-            network.routers.insert(router_id.to_owned());
+            // The router's hosts now carry the network.
             for host in &stale {
                 *network.routed_hosts.entry(host.clone()).or_default() += 1;
             }
+        }
+        if first_interface {
+            // The network's hosts now hold the router.
+            network.routers.insert(router_id.to_owned());
             let bound: Vec<String> = network.bound_ports.keys().cloned().collect();
             for host in bound {
                 self.router_gains_host(router_id, &host);
@@ -381,6 +547,7 @@ impl Compiler {
             return;
         };
         router.interfaces.remove(port_id);
+        let last_interface = !router.interfaces.values().any(|n| n == network_id);
         let last = match router.networks.get_mut(network_id) {
             Some(n) => {
                 *n -= 1;
@@ -388,14 +555,16 @@ impl Compiler {
             }
             None => false,
         };
+        let held: Vec<String> = router.hosts.keys().cloned().collect();
         if last {
             router.networks.remove(network_id);
-            let held: Vec<String> = router.hosts.keys().cloned().collect();
-            if let Some(network) = self.networks.get_mut(network_id) {
-                network.routers.remove(router_id);
-            }
             for host in &held {
                 self.unroute(network_id, host);
+            }
+        }
+        if last_interface {
+            if let Some(network) = self.networks.get_mut(network_id) {
+                network.routers.remove(router_id);
             }
             let bound: Vec<String> = self
                 .networks
@@ -432,7 +601,11 @@ impl Compiler {
     /// Recomputes a router's spec; if it changed, tells `hosts` (those that
     /// held it before and still do) of the new one.
     fn router_spec_changed(&mut self, router_id: &str, hosts: &[String], out: &mut Emitter) {
-        let Some(spec) = self.routers.get(router_id).map(|r| self.router_spec(r)) else {
+        let Some(spec) = self
+            .routers
+            .get(router_id)
+            .map(|r| self.router_spec(router_id, r))
+        else {
             return;
         };
         let Some(router) = self.routers.get_mut(router_id) else {
@@ -456,7 +629,7 @@ impl Compiler {
     /// A router as its hosts hold it: each interface with its MAC and its
     /// addresses, at their subnets' prefix lengths (an address whose subnet
     /// is unknown is left out until the subnet arrives).
-    fn router_spec(&self, router: &RouterEntry) -> RouterSpec {
+    fn router_spec(&self, router_id: &str, router: &RouterEntry) -> RouterSpec {
         let interfaces = router
             .interfaces
             .iter()
@@ -483,15 +656,57 @@ impl Compiler {
         RouterSpec {
             interfaces,
             routes: router.routes.clone(),
+            gateway: self.gateway_spec(router_id, router),
         }
     }
 
-    /// The routers with an interface on a network whose subnets changed.
+    /// The uplink as every holder sees it; `None` until its port (owned by
+    /// the router as its gateway) is known.
+    fn gateway_spec(&self, router_id: &str, router: &RouterEntry) -> Option<RouterGatewaySpec> {
+        let gateway = router.gateway.as_ref()?;
+        let port = self
+            .ports
+            .get(&gateway.port_id)
+            .filter(|p| p.gateway_of.as_deref() == Some(router_id))?;
+        let subnets = &self.networks.get(&gateway.network_id)?.subnets;
+        let on_network: Vec<_> = port
+            .local
+            .fixed_ips
+            .iter()
+            .filter_map(|f| Some((f.ip_address, subnets.get(&f.subnet_id)?)))
+            .collect();
+        let addresses = on_network
+            .iter()
+            .filter_map(|(ip, subnet)| IpNet::new(*ip, subnet.cidr.prefix_len()).ok())
+            .collect();
+        // The IPv4 upstream first: IPv4 is what SNAT and floating IPs carry.
+        let upstreams: Vec<_> = on_network
+            .iter()
+            .filter_map(|(_, s)| s.gateway_ip)
+            .collect();
+        let nexthop = upstreams
+            .iter()
+            .find(|ip| ip.is_ipv4())
+            .or(upstreams.first())
+            .copied();
+        Some(RouterGatewaySpec {
+            network_id: gateway.network_id.clone(),
+            port_id: gateway.port_id.clone(),
+            mac: port.local.mac,
+            addresses,
+            nexthop,
+            enable_snat: gateway.enable_snat,
+            host: router.gateway_host.clone(),
+        })
+    }
+
+    /// The routers with an interface or their gateway on a network whose
+    /// subnets changed.
     pub(super) fn refresh_routers_of(&mut self, network_id: &str, out: &mut Emitter) {
-        let routers: Vec<String> = self
+        let routers: BTreeSet<String> = self
             .networks
             .get(network_id)
-            .map(|n| n.routers.iter().cloned().collect())
+            .map(|n| n.routers.union(&n.gateway_routers).cloned().collect())
             .unwrap_or_default();
         for router_id in routers {
             self.refresh_router(&router_id, out);

@@ -82,6 +82,8 @@ pub fn host(name: &str, underlay_ip: &str) -> Input {
     Input::Host {
         name: name.into(),
         underlay_ip: ip(underlay_ip),
+        physical_networks: vec![],
+        gateway: false,
     }
 }
 

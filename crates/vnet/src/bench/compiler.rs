@@ -548,6 +548,8 @@ impl SyntheticCloud {
             return Input::Host {
                 name: self.host_names[i].clone(),
                 underlay_ip: underlay_ip(i),
+                physical_networks: vec![],
+                gateway: false,
             };
         }
         let i = i - hosts;
