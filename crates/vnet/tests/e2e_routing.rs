@@ -15,36 +15,14 @@ use std::net::Ipv4Addr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use common::{Cloud, dhcp, kernel_state, wait_for};
+use common::{
+    Cloud, add_interface, default_route, dhcp, kernel_state, router_namespaces, router_state, tcp,
+    wait_for,
+};
 use serde_json::{Value, json};
-use testworld::{Capture, Vm, vxlan_frames};
+use testworld::{Capture, vxlan_frames};
 
 const P: &str = "proj-r";
-
-/// The router namespaces host `i`'s agent made.
-fn router_namespaces(cloud: &Cloud, i: usize) -> Vec<String> {
-    let prefix = format!("{}-vnr-", cloud.hosts[i].ns.name());
-    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
-        .unwrap()
-        .flatten()
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.starts_with(&prefix))
-        .collect();
-    names.sort();
-    names
-}
-
-/// What a router namespace holds (links, addresses, routes), as `ip` says.
-fn router_state(netns: &str) -> String {
-    let ip =
-        |args: &[&str]| testworld::run_cmd("ip", &[&["-n", netns][..], args].concat()).unwrap();
-    format!(
-        "{}\n{}\n{}",
-        ip(&["-br", "link"]),
-        ip(&["-br", "addr"]),
-        ip(&["route", "show", "table", "all"])
-    )
-}
 
 fn interfaces(cloud: &Cloud, router: &str) -> Vec<Value> {
     let ports = cloud.call(
@@ -53,40 +31,6 @@ fn interfaces(cloud: &Cloud, router: &str) -> Vec<Value> {
         None,
     );
     ports["ports"].as_array().unwrap().clone()
-}
-
-fn add_interface(cloud: &Cloud, router: &str, subnet: &str) -> String {
-    let info = cloud.call(
-        "PUT",
-        &format!("/v2.0/routers/{router}/add_router_interface"),
-        Some(json!({"subnet_id": subnet})),
-    );
-    info["port_id"].as_str().unwrap().to_owned()
-}
-
-fn default_route(vm: &Vm, gateway: &str) {
-    vm.ns
-        .ip(&["route", "replace", "default", "via", gateway])
-        .unwrap();
-}
-
-/// Sends one line over TCP from `from` to `ip:port` on `to`; what `to` got.
-fn tcp(from: &Vm, to: &Vm, ip: &str, port: u16) -> String {
-    let mut listener = to.ns.command("busybox");
-    listener
-        .args(["nc", "-l", "-p", &port.to_string()])
-        .stdout(Stdio::piped());
-    let listener = listener.spawn().unwrap();
-    wait_for("the listener", Duration::from_secs(5), || {
-        to.ns
-            .exec("busybox", &["netstat", "-ltn"])
-            .is_ok_and(|o| o.contains(&format!(":{port}")))
-    });
-    from.ns
-        .sh(&format!("echo routed | busybox nc -w 2 {ip} {port}"))
-        .unwrap();
-    let received = listener.wait_with_output().unwrap();
-    String::from_utf8_lossy(&received.stdout).trim().to_owned()
 }
 
 #[test]
@@ -145,7 +89,7 @@ fn routers_route_east_west_on_the_sending_host() {
     // Ping and TCP across subnets and hosts, watched on the underlay.
     let capture = Capture::start(&cloud.fabric.ns, "br0", "udp port 4789").unwrap();
     assert_eq!(vm_a1.ping("10.2.0.20", 3), 3, "a1 reaches b2 through r1");
-    assert_eq!(tcp(&vm_a1, &vm_b2, "10.2.0.20", 7100), "routed");
+    assert_eq!(tcp(&vm_a1.ns, &vm_b2.ns, "10.2.0.20", 7100), "hello");
     let frames = vxlan_frames(&capture.stop().unwrap());
     let vni = |net: &str| {
         cloud.call("GET", &format!("/v2.0/networks/{net}"), None)["network"]

@@ -159,10 +159,12 @@ impl Cloud {
             "--underlay-ip",
             &host.underlay_ip().to_string(),
         ]);
+        // A host on the external segment may also run routers' default SNAT.
         if host.index <= self.mapped {
             cmd.args([
                 "--physical-network",
                 &format!("{PHYSICAL_NETWORK}:{EXTERNAL_DEV}"),
+                "--gateway",
             ]);
         }
         spawn(
@@ -239,6 +241,72 @@ impl Cloud {
             .unwrap()
             .to_owned()
     }
+}
+
+/// The router namespaces host `i`'s agent made (0-based).
+pub fn router_namespaces(cloud: &Cloud, i: usize) -> Vec<String> {
+    let prefix = format!("{}-vnr-", cloud.hosts[i].ns.name());
+    let mut names: Vec<String> = std::fs::read_dir("/run/netns")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(&prefix))
+        .collect();
+    names.sort();
+    names
+}
+
+/// What a router namespace holds (links, addresses, routes, rules and NAT),
+/// as `ip` and `nft` say.
+pub fn router_state(netns: &str) -> String {
+    let ip =
+        |args: &[&str]| testworld::run_cmd("ip", &[&["-n", netns][..], args].concat()).unwrap();
+    let nft = testworld::run_cmd("ip", &["netns", "exec", netns, "nft", "list", "ruleset"]);
+    format!(
+        "{}\n{}\n{}\n{}\n{}",
+        ip(&["-br", "link"]),
+        ip(&["-br", "addr"]),
+        ip(&["route", "show", "table", "all"]),
+        ip(&["rule", "show"]),
+        nft.unwrap()
+    )
+}
+
+pub fn add_interface(cloud: &Cloud, router: &str, subnet: &str) -> String {
+    let info = cloud.call(
+        "PUT",
+        &format!("/v2.0/routers/{router}/add_router_interface"),
+        Some(json!({"subnet_id": subnet})),
+    );
+    info["port_id"].as_str().unwrap().to_owned()
+}
+
+pub fn default_route(vm: &Vm, gateway: &str) {
+    vm.ns
+        .ip(&["route", "replace", "default", "via", gateway])
+        .unwrap();
+}
+
+/// Sends one line over TCP from namespace `from` to `ip:port`, where `to`
+/// listens; what `to` got.
+pub fn tcp(from: &Netns, to: &Netns, ip: &str, port: u16) -> String {
+    let mut listener = to.command("busybox");
+    listener
+        .args(["nc", "-l", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::piped());
+    let mut listener = listener.spawn().unwrap();
+    wait_for("the listener", Duration::from_secs(5), || {
+        to.exec("busybox", &["netstat", "-ltn"])
+            .is_ok_and(|o| o.contains(&format!(":{port}")))
+    });
+    // A connection that fails leaves the listener waiting: end it.
+    let sent = from.sh(&format!("echo hello | busybox nc -w 2 {ip} {port}"));
+    if let Err(e) = sent {
+        eprintln!("{e}");
+        let _ = listener.kill();
+    }
+    let received = listener.wait_with_output().unwrap();
+    String::from_utf8_lossy(&received.stdout).trim().to_owned()
 }
 
 /// Run busybox udhcpc in the VM; returns the `ip/mask` it was given.
