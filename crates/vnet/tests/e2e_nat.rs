@@ -56,12 +56,9 @@ fn seen_outside(outside: &Outside, source: &str, send: impl FnOnce()) -> (bool, 
     )
 }
 
-#[test]
-fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
-    let mut cloud = Cloud::with_external("en", 3, 3);
-    // Dropped before the cloud, whose fabric it is plugged into.
-    let world = cloud.outside.take().unwrap();
-    let outside = &world.ns;
+/// The admin's external network on the external segment, as an operator
+/// makes it; its id.
+fn public_network(cloud: &Cloud) -> String {
     let public = id(&cloud.call(
         "POST",
         "/v2.0/networks",
@@ -80,22 +77,66 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
             "allocation_pools": [{"start": "203.0.113.10", "end": "203.0.113.100"}],
         }})),
     );
-    let (net, subnet) = cloud.network(P, "10.1.0.0/24");
+    public
+}
+
+/// A router of `project` with its gateway on `public` and an interface on
+/// `subnet`: its id and gateway address.
+fn router_to(cloud: &Cloud, project: &str, public: &str, subnet: &str) -> (String, String) {
     let router = cloud.call(
         "POST",
         "/v2.0/routers",
         Some(json!({"router": {
-            "project_id": P, "name": "r1",
-            "external_gateway_info": {"network_id": public},
+            "project_id": project, "external_gateway_info": {"network_id": public},
         }})),
     )["router"]
         .clone();
     let router_id = id(&router);
+    add_interface(cloud, &router_id, subnet);
     let gateway_ip = router["external_gateway_info"]["external_fixed_ips"][0]["ip_address"]
         .as_str()
         .unwrap()
         .to_owned();
-    add_interface(&cloud, &router_id, &subnet);
+    (router_id, gateway_ip)
+}
+
+/// A group of `project` that lets anyone ping and connect in (the outside
+/// is no member of any group); its id.
+fn open_group(cloud: &Cloud, project: &str) -> String {
+    let group = id(&cloud.call(
+        "POST",
+        "/v2.0/security-groups",
+        Some(json!({"security_group": {"name": "open", "project_id": project}})),
+    )["security_group"]);
+    for protocol in ["icmp", "tcp"] {
+        cloud.call(
+            "POST",
+            "/v2.0/security-group-rules",
+            Some(json!({"security_group_rule": {
+                "security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
+                "protocol": protocol, "remote_ip_prefix": "0.0.0.0/0",
+            }})),
+        );
+    }
+    group
+}
+
+fn fip_status(cloud: &Cloud, fip: &str) -> String {
+    cloud.call("GET", &format!("/v2.0/floatingips/{fip}"), None)["floatingip"]["status"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
+    let mut cloud = Cloud::with_external("en", 3, 3);
+    // Dropped before the cloud, whose fabric it is plugged into.
+    let world = cloud.outside.take().unwrap();
+    let outside = &world.ns;
+    let public = public_network(&cloud);
+    let (net, subnet) = cloud.network(P, "10.1.0.0/24");
+    let (router_id, gateway_ip) = router_to(&cloud, P, &public, &subnet);
 
     // One of the three hosts is chosen to hold the gateway address.
     let mut g = 0;
@@ -117,24 +158,7 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         cloud.status(&gateway_port) == "ACTIVE"
     });
 
-    // The outside may ping and connect in where a floating IP or a port
-    // forwarding lets it.
-    let group = id(&cloud.call(
-        "POST",
-        "/v2.0/security-groups",
-        Some(json!({"security_group": {"name": "open", "project_id": P}})),
-    )["security_group"]);
-    for protocol in ["icmp", "tcp"] {
-        cloud.call(
-            "POST",
-            "/v2.0/security-group-rules",
-            Some(json!({"security_group_rule": {
-                "security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
-                "protocol": protocol, "remote_ip_prefix": "0.0.0.0/0",
-            }})),
-        );
-    }
-    let groups = json!({"security_groups": [group]});
+    let groups = json!({"security_groups": [open_group(&cloud, P)]});
     let (port_g, vm_g) = cloud.vm_with(P, &net, &subnet, "10.1.0.10", g + 1, groups.clone());
     let (port_o, vm_o) = cloud.vm_with(P, &net, &subnet, "10.1.0.20", o + 1, groups);
     for port in [&port_g, &port_o] {
@@ -178,14 +202,8 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         id(&fip),
         fip["floating_ip_address"].as_str().unwrap().to_owned(),
     );
-    let fip_status = |cloud: &Cloud| {
-        cloud.call("GET", &format!("/v2.0/floatingips/{fip_id}"), None)["floatingip"]["status"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
     wait_for("the floating IP ACTIVE", Duration::from_secs(20), || {
-        fip_status(&cloud) == "ACTIVE"
+        fip_status(&cloud, &fip_id) == "ACTIVE"
     });
     assert_eq!(
         holders(&cloud, &fip_ip),
@@ -225,7 +243,7 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
     wait_for(
         "the restarted agent's report",
         Duration::from_secs(10),
-        || fip_status(&cloud) == "ACTIVE" && cloud.status(&port_o) == "ACTIVE",
+        || fip_status(&cloud, &fip_id) == "ACTIVE" && cloud.status(&port_o) == "ACTIVE",
     );
     assert_eq!(
         before,
@@ -241,7 +259,7 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         Some(json!({"floatingip": {"port_id": null}})),
     );
     wait_for("the floating IP DOWN", Duration::from_secs(20), || {
-        fip_status(&cloud) == "DOWN"
+        fip_status(&cloud, &fip_id) == "DOWN"
     });
     wait_for(
         "the floating IP gone from o",
@@ -351,4 +369,103 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
     });
     assert_eq!(seen, (true, false));
     eprintln!("gateway failover: the outside reachable again {recovered:?} after its host died");
+}
+
+#[test]
+fn tenants_with_the_same_addresses_go_out_at_once_and_floating_ips_move() {
+    let mut cloud = Cloud::with_external("em", 3, 3);
+    let world = cloud.outside.take().unwrap();
+    let public = public_network(&cloud);
+    // Two projects, the same subnet, each its own router and gateway.
+    let (pa, pb) = ("proj-a", "proj-b");
+    let (net_a, sub_a) = cloud.network(pa, "10.5.0.0/24");
+    let (net_b, sub_b) = cloud.network(pb, "10.5.0.0/24");
+    let (_, gw_a) = router_to(&cloud, pa, &public, &sub_a);
+    let (router_b, gw_b) = router_to(&cloud, pb, &public, &sub_b);
+    let group_a = json!({"security_groups": [open_group(&cloud, pa)]});
+    let (a1, vm_a1) = cloud.vm_with(pa, &net_a, &sub_a, "10.5.0.10", 1, group_a.clone());
+    let (a3, vm_a3) = cloud.vm_with(pa, &net_a, &sub_a, "10.5.0.30", 3, group_a);
+    let (b2, vm_b2) = cloud.vm(pb, &net_b, &sub_b, "10.5.0.10", 2);
+    for port in [&a1, &a3, &b2] {
+        wait_for("VM ports ACTIVE", Duration::from_secs(20), || {
+            cloud.status(port) == "ACTIVE"
+        });
+    }
+    for vm in [&vm_a1, &vm_a3, &vm_b2] {
+        dhcp(vm);
+        default_route(vm, "10.5.0.1");
+    }
+    wait_for("both gateways", Duration::from_secs(20), || {
+        holders(&cloud, &gw_a).len() == 1 && holders(&cloud, &gw_b).len() == 1
+    });
+
+    // Both 10.5.0.10s ping the outside at the same moment, each as its own
+    // router's gateway address.
+    let (seen_a, seen_b) = (
+        Capture::start(&world.ns, VM_DEV, &format!("icmp and ip src host {gw_a}")).unwrap(),
+        Capture::start(&world.ns, VM_DEV, &format!("icmp and ip src host {gw_b}")).unwrap(),
+    );
+    std::thread::scope(|s| {
+        let a = s.spawn(|| vm_a1.ping(OUTSIDE_IP, 5));
+        let b = s.spawn(|| vm_b2.ping(OUTSIDE_IP, 5));
+        assert_eq!((a.join().unwrap(), b.join().unwrap()), (5, 5));
+    });
+    assert_eq!(seen_a.stop().unwrap().len(), 5);
+    assert_eq!(seen_b.stop().unwrap().len(), 5);
+
+    // A floating IP on a1 (host 1), then moved to a3 (host 3): it moves
+    // with its port, and answers from there.
+    let fip = cloud.call(
+        "POST",
+        "/v2.0/floatingips",
+        Some(json!({"floatingip": {
+            "project_id": pa, "floating_network_id": public, "port_id": a1,
+        }})),
+    )["floatingip"]
+        .clone();
+    let (fip_id, fip_ip) = (
+        id(&fip),
+        fip["floating_ip_address"].as_str().unwrap().to_owned(),
+    );
+    wait_for("the floating IP on host 1", Duration::from_secs(20), || {
+        holders(&cloud, &fip_ip) == [0] && fip_status(&cloud, &fip_id) == "ACTIVE"
+    });
+    assert_eq!(tcp(&world.ns, &vm_a1.ns, &fip_ip, 7400), "hello");
+    cloud.call(
+        "PUT",
+        &format!("/v2.0/floatingips/{fip_id}"),
+        Some(json!({"floatingip": {"port_id": a3}})),
+    );
+    wait_for("the floating IP on host 3", Duration::from_secs(20), || {
+        holders(&cloud, &fip_ip) == [2] && fip_status(&cloud, &fip_id) == "ACTIVE"
+    });
+    assert_eq!(tcp(&world.ns, &vm_a3.ns, &fip_ip, 7401), "hello");
+
+    // Host 3's agent killed and restarted under a ping of the floating IP:
+    // at most one packet lost.
+    let mut ping = world.ns.command("busybox");
+    ping.args(["ping", "-c", "30", "-i", "0.1", &fip_ip])
+        .stdout(std::process::Stdio::piped());
+    let ping = ping.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    drop(cloud.agents[2].take()); // SIGKILL
+    cloud.agents[2] = Some(cloud.start_agent(2));
+    let out = String::from_utf8_lossy(&ping.wait_with_output().unwrap().stdout).into_owned();
+    assert!(
+        out.contains("30 packets transmitted, 30 packets received")
+            || out.contains("30 packets transmitted, 29 packets received"),
+        "lost more than one packet to a floating IP across the agent restart: {out}"
+    );
+
+    // Project b's gateway removed: b no longer goes out, a still does.
+    cloud.call(
+        "PUT",
+        &format!("/v2.0/routers/{router_b}"),
+        Some(json!({"router": {"external_gateway_info": {}}})),
+    );
+    wait_for("b's gateway gone", Duration::from_secs(20), || {
+        holders(&cloud, &gw_b).is_empty()
+    });
+    assert_eq!(vm_b2.ping(OUTSIDE_IP, 2), 0, "b goes out without a gateway");
+    assert_eq!(vm_a1.ping(OUTSIDE_IP, 2), 2, "a still goes out");
 }

@@ -1,7 +1,7 @@
 //! `vnet bench compiler`: issue 4's compiler figures, measured in this process
 //! (the compiler is pure: there is no server to start). A synthetic cloud is
 //! compiled from empty and every host snapshotted; then single port adds and
-//! deletes are timed in a large cloud and in one a tenth its size with the same
+//! deletes (and router interface adds and floating IP associations) are timed in a large cloud and in one a tenth its size with the same
 //! shape per network, and their ratio says whether one change's cost grows with
 //! the cloud. It owns only the measuring: it must not change the compiler's inputs
 //! to flatter it (ids are UUIDs, as the API makes them).
@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use ::compiler::{Compiler, Input};
 use model::{
-    Direction, Ethertype, FixedIp, MacAddr, Network, Port, PortStatus, SecurityGroup,
+    Association, Direction, Ethertype, FixedIp, FloatingIp, Gateway, MacAddr, Network,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortStatus, Router, SecurityGroup,
     SecurityGroupRule, SplitMix64, Standard, Subnet,
 };
 use serde_json::{Value, json};
@@ -106,6 +107,11 @@ struct Singles {
     add_first_on_host: Single,
     /// The same ports deleted: their hosts drop the network.
     delete_last_on_host: Single,
+    /// A router (with a gateway, no interface yet) gets an interface on a
+    /// network: every host carrying it now holds the router.
+    interface_add: Single,
+    /// A floating IP is associated with a port behind that router.
+    fip_associate: Single,
 }
 
 /// Single changes of one kind: how long each took, and how much work they
@@ -396,21 +402,7 @@ fn measure(shape: Shape, changes: usize, with_rss: bool) -> Result<CloudFigures,
 /// already, then on hosts new to it; each timed alone, its input built before
 /// the clock starts and its output dropped after it stops.
 fn singles(cloud: &mut SyntheticCloud, compiler: &mut Compiler, n: usize) -> Singles {
-    let mut timed = |inputs: Vec<Input>| {
-        let mut latencies = Vec::with_capacity(inputs.len());
-        let mut changes_emitted = 0;
-        for input in inputs {
-            let start = Instant::now();
-            let changes = compiler.apply(input);
-            latencies.push(start.elapsed());
-            changes_emitted += changes.len();
-        }
-        Single {
-            latencies: Samples::new(latencies),
-            changes_emitted,
-        }
-    };
-    let mut run = |cloud: &mut SyntheticCloud, first_on_host: bool| {
+    let run = |cloud: &mut SyntheticCloud, compiler: &mut Compiler, first_on_host: bool| {
         let (mut adds, mut deletes) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for _ in 0..n {
             let network = cloud.random_below(cloud.shape.networks);
@@ -424,15 +416,57 @@ fn singles(cloud: &mut SyntheticCloud, compiler: &mut Compiler, n: usize) -> Sin
             adds.push(Input::Port(Box::new(port)));
         }
         // All adds first, then all deletes: the cloud is back as it was.
-        (timed(adds), timed(deletes))
+        (timed(compiler, adds), timed(compiler, deletes))
     };
-    let (add, delete) = run(cloud, false);
-    let (add_first_on_host, delete_last_on_host) = run(cloud, true);
+    let (add, delete) = run(cloud, compiler, false);
+    let (add_first_on_host, delete_last_on_host) = run(cloud, compiler, true);
+    // Routers: each with its gateway on one external network (untimed), then
+    // an interface on a random network, then a floating IP for a port there.
+    let (mut interfaces, mut fips) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    for input in cloud.external_network() {
+        compiler.apply(input);
+    }
+    for k in 0..n {
+        let network = cloud.random_below(cloud.shape.networks);
+        let (router, gateway_port, interface) = cloud.router(network, k);
+        let host = cloud.host_carrying(network);
+        let port = cloud.port(network, host);
+        let fip = cloud.floating_ip(&port, &router.std.id, k);
+        compiler.apply(Input::Router(Box::new(router)));
+        compiler.apply(Input::Port(Box::new(gateway_port)));
+        interfaces.push(Input::Port(Box::new(interface)));
+        fips.push((Input::Port(Box::new(port)), fip));
+    }
+    let interface_add = timed(compiler, interfaces);
+    let (ports, fips): (Vec<Input>, Vec<Input>) = fips.into_iter().unzip();
+    for port in ports {
+        compiler.apply(port);
+    }
+    let fip_associate = timed(compiler, fips);
     Singles {
         add,
         delete,
         add_first_on_host,
         delete_last_on_host,
+        interface_add,
+        fip_associate,
+    }
+}
+
+/// Each input applied alone and timed, its output dropped after the clock
+/// stops.
+fn timed(compiler: &mut Compiler, inputs: Vec<Input>) -> Single {
+    let mut latencies = Vec::with_capacity(inputs.len());
+    let mut changes_emitted = 0;
+    for input in inputs {
+        let start = Instant::now();
+        let changes = compiler.apply(input);
+        latencies.push(start.elapsed());
+        changes_emitted += changes.len();
+    }
+    Single {
+        latencies: Samples::new(latencies),
+        changes_emitted,
     }
 }
 
@@ -626,6 +660,104 @@ impl SyntheticCloud {
         random_below(&mut self.rng, n)
     }
 
+    /// One flat external network on physical network `public` (its id is
+    /// [`EXTERNAL`]), and the first tenth of the hosts re-registered as
+    /// gateway hosts mapping it.
+    fn external_network(&mut self) -> Vec<Input> {
+        let mut inputs: Vec<Input> = (0..self.shape.hosts.div_ceil(10))
+            .map(|h| Input::Host {
+                name: self.host_names[h].clone(),
+                underlay_ip: underlay_ip(h),
+                physical_networks: vec![PHYSICAL_NETWORK.into()],
+                gateway: true,
+            })
+            .collect();
+        inputs.push(Input::Network(Box::new(Network {
+            std: standard(EXTERNAL.into()),
+            external: true,
+            network_type: "flat".into(),
+            segmentation_id: 0,
+            physical_network: Some(PHYSICAL_NETWORK.into()),
+            mtu: 1500,
+            ..self.network(0)
+        })));
+        inputs.push(Input::Subnet(Box::new(Subnet {
+            std: standard(EXTERNAL.into()),
+            network_id: EXTERNAL.into(),
+            cidr: "100.64.0.0/10".parse().unwrap_or(self.subnet_template.cidr),
+            gateway_ip: Some(IpAddr::V4(Ipv4Addr::new(100, 64, 0, 1))),
+            enable_dhcp: false,
+            ..self.subnet_template.clone()
+        })));
+        inputs
+    }
+
+    /// Router `k` with its gateway on [`EXTERNAL`], its gateway port, and
+    /// (not yet applied) its interface port on `network`.
+    fn router(&mut self, network: usize, k: usize) -> (Router, Port, Port) {
+        let router_id = self.rng.uuid();
+        let gateway_ip = external_ip(k, 0);
+        let owned = |cloud: &mut Self, network_id: String, owner: &str, ip: FixedIp| Port {
+            device_id: router_id.clone(),
+            device_owner: owner.into(),
+            network_id,
+            fixed_ips: vec![ip],
+            security_groups: vec![],
+            binding_host_id: String::new(),
+            ..cloud.port(network, 0)
+        };
+        let gateway_ip = FixedIp {
+            subnet_id: EXTERNAL.into(),
+            ip_address: gateway_ip,
+        };
+        let gateway_port = owned(
+            self,
+            EXTERNAL.into(),
+            OWNER_ROUTER_GATEWAY,
+            gateway_ip.clone(),
+        );
+        let interface_ip = FixedIp {
+            subnet_id: self.subnet_ids[network].clone(),
+            ip_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        };
+        let interface = owned(
+            self,
+            self.network_ids[network].clone(),
+            OWNER_ROUTER_INTERFACE,
+            interface_ip,
+        );
+        let router = Router {
+            std: standard(router_id.clone()),
+            admin_state_up: true,
+            gateway: Some(Gateway {
+                network_id: EXTERNAL.into(),
+                enable_snat: true,
+                port_id: gateway_port.std.id.clone(),
+                external_fixed_ips: vec![gateway_ip],
+            }),
+            routes: vec![],
+            availability_zone_hints: vec![],
+        };
+        (router, gateway_port, interface)
+    }
+
+    /// Floating IP `k`, associated with `port` behind `router_id`.
+    fn floating_ip(&mut self, port: &Port, router_id: &str, k: usize) -> Input {
+        Input::FloatingIp(Box::new(FloatingIp {
+            std: standard(self.rng.uuid()),
+            floating_network_id: EXTERNAL.into(),
+            subnet_id: EXTERNAL.into(),
+            floating_ip_address: external_ip(k, 1),
+            floating_port_id: self.rng.uuid(),
+            association: Some(Association {
+                port_id: port.std.id.clone(),
+                fixed_ip_address: port.fixed_ips[0].ip_address,
+                router_id: router_id.into(),
+            }),
+            port_forwardings: vec![],
+        }))
+    }
+
     fn host_carrying(&mut self, network: usize) -> usize {
         let k = self.random_below(self.network_hosts[network].len());
         self.network_hosts[network][k]
@@ -640,6 +772,17 @@ impl SyntheticCloud {
             .find(|h| !self.network_hosts[network].contains(h))
             .unwrap_or(start)
     }
+}
+
+/// The L3 singles' external network and subnet (one id serves both).
+const EXTERNAL: &str = "00000000-0000-4000-8000-00000000e7e1";
+const PHYSICAL_NETWORK: &str = "public";
+
+/// Router `k`'s gateway address (`which` 0) or its floating IP's (1), in
+/// 100.64.0.0/10.
+fn external_ip(k: usize, which: usize) -> IpAddr {
+    let i = u32::try_from(2 * k + which + 2).unwrap_or(u32::MAX) & 0x003f_ffff;
+    IpAddr::V4(Ipv4Addr::from(0x6440_0000 | i))
 }
 
 fn random_below(rng: &mut SplitMix64, n: usize) -> usize {
@@ -676,7 +819,7 @@ fn mib(bytes: u64) -> f64 {
 fn single_rows<'a>(
     small: &'a Singles,
     large: &'a Singles,
-) -> [(&'static str, &'a Single, &'a Single); 4] {
+) -> [(&'static str, &'a Single, &'a Single); 6] {
     [
         (
             "port add (host carries the network)",
@@ -697,6 +840,16 @@ fn single_rows<'a>(
             "port delete (host's last there)",
             &small.delete_last_on_host,
             &large.delete_last_on_host,
+        ),
+        (
+            "router interface add (gateway router)",
+            &small.interface_add,
+            &large.interface_add,
+        ),
+        (
+            "floating IP associate",
+            &small.fip_associate,
+            &large.fip_associate,
         ),
     ]
 }
@@ -750,6 +903,20 @@ fn goals(small: &CloudFigures, large: &CloudFigures) -> Vec<Goal> {
             unit: " ms",
             below: GOAL_CHANGE_MS,
             ovn: ovn_at_10k(OVN_PORT_ADD_10K_S * 1e3),
+        },
+        Goal {
+            what: format!("router interface add p99, {lp} ports"),
+            measured: stats::ms(l.interface_add.latencies.p99()),
+            unit: " ms",
+            below: GOAL_CHANGE_MS,
+            ovn: None,
+        },
+        Goal {
+            what: format!("floating IP associate p99, {lp} ports"),
+            measured: stats::ms(l.fip_associate.latencies.p99()),
+            unit: " ms",
+            below: GOAL_CHANGE_MS,
+            ovn: None,
         },
         Goal {
             what: format!("full compile, {lp} ports"),
@@ -944,6 +1111,8 @@ fn to_json(small: &CloudFigures, large: &CloudFigures, changes: usize) -> Value 
             "port_delete": single(&c.singles.delete),
             "port_add_first_on_host": single(&c.singles.add_first_on_host),
             "port_delete_last_on_host": single(&c.singles.delete_last_on_host),
+            "router_interface_add": single(&c.singles.interface_add),
+            "floating_ip_associate": single(&c.singles.fip_associate),
         })
     };
     json!({
