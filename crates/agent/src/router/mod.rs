@@ -9,7 +9,7 @@
 //! pairs), and runs `nft` inside a namespace for its NAT. Like the `linux`
 //! backend it never flushes and touches only what it owns: the namespaces
 //! with its prefix, the `qr-`/`qg-` devices in them, routes and rules of its
-//! own protocol, permanent neighbours on `qg-`, and `table ip vnet`. The
+//! own protocol, permanent neighbours on `qr-` and `qg-`, and `table ip vnet`. The
 //! host ends of the veths are the `linux` backend's to attach, like any
 //! port device.
 
@@ -373,7 +373,7 @@ impl RouterReconciler {
             .execute();
         while let Some(neighbour) = neighbours.try_next().await? {
             let device = names.get(&neighbour.header.ifindex);
-            if let Some(device) = device.filter(|d| d.starts_with("qg-"))
+            if let Some(device) = device.filter(|d| d.starts_with("qg-") || d.starts_with("qr-"))
                 && let Some(neighbour) = own_neighbour(&neighbour, device)
             {
                 observed.neighbours.insert(neighbour);

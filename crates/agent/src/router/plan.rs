@@ -18,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
-use compiler::protocol::{FloatingIpSpec, HostState, RouterGatewaySpec};
+use compiler::protocol::{FloatingIpSpec, HostState, NetworkSpec, RouterGatewaySpec};
 use ipnet::{IpNet, Ipv4Net};
 use model::MacAddr;
 
@@ -150,7 +150,10 @@ pub struct Rule {
     pub table: u32,
 }
 
-/// A permanent neighbour entry: the gateway host's uplink, on other hosts.
+/// A permanent neighbour entry: each port of an interface's network, on its
+/// `qr-` device (so a router never asks by ARP, which the overlay would not
+/// carry until this host's bridge knows the port); the gateway host's uplink,
+/// on other hosts' `qg-` device.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Neighbour {
     pub device: String,
@@ -183,6 +186,14 @@ pub fn desired(state: &HostState, config: &RouterConfig) -> BTreeMap<String, Des
                     .iter()
                     .filter_map(|(port_id, iface)| interface(port_id, iface))
                     .collect(),
+                neighbours: spec
+                    .interfaces
+                    .iter()
+                    .filter_map(|(port_id, iface)| {
+                        Some((port_id, state.networks.get(&iface.network_id)?))
+                    })
+                    .flat_map(|(port_id, network)| port_neighbours(port_id, network))
+                    .collect(),
                 routes: spec
                     .routes
                     .iter()
@@ -207,6 +218,31 @@ pub fn desired(state: &HostState, config: &RouterConfig) -> BTreeMap<String, Des
             (config.netns(router_id), router)
         })
         .collect()
+}
+
+/// The IPv4 neighbours of the interface `port_id` on `network`: every port
+/// of the network, on this host or another.
+fn port_neighbours<'a>(
+    port_id: &str,
+    network: &'a NetworkSpec,
+) -> impl Iterator<Item = Neighbour> + 'a {
+    let device = interface_device(port_id);
+    let local = network
+        .local_ports
+        .values()
+        .flat_map(|p| p.fixed_ips.iter().map(move |ip| (ip.ip_address, p.mac)));
+    let remote = network
+        .remote_ports
+        .values()
+        .flat_map(|p| p.ips.iter().map(move |ip| (*ip, p.mac)));
+    local
+        .chain(remote)
+        .filter(|(ip, _)| ip.is_ipv4())
+        .map(move |(ip, mac)| Neighbour {
+            device: device.clone(),
+            ip,
+            mac,
+        })
 }
 
 /// The uplink of a router with a gateway, its routes, rules and NAT. IPv4
@@ -349,7 +385,7 @@ pub struct ObservedRouter {
     /// Routes and rules of [`VNET_ROUTE_PROTOCOL`], in every table.
     pub routes: BTreeSet<Route>,
     pub rules: BTreeSet<Rule>,
-    /// Permanent neighbour entries on the `qg-` device.
+    /// Permanent IPv4 neighbour entries on the `qr-` and `qg-` devices.
     pub neighbours: BTreeSet<Neighbour>,
     /// The fingerprint of its `table ip vnet`, if it has one.
     pub nat: Option<String>,
@@ -720,7 +756,10 @@ fn diff_router(netns: &str, want: &DesiredRouter, have: &ObservedRouter, ops: &m
 mod tests {
     use std::collections::BTreeMap;
 
-    use compiler::protocol::{NetworkSpec, RouteSpec, RouterInterfaceSpec, RouterSpec};
+    use compiler::protocol::{
+        FixedIpSpec, LocalPortSpec, NetworkSpec, RemotePortSpec, RouteSpec, RouterInterfaceSpec,
+        RouterSpec,
+    };
 
     use super::*;
 
@@ -742,8 +781,30 @@ mod tests {
             mac: MacAddr([0xfa, 0x16, 0x3e, 0, 0, last]),
             addresses: vec![net(address)],
         };
+        // A VM here and one on another host, on "na".
+        let mut na = network(1);
+        na.local_ports.insert(
+            "vm1".into(),
+            LocalPortSpec {
+                mac: MacAddr([0xfa, 0x16, 0x3e, 1, 0, 1]),
+                fixed_ips: vec![FixedIpSpec {
+                    subnet_id: "sa".into(),
+                    ip_address: "10.0.0.5".parse().unwrap(),
+                }],
+                device: "tapvm1".into(),
+                admin_state_up: true,
+            },
+        );
+        na.remote_ports.insert(
+            "vm2".into(),
+            RemotePortSpec {
+                mac: MacAddr([0xfa, 0x16, 0x3e, 1, 0, 2]),
+                ips: vec!["10.0.0.6".parse().unwrap(), "fd00::6".parse().unwrap()],
+                vtep: "192.0.2.2".parse().unwrap(),
+            },
+        );
         HostState {
-            networks: [("na".into(), network(1)), ("nb".into(), network(2))].into(),
+            networks: [("na".into(), na), ("nb".into(), network(2))].into(),
             routers: [(
                 "r1".into(),
                 RouterSpec {
@@ -824,6 +885,10 @@ mod tests {
                 "ip link add vnrtpb-01234567 mtu 1450 type veth peer qr-pb-01234567 address fa:16:3e:00:00:02 netns vnr-r1",
                 "ip -n vnr-r1 addr add 10.0.0.1/24 dev qr-pa-01234567 nodad",
                 "ip -n vnr-r1 addr add 10.0.1.1/24 dev qr-pb-01234567 nodad",
+                // The VMs of its networks, here or not: the router never ARPs
+                // (IPv4 only).
+                "ip -n vnr-r1 neigh replace 10.0.0.5 lladdr fa:16:3e:01:00:01 dev qr-pa-01234567 nud permanent",
+                "ip -n vnr-r1 neigh replace 10.0.0.6 lladdr fa:16:3e:01:00:02 dev qr-pa-01234567 nud permanent",
                 "ip -n vnr-r1 route replace 192.168.0.0/16 via 10.0.0.9 proto 118",
             ]
         );
@@ -1042,7 +1107,12 @@ mod tests {
         // With no gateway host at all, other hosts have no way out but
         // their floating IPs.
         let stranded = desired(&with_gateway(None), &config("h1"));
-        assert!(stranded["vnr-r1"].neighbours.is_empty());
+        assert!(
+            !stranded["vnr-r1"]
+                .neighbours
+                .iter()
+                .any(|n| n.device.starts_with("qg-"))
+        );
         assert!(
             !stranded["vnr-r1"]
                 .routes

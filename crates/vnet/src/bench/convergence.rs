@@ -1,8 +1,11 @@
 //! `vnet bench convergence` (root): in a lab of two hosts, how long from a
 //! `POST /v2.0/ports` with `binding:host_id` returning until the port is
-//! ACTIVE, and until a VM on the other host reaches it. VM devices and
-//! addresses are prepared before each POST, so the figure is vnet's (the
-//! server, the stream, both agents), not a VM's boot.
+//! ACTIVE, and until a VM on the other host reaches it; then, behind a
+//! router with a gateway, from a floating IP's POST (associated) until the
+//! outside reaches it, and from a router interface's PUT until a VM on
+//! another subnet and host is routed to. VM devices, addresses and routes
+//! are prepared before each call, so the figure is vnet's (the server, the
+//! stream, the agents), not a VM's boot.
 
 use std::time::{Duration, Instant};
 
@@ -11,6 +14,9 @@ use serde_json::{Value, json};
 use super::stats::{Samples, ms};
 use crate::BoxError;
 use crate::lab::{self, LabState, http, run};
+
+/// The VMs' subnet's gateway.
+const GATEWAY: &str = "10.9.255.254";
 
 /// Longest a port may take to converge before the bench gives up.
 const TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +28,12 @@ pub struct Figures {
     /// The same ping, against a VM that is already reachable: the cost of
     /// asking, included in `reachable`.
     pub ping_floor: Samples,
+    /// From a floating IP's POST until the outside pings it.
+    pub floating_ip: Samples,
+    /// From `add_router_interface` until a VM across it answers.
+    pub interface: Samples,
+    /// One ping from the outside to a floating IP already reachable.
+    pub outside_ping_floor: Samples,
 }
 
 fn call(state: &LabState, method: &str, path: &str, body: Value) -> Result<Value, BoxError> {
@@ -75,7 +87,9 @@ pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
         let state = lab::up(&name, 2, api, None, &vnet.to_string_lossy())?;
         measure(&state, ports)
     })();
-    let mut extra_namespaces: Vec<String> = (0..=ports).map(|i| format!("{name}-cv{i}")).collect();
+    let mut extra_namespaces: Vec<String> = (0..=ports)
+        .flat_map(|i| [format!("{name}-cv{i}"), format!("{name}-cr{i}")])
+        .collect();
     extra_namespaces.retain(|ns| std::path::Path::new("/run/netns").join(ns).exists());
     for ns in extra_namespaces {
         let _ = lab::delete_netns(&ns);
@@ -100,15 +114,37 @@ fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
         lab,
         "POST",
         "/v2.0/subnets",
-        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.9.0.0/16"}}),
+        // The gateway (a router's interface, later) clear of the VMs' addresses.
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.9.0.0/16",
+                          "gateway_ip": GATEWAY}}),
     )?;
     let subnet = subnet["subnet"]["id"]
         .as_str()
         .ok_or("no subnet id")?
         .to_owned();
+    // Reachable from anywhere by ping (the outside is in no group).
+    let group = call(
+        lab,
+        "POST",
+        "/v2.0/security-groups",
+        json!({"security_group": {"name": "convergence"}}),
+    )?;
+    let group = group["security_group"]["id"]
+        .as_str()
+        .ok_or("no group id")?
+        .to_owned();
+    call(
+        lab,
+        "POST",
+        "/v2.0/security-group-rules",
+        json!({"security_group_rule": {
+            "security_group_id": group, "direction": "ingress", "ethertype": "IPv4",
+            "protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0",
+        }}),
+    )?;
     let port_body = |i: usize, host: &str| {
         json!({"port": {
-            "network_id": net, "binding:host_id": host,
+            "network_id": net, "binding:host_id": host, "security_groups": [group],
             "mac_address": format!("fa:16:3e:c0:{:02x}:{:02x}", i / 256, i % 256),
             "fixed_ips": [{"subnet_id": subnet, "ip_address": format!("10.9.{}.{}", i / 250, 1 + i % 250)}],
             "binding:profile": {"device": format!("cv{i}")},
@@ -122,6 +158,7 @@ fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
     prepare_vm(&peer_ns, &h2, "cv0", &mac_of(0), &ip_of(0))?;
     call(lab, "POST", "/v2.0/ports", port_body(0, &h2))?;
 
+    let mut port_ids = Vec::with_capacity(ports);
     let mut active = Vec::with_capacity(ports);
     let mut reachable = Vec::with_capacity(ports);
     let mut ping_floor = Vec::with_capacity(ports);
@@ -131,6 +168,7 @@ fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
         let reply = call(lab, "POST", "/v2.0/ports", port_body(i, &h1))?;
         let posted = Instant::now();
         let id = reply["port"]["id"].as_str().ok_or("no port id")?.to_owned();
+        port_ids.push(id.clone());
         loop {
             let (_, port) = http(
                 &lab.api,
@@ -159,12 +197,181 @@ fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
         }
         ping_floor.push(asked.elapsed());
     }
+    let (floating_ip, outside_ping_floor, interface) = measure_l3(lab, &port_ids, &subnet, &group)?;
     Ok(Figures {
         ports,
         active: Samples::new(active),
         reachable: Samples::new(reachable),
         ping_floor: Samples::new(ping_floor),
+        floating_ip,
+        interface,
+        outside_ping_floor,
     })
+}
+
+fn id_of(reply: &Value, kind: &str) -> Result<String, BoxError> {
+    Ok(reply[kind]["id"]
+        .as_str()
+        .ok_or_else(|| format!("no {kind} id"))?
+        .to_owned())
+}
+
+/// How long since `since` until `netns` gets its first ping reply from
+/// `ip`, pinging every 10 ms (a lost ping costs 10 ms, not a 1 s wait).
+fn first_reply(netns: &str, ip: &str, since: Instant, what: &str) -> Result<Duration, BoxError> {
+    use std::io::{BufRead, BufReader};
+    let deadline = TIMEOUT.as_secs().to_string();
+    let mut ping = std::process::Command::new("ip")
+        .args(["netns", "exec", netns, "busybox", "ping", "-i", "0.01"])
+        .args(["-w", &deadline, ip])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    let replied = ping.stdout.take().and_then(|out| {
+        BufReader::new(out)
+            .lines()
+            .map_while(Result::ok)
+            .find(|line| line.contains("bytes from"))
+            .map(|_| since.elapsed())
+    });
+    let _ = ping.kill();
+    let _ = ping.wait();
+    replied.ok_or_else(|| format!("{what} not reachable after {TIMEOUT:?}").into())
+}
+
+/// The L3 figures, with the VMs `cv1…` on h1 (of `port_ids`, in `subnet`)
+/// put behind a router with a gateway on a flat external network: a
+/// floating IP for each, then as many router interfaces on new subnets, each
+/// with a VM on h2 (`cr1…`) that `cv1` must reach.
+fn measure_l3(
+    lab: &LabState,
+    port_ids: &[String],
+    subnet: &str,
+    group: &str,
+) -> Result<(Samples, Samples, Samples), BoxError> {
+    let public = call(
+        lab,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {
+            "name": "public", "router:external": true,
+            "provider:network_type": "flat",
+            "provider:physical_network": lab::PHYSICAL_NETWORK,
+        }}),
+    )?;
+    let public = id_of(&public, "network")?;
+    call(
+        lab,
+        "POST",
+        "/v2.0/subnets",
+        json!({"subnet": {
+            "network_id": public, "ip_version": 4, "cidr": "203.0.113.0/24",
+            "gateway_ip": "203.0.113.1", "enable_dhcp": false,
+        }}),
+    )?;
+    let router = call(
+        lab,
+        "POST",
+        "/v2.0/routers",
+        json!({"router": {"name": "convergence", "external_gateway_info": {"network_id": public}}}),
+    )?;
+    let router = id_of(&router, "router")?;
+    let add_interface = |subnet: &str| {
+        call(
+            lab,
+            "PUT",
+            &format!("/v2.0/routers/{router}/add_router_interface"),
+            json!({"subnet_id": subnet}),
+        )
+    };
+    add_interface(subnet)?;
+    let vm_ns = |prefix: &str, i: usize| format!("{}-{prefix}{i}", lab.name);
+    let ports = port_ids.len();
+    for i in 1..=ports {
+        route_via(&vm_ns("cv", i), GATEWAY)?;
+    }
+
+    let (mut floating, mut floor) = (Vec::with_capacity(ports), Vec::with_capacity(ports));
+    for i in 1..=ports {
+        let fip = call(
+            lab,
+            "POST",
+            "/v2.0/floatingips",
+            json!({"floatingip": {"floating_network_id": public, "port_id": port_ids[i - 1]}}),
+        )?;
+        let posted = Instant::now();
+        let address = fip["floatingip"]["floating_ip_address"]
+            .as_str()
+            .ok_or("no floating IP address")?
+            .to_owned();
+        floating.push(first_reply(
+            &lab.outside,
+            &address,
+            posted,
+            "a floating IP",
+        )?);
+        let asked = Instant::now();
+        floor.push(first_reply(&lab.outside, &address, asked, "a floating IP")?);
+    }
+
+    let h2 = lab.hosts[1].name.clone();
+    let mut interface = Vec::with_capacity(ports);
+    for i in 1..=ports {
+        let (net, sub) = (
+            call(lab, "POST", "/v2.0/networks", json!({"network": {}}))?,
+            format!("10.{}.{}.0/24", 10 + i / 250, i % 250),
+        );
+        let net = id_of(&net, "network")?;
+        let sub = call(
+            lab,
+            "POST",
+            "/v2.0/subnets",
+            json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": sub}}),
+        )?;
+        let gateway = sub["subnet"]["gateway_ip"]
+            .as_str()
+            .ok_or("no gateway")?
+            .to_owned();
+        let sub = id_of(&sub, "subnet")?;
+        let port = call(
+            lab,
+            "POST",
+            "/v2.0/ports",
+            json!({"port": {
+                "network_id": net, "binding:host_id": h2, "security_groups": [group],
+                "binding:profile": {"device": format!("cr{i}")},
+            }}),
+        )?;
+        let mac = port["port"]["mac_address"].as_str().ok_or("no MAC")?;
+        let ip = port["port"]["fixed_ips"][0]["ip_address"]
+            .as_str()
+            .ok_or("no IP")?
+            .to_owned();
+        let netns = vm_ns("cr", i);
+        prepare_vm(&netns, &h2, &format!("cr{i}"), mac, &ip)?;
+        route_via(&netns, &gateway)?;
+        add_interface(&sub)?;
+        let added = Instant::now();
+        interface.push(first_reply(
+            &vm_ns("cv", 1),
+            &ip,
+            added,
+            "a router interface",
+        )?);
+    }
+    Ok((
+        Samples::new(floating),
+        Samples::new(floor),
+        Samples::new(interface),
+    ))
+}
+
+fn route_via(netns: &str, gateway: &str) -> Result<(), BoxError> {
+    run(
+        "ip",
+        &["-n", netns, "route", "replace", "default", "via", gateway],
+    )?;
+    Ok(())
 }
 
 pub fn print(f: &Figures) {
@@ -173,7 +380,7 @@ pub fn print(f: &Figures) {
         f.ports
     );
     println!(
-        "{:<52} {:>9} {:>9}",
+        "{:<74} {:>9} {:>9}",
         "from POST /v2.0/ports returning until …", "p50 ms", "p99 ms"
     );
     for (what, s) in [
@@ -183,7 +390,19 @@ pub fn print(f: &Figures) {
         ),
         ("a VM on the other host reaches it (ping)", &f.reachable),
         ("  baseline: one ping that succeeds at once", &f.ping_floor),
+        (
+            "from POST /v2.0/floatingips (associated) until the outside reaches it",
+            &f.floating_ip,
+        ),
+        (
+            "  baseline: the same probe of a floating IP already reachable",
+            &f.outside_ping_floor,
+        ),
+        (
+            "from add_router_interface until a VM across it is reached",
+            &f.interface,
+        ),
     ] {
-        println!("{what:<52} {:>9.2} {:>9.2}", ms(s.p50()), ms(s.p99()));
+        println!("{what:<74} {:>9.2} {:>9.2}", ms(s.p50()), ms(s.p99()));
     }
 }
