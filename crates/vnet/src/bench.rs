@@ -10,6 +10,7 @@ mod convergence;
 mod goals;
 mod report;
 mod results;
+mod routing;
 mod security;
 mod server;
 mod stats;
@@ -35,6 +36,16 @@ pub enum Bench {
         #[arg(long, default_value_t = 50)]
         ports: usize,
     },
+    /// Throughput of routed and floating IP paths, in a two-host lab (root,
+    /// iperf3), as ratios to a veth pair measured in the same run.
+    Routing {
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Runs per path (medians are reported).
+        #[arg(long, default_value_t = 7)]
+        repeats: usize,
+    },
     /// Throughput as security groups grow, in a two-host lab (root, iperf3).
     Security {
         /// Rule counts to measure, for vnet's groups and the linear baseline.
@@ -54,6 +65,12 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
         Bench::Api(args) => api::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
         Bench::Trace(args) => trace::run(args),
+        Bench::Routing { seconds, repeats } => {
+            let figures =
+                tokio::task::spawn_blocking(move || routing::run_bench(seconds, repeats)).await??;
+            routing::print(&figures);
+            Ok(())
+        }
         Bench::Security {
             rules,
             seconds,

@@ -45,7 +45,12 @@ pub struct Figures {
     pub apply: Option<Apply>,
 }
 
-fn call(lab: &LabState, method: &str, path: &str, body: Value) -> Result<Value, BoxError> {
+pub(super) fn call(
+    lab: &LabState,
+    method: &str,
+    path: &str,
+    body: Value,
+) -> Result<Value, BoxError> {
     let (status, reply) = http(&lab.api, method, path, Some(&body))?;
     if !(200..300).contains(&status) {
         return Err(format!("{method} {path}: {status} {reply}").into());
@@ -54,7 +59,12 @@ fn call(lab: &LabState, method: &str, path: &str, body: Value) -> Result<Value, 
 }
 
 /// POST `{key: attrs}` to `path` and return the created resource's id.
-fn create(lab: &LabState, path: &str, key: &str, attrs: Value) -> Result<String, BoxError> {
+pub(super) fn create(
+    lab: &LabState,
+    path: &str,
+    key: &str,
+    attrs: Value,
+) -> Result<String, BoxError> {
     id(&call(lab, "POST", path, json!({ key: attrs }))?, key)
 }
 
@@ -93,7 +103,7 @@ fn unused_prefix(i: usize) -> String {
 }
 
 /// iperf3 from `client` to `server_ip` for `seconds`; Gbit/s received.
-fn iperf(client_ns: &str, server_ip: &str, seconds: u32) -> Result<f64, BoxError> {
+pub(super) fn iperf(client_ns: &str, server_ip: &str, seconds: u32) -> Result<f64, BoxError> {
     // Bounded: a flow that stalls must fail the bench, not hang it.
     let limit = (seconds + 30).to_string();
     let out = run(
@@ -119,7 +129,7 @@ fn iperf(client_ns: &str, server_ip: &str, seconds: u32) -> Result<f64, BoxError
         .ok_or_else(|| "iperf3 gave no result".into())
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+pub(super) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
 }
