@@ -18,6 +18,9 @@ pub enum Stage {
     Gateway,
     /// A router's route lookup (connected subnet or extra route; TTL − 1).
     Routing,
+    /// Out of a router's uplink: policy routing and NAT (a floating IP's
+    /// SNAT on its own host, or the default SNAT on the gateway host).
+    Nat,
     Tunnel,
     Destination,
     Ingress,
@@ -34,6 +37,7 @@ impl Stage {
             Stage::L2Lookup => "l2-lookup",
             Stage::Gateway => "gateway",
             Stage::Routing => "routing",
+            Stage::Nat => "nat",
             Stage::Tunnel => "tunnel",
             Stage::Destination => "destination",
             Stage::Ingress => "ingress",
@@ -122,6 +126,8 @@ pub enum Reason {
     NoRouterInterface,
     /// The TTL ran out between routers (a routing loop).
     TtlExceeded,
+    /// A router's gateway has no live host to run its default SNAT on.
+    NoGatewayHost,
     DifferentNetwork,
     NotOnNetwork,
     DestinationPortUnbound,

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use compiler::protocol::{
-    HostState, LocalPortSpec, PortSecuritySpec, RouterInterfaceSpec, RouterSpec, RuleSpec,
-    SubnetSpec,
+    FloatingIpSpec, HostState, LocalPortSpec, PortSecuritySpec, RouterInterfaceSpec, RouterSpec,
+    RuleSpec, SubnetSpec,
 };
 use compiler::{Compiler, PortSeen, containing_member};
 use ipnet::IpNet;
@@ -72,6 +72,8 @@ pub trait Compiled {
         network_id: &str,
         ip: IpAddr,
     ) -> Option<(&str, &str)>;
+    /// The floating IPs whose NAT `host` does.
+    fn floating_ips(&self, host: &str) -> Vec<&FloatingIpSpec>;
 }
 
 /// What the compiled state does not say: liveness (the server's host
@@ -141,6 +143,10 @@ impl Compiled for Compiler {
         ip: IpAddr,
     ) -> Option<(&str, &str)> {
         self.router_interface_with_ip_seen_from(host, network_id, ip)
+    }
+
+    fn floating_ips(&self, host: &str) -> Vec<&FloatingIpSpec> {
+        self.floating_ips_seen_from(host).collect()
     }
 }
 
@@ -256,5 +262,12 @@ impl Compiled for Snapshots {
                 })
                 .map(|(port, _)| (id.as_str(), port.as_str()))
         })
+    }
+
+    fn floating_ips(&self, host: &str) -> Vec<&FloatingIpSpec> {
+        self.states
+            .get(host)
+            .map(|s| s.floating_ips.values().collect())
+            .unwrap_or_default()
     }
 }

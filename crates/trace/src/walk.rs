@@ -9,7 +9,8 @@ use std::net::IpAddr;
 
 use compiler::PortSeen;
 use compiler::protocol::{
-    LocalPortSpec, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    LocalPortSpec, PortSecuritySpec, RouterGatewaySpec, RuleDirection, RuleEthertype, RuleRemote,
+    RuleSpec,
 };
 use model::PortStatus;
 
@@ -128,6 +129,13 @@ enum Reached<'a> {
     },
     /// A router's interface: its veth on this host's bridge.
     Router { router: String, interface: String },
+    /// Out of the cloud: a router's uplink on `host`, onto the external
+    /// network, with the source it leaves with.
+    Outside {
+        host: String,
+        network: String,
+        source: IpAddr,
+    },
 }
 
 /// Where a packet lands, and whether a router forwarded it.
@@ -426,6 +434,11 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             Reached::Router { router, interface } => {
                 return self.at_router(host, &router, &interface, &flow, from, security);
             }
+            Reached::Outside {
+                host: out,
+                network,
+                source,
+            } => return self.outside(host, &out, &network, source, &flow, from, security),
             Reached::Port {
                 id,
                 port,
@@ -750,7 +763,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         };
         let (mut router, mut interface) = match first {
             Reached::Router { router, interface } => (router, interface),
-            to @ Reached::Port { .. } => return Ok(Arrival { to, routed: true }),
+            to => return Ok(Arrival { to, routed: true }),
         };
         // The VM sent it with TTL 64; each router takes one.
         let mut ttl: u8 = 64;
@@ -758,7 +771,15 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             let Some(spec) = view.router(host, &router) else {
                 return Err(self.not_carried(host, net));
             };
-            let Some(route) = route_lookup(spec, flow.dst) else {
+            let route = route_lookup(spec, flow.dst);
+            if route.is_none()
+                && let Some(gateway) = &spec.gateway
+                && flow.dst.is_ipv4()
+            {
+                let gateway = gateway.clone();
+                return self.uplink(host, &router, &gateway, flow);
+            }
+            let Some(route) = route else {
                 self.step(
                     Stage::Routing,
                     on_net(host, net, Some(&router), Some(&interface)),
@@ -856,6 +877,158 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         }
     }
 
+    /// Out of router `router`'s uplink, as its namespace's policy rules
+    /// decide after the main table found no route: a floating IP of this
+    /// host for the source (or a port forwarding's reply) leaves here as
+    /// the floating IP; anything else goes to the gateway host, which
+    /// leaves it as the gateway address (unchanged with SNAT off).
+    fn uplink(
+        &mut self,
+        host: &str,
+        router: &str,
+        gateway: &RouterGatewaySpec,
+        flow: &Flow,
+    ) -> Result<Arrival<'v>, Stop> {
+        let ext = gateway.network_id.as_str();
+        let uplink = format!(
+            "qg-{}",
+            gateway.port_id.get(..11).unwrap_or(&gateway.port_id)
+        );
+        let on = |host| on_net(host, ext, Some(router), Some(&gateway.port_id));
+        let floating = self.view.floating_ips(host).into_iter().find(|f| {
+            f.router_id == router
+                && (f.fixed_ip == Some(flow.src)
+                    || f.port_forwardings.values().any(|pf| {
+                        pf.internal_ip == flow.src
+                            && pf.protocol == flow.protocol
+                            && flow.sport == Some(pf.internal_port)
+                    }))
+        });
+        if let Some(fip) = floating {
+            let address = fip.address;
+            self.step(
+                Stage::Nat,
+                on(host),
+                Decision::Forward,
+                format!(
+                    "router {router}: no route in its main table; {} is floating IP {address}'s fixed address on this host, so it leaves by this host's uplink {uplink} on external network {ext}, SNAT {} → {address}",
+                    flow.src, flow.src
+                ),
+            );
+            return Ok(left(host, ext, address));
+        }
+        let Some(gateway_host) = gateway.host.as_deref() else {
+            self.step(
+                Stage::Nat,
+                on(host),
+                Decision::Drop,
+                format!(
+                    "router {router}: no route to {} in its main table, and its gateway on external network {ext} has no gateway host",
+                    flow.dst
+                ),
+            );
+            return Err(stop(
+                Reason::NoGatewayHost,
+                format!(
+                    "dropped: router {router} has no live gateway host to take {} out to {}",
+                    flow.src, flow.dst
+                ),
+                format!(
+                    "run an agent with --gateway that maps external network {ext}'s physical network (--physical-network NAME:IFACE), or give {} a floating IP",
+                    flow.src
+                ),
+            ));
+        };
+        if gateway_host != host {
+            self.step(
+                Stage::Nat,
+                on(host),
+                Decision::Forward,
+                format!(
+                    "router {router}: no route to {} in its main table and no floating IP for {}: across external network {ext} by uplink {uplink} to its gateway host {gateway_host} (gateway port MAC {})",
+                    flow.dst, flow.src, gateway.mac
+                ),
+            );
+            if !self.facts.agent_alive(gateway_host) {
+                self.step(
+                    Stage::Nat,
+                    on(gateway_host),
+                    Decision::Drop,
+                    format!("gateway host {gateway_host}'s agent is not heartbeating"),
+                );
+                return Err(stop(
+                    Reason::HostAgentDead,
+                    format!(
+                        "dropped: router {router}'s gateway host {gateway_host} is not alive (the server moves the gateway once it finds the host dead)"
+                    ),
+                    format!("check the agent on {gateway_host}"),
+                ));
+            }
+        }
+        let gateway_ip = gateway
+            .addresses
+            .iter()
+            .map(|a| a.addr())
+            .find(IpAddr::is_ipv4);
+        let (source, how) = match gateway_ip {
+            Some(ip) if gateway.enable_snat => (ip, format!("SNAT {} → {ip}", flow.src)),
+            _ => (
+                flow.src,
+                format!(
+                    "no SNAT (enable_snat is false): it leaves as {}, which the outside must route back",
+                    flow.src
+                ),
+            ),
+        };
+        self.step(
+            Stage::Nat,
+            on(gateway_host),
+            Decision::Forward,
+            format!(
+                "router {router} on its gateway host {gateway_host}: out of uplink {uplink} on external network {ext}, {how}"
+            ),
+        );
+        Ok(left(gateway_host, ext, source))
+    }
+
+    /// The packet left the cloud from `out` as `source`: what happens
+    /// beyond is the outside's. Its reply comes back by the same host and
+    /// NAT (conntrack), and meets the source port's ingress chain.
+    #[allow(clippy::too_many_arguments)]
+    fn outside(
+        &mut self,
+        host: &str,
+        out: &str,
+        network: &str,
+        source: IpAddr,
+        flow: &Flow,
+        from: &str,
+        security: Option<&PortSecuritySpec>,
+    ) -> Result<String, Stop> {
+        let needs_reply = flow.protocol == 6 || matches!(flow.icmp, Some((8 | 128, _)));
+        let stateless = security.is_some_and(|s| !filter::port_groups(self.view, host, s).0);
+        if needs_reply && stateless {
+            self.filter(
+                Stage::Reply,
+                RuleDirection::Ingress,
+                PortAt {
+                    host,
+                    port: from,
+                    security,
+                },
+                &flow.reply(),
+                None,
+            )
+            .map_err(|e| replied(e, RuleDirection::Ingress))?;
+        }
+        Ok(format!(
+            "delivered: {} {} → {} leaves the cloud on external network {network} from host {out} as {source}",
+            proto_words(flow),
+            flow.src,
+            flow.dst
+        ))
+    }
+
     /// The reply, routed on the destination's host (distributed routing is
     /// asymmetric), back to the source port. Its steps are `reply` steps.
     fn reply_path(
@@ -912,6 +1085,14 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                     reply.dst
                 ),
                 None,
+            )),
+            Reached::Outside { host, network, .. } => Err(stop(
+                Reason::DifferentNetwork,
+                format!(
+                    "dropped: the reply to {} leaves the cloud on external network {network} from host {host}, never reaching the source",
+                    reply.dst
+                ),
+                "check the subnets' gateways and the routers' routes on the way back".to_owned(),
             )),
         }
     }
@@ -1439,4 +1620,16 @@ fn describe_rule(r: &RuleSpec) -> String {
         RuleRemote::Group(g) => s.push_str(&format!(" {word} group {g}")),
     }
     s
+}
+
+/// Leaving the cloud from `host` on external network `ext` as `source`.
+fn left<'a>(host: &str, ext: &str, source: IpAddr) -> Arrival<'a> {
+    Arrival {
+        to: Reached::Outside {
+            host: host.to_owned(),
+            network: ext.to_owned(),
+            source,
+        },
+        routed: true,
+    }
 }

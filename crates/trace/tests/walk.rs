@@ -9,8 +9,9 @@ use std::net::IpAddr;
 
 use compiler::{Compiler, Input};
 use model::{
-    Direction, Ethertype, FixedIp, HostRoute, MacAddr, Network, OWNER_ROUTER_INTERFACE, Port,
-    PortStatus, Router, SecurityGroup, SecurityGroupRule, Standard, Subnet,
+    Association, Direction, Ethertype, FixedIp, FloatingIp, Gateway, HostRoute, MacAddr, Network,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortStatus, Router, SecurityGroup,
+    SecurityGroupRule, Standard, Subnet,
 };
 use trace::{Facts, Packet, Query, Reason, Snapshots, Stage, Target, Trace, Verdict, trace};
 
@@ -877,4 +878,138 @@ fn routers_chain_on_the_sending_host_and_loops_run_out_of_ttl() {
     assert_eq!(dropped(&t), Reason::TtlExceeded);
     // The VM's 64 runs out after 63 forwards.
     assert_eq!(stage_steps(&t, Stage::Routing).len(), 64, "{t:#?}");
+}
+
+/// [`routed`] with R1's gateway on a flat external network whose physical
+/// network only h2 maps as a gateway host, SNAT as `snat` says.
+fn with_gateway(snat: bool) -> Cloud {
+    let mut c = routed();
+    c.compiler.apply(Input::Host {
+        name: "h2".into(),
+        underlay_ip: ip("192.0.2.2"),
+        physical_networks: vec!["public".into()],
+        gateway: true,
+    });
+    let Input::Network(mut ext) = network("ext", 0) else {
+        unreachable!()
+    };
+    ext.external = true;
+    ext.network_type = "flat".into();
+    ext.physical_network = Some("public".into());
+    c.compiler.apply(Input::Network(ext));
+    c.compiler.apply(subnet_gw(
+        "sub-ext",
+        "ext",
+        "203.0.113.0/24",
+        Some("203.0.113.1"),
+    ));
+    let gateway_ip = FixedIp {
+        subnet_id: "sub-ext".into(),
+        ip_address: ip("203.0.113.5"),
+    };
+    let Input::Router(mut r1) = router(
+        "R1",
+        &[
+            ("192.168.7.0/24", "10.2.0.20"),
+            ("172.16.0.0/16", "10.2.0.99"),
+        ],
+    ) else {
+        unreachable!()
+    };
+    r1.gateway = Some(Gateway {
+        network_id: "ext".into(),
+        enable_snat: snat,
+        port_id: "gw-r1".into(),
+        external_fixed_ips: vec![gateway_ip],
+    });
+    c.compiler.apply(Input::Router(r1));
+    let mut gw = port("gw-r1", "ext", "sub-ext", "", 0x60, "203.0.113.5", &[]);
+    gw.device_owner = OWNER_ROUTER_GATEWAY.into();
+    gw.device_id = "R1".into();
+    c.put(gw);
+    c
+}
+
+#[test]
+fn the_way_out_is_the_floating_ip_on_its_host_or_snat_on_the_gateway_host() {
+    let mut c = with_gateway(true);
+    // h1 has no floating IP for va1: across the external network to h2,
+    // which leaves it as the gateway address.
+    let t = c.trace(&tcp("va1", Target::Ip(ip("198.51.100.7")), 443));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(
+        t.message
+            .contains("leaves the cloud on external network ext from host h2 as 203.0.113.5"),
+        "{}",
+        t.message
+    );
+    let nat = stage_steps(&t, Stage::Nat);
+    assert_eq!(
+        nat.iter().map(|s| s.host.as_deref()).collect::<Vec<_>>(),
+        [Some("h1"), Some("h2")],
+        "{t:#?}"
+    );
+    assert!(nat[1].detail.contains("SNAT 10.1.0.10 → 203.0.113.5"));
+
+    // A floating IP for va1: it leaves from its own host, as the floating IP.
+    c.compiler.apply(Input::FloatingIp(Box::new(FloatingIp {
+        std: std("fip1"),
+        floating_network_id: "ext".into(),
+        subnet_id: "sub-ext".into(),
+        floating_ip_address: ip("203.0.113.9"),
+        floating_port_id: "fp1".into(),
+        association: Some(Association {
+            port_id: "va1".into(),
+            fixed_ip_address: ip("10.1.0.10"),
+            router_id: "R1".into(),
+        }),
+        port_forwardings: vec![],
+    })));
+    let t = c.trace(&tcp("va1", Target::Ip(ip("198.51.100.7")), 443));
+    assert!(
+        t.message.contains("from host h1 as 203.0.113.9"),
+        "{}",
+        t.message
+    );
+    assert_eq!(stage_steps(&t, Stage::Nat).len(), 1);
+
+    // The gateway host's agent stops: the way out through it is dead.
+    c.world.dead.insert("h2".into());
+    let t = c.trace(&tcp("sa", Target::Ip(ip("198.51.100.7")), 443));
+    assert_eq!(dropped(&t), Reason::HostAgentDead, "{t:#?}");
+
+    // No gateway host at all (h2 no longer offers one).
+    c.compiler.apply(Input::Host {
+        name: "h2".into(),
+        underlay_ip: ip("192.0.2.2"),
+        physical_networks: vec![],
+        gateway: false,
+    });
+    let t = c.trace(&tcp("sa", Target::Ip(ip("198.51.100.7")), 443));
+    assert_eq!(dropped(&t), Reason::NoGatewayHost, "{t:#?}");
+    assert!(t.hint.as_deref().unwrap_or("").contains("--gateway"));
+    // The floating IP's host still lets va1 out.
+    assert!(
+        c.trace(&tcp("va1", Target::Ip(ip("198.51.100.7")), 443))
+            .delivered()
+    );
+}
+
+#[test]
+fn without_snat_the_private_source_leaves_and_without_a_gateway_there_is_no_route() {
+    let c = with_gateway(false);
+    let t = c.trace(&tcp("va1", Target::Ip(ip("198.51.100.7")), 443));
+    assert!(
+        t.message.contains("from host h2 as 10.1.0.10"),
+        "{}",
+        t.message
+    );
+    assert!(
+        stage_steps(&t, Stage::Nat)[1]
+            .detail
+            .contains("enable_snat is false")
+    );
+    let c = routed();
+    let t = c.trace(&tcp("va1", Target::Ip(ip("198.51.100.7")), 443));
+    assert_eq!(dropped(&t), Reason::NoRoute);
 }

@@ -121,6 +121,16 @@ fn open_group(cloud: &Cloud, project: &str) -> String {
     group
 }
 
+/// What `vnet trace` says of a ping from `port` to the outside: its
+/// verdict's message, checked against the real packets around it.
+fn traced_out(cloud: &Cloud, port: &str) -> String {
+    let body = json!({"trace": {"from_port": port, "to_ip": OUTSIDE_IP, "protocol": "icmp"}});
+    cloud.call("POST", "/vnet/v1/trace", Some(body))["trace"]["message"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 fn fip_status(cloud: &Cloud, fip: &str) -> String {
     cloud.call("GET", &format!("/v2.0/floatingips/{fip}"), None)["floatingip"]["status"]
         .as_str()
@@ -182,6 +192,11 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         (true, false),
         "the outside saw the gateway address only"
     );
+    let out = traced_out(&cloud, &port_o);
+    assert!(
+        out.contains(&format!("from host h{} as {gateway_ip}", g + 1)),
+        "{out}"
+    );
     assert_eq!(
         tcp(&vm_o.ns, outside, OUTSIDE_IP, 7300),
         "hello",
@@ -224,6 +239,11 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
     assert!(
         !o_link.stop().unwrap().is_empty(),
         "the floating IP's traffic left by its own host"
+    );
+    let out = traced_out(&cloud, &port_o);
+    assert!(
+        out.contains(&format!("from host h{} as {fip_ip}", o + 1)),
+        "{out}"
     );
     assert_eq!(
         tcp(outside, &vm_o.ns, &fip_ip, 7301),
@@ -331,6 +351,8 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         (false, true),
         "SNAT off: the private address goes out"
     );
+    let out = traced_out(&cloud, &port_o);
+    assert!(out.contains("as 10.1.0.20"), "{out}");
     cloud.call(
         "PUT",
         &format!("/v2.0/routers/{router_id}"),
@@ -363,6 +385,11 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         live.len(),
         1,
         "one live host holds the gateway address: {live:?}"
+    );
+    let out = traced_out(&cloud, &port_o);
+    assert!(
+        out.contains(&format!("from host h{} as {gateway_ip}", live[0] + 1)),
+        "{out}"
     );
     let seen = seen_outside(&world, &gateway_ip, || {
         assert_eq!(vm_o.ping(OUTSIDE_IP, 2), 2);

@@ -12,7 +12,8 @@ use model::MacAddr;
 
 use super::Compiler;
 use crate::protocol::{
-    LocalPortSpec, PortSecuritySpec, RouterInterfaceSpec, RouterSpec, RuleSpec, SubnetSpec,
+    FloatingIpSpec, LocalPortSpec, PortSecuritySpec, RouterInterfaceSpec, RouterSpec, RuleSpec,
+    SubnetSpec,
 };
 
 /// A port as the compiler holds it, whichever host asks.
@@ -162,6 +163,11 @@ impl Compiler {
             return None;
         }
         Some(containing_member(ip, |n| entry.members.contains_key(n)))
+    }
+
+    /// The floating IPs whose NAT `host` does (as few as its ports have).
+    pub fn floating_ips_seen_from(&self, host: &str) -> impl Iterator<Item = &FloatingIpSpec> {
+        self.floating_ips_of_host(host).map(|(_, spec)| spec)
     }
 
     /// A router as `host` holds it: only if the host realises it.
