@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, StatusCode};
 use model::{Caller, Cloud, Kind, MacAddr, ModelError, PortStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use trace::{Facts, Packet, Query, Target, TraceError};
+use trace::{Facts, Packet, Query, Source, Target, TraceError};
 
 use crate::auth::noauth_caller;
 use crate::error::ApiError;
@@ -25,7 +25,11 @@ use crate::state::App;
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TraceRequest {
-    from_port: String,
+    #[serde(default)]
+    from_port: Option<String>,
+    /// An address outside the cloud, toward a floating IP.
+    #[serde(default)]
+    from_ip: Option<IpAddr>,
     #[serde(default)]
     to_ip: Option<IpAddr>,
     #[serde(default)]
@@ -66,6 +70,12 @@ impl Facts for ServerFacts<'_> {
             .port_with_ip(network_id, ip)
             .map(|p| p.std.id.clone())
     }
+
+    fn floating_ip_with_address(&self, address: IpAddr) -> Option<String> {
+        self.cloud
+            .floating_ip_with_address(address)
+            .map(|f| f.std.id.clone())
+    }
 }
 
 fn port_not_found(id: &str) -> ApiError {
@@ -95,6 +105,15 @@ fn query_of(body: &[u8]) -> Result<Query, ApiError> {
     let v = v.get("trace").cloned().unwrap_or(v);
     let r: TraceRequest = serde_json::from_value(v)
         .map_err(|e| ApiError::bad_request(format!("Body contains invalid data: {e}")))?;
+    let from = match (r.from_port, r.from_ip) {
+        (Some(port), None) => Source::Port(port),
+        (None, Some(ip)) => Source::Outside(ip),
+        _ => {
+            return Err(ApiError::invalid_input(
+                "give exactly one of from_port and from_ip",
+            ));
+        }
+    };
     let to = match (r.to_ip, r.to_port) {
         (Some(ip), None) => Target::Ip(ip),
         (None, Some(port)) => Target::Port(port),
@@ -110,7 +129,7 @@ fn query_of(body: &[u8]) -> Result<Query, ApiError> {
         .transpose()
         .map_err(|e| ApiError::invalid_input(e.to_string()))?;
     Ok(Query {
-        from_port: r.from_port,
+        from,
         to,
         packet: Packet {
             protocol: protocol_of(&r.protocol)?,
@@ -125,15 +144,29 @@ fn query_of(body: &[u8]) -> Result<Query, ApiError> {
 }
 
 /// A non-admin traces only from its own ports, toward its own ports or
-/// any address; a port it may not see is a 404, as if it did not exist.
+/// any address, or from outside toward its own floating IPs; a port or
+/// floating IP it may not see is a 404, as if it did not exist.
 fn check_scope(cloud: &Cloud, caller: &Caller, q: &Query) -> Result<(), ApiError> {
     let owned = |id: &str| {
         cloud
             .port(id)
             .is_some_and(|p| caller.owns(&p.std.project_id))
     };
-    if !owned(&q.from_port) {
-        return Err(port_not_found(&q.from_port));
+    match (&q.from, &q.to) {
+        (Source::Port(id), _) if !owned(id) => return Err(port_not_found(id)),
+        (Source::Outside(_), Target::Ip(ip)) if !caller.is_admin => {
+            let mine = cloud
+                .floating_ip_with_address(*ip)
+                .is_some_and(|f| caller.owns(&f.std.project_id));
+            if !mine {
+                return Err(ModelError::NotFound {
+                    kind: Kind::FloatingIp,
+                    id: ip.to_string(),
+                }
+                .into());
+            }
+        }
+        _ => {}
     }
     if let Target::Port(id) = &q.to
         && !owned(id)
@@ -235,10 +268,13 @@ pub async fn trace_packet(
     let query = query_of(&body)?;
     let cloud = app.read();
     check_scope(&cloud, &caller, &query)?;
-    let source_host = cloud
-        .port(&query.from_port)
-        .map(|p| p.binding_host_id.clone())
-        .unwrap_or_default();
+    let source_host = match &query.from {
+        Source::Port(id) => cloud
+            .port(id)
+            .map(|p| p.binding_host_id.clone())
+            .unwrap_or_default(),
+        Source::Outside(_) => String::new(),
+    };
     let facts = ServerFacts {
         cloud: &cloud,
         hosts: &app.hosts,
@@ -255,6 +291,7 @@ pub async fn trace_packet(
                 )
             }
             TraceError::InvalidPacket(m) => ApiError::invalid_input(m),
+            TraceError::OutsideToPort => ApiError::invalid_input(e.to_string()),
         })?;
     redact(&cloud, &caller, &source_host, &mut t);
     Ok(Json(json!({ "trace": t })))

@@ -387,3 +387,88 @@ async fn routed_traces_resolve_behind_routers_and_hide_other_projects() {
         "dropped at a port of another project"
     );
 }
+
+#[tokio::test]
+async fn traces_from_outside_go_only_to_the_callers_floating_ips() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::app(dir.path()).await;
+    app.start_background();
+    let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": "h1",
+                     "underlay_ip": "192.0.2.1", "capabilities": []});
+    call(&app, None, "PUT", "/vnet/v1/hosts/h1", reg).await;
+    let (_, public) = call(
+        &app,
+        None,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {"router:external": true, "provider:network_type": "flat",
+                           "provider:physical_network": "public"}}),
+    )
+    .await;
+    let public = id_of(&public, "network");
+    let (s, _) = call(
+        &app,
+        None,
+        "POST",
+        "/v2.0/subnets",
+        json!({"subnet": {"network_id": public, "ip_version": 4, "cidr": "203.0.113.0/24"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    let ports = tenant(&app, "p1", &["h1"]).await;
+    let (_, subnets) = call(&app, Some("p1"), "GET", "/v2.0/subnets", json!({})).await;
+    let subnet = subnets["subnets"][0]["id"].as_str().unwrap().to_owned();
+    let (_, router) = call(
+        &app,
+        Some("p1"),
+        "POST",
+        "/v2.0/routers",
+        json!({"router": {"external_gateway_info": {"network_id": public}}}),
+    )
+    .await;
+    let router = id_of(&router, "router");
+    call(
+        &app,
+        Some("p1"),
+        "PUT",
+        &format!("/v2.0/routers/{router}/add_router_interface"),
+        json!({"subnet_id": subnet}),
+    )
+    .await;
+    let (s, fip) = call(
+        &app,
+        Some("p1"),
+        "POST",
+        "/v2.0/floatingips",
+        json!({"floatingip": {"floating_network_id": public, "port_id": ports[0].0}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{fip}");
+    let address = fip["floatingip"]["floating_ip_address"].clone();
+    let inward = json!({"from_ip": "198.51.100.7", "to_ip": address, "protocol": "icmp"});
+
+    // Its owner traces in, and the walk starts at its host's router.
+    let (s, t) = trace(&app, Some("p1"), inward.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{t}");
+    assert_eq!(t["trace"]["steps"][1]["stage"], "nat", "{t}");
+    // Another project learns nothing of it: 404, as for an address that
+    // is no floating IP.
+    let (s, t) = trace(&app, Some("p2"), inward.clone()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{t}");
+    let (s, _) = trace(
+        &app,
+        Some("p2"),
+        json!({"from_ip": "198.51.100.7", "to_ip": "203.0.113.250", "protocol": "icmp"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    // One source only; from outside, an address only.
+    let mut both = inward.clone();
+    both["from_port"] = json!(ports[0].0);
+    assert_eq!(
+        trace(&app, Some("p1"), both).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let to_port = json!({"from_ip": "198.51.100.7", "to_port": ports[0].0, "protocol": "icmp"});
+    assert_eq!(trace(&app, None, to_port).await.0, StatusCode::BAD_REQUEST);
+}

@@ -22,13 +22,24 @@ pub use report::{Decision, Reason, RouteTaken, Stage, Step, Trace, TracedPacket,
 pub use view::{Compiled, Facts, GroupRef, NetworkRef, PortRef, Snapshots};
 pub use walk::trace;
 
-/// What to trace: a packet from a port to an address or a port.
+/// What to trace: a packet from a port to an address or a port, or from
+/// the outside to a floating IP.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Query {
-    /// The port the packet leaves from.
-    pub from_port: String,
+    pub from: Source,
     pub to: Target,
     pub packet: Packet,
+}
+
+/// Where the packet starts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// A port, by id.
+    Port(String),
+    /// An address outside the cloud, on an external network's far side
+    /// (toward a floating IP).
+    Outside(IpAddr),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,4 +74,7 @@ pub enum TraceError {
     UnknownDestinationPort(String),
     #[error("{0}")]
     InvalidPacket(String),
+    /// From the outside, the destination is an address (a floating IP).
+    #[error("a trace from outside goes to an address (a floating IP), not to a port")]
+    OutsideToPort,
 }

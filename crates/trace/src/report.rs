@@ -128,6 +128,11 @@ pub enum Reason {
     TtlExceeded,
     /// A router's gateway has no live host to run its default SNAT on.
     NoGatewayHost,
+    /// From outside: the address is no realised floating IP, or nothing is
+    /// forwarded for the packet's protocol and port.
+    NoFloatingIp,
+    /// From outside: the reply would not leave as the floating IP.
+    ReplyNotTranslated,
     DifferentNetwork,
     NotOnNetwork,
     DestinationPortUnbound,

@@ -74,6 +74,8 @@ pub trait Compiled {
     ) -> Option<(&str, &str)>;
     /// The floating IPs whose NAT `host` does.
     fn floating_ips(&self, host: &str) -> Vec<&FloatingIpSpec>;
+    /// Where a floating IP is realised, and as what: (host, spec).
+    fn floating_ip(&self, id: &str) -> Option<(&str, &FloatingIpSpec)>;
 }
 
 /// What the compiled state does not say: liveness (the server's host
@@ -85,6 +87,8 @@ pub trait Facts {
     fn port_status(&self, port_id: &str) -> Option<PortStatus>;
     /// The port of a network that holds `ip`, bound or not.
     fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<String>;
+    /// The floating IP holding `address`.
+    fn floating_ip_with_address(&self, address: IpAddr) -> Option<String>;
 }
 
 impl Compiled for Compiler {
@@ -147,6 +151,10 @@ impl Compiled for Compiler {
 
     fn floating_ips(&self, host: &str) -> Vec<&FloatingIpSpec> {
         self.floating_ips_seen_from(host).collect()
+    }
+
+    fn floating_ip(&self, id: &str) -> Option<(&str, &FloatingIpSpec)> {
+        self.floating_ip_home(id)
     }
 }
 
@@ -269,5 +277,11 @@ impl Compiled for Snapshots {
             .get(host)
             .map(|s| s.floating_ips.values().collect())
             .unwrap_or_default()
+    }
+
+    fn floating_ip(&self, id: &str) -> Option<(&str, &FloatingIpSpec)> {
+        self.states
+            .iter()
+            .find_map(|(host, s)| Some((host.as_str(), s.floating_ips.get(id)?)))
     }
 }

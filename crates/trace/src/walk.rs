@@ -18,7 +18,7 @@ use crate::filter::{self, Allowed, ChainDecision, Flow, PORT_PROTOCOLS};
 use crate::report::{Decision, Reason, RouteTaken, Stage, Step, Trace, TracedPacket, Verdict};
 use crate::route::{RouteChoice, route_lookup};
 use crate::view::{Compiled, Facts, PortRef};
-use crate::{Query, Target, TraceError};
+use crate::{Packet, Query, Source, Target, TraceError};
 
 /// The source port of a packet whose query names none: an ephemeral one
 /// (no rule vnet programs matches source ports but DHCP's, 67/68/546/547).
@@ -169,9 +169,19 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
     /// (`Ok(message)` delivered, `Err(stop)` dropped).
     fn run(&mut self, q: &Query) -> Result<Result<String, Stop>, TraceError> {
         let view = self.view;
+        let from = match &q.from {
+            Source::Port(id) => id,
+            Source::Outside(ip) => {
+                let Target::Ip(dst) = q.to else {
+                    return Err(TraceError::OutsideToPort);
+                };
+                let flow = self.flow_in(q, *ip, dst)?;
+                return Ok(self.walk_in(&flow));
+            }
+        };
         let src = view
-            .port(&q.from_port)
-            .ok_or_else(|| TraceError::UnknownSourcePort(q.from_port.clone()))?;
+            .port(from)
+            .ok_or_else(|| TraceError::UnknownSourcePort(from.clone()))?;
         let dst_port = match &q.to {
             Target::Port(id) => Some((
                 id.as_str(),
@@ -181,7 +191,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             Target::Ip(_) => None,
         };
         let flow = self.flow(q, &src, dst_port.map(|(_, p)| p))?;
-        Ok(self.walk(q, &src, dst_port, flow))
+        Ok(self.walk(q, from, &src, dst_port, flow))
     }
 
     /// The packet's addresses and L4 fields, settled.
@@ -192,26 +202,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         dst_port: Option<PortRef<'_>>,
     ) -> Result<Option<Flow>, TraceError> {
         let p = &q.packet;
-        let is_icmp = matches!(p.protocol, 1 | 58);
-        if PORT_PROTOCOLS.contains(&p.protocol) && p.destination_port.is_none() {
-            return Err(TraceError::InvalidPacket(format!(
-                "protocol {} needs a destination port",
-                p.protocol
-            )));
-        }
-        if !PORT_PROTOCOLS.contains(&p.protocol)
-            && (p.destination_port.is_some() || p.source_port.is_some())
-        {
-            return Err(TraceError::InvalidPacket(format!(
-                "protocol {} has no ports",
-                p.protocol
-            )));
-        }
-        if !is_icmp && (p.icmp_type.is_some() || p.icmp_code.is_some()) {
-            return Err(TraceError::InvalidPacket(
-                "an ICMP type or code needs protocol icmp or ipv6-icmp".into(),
-            ));
-        }
+        let is_icmp = check_packet(p)?;
         let wants_v6 = p.source_ip.map(|ip| ip.is_ipv6());
         let dst = match (&q.to, dst_port) {
             (Target::Ip(ip), _) => Some(*ip),
@@ -234,6 +225,31 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             return Ok(None);
         };
         let source = p.source_ip.or_else(|| source_ip(src, dst));
+        Ok(self.settle(p, is_icmp, source, dst))
+    }
+
+    /// A packet from the outside (`src`) to `dst`, a floating IP.
+    fn flow_in(&mut self, q: &Query, src: IpAddr, dst: IpAddr) -> Result<Flow, TraceError> {
+        let p = &q.packet;
+        let is_icmp = check_packet(p)?;
+        if src.is_ipv6() != dst.is_ipv6() || p.source_ip.is_some() {
+            return Err(TraceError::InvalidPacket(format!(
+                "from outside, the source is {src} (no other source address), of {dst}'s IP version"
+            )));
+        }
+        self.settle(p, is_icmp, Some(src), dst)
+            .ok_or_else(|| TraceError::InvalidPacket("no source address".into()))
+    }
+
+    /// The packet's protocol, ICMP type and ports as traced, from what the
+    /// query left out.
+    fn settle(
+        &mut self,
+        p: &Packet,
+        is_icmp: bool,
+        source: Option<IpAddr>,
+        dst: IpAddr,
+    ) -> Option<Flow> {
         let protocol = match p.protocol {
             // ICMP toward an IPv6 address is ICMPv6, as the rules read it.
             1 if dst.is_ipv6() => 58,
@@ -252,27 +268,25 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         self.packet.destination_ip = Some(dst);
         self.packet.icmp_type = icmp.map(|(t, _)| t);
         self.packet.icmp_code = icmp.map(|(_, c)| c);
-        Ok(source.map(|src| Flow {
+        source.map(|src| Flow {
             src,
             dst,
             protocol,
-            sport: p
-                .source_port
-                .or(PORT_PROTOCOLS.contains(&protocol).then_some(40_000)),
+            sport,
             dport: p.destination_port,
             icmp,
-        }))
+        })
     }
 
     fn walk(
         &mut self,
         q: &Query,
+        from: &str,
         src: &PortRef<'_>,
         dst_port: Option<(&str, PortRef<'_>)>,
         flow: Option<Flow>,
     ) -> Result<String, Stop> {
         let view = self.view;
-        let from = q.from_port.as_str();
         let net = src.network_id;
 
         // ---- the source port, on its host --------------------------------
@@ -761,10 +775,27 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 ));
             }
         };
-        let (mut router, mut interface) = match first {
-            Reached::Router { router, interface } => (router, interface),
-            to => return Ok(Arrival { to, routed: true }),
-        };
+        match first {
+            Reached::Router { router, interface } => {
+                self.route(host, net, router, interface, flow, named)
+            }
+            to => Ok(Arrival { to, routed: true }),
+        }
+    }
+
+    /// Through `router` (entered by `interface`, on network `net`) and the
+    /// routers after it, all on `host`, to where the packet lands.
+    fn route(
+        &mut self,
+        host: &str,
+        net: &str,
+        mut router: String,
+        mut interface: String,
+        flow: &Flow,
+        named: Option<(&str, &str)>,
+    ) -> Result<Arrival<'v>, Stop> {
+        let view = self.view;
+        let named_here = |n: &str| named.filter(|(_, pn)| *pn == n).map(|(id, _)| id);
         // The VM sent it with TTL 64; each router takes one.
         let mut ttl: u8 = 64;
         loop {
@@ -989,6 +1020,252 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             ),
         );
         Ok(left(gateway_host, ext, source))
+    }
+
+    /// From the outside to a floating IP: on the host that holds it, its
+    /// router's uplink DNATs it (to the fixed IP, or by a port forwarding),
+    /// and the router routes it to the port there; the reply must leave by
+    /// the same uplink, as the floating IP, or the outside drops it.
+    fn walk_in(&mut self, flow: &Flow) -> Result<String, Stop> {
+        let view = self.view;
+        self.step(
+            Stage::Source,
+            On::default(),
+            Decision::Pass,
+            format!("from {} outside the cloud, to {}", flow.src, flow.dst),
+        );
+        let not_floating = |detail: String| {
+            stop(
+                Reason::NoFloatingIp,
+                format!("dropped: {detail}"),
+                "create a floating IP and associate it with the VM's port (or forward a port to it)"
+                    .to_owned(),
+            )
+        };
+        let Some(fip_id) = self.facts.floating_ip_with_address(flow.dst) else {
+            return Err(not_floating(format!(
+                "{} is no floating IP of this cloud",
+                flow.dst
+            )));
+        };
+        let Some((host, fip)) = view.floating_ip(&fip_id) else {
+            return Err(not_floating(format!(
+                "floating IP {fip_id} ({}) is on no host: it is associated with no bound port behind a router with a gateway",
+                flow.dst
+            )));
+        };
+        let Some(gateway) = view
+            .router(host, &fip.router_id)
+            .and_then(|r| r.gateway.clone())
+        else {
+            return Err(self.not_carried(host, &fip.router_id));
+        };
+        let ext = gateway.network_id.as_str();
+        let router = fip.router_id.as_str();
+        let on = On {
+            host: Some(host),
+            network: Some(ext),
+            router: Some(router),
+            port: Some(&gateway.port_id),
+            ..On::default()
+        };
+        if !self.facts.agent_alive(host) {
+            self.step(
+                Stage::Nat,
+                on,
+                Decision::Drop,
+                format!("host {host}'s agent is not heartbeating"),
+            );
+            return Err(stop(
+                Reason::HostAgentDead,
+                format!(
+                    "dropped: floating IP {} lives on host {host}, whose agent is not alive",
+                    flow.dst
+                ),
+                format!("check the agent on {host}"),
+            ));
+        }
+        let forwarding = fip
+            .port_forwardings
+            .values()
+            .find(|pf| pf.protocol == flow.protocol && flow.dport == Some(pf.external_port));
+        let (inner, how) = match (fip.fixed_ip, forwarding) {
+            (Some(fixed), _) => (
+                Flow {
+                    dst: fixed,
+                    ..*flow
+                },
+                format!("DNAT {} → {fixed}", flow.dst),
+            ),
+            (None, Some(pf)) => (
+                Flow {
+                    dst: pf.internal_ip,
+                    dport: Some(pf.internal_port),
+                    ..*flow
+                },
+                format!(
+                    "port forwarding {} {} → {}:{}",
+                    protocol_name(pf.protocol),
+                    pf.external_port,
+                    pf.internal_ip,
+                    pf.internal_port
+                ),
+            ),
+            (None, None) => {
+                let detail = format!(
+                    "floating IP {} has no port forwarding for {} and no fixed IP: router {router}'s uplink on host {host} takes it (ICMP echo is answered there, nothing else)",
+                    flow.dst,
+                    proto_words(flow)
+                );
+                if matches!(flow.icmp, Some((8, _))) {
+                    self.step(Stage::Delivery, on, Decision::Deliver, detail);
+                    return Ok(format!(
+                        "delivered: {} {} → {} reaches router {router}'s uplink on host {host}",
+                        proto_words(flow),
+                        flow.src,
+                        flow.dst
+                    ));
+                }
+                self.step(Stage::Nat, on, Decision::Drop, detail);
+                return Err(not_floating(format!(
+                    "nothing is forwarded for {} on floating IP {}",
+                    proto_words(flow),
+                    flow.dst
+                )));
+            }
+        };
+        self.step(
+            Stage::Nat,
+            on,
+            Decision::Forward,
+            format!(
+                "floating IP {} on router {router}'s uplink on host {host} (external network {ext}): {how}",
+                flow.dst
+            ),
+        );
+        let uplink = gateway.port_id.clone();
+        let arrival = self.route(host, ext, fip.router_id.clone(), uplink, &inner, None)?;
+        let (target, target_ref, seen, dst_net) = match arrival.to {
+            Reached::Port {
+                id,
+                port,
+                seen,
+                network,
+            } => (id, port, seen, network),
+            Reached::Router { router, .. } => {
+                return Ok(format!(
+                    "delivered: {} {} → {} reaches router {router} on host {host}",
+                    proto_words(&inner),
+                    inner.src,
+                    inner.dst
+                ));
+            }
+            Reached::Outside { host: out, .. } => {
+                return Err(stop(
+                    Reason::NoRoute,
+                    format!(
+                        "dropped: {} leaves the cloud again from host {out}: router {router} has no route to it",
+                        inner.dst
+                    ),
+                    None,
+                ));
+            }
+        };
+        let dst_host = target_ref.host;
+        if let PortSeen::Remote { vtep, .. } = seen {
+            self.tunnel(host, dst_host, &dst_net, vtep)?;
+        }
+        let on_dst = || On {
+            host: Some(dst_host),
+            network: Some(&dst_net),
+            port: Some(&target),
+            ..On::default()
+        };
+        self.endpoint_alive(Stage::Destination, &target, &target_ref, on_dst())?;
+        let security = view.port_security(dst_host, &target).filter(|s| s.enabled);
+        self.filter(
+            Stage::Ingress,
+            RuleDirection::Ingress,
+            PortAt {
+                host: dst_host,
+                port: &target,
+                security,
+            },
+            &inner,
+            None,
+        )?;
+        self.step(
+            Stage::Delivery,
+            on_dst(),
+            Decision::Deliver,
+            format!(
+                "delivered to port {target}, device {}",
+                target_ref.local.device
+            ),
+        );
+        let needs_reply = inner.protocol == 6 || matches!(inner.icmp, Some((8, _)));
+        if needs_reply {
+            let reply = inner.reply();
+            if security.is_some_and(|s| !filter::port_groups(view, dst_host, s).0) {
+                self.filter(
+                    Stage::Reply,
+                    RuleDirection::Egress,
+                    PortAt {
+                        host: dst_host,
+                        port: &target,
+                        security,
+                    },
+                    &reply,
+                    None,
+                )
+                .map_err(|e| replied(e, RuleDirection::Egress))?;
+            }
+            // The reply is routed on the VM's host; only the floating IP's
+            // own host holds the connection and translates it back.
+            let first = self.steps.len();
+            let back = self.forward(dst_host, &dst_net, &reply, None, target_ref.local);
+            for step in &mut self.steps[first..] {
+                step.detail = format!("reply: {}", step.detail);
+                step.stage = Stage::Reply;
+            }
+            match back?.to {
+                Reached::Outside { host: out, .. } if out == host => {
+                    // The DNAT's conntrack entry, not the NAT rules, gives
+                    // the reply its source.
+                    if let Some(last) = self.steps.last_mut() {
+                        last.detail = format!(
+                            "reply: router {router} on host {host}: the connection's conntrack entry undoes the {how}, so it leaves by the uplink as {}",
+                            flow.dst
+                        );
+                    }
+                }
+                Reached::Outside {
+                    host: out, source, ..
+                } => {
+                    return Err(stop(
+                        Reason::ReplyNotTranslated,
+                        format!(
+                            "dropped: the reply leaves from host {out} as {source}, not as floating IP {} from host {host}: the outside drops it",
+                            flow.dst
+                        ),
+                        "forward ports of one floating IP only to ports on one host".to_owned(),
+                    ));
+                }
+                _ => {
+                    return Err(stop(
+                        Reason::ReplyNotTranslated,
+                        format!("dropped: the reply to {} never leaves the cloud", flow.src),
+                        None,
+                    ));
+                }
+            }
+        }
+        Ok(format!(
+            "delivered: {} {} → {} reaches port {target} on host {dst_host} ({how})",
+            proto_words(flow),
+            flow.src,
+            flow.dst
+        ))
     }
 
     /// The packet left the cloud from `out` as `source`: what happens
@@ -1632,4 +1909,30 @@ fn left<'a>(host: &str, ext: &str, source: IpAddr) -> Arrival<'a> {
         },
         routed: true,
     }
+}
+
+/// The packet's fields that must agree (ports only with TCP/UDP-like
+/// protocols, ICMP type only with ICMP); whether it is ICMP.
+fn check_packet(p: &Packet) -> Result<bool, TraceError> {
+    let is_icmp = matches!(p.protocol, 1 | 58);
+    if PORT_PROTOCOLS.contains(&p.protocol) && p.destination_port.is_none() {
+        return Err(TraceError::InvalidPacket(format!(
+            "protocol {} needs a destination port",
+            p.protocol
+        )));
+    }
+    if !PORT_PROTOCOLS.contains(&p.protocol)
+        && (p.destination_port.is_some() || p.source_port.is_some())
+    {
+        return Err(TraceError::InvalidPacket(format!(
+            "protocol {} has no ports",
+            p.protocol
+        )));
+    }
+    if !is_icmp && (p.icmp_type.is_some() || p.icmp_code.is_some()) {
+        return Err(TraceError::InvalidPacket(
+            "an ICMP type or code needs protocol icmp or ipv6-icmp".into(),
+        ));
+    }
+    Ok(is_icmp)
 }

@@ -10,10 +10,12 @@ use std::net::IpAddr;
 use compiler::{Compiler, Input};
 use model::{
     Association, Direction, Ethertype, FixedIp, FloatingIp, Gateway, HostRoute, MacAddr, Network,
-    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortStatus, Router, SecurityGroup,
-    SecurityGroupRule, Standard, Subnet,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortForwarding, PortStatus, Router,
+    SecurityGroup, SecurityGroupRule, Standard, Subnet,
 };
-use trace::{Facts, Packet, Query, Reason, Snapshots, Stage, Target, Trace, Verdict, trace};
+use trace::{
+    Facts, Packet, Query, Reason, Snapshots, Source, Stage, Target, Trace, Verdict, trace,
+};
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -114,6 +116,7 @@ struct World {
     dead: BTreeSet<String>,
     status: BTreeMap<String, PortStatus>,
     ips: BTreeMap<(String, IpAddr), String>,
+    floating_ips: BTreeMap<IpAddr, String>,
 }
 
 impl Facts for World {
@@ -125,6 +128,9 @@ impl Facts for World {
     }
     fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<String> {
         self.ips.get(&(network_id.to_owned(), ip)).cloned()
+    }
+    fn floating_ip_with_address(&self, address: IpAddr) -> Option<String> {
+        self.floating_ips.get(&address).cloned()
     }
 }
 
@@ -298,7 +304,7 @@ impl Cloud {
 
 fn tcp(from: &str, to: Target, dport: u16) -> Query {
     Query {
-        from_port: from.into(),
+        from: Source::Port(from.into()),
         to,
         packet: Packet {
             protocol: 6,
@@ -348,7 +354,7 @@ fn no_rule_names_the_group_and_hints_the_fix() {
             .delivered()
     );
     let ping = Query {
-        from_port: "a1".into(),
+        from: Source::Port("a1".into()),
         to: Target::Ip(ip("10.0.0.6")),
         packet: Packet {
             protocol: 1,
@@ -429,7 +435,7 @@ fn ports_on_unregistered_hosts_are_unreachable() {
 fn stateless_groups_need_rules_for_replies() {
     let c = Cloud::new();
     let udp = Query {
-        from_port: "l1".into(),
+        from: Source::Port("l1".into()),
         to: Target::Ip(ip("10.0.0.31")),
         packet: Packet {
             protocol: 17,
@@ -515,7 +521,7 @@ fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
     c.put(p);
     c.put(port("v2", "net-a", "sub-a6", "h2", 21, "fd00::21", &["v6"]));
     let ping = |to: &str| Query {
-        from_port: "v1".into(),
+        from: Source::Port("v1".into()),
         to: Target::Ip(ip(to)),
         packet: Packet {
             protocol: 1,
@@ -764,7 +770,7 @@ fn extra_routes_deliver_to_the_next_hop_and_routers_answer_for_themselves() {
         Reason::NoRuleAllows
     );
     let ping = |to: &str| Query {
-        from_port: "va1".into(),
+        from: Source::Port("va1".into()),
         to: Target::Ip(ip(to)),
         packet: Packet {
             protocol: 1,
@@ -1012,4 +1018,123 @@ fn without_snat_the_private_source_leaves_and_without_a_gateway_there_is_no_rout
     let c = routed();
     let t = c.trace(&tcp("va1", Target::Ip(ip("198.51.100.7")), 443));
     assert_eq!(dropped(&t), Reason::NoRoute);
+}
+
+fn from_outside(to: &str, protocol: u8, dport: Option<u16>) -> Query {
+    Query {
+        from: Source::Outside(ip("198.51.100.7")),
+        to: Target::Ip(ip(to)),
+        packet: Packet {
+            protocol,
+            destination_port: dport,
+            ..Packet::default()
+        },
+    }
+}
+
+fn floating_ip(
+    id: &str,
+    address: &str,
+    fixed: Option<(&str, &str)>,
+    forwards: &[PortForwarding],
+) -> Input {
+    Input::FloatingIp(Box::new(FloatingIp {
+        std: std(id),
+        floating_network_id: "ext".into(),
+        subnet_id: "sub-ext".into(),
+        floating_ip_address: ip(address),
+        floating_port_id: format!("fp-{id}"),
+        association: fixed.map(|(port, fixed)| Association {
+            port_id: port.into(),
+            fixed_ip_address: ip(fixed),
+            router_id: "R1".into(),
+        }),
+        port_forwardings: forwards.to_vec(),
+    }))
+}
+
+fn forward(id: &str, external: u16, port: &str, internal: (&str, u16)) -> PortForwarding {
+    PortForwarding {
+        id: id.into(),
+        protocol: "tcp".into(),
+        external_port: external,
+        internal_port: internal.1,
+        internal_port_id: port.into(),
+        internal_ip_address: ip(internal.0),
+        description: String::new(),
+        router_id: "R1".into(),
+    }
+}
+
+#[test]
+fn from_outside_a_floating_ip_is_dnated_on_its_host_and_answered_from_there() {
+    let mut c = with_gateway(true);
+    for (id, address, fixed, forwards) in [
+        ("fip1", "203.0.113.9", Some(("va1", "10.1.0.10")), vec![]),
+        (
+            "fip2",
+            "203.0.113.10",
+            None,
+            vec![forward("pf-a", 8080, "va1", ("10.1.0.10", 80))],
+        ),
+        // Forwards to ports on two hosts: it lives on the first one's.
+        (
+            "fip3",
+            "203.0.113.11",
+            None,
+            vec![
+                forward("pf-a", 8080, "va1", ("10.1.0.10", 80)),
+                forward("pf-b", 9090, "sb", ("10.2.0.50", 5000)),
+            ],
+        ),
+    ] {
+        c.world.floating_ips.insert(ip(address), id.into());
+        c.compiler.apply(floating_ip(id, address, fixed, &forwards));
+    }
+
+    let t = c.trace(&from_outside("203.0.113.9", 6, Some(80)));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(
+        t.message
+            .contains("reaches port va1 on host h1 (DNAT 203.0.113.9 → 10.1.0.10)"),
+        "{}",
+        t.message
+    );
+    assert_eq!(stage_steps(&t, Stage::Nat)[0].host.as_deref(), Some("h1"));
+    // The port's groups still decide.
+    let t = c.trace(&from_outside("203.0.113.9", 6, Some(22)));
+    assert_eq!(dropped(&t), Reason::NoRuleAllows, "{t:#?}");
+    // Not a floating IP.
+    let t = c.trace(&from_outside("203.0.113.77", 6, Some(80)));
+    assert_eq!(dropped(&t), Reason::NoFloatingIp);
+
+    // A port forwarding: only its protocol and port; ping reaches the uplink.
+    let t = c.trace(&from_outside("203.0.113.10", 6, Some(8080)));
+    assert!(
+        t.message
+            .contains("port forwarding tcp 8080 → 10.1.0.10:80"),
+        "{t:#?}"
+    );
+    assert_eq!(
+        dropped(&c.trace(&from_outside("203.0.113.10", 6, Some(8081)))),
+        Reason::NoFloatingIp
+    );
+    assert!(c.trace(&from_outside("203.0.113.10", 1, None)).delivered());
+
+    // A floating IP lives on one host (its first forwarding's port's):
+    // a forwarding to a port on another host is not realised, and the trace
+    // says so as the kernel would answer.
+    let t = c.trace(&from_outside("203.0.113.11", 6, Some(9090)));
+    assert_eq!(dropped(&t), Reason::NoFloatingIp, "{t:#?}");
+    assert!(
+        c.trace(&from_outside("203.0.113.11", 6, Some(8080)))
+            .delivered()
+    );
+
+    // Traces from outside go to addresses.
+    let q = Query {
+        to: Target::Port("va1".into()),
+        ..from_outside("203.0.113.9", 6, Some(80))
+    };
+    assert!(trace(&c.compiler, &c.world, &q).is_err());
 }

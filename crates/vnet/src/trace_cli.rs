@@ -1,5 +1,6 @@
 //! `vnet trace`: asks the server (`POST /vnet/v1/trace`) why a packet does or
-//! does not get from a port to an address or port, and prints its answer one
+//! does not get from a port to an address or port (or from the outside to a
+//! floating IP), and prints its answer one
 //! step per line, the verdict and the hint (or the API's JSON with `--json`).
 //! It owns the wording of the terminal output only; the trace is the server's.
 
@@ -14,8 +15,15 @@ use crate::BoxError;
 #[derive(clap::Args, Clone, Debug)]
 pub struct TraceArgs {
     /// The port the packet leaves from (id).
+    #[arg(
+        long,
+        required_unless_present = "from_outside",
+        conflicts_with = "from_outside"
+    )]
+    from: Option<String>,
+    /// Or an address outside the cloud, toward a floating IP (--to).
     #[arg(long)]
-    from: String,
+    from_outside: Option<IpAddr>,
     /// The destination: an IP address, or a port id.
     #[arg(long)]
     to: String,
@@ -53,9 +61,13 @@ pub struct TraceArgs {
 /// The request body of `POST /vnet/v1/trace`.
 pub fn request(args: &TraceArgs) -> Value {
     let mut t = json!({
-        "from_port": args.from,
         "protocol": args.proto.parse::<u8>().map_or_else(|_| json!(args.proto), |n| json!(n)),
     });
+    match (&args.from, args.from_outside) {
+        (Some(port), _) => t["from_port"] = json!(port),
+        (None, Some(ip)) => t["from_ip"] = json!(ip),
+        (None, None) => {}
+    }
     match args.to.parse::<IpAddr>() {
         Ok(ip) => t["to_ip"] = json!(ip),
         Err(_) => t["to_port"] = json!(args.to),

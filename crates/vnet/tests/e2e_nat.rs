@@ -121,6 +121,17 @@ fn open_group(cloud: &Cloud, project: &str) -> String {
     group
 }
 
+/// What `vnet trace` says of TCP from the outside to `address:port`: its
+/// verdict and message.
+fn traced_in(cloud: &Cloud, address: &str, port: u16) -> (String, String) {
+    let body = json!({"trace": {
+        "from_ip": OUTSIDE_IP, "to_ip": address, "protocol": "tcp", "destination_port": port,
+    }});
+    let t = cloud.call("POST", "/vnet/v1/trace", Some(body))["trace"].clone();
+    let text = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+    (text("verdict"), text("message"))
+}
+
 /// What `vnet trace` says of a ping from `port` to the outside: its
 /// verdict's message, checked against the real packets around it.
 fn traced_out(cloud: &Cloud, port: &str) -> String {
@@ -250,6 +261,12 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         "hello",
         "TCP to a floating IP"
     );
+    let (verdict, message) = traced_in(&cloud, &fip_ip, 7301);
+    assert_eq!(verdict, "delivered", "{message}");
+    assert!(
+        message.contains(&format!("reaches port {port_o} on host h{}", o + 1)),
+        "{message}"
+    );
 
     // An agent restart changes nothing in the router (addresses, rules,
     // NAT), and the floating IP keeps answering.
@@ -291,6 +308,8 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         0,
         "a disassociated floating IP answers"
     );
+    let (verdict, message) = traced_in(&cloud, &fip_ip, 7301);
+    assert_eq!(verdict, "dropped", "{message}");
     let seen = seen_outside(&world, &gateway_ip, || {
         assert_eq!(vm_o.ping(OUTSIDE_IP, 2), 2);
     });
@@ -331,6 +350,12 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         .unwrap();
     let got = listener.wait_with_output().unwrap();
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "forwarded");
+    let (verdict, message) = traced_in(&cloud, &fip_ip, 2222);
+    assert_eq!(verdict, "delivered", "{message}");
+    assert!(
+        message.contains("port forwarding tcp 2222 → 10.1.0.10:22"),
+        "{message}"
+    );
 
     // SNAT off: the VM's packets leave untranslated (the outside has no
     // route back); on again: they are translated again.

@@ -211,6 +211,11 @@ impl Compiler {
     }
 
     /// The floating IPs realised on a host, for its snapshot.
+    pub(super) fn floating_ip_home_of(&self, id: &str) -> Option<(&str, &FloatingIpSpec)> {
+        let (host, spec) = self.floating_ips.get(id)?.home.as_ref()?;
+        Some((host.as_str(), spec))
+    }
+
     pub(super) fn floating_ips_of_host(
         &self,
         host: &str,

@@ -165,6 +165,11 @@ impl Compiler {
         Some(containing_member(ip, |n| entry.members.contains_key(n)))
     }
 
+    /// Where a floating IP is realised, and what its host holds of it.
+    pub fn floating_ip_home(&self, id: &str) -> Option<(&str, &FloatingIpSpec)> {
+        self.floating_ip_home_of(id)
+    }
+
     /// The floating IPs whose NAT `host` does (as few as its ports have).
     pub fn floating_ips_seen_from(&self, host: &str) -> impl Iterator<Item = &FloatingIpSpec> {
         self.floating_ips_of_host(host).map(|(_, spec)| spec)

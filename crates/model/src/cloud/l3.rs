@@ -42,6 +42,16 @@ impl Cloud {
         self.floating_ips.get(id)
     }
 
+    /// The floating IP holding `address`: one address lookup per external
+    /// network (there are few), through its `network:floatingip` port.
+    pub fn floating_ip_with_address(&self, address: IpAddr) -> Option<&FloatingIp> {
+        self.networks()
+            .filter(|n| n.external)
+            .find_map(|n| self.port_with_ip(&n.std.id, address))
+            .filter(|p| p.device_owner == OWNER_FLOATING_IP)
+            .and_then(|p| self.floating_ips.get(&p.device_id))
+    }
+
     /// A router's interface ports, in id order.
     pub fn router_interfaces(&self, router_id: &str) -> impl Iterator<Item = &Port> {
         self.router_ports

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use ::compiler::{Compiler, Input};
-use ::trace::{Facts, Packet, Query, Target};
+use ::trace::{Facts, Packet, Query, Source, Target};
 use model::{
     Direction, Ethertype, FixedIp, HostRoute, MacAddr, Network, OWNER_ROUTER_INTERFACE, Port,
     PortStatus, Router, SecurityGroup, SecurityGroupRule, SplitMix64, Standard, Subnet,
@@ -64,6 +64,9 @@ impl Facts for AllUp {
     }
     fn port_with_ip(&self, network_id: &str, ip: IpAddr) -> Option<String> {
         self.addresses.get(network_id)?.get(&ip).cloned()
+    }
+    fn floating_ip_with_address(&self, _: IpAddr) -> Option<String> {
+        None
     }
 }
 
@@ -131,7 +134,7 @@ pub fn run(args: TraceArgs) -> Result<(), BoxError> {
         (ports[a].clone(), ports[b].clone())
     };
     let tcp = |from: &str, to: Target| Query {
-        from_port: from.to_owned(),
+        from: Source::Port(from.to_owned()),
         to,
         packet: Packet {
             protocol: 6,
