@@ -1162,6 +1162,26 @@ fn queries_match_snapshot(
             &id
         );
     }
+    // The floating IPs it realises, whole and by id.
+    let held: Vec<&compiler::protocol::FloatingIpSpec> =
+        compiler.floating_ips_seen_from(host).collect();
+    prop_assert_eq!(
+        held.len(),
+        snapshot.floating_ips.len(),
+        "(d) step {}: {}'s floating IPs",
+        step,
+        host
+    );
+    for (id, spec) in &snapshot.floating_ips {
+        prop_assert_eq!(
+            compiler.floating_ip_home(id),
+            Some((host, spec)),
+            "(d) step {}: {} holds floating IP {}",
+            step,
+            host,
+            id
+        );
+    }
     for p in 0..PORTS {
         let id = port_id(p);
         let want = snapshot
