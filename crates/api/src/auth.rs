@@ -99,6 +99,39 @@ fn unavailable(e: &KeystoneError) -> Response {
     ApiError::unavailable("The Keystone service is temporarily unavailable.").into_response()
 }
 
+/// Longest project id (Neutron's column; Keystone's are 64 hex digits).
+const MAX_PROJECT_ID_LEN: usize = 255;
+
+/// Refuses a request whose identity headers are present but unusable: a
+/// project id that is blank, too long, or not printable ASCII without
+/// spaces, or roles that are not ASCII. Without this, [`noauth_caller`]
+/// would read such a header as absent, which makes the caller the default
+/// project's admin. Runs after the `keystone` layer, which sets them.
+pub async fn identity_headers(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    for name in ["x-project-id", "x-tenant-id"] {
+        let Some(value) = headers.get(name) else {
+            continue;
+        };
+        let usable = value.to_str().ok().filter(|v| {
+            !v.is_empty()
+                && v.len() <= MAX_PROJECT_ID_LEN
+                && v.bytes().all(|b| b.is_ascii_graphic())
+        });
+        if usable.is_none() {
+            return ApiError::bad_request(format!(
+                "{name} must be a project id: 1 to {MAX_PROJECT_ID_LEN} printable ASCII characters without spaces"
+            ))
+            .into_response();
+        }
+    }
+    if headers.get("x-roles").is_some_and(|v| v.to_str().is_err()) {
+        return ApiError::bad_request("x-roles must be ASCII role names, comma-separated")
+            .into_response();
+    }
+    next.run(request).await
+}
+
 pub fn noauth_caller(headers: &HeaderMap, default_project: &str) -> Caller {
     let header = |name: &str| {
         headers

@@ -154,7 +154,7 @@ fn parse_token(body: &[u8]) -> Result<(Verdict, SystemTime), String> {
     let expires = humantime::parse_rfc3339(&t.expires_at)
         .map_err(|e| format!("expires_at {:?}: {e}", t.expires_at))?;
     // Neutron acts within a project: unscoped and domain-scoped tokens don't.
-    let verdict = match t.project.and_then(|p| p.id) {
+    let verdict = match t.project.and_then(|p| p.id).filter(|id| !id.is_empty()) {
         Some(project_id) => Verdict::Valid(Identity {
             project_id,
             user_id: t.user.and_then(|u| u.id).unwrap_or_default(),

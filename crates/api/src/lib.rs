@@ -66,6 +66,7 @@ pub enum ServeError {
 pub fn router(app: Arc<App>, agent_token: Option<&str>) -> axum::Router {
     neutron::router(app.clone())
         .merge(vnet_v1::tenant_router(app.clone()))
+        .layer(axum::middleware::from_fn(auth::identity_headers))
         .merge(vnet_v1::agent_router(app, agent_token))
 }
 
@@ -79,6 +80,7 @@ pub fn router_with_keystone(
 ) -> axum::Router {
     neutron::router(app.clone())
         .merge(vnet_v1::tenant_router(app.clone()))
+        .layer(axum::middleware::from_fn(auth::identity_headers))
         .layer(axum::middleware::from_fn_with_state(
             keystone,
             auth::keystone,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use api::App;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -569,4 +569,57 @@ async fn a_flat_port_binds_only_to_a_host_that_maps_its_physical_network() {
     let conf = &agents["agents"][0]["configurations"];
     assert_eq!(conf["physical_networks"], json!(["external"]));
     assert_eq!(conf["gateway"], true);
+}
+
+#[tokio::test]
+async fn an_unusable_identity_header_is_refused_never_made_admin() {
+    let s = start().await;
+    let revision = async || {
+        let all = store::KeyRange::Key("/".into());
+        s.app.store.range(all).await.unwrap().revision
+    };
+    let before = revision().await;
+    for (name, value) in [
+        ("X-Project-Id", &b"p\xc3\xa9"[..]),
+        ("X-Project-Id", b"   "),
+        ("X-Tenant-Id", b""),
+        ("X-Project-Id", b"two words"),
+    ] {
+        for (method, path, body) in [
+            ("GET", "/v2.0/quotas", None),
+            ("POST", "/v2.0/networks", Some(json!({"network": {}}))),
+        ] {
+            let body = body.map_or(Body::empty(), |b: Value| Body::from(b.to_string()));
+            let req = Request::builder()
+                .method(method)
+                .uri(path)
+                .header(name, HeaderValue::from_bytes(value).unwrap())
+                .header("X-Roles", "member")
+                .header("content-type", "application/json")
+                .body(body)
+                .unwrap();
+            let resp = api::router(s.app.clone(), None).oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let v: Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(
+                (status, error_type(&v)),
+                (StatusCode::BAD_REQUEST, "HTTPBadRequest"),
+                "{method} {path} with {name}: {value:?}: {v}"
+            );
+        }
+    }
+    assert_eq!(revision().await, before, "a refused request wrote");
+    // A usable project with roles that are not ASCII: refused too.
+    let req = Request::builder()
+        .uri("/v2.0/networks")
+        .header("X-Project-Id", "p1")
+        .header("X-Roles", HeaderValue::from_bytes(b"adm\xc3\xafn").unwrap())
+        .body(Body::empty())
+        .unwrap();
+    let resp = api::router(s.app.clone(), None).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // And a plain member still works.
+    let (status, _) = call(&s, "GET", "/v2.0/networks", Some("p1"), None).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -233,6 +233,48 @@ async fn traces_are_scoped_to_the_callers_project() {
         v["trace"]["message"],
         "dropped at a port of another project"
     );
+    // Once A lets anyone in, B's packet is delivered: still without A's
+    // port, its host or its group in any step, verdict or hint.
+    let (_, groups) = call(
+        &app,
+        Some("pa"),
+        "GET",
+        "/v2.0/security-groups?name=default",
+        json!({}),
+    )
+    .await;
+    let group = groups["security_groups"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, rule) = call(
+        &app,
+        Some("pa"),
+        "POST",
+        "/v2.0/security-group-rules",
+        json!({"security_group_rule": {"security_group_id": group, "direction": "ingress",
+               "protocol": "tcp", "port_range_min": 22, "port_range_max": 22}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{rule}");
+    let rule = rule["security_group_rule"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut delivered = Value::Null;
+    for _ in 0..100 {
+        let (_, v) = trace(&app, Some("pb"), json!({"from_port": on_shared[1].0, "to_ip": on_shared[0].1, "protocol": "tcp", "destination_port": 22})).await;
+        if v["trace"]["verdict"] == "delivered" {
+            delivered = v;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let text = delivered.to_string();
+    assert_eq!(delivered["trace"]["verdict"], "delivered", "{text}");
+    for secret in [on_shared[0].0.as_str(), &group, &rule] {
+        assert!(!text.contains(secret), "{secret} shown to B: {text}");
+    }
 
     // Malformed requests: Neutron's error shape.
     let (s, v) = trace(
