@@ -2,7 +2,9 @@
 //! refusal leaves through here, so every client sees one error shape.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use model::{Kind, ModelError};
 use serde_json::json;
@@ -60,6 +62,43 @@ impl ApiError {
             message,
         )
     }
+}
+
+/// Gives every error answer Neutron's shape, whoever made it: axum's own
+/// rejections (a path that is not UTF-8, a body over the limit, a broken
+/// chunked body) answer in plain text, which clients cannot parse. A JSON
+/// error (ours, or keystonemiddleware's 401) passes unchanged.
+pub async fn neutron_shaped(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return response;
+    }
+    // The rejection's text says what was wrong; it is short.
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_owned())
+        .unwrap_or_default();
+    let kind = match status {
+        StatusCode::BAD_REQUEST => "HTTPBadRequest",
+        StatusCode::NOT_FOUND => "HTTPNotFound",
+        StatusCode::METHOD_NOT_ALLOWED => "HTTPMethodNotAllowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "HTTPRequestEntityTooLarge",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "HTTPUnsupportedMediaType",
+        s if s.is_server_error() => "HTTPInternalServerError",
+        _ => "HTTPClientError",
+    };
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::new(status, kind, message).into_response()
 }
 
 impl IntoResponse for ApiError {

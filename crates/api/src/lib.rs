@@ -68,6 +68,7 @@ pub fn router(app: Arc<App>, agent_token: Option<&str>) -> axum::Router {
         .merge(vnet_v1::tenant_router(app.clone()))
         .layer(axum::middleware::from_fn(auth::identity_headers))
         .merge(vnet_v1::agent_router(app, agent_token))
+        .layer(axum::middleware::from_fn(error::neutron_shaped))
 }
 
 /// The API with the tenants' part (Neutron and `/vnet/v1/trace`) behind
@@ -86,6 +87,7 @@ pub fn router_with_keystone(
             auth::keystone,
         ))
         .merge(vnet_v1::agent_router(app, Some(agent_token)))
+        .layer(axum::middleware::from_fn(error::neutron_shaped))
 }
 
 /// Load the cloud from `store` and serve the API on every listener until

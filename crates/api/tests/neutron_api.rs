@@ -623,3 +623,42 @@ async fn an_unusable_identity_header_is_refused_never_made_admin() {
     let (status, _) = call(&s, "GET", "/v2.0/networks", Some("p1"), None).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn the_http_layers_refusals_are_neutron_errors_too() {
+    let s = start().await;
+    let send = async |req: Request<Body>| {
+        let resp = api::router(s.app.clone(), None).oneshot(req).await.unwrap();
+        let status = resp.status();
+        let json = resp
+            .headers()
+            .get("content-type")
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        (status, json, v)
+    };
+    for path in [
+        "/v2.0/ports/%C0%AF",
+        "/v2.0/networks/%C0%AF/tags",
+        "/v2.0/floatingips/%C0%AF/port_forwardings",
+    ] {
+        let req = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let (status, json, v) = send(req).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert!(json && error_type(&v) == "HTTPBadRequest", "{path}: {v}");
+    }
+    let huge = format!(
+        "{{\"network\": {{\"name\": \"{}\"}}}}",
+        "x".repeat(20 << 20)
+    );
+    let req = Request::builder()
+        .method("POST")
+        .uri("/v2.0/networks")
+        .header("content-type", "application/json")
+        .body(Body::from(huge))
+        .unwrap();
+    let (status, json, v) = send(req).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert!(json && error_type(&v) == "HTTPRequestEntityTooLarge", "{v}");
+}
