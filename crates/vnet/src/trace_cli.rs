@@ -344,6 +344,26 @@ mod tests {
     }
 
     #[test]
+    fn ids_with_names_show_as_name_and_short_id() {
+        let group = "d46ecc83-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
+        let t = json!({
+            "packet": {"protocol": 6, "source_ip": "10.0.0.5", "destination_ip": "10.0.0.6"},
+            "steps": [{"stage": "ingress", "host": "h2", "security_group": group,
+                       "decision": "drop", "detail": format!("no ingress rule of group(s) {group}")}],
+            "verdict": "dropped", "message": "dropped", "hint": format!("add a rule to group {group}"),
+        });
+        assert_eq!(ids_in(&t), vec![group.to_owned()]);
+        let names = HashMap::from([(group.to_owned(), "web80".to_owned())]);
+        let text = render(&t, &names);
+        assert!(text.contains("group web80 (d46ecc83)"), "{text}");
+        assert!(text.contains("group(s) web80 (d46ecc83)"), "{text}");
+        assert!(
+            text.contains("hint: add a rule to group web80 (d46ecc83)"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn router_steps_show_the_router_its_interface_and_the_route() {
         let t = json!({
             "packet": {"protocol": 1, "source_ip": "10.1.0.10", "destination_ip": "192.168.7.5",
