@@ -62,7 +62,7 @@ pub enum Lab {
         name: LabName,
         /// Where the lab's server listens for you (the agents use the fabric).
         /// Each lab needs its own: a second lab takes another port.
-        #[arg(long, default_value = "127.0.0.1:9696")]
+        #[arg(long, env = "VNET_LAB_LISTEN", default_value = "127.0.0.1:9696")]
         listen: SocketAddr,
         /// Use this server (http://HOST:PORT, reachable from the host
         /// namespaces) instead of starting one.
