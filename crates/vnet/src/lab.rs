@@ -1358,3 +1358,106 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn names_are_checked_for_what_they_prefix() {
+        for good in ["lab", "lab2", "a-b", "abcdefghijk"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "bad name/with slash",
+            "2lab",
+            "abcdefghijkl",
+            "../x",
+            "a_b",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_vm_name("vm-1.a_b").is_ok());
+        assert!(check_vm_name("vm 1").is_err());
+    }
+
+    fn lab_with_vm() -> LabState {
+        LabState {
+            name: "lab".into(),
+            vms: vec![LabVm {
+                name: "vm1".into(),
+                netns: "lab-vm-vm1".into(),
+                host: "lab-h1".into(),
+                port: "p1".into(),
+                device: "tapp1".into(),
+            }],
+            ..LabState::default()
+        }
+    }
+
+    #[test]
+    fn a_vm_takes_only_its_own_port_bound_to_its_host() {
+        let lab = lab_with_vm();
+        let port = |id: &str, host: &str, owner: &str| {
+            serde_json::json!({"id": id, "name": format!("{id}-name"),
+                               "binding:host_id": host, "device_owner": owner})
+        };
+        assert!(check_vm_port(&lab, "lab-h1", &port("p2", "lab-h1", "")).is_ok());
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p2", "lab-h2", "")),
+            Err(LabError::PortOnOtherHost { .. })
+        ));
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p2", "", "")),
+            Err(LabError::PortUnbound { .. })
+        ));
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p1", "lab-h1", "")),
+            Err(LabError::PortPlugged { .. })
+        ));
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p3", "", "network:router_interface")),
+            Err(LabError::PortNotForVm { .. })
+        ));
+    }
+
+    /// A server that exits at once is reported with its log's last lines,
+    /// and the log stays (issue 16 #2). The "server" is a script that fails
+    /// as `vnet server` does when its address is taken.
+    #[test]
+    fn a_server_that_exits_is_reported_with_its_log() {
+        let name = format!("ut{}", std::process::id() % 100_000);
+        let scratch = tempfile::tempdir().unwrap();
+        let fake = scratch.path().join("vnet");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'vnet: cannot listen on 127.0.0.1:1: Address already in use' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let state = LabState {
+            name: name.clone(),
+            api: "127.0.0.1:1".into(),
+            fabric: format!("{name}-fabric"),
+            ..LabState::default()
+        };
+        std::fs::create_dir_all(dir(&name)).unwrap();
+        std::fs::create_dir_all(log_dir(&name)).unwrap();
+        let started = Instant::now();
+        let result = start_server(&state, &fake.to_string_lossy());
+        let _ = std::fs::remove_dir_all(dir(&name));
+        let log = log_dir(&name).join("server.log");
+        let kept = log.exists();
+        let _ = std::fs::remove_dir_all(log_dir(&name));
+        let error = result.err().unwrap().to_string();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(error.contains("did not start"), "{error}");
+        assert!(error.contains("Address already in use"), "{error}");
+        assert!(error.contains(&log.display().to_string()), "{error}");
+        assert!(kept, "the log was removed");
+    }
+}

@@ -286,3 +286,15 @@ fn trace_takes_port_names_and_prints_them() {
         stderr(&out)
     );
 }
+
+/// Issue 16 #10: `lab vm create` explains its arguments, and which host
+/// names it takes.
+#[test]
+fn lab_vm_create_documents_its_arguments() {
+    let out = vnet(&["lab", "vm", "create", "--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("`h1` or its full name `<lab>-h1`"), "{help}");
+    assert!(help.contains("its name or id"), "{help}");
+    assert!(help.contains("must be bound to that host"), "{help}");
+}
