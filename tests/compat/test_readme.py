@@ -3,9 +3,7 @@
 Every ```sh block of README.md runs, in document order, in one bash (so a
 variable set in one block is there in the next), with `set -e`: a command
 that fails fails the test. A block is left out only when the line above it
-says `<!-- not run by tests/compat/test_readme.py: REASON -->`, and one
-marked `<!-- tests/compat/test_readme.py: run last -->` runs after all the
-others. The only changes to the text, so that the walkthrough never meets
+says `<!-- not run by tests/compat/test_readme.py: REASON -->`. The only changes to the text, so that the walkthrough never meets
 a lab or server of the user's: the lab's name (`VNET_LAB`, and its hosts'
 names `lab-hN`) and its address (`VNET_LAB_LISTEN`, and 127.0.0.1:9696 in
 the text) are this test's own. The
@@ -31,12 +29,11 @@ import pytest
 from helpers import REPO_ROOT, free_port
 
 SKIP = "<!-- not run by tests/compat/test_readme.py:"
-LAST = "<!-- tests/compat/test_readme.py: run last -->"
 
 
 def readme_blocks(text: str) -> tuple[list[str], list[str]]:
     """The sh blocks to run, and the reasons of those left out."""
-    blocks, last, skipped = [], [], []
+    blocks, skipped = [], []
     lines = text.splitlines()
     i = 0
     while i < len(lines):
@@ -48,13 +45,11 @@ def readme_blocks(text: str) -> tuple[list[str], list[str]]:
             block = "\n".join(lines[i + 1 : j])
             if above.startswith(SKIP):
                 skipped.append(above)
-            elif above == LAST:
-                last.append(block)
             else:
                 blocks.append(block)
             i = j
         i += 1
-    return blocks + last, skipped
+    return blocks, skipped
 
 
 def test_the_readme_lists_its_blocks_and_why_some_are_not_run():

@@ -719,6 +719,8 @@ pub fn up_with_gateways(
     std::fs::create_dir_all(dir(name))?;
     build(name, hosts, gateways, listen, external, vnet).map_err(|e| {
         let _ = down(name);
+        // Also when it failed before its state was first saved.
+        let _ = std::fs::remove_dir(dir(name));
         format!(
             "{e}\nthe lab was removed; its logs are kept in {}",
             logs.display()
