@@ -259,10 +259,20 @@ async fn secure(nft: &Arc<NftReconciler>, state: &HostState, full: bool) -> Resu
 /// Register, then renew every HEARTBEAT_SECONDS; failures are logged and retried.
 async fn heartbeat(server: Server, registration: HostRegistration) {
     let mut tick = tokio::time::interval(Duration::from_secs(HEARTBEAT_SECONDS));
+    let mut failing = false;
     loop {
         tick.tick().await;
-        if let Err(e) = server.register(&registration).await {
-            tracing::warn!(error = %e, "heartbeat failed");
+        match server.register(&registration).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "heartbeat failed");
+                failing = true;
+            }
+            // Said once, so that a log shows when the outage ended.
+            Ok(_) if failing => {
+                tracing::info!("heartbeat: the server answers again");
+                failing = false;
+            }
+            Ok(_) => {}
         }
     }
 }
@@ -277,9 +287,19 @@ async fn follow_state(
     let mut state = HostState::default();
     let mut revision: Option<Revision> = None;
     let mut backoff = Duration::from_millis(100);
+    // The stream was lost: the next one opened is a reconnection, logged
+    // as such so that an outage has an end in the log.
+    let mut lost = false;
     loop {
         match server.stream(&host, revision).await {
             Ok(mut stream) => loop {
+                if lost {
+                    tracing::info!(
+                        revision = ?revision,
+                        "reconnected to the server's state stream"
+                    );
+                    lost = false;
+                }
                 match stream.next().await {
                     Ok(Some(message)) => {
                         backoff = Duration::from_millis(100);
@@ -303,14 +323,24 @@ async fn follow_state(
                             let _ = desired.send(Some((r, state.clone())));
                         }
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        tracing::info!("the server ended the state stream; reconnecting");
+                        lost = true;
+                        break;
+                    }
                     Err(e) => {
-                        tracing::warn!(error = %e, "state stream broke");
+                        tracing::warn!(error = %e, "state stream broke; reconnecting");
+                        lost = true;
                         break;
                     }
                 }
             },
-            Err(e) => tracing::warn!(error = %e, "cannot open the state stream"),
+            Err(e) => {
+                if !lost {
+                    tracing::warn!(error = %e, "cannot open the state stream");
+                }
+                lost = true;
+            }
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));

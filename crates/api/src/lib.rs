@@ -90,8 +90,13 @@ pub fn router_with_keystone(
         .layer(axum::middleware::from_fn(error::neutron_shaped))
 }
 
+/// How long a stopping server waits for open requests to finish.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Load the cloud from `store` and serve the API on every listener until
 /// `shutdown` resolves, or until the store fails (then it returns the failure).
+/// Stopping ends the agents' state streams, never marks hosts dead, and
+/// takes at most [`SHUTDOWN_GRACE`] once the listeners close.
 pub async fn serve(
     listeners: Vec<tokio::net::TcpListener>,
     store: Arc<dyn Store>,
@@ -117,14 +122,18 @@ pub async fn serve(
         (Some(_), None) => return Err(ServeError::AgentTokenRequired),
         (None, token) => router(app.clone(), token),
     };
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut stop_rx = app.stopping.subscribe();
     let mut failed = app.failed.clone();
+    let stopper = app.clone();
     tokio::spawn(async move {
         tokio::select! {
             () = shutdown => {},
             _ = failed.wait_for(Option::is_some) => {},
         }
-        let _ = stop_tx.send(true);
+        tracing::info!("vnet server stopping: ending the agents' state streams");
+        // Before the listeners close: the reaper must not take the agents'
+        // silence from here on for their death.
+        stopper.stopping.send_replace(true);
     });
     let servers = listeners.into_iter().map(|listener| {
         let mut stop = stop_rx.clone();
@@ -132,8 +141,25 @@ pub async fn serve(
             let _ = stop.wait_for(|s| *s).await;
         })
     });
-    for result in futures::future::join_all(servers.map(|s| s.into_future())).await {
-        result?;
+    let serving = futures::future::join_all(servers.map(|s| s.into_future()));
+    // Graceful, but bounded: a client that keeps a request open does not
+    // keep the server from stopping. Every answered write is durable already.
+    let bounded = async {
+        let _ = stop_rx.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        results = serving => {
+            for result in results {
+                result?;
+            }
+        }
+        () = bounded => {
+            tracing::warn!(
+                grace = ?SHUTDOWN_GRACE,
+                "requests still open after the shutdown grace period; stopping anyway"
+            );
+        }
     }
     if let Some(k) = &keystone {
         k.log_counters();

@@ -176,6 +176,44 @@ fn check_scope(cloud: &Cloud, caller: &Caller, q: &Query) -> Result<(), ApiError
     Ok(())
 }
 
+/// Ports vnet owns (router interfaces and gateways, floating IPs) are never
+/// bound, so a trace from or to one as a VM's would end in "bind it". A
+/// trace starts at a VM's port; toward a router's port it goes to that
+/// port's address, which the router itself answers.
+fn fit_owned_ports(cloud: &Cloud, q: &mut Query) -> Result<(), ApiError> {
+    let owner = |id: &str| {
+        cloud
+            .port(id)
+            .map(|p| p.device_owner.clone())
+            .filter(|o| o.starts_with("network:"))
+    };
+    if let Source::Port(from) = &q.from
+        && let Some(owner) = owner(from)
+    {
+        return Err(ApiError::invalid_input(format!(
+            "port {from} is a {owner} port, not a VM's: a trace starts at a VM's port"
+        )));
+    }
+    if let Target::Port(id) = &q.to
+        && let Some(owner) = owner(id)
+    {
+        let addresses: Vec<IpAddr> = cloud
+            .port(id)
+            .map(|p| p.fixed_ips.iter().map(|f| f.ip_address).collect())
+            .unwrap_or_default();
+        let ip = addresses
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addresses.first())
+            .copied()
+            .ok_or_else(|| {
+                ApiError::invalid_input(format!("port {id} ({owner}) has no address to trace to"))
+            })?;
+        q.to = Target::Ip(ip);
+    }
+    Ok(())
+}
+
 /// Steps at another project's objects (a port, a router, a network it may
 /// not see, reached over a shared network or through a router) keep their
 /// stage and decision but lose those objects, the host they are on (unless
@@ -265,9 +303,10 @@ pub async fn trace_packet(
     body: axum::body::Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let caller = noauth_caller(&headers, &app.default_project);
-    let query = query_of(&body)?;
+    let mut query = query_of(&body)?;
     let cloud = app.read();
     check_scope(&cloud, &caller, &query)?;
+    fit_owned_ports(&cloud, &mut query)?;
     let source_host = match &query.from {
         Source::Port(id) => cloud
             .port(id)

@@ -19,6 +19,10 @@ pub struct App {
     committer: Committer,
     pub default_project: String,
     pub failed: watch::Receiver<Option<CommitError>>,
+    /// True once the server is stopping: state streams end, and the reaper
+    /// no longer takes silent agents for dead (they are silent because we
+    /// stopped listening, and their ports are as wired as they were).
+    pub stopping: watch::Sender<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +103,7 @@ impl App {
             committer: Committer::spawn(store, failed_tx),
             default_project,
             failed,
+            stopping: watch::Sender::new(false),
         }))
     }
 

@@ -220,8 +220,8 @@ const IDLE_EVERY: Duration = Duration::from_secs(10);
 /// `GET /vnet/v1/hosts/{name}/state[?revision=R]`: the host's desired state
 /// as newline-delimited JSON: a snapshot (or the deltas after R), then a
 /// delta for every revision that changes this host, and `idle` messages in
-/// between. It ends when the stream falls too far behind; the agent then
-/// reconnects with its last revision.
+/// between. It ends when the stream falls too far behind, or the server
+/// stops; the agent then reconnects with its last revision.
 async fn state_stream(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
@@ -240,6 +240,7 @@ async fn state_stream(
     let (first, feed) = app.fabric.open(&name, from);
     let seen = first.last().map_or(0, revision_of);
     let stream = StateStream {
+        stop: app.stopping.subscribe(),
         host: name,
         pending: first.into(),
         feed,
@@ -259,6 +260,9 @@ fn revision_of(message: &StreamMessage) -> Revision {
 }
 
 struct StateStream {
+    /// The server is stopping: end the stream, so that the connection (and
+    /// the graceful shutdown waiting for it) can finish.
+    stop: tokio::sync::watch::Receiver<bool>,
     host: String,
     pending: VecDeque<StreamMessage>,
     feed: broadcast::Receiver<Arc<Published>>,
@@ -277,6 +281,7 @@ impl StateStream {
                 return Some((Ok(Bytes::from(line)), self));
             }
             tokio::select! {
+                _ = self.stop.wait_for(|stopping| *stopping) => return None,
                 published = self.feed.recv() => match published {
                     Ok(p) => {
                         self.seen = p.revision;
@@ -306,6 +311,9 @@ pub async fn reap_dead_hosts(app: Weak<App>) {
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
+        if *app.stopping.borrow() {
+            return;
+        }
         for dead in app.hosts.reap(Instant::now()) {
             let host = dead.registration.name.clone();
             tracing::warn!(host = %host, "host missed its heartbeats: its ports go DOWN");

@@ -345,6 +345,7 @@ async fn routed_traces_resolve_behind_routers_and_hide_other_projects() {
     )
     .await;
     let router = id_of(&router, "router");
+    let mut interfaces = vec![];
     for sub in &subnets {
         let (s, v) = call(
             &app,
@@ -355,6 +356,7 @@ async fn routed_traces_resolve_behind_routers_and_hide_other_projects() {
         )
         .await;
         assert_eq!(s, StatusCode::OK, "{v}");
+        interfaces.push(v["port_id"].as_str().unwrap().to_owned());
     }
     let mut ports = vec![];
     for (net, host, project) in [(&networks[1], "h2", "pa"), (&networks[0], "h1", "pb")] {
@@ -427,6 +429,25 @@ async fn routed_traces_resolve_behind_routers_and_hide_other_projects() {
     assert_eq!(
         v["trace"]["message"],
         "dropped at a port of another project"
+    );
+
+    // Issue 16 #7: a router's interface port is never bound; a trace to it
+    // goes to its address (the router answers), never hints at binding it,
+    // and a trace cannot start from it.
+    let to_router = json!({"from_port": vm_a, "to_port": interfaces[1], "protocol": "icmp"});
+    let (s, v) = trace(&app, Some("pa"), to_router).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["trace"]["packet"]["destination_ip"], "10.6.0.1", "{v:#}");
+    assert!(!v.to_string().contains("binding:host_id"), "{v:#}");
+    let from_router = json!({"from_port": interfaces[1], "to_ip": ip_a, "protocol": "icmp"});
+    let (s, v) = trace(&app, None, from_router).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["NeutronError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a VM's"),
+        "{v}"
     );
 }
 

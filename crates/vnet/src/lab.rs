@@ -6,13 +6,17 @@
 //! a real `vnet server` (on the embedded store) reachable at 127.0.0.1 and,
 //! for the agents, on the fabric; VMs are namespaces plugged into their host
 //! with their port's device. Everything it creates is named after the lab and
-//! recorded in its state file, and `down` removes exactly that. Linux only,
-//! as root.
+//! recorded in its state file, and `down` removes exactly that (its logs
+//! stay, in [`log_dir`], until the next `up` of the same name). A refused
+//! command (a bad name, a lab already up, a port in use) changes nothing:
+//! every check runs before the first thing is created. The lab knows its
+//! server by its process (a ready file it writes once listening), never by
+//! whatever answers on the port. Linux only, as root.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clap::Subcommand;
@@ -32,32 +36,50 @@ const EXTERNAL_IFACE: &str = "ext0";
 /// The outside world's address on the external network (TEST-NET-3).
 pub const OUTSIDE_CIDR: &str = "203.0.113.1/24";
 
+/// A lab's name: `--name`, or `VNET_LAB` in the environment (so a shell can
+/// work in one lab without repeating it).
+#[derive(clap::Args, Clone)]
+pub struct LabName {
+    /// The lab's name: prefix of everything it creates (letters, digits and
+    /// '-', at most 11 characters, as it prefixes interface names).
+    #[arg(long = "name", env = "VNET_LAB", default_value = "lab")]
+    pub name: String,
+}
+
 #[derive(Subcommand)]
 pub enum Lab {
-    /// Create the fabric, the hosts and their agents, and a server.
+    /// Create the fabric, the hosts and their agents, and a server. Refused
+    /// (changing nothing) if the lab is already up.
     Up {
-        /// How many hypervisor hosts.
-        #[arg(long, default_value_t = 2)]
+        /// How many hypervisor hosts (1 to 200).
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=200))]
         hosts: u8,
         /// How many of them (the first ones) are gateway hosts (`vnet agent
         /// --gateway`), which may run routers' default SNAT.
         #[arg(long, default_value_t = 1)]
         gateways: u8,
-        /// The lab's name: prefix of everything it creates.
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
         /// Where the lab's server listens for you (the agents use the fabric).
-        #[arg(long, default_value = "127.0.0.1:9696")]
+        /// Each lab needs its own: a second lab takes another port.
+        #[arg(long, env = "VNET_LAB_LISTEN", default_value = "127.0.0.1:9696")]
         listen: SocketAddr,
         /// Use this server (http://HOST:PORT, reachable from the host
         /// namespaces) instead of starting one.
         #[arg(long)]
         server: Option<String>,
     },
-    /// Show hosts, agents and VMs.
+    /// Show the server, hosts and agents, and VMs with their ports' status
+    /// and addresses.
     Status {
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
+    },
+    /// Stop the lab's server and start it again on the same data (after it
+    /// was killed, or to pick up a new binary); agents reconnect by themselves.
+    RestartServer {
+        #[command(flatten)]
+        name: LabName,
     },
     /// VMs: namespaces plugged into a host with a port's device.
     #[command(subcommand)]
@@ -65,44 +87,48 @@ pub enum Lab {
     /// The outside world: a namespace on the external network at 203.0.113.1/24.
     #[command(subcommand)]
     Outside(Outside),
-    /// Remove everything the lab created, and only that.
+    /// Remove everything the lab created, and only that (its logs stay).
     Down {
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
     },
 }
 
 #[derive(Subcommand)]
 pub enum Vm {
-    /// Plug a VM into HOST with PORT's device and MAC.
+    /// Plug a VM into HOST with PORT's device and MAC. The port must be
+    /// bound to that host (`openstack port create --host <lab>-h1 …`).
     Create {
+        /// The VM's name (its namespace is `<lab>-vm-<VM>`).
         vm: String,
+        /// The host: `h1` or its full name `<lab>-h1`.
         #[arg(long)]
         host: String,
+        /// The port: its name or id.
         #[arg(long)]
         port: String,
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
     },
     /// Run a command inside a VM (ping, nc, udhcpc, ip …).
     Exec {
         vm: String,
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
     /// Get the VM's address by DHCP (busybox udhcpc on its eth0).
     Dhcp {
         vm: String,
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
     },
     /// Unplug and remove a VM.
     Delete {
         vm: String,
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
     },
 }
 
@@ -110,10 +136,72 @@ pub enum Vm {
 pub enum Outside {
     /// Run a command in the outside namespace (ping, nc, ip …).
     Exec {
-        #[arg(long, default_value = "lab")]
-        name: String,
+        #[command(flatten)]
+        name: LabName,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+}
+
+/// Why the lab refused or failed; each says what to do next.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("lab name '{name}' {reason}")]
+    BadName { name: String, reason: &'static str },
+    #[error("VM name '{name}' {reason}")]
+    BadVmName { name: String, reason: &'static str },
+    #[error(
+        "lab '{name}' is already up; nothing was changed (vnet lab status --name {name}; \
+         vnet lab restart-server --name {name} if its server stopped; vnet lab down --name {name} removes it)"
+    )]
+    AlreadyUp { name: String },
+    #[error(
+        "cannot listen on {addr}: {cause} (another vnet server, scripts/run.sh or another lab?); \
+         {suggestion}"
+    )]
+    ListenUnavailable {
+        addr: SocketAddr,
+        cause: std::io::Error,
+        suggestion: String,
+    },
+    #[error("the lab's server did not start: {reason}; its log, {log}, ends with:\n{tail}")]
+    ServerFailed {
+        reason: String,
+        log: String,
+        tail: String,
+    },
+    #[error("the agent of {host} exited ({status}); its log, {log}, ends with:\n{tail}")]
+    AgentFailed {
+        host: String,
+        status: String,
+        log: String,
+        tail: String,
+    },
+    #[error("lab {name} uses the server at {api}, not one of its own: restart that one yourself")]
+    ExternalServer { name: String, api: String },
+    #[error(
+        "port {port} is not bound to a host: bind it to {host} (openstack port set --host {host} {port}), then create the VM"
+    )]
+    PortUnbound { port: String, host: String },
+    #[error(
+        "port {port} is bound to host {bound}, not {host}: create the VM with --host {bound}, or rebind the port (openstack port set --host {host} {port})"
+    )]
+    PortOnOtherHost {
+        port: String,
+        bound: String,
+        host: String,
+    },
+    #[error(
+        "port {port} is already plugged into VM {vm}: delete that VM first (vnet lab vm delete {vm})"
+    )]
+    PortPlugged { port: String, vm: String },
+    #[error(
+        "port {port} belongs to {owner}, not to a VM: create a port of its own (openstack port create --network NETWORK --host {host} NAME)"
+    )]
+    PortNotForVm {
+        port: String,
+        owner: String,
+        host: String,
     },
 }
 
@@ -174,8 +262,76 @@ fn dir(name: &str) -> PathBuf {
     PathBuf::from("/run/vnet-lab").join(name)
 }
 
+/// Where a lab's server and agents log. Apart from its state, so that `down`
+/// and a failed `up` leave the logs to read; the next `up` of the same name
+/// starts them afresh (and a reboot clears `/run`).
+pub fn log_dir(name: &str) -> PathBuf {
+    PathBuf::from("/run/vnet-lab-logs").join(name)
+}
+
+/// A lab's name prefixes namespaces (`<name>-h1`) and interfaces
+/// (`<name>u200`, at most 15 bytes), so it is checked before anything exists.
+pub fn check_name(name: &str) -> Result<(), LabError> {
+    let bad = |reason| {
+        Err(LabError::BadName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 11 {
+        return bad("must be 1 to 11 characters (it prefixes interface names)");
+    }
+    if !name.starts_with(|c: char| c.is_ascii_alphabetic()) {
+        return bad("must start with a letter");
+    }
+    if !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+        return bad("may hold only letters, digits and '-'");
+    }
+    Ok(())
+}
+
+/// A VM's name is part of its namespace's name.
+fn check_vm_name(name: &str) -> Result<(), LabError> {
+    let bad = |reason| {
+        Err(LabError::BadVmName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 40 {
+        return bad("must be 1 to 40 characters");
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return bad("may hold only letters, digits, '-', '_' and '.'");
+    }
+    Ok(())
+}
+
+/// Progress of long work, on stderr (stdout keeps the result).
+fn progress(name: &str, what: &str) {
+    eprintln!("lab {name}: {what}");
+}
+
+/// Print to stdout; a reader that went away (`| head`) is not an error.
+pub fn say(text: &str) -> Result<(), BoxError> {
+    use std::io::Write;
+    match std::io::stdout().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// Whether a lab of that name is up (has its state).
+pub fn is_up(name: &str) -> bool {
+    check_name(name).is_ok() && dir(name).join("state.json").exists()
+}
+
 impl LabState {
     pub fn load(name: &str) -> Result<LabState, BoxError> {
+        check_name(name)?;
         let text = std::fs::read_to_string(dir(name).join("state.json"))
             .map_err(|_| format!("no lab named '{name}' is up (vnet lab up --name {name})"))?;
         Ok(serde_json::from_str(&text)?)
@@ -276,9 +432,14 @@ pub fn plug_vm(netns: &str, host: &str, device: &str, mac: &str, mtu: u32) -> Re
     plugged
 }
 
-/// Start a long-lived process in its own process group (it outlives us).
-fn daemon(mut cmd: Command, log: PathBuf) -> Result<u32, BoxError> {
-    let out = std::fs::File::create(log)?;
+/// Start a long-lived process in its own process group (it outlives us),
+/// its output appended to `log`.
+fn daemon(mut cmd: Command, log: &Path) -> Result<Child, BoxError> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(|e| format!("{}: {e}", log.display()))?;
     let err = out.try_clone()?;
     let child = cmd
         .stdin(Stdio::null())
@@ -286,7 +447,179 @@ fn daemon(mut cmd: Command, log: PathBuf) -> Result<u32, BoxError> {
         .stderr(err)
         .process_group(0)
         .spawn()?;
-    Ok(child.id())
+    Ok(child)
+}
+
+/// The last lines of a log, for an error message.
+fn tail(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..]
+        .iter()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Whether `pid` runs (a zombie, dead but not yet reaped, does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        // The state follows the command name, which is in parentheses.
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
+}
+
+/// Stop `pid`'s process group: TERM, then KILL if it is still there after
+/// `grace`. Returns once the process is gone.
+fn stop(pid: u32, grace: Duration) {
+    if pid == 0 {
+        return;
+    }
+    let _ = run("kill", &["-TERM", "--", &format!("-{pid}")]);
+    let deadline = Instant::now() + grace;
+    while running(pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    if running(pid) {
+        let _ = run("kill", &["-KILL", "--", &format!("-{pid}")]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while running(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// Refuse an address something already listens on, suggesting a free port.
+fn check_listen(addr: SocketAddr) -> Result<(), LabError> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(source) => {
+            let free = (1..=100u16)
+                .filter_map(|i| addr.port().checked_add(i))
+                .map(|port| SocketAddr::new(addr.ip(), port))
+                .find(|a| std::net::TcpListener::bind(a).is_ok());
+            let suggestion = match free {
+                Some(a) => {
+                    format!("{a} is free: vnet lab up --listen {a} (then OS_ENDPOINT=http://{a})")
+                }
+                None => "choose another address with --listen".to_owned(),
+            };
+            Err(LabError::ListenUnavailable {
+                addr,
+                cause: source,
+                suggestion,
+            })
+        }
+    }
+}
+
+/// Start the lab's server on its data dir and wait until it is listening:
+/// its ready file appears (then it is ours that listens), or it exits (then
+/// its log says why), or 30 s pass.
+fn start_server(state: &LabState, vnet: &str) -> Result<Child, BoxError> {
+    let ready = dir(&state.name).join("server.ready");
+    let _ = std::fs::remove_file(&ready);
+    let log = log_dir(&state.name).join("server.log");
+    let mut server = Command::new(vnet);
+    server.args([
+        "server",
+        "--listen",
+        &state.api,
+        "--listen",
+        &format!("{}/{MGMT_IP}:{MGMT_PORT}", state.fabric),
+        "--data-dir",
+        &dir(&state.name).join("data").to_string_lossy(),
+        "--ready-file",
+        &ready.to_string_lossy(),
+    ]);
+    server.args(unlimited_quotas());
+    let mut child = daemon(server, &log)?;
+    let failed = |reason: String| LabError::ServerFailed {
+        reason,
+        log: log.display().to_string(),
+        tail: tail(&log),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if ready.exists() {
+            return Ok(child);
+        }
+        if let Some(status) = child.try_wait()? {
+            return Err(failed(format!("it exited ({status})")).into());
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(failed("it was not listening after 30 s".to_owned()).into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Wait until every agent of the lab is registered and alive, failing fast
+/// when the server or an agent this process started exits.
+fn wait_for_agents(
+    state: &LabState,
+    server: Option<&mut Child>,
+    agents: &mut [Child],
+) -> Result<(), BoxError> {
+    let mut server = server;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let alive = http(&state.api, "GET", "/vnet/v1/hosts", None)
+            .ok()
+            .and_then(|(_, v)| v["hosts"].as_array().cloned())
+            .map_or(0, |hs| {
+                hs.iter()
+                    .filter(|h| {
+                        // A restarted server takes its hosts for alive
+                        // until they miss heartbeats: only one it has
+                        // heard from since (heartbeat_at) is counted.
+                        h["alive"] == true
+                            && !h["heartbeat_at"]
+                                .as_str()
+                                .is_some_and(|t| t.starts_with("1970"))
+                            && state.hosts.iter().any(|l| l.name == h["name"])
+                    })
+                    .count()
+            });
+        if alive == state.hosts.len() {
+            return Ok(());
+        }
+        if let Some(child) = server.as_deref_mut()
+            && let Some(status) = child.try_wait()?
+        {
+            let log = log_dir(&state.name).join("server.log");
+            return Err(LabError::ServerFailed {
+                reason: format!("it exited ({status})"),
+                log: log.display().to_string(),
+                tail: tail(&log),
+            }
+            .into());
+        }
+        for (host, child) in state.hosts.iter().zip(agents.iter_mut()) {
+            if let Some(status) = child.try_wait()? {
+                let log = log_dir(&state.name).join(format!("agent-{}.log", host.name));
+                return Err(LabError::AgentFailed {
+                    host: host.name.clone(),
+                    status: status.to_string(),
+                    log: log.display().to_string(),
+                    tail: tail(&log),
+                }
+                .into());
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "only {alive} of {} agents registered after 30 s; logs in {}",
+                state.hosts.len(),
+                log_dir(&state.name).display()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A minimal HTTP/1.1 JSON exchange with the lab's server.
@@ -296,13 +629,29 @@ pub fn http(
     path: &str,
     body: Option<&Value>,
 ) -> Result<(u16, Value), BoxError> {
+    http_as(api, None, method, path, body)
+}
+
+/// [`http`] as a project (noauth's `X-Project-Id`), or as the server's
+/// default project's admin.
+pub fn http_as(
+    api: &str,
+    project: Option<&str>,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<(u16, Value), BoxError> {
     use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(api)?;
+    let mut stream = std::net::TcpStream::connect(api)
+        .map_err(|e| format!("cannot reach the vnet server at {api}: {e}"))?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
+    let project = project
+        .map(|p| format!("X-Project-Id: {p}\r\n"))
+        .unwrap_or_default();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nContent-Type: application/json\r\n{project}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )?;
     let mut reply = String::new();
@@ -329,7 +678,9 @@ pub fn up(
 
 /// Build the lab: fabric, external network and outside, hosts (the first
 /// `gateways` of them gateway hosts), server and agents. Returns once every
-/// agent has registered.
+/// agent has registered. Everything is checked before anything is created,
+/// so a refusal changes nothing; a failure once building has started
+/// removes what was built, and keeps the logs.
 pub fn up_with_gateways(
     name: &str,
     hosts: u8,
@@ -338,16 +689,19 @@ pub fn up_with_gateways(
     server: Option<&str>,
     vnet: &str,
 ) -> Result<LabState, BoxError> {
-    if dir(name).join("state.json").exists() {
-        return Err(format!("lab '{name}' is already up (vnet lab down --name {name})").into());
-    }
+    check_name(name)?;
     if hosts == 0 || hosts > 200 {
         return Err("--hosts must be 1 to 200".into());
     }
     if gateways > hosts {
         return Err(format!("--gateways {gateways} is more than --hosts {hosts}").into());
     }
-    std::fs::create_dir_all(dir(name))?;
+    if dir(name).join("state.json").exists() {
+        return Err(LabError::AlreadyUp {
+            name: name.to_owned(),
+        }
+        .into());
+    }
     let external = server
         .map(|url| {
             url.strip_prefix("http://")
@@ -355,6 +709,34 @@ pub fn up_with_gateways(
                 .ok_or_else(|| format!("--server '{url}' is not http://HOST:PORT"))
         })
         .transpose()?;
+    if external.is_none() {
+        check_listen(listen)?;
+    }
+    // Building starts here: from now on a failure removes what was built.
+    let logs = log_dir(name);
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs)?;
+    std::fs::create_dir_all(dir(name))?;
+    build(name, hosts, gateways, listen, external, vnet).map_err(|e| {
+        let _ = down(name);
+        // Also when it failed before its state was first saved.
+        let _ = std::fs::remove_dir(dir(name));
+        format!(
+            "{e}\nthe lab was removed; its logs are kept in {}",
+            logs.display()
+        )
+        .into()
+    })
+}
+
+fn build(
+    name: &str,
+    hosts: u8,
+    gateways: u8,
+    listen: SocketAddr,
+    external: Option<String>,
+    vnet: &str,
+) -> Result<LabState, BoxError> {
     let mut state = LabState {
         name: name.to_owned(),
         api: external.clone().unwrap_or_else(|| listen.to_string()),
@@ -363,6 +745,7 @@ pub fn up_with_gateways(
     };
     // Saved before anything exists, so a failure half-way can still be torn down.
     state.save()?;
+    progress(name, "creating the fabric and the outside");
     let fabric = state.fabric.clone();
     run("ip", &["netns", "add", &fabric])?;
     for key in [
@@ -385,29 +768,27 @@ pub fn up_with_gateways(
     state.outside = outside_up(name, &fabric)?;
     state.save()?;
 
-    let log_dir = dir(name);
+    let logs = log_dir(name);
+    let mut server = None;
     let agents_reach = match &external {
         Some(api) => format!("http://{api}"),
         None => {
-            let mut server = Command::new(vnet);
-            server.args([
-                "server",
-                "--listen",
-                &state.api,
-                "--listen",
-                &format!("{fabric}/{MGMT_IP}:{MGMT_PORT}"),
-                "--data-dir",
-                &log_dir.join("data").to_string_lossy(),
-            ]);
-            server.args(unlimited_quotas());
-            state.server_pid = daemon(server, log_dir.join("server.log"))?;
+            progress(name, &format!("starting the server on {}", state.api));
+            let child = start_server(&state, vnet)?;
+            state.server_pid = child.id();
             state.save()?;
+            server = Some(child);
             format!("http://{MGMT_IP}:{MGMT_PORT}")
         }
     };
 
+    let mut agents = Vec::new();
     for i in 1..=hosts {
         let host = format!("{name}-h{i}");
+        progress(
+            name,
+            &format!("creating host {host} and starting its agent"),
+        );
         let underlay_ip = Ipv4Addr::new(192, 0, 2, i);
         run("ip", &["netns", "add", &host])?;
         ip(&host, &["link", "set", "lo", "up"])?;
@@ -452,41 +833,53 @@ pub fn up_with_gateways(
         if gateway {
             agent.arg("--gateway");
         }
-        let agent_pid = daemon(agent, log_dir.join(format!("agent-{host}.log")))?;
+        let child = daemon(agent, &logs.join(format!("agent-{host}.log")))?;
         state.hosts.push(LabHost {
             name: host,
             underlay_ip,
-            agent_pid,
+            agent_pid: child.id(),
             external_iface: EXTERNAL_IFACE.to_owned(),
             gateway,
         });
+        agents.push(child);
         state.save()?;
     }
+    progress(name, &format!("waiting for {hosts} agents to register"));
+    wait_for_agents(&state, server.as_mut(), &mut agents)?;
+    Ok(state)
+}
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let alive = http(&state.api, "GET", "/vnet/v1/hosts", None)
-            .ok()
-            .and_then(|(_, v)| v["hosts"].as_array().cloned())
-            .map_or(0, |hs| {
-                hs.iter()
-                    .filter(|h| {
-                        h["alive"] == true && state.hosts.iter().any(|l| l.name == h["name"])
-                    })
-                    .count()
-            });
-        if alive == state.hosts.len() {
-            return Ok(state);
+/// Stop the lab's server and start it again on the same data dir and
+/// addresses; returns once every agent is alive again.
+pub fn restart_server(name: &str, vnet: &str) -> Result<LabState, BoxError> {
+    let mut state = LabState::load(name)?;
+    if state.server_pid == 0 {
+        return Err(LabError::ExternalServer {
+            name: name.to_owned(),
+            api: state.api.clone(),
         }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {alive} of {hosts} agents registered; logs in {}",
-                log_dir.display()
-            )
-            .into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
+        .into());
     }
+    if running(state.server_pid) {
+        progress(
+            name,
+            &format!("stopping the server (pid {})", state.server_pid),
+        );
+        stop(state.server_pid, Duration::from_secs(15));
+    }
+    let listen: SocketAddr = state
+        .api
+        .parse()
+        .map_err(|_| format!("the lab's API address '{}' is not ADDR:PORT", state.api))?;
+    check_listen(listen)?;
+    std::fs::create_dir_all(log_dir(name))?;
+    progress(name, &format!("starting the server on {}", state.api));
+    let mut child = start_server(&state, vnet)?;
+    state.server_pid = child.id();
+    state.save()?;
+    progress(name, "waiting for the agents to reconnect");
+    wait_for_agents(&state, Some(&mut child), &mut [])?;
+    Ok(state)
 }
 
 /// The outside world: namespace `<lab>-outside`, its `eth0` on the external
@@ -514,21 +907,62 @@ fn outside_up(name: &str, fabric: &str) -> Result<String, BoxError> {
     Ok(netns)
 }
 
-/// Plug a VM into `host` with `port`'s device and MAC; returns it.
+/// Whether `port` (the API's view of it) may be plugged into a new VM on
+/// `host`: a VM's own port, bound to that host, in no other VM.
+pub fn check_vm_port(state: &LabState, host: &str, port: &Value) -> Result<(), LabError> {
+    let id = port["id"].as_str().unwrap_or_default();
+    let label = match port["name"].as_str() {
+        Some(name) if !name.is_empty() => name.to_owned(),
+        _ => id.to_owned(),
+    };
+    let owner = port["device_owner"].as_str().unwrap_or_default();
+    if owner.starts_with("network:") {
+        return Err(LabError::PortNotForVm {
+            port: label,
+            owner: owner.to_owned(),
+            host: host.to_owned(),
+        });
+    }
+    if let Some(vm) = state.vms.iter().find(|v| v.port == id) {
+        return Err(LabError::PortPlugged {
+            port: label,
+            vm: vm.name.clone(),
+        });
+    }
+    match port["binding:host_id"].as_str().unwrap_or_default() {
+        "" => Err(LabError::PortUnbound {
+            port: label,
+            host: host.to_owned(),
+        }),
+        bound if bound != host => Err(LabError::PortOnOtherHost {
+            port: label,
+            bound: bound.to_owned(),
+            host: host.to_owned(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Plug a VM into `host` with `port`'s device and MAC (`port` by name or
+/// id); returns it. Refused, changing nothing, unless [`check_vm_port`]
+/// agrees.
 pub fn vm_create(
     state: &mut LabState,
     vm: &str,
     host: &str,
     port: &str,
 ) -> Result<LabVm, BoxError> {
+    check_vm_name(vm)?;
     if state.vms.iter().any(|v| v.name == vm) {
-        return Err(format!("VM {vm} exists").into());
+        return Err(format!("VM {vm} exists (vnet lab vm delete {vm} first)").into());
     }
     let host = state.host(host)?.name.clone();
+    let port = crate::names::resolve(&state.api, None, crate::names::PORTS, port)?;
     let (status, reply) = http(&state.api, "GET", &format!("/v2.0/ports/{port}"), None)?;
     if status != 200 {
         return Err(format!("port {port}: {status} {reply}").into());
     }
+    check_vm_port(state, &host, &reply["port"])?;
     let mac = reply["port"]["mac_address"]
         .as_str()
         .ok_or("the port has no MAC")?;
@@ -547,14 +981,14 @@ pub fn vm_create(
         .unwrap_or(1450);
     let device = reply["port"]["binding:profile"]["device"]
         .as_str()
-        .map_or_else(|| compiler::protocol::tap_name(port), str::to_owned);
+        .map_or_else(|| compiler::protocol::tap_name(&port), str::to_owned);
     let netns = format!("{}-vm-{vm}", state.name);
     plug_vm(&netns, &host, &device, mac, mtu)?;
     let record = LabVm {
         name: vm.to_owned(),
         netns,
         host,
-        port: port.to_owned(),
+        port,
         device,
     };
     state.vms.push(record.clone());
@@ -594,19 +1028,27 @@ pub fn delete_netns(netns: &str) -> Result<(), BoxError> {
     run("ip", &["netns", "del", netns]).map(drop)
 }
 
-/// Remove everything the lab created: VMs, agents, server, namespaces.
-pub fn down(name: &str) -> Result<(), BoxError> {
+/// What `down` removed.
+pub struct Removed {
+    pub processes: usize,
+    pub namespaces: usize,
+}
+
+/// Remove everything the lab created: VMs, agents, server, namespaces, its
+/// state and data. Its logs stay in [`log_dir`].
+pub fn down(name: &str) -> Result<Removed, BoxError> {
     let state = LabState::load(name)?;
-    let kill = |pid: u32| {
-        if pid != 0 {
-            // The agent's process group.
-            let _ = run("kill", &["-TERM", "--", &format!("-{pid}")]);
-        }
-    };
-    for host in &state.hosts {
-        kill(host.agent_pid);
+    let pids: Vec<u32> = state
+        .hosts
+        .iter()
+        .map(|h| h.agent_pid)
+        .chain([state.server_pid])
+        .filter(|pid| *pid != 0)
+        .collect();
+    // Agents first: the server going first would only make them retry.
+    for pid in &pids {
+        stop(*pid, Duration::from_secs(10));
     }
-    kill(state.server_pid);
     let mut failures = Vec::new();
     // Each host's agent names its router namespaces `<host>-vnr-…`.
     let routers: Vec<String> = std::fs::read_dir("/run/netns")
@@ -621,70 +1063,144 @@ pub fn down(name: &str) -> Result<(), BoxError> {
                 .any(|h| ns.starts_with(&format!("{}-vnr-", h.name)))
         })
         .collect();
-    let namespaces = state
+    let namespaces: Vec<String> = state
         .vms
         .iter()
         .map(|v| v.netns.clone())
         .chain(routers)
         .chain(state.hosts.iter().map(|h| h.name.clone()))
         .chain(Some(state.outside.clone()).filter(|o| !o.is_empty()))
-        .chain([state.fabric.clone()]);
-    for ns in namespaces {
-        if let Err(e) = delete_netns(&ns)
-            && std::path::Path::new("/run/netns").join(&ns).exists()
+        .chain([state.fabric.clone()])
+        .filter(|ns| Path::new("/run/netns").join(ns).exists())
+        .collect();
+    for ns in &namespaces {
+        if let Err(e) = delete_netns(ns)
+            && Path::new("/run/netns").join(ns).exists()
         {
             failures.push(e.to_string());
         }
     }
     std::fs::remove_dir_all(dir(name))?;
     if failures.is_empty() {
-        Ok(())
+        Ok(Removed {
+            processes: pids.len(),
+            namespaces: namespaces.len(),
+        })
     } else {
         Err(failures.join("; ").into())
     }
 }
 
-fn status(name: &str) -> Result<(), BoxError> {
+/// What a user needs next: where the API is and whether it answers, the
+/// hosts and their agents, the VMs with their ports' status and addresses,
+/// and where the logs are.
+fn status(name: &str) -> Result<String, BoxError> {
+    use std::fmt::Write;
     let state = LabState::load(name)?;
-    println!("lab {}: API http://{} (noauth)", state.name, state.api);
-    let hosts = http(&state.api, "GET", "/vnet/v1/hosts", None)
-        .ok()
-        .and_then(|(_, v)| v["hosts"].as_array().cloned())
-        .unwrap_or_default();
+    let mut out = String::new();
+    writeln!(out, "lab {}: API http://{} (noauth)", state.name, state.api)?;
+    let reached = http(&state.api, "GET", "/vnet/v1/hosts", None);
+    let server = match state.server_pid {
+        0 => "external".to_owned(),
+        pid if running(pid) => format!("pid {pid}, running"),
+        pid => format!("pid {pid}, NOT running"),
+    };
+    let hosts = match &reached {
+        Ok((_, v)) => {
+            writeln!(out, "server: {server}, answering")?;
+            v["hosts"].as_array().cloned().unwrap_or_default()
+        }
+        Err(e) => {
+            writeln!(out, "server: {server}, UNREACHABLE ({e})")?;
+            if state.server_pid != 0 {
+                writeln!(
+                    out,
+                    "  start it again: vnet lab restart-server --name {name}"
+                )?;
+            }
+            Vec::new()
+        }
+    };
+    writeln!(out, "logs: {}", log_dir(name).display())?;
     if !state.outside.is_empty() {
-        println!(
+        writeln!(
+            out,
             "outside: namespace {} at {OUTSIDE_CIDR} on physical network {PHYSICAL_NETWORK}",
             state.outside
-        );
+        )?;
     }
-    println!(
-        "{:<16} {:<14} {:<8} {:<8} agent pid",
+    writeln!(
+        out,
+        "\n{:<16} {:<14} {:<8} {:<8} agent pid",
         "host", "underlay", "agent", "gateway"
-    );
+    )?;
     for h in &state.hosts {
-        let alive = hosts
-            .iter()
-            .find(|x| x["name"] == h.name.as_str())
-            .map_or(
-                "unknown",
-                |x| if x["alive"] == true { "alive" } else { "dead" },
-            );
-        println!(
-            "{:<16} {:<14} {:<8} {:<8} {}",
+        let alive = if reached.is_err() {
+            "?"
+        } else {
+            hosts
+                .iter()
+                .find(|x| x["name"] == h.name.as_str())
+                .map_or("unregistered", |x| {
+                    if x["alive"] == true { "alive" } else { "dead" }
+                })
+        };
+        writeln!(
+            out,
+            "{:<16} {:<14} {:<8} {:<8} {}{}",
             h.name,
             h.underlay_ip,
             alive,
             if h.gateway { "yes" } else { "no" },
-            h.agent_pid
-        );
+            h.agent_pid,
+            if running(h.agent_pid) {
+                ""
+            } else {
+                " (not running)"
+            }
+        )?;
+    }
+    if reached.is_err() && !state.hosts.is_empty() {
+        writeln!(out, "(agent '?': the server cannot be asked)")?;
     }
     if !state.vms.is_empty() {
-        println!("\n{:<12} {:<16} {:<16} port", "vm", "host", "device");
+        writeln!(
+            out,
+            "\n{:<12} {:<16} {:<16} {:<22} {:<7} addresses",
+            "vm", "host", "device", "port", "status"
+        )?;
         for v in &state.vms {
-            println!("{:<12} {:<16} {:<16} {}", v.name, v.host, v.device, v.port);
+            let port = reached
+                .as_ref()
+                .ok()
+                .and_then(|_| {
+                    http(&state.api, "GET", &format!("/v2.0/ports/{}", v.port), None).ok()
+                })
+                .filter(|(code, _)| *code == 200)
+                .map(|(_, p)| p["port"].clone());
+            let (label, port_status, addresses) = match &port {
+                Some(p) => (
+                    crate::names::label(p["name"].as_str().unwrap_or_default(), &v.port),
+                    p["status"].as_str().unwrap_or("?").to_owned(),
+                    p["fixed_ips"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|f| f["ip_address"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                ),
+                None if reached.is_ok() => (v.port.clone(), "GONE".to_owned(), String::new()),
+                None => (v.port.clone(), "?".to_owned(), String::new()),
+            };
+            writeln!(
+                out,
+                "{:<12} {:<16} {:<16} {:<22} {:<7} {}",
+                v.name, v.host, v.device, label, port_status, addresses
+            )?;
         }
     }
-    Ok(())
+    Ok(out)
 }
 
 pub fn main(lab: Lab) -> Result<(), BoxError> {
@@ -694,67 +1210,97 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
         Lab::Up {
             hosts,
             gateways,
-            name,
+            name: LabName { name },
             listen,
             server,
         } => {
-            let state = up_with_gateways(&name, hosts, gateways, listen, server.as_deref(), &vnet)
-                .inspect_err(|_| {
-                    let _ = down(&name);
-                })?;
-            println!(
-                "lab {name} is up: {} hosts, API at http://{} (noauth)\n  export OS_AUTH_TYPE=none OS_ENDPOINT=http://{}",
+            let state = up_with_gateways(&name, hosts, gateways, listen, server.as_deref(), &vnet)?;
+            let mut out = format!(
+                "lab '{name}' is up: {} hosts, API at http://{} (noauth)\n  export OS_AUTH_TYPE=none OS_ENDPOINT=http://{}\n",
                 state.hosts.len(),
                 state.api,
                 state.api
             );
             for h in &state.hosts {
-                println!(
-                    "  host {} (underlay {}, {PHYSICAL_NETWORK}:{}{})",
+                out.push_str(&format!(
+                    "  host {} (underlay {}, {PHYSICAL_NETWORK}:{}{})\n",
                     h.name,
                     h.underlay_ip,
                     h.external_iface,
                     if h.gateway { ", gateway" } else { "" }
-                );
+                ));
             }
-            println!(
-                "  outside: {OUTSIDE_CIDR} on physical network {PHYSICAL_NETWORK} (vnet lab outside exec -- CMD)"
-            );
-            Ok(())
+            out.push_str(&format!(
+                "  outside: {OUTSIDE_CIDR} on physical network {PHYSICAL_NETWORK} (vnet lab outside exec -- CMD)\n  logs: {}\n",
+                log_dir(&name).display()
+            ));
+            say(&out)
         }
-        Lab::Status { name } => status(&name),
-        Lab::Down { name } => down(&name),
+        Lab::Status {
+            name: LabName { name },
+        } => say(&status(&name)?),
+        Lab::RestartServer {
+            name: LabName { name },
+        } => {
+            let state = restart_server(&name, &vnet)?;
+            say(&format!(
+                "lab '{name}': server restarted (pid {}), API at http://{}, {} agents alive\n",
+                state.server_pid,
+                state.api,
+                state.hosts.len()
+            ))
+        }
+        Lab::Down {
+            name: LabName { name },
+        } => {
+            let removed = down(&name)?;
+            say(&format!(
+                "lab '{name}' is down: stopped {} processes, removed {} namespaces; logs kept in {}\n",
+                removed.processes,
+                removed.namespaces,
+                log_dir(&name).display()
+            ))
+        }
         Lab::Vm(Vm::Create {
             vm,
             host,
             port,
-            name,
+            name: LabName { name },
         }) => {
             let mut state = LabState::load(&name)?;
             let record = vm_create(&mut state, &vm, &host, &port)?;
-            println!("vm {vm} on {} with device {}", record.host, record.device);
-            Ok(())
+            say(&format!(
+                "vm {vm} on {} with device {}\n",
+                record.host, record.device
+            ))
         }
-        Lab::Vm(Vm::Exec { vm, name, command }) => {
+        Lab::Vm(Vm::Exec {
+            vm,
+            name: LabName { name },
+            command,
+        }) => {
             let state = LabState::load(&name)?;
             let record = state
                 .vms
                 .iter()
                 .find(|v| v.name == vm)
-                .ok_or_else(|| format!("no VM {vm}"))?;
+                .ok_or_else(|| format!("no VM {vm} in lab {name}"))?;
             let err = Command::new("ip")
                 .args(["netns", "exec", &record.netns])
                 .args(&command)
                 .exec();
             Err(err.into())
         }
-        Lab::Vm(Vm::Dhcp { vm, name }) => {
+        Lab::Vm(Vm::Dhcp {
+            vm,
+            name: LabName { name },
+        }) => {
             let state = LabState::load(&name)?;
             let record = state
                 .vms
                 .iter()
                 .find(|v| v.name == vm)
-                .ok_or_else(|| format!("no VM {vm}"))?;
+                .ok_or_else(|| format!("no VM {vm} in lab {name}"))?;
             let script = dir(&name).join("udhcpc.sh");
             std::fs::write(&script, UDHCPC_SCRIPT)?;
             std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -779,15 +1325,22 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
                     "-s",
                     &script,
                 ],
-            )?;
+            )
+            .map_err(|e| {
+                format!("{vm}: no DHCP lease ({e}); vnet lab status --name {name} shows its port")
+            })?;
             let lease = out
                 .lines()
                 .find(|l| l.starts_with("lease "))
-                .ok_or("no DHCP answer")?;
-            println!("{vm}: {lease}");
-            Ok(())
+                .ok_or_else(|| {
+                    format!("{vm}: no DHCP answer; vnet lab status --name {name} shows its port")
+                })?;
+            say(&format!("{vm}: {lease}\n"))
         }
-        Lab::Outside(Outside::Exec { name, command }) => {
+        Lab::Outside(Outside::Exec {
+            name: LabName { name },
+            command,
+        }) => {
             let state = LabState::load(&name)?;
             if state.outside.is_empty() {
                 return Err(format!("lab {name} has no outside (it predates it)").into());
@@ -798,9 +1351,115 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
                 .exec();
             Err(err.into())
         }
-        Lab::Vm(Vm::Delete { vm, name }) => {
+        Lab::Vm(Vm::Delete {
+            vm,
+            name: LabName { name },
+        }) => {
             let mut state = LabState::load(&name)?;
             vm_delete(&mut state, &vm)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn names_are_checked_for_what_they_prefix() {
+        for good in ["lab", "lab2", "a-b", "abcdefghijk"] {
+            assert!(check_name(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "bad name/with slash",
+            "2lab",
+            "abcdefghijkl",
+            "../x",
+            "a_b",
+        ] {
+            assert!(check_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_vm_name("vm-1.a_b").is_ok());
+        assert!(check_vm_name("vm 1").is_err());
+    }
+
+    fn lab_with_vm() -> LabState {
+        LabState {
+            name: "lab".into(),
+            vms: vec![LabVm {
+                name: "vm1".into(),
+                netns: "lab-vm-vm1".into(),
+                host: "lab-h1".into(),
+                port: "p1".into(),
+                device: "tapp1".into(),
+            }],
+            ..LabState::default()
+        }
+    }
+
+    #[test]
+    fn a_vm_takes_only_its_own_port_bound_to_its_host() {
+        let lab = lab_with_vm();
+        let port = |id: &str, host: &str, owner: &str| {
+            serde_json::json!({"id": id, "name": format!("{id}-name"),
+                               "binding:host_id": host, "device_owner": owner})
+        };
+        assert!(check_vm_port(&lab, "lab-h1", &port("p2", "lab-h1", "")).is_ok());
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p2", "lab-h2", "")),
+            Err(LabError::PortOnOtherHost { .. })
+        ));
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p2", "", "")),
+            Err(LabError::PortUnbound { .. })
+        ));
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p1", "lab-h1", "")),
+            Err(LabError::PortPlugged { .. })
+        ));
+        assert!(matches!(
+            check_vm_port(&lab, "lab-h1", &port("p3", "", "network:router_interface")),
+            Err(LabError::PortNotForVm { .. })
+        ));
+    }
+
+    /// A server that exits at once is reported with its log's last lines,
+    /// and the log stays (issue 16 #2). The "server" is a script that fails
+    /// as `vnet server` does when its address is taken.
+    #[test]
+    fn a_server_that_exits_is_reported_with_its_log() {
+        let name = format!("ut{}", std::process::id() % 100_000);
+        let scratch = tempfile::tempdir().unwrap();
+        let fake = scratch.path().join("vnet");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'vnet: cannot listen on 127.0.0.1:1: Address already in use' >&2\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let state = LabState {
+            name: name.clone(),
+            api: "127.0.0.1:1".into(),
+            fabric: format!("{name}-fabric"),
+            ..LabState::default()
+        };
+        std::fs::create_dir_all(dir(&name)).unwrap();
+        std::fs::create_dir_all(log_dir(&name)).unwrap();
+        let started = Instant::now();
+        let result = start_server(&state, &fake.to_string_lossy());
+        let _ = std::fs::remove_dir_all(dir(&name));
+        let log = log_dir(&name).join("server.log");
+        let kept = log.exists();
+        let _ = std::fs::remove_dir_all(log_dir(&name));
+        let error = result.err().unwrap().to_string();
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert!(error.contains("did not start"), "{error}");
+        assert!(error.contains("Address already in use"), "{error}");
+        assert!(error.contains(&log.display().to_string()), "{error}");
+        assert!(kept, "the log was removed");
     }
 }

@@ -3,6 +3,7 @@
 
 mod bench;
 mod lab;
+mod names;
 mod trace_cli;
 
 use std::net::SocketAddr;
@@ -57,8 +58,8 @@ pub struct ServerArgs {
     /// VXLAN VNIs handed to new networks, as FIRST:LAST.
     #[arg(long, default_value = "1:65535", value_parser = parse_range)]
     vni_range: (u32, u32),
-    /// Default and maximum network MTU.
-    #[arg(long, default_value_t = 1450)]
+    /// Default and maximum network MTU, 68 (IPv4's minimum) to 9000.
+    #[arg(long, default_value_t = 1450, value_parser = clap::value_parser!(u32).range(68..=9000))]
     max_mtu: u32,
     /// A default quota, as NAME=LIMIT (e.g. port=1000; -1 is unlimited);
     /// repeatable. Projects get these unless an admin sets their own.
@@ -75,6 +76,11 @@ pub struct ServerArgs {
     /// `--auth keystone`: there the agent API would otherwise be open.
     #[arg(long, env = "VNET_AGENT_TOKEN", hide_env_values = true)]
     agent_token: Option<String>,
+    /// Write this file (the server's pid) once every listener is bound:
+    /// how `vnet lab` knows its own server started, whatever else answers
+    /// on the port.
+    #[arg(long, hide = true)]
+    ready_file: Option<PathBuf>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -197,11 +203,29 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
     Ok(Listen { netns, addr })
 }
 
+/// Why a listener could not be had; it names the address, so that "Address
+/// already in use" says which one.
+#[derive(Debug, thiserror::Error)]
+enum ListenError {
+    #[error("cannot listen on {addr}{}: {source}", netns.as_ref().map(|n| format!(" in network namespace {n}")).unwrap_or_default())]
+    Bind {
+        addr: SocketAddr,
+        netns: Option<String>,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Bind a listener; in a named namespace, from a thread that enters it first
 /// (a socket stays in the namespace it was created in).
 fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, BoxError> {
+    let named = |source| ListenError::Bind {
+        addr: listen.addr,
+        netns: listen.netns.clone(),
+        source,
+    };
     let listener = match &listen.netns {
-        None => std::net::TcpListener::bind(listen.addr)?,
+        None => std::net::TcpListener::bind(listen.addr).map_err(named)?,
         Some(ns) => {
             let (ns, addr) = (ns.clone(), listen.addr);
             std::thread::spawn(move || -> Result<std::net::TcpListener, BoxError> {
@@ -212,7 +236,11 @@ fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, BoxError> {
                 Ok(std::net::TcpListener::bind(addr)?)
             })
             .join()
-            .map_err(|_| "the namespace listener thread panicked")??
+            .map_err(|_| "the namespace listener thread panicked")?
+            .map_err(|e| match e.downcast::<std::io::Error>() {
+                Ok(io) => Box::new(named(*io)) as BoxError,
+                Err(other) => other,
+            })?
         }
     };
     listener.set_nonblocking(true)?;
@@ -322,19 +350,7 @@ fn run(command: Command) -> Result<(), BoxError> {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn server(args: ServerArgs) -> Result<(), BoxError> {
-    let _lock = lock_data_dir(&args.data_dir)?;
-    let store = store::embedded::EmbeddedStore::open(&args.data_dir)?;
-    let mut listeners = Vec::new();
-    for listen in &args.listen {
-        let listener = bind(listen)?;
-        tracing::info!(
-            listen = %listener.local_addr()?,
-            netns = listen.netns.as_deref().unwrap_or("-"),
-            data_dir = %args.data_dir.display(),
-            "vnet server: Neutron v2.0 API"
-        );
-        listeners.push(listener);
-    }
+    // Flags first: a refused configuration creates nothing and claims no port.
     let auth = match args.auth {
         AuthMode::Noauth => {
             tracing::warn!(
@@ -357,6 +373,23 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
             auth
         }
     };
+    let _lock = lock_data_dir(&args.data_dir)?;
+    let store = store::embedded::EmbeddedStore::open(&args.data_dir)?;
+    let mut listeners = Vec::new();
+    for listen in &args.listen {
+        let listener = bind(listen)?;
+        tracing::info!(
+            listen = %listener.local_addr()?,
+            netns = listen.netns.as_deref().unwrap_or("-"),
+            data_dir = %args.data_dir.display(),
+            "vnet server: Neutron v2.0 API"
+        );
+        listeners.push(listener);
+    }
+    if let Some(file) = &args.ready_file {
+        std::fs::write(file, std::process::id().to_string())
+            .map_err(|e| format!("writing {}: {e}", file.display()))?;
+    }
     let config = api::ServerConfig {
         auth,
         agent_token: args.agent_token,

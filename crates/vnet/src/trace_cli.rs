@@ -4,17 +4,18 @@
 //! step per line, the verdict and the hint (or the API's JSON with `--json`).
 //! It owns the wording of the terminal output only; the trace is the server's.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::IpAddr;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::BoxError;
+use crate::{BoxError, names};
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct TraceArgs {
-    /// The port the packet leaves from (id).
+    /// The port the packet leaves from: its name or id.
     #[arg(
         long,
         required_unless_present = "from_outside",
@@ -24,7 +25,7 @@ pub struct TraceArgs {
     /// Or an address outside the cloud, toward a floating IP (--to).
     #[arg(long)]
     from_outside: Option<IpAddr>,
-    /// The destination: an IP address, or a port id.
+    /// The destination: an IP address, or a port's name or id.
     #[arg(long)]
     to: String,
     /// tcp, udp, icmp, ipv6-icmp, … or a protocol number.
@@ -91,9 +92,23 @@ pub fn request(args: &TraceArgs) -> Value {
     json!({ "trace": t })
 }
 
-/// Runs the trace; `Ok(true)` if the packet is delivered.
+/// Runs the trace; `Ok(true)` if the packet is delivered. Ports may be
+/// given by name; the output names what has a name.
 pub fn run(args: &TraceArgs) -> Result<bool, BoxError> {
-    let (status, body) = post(&args.server, args.project.as_deref(), &request(args))?;
+    let api = args
+        .server
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let project = args.project.as_deref();
+    let mut resolved = args.clone();
+    if let Some(from) = &args.from {
+        resolved.from = Some(names::resolve(&api, project, names::PORTS, from)?);
+    }
+    if args.to.parse::<IpAddr>().is_err() {
+        resolved.to = names::resolve(&api, project, names::PORTS, &args.to)?;
+    }
+    let (status, body) = post(&args.server, project, &request(&resolved))?;
     if status != 200 {
         let err = &body["NeutronError"];
         return Err(match (err["type"].as_str(), err["message"].as_str()) {
@@ -105,7 +120,7 @@ pub fn run(args: &TraceArgs) -> Result<bool, BoxError> {
     let text = if args.json {
         format!("{body}\n")
     } else {
-        render(trace)
+        render(trace, &names::names_of(&api, project, &ids_in(trace)))
     };
     // A closed pipe (`| head`) is the reader's choice, not an error.
     match std::io::stdout().write_all(text.as_bytes()) {
@@ -115,9 +130,46 @@ pub fn run(args: &TraceArgs) -> Result<bool, BoxError> {
     Ok(trace["verdict"] == "delivered")
 }
 
+/// Every id (UUID) a trace mentions, once each.
+fn ids_in(value: &Value) -> Vec<String> {
+    fn walk(value: &Value, ids: &mut std::collections::BTreeSet<String>) {
+        match value {
+            Value::String(text) => {
+                for (at, _) in text.char_indices() {
+                    if let Some(word) = text.get(at..at + 36)
+                        && is_uuid(word.as_bytes())
+                    {
+                        ids.insert(word.to_owned());
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, ids)),
+            Value::Object(map) => map.values().for_each(|v| walk(v, ids)),
+            _ => {}
+        }
+    }
+    let mut ids = std::collections::BTreeSet::new();
+    walk(value, &mut ids);
+    ids.into_iter().collect()
+}
+
+fn is_uuid(w: &[u8]) -> bool {
+    w.len() == 36
+        && w.iter().enumerate().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => *c == b'-',
+            _ => c.is_ascii_hexdigit(),
+        })
+}
+
 /// The trace for a terminal: one line per step (host, object, decision,
-/// detail), then the verdict and the hint.
-pub fn render(t: &Value) -> String {
+/// detail), then the verdict and the hint; an id with a name in `names`
+/// shows as "name (short id)".
+pub fn render(t: &Value, names: &HashMap<String, String>) -> String {
+    let shorten = |text: &str| shorten(text, names);
+    let short = |id: &str| match names.get(id) {
+        Some(name) => names::label(name, id),
+        None => names::short(id).to_owned(),
+    };
     let p = &t["packet"];
     let s = |v: &Value| {
         v.as_str()
@@ -189,21 +241,19 @@ pub fn render(t: &Value) -> String {
     out
 }
 
-/// Every UUID in `text` cut to its first group (as the object column).
-fn shorten(text: &str) -> String {
-    let is_uuid = |w: &[u8]| {
-        w.len() == 36
-            && w.iter().enumerate().all(|(i, c)| match i {
-                8 | 13 | 18 | 23 => *c == b'-',
-                _ => c.is_ascii_hexdigit(),
-            })
-    };
+/// Every UUID in `text` cut to its first group (as the object column), and
+/// its name before it when it has one.
+fn shorten(text: &str, names: &HashMap<String, String>) -> String {
     let bytes = text.as_bytes();
     let mut out = String::with_capacity(text.len());
     let mut i = 0;
     while i < text.len() {
         if i + 36 <= bytes.len() && is_uuid(&bytes[i..i + 36]) {
-            out.push_str(&text[i..i + 8]);
+            let id = &text[i..i + 36];
+            match names.get(id) {
+                Some(name) => out.push_str(&names::label(name, id)),
+                None => out.push_str(&text[i..i + 8]),
+            }
             i += 36;
         } else {
             let ch = text[i..].chars().next().unwrap_or(' ');
@@ -212,12 +262,6 @@ fn shorten(text: &str) -> String {
         }
     }
     out
-}
-
-/// The first 8 characters of an id (a UUID's first group), enough to tell
-/// objects apart on one screen; `--json` has them whole.
-fn short(id: &str) -> &str {
-    id.get(..8).filter(|_| id.len() > 12).unwrap_or(id)
 }
 
 /// One HTTP/1.1 JSON POST (the server answers with Content-Length).
@@ -293,7 +337,7 @@ mod tests {
             ],
             "verdict": "dropped", "message": "dropped at ingress", "hint": "add a rule",
         });
-        let text = render(&t);
+        let text = render(&t, &HashMap::new());
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 5, "{text}");
         assert!(
@@ -311,6 +355,26 @@ mod tests {
         );
         assert_eq!(lines[3], "verdict: dropped at ingress");
         assert_eq!(lines[4], "hint: add a rule");
+    }
+
+    #[test]
+    fn ids_with_names_show_as_name_and_short_id() {
+        let group = "d46ecc83-1b2a-4c3d-9e8f-0a1b2c3d4e5f";
+        let t = json!({
+            "packet": {"protocol": 6, "source_ip": "10.0.0.5", "destination_ip": "10.0.0.6"},
+            "steps": [{"stage": "ingress", "host": "h2", "security_group": group,
+                       "decision": "drop", "detail": format!("no ingress rule of group(s) {group}")}],
+            "verdict": "dropped", "message": "dropped", "hint": format!("add a rule to group {group}"),
+        });
+        assert_eq!(ids_in(&t), vec![group.to_owned()]);
+        let names = HashMap::from([(group.to_owned(), "web80".to_owned())]);
+        let text = render(&t, &names);
+        assert!(text.contains("group web80 (d46ecc83)"), "{text}");
+        assert!(text.contains("group(s) web80 (d46ecc83)"), "{text}");
+        assert!(
+            text.contains("hint: add a rule to group web80 (d46ecc83)"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -332,7 +396,7 @@ mod tests {
             ],
             "verdict": "delivered", "message": "delivered",
         });
-        let text = render(&t);
+        let text = render(&t, &HashMap::new());
         let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[1].contains("gateway")

@@ -303,7 +303,7 @@ fn security_table(f: &SecurityFigures) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nsecurity groups (issue 5): one network, {} members of a group that lets its \
+        "\nsecurity groups: one network, {} members of a group that lets its \
          members in, on all {} hosts (each holds its member set)\n",
         f.members, f.hosts
     );
@@ -1058,7 +1058,7 @@ fn table(small: &CloudFigures, large: &CloudFigures, changes: usize) -> String {
     let _ = writeln!(
         out,
         "{:<44}{:>11}{:>10}{:>6}{:>12}{:>11}",
-        "goal (issue 4)", "measured", "goal", "", "OVN", "vs OVN"
+        "goal", "measured", "goal", "", "OVN", "vs OVN"
     );
     for g in goals(small, large) {
         let _ = writeln!(

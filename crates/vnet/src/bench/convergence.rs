@@ -94,7 +94,10 @@ pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
     for ns in extra_namespaces {
         let _ = lab::delete_netns(&ns);
     }
-    lab::down(&name)?;
+    // A failed `up` has removed its lab already.
+    if lab::is_up(&name) {
+        lab::down(&name)?;
+    }
     result
 }
 

@@ -164,7 +164,7 @@ fn goals_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
         "{:<44}{:>11}{:>12}{:>6}{:>12}{:>11}",
-        "goal (issue 2)", "measured", "goal", "", "Neutron", "vs Neutron"
+        "goal", "measured", "goal", "", "Neutron", "vs Neutron"
     );
     for g in goals(r) {
         let _ = writeln!(

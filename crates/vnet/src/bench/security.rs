@@ -286,7 +286,10 @@ pub fn run_bench(rules: &[usize], seconds: u32, repeats: usize) -> Result<Figure
             "linear",
         ],
     );
-    lab::down(&name)?;
+    // A failed `up` has removed its lab already.
+    if lab::is_up(&name) {
+        lab::down(&name)?;
+    }
     result
 }
 
@@ -324,6 +327,8 @@ fn measure(
 
     let mut scenarios = Vec::new();
     let mut measure_now = |name: String| -> Result<(), BoxError> {
+        // Minutes of work in all: say what runs, on stderr.
+        eprintln!("bench security: {name}: {repeats} × 3 runs of {seconds} s…");
         for pair in [&off, &reference, &subject] {
             pair.reachable()?;
         }

@@ -313,7 +313,14 @@ pub fn tcp(from: &Netns, to: &Netns, ip: &str, port: u16) -> String {
 pub fn dhcp(vm: &Vm) -> String {
     let script = "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; \
                   ip addr add $ip/$mask dev $interface; echo \"LEASE $ip/$mask\";; esac\n";
-    let path = std::env::temp_dir().join(format!("vnet-udhcpc-{}.sh", std::process::id()));
+    // A file of this call's own, removed when it returns (even on panic);
+    // closed before it runs (a file open for writing cannot be executed).
+    let path = tempfile::Builder::new()
+        .prefix("vnet-udhcpc-")
+        .suffix(".sh")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
     std::fs::write(&path, script).unwrap();
     vm.ns
         .exec("chmod", &["+x", path.to_str().unwrap()])
