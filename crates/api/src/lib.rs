@@ -10,6 +10,7 @@ mod error;
 mod fabric;
 mod hosts;
 mod keystone;
+pub mod listen;
 mod neutron;
 mod packet_trace;
 mod state;
@@ -135,13 +136,12 @@ pub async fn serve(
         // silence from here on for their death.
         stopper.stopping.send_replace(true);
     });
-    let servers = listeners.into_iter().map(|listener| {
-        let mut stop = stop_rx.clone();
-        axum::serve(listener, api.clone()).with_graceful_shutdown(async move {
-            let _ = stop.wait_for(|s| *s).await;
-        })
-    });
-    let serving = futures::future::join_all(servers.map(|s| s.into_future()));
+    let limits = listen::Limits::default().within_descriptors(listen::raise_descriptor_limit());
+    tracing::info!(?limits, "connection limits");
+    let servers = listeners
+        .into_iter()
+        .map(|listener| listen::serve(listener, api.clone(), limits.clone(), stop_rx.clone()));
+    let serving = futures::future::join_all(servers);
     // Graceful, but bounded: a client that keeps a request open does not
     // keep the server from stopping. Every answered write is durable already.
     let bounded = async {

@@ -325,10 +325,16 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
             "internal_port_id": port_g, "internal_ip_address": "10.1.0.10",
         }})),
     );
+    // Its address on g's uplink, and its DNAT in g's router.
     wait_for(
-        "the port forwarding's host",
+        "the port forwarding on its host",
         Duration::from_secs(20),
-        || holders(&cloud, &fip_ip) == [g],
+        || {
+            holders(&cloud, &fip_ip) == [g]
+                && router_namespaces(&cloud, g)
+                    .iter()
+                    .any(|ns| router_state(ns).contains("tcp dport 2222 dnat to 10.1.0.10:22"))
+        },
     );
     assert_eq!(
         tcp(outside, &vm_g.ns, &fip_ip, 2222),
@@ -338,7 +344,8 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
     let mut listener = vm_g.ns.command("busybox");
     listener
         .args(["nc", "-l", "-p", "22"])
-        .stdout(std::process::Stdio::piped());
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let listener = listener.spawn().unwrap();
     wait_for("the listener", Duration::from_secs(5), || {
         vm_g.ns
@@ -349,7 +356,11 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         .sh(&format!("echo forwarded | busybox nc -w 2 {fip_ip} 2222"))
         .unwrap();
     let got = listener.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), "forwarded");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        "forwarded",
+        "{got:?}"
+    );
     let (verdict, message) = traced_in(&cloud, &fip_ip, 2222);
     assert_eq!(verdict, "delivered", "{message}");
     assert!(
