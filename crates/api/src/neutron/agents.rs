@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::query::ListQuery;
-use super::{caller, query_pairs};
+use super::request::{caller, query_pairs};
 use crate::error::ApiError;
 use crate::hosts::HostEntry;
 use crate::state::App;
