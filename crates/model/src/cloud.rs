@@ -92,6 +92,27 @@ pub(crate) trait Record: Clone {
     fn unindex(&self, _cloud: &mut Cloud) {}
 }
 
+/// The part of a `Record` impl that only names things: the record's kind
+/// (and `Resource` variant, spelled alike) and its table in `Cloud`.
+macro_rules! stored {
+    ($T:ident in $table:ident) => {
+        const KIND: $crate::Kind = $crate::Kind::$T;
+        fn standard(&self) -> &$crate::Standard {
+            &self.std
+        }
+        fn into_resource(self) -> $crate::Resource {
+            $crate::Resource::$T(self)
+        }
+        fn table(cloud: &Cloud) -> &std::collections::HashMap<String, Self> {
+            &cloud.$table
+        }
+        fn table_mut(cloud: &mut Cloud) -> &mut std::collections::HashMap<String, Self> {
+            &mut cloud.$table
+        }
+    };
+}
+use stored;
+
 pub struct Cloud {
     config: CloudConfig,
     rng: SplitMix64,

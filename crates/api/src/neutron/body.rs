@@ -108,6 +108,19 @@ impl Attrs {
         self.map.remove(name)
     }
 
+    /// An attribute a create must name, read with `get` (e.g. `Attrs::string`).
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        get: impl FnOnce(&mut Self, &str) -> Result<Option<T>, ApiError>,
+    ) -> Result<T, ApiError> {
+        get(self, name)?.ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Failed to parse request. Required attribute '{name}' not specified"
+            ))
+        })
+    }
+
     pub fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
         match self.take(name) {
             None => Ok(None),

@@ -41,25 +41,14 @@ pub trait Collection: Sized + Send + Sync + 'static {
     fn parse_create(a: Attrs) -> Result<Self::Create, ApiError>;
     fn parse_update(a: Attrs) -> Result<Self::Update, ApiError>;
 
-    fn create(
+    /// Apply `action` to the model; the resource as it then is (`None`
+    /// once deleted).
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError>;
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError>;
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        now: Timestamp,
-    ) -> Result<(), ModelError>;
+    ) -> Result<Option<Self>, ModelError>;
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self>;
     fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self>;
@@ -85,6 +74,14 @@ pub trait Collection: Sized + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Response, ApiError>> + Send {
         async { Err(ApiError::not_found()) }
     }
+}
+
+/// What a request asks of a collection, parsed.
+pub enum Action<C: Collection> {
+    Create(C::Create),
+    /// The resource's id and the changes.
+    Update(String, C::Update),
+    Delete(String),
 }
 
 /// A request below one resource that is not about its tags.
@@ -231,7 +228,7 @@ pub async fn create<C: Collection>(
         .write(None, |cloud| {
             let mut made = Vec::with_capacity(requests.len());
             for req in requests {
-                made.push(C::create(cloud, &caller, req, now)?);
+                made.extend(C::apply(cloud, &caller, Action::Create(req), now)?);
             }
             Ok(made
                 .iter()
@@ -266,8 +263,8 @@ pub async fn update<C: Collection>(
     let now = now();
     let view = app
         .write(revision.map(|r| (C::KIND, id.as_str(), r)), |cloud| {
-            let r = C::update(cloud, &caller, &id, req, now)?;
-            Ok(view(&app, cloud, &caller, &r, &[]))
+            let r = C::apply(cloud, &caller, Action::Update(id.clone(), req), now)?;
+            Ok(r.map(|r| view(&app, cloud, &caller, &r, &[])))
         })
         .await?;
     Ok(Json(json!({ C::SINGULAR: view })))
@@ -282,7 +279,7 @@ pub async fn delete<C: Collection>(
     let revision = if_match(&headers)?;
     let now = now();
     app.write(revision.map(|r| (C::KIND, id.as_str(), r)), |cloud| {
-        C::delete(cloud, &caller, &id, now)
+        C::apply(cloud, &caller, Action::Delete(id.clone()), now)
     })
     .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -290,7 +287,6 @@ pub async fn delete<C: Collection>(
 
 // === /{id}/{sub}[/{item}]: tags here, anything else the collection's `call` ===
 
-/// `/{id}/tags` (GET, PUT, DELETE), or the collection's own call.
 pub async fn sub<C: Collection>(
     State(app): State<Arc<App>>,
     method: Method,
@@ -298,35 +294,20 @@ pub async fn sub<C: Collection>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if sub != "tags" {
-        let call = Call {
+    below::<C>(
+        app,
+        headers,
+        Call {
             method,
             id,
             sub,
             item: None,
             body,
-        };
-        return C::call(app, headers, call).await;
-    }
-    match method {
-        Method::GET => {
-            let tags = current_tags::<C>(&app, &id, &headers).await?;
-            Ok(Json(json!({ "tags": tags })).into_response())
-        }
-        Method::PUT => {
-            let edit = TagEdit::Replace(tag_list(&body)?);
-            let tags = edit_tags::<C>(&app, &id, &headers, edit).await?;
-            Ok(Json(json!({ "tags": tags })).into_response())
-        }
-        Method::DELETE => {
-            edit_tags::<C>(&app, &id, &headers, TagEdit::Replace(Vec::new())).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        }
-        _ => Err(ApiError::not_found()),
-    }
+        },
+    )
+    .await
 }
 
-/// `/{id}/tags/{tag}` (GET, PUT, DELETE), or the collection's own call.
 pub async fn item<C: Collection>(
     State(app): State<Arc<App>>,
     method: Method,
@@ -334,35 +315,56 @@ pub async fn item<C: Collection>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    if sub != "tags" {
-        let call = Call {
-            method,
-            id,
-            sub,
-            item: Some(item),
-            body,
-        };
+    let call = Call {
+        method,
+        id,
+        sub,
+        item: Some(item),
+        body,
+    };
+    below::<C>(app, headers, call).await
+}
+
+/// `/{id}/tags[/{tag}]`, or else the collection's own call.
+async fn below<C: Collection>(
+    app: Arc<App>,
+    headers: HeaderMap,
+    call: Call,
+) -> Result<Response, ApiError> {
+    if call.sub != "tags" {
         return C::call(app, headers, call).await;
     }
-    match method {
-        Method::GET => {
-            if current_tags::<C>(&app, &id, &headers)
-                .await?
-                .contains(&item)
-            {
-                Ok(StatusCode::NO_CONTENT.into_response())
-            } else {
-                Err(ModelError::TagNotFound { tag: item }.into())
-            }
+    let (id, headers) = (call.id.as_str(), &headers);
+    match (call.method, call.item) {
+        (Method::GET, None) => {
+            let tags = current_tags::<C>(&app, id, headers).await?;
+            Ok(Json(json!({ "tags": tags })).into_response())
         }
-        Method::PUT => {
-            edit_tags::<C>(&app, &id, &headers, TagEdit::Add(item)).await?;
-            Ok(StatusCode::CREATED.into_response())
+        (Method::PUT, None) => {
+            let edit = TagEdit::Replace(tag_list(&call.body)?);
+            let tags = edit_tags::<C>(&app, id, headers, edit).await?;
+            Ok(Json(json!({ "tags": tags })).into_response())
         }
-        _ => {
-            edit_tags::<C>(&app, &id, &headers, TagEdit::Remove(item)).await?;
+        (Method::DELETE, None) => {
+            edit_tags::<C>(&app, id, headers, TagEdit::Replace(Vec::new())).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
+        (Method::GET, Some(tag)) => {
+            if current_tags::<C>(&app, id, headers).await?.contains(&tag) {
+                Ok(StatusCode::NO_CONTENT.into_response())
+            } else {
+                Err(ModelError::TagNotFound { tag }.into())
+            }
+        }
+        (Method::PUT, Some(tag)) => {
+            edit_tags::<C>(&app, id, headers, TagEdit::Add(tag)).await?;
+            Ok(StatusCode::CREATED.into_response())
+        }
+        (Method::DELETE, Some(tag)) => {
+            edit_tags::<C>(&app, id, headers, TagEdit::Remove(tag)).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        _ => Err(ApiError::not_found()),
     }
 }
 

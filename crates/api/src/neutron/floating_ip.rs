@@ -15,7 +15,7 @@ use model::{
 use serde_json::{Value, json};
 
 use super::body::{self, Attrs, invalid, read_only};
-use super::collection::{Call, Collection};
+use super::collection::{Action, Call, Collection};
 use super::request::caller;
 use crate::error::ApiError;
 use crate::state::{App, now};
@@ -41,11 +41,7 @@ impl Collection for FloatingIp {
     type Update = FloatingIpUpdate;
 
     fn parse_create(mut a: Attrs) -> Result<FloatingIpCreate, ApiError> {
-        let floating_network_id = a.string("floating_network_id")?.ok_or_else(|| {
-            ApiError::bad_request(
-                "Failed to parse request. Required attribute 'floating_network_id' not specified",
-            )
-        })?;
+        let floating_network_id = a.required("floating_network_id", Attrs::string)?;
         let req = FloatingIpCreate {
             project_id: a.project()?,
             tags: a.string_list("tags")?,
@@ -85,32 +81,17 @@ impl Collection for FloatingIp {
         Ok(req)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_floating_ip(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_floating_ip(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        _: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_floating_ip(caller, id)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_floating_ip(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_floating_ip(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_floating_ip(caller, &id).map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {

@@ -7,7 +7,7 @@ use model::{
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
-use super::collection::Collection;
+use super::collection::{Action, Collection};
 use crate::error::ApiError;
 
 impl Collection for Network {
@@ -83,32 +83,17 @@ impl Collection for Network {
         Ok(req)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_network(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_network(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        _: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_network(caller, id)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_network(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_network(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_network(caller, &id).map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {

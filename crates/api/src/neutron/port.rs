@@ -8,7 +8,7 @@ use model::{
 use serde_json::{Value, json};
 
 use super::body::{Attrs, fixed_ips, mac, read_only};
-use super::collection::Collection;
+use super::collection::{Action, Collection};
 use super::views::fixed_ips_json;
 use crate::binding;
 use crate::error::ApiError;
@@ -42,11 +42,7 @@ impl Collection for Port {
     type Update = PortUpdate;
 
     fn parse_create(mut a: Attrs) -> Result<PortCreate, ApiError> {
-        let network_id = a.string("network_id")?.ok_or_else(|| {
-            ApiError::bad_request(
-                "Failed to parse request. Required attribute 'network_id' not specified",
-            )
-        })?;
+        let network_id = a.required("network_id", Attrs::string)?;
         let req = PortCreate {
             project_id: a.project()?,
             tags: a.string_list("tags")?,
@@ -65,32 +61,17 @@ impl Collection for Port {
         Ok(req)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_port(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_port(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        now: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_port(caller, id, now)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_port(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_port(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_port(caller, &id, now).map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {

@@ -14,7 +14,7 @@ use model::{
 use serde_json::{Map, Value, json};
 
 use super::body::{self, Attrs, fixed_ips, invalid, read_only};
-use super::collection::{Call, Collection};
+use super::collection::{Action, Call, Collection};
 use super::request::caller;
 use super::views::{fixed_ips_json, render, routes_json};
 use crate::error::ApiError;
@@ -60,32 +60,17 @@ impl Collection for Router {
         Ok(req)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_router(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_router(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        _: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_router(caller, id)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_router(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_router(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_router(caller, &id).map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
@@ -212,9 +197,7 @@ fn interface(mut a: Attrs) -> Result<InterfaceRequest, ApiError> {
 
 /// The `router` object of `add_extraroutes`/`remove_extraroutes`.
 fn extra_routes(mut a: Attrs) -> Result<Vec<HostRoute>, ApiError> {
-    let routes = routes(&mut a)?.ok_or_else(|| {
-        ApiError::bad_request("Failed to parse request. Required attribute 'routes' not specified")
-    })?;
+    let routes = a.required("routes", |a, _| routes(a))?;
     a.finish(&[])?;
     Ok(routes)
 }

@@ -8,7 +8,7 @@ use model::{
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
-use super::collection::Collection;
+use super::collection::{Action, Collection};
 use super::views::render;
 use crate::error::ApiError;
 
@@ -48,32 +48,17 @@ impl Collection for SecurityGroup {
         Ok(req)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_security_group(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_security_group(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        _: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_security_group(caller, id)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_security_group(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_security_group(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_security_group(caller, &id).map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
@@ -133,11 +118,7 @@ impl Collection for SecurityGroupRule {
     type Update = Option<String>;
 
     fn parse_create(mut a: Attrs) -> Result<RuleCreate, ApiError> {
-        let security_group_id = a.string("security_group_id")?.ok_or_else(|| {
-            ApiError::bad_request(
-                "Failed to parse request. Required attribute 'security_group_id' not specified",
-            )
-        })?;
+        let security_group_id = a.required("security_group_id", Attrs::string)?;
         let protocol = a.string_or_number("protocol")?;
         let req = RuleCreate {
             project_id: a.project()?,
@@ -175,32 +156,21 @@ impl Collection for SecurityGroupRule {
         Ok(description)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_security_group_rule(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_security_group_rule(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        now: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_security_group_rule(caller, id, now)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_security_group_rule(caller, req, now)?),
+            Action::Update(id, req) => {
+                Some(cloud.update_security_group_rule(caller, &id, req, now)?)
+            }
+            Action::Delete(id) => cloud
+                .delete_security_group_rule(caller, &id, now)
+                .map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {

@@ -8,7 +8,7 @@ use model::{
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
-use super::collection::Collection;
+use super::collection::{Action, Collection};
 use super::views::routes_json;
 use crate::error::ApiError;
 
@@ -37,21 +37,9 @@ impl Collection for Subnet {
     type Update = SubnetUpdate;
 
     fn parse_create(mut a: Attrs) -> Result<SubnetCreate, ApiError> {
-        let network_id = a.string("network_id")?.ok_or_else(|| {
-            ApiError::bad_request(
-                "Failed to parse request. Required attribute 'network_id' not specified",
-            )
-        })?;
-        let ip_version = a.u32("ip_version")?.ok_or_else(|| {
-            ApiError::bad_request(
-                "Failed to parse request. Required attribute 'ip_version' not specified",
-            )
-        })?;
-        let cidr = a.string("cidr")?.ok_or_else(|| {
-            ApiError::bad_request(
-                "Failed to parse request. Required attribute 'cidr' not specified",
-            )
-        })?;
+        let network_id = a.required("network_id", Attrs::string)?;
+        let ip_version = a.required("ip_version", Attrs::u32)?;
+        let cidr = a.required("cidr", Attrs::string)?;
         let req = SubnetCreate {
             project_id: a.project()?,
             name: a.string("name")?,
@@ -108,32 +96,17 @@ impl Collection for Subnet {
         Ok(req)
     }
 
-    fn create(
+    fn apply(
         cloud: &mut Cloud,
         caller: &Caller,
-        req: Self::Create,
+        action: Action<Self>,
         now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.create_subnet(caller, req, now)
-    }
-
-    fn update(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        req: Self::Update,
-        now: Timestamp,
-    ) -> Result<Self, ModelError> {
-        cloud.update_subnet(caller, id, req, now)
-    }
-
-    fn delete(
-        cloud: &mut Cloud,
-        caller: &Caller,
-        id: &str,
-        now: Timestamp,
-    ) -> Result<(), ModelError> {
-        cloud.delete_subnet(caller, id, now)
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_subnet(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_subnet(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_subnet(caller, &id, now).map(|()| None)?,
+        })
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {

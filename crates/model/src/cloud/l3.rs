@@ -5,15 +5,13 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use std::collections::HashMap;
-
-use super::{Caller, Cloud, Record, remove_from, set};
+use super::{Caller, Cloud, Record, remove_from, set, stored};
 use crate::{
     Association, FORWARDING_PROTOCOLS, FixedIpRequest, FloatingIp, FloatingIpCreate,
     FloatingIpUpdate, Gateway, GatewayRequest, HostRoute, InterfaceInfo, InterfaceRequest, Kind,
     MAX_ROUTES, ModelError, Network, OWNER_FLOATING_IP, OWNER_ROUTER_GATEWAY,
     OWNER_ROUTER_INTERFACE, Port, PortForwarding, PortForwardingRequest, PortStatus, Resource,
-    Router, RouterCreate, RouterUpdate, Standard, Subnet, Timestamp,
+    Router, RouterCreate, RouterUpdate, Subnet, Timestamp,
 };
 
 /// Owners of the ports vnet manages for routers and floating IPs: the port API
@@ -28,37 +26,11 @@ pub(super) fn is_l3_owner(owner: &str) -> bool {
 }
 
 impl Record for Router {
-    const KIND: Kind = Kind::Router;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::Router(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.routers
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.routers
-    }
+    stored!(Router in routers);
 }
 
 impl Record for FloatingIp {
-    const KIND: Kind = Kind::FloatingIp;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::FloatingIp(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.floating_ips
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.floating_ips
-    }
+    stored!(FloatingIp in floating_ips);
 
     fn index(&self, cloud: &mut Cloud) {
         for (port, router) in self.targets() {

@@ -2,28 +2,11 @@
 //! physical network), MTU and sharing, and the indexes of both. Knows nothing
 //! of a network's subnets or ports beyond the indexes it reads.
 
-use std::collections::HashMap;
-
-use super::{Caller, Cloud, Record, l3, set};
-use crate::{
-    Kind, ModelError, Network, NetworkCreate, NetworkUpdate, Resource, Standard, Timestamp,
-};
+use super::{Caller, Cloud, Record, l3, set, stored};
+use crate::{Kind, ModelError, Network, NetworkCreate, NetworkUpdate, Resource, Timestamp};
 
 impl Record for Network {
-    const KIND: Kind = Kind::Network;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::Network(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.networks
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.networks
-    }
+    stored!(Network in networks);
 
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         cloud.can_see_network(caller, self)

@@ -2,32 +2,19 @@
 //! groups, address pairs, binding, and the status agents report. Owns every
 //! index keyed by a port; the ports routers and floating IPs own are `l3`'s.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{Caller, Cloud, Record, l3, remove_from, set};
+use super::{Caller, Cloud, Record, l3, remove_from, set, stored};
 use crate::port::{AddressPairRequest, VNIC_TYPES};
 use crate::{
     AddressPair, FixedIp, FixedIpRequest, Kind, MacAddr, ModelError, Network,
-    OWNER_ROUTER_INTERFACE, Port, PortCreate, PortStatus, PortUpdate, Resource, Standard, Subnet,
-    Timestamp, ipam,
+    OWNER_ROUTER_INTERFACE, Port, PortCreate, PortStatus, PortUpdate, Resource, Subnet, Timestamp,
+    ipam,
 };
 
 impl Record for Port {
-    const KIND: Kind = Kind::Port;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::Port(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.ports
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.ports
-    }
+    stored!(Port in ports);
 
     fn index(&self, cloud: &mut Cloud) {
         let id = &self.std.id;

@@ -2,9 +2,7 @@
 //! network: reads over the counters `Cloud` keeps in step with every write,
 //! so a check costs O(1) however big the project.
 
-use std::collections::HashMap;
-
-use super::{Caller, Cloud, Limits, Quota, Record};
+use super::{Caller, Cloud, Limits, Quota, Record, stored};
 use crate::{Kind, ModelError, QUOTA_KINDS, Resource, Standard, Timestamp, quota_name};
 
 /// One subnet's addresses: how many its pools hold, how many are taken.
@@ -21,20 +19,7 @@ pub struct SubnetAvailability {
 /// A project's own limits: a stored record, but no Neutron collection (its
 /// API is `/v2.0/quotas`).
 impl Record for Quota {
-    const KIND: Kind = Kind::Quota;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::Quota(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.quotas
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.quotas
-    }
+    stored!(Quota in quotas);
 }
 
 impl Cloud {

@@ -2,9 +2,7 @@
 //! uniqueness (the signature index), remote-group references and which ports
 //! use a group. What the rules mean on the wire is the compiler's business.
 
-use std::collections::HashMap;
-
-use super::{Caller, Cloud, Record, remove_from, set};
+use super::{Caller, Cloud, Record, remove_from, set, stored};
 use crate::security_group;
 use crate::{
     Direction, Ethertype, Kind, ModelError, Resource, RuleCreate, SecurityGroup,
@@ -12,20 +10,7 @@ use crate::{
 };
 
 impl Record for SecurityGroup {
-    const KIND: Kind = Kind::SecurityGroup;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::SecurityGroup(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.groups
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.groups
-    }
+    stored!(SecurityGroup in groups);
 
     fn index(&self, cloud: &mut Cloud) {
         if self.is_default {
@@ -44,20 +29,7 @@ impl Record for SecurityGroup {
 }
 
 impl Record for SecurityGroupRule {
-    const KIND: Kind = Kind::SecurityGroupRule;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::SecurityGroupRule(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.rules
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.rules
-    }
+    stored!(SecurityGroupRule in rules);
 
     fn index(&self, cloud: &mut Cloud) {
         cloud

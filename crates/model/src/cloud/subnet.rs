@@ -2,30 +2,17 @@
 //! per-network and per-subnet address indexes. Addresses are handed out by
 //! the port module; this one only creates and removes the pools they come from.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Caller, Cloud, Record, set};
+use super::{Caller, Cloud, Record, set, stored};
 use crate::subnet;
 use crate::{
-    FixedIp, Kind, ModelError, Network, Resource, Standard, Subnet, SubnetCreate, SubnetUpdate,
-    Timestamp, ipam,
+    FixedIp, Kind, ModelError, Network, Resource, Subnet, SubnetCreate, SubnetUpdate, Timestamp,
+    ipam,
 };
 
 impl Record for Subnet {
-    const KIND: Kind = Kind::Subnet;
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-    fn into_resource(self) -> Resource {
-        Resource::Subnet(self)
-    }
-    fn table(cloud: &Cloud) -> &HashMap<String, Self> {
-        &cloud.subnets
-    }
-    fn table_mut(cloud: &mut Cloud) -> &mut HashMap<String, Self> {
-        &mut cloud.subnets
-    }
+    stored!(Subnet in subnets);
 
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         cloud.can_see_subnet(caller, self)
