@@ -43,7 +43,7 @@ fn agent_id(host: &str) -> String {
 
 /// Neutron's agent timestamps: `2026-11-21 08:29:38`.
 fn agent_time(secs: i64) -> String {
-    super::timestamp(secs)
+    super::views::timestamp(secs)
         .replace('T', " ")
         .trim_end_matches('Z')
         .to_owned()

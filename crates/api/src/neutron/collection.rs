@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use super::body::{self, Attrs};
 use super::query::ListQuery;
 use super::request::{base_url, caller, if_match, query_pairs};
-use super::views::{self, View};
+use super::views::{STANDARD, View, standard_attribute};
 use crate::error::ApiError;
 use crate::state::{App, now};
 
@@ -103,7 +103,21 @@ pub fn attribute<C: Collection>(
     if name == "name" && !C::NAMED {
         return None;
     }
-    views::standard_attribute(r.standard(), name).or_else(|| r.own_attribute(cloud, caller, name))
+    standard_attribute(r.standard(), name).or_else(|| r.own_attribute(cloud, caller, name))
+}
+
+/// Every attribute name a collection may show, for query validation.
+pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
+    STANDARD.iter().chain(C::ATTRIBUTES).copied().collect()
+}
+
+/// The whole object, or only `fields` when some are asked for.
+pub fn render<C: Collection>(r: &C, cloud: &Cloud, caller: &Caller, fields: &[String]) -> View {
+    let names = STANDARD.iter().chain(C::ATTRIBUTES);
+    names
+        .filter(|n| fields.is_empty() || fields.iter().any(|f| f == *n))
+        .filter_map(|n| attribute(r, cloud, caller, n).map(|v| ((*n).to_owned(), v)))
+        .collect()
 }
 
 /// An attribute as shown: the model's value, adjusted.
@@ -127,7 +141,7 @@ fn view<C: Collection>(
     r: &C,
     fields: &[String],
 ) -> View {
-    let mut view = views::render(r, cloud, caller, fields);
+    let mut view = render(r, cloud, caller, fields);
     for (name, value) in &mut view {
         r.adjust(app, cloud, name, value);
     }
@@ -140,7 +154,7 @@ pub async fn list<C: Collection>(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
     let caller = caller(&app, &headers).await?;
-    let q = ListQuery::parse(query_pairs(raw)?, &views::attribute_names::<C>())?;
+    let q = ListQuery::parse(query_pairs(raw)?, &attribute_names::<C>())?;
     let url = format!("{}/v2.0/{}", base_url(&headers), C::PATH);
     let (items, links) = {
         let cloud = app.read();

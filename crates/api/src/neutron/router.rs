@@ -14,9 +14,9 @@ use model::{
 use serde_json::{Map, Value, json};
 
 use super::body::{self, Attrs, fixed_ips, invalid, read_only};
-use super::collection::{Action, Call, Collection};
+use super::collection::{Action, Call, Collection, render};
 use super::request::caller;
-use super::views::{fixed_ips_json, render, routes_json};
+use super::views::{fixed_ips_json, routes_json};
 use crate::error::ApiError;
 use crate::state::{App, now};
 

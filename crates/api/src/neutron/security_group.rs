@@ -8,8 +8,7 @@ use model::{
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
-use super::collection::{Action, Collection};
-use super::views::render;
+use super::collection::{Action, Collection, render};
 use crate::error::ApiError;
 
 impl Collection for SecurityGroup {

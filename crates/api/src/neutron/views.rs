@@ -1,19 +1,16 @@
-//! What every collection's view shares: the standard attributes, rendering
-//! a whole object (or the fields asked for) from a collection's attributes,
-//! timestamps. A collection's own attributes are its module's
-//! ([`Collection::own_attribute`]); admin-only ones are absent for others.
+//! What every collection's view shares: the standard attributes, timestamps,
+//! and the JSON of values several resources hold (fixed IPs, routes). A
+//! collection's own attributes are its module's (`Collection::own_attribute`).
 
 use std::time::{Duration, UNIX_EPOCH};
 
-use model::{Caller, Cloud, Standard};
+use model::Standard;
 use serde_json::{Map, Value, json};
-
-use super::collection::{Collection, attribute};
 
 pub type View = Map<String, Value>;
 
 /// Attributes every kind shows (rules show all but `name`).
-const STANDARD: [&str; 9] = [
+pub const STANDARD: [&str; 9] = [
     "id",
     "name",
     "project_id",
@@ -24,20 +21,6 @@ const STANDARD: [&str; 9] = [
     "updated_at",
     "revision_number",
 ];
-
-/// Every attribute name a collection may show, for query validation.
-pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
-    STANDARD.iter().chain(C::ATTRIBUTES).copied().collect()
-}
-
-/// The whole object, or only `fields` when some are asked for.
-pub fn render<C: Collection>(r: &C, cloud: &Cloud, caller: &Caller, fields: &[String]) -> View {
-    let names = STANDARD.iter().chain(C::ATTRIBUTES);
-    names
-        .filter(|n| fields.is_empty() || fields.iter().any(|f| f == *n))
-        .filter_map(|n| attribute(r, cloud, caller, n).map(|v| ((*n).to_owned(), v)))
-        .collect()
-}
 
 pub fn timestamp(secs: i64) -> String {
     let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).unwrap_or(0));
