@@ -1,6 +1,7 @@
 //! [`Collection`]: what a Neutron resource's module says about itself (its
-//! names, request types, model operations and view), and the handlers every
-//! collection shares: list, show, create, update, delete and tags. Nothing
+//! names, request types, model operations and view), rendering, and the
+//! handlers every collection shares: list, show, create, update, delete and
+//! tags. Nothing
 //! here knows a particular resource; a resource's own calls (router actions,
 //! port forwardings) are its module's, through [`Collection::call`].
 
