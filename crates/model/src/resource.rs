@@ -4,8 +4,6 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::cloud::Record;
-
 use crate::{
     FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
 };
@@ -157,19 +155,25 @@ macro_rules! with_kind {
     };
 }
 
-/// Runs `$body` with `$r` bound to the record inside `$resource`: the one
-/// place a `Resource` is opened.
+/// Runs `$body` with `$r` bound to the record inside `$resource` (and `$k`,
+/// if named, to its kind): the one place a `Resource` is opened.
 macro_rules! with_record {
     ($resource:expr, $r:ident => $body:expr) => {
+        with_record!($resource, $r, _kind => $body)
+    };
+    ($resource:expr, $r:ident, $k:ident => $body:expr) => {
         match $resource {
-            $crate::Resource::Network($r) => $body,
-            $crate::Resource::Subnet($r) => $body,
-            $crate::Resource::Port($r) => $body,
-            $crate::Resource::SecurityGroup($r) => $body,
-            $crate::Resource::SecurityGroupRule($r) => $body,
-            $crate::Resource::Router($r) => $body,
-            $crate::Resource::FloatingIp($r) => $body,
-            $crate::Resource::Quota($r) => $body,
+            $crate::Resource::Network($r) => { let $k = $crate::Kind::Network; $body }
+            $crate::Resource::Subnet($r) => { let $k = $crate::Kind::Subnet; $body }
+            $crate::Resource::Port($r) => { let $k = $crate::Kind::Port; $body }
+            $crate::Resource::SecurityGroup($r) => { let $k = $crate::Kind::SecurityGroup; $body }
+            $crate::Resource::SecurityGroupRule($r) => {
+                let $k = $crate::Kind::SecurityGroupRule;
+                $body
+            }
+            $crate::Resource::Router($r) => { let $k = $crate::Kind::Router; $body }
+            $crate::Resource::FloatingIp($r) => { let $k = $crate::Kind::FloatingIp; $body }
+            $crate::Resource::Quota($r) => { let $k = $crate::Kind::Quota; $body }
         }
     };
 }
@@ -178,7 +182,7 @@ pub(crate) use {with_kind, with_record};
 
 impl Resource {
     pub fn kind(&self) -> Kind {
-        with_record!(self, r => kind_of(r))
+        with_record!(self, _r, kind => kind)
     }
 
     pub fn standard(&self) -> &Standard {
@@ -196,8 +200,4 @@ impl Resource {
     pub fn key(&self) -> String {
         self.kind().key(self.id())
     }
-}
-
-fn kind_of<R: Record>(_: &R) -> Kind {
-    R::KIND
 }
