@@ -4,11 +4,19 @@ the agents' reports and their liveness."""
 
 from __future__ import annotations
 
+import re
 import time
 
-from helpers import expect, expect_error, uniq
+from helpers import REPO_ROOT, expect, expect_error, uniq
 
-PROTOCOL_VERSION = 4  # compiler::protocol::PROTOCOL_VERSION
+# The agent protocol's version, read from its one definition
+# (compiler::protocol::PROTOCOL_VERSION) so that a bump never strands this suite.
+PROTOCOL_VERSION = int(
+    re.search(
+        r"pub const PROTOCOL_VERSION: u32 = (\d+);",
+        (REPO_ROOT / "crates/compiler/src/protocol.rs").read_text(),
+    ).group(1)
+)
 
 
 def registration(
@@ -114,7 +122,12 @@ def test_registrations_survive_a_restart(fresh_server):
     api = fresh_server.api()
     host = expect(api.get(f"/vnet/v1/hosts/{name}"), 200)["host"]
     assert host["underlay_ip"] == "192.0.2.77"
-    # Stored liveness survives: a host stored alive keeps a full heartbeat
-    # period after the restart before it is reaped.
-    assert host["alive"] is True, "stored alive, so alive until reaped"
+    # A restart is not the agent's death: the host keeps its stored liveness
+    # (the stopping server marked nothing dead) for a full heartbeat period,
+    # then, still silent, it is dead; a heartbeat brings it back.
+    assert host["alive"] is True, "a restart alone killed the host"
+    wait_for(
+        lambda: expect(api.get(f"/vnet/v1/hosts/{name}"), 200)["host"]["alive"] is False,
+        what="the silent host dead after its missed heartbeats",
+    )
     assert beat(api, name, ip="192.0.2.77")["alive"] is True
