@@ -8,10 +8,9 @@
 //! Neutron.
 
 use model::{Cloud, Port};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::hosts::Hosts;
-use crate::neutron::View;
 
 /// Why `port` cannot bind to its host, if it cannot: a flat network's port
 /// bound to a host that no agent registered, or whose agent maps no
@@ -44,12 +43,11 @@ pub fn refusal(cloud: &Cloud, hosts: &Hosts, port: &Port) -> Option<String> {
     }
 }
 
-/// Shows a failed binding in a port's view, where the view has
-/// `binding:vif_type` (admins only).
-pub fn show(view: &mut View, cloud: &Cloud, hosts: &Hosts, port: &Port) {
-    if view.get("binding:vif_type") == Some(&json!("bridge"))
-        && refusal(cloud, hosts, port).is_some()
-    {
-        view.insert("binding:vif_type".into(), Value::from("binding_failed"));
+/// Shows a failed binding: a port's `binding:vif_type` (admins only) is
+/// `binding_failed` where it cannot bind, the same for views, filters and
+/// sorting.
+pub fn adjust(cloud: &Cloud, hosts: &Hosts, port: &Port, name: &str, value: &mut Value) {
+    if name == "binding:vif_type" && *value == "bridge" && refusal(cloud, hosts, port).is_some() {
+        *value = Value::from("binding_failed");
     }
 }

@@ -1,5 +1,6 @@
-//! What every resource shares (Neutron's "standard attributes") and the
-//! [`Resource`] sum type the store persists, one key per resource.
+//! What every resource shares (Neutron's "standard attributes"), the kinds of
+//! stored record and the [`Resource`] sum type the store persists, one key per
+//! resource. The registry of kinds: the only place that lists them all.
 
 use serde::{Deserialize, Serialize};
 
@@ -7,6 +8,9 @@ use crate::{
     FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
 };
 
+/// A kind of stored record: one store key prefix and one table in the cloud
+/// each. Not every kind is a Neutron collection (a project's `Quota` has its
+/// own API); the API's collections are its business.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     Network,
@@ -110,44 +114,83 @@ pub enum Resource {
     Quota(Quota),
 }
 
+/// Runs `$body` with the type `$R` standing for the record type of `$kind`:
+/// the one place a `Kind` is turned into a type.
+macro_rules! with_kind {
+    ($kind:expr, $R:ident => $body:expr) => {
+        match $kind {
+            $crate::Kind::Network => {
+                type $R = $crate::Network;
+                $body
+            }
+            $crate::Kind::Subnet => {
+                type $R = $crate::Subnet;
+                $body
+            }
+            $crate::Kind::Port => {
+                type $R = $crate::Port;
+                $body
+            }
+            $crate::Kind::SecurityGroup => {
+                type $R = $crate::SecurityGroup;
+                $body
+            }
+            $crate::Kind::SecurityGroupRule => {
+                type $R = $crate::SecurityGroupRule;
+                $body
+            }
+            $crate::Kind::Router => {
+                type $R = $crate::Router;
+                $body
+            }
+            $crate::Kind::FloatingIp => {
+                type $R = $crate::FloatingIp;
+                $body
+            }
+            $crate::Kind::Quota => {
+                type $R = $crate::Quota;
+                $body
+            }
+        }
+    };
+}
+
+/// Runs `$body` with `$r` bound to the record inside `$resource` (and `$k`,
+/// if named, to its kind): the one place a `Resource` is opened.
+macro_rules! with_record {
+    ($resource:expr, $r:ident => $body:expr) => {
+        with_record!($resource, $r, _kind => $body)
+    };
+    ($resource:expr, $r:ident, $k:ident => $body:expr) => {
+        match $resource {
+            $crate::Resource::Network($r) => { let $k = $crate::Kind::Network; $body }
+            $crate::Resource::Subnet($r) => { let $k = $crate::Kind::Subnet; $body }
+            $crate::Resource::Port($r) => { let $k = $crate::Kind::Port; $body }
+            $crate::Resource::SecurityGroup($r) => { let $k = $crate::Kind::SecurityGroup; $body }
+            $crate::Resource::SecurityGroupRule($r) => {
+                let $k = $crate::Kind::SecurityGroupRule;
+                $body
+            }
+            $crate::Resource::Router($r) => { let $k = $crate::Kind::Router; $body }
+            $crate::Resource::FloatingIp($r) => { let $k = $crate::Kind::FloatingIp; $body }
+            $crate::Resource::Quota($r) => { let $k = $crate::Kind::Quota; $body }
+        }
+    };
+}
+
+pub(crate) use {with_kind, with_record};
+
 impl Resource {
     pub fn kind(&self) -> Kind {
-        match self {
-            Resource::Network(_) => Kind::Network,
-            Resource::Subnet(_) => Kind::Subnet,
-            Resource::Port(_) => Kind::Port,
-            Resource::SecurityGroup(_) => Kind::SecurityGroup,
-            Resource::SecurityGroupRule(_) => Kind::SecurityGroupRule,
-            Resource::Router(_) => Kind::Router,
-            Resource::FloatingIp(_) => Kind::FloatingIp,
-            Resource::Quota(_) => Kind::Quota,
-        }
+        with_record!(self, _r, kind => kind)
     }
 
     pub fn standard(&self) -> &Standard {
-        match self {
-            Resource::Network(r) => &r.std,
-            Resource::Subnet(r) => &r.std,
-            Resource::Port(r) => &r.std,
-            Resource::SecurityGroup(r) => &r.std,
-            Resource::SecurityGroupRule(r) => &r.std,
-            Resource::Router(r) => &r.std,
-            Resource::FloatingIp(r) => &r.std,
-            Resource::Quota(r) => &r.std,
-        }
+        with_record!(self, r => &r.std)
     }
 
     pub fn standard_mut(&mut self) -> &mut Standard {
-        match self {
-            Resource::Network(r) => &mut r.std,
-            Resource::Subnet(r) => &mut r.std,
-            Resource::Port(r) => &mut r.std,
-            Resource::SecurityGroup(r) => &mut r.std,
-            Resource::SecurityGroupRule(r) => &mut r.std,
-            Resource::Router(r) => &mut r.std,
-            Resource::FloatingIp(r) => &mut r.std,
-            Resource::Quota(r) => &mut r.std,
-        }
+        with_record!(self, r => &mut r.std)
     }
 
     pub fn id(&self) -> &str {

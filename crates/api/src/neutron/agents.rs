@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Value, json};
 
 use super::query::ListQuery;
-use super::{caller, query_pairs};
+use super::request::{caller, query_pairs};
 use crate::error::ApiError;
 use crate::hosts::HostEntry;
 use crate::state::App;
@@ -43,7 +43,7 @@ fn agent_id(host: &str) -> String {
 
 /// Neutron's agent timestamps: `2026-11-21 08:29:38`.
 fn agent_time(secs: i64) -> String {
-    super::timestamp(secs)
+    super::views::timestamp(secs)
         .replace('T', " ")
         .trim_end_matches('Z')
         .to_owned()

@@ -6,6 +6,8 @@ use std::net::IpAddr;
 
 use serde_json::{Map, Value};
 
+use model::{FixedIpRequest, MacAddr};
+
 use crate::error::ApiError;
 
 /// Split a body into the attribute maps it carries: one, or several for a bulk
@@ -104,6 +106,19 @@ impl Attrs {
 
     fn take(&mut self, name: &str) -> Option<Value> {
         self.map.remove(name)
+    }
+
+    /// An attribute a create must name, read with `get` (e.g. `Attrs::string`).
+    pub fn required<T>(
+        &mut self,
+        name: &str,
+        get: impl FnOnce(&mut Self, &str) -> Result<Option<T>, ApiError>,
+    ) -> Result<T, ApiError> {
+        get(self, name)?.ok_or_else(|| {
+            ApiError::bad_request(format!(
+                "Failed to parse request. Required attribute '{name}' not specified"
+            ))
+        })
     }
 
     pub fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
@@ -342,4 +357,32 @@ impl Attrs {
             .collect::<Result<Vec<_>, _>>()
             .map(Some)
     }
+}
+
+/// Attributes every resource shows but no request may set.
+const STANDARD_READ_ONLY: [&str; 4] = ["id", "created_at", "updated_at", "revision_number"];
+
+/// The read-only attributes of a resource: the standard ones and `extra`.
+pub fn read_only<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    STANDARD_READ_ONLY
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
+}
+
+pub fn mac(attr: &str, s: &str) -> Result<MacAddr, ApiError> {
+    s.parse()
+        .map_err(|_| invalid(attr, format!("'{s}' is not a valid MAC address")))
+}
+
+/// A list of `{"subnet_id", "ip_address"}` (a port's `fixed_ips`, a
+/// gateway's `external_fixed_ips`).
+pub fn fixed_ips(a: &mut Attrs, name: &str) -> Result<Option<Vec<FixedIpRequest>>, ApiError> {
+    a.objects(name, &["subnet_id", "ip_address"], |f| {
+        Ok(FixedIpRequest {
+            subnet_id: f.str("subnet_id")?.map(str::to_owned),
+            ip_address: f.ip("ip_address")?,
+        })
+    })
 }

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use model::{Caller, Cloud, Limits, ModelError, Network};
 use serde_json::{Map, Value, json};
 
-use super::{caller, query_pairs};
+use super::request::{caller, query_pairs};
 use crate::error::ApiError;
 use crate::state::{App, now};
 

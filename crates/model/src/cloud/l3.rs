@@ -5,13 +5,13 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::{Caller, Cloud, set};
+use super::{Caller, Cloud, Record, remove_from, set, stored};
 use crate::{
     Association, FORWARDING_PROTOCOLS, FixedIpRequest, FloatingIp, FloatingIpCreate,
     FloatingIpUpdate, Gateway, GatewayRequest, HostRoute, InterfaceInfo, InterfaceRequest, Kind,
-    MAX_ROUTES, ModelError, OWNER_FLOATING_IP, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port,
-    PortForwarding, PortForwardingRequest, PortStatus, Resource, Router, RouterCreate,
-    RouterUpdate, Subnet, Timestamp,
+    MAX_ROUTES, ModelError, Network, OWNER_FLOATING_IP, OWNER_ROUTER_GATEWAY,
+    OWNER_ROUTER_INTERFACE, Port, PortForwarding, PortForwardingRequest, PortStatus, Resource,
+    Router, RouterCreate, RouterUpdate, Subnet, Timestamp,
 };
 
 /// Owners of the ports vnet manages for routers and floating IPs: the port API
@@ -23,6 +23,36 @@ pub(super) fn is_l3_owner(owner: &str) -> bool {
         OWNER_FLOATING_IP,
     ]
     .contains(&owner)
+}
+
+impl Record for Router {
+    stored!(Router in routers);
+}
+
+impl Record for FloatingIp {
+    stored!(FloatingIp in floating_ips);
+
+    fn index(&self, cloud: &mut Cloud) {
+        for (port, router) in self.targets() {
+            cloud
+                .port_fips
+                .entry(port.to_owned())
+                .or_default()
+                .insert(self.std.id.clone());
+            cloud
+                .router_fips
+                .entry(router.to_owned())
+                .or_default()
+                .insert(self.std.id.clone());
+        }
+    }
+
+    fn unindex(&self, cloud: &mut Cloud) {
+        for (port, router) in self.targets() {
+            remove_from(&mut cloud.port_fips, port, &self.std.id);
+            remove_from(&mut cloud.router_fips, router, &self.std.id);
+        }
+    }
 }
 
 impl Cloud {
@@ -62,20 +92,6 @@ impl Cloud {
             .filter(|p| p.device_owner == OWNER_ROUTER_INTERFACE)
     }
 
-    fn writable_router(&self, caller: &Caller, id: &str) -> Result<Router, ModelError> {
-        match self.writable(caller, Kind::Router, id)? {
-            Resource::Router(r) => Ok(r),
-            _ => Err(ModelError::not_found(Kind::Router, id)),
-        }
-    }
-
-    fn writable_floating_ip(&self, caller: &Caller, id: &str) -> Result<FloatingIp, ModelError> {
-        match self.writable(caller, Kind::FloatingIp, id)? {
-            Resource::FloatingIp(f) => Ok(f),
-            _ => Err(ModelError::not_found(Kind::FloatingIp, id)),
-        }
-    }
-
     // === routers ===
 
     pub fn create_router(
@@ -113,7 +129,7 @@ impl Cloud {
         req: RouterUpdate,
         now: Timestamp,
     ) -> Result<Router, ModelError> {
-        let mut router = self.writable_router(caller, id)?;
+        let mut router = self.writable_as::<Router>(caller, id)?;
         set(&mut router.std.name, req.name);
         set(&mut router.std.description, req.description);
         set(&mut router.admin_state_up, req.admin_state_up);
@@ -129,7 +145,7 @@ impl Cloud {
     }
 
     pub fn delete_router(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
-        let router = self.writable_router(caller, id)?;
+        let router = self.writable_as::<Router>(caller, id)?;
         if self.router_interfaces(id).next().is_some() || self.router_fips.contains_key(id) {
             return Err(ModelError::RouterInUse { id: id.to_owned() });
         }
@@ -150,7 +166,7 @@ impl Cloud {
         add: bool,
         now: Timestamp,
     ) -> Result<Router, ModelError> {
-        let router = self.writable_router(caller, id)?;
+        let router = self.writable_as::<Router>(caller, id)?;
         let mut next = router.routes.clone();
         if add {
             next.extend(routes);
@@ -292,10 +308,7 @@ impl Cloud {
         req: GatewayRequest,
         now: Timestamp,
     ) -> Result<Gateway, ModelError> {
-        let Resource::Network(network) = self.visible(caller, Kind::Network, &req.network_id)?
-        else {
-            return Err(ModelError::not_found(Kind::Network, &req.network_id));
-        };
+        let network: Network = self.visible_as(caller, &req.network_id)?;
         if !network.external {
             return Err(ModelError::bad_router(format!(
                 "Network {} is not an external network",
@@ -373,7 +386,7 @@ impl Cloud {
         req: InterfaceRequest,
         now: Timestamp,
     ) -> Result<InterfaceInfo, ModelError> {
-        let router = self.writable_router(caller, router_id)?;
+        let router = self.writable_as::<Router>(caller, router_id)?;
         let port = match (req.subnet_id, req.port_id) {
             (Some(_), Some(_)) => {
                 return Err(ModelError::bad_router(
@@ -386,10 +399,7 @@ impl Cloud {
                 ));
             }
             (Some(subnet_id), None) => {
-                let Resource::Subnet(subnet) = self.visible(caller, Kind::Subnet, &subnet_id)?
-                else {
-                    return Err(ModelError::not_found(Kind::Subnet, &subnet_id));
-                };
+                let subnet: Subnet = self.visible_as(caller, &subnet_id)?;
                 let Some(gateway_ip) = subnet.gateway_ip else {
                     return Err(ModelError::bad_router(format!(
                         "Subnet {subnet_id} for router interface must have a gateway IP"
@@ -410,9 +420,7 @@ impl Cloud {
                 )?
             }
             (None, Some(port_id)) => {
-                let Resource::Port(mut port) = self.writable(caller, Kind::Port, &port_id)? else {
-                    return Err(ModelError::not_found(Kind::Port, &port_id));
-                };
+                let mut port: Port = self.writable_as(caller, &port_id)?;
                 if !port.device_id.is_empty() || !port.device_owner.is_empty() {
                     return Err(ModelError::PortInUse {
                         port_id,
@@ -479,7 +487,7 @@ impl Cloud {
         req: InterfaceRequest,
         now: Timestamp,
     ) -> Result<InterfaceInfo, ModelError> {
-        let router = self.writable_router(caller, router_id)?;
+        let router = self.writable_as::<Router>(caller, router_id)?;
         let port = match (&req.port_id, &req.subnet_id) {
             (Some(port_id), subnet_id) => {
                 let port = self
@@ -559,14 +567,7 @@ impl Cloud {
         req: FloatingIpCreate,
         now: Timestamp,
     ) -> Result<FloatingIp, ModelError> {
-        let Resource::Network(network) =
-            self.visible(caller, Kind::Network, &req.floating_network_id)?
-        else {
-            return Err(ModelError::not_found(
-                Kind::Network,
-                &req.floating_network_id,
-            ));
-        };
+        let network: Network = self.visible_as(caller, &req.floating_network_id)?;
         if !network.external {
             return Err(ModelError::bad_floating_ip(format!(
                 "Network {} is not a valid external network",
@@ -673,7 +674,7 @@ impl Cloud {
         req: FloatingIpUpdate,
         now: Timestamp,
     ) -> Result<FloatingIp, ModelError> {
-        let mut fip = self.writable_floating_ip(caller, id)?;
+        let mut fip = self.writable_as::<FloatingIp>(caller, id)?;
         set(&mut fip.std.description, req.description);
         match (req.port_id, req.fixed_ip_address) {
             (Some(None), _) => fip.association = None,
@@ -696,7 +697,7 @@ impl Cloud {
     }
 
     pub fn delete_floating_ip(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
-        let fip = self.writable_floating_ip(caller, id)?;
+        let fip = self.writable_as::<FloatingIp>(caller, id)?;
         self.remove(Kind::Port, &fip.floating_port_id);
         self.remove(Kind::FloatingIp, id);
         Ok(())
@@ -865,7 +866,7 @@ impl Cloud {
         req: PortForwardingRequest,
         now: Timestamp,
     ) -> Result<PortForwarding, ModelError> {
-        let mut fip = self.writable_floating_ip(caller, fip_id)?;
+        let mut fip = self.writable_as::<FloatingIp>(caller, fip_id)?;
         if fip.association.is_some() {
             return Err(ModelError::BadRequest {
                 resource: "port_forwarding",
@@ -904,7 +905,7 @@ impl Cloud {
         req: PortForwardingRequest,
         now: Timestamp,
     ) -> Result<PortForwarding, ModelError> {
-        let mut fip = self.writable_floating_ip(caller, fip_id)?;
+        let mut fip = self.writable_as::<FloatingIp>(caller, fip_id)?;
         let at = fip
             .port_forwardings
             .iter()
@@ -931,7 +932,7 @@ impl Cloud {
         id: &str,
         now: Timestamp,
     ) -> Result<(), ModelError> {
-        let mut fip = self.writable_floating_ip(caller, fip_id)?;
+        let mut fip = self.writable_as::<FloatingIp>(caller, fip_id)?;
         let before = fip.port_forwardings.len();
         fip.port_forwardings.retain(|p| p.id != id);
         if fip.port_forwardings.len() == before {

@@ -2,7 +2,7 @@
 //! network: reads over the counters `Cloud` keeps in step with every write,
 //! so a check costs O(1) however big the project.
 
-use super::{Caller, Cloud, Limits, Quota};
+use super::{Caller, Cloud, Limits, Quota, Record, stored};
 use crate::{Kind, ModelError, QUOTA_KINDS, Resource, Standard, Timestamp, quota_name};
 
 /// One subnet's addresses: how many its pools hold, how many are taken.
@@ -14,6 +14,12 @@ pub struct SubnetAvailability {
     pub ip_version: u8,
     pub total_ips: u128,
     pub used_ips: usize,
+}
+
+/// A project's own limits: a stored record, but no Neutron collection (its
+/// API is `/v2.0/quotas`).
+impl Record for Quota {
+    stored!(Quota in quotas);
 }
 
 impl Cloud {

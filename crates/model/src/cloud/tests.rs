@@ -1,7 +1,11 @@
+use std::collections::BTreeSet;
+
 use super::*;
 use crate::{
-    FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute, InterfaceRequest,
-    OWNER_ROUTER_GATEWAY, PortForwardingRequest, RouterCreate, RouterUpdate,
+    Direction, FixedIpRequest, FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute,
+    InterfaceRequest, NetworkCreate, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortCreate,
+    PortForwardingRequest, PortStatus, PortUpdate, RouterCreate, RouterUpdate, RuleCreate,
+    SecurityGroupCreate, SubnetCreate, ipam,
 };
 
 fn cloud() -> Cloud {

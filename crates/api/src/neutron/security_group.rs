@@ -1,0 +1,207 @@
+//! `/v2.0/security-groups` and `/v2.0/security-group-rules`: a group's and a
+//! rule's attributes in, their views out. Rule semantics are the model's.
+
+use model::{
+    Caller, Cloud, Kind, ModelError, RuleCreate, SecurityGroup, SecurityGroupCreate,
+    SecurityGroupRule, SecurityGroupUpdate, Standard, Timestamp,
+};
+use serde_json::{Value, json};
+
+use super::body::{Attrs, read_only};
+use super::collection::{Action, Collection, render};
+use crate::error::ApiError;
+
+impl Collection for SecurityGroup {
+    const KIND: Kind = Kind::SecurityGroup;
+    const PATH: &'static str = "security-groups";
+    const SINGULAR: &'static str = "security_group";
+    const PLURAL: &'static str = "security_groups";
+    const ATTRIBUTES: &'static [&'static str] = &["stateful", "shared", "security_group_rules"];
+    type Create = SecurityGroupCreate;
+    type Update = SecurityGroupUpdate;
+
+    fn parse_create(mut a: Attrs) -> Result<SecurityGroupCreate, ApiError> {
+        let req = SecurityGroupCreate {
+            project_id: a.project()?,
+            name: a.string("name")?,
+            description: a.string_or_null("description")?,
+            tags: a.string_list("tags")?,
+            stateful: a.bool("stateful")?,
+        };
+        a.finish(&read_only(&["security_group_rules", "shared"]))?;
+        Ok(req)
+    }
+
+    fn parse_update(mut a: Attrs) -> Result<SecurityGroupUpdate, ApiError> {
+        let req = SecurityGroupUpdate {
+            name: a.string("name")?,
+            description: a.string_or_null("description")?,
+            stateful: a.bool("stateful")?,
+        };
+        a.finish(&read_only(&[
+            "security_group_rules",
+            "project_id",
+            "tenant_id",
+            "shared",
+        ]))?;
+        Ok(req)
+    }
+
+    fn apply(
+        cloud: &mut Cloud,
+        caller: &Caller,
+        action: Action<Self>,
+        now: Timestamp,
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_security_group(caller, req, now)?),
+            Action::Update(id, req) => Some(cloud.update_security_group(caller, &id, req, now)?),
+            Action::Delete(id) => cloud.delete_security_group(caller, &id).map(|()| None)?,
+        })
+    }
+
+    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
+        cloud.security_groups()
+    }
+
+    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
+        cloud.security_group(id)
+    }
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "stateful" => json!(self.stateful),
+            "shared" => json!(false),
+            "security_group_rules" => {
+                let mut rules: Vec<&SecurityGroupRule> = cloud.rules_of(&self.std.id).collect();
+                rules.sort_by(|a, b| {
+                    (a.std.created_at, &a.std.id).cmp(&(b.std.created_at, &b.std.id))
+                });
+                json!(
+                    rules
+                        .into_iter()
+                        .map(|r| render(r, cloud, caller, &[]))
+                        .collect::<Vec<_>>()
+                )
+            }
+            _ => return None,
+        })
+    }
+}
+
+impl Collection for SecurityGroupRule {
+    const KIND: Kind = Kind::SecurityGroupRule;
+    const PATH: &'static str = "security-group-rules";
+    const SINGULAR: &'static str = "security_group_rule";
+    const PLURAL: &'static str = "security_group_rules";
+    const ATTRIBUTES: &'static [&'static str] = &[
+        "security_group_id",
+        "ethertype",
+        "direction",
+        "protocol",
+        "port_range_min",
+        "port_range_max",
+        "remote_ip_prefix",
+        "remote_address_group_id",
+        "normalized_cidr",
+        "remote_group_id",
+        "belongs_to_default_sg",
+    ];
+    /// Rules have no `name`.
+    const NAMED: bool = false;
+    type Create = RuleCreate;
+    type Update = Option<String>;
+
+    fn parse_create(mut a: Attrs) -> Result<RuleCreate, ApiError> {
+        let security_group_id = a.required("security_group_id", Attrs::string)?;
+        let protocol = a.string_or_number("protocol")?;
+        let req = RuleCreate {
+            project_id: a.project()?,
+            description: a.string_or_null("description")?,
+            security_group_id,
+            direction: a.string("direction")?,
+            ethertype: a.string("ethertype")?,
+            protocol,
+            port_range_min: a.u32("port_range_min")?,
+            port_range_max: a.u32("port_range_max")?,
+            remote_ip_prefix: a.nullable_string("remote_ip_prefix")?,
+            remote_group_id: a.nullable_string("remote_group_id")?,
+        };
+        if a.nullable_string("remote_address_group_id")?.is_some() {
+            return Err(ApiError::invalid_input("address groups are not supported"));
+        }
+        a.finish(&read_only(&["normalized_cidr", "belongs_to_default_sg"]))?;
+        Ok(req)
+    }
+
+    fn parse_update(mut a: Attrs) -> Result<Option<String>, ApiError> {
+        let description = a.string_or_null("description")?;
+        a.finish(&read_only(&[
+            "security_group_id",
+            "direction",
+            "ethertype",
+            "protocol",
+            "port_range_min",
+            "port_range_max",
+            "remote_ip_prefix",
+            "remote_group_id",
+            "project_id",
+            "tenant_id",
+        ]))?;
+        Ok(description)
+    }
+
+    fn apply(
+        cloud: &mut Cloud,
+        caller: &Caller,
+        action: Action<Self>,
+        now: Timestamp,
+    ) -> Result<Option<Self>, ModelError> {
+        Ok(match action {
+            Action::Create(req) => Some(cloud.create_security_group_rule(caller, req, now)?),
+            Action::Update(id, req) => {
+                Some(cloud.update_security_group_rule(caller, &id, req, now)?)
+            }
+            Action::Delete(id) => cloud
+                .delete_security_group_rule(caller, &id, now)
+                .map(|()| None)?,
+        })
+    }
+
+    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
+        cloud.security_group_rules()
+    }
+
+    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
+        cloud.security_group_rule(id)
+    }
+
+    fn standard(&self) -> &Standard {
+        &self.std
+    }
+
+    fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
+        Some(match name {
+            "security_group_id" => json!(self.security_group_id),
+            "ethertype" => json!(self.ethertype.as_str()),
+            "direction" => json!(self.direction.as_str()),
+            "protocol" => json!(self.protocol),
+            "port_range_min" => json!(self.port_range_min),
+            "port_range_max" => json!(self.port_range_max),
+            "remote_ip_prefix" => json!(self.remote_ip_prefix.map(|p| p.to_string())),
+            "remote_address_group_id" => Value::Null,
+            "normalized_cidr" => json!(self.remote_ip_prefix.map(|p| p.trunc().to_string())),
+            "remote_group_id" => json!(self.remote_group_id),
+            "belongs_to_default_sg" => json!(
+                cloud
+                    .security_group(&self.security_group_id)
+                    .is_some_and(|g| g.is_default)
+            ),
+            _ => return None,
+        })
+    }
+}

@@ -1,0 +1,271 @@
+//! Networks: their provider segment (a VXLAN VNI, or a flat network's
+//! physical network), MTU and sharing, and the indexes of both. Knows nothing
+//! of a network's subnets or ports beyond the indexes it reads.
+
+use super::{Caller, Cloud, Record, l3, set, stored};
+use crate::{Kind, ModelError, Network, NetworkCreate, NetworkUpdate, Resource, Timestamp};
+
+impl Record for Network {
+    stored!(Network in networks);
+
+    fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
+        cloud.can_see_network(caller, self)
+    }
+
+    fn index(&self, cloud: &mut Cloud) {
+        match &self.physical_network {
+            Some(physnet) => {
+                cloud
+                    .flat_networks
+                    .insert(physnet.clone(), self.std.id.clone());
+            }
+            None => {
+                cloud.vnis.insert(self.segmentation_id);
+            }
+        }
+    }
+
+    fn unindex(&self, cloud: &mut Cloud) {
+        match &self.physical_network {
+            Some(physnet) => {
+                cloud.flat_networks.remove(physnet);
+            }
+            None => {
+                cloud.vnis.remove(&self.segmentation_id);
+            }
+        }
+    }
+}
+
+impl Cloud {
+    /// Shared and external networks are everyone's to see (an external
+    /// network is where floating IPs come from).
+    pub fn can_see_network(&self, caller: &Caller, n: &Network) -> bool {
+        caller.owns(&n.std.project_id) || n.shared || n.external
+    }
+
+    pub fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    pub fn network(&self, id: &str) -> Option<&Network> {
+        self.networks.get(id)
+    }
+
+    pub fn create_network(
+        &mut self,
+        caller: &Caller,
+        req: NetworkCreate,
+        now: Timestamp,
+    ) -> Result<Network, ModelError> {
+        let project_id = self.project_for(caller, req.project_id)?;
+        self.check_quota(&project_id, Kind::Network)?;
+        if req.shared == Some(true) && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "Only an admin may create a shared network".into(),
+            ));
+        }
+        if req.external == Some(true) && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "(rule:create_network:router:external) is disallowed by policy".into(),
+            ));
+        }
+        let provider_given = req.network_type.is_some()
+            || req.segmentation_id.is_some()
+            || req.physical_network.is_some();
+        if provider_given && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "Only an admin may set provider attributes".into(),
+            ));
+        }
+        let mtu = self.check_mtu(req.mtu)?;
+        let (network_type, segmentation_id, physical_network) =
+            self.provider_segment(req.network_type, req.segmentation_id, req.physical_network)?;
+        self.ensure_default_group(&project_id, now);
+        let network = Network {
+            std: self.standard(project_id, req.name, req.description, req.tags, now)?,
+            admin_state_up: req.admin_state_up.unwrap_or(true),
+            mtu,
+            shared: req.shared.unwrap_or(false),
+            external: req.external.unwrap_or(false),
+            port_security_enabled: req.port_security_enabled.unwrap_or(true),
+            network_type,
+            segmentation_id,
+            physical_network,
+            availability_zone_hints: req.availability_zone_hints.unwrap_or_default(),
+        };
+        self.put(Resource::Network(network.clone()));
+        Ok(network)
+    }
+
+    /// The segment a create asks for, checked as Neutron's type drivers
+    /// check it: `(network_type, segmentation_id, physical_network)`. A flat
+    /// network names a physical network nobody else's flat network uses and
+    /// no segmentation id; a VXLAN network names no physical network and gets
+    /// a free VNI unless it asks for one.
+    fn provider_segment(
+        &mut self,
+        network_type: Option<String>,
+        segmentation_id: Option<u32>,
+        physical_network: Option<String>,
+    ) -> Result<(String, u32, Option<String>), ModelError> {
+        let network_type = match network_type {
+            Some(t) => t,
+            None if segmentation_id.is_some() || physical_network.is_some() => {
+                return Err(ModelError::invalid("network_type required"));
+            }
+            None => crate::VXLAN.to_owned(),
+        };
+        match network_type.as_str() {
+            crate::FLAT => {
+                if segmentation_id.is_some() {
+                    return Err(ModelError::invalid(
+                        "segmentation_id prohibited for flat provider network",
+                    ));
+                }
+                let Some(physnet) = physical_network.filter(|p| !p.is_empty()) else {
+                    return Err(ModelError::invalid(
+                        "physical_network required for flat provider network",
+                    ));
+                };
+                if physnet.len() > MAX_PHYSICAL_NETWORK_LEN {
+                    return Err(ModelError::invalid(format!(
+                        "'{physnet}' exceeds maximum length of {MAX_PHYSICAL_NETWORK_LEN}"
+                    )));
+                }
+                if self.flat_networks.contains_key(&physnet) {
+                    return Err(ModelError::FlatNetworkInUse {
+                        physical_network: physnet,
+                    });
+                }
+                Ok((network_type, 0, Some(physnet)))
+            }
+            crate::VXLAN => {
+                if physical_network.is_some() {
+                    return Err(ModelError::invalid(
+                        "physical_network prohibited for vxlan provider network",
+                    ));
+                }
+                let vni = match segmentation_id {
+                    Some(vni) => {
+                        if !(1..=0x00ff_ffff).contains(&vni) {
+                            return Err(ModelError::invalid(format!(
+                                "{vni} is not a valid VXLAN VNI (1 to 16777215)"
+                            )));
+                        }
+                        if self.vnis.contains(&vni) {
+                            return Err(ModelError::TunnelIdInUse { id: vni });
+                        }
+                        vni
+                    }
+                    None => self.allocate_vni()?,
+                };
+                Ok((network_type, vni, None))
+            }
+            other => Err(ModelError::invalid(format!(
+                "network_type value '{other}' not supported"
+            ))),
+        }
+    }
+
+    fn check_mtu(&self, mtu: Option<u32>) -> Result<u32, ModelError> {
+        let max = self.config.max_mtu;
+        match mtu {
+            None => Ok(max),
+            Some(m) if m > max => Err(ModelError::invalid(format!(
+                "Requested MTU is too big, maximum is {max}"
+            ))),
+            Some(m) if m < 68 => Err(ModelError::invalid(format!(
+                "Requested MTU {m} is too small, minimum is 68"
+            ))),
+            Some(m) => Ok(m),
+        }
+    }
+
+    fn allocate_vni(&mut self) -> Result<u32, ModelError> {
+        let (lo, hi) = self.config.vni_range;
+        let start = self.vni_cursor.clamp(lo, hi);
+        let free = (start..=hi)
+            .chain(lo..start)
+            .find(|v| !self.vnis.contains(v))
+            .ok_or(ModelError::NoNetworkAvailable)?;
+        self.vni_cursor = free.saturating_add(1);
+        Ok(free)
+    }
+
+    pub fn update_network(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        req: NetworkUpdate,
+        now: Timestamp,
+    ) -> Result<Network, ModelError> {
+        let mut n: Network = self.writable_as(caller, id)?;
+        if req.shared.is_some_and(|s| s != n.shared) && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "Only an admin may change whether a network is shared".into(),
+            ));
+        }
+        if req.external.is_some_and(|e| e != n.external) && !caller.is_admin {
+            return Err(ModelError::Forbidden(
+                "(rule:update_network:router:external) is disallowed by policy".into(),
+            ));
+        }
+        if req.external == Some(false) && n.external {
+            let gateways = self
+                .network_ports
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| self.ports.get(p))
+                .any(|p| l3::is_l3_owner(&p.device_owner));
+            if gateways {
+                return Err(ModelError::ExternalNetworkInUse { id: id.to_owned() });
+            }
+        }
+        if req.shared == Some(false) && n.shared {
+            let foreign = self
+                .network_ports
+                .get(id)
+                .into_iter()
+                .flatten()
+                .filter_map(|p| self.ports.get(p))
+                .any(|p| p.std.project_id != n.std.project_id);
+            if foreign {
+                return Err(ModelError::invalid(format!(
+                    "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it"
+                )));
+            }
+        }
+        if let Some(mtu) = req.mtu {
+            n.mtu = self.check_mtu(Some(mtu))?;
+        }
+        set(&mut n.std.name, req.name);
+        set(&mut n.std.description, req.description);
+        set(&mut n.admin_state_up, req.admin_state_up);
+        set(&mut n.shared, req.shared);
+        set(&mut n.external, req.external);
+        set(&mut n.port_security_enabled, req.port_security_enabled);
+        n.std.touch(now);
+        self.put(Resource::Network(n.clone()));
+        Ok(n)
+    }
+
+    pub fn delete_network(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
+        self.writable(caller, Kind::Network, id)?;
+        if let Some(ports) = self.network_ports.get(id).filter(|p| !p.is_empty()) {
+            return Err(ModelError::NetworkInUse {
+                id: id.to_owned(),
+                ports: ports.iter().cloned().collect(),
+            });
+        }
+        for subnet in self.subnets_of(id).to_vec() {
+            self.remove(Kind::Subnet, &subnet);
+        }
+        self.remove(Kind::Network, id);
+        Ok(())
+    }
+}
+
+/// Neutron's limit on a physical network's name.
+const MAX_PHYSICAL_NETWORK_LEN: usize = 64;

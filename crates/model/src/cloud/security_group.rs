@@ -1,0 +1,281 @@
+//! Security groups and their rules: each project's default group, rule
+//! uniqueness (the signature index), remote-group references and which ports
+//! use a group. What the rules mean on the wire is the compiler's business.
+
+use super::{Caller, Cloud, Record, remove_from, set, stored};
+use crate::security_group;
+use crate::{
+    Direction, Ethertype, Kind, ModelError, Resource, RuleCreate, SecurityGroup,
+    SecurityGroupCreate, SecurityGroupRule, SecurityGroupUpdate, Standard, Timestamp,
+};
+
+impl Record for SecurityGroup {
+    stored!(SecurityGroup in groups);
+
+    fn index(&self, cloud: &mut Cloud) {
+        if self.is_default {
+            cloud
+                .default_groups
+                .insert(self.std.project_id.clone(), self.std.id.clone());
+        }
+    }
+
+    fn unindex(&self, cloud: &mut Cloud) {
+        let project = &self.std.project_id;
+        if self.is_default && cloud.default_groups.get(project) == Some(&self.std.id) {
+            cloud.default_groups.remove(project);
+        }
+    }
+}
+
+impl Record for SecurityGroupRule {
+    stored!(SecurityGroupRule in rules);
+
+    fn index(&self, cloud: &mut Cloud) {
+        cloud
+            .group_rules
+            .entry(self.security_group_id.clone())
+            .or_default()
+            .insert(self.signature(), self.std.id.clone());
+        if let Some(remote) = &self.remote_group_id {
+            cloud
+                .remote_group_rules
+                .entry(remote.clone())
+                .or_default()
+                .insert(self.std.id.clone());
+        }
+    }
+
+    fn unindex(&self, cloud: &mut Cloud) {
+        if let Some(sigs) = cloud.group_rules.get_mut(&self.security_group_id) {
+            sigs.remove(&self.signature());
+            if sigs.is_empty() {
+                cloud.group_rules.remove(&self.security_group_id);
+            }
+        }
+        if let Some(remote) = &self.remote_group_id {
+            remove_from(&mut cloud.remote_group_rules, remote, &self.std.id);
+        }
+    }
+}
+
+impl Cloud {
+    pub fn security_groups(&self) -> impl Iterator<Item = &SecurityGroup> {
+        self.groups.values()
+    }
+    pub fn security_group_rules(&self) -> impl Iterator<Item = &SecurityGroupRule> {
+        self.rules.values()
+    }
+
+    pub fn security_group(&self, id: &str) -> Option<&SecurityGroup> {
+        self.groups.get(id)
+    }
+    pub fn security_group_rule(&self, id: &str) -> Option<&SecurityGroupRule> {
+        self.rules.get(id)
+    }
+
+    /// Rules of a group (unordered).
+    pub fn rules_of(&self, group_id: &str) -> impl Iterator<Item = &SecurityGroupRule> {
+        self.group_rules
+            .get(group_id)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|id| self.rules.get(id))
+    }
+
+    pub fn default_group_of(&self, project_id: &str) -> Option<&str> {
+        self.default_groups.get(project_id).map(String::as_str)
+    }
+
+    /// Give `project_id` its `default` group (Neutron does it on first use).
+    pub fn ensure_default_group(&mut self, project_id: &str, now: Timestamp) {
+        if self.default_groups.contains_key(project_id) {
+            return;
+        }
+        let mut std = Standard::new(self.rng.uuid(), project_id.to_owned(), now);
+        std.name = "default".into();
+        std.description = "Default security group".into();
+        let group = SecurityGroup {
+            std,
+            stateful: true,
+            is_default: true,
+        };
+        let id = group.std.id.clone();
+        self.put(Resource::SecurityGroup(group));
+        for ethertype in [Ethertype::IPv4, Ethertype::IPv6] {
+            self.put_rule(project_id, &id, Direction::Egress, ethertype, None, now);
+            self.put_rule(
+                project_id,
+                &id,
+                Direction::Ingress,
+                ethertype,
+                Some(id.clone()),
+                now,
+            );
+        }
+    }
+
+    fn put_rule(
+        &mut self,
+        project_id: &str,
+        group_id: &str,
+        direction: Direction,
+        ethertype: Ethertype,
+        remote_group_id: Option<String>,
+        now: Timestamp,
+    ) {
+        let rule = SecurityGroupRule {
+            std: Standard::new(self.rng.uuid(), project_id.to_owned(), now),
+            security_group_id: group_id.to_owned(),
+            direction,
+            ethertype,
+            protocol: None,
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id,
+        };
+        self.put(Resource::SecurityGroupRule(rule));
+    }
+
+    pub fn create_security_group(
+        &mut self,
+        caller: &Caller,
+        req: SecurityGroupCreate,
+        now: Timestamp,
+    ) -> Result<SecurityGroup, ModelError> {
+        let project_id = self.project_for(caller, req.project_id)?;
+        self.ensure_default_group(&project_id, now);
+        self.check_quota(&project_id, Kind::SecurityGroup)?;
+        if req.name.as_deref() == Some("default") {
+            return Err(ModelError::SecurityGroupDefaultAlreadyExists);
+        }
+        let group = SecurityGroup {
+            std: self.standard(project_id.clone(), req.name, req.description, req.tags, now)?,
+            stateful: req.stateful.unwrap_or(true),
+            is_default: false,
+        };
+        self.put(Resource::SecurityGroup(group.clone()));
+        for ethertype in [Ethertype::IPv4, Ethertype::IPv6] {
+            self.put_rule(
+                &project_id,
+                &group.std.id,
+                Direction::Egress,
+                ethertype,
+                None,
+                now,
+            );
+        }
+        Ok(group)
+    }
+
+    pub fn update_security_group(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        req: SecurityGroupUpdate,
+        now: Timestamp,
+    ) -> Result<SecurityGroup, ModelError> {
+        let mut g: SecurityGroup = self.writable_as(caller, id)?;
+        if g.is_default && req.name.as_deref().is_some_and(|n| n != "default") {
+            return Err(ModelError::SecurityGroupCannotUpdateDefault);
+        }
+        if !g.is_default && req.name.as_deref() == Some("default") {
+            return Err(ModelError::SecurityGroupDefaultAlreadyExists);
+        }
+        if req.stateful.is_some_and(|s| s != g.stateful)
+            && self.group_ports.get(id).is_some_and(|p| !p.is_empty())
+        {
+            return Err(ModelError::SecurityGroupInUse { id: id.to_owned() });
+        }
+        set(&mut g.std.name, req.name);
+        set(&mut g.std.description, req.description);
+        set(&mut g.stateful, req.stateful);
+        g.std.touch(now);
+        self.put(Resource::SecurityGroup(g.clone()));
+        Ok(g)
+    }
+
+    pub fn delete_security_group(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
+        let g: SecurityGroup = self.writable_as(caller, id)?;
+        if g.is_default && !caller.is_admin {
+            return Err(ModelError::SecurityGroupCannotRemoveDefault);
+        }
+        if self.group_ports.get(id).is_some_and(|p| !p.is_empty()) {
+            return Err(ModelError::SecurityGroupInUse { id: id.to_owned() });
+        }
+        let own: Vec<String> = self
+            .group_rules
+            .get(id)
+            .into_iter()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        let referencing: Vec<String> = self
+            .remote_group_rules
+            .get(id)
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for rule in own.into_iter().chain(referencing) {
+            self.remove(Kind::SecurityGroupRule, &rule);
+        }
+        self.remove(Kind::SecurityGroup, id);
+        Ok(())
+    }
+
+    pub fn create_security_group_rule(
+        &mut self,
+        caller: &Caller,
+        req: RuleCreate,
+        now: Timestamp,
+    ) -> Result<SecurityGroupRule, ModelError> {
+        let group: SecurityGroup = self.writable_as(caller, &req.security_group_id)?;
+        self.project_for(caller, req.project_id.clone())?;
+        let description = req.description.clone();
+        self.check_quota(&group.std.project_id, Kind::SecurityGroupRule)?;
+        let std = self.standard(group.std.project_id.clone(), None, description, None, now)?;
+        let rule = security_group::build_rule(std, &group.std.id, req)?;
+        if let Some(remote) = &rule.remote_group_id {
+            self.visible(caller, Kind::SecurityGroup, remote)?;
+        }
+        if let Some(existing) = self
+            .group_rules
+            .get(&group.std.id)
+            .and_then(|m| m.get(&rule.signature()))
+        {
+            return Err(ModelError::SecurityGroupRuleExists {
+                id: existing.clone(),
+            });
+        }
+        self.put(Resource::SecurityGroupRule(rule.clone()));
+        self.touch(Kind::SecurityGroup, &rule.security_group_id, now);
+        Ok(rule)
+    }
+
+    pub fn update_security_group_rule(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        description: Option<String>,
+        now: Timestamp,
+    ) -> Result<SecurityGroupRule, ModelError> {
+        let mut r: SecurityGroupRule = self.writable_as(caller, id)?;
+        set(&mut r.std.description, description);
+        r.std.touch(now);
+        self.put(Resource::SecurityGroupRule(r.clone()));
+        Ok(r)
+    }
+
+    pub fn delete_security_group_rule(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(), ModelError> {
+        let rule: SecurityGroupRule = self.writable_as(caller, id)?;
+        self.remove(Kind::SecurityGroupRule, id);
+        self.touch(Kind::SecurityGroup, &rule.security_group_id, now);
+        Ok(())
+    }
+}

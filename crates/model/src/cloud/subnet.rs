@@ -1,0 +1,233 @@
+//! Subnets: their CIDR, gateway, pools, DNS and host routes, and the
+//! per-network and per-subnet address indexes. Addresses are handed out by
+//! the port module; this one only creates and removes the pools they come from.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Caller, Cloud, Record, set, stored};
+use crate::subnet;
+use crate::{
+    FixedIp, Kind, ModelError, Network, Resource, Subnet, SubnetCreate, SubnetUpdate, Timestamp,
+    ipam,
+};
+
+impl Record for Subnet {
+    stored!(Subnet in subnets);
+
+    fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
+        cloud.can_see_subnet(caller, self)
+    }
+
+    fn index(&self, cloud: &mut Cloud) {
+        let ids = cloud
+            .network_subnets
+            .entry(self.network_id.clone())
+            .or_default();
+        if !ids.contains(&self.std.id) {
+            ids.push(self.std.id.clone());
+        }
+        cloud.subnet_ips.entry(self.std.id.clone()).or_default();
+    }
+
+    fn unindex(&self, cloud: &mut Cloud) {
+        if let Some(ids) = cloud.network_subnets.get_mut(&self.network_id) {
+            ids.retain(|id| id != &self.std.id);
+            if ids.is_empty() {
+                cloud.network_subnets.remove(&self.network_id);
+            }
+        }
+        if cloud
+            .subnet_ips
+            .get(&self.std.id)
+            .is_some_and(BTreeMap::is_empty)
+        {
+            cloud.subnet_ips.remove(&self.std.id);
+        }
+        cloud.subnet_cursor.remove(&self.std.id);
+    }
+}
+
+impl Cloud {
+    pub fn can_see_subnet(&self, caller: &Caller, s: &Subnet) -> bool {
+        caller.owns(&s.std.project_id) || self.networks.get(&s.network_id).is_some_and(|n| n.shared)
+    }
+
+    pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
+        self.subnets.values()
+    }
+
+    pub fn subnet(&self, id: &str) -> Option<&Subnet> {
+        self.subnets.get(id)
+    }
+
+    /// Subnet ids of a network, in creation order.
+    pub fn subnets_of(&self, network_id: &str) -> &[String] {
+        self.network_subnets
+            .get(network_id)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
+    /// Number of addresses in use on a subnet.
+    pub fn used_ips(&self, subnet_id: &str) -> usize {
+        self.subnet_ips.get(subnet_id).map_or(0, BTreeMap::len)
+    }
+
+    pub fn create_subnet(
+        &mut self,
+        caller: &Caller,
+        req: SubnetCreate,
+        now: Timestamp,
+    ) -> Result<Subnet, ModelError> {
+        let network: Network = self.writable_as(caller, &req.network_id)?;
+        let project_id = self.project_for(caller, req.project_id.clone())?;
+        self.check_quota(&project_id, Kind::Subnet)?;
+        if req.ip_version != 4 && req.ip_version != 6 {
+            return Err(ModelError::invalid(format!(
+                "{} is not in [4, 6]",
+                req.ip_version
+            )));
+        }
+        let cidr = subnet::parse_cidr(&req.cidr, req.ip_version)?;
+        subnet::check_ipv6_modes(
+            req.ip_version,
+            &cidr,
+            req.ipv6_ra_mode,
+            req.ipv6_address_mode,
+        )?;
+        if let Some(other) = self
+            .subnets_of(&network.std.id)
+            .iter()
+            .filter_map(|s| self.subnets.get(s))
+            .find(|s| s.cidr.contains(&cidr.network()) || cidr.contains(&s.cidr.network()))
+        {
+            return Err(ModelError::invalid(format!(
+                "Requested subnet with cidr: {cidr} for network: {} overlaps with another subnet {}",
+                network.std.id, other.std.id
+            )));
+        }
+        let gateway_ip = match req.gateway_ip {
+            Some(given) => given,
+            // With router advertisements the subnet-router anycast address is the
+            // gateway, as Neutron answers; otherwise the first host address.
+            None if req.ipv6_ra_mode.is_some() => Some(cidr.network()),
+            None => cidr.hosts().next(),
+        };
+        if let Some(gw) = gateway_ip {
+            subnet::check_gateway(&cidr, gw)?;
+        }
+        let allocation_pools = match req.allocation_pools {
+            Some(pools) => {
+                subnet::check_pools(&cidr, gateway_ip, &pools)?;
+                pools
+            }
+            None => ipam::default_pools(&cidr, gateway_ip),
+        };
+        let dns_nameservers = req.dns_nameservers.unwrap_or_default();
+        subnet::check_nameservers(req.ip_version, &dns_nameservers)?;
+        let host_routes = req.host_routes.unwrap_or_default();
+        subnet::check_host_routes(req.ip_version, &host_routes)?;
+        self.ensure_default_group(&project_id, now);
+        let subnet = Subnet {
+            std: self.standard(project_id, req.name, req.description, req.tags, now)?,
+            network_id: network.std.id.clone(),
+            ip_version: req.ip_version,
+            cidr,
+            gateway_ip,
+            allocation_pools,
+            dns_nameservers,
+            host_routes,
+            enable_dhcp: req.enable_dhcp.unwrap_or(true),
+            ipv6_ra_mode: req.ipv6_ra_mode,
+            ipv6_address_mode: req.ipv6_address_mode,
+        };
+        self.put(Resource::Subnet(subnet.clone()));
+        self.touch(Kind::Network, &subnet.network_id, now);
+        if subnet.is_auto_address() {
+            // Neutron gives every port already on the network its address here.
+            let ports: Vec<String> = self
+                .network_ports
+                .get(&network.std.id)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect();
+            for port_id in ports {
+                if let Some(mut port) = self.ports.get(&port_id).cloned()
+                    && let Some(ip) = ipam::eui64(&subnet.cidr, port.mac_address)
+                {
+                    port.fixed_ips.push(FixedIp {
+                        subnet_id: subnet.std.id.clone(),
+                        ip_address: ip,
+                    });
+                    port.std.touch(now);
+                    self.put(Resource::Port(port));
+                }
+            }
+        }
+        Ok(subnet)
+    }
+
+    pub fn update_subnet(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        req: SubnetUpdate,
+        now: Timestamp,
+    ) -> Result<Subnet, ModelError> {
+        let mut s: Subnet = self.writable_as(caller, id)?;
+        if let Some(gateway) = req.gateway_ip {
+            if let Some(gw) = gateway {
+                subnet::check_gateway(&s.cidr, gw)?;
+            }
+            s.gateway_ip = gateway;
+        }
+        if let Some(pools) = req.allocation_pools {
+            s.allocation_pools = pools;
+        }
+        subnet::check_pools(&s.cidr, s.gateway_ip, &s.allocation_pools)?;
+        if let Some(servers) = req.dns_nameservers {
+            subnet::check_nameservers(s.ip_version, &servers)?;
+            s.dns_nameservers = servers;
+        }
+        if let Some(routes) = req.host_routes {
+            subnet::check_host_routes(s.ip_version, &routes)?;
+            s.host_routes = routes;
+        }
+        set(&mut s.std.name, req.name);
+        set(&mut s.std.description, req.description);
+        set(&mut s.enable_dhcp, req.enable_dhcp);
+        s.std.touch(now);
+        self.put(Resource::Subnet(s.clone()));
+        Ok(s)
+    }
+
+    pub fn delete_subnet(
+        &mut self,
+        caller: &Caller,
+        id: &str,
+        now: Timestamp,
+    ) -> Result<(), ModelError> {
+        let s: Subnet = self.writable_as(caller, id)?;
+        let holders: BTreeSet<String> = self
+            .subnet_ips
+            .get(id)
+            .into_iter()
+            .flat_map(|m| m.values().cloned())
+            .collect();
+        if !holders.is_empty() && !s.is_auto_address() {
+            return Err(ModelError::SubnetInUse { id: id.to_owned() });
+        }
+        // Automatic addresses go with their subnet, as in Neutron.
+        for port_id in holders {
+            if let Some(mut port) = self.ports.get(&port_id).cloned() {
+                port.fixed_ips.retain(|ip| ip.subnet_id != id);
+                port.std.touch(now);
+                self.put(Resource::Port(port));
+            }
+        }
+        self.remove(Kind::Subnet, id);
+        self.touch(Kind::Network, &s.network_id, now);
+        Ok(())
+    }
+}
