@@ -226,6 +226,15 @@ async fn serve_socket(
                 }
                 continue;
             }
+            // The kernel reports a deleted device as a socket error, but
+            // only to a socket it still counts as running: a look now and
+            // then catches the rest.
+            () = tokio::time::sleep(RETRY_INTERVAL) => {
+                if !same_device() {
+                    return Ok(());
+                }
+                continue;
+            }
         };
         let received = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
             Ok(received) => received,
