@@ -125,7 +125,6 @@ impl App {
     /// durable. `if_match` checks a resource's revision in the same step.
     pub async fn write<T>(
         &self,
-        if_match: Option<(Kind, &str, u64)>,
         op: impl FnOnce(&mut Cloud) -> Result<T, ModelError>,
     ) -> Result<T, ApiError> {
         if let Some(e) = self.failed.borrow().as_ref() {
@@ -133,12 +132,7 @@ impl App {
         }
         let (value, durable) = {
             let mut cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
-            let (value, changes) = cloud.apply(|c| {
-                if let Some((kind, id, revision)) = if_match {
-                    c.check_revision(kind, id, revision)?;
-                }
-                op(c)
-            })?;
+            let (value, changes) = cloud.apply(op)?;
             // Submitted under the lock, so the store sees changes in apply order.
             let durable = (!changes.is_empty()).then(|| self.committer.submit(encode(changes)));
             (value, durable)
@@ -174,7 +168,7 @@ impl App {
             return Ok(());
         }
         let now = now();
-        self.write(None, |c| {
+        self.write(|c| {
             c.ensure_default_group(&caller.project_id, now);
             Ok(())
         })

@@ -207,9 +207,7 @@ async fn report_ports(
     let wired: BTreeSet<String> = report.wired.into_iter().collect();
     let now = now();
     let changed = app
-        .write(None, |cloud| {
-            Ok(cloud.report_port_status(&name, &wired, now))
-        })
+        .write(|cloud| Ok(cloud.report_port_status(&name, &wired, now)))
         .await?;
     Ok(Json(json!({ "changed": changed })))
 }
@@ -329,9 +327,7 @@ pub async fn reap_dead_hosts(app: Weak<App>) {
             let now = now();
             let nothing = BTreeSet::new();
             if let Err(e) = app
-                .write(None, |cloud| {
-                    Ok(cloud.report_port_status(&host, &nothing, now))
-                })
+                .write(|cloud| Ok(cloud.report_port_status(&host, &nothing, now)))
                 .await
             {
                 tracing::error!(host = %host, error = %e, "marking a dead host's ports DOWN failed");

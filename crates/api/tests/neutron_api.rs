@@ -662,3 +662,110 @@ async fn the_http_layers_refusals_are_neutron_errors_too() {
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
     assert!(json && error_type(&v) == "HTTPRequestEntityTooLarge", "{v}");
 }
+
+#[tokio::test]
+async fn if_match_on_another_projects_resource_is_a_plain_404() {
+    let s = start().await;
+    let (net, _) = network_with_subnet(&s, Some("p1"), "10.40.0.0/24").await;
+    let (_, router) = call(
+        &s,
+        "POST",
+        "/v2.0/routers",
+        Some("p1"),
+        Some(json!({"router": {"name": "r"}})),
+    )
+    .await;
+    let router = router["router"]["id"].as_str().unwrap().to_owned();
+    for (path, kind) in [
+        (format!("/v2.0/networks/{net}"), "NetworkNotFound"),
+        (format!("/v2.0/routers/{router}"), "RouterNotFound"),
+    ] {
+        for method in ["PUT", "DELETE"] {
+            let body = (method == "PUT").then(|| {
+                let singular = if kind == "RouterNotFound" {
+                    "router"
+                } else {
+                    "network"
+                };
+                json!({ singular: {"name": "x"} })
+            });
+            let (status, v) = call_with(
+                &s,
+                method,
+                &path,
+                Some("p2"),
+                body,
+                &[("If-Match", "revision_number=999")],
+            )
+            .await;
+            assert_eq!(
+                (status, error_type(&v)),
+                (StatusCode::NOT_FOUND, kind),
+                "{method} {path}: {v}"
+            );
+            assert!(!v.to_string().contains("revision"), "{v}");
+        }
+    }
+    // Its owner still gets the revision check.
+    let (status, v) = call_with(
+        &s,
+        "PUT",
+        &format!("/v2.0/networks/{net}"),
+        Some("p1"),
+        Some(json!({"network": {"name": "x"}})),
+        &[("If-Match", "revision_number=999")],
+    )
+    .await;
+    assert_eq!(
+        (status, error_type(&v)),
+        (
+            StatusCode::PRECONDITION_FAILED,
+            "RevisionNumberConstraintFailed"
+        )
+    );
+}
+
+#[tokio::test]
+async fn a_new_projects_refused_requests_and_reads_write_nothing() {
+    let s = start().await;
+    let revision = async || {
+        let all = store::KeyRange::Prefix(String::new());
+        s.app.store.range(all).await.unwrap().revision
+    };
+    let before = revision().await;
+    let (status, _) = call(
+        &s,
+        "POST",
+        "/v2.0/networks",
+        Some("fresh"),
+        Some(json!({"network": {"bogus": 1}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = call(&s, "GET", "/v2.0/networks/nope", Some("fresh"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = call(&s, "GET", "/v2.0/networks", Some("fresh"), None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(revision().await, before, "a refusal or a read wrote");
+    // Listing its security groups gives it its default group, as Neutron does.
+    let (_, groups) = call(&s, "GET", "/v2.0/security-groups", Some("fresh"), None).await;
+    assert_eq!(groups["security_groups"][0]["name"], "default", "{groups}");
+    // And the first write that needs it makes it in the same transaction.
+    let (status, net) = call(
+        &s,
+        "POST",
+        "/v2.0/networks",
+        Some("other"),
+        Some(json!({"network": {}})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{net}");
+    let (_, groups) = call(&s, "GET", "/v2.0/security-groups?name=default", None, None).await;
+    let owners: Vec<&str> = groups["security_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|g| g["project_id"].as_str())
+        .collect();
+    assert!(owners.contains(&"other"), "{groups}");
+}

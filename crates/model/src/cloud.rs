@@ -305,13 +305,19 @@ impl Cloud {
         Ok(r)
     }
 
-    /// `If-Match: revision_number=N`: fail unless the resource is at revision N.
-    pub fn check_revision(&self, kind: Kind, id: &str, expected: u64) -> Result<(), ModelError> {
-        if let Some(r) = self.get(kind, id) {
-            let current = r.standard().revision_number;
-            if current != expected {
-                return Err(ModelError::RevisionMismatch { expected, current });
-            }
+    /// `If-Match: revision_number=N`: fail unless the resource is at
+    /// revision N. Visibility first: a resource `caller` may not see is
+    /// `NotFound`, so the check never tells of its existence or revision.
+    pub fn check_revision(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        id: &str,
+        expected: u64,
+    ) -> Result<(), ModelError> {
+        let current = self.visible(caller, kind, id)?.standard().revision_number;
+        if current != expected {
+            return Err(ModelError::RevisionMismatch { expected, current });
         }
         Ok(())
     }

@@ -35,6 +35,10 @@ pub trait Collection: Sized + Send + Sync + 'static {
     const ATTRIBUTES: &'static [&'static str];
     /// Whether it has the standard `name` (rules and floating IPs do not).
     const NAMED: bool = true;
+    /// Listing it gives the caller's project its default security group
+    /// first, as Neutron's listing of security groups does (the only read
+    /// that writes).
+    const LIST_ENSURES_DEFAULT_GROUP: bool = false;
 
     type Create: Send;
     type Update: Send;
@@ -154,8 +158,11 @@ pub async fn list<C: Collection>(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let q = ListQuery::parse(query_pairs(raw)?, &attribute_names::<C>())?;
+    if C::LIST_ENSURES_DEFAULT_GROUP {
+        app.ensure_project(&caller).await?;
+    }
     let url = format!("{}/v2.0/{}", base_url(&headers), C::PATH);
     let (items, links) = {
         let cloud = app.read();
@@ -214,7 +221,7 @@ pub async fn show<C: Collection>(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let fields: Vec<String> = query_pairs(raw)?
         .into_iter()
         .filter(|(k, _)| k == "fields")
@@ -232,7 +239,7 @@ pub async fn create<C: Collection>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let (items, bulk) = body::resources(&body, C::SINGULAR, C::PLURAL)?;
     let requests = items
         .into_iter()
@@ -240,7 +247,7 @@ pub async fn create<C: Collection>(
         .collect::<Result<Vec<_>, ApiError>>()?;
     let now = now();
     let created = app
-        .write(None, |cloud| {
+        .write(|cloud| {
             let mut made = Vec::with_capacity(requests.len());
             for req in requests {
                 made.extend(C::apply(cloud, &caller, Action::Create(req), now)?);
@@ -265,7 +272,7 @@ pub async fn update<C: Collection>(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let revision = if_match(&headers)?;
     let (mut items, bulk) = body::resources(&body, C::SINGULAR, C::PLURAL)?;
     let (Some(attrs), false) = (items.pop(), bulk) else {
@@ -277,7 +284,10 @@ pub async fn update<C: Collection>(
     let req = C::parse_update(Attrs::new(attrs, "PUT"))?;
     let now = now();
     let view = app
-        .write(revision.map(|r| (C::KIND, id.as_str(), r)), |cloud| {
+        .write(|cloud| {
+            if let Some(r) = revision {
+                cloud.check_revision(&caller, C::KIND, &id, r)?;
+            }
             let r = C::apply(cloud, &caller, Action::Update(id.clone(), req), now)?;
             Ok(r.map(|r| view(&app, cloud, &caller, &r, &[])))
         })
@@ -290,10 +300,13 @@ pub async fn delete<C: Collection>(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let revision = if_match(&headers)?;
     let now = now();
-    app.write(revision.map(|r| (C::KIND, id.as_str(), r)), |cloud| {
+    app.write(|cloud| {
+        if let Some(r) = revision {
+            cloud.check_revision(&caller, C::KIND, &id, r)?;
+        }
         C::apply(cloud, &caller, Action::Delete(id.clone()), now)
     })
     .await?;
@@ -389,12 +402,10 @@ async fn edit_tags<C: Collection>(
     headers: &HeaderMap,
     edit: TagEdit,
 ) -> Result<Vec<String>, ApiError> {
-    let caller = caller(app, headers).await?;
+    let caller = caller(app, headers)?;
     let now = now();
-    app.write(None, |cloud| {
-        cloud.edit_tags(&caller, C::KIND, id, edit, now)
-    })
-    .await
+    app.write(|cloud| cloud.edit_tags(&caller, C::KIND, id, edit, now))
+        .await
 }
 
 async fn current_tags<C: Collection>(
@@ -402,7 +413,7 @@ async fn current_tags<C: Collection>(
     id: &str,
     headers: &HeaderMap,
 ) -> Result<Vec<String>, ApiError> {
-    let caller = caller(app, headers).await?;
+    let caller = caller(app, headers)?;
     let cloud = app.read();
     Ok(visible::<C>(&cloud, &caller, id)?.standard().tags.clone())
 }

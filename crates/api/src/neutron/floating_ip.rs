@@ -120,7 +120,7 @@ impl Collection for FloatingIp {
             (Method::DELETE, Some(item)) => Forwarding::Delete(item),
             _ => return Err(ApiError::not_found()),
         };
-        let caller = caller(&app, &headers).await?;
+        let caller = caller(&app, &headers)?;
         forwarding(&app, &caller, &id, action).await
     }
 
@@ -247,26 +247,20 @@ async fn forwarding(
         Forwarding::Create(body) => {
             let req = parse_forwarding(&body, "POST")?;
             let pf = app
-                .write(None, |cloud| {
-                    cloud.create_port_forwarding(caller, fip_id, req, now)
-                })
+                .write(|cloud| cloud.create_port_forwarding(caller, fip_id, req, now))
                 .await?;
             (StatusCode::CREATED, one(&pf)).into_response()
         }
         Forwarding::Update(id, body) => {
             let req = parse_forwarding(&body, "PUT")?;
             let pf = app
-                .write(None, |cloud| {
-                    cloud.update_port_forwarding(caller, fip_id, &id, req, now)
-                })
+                .write(|cloud| cloud.update_port_forwarding(caller, fip_id, &id, req, now))
                 .await?;
             one(&pf).into_response()
         }
         Forwarding::Delete(id) => {
-            app.write(None, |cloud| {
-                cloud.delete_port_forwarding(caller, fip_id, &id, now)
-            })
-            .await?;
+            app.write(|cloud| cloud.delete_port_forwarding(caller, fip_id, &id, now))
+                .await?;
             StatusCode::NO_CONTENT.into_response()
         }
     })

@@ -23,7 +23,7 @@ pub async fn list(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let cloud = app.read();
     let quotas = cloud
         .quota_overrides(&caller)?
@@ -47,7 +47,7 @@ pub async fn show(
     Path(project): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     if project == "tenant" {
         return Ok(Json(
             json!({"tenant": {"tenant_id": caller.project_id, "project_id": caller.project_id}}),
@@ -63,7 +63,7 @@ pub async fn show_sub(
     Path((project, sub)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let cloud = app.read();
     let limits = cloud.quota(&caller, &project)?;
     let quota = match sub.as_str() {
@@ -92,7 +92,7 @@ pub async fn update(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("Body contains invalid data"))?;
     let changes = body
@@ -112,9 +112,7 @@ pub async fn update(
         .collect::<Result<Limits, ApiError>>()?;
     let now = now();
     let limits = app
-        .write(None, |cloud| {
-            cloud.update_quota(&caller, &project, changes, now)
-        })
+        .write(|cloud| cloud.update_quota(&caller, &project, changes, now))
         .await?;
     Ok(Json(json!({ "quota": limits_json(&limits) })))
 }
@@ -124,8 +122,8 @@ pub async fn reset(
     Path(project): Path<String>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let caller = caller(&app, &headers).await?;
-    app.write(None, |cloud| cloud.delete_quota(&caller, &project))
+    let caller = caller(&app, &headers)?;
+    app.write(|cloud| cloud.delete_quota(&caller, &project))
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -170,7 +168,7 @@ pub async fn availabilities(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     admin_only(&caller)?;
     let filters = query_pairs(raw)?;
     let wanted = |key: &str, value: &str| {
@@ -214,7 +212,7 @@ pub async fn availability_show(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
-    let caller = caller(&app, &headers).await?;
+    let caller = caller(&app, &headers)?;
     admin_only(&caller)?;
     let cloud = app.read();
     let network = cloud

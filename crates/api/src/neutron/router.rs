@@ -84,7 +84,7 @@ impl Collection for Router {
     async fn call(app: Arc<App>, headers: HeaderMap, call: Call) -> Result<Response, ApiError> {
         match (call.method, call.item) {
             (Method::PUT, None) => {
-                let caller = caller(&app, &headers).await?;
+                let caller = caller(&app, &headers)?;
                 action(&app, &caller, &call.id, &call.sub, &call.body).await
             }
             _ => Err(ApiError::not_found()),
@@ -237,7 +237,7 @@ async fn action(
             let req = interface(Attrs::new(object(body)?, "PUT"))?;
             let add = action == "add_router_interface";
             let info = app
-                .write(None, |cloud| {
+                .write(|cloud| {
                     if add {
                         cloud.add_router_interface(caller, id, req, now)
                     } else {
@@ -255,7 +255,7 @@ async fn action(
             let routes = extra_routes(Attrs::new(attrs, "PUT"))?;
             let add = action == "add_extraroutes";
             let view = app
-                .write(None, |cloud| {
+                .write(|cloud| {
                     let router = cloud.edit_routes(caller, id, routes, add, now)?;
                     Ok(render(&router, cloud, caller, &[]))
                 })

@@ -12,6 +12,7 @@ use super::collection::{Action, Collection, render};
 use crate::error::ApiError;
 
 impl Collection for SecurityGroup {
+    const LIST_ENSURES_DEFAULT_GROUP: bool = true;
     const KIND: Kind = Kind::SecurityGroup;
     const PATH: &'static str = "security-groups";
     const SINGULAR: &'static str = "security_group";
