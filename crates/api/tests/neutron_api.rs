@@ -769,3 +769,25 @@ async fn a_new_projects_refused_requests_and_reads_write_nothing() {
         .collect();
     assert!(owners.contains(&"other"), "{groups}");
 }
+
+#[tokio::test]
+async fn an_empty_fields_value_asks_for_every_attribute() {
+    let s = start().await;
+    let (net, _) = network_with_subnet(&s, None, "10.50.0.0/24").await;
+    let (_, all) = call(&s, "GET", "/v2.0/networks?fields=", None, None).await;
+    assert!(all["networks"][0]["name"].is_string(), "{all}");
+    assert!(all["networks"][0]["id"].is_string(), "{all}");
+    let (_, one) = call(
+        &s,
+        "GET",
+        &format!("/v2.0/networks/{net}?fields="),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(one["network"]["id"], net.as_str(), "{one}");
+    assert!(one["network"]["subnets"].is_array(), "{one}");
+    let (_, some) = call(&s, "GET", "/v2.0/networks?fields=id&fields=", None, None).await;
+    let keys: Vec<&String> = some["networks"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["id"], "{some}");
+}

@@ -17,7 +17,7 @@ use model::{Caller, Cloud, Kind, ModelError, Standard, TagEdit, Timestamp};
 use serde_json::{Value, json};
 
 use super::body::{self, Attrs};
-use super::query::ListQuery;
+use super::query::{self, ListQuery};
 use super::request::{base_url, caller, if_match, query_pairs};
 use super::views::{STANDARD, View, standard_attribute};
 use crate::error::ApiError;
@@ -225,7 +225,7 @@ pub async fn show<C: Collection>(
     let fields: Vec<String> = query_pairs(raw)?
         .into_iter()
         .filter(|(k, _)| k == "fields")
-        .flat_map(|(_, v)| v.split(',').map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|(_, v)| query::field_names(&v).collect::<Vec<_>>())
         .collect();
     let cloud = app.read();
     let r = visible::<C>(&cloud, &caller, &id)?;

@@ -41,7 +41,7 @@ impl ListQuery {
                 q.link_base.push((k.clone(), v.clone()));
             }
             match k.as_str() {
-                "fields" => q.fields.extend(v.split(',').map(str::to_owned)),
+                "fields" => q.fields.extend(field_names(&v)),
                 "sort_key" => keys.push(v),
                 "sort_dir" => dirs.push(v),
                 "limit" => {
@@ -235,6 +235,16 @@ fn compare(a: Option<&Value>, b: Option<&Value>) -> Ordering {
         (_, None | Some(Value::Null)) => Ordering::Greater,
         (Some(x), Some(y)) => x.to_string().cmp(&y.to_string()),
     }
+}
+
+/// The attribute names of one `fields` value. Empty names are dropped, as
+/// Neutron drops empty query values: `?fields=` asks for every attribute.
+pub fn field_names(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
