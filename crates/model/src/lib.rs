@@ -15,6 +15,7 @@ mod resource;
 mod rng;
 mod router;
 mod security_group;
+mod stored;
 mod subnet;
 
 pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
@@ -39,6 +40,7 @@ pub use security_group::{
     Direction, Ethertype, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
     SecurityGroupUpdate, protocol_number,
 };
+pub use stored::Stored;
 pub use subnet::{HostRoute, Ipv6Mode, Subnet, SubnetCreate, SubnetUpdate};
 
 /// Seconds since the Unix epoch, supplied by the caller.

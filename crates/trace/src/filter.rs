@@ -30,6 +30,12 @@ impl Flow {
         self.dst.is_ipv6()
     }
 
+    /// Whether it asks for an answer a connection needs back: TCP, or an
+    /// ICMP echo request.
+    pub fn needs_reply(&self) -> bool {
+        self.protocol == 6 || matches!(self.icmp, Some((8 | 128, _)))
+    }
+
     /// The reply to this packet (ports swapped, echo answered).
     pub fn reply(&self) -> Flow {
         Flow {

@@ -165,6 +165,12 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         }
     }
 
+    /// Whether a port's chain on `host` is stateless (its groups keep no
+    /// connection state), so a reply must pass its rules too.
+    fn stateless(&self, host: &str, security: Option<&PortSecuritySpec>) -> bool {
+        security.is_some_and(|s| !filter::port_groups(self.view, host, s).0)
+    }
+
     /// The walk: `Err` for a query that cannot start, else the verdict
     /// (`Ok(message)` delivered, `Err(stop)` dropped).
     fn run(&mut self, q: &Query) -> Result<Result<String, Stop>, TraceError> {
@@ -530,7 +536,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         );
 
         // ---- the reply, where no conntrack lets it back -----------------
-        let needs_reply = flow.protocol == 6 || matches!(flow.icmp, Some((8 | 128, _)));
+        let needs_reply = flow.needs_reply();
         if needs_reply && via {
             self.step(
                 Stage::Reply,
@@ -548,11 +554,8 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         }
         if needs_reply {
             let reply = flow.reply();
-            let stateless = |h: &str, s: Option<&PortSecuritySpec>| {
-                s.is_some_and(|s| !filter::port_groups(view, h, s).0)
-            };
-            let dst_stateless = stateless(dst_host, dst_security);
-            let src_stateless = stateless(host, security);
+            let dst_stateless = self.stateless(dst_host, dst_security);
+            let src_stateless = self.stateless(host, security);
             if dst_stateless {
                 self.filter(
                     Stage::Reply,
@@ -628,8 +631,8 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 flow.dst
             ),
         );
-        let needs_reply = flow.protocol == 6 || matches!(flow.icmp, Some((8 | 128, _)));
-        let stateless = security.is_some_and(|s| !filter::port_groups(self.view, host, s).0);
+        let needs_reply = flow.needs_reply();
+        let stateless = self.stateless(host, security);
         if needs_reply && stateless {
             self.filter(
                 Stage::Reply,
@@ -1203,10 +1206,10 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 target_ref.local.device
             ),
         );
-        let needs_reply = inner.protocol == 6 || matches!(inner.icmp, Some((8, _)));
+        let needs_reply = inner.needs_reply();
         if needs_reply {
             let reply = inner.reply();
-            if security.is_some_and(|s| !filter::port_groups(view, dst_host, s).0) {
+            if self.stateless(dst_host, security) {
                 self.filter(
                     Stage::Reply,
                     RuleDirection::Egress,
@@ -1282,8 +1285,8 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         from: &str,
         security: Option<&PortSecuritySpec>,
     ) -> Result<String, Stop> {
-        let needs_reply = flow.protocol == 6 || matches!(flow.icmp, Some((8 | 128, _)));
-        let stateless = security.is_some_and(|s| !filter::port_groups(self.view, host, s).0);
+        let needs_reply = flow.needs_reply();
+        let stateless = self.stateless(host, security);
         if needs_reply && stateless {
             self.filter(
                 Stage::Reply,

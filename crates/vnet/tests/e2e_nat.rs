@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Cloud, PHYSICAL_NETWORK, add_interface, default_route, dhcp, router_namespaces, router_state,
-    tcp, wait_for,
+    tcp, tcp_via, wait_for,
 };
 use serde_json::{Value, json};
 use testworld::{Capture, OUTSIDE_IP, Outside, VM_DEV};
@@ -341,25 +341,10 @@ fn routers_reach_the_outside_by_snat_and_floating_ips_on_their_own_hosts() {
         "",
         "listening on 2222"
     );
-    let mut listener = vm_g.ns.command("busybox");
-    listener
-        .args(["nc", "-l", "-p", "22"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let listener = listener.spawn().unwrap();
-    wait_for("the listener", Duration::from_secs(5), || {
-        vm_g.ns
-            .exec("busybox", &["netstat", "-ltn"])
-            .is_ok_and(|o| o.contains(":22 "))
-    });
-    outside
-        .sh(&format!("echo forwarded | busybox nc -w 2 {fip_ip} 2222"))
-        .unwrap();
-    let got = listener.wait_with_output().unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&got.stdout).trim(),
-        "forwarded",
-        "{got:?}"
+        tcp_via(outside, &vm_g.ns, &fip_ip, 2222, 22),
+        "hello",
+        "forwarded to 22"
     );
     let (verdict, message) = traced_in(&cloud, &fip_ip, 2222);
     assert_eq!(verdict, "delivered", "{message}");

@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use model::{Caller, Cloud, Kind, ModelError, Standard, TagEdit, Timestamp};
+use model::{Caller, Cloud, ModelError, Stored, TagEdit, Timestamp};
 use serde_json::{Value, json};
 
 use super::body::{self, Attrs};
@@ -24,9 +24,9 @@ use crate::error::ApiError;
 use crate::state::{App, now};
 
 /// A Neutron collection, implemented by its model type in its own module.
-pub trait Collection: Sized + Send + Sync + 'static {
-    /// The kind of record the model stores it as.
-    const KIND: Kind;
+/// Its kind, standard attributes, visibility and lookups come from the
+/// model's [`Stored`].
+pub trait Collection: Stored + Send + Sync {
     /// Its URL segment (`security-groups`) and JSON keys.
     const PATH: &'static str;
     const SINGULAR: &'static str;
@@ -54,15 +54,6 @@ pub trait Collection: Sized + Send + Sync + 'static {
         action: Action<Self>,
         now: Timestamp,
     ) -> Result<Option<Self>, ModelError>;
-
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self>;
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self>;
-    fn standard(&self) -> &Standard;
-
-    /// Whether `caller` may see it at all (others get 404): by default, their own.
-    fn visible(&self, _cloud: &Cloud, caller: &Caller) -> bool {
-        caller.owns(&self.standard().project_id)
-    }
 
     /// One attribute of its own (not a standard one); `None` if hidden from `caller`.
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value>;
@@ -188,7 +179,7 @@ fn list_page<C: Collection>(
 ) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let attribute = |r: &C, name: &str| shown(app, cloud, caller, r, name);
     let matching: Vec<&C> = C::all(cloud)
-        .filter(|r| r.visible(cloud, caller))
+        .filter(|r| r.visible_to(cloud, caller))
         .filter(|r| q.matches(&r.standard().tags, |name| attribute(r, name)))
         .collect();
     let (page, links) = q.page(
@@ -211,7 +202,7 @@ fn visible<'a, C: Collection>(
     id: &str,
 ) -> Result<&'a C, ApiError> {
     C::get(cloud, id)
-        .filter(|r| r.visible(cloud, caller))
+        .filter(|r| r.visible_to(cloud, caller))
         .ok_or_else(|| ModelError::not_found(C::KIND, id).into())
 }
 

@@ -10,7 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use model::{
     Caller, Cloud, FloatingIp, FloatingIpCreate, FloatingIpUpdate, Kind, ModelError,
-    PortForwarding, PortForwardingRequest, PortStatus, Standard, Timestamp,
+    PortForwarding, PortForwardingRequest, PortStatus, Stored, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -21,7 +21,6 @@ use crate::error::ApiError;
 use crate::state::{App, now};
 
 impl Collection for FloatingIp {
-    const KIND: Kind = Kind::FloatingIp;
     const PATH: &'static str = "floatingips";
     const SINGULAR: &'static str = "floatingip";
     const PLURAL: &'static str = "floatingips";
@@ -94,14 +93,6 @@ impl Collection for FloatingIp {
         })
     }
 
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.floating_ips()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.floating_ip(id)
-    }
-
     async fn call(app: Arc<App>, headers: HeaderMap, call: Call) -> Result<Response, ApiError> {
         if call.sub != "port_forwardings" {
             return Err(ApiError::not_found());
@@ -122,10 +113,6 @@ impl Collection for FloatingIp {
         };
         let caller = caller(&app, &headers)?;
         forwarding(&app, &caller, &id, action).await
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
     }
 
     fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
@@ -228,7 +215,7 @@ async fn forwarding(
             let cloud = app.read();
             let fip = cloud
                 .floating_ip(fip_id)
-                .filter(|f| f.visible(&cloud, caller))
+                .filter(|f| f.visible_to(&cloud, caller))
                 .ok_or_else(|| ModelError::not_found(Kind::FloatingIp, fip_id))?;
             match one_id {
                 None => Json(json!({

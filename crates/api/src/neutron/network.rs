@@ -1,9 +1,7 @@
 //! `/v2.0/networks`: a network's attributes in, its view out. The rules
 //! (provider segments, sharing, MTU) are the model's.
 
-use model::{
-    Caller, Cloud, Kind, ModelError, Network, NetworkCreate, NetworkUpdate, Standard, Timestamp,
-};
+use model::{Caller, Cloud, ModelError, Network, NetworkCreate, NetworkUpdate, Timestamp};
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
@@ -11,7 +9,6 @@ use super::collection::{Action, Collection};
 use crate::error::ApiError;
 
 impl Collection for Network {
-    const KIND: Kind = Kind::Network;
     const PATH: &'static str = "networks";
     const SINGULAR: &'static str = "network";
     const PLURAL: &'static str = "networks";
@@ -94,22 +91,6 @@ impl Collection for Network {
             Action::Update(id, req) => Some(cloud.update_network(caller, &id, req, now)?),
             Action::Delete(id) => cloud.delete_network(caller, &id).map(|()| None)?,
         })
-    }
-
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.networks()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.network(id)
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-
-    fn visible(&self, cloud: &Cloud, caller: &Caller) -> bool {
-        cloud.can_see_network(caller, self)
     }
 
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {

@@ -2,8 +2,8 @@
 //! options, binding) in, its view out, with the binding as the hosts make it.
 
 use model::{
-    AddressPairRequest, Caller, Cloud, ExtraDhcpOpt, Kind, MacAddr, ModelError, Port, PortCreate,
-    PortUpdate, Standard, Timestamp,
+    AddressPairRequest, Caller, Cloud, ExtraDhcpOpt, MacAddr, ModelError, Port, PortCreate,
+    PortUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -15,7 +15,6 @@ use crate::error::ApiError;
 use crate::state::App;
 
 impl Collection for Port {
-    const KIND: Kind = Kind::Port;
     const PATH: &'static str = "ports";
     const SINGULAR: &'static str = "port";
     const PLURAL: &'static str = "ports";
@@ -74,22 +73,10 @@ impl Collection for Port {
         })
     }
 
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.ports()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.port(id)
-    }
-
     /// A port's binding depends on its host's agent, which only the API
     /// knows (see `binding`).
     fn adjust(&self, app: &App, cloud: &Cloud, name: &str, value: &mut Value) {
         binding::adjust(cloud, &app.hosts, self, name, value);
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
     }
 
     fn own_attribute(&self, _: &Cloud, caller: &Caller, name: &str) -> Option<Value> {

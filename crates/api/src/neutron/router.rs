@@ -8,8 +8,8 @@ use axum::Json;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use model::{
-    Caller, Cloud, GatewayRequest, HostRoute, InterfaceInfo, InterfaceRequest, Kind, ModelError,
-    Router, RouterCreate, RouterUpdate, Standard, Timestamp,
+    Caller, Cloud, GatewayRequest, HostRoute, InterfaceInfo, InterfaceRequest, ModelError, Router,
+    RouterCreate, RouterUpdate, Timestamp,
 };
 use serde_json::{Map, Value, json};
 
@@ -21,7 +21,6 @@ use crate::error::ApiError;
 use crate::state::{App, now};
 
 impl Collection for Router {
-    const KIND: Kind = Kind::Router;
     const PATH: &'static str = "routers";
     const SINGULAR: &'static str = "router";
     const PLURAL: &'static str = "routers";
@@ -73,14 +72,6 @@ impl Collection for Router {
         })
     }
 
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.routers()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.router(id)
-    }
-
     async fn call(app: Arc<App>, headers: HeaderMap, call: Call) -> Result<Response, ApiError> {
         match (call.method, call.item) {
             (Method::PUT, None) => {
@@ -89,10 +80,6 @@ impl Collection for Router {
             }
             _ => Err(ApiError::not_found()),
         }
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
     }
 
     fn own_attribute(&self, _: &Cloud, caller: &Caller, name: &str) -> Option<Value> {

@@ -2,8 +2,8 @@
 //! rule's attributes in, their views out. Rule semantics are the model's.
 
 use model::{
-    Caller, Cloud, Kind, ModelError, RuleCreate, SecurityGroup, SecurityGroupCreate,
-    SecurityGroupRule, SecurityGroupUpdate, Standard, Timestamp,
+    Caller, Cloud, ModelError, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
+    SecurityGroupUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -13,7 +13,6 @@ use crate::error::ApiError;
 
 impl Collection for SecurityGroup {
     const LIST_ENSURES_DEFAULT_GROUP: bool = true;
-    const KIND: Kind = Kind::SecurityGroup;
     const PATH: &'static str = "security-groups";
     const SINGULAR: &'static str = "security_group";
     const PLURAL: &'static str = "security_groups";
@@ -61,18 +60,6 @@ impl Collection for SecurityGroup {
         })
     }
 
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.security_groups()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.security_group(id)
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
         Some(match name {
             "stateful" => json!(self.stateful),
@@ -95,7 +82,6 @@ impl Collection for SecurityGroup {
 }
 
 impl Collection for SecurityGroupRule {
-    const KIND: Kind = Kind::SecurityGroupRule;
     const PATH: &'static str = "security-group-rules";
     const SINGULAR: &'static str = "security_group_rule";
     const PLURAL: &'static str = "security_group_rules";
@@ -171,18 +157,6 @@ impl Collection for SecurityGroupRule {
                 .delete_security_group_rule(caller, &id, now)
                 .map(|()| None)?,
         })
-    }
-
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.security_group_rules()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.security_group_rule(id)
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
     }
 
     fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {

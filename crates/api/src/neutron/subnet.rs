@@ -2,8 +2,8 @@
 //! in, its view out. Addressing rules are the model's.
 
 use model::{
-    Caller, Cloud, HostRoute, IpRange, Ipv6Mode, Kind, ModelError, Standard, Subnet, SubnetCreate,
-    SubnetUpdate, Timestamp,
+    Caller, Cloud, HostRoute, IpRange, Ipv6Mode, ModelError, Subnet, SubnetCreate, SubnetUpdate,
+    Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -13,7 +13,6 @@ use super::views::routes_json;
 use crate::error::ApiError;
 
 impl Collection for Subnet {
-    const KIND: Kind = Kind::Subnet;
     const PATH: &'static str = "subnets";
     const SINGULAR: &'static str = "subnet";
     const PLURAL: &'static str = "subnets";
@@ -107,22 +106,6 @@ impl Collection for Subnet {
             Action::Update(id, req) => Some(cloud.update_subnet(caller, &id, req, now)?),
             Action::Delete(id) => cloud.delete_subnet(caller, &id, now).map(|()| None)?,
         })
-    }
-
-    fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {
-        cloud.subnets()
-    }
-
-    fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self> {
-        cloud.subnet(id)
-    }
-
-    fn standard(&self) -> &Standard {
-        &self.std
-    }
-
-    fn visible(&self, cloud: &Cloud, caller: &Caller) -> bool {
-        cloud.can_see_subnet(caller, self)
     }
 
     fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {

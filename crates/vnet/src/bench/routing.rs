@@ -8,7 +8,7 @@
 
 use serde_json::json;
 
-use super::security::{call, create, iperf, median};
+use super::security::{call, create, iperf, median, wait_for_iperf_server};
 use crate::BoxError;
 use crate::lab::{self, LabState, run};
 
@@ -182,20 +182,6 @@ fn measure(
 
 fn iperf_server(netns: &str) -> Result<(), BoxError> {
     run("ip", &["netns", "exec", netns, "iperf3", "-s", "-D"])?;
-    Ok(())
-}
-
-/// Until `from` can open TCP to the iperf3 server at `to` (30 s at most).
-fn wait_for_iperf_server(from: &str, to: &str) -> Result<(), BoxError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let probe = [
-        "netns", "exec", from, "busybox", "nc", "-w", "1", to, "5201",
-    ];
-    while run("ip", &probe).is_err() {
-        if std::time::Instant::now() > deadline {
-            return Err(format!("{to}:5201 not reachable from {from} after 30 s").into());
-        }
-    }
     Ok(())
 }
 

@@ -129,6 +129,20 @@ pub(super) fn iperf(client_ns: &str, server_ip: &str, seconds: u32) -> Result<f6
         .ok_or_else(|| "iperf3 gave no result".into())
 }
 
+/// Until `from` can open TCP to the iperf3 server at `to` (30 s at most).
+pub(super) fn wait_for_iperf_server(from: &str, to: &str) -> Result<(), BoxError> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let probe = [
+        "netns", "exec", from, "busybox", "nc", "-w", "1", to, "5201",
+    ];
+    while run("ip", &probe).is_err() {
+        if Instant::now() > deadline {
+            return Err(format!("{to}:5201 not reachable from {from} after 30 s").into());
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn median(mut xs: Vec<f64>) -> f64 {
     xs.sort_by(f64::total_cmp);
     xs.get(xs.len() / 2).copied().unwrap_or(0.0)
@@ -242,24 +256,7 @@ impl Pair {
     /// Wait until the client can open TCP to the iperf3 server (the rules
     /// converged).
     fn reachable(&self) -> Result<(), BoxError> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let probe = [
-            "netns",
-            "exec",
-            &self.client_ns,
-            "busybox",
-            "nc",
-            "-w",
-            "1",
-            &self.server_ip,
-            "5201",
-        ];
-        while run("ip", &probe).is_err() {
-            if Instant::now() > deadline {
-                return Err(format!("{}:5201 not reachable after 30 s", self.server_ip).into());
-            }
-        }
-        Ok(())
+        wait_for_iperf_server(&self.client_ns, &self.server_ip)
     }
 
     fn iperf(&self, seconds: u32) -> Result<f64, BoxError> {

@@ -290,14 +290,20 @@ pub fn default_route(vm: &Vm, gateway: &str) {
 /// Sends one line over TCP from namespace `from` to `ip:port`, where `to`
 /// listens; what `to` got.
 pub fn tcp(from: &Netns, to: &Netns, ip: &str, port: u16) -> String {
+    tcp_via(from, to, ip, port, port)
+}
+
+/// As [`tcp`], sent to `ip:port` while `to` listens on `listen` (a port
+/// forwarding between them).
+pub fn tcp_via(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> String {
     let mut listener = to.command("busybox");
     listener
-        .args(["nc", "-l", "-p", &port.to_string()])
+        .args(["nc", "-l", "-p", &listen.to_string()])
         .stdout(std::process::Stdio::piped());
     let mut listener = listener.spawn().unwrap();
     wait_for("the listener", Duration::from_secs(5), || {
         to.exec("busybox", &["netstat", "-ltn"])
-            .is_ok_and(|o| o.contains(&format!(":{port}")))
+            .is_ok_and(|o| o.contains(&format!(":{listen} ")))
     });
     // A connection that fails leaves the listener waiting: end it.
     let sent = from.sh(&format!("echo hello | busybox nc -w 2 {ip} {port}"));
