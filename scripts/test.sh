@@ -55,22 +55,9 @@ cargo clippy --version >/dev/null 2>&1 || die "clippy missing: rustup component 
 # --- Python virtualenvs: the pinned clients, and Keystone apart ---------------
 # Keystone's server-side dependencies must not move the clients' pins, so it
 # gets a venv of its own (about 40 s to install on 2 cores).
-make_venv() { # VENV REQUIREMENTS
-    local venv=$1 requirements=$2 stamp
-    stamp="$(python3 --version 2>&1) $(sha256sum "$requirements" | cut -d' ' -f1)"
-    if [ -x "$venv/bin/python" ] && [ "$(cat "$venv/.installed" 2>/dev/null)" = "$stamp" ]; then
-        step "Python venv up to date ($venv)"
-        return
-    fi
-    step "creating Python venv at $venv"
-    rm -rf "$venv"
-    python3 -m venv "$venv" || die "python3 -m venv $venv"
-    "$venv/bin/pip" install --disable-pip-version-check --quiet -r "$requirements" \
-        || die "pip install -r $requirements"
-    echo "$stamp" >"$venv/.installed"
-}
-make_venv "$VENV" "$REQUIREMENTS"
-make_venv "$KEYSTONE_VENV" "$KEYSTONE_REQUIREMENTS"
+. scripts/venv.sh
+make_venv "$VENV" "$REQUIREMENTS" || die "venv $VENV"
+make_venv "$KEYSTONE_VENV" "$KEYSTONE_REQUIREMENTS" || die "venv $KEYSTONE_VENV"
 
 # --- Rust checks -------------------------------------------------------------
 run cargo fmt --all -- --check
@@ -84,5 +71,9 @@ VNET_BIN=$TARGET_DIR/debug/vnet
 step "pytest tests/compat (VNET_BIN=$VNET_BIN)"
 VNET_BIN=$VNET_BIN KEYSTONE_VENV=$KEYSTONE_VENV "$VENV/bin/python" -m pytest tests/compat -p no:cacheprovider \
     || die "compatibility tests (pytest tests/compat)"
+
+# --- OpenStack's own tests -------------------------------------------------------
+step "tempest.api.network (scripts/tempest.sh)"
+VNET_BIN=$VNET_BIN KEYSTONE_VENV=$KEYSTONE_VENV scripts/tempest.sh || die "tempest.api.network"
 
 step "all checks passed"

@@ -73,7 +73,10 @@ def test_hosts_and_agents_are_for_admins(server, api):
     tenant = server.api(project=uniq("p"), roles="member")
     expect_error(tenant.get("/vnet/v1/hosts"), 403, "PolicyNotAuthorized")
     expect_error(tenant.put(f"/vnet/v1/hosts/{name}", registration(name)), 403, "PolicyNotAuthorized")
-    expect_error(tenant.get("/v2.0/agents"), 403, "PolicyNotAuthorized")
+    # As Neutron: a member lists no agents and finds none.
+    assert tenant.get("/v2.0/agents").json() == {"agents": []}
+    agent = api.get("/v2.0/agents", params={"host": name}).json()["agents"][0]
+    expect_error(tenant.get(f"/v2.0/agents/{agent['id']}"), 404, "AgentNotFound")
 
 
 def test_bad_registrations_are_refused(api):

@@ -222,10 +222,11 @@ pub fn build_rule(
             {
                 return Err(ModelError::SecurityGroupInvalidPortValue { port });
             }
-            if let (Some(lo), Some(hi)) = (min, max)
-                && lo > hi
-            {
-                return Err(ModelError::SecurityGroupInvalidPortRange);
+            // Neutron: a port range names both ends (the same port for one).
+            match (min, max) {
+                (None, None) => {}
+                (Some(lo), Some(hi)) if lo <= hi => {}
+                _ => return Err(ModelError::SecurityGroupInvalidPortRange),
             }
         }
         Some(n) if is_icmp(n) => {
@@ -322,6 +323,13 @@ mod tests {
         assert!(matches!(
             rule(|r| r.port_range_min = Some(22)),
             Err(ModelError::SecurityGroupProtocolRequiredWithPorts)
+        ));
+        assert!(matches!(
+            rule(|r| {
+                r.protocol = Some("tcp".into());
+                r.port_range_max = Some(6);
+            }),
+            Err(ModelError::SecurityGroupInvalidPortRange)
         ));
         assert!(matches!(
             rule(|r| {

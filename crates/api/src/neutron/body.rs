@@ -108,6 +108,21 @@ impl Attrs {
         self.map.remove(name)
     }
 
+    /// An attribute's JSON as given, for a resource's own converter.
+    pub fn value(&mut self, name: &str) -> Option<Value> {
+        self.take(name)
+    }
+
+    /// Neutron's `convert_none_to_empty_list`: for the list attributes that
+    /// have it (routes, host routes, DNS servers, address pairs, a port's
+    /// groups), null means "none".
+    pub fn null_as_empty(&mut self, name: &str) -> &mut Self {
+        if let Some(v @ Value::Null) = self.map.get_mut(name) {
+            *v = Value::Array(Vec::new());
+        }
+        self
+    }
+
     /// An attribute a create must name, read with `get` (e.g. `Attrs::string`).
     pub fn required<T>(
         &mut self,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 34] = [
+const EXTENSIONS: [(&str, &str, &str); 36] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -143,6 +143,11 @@ const EXTENSIONS: [(&str, &str, &str); 34] = [
         "Flag to determine if the security group rule belongs to the project's default security group",
     ),
     (
+        "service-type",
+        "Service Type Management",
+        "API for retrieving service providers for Neutron advanced services",
+    ),
+    (
         "sorting",
         "Sorting support",
         "Extension that indicates that sorting is enabled.",
@@ -172,6 +177,7 @@ const EXTENSIONS: [(&str, &str, &str); 34] = [
         "Stateful security group",
         "Indicates if the security group is stateful or not",
     ),
+    ("tag", "Tag support", "Enables to set tag on resources."),
 ];
 
 fn view((alias, name, description): (&str, &str, &str)) -> Value {

@@ -16,6 +16,7 @@ mod quotas;
 mod request;
 mod router;
 mod security_group;
+mod service_providers;
 mod subnet;
 mod views;
 
@@ -90,6 +91,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2.0/extensions/{alias}", get(extensions::show))
         .route("/v2.0/agents", get(agents::list))
         .route("/v2.0/agents/{id}", get(agents::show))
+        .route("/v2.0/service-providers", get(service_providers::list))
         .route("/v2.0/quotas", get(quotas::list))
         .route(
             "/v2.0/quotas/{project}",

@@ -131,15 +131,16 @@ fn pair_ip(net: &ipnet::IpNet) -> String {
 
 fn address_pairs(a: &mut Attrs) -> Result<Option<Vec<AddressPairRequest>>, ApiError> {
     let attr = "allowed_address_pairs";
-    a.objects(attr, &["ip_address", "mac_address"], |f| {
-        let ip = f
-            .str("ip_address")?
-            .ok_or_else(|| ApiError::bad_request("AllowedAddressPair must contain ip_address"))?;
-        Ok(AddressPairRequest {
-            ip_address: model_prefix(ip)?,
-            mac_address: f.str("mac_address")?.map(|s| mac(attr, s)).transpose()?,
+    a.null_as_empty(attr)
+        .objects(attr, &["ip_address", "mac_address"], |f| {
+            let ip = f.str("ip_address")?.ok_or_else(|| {
+                ApiError::bad_request("AllowedAddressPair must contain ip_address")
+            })?;
+            Ok(AddressPairRequest {
+                ip_address: model_prefix(ip)?,
+                mac_address: f.str("mac_address")?.map(|s| mac(attr, s)).transpose()?,
+            })
         })
-    })
 }
 
 fn model_prefix(text: &str) -> Result<ipnet::IpNet, ApiError> {
@@ -187,7 +188,9 @@ fn port_attributes(a: &mut Attrs) -> Result<PortUpdate, ApiError> {
         device_id: a.string("device_id")?,
         device_owner: a.string("device_owner")?,
         fixed_ips: fixed_ips(a, "fixed_ips")?,
-        security_groups: a.string_list("security_groups")?,
+        security_groups: a
+            .null_as_empty("security_groups")
+            .string_list("security_groups")?,
         port_security_enabled: a.bool("port_security_enabled")?,
         allowed_address_pairs: address_pairs(a)?,
         extra_dhcp_opts: extra_dhcp_opts(a)?,

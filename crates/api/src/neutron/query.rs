@@ -186,6 +186,47 @@ impl ListQuery {
         }
         Ok((page, links))
     }
+
+    /// A list answer built from rendered views of things that are no stored
+    /// collection (agents, service providers): filtered, paged, trimmed to
+    /// `fields`, with `{plural}_links`. Views without an `id` page by their
+    /// `name`.
+    pub fn render_values(
+        &self,
+        views: Vec<Value>,
+        collection_url: &str,
+        plural: &str,
+    ) -> Result<Value, ApiError> {
+        let views: Vec<Value> = views
+            .into_iter()
+            .filter(|v| self.matches(&[], |name| v.get(name).cloned()))
+            .collect();
+        let (page, links) = self.page(
+            views,
+            |v| {
+                v.get("id")
+                    .or_else(|| v.get("name"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+            },
+            |v, k| v.get(k).cloned(),
+            collection_url,
+        )?;
+        let page: Vec<Value> = page
+            .into_iter()
+            .map(|mut v| {
+                if let (false, Some(m)) = (self.fields.is_empty(), v.as_object_mut()) {
+                    m.retain(|k, _| self.fields.iter().any(|f| f == k));
+                }
+                v
+            })
+            .collect();
+        let mut out = json!({ plural: page });
+        if !links.is_empty() {
+            out[format!("{plural}_links")] = Value::Array(links);
+        }
+        Ok(out)
+    }
 }
 
 fn value_matches(attr: &str, value: &Value, wanted: &str) -> bool {

@@ -130,21 +130,23 @@ fn gateway(a: &mut Attrs) -> Result<Option<Option<GatewayRequest>>, ApiError> {
 }
 
 fn routes(a: &mut Attrs) -> Result<Option<Vec<HostRoute>>, ApiError> {
-    a.objects("routes", &["destination", "nexthop"], |f| {
-        match (f.str("destination")?, f.ip("nexthop")?) {
-            (Some(dest), Some(nexthop)) => Ok(HostRoute {
-                destination: dest
-                    .parse::<ipnet::IpNet>()
-                    .map(|n| n.trunc())
-                    .map_err(|_| invalid("routes", format!("'{dest}' is not a valid IP subnet")))?,
-                nexthop,
-            }),
-            _ => Err(invalid(
-                "routes",
-                "a route needs a destination and a nexthop",
-            )),
-        }
-    })
+    a.null_as_empty("routes")
+        .objects("routes", &["destination", "nexthop"], |f| {
+            match (f.str("destination")?, f.ip("nexthop")?) {
+                (Some(dest), Some(nexthop)) => {
+                    Ok(HostRoute {
+                        destination: dest.parse::<ipnet::IpNet>().map(|n| n.trunc()).map_err(
+                            |_| invalid("routes", format!("'{dest}' is not a valid IP subnet")),
+                        )?,
+                        nexthop,
+                    })
+                }
+                _ => Err(invalid(
+                    "routes",
+                    "a route needs a destination and a nexthop",
+                )),
+            }
+        })
 }
 
 const ROUTER_READ_ONLY: [&str; 3] = ["status", "availability_zones", "flavor_id"];

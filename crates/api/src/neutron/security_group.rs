@@ -1,6 +1,7 @@
 //! `/v2.0/security-groups` and `/v2.0/security-group-rules`: a group's and a
 //! rule's attributes in, their views out. Rule semantics are the model's.
 
+use axum::http::StatusCode;
 use model::{
     Caller, Cloud, ModelError, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
     SecurityGroupUpdate, Timestamp,
@@ -113,8 +114,8 @@ impl Collection for SecurityGroupRule {
             direction: a.string("direction")?,
             ethertype: a.string("ethertype")?,
             protocol,
-            port_range_min: a.u32("port_range_min")?,
-            port_range_max: a.u32("port_range_max")?,
+            port_range_min: port_value(&mut a, "port_range_min")?,
+            port_range_max: port_value(&mut a, "port_range_max")?,
             remote_ip_prefix: a.nullable_string("remote_ip_prefix")?,
             remote_group_id: a.nullable_string("remote_group_id")?,
         };
@@ -178,5 +179,36 @@ impl Collection for SecurityGroupRule {
             ),
             _ => return None,
         })
+    }
+}
+
+/// Neutron's `convert_validate_port_value`: null, or a port number (integer
+/// or decimal string) from 0 to 65535; anything else, negative numbers
+/// included, is an invalid port value, named as given.
+fn port_value(a: &mut Attrs, name: &str) -> Result<Option<u32>, ApiError> {
+    let value = match a.value(name) {
+        None | Some(Value::Null) => return Ok(None),
+        Some(v) => v,
+    };
+    let port = match &value {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse::<u64>().ok(),
+        _ => None,
+    };
+    match port
+        .and_then(|p| u32::try_from(p).ok())
+        .filter(|p| *p <= 65535)
+    {
+        Some(p) => Ok(Some(p)),
+        None => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "SecurityGroupInvalidPortValue",
+            format!(
+                "Invalid value for port {}.",
+                value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned)
+            ),
+        )),
     }
 }

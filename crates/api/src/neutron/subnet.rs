@@ -49,7 +49,9 @@ impl Collection for Subnet {
             cidr,
             gateway_ip: a.nullable_ip("gateway_ip")?,
             allocation_pools: pools(&mut a)?,
-            dns_nameservers: a.ip_list("dns_nameservers")?,
+            dns_nameservers: a
+                .null_as_empty("dns_nameservers")
+                .ip_list("dns_nameservers")?,
             host_routes: host_routes(&mut a)?,
             enable_dhcp: a.bool("enable_dhcp")?,
             ipv6_ra_mode: ipv6_mode(&mut a, "ipv6_ra_mode")?,
@@ -79,7 +81,9 @@ impl Collection for Subnet {
             description: a.string_or_null("description")?,
             gateway_ip: a.nullable_ip("gateway_ip")?,
             allocation_pools: pools(&mut a)?,
-            dns_nameservers: a.ip_list("dns_nameservers")?,
+            dns_nameservers: a
+                .null_as_empty("dns_nameservers")
+                .ip_list("dns_nameservers")?,
             host_routes: host_routes(&mut a)?,
             enable_dhcp: a.bool("enable_dhcp")?,
         };
@@ -158,17 +162,18 @@ fn pools(a: &mut Attrs) -> Result<Option<Vec<IpRange>>, ApiError> {
 }
 
 fn host_routes(a: &mut Attrs) -> Result<Option<Vec<HostRoute>>, ApiError> {
-    a.objects("host_routes", &["destination", "nexthop"], |f| {
-        match (f.str("destination")?, f.ip("nexthop")?) {
-            (Some(dest), Some(nexthop)) => Ok(HostRoute {
-                destination: dest.parse().map_err(|_| {
-                    ApiError::invalid_input(format!("{dest} is not in a CIDR format"))
-                })?,
-                nexthop,
-            }),
-            _ => Err(ApiError::invalid_input(
-                "a host route needs a destination and a nexthop",
-            )),
-        }
-    })
+    a.null_as_empty("host_routes")
+        .objects("host_routes", &["destination", "nexthop"], |f| {
+            match (f.str("destination")?, f.ip("nexthop")?) {
+                (Some(dest), Some(nexthop)) => Ok(HostRoute {
+                    destination: dest.parse().map_err(|_| {
+                        ApiError::invalid_input(format!("{dest} is not in a CIDR format"))
+                    })?,
+                    nexthop,
+                }),
+                _ => Err(ApiError::invalid_input(
+                    "a host route needs a destination and a nexthop",
+                )),
+            }
+        })
 }

@@ -3,7 +3,9 @@
 //! of a network's subnets or ports beyond the indexes it reads.
 
 use super::{Caller, Cloud, Record, l3, set, stored};
-use crate::{Kind, ModelError, Network, NetworkCreate, NetworkUpdate, Resource, Timestamp};
+use crate::{
+    Kind, ModelError, Network, NetworkCreate, NetworkUpdate, OWNER_FLOATING_IP, Resource, Timestamp,
+};
 
 impl Record for Network {
     stored!(Network in networks);
@@ -253,6 +255,23 @@ impl Cloud {
 
     pub fn delete_network(&mut self, caller: &Caller, id: &str) -> Result<(), ModelError> {
         self.writable(caller, Kind::Network, id)?;
+        // As Neutron: an external network's floating IPs that nothing uses
+        // (no port, no forwarding) go with it; the rest keep it in use.
+        let free_floating_ips: Vec<(String, String)> = self
+            .network_ports
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter_map(|p| self.ports.get(p))
+            .filter(|p| p.device_owner == OWNER_FLOATING_IP)
+            .filter_map(|p| self.floating_ips.get(&p.device_id))
+            .filter(|f| f.association.is_none() && f.port_forwardings.is_empty())
+            .map(|f| (f.std.id.clone(), f.floating_port_id.clone()))
+            .collect();
+        for (fip, port) in free_floating_ips {
+            self.remove(Kind::Port, &port);
+            self.remove(Kind::FloatingIp, &fip);
+        }
         if let Some(ports) = self.network_ports.get(id).filter(|p| !p.is_empty()) {
             return Err(ModelError::NetworkInUse {
                 id: id.to_owned(),
