@@ -44,6 +44,24 @@ def test_router_with_gateway_has_neutrons_shape(tenant, external):
     assert not t.list("ports", {"device_id": router["id"]})
 
 
+def test_routers_are_distributed_and_say_so_to_admins(tenant, api, cli):
+    """The `dvr` extension: every vnet router routes on the sending host."""
+    t = tenant()
+    r = t.create("routers", name=uniq("r"))
+    admin_view = api.show("routers", r["id"])
+    assert admin_view["distributed"] is True and admin_view["ha"] is False
+    # The flags are the operator's, as in Neutron's policy.
+    for flag in ("distributed", "ha"):
+        expect_error(t.post("/v2.0/routers", {"router": {flag: True}}), 403, "PolicyNotAuthorized")
+    name = uniq("r")
+    made = cli.json("router", "create", "--distributed", "--no-ha", name)
+    assert cli.json("router", "show", made["id"])["distributed"] is True
+    # What vnet does not do is refused, and changes nothing.
+    expect_error(api.post("/v2.0/routers", {"router": {"distributed": False}}), 400, "InvalidInput")
+    expect_error(api.put(f"/v2.0/routers/{r['id']}", {"router": {"ha": True}}), 400, "InvalidInput")
+    assert api.show("routers", r["id"])["revision_number"] == r["revision_number"]
+
+
 def test_external_networks_are_admin_made_and_everyone_sees_them(tenant, external):
     t = tenant()
     expect_error(

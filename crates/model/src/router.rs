@@ -50,6 +50,11 @@ pub struct RouterUpdate {
     /// `Some(None)`: remove the gateway.
     pub gateway: Option<Option<GatewayRequest>>,
     pub routes: Option<Vec<HostRoute>>,
+    /// Neutron's `dvr` and `l3-ha` flags, the operator's to set. vnet's
+    /// routers are always distributed, and never HA in Neutron's sense
+    /// (standby copies): only the values that say so are taken.
+    pub distributed: Option<bool>,
+    pub ha: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 36] = [
+const EXTENSIONS: [(&str, &str, &str); 37] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -20,6 +20,11 @@ const EXTENSIONS: [(&str, &str, &str); 36] = [
         "binding",
         "Port Binding",
         "Expose port bindings of a virtual port to external application",
+    ),
+    (
+        "dvr",
+        "Distributed Virtual Router",
+        "Enables configuration of Distributed Virtual Routers.",
     ),
     (
         "empty-string-filtering",

@@ -45,14 +45,12 @@ impl Collection for Router {
             availability_zone_hints: a.string_list("availability_zone_hints")?,
             attributes: router_attributes(&mut a)?,
         };
-        router_flags(&mut a)?;
         a.finish(&read_only(&ROUTER_READ_ONLY))?;
         Ok(req)
     }
 
     fn parse_update(mut a: Attrs) -> Result<RouterUpdate, ApiError> {
         let req = router_attributes(&mut a)?;
-        router_flags(&mut a)?;
         let mut ro = read_only(&ROUTER_READ_ONLY);
         ro.extend(["project_id", "tenant_id", "availability_zone_hints"]);
         a.finish(&ro)?;
@@ -96,7 +94,8 @@ impl Collection for Router {
             },
             "routes" => routes_json(&self.routes),
             // Neutron shows these to admins only.
-            "distributed" | "ha" if caller.is_admin => json!(false),
+            "distributed" if caller.is_admin => json!(true),
+            "ha" if caller.is_admin => json!(false),
             "availability_zone_hints" => json!(self.availability_zone_hints),
             "availability_zones" => json!([]),
             "flavor_id" => Value::Null,
@@ -158,22 +157,13 @@ fn router_attributes(a: &mut Attrs) -> Result<RouterUpdate, ApiError> {
         admin_state_up: a.bool("admin_state_up")?,
         gateway: gateway(a)?,
         routes: routes(a)?,
+        distributed: a.bool("distributed")?,
+        ha: a.bool("ha")?,
     })
 }
 
 /// `distributed` and `ha` are accepted as Neutron's defaults: vnet's routers
 /// are neither (their data plane is not built yet).
-fn router_flags(a: &mut Attrs) -> Result<(), ApiError> {
-    for flag in ["distributed", "ha"] {
-        if a.bool(flag)? == Some(true) {
-            return Err(ApiError::invalid_input(format!(
-                "'{flag}' routers are not supported"
-            )));
-        }
-    }
-    Ok(())
-}
-
 /// The body of `add_router_interface`/`remove_router_interface`.
 fn interface(mut a: Attrs) -> Result<InterfaceRequest, ApiError> {
     let req = InterfaceRequest {

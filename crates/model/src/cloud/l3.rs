@@ -55,6 +55,30 @@ impl Record for FloatingIp {
     }
 }
 
+/// `distributed` and `ha` are admin-only, as in Neutron's policy; of their
+/// values only the true ones are taken: every vnet router is distributed
+/// (routed on the sending host) and none keeps standby copies.
+fn check_router_flags(caller: &Caller, verb: &str, req: &RouterUpdate) -> Result<(), ModelError> {
+    for (flag, given) in [("distributed", req.distributed), ("ha", req.ha)] {
+        if given.is_some() && !caller.is_admin {
+            return Err(ModelError::Forbidden(format!(
+                "(rule:{verb}_router:{flag}) is disallowed by policy"
+            )));
+        }
+    }
+    if req.distributed == Some(false) {
+        return Err(ModelError::invalid(
+            "vnet routers are always distributed: centralized routers are not supported",
+        ));
+    }
+    if req.ha == Some(true) {
+        return Err(ModelError::invalid(
+            "HA routers are not supported: a router's gateway moves to another gateway host when its host dies",
+        ));
+    }
+    Ok(())
+}
+
 impl Cloud {
     pub fn routers(&self) -> impl Iterator<Item = &Router> {
         self.routers.values()
@@ -101,6 +125,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<Router, ModelError> {
         let project_id = self.project_for(caller, req.project_id)?;
+        check_router_flags(caller, "create", &req.attributes)?;
         self.check_quota(&project_id, Kind::Router)?;
         let a = req.attributes;
         let mut router = Router {
@@ -130,6 +155,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<Router, ModelError> {
         let mut router = self.writable_as::<Router>(caller, id)?;
+        check_router_flags(caller, "update", &req)?;
         set(&mut router.std.name, req.name);
         set(&mut router.std.description, req.description);
         set(&mut router.admin_state_up, req.admin_state_up);
