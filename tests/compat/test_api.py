@@ -77,10 +77,14 @@ def test_extensions_list_what_is_implemented(api):
         "extraroute-atomic",
         "fip-port-details",
         "floating-ip-port-forwarding",
+        "dvr",
+        "service-type",
+        "tag",
+        "quota-check-limit",
     }
     assert implemented <= set(aliases), f"missing: {sorted(implemented - set(aliases))}"
     # Not part of vnet yet, so not advertised ("exactly what is implemented").
-    absent = {"trunk", "dvr", "l3-ha", "qos", "segment", "metering", "l3-flavors"}
+    absent = {"trunk", "l3-ha", "qos", "segment", "metering", "l3-flavors"}
     assert not absent & set(aliases), f"advertised but not implemented: {absent & set(aliases)}"
 
 
@@ -982,6 +986,21 @@ def test_if_match_delete(api):
     expect(resp, 204)
 
 
+def test_if_match_takes_any_integer(api):
+    """Neutron reads N as an integer: a negative one is a mismatch, not a bad header."""
+    net = api.network()
+    resp = api.put(
+        f"/v2.0/networks/{net['id']}",
+        {"network": {"name": "x"}},
+        headers={"If-Match": "revision_number=-1"},
+    )
+    expect_error(resp, 412, "RevisionNumberConstraintFailed")
+    resp = api.put(
+        f"/v2.0/networks/{net['id']}", {"network": {"name": "x"}}, headers={"If-Match": "rev=1"}
+    )
+    expect_error(resp, 400, "HTTPBadRequest")
+
+
 def test_if_match_on_security_group_and_subnet(api):
     net, sub = api.network_with_subnet("10.34.0.0/24")
     resp = api.put(
@@ -1256,6 +1275,33 @@ def test_ext_net_mtu_writable(api):
     assert api.update("networks", net["id"], mtu=1400)["mtu"] == 1400
     resp = api.post("/v2.0/networks", {"network": {"name": uniq("net"), "mtu": 9000}})
     expect_error(resp, 400, {"InvalidInput", "HTTPBadRequest"})
+
+
+def test_ipv6_needs_an_mtu_of_1280(api):
+    net = api.network(mtu=1279)
+    resp = api.post(
+        "/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 6, "cidr": "fd00:1::/64"}}
+    )
+    expect_error(resp, 400, "InvalidInput")
+    api.update("networks", net["id"], mtu=1280)
+    api.subnet(net["id"], "fd00:1::/64")
+    resp = api.put(f"/v2.0/networks/{net['id']}", {"network": {"mtu": 1279}})
+    expect_error(resp, 400, "InvalidInput")
+    assert api.show("networks", net["id"])["mtu"] == 1280
+    # IPv4 alone goes down to 68.
+    v4, _ = api.network_with_subnet("10.62.0.0/24")
+    assert api.update("networks", v4["id"], mtu=68)["mtu"] == 68
+
+
+def test_subnets_filter_by_their_networks_sharing(api, tenant):
+    shared = api.network(shared=True)
+    s1 = api.subnet(shared["id"], "10.63.0.0/24")
+    private, s2 = api.network_with_subnet("10.64.0.0/24")
+    on_shared = {s["id"] for s in api.list("subnets", {"shared": "true"})}
+    not_shared = {s["id"] for s in api.list("subnets", {"shared": "false"})}
+    assert s1["id"] in on_shared and s1["id"] not in not_shared
+    assert s2["id"] in not_shared and s2["id"] not in on_shared
+    assert "shared" not in s1  # a filter, not an attribute, as in Neutron
 
 
 def test_ext_extra_dhcp_opt(api):

@@ -51,6 +51,23 @@ def test_limits_are_enforced_per_project_and_change_nothing(api, tenant):
     assert expect(api.get(f"/v2.0/quotas/{t.project}"), 200)["quota"]["port"] >= 500
 
 
+def test_check_limit_refuses_a_limit_below_use_and_force_does_not(api, tenant, sdk):
+    """The quota-check-limit extension, as openstacksdk and the CLI send it."""
+    t = tenant()
+    t.network(), t.network()
+    resp = api.put(f"/v2.0/quotas/{t.project}", {"quota": {"network": 1, "check_limit": True}})
+    err = expect_error(resp, 400, "HTTPBadRequest")
+    assert "must be greater than or equal to already used 2" in err["message"]
+    assert expect(api.get(f"/v2.0/quotas/{t.project}"), 200)["quota"]["network"] != 1
+    # `openstack quota set --force` sends force; it sets the limit unchecked.
+    forced = {"quota": {"network": 1, "force": True}}
+    assert expect(api.put(f"/v2.0/quotas/{t.project}", forced), 200)["quota"]["network"] == 1
+    conn = sdk()
+    with pytest.raises(Exception, match="already used 2"):
+        conn.network.update_quota(t.project, networks=0, check_limit=True)
+    assert conn.network.get_quota(t.project).networks == 1
+
+
 def test_quota_errors(api, tenant):
     t = tenant()
     expect_error(t.put(f"/v2.0/quotas/{t.project}", {"quota": {"network": 5}}), 403, "PolicyNotAuthorized")

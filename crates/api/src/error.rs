@@ -128,7 +128,9 @@ impl From<ModelError> for ApiError {
         let message = e.to_string();
         let (status, kind) = match &e {
             M::InvalidInput(_) => (StatusCode::BAD_REQUEST, "InvalidInput"),
-            M::ForeignProject => (StatusCode::BAD_REQUEST, "HTTPBadRequest"),
+            M::ForeignProject | M::QuotaBelowUsage { .. } => {
+                (StatusCode::BAD_REQUEST, "HTTPBadRequest")
+            }
             M::Forbidden(_) => (StatusCode::FORBIDDEN, "PolicyNotAuthorized"),
             M::NotFound { kind, id } => {
                 let (kind_name, tail) = not_found_type(*kind);

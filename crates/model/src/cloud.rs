@@ -313,10 +313,10 @@ impl Cloud {
         caller: &Caller,
         kind: Kind,
         id: &str,
-        expected: u64,
+        expected: i64,
     ) -> Result<(), ModelError> {
         let current = self.visible(caller, kind, id)?.standard().revision_number;
-        if current != expected {
+        if i64::try_from(current) != Ok(expected) {
             return Err(ModelError::RevisionMismatch { expected, current });
         }
         Ok(())

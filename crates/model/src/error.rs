@@ -19,9 +19,18 @@ pub enum ModelError {
     /// Unknown id, or an id the caller may not see (404).
     #[error("{} {id} could not be found.", kind.title())]
     NotFound { kind: Kind, id: String },
+    /// A quota update with `check_limit` below what the project uses (400).
+    #[error(
+        "Quota limit {limit} for {resource} must be greater than or equal to already used {used}"
+    )]
+    QuotaBelowUsage {
+        resource: String,
+        limit: i64,
+        used: usize,
+    },
     /// `If-Match: revision_number=N` did not hold (412).
     #[error("Constrained to {expected}, but current revision is {current}")]
-    RevisionMismatch { expected: u64, current: u64 },
+    RevisionMismatch { expected: i64, current: u64 },
     #[error("IP address {ip} already allocated in subnet {subnet_id}")]
     IpAddressAlreadyAllocated { ip: String, subnet_id: String },
     #[error("No more IP addresses available on network {network_id}.")]

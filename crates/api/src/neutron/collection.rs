@@ -33,6 +33,9 @@ pub trait Collection: Stored + Send + Sync {
     const PLURAL: &'static str;
     /// The attributes beyond the standard ones, in the order Neutron shows them.
     const ATTRIBUTES: &'static [&'static str];
+    /// Attributes a list may filter on that no view shows (Neutron's
+    /// `is_visible: False, is_filter: True`), read through `own_attribute`.
+    const FILTER_ONLY: &'static [&'static str] = &[];
     /// Whether it has the standard `name` (rules and floating IPs do not).
     const NAMED: bool = true;
     /// Listing it gives the caller's project its default security group
@@ -102,9 +105,15 @@ pub fn attribute<C: Collection>(
     standard_attribute(r.standard(), name).or_else(|| r.own_attribute(cloud, caller, name))
 }
 
-/// Every attribute name a collection may show, for query validation.
+/// Every attribute name a list may filter on: what it shows, and its
+/// filter-only attributes.
 pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
-    STANDARD.iter().chain(C::ATTRIBUTES).copied().collect()
+    STANDARD
+        .iter()
+        .chain(C::ATTRIBUTES)
+        .chain(C::FILTER_ONLY)
+        .copied()
+        .collect()
 }
 
 /// The whole object, or only `fields` when some are asked for.

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 37] = [
+const EXTENSIONS: [(&str, &str, &str); 38] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -111,6 +111,11 @@ const EXTENSIONS: [(&str, &str, &str); 37] = [
         "provider",
         "Provider Network",
         "Expose mapping of virtual networks to physical networks",
+    ),
+    (
+        "quota-check-limit",
+        "Quota engine limit check",
+        "Support for checking the resource usage before applying a new quota limit",
     ),
     (
         "quota_details",

@@ -95,10 +95,17 @@ pub async fn update(
     let caller = caller(&app, &headers)?;
     let body: Value = serde_json::from_slice(&body)
         .map_err(|_| ApiError::bad_request("Body contains invalid data"))?;
-    let changes = body
+    let mut quota = body
         .get("quota")
         .and_then(Value::as_object)
-        .ok_or_else(|| ApiError::bad_request("Unable to find 'quota' in request body"))?
+        .cloned()
+        .ok_or_else(|| ApiError::bad_request("Unable to find 'quota' in request body"))?;
+    // The quota-check-limit extension: `check_limit` refuses a limit below
+    // what the project already uses; `force` (the CLI's default) does not
+    // check, which is also what no flag means.
+    let check_limit = quota.remove("check_limit").is_some_and(|v| truthy(&v));
+    quota.remove("force");
+    let changes = quota
         .iter()
         .map(|(name, v)| {
             let limit = v
@@ -112,9 +119,21 @@ pub async fn update(
         .collect::<Result<Limits, ApiError>>()?;
     let now = now();
     let limits = app
-        .write(|cloud| cloud.update_quota(&caller, &project, changes, now))
+        .write(|cloud| cloud.update_quota(&caller, &project, changes, check_limit, now))
         .await?;
     Ok(Json(json!({ "quota": limits_json(&limits) })))
+}
+
+/// A flag as Python reads one: Neutron takes `check_limit` by truthiness.
+fn truthy(v: &Value) -> bool {
+    match v {
+        Value::Bool(b) => *b,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Null => false,
+        Value::Array(a) => !a.is_empty(),
+        Value::Object(o) => !o.is_empty(),
+    }
 }
 
 pub async fn reset(

@@ -30,8 +30,9 @@ pub fn query_pairs(raw: Option<String>) -> Result<Vec<(String, String)>, ApiErro
         .map_err(|_| ApiError::bad_request("The query string is malformed"))
 }
 
-/// `If-Match: revision_number=N`, as Neutron's revision-if-match extension reads it.
-pub fn if_match(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+/// `If-Match: revision_number=N`, as Neutron's revision-if-match extension
+/// reads it: any integer, so a negative one is a mismatch (412), not a 400.
+pub fn if_match(headers: &HeaderMap) -> Result<Option<i64>, ApiError> {
     let Some(value) = headers.get("if-match") else {
         return Ok(None);
     };

@@ -32,6 +32,7 @@ impl Collection for Subnet {
         "service_types",
         "segment_id",
     ];
+    const FILTER_ONLY: &'static [&'static str] = &["shared"];
     type Create = SubnetCreate;
     type Update = SubnetUpdate;
 
@@ -134,6 +135,8 @@ impl Collection for Subnet {
                 json!(cloud.network(&self.network_id).is_some_and(|n| n.external))
             }
             "service_types" => json!([]),
+            // Filter only: whether its network is shared.
+            "shared" => json!(cloud.network(&self.network_id).is_some_and(|n| n.shared)),
             _ => return None,
         })
     }

@@ -241,6 +241,13 @@ impl Cloud {
         }
         if let Some(mtu) = req.mtu {
             n.mtu = self.check_mtu(Some(mtu))?;
+            if self
+                .subnets_of(id)
+                .iter()
+                .any(|s| self.subnets.get(s).is_some_and(|s| s.ip_version == 6))
+            {
+                check_ipv6_mtu(n.mtu)?;
+            }
         }
         set(&mut n.std.name, req.name);
         set(&mut n.std.description, req.description);
@@ -284,6 +291,17 @@ impl Cloud {
         self.remove(Kind::Network, id);
         Ok(())
     }
+}
+
+/// IPv6 needs links of at least 1280 bytes (RFC 8200): a network with an
+/// IPv6 subnet keeps an MTU that carries it.
+pub(super) fn check_ipv6_mtu(mtu: u32) -> Result<(), ModelError> {
+    if mtu < 1280 {
+        return Err(ModelError::invalid(format!(
+            "IPv6 protocol requires a minimum MTU of 1280, while the network's MTU is {mtu}"
+        )));
+    }
+    Ok(())
 }
 
 /// Neutron's limit on a physical network's name.

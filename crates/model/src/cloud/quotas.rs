@@ -89,6 +89,7 @@ impl Cloud {
         caller: &Caller,
         project_id: &str,
         changes: Limits,
+        check_limit: bool,
         now: Timestamp,
     ) -> Result<Limits, ModelError> {
         self.check_quota_admin(caller)?;
@@ -101,8 +102,16 @@ impl Cloud {
                 limits: Limits::new(),
             });
         for (name, limit) in changes {
-            if quota_name_known(&name).is_none() {
+            let Some(kind) = quota_name_known(&name) else {
                 return Err(ModelError::invalid(format!("Unrecognized quota '{name}'")));
+            };
+            let used = self.used(project_id, kind);
+            if check_limit && limit >= 0 && used > limit as usize {
+                return Err(ModelError::QuotaBelowUsage {
+                    resource: name,
+                    limit,
+                    used,
+                });
             }
             if limit < -1 {
                 return Err(ModelError::invalid(format!(

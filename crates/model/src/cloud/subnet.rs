@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Caller, Cloud, Record, set, stored};
+use super::{Caller, Cloud, Record, network, set, stored};
 use crate::subnet;
 use crate::{
     FixedIp, Kind, ModelError, Network, Resource, Subnet, SubnetCreate, SubnetUpdate, Timestamp,
@@ -95,6 +95,9 @@ impl Cloud {
             req.ipv6_ra_mode,
             req.ipv6_address_mode,
         )?;
+        if req.ip_version == 6 {
+            network::check_ipv6_mtu(network.mtu)?;
+        }
         if let Some(other) = self
             .subnets_of(&network.std.id)
             .iter()

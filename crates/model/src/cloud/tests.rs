@@ -801,7 +801,7 @@ fn quotas_count_per_project_and_a_refused_bulk_leaves_the_count_alone() {
     let mut c = cloud();
     let (a, b) = (tenant("a"), tenant("b"));
     let limits = [("network".to_owned(), 2)].into_iter().collect();
-    c.apply(|c| c.update_quota(&admin(), "a", limits, 0))
+    c.apply(|c| c.update_quota(&admin(), "a", limits, false, 0))
         .unwrap();
     let bulk = c.apply(|c| {
         for _ in 0..3 {
@@ -832,9 +832,27 @@ fn quotas_count_per_project_and_a_refused_bulk_leaves_the_count_alone() {
     c.apply(|c| c.delete_network(&a, &n)).unwrap();
     net(&mut c, &a);
     assert!(matches!(
-        c.apply(|c| c.update_quota(&a, "a", Limits::new(), 0)),
+        c.apply(|c| c.update_quota(&a, "a", Limits::new(), false, 0)),
         Err(ModelError::Forbidden(_))
     ));
+    // check_limit refuses a limit below what is used (2 networks), and
+    // changes nothing; without it, or with -1 (unlimited), it is taken.
+    let one = || [("network".to_owned(), 1)].into_iter().collect::<Limits>();
+    assert!(matches!(
+        c.apply(|c| c.update_quota(&admin(), "a", one(), true, 0)),
+        Err(ModelError::QuotaBelowUsage {
+            used: 2,
+            limit: 1,
+            ..
+        })
+    ));
+    assert_eq!(c.quota(&admin(), "a").unwrap()["network"], 2);
+    let unlimited = [("network".to_owned(), -1)].into_iter().collect();
+    c.apply(|c| c.update_quota(&admin(), "a", unlimited, true, 0))
+        .unwrap();
+    c.apply(|c| c.update_quota(&admin(), "a", one(), false, 0))
+        .unwrap();
+    assert_eq!(c.quota(&admin(), "a").unwrap()["network"], 1);
 }
 
 #[test]
