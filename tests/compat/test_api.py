@@ -81,6 +81,9 @@ def test_extensions_list_what_is_implemented(api):
         "service-type",
         "tag",
         "quota-check-limit",
+        "floatingip-pools",
+        "port-mac-address-regenerate",
+        "tag-ports-during-bulk-creation",
     }
     assert implemented <= set(aliases), f"missing: {sorted(implemented - set(aliases))}"
     # Not part of vnet yet, so not advertised ("exactly what is implemented").
@@ -1302,6 +1305,31 @@ def test_subnets_filter_by_their_networks_sharing(api, tenant):
     assert s1["id"] in on_shared and s1["id"] not in not_shared
     assert s2["id"] in not_shared and s2["id"] not in on_shared
     assert "shared" not in s1  # a filter, not an attribute, as in Neutron
+
+
+def test_a_null_mac_regenerates_it_unless_bound(api):
+    net, sub = api.network_with_subnet("10.65.0.0/24")
+    api.subnet(net["id"], "fd00:65::/64", ipv6_address_mode="slaac", ipv6_ra_mode="slaac")
+    port = api.port(net["id"])
+    renewed = api.update("ports", port["id"], mac_address=None)
+    assert renewed["mac_address"] != port["mac_address"]
+    # The automatic (EUI-64) address follows the new MAC; the IPv4 one stays.
+    v6 = [ip["ip_address"] for ip in renewed["fixed_ips"] if ":" in ip["ip_address"]]
+    assert v6 == [eui64("fd00:65::/64", renewed["mac_address"])]
+    assert [i for i in renewed["fixed_ips"] if i["subnet_id"] == sub["id"]] == [
+        i for i in port["fixed_ips"] if i["subnet_id"] == sub["id"]
+    ]
+    bound = api.port(net["id"], **{"binding:host_id": "h1"})
+    resp = api.put(f"/v2.0/ports/{bound['id']}", {"port": {"mac_address": None}})
+    expect_error(resp, 409, "PortBound")
+    assert api.show("ports", bound["id"])["mac_address"] == bound["mac_address"]
+
+
+def test_ports_take_tags_in_bulk(api):
+    net, _ = api.network_with_subnet("10.66.0.0/24")
+    made = api.create_bulk("ports", [{"network_id": net["id"], "tags": ["a", "b"]}, {"network_id": net["id"]}])
+    assert [sorted(p["tags"]) for p in made] == [["a", "b"], []]
+    assert [p["id"] for p in api.list("ports", {"tags": "a"})] == [made[0]["id"]]
 
 
 def test_ext_extra_dhcp_opt(api):

@@ -62,6 +62,28 @@ def test_routers_are_distributed_and_say_so_to_admins(tenant, api, cli):
     assert api.show("routers", r["id"])["revision_number"] == r["revision_number"]
 
 
+def test_floatingip_pools_are_the_external_ipv4_subnets(tenant, api, external):
+    net, v4 = external
+    api.subnet(net["id"], "2001:db8:77::/64")  # no floating IPs come from IPv6
+    t = tenant()
+    internal, _ = t.network_with_subnet("10.21.0.0/24")
+    pools = expect(t.get("/v2.0/floatingip_pools"), 200)["floatingip_pools"]
+    mine = [p for p in pools if p["network_id"] == net["id"]]
+    assert mine == [
+        {
+            "subnet_id": v4["id"],
+            "subnet_name": v4["name"],
+            "network_id": net["id"],
+            "cidr": "203.0.113.0/24",
+            "project_id": v4["project_id"],
+            "tenant_id": v4["project_id"],
+        }
+    ]
+    assert not [p for p in pools if p["network_id"] == internal["id"]]
+    only = t.get("/v2.0/floatingip_pools", params={"subnet_id": v4["id"], "fields": "cidr"})
+    assert expect(only, 200)["floatingip_pools"] == [{"cidr": "203.0.113.0/24"}]
+
+
 def test_external_networks_are_admin_made_and_everyone_sees_them(tenant, external):
     t = tenant()
     expect_error(

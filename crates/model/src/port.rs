@@ -93,7 +93,9 @@ pub struct PortCreate {
 pub struct PortUpdate {
     pub name: Option<String>,
     pub description: Option<String>,
-    pub mac_address: Option<MacAddr>,
+    /// `Some(None)`: a new one of vnet's choosing (Neutron's
+    /// port-mac-address-regenerate; on create, the same as not given).
+    pub mac_address: Option<Option<MacAddr>>,
     pub admin_state_up: Option<bool>,
     pub device_id: Option<String>,
     pub device_owner: Option<String>,

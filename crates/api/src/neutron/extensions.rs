@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 38] = [
+const EXTENSIONS: [(&str, &str, &str); 41] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -77,6 +77,11 @@ const EXTENSIONS: [(&str, &str, &str); 38] = [
         "Provide a way to configure port forwarding on Floating IP",
     ),
     (
+        "floatingip-pools",
+        "Floating IP Pools",
+        "Provides a floating IP pools API.",
+    ),
+    (
         "ip-substring-filtering",
         "IP address substring filtering",
         "Provides IP address substring filtering when listing ports",
@@ -100,6 +105,11 @@ const EXTENSIONS: [(&str, &str, &str); 38] = [
         "pagination",
         "Pagination support",
         "Extension that indicates that pagination is enabled.",
+    ),
+    (
+        "port-mac-address-regenerate",
+        "Neutron Port MAC address regenerate",
+        "Network port MAC address regenerate",
     ),
     ("port-security", "Port Security", "Provides port security"),
     (
@@ -188,6 +198,11 @@ const EXTENSIONS: [(&str, &str, &str); 38] = [
         "Indicates if the security group is stateful or not",
     ),
     ("tag", "Tag support", "Enables to set tag on resources."),
+    (
+        "tag-ports-during-bulk-creation",
+        "Tag Ports During Bulk Creation",
+        "Allow to tag ports during bulk creation",
+    ),
 ];
 
 fn view((alias, name, description): (&str, &str, &str)) -> Value {

@@ -262,3 +262,48 @@ fn parse_forwarding(body: &[u8], method: &'static str) -> Result<PortForwardingR
         )),
     }
 }
+
+/// `GET /v2.0/floatingip_pools` (the `floatingip-pools` extension): the IPv4
+/// subnets of the external networks the caller sees, which is where its
+/// floating IPs can come from.
+pub async fn pools(
+    axum::extract::State(app): axum::extract::State<Arc<App>>,
+    headers: HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    const ATTRIBUTES: [&str; 6] = [
+        "subnet_id",
+        "subnet_name",
+        "network_id",
+        "cidr",
+        "project_id",
+        "tenant_id",
+    ];
+    let caller = caller(&app, &headers)?;
+    let q = super::query::ListQuery::parse(super::request::query_pairs(raw)?, &ATTRIBUTES)?;
+    let views: Vec<Value> = {
+        let cloud = app.read();
+        cloud
+            .networks()
+            .filter(|n| n.external && n.visible_to(&cloud, &caller))
+            .flat_map(|n| cloud.subnets_of(&n.std.id).iter())
+            .filter_map(|id| cloud.subnet(id))
+            .filter(|s| s.ip_version == 4)
+            .map(|s| {
+                json!({
+                    "subnet_id": s.std.id,
+                    "subnet_name": s.std.name,
+                    "network_id": s.network_id,
+                    "cidr": s.cidr.to_string(),
+                    "project_id": s.std.project_id,
+                    "tenant_id": s.std.project_id,
+                })
+            })
+            .collect()
+    };
+    Ok(Json(q.render_values(
+        views,
+        "/v2.0/floatingip_pools",
+        "floatingip_pools",
+    )?))
+}

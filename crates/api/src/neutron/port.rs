@@ -172,9 +172,10 @@ fn extra_dhcp_opts(a: &mut Attrs) -> Result<Option<Vec<ExtraDhcpOpt>>, ApiError>
     )
 }
 
-fn mac_attr(a: &mut Attrs) -> Result<Option<MacAddr>, ApiError> {
-    a.string("mac_address")?
-        .map(|s| mac("mac_address", &s))
+/// A MAC, or null for a new one (port-mac-address-regenerate).
+fn mac_attr(a: &mut Attrs) -> Result<Option<Option<MacAddr>>, ApiError> {
+    a.nullable_id("mac_address")?
+        .map(|m| m.map(|s| mac("mac_address", &s)).transpose())
         .transpose()
 }
 

@@ -190,7 +190,7 @@ impl ListQuery {
     /// A list answer built from rendered views of things that are no stored
     /// collection (agents, service providers): filtered, paged, trimmed to
     /// `fields`, with `{plural}_links`. Views without an `id` page by their
-    /// `name`.
+    /// `name`, or their `subnet_id`.
     pub fn render_values(
         &self,
         views: Vec<Value>,
@@ -201,17 +201,7 @@ impl ListQuery {
             .into_iter()
             .filter(|v| self.matches(&[], |name| v.get(name).cloned()))
             .collect();
-        let (page, links) = self.page(
-            views,
-            |v| {
-                v.get("id")
-                    .or_else(|| v.get("name"))
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-            },
-            |v, k| v.get(k).cloned(),
-            collection_url,
-        )?;
+        let (page, links) = self.page(views, view_key, |v, k| v.get(k).cloned(), collection_url)?;
         let page: Vec<Value> = page
             .into_iter()
             .map(|mut v| {
@@ -227,6 +217,15 @@ impl ListQuery {
         }
         Ok(out)
     }
+}
+
+/// What orders and marks a rendered view in a page: its id, else its name,
+/// else its subnet (a floating IP pool).
+fn view_key(v: &Value) -> &str {
+    ["id", "name", "subnet_id"]
+        .iter()
+        .find_map(|k| v.get(*k).and_then(Value::as_str))
+        .unwrap_or_default()
 }
 
 fn value_matches(attr: &str, value: &Value, wanted: &str) -> bool {

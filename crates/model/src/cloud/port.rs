@@ -130,7 +130,7 @@ impl Cloud {
         let a = req.attributes;
         check_binding_admin(caller, &a, "create")?;
         let network_id = network.std.id.clone();
-        let mac_address = match a.mac_address {
+        let mac_address = match a.mac_address.flatten() {
             Some(mac) => {
                 self.check_mac(&network_id, mac, None)?;
                 mac
@@ -193,16 +193,22 @@ impl Cloud {
     ) -> Result<Port, ModelError> {
         let mut p: Port = self.writable_as(caller, id)?;
         check_binding_admin(caller, &req, "update")?;
-        if let Some(mac) = req.mac_address.filter(|m| *m != p.mac_address) {
+        if let Some(wanted) = req.mac_address.filter(|m| *m != Some(p.mac_address)) {
             if !p.binding_host_id.is_empty() {
                 return Err(ModelError::PortBound {
                     id: id.to_owned(),
                     vif_type: "bridge".into(),
                     old_mac: p.mac_address.to_string(),
-                    new_mac: mac.to_string(),
+                    new_mac: wanted.map_or_else(|| "None".to_owned(), |m| m.to_string()),
                 });
             }
-            self.check_mac(&p.network_id, mac, Some(id))?;
+            let mac = match wanted {
+                Some(mac) => {
+                    self.check_mac(&p.network_id, mac, Some(id))?;
+                    mac
+                }
+                None => self.generate_mac(&p.network_id)?,
+            };
             p.mac_address = mac;
             // Automatic (EUI-64) addresses follow the MAC.
             for ip in &mut p.fixed_ips {
