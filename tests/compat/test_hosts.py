@@ -4,6 +4,7 @@ the agents' reports and their liveness."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 
@@ -134,3 +135,56 @@ def test_registrations_survive_a_restart(fresh_server):
         what="the silent host dead after its missed heartbeats",
     )
     assert beat(api, name, ip="192.0.2.77")["alive"] is True
+
+
+def _gateway_host(api, viewer: str, router_id: str):
+    """The gateway host of a router, as the compiler tells `viewer` (the
+    first line of its state stream: a snapshot), if `viewer` holds it."""
+    with api.session.get(f"{api.base}/vnet/v1/hosts/{viewer}/state", stream=True, timeout=10) as r:
+        assert r.status_code == 200, r.text
+        snapshot = json.loads(next(r.iter_lines()))
+    spec = snapshot["state"].get("routers", {}).get(router_id) or {}
+    return (spec.get("gateway") or {}).get("host")
+
+
+def test_an_agent_set_down_takes_no_gateways_and_a_deleted_one_is_forgotten(api, cli):
+    """`openstack network agent set --disable` drains a gateway host (its
+    routers' gateways move); `agent delete` forgets a host until it registers
+    again."""
+    physnet = uniq("phys")
+    hosts = [uniq("gw"), uniq("gw")]
+    for h in hosts:
+        beat(api, h, physical_networks=[physnet], gateway=True)
+    ext = api.network(**{"router:external": True, "provider:network_type": "flat",
+                         "provider:physical_network": physnet})
+    api.subnet(ext["id"], "198.51.100.0/24")
+    router = api.create("routers", name=uniq("r"), external_gateway_info={"network_id": ext["id"]})
+
+    def gateway():
+        seen = {_gateway_host(api, h, router["id"]) for h in hosts} - {None}
+        return seen.pop() if len(seen) == 1 else None
+
+    first = wait_for(gateway, what="a gateway host")
+    (other,) = set(hosts) - {first}
+    agents = {a["Host"]: a["ID"] for a in cli.json("network", "agent", "list")}
+    cli.ok("network", "agent", "set", "--disable", "--description", "draining", agents[first])
+    shown = expect(api.get(f"/v2.0/agents/{agents[first]}"), 200)["agent"]
+    assert shown["admin_state_up"] is False and shown["description"] == "draining"
+    wait_for(lambda: gateway() == other, what="the gateway to move off the disabled host")
+    # Its agent's next registration keeps what the operator set.
+    beat(api, first, physical_networks=[physnet], gateway=True)
+    assert expect(api.get(f"/v2.0/agents/{agents[first]}"), 200)["agent"]["admin_state_up"] is False
+    expect_error(api.put(f"/v2.0/agents/{agents[first]}", {"agent": {"host": "x"}}), 400, None)
+    cli.ok("network", "agent", "set", "--enable", agents[first])
+    wait_for(lambda: gateway() == first, what="the gateway to come back")
+
+    cli.ok("network", "agent", "delete", agents[other])
+    assert other not in {a["Host"] for a in cli.json("network", "agent", "list")}
+    expect_error(api.get(f"/v2.0/agents/{agents[other]}"), 404, "AgentNotFound")
+    beat(api, other, physical_networks=[physnet], gateway=True)
+    assert expect(api.get(f"/v2.0/agents/{agents[other]}"), 200)["agent"]["alive"] is True
+    # Members can do none of it.
+    member = api.__class__(api.base, project=uniq("p"), roles="member")
+    expect_error(member.put(f"/v2.0/agents/{agents[first]}", {"agent": {"admin_state_up": False}}),
+                 404, "AgentNotFound")
+    expect_error(member.delete(f"/v2.0/agents/{agents[first]}"), 404, "AgentNotFound")

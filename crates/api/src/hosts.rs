@@ -18,14 +18,45 @@ pub fn key(name: &str) -> String {
 
 pub const KEY_PREFIX: &str = "hosts/";
 
-/// A host's stored record: what its agent registered, and whether the
-/// server found it dead (its heartbeats stopped).
+/// A host's stored record: what its agent registered, whether the server
+/// found it dead (its heartbeats stopped), and what the operator set.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredHost {
     #[serde(flatten)]
     pub registration: HostRegistration,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dead: bool,
+    #[serde(flatten)]
+    pub settings: HostSettings,
+}
+
+/// What an operator sets on a host through Neutron's agent API; the agent's
+/// re-registrations keep it. A host with `admin_state_up` false takes no
+/// routers' gateways (they move to other gateway hosts), as a disabled L3
+/// agent takes no routers in Neutron.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSettings {
+    #[serde(default = "up", skip_serializing_if = "is_up")]
+    pub admin_state_up: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl Default for HostSettings {
+    fn default() -> Self {
+        HostSettings {
+            admin_state_up: true,
+            description: String::new(),
+        }
+    }
+}
+
+fn up() -> bool {
+    true
+}
+
+fn is_up(b: &bool) -> bool {
+    *b
 }
 
 impl StoredHost {
@@ -36,7 +67,7 @@ impl StoredHost {
             name: r.name,
             underlay_ip: r.underlay_ip,
             physical_networks: r.physical_networks,
-            gateway: r.gateway && !self.dead,
+            gateway: r.gateway && !self.dead && self.settings.admin_state_up,
         }
     }
 }
@@ -47,7 +78,19 @@ pub struct HostEntry {
     pub started_at: Timestamp,
     pub heartbeat_at: Timestamp,
     pub alive: bool,
+    pub settings: HostSettings,
     seen: Option<Instant>,
+}
+
+impl HostEntry {
+    /// The record to store for it.
+    pub fn stored(&self) -> StoredHost {
+        StoredHost {
+            registration: self.registration.clone(),
+            dead: !self.alive,
+            settings: self.settings.clone(),
+        }
+    }
 }
 
 #[derive(Default)]
@@ -75,6 +118,7 @@ impl Hosts {
                     started_at: 0,
                     heartbeat_at: 0,
                     alive: !s.dead,
+                    settings: s.settings,
                     seen: (!s.dead).then_some(at),
                 };
                 (s.registration.name, entry)
@@ -106,6 +150,7 @@ impl Hosts {
                 started_at: now,
                 heartbeat_at: now,
                 alive: false,
+                settings: HostSettings::default(),
                 seen: None,
             });
         if !entry.alive {
@@ -126,6 +171,24 @@ impl Hosts {
         self.lock().values().cloned().collect()
     }
 
+    /// Change what the operator sets on a host; its record to store.
+    pub fn configure(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut HostSettings),
+    ) -> Option<StoredHost> {
+        let mut entries = self.lock();
+        let entry = entries.get_mut(name)?;
+        change(&mut entry.settings);
+        Some(entry.stored())
+    }
+
+    /// Forget a host (Neutron's agent delete): an agent still running
+    /// registers again with its next heartbeat.
+    pub fn forget(&self, name: &str) -> bool {
+        self.lock().remove(name).is_some()
+    }
+
     /// Mark hosts whose heartbeats stopped as dead; returns the newly dead,
     /// as they are to be stored.
     pub fn reap(&self, at: Instant) -> Vec<StoredHost> {
@@ -137,10 +200,7 @@ impl Hosts {
                 .is_none_or(|seen| at.duration_since(seen) > deadline);
             if entry.alive && overdue {
                 entry.alive = false;
-                dead.push(StoredHost {
-                    registration: entry.registration.clone(),
-                    dead: true,
-                });
+                dead.push(entry.stored());
             }
         }
         dead
@@ -198,6 +258,7 @@ mod tests {
         let stored = |name: &str, dead| StoredHost {
             registration: reg(name, "192.0.2.1"),
             dead,
+            settings: HostSettings::default(),
         };
         let hosts = Hosts::load([stored("h1", false), stored("h2", true)], t0);
         assert!(hosts.get("h1").unwrap().alive);
@@ -220,6 +281,7 @@ mod tests {
         let dead = StoredHost {
             registration: r.clone(),
             dead: true,
+            settings: HostSettings::default(),
         };
         let bytes = serde_json::to_vec(&dead).unwrap();
         let back: StoredHost = serde_json::from_slice(&bytes).unwrap();
@@ -231,8 +293,22 @@ mod tests {
             compiler::Input::Host { gateway, .. } => assert!(!gateway),
             other => panic!("{other:?}"),
         }
-        match old.input() {
+        match old.clone().input() {
             compiler::Input::Host { gateway, .. } => assert!(gateway),
+            other => panic!("{other:?}"),
+        }
+        // Disabled by its operator: alive, but no gateway host either.
+        let disabled = StoredHost {
+            settings: HostSettings {
+                admin_state_up: false,
+                description: "draining".into(),
+            },
+            ..old
+        };
+        let bytes = serde_json::to_vec(&disabled).unwrap();
+        assert_eq!(serde_json::from_slice::<StoredHost>(&bytes).unwrap(), disabled);
+        match disabled.input() {
+            compiler::Input::Host { gateway, .. } => assert!(!gateway),
             other => panic!("{other:?}"),
         }
     }

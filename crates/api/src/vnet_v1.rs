@@ -175,6 +175,7 @@ async fn register(
     let stored = hosts::StoredHost {
         registration: registration.clone(),
         dead: false,
+        settings: app.hosts.get(&name).map(|h| h.settings).unwrap_or_default(),
     };
     let value = serde_json::to_vec(&stored).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let beat = app.hosts.heartbeat(registration, now(), Instant::now());

@@ -90,7 +90,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v2.0/extensions", get(extensions::list))
         .route("/v2.0/extensions/{alias}", get(extensions::show))
         .route("/v2.0/agents", get(agents::list))
-        .route("/v2.0/agents/{id}", get(agents::show))
+        .route(
+            "/v2.0/agents/{id}",
+            get(agents::show).put(agents::update).delete(agents::delete),
+        )
         .route("/v2.0/service-providers", get(service_providers::list))
         .route("/v2.0/floatingip_pools", get(floating_ip::pools))
         .route("/v2.0/quotas", get(quotas::list))
