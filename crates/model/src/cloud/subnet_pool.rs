@@ -143,19 +143,17 @@ impl Cloud {
             ));
         }
         if let Some(given) = req.prefixes {
-            let (ip_version, prefixes) = subnet_pool::merge_prefixes(&given)?;
-            if ip_version != pool.ip_version {
-                return Err(ModelError::PrefixVersionMismatch);
-            }
             // Prefixes only grow: what the pool had (and its subnets hold)
-            // must stay in it.
-            let old = PrefixSet::of(ip_version == 4, &pool.prefixes);
-            if !PrefixSet::of(ip_version == 4, &prefixes).contains_all(&old) {
+            // must stay in it. Checked first, as Neutron does, so a list of
+            // only the other IP version (or none) fails here.
+            let v4 = pool.ip_version == 4;
+            if !PrefixSet::of(v4, &given).contains_all(&PrefixSet::of(v4, &pool.prefixes)) {
                 return Err(ModelError::IllegalSubnetPoolPrefixUpdate {
                     msg: "Existing prefixes must be a subset of the new prefixes".into(),
                 });
             }
-            pool.prefixes = prefixes;
+            // Whatever else it holds must be of the same version.
+            pool.prefixes = subnet_pool::merge_prefixes(&given)?.1;
         }
         let min = req.min_prefixlen.unwrap_or(pool.min_prefixlen.into());
         let max = req.max_prefixlen.unwrap_or(pool.max_prefixlen.into());

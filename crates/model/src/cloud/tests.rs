@@ -1203,6 +1203,20 @@ fn prefixes_only_grow_by_update_and_removal_spares_allocations() {
             .to_string(),
         "Illegal update to prefixes: Existing prefixes must be a subset of the new prefixes."
     );
+    for (other, err) in [
+        (vec!["fd00::/8"], "IllegalSubnetPoolPrefixUpdate"),
+        (vec![], "IllegalSubnetPoolPrefixUpdate"),
+        (vec!["10.10.0.0/24", "fd00::/8"], "PrefixVersionMismatch"),
+    ] {
+        let req = SubnetPoolUpdate {
+            prefixes: Some(other.iter().map(|p| p.parse().unwrap()).collect()),
+            ..Default::default()
+        };
+        let got = c
+            .apply(|c| c.update_subnet_pool(&a, &p.std.id, req, 1))
+            .unwrap_err();
+        assert!(format!("{got:?}").starts_with(err), "{got:?}");
+    }
     let grown = c
         .apply(|c| {
             c.add_subnet_pool_prefixes(&a, &p.std.id, vec!["10.10.1.0/24".parse().unwrap()], 1)
@@ -1424,4 +1438,41 @@ fn reloading_keeps_a_pools_allocations() {
             .apply(|c| c.delete_subnet_pool(&a, &p.std.id))
             .is_err()
     );
+}
+
+#[test]
+fn ipv6_pools_hand_out_64s_and_a_failed_batch_allocates_nothing() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let req = SubnetPoolCreate {
+        prefixes: vec!["fd00:1::/63".parse().unwrap()],
+        ..Default::default()
+    };
+    let p = c.apply(|c| c.create_subnet_pool(&a, req, 0)).unwrap().0;
+    let n = net(&mut c, &a);
+    let v6 = |prefixlen: Option<u32>| SubnetCreate {
+        network_id: n.std.id.clone(),
+        ip_version: 6,
+        subnetpool_id: Some(p.std.id.clone()),
+        prefixlen,
+        ..Default::default()
+    };
+    // Two in one operation, the second refused: neither stays.
+    let batch = c.apply(|c| {
+        c.create_subnet(&a, v6(None), 0)?;
+        c.create_subnet(&a, v6(Some(48)), 0)
+    });
+    assert!(matches!(
+        batch,
+        Err(ModelError::MinPrefixSubnetAllocationError { .. })
+    ));
+    assert_eq!(c.subnets().count(), 0);
+    let first = c.apply(|c| c.create_subnet(&a, v6(None), 0)).unwrap().0;
+    let second = c.apply(|c| c.create_subnet(&a, v6(None), 0)).unwrap().0;
+    assert_eq!(first.cidr.to_string(), "fd00:1::/64");
+    assert_eq!(second.cidr.to_string(), "fd00:1:0:1::/64");
+    assert!(matches!(
+        c.apply(|c| c.create_subnet(&a, v6(None), 0)),
+        Err(ModelError::SubnetAllocationError { .. })
+    ));
 }
