@@ -35,6 +35,7 @@ RESOURCES = {
     "security-group-rules": ("security_group_rule", "security_group_rules"),
     "routers": ("router", "routers"),
     "floatingips": ("floatingip", "floatingips"),
+    "subnetpools": ("subnetpool", "subnetpools"),
 }
 
 TIMESTAMP_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"

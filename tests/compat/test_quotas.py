@@ -8,7 +8,10 @@ import pytest
 
 from helpers import expect, expect_error, uniq
 
-QUOTA_NAMES = {"network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule"}
+QUOTA_NAMES = {
+    "network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule",
+    "subnetpool",
+}
 
 
 def test_defaults_are_generous_and_details_count_use(api, tenant):
@@ -17,6 +20,7 @@ def test_defaults_are_generous_and_details_count_use(api, tenant):
     assert set(quota) == QUOTA_NAMES
     assert quota["router"] >= 100 and quota["floatingip"] >= 500
     assert quota["security_group"] >= 150 and quota["security_group_rule"] >= 1000
+    assert quota["subnetpool"] == -1  # Neutron's default: unlimited
     assert expect(api.get(f"/v2.0/quotas/{t.project}/default"), 200)["quota"] == quota
     net, _ = t.network_with_subnet("10.9.0.0/24")
     t.port(net["id"])

@@ -119,6 +119,7 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::Router => ("RouterNotFound", "could not be found"),
         Kind::FloatingIp => ("FloatingIPNotFound", "could not be found"),
         Kind::Quota => ("NotFound", "could not be found"),
+        Kind::SubnetPool => ("SubnetPoolNotFound", "could not be found."),
     }
 }
 
@@ -255,6 +256,29 @@ impl From<ModelError> for ApiError {
             M::RoutesExhausted { .. } => (StatusCode::BAD_REQUEST, "RoutesExhausted"),
             M::PortForwardingNotFound { .. } => (StatusCode::NOT_FOUND, "PortForwardingNotFound"),
             M::OverQuota { .. } => (StatusCode::CONFLICT, "OverQuota"),
+            M::EmptySubnetPoolPrefixList => (StatusCode::BAD_REQUEST, "EmptySubnetPoolPrefixList"),
+            M::PrefixVersionMismatch => (StatusCode::BAD_REQUEST, "PrefixVersionMismatch"),
+            M::IllegalSubnetPoolPrefixBounds { .. } => {
+                (StatusCode::BAD_REQUEST, "IllegalSubnetPoolPrefixBounds")
+            }
+            M::IllegalSubnetPoolPrefixUpdate { .. } => {
+                (StatusCode::BAD_REQUEST, "IllegalSubnetPoolPrefixUpdate")
+            }
+            // Neutron maps no status to this one (it answers 500); a pool
+            // without room is a conflict with the cloud's state, not a
+            // server fault, so vnet answers 409 with Neutron's type and text.
+            M::SubnetAllocationError { .. } => (StatusCode::CONFLICT, "SubnetAllocationError"),
+            M::MinPrefixSubnetAllocationError { .. } => {
+                (StatusCode::BAD_REQUEST, "MinPrefixSubnetAllocationError")
+            }
+            M::MaxPrefixSubnetAllocationError { .. } => {
+                (StatusCode::BAD_REQUEST, "MaxPrefixSubnetAllocationError")
+            }
+            M::SubnetPoolDeleteError { .. } => (StatusCode::BAD_REQUEST, "SubnetPoolDeleteError"),
+            M::SubnetPoolQuotaExceeded => (StatusCode::CONFLICT, "SubnetPoolQuotaExceeded"),
+            M::NetworkSubnetPoolAffinityError => {
+                (StatusCode::BAD_REQUEST, "NetworkSubnetPoolAffinityError")
+            }
         };
         ApiError::new(status, kind, message)
     }

@@ -791,3 +791,108 @@ async fn an_empty_fields_value_asks_for_every_attribute() {
     let keys: Vec<&String> = some["networks"][0].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["id"], "{some}");
 }
+
+#[tokio::test]
+async fn subnets_come_from_pools_with_neutrons_errors() {
+    let s = start().await;
+    let (st, pool) = call(
+        &s,
+        "POST",
+        "/v2.0/subnetpools",
+        Some("a"),
+        Some(
+            json!({"subnetpool": {"name": "p", "prefixes": ["10.10.0.0/23", "10.10.2.0/24"],
+                                   "default_prefixlen": 24}}),
+        ),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{pool}");
+    let pool = &pool["subnetpool"];
+    assert_eq!(pool["prefixes"], json!(["10.10.0.0/23", "10.10.2.0/24"]));
+    assert_eq!(pool["ip_version"], json!(4));
+    assert_eq!(pool["min_prefixlen"], json!(8));
+    assert_eq!(pool["max_prefixlen"], json!(32));
+    assert_eq!(pool["address_scope_id"], Value::Null);
+    let id = pool["id"].as_str().unwrap();
+    let (_, net) = call(
+        &s,
+        "POST",
+        "/v2.0/networks",
+        Some("a"),
+        Some(json!({"network": {}})),
+    )
+    .await;
+    let net = net["network"]["id"].as_str().unwrap();
+    let subnet = json!({"subnet": {"network_id": net, "ip_version": 4, "subnetpool_id": id}});
+    let mut cidrs = Vec::new();
+    for _ in 0..3 {
+        let (st, made) = call(&s, "POST", "/v2.0/subnets", Some("a"), Some(subnet.clone())).await;
+        assert_eq!(st, StatusCode::CREATED, "{made}");
+        assert_eq!(made["subnet"]["subnetpool_id"], json!(id));
+        cidrs.push(made["subnet"]["cidr"].clone());
+    }
+    assert_eq!(
+        cidrs,
+        [
+            json!("10.10.2.0/24"),
+            json!("10.10.0.0/24"),
+            json!("10.10.1.0/24")
+        ]
+    );
+    let (st, err) = call(&s, "POST", "/v2.0/subnets", Some("a"), Some(subnet.clone())).await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::CONFLICT, "SubnetAllocationError")
+    );
+    // Another project neither sees the pool nor allocates from it.
+    let (st, err) = call(
+        &s,
+        "GET",
+        &format!("/v2.0/subnetpools/{id}"),
+        Some("b"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::NOT_FOUND, "SubnetPoolNotFound")
+    );
+    assert_eq!(
+        err["NeutronError"]["message"],
+        json!(format!("Subnet pool {id} could not be found."))
+    );
+    let (st, err) = call(
+        &s,
+        "DELETE",
+        &format!("/v2.0/subnetpools/{id}"),
+        Some("a"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::BAD_REQUEST, "SubnetPoolDeleteError")
+    );
+    let (st, err) = call(
+        &s,
+        "PUT",
+        &format!("/v2.0/subnetpools/{id}/remove_prefixes"),
+        Some("a"),
+        Some(json!({"prefixes": ["10.10.1.0/24"]})),
+    )
+    .await;
+    assert_eq!(
+        (st, error_type(&err)),
+        (StatusCode::BAD_REQUEST, "IllegalSubnetPoolPrefixUpdate")
+    );
+    let (st, added) = call(
+        &s,
+        "PUT",
+        &format!("/v2.0/subnetpools/{id}/add_prefixes"),
+        Some("a"),
+        Some(json!({"prefixes": ["10.10.3.0/24"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(added, json!({"prefixes": ["10.10.0.0/22"]}));
+}

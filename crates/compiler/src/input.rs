@@ -49,7 +49,8 @@ pub enum Input {
 
 impl Input {
     /// A resource the store holds (written or loaded), as input; `None` for
-    /// what is not a resource of the data plane (quotas).
+    /// what is not a resource of the data plane (quotas, subnet pools: a
+    /// subnet carries its CIDR whatever pool it came from).
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
@@ -59,7 +60,7 @@ impl Input {
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
             Resource::Router(r) => Some(Input::Router(Box::new(r))),
             Resource::FloatingIp(f) => Some(Input::FloatingIp(Box::new(f))),
-            Resource::Quota(_) => None,
+            Resource::Quota(_) | Resource::SubnetPool(_) => None,
         }
     }
 
@@ -73,7 +74,7 @@ impl Input {
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
             Kind::Router => Some(Input::RouterDeleted(id)),
             Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
-            Kind::Quota => None,
+            Kind::Quota | Kind::SubnetPool => None,
         }
     }
 }

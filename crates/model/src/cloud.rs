@@ -6,7 +6,7 @@
 //! Persisting the changes is the caller's job; nothing here does I/O.
 //! This file is the frame (tables, journal, the two write primitives, tags);
 //! each resource's operations and index entries live in its own module
-//! (`network`, `subnet`, `port`, `security_group`, `l3`, `quotas`).
+//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `l3`, `quotas`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -17,6 +17,7 @@ mod port;
 mod quotas;
 mod security_group;
 mod subnet;
+mod subnet_pool;
 
 pub use quotas::SubnetAvailability;
 
@@ -25,7 +26,8 @@ use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
     FloatingIp, Kind, MacAddr, ModelError, Network, Port, Resource, Router, SecurityGroup,
-    SecurityGroupRule, SplitMix64, Standard, Subnet, Timestamp, default_limits, quota_name,
+    SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
+    quota_name,
 };
 
 /// Allocator settings.
@@ -124,11 +126,16 @@ pub struct Cloud {
     routers: HashMap<String, Router>,
     floating_ips: HashMap<String, FloatingIp>,
     quotas: HashMap<String, Quota>,
+    subnet_pools: HashMap<String, SubnetPool>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
     network_macs: HashMap<String, HashMap<MacAddr, String>>,
     subnet_ips: HashMap<String, BTreeMap<IpAddr, String>>,
+    /// Subnet pool → the subnets allocated from it.
+    pool_subnets: HashMap<String, BTreeSet<String>>,
+    /// IP version → the default subnet pool of that version (one at most).
+    default_pools: BTreeMap<u8, String>,
     group_rules: HashMap<String, HashMap<RuleSignature, String>>,
     group_ports: HashMap<String, BTreeSet<String>>,
     /// Ports by `binding:host_id`, for an agent's status report.
@@ -180,10 +187,13 @@ impl Cloud {
             routers: HashMap::new(),
             floating_ips: HashMap::new(),
             quotas: HashMap::new(),
+            subnet_pools: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),
             subnet_ips: HashMap::new(),
+            pool_subnets: HashMap::new(),
+            default_pools: BTreeMap::new(),
             group_rules: HashMap::new(),
             group_ports: HashMap::new(),
             host_ports: HashMap::new(),

@@ -205,6 +205,38 @@ pub enum ModelError {
     PortForwardingNotFound { id: String },
     #[error("Quota exceeded for resources: ['{resource}'].")]
     OverQuota { resource: &'static str },
+    #[error("Empty subnet pool prefix list.")]
+    EmptySubnetPoolPrefixList,
+    #[error("Cannot mix IPv4 and IPv6 prefixes in a subnet pool.")]
+    PrefixVersionMismatch,
+    #[error(
+        "Illegal prefix bounds: {prefix_type}={prefixlen}, {base_prefix_type}={base_prefixlen}."
+    )]
+    IllegalSubnetPoolPrefixBounds {
+        prefix_type: &'static str,
+        prefixlen: u32,
+        base_prefix_type: &'static str,
+        base_prefixlen: u32,
+    },
+    #[error("Illegal update to prefixes: {msg}.")]
+    IllegalSubnetPoolPrefixUpdate { msg: String },
+    /// No room in the pool, or the asked CIDR is not free in it.
+    #[error("Failed to allocate subnet: {reason}.")]
+    SubnetAllocationError { reason: String },
+    #[error(
+        "Unable to allocate subnet with prefix length {prefixlen}, minimum allowed prefix is {min_prefixlen}."
+    )]
+    MinPrefixSubnetAllocationError { prefixlen: u32, min_prefixlen: u8 },
+    #[error(
+        "Unable to allocate subnet with prefix length {prefixlen}, maximum allowed prefix is {max_prefixlen}."
+    )]
+    MaxPrefixSubnetAllocationError { prefixlen: u32, max_prefixlen: u8 },
+    #[error("Unable to delete subnet pool: {reason}.")]
+    SubnetPoolDeleteError { reason: String },
+    #[error("Per-project subnet pool prefix quota exceeded.")]
+    SubnetPoolQuotaExceeded,
+    #[error("Subnets hosted on the same network must be allocated from the same subnet pool.")]
+    NetworkSubnetPoolAffinityError,
 }
 
 impl ModelError {
@@ -215,6 +247,13 @@ impl ModelError {
     pub fn bad_router(message: impl Into<String>) -> Self {
         ModelError::BadRequest {
             resource: "router",
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_subnet(message: impl Into<String>) -> Self {
+        ModelError::BadRequest {
+            resource: "subnets",
             message: message.into(),
         }
     }

@@ -1,5 +1,5 @@
-//! vnet's logical model: the tenant-visible resources (networks, subnets, ports,
-//! security groups and rules, routers and floating IPs), their validation, IPAM and the MAC/VNI allocators,
+//! vnet's logical model: the tenant-visible resources (networks, subnets and
+//! subnet pools, ports, security groups and rules, routers and floating IPs), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
@@ -17,6 +17,7 @@ mod router;
 mod security_group;
 mod stored;
 mod subnet;
+mod subnet_pool;
 
 pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
 pub use error::ModelError;
@@ -42,6 +43,7 @@ pub use security_group::{
 };
 pub use stored::Stored;
 pub use subnet::{HostRoute, Ipv6Mode, Subnet, SubnetCreate, SubnetUpdate};
+pub use subnet_pool::{SubnetPool, SubnetPoolCreate, SubnetPoolUpdate};
 
 /// Seconds since the Unix epoch, supplied by the caller.
 pub type Timestamp = i64;

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Kind, Standard};
 
 /// The kinds a quota limits, under Neutron's quota names.
-pub const QUOTA_KINDS: [(&str, Kind); 7] = [
+pub const QUOTA_KINDS: [(&str, Kind); 8] = [
     ("network", Kind::Network),
     ("subnet", Kind::Subnet),
     ("port", Kind::Port),
@@ -17,6 +17,7 @@ pub const QUOTA_KINDS: [(&str, Kind); 7] = [
     ("floatingip", Kind::FloatingIp),
     ("security_group", Kind::SecurityGroup),
     ("security_group_rule", Kind::SecurityGroupRule),
+    ("subnetpool", Kind::SubnetPool),
 ];
 
 /// The quota name of a kind.
@@ -32,7 +33,7 @@ pub type Limits = BTreeMap<String, i64>;
 
 /// Defaults high enough for OpenStack's own test suites (Neutron's are
 /// 100 networks and subnets, 500 ports, 10 routers, 50 floating IPs, 10 groups
-/// and 100 rules).
+/// and 100 rules; subnet pools are unlimited, as there).
 pub fn default_limits() -> Limits {
     [
         ("network", 100),
@@ -42,6 +43,7 @@ pub fn default_limits() -> Limits {
         ("floatingip", 500),
         ("security_group", 150),
         ("security_group_rule", 1000),
+        ("subnetpool", -1),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
+    FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool,
+    Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -21,10 +22,11 @@ pub enum Kind {
     Router,
     FloatingIp,
     Quota,
+    SubnetPool,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -33,6 +35,7 @@ impl Kind {
         Kind::Router,
         Kind::FloatingIp,
         Kind::Quota,
+        Kind::SubnetPool,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Router => "routers/",
             Kind::FloatingIp => "floatingips/",
             Kind::Quota => "quotas/",
+            Kind::SubnetPool => "subnetpools/",
         }
     }
 
@@ -60,6 +64,7 @@ impl Kind {
             Kind::Router => "Router",
             Kind::FloatingIp => "Floating IP",
             Kind::Quota => "Quota of project",
+            Kind::SubnetPool => "Subnet pool",
         }
     }
 
@@ -112,6 +117,7 @@ pub enum Resource {
     Router(Router),
     FloatingIp(FloatingIp),
     Quota(Quota),
+    SubnetPool(SubnetPool),
 }
 
 /// Runs `$body` with the type `$R` standing for the record type of `$kind`:
@@ -151,6 +157,10 @@ macro_rules! with_kind {
                 type $R = $crate::Quota;
                 $body
             }
+            $crate::Kind::SubnetPool => {
+                type $R = $crate::SubnetPool;
+                $body
+            }
         }
     };
 }
@@ -174,6 +184,7 @@ macro_rules! with_record {
             $crate::Resource::Router($r) => { let $k = $crate::Kind::Router; $body }
             $crate::Resource::FloatingIp($r) => { let $k = $crate::Kind::FloatingIp; $body }
             $crate::Resource::Quota($r) => { let $k = $crate::Kind::Quota; $body }
+            $crate::Resource::SubnetPool($r) => { let $k = $crate::Kind::SubnetPool; $body }
         }
     };
 }

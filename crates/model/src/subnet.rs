@@ -54,6 +54,9 @@ pub struct Subnet {
     pub enable_dhcp: bool,
     pub ipv6_ra_mode: Option<Ipv6Mode>,
     pub ipv6_address_mode: Option<Ipv6Mode>,
+    /// The subnet pool its CIDR was allocated from.
+    #[serde(default)]
+    pub subnetpool_id: Option<String>,
 }
 
 impl Subnet {
@@ -75,7 +78,14 @@ pub struct SubnetCreate {
     pub network_id: String,
     pub ip_version: u8,
     /// As given: parsed and checked by the model so the error names it.
-    pub cidr: String,
+    /// `None`: allocated from the subnet pool.
+    pub cidr: Option<String>,
+    /// Allocate the CIDR from this pool (or check the given one is free in it).
+    pub subnetpool_id: Option<String>,
+    /// Allocate from the default pool of `ip_version`.
+    pub use_default_subnetpool: bool,
+    /// The size of the CIDR to allocate; the pool's default if `None`.
+    pub prefixlen: Option<u32>,
     /// Outer `None`: not given (default gateway); `Some(None)`: no gateway.
     pub gateway_ip: Option<Option<IpAddr>>,
     pub allocation_pools: Option<Vec<IpRange>>,

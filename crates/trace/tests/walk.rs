@@ -53,6 +53,7 @@ fn subnet(id: &str, network_id: &str, cidr: &str) -> Input {
         enable_dhcp: true,
         ipv6_ra_mode: None,
         ipv6_address_mode: None,
+        subnetpool_id: None,
     }))
 }
 

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 41] = [
+const EXTENSIONS: [(&str, &str, &str); 44] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -20,6 +20,11 @@ const EXTENSIONS: [(&str, &str, &str); 41] = [
         "binding",
         "Port Binding",
         "Expose port bindings of a virtual port to external application",
+    ),
+    (
+        "default-subnetpools",
+        "Default Subnetpools",
+        "Provides ability to mark and use a subnetpool as the default.",
     ),
     (
         "dvr",
@@ -196,6 +201,16 @@ const EXTENSIONS: [(&str, &str, &str); 41] = [
         "stateful-security-group",
         "Stateful security group",
         "Indicates if the security group is stateful or not",
+    ),
+    (
+        "subnet_allocation",
+        "Subnet Allocation",
+        "Enables allocation of subnets from a subnet pool",
+    ),
+    (
+        "subnetpool-prefix-ops",
+        "Subnet Pool Prefix Operations",
+        "Provides support for adjusting the prefix list of subnet pools",
     ),
     ("tag", "Tag support", "Enables to set tag on resources."),
     (

@@ -1,7 +1,8 @@
 //! Neutron v2.0 over HTTP: the routes, and what every handler shares (the
 //! caller, query pairs, `If-Match`). The only place that knows Neutron's
 //! JSON; each collection's parsing, view and actions are its own module's
-//! (`network`, `subnet`, `port`, `security_group`, `router`, `floating_ip`),
+//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `router`,
+//! `floating_ip`),
 //! served by the generic handlers of `collection`.
 
 mod agents;
@@ -18,6 +19,7 @@ mod router;
 mod security_group;
 mod service_providers;
 mod subnet;
+mod subnet_pool;
 mod views;
 
 pub use views::timestamp;
@@ -28,7 +30,7 @@ use axum::Json;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get};
-use model::{FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet};
+use model::{FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool};
 use serde_json::{Value, json};
 
 use self::collection::Collection;
@@ -74,6 +76,7 @@ pub fn router(app: Arc<App>) -> Router {
     let collections = Collections::default()
         .with::<Network>()
         .with::<Subnet>()
+        .with::<SubnetPool>()
         .with::<Port>()
         .with::<SecurityGroup>()
         .with::<SecurityGroupRule>()

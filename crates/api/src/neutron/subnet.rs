@@ -1,5 +1,6 @@
-//! `/v2.0/subnets`: a subnet's attributes (pools, host routes, IPv6 modes)
-//! in, its view out. Addressing rules are the model's.
+//! `/v2.0/subnets`: a subnet's attributes (pools, host routes, IPv6 modes,
+//! the subnet pool it is allocated from) in, its view out. Addressing rules
+//! and allocation from subnet pools are the model's.
 
 use model::{
     Caller, Cloud, HostRoute, IpRange, Ipv6Mode, ModelError, Subnet, SubnetCreate, SubnetUpdate,
@@ -39,7 +40,6 @@ impl Collection for Subnet {
     fn parse_create(mut a: Attrs) -> Result<SubnetCreate, ApiError> {
         let network_id = a.required("network_id", Attrs::string)?;
         let ip_version = a.required("ip_version", Attrs::u32)?;
-        let cidr = a.required("cidr", Attrs::string)?;
         let req = SubnetCreate {
             project_id: a.project()?,
             name: a.string("name")?,
@@ -47,7 +47,10 @@ impl Collection for Subnet {
             tags: a.string_list("tags")?,
             network_id,
             ip_version: u8::try_from(ip_version).unwrap_or(0),
-            cidr,
+            cidr: a.nullable_string("cidr")?,
+            subnetpool_id: a.nullable_string("subnetpool_id")?,
+            use_default_subnetpool: a.bool("use_default_subnetpool")?.unwrap_or(false),
+            prefixlen: a.u32("prefixlen")?,
             gateway_ip: a.nullable_ip("gateway_ip")?,
             allocation_pools: pools(&mut a)?,
             dns_nameservers: a
@@ -59,9 +62,6 @@ impl Collection for Subnet {
             ipv6_address_mode: ipv6_mode(&mut a, "ipv6_address_mode")?,
         };
         // Neutron's defaults for what vnet does not implement; anything else is refused.
-        if a.nullable_string("subnetpool_id")?.is_some() {
-            return Err(ApiError::invalid_input("subnet pools are not supported"));
-        }
         if a.nullable_string("segment_id")?.is_some() {
             return Err(ApiError::invalid_input("segments are not supported"));
         }
@@ -96,6 +96,9 @@ impl Collection for Subnet {
             "tenant_id",
             "ipv6_ra_mode",
             "ipv6_address_mode",
+            "subnetpool_id",
+            "prefixlen",
+            "use_default_subnetpool",
         ]))?;
         Ok(req)
     }
@@ -117,7 +120,8 @@ impl Collection for Subnet {
         Some(match name {
             "network_id" => json!(self.network_id),
             "ip_version" => json!(self.ip_version),
-            "subnetpool_id" | "segment_id" => Value::Null,
+            "subnetpool_id" => json!(self.subnetpool_id),
+            "segment_id" => Value::Null,
             "enable_dhcp" => json!(self.enable_dhcp),
             "ipv6_ra_mode" => json!(self.ipv6_ra_mode.map(|m| m.as_str())),
             "ipv6_address_mode" => json!(self.ipv6_address_mode.map(|m| m.as_str())),

@@ -48,6 +48,7 @@ pub fn subnet(id: &str, network_id: &str, cidr: &str) -> Subnet {
         enable_dhcp: true,
         ipv6_ra_mode: None,
         ipv6_address_mode: None,
+        subnetpool_id: None,
     }
 }
 

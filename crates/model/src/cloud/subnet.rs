@@ -1,14 +1,16 @@
-//! Subnets: their CIDR, gateway, pools, DNS and host routes, and the
-//! per-network and per-subnet address indexes. Addresses are handed out by
-//! the port module; this one only creates and removes the pools they come from.
+//! Subnets: their CIDR (given, or allocated from a subnet pool), gateway,
+//! allocation pools, DNS and host routes, and the per-network, per-subnet and
+//! per-subnet-pool indexes. Addresses are handed out by the port module; this
+//! one only creates and removes the pools they come from.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::subnet_pool::Request;
 use super::{Caller, Cloud, Record, network, set, stored};
 use crate::subnet;
 use crate::{
-    FixedIp, Kind, ModelError, Network, Resource, Subnet, SubnetCreate, SubnetUpdate, Timestamp,
-    ipam,
+    FixedIp, Kind, ModelError, Network, Resource, Subnet, SubnetCreate, SubnetPool, SubnetUpdate,
+    Timestamp, ipam,
 };
 
 impl Record for Subnet {
@@ -27,6 +29,13 @@ impl Record for Subnet {
             ids.push(self.std.id.clone());
         }
         cloud.subnet_ips.entry(self.std.id.clone()).or_default();
+        if let Some(pool) = &self.subnetpool_id {
+            cloud
+                .pool_subnets
+                .entry(pool.clone())
+                .or_default()
+                .insert(self.std.id.clone());
+        }
     }
 
     fn unindex(&self, cloud: &mut Cloud) {
@@ -44,6 +53,9 @@ impl Record for Subnet {
             cloud.subnet_ips.remove(&self.std.id);
         }
         cloud.subnet_cursor.remove(&self.std.id);
+        if let Some(pool) = &self.subnetpool_id {
+            super::remove_from(&mut cloud.pool_subnets, pool, &self.std.id);
+        }
     }
 }
 
@@ -88,7 +100,46 @@ impl Cloud {
                 req.ip_version
             )));
         }
-        let cidr = subnet::parse_cidr(&req.cidr, req.ip_version)?;
+        let pool = self.pool_for(caller, &req)?;
+        self.check_pool_affinity(&network.std.id, req.ip_version, pool.as_ref())?;
+        let cidr = match (&pool, &req.cidr) {
+            (None, Some(cidr)) => subnet::parse_cidr(cidr, req.ip_version)?,
+            (None, None) => {
+                return Err(ModelError::bad_subnet(
+                    "a subnetpool must be specified in the absence of a cidr",
+                ));
+            }
+            (Some(pool), given) => {
+                // Neutron's specific request: a CIDR, or one made of the
+                // gateway and the prefix length.
+                let specific = match (given, req.gateway_ip) {
+                    (Some(cidr), _) => Some(subnet::parse_cidr(cidr, req.ip_version)?),
+                    (None, Some(Some(gw))) => {
+                        let len = req.prefixlen.unwrap_or(pool.default_prefixlen.into());
+                        let net = u8::try_from(len)
+                            .ok()
+                            .and_then(|l| ipnet::IpNet::new(gw, l).ok())
+                            .ok_or_else(|| {
+                                ModelError::invalid(format!("{len} is not a valid prefix length"))
+                            })?;
+                        Some(net.trunc())
+                    }
+                    (None, _) => None,
+                };
+                if specific.is_none() && req.allocation_pools.is_some() {
+                    return Err(ModelError::bad_subnet(
+                        "allocation_pools allowed only for specific subnet requests.",
+                    ));
+                }
+                let request = match specific {
+                    Some(cidr) => Request::Specific(cidr),
+                    None => Request::Any(req.prefixlen.unwrap_or(pool.default_prefixlen.into())),
+                };
+                let cidr = self.allocate_from_pool(pool, &project_id, request)?;
+                // An allocated CIDR meets what a given one must.
+                subnet::parse_cidr(&cidr.to_string(), req.ip_version)?
+            }
+        };
         subnet::check_ipv6_modes(
             req.ip_version,
             &cidr,
@@ -143,6 +194,7 @@ impl Cloud {
             enable_dhcp: req.enable_dhcp.unwrap_or(true),
             ipv6_ra_mode: req.ipv6_ra_mode,
             ipv6_address_mode: req.ipv6_address_mode,
+            subnetpool_id: pool.map(|p| p.std.id),
         };
         self.put(Resource::Subnet(subnet.clone()));
         self.touch(Kind::Network, &subnet.network_id, now);
@@ -169,6 +221,66 @@ impl Cloud {
             }
         }
         Ok(subnet)
+    }
+
+    /// The pool a create asks to allocate from: named, or the default of
+    /// its IP version; as Neutron resolves it.
+    fn pool_for(
+        &self,
+        caller: &Caller,
+        req: &SubnetCreate,
+    ) -> Result<Option<SubnetPool>, ModelError> {
+        if req.cidr.is_some() && req.prefixlen.is_some() {
+            return Err(ModelError::bad_subnet(
+                "cidr and prefixlen must not be supplied together",
+            ));
+        }
+        let pool = match (&req.subnetpool_id, req.use_default_subnetpool) {
+            (Some(_), true) => {
+                return Err(ModelError::bad_subnet(
+                    "subnetpool_id and use_default_subnetpool cannot both be specified",
+                ));
+            }
+            (Some(id), false) => self.visible_as::<SubnetPool>(caller, id)?,
+            (None, true) => self
+                .default_pool(caller, req.ip_version)
+                .cloned()
+                .ok_or_else(|| {
+                    ModelError::bad_subnet(format!(
+                        "No default subnetpool found for IPv{}",
+                        req.ip_version
+                    ))
+                })?,
+            (None, false) => return Ok(None),
+        };
+        if pool.ip_version != req.ip_version {
+            return Err(ModelError::bad_subnet(format!(
+                "Cannot allocate IPv{} subnet from IPv{} subnet pool",
+                req.ip_version, pool.ip_version
+            )));
+        }
+        Ok(Some(pool))
+    }
+
+    /// Subnets of one IP version on one network come from one pool (or
+    /// none), as Neutron requires without address scopes.
+    fn check_pool_affinity(
+        &self,
+        network_id: &str,
+        ip_version: u8,
+        pool: Option<&SubnetPool>,
+    ) -> Result<(), ModelError> {
+        let pool_id = pool.map(|p| p.std.id.as_str());
+        let mixed = self
+            .subnets_of(network_id)
+            .iter()
+            .filter_map(|s| self.subnets.get(s))
+            .filter(|s| s.ip_version == ip_version)
+            .any(|s| s.subnetpool_id.as_deref() != pool_id);
+        if mixed {
+            return Err(ModelError::NetworkSubnetPoolAffinityError);
+        }
+        Ok(())
     }
 
     pub fn update_subnet(

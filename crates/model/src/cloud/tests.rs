@@ -5,7 +5,7 @@ use crate::{
     Direction, FixedIpRequest, FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute,
     InterfaceRequest, NetworkCreate, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortCreate,
     PortForwardingRequest, PortStatus, PortUpdate, RouterCreate, RouterUpdate, RuleCreate,
-    SecurityGroupCreate, SubnetCreate, ipam,
+    SecurityGroupCreate, SubnetCreate, SubnetPoolCreate, SubnetPoolUpdate, ipam,
 };
 
 fn cloud() -> Cloud {
@@ -43,7 +43,7 @@ fn subnet(c: &mut Cloud, who: &Caller, network: &str, cidr: &str) -> Subnet {
             SubnetCreate {
                 network_id: network.into(),
                 ip_version: version,
-                cidr: cidr.into(),
+                cidr: Some(cidr.into()),
                 ..Default::default()
             },
             0,
@@ -162,7 +162,7 @@ fn slaac_subnets_give_eui64_addresses_to_new_and_existing_ports() {
                 SubnetCreate {
                     network_id: n.std.id.clone(),
                     ip_version: 6,
-                    cidr: "fd00:20:30::/64".into(),
+                    cidr: Some("fd00:20:30::/64".into()),
                     ipv6_ra_mode: Some(crate::Ipv6Mode::Slaac),
                     ipv6_address_mode: Some(crate::Ipv6Mode::Slaac),
                     ..Default::default()
@@ -214,7 +214,7 @@ fn projects_are_isolated_and_overlapping_cidrs_are_fine() {
                 SubnetCreate {
                     network_id: na.std.id.clone(),
                     ip_version: 4,
-                    cidr: "10.0.0.128/25".into(),
+                    cidr: Some("10.0.0.128/25".into()),
                     ..Default::default()
                 },
                 0,
@@ -370,6 +370,7 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                 Kind::Router => c.routers().map(|r| r.std.id.clone()).collect(),
                 Kind::FloatingIp => c.floating_ips().map(|r| r.std.id.clone()).collect(),
                 Kind::Quota => Vec::new(), // none set here
+                Kind::SubnetPool => c.subnet_pools().map(|r| r.std.id.clone()).collect(),
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
@@ -974,4 +975,522 @@ fn provider_attributes_are_checked_as_neutrons_type_drivers_check_them() {
     ));
     // Nothing refused took the physical network.
     provider(&mut c, &admin(), Some("flat"), Some("external"), None).unwrap();
+}
+
+// === subnet pools ===
+
+fn pool(c: &mut Cloud, who: &Caller, prefixes: &[&str], default_len: u32) -> SubnetPool {
+    let req = SubnetPoolCreate {
+        prefixes: prefixes.iter().map(|p| p.parse().unwrap()).collect(),
+        default_prefixlen: Some(default_len),
+        ..Default::default()
+    };
+    c.apply(|c| c.create_subnet_pool(who, req, 0)).unwrap().0
+}
+
+fn from_pool(
+    c: &mut Cloud,
+    who: &Caller,
+    network: &str,
+    pool: &str,
+    prefixlen: Option<u32>,
+) -> Result<Subnet, ModelError> {
+    let req = SubnetCreate {
+        network_id: network.into(),
+        ip_version: 4,
+        subnetpool_id: Some(pool.into()),
+        prefixlen,
+        ..Default::default()
+    };
+    c.apply(|c| c.create_subnet(who, req, 0)).map(|(s, _)| s)
+}
+
+fn cidr_of(s: &Result<Subnet, ModelError>) -> String {
+    s.as_ref().map(|s| s.cidr.to_string()).unwrap_or_default()
+}
+
+#[test]
+fn a_pool_takes_neutrons_defaults_and_merges_its_prefixes() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let req = SubnetPoolCreate {
+        prefixes: ["10.10.1.0/24", "10.10.0.0/24", "10.10.0.7/16"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect(),
+        ..Default::default()
+    };
+    let p = c.apply(|c| c.create_subnet_pool(&a, req, 0)).unwrap().0;
+    assert_eq!(p.ip_version, 4);
+    assert_eq!(
+        p.prefixes,
+        vec!["10.10.0.0/16".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(
+        (p.min_prefixlen, p.default_prefixlen, p.max_prefixlen),
+        (8, 8, 32)
+    );
+    let v6 = SubnetPoolCreate {
+        prefixes: vec!["fd00::/48".parse().unwrap()],
+        ..Default::default()
+    };
+    let p6 = c.apply(|c| c.create_subnet_pool(&a, v6, 0)).unwrap().0;
+    assert_eq!(
+        (
+            p6.ip_version,
+            p6.min_prefixlen,
+            p6.default_prefixlen,
+            p6.max_prefixlen
+        ),
+        (6, 64, 64, 128)
+    );
+}
+
+#[test]
+fn allocation_takes_the_first_free_block_and_never_overlaps() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/16"], 24);
+    let n = net(&mut c, &a);
+    let first = from_pool(&mut c, &a, &n.std.id, &p.std.id, None);
+    assert_eq!(cidr_of(&first), "10.10.0.0/24");
+    assert_eq!(
+        first.unwrap().subnetpool_id.as_deref(),
+        Some(p.std.id.as_str())
+    );
+    assert_eq!(
+        cidr_of(&from_pool(&mut c, &a, &n.std.id, &p.std.id, Some(26))),
+        "10.10.1.0/26"
+    );
+    // The smallest free block that holds it: the rest of 10.10.1.0/24.
+    assert_eq!(
+        cidr_of(&from_pool(&mut c, &a, &n.std.id, &p.std.id, Some(26))),
+        "10.10.1.64/26"
+    );
+    assert_eq!(
+        cidr_of(&from_pool(&mut c, &a, &n.std.id, &p.std.id, None)),
+        "10.10.2.0/24"
+    );
+    // Another network of the pool: still no overlap.
+    let m = net(&mut c, &a);
+    assert_eq!(
+        cidr_of(&from_pool(&mut c, &a, &m.std.id, &p.std.id, Some(23))),
+        "10.10.4.0/23"
+    );
+    let cidrs: Vec<ipnet::IpNet> = c.subnets().map(|s| s.cidr).collect();
+    for (i, x) in cidrs.iter().enumerate() {
+        for y in &cidrs[i + 1..] {
+            assert!(!x.contains(y) && !y.contains(x), "{x} overlaps {y}");
+        }
+    }
+    // Gateway and pools as for a given CIDR.
+    let s = c
+        .subnets()
+        .find(|s| s.cidr.to_string() == "10.10.2.0/24")
+        .unwrap();
+    assert_eq!(s.gateway_ip, Some("10.10.2.1".parse().unwrap()));
+}
+
+#[test]
+fn an_exhausted_pool_refuses_and_changes_nothing() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/23"], 24);
+    let n = net(&mut c, &a);
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    let before = c.subnets().count();
+    let err = from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Failed to allocate subnet: Insufficient prefix space to allocate subnet size /24."
+    );
+    assert_eq!(c.subnets().count(), before);
+    // Freed space is allocated again.
+    let id = c
+        .subnets()
+        .find(|s| s.cidr.to_string() == "10.10.0.0/24")
+        .unwrap()
+        .std
+        .id
+        .clone();
+    c.apply(|c| c.delete_subnet(&a, &id, 0)).unwrap();
+    assert_eq!(
+        cidr_of(&from_pool(&mut c, &a, &n.std.id, &p.std.id, Some(25))),
+        "10.10.0.0/25"
+    );
+}
+
+#[test]
+fn prefix_lengths_stay_within_the_pools_bounds() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let req = SubnetPoolCreate {
+        prefixes: vec!["10.10.0.0/16".parse().unwrap()],
+        min_prefixlen: Some(20),
+        max_prefixlen: Some(28),
+        default_prefixlen: Some(24),
+        ..Default::default()
+    };
+    let p = c.apply(|c| c.create_subnet_pool(&a, req, 0)).unwrap().0;
+    let n = net(&mut c, &a);
+    assert_eq!(
+        from_pool(&mut c, &a, &n.std.id, &p.std.id, Some(29)).unwrap_err(),
+        ModelError::MaxPrefixSubnetAllocationError {
+            prefixlen: 29,
+            max_prefixlen: 28
+        }
+    );
+    assert_eq!(
+        from_pool(&mut c, &a, &n.std.id, &p.std.id, Some(19)).unwrap_err(),
+        ModelError::MinPrefixSubnetAllocationError {
+            prefixlen: 19,
+            min_prefixlen: 20
+        }
+    );
+    let bad = SubnetPoolUpdate {
+        default_prefixlen: Some(30),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.apply(|c| c.update_subnet_pool(&a, &p.std.id, bad, 1))
+            .unwrap_err()
+            .to_string(),
+        "Illegal prefix bounds: default_prefixlen=30, max_prefixlen=28."
+    );
+    let mixed = SubnetPoolCreate {
+        prefixes: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+        ..Default::default()
+    };
+    assert_eq!(
+        c.apply(|c| c.create_subnet_pool(&a, mixed, 0)).unwrap_err(),
+        ModelError::PrefixVersionMismatch
+    );
+}
+
+#[test]
+fn a_given_cidr_must_be_free_and_inside_the_pool() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/16"], 24);
+    let n = net(&mut c, &a);
+    let req = |cidr: &str| SubnetCreate {
+        network_id: n.std.id.clone(),
+        ip_version: 4,
+        subnetpool_id: Some(p.std.id.clone()),
+        cidr: Some(cidr.into()),
+        ..Default::default()
+    };
+    let s = c
+        .apply(|c| c.create_subnet(&a, req("10.10.8.0/24"), 0))
+        .unwrap()
+        .0;
+    assert_eq!(s.subnetpool_id.as_deref(), Some(p.std.id.as_str()));
+    let m = net(&mut c, &a);
+    let mut taken = req("10.10.8.0/25");
+    taken.network_id = m.std.id.clone();
+    for bad in [taken, req("10.20.0.0/24")] {
+        assert!(matches!(
+            c.apply(|c| c.create_subnet(&a, bad, 0)),
+            Err(ModelError::SubnetAllocationError { .. })
+        ));
+    }
+    // Both a CIDR and a prefix length: refused, as in Neutron.
+    let mut both = req("10.10.9.0/24");
+    both.prefixlen = Some(24);
+    assert!(matches!(
+        c.apply(|c| c.create_subnet(&a, both, 0)),
+        Err(ModelError::BadRequest { .. })
+    ));
+}
+
+#[test]
+fn prefixes_only_grow_by_update_and_removal_spares_allocations() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/24"], 26);
+    let n = net(&mut c, &a);
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    let shrink = SubnetPoolUpdate {
+        prefixes: Some(vec!["10.10.0.0/25".parse().unwrap()]),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.apply(|c| c.update_subnet_pool(&a, &p.std.id, shrink, 1))
+            .unwrap_err()
+            .to_string(),
+        "Illegal update to prefixes: Existing prefixes must be a subset of the new prefixes."
+    );
+    for (other, err) in [
+        (vec!["fd00::/8"], "IllegalSubnetPoolPrefixUpdate"),
+        (vec![], "IllegalSubnetPoolPrefixUpdate"),
+        (vec!["10.10.0.0/24", "fd00::/8"], "PrefixVersionMismatch"),
+    ] {
+        let req = SubnetPoolUpdate {
+            prefixes: Some(other.iter().map(|p| p.parse().unwrap()).collect()),
+            ..Default::default()
+        };
+        let got = c
+            .apply(|c| c.update_subnet_pool(&a, &p.std.id, req, 1))
+            .unwrap_err();
+        assert!(format!("{got:?}").starts_with(err), "{got:?}");
+    }
+    let grown = c
+        .apply(|c| {
+            c.add_subnet_pool_prefixes(&a, &p.std.id, vec!["10.10.1.0/24".parse().unwrap()], 1)
+        })
+        .unwrap()
+        .0;
+    assert_eq!(
+        grown.prefixes,
+        vec!["10.10.0.0/23".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert_eq!(grown.std.revision_number, 1);
+    let in_use = c.apply(|c| {
+        c.remove_subnet_pool_prefixes(&a, &p.std.id, vec!["10.10.0.0/25".parse().unwrap()], 2)
+    });
+    assert!(matches!(
+        in_use,
+        Err(ModelError::IllegalSubnetPoolPrefixUpdate { .. })
+    ));
+    let shrunk = c
+        .apply(|c| {
+            c.remove_subnet_pool_prefixes(&a, &p.std.id, vec!["10.10.1.0/25".parse().unwrap()], 2)
+        })
+        .unwrap()
+        .0;
+    let expect: Vec<ipnet::IpNet> = ["10.10.0.0/24", "10.10.1.128/25"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(shrunk.prefixes, expect);
+    // What was removed is no longer allocated.
+    let req = SubnetCreate {
+        network_id: n.std.id.clone(),
+        ip_version: 4,
+        subnetpool_id: Some(p.std.id.clone()),
+        cidr: Some("10.10.1.0/26".into()),
+        ..Default::default()
+    };
+    assert!(c.apply(|c| c.create_subnet(&a, req, 3)).is_err());
+}
+
+#[test]
+fn a_pool_in_use_is_not_deleted() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/16"], 24);
+    let n = net(&mut c, &a);
+    let s = from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    assert_eq!(
+        c.apply(|c| c.delete_subnet_pool(&a, &p.std.id))
+            .unwrap_err()
+            .to_string(),
+        "Unable to delete subnet pool: Subnet pool has existing allocations."
+    );
+    assert!(c.subnet_pool(&p.std.id).is_some());
+    c.apply(|c| c.delete_subnet(&a, &s.std.id, 0)).unwrap();
+    c.apply(|c| c.delete_subnet_pool(&a, &p.std.id)).unwrap();
+    assert!(c.subnet_pool(&p.std.id).is_none());
+    // Deleting the network takes its subnets out of the pool's index too.
+    let q = pool(&mut c, &a, &["10.20.0.0/16"], 24);
+    from_pool(&mut c, &a, &n.std.id, &q.std.id, None).unwrap();
+    c.apply(|c| c.delete_network(&a, &n.std.id)).unwrap();
+    c.apply(|c| c.delete_subnet_pool(&a, &q.std.id)).unwrap();
+}
+
+#[test]
+fn private_pools_are_their_projects_and_shared_ones_everyones() {
+    let mut c = cloud();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let private = pool(&mut c, &a, &["10.10.0.0/16"], 24);
+    let nb = net(&mut c, &b);
+    assert!(matches!(
+        from_pool(&mut c, &b, &nb.std.id, &private.std.id, None),
+        Err(ModelError::NotFound {
+            kind: Kind::SubnetPool,
+            ..
+        })
+    ));
+    assert!(!c.can_see(&b, &Resource::SubnetPool(private.clone())));
+    let shared_req = SubnetPoolCreate {
+        prefixes: vec!["10.20.0.0/16".parse().unwrap()],
+        default_prefixlen: Some(24),
+        shared: Some(true),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.apply(|c| c.create_subnet_pool(&a, shared_req.clone(), 0)),
+        Err(ModelError::Forbidden(_))
+    ));
+    let shared = c
+        .apply(|c| c.create_subnet_pool(&admin(), shared_req, 0))
+        .unwrap()
+        .0;
+    let s = from_pool(&mut c, &b, &nb.std.id, &shared.std.id, None).unwrap();
+    assert_eq!(s.std.project_id, "b");
+    // Seen, not owned: b may not change it.
+    assert!(matches!(
+        c.apply(|c| c.delete_subnet_pool(&b, &shared.std.id)),
+        Err(ModelError::Forbidden(_))
+    ));
+}
+
+#[test]
+fn one_default_pool_per_ip_version_serves_use_default_subnetpool() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let default = |prefix: &str| SubnetPoolCreate {
+        prefixes: vec![prefix.parse().unwrap()],
+        default_prefixlen: Some(if prefix.contains(':') { 64 } else { 24 }),
+        shared: Some(true),
+        is_default: Some(true),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.apply(|c| c.create_subnet_pool(&a, default("10.0.0.0/8"), 0)),
+        Err(ModelError::Forbidden(_))
+    ));
+    let p = c
+        .apply(|c| c.create_subnet_pool(&admin(), default("10.0.0.0/8"), 0))
+        .unwrap()
+        .0;
+    assert!(matches!(
+        c.apply(|c| c.create_subnet_pool(&admin(), default("172.16.0.0/12"), 0)),
+        Err(ModelError::InvalidInput(_))
+    ));
+    c.apply(|c| c.create_subnet_pool(&admin(), default("fd00::/8"), 0))
+        .unwrap();
+    let n = net(&mut c, &a);
+    let req = SubnetCreate {
+        network_id: n.std.id.clone(),
+        ip_version: 4,
+        use_default_subnetpool: true,
+        ..Default::default()
+    };
+    let s = c.apply(|c| c.create_subnet(&a, req, 0)).unwrap().0;
+    assert_eq!(s.subnetpool_id.as_deref(), Some(p.std.id.as_str()));
+    assert_eq!(s.cidr.to_string(), "10.0.0.0/24");
+    // No longer the default: a new one may be set.
+    let unset = SubnetPoolUpdate {
+        is_default: Some(false),
+        ..Default::default()
+    };
+    c.apply(|c| c.update_subnet_pool(&admin(), &p.std.id, unset, 1))
+        .unwrap();
+    c.apply(|c| c.create_subnet_pool(&admin(), default("172.16.0.0/12"), 0))
+        .unwrap();
+}
+
+#[test]
+fn a_networks_subnets_of_one_version_come_from_one_pool() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/16"], 24);
+    let q = pool(&mut c, &a, &["10.20.0.0/16"], 24);
+    let n = net(&mut c, &a);
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    assert_eq!(
+        from_pool(&mut c, &a, &n.std.id, &q.std.id, None).unwrap_err(),
+        ModelError::NetworkSubnetPoolAffinityError
+    );
+    let plain = SubnetCreate {
+        network_id: n.std.id.clone(),
+        ip_version: 4,
+        cidr: Some("192.168.0.0/24".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.apply(|c| c.create_subnet(&a, plain, 0)).unwrap_err(),
+        ModelError::NetworkSubnetPoolAffinityError
+    );
+}
+
+#[test]
+fn a_pools_default_quota_limits_each_project() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let req = SubnetPoolCreate {
+        prefixes: vec!["10.10.0.0/16".parse().unwrap()],
+        default_prefixlen: Some(24),
+        default_quota: Some(512),
+        ..Default::default()
+    };
+    let p = c.apply(|c| c.create_subnet_pool(&a, req, 0)).unwrap().0;
+    let n = net(&mut c, &a);
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    assert_eq!(
+        from_pool(&mut c, &a, &n.std.id, &p.std.id, Some(32 - 1)).unwrap_err(),
+        ModelError::SubnetPoolQuotaExceeded
+    );
+}
+
+#[test]
+fn reloading_keeps_a_pools_allocations() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let p = pool(&mut c, &a, &["10.10.0.0/16"], 24);
+    let n = net(&mut c, &a);
+    from_pool(&mut c, &a, &n.std.id, &p.std.id, None).unwrap();
+    let all: Vec<Resource> = [Kind::Network, Kind::Subnet, Kind::SubnetPool]
+        .iter()
+        .flat_map(|k| {
+            let ids: Vec<String> = match k {
+                Kind::Network => c.networks().map(|r| r.std.id.clone()).collect(),
+                Kind::Subnet => c.subnets().map(|r| r.std.id.clone()).collect(),
+                _ => c.subnet_pools().map(|r| r.std.id.clone()).collect(),
+            };
+            ids.into_iter()
+                .filter_map(|id| c.get(*k, &id))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let mut again = Cloud::load(CloudConfig::default(), all);
+    assert_eq!(
+        cidr_of(&from_pool(&mut again, &a, &n.std.id, &p.std.id, None)),
+        "10.10.1.0/24"
+    );
+    assert!(
+        again
+            .apply(|c| c.delete_subnet_pool(&a, &p.std.id))
+            .is_err()
+    );
+}
+
+#[test]
+fn ipv6_pools_hand_out_64s_and_a_failed_batch_allocates_nothing() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let req = SubnetPoolCreate {
+        prefixes: vec!["fd00:1::/63".parse().unwrap()],
+        ..Default::default()
+    };
+    let p = c.apply(|c| c.create_subnet_pool(&a, req, 0)).unwrap().0;
+    let n = net(&mut c, &a);
+    let v6 = |prefixlen: Option<u32>| SubnetCreate {
+        network_id: n.std.id.clone(),
+        ip_version: 6,
+        subnetpool_id: Some(p.std.id.clone()),
+        prefixlen,
+        ..Default::default()
+    };
+    // Two in one operation, the second refused: neither stays.
+    let batch = c.apply(|c| {
+        c.create_subnet(&a, v6(None), 0)?;
+        c.create_subnet(&a, v6(Some(48)), 0)
+    });
+    assert!(matches!(
+        batch,
+        Err(ModelError::MinPrefixSubnetAllocationError { .. })
+    ));
+    assert_eq!(c.subnets().count(), 0);
+    let first = c.apply(|c| c.create_subnet(&a, v6(None), 0)).unwrap().0;
+    let second = c.apply(|c| c.create_subnet(&a, v6(None), 0)).unwrap().0;
+    assert_eq!(first.cidr.to_string(), "fd00:1::/64");
+    assert_eq!(second.cidr.to_string(), "fd00:1:0:1::/64");
+    assert!(matches!(
+        c.apply(|c| c.create_subnet(&a, v6(None), 0)),
+        Err(ModelError::SubnetAllocationError { .. })
+    ));
 }

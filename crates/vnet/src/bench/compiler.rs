@@ -520,6 +520,7 @@ impl SyntheticCloud {
             enable_dhcp: true,
             ipv6_ra_mode: None,
             ipv6_address_mode: None,
+            subnetpool_id: None,
         };
         Ok(SyntheticCloud {
             shape,

@@ -336,6 +336,7 @@ fn routed_pairs(
                 enable_dhcp: true,
                 ipv6_ra_mode: None,
                 ipv6_address_mode: None,
+                subnetpool_id: None,
             })));
             let host = format!("compute-{:05}", (r * 7 + usize::from(side)) % hosts.max(1));
             let port = |id: String, last: u8, host: String, owner: &str, device: &str| Port {
