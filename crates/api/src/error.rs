@@ -120,6 +120,7 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::FloatingIp => ("FloatingIPNotFound", "could not be found"),
         Kind::Quota => ("NotFound", "could not be found"),
         Kind::SubnetPool => ("SubnetPoolNotFound", "could not be found."),
+        Kind::DefaultSecurityGroupRule => ("DefaultSecurityGroupRuleNotFound", "does not exist"),
     }
 }
 
@@ -276,6 +277,9 @@ impl From<ModelError> for ApiError {
             }
             M::SubnetPoolDeleteError { .. } => (StatusCode::BAD_REQUEST, "SubnetPoolDeleteError"),
             M::SubnetPoolQuotaExceeded => (StatusCode::CONFLICT, "SubnetPoolQuotaExceeded"),
+            M::DefaultSecurityGroupRuleExists { .. } => {
+                (StatusCode::CONFLICT, "DefaultSecurityGroupRuleExists")
+            }
             M::NetworkSubnetPoolAffinityError => {
                 (StatusCode::BAD_REQUEST, "NetworkSubnetPoolAffinityError")
             }

@@ -27,6 +27,8 @@ pub struct App {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
+    #[error("writing the default security group rules failed: {0}")]
+    Seed(String),
     #[error("reading the store failed")]
     Store(#[from] StoreError),
     #[error("stored record {key} is unreadable")]
@@ -36,6 +38,10 @@ pub enum LoadError {
         source: serde_json::Error,
     },
 }
+
+/// The store key that says the cloud has had its default security group
+/// rules (see `App::seed_default_rules`).
+const DEFAULT_RULES_SEEDED: &str = "meta/default_security_group_rules_seeded";
 
 /// Model changes as store writes. Our resource types always serialise (string
 /// keys, no non-finite floats), so a failure here is a bug worth stopping for.
@@ -69,6 +75,7 @@ impl App {
         let mut resources = Vec::new();
         let mut hosts = Vec::new();
         let mut inputs = Vec::new();
+        let seeded = all.kvs.iter().any(|kv| kv.key == DEFAULT_RULES_SEEDED);
         for kv in all.kvs {
             if let Some(input) =
                 crate::fabric::input_of(&kv.key, Some(&kv.value)).map_err(|source| {
@@ -95,7 +102,7 @@ impl App {
             "loaded the cloud from the store"
         );
         let (failed_tx, failed) = watch::channel(None);
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             cloud: RwLock::new(Cloud::load(config, resources)),
             hosts: crate::hosts::Hosts::load(hosts, std::time::Instant::now()),
             fabric: Arc::new(crate::fabric::Fabric::new(inputs, all.revision)),
@@ -104,7 +111,27 @@ impl App {
             default_project,
             failed,
             stopping: watch::Sender::new(false),
-        }))
+        });
+        if !seeded {
+            app.seed_default_rules().await?;
+        }
+        Ok(app)
+    }
+
+    /// A new cloud starts with Neutron's templates of new groups' rules,
+    /// once: the marker says it was done, so templates an admin deleted stay
+    /// deleted. A crash between the two writes finds the templates there and
+    /// only writes the marker.
+    async fn seed_default_rules(&self) -> Result<(), LoadError> {
+        let seed = |e: ApiError| LoadError::Seed(e.to_string());
+        if self.read().default_rules().next().is_none() {
+            self.write(|cloud| cloud.seed_default_rules(now()))
+                .await
+                .map_err(seed)?;
+        }
+        self.write_raw(vec![(DEFAULT_RULES_SEEDED.to_owned(), Some(b"1".to_vec()))])
+            .await
+            .map_err(seed)
     }
 
     /// Start what runs beside the requests: the compiler following the store,

@@ -60,7 +60,9 @@ impl Input {
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
             Resource::Router(r) => Some(Input::Router(Box::new(r))),
             Resource::FloatingIp(f) => Some(Input::FloatingIp(Box::new(f))),
-            Resource::Quota(_) | Resource::SubnetPool(_) => None,
+            Resource::Quota(_)
+            | Resource::SubnetPool(_)
+            | Resource::DefaultSecurityGroupRule(_) => None,
         }
     }
 
@@ -74,7 +76,7 @@ impl Input {
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
             Kind::Router => Some(Input::RouterDeleted(id)),
             Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
-            Kind::Quota | Kind::SubnetPool => None,
+            Kind::Quota | Kind::SubnetPool | Kind::DefaultSecurityGroupRule => None,
         }
     }
 }

@@ -11,6 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+mod default_security_group_rule;
 mod l3;
 mod network;
 mod port;
@@ -25,9 +26,9 @@ use crate::quota::{Limits, Quota};
 use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
-    FloatingIp, Kind, MacAddr, ModelError, Network, Port, Resource, Router, SecurityGroup,
-    SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
-    quota_name,
+    DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, ModelError, Network, Port, Resource,
+    Router, SecurityGroup, SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp,
+    default_limits, quota_name,
 };
 
 /// Allocator settings.
@@ -127,6 +128,7 @@ pub struct Cloud {
     floating_ips: HashMap<String, FloatingIp>,
     quotas: HashMap<String, Quota>,
     subnet_pools: HashMap<String, SubnetPool>,
+    default_rules: HashMap<String, DefaultSecurityGroupRule>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
@@ -188,6 +190,7 @@ impl Cloud {
             floating_ips: HashMap::new(),
             quotas: HashMap::new(),
             subnet_pools: HashMap::new(),
+            default_rules: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),

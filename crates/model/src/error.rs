@@ -28,6 +28,8 @@ pub enum ModelError {
         limit: i64,
         used: usize,
     },
+    #[error("Default security group rule already exists. Rule id is {id}.")]
+    DefaultSecurityGroupRuleExists { id: String },
     /// `If-Match: revision_number=N` did not hold (412).
     #[error("Constrained to {expected}, but current revision is {current}")]
     RevisionMismatch { expected: i64, current: u64 },

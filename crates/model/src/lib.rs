@@ -5,6 +5,7 @@
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
 
 mod cloud;
+mod default_security_group_rule;
 mod error;
 mod ipam;
 mod mac;
@@ -20,6 +21,7 @@ mod subnet;
 mod subnet_pool;
 
 pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
+pub use default_security_group_rule::{DefaultRuleCreate, DefaultSecurityGroupRule, PARENT};
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};
 pub use mac::MacAddr;

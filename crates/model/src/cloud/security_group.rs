@@ -5,8 +5,8 @@
 use super::{Caller, Cloud, Record, remove_from, set, stored};
 use crate::security_group;
 use crate::{
-    Direction, Ethertype, Kind, ModelError, Resource, RuleCreate, SecurityGroup,
-    SecurityGroupCreate, SecurityGroupRule, SecurityGroupUpdate, Standard, Timestamp,
+    Kind, ModelError, Resource, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
+    SecurityGroupUpdate, Standard, Timestamp,
 };
 
 impl Record for SecurityGroup {
@@ -102,40 +102,38 @@ impl Cloud {
         };
         let id = group.std.id.clone();
         self.put(Resource::SecurityGroup(group));
-        for ethertype in [Ethertype::IPv4, Ethertype::IPv6] {
-            self.put_rule(project_id, &id, Direction::Egress, ethertype, None, now);
-            self.put_rule(
-                project_id,
-                &id,
-                Direction::Ingress,
-                ethertype,
-                Some(id.clone()),
-                now,
-            );
-        }
+        self.put_template_rules(project_id, &id, true, now);
     }
 
-    fn put_rule(
+    /// The rules the templates give a new group of `project_id`: those for
+    /// default groups, or those for the others.
+    fn put_template_rules(
         &mut self,
         project_id: &str,
         group_id: &str,
-        direction: Direction,
-        ethertype: Ethertype,
-        remote_group_id: Option<String>,
+        default: bool,
         now: Timestamp,
     ) {
-        let rule = SecurityGroupRule {
-            std: Standard::new(self.rng.uuid(), project_id.to_owned(), now),
-            security_group_id: group_id.to_owned(),
-            direction,
-            ethertype,
-            protocol: None,
-            port_range_min: None,
-            port_range_max: None,
-            remote_ip_prefix: None,
-            remote_group_id,
-        };
-        self.put(Resource::SecurityGroupRule(rule));
+        let mut templates: Vec<_> = self
+            .default_rules
+            .values()
+            .filter(|t| {
+                if default {
+                    t.used_in_default_sg
+                } else {
+                    t.used_in_non_default_sg
+                }
+            })
+            .cloned()
+            .collect();
+        // In a fixed order, so the same cloud gives the same ids.
+        templates.sort_by(|a, b| a.std.id.cmp(&b.std.id));
+        for template in templates {
+            // The rule has no description of its own (Neutron's is null).
+            let std = Standard::new(self.rng.uuid(), project_id.to_owned(), now);
+            let rule = template.instantiate(std, group_id);
+            self.put(Resource::SecurityGroupRule(rule));
+        }
     }
 
     pub fn create_security_group(
@@ -156,16 +154,7 @@ impl Cloud {
             is_default: false,
         };
         self.put(Resource::SecurityGroup(group.clone()));
-        for ethertype in [Ethertype::IPv4, Ethertype::IPv6] {
-            self.put_rule(
-                &project_id,
-                &group.std.id,
-                Direction::Egress,
-                ethertype,
-                None,
-                now,
-            );
-        }
+        self.put_template_rules(&project_id, &group.std.id, false, now);
         Ok(group)
     }
 

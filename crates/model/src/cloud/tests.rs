@@ -8,11 +8,15 @@ use crate::{
     SecurityGroupCreate, SubnetCreate, SubnetPoolCreate, SubnetPoolUpdate, ipam,
 };
 
+/// A new cloud as the server makes one: with Neutron's templates of new
+/// groups' rules.
 fn cloud() -> Cloud {
-    Cloud::new(CloudConfig {
+    let mut c = Cloud::new(CloudConfig {
         seed: 7,
         ..Default::default()
-    })
+    });
+    c.apply(|c| c.seed_default_rules(0)).unwrap();
+    c
 }
 
 fn tenant(p: &str) -> Caller {
@@ -371,6 +375,9 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                 Kind::FloatingIp => c.floating_ips().map(|r| r.std.id.clone()).collect(),
                 Kind::Quota => Vec::new(), // none set here
                 Kind::SubnetPool => c.subnet_pools().map(|r| r.std.id.clone()).collect(),
+                Kind::DefaultSecurityGroupRule => {
+                    c.default_rules().map(|r| r.std.id.clone()).collect()
+                }
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
