@@ -1,5 +1,5 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets, ports,
-//! security groups and rules, routers and floating IPs), their validation, IPAM and the MAC/VNI allocators,
+//! security groups and rules, routers and floating IPs, metering labels), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
@@ -8,6 +8,7 @@ mod cloud;
 mod error;
 mod ipam;
 mod mac;
+mod metering;
 mod network;
 mod port;
 mod quota;
@@ -22,6 +23,9 @@ pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit}
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};
 pub use mac::MacAddr;
+pub use metering::{
+    MeteringLabel, MeteringLabelCreate, MeteringLabelRule, MeteringLabelRuleCreate,
+};
 pub use network::{FLAT, Network, NetworkCreate, NetworkUpdate, VXLAN};
 pub use port::{
     AddressPair, AddressPairRequest, ExtraDhcpOpt, FixedIp, FixedIpRequest, Port, PortCreate,

@@ -5,7 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, Timestamp,
+    FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, Quota, Router, SecurityGroup,
+    SecurityGroupRule, Subnet, Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -20,11 +21,13 @@ pub enum Kind {
     SecurityGroupRule,
     Router,
     FloatingIp,
+    MeteringLabel,
+    MeteringLabelRule,
     Quota,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -32,6 +35,8 @@ impl Kind {
         Kind::SecurityGroupRule,
         Kind::Router,
         Kind::FloatingIp,
+        Kind::MeteringLabel,
+        Kind::MeteringLabelRule,
         Kind::Quota,
     ];
 
@@ -45,6 +50,8 @@ impl Kind {
             Kind::SecurityGroupRule => "security_group_rules/",
             Kind::Router => "routers/",
             Kind::FloatingIp => "floatingips/",
+            Kind::MeteringLabel => "metering_labels/",
+            Kind::MeteringLabelRule => "metering_label_rules/",
             Kind::Quota => "quotas/",
         }
     }
@@ -59,6 +66,8 @@ impl Kind {
             Kind::SecurityGroupRule => "Security group rule",
             Kind::Router => "Router",
             Kind::FloatingIp => "Floating IP",
+            Kind::MeteringLabel => "Metering label",
+            Kind::MeteringLabelRule => "Metering label rule",
             Kind::Quota => "Quota of project",
         }
     }
@@ -111,6 +120,8 @@ pub enum Resource {
     SecurityGroupRule(SecurityGroupRule),
     Router(Router),
     FloatingIp(FloatingIp),
+    MeteringLabel(MeteringLabel),
+    MeteringLabelRule(MeteringLabelRule),
     Quota(Quota),
 }
 
@@ -147,6 +158,14 @@ macro_rules! with_kind {
                 type $R = $crate::FloatingIp;
                 $body
             }
+            $crate::Kind::MeteringLabel => {
+                type $R = $crate::MeteringLabel;
+                $body
+            }
+            $crate::Kind::MeteringLabelRule => {
+                type $R = $crate::MeteringLabelRule;
+                $body
+            }
             $crate::Kind::Quota => {
                 type $R = $crate::Quota;
                 $body
@@ -173,6 +192,14 @@ macro_rules! with_record {
             }
             $crate::Resource::Router($r) => { let $k = $crate::Kind::Router; $body }
             $crate::Resource::FloatingIp($r) => { let $k = $crate::Kind::FloatingIp; $body }
+            $crate::Resource::MeteringLabel($r) => {
+                let $k = $crate::Kind::MeteringLabel;
+                $body
+            }
+            $crate::Resource::MeteringLabelRule($r) => {
+                let $k = $crate::Kind::MeteringLabelRule;
+                $body
+            }
             $crate::Resource::Quota($r) => { let $k = $crate::Kind::Quota; $body }
         }
     };

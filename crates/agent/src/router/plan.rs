@@ -820,6 +820,7 @@ mod tests {
                         nexthop: "10.0.0.9".parse().unwrap(),
                     }],
                     gateway: None,
+                    metering: Default::default(),
                 },
             )]
             .into(),

@@ -31,6 +31,10 @@ pub trait Collection: Stored + Send + Sync {
     const PATH: &'static str;
     const SINGULAR: &'static str;
     const PLURAL: &'static str;
+    /// The standard attributes it has: all of them by default; fewer for
+    /// resources Neutron gives no standard attributes (metering), which
+    /// then have no tags either.
+    const STANDARD: &'static [&'static str] = &STANDARD;
     /// The attributes beyond the standard ones, in the order Neutron shows them.
     const ATTRIBUTES: &'static [&'static str];
     /// Whether it has the standard `name` (rules and floating IPs do not).
@@ -99,17 +103,23 @@ pub fn attribute<C: Collection>(
     if name == "name" && !C::NAMED {
         return None;
     }
-    standard_attribute(r.standard(), name).or_else(|| r.own_attribute(cloud, caller, name))
+    if STANDARD.contains(&name) {
+        return C::STANDARD
+            .contains(&name)
+            .then(|| standard_attribute(r.standard(), name))
+            .flatten();
+    }
+    r.own_attribute(cloud, caller, name)
 }
 
 /// Every attribute name a collection may show, for query validation.
 pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
-    STANDARD.iter().chain(C::ATTRIBUTES).copied().collect()
+    C::STANDARD.iter().chain(C::ATTRIBUTES).copied().collect()
 }
 
 /// The whole object, or only `fields` when some are asked for.
 pub fn render<C: Collection>(r: &C, cloud: &Cloud, caller: &Caller, fields: &[String]) -> View {
-    let names = STANDARD.iter().chain(C::ATTRIBUTES);
+    let names = C::STANDARD.iter().chain(C::ATTRIBUTES);
     names
         .filter(|n| fields.is_empty() || fields.iter().any(|f| f == *n))
         .filter_map(|n| attribute(r, cloud, caller, n).map(|v| ((*n).to_owned(), v)))
@@ -350,7 +360,7 @@ async fn below<C: Collection>(
     headers: HeaderMap,
     call: Call,
 ) -> Result<Response, ApiError> {
-    if call.sub != "tags" {
+    if call.sub != "tags" || !C::STANDARD.contains(&"tags") {
         return C::call(app, headers, call).await;
     }
     let (id, headers) = (call.id.as_str(), &headers);

@@ -1,7 +1,8 @@
 //! Neutron v2.0 over HTTP: the routes, and what every handler shares (the
 //! caller, query pairs, `If-Match`). The only place that knows Neutron's
 //! JSON; each collection's parsing, view and actions are its own module's
-//! (`network`, `subnet`, `port`, `security_group`, `router`, `floating_ip`),
+//! (`network`, `subnet`, `port`, `security_group`, `router`, `floating_ip`,
+//! `metering`),
 //! served by the generic handlers of `collection`.
 
 mod agents;
@@ -9,6 +10,7 @@ mod body;
 mod collection;
 mod extensions;
 mod floating_ip;
+mod metering;
 mod network;
 mod port;
 mod query;
@@ -28,7 +30,10 @@ use axum::Json;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get};
-use model::{FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet};
+use model::{
+    FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, SecurityGroup, SecurityGroupRule,
+    Subnet,
+};
 use serde_json::{Value, json};
 
 use self::collection::Collection;
@@ -78,7 +83,9 @@ pub fn router(app: Arc<App>) -> Router {
         .with::<SecurityGroup>()
         .with::<SecurityGroupRule>()
         .with::<model::Router>()
-        .with::<FloatingIp>();
+        .with::<FloatingIp>()
+        .with::<MeteringLabel>()
+        .with::<MeteringLabelRule>();
     let names = Arc::new(collections.names);
     let root: MethodRouter<Arc<App>> = get(move |headers: HeaderMap| v2_root(headers, names));
     // Any other collection: 404, or 405 for a method no collection has.
