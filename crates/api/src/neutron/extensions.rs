@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 36] = [
+const EXTENSIONS: [(&str, &str, &str); 38] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -75,6 +75,16 @@ const EXTENSIONS: [(&str, &str, &str); 36] = [
         "ip-substring-filtering",
         "IP address substring filtering",
         "Provides IP address substring filtering when listing ports",
+    ),
+    (
+        "metering",
+        "Neutron Metering",
+        "Neutron Metering extension.",
+    ),
+    (
+        "metering_source_and_destination_fields",
+        "Neutron Metering with source and destination filtering",
+        "Neutron Metering extension that enables the use of source and destination IP prefixes to create metering label rules.",
     ),
     (
         "net-mtu",
