@@ -118,6 +118,8 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::SecurityGroupRule => ("SecurityGroupRuleNotFound", "does not exist"),
         Kind::Router => ("RouterNotFound", "could not be found"),
         Kind::FloatingIp => ("FloatingIPNotFound", "could not be found"),
+        Kind::MeteringLabel => ("MeteringLabelNotFound", "does not exist."),
+        Kind::MeteringLabelRule => ("MeteringLabelRuleNotFound", "does not exist."),
         Kind::Quota => ("NotFound", "could not be found"),
         Kind::SubnetPool => ("SubnetPoolNotFound", "could not be found."),
         Kind::DefaultSecurityGroupRule => ("DefaultSecurityGroupRuleNotFound", "does not exist"),
@@ -136,6 +138,11 @@ impl From<ModelError> for ApiError {
             M::Forbidden(_) => (StatusCode::FORBIDDEN, "PolicyNotAuthorized"),
             M::NotFound { kind, id } => {
                 let (kind_name, tail) = not_found_type(*kind);
+                // Neutron's metering exceptions quote the id.
+                let id = match kind {
+                    Kind::MeteringLabel | Kind::MeteringLabelRule => format!("'{id}'"),
+                    _ => id.clone(),
+                };
                 return ApiError::new(
                     StatusCode::NOT_FOUND,
                     kind_name,
@@ -282,6 +289,11 @@ impl From<ModelError> for ApiError {
             }
             M::NetworkSubnetPoolAffinityError => {
                 (StatusCode::BAD_REQUEST, "NetworkSubnetPoolAffinityError")
+            }
+            // neutron_lib's `Invalid`, which its fault map does not list.
+            M::MeteringInvalid(_) => (StatusCode::BAD_REQUEST, "Invalid"),
+            M::MeteringLabelRuleOverlaps { .. } => {
+                (StatusCode::CONFLICT, "MeteringLabelRuleOverlaps")
             }
         };
         ApiError::new(status, kind, message)

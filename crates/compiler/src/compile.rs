@@ -5,6 +5,7 @@
 //! hosts of the cloud on one input.
 
 mod floating_ip;
+mod metering;
 mod query;
 mod router;
 mod security;
@@ -67,6 +68,8 @@ pub struct Compiler {
     floating_ips: HashMap<String, FloatingIpEntry>,
     /// Port id → the floating IPs associated with it or forwarding to it.
     port_floating_ips: HashMap<String, BTreeSet<String>>,
+    /// Metering labels and which routers they apply to (see `metering`).
+    metering: metering::Metering,
 }
 
 /// What a host's vxlan device (or, flat, its physical network) is made of.
@@ -340,6 +343,10 @@ impl Compiler {
             Input::RouterDeleted(id) => self.delete_router(&id, &mut out),
             Input::FloatingIp(fip) => self.put_floating_ip(&fip, &mut out),
             Input::FloatingIpDeleted(id) => self.delete_floating_ip(&id, &mut out),
+            Input::MeteringLabel(label) => self.put_metering_label(&label, &mut out),
+            Input::MeteringLabelDeleted(id) => self.delete_metering_label(&id, &mut out),
+            Input::MeteringLabelRule(rule) => self.put_metering_rule(&rule, &mut out),
+            Input::MeteringLabelRuleDeleted(id) => self.delete_metering_rule(&id, &mut out),
         }
         out.changes
     }

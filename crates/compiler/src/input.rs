@@ -5,7 +5,8 @@
 use std::net::IpAddr;
 
 use model::{
-    FloatingIp, Kind, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, Subnet,
+    FloatingIp, Kind, MeteringLabel, MeteringLabelRule, Network, Port, Resource, Router,
+    SecurityGroup, SecurityGroupRule, Subnet,
 };
 
 /// One change of the topology. A put is an upsert: anything about the resource
@@ -32,6 +33,13 @@ pub enum Input {
     /// forwarding's port), through its router there.
     FloatingIp(Box<FloatingIp>),
     FloatingIpDeleted(String),
+    /// Counted on the uplinks of its project's routers, or of every router
+    /// if shared.
+    MeteringLabel(Box<MeteringLabel>),
+    MeteringLabelDeleted(String),
+    /// A rule may arrive before its label.
+    MeteringLabelRule(Box<MeteringLabelRule>),
+    MeteringLabelRuleDeleted(String),
     /// A host's agent registered, or what it registered changed, or its
     /// liveness as a gateway did. Repeating it unchanged yields no changes.
     Host {
@@ -60,6 +68,8 @@ impl Input {
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
             Resource::Router(r) => Some(Input::Router(Box::new(r))),
             Resource::FloatingIp(f) => Some(Input::FloatingIp(Box::new(f))),
+            Resource::MeteringLabel(l) => Some(Input::MeteringLabel(Box::new(l))),
+            Resource::MeteringLabelRule(r) => Some(Input::MeteringLabelRule(Box::new(r))),
             Resource::Quota(_)
             | Resource::SubnetPool(_)
             | Resource::DefaultSecurityGroupRule(_) => None,
@@ -76,6 +86,8 @@ impl Input {
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
             Kind::Router => Some(Input::RouterDeleted(id)),
             Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
+            Kind::MeteringLabel => Some(Input::MeteringLabelDeleted(id)),
+            Kind::MeteringLabelRule => Some(Input::MeteringLabelRuleDeleted(id)),
             Kind::Quota | Kind::SubnetPool | Kind::DefaultSecurityGroupRule => None,
         }
     }

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use model::MacAddr;
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// How often an agent re-registers (its heartbeat).
 pub const HEARTBEAT_SECONDS: u64 = 2;
@@ -74,6 +74,31 @@ pub struct RouterSpec {
     /// Its uplink to an external (flat) network, if it has one.
     #[serde(default)]
     pub gateway: Option<RouterGatewaySpec>,
+    /// The metering labels that apply to it (its project's and the shared
+    /// ones), by label id: counted on its uplink.
+    #[serde(default)]
+    pub metering: BTreeMap<String, MeteringLabelSpec>,
+}
+
+/// A metering label as a router counts it: its rules, by rule id.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeteringLabelSpec {
+    pub rules: BTreeMap<String, MeteringRuleSpec>,
+}
+
+/// Which traffic through a router's uplink a label counts (or, `excluded`,
+/// keeps from being counted by the label's other rules). Ingress enters by
+/// the uplink, egress leaves by it; the prefixes match the packet as the
+/// router forwards it (after the DNAT of what comes in, before the SNAT of
+/// what goes out). `remote_ip_prefix` is Neutron's: the tenant side (the
+/// source of egress, the destination of ingress).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeteringRuleSpec {
+    pub direction: RuleDirection,
+    pub excluded: bool,
+    pub remote_ip_prefix: Option<IpNet>,
+    pub source_ip_prefix: Option<IpNet>,
+    pub destination_ip_prefix: Option<IpNet>,
 }
 
 /// A router's uplink. Every host holding the router joins the external

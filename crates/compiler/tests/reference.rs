@@ -588,6 +588,12 @@ impl World {
             Input::FloatingIpDeleted(id) => {
                 self.floating_ips.remove(&id);
             }
+            // The proptest makes no metering labels (their own unit tests
+            // cover them).
+            Input::MeteringLabel(_)
+            | Input::MeteringLabelDeleted(_)
+            | Input::MeteringLabelRule(_)
+            | Input::MeteringLabelRuleDeleted(_) => {}
         }
     }
 
@@ -761,6 +767,8 @@ impl World {
                     })
                     .unwrap_or_default(),
                 gateway: resource.and_then(|r| self.gateway_spec(r)),
+                // The proptest makes no metering labels.
+                metering: Default::default(),
             };
             held.insert(router.to_owned(), spec);
         }

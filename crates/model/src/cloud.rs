@@ -6,13 +6,15 @@
 //! Persisting the changes is the caller's job; nothing here does I/O.
 //! This file is the frame (tables, journal, the two write primitives, tags);
 //! each resource's operations and index entries live in its own module
-//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `l3`, `quotas`).
+//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`,
+//! `default_security_group_rule`, `l3`, `metering`, `quotas`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
 mod default_security_group_rule;
 mod l3;
+mod metering;
 mod network;
 mod port;
 mod quotas;
@@ -26,9 +28,9 @@ use crate::quota::{Limits, Quota};
 use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
-    DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, ModelError, Network, Port, Resource,
-    Router, SecurityGroup, SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp,
-    default_limits, quota_name,
+    DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel, MeteringLabelRule,
+    ModelError, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, SplitMix64,
+    Standard, Subnet, SubnetPool, Timestamp, default_limits, quota_name,
 };
 
 /// Allocator settings.
@@ -129,6 +131,8 @@ pub struct Cloud {
     quotas: HashMap<String, Quota>,
     subnet_pools: HashMap<String, SubnetPool>,
     default_rules: HashMap<String, DefaultSecurityGroupRule>,
+    metering_labels: HashMap<String, MeteringLabel>,
+    metering_rules: HashMap<String, MeteringLabelRule>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
@@ -156,6 +160,8 @@ pub struct Cloud {
     port_fips: HashMap<String, BTreeSet<String>>,
     /// Router → floating IPs reached through it.
     router_fips: HashMap<String, BTreeSet<String>>,
+    /// Metering label → its rules.
+    label_rules: HashMap<String, BTreeSet<String>>,
     /// How many of each quota-limited kind a project owns.
     usage: HashMap<(String, Kind), usize>,
     // === what agents report: volatile, rebuilt from their next reports ===
@@ -191,6 +197,9 @@ impl Cloud {
             quotas: HashMap::new(),
             subnet_pools: HashMap::new(),
             default_rules: HashMap::new(),
+            metering_labels: HashMap::new(),
+            metering_rules: HashMap::new(),
+            label_rules: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),

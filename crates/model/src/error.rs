@@ -205,6 +205,11 @@ pub enum ModelError {
     RoutesExhausted { router_id: String, max: usize },
     #[error("Port Forwarding {id} could not be found.")]
     PortForwardingNotFound { id: String },
+    /// A metering label rule Neutron's metering plugin refuses (400).
+    #[error("{0}")]
+    MeteringInvalid(String),
+    #[error("Metering label rule with remote_ip_prefix '{prefix}' overlaps another.")]
+    MeteringLabelRuleOverlaps { prefix: String },
     #[error("Quota exceeded for resources: ['{resource}'].")]
     OverQuota { resource: &'static str },
     #[error("Empty subnet pool prefix list.")]

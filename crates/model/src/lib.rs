@@ -1,5 +1,6 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets and
-//! subnet pools, ports, security groups and rules, routers and floating IPs), their validation, IPAM and the MAC/VNI allocators,
+//! subnet pools, ports, security groups, their rules and the templates of
+//! new groups' rules, routers and floating IPs, metering labels), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
@@ -9,6 +10,7 @@ mod default_security_group_rule;
 mod error;
 mod ipam;
 mod mac;
+mod metering;
 mod network;
 mod port;
 mod quota;
@@ -25,6 +27,9 @@ pub use default_security_group_rule::{DefaultRuleCreate, DefaultSecurityGroupRul
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};
 pub use mac::MacAddr;
+pub use metering::{
+    MeteringLabel, MeteringLabelCreate, MeteringLabelRule, MeteringLabelRuleCreate,
+};
 pub use network::{FLAT, Network, NetworkCreate, NetworkUpdate, VXLAN};
 pub use port::{
     AddressPair, AddressPairRequest, ExtraDhcpOpt, FixedIp, FixedIpRequest, Port, PortCreate,

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DefaultSecurityGroupRule, FloatingIp, Network, Port, Quota, Router, SecurityGroup,
-    SecurityGroupRule, Subnet, SubnetPool, Timestamp,
+    DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, Quota,
+    Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool, Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -21,13 +21,15 @@ pub enum Kind {
     SecurityGroupRule,
     Router,
     FloatingIp,
+    MeteringLabel,
+    MeteringLabelRule,
     Quota,
     SubnetPool,
     DefaultSecurityGroupRule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 12] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -35,6 +37,8 @@ impl Kind {
         Kind::SecurityGroupRule,
         Kind::Router,
         Kind::FloatingIp,
+        Kind::MeteringLabel,
+        Kind::MeteringLabelRule,
         Kind::Quota,
         Kind::SubnetPool,
         Kind::DefaultSecurityGroupRule,
@@ -50,6 +54,8 @@ impl Kind {
             Kind::SecurityGroupRule => "security_group_rules/",
             Kind::Router => "routers/",
             Kind::FloatingIp => "floatingips/",
+            Kind::MeteringLabel => "metering_labels/",
+            Kind::MeteringLabelRule => "metering_label_rules/",
             Kind::Quota => "quotas/",
             Kind::SubnetPool => "subnetpools/",
             Kind::DefaultSecurityGroupRule => "default_security_group_rules/",
@@ -66,6 +72,8 @@ impl Kind {
             Kind::SecurityGroupRule => "Security group rule",
             Kind::Router => "Router",
             Kind::FloatingIp => "Floating IP",
+            Kind::MeteringLabel => "Metering label",
+            Kind::MeteringLabelRule => "Metering label rule",
             Kind::Quota => "Quota of project",
             Kind::SubnetPool => "Subnet pool",
             Kind::DefaultSecurityGroupRule => "Default security group rule",
@@ -120,6 +128,8 @@ pub enum Resource {
     SecurityGroupRule(SecurityGroupRule),
     Router(Router),
     FloatingIp(FloatingIp),
+    MeteringLabel(MeteringLabel),
+    MeteringLabelRule(MeteringLabelRule),
     Quota(Quota),
     SubnetPool(SubnetPool),
     DefaultSecurityGroupRule(DefaultSecurityGroupRule),
@@ -158,6 +168,14 @@ macro_rules! with_kind {
                 type $R = $crate::FloatingIp;
                 $body
             }
+            $crate::Kind::MeteringLabel => {
+                type $R = $crate::MeteringLabel;
+                $body
+            }
+            $crate::Kind::MeteringLabelRule => {
+                type $R = $crate::MeteringLabelRule;
+                $body
+            }
             $crate::Kind::Quota => {
                 type $R = $crate::Quota;
                 $body
@@ -192,6 +210,14 @@ macro_rules! with_record {
             }
             $crate::Resource::Router($r) => { let $k = $crate::Kind::Router; $body }
             $crate::Resource::FloatingIp($r) => { let $k = $crate::Kind::FloatingIp; $body }
+            $crate::Resource::MeteringLabel($r) => {
+                let $k = $crate::Kind::MeteringLabel;
+                $body
+            }
+            $crate::Resource::MeteringLabelRule($r) => {
+                let $k = $crate::Kind::MeteringLabelRule;
+                $body
+            }
             $crate::Resource::Quota($r) => { let $k = $crate::Kind::Quota; $body }
             $crate::Resource::SubnetPool($r) => { let $k = $crate::Kind::SubnetPool; $body }
             $crate::Resource::DefaultSecurityGroupRule($r) => {

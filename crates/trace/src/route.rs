@@ -112,6 +112,7 @@ mod tests {
                 })
                 .collect(),
             gateway: None,
+            metering: Default::default(),
         }
     }
 

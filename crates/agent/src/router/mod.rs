@@ -9,11 +9,13 @@
 //! pairs), and runs `nft` inside a namespace for its NAT. Like the `linux`
 //! backend it never flushes and touches only what it owns: the namespaces
 //! with its prefix, the `qr-`/`qg-` devices in them, routes and rules of its
-//! own protocol, permanent neighbours on `qr-` and `qg-`, and `table ip vnet`. The
+//! own protocol, permanent neighbours on `qr-` and `qg-`, `table ip vnet` (NAT)
+//! and `table ip vnet_metering` (metering counters). The
 //! host ends of the veths are the `linux` backend's to attach, like any
 //! port device.
 
 mod garp;
+pub mod metering;
 pub mod nat;
 mod netns;
 mod plan;
@@ -387,6 +389,14 @@ impl RouterReconciler {
         .ok()
         .and_then(Result::ok)
         .and_then(|listing| nat::fingerprint_of(&listing));
+        let name = netns.to_owned();
+        observed.metering = tokio::task::spawn_blocking(move || {
+            nft_in(&name, &["list", "table", "ip", metering::TABLE], None)
+        })
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .and_then(|listing| metering::fingerprint_of(&listing));
         Ok(Some(observed))
     }
 
@@ -543,6 +553,28 @@ impl RouterReconciler {
                         netns: netns.clone(),
                         message,
                     })?;
+            }
+            RouterOp::SetMetering { netns, ruleset } => {
+                let (name, text) = (netns.clone(), ruleset.text.clone());
+                tokio::task::spawn_blocking(move || nft_in(&name, &["-f", "-"], Some(&text)))
+                    .await
+                    .unwrap_or_else(|e| Err(e.to_string()))
+                    .map_err(|message| RouterError::Nft {
+                        netns: netns.clone(),
+                        message,
+                    })?;
+            }
+            RouterOp::DeleteMetering { netns } => {
+                let name = netns.clone();
+                tokio::task::spawn_blocking(move || {
+                    nft_in(&name, &["delete", "table", "ip", metering::TABLE], None)
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()))
+                .map_err(|message| RouterError::Nft {
+                    netns: netns.clone(),
+                    message,
+                })?;
             }
             RouterOp::DeleteNat { netns } => {
                 let name = netns.clone();

@@ -22,6 +22,7 @@ use compiler::protocol::{FloatingIpSpec, HostState, NetworkSpec, RouterGatewaySp
 use ipnet::{IpNet, Ipv4Net};
 use model::MacAddr;
 
+use super::metering::{self, MeteringRuleset};
 use super::nat::{self, NatRuleset};
 use crate::linux::router_port_name;
 
@@ -112,6 +113,9 @@ pub struct DesiredRouter {
     pub neighbours: BTreeSet<Neighbour>,
     /// Its NAT (`table ip vnet`), if it has any.
     pub nat: Option<NatRuleset>,
+    /// Its metering counters (`table ip vnet_metering`), if labels apply
+    /// to it and it has an uplink here.
+    pub metering: Option<MeteringRuleset>,
     /// The floating IPs' ports it realises.
     pub floating_ports: BTreeSet<String>,
 }
@@ -214,6 +218,10 @@ pub fn desired(state: &HostState, config: &RouterConfig) -> BTreeMap<String, Des
                     .filter(|f| &f.router_id == router_id)
                     .collect();
                 uplink(state, config, router_id, gateway, &floating, &mut router);
+                let device = uplink_device(&gateway.port_id);
+                if router.interfaces.contains_key(&device) {
+                    router.metering = metering::ruleset(&device, &spec.metering);
+                }
             }
             (config.netns(router_id), router)
         })
@@ -389,6 +397,8 @@ pub struct ObservedRouter {
     pub neighbours: BTreeSet<Neighbour>,
     /// The fingerprint of its `table ip vnet`, if it has one.
     pub nat: Option<String>,
+    /// The fingerprint of its `table ip vnet_metering`, if it has one.
+    pub metering: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -465,6 +475,14 @@ pub enum RouterOp {
     SetNat { netns: String, ruleset: NatRuleset },
     /// `nft delete table ip vnet`
     DeleteNat { netns: String },
+    /// `nft -f -`: `table ip vnet_metering` replaced whole, in one
+    /// transaction (its counters start again from zero).
+    SetMetering {
+        netns: String,
+        ruleset: MeteringRuleset,
+    },
+    /// `nft delete table ip vnet_metering`
+    DeleteMetering { netns: String },
 }
 
 impl RouterOp {
@@ -487,7 +505,9 @@ impl RouterOp {
             | RouterOp::AddNeighbour { netns, .. }
             | RouterOp::DeleteNeighbour { netns, .. }
             | RouterOp::SetNat { netns, .. }
-            | RouterOp::DeleteNat { netns } => netns,
+            | RouterOp::DeleteNat { netns }
+            | RouterOp::SetMetering { netns, .. }
+            | RouterOp::DeleteMetering { netns } => netns,
         }
     }
 }
@@ -597,6 +617,14 @@ impl fmt::Display for RouterOp {
             ),
             RouterOp::DeleteNat { netns } => {
                 write!(f, "ip netns exec {netns} nft delete table ip vnet")
+            }
+            RouterOp::SetMetering { netns, ruleset } => write!(
+                f,
+                "ip netns exec {netns} nft -f - # table ip vnet_metering {}",
+                ruleset.fingerprint
+            ),
+            RouterOp::DeleteMetering { netns } => {
+                write!(f, "ip netns exec {netns} nft delete table ip vnet_metering")
             }
         }
     }
@@ -748,6 +776,16 @@ fn diff_router(netns: &str, want: &DesiredRouter, have: &ObservedRouter, ops: &m
         (None, Some(_)) => ops.push(RouterOp::DeleteNat { netns: netns_s() }),
         _ => {}
     }
+    match (&want.metering, &have.metering) {
+        (Some(want), have) if have.as_ref() != Some(&want.fingerprint) => {
+            ops.push(RouterOp::SetMetering {
+                netns: netns_s(),
+                ruleset: want.clone(),
+            });
+        }
+        (None, Some(_)) => ops.push(RouterOp::DeleteMetering { netns: netns_s() }),
+        _ => {}
+    }
     // Last: an address is announced once traffic to it is handled.
     ops.extend(announcements);
 }
@@ -820,6 +858,7 @@ mod tests {
                         nexthop: "10.0.0.9".parse().unwrap(),
                     }],
                     gateway: None,
+                    metering: Default::default(),
                 },
             )]
             .into(),
@@ -853,6 +892,7 @@ mod tests {
                     rules: r.rules.clone(),
                     neighbours: r.neighbours.clone(),
                     nat: r.nat.as_ref().map(|n| n.fingerprint.clone()),
+                    metering: r.metering.as_ref().map(|m| m.fingerprint.clone()),
                 };
                 (netns.clone(), observed)
             })

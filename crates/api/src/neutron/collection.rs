@@ -31,6 +31,10 @@ pub trait Collection: Stored + Send + Sync {
     const PATH: &'static str;
     const SINGULAR: &'static str;
     const PLURAL: &'static str;
+    /// The standard attributes it has: all of them by default; fewer for
+    /// resources Neutron gives no standard attributes (metering), which
+    /// then have no tags either.
+    const STANDARD: &'static [&'static str] = &STANDARD;
     /// The attributes beyond the standard ones, in the order Neutron shows them.
     const ATTRIBUTES: &'static [&'static str];
     /// Attributes a list may filter on that no view shows (Neutron's
@@ -102,13 +106,19 @@ pub fn attribute<C: Collection>(
     if name == "name" && !C::NAMED {
         return None;
     }
-    standard_attribute(r.standard(), name).or_else(|| r.own_attribute(cloud, caller, name))
+    if STANDARD.contains(&name) {
+        return C::STANDARD
+            .contains(&name)
+            .then(|| standard_attribute(r.standard(), name))
+            .flatten();
+    }
+    r.own_attribute(cloud, caller, name)
 }
 
 /// Every attribute name a list may filter on: what it shows, and its
 /// filter-only attributes.
 pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
-    STANDARD
+    C::STANDARD
         .iter()
         .chain(C::ATTRIBUTES)
         .chain(C::FILTER_ONLY)
@@ -118,7 +128,7 @@ pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
 
 /// The whole object, or only `fields` when some are asked for.
 pub fn render<C: Collection>(r: &C, cloud: &Cloud, caller: &Caller, fields: &[String]) -> View {
-    let names = STANDARD.iter().chain(C::ATTRIBUTES);
+    let names = C::STANDARD.iter().chain(C::ATTRIBUTES);
     names
         .filter(|n| fields.is_empty() || fields.iter().any(|f| f == *n))
         .filter_map(|n| attribute(r, cloud, caller, n).map(|v| ((*n).to_owned(), v)))
@@ -359,7 +369,7 @@ async fn below<C: Collection>(
     headers: HeaderMap,
     call: Call,
 ) -> Result<Response, ApiError> {
-    if call.sub != "tags" {
+    if call.sub != "tags" || !C::STANDARD.contains(&"tags") {
         return C::call(app, headers, call).await;
     }
     let (id, headers) = (call.id.as_str(), &headers);

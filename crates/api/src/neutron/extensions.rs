@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 44] = [
+const EXTENSIONS: [(&str, &str, &str); 46] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -90,6 +90,16 @@ const EXTENSIONS: [(&str, &str, &str); 44] = [
         "ip-substring-filtering",
         "IP address substring filtering",
         "Provides IP address substring filtering when listing ports",
+    ),
+    (
+        "metering",
+        "Neutron Metering",
+        "Neutron Metering extension.",
+    ),
+    (
+        "metering_source_and_destination_fields",
+        "Neutron Metering with source and destination filtering",
+        "Neutron Metering extension that enables the use of source and destination IP prefixes to create metering label rules.",
     ),
     (
         "net-mtu",

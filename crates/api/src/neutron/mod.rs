@@ -2,7 +2,7 @@
 //! caller, query pairs, `If-Match`). The only place that knows Neutron's
 //! JSON; each collection's parsing, view and actions are its own module's
 //! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `router`,
-//! `floating_ip`),
+//! `floating_ip`, `metering`),
 //! served by the generic handlers of `collection`.
 
 mod agents;
@@ -10,6 +10,7 @@ mod body;
 mod collection;
 mod extensions;
 mod floating_ip;
+mod metering;
 mod network;
 mod port;
 mod query;
@@ -30,7 +31,10 @@ use axum::Json;
 use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get};
-use model::{FloatingIp, Network, Port, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool};
+use model::{
+    FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, SecurityGroup, SecurityGroupRule,
+    Subnet, SubnetPool,
+};
 use serde_json::{Value, json};
 
 use self::collection::Collection;
@@ -81,7 +85,9 @@ pub fn router(app: Arc<App>) -> Router {
         .with::<SecurityGroup>()
         .with::<SecurityGroupRule>()
         .with::<model::Router>()
-        .with::<FloatingIp>();
+        .with::<FloatingIp>()
+        .with::<MeteringLabel>()
+        .with::<MeteringLabelRule>();
     let names = Arc::new(collections.names);
     let root: MethodRouter<Arc<App>> = get(move |headers: HeaderMap| v2_root(headers, names));
     // Any other collection: 404, or 405 for a method no collection has.

@@ -33,6 +33,9 @@ pub(super) struct RouterEntry {
     pub(super) spec: RouterSpec,
     /// From the router resource: its uplink, if it has one.
     gateway: Option<GatewayEntry>,
+    /// From the router resource: its project (whose metering labels it
+    /// counts); `None` until it arrives.
+    pub(super) project: Option<String>,
     /// The live gateway host chosen to run its default SNAT. It holds the
     /// router (and so carries its networks) like a host with ports on them.
     gateway_host: Option<String>,
@@ -309,6 +312,9 @@ impl Compiler {
         let id = &router.std.id;
         let entry = self.routers.entry(id.clone()).or_default();
         entry.routes = routes;
+        let old = entry.project.replace(router.std.project_id.clone());
+        self.metering
+            .router_project(id, old.as_deref(), Some(&router.std.project_id));
         self.set_gateway(id, gateway, out);
         self.refresh_router(id, out);
     }
@@ -316,6 +322,8 @@ impl Compiler {
     pub(super) fn delete_router(&mut self, id: &str, out: &mut Emitter) {
         if let Some(router) = self.routers.get_mut(id) {
             router.routes.clear();
+            let old = router.project.take();
+            self.metering.router_project(id, old.as_deref(), None);
         }
         self.set_gateway(id, None, out);
         self.refresh_router(id, out);
@@ -657,6 +665,7 @@ impl Compiler {
             interfaces,
             routes: router.routes.clone(),
             gateway: self.gateway_spec(router_id, router),
+            metering: self.metering.of_router(router.project.as_deref()),
         }
     }
 

@@ -3,9 +3,10 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::{
     Direction, FixedIpRequest, FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute,
-    InterfaceRequest, NetworkCreate, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortCreate,
-    PortForwardingRequest, PortStatus, PortUpdate, RouterCreate, RouterUpdate, RuleCreate,
-    SecurityGroupCreate, SubnetCreate, SubnetPoolCreate, SubnetPoolUpdate, ipam,
+    InterfaceRequest, MeteringLabelCreate, MeteringLabelRuleCreate, NetworkCreate,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortCreate, PortForwardingRequest, PortStatus,
+    PortUpdate, RouterCreate, RouterUpdate, RuleCreate, SecurityGroupCreate, SubnetCreate,
+    SubnetPoolCreate, SubnetPoolUpdate, ipam,
 };
 
 /// A new cloud as the server makes one: with Neutron's templates of new
@@ -373,6 +374,10 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                 }
                 Kind::Router => c.routers().map(|r| r.std.id.clone()).collect(),
                 Kind::FloatingIp => c.floating_ips().map(|r| r.std.id.clone()).collect(),
+                Kind::MeteringLabel => c.metering_labels().map(|r| r.std.id.clone()).collect(),
+                Kind::MeteringLabelRule => {
+                    c.metering_label_rules().map(|r| r.std.id.clone()).collect()
+                }
                 Kind::Quota => Vec::new(), // none set here
                 Kind::SubnetPool => c.subnet_pools().map(|r| r.std.id.clone()).collect(),
                 Kind::DefaultSecurityGroupRule => {
@@ -1500,4 +1505,156 @@ fn ipv6_pools_hand_out_64s_and_a_failed_batch_allocates_nothing() {
         c.apply(|c| c.create_subnet(&a, v6(None), 0)),
         Err(ModelError::SubnetAllocationError { .. })
     ));
+}
+
+// === metering ===
+
+fn label(c: &mut Cloud, who: &Caller, shared: bool) -> Result<MeteringLabel, ModelError> {
+    let req = MeteringLabelCreate {
+        name: Some("m".into()),
+        shared: Some(shared),
+        ..Default::default()
+    };
+    c.apply(|c| c.create_metering_label(who, req, 0))
+        .map(|(l, _)| l)
+}
+
+fn label_rule(
+    c: &mut Cloud,
+    who: &Caller,
+    label: &str,
+    direction: &str,
+    remote: Option<&str>,
+    excluded: bool,
+) -> Result<MeteringLabelRule, ModelError> {
+    let req = MeteringLabelRuleCreate {
+        metering_label_id: label.into(),
+        direction: direction.into(),
+        excluded: Some(excluded),
+        remote_ip_prefix: remote.map(Into::into),
+        ..Default::default()
+    };
+    c.apply(|c| c.create_metering_label_rule(who, req, 0))
+        .map(|(r, _)| r)
+}
+
+#[test]
+fn metering_is_for_admins_only() {
+    let mut c = cloud();
+    let member = tenant("a");
+    assert!(matches!(
+        label(&mut c, &member, false),
+        Err(ModelError::Forbidden(_))
+    ));
+    let l = label(&mut c, &admin(), false).unwrap();
+    let r = label_rule(
+        &mut c,
+        &admin(),
+        &l.std.id,
+        "ingress",
+        Some("10.0.0.0/8"),
+        false,
+    )
+    .unwrap();
+    // A member sees neither (404), may not add rules (403) nor delete.
+    assert!(matches!(
+        c.visible(&member, Kind::MeteringLabel, &l.std.id),
+        Err(ModelError::NotFound { .. })
+    ));
+    assert!(matches!(
+        c.visible(&member, Kind::MeteringLabelRule, &r.std.id),
+        Err(ModelError::NotFound { .. })
+    ));
+    assert!(matches!(
+        label_rule(
+            &mut c,
+            &member,
+            &l.std.id,
+            "egress",
+            Some("10.0.0.0/8"),
+            false
+        ),
+        Err(ModelError::Forbidden(_))
+    ));
+    assert!(matches!(
+        c.apply(|c| c.delete_metering_label(&member, &l.std.id)),
+        Err(ModelError::NotFound { .. })
+    ));
+    assert_eq!(c.metering_labels().count(), 1);
+}
+
+#[test]
+fn a_rule_needs_its_label_a_prefix_and_no_overlap() {
+    let mut c = cloud();
+    let a = admin();
+    let l = label(&mut c, &a, false).unwrap();
+    assert!(matches!(
+        label_rule(&mut c, &a, "nope", "ingress", Some("10.0.0.0/8"), false),
+        Err(ModelError::NotFound {
+            kind: Kind::MeteringLabel,
+            ..
+        })
+    ));
+    assert!(matches!(
+        label_rule(&mut c, &a, &l.std.id, "ingress", None, false),
+        Err(ModelError::MeteringInvalid(_))
+    ));
+    assert!(matches!(
+        label_rule(
+            &mut c,
+            &a,
+            &l.std.id,
+            "ingress",
+            Some("10.0.0.300/8"),
+            false
+        ),
+        Err(ModelError::MeteringInvalid(_))
+    ));
+    let both = MeteringLabelRuleCreate {
+        metering_label_id: l.std.id.clone(),
+        direction: "ingress".into(),
+        remote_ip_prefix: Some("10.0.0.0/8".into()),
+        source_ip_prefix: Some("10.0.0.0/8".into()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.apply(|c| c.create_metering_label_rule(&a, both, 0)),
+        Err(ModelError::MeteringInvalid(_))
+    ));
+    label_rule(&mut c, &a, &l.std.id, "ingress", Some("10.0.0.0/8"), false).unwrap();
+    // Overlapping, same direction and exclusion: refused, naming the prefix.
+    assert_eq!(
+        label_rule(&mut c, &a, &l.std.id, "ingress", Some("10.1.0.0/16"), false),
+        Err(ModelError::MeteringLabelRuleOverlaps {
+            prefix: "10.1.0.0/16".into()
+        })
+    );
+    // Another direction, or excluded: fine, as in Neutron.
+    label_rule(&mut c, &a, &l.std.id, "egress", Some("10.1.0.0/16"), false).unwrap();
+    let x = label_rule(&mut c, &a, &l.std.id, "ingress", Some("10.1.0.0/16"), true).unwrap();
+    assert!(x.excluded);
+    // An address alone is a host prefix, kept as written.
+    let h = label_rule(&mut c, &a, &l.std.id, "ingress", Some("192.0.2.7"), false).unwrap();
+    assert_eq!(h.remote_ip_prefix, Some("192.0.2.7/32".parse().unwrap()));
+    assert_eq!(c.rules_of_label(&l.std.id).count(), 4);
+}
+
+#[test]
+fn deleting_a_label_deletes_its_rules_in_one_change() {
+    let mut c = cloud();
+    let a = admin();
+    let l = label(&mut c, &a, true).unwrap();
+    let keep = label(&mut c, &a, false).unwrap();
+    label_rule(&mut c, &a, &l.std.id, "ingress", Some("10.0.0.0/8"), false).unwrap();
+    label_rule(&mut c, &a, &l.std.id, "egress", Some("10.0.0.0/8"), false).unwrap();
+    let kept = label_rule(&mut c, &a, &keep.std.id, "egress", Some("0.0.0.0/0"), false).unwrap();
+    let ((), changes) = c.apply(|c| c.delete_metering_label(&a, &l.std.id)).unwrap();
+    assert_eq!(changes.len(), 3);
+    assert!(changes.iter().all(|ch| ch.value.is_none()));
+    let left: Vec<&str> = c
+        .metering_label_rules()
+        .map(|r| r.std.id.as_str())
+        .collect();
+    assert_eq!(left, vec![kept.std.id.as_str()]);
+    assert!(c.metering_label(&l.std.id).is_none());
 }
