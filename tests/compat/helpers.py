@@ -36,6 +36,7 @@ RESOURCES = {
     "routers": ("router", "routers"),
     "floatingips": ("floatingip", "floatingips"),
     "subnetpools": ("subnetpool", "subnetpools"),
+    "default-security-group-rules": ("default_security_group_rule", "default_security_group_rules"),
 }
 
 TIMESTAMP_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"

@@ -86,6 +86,7 @@ def test_extensions_list_what_is_implemented(api):
         "tag-ports-during-bulk-creation",
         "metering",
         "subnet_allocation",
+        "security-groups-default-rules",
     }
     assert implemented <= set(aliases), f"missing: {sorted(implemented - set(aliases))}"
     # Not part of vnet yet, so not advertised ("exactly what is implemented").

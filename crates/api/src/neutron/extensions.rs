@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 46] = [
+const EXTENSIONS: [(&str, &str, &str); 47] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -166,6 +166,11 @@ const EXTENSIONS: [(&str, &str, &str); 46] = [
         "security-group",
         "security-group",
         "The security groups extension.",
+    ),
+    (
+        "security-groups-default-rules",
+        "Default rules for security groups",
+        "Configure set of security group rules used as default rules for every new security group",
     ),
     (
         "security-groups-normalized-cidr",

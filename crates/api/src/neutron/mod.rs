@@ -8,6 +8,7 @@
 mod agents;
 mod body;
 mod collection;
+mod default_security_group_rule;
 mod extensions;
 mod floating_ip;
 mod metering;
@@ -84,6 +85,7 @@ pub fn router(app: Arc<App>) -> Router {
         .with::<Port>()
         .with::<SecurityGroup>()
         .with::<SecurityGroupRule>()
+        .with::<model::DefaultSecurityGroupRule>()
         .with::<model::Router>()
         .with::<FloatingIp>()
         .with::<MeteringLabel>()

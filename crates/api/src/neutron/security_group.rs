@@ -185,7 +185,7 @@ impl Collection for SecurityGroupRule {
 /// Neutron's `convert_validate_port_value`: null, or a port number (integer
 /// or decimal string) from 0 to 65535; anything else, negative numbers
 /// included, is an invalid port value, named as given.
-fn port_value(a: &mut Attrs, name: &str) -> Result<Option<u32>, ApiError> {
+pub(super) fn port_value(a: &mut Attrs, name: &str) -> Result<Option<u32>, ApiError> {
     let value = match a.value(name) {
         None | Some(Value::Null) => return Ok(None),
         Some(v) => v,
