@@ -294,8 +294,21 @@ pub fn tcp(from: &Netns, to: &Netns, ip: &str, port: u16) -> String {
 }
 
 /// As [`tcp`], sent to `ip:port` while `to` listens on `listen` (a port
-/// forwarding between them).
+/// forwarding between them). A machine under load can lose the first try
+/// (a SYN retransmitted past busybox's timeout): a path that works answers
+/// within three, a broken one never.
 pub fn tcp_via(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> String {
+    let mut received = String::new();
+    for _ in 0..3 {
+        received = tcp_once(from, to, ip, port, listen);
+        if !received.is_empty() {
+            break;
+        }
+    }
+    received
+}
+
+fn tcp_once(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> String {
     let mut listener = to.command("busybox");
     listener
         .args(["nc", "-l", "-p", &listen.to_string()])
@@ -306,7 +319,7 @@ pub fn tcp_via(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> St
             .is_ok_and(|o| o.contains(&format!(":{listen} ")))
     });
     // A connection that fails leaves the listener waiting: end it.
-    let sent = from.sh(&format!("echo hello | busybox nc -w 2 {ip} {port}"));
+    let sent = from.sh(&format!("echo hello | busybox nc -w 3 {ip} {port}"));
     if let Err(e) = sent {
         eprintln!("{e}");
         let _ = listener.kill();
