@@ -87,6 +87,7 @@ def test_extensions_list_what_is_implemented(api):
         "metering",
         "subnet_allocation",
         "security-groups-default-rules",
+        "auto-allocated-topology",
     }
     assert implemented <= set(aliases), f"missing: {sorted(implemented - set(aliases))}"
     # Not part of vnet yet, so not advertised ("exactly what is implemented").

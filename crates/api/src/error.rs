@@ -123,6 +123,7 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::Quota => ("NotFound", "could not be found"),
         Kind::SubnetPool => ("SubnetPoolNotFound", "could not be found."),
         Kind::DefaultSecurityGroupRule => ("DefaultSecurityGroupRuleNotFound", "does not exist"),
+        Kind::AutoAllocatedTopology => ("NotFound", "could not be found"),
     }
 }
 
@@ -284,6 +285,10 @@ impl From<ModelError> for ApiError {
             }
             M::SubnetPoolDeleteError { .. } => (StatusCode::BAD_REQUEST, "SubnetPoolDeleteError"),
             M::SubnetPoolQuotaExceeded => (StatusCode::CONFLICT, "SubnetPoolQuotaExceeded"),
+            M::DefaultExternalNetworkExists { .. } => {
+                (StatusCode::CONFLICT, "DefaultExternalNetworkExists")
+            }
+            M::AutoAllocationFailure { .. } => (StatusCode::CONFLICT, "AutoAllocationFailure"),
             M::DefaultSecurityGroupRuleExists { .. } => {
                 (StatusCode::CONFLICT, "DefaultSecurityGroupRuleExists")
             }

@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+mod auto_allocated_topology;
 mod default_security_group_rule;
 mod l3;
 mod metering;
@@ -22,15 +23,17 @@ mod security_group;
 mod subnet;
 mod subnet_pool;
 
+pub use auto_allocated_topology::Allocated;
 pub use quotas::SubnetAvailability;
 
 use crate::quota::{Limits, Quota};
 use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
-    DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel, MeteringLabelRule,
-    ModelError, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, SplitMix64,
-    Standard, Subnet, SubnetPool, Timestamp, default_limits, quota_name,
+    AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel,
+    MeteringLabelRule, ModelError, Network, Port, Resource, Router, SecurityGroup,
+    SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
+    quota_name,
 };
 
 /// Allocator settings.
@@ -131,6 +134,7 @@ pub struct Cloud {
     quotas: HashMap<String, Quota>,
     subnet_pools: HashMap<String, SubnetPool>,
     default_rules: HashMap<String, DefaultSecurityGroupRule>,
+    topologies: HashMap<String, AutoAllocatedTopology>,
     metering_labels: HashMap<String, MeteringLabel>,
     metering_rules: HashMap<String, MeteringLabelRule>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
@@ -142,6 +146,8 @@ pub struct Cloud {
     pool_subnets: HashMap<String, BTreeSet<String>>,
     /// IP version → the default subnet pool of that version (one at most).
     default_pools: BTreeMap<u8, String>,
+    /// The default external network (auto-allocated-topology), if any.
+    default_external: Option<String>,
     group_rules: HashMap<String, HashMap<RuleSignature, String>>,
     group_ports: HashMap<String, BTreeSet<String>>,
     /// Ports by `binding:host_id`, for an agent's status report.
@@ -197,6 +203,7 @@ impl Cloud {
             quotas: HashMap::new(),
             subnet_pools: HashMap::new(),
             default_rules: HashMap::new(),
+            topologies: HashMap::new(),
             metering_labels: HashMap::new(),
             metering_rules: HashMap::new(),
             label_rules: HashMap::new(),
@@ -206,6 +213,7 @@ impl Cloud {
             subnet_ips: HashMap::new(),
             pool_subnets: HashMap::new(),
             default_pools: BTreeMap::new(),
+            default_external: None,
             group_rules: HashMap::new(),
             group_ports: HashMap::new(),
             host_ports: HashMap::new(),

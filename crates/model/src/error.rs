@@ -30,6 +30,10 @@ pub enum ModelError {
     },
     #[error("Default security group rule already exists. Rule id is {id}.")]
     DefaultSecurityGroupRuleExists { id: String },
+    #[error("A default external network already exists: {id}.")]
+    DefaultExternalNetworkExists { id: String },
+    #[error("Deployment error: {reason}.")]
+    AutoAllocationFailure { reason: String },
     /// `If-Match: revision_number=N` did not hold (412).
     #[error("Constrained to {expected}, but current revision is {current}")]
     RevisionMismatch { expected: i64, current: u64 },

@@ -5,6 +5,7 @@
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
 
+mod auto_allocated_topology;
 mod cloud;
 mod default_security_group_rule;
 mod error;
@@ -22,7 +23,8 @@ mod stored;
 mod subnet;
 mod subnet_pool;
 
-pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
+pub use auto_allocated_topology::AutoAllocatedTopology;
+pub use cloud::{Allocated, Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
 pub use default_security_group_rule::{DefaultRuleCreate, DefaultSecurityGroupRule, PARENT};
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};

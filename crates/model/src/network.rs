@@ -21,6 +21,10 @@ pub struct Network {
     #[serde(default)]
     pub physical_network: Option<String>,
     pub availability_zone_hints: Vec<String>,
+    /// The external network auto-allocated topologies get their gateway on
+    /// (auto-allocated-topology); one at most.
+    #[serde(default)]
+    pub is_default: bool,
 }
 
 /// A create request; `None` means "not given, use the default".
@@ -40,6 +44,7 @@ pub struct NetworkCreate {
     pub segmentation_id: Option<u32>,
     pub physical_network: Option<String>,
     pub availability_zone_hints: Option<Vec<String>>,
+    pub is_default: Option<bool>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -51,6 +56,7 @@ pub struct NetworkUpdate {
     pub shared: Option<bool>,
     pub external: Option<bool>,
     pub port_security_enabled: Option<bool>,
+    pub is_default: Option<bool>,
 }
 
 /// `provider:network_type` of a VXLAN network (the default).

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, Quota,
-    Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool, Timestamp,
+    AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule,
+    Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool, Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -26,10 +26,11 @@ pub enum Kind {
     Quota,
     SubnetPool,
     DefaultSecurityGroupRule,
+    AutoAllocatedTopology,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -42,6 +43,7 @@ impl Kind {
         Kind::Quota,
         Kind::SubnetPool,
         Kind::DefaultSecurityGroupRule,
+        Kind::AutoAllocatedTopology,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Quota => "quotas/",
             Kind::SubnetPool => "subnetpools/",
             Kind::DefaultSecurityGroupRule => "default_security_group_rules/",
+            Kind::AutoAllocatedTopology => "auto_allocated_topologies/",
         }
     }
 
@@ -77,6 +80,7 @@ impl Kind {
             Kind::Quota => "Quota of project",
             Kind::SubnetPool => "Subnet pool",
             Kind::DefaultSecurityGroupRule => "Default security group rule",
+            Kind::AutoAllocatedTopology => "Auto-allocated topology of project",
         }
     }
 
@@ -133,6 +137,7 @@ pub enum Resource {
     Quota(Quota),
     SubnetPool(SubnetPool),
     DefaultSecurityGroupRule(DefaultSecurityGroupRule),
+    AutoAllocatedTopology(AutoAllocatedTopology),
 }
 
 /// Runs `$body` with the type `$R` standing for the record type of `$kind`:
@@ -188,6 +193,10 @@ macro_rules! with_kind {
                 type $R = $crate::DefaultSecurityGroupRule;
                 $body
             }
+            $crate::Kind::AutoAllocatedTopology => {
+                type $R = $crate::AutoAllocatedTopology;
+                $body
+            }
         }
     };
 }
@@ -222,6 +231,10 @@ macro_rules! with_record {
             $crate::Resource::SubnetPool($r) => { let $k = $crate::Kind::SubnetPool; $body }
             $crate::Resource::DefaultSecurityGroupRule($r) => {
                 let $k = $crate::Kind::DefaultSecurityGroupRule;
+                $body
+            }
+            $crate::Resource::AutoAllocatedTopology($r) => {
+                let $k = $crate::Kind::AutoAllocatedTopology;
                 $body
             }
         }

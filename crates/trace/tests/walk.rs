@@ -37,6 +37,7 @@ fn network(id: &str, vni: u32) -> Input {
         segmentation_id: vni,
         physical_network: None,
         availability_zone_hints: vec![],
+        is_default: false,
     }))
 }
 

@@ -9,12 +9,17 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 47] = [
+const EXTENSIONS: [(&str, &str, &str); 48] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
         "Allowed Address Pairs",
         "Provides allowed address pairs",
+    ),
+    (
+        "auto-allocated-topology",
+        "Auto Allocated Topology Services",
+        "Auto Allocated Topology Services.",
     ),
     (
         "binding",

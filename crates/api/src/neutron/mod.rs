@@ -6,6 +6,7 @@
 //! served by the generic handlers of `collection`.
 
 mod agents;
+mod auto_allocated_topology;
 mod body;
 mod collection;
 mod default_security_group_rule;
@@ -106,6 +107,10 @@ pub fn router(app: Arc<App>) -> Router {
             get(agents::show).put(agents::update).delete(agents::delete),
         )
         .route("/v2.0/service-providers", get(service_providers::list))
+        .route(
+            "/v2.0/auto-allocated-topology/{project}",
+            get(auto_allocated_topology::show).delete(auto_allocated_topology::delete),
+        )
         .route("/v2.0/floatingip_pools", get(floating_ip::pools))
         .route("/v2.0/quotas", get(quotas::list))
         .route(

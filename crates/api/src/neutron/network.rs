@@ -48,6 +48,7 @@ impl Collection for Network {
             segmentation_id: a.u32("provider:segmentation_id")?,
             physical_network: a.nullable_string("provider:physical_network")?,
             availability_zone_hints: a.string_list("availability_zone_hints")?,
+            is_default: a.bool("is_default")?,
         };
         a.finish(&read_only(&[
             "status",
@@ -67,6 +68,7 @@ impl Collection for Network {
             shared: a.bool("shared")?,
             external: a.bool("router:external")?,
             port_security_enabled: a.bool("port_security_enabled")?,
+            is_default: a.bool("is_default")?,
         };
         a.finish(&read_only(&[
             "status",
@@ -102,7 +104,8 @@ impl Collection for Network {
             "shared" => json!(self.shared),
             "port_security_enabled" => json!(self.port_security_enabled),
             "router:external" => json!(self.external),
-            "is_default" | "l2_adjacency" => json!(name == "l2_adjacency"),
+            "is_default" => json!(self.is_default),
+            "l2_adjacency" => json!(true),
             "availability_zone_hints" => json!(self.availability_zone_hints),
             "availability_zones" => json!([]),
             "ipv4_address_scope" | "ipv6_address_scope" => Value::Null,

@@ -30,6 +30,7 @@ pub fn network(id: &str, vni: u32, mtu: u32) -> Network {
         segmentation_id: vni,
         physical_network: None,
         availability_zone_hints: vec![],
+        is_default: false,
     }
 }
 

@@ -25,6 +25,9 @@ impl Record for Network {
                 cloud.vnis.insert(self.segmentation_id);
             }
         }
+        if self.is_default {
+            cloud.default_external = Some(self.std.id.clone());
+        }
     }
 
     fn unindex(&self, cloud: &mut Cloud) {
@@ -35,6 +38,9 @@ impl Record for Network {
             None => {
                 cloud.vnis.remove(&self.segmentation_id);
             }
+        }
+        if cloud.default_external.as_deref() == Some(self.std.id.as_str()) {
+            cloud.default_external = None;
         }
     }
 }
@@ -48,6 +54,42 @@ impl Cloud {
 
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
         self.networks.values()
+    }
+
+    /// `is_default` as a create or update leaves it: the operator's to set,
+    /// on an external network only (one that stops being external stops
+    /// being the default), and on one network at most.
+    fn default_external_flag(
+        &self,
+        caller: &Caller,
+        verb: &str,
+        id: Option<&str>,
+        wanted: Option<bool>,
+        external: bool,
+        current: bool,
+    ) -> Result<bool, ModelError> {
+        let Some(wanted) = wanted else {
+            return Ok(current && external);
+        };
+        if !caller.is_admin {
+            return Err(ModelError::Forbidden(format!(
+                "(rule:{verb}_network:is_default) is disallowed by policy"
+            )));
+        }
+        if wanted && !external {
+            return Err(ModelError::invalid(
+                "is_default applies to router:external networks only",
+            ));
+        }
+        if wanted
+            && let Some(other) = self.default_external.as_deref()
+            && Some(other) != id
+        {
+            return Err(ModelError::DefaultExternalNetworkExists {
+                id: other.to_owned(),
+            });
+        }
+        Ok(wanted)
     }
 
     pub fn network(&self, id: &str) -> Option<&Network> {
@@ -81,6 +123,9 @@ impl Cloud {
             ));
         }
         let mtu = self.check_mtu(req.mtu)?;
+        let external = req.external.unwrap_or(false);
+        let is_default =
+            self.default_external_flag(caller, "create", None, req.is_default, external, false)?;
         let (network_type, segmentation_id, physical_network) =
             self.provider_segment(req.network_type, req.segmentation_id, req.physical_network)?;
         self.ensure_default_group(&project_id, now);
@@ -89,12 +134,13 @@ impl Cloud {
             admin_state_up: req.admin_state_up.unwrap_or(true),
             mtu,
             shared: req.shared.unwrap_or(false),
-            external: req.external.unwrap_or(false),
+            external,
             port_security_enabled: req.port_security_enabled.unwrap_or(true),
             network_type,
             segmentation_id,
             physical_network,
             availability_zone_hints: req.availability_zone_hints.unwrap_or_default(),
+            is_default,
         };
         self.put(Resource::Network(network.clone()));
         Ok(network)
@@ -249,6 +295,14 @@ impl Cloud {
                 check_ipv6_mtu(n.mtu)?;
             }
         }
+        n.is_default = self.default_external_flag(
+            caller,
+            "update",
+            Some(id),
+            req.is_default,
+            req.external.unwrap_or(n.external),
+            n.is_default,
+        )?;
         set(&mut n.std.name, req.name);
         set(&mut n.std.description, req.description);
         set(&mut n.admin_state_up, req.admin_state_up);

@@ -165,7 +165,9 @@ impl Cloud {
             // With router advertisements the subnet-router anycast address is the
             // gateway, as Neutron answers; otherwise the first host address.
             None if req.ipv6_ra_mode.is_some() => Some(cidr.network()),
-            None => cidr.hosts().next(),
+            // The address after the network's (Neutron's first host): for
+            // IPv6 `hosts()` starts at the subnet-router anycast address.
+            None => cidr.hosts().find(|a| *a != cidr.network()),
         };
         if let Some(gw) = gateway_ip {
             subnet::check_gateway(&cidr, gw)?;

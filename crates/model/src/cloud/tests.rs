@@ -3,7 +3,7 @@ use std::collections::BTreeSet;
 use super::*;
 use crate::{
     Direction, FixedIpRequest, FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute,
-    InterfaceRequest, MeteringLabelCreate, MeteringLabelRuleCreate, NetworkCreate,
+    InterfaceRequest, MeteringLabelCreate, MeteringLabelRuleCreate, NetworkCreate, NetworkUpdate,
     OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortCreate, PortForwardingRequest, PortStatus,
     PortUpdate, RouterCreate, RouterUpdate, RuleCreate, SecurityGroupCreate, SubnetCreate,
     SubnetPoolCreate, SubnetPoolUpdate, ipam,
@@ -383,6 +383,10 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                 Kind::DefaultSecurityGroupRule => {
                     c.default_rules().map(|r| r.std.id.clone()).collect()
                 }
+                Kind::AutoAllocatedTopology => c
+                    .auto_allocated_topologies()
+                    .map(|r| r.std.id.clone())
+                    .collect(),
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
@@ -1657,4 +1661,183 @@ fn deleting_a_label_deletes_its_rules_in_one_change() {
         .collect();
     assert_eq!(left, vec![kept.std.id.as_str()]);
     assert!(c.metering_label(&l.std.id).is_none());
+}
+
+// === auto-allocated topology ===
+
+/// An admin's default external network with a subnet, and shared default
+/// pools of both IP versions.
+fn auto_allocation_ready(c: &mut Cloud) -> String {
+    let external = c
+        .apply(|c| {
+            let n = c.create_network(
+                &admin(),
+                NetworkCreate {
+                    external: Some(true),
+                    is_default: Some(true),
+                    ..Default::default()
+                },
+                0,
+            )?;
+            c.create_subnet(
+                &admin(),
+                SubnetCreate {
+                    network_id: n.std.id.clone(),
+                    ip_version: 4,
+                    cidr: Some("203.0.113.0/24".into()),
+                    ..Default::default()
+                },
+                0,
+            )?;
+            for prefix in ["10.128.0.0/16", "fd80::/48"] {
+                let prefix: ipnet::IpNet = prefix.parse().unwrap();
+                let len = if prefix.addr().is_ipv4() { 24 } else { 64 };
+                c.create_subnet_pool(
+                    &admin(),
+                    SubnetPoolCreate {
+                        prefixes: vec![prefix],
+                        default_prefixlen: Some(len),
+                        shared: Some(true),
+                        is_default: Some(true),
+                        ..Default::default()
+                    },
+                    0,
+                )?;
+            }
+            Ok(n)
+        })
+        .unwrap()
+        .0;
+    external.std.id
+}
+
+#[test]
+fn get_me_a_network_makes_it_once_and_whole() {
+    let mut c = cloud();
+    let a = tenant("a");
+    // Nothing to connect to yet: refused, nothing made.
+    let before = c.networks().count();
+    assert!(matches!(
+        c.apply(|c| c.auto_allocate(&a, None, false, 0)),
+        Err(ModelError::AutoAllocationFailure { .. })
+    ));
+    assert_eq!(c.networks().count(), before);
+    let external = auto_allocation_ready(&mut c);
+    assert_eq!(
+        c.apply(|c| c.auto_allocate(&a, None, true, 0)).unwrap().0.1,
+        Allocated::DryRunPassed
+    );
+    let ((project, made), _) = c.apply(|c| c.auto_allocate(&a, None, false, 0)).unwrap();
+    assert_eq!(project, "a");
+    let Allocated::Network(net) = made else {
+        panic!("{made:?}")
+    };
+    let subnets: Vec<&Subnet> = c
+        .subnets_of(&net)
+        .iter()
+        .filter_map(|s| c.subnet(s))
+        .collect();
+    assert_eq!(subnets.len(), 2);
+    assert!(
+        subnets
+            .iter()
+            .all(|s| s.std.project_id == "a" && s.subnetpool_id.is_some())
+    );
+    let topology = c.auto_allocated_topologies().next().unwrap().clone();
+    let router = c.router(&topology.router_id).unwrap();
+    assert_eq!(router.gateway.as_ref().unwrap().network_id, external);
+    assert_eq!(c.router_interfaces(&router.std.id).count(), 2);
+    // Again: the same network, nothing new.
+    let again = c
+        .apply(|c| c.auto_allocate(&a, None, false, 0))
+        .unwrap()
+        .0
+        .1;
+    assert_eq!(again, Allocated::Network(net.clone()));
+    // Another project's is for admins only.
+    assert!(matches!(
+        c.apply(|c| c.auto_allocate(&tenant("b"), Some("a"), false, 0)),
+        Err(ModelError::Forbidden(_))
+    ));
+    // Deleted whole.
+    c.apply(|c| c.delete_auto_allocated(&a, None, 0)).unwrap();
+    assert!(c.network(&net).is_none() && c.router(&topology.router_id).is_none());
+    assert_eq!(c.auto_allocated_topologies().count(), 0);
+}
+
+#[test]
+fn one_default_external_network_and_only_an_external_one() {
+    let mut c = cloud();
+    let first = auto_allocation_ready(&mut c);
+    let second = NetworkCreate {
+        external: Some(true),
+        is_default: Some(true),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.apply(|c| c.create_network(&admin(), second, 0))
+            .unwrap_err(),
+        ModelError::DefaultExternalNetworkExists { id: first.clone() }
+    );
+    let internal = NetworkCreate {
+        is_default: Some(true),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.apply(|c| c.create_network(&admin(), internal, 0)),
+        Err(ModelError::InvalidInput(_))
+    ));
+    let by_member = NetworkCreate {
+        is_default: Some(false),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.apply(|c| c.create_network(&tenant("a"), by_member, 0)),
+        Err(ModelError::Forbidden(_))
+    ));
+    // No longer external, no longer the default: another may be.
+    let off = NetworkUpdate {
+        external: Some(false),
+        ..Default::default()
+    };
+    assert!(
+        !c.apply(|c| c.update_network(&admin(), &first, off, 0))
+            .unwrap()
+            .0
+            .is_default
+    );
+    let other = NetworkCreate {
+        external: Some(true),
+        is_default: Some(true),
+        ..Default::default()
+    };
+    assert!(
+        c.apply(|c| c.create_network(&admin(), other, 0))
+            .unwrap()
+            .0
+            .is_default
+    );
+}
+
+#[test]
+fn an_ipv6_subnet_without_router_advertisements_has_its_first_host_as_gateway() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let n = net(&mut c, &a);
+    let s = c
+        .apply(|c| {
+            c.create_subnet(
+                &a,
+                SubnetCreate {
+                    network_id: n.std.id.clone(),
+                    ip_version: 6,
+                    cidr: Some("fd00:77::/64".into()),
+                    ..Default::default()
+                },
+                0,
+            )
+        })
+        .unwrap()
+        .0;
+    assert_eq!(s.gateway_ip, Some("fd00:77::1".parse().unwrap()));
 }

@@ -614,6 +614,7 @@ impl SyntheticCloud {
             segmentation_id: u32::try_from(n + 1).unwrap_or(u32::MAX),
             physical_network: None,
             availability_zone_hints: vec![],
+            is_default: false,
         }
     }
 

@@ -323,6 +323,7 @@ fn routed_pairs(
                     .unwrap_or(u32::MAX),
                 physical_network: None,
                 availability_zone_hints: vec![],
+                is_default: false,
             })));
             compiler.apply(Input::Subnet(Box::new(Subnet {
                 std: std(sub.clone()),
