@@ -26,8 +26,9 @@ def registration(
     version: int = PROTOCOL_VERSION,
     physical_networks: list[str] | None = None,
     gateway: bool = False,
+    zone: str | None = None,
 ) -> dict:
-    return {
+    reg = {
         "protocol_version": version,
         "name": name,
         "underlay_ip": ip,
@@ -35,6 +36,9 @@ def registration(
         "physical_networks": physical_networks or [],
         "gateway": gateway,
     }
+    if zone is not None:
+        reg["availability_zone"] = zone
+    return reg
 
 
 def beat(api, name: str, **kw) -> dict:
@@ -188,3 +192,51 @@ def test_an_agent_set_down_takes_no_gateways_and_a_deleted_one_is_forgotten(api,
     expect_error(member.put(f"/v2.0/agents/{agents[first]}", {"agent": {"admin_state_up": False}}),
                  404, "AgentNotFound")
     expect_error(member.delete(f"/v2.0/agents/{agents[first]}"), 404, "AgentNotFound")
+
+
+def test_availability_zones_are_where_hosts_are(api, cli, tenant):
+    """Hosts register in zones; networks are in the zones of the hosts that
+    carry them, routers in their gateway host's; hints must name a zone that
+    offers the resource, and a router's hints choose its gateway host."""
+    physnet, az_a, az_b, az_c = uniq("phys"), uniq("az"), uniq("az"), uniq("az")
+    h_a, h_b, h_c = uniq("host"), uniq("host"), uniq("host")
+    beat(api, h_a, physical_networks=[physnet], gateway=True, zone=az_a)
+    beat(api, h_b, physical_networks=[physnet], gateway=True, zone=az_b)
+    beat(api, h_c, zone=az_c)
+    zones = {(z["name"], z["resource"], z["state"]) for z in
+             expect(api.get("/v2.0/availability_zones"), 200)["availability_zones"]}
+    assert {(az_a, "router", "available"), (az_b, "network", "available"),
+            (az_c, "network", "available")} <= zones
+    assert (az_c, "router", "available") not in zones
+    listed = cli.json("availability", "zone", "list", "--network", "--long")
+    assert {(z["Zone Name"], z["Zone Resource"]) for z in listed} >= {(az_a, "router"), (az_c, "network")}
+    only = api.get("/v2.0/availability_zones", params={"resource": "router", "name": az_b})
+    assert expect(only, 200)["availability_zones"] == [
+        {"name": az_b, "resource": "router", "state": "available"}]
+    agents = {a["host"]: a for a in expect(api.get("/v2.0/agents"), 200)["agents"]}
+    assert agents[h_c]["availability_zone"] == az_c
+
+    # Hints name a zone offering the resource.
+    err = expect_error(api.post("/v2.0/networks", {"network": {"availability_zone_hints": [uniq("nowhere")]}}),
+                       404, "AvailabilityZoneNotFound")
+    assert "could not be found" in err["message"]
+    expect_error(api.post("/v2.0/routers", {"router": {"availability_zone_hints": [az_c]}}),
+                 404, "AvailabilityZoneNotFound")
+
+    # A network is where its ports' hosts are.
+    net = api.network(availability_zone_hints=[az_c])
+    api.subnet(net["id"], "10.77.0.0/24")
+    api.port(net["id"], **{"binding:host_id": h_c})
+    assert api.show("networks", net["id"])["availability_zones"] == [az_c]
+
+    # A router with a hint takes its gateway host in that zone, whichever
+    # rendezvous would pick otherwise.
+    ext = api.network(**{"router:external": True, "provider:network_type": "flat",
+                         "provider:physical_network": physnet})
+    api.subnet(ext["id"], "198.51.100.0/24")
+    for zone in (az_a, az_b):
+        r = api.create("routers", name=uniq("r"), availability_zone_hints=[zone],
+                       external_gateway_info={"network_id": ext["id"]})
+        wait_for(lambda: api.show("routers", r["id"])["availability_zones"] == [zone],
+                 what=f"the router's gateway host in {zone}")
+        assert cli.json("router", "show", r["id"])["availability_zones"] == [zone]

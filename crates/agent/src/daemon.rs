@@ -48,6 +48,8 @@ pub struct AgentConfig {
     pub physical_networks: Mappings,
     /// This host may run routers' default SNAT (`--gateway`).
     pub gateway: bool,
+    /// Its availability zone (`--availability-zone`).
+    pub availability_zone: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +79,7 @@ pub async fn run(
         ],
         physical_networks: config.physical_networks.keys().cloned().collect(),
         gateway: config.gateway,
+        availability_zone: config.availability_zone.clone(),
     };
     let reconciler = Reconciler::new(
         LinuxConfig::new(config.underlay_ip)

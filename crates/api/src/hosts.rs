@@ -68,6 +68,7 @@ impl StoredHost {
             underlay_ip: r.underlay_ip,
             physical_networks: r.physical_networks,
             gateway: r.gateway && !self.dead && self.settings.admin_state_up,
+            availability_zone: r.availability_zone,
         }
     }
 }
@@ -219,6 +220,7 @@ mod tests {
             capabilities: vec![],
             physical_networks: vec![],
             gateway: false,
+            availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
         }
     }
 

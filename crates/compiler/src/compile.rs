@@ -235,6 +235,8 @@ struct HostEntry {
     /// whether it offers to run routers' SNAT (and is alive to).
     physical_networks: BTreeSet<String>,
     gateway: bool,
+    /// Its availability zone, as registered.
+    zone: String,
 }
 
 impl HostEntry {
@@ -333,7 +335,15 @@ impl Compiler {
                 underlay_ip,
                 physical_networks,
                 gateway,
-            } => self.put_host(name, underlay_ip, physical_networks, gateway, &mut out),
+                availability_zone,
+            } => self.put_host(
+                name,
+                underlay_ip,
+                physical_networks,
+                gateway,
+                availability_zone,
+                &mut out,
+            ),
             Input::HostDeleted(name) => self.delete_host(&name, &mut out),
             Input::SecurityGroup(group) => self.put_group(&group, &mut out),
             Input::SecurityGroupDeleted(id) => self.delete_group(&id, &mut out),
@@ -907,6 +917,7 @@ impl Compiler {
         underlay_ip: IpAddr,
         physical_networks: Vec<String>,
         gateway: bool,
+        zone: String,
         out: &mut Emitter,
     ) {
         // An empty host id means "unbound": no agent may register as it.
@@ -918,9 +929,14 @@ impl Compiler {
         let moved = entry.underlay_ip.replace(underlay_ip) != Some(underlay_ip);
         entry.physical_networks = physical_networks.into_iter().collect();
         entry.gateway = gateway;
+        let rezoned = entry.zone != zone;
+        entry.zone = zone;
         let offers = entry.gateway_offer();
         if offers != offered {
             self.gateway_offer_changed(&name, &offered, &offers, out);
+        } else if rezoned && !offers.is_empty() {
+            // Routers with zone hints may now want it, or not.
+            self.gateway_hosts_changed(out);
         }
         if !moved {
             return;

@@ -50,6 +50,8 @@ pub enum Input {
         /// It may run routers' default SNAT now: started with `--gateway`
         /// and not reaped as dead.
         gateway: bool,
+        /// Its availability zone.
+        availability_zone: String,
     },
     /// The host is gone for good: others stop sending its ports' traffic to it.
     HostDeleted(String),

@@ -638,6 +638,17 @@ pub struct HostRegistration {
     /// This host may run default SNAT for routers (`vnet agent --gateway`).
     #[serde(default)]
     pub gateway: bool,
+    /// Its availability zone (`vnet agent --availability-zone`); routers
+    /// with zone hints take gateway hosts of those zones only.
+    #[serde(default = "default_zone")]
+    pub availability_zone: String,
+}
+
+/// Neutron's default availability zone, for hosts that name none.
+pub const DEFAULT_ZONE: &str = "nova";
+
+fn default_zone() -> String {
+    DEFAULT_ZONE.to_owned()
 }
 
 /// The agent's account of its local ports: the ids it has wired. Ports it

@@ -387,6 +387,7 @@ fn input(op: &Op) -> Input {
                 .map(|i| PHYSICAL_NETWORKS[i].to_owned())
                 .collect(),
             gateway: *gateway,
+            availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
         },
         Op::HostDelete(host) => Input::HostDeleted(HOSTS[*host].into()),
         Op::GroupPut { group, stateful } => Input::SecurityGroup(Box::new(SecurityGroup {
@@ -546,11 +547,14 @@ impl World {
             Input::PortDeleted(id) => {
                 self.ports.remove(&id);
             }
+            // Zones matter only to routers with zone hints, which the
+            // generated clouds do not have (compiler/tests/zones.rs has them).
             Input::Host {
                 name,
                 underlay_ip,
                 physical_networks,
                 gateway,
+                ..
             } => {
                 self.hosts.insert(
                     name,

@@ -151,6 +151,7 @@ impl Cloud {
                 underlay_ip: ip(&format!("192.0.2.{}", i + 1)),
                 physical_networks: vec![],
                 gateway: false,
+                availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
             });
         }
         for input in [
@@ -897,6 +898,7 @@ fn with_gateway(snat: bool) -> Cloud {
         underlay_ip: ip("192.0.2.2"),
         physical_networks: vec!["public".into()],
         gateway: true,
+        availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
     });
     let Input::Network(mut ext) = network("ext", 0) else {
         unreachable!()
@@ -992,6 +994,7 @@ fn the_way_out_is_the_floating_ip_on_its_host_or_snat_on_the_gateway_host() {
         underlay_ip: ip("192.0.2.2"),
         physical_networks: vec![],
         gateway: false,
+        availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
     });
     let t = c.trace(&tcp("sa", Target::Ip(ip("198.51.100.7")), 443));
     assert_eq!(dropped(&t), Reason::NoGatewayHost, "{t:#?}");

@@ -171,6 +171,10 @@ pub struct AgentArgs {
     /// This host may run default SNAT for routers (a gateway host).
     #[arg(long)]
     gateway: bool,
+    /// This host's availability zone: routers with zone hints take their
+    /// gateway host from the zones they name.
+    #[arg(long, default_value = compiler::protocol::DEFAULT_ZONE)]
+    availability_zone: String,
 }
 
 /// Where to listen: an address, in the current or a named network namespace.
@@ -334,6 +338,7 @@ fn run(command: Command) -> Result<(), BoxError> {
                     },
                     physical_networks: agent::mappings::parse(&args.physical_networks)?,
                     gateway: args.gateway,
+                    availability_zone: args.availability_zone,
                 };
                 agent::daemon::run(config, shutdown_signal())
                     .await

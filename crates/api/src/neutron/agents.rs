@@ -62,7 +62,7 @@ fn view(h: &HostEntry) -> Value {
         "topic": "N/A",
         "admin_state_up": h.settings.admin_state_up,
         "alive": h.alive,
-        "availability_zone": null,
+        "availability_zone": r.availability_zone,
         "configurations": {"underlay_ip": r.underlay_ip, "capabilities": r.capabilities,
                            "protocol_version": r.protocol_version,
                            "physical_networks": r.physical_networks, "gateway": r.gateway},

@@ -65,6 +65,12 @@ pub trait Collection: Stored + Send + Sync {
     /// One attribute of its own (not a standard one); `None` if hidden from `caller`.
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value>;
 
+    /// Checks of a create that need facts beyond the model (the zones hosts
+    /// registered in): none by default.
+    fn check_create(_app: &App, _req: &Self::Create) -> Result<(), ApiError> {
+        Ok(())
+    }
+
     /// Gives an attribute the value facts beyond the model make it (a port's
     /// binding), the same for filters, sorting and views. As is by default.
     fn adjust(&self, _app: &App, _cloud: &Cloud, _name: &str, _value: &mut Value) {}
@@ -255,6 +261,9 @@ pub async fn create<C: Collection>(
         .into_iter()
         .map(|m| C::parse_create(Attrs::new(m, "POST")))
         .collect::<Result<Vec<_>, ApiError>>()?;
+    for req in &requests {
+        C::check_create(&app, req)?;
+    }
     let now = now();
     let created = app
         .write(|cloud| {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 48] = [
+const EXTENSIONS: [(&str, &str, &str); 52] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -20,6 +20,16 @@ const EXTENSIONS: [(&str, &str, &str); 48] = [
         "auto-allocated-topology",
         "Auto Allocated Topology Services",
         "Auto Allocated Topology Services.",
+    ),
+    (
+        "availability_zone",
+        "Availability Zone",
+        "The availability zone extension.",
+    ),
+    (
+        "availability_zone_filter",
+        "Availability Zone Filter Extension",
+        "Add filter parameters to AvailabilityZone resource",
     ),
     (
         "binding",
@@ -122,6 +132,11 @@ const EXTENSIONS: [(&str, &str, &str); 48] = [
         "Provides IP availability data for each network and subnet.",
     ),
     (
+        "network_availability_zone",
+        "Network Availability Zone",
+        "Availability zone support for network.",
+    ),
+    (
         "pagination",
         "Pagination support",
         "Extension that indicates that pagination is enabled.",
@@ -166,6 +181,11 @@ const EXTENSIONS: [(&str, &str, &str); 48] = [
         "router",
         "Neutron L3 Router",
         "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway.",
+    ),
+    (
+        "router_availability_zone",
+        "Router Availability Zone",
+        "Availability zone support for router.",
     ),
     (
         "security-group",

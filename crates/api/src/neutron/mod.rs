@@ -7,6 +7,7 @@
 
 mod agents;
 mod auto_allocated_topology;
+mod availability_zone;
 mod body;
 mod collection;
 mod default_security_group_rule;
@@ -107,6 +108,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(agents::show).put(agents::update).delete(agents::delete),
         )
         .route("/v2.0/service-providers", get(service_providers::list))
+        .route("/v2.0/availability_zones", get(availability_zone::list))
         .route(
             "/v2.0/auto-allocated-topology/{project}",
             get(auto_allocated_topology::show).delete(auto_allocated_topology::delete),

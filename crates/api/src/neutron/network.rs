@@ -4,9 +4,11 @@
 use model::{Caller, Cloud, ModelError, Network, NetworkCreate, NetworkUpdate, Timestamp};
 use serde_json::{Value, json};
 
+use super::availability_zone;
 use super::body::{Attrs, read_only};
 use super::collection::{Action, Collection};
 use crate::error::ApiError;
+use crate::state::App;
 
 impl Collection for Network {
     const PATH: &'static str = "networks";
@@ -95,6 +97,18 @@ impl Collection for Network {
         })
     }
 
+    fn check_create(app: &App, req: &NetworkCreate) -> Result<(), ApiError> {
+        let hints = req.availability_zone_hints.as_deref().unwrap_or_default();
+        availability_zone::check_hints(app, hints, availability_zone::Resource::Network)
+    }
+
+    /// Its zones are where the compiler has it carried.
+    fn adjust(&self, app: &App, _: &Cloud, name: &str, value: &mut Value) {
+        if name == "availability_zones" {
+            *value = availability_zone::network_zones(app, &self.std.id);
+        }
+    }
+
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
         Some(match name {
             "admin_state_up" => json!(self.admin_state_up),
@@ -107,6 +121,7 @@ impl Collection for Network {
             "is_default" => json!(self.is_default),
             "l2_adjacency" => json!(true),
             "availability_zone_hints" => json!(self.availability_zone_hints),
+            // Where it is carried: the API's to say (see `adjust`).
             "availability_zones" => json!([]),
             "ipv4_address_scope" | "ipv6_address_scope" => Value::Null,
             "provider:network_type" if caller.is_admin => json!(self.network_type),

@@ -13,6 +13,7 @@ use model::{
 };
 use serde_json::{Map, Value, json};
 
+use super::availability_zone;
 use super::body::{self, Attrs, fixed_ips, invalid, read_only};
 use super::collection::{Action, Call, Collection, render};
 use super::request::caller;
@@ -77,6 +78,18 @@ impl Collection for Router {
                 action(&app, &caller, &call.id, &call.sub, &call.body).await
             }
             _ => Err(ApiError::not_found()),
+        }
+    }
+
+    fn check_create(app: &App, req: &RouterCreate) -> Result<(), ApiError> {
+        let hints = req.availability_zone_hints.as_deref().unwrap_or_default();
+        availability_zone::check_hints(app, hints, availability_zone::Resource::Router)
+    }
+
+    /// Its zone is its gateway host's, as the compiler placed it.
+    fn adjust(&self, app: &App, _: &Cloud, name: &str, value: &mut Value) {
+        if name == "availability_zones" {
+            *value = availability_zone::router_zones(app, &self.std.id);
         }
     }
 

@@ -73,6 +73,22 @@ pub fn containing_member(ip: IpAddr, contains: impl Fn(&IpNet) -> bool) -> Optio
 }
 
 impl Compiler {
+    /// The host running a router's default SNAT, if it has one: where its
+    /// availability zone is.
+    pub fn gateway_host_of(&self, router_id: &str) -> Option<&str> {
+        self.routers.get(router_id)?.gateway_host.as_deref()
+    }
+
+    /// The hosts that carry a network (its ports' and its routers' hosts):
+    /// where its availability zones are.
+    pub fn carriers_of(&self, network_id: &str) -> Vec<&str> {
+        self.networks
+            .get(network_id)
+            .filter(|n| n.segment.is_some())
+            .map(|n| n.carriers().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
     /// A port the compiler knows, bound or not.
     pub fn port(&self, id: &str) -> Option<PortView<'_>> {
         self.ports.get(id).map(|p| PortView {

@@ -38,7 +38,10 @@ pub(super) struct RouterEntry {
     pub(super) project: Option<String>,
     /// The live gateway host chosen to run its default SNAT. It holds the
     /// router (and so carries its networks) like a host with ports on them.
-    gateway_host: Option<String>,
+    pub(super) gateway_host: Option<String>,
+    /// Its availability zone hints: when some are given, its gateway host
+    /// is one of those zones.
+    zones: BTreeSet<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,10 +315,16 @@ impl Compiler {
         let id = &router.std.id;
         let entry = self.routers.entry(id.clone()).or_default();
         entry.routes = routes;
+        let zones: BTreeSet<String> = router.availability_zone_hints.iter().cloned().collect();
+        let rezoned = entry.zones != zones;
+        entry.zones = zones;
         let old = entry.project.replace(router.std.project_id.clone());
         self.metering
             .router_project(id, old.as_deref(), Some(&router.std.project_id));
         self.set_gateway(id, gateway, out);
+        if rezoned {
+            self.place_gateway(id, out);
+        }
         self.refresh_router(id, out);
     }
 
@@ -404,6 +413,13 @@ impl Compiler {
     /// map its external network's physical network; if the choice changed,
     /// the old host lets go of the router and the new one takes it (with
     /// everything it carries for it), and every holder hears the new spec.
+    /// Whether a host is registered in one of `zones`.
+    fn host_in(&self, host: &str, zones: &BTreeSet<String>) -> bool {
+        self.hosts
+            .get(host)
+            .is_some_and(|h| zones.contains(&h.zone))
+    }
+
     pub(super) fn place_gateway(&mut self, router_id: &str, out: &mut Emitter) {
         let Some(router) = self.routers.get(router_id) else {
             return;
@@ -414,6 +430,7 @@ impl Compiler {
             self.gateway_hosts
                 .get(physnet)?
                 .iter()
+                .filter(|h| router.zones.is_empty() || self.host_in(h, &router.zones))
                 .max_by_key(|h| gateway_weight(router_id, h))
                 .cloned()
         });

@@ -86,6 +86,7 @@ pub fn host(name: &str, underlay_ip: &str) -> Input {
         underlay_ip: ip(underlay_ip),
         physical_networks: vec![],
         gateway: false,
+        availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
     }
 }
 

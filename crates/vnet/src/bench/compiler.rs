@@ -585,6 +585,7 @@ impl SyntheticCloud {
                 underlay_ip: underlay_ip(i),
                 physical_networks: vec![],
                 gateway: false,
+                availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
             };
         }
         let i = i - hosts;
@@ -672,6 +673,7 @@ impl SyntheticCloud {
                 underlay_ip: underlay_ip(h),
                 physical_networks: vec![PHYSICAL_NETWORK.into()],
                 gateway: true,
+                availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
             })
             .collect();
         inputs.push(Input::Network(Box::new(Network {
