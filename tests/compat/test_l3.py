@@ -251,7 +251,7 @@ def test_port_forwardings(tenant, external):
     fip = t.create("floatingips", floating_network_id=external[0]["id"])
     base = f"/v2.0/floatingips/{fip['id']}/port_forwardings"
     body = {
-        "protocol": "tcp", "external_port": 2222, "internal_port": 22,
+        "protocol": "tcp", "external_port": 2222, "internal_port": 22, "description": "ssh",
         "internal_port_id": vm["id"], "internal_ip_address": vm["fixed_ips"][0]["ip_address"],
     }
     pf = expect(t.post(base, {"port_forwarding": body}), 201)["port_forwarding"]
@@ -260,7 +260,12 @@ def test_port_forwardings(tenant, external):
     expect_error(t.post(base, {"port_forwarding": {**body, "external_port": 70000}}), 400, None)
     assert [p["id"] for p in expect(t.get(base), 200)["port_forwardings"]] == [pf["id"]]
     shown = t.show("floatingips", fip["id"])
-    assert shown["router_id"] == router["id"] and shown["port_forwardings"][0]["external_port"] == 2222
+    assert shown["router_id"] == router["id"]
+    # As Neutron with floating-ip-port-forwarding-detail and -description.
+    assert shown["port_forwardings"] == [{
+        "id": pf["id"], "protocol": "tcp", "external_port": 2222, "internal_port": 22,
+        "internal_port_id": vm["id"], "internal_ip_address": vm["fixed_ips"][0]["ip_address"],
+        "description": "ssh"}]
     expect_error(
         t.put(f"/v2.0/floatingips/{fip['id']}", {"floatingip": {"port_id": vm["id"]}}), 400, "BadRequest"
     )

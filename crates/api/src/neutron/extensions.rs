@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 52] = [
+const EXTENSIONS: [(&str, &str, &str); 54] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -95,6 +95,16 @@ const EXTENSIONS: [(&str, &str, &str); 52] = [
         "floating-ip-port-forwarding",
         "Floating IP Port Forwarding",
         "Provide a way to configure port forwarding on Floating IP",
+    ),
+    (
+        "floating-ip-port-forwarding-description",
+        "Floating IP Port Forwarding new attribute description",
+        "Add a description field to Port Forwarding rules",
+    ),
+    (
+        "floating-ip-port-forwarding-detail",
+        "Floating IP port forwarding detail",
+        "Allow list floating ip return more port forwarding data, include'id' and 'internal_port_id'",
     ),
     (
         "floatingip-pools",

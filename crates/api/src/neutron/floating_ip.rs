@@ -143,11 +143,16 @@ impl Collection for FloatingIp {
                     "device_owner": p.device_owner,
                 }),
             },
+            // expose-port-forwarding-in-fip, with the id and internal port of
+            // floating-ip-port-forwarding-detail and the description of
+            // floating-ip-port-forwarding-description.
             "port_forwardings" => json!(
                 self.port_forwardings
                     .iter()
-                    .map(|p| json!({"protocol": p.protocol, "internal_ip_address": p.internal_ip_address,
-                                    "internal_port": p.internal_port, "external_port": p.external_port}))
+                    .map(|p| json!({"id": p.id, "protocol": p.protocol,
+                                    "internal_ip_address": p.internal_ip_address,
+                                    "internal_port": p.internal_port, "internal_port_id": p.internal_port_id,
+                                    "external_port": p.external_port, "description": p.description}))
                     .collect::<Vec<_>>()
             ),
             _ => return None,
