@@ -82,6 +82,7 @@ def test_extensions_list_what_is_implemented(api):
         "tag",
         "quota-check-limit",
         "floatingip-pools",
+        "subnet-service-types",
         "floating-ip-port-forwarding-description",
         "floating-ip-port-forwarding-detail",
         "port-mac-address-regenerate",

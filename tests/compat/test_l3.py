@@ -84,6 +84,35 @@ def test_floatingip_pools_are_the_external_ipv4_subnets(tenant, api, external):
     assert expect(only, 200)["floatingip_pools"] == [{"cidr": "203.0.113.0/24"}]
 
 
+def test_subnet_service_types_keep_floating_ips_and_gateways_apart(api, cli, tenant):
+    """subnet-service-types, as operators use it: floating IPs from one
+    subnet of the external network, router gateways from another."""
+    ext = api.network(**{"router:external": True})
+    fips = cli.json("subnet", "create", "--network", ext["id"], "--subnet-range", "192.0.2.0/26",
+                    "--service-type", "network:floatingip", "--no-dhcp", uniq("fip-only"))
+    assert fips["service_types"] == ["network:floatingip"]
+    rest = api.subnet(ext["id"], "192.0.2.64/26", enable_dhcp=False)
+    assert rest["service_types"] == []
+    t = tenant()
+    fip = t.create("floatingips", floating_network_id=ext["id"])
+    assert ipaddress.ip_address(fip["floating_ip_address"]) in ipaddress.ip_network("192.0.2.0/26")
+    router = t.create("routers", name=uniq("r"), external_gateway_info={"network_id": ext["id"]})
+    (gw,) = router["external_gateway_info"]["external_fixed_ips"]
+    assert gw["subnet_id"] == rest["id"]
+    # A network whose subnets all serve others has nothing for a VM.
+    net = api.network()
+    api.subnet(net["id"], "10.88.0.0/24", service_types=["network:router_interface"])
+    expect_error(api.post("/v2.0/ports", {"port": {"network_id": net["id"], "device_owner": "compute:nova"}}),
+                 400, "IpAddressGenerationFailureNoMatchingSubnet")
+    expect_error(api.post("/v2.0/subnets", {"subnet": {"network_id": net["id"], "ip_version": 4,
+                                                       "cidr": "10.89.0.0/24", "service_types": ["bogus"]}}),
+                 400, "InvalidSubnetServiceType")
+    # Service types change with an update; then VMs get addresses there.
+    only = api.list("subnets", {"network_id": net["id"]})[0]
+    assert api.update("subnets", only["id"], service_types=[])["service_types"] == []
+    assert api.port(net["id"], device_owner="compute:nova")["fixed_ips"][0]["subnet_id"] == only["id"]
+
+
 def test_external_networks_are_admin_made_and_everyone_sees_them(tenant, external):
     t = tenant()
     expect_error(

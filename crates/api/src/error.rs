@@ -288,6 +288,13 @@ impl From<ModelError> for ApiError {
             M::DefaultExternalNetworkExists { .. } => {
                 (StatusCode::CONFLICT, "DefaultExternalNetworkExists")
             }
+            M::InvalidSubnetServiceType { .. } => {
+                (StatusCode::BAD_REQUEST, "InvalidSubnetServiceType")
+            }
+            M::IpAddressGenerationFailureNoMatchingSubnet { .. } => (
+                StatusCode::BAD_REQUEST,
+                "IpAddressGenerationFailureNoMatchingSubnet",
+            ),
             M::AutoAllocationFailure { .. } => (StatusCode::CONFLICT, "AutoAllocationFailure"),
             M::DefaultSecurityGroupRuleExists { .. } => {
                 (StatusCode::CONFLICT, "DefaultSecurityGroupRuleExists")

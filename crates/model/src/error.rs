@@ -34,6 +34,15 @@ pub enum ModelError {
     DefaultExternalNetworkExists { id: String },
     #[error("Deployment error: {reason}.")]
     AutoAllocationFailure { reason: String },
+    #[error("Subnet service type {service_type} does not correspond to a valid device owner.")]
+    InvalidSubnetServiceType { service_type: String },
+    #[error(
+        "No valid service subnet for the given device owner, network {network_id}, service type {service_type}."
+    )]
+    IpAddressGenerationFailureNoMatchingSubnet {
+        network_id: String,
+        service_type: String,
+    },
     /// `If-Match: revision_number=N` did not hold (412).
     #[error("Constrained to {expected}, but current revision is {current}")]
     RevisionMismatch { expected: i64, current: u64 },

@@ -57,10 +57,25 @@ pub struct Subnet {
     /// The subnet pool its CIDR was allocated from.
     #[serde(default)]
     pub subnetpool_id: Option<String>,
+    /// The device owners whose ports take addresses from it
+    /// (subnet-service-types); empty: any port no other subnet is for.
+    #[serde(default)]
+    pub service_types: Vec<String>,
 }
 
 impl Subnet {
     /// Ports get an EUI-64 address here instead of one from the pools.
+    /// Whether a port of `device_owner` may take an address from it when
+    /// the network also has `specific` subnets for that owner: a subnet for
+    /// the owner, or, if there is none, one for nobody in particular.
+    pub fn serves(&self, device_owner: &str, specific: bool) -> bool {
+        if specific {
+            self.service_types.iter().any(|t| t == device_owner)
+        } else {
+            self.service_types.is_empty()
+        }
+    }
+
     pub fn is_auto_address(&self) -> bool {
         matches!(
             self.ipv6_address_mode,
@@ -94,6 +109,7 @@ pub struct SubnetCreate {
     pub enable_dhcp: Option<bool>,
     pub ipv6_ra_mode: Option<Ipv6Mode>,
     pub ipv6_address_mode: Option<Ipv6Mode>,
+    pub service_types: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -105,6 +121,7 @@ pub struct SubnetUpdate {
     pub dns_nameservers: Option<Vec<IpAddr>>,
     pub host_routes: Option<Vec<HostRoute>>,
     pub enable_dhcp: Option<bool>,
+    pub service_types: Option<Vec<String>>,
 }
 
 /// Parse a subnet CIDR the way Neutron accepts it: a valid prefix with no host bits.
@@ -242,6 +259,21 @@ pub fn check_nameservers(ip_version: u8, servers: &[IpAddr]) -> Result<(), Model
         }
     }
     Ok(())
+}
+
+/// Neutron's check of `service_types`: each names a kind of device owner
+/// (`network:…`, `neutron:…` or `compute:…`).
+pub fn check_service_types(types: &[String]) -> Result<(), ModelError> {
+    match types.iter().find(|t| {
+        !["network:", "neutron:", "compute:"]
+            .iter()
+            .any(|p| t.starts_with(p))
+    }) {
+        None => Ok(()),
+        Some(t) => Err(ModelError::InvalidSubnetServiceType {
+            service_type: t.clone(),
+        }),
+    }
 }
 
 #[cfg(test)]

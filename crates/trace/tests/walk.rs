@@ -55,6 +55,7 @@ fn subnet(id: &str, network_id: &str, cidr: &str) -> Input {
         ipv6_ra_mode: None,
         ipv6_address_mode: None,
         subnetpool_id: None,
+        service_types: vec![],
     }))
 }
 

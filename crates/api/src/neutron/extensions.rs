@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 54] = [
+const EXTENSIONS: [(&str, &str, &str); 55] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -251,6 +251,11 @@ const EXTENSIONS: [(&str, &str, &str); 54] = [
         "stateful-security-group",
         "Stateful security group",
         "Indicates if the security group is stateful or not",
+    ),
+    (
+        "subnet-service-types",
+        "Subnet service types",
+        "Provides ability to set the subnet service_types field",
     ),
     (
         "subnet_allocation",

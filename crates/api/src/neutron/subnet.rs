@@ -60,17 +60,13 @@ impl Collection for Subnet {
             enable_dhcp: a.bool("enable_dhcp")?,
             ipv6_ra_mode: ipv6_mode(&mut a, "ipv6_ra_mode")?,
             ipv6_address_mode: ipv6_mode(&mut a, "ipv6_address_mode")?,
+            service_types: a
+                .null_as_empty("service_types")
+                .string_list("service_types")?,
         };
-        // Neutron's defaults for what vnet does not implement; anything else is refused.
+        // Neutron's default for what vnet does not implement; anything else is refused.
         if a.nullable_string("segment_id")?.is_some() {
             return Err(ApiError::invalid_input("segments are not supported"));
-        }
-        if a.string_list("service_types")?
-            .is_some_and(|s| !s.is_empty())
-        {
-            return Err(ApiError::invalid_input(
-                "subnet service types are not supported",
-            ));
         }
         a.finish(&read_only(&[]))?;
         Ok(req)
@@ -87,6 +83,9 @@ impl Collection for Subnet {
                 .ip_list("dns_nameservers")?,
             host_routes: host_routes(&mut a)?,
             enable_dhcp: a.bool("enable_dhcp")?,
+            service_types: a
+                .null_as_empty("service_types")
+                .string_list("service_types")?,
         };
         a.finish(&read_only(&[
             "network_id",
@@ -138,7 +137,7 @@ impl Collection for Subnet {
             "router:external" => {
                 json!(cloud.network(&self.network_id).is_some_and(|n| n.external))
             }
-            "service_types" => json!([]),
+            "service_types" => json!(self.service_types),
             // Filter only: whether its network is shared.
             "shared" => json!(cloud.network(&self.network_id).is_some_and(|n| n.shared)),
             _ => return None,

@@ -50,6 +50,7 @@ pub fn subnet(id: &str, network_id: &str, cidr: &str) -> Subnet {
         ipv6_ra_mode: None,
         ipv6_address_mode: None,
         subnetpool_id: None,
+        service_types: vec![],
     }
 }
 

@@ -293,6 +293,7 @@ impl Cloud {
                     &gw.network_id,
                     Some(&gw.port_id),
                     port.mac_address,
+                    &port.device_owner,
                     Some(&ips),
                 )?;
                 port.std.touch(now);
@@ -376,7 +377,7 @@ impl Cloud {
             self.check_quota(&project_id, Kind::Port)?;
         }
         let mac_address = self.generate_mac(network_id)?;
-        let fixed_ips = self.plan_fixed_ips(network_id, None, mac_address, fixed_ips)?;
+        let fixed_ips = self.plan_fixed_ips(network_id, None, mac_address, owner, fixed_ips)?;
         if fixed_ips.is_empty() {
             return Err(ModelError::IpAddressGenerationFailure {
                 network_id: network_id.to_owned(),

@@ -160,8 +160,13 @@ impl Cloud {
         if !port_security_enabled && !allowed_address_pairs.is_empty() {
             return Err(ModelError::AddressPairAndPortSecurityRequired);
         }
-        let fixed_ips =
-            self.plan_fixed_ips(&network_id, None, mac_address, a.fixed_ips.as_deref())?;
+        let fixed_ips = self.plan_fixed_ips(
+            &network_id,
+            None,
+            mac_address,
+            &device_owner,
+            a.fixed_ips.as_deref(),
+        )?;
         let binding_vnic_type = check_vnic_type(a.binding_vnic_type)?;
         let port = Port {
             std: self.standard(project_id, a.name, a.description, req.tags, now)?,
@@ -223,8 +228,17 @@ impl Cloud {
             }
         }
         if let Some(requests) = req.fixed_ips {
-            p.fixed_ips =
-                self.plan_fixed_ips(&p.network_id, Some(id), p.mac_address, Some(&requests))?;
+            let owner = req
+                .device_owner
+                .clone()
+                .unwrap_or_else(|| p.device_owner.clone());
+            p.fixed_ips = self.plan_fixed_ips(
+                &p.network_id,
+                Some(id),
+                p.mac_address,
+                &owner,
+                Some(&requests),
+            )?;
         }
         if let Some(groups) = req.security_groups {
             p.security_groups = self.check_groups(&p.std.project_id, groups)?;
@@ -340,6 +354,7 @@ impl Cloud {
         network_id: &str,
         port: Option<&str>,
         mac: MacAddr,
+        device_owner: &str,
         requests: Option<&[FixedIpRequest]>,
     ) -> Result<Vec<FixedIp>, ModelError> {
         let subnets: Vec<Subnet> = self
@@ -347,13 +362,28 @@ impl Cloud {
             .iter()
             .filter_map(|id| self.subnets.get(id).cloned())
             .collect();
+        // Subnet service types: the subnets for this device owner if the
+        // network has any, else those for nobody in particular. Addresses
+        // asked for by subnet or IP are the asker's choice.
+        let specific = subnets.iter().any(|s| s.serves(device_owner, true));
+        let serving: Vec<&Subnet> = subnets
+            .iter()
+            .filter(|s| s.serves(device_owner, specific))
+            .collect();
+        if requests.is_none() && serving.is_empty() && !subnets.is_empty() {
+            return Err(ModelError::IpAddressGenerationFailureNoMatchingSubnet {
+                network_id: network_id.to_owned(),
+                service_type: device_owner.to_owned(),
+            });
+        }
         let mut out: Vec<FixedIp> = Vec::new();
         match requests {
             None => {
                 // One address of each family from the first subnet with room.
                 for version in [4, 6] {
-                    let candidates: Vec<&Subnet> = subnets
+                    let candidates: Vec<&Subnet> = serving
                         .iter()
+                        .copied()
                         .filter(|s| s.ip_version == version && !s.is_auto_address())
                         .collect();
                     if candidates.is_empty() {
@@ -436,8 +466,9 @@ impl Cloud {
                 }
             }
         }
-        // Automatic-address subnets always give the port its EUI-64 address.
-        for s in subnets.iter().filter(|s| s.is_auto_address()) {
+        // Automatic-address subnets (that serve it) always give the port its
+        // EUI-64 address.
+        for s in serving.iter().filter(|s| s.is_auto_address()) {
             if !out.iter().any(|f| f.subnet_id == s.std.id)
                 && let Some(ip) = ipam::eui64(&s.cidr, mac)
             {

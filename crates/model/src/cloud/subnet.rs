@@ -183,6 +183,8 @@ impl Cloud {
         subnet::check_nameservers(req.ip_version, &dns_nameservers)?;
         let host_routes = req.host_routes.unwrap_or_default();
         subnet::check_host_routes(req.ip_version, &host_routes)?;
+        let service_types = req.service_types.unwrap_or_default();
+        subnet::check_service_types(&service_types)?;
         self.ensure_default_group(&project_id, now);
         let subnet = Subnet {
             std: self.standard(project_id, req.name, req.description, req.tags, now)?,
@@ -197,6 +199,7 @@ impl Cloud {
             ipv6_ra_mode: req.ipv6_ra_mode,
             ipv6_address_mode: req.ipv6_address_mode,
             subnetpool_id: pool.map(|p| p.std.id),
+            service_types,
         };
         self.put(Resource::Subnet(subnet.clone()));
         self.touch(Kind::Network, &subnet.network_id, now);
@@ -311,9 +314,13 @@ impl Cloud {
             subnet::check_host_routes(s.ip_version, &routes)?;
             s.host_routes = routes;
         }
+        if let Some(types) = &req.service_types {
+            subnet::check_service_types(types)?;
+        }
         set(&mut s.std.name, req.name);
         set(&mut s.std.description, req.description);
         set(&mut s.enable_dhcp, req.enable_dhcp);
+        set(&mut s.service_types, req.service_types);
         s.std.touch(now);
         self.put(Resource::Subnet(s.clone()));
         Ok(s)

@@ -521,6 +521,7 @@ impl SyntheticCloud {
             ipv6_ra_mode: None,
             ipv6_address_mode: None,
             subnetpool_id: None,
+            service_types: vec![],
         };
         Ok(SyntheticCloud {
             shape,

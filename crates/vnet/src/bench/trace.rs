@@ -338,6 +338,7 @@ fn routed_pairs(
                 ipv6_ra_mode: None,
                 ipv6_address_mode: None,
                 subnetpool_id: None,
+                service_types: vec![],
             })));
             let host = format!("compute-{:05}", (r * 7 + usize::from(side)) % hosts.max(1));
             let port = |id: String, last: u8, host: String, owner: &str, device: &str| Port {
