@@ -306,7 +306,10 @@ mod tests {
             ..old
         };
         let bytes = serde_json::to_vec(&disabled).unwrap();
-        assert_eq!(serde_json::from_slice::<StoredHost>(&bytes).unwrap(), disabled);
+        assert_eq!(
+            serde_json::from_slice::<StoredHost>(&bytes).unwrap(),
+            disabled
+        );
         match disabled.input() {
             compiler::Input::Host { gateway, .. } => assert!(!gateway),
             other => panic!("{other:?}"),

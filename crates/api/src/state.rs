@@ -29,6 +29,8 @@ pub struct App {
 pub enum LoadError {
     #[error("reading the store failed")]
     Store(#[from] StoreError),
+    #[error("bringing the stored records up to date failed: {0}")]
+    Upgrade(#[source] ApiError),
     #[error("stored record {key} is unreadable")]
     Corrupt {
         key: String,
@@ -95,7 +97,7 @@ impl App {
             "loaded the cloud from the store"
         );
         let (failed_tx, failed) = watch::channel(None);
-        Ok(Arc::new(App {
+        let app = Arc::new(App {
             cloud: RwLock::new(Cloud::load(config, resources)),
             hosts: crate::hosts::Hosts::load(hosts, std::time::Instant::now()),
             fabric: Arc::new(crate::fabric::Fabric::new(inputs, all.revision)),
@@ -104,7 +106,14 @@ impl App {
             default_project,
             failed,
             stopping: watch::Sender::new(false),
-        }))
+        });
+        // Records an older vnet wrote (sharing as flags) become what this
+        // one keeps (RBAC policies), written before any request is served.
+        let now = now();
+        app.write(|c| c.upgrade(now))
+            .await
+            .map_err(LoadError::Upgrade)?;
+        Ok(app)
     }
 
     /// Start what runs beside the requests: the compiler following the store,

@@ -49,8 +49,10 @@ pub enum Input {
 
 impl Input {
     /// A resource the store holds (written or loaded), as input; `None` for
-    /// what is not a resource of the data plane (quotas, subnet pools: a
-    /// subnet carries its CIDR whatever pool it came from).
+    /// what is not a resource of the data plane (quotas; subnet pools: a
+    /// subnet carries its CIDR whatever pool it came from; RBAC policies:
+    /// who may use a network or group changes no packet's path, and a port
+    /// of another project on a shared network is a port like any other).
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
@@ -60,7 +62,7 @@ impl Input {
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
             Resource::Router(r) => Some(Input::Router(Box::new(r))),
             Resource::FloatingIp(f) => Some(Input::FloatingIp(Box::new(f))),
-            Resource::Quota(_) | Resource::SubnetPool(_) => None,
+            Resource::Quota(_) | Resource::SubnetPool(_) | Resource::RbacPolicy(_) => None,
         }
     }
 
@@ -74,7 +76,7 @@ impl Input {
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
             Kind::Router => Some(Input::RouterDeleted(id)),
             Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
-            Kind::Quota | Kind::SubnetPool => None,
+            Kind::Quota | Kind::SubnetPool | Kind::RbacPolicy => None,
         }
     }
 }

@@ -6,7 +6,8 @@
 //! Persisting the changes is the caller's job; nothing here does I/O.
 //! This file is the frame (tables, journal, the two write primitives, tags);
 //! each resource's operations and index entries live in its own module
-//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `l3`, `quotas`).
+//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `l3`, `quotas`,
+//! `rbac`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -15,6 +16,7 @@ mod l3;
 mod network;
 mod port;
 mod quotas;
+mod rbac;
 mod security_group;
 mod subnet;
 mod subnet_pool;
@@ -25,9 +27,9 @@ use crate::quota::{Limits, Quota};
 use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
-    FloatingIp, Kind, MacAddr, ModelError, Network, Port, Resource, Router, SecurityGroup,
-    SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
-    quota_name,
+    FloatingIp, Kind, MacAddr, ModelError, Network, Port, RbacPolicy, Resource, Router,
+    SecurityGroup, SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp,
+    default_limits, quota_name,
 };
 
 /// Allocator settings.
@@ -127,6 +129,7 @@ pub struct Cloud {
     floating_ips: HashMap<String, FloatingIp>,
     quotas: HashMap<String, Quota>,
     subnet_pools: HashMap<String, SubnetPool>,
+    rbac_policies: HashMap<String, RbacPolicy>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
@@ -154,6 +157,8 @@ pub struct Cloud {
     port_fips: HashMap<String, BTreeSet<String>>,
     /// Router → floating IPs reached through it.
     router_fips: HashMap<String, BTreeSet<String>>,
+    /// Object id → what its RBAC policies grant, to whom (the policy's id).
+    object_grants: HashMap<String, BTreeMap<rbac::Grant, String>>,
     /// How many of each quota-limited kind a project owns.
     usage: HashMap<(String, Kind), usize>,
     // === what agents report: volatile, rebuilt from their next reports ===
@@ -188,6 +193,7 @@ impl Cloud {
             floating_ips: HashMap::new(),
             quotas: HashMap::new(),
             subnet_pools: HashMap::new(),
+            rbac_policies: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),
@@ -207,6 +213,7 @@ impl Cloud {
             subnet_routers: HashMap::new(),
             port_fips: HashMap::new(),
             router_fips: HashMap::new(),
+            object_grants: HashMap::new(),
             usage: HashMap::new(),
             subnet_cursor: HashMap::new(),
             journal: Vec::new(),

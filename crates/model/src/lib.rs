@@ -1,5 +1,6 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets and
-//! subnet pools, ports, security groups and rules, routers and floating IPs), their validation, IPAM and the MAC/VNI allocators,
+//! subnet pools, ports, security groups and rules, routers and floating IPs,
+//! and the RBAC policies that share them), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
@@ -11,6 +12,7 @@ mod mac;
 mod network;
 mod port;
 mod quota;
+mod rbac;
 mod resource;
 mod rng;
 mod router;
@@ -29,6 +31,7 @@ pub use port::{
     PortStatus, PortUpdate,
 };
 pub use quota::{Limits, QUOTA_KINDS, Quota, default_limits, quota_name};
+pub use rbac::{ObjectType, RbacAction, RbacPolicy, RbacPolicyCreate, RbacPolicyUpdate, WILDCARD};
 pub use resource::{Kind, Resource, Standard};
 pub use rng::SplitMix64;
 pub use router::{

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    FloatingIp, Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool,
-    Timestamp,
+    FloatingIp, Network, Port, Quota, RbacPolicy, Router, SecurityGroup, SecurityGroupRule, Subnet,
+    SubnetPool, Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -23,10 +23,11 @@ pub enum Kind {
     FloatingIp,
     Quota,
     SubnetPool,
+    RbacPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -36,6 +37,7 @@ impl Kind {
         Kind::FloatingIp,
         Kind::Quota,
         Kind::SubnetPool,
+        Kind::RbacPolicy,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -50,6 +52,7 @@ impl Kind {
             Kind::FloatingIp => "floatingips/",
             Kind::Quota => "quotas/",
             Kind::SubnetPool => "subnetpools/",
+            Kind::RbacPolicy => "rbac_policies/",
         }
     }
 
@@ -65,6 +68,7 @@ impl Kind {
             Kind::FloatingIp => "Floating IP",
             Kind::Quota => "Quota of project",
             Kind::SubnetPool => "Subnet pool",
+            Kind::RbacPolicy => "RBAC policy",
         }
     }
 
@@ -118,6 +122,7 @@ pub enum Resource {
     FloatingIp(FloatingIp),
     Quota(Quota),
     SubnetPool(SubnetPool),
+    RbacPolicy(RbacPolicy),
 }
 
 /// Runs `$body` with the type `$R` standing for the record type of `$kind`:
@@ -161,6 +166,10 @@ macro_rules! with_kind {
                 type $R = $crate::SubnetPool;
                 $body
             }
+            $crate::Kind::RbacPolicy => {
+                type $R = $crate::RbacPolicy;
+                $body
+            }
         }
     };
 }
@@ -185,6 +194,7 @@ macro_rules! with_record {
             $crate::Resource::FloatingIp($r) => { let $k = $crate::Kind::FloatingIp; $body }
             $crate::Resource::Quota($r) => { let $k = $crate::Kind::Quota; $body }
             $crate::Resource::SubnetPool($r) => { let $k = $crate::Kind::SubnetPool; $body }
+            $crate::Resource::RbacPolicy($r) => { let $k = $crate::Kind::RbacPolicy; $body }
         }
     };
 }

@@ -156,7 +156,8 @@ pub async fn update(
         })
         .ok_or_else(|| not_found(&id))?;
     let value = serde_json::to_vec(&stored).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    app.write_raw(vec![(hosts::key(&host), Some(value))]).await?;
+    app.write_raw(vec![(hosts::key(&host), Some(value))])
+        .await?;
     let entry = app.hosts.get(&host).ok_or_else(|| not_found(&id))?;
     Ok(Json(json!({ "agent": view(&entry) })))
 }

@@ -38,6 +38,10 @@ pub trait Collection: Stored + Send + Sync {
     const FILTER_ONLY: &'static [&'static str] = &[];
     /// Whether it has the standard `name` (rules and floating IPs do not).
     const NAMED: bool = true;
+    /// The standard attributes it has: all by default; RBAC policies only
+    /// their id and project (no name, tags, timestamps or revision), and
+    /// so no `/tags` either.
+    const STANDARD: &'static [&'static str] = &STANDARD;
     /// Listing it gives the caller's project its default security group
     /// first, as Neutron's listing of security groups does (the only read
     /// that writes).
@@ -99,7 +103,7 @@ pub fn attribute<C: Collection>(
     caller: &Caller,
     name: &str,
 ) -> Option<Value> {
-    if name == "name" && !C::NAMED {
+    if (name == "name" && !C::NAMED) || (STANDARD.contains(&name) && !C::STANDARD.contains(&name)) {
         return None;
     }
     standard_attribute(r.standard(), name).or_else(|| r.own_attribute(cloud, caller, name))
@@ -108,7 +112,7 @@ pub fn attribute<C: Collection>(
 /// Every attribute name a list may filter on: what it shows, and its
 /// filter-only attributes.
 pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
-    STANDARD
+    C::STANDARD
         .iter()
         .chain(C::ATTRIBUTES)
         .chain(C::FILTER_ONLY)
@@ -118,7 +122,7 @@ pub fn attribute_names<C: Collection>() -> Vec<&'static str> {
 
 /// The whole object, or only `fields` when some are asked for.
 pub fn render<C: Collection>(r: &C, cloud: &Cloud, caller: &Caller, fields: &[String]) -> View {
-    let names = STANDARD.iter().chain(C::ATTRIBUTES);
+    let names = C::STANDARD.iter().chain(C::ATTRIBUTES);
     names
         .filter(|n| fields.is_empty() || fields.iter().any(|f| f == *n))
         .filter_map(|n| attribute(r, cloud, caller, n).map(|v| ((*n).to_owned(), v)))
@@ -359,7 +363,7 @@ async fn below<C: Collection>(
     headers: HeaderMap,
     call: Call,
 ) -> Result<Response, ApiError> {
-    if call.sub != "tags" {
+    if call.sub != "tags" || !C::STANDARD.contains(&"tags") {
         return C::call(app, headers, call).await;
     }
     let (id, headers) = (call.id.as_str(), &headers);

@@ -9,8 +9,8 @@ use super::subnet_pool::Request;
 use super::{Caller, Cloud, Record, network, set, stored};
 use crate::subnet;
 use crate::{
-    FixedIp, Kind, ModelError, Network, Resource, Subnet, SubnetCreate, SubnetPool, SubnetUpdate,
-    Timestamp, ipam,
+    FixedIp, Kind, ModelError, Network, ObjectType, RbacAction, Resource, Subnet, SubnetCreate,
+    SubnetPool, SubnetUpdate, Timestamp, ipam,
 };
 
 impl Record for Subnet {
@@ -60,8 +60,23 @@ impl Record for Subnet {
 }
 
 impl Cloud {
+    /// Its project's, and any project's its network is shared with or
+    /// external for (Neutron registers both RBAC actions for subnets too).
     pub fn can_see_subnet(&self, caller: &Caller, s: &Subnet) -> bool {
-        caller.owns(&s.std.project_id) || self.networks.get(&s.network_id).is_some_and(|n| n.shared)
+        let (network, project) = (s.network_id.as_str(), caller.project_id.as_str());
+        caller.owns(&s.std.project_id)
+            || self.granted(
+                ObjectType::Network,
+                network,
+                RbacAction::AccessAsShared,
+                project,
+            )
+            || self.granted(
+                ObjectType::Network,
+                network,
+                RbacAction::AccessAsExternal,
+                project,
+            )
     }
 
     pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
