@@ -36,6 +36,7 @@ RESOURCES = {
     "routers": ("router", "routers"),
     "floatingips": ("floatingip", "floatingips"),
     "subnetpools": ("subnetpool", "subnetpools"),
+    "rbac-policies": ("rbac_policy", "rbac_policies"),
 }
 
 TIMESTAMP_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"

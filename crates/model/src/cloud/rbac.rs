@@ -261,7 +261,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<RbacPolicy, ModelError> {
         let project_id = self.project_for(caller, req.project_id)?;
-        check_target(caller, &req.target_project)?;
+        check_target(caller, &req.target_project, "create")?;
         self.check_quota(&project_id, Kind::RbacPolicy)?;
         let t = req.object_type;
         let owner = self.object_owner(caller, t, &req.object_id)?;
@@ -294,7 +294,7 @@ impl Cloud {
         let Some(target) = req.target_project else {
             return Ok(policy);
         };
-        check_target(caller, &target)?;
+        check_target(caller, &target, "update")?;
         if let Some(owner) = self.owner_of(policy.object_type, &policy.object_id) {
             check_object_owner(caller, &owner)?;
         }
@@ -388,11 +388,11 @@ impl Cloud {
 }
 
 /// Sharing with every project is an admin's (Neutron's `restrict_wildcard`).
-fn check_target(caller: &Caller, target: &str) -> Result<(), ModelError> {
+fn check_target(caller: &Caller, target: &str, op: &str) -> Result<(), ModelError> {
     if target == WILDCARD && !caller.is_admin {
-        return Err(ModelError::Forbidden(
-            "(rule:create_rbac_policy:target_tenant) is disallowed by policy".into(),
-        ));
+        return Err(ModelError::Forbidden(format!(
+            "(rule:{op}_rbac_policy:target_tenant) is disallowed by policy"
+        )));
     }
     Ok(())
 }
