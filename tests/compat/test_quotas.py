@@ -10,7 +10,7 @@ from helpers import expect, expect_error, uniq
 
 QUOTA_NAMES = {
     "network", "subnet", "port", "router", "floatingip", "security_group", "security_group_rule",
-    "subnetpool",
+    "subnetpool", "rbac_policy",
 }
 
 

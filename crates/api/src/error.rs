@@ -124,6 +124,7 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::SubnetPool => ("SubnetPoolNotFound", "could not be found."),
         Kind::DefaultSecurityGroupRule => ("DefaultSecurityGroupRuleNotFound", "does not exist"),
         Kind::AutoAllocatedTopology => ("NotFound", "could not be found"),
+        Kind::RbacPolicy => ("RbacPolicyNotFound", "could not be found."),
     }
 }
 
@@ -137,6 +138,18 @@ impl From<ModelError> for ApiError {
                 (StatusCode::BAD_REQUEST, "HTTPBadRequest")
             }
             M::Forbidden(_) => (StatusCode::FORBIDDEN, "PolicyNotAuthorized"),
+            // Neutron finds a policy's type by looking in the tables the
+            // caller may read, so one it cannot see is of type "unknown".
+            M::NotFound {
+                kind: Kind::RbacPolicy,
+                id,
+            } => {
+                return ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "RbacPolicyNotFound",
+                    format!("RBAC policy of type unknown with ID {id} not found"),
+                );
+            }
             M::NotFound { kind, id } => {
                 let (kind_name, tail) = not_found_type(*kind);
                 // Neutron's metering exceptions quote the id.
@@ -307,6 +320,11 @@ impl From<ModelError> for ApiError {
             M::MeteringLabelRuleOverlaps { .. } => {
                 (StatusCode::CONFLICT, "MeteringLabelRuleOverlaps")
             }
+            M::DuplicateRbacPolicy => (StatusCode::CONFLICT, "DuplicateRbacPolicy"),
+            M::RbacPolicyInUse { .. } => (StatusCode::CONFLICT, "RbacPolicyInUse"),
+            // Neutron's InvalidActionForType is an InvalidInput.
+            M::InvalidActionForType { .. } => (StatusCode::BAD_REQUEST, "InvalidActionForType"),
+            M::InvalidSharedSetting { .. } => (StatusCode::CONFLICT, "InvalidSharedSetting"),
         };
         ApiError::new(status, kind, message)
     }

@@ -31,6 +31,8 @@ pub enum LoadError {
     Seed(String),
     #[error("reading the store failed")]
     Store(#[from] StoreError),
+    #[error("bringing the stored records up to date failed: {0}")]
+    Upgrade(#[source] ApiError),
     #[error("stored record {key} is unreadable")]
     Corrupt {
         key: String,
@@ -112,6 +114,12 @@ impl App {
             failed,
             stopping: watch::Sender::new(false),
         });
+        // Records an older vnet wrote (sharing as flags) become what this
+        // one keeps (RBAC policies), written before any request is served.
+        let now = now();
+        app.write(|c| c.upgrade(now))
+            .await
+            .map_err(LoadError::Upgrade)?;
         if !seeded {
             app.seed_default_rules().await?;
         }

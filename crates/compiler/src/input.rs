@@ -59,8 +59,10 @@ pub enum Input {
 
 impl Input {
     /// A resource the store holds (written or loaded), as input; `None` for
-    /// what is not a resource of the data plane (quotas, subnet pools: a
-    /// subnet carries its CIDR whatever pool it came from).
+    /// what is not a resource of the data plane (quotas; subnet pools: a
+    /// subnet carries its CIDR whatever pool it came from; RBAC policies:
+    /// who may use a network or group changes no packet's path, and a port
+    /// of another project on a shared network is a port like any other).
     pub fn put(resource: Resource) -> Option<Input> {
         match resource {
             Resource::Network(n) => Some(Input::Network(Box::new(n))),
@@ -75,7 +77,8 @@ impl Input {
             Resource::Quota(_)
             | Resource::SubnetPool(_)
             | Resource::DefaultSecurityGroupRule(_)
-            | Resource::AutoAllocatedTopology(_) => None,
+            | Resource::AutoAllocatedTopology(_)
+            | Resource::RbacPolicy(_) => None,
         }
     }
 
@@ -94,7 +97,8 @@ impl Input {
             Kind::Quota
             | Kind::SubnetPool
             | Kind::DefaultSecurityGroupRule
-            | Kind::AutoAllocatedTopology => None,
+            | Kind::AutoAllocatedTopology
+            | Kind::RbacPolicy => None,
         }
     }
 }

@@ -49,7 +49,6 @@ fn cloud() -> Replay {
     let mut ext = network("ext", 0, 1450);
     ext.network_type = model::FLAT.into();
     ext.physical_network = Some("external".into());
-    ext.external = true;
     r.step(Input::Network(Box::new(ext)), HOSTS);
     r.step(
         Input::Subnet(Box::new(subnet("sext", "ext", "203.0.113.0/24"))),

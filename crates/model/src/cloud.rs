@@ -7,7 +7,7 @@
 //! This file is the frame (tables, journal, the two write primitives, tags);
 //! each resource's operations and index entries live in its own module
 //! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`,
-//! `default_security_group_rule`, `l3`, `metering`, `quotas`).
+//! `default_security_group_rule`, `l3`, `metering`, `quotas`, `rbac`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -19,6 +19,7 @@ mod metering;
 mod network;
 mod port;
 mod quotas;
+mod rbac;
 mod security_group;
 mod subnet;
 mod subnet_pool;
@@ -31,7 +32,7 @@ use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
     AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel,
-    MeteringLabelRule, ModelError, Network, Port, Resource, Router, SecurityGroup,
+    MeteringLabelRule, ModelError, Network, Port, RbacPolicy, Resource, Router, SecurityGroup,
     SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
     quota_name,
 };
@@ -137,6 +138,7 @@ pub struct Cloud {
     topologies: HashMap<String, AutoAllocatedTopology>,
     metering_labels: HashMap<String, MeteringLabel>,
     metering_rules: HashMap<String, MeteringLabelRule>,
+    rbac_policies: HashMap<String, RbacPolicy>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
     network_subnets: HashMap<String, Vec<String>>,
     network_ports: HashMap<String, BTreeSet<String>>,
@@ -168,6 +170,8 @@ pub struct Cloud {
     router_fips: HashMap<String, BTreeSet<String>>,
     /// Metering label → its rules.
     label_rules: HashMap<String, BTreeSet<String>>,
+    /// Object id → what its RBAC policies grant, to whom (the policy's id).
+    object_grants: HashMap<String, BTreeMap<rbac::Grant, String>>,
     /// How many of each quota-limited kind a project owns.
     usage: HashMap<(String, Kind), usize>,
     // === what agents report: volatile, rebuilt from their next reports ===
@@ -207,6 +211,7 @@ impl Cloud {
             metering_labels: HashMap::new(),
             metering_rules: HashMap::new(),
             label_rules: HashMap::new(),
+            rbac_policies: HashMap::new(),
             network_subnets: HashMap::new(),
             network_ports: HashMap::new(),
             network_macs: HashMap::new(),
@@ -227,6 +232,7 @@ impl Cloud {
             subnet_routers: HashMap::new(),
             port_fips: HashMap::new(),
             router_fips: HashMap::new(),
+            object_grants: HashMap::new(),
             usage: HashMap::new(),
             subnet_cursor: HashMap::new(),
             journal: Vec::new(),

@@ -257,6 +257,25 @@ pub enum ModelError {
     SubnetPoolQuotaExceeded,
     #[error("Subnets hosted on the same network must be allocated from the same subnet pool.")]
     NetworkSubnetPoolAffinityError,
+    #[error("An RBAC policy already exists with those values.")]
+    DuplicateRbacPolicy,
+    #[error(
+        "RBAC policy on object {object_id} cannot be removed because other objects depend on it.\nDetails: {details}"
+    )]
+    RbacPolicyInUse { object_id: String, details: String },
+    #[error(
+        "Invalid input for operation: Invalid action '{action}' for object type '{object_type}'. Valid actions: {valid}."
+    )]
+    InvalidActionForType {
+        action: String,
+        object_type: &'static str,
+        /// As Neutron prints its tuple: `('access_as_shared',)`.
+        valid: String,
+    },
+    #[error(
+        "Unable to reconfigure sharing settings for network {network}. Multiple projects are using it."
+    )]
+    InvalidSharedSetting { network: String },
 }
 
 impl ModelError {

@@ -1,6 +1,7 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets and
 //! subnet pools, ports, security groups, their rules and the templates of
-//! new groups' rules, routers and floating IPs, metering labels), their validation, IPAM and the MAC/VNI allocators,
+//! new groups' rules, routers and floating IPs, metering labels, and the
+//! RBAC policies that share them), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
@@ -15,6 +16,7 @@ mod metering;
 mod network;
 mod port;
 mod quota;
+mod rbac;
 mod resource;
 mod rng;
 mod router;
@@ -38,6 +40,7 @@ pub use port::{
     PortStatus, PortUpdate,
 };
 pub use quota::{Limits, QUOTA_KINDS, Quota, default_limits, quota_name};
+pub use rbac::{ObjectType, RbacAction, RbacPolicy, RbacPolicyCreate, RbacPolicyUpdate, WILDCARD};
 pub use resource::{Kind, Resource, Standard};
 pub use rng::SplitMix64;
 pub use router::{

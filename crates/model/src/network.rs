@@ -10,8 +10,15 @@ pub struct Network {
     pub std: Standard,
     pub admin_state_up: bool,
     pub mtu: u32,
-    pub shared: bool,
-    pub external: bool,
+    // Whether a network is shared (`shared`) or external (`router:external`)
+    // is its RBAC policies' to say, and nothing else's (`cloud/rbac.rs`).
+    // Records written before policies existed carried the two flags here:
+    // they are read, never written, and `Cloud::upgrade` turns them into
+    // the wildcard policies they stand for when the server loads the store.
+    #[serde(default, rename = "shared", skip_serializing)]
+    pub legacy_shared: bool,
+    #[serde(default, rename = "external", skip_serializing)]
+    pub legacy_external: bool,
     pub port_security_enabled: bool,
     /// `provider:network_type`: `vxlan` (the default) or `flat`.
     pub network_type: String,
@@ -36,8 +43,10 @@ pub struct NetworkCreate {
     pub tags: Option<Vec<String>>,
     pub admin_state_up: Option<bool>,
     pub mtu: Option<u32>,
+    /// A wildcard `access_as_shared` policy.
     pub shared: Option<bool>,
-    /// `router:external`: floating IPs and router gateways come from it.
+    /// `router:external`: floating IPs and router gateways come from it (a
+    /// wildcard `access_as_external` policy).
     pub external: Option<bool>,
     pub port_security_enabled: Option<bool>,
     pub network_type: Option<String>,

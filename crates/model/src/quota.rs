@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Kind, Standard};
 
 /// The kinds a quota limits, under Neutron's quota names.
-pub const QUOTA_KINDS: [(&str, Kind); 8] = [
+pub const QUOTA_KINDS: [(&str, Kind); 9] = [
     ("network", Kind::Network),
     ("subnet", Kind::Subnet),
     ("port", Kind::Port),
@@ -18,6 +18,7 @@ pub const QUOTA_KINDS: [(&str, Kind); 8] = [
     ("security_group", Kind::SecurityGroup),
     ("security_group_rule", Kind::SecurityGroupRule),
     ("subnetpool", Kind::SubnetPool),
+    ("rbac_policy", Kind::RbacPolicy),
 ];
 
 /// The quota name of a kind.
@@ -33,7 +34,7 @@ pub type Limits = BTreeMap<String, i64>;
 
 /// Defaults high enough for OpenStack's own test suites (Neutron's are
 /// 100 networks and subnets, 500 ports, 10 routers, 50 floating IPs, 10 groups
-/// and 100 rules; subnet pools are unlimited, as there).
+/// and 100 rules; subnet pools are unlimited and RBAC policies 10, as there).
 pub fn default_limits() -> Limits {
     [
         ("network", 100),
@@ -44,6 +45,7 @@ pub fn default_limits() -> Limits {
         ("security_group", 150),
         ("security_group_rule", 1000),
         ("subnetpool", -1),
+        ("rbac_policy", 10),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))

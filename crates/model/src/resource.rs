@@ -6,7 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule,
-    Network, Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool, Timestamp,
+    Network, Port, Quota, RbacPolicy, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool,
+    Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -27,10 +28,11 @@ pub enum Kind {
     SubnetPool,
     DefaultSecurityGroupRule,
     AutoAllocatedTopology,
+    RbacPolicy,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 13] = [
+    pub const ALL: [Kind; 14] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -44,6 +46,7 @@ impl Kind {
         Kind::SubnetPool,
         Kind::DefaultSecurityGroupRule,
         Kind::AutoAllocatedTopology,
+        Kind::RbacPolicy,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -62,6 +65,7 @@ impl Kind {
             Kind::SubnetPool => "subnetpools/",
             Kind::DefaultSecurityGroupRule => "default_security_group_rules/",
             Kind::AutoAllocatedTopology => "auto_allocated_topologies/",
+            Kind::RbacPolicy => "rbac_policies/",
         }
     }
 
@@ -81,6 +85,7 @@ impl Kind {
             Kind::SubnetPool => "Subnet pool",
             Kind::DefaultSecurityGroupRule => "Default security group rule",
             Kind::AutoAllocatedTopology => "Auto-allocated topology of project",
+            Kind::RbacPolicy => "RBAC policy",
         }
     }
 
@@ -138,6 +143,7 @@ pub enum Resource {
     SubnetPool(SubnetPool),
     DefaultSecurityGroupRule(DefaultSecurityGroupRule),
     AutoAllocatedTopology(AutoAllocatedTopology),
+    RbacPolicy(RbacPolicy),
 }
 
 /// Runs `$body` with the type `$R` standing for the record type of `$kind`:
@@ -197,6 +203,10 @@ macro_rules! with_kind {
                 type $R = $crate::AutoAllocatedTopology;
                 $body
             }
+            $crate::Kind::RbacPolicy => {
+                type $R = $crate::RbacPolicy;
+                $body
+            }
         }
     };
 }
@@ -237,6 +247,7 @@ macro_rules! with_record {
                 let $k = $crate::Kind::AutoAllocatedTopology;
                 $body
             }
+            $crate::Resource::RbacPolicy($r) => { let $k = $crate::Kind::RbacPolicy; $body }
         }
     };
 }

@@ -23,7 +23,10 @@ pub struct SubnetPool {
     /// How much of the pool one project may take, in addresses for IPv4
     /// and /64s for IPv6; `None` is no limit.
     pub default_quota: Option<u32>,
-    pub shared: bool,
+    /// Sharing is the pool's RBAC policies' (`cloud/rbac.rs`); pools stored
+    /// before them carried it here, read only by `Cloud::upgrade`.
+    #[serde(default, rename = "shared", skip_serializing)]
+    pub legacy_shared: bool,
     pub is_default: bool,
 }
 

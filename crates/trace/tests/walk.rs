@@ -30,8 +30,8 @@ fn network(id: &str, vni: u32) -> Input {
         std: std(id),
         admin_state_up: true,
         mtu: 1450,
-        shared: false,
-        external: false,
+        legacy_shared: false,
+        legacy_external: false,
         port_security_enabled: true,
         network_type: "vxlan".into(),
         segmentation_id: vni,
@@ -904,7 +904,6 @@ fn with_gateway(snat: bool) -> Cloud {
     let Input::Network(mut ext) = network("ext", 0) else {
         unreachable!()
     };
-    ext.external = true;
     ext.network_type = "flat".into();
     ext.physical_network = Some("public".into());
     c.compiler.apply(Input::Network(ext));

@@ -32,8 +32,8 @@ pub trait Collection: Stored + Send + Sync {
     const SINGULAR: &'static str;
     const PLURAL: &'static str;
     /// The standard attributes it has: all of them by default; fewer for
-    /// resources Neutron gives no standard attributes (metering), which
-    /// then have no tags either.
+    /// resources Neutron gives no standard attributes (metering, RBAC
+    /// policies, rule templates), which then have no tags either.
     const STANDARD: &'static [&'static str] = &STANDARD;
     /// The attributes beyond the standard ones, in the order Neutron shows them.
     const ATTRIBUTES: &'static [&'static str];
@@ -109,7 +109,7 @@ pub fn attribute<C: Collection>(
     caller: &Caller,
     name: &str,
 ) -> Option<Value> {
-    if name == "name" && !C::NAMED {
+    if (name == "name" && !C::NAMED) || (STANDARD.contains(&name) && !C::STANDARD.contains(&name)) {
         return None;
     }
     if STANDARD.contains(&name) {

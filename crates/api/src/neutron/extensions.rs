@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 55] = [
+const EXTENSIONS: [(&str, &str, &str); 58] = [
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -181,6 +181,21 @@ const EXTENSIONS: [(&str, &str, &str); 55] = [
         "quotas",
         "Quota management support",
         "Expose functions for quotas management per project",
+    ),
+    (
+        "rbac-policies",
+        "RBAC Policies",
+        "Allows creation and modification of policies that control project access to resources.",
+    ),
+    (
+        "rbac-security-groups",
+        "Add security_group type to network RBAC",
+        "Add security_group type to network RBAC",
+    ),
+    (
+        "rbac-subnetpool",
+        "Add subnetpool type to RBAC",
+        "Add subnetpool type to RBAC",
     ),
     (
         "revision-if-match",

@@ -290,7 +290,7 @@ pub async fn pools(
         let cloud = app.read();
         cloud
             .networks()
-            .filter(|n| n.external && n.visible_to(&cloud, &caller))
+            .filter(|n| cloud.is_external(&n.std.id) && n.visible_to(&cloud, &caller))
             .flat_map(|n| cloud.subnets_of(&n.std.id).iter())
             .filter_map(|id| cloud.subnet(id))
             .filter(|s| s.ip_version == 4)

@@ -2,7 +2,7 @@
 //! caller, query pairs, `If-Match`). The only place that knows Neutron's
 //! JSON; each collection's parsing, view and actions are its own module's
 //! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `router`,
-//! `floating_ip`, `metering`),
+//! `floating_ip`, `metering`, `rbac`),
 //! served by the generic handlers of `collection`.
 
 mod agents;
@@ -18,6 +18,7 @@ mod network;
 mod port;
 mod query;
 mod quotas;
+mod rbac;
 mod request;
 mod router;
 mod security_group;
@@ -35,8 +36,8 @@ use axum::Router;
 use axum::http::HeaderMap;
 use axum::routing::{MethodRouter, get};
 use model::{
-    FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, SecurityGroup, SecurityGroupRule,
-    Subnet, SubnetPool,
+    FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, RbacPolicy, SecurityGroup,
+    SecurityGroupRule, Subnet, SubnetPool,
 };
 use serde_json::{Value, json};
 
@@ -91,7 +92,8 @@ pub fn router(app: Arc<App>) -> Router {
         .with::<model::Router>()
         .with::<FloatingIp>()
         .with::<MeteringLabel>()
-        .with::<MeteringLabelRule>();
+        .with::<MeteringLabelRule>()
+        .with::<RbacPolicy>();
     let names = Arc::new(collections.names);
     let root: MethodRouter<Arc<App>> = get(move |headers: HeaderMap| v2_root(headers, names));
     // Any other collection: 404, or 405 for a method no collection has.

@@ -1,7 +1,9 @@
 //! `/v2.0/networks`: a network's attributes in, its view out. The rules
 //! (provider segments, sharing, MTU) are the model's.
 
-use model::{Caller, Cloud, ModelError, Network, NetworkCreate, NetworkUpdate, Timestamp};
+use model::{
+    Caller, Cloud, ModelError, Network, NetworkCreate, NetworkUpdate, ObjectType, Timestamp,
+};
 use serde_json::{Value, json};
 
 use super::availability_zone;
@@ -115,9 +117,12 @@ impl Collection for Network {
             "mtu" => json!(self.mtu),
             "status" => json!("ACTIVE"),
             "subnets" => json!(cloud.subnets_of(&self.std.id)),
-            "shared" => json!(self.shared),
+            // As the caller sees it: shared with it, or with everyone.
+            "shared" => {
+                json!(cloud.shared_with(ObjectType::Network, &self.std.id, &caller.project_id))
+            }
             "port_security_enabled" => json!(self.port_security_enabled),
-            "router:external" => json!(self.external),
+            "router:external" => json!(cloud.is_external(&self.std.id)),
             "is_default" => json!(self.is_default),
             "l2_adjacency" => json!(true),
             "availability_zone_hints" => json!(self.availability_zone_hints),

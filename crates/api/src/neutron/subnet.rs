@@ -3,8 +3,8 @@
 //! and allocation from subnet pools are the model's.
 
 use model::{
-    Caller, Cloud, HostRoute, IpRange, Ipv6Mode, ModelError, Subnet, SubnetCreate, SubnetUpdate,
-    Timestamp,
+    Caller, Cloud, HostRoute, IpRange, Ipv6Mode, ModelError, ObjectType, Subnet, SubnetCreate,
+    SubnetUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -115,7 +115,7 @@ impl Collection for Subnet {
         })
     }
 
-    fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {
+    fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
         Some(match name {
             "network_id" => json!(self.network_id),
             "ip_version" => json!(self.ip_version),
@@ -135,11 +135,13 @@ impl Collection for Subnet {
             "host_routes" => routes_json(&self.host_routes),
             "dns_nameservers" => json!(self.dns_nameservers),
             "router:external" => {
-                json!(cloud.network(&self.network_id).is_some_and(|n| n.external))
+                json!(cloud.is_external(&self.network_id))
             }
             "service_types" => json!(self.service_types),
-            // Filter only: whether its network is shared.
-            "shared" => json!(cloud.network(&self.network_id).is_some_and(|n| n.shared)),
+            // Filter only: whether its network is shared (with the caller).
+            "shared" => {
+                json!(cloud.shared_with(ObjectType::Network, &self.network_id, &caller.project_id))
+            }
             _ => return None,
         })
     }

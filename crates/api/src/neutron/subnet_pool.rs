@@ -8,7 +8,10 @@ use axum::Json;
 use axum::http::{HeaderMap, Method};
 use axum::response::{IntoResponse, Response};
 use ipnet::IpNet;
-use model::{Caller, Cloud, ModelError, SubnetPool, SubnetPoolCreate, SubnetPoolUpdate, Timestamp};
+use model::{
+    Caller, Cloud, ModelError, ObjectType, SubnetPool, SubnetPoolCreate, SubnetPoolUpdate,
+    Timestamp,
+};
 use serde_json::{Value, json};
 
 use super::body::{Attrs, invalid, read_only};
@@ -111,7 +114,7 @@ impl Collection for SubnetPool {
         Ok(Json(json!({ "prefixes": prefixes_json(&pool.prefixes) })).into_response())
     }
 
-    fn own_attribute(&self, _: &Cloud, _: &Caller, name: &str) -> Option<Value> {
+    fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
         Some(match name {
             "prefixes" => prefixes_json(&self.prefixes),
             "default_quota" => json!(self.default_quota),
@@ -120,7 +123,10 @@ impl Collection for SubnetPool {
             "min_prefixlen" => json!(self.min_prefixlen),
             "max_prefixlen" => json!(self.max_prefixlen),
             "is_default" => json!(self.is_default),
-            "shared" => json!(self.shared),
+            // As the caller sees it: shared with it, or with everyone.
+            "shared" => {
+                json!(cloud.shared_with(ObjectType::SubnetPool, &self.std.id, &caller.project_id))
+            }
             // Address scopes are not implemented: no pool is in one.
             "address_scope_id" => Value::Null,
             _ => return None,

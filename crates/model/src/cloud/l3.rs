@@ -100,7 +100,7 @@ impl Cloud {
     /// network (there are few), through its `network:floatingip` port.
     pub fn floating_ip_with_address(&self, address: IpAddr) -> Option<&FloatingIp> {
         self.networks()
-            .filter(|n| n.external)
+            .filter(|n| self.is_external(&n.std.id))
             .find_map(|n| self.port_with_ip(&n.std.id, address))
             .filter(|p| p.device_owner == OWNER_FLOATING_IP)
             .and_then(|p| self.floating_ips.get(&p.device_id))
@@ -336,7 +336,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<Gateway, ModelError> {
         let network: Network = self.visible_as(caller, &req.network_id)?;
-        if !network.external {
+        if !self.is_external(&network.std.id) {
             return Err(ModelError::bad_router(format!(
                 "Network {} is not an external network",
                 network.std.id
@@ -595,7 +595,7 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<FloatingIp, ModelError> {
         let network: Network = self.visible_as(caller, &req.floating_network_id)?;
-        if !network.external {
+        if !self.is_external(&network.std.id) {
             return Err(ModelError::bad_floating_ip(format!(
                 "Network {} is not a valid external network",
                 network.std.id

@@ -1,10 +1,12 @@
 //! Networks: their provider segment (a VXLAN VNI, or a flat network's
-//! physical network), MTU and sharing, and the indexes of both. Knows nothing
-//! of a network's subnets or ports beyond the indexes it reads.
+//! physical network), MTU, and `shared`/`router:external` as the wildcard
+//! RBAC policies they are (`rbac.rs` keeps them). Knows nothing of a
+//! network's subnets or ports beyond the indexes it reads.
 
 use super::{Caller, Cloud, Record, l3, set, stored};
 use crate::{
-    Kind, ModelError, Network, NetworkCreate, NetworkUpdate, OWNER_FLOATING_IP, Resource, Timestamp,
+    Kind, ModelError, Network, NetworkCreate, NetworkUpdate, OWNER_FLOATING_IP, ObjectType,
+    RbacAction, Resource, Timestamp, WILDCARD,
 };
 
 impl Record for Network {
@@ -46,10 +48,25 @@ impl Record for Network {
 }
 
 impl Cloud {
-    /// Shared and external networks are everyone's to see (an external
-    /// network is where floating IPs come from).
+    /// Its project's, and any project's it is shared with or external for
+    /// (an external network is where floating IPs come from), as Neutron's
+    /// network query with both RBAC actions.
     pub fn can_see_network(&self, caller: &Caller, n: &Network) -> bool {
-        caller.owns(&n.std.project_id) || n.shared || n.external
+        let (id, project) = (n.std.id.as_str(), caller.project_id.as_str());
+        caller.owns(&n.std.project_id)
+            || self.granted(ObjectType::Network, id, RbacAction::AccessAsShared, project)
+            || self.granted(
+                ObjectType::Network,
+                id,
+                RbacAction::AccessAsExternal,
+                project,
+            )
+    }
+
+    /// Whether `project` may put ports on the network: its own, or shared
+    /// with it (Neutron's `create_port` rule: owner, or `rule:shared`).
+    pub(super) fn may_use_network(&self, project: &str, n: &Network) -> bool {
+        n.std.project_id == project || self.shared_with(ObjectType::Network, &n.std.id, project)
     }
 
     pub fn networks(&self) -> impl Iterator<Item = &Network> {
@@ -133,8 +150,8 @@ impl Cloud {
             std: self.standard(project_id, req.name, req.description, req.tags, now)?,
             admin_state_up: req.admin_state_up.unwrap_or(true),
             mtu,
-            shared: req.shared.unwrap_or(false),
-            external,
+            legacy_shared: false,
+            legacy_external: false,
             port_security_enabled: req.port_security_enabled.unwrap_or(true),
             network_type,
             segmentation_id,
@@ -143,6 +160,16 @@ impl Cloud {
             is_default,
         };
         self.put(Resource::Network(network.clone()));
+        // `shared` and `router:external` are the wildcard policies, made by
+        // the network's owner as Neutron makes them.
+        let object = (ObjectType::Network, network.std.id.as_str());
+        let owner = network.std.project_id.as_str();
+        if req.shared == Some(true) {
+            self.put_policy(owner, object, RbacAction::AccessAsShared, WILDCARD, now);
+        }
+        if req.external == Some(true) {
+            self.put_policy(owner, object, RbacAction::AccessAsExternal, WILDCARD, now);
+        }
         Ok(network)
     }
 
@@ -249,41 +276,66 @@ impl Cloud {
         now: Timestamp,
     ) -> Result<Network, ModelError> {
         let mut n: Network = self.writable_as(caller, id)?;
-        if req.shared.is_some_and(|s| s != n.shared) && !caller.is_admin {
+        let shared = self
+            .grant_of(
+                ObjectType::Network,
+                id,
+                RbacAction::AccessAsShared,
+                WILDCARD,
+            )
+            .is_some();
+        let external = self.is_external(id);
+        if req.shared.is_some_and(|s| s != shared) && !caller.is_admin {
             return Err(ModelError::Forbidden(
                 "Only an admin may change whether a network is shared".into(),
             ));
         }
-        if req.external.is_some_and(|e| e != n.external) && !caller.is_admin {
+        if req.external.is_some_and(|e| e != external) && !caller.is_admin {
             return Err(ModelError::Forbidden(
                 "(rule:update_network:router:external) is disallowed by policy".into(),
             ));
         }
-        if req.external == Some(false) && n.external {
-            let gateways = self
-                .network_ports
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| self.ports.get(p))
-                .any(|p| l3::is_l3_owner(&p.device_owner));
-            if gateways {
-                return Err(ModelError::ExternalNetworkInUse { id: id.to_owned() });
+        let object = (ObjectType::Network, id);
+        let owner = n.std.project_id.clone();
+        match (req.external, external) {
+            (Some(false), true) => {
+                let gateways = self
+                    .network_ports
+                    .get(id)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|p| self.ports.get(p))
+                    .any(|p| l3::is_l3_owner(&p.device_owner));
+                if gateways {
+                    return Err(ModelError::ExternalNetworkInUse { id: id.to_owned() });
+                }
+                // Every `access_as_external` policy goes, as in Neutron.
+                self.remove_policies(id, Some(RbacAction::AccessAsExternal));
             }
+            (Some(true), false) => {
+                self.put_policy(&owner, object, RbacAction::AccessAsExternal, WILDCARD, now);
+            }
+            _ => {}
         }
-        if req.shared == Some(false) && n.shared {
-            let foreign = self
-                .network_ports
-                .get(id)
-                .into_iter()
-                .flatten()
-                .filter_map(|p| self.ports.get(p))
-                .any(|p| p.std.project_id != n.std.project_id);
-            if foreign {
-                return Err(ModelError::invalid(format!(
-                    "Unable to reconfigure sharing settings for network {id}. Multiple tenants are using it"
-                )));
+        match (req.shared, shared) {
+            (Some(false), true) => {
+                if let Some(wildcard) = self
+                    .grant_of(
+                        ObjectType::Network,
+                        id,
+                        RbacAction::AccessAsShared,
+                        WILDCARD,
+                    )
+                    .cloned()
+                {
+                    self.remove(Kind::RbacPolicy, &wildcard);
+                }
+                self.check_unshare_network(&n)?;
             }
+            (Some(true), false) => {
+                self.put_policy(&owner, object, RbacAction::AccessAsShared, WILDCARD, now);
+            }
+            _ => {}
         }
         if let Some(mtu) = req.mtu {
             n.mtu = self.check_mtu(Some(mtu))?;
@@ -300,14 +352,12 @@ impl Cloud {
             "update",
             Some(id),
             req.is_default,
-            req.external.unwrap_or(n.external),
+            req.external.unwrap_or(external),
             n.is_default,
         )?;
         set(&mut n.std.name, req.name);
         set(&mut n.std.description, req.description);
         set(&mut n.admin_state_up, req.admin_state_up);
-        set(&mut n.shared, req.shared);
-        set(&mut n.external, req.external);
         set(&mut n.port_security_enabled, req.port_security_enabled);
         n.std.touch(now);
         self.put(Resource::Network(n.clone()));
@@ -342,6 +392,7 @@ impl Cloud {
         for subnet in self.subnets_of(id).to_vec() {
             self.remove(Kind::Subnet, &subnet);
         }
+        self.remove_policies(id, None);
         self.remove(Kind::Network, id);
         Ok(())
     }

@@ -9,8 +9,8 @@ use super::{Caller, Cloud, Record, l3, remove_from, set, stored};
 use crate::port::{AddressPairRequest, VNIC_TYPES};
 use crate::{
     AddressPair, FixedIp, FixedIpRequest, Kind, MacAddr, ModelError, Network,
-    OWNER_ROUTER_INTERFACE, Port, PortCreate, PortStatus, PortUpdate, Resource, Subnet, Timestamp,
-    ipam,
+    OWNER_ROUTER_INTERFACE, ObjectType, Port, PortCreate, PortStatus, PortUpdate, Resource, Subnet,
+    Timestamp, ipam,
 };
 
 impl Record for Port {
@@ -126,6 +126,12 @@ impl Cloud {
     ) -> Result<Port, ModelError> {
         let network: Network = self.visible_as(caller, &req.network_id)?;
         let project_id = self.project_for(caller, req.project_id.clone())?;
+        // Seeing a network (external for the caller) is not using it.
+        if !caller.is_admin && !self.may_use_network(&caller.project_id, &network) {
+            return Err(ModelError::Forbidden(
+                "(rule:create_port) is disallowed by policy".into(),
+            ));
+        }
         self.check_quota(&project_id, Kind::Port)?;
         let a = req.attributes;
         check_binding_admin(caller, &a, "create")?;
@@ -336,8 +342,11 @@ impl Cloud {
     ) -> Result<Vec<String>, ModelError> {
         let mut out: Vec<String> = Vec::with_capacity(groups.len());
         for g in groups {
+            // The port's project's own groups, or groups shared with it.
             match self.groups.get(&g) {
-                Some(group) if group.std.project_id == project_id => {}
+                Some(group)
+                    if group.std.project_id == project_id
+                        || self.shared_with(ObjectType::SecurityGroup, &g, project_id) => {}
                 _ => return Err(ModelError::not_found(Kind::SecurityGroup, &g)),
             }
             if !out.contains(&g) {

@@ -5,12 +5,19 @@
 use super::{Caller, Cloud, Record, remove_from, set, stored};
 use crate::security_group;
 use crate::{
-    Kind, ModelError, Resource, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
-    SecurityGroupUpdate, Standard, Timestamp,
+    Kind, ModelError, ObjectType, Resource, RuleCreate, SecurityGroup, SecurityGroupCreate,
+    SecurityGroupRule, SecurityGroupUpdate, Standard, Timestamp,
 };
 
 impl Record for SecurityGroup {
     stored!(SecurityGroup in groups);
+
+    /// Its project's, and any project's it is shared with (RBAC): those may
+    /// put it on their ports and name it as a remote group.
+    fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+            || cloud.shared_with(ObjectType::SecurityGroup, &self.std.id, &caller.project_id)
+    }
 
     fn index(&self, cloud: &mut Cloud) {
         if self.is_default {
@@ -209,6 +216,7 @@ impl Cloud {
         for rule in own.into_iter().chain(referencing) {
             self.remove(Kind::SecurityGroupRule, &rule);
         }
+        self.remove_policies(id, None);
         self.remove(Kind::SecurityGroup, id);
         Ok(())
     }

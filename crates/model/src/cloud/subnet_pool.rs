@@ -8,15 +8,17 @@ use ipnet::IpNet;
 use super::{Caller, Cloud, Record, set, stored};
 use crate::subnet_pool::{self, PrefixSet};
 use crate::{
-    Kind, ModelError, Resource, SubnetPool, SubnetPoolCreate, SubnetPoolUpdate, Timestamp,
+    Kind, ModelError, ObjectType, RbacAction, Resource, SubnetPool, SubnetPoolCreate,
+    SubnetPoolUpdate, Timestamp, WILDCARD,
 };
 
 impl Record for SubnetPool {
     stored!(SubnetPool in subnet_pools);
 
-    /// Its project's, and everyone's when shared.
-    fn visible_to(&self, _cloud: &Cloud, caller: &Caller) -> bool {
-        caller.owns(&self.std.project_id) || self.shared
+    /// Its project's, and any project's it is shared with (RBAC).
+    fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
+        caller.owns(&self.std.project_id)
+            || cloud.shared_with(ObjectType::SubnetPool, &self.std.id, &caller.project_id)
     }
 
     fn index(&self, cloud: &mut Cloud) {
@@ -112,10 +114,16 @@ impl Cloud {
             min_prefixlen: prefix_len(min),
             max_prefixlen: prefix_len(max),
             default_quota: req.default_quota,
-            shared: req.shared.unwrap_or(false),
+            legacy_shared: false,
             is_default,
         };
         self.put(Resource::SubnetPool(pool.clone()));
+        if req.shared == Some(true) {
+            // `shared` is the wildcard policy, made by the pool's owner.
+            let object = (ObjectType::SubnetPool, pool.std.id.as_str());
+            let owner = pool.std.project_id.as_str();
+            self.put_policy(owner, object, RbacAction::AccessAsShared, WILDCARD, now);
+        }
         Ok(pool)
     }
 
@@ -184,6 +192,7 @@ impl Cloud {
                 reason: "Subnet pool has existing allocations".into(),
             });
         }
+        self.remove_policies(id, None);
         self.remove(Kind::SubnetPool, id);
         Ok(())
     }

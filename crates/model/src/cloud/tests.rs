@@ -4,9 +4,9 @@ use super::*;
 use crate::{
     Direction, FixedIpRequest, FloatingIpCreate, FloatingIpUpdate, GatewayRequest, HostRoute,
     InterfaceRequest, MeteringLabelCreate, MeteringLabelRuleCreate, NetworkCreate, NetworkUpdate,
-    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, PortCreate, PortForwardingRequest, PortStatus,
-    PortUpdate, RouterCreate, RouterUpdate, RuleCreate, SecurityGroupCreate, SubnetCreate,
-    SubnetPoolCreate, SubnetPoolUpdate, ipam,
+    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, ObjectType, PortCreate, PortForwardingRequest,
+    PortStatus, PortUpdate, RbacPolicyCreate, RbacPolicyUpdate, RouterCreate, RouterUpdate,
+    RuleCreate, SecurityGroupCreate, SubnetCreate, SubnetPoolCreate, SubnetPoolUpdate, ipam,
 };
 
 /// A new cloud as the server makes one: with Neutron's templates of new
@@ -387,6 +387,7 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                     .auto_allocated_topologies()
                     .map(|r| r.std.id.clone())
                     .collect(),
+                Kind::RbacPolicy => c.rbac_policies().map(|r| r.std.id.clone()).collect(),
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
@@ -1840,4 +1841,463 @@ fn an_ipv6_subnet_without_router_advertisements_has_its_first_host_as_gateway() 
         .unwrap()
         .0;
     assert_eq!(s.gateway_ip, Some("fd00:77::1".parse().unwrap()));
+}
+
+// === RBAC policies ===
+
+fn share(
+    c: &mut Cloud,
+    who: &Caller,
+    object: (ObjectType, &str),
+    action: &str,
+    target: &str,
+) -> Result<RbacPolicy, ModelError> {
+    let req = RbacPolicyCreate {
+        project_id: None,
+        object_type: object.0,
+        object_id: object.1.into(),
+        action: action.into(),
+        target_project: target.into(),
+    };
+    c.apply(|c| c.create_rbac_policy(who, req, 0))
+        .map(|(p, _)| p)
+}
+
+fn retarget(c: &mut Cloud, who: &Caller, id: &str, target: &str) -> Result<RbacPolicy, ModelError> {
+    let req = RbacPolicyUpdate {
+        target_project: Some(target.into()),
+    };
+    c.apply(|c| c.update_rbac_policy(who, id, req, 0))
+        .map(|(p, _)| p)
+}
+
+fn unshare(c: &mut Cloud, who: &Caller, id: &str) -> Result<(), ModelError> {
+    c.apply(|c| c.delete_rbac_policy(who, id, 0)).map(|_| ())
+}
+
+#[test]
+fn a_policy_shows_a_network_to_its_target_alone_and_lets_it_add_ports() {
+    let mut c = cloud();
+    let (a, b, x) = (tenant("a"), tenant("b"), tenant("x"));
+    let n = net(&mut c, &a);
+    let s = subnet(&mut c, &a, &n.std.id, "10.0.0.0/24");
+    assert!(!c.can_see_network(&b, &n));
+    assert!(matches!(
+        port(&mut c, &b, &n.std.id),
+        Err(ModelError::NotFound { .. })
+    ));
+    let before = c.network(&n.std.id).unwrap().std.revision_number;
+
+    let p = share(
+        &mut c,
+        &a,
+        (ObjectType::Network, &n.std.id),
+        "access_as_shared",
+        "b",
+    )
+    .unwrap();
+    assert_eq!(
+        (p.std.project_id.as_str(), p.target_project.as_str()),
+        ("a", "b")
+    );
+    // The network's revision counts its policies, as Neutron's does.
+    assert!(c.network(&n.std.id).unwrap().std.revision_number > before);
+    assert!(c.can_see_network(&b, &n));
+    assert!(c.can_see(&b, &Resource::Subnet(s.clone())));
+    assert!(c.shared_with(ObjectType::Network, &n.std.id, "b"));
+    // Shared with b is not shared with everyone: the owner's view says no.
+    assert!(!c.shared_with(ObjectType::Network, &n.std.id, "a"));
+    assert!(!c.can_see_network(&x, &n));
+    assert!(!c.can_see(&x, &Resource::Subnet(s)));
+    // The target sees the network, never the policy.
+    assert!(c.visible(&b, Kind::RbacPolicy, &p.std.id).is_err());
+    assert!(c.visible(&a, Kind::RbacPolicy, &p.std.id).is_ok());
+    let bp = port(&mut c, &b, &n.std.id).unwrap();
+    assert_eq!(bp.std.project_id, "b");
+    assert_eq!(
+        bp.security_groups,
+        vec![c.default_group_of("b").unwrap().to_owned()]
+    );
+    // Seeing is not owning: b changes nothing of a's network.
+    assert!(matches!(
+        c.apply(|c| c.delete_network(&b, &n.std.id)),
+        Err(ModelError::Forbidden(_))
+    ));
+}
+
+#[test]
+fn only_the_owner_or_an_admin_shares_and_only_an_admin_with_everyone() {
+    let mut c = cloud();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let n = net(&mut c, &a);
+    let object = (ObjectType::Network, n.std.id.as_str());
+    // Invisible to b: not found; visible but not b's: refused.
+    assert!(matches!(
+        share(&mut c, &b, object, "access_as_shared", "b"),
+        Err(ModelError::NotFound {
+            kind: Kind::Network,
+            ..
+        })
+    ));
+    assert!(matches!(
+        share(&mut c, &a, object, "access_as_shared", "*"),
+        Err(ModelError::Forbidden(_))
+    ));
+    share(&mut c, &a, object, "access_as_shared", "b").unwrap();
+    assert!(matches!(
+        share(&mut c, &b, object, "access_as_shared", "c"),
+        Err(ModelError::InvalidInput(_))
+    ));
+    assert!(matches!(
+        share(&mut c, &a, object, "access_as_shared", "b"),
+        Err(ModelError::DuplicateRbacPolicy)
+    ));
+    let err = share(&mut c, &a, object, "access_as_fun", "c").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Invalid input for operation: Invalid action 'access_as_fun' for object type 'network'. Valid actions: ('access_as_shared', 'access_as_external')."
+    );
+    let g = c
+        .apply(|c| c.create_security_group(&a, SecurityGroupCreate::default(), 0))
+        .unwrap()
+        .0;
+    let err = share(
+        &mut c,
+        &a,
+        (ObjectType::SecurityGroup, &g.std.id),
+        "access_as_external",
+        "b",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .ends_with("Valid actions: ('access_as_shared',)."),
+        "{err}"
+    );
+    // An admin shares anyone's network, with everyone too.
+    let all = share(&mut c, &admin(), object, "access_as_shared", "*").unwrap();
+    assert_eq!(all.std.project_id, "admin");
+    assert!(c.shared_with(ObjectType::Network, &n.std.id, "anyone"));
+}
+
+#[test]
+fn shared_is_the_wildcard_policy_both_ways() {
+    let mut c = cloud();
+    let n = c
+        .apply(|c| {
+            let req = NetworkCreate {
+                shared: Some(true),
+                ..Default::default()
+            };
+            c.create_network(&tenant("a"), req, 0)
+        })
+        .map(|(n, _)| n);
+    assert!(matches!(n, Err(ModelError::Forbidden(_))));
+    let n = c
+        .apply(|c| {
+            let req = NetworkCreate {
+                project_id: Some("a".into()),
+                shared: Some(true),
+                ..Default::default()
+            };
+            c.create_network(&admin(), req, 0)
+        })
+        .unwrap()
+        .0;
+    let id = n.std.id.clone();
+    // shared: true made the wildcard policy, owned by the network's owner.
+    let wildcard: Vec<&RbacPolicy> = c.rbac_policies().filter(|p| p.object_id == id).collect();
+    assert_eq!(wildcard.len(), 1);
+    assert_eq!(
+        (
+            wildcard[0].std.project_id.as_str(),
+            wildcard[0].target_project.as_str()
+        ),
+        ("a", "*")
+    );
+    let wildcard = wildcard[0].std.id.clone();
+    assert!(c.shared_with(ObjectType::Network, &id, "z"));
+    // Deleting the wildcard policy unshares the network...
+    unshare(&mut c, &admin(), &wildcard).unwrap();
+    assert!(!c.shared_with(ObjectType::Network, &id, "z"));
+    assert!(!c.can_see_network(&tenant("z"), &n));
+    // ...and a wildcard policy made through the API shares it.
+    let p = share(
+        &mut c,
+        &admin(),
+        (ObjectType::Network, &id),
+        "access_as_shared",
+        "*",
+    )
+    .unwrap();
+    assert!(c.shared_with(ObjectType::Network, &id, "z"));
+    // shared: false removes it; true again makes one more, never two.
+    let update = |shared| NetworkUpdate {
+        shared: Some(shared),
+        ..Default::default()
+    };
+    c.apply(|c| c.update_network(&admin(), &id, update(false), 0))
+        .unwrap();
+    assert!(c.rbac_policy(&p.std.id).is_none());
+    c.apply(|c| c.update_network(&admin(), &id, update(true), 0))
+        .unwrap();
+    c.apply(|c| c.update_network(&admin(), &id, update(true), 0))
+        .unwrap();
+    assert_eq!(c.rbac_policies().filter(|p| p.object_id == id).count(), 1);
+    // Deleting the network takes its policies along.
+    c.apply(|c| c.delete_network(&admin(), &id)).unwrap();
+    assert_eq!(c.rbac_policies().count(), 0);
+}
+
+#[test]
+fn policies_in_use_are_kept_and_a_refusal_changes_nothing() {
+    let mut c = cloud();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let n = net(&mut c, &a);
+    subnet(&mut c, &a, &n.std.id, "10.0.0.0/24");
+    let object = (ObjectType::Network, n.std.id.as_str());
+    let to_b = share(&mut c, &a, object, "access_as_shared", "b").unwrap();
+    let bp = port(&mut c, &b, &n.std.id).unwrap();
+    let before: Vec<RbacPolicy> = c.rbac_policies().cloned().collect();
+    let revision = c.network(&n.std.id).unwrap().std.revision_number;
+
+    let in_use = |r: Result<_, ModelError>| matches!(r, Err(ModelError::RbacPolicyInUse { .. }));
+    assert!(in_use(unshare(&mut c, &a, &to_b.std.id)));
+    assert!(in_use(retarget(&mut c, &a, &to_b.std.id, "c").map(|_| ())));
+    // Refused: the policy, its target and the network's revision are as they were.
+    assert_eq!(c.rbac_policies().cloned().collect::<Vec<_>>(), before);
+    assert_eq!(c.network(&n.std.id).unwrap().std.revision_number, revision);
+    assert!(c.can_see_network(&b, &n));
+    // A wildcard covers b: then its own policy may go, but not the wildcard.
+    let all = share(&mut c, &admin(), object, "access_as_shared", "*").unwrap();
+    unshare(&mut c, &a, &to_b.std.id).unwrap();
+    assert!(in_use(unshare(&mut c, &admin(), &all.std.id)));
+    assert!(matches!(
+        c.apply(|c| c.update_network(
+            &admin(),
+            &n.std.id,
+            NetworkUpdate {
+                shared: Some(false),
+                ..Default::default()
+            },
+            0
+        )),
+        Err(ModelError::InvalidSharedSetting { .. })
+    ));
+    assert!(c.shared_with(ObjectType::Network, &n.std.id, "q"));
+    // Once b's port is gone, nothing depends on it.
+    c.apply(|c| c.delete_port(&b, &bp.std.id, 0)).unwrap();
+    unshare(&mut c, &admin(), &all.std.id).unwrap();
+    // A policy sharing with the owner itself is never in use.
+    let own = share(&mut c, &a, object, "access_as_shared", "a").unwrap();
+    port(&mut c, &a, &n.std.id).unwrap();
+    unshare(&mut c, &a, &own.std.id).unwrap();
+}
+
+#[test]
+fn shared_security_groups_and_pools_are_usable_by_their_targets_only() {
+    let mut c = cloud();
+    let (a, b, x) = (tenant("a"), tenant("b"), tenant("x"));
+    let g = c
+        .apply(|c| c.create_security_group(&a, SecurityGroupCreate::default(), 0))
+        .unwrap()
+        .0;
+    let with_group = |who: &Caller, network: &str| PortCreate {
+        network_id: network.into(),
+        project_id: Some(who.project_id.clone()),
+        attributes: PortUpdate {
+            security_groups: Some(vec![g.std.id.clone()]),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let nb = net(&mut c, &b);
+    subnet(&mut c, &b, &nb.std.id, "10.1.0.0/24");
+    let req = with_group(&b, &nb.std.id);
+    assert!(matches!(
+        c.apply(|c| c.create_port(&b, req, 0)),
+        Err(ModelError::NotFound {
+            kind: Kind::SecurityGroup,
+            ..
+        })
+    ));
+    let policy = share(
+        &mut c,
+        &a,
+        (ObjectType::SecurityGroup, &g.std.id),
+        "access_as_shared",
+        "b",
+    )
+    .unwrap();
+    assert!(c.visible(&b, Kind::SecurityGroup, &g.std.id).is_ok());
+    assert!(c.visible(&x, Kind::SecurityGroup, &g.std.id).is_err());
+    let req = with_group(&b, &nb.std.id);
+    let bp = c.apply(|c| c.create_port(&b, req, 0)).unwrap().0;
+    // b names it as a remote group in its own rules.
+    let bg = c
+        .apply(|c| c.create_security_group(&b, SecurityGroupCreate::default(), 0))
+        .unwrap()
+        .0;
+    let rule = RuleCreate {
+        security_group_id: bg.std.id.clone(),
+        direction: Some("ingress".into()),
+        remote_group_id: Some(g.std.id.clone()),
+        ..Default::default()
+    };
+    c.apply(|c| c.create_security_group_rule(&b, rule, 0))
+        .unwrap();
+    assert!(matches!(
+        unshare(&mut c, &a, &policy.std.id),
+        Err(ModelError::RbacPolicyInUse { .. })
+    ));
+    c.apply(|c| c.delete_port(&b, &bp.std.id, 0)).unwrap();
+    unshare(&mut c, &a, &policy.std.id).unwrap();
+    assert!(c.visible(&b, Kind::SecurityGroup, &g.std.id).is_err());
+
+    // A pool: b allocates from it once shared, and keeps it while it does.
+    let pool = c
+        .apply(|c| {
+            let req = SubnetPoolCreate {
+                prefixes: vec!["10.50.0.0/16".parse().unwrap()],
+                default_prefixlen: Some(24),
+                ..Default::default()
+            };
+            c.create_subnet_pool(&a, req, 0)
+        })
+        .unwrap()
+        .0;
+    let from_pool = SubnetCreate {
+        network_id: nb.std.id.clone(),
+        ip_version: 4,
+        subnetpool_id: Some(pool.std.id.clone()),
+        ..Default::default()
+    };
+    let other = net(&mut c, &b);
+    let from_pool = SubnetCreate {
+        network_id: other.std.id.clone(),
+        ..from_pool
+    };
+    let req = from_pool.clone();
+    assert!(matches!(
+        c.apply(|c| c.create_subnet(&b, req, 0)),
+        Err(ModelError::NotFound {
+            kind: Kind::SubnetPool,
+            ..
+        })
+    ));
+    let policy = share(
+        &mut c,
+        &a,
+        (ObjectType::SubnetPool, &pool.std.id),
+        "access_as_shared",
+        "b",
+    )
+    .unwrap();
+    assert!(c.shared_with(ObjectType::SubnetPool, &pool.std.id, "b"));
+    let req = from_pool.clone();
+    let s = c.apply(|c| c.create_subnet(&b, req, 0)).unwrap().0;
+    assert_eq!(s.cidr.to_string(), "10.50.0.0/24");
+    assert!(matches!(
+        retarget(&mut c, &a, &policy.std.id, "x"),
+        Err(ModelError::RbacPolicyInUse { .. })
+    ));
+    c.apply(|c| c.delete_subnet(&b, &s.std.id, 0)).unwrap();
+    let moved = retarget(&mut c, &a, &policy.std.id, "x").unwrap();
+    assert_eq!(moved.target_project, "x");
+    assert!(c.visible(&b, Kind::SubnetPool, &pool.std.id).is_err());
+    assert!(c.visible(&x, Kind::SubnetPool, &pool.std.id).is_ok());
+}
+
+#[test]
+fn access_as_external_makes_a_network_external_for_its_target() {
+    let mut c = cloud();
+    let (b, x) = (tenant("b"), tenant("x"));
+    let n = net(&mut c, &admin());
+    subnet(&mut c, &admin(), &n.std.id, "203.0.113.0/24");
+    assert!(!c.is_external(&n.std.id));
+    let object = (ObjectType::Network, n.std.id.as_str());
+    let to_b = share(&mut c, &admin(), object, "access_as_external", "b").unwrap();
+    assert!(c.is_external(&n.std.id));
+    assert!(c.can_see_network(&b, &n));
+    assert!(!c.can_see_network(&x, &n));
+    // External is not shared: b gets gateways and floating IPs, not ports.
+    assert!(!c.shared_with(ObjectType::Network, &n.std.id, "b"));
+    assert!(matches!(
+        port(&mut c, &b, &n.std.id),
+        Err(ModelError::Forbidden(_))
+    ));
+    let gateway = |network: &str| RouterCreate {
+        attributes: RouterUpdate {
+            gateway: Some(Some(GatewayRequest {
+                network_id: network.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let req = gateway(&n.std.id);
+    assert!(matches!(
+        c.apply(|c| c.create_router(&x, req, 0)),
+        Err(ModelError::NotFound {
+            kind: Kind::Network,
+            ..
+        })
+    ));
+    let req = gateway(&n.std.id);
+    let r = c.apply(|c| c.create_router(&b, req, 0)).unwrap().0;
+    assert!(matches!(
+        unshare(&mut c, &admin(), &to_b.std.id),
+        Err(ModelError::RbacPolicyInUse { .. })
+    ));
+    assert!(c.is_external(&n.std.id));
+    c.apply(|c| c.delete_router(&b, &r.std.id)).unwrap();
+    // Its last external policy gone, the network is no longer external.
+    unshare(&mut c, &admin(), &to_b.std.id).unwrap();
+    assert!(!c.is_external(&n.std.id));
+    assert!(!c.can_see_network(&b, &n));
+}
+
+#[test]
+fn networks_and_pools_stored_shared_before_policies_stay_shared() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let n = net(&mut c, &a);
+    let pool = c
+        .apply(|c| {
+            let req = SubnetPoolCreate {
+                prefixes: vec!["10.60.0.0/16".parse().unwrap()],
+                ..Default::default()
+            };
+            c.create_subnet_pool(&a, req, 0)
+        })
+        .unwrap()
+        .0;
+    // Records as an older vnet wrote them: the flags, no policies.
+    let old_network = serde_json::to_value(Resource::Network(n.clone())).unwrap();
+    let mut old_network = old_network;
+    old_network["Network"]["shared"] = true.into();
+    old_network["Network"]["external"] = true.into();
+    let mut old_pool = serde_json::to_value(Resource::SubnetPool(pool.clone())).unwrap();
+    old_pool["SubnetPool"]["shared"] = true.into();
+    let stored: Vec<Resource> = [old_network, old_pool]
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    let mut c = Cloud::load(CloudConfig::default(), stored);
+    let (_, changes) = c.apply(|c| c.upgrade(5)).unwrap();
+    // Two network policies, one pool policy, both records rewritten.
+    assert_eq!(changes.len(), 5);
+    assert!(c.shared_with(ObjectType::Network, &n.std.id, "z"));
+    assert!(c.is_external(&n.std.id));
+    assert!(c.shared_with(ObjectType::SubnetPool, &pool.std.id, "z"));
+    let rewritten = changes
+        .iter()
+        .find(|ch| ch.key == Kind::Network.key(&n.std.id))
+        .unwrap();
+    let json = serde_json::to_value(rewritten.value.as_ref().unwrap()).unwrap();
+    assert!(json["Network"].get("shared").is_none(), "{json}");
+    // Once is enough: a second pass changes nothing.
+    let (_, again) = c.apply(|c| c.upgrade(6)).unwrap();
+    assert!(again.is_empty());
 }

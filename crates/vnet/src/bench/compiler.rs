@@ -609,8 +609,8 @@ impl SyntheticCloud {
             std: standard(self.network_ids[n].clone()),
             admin_state_up: true,
             mtu: 1450,
-            shared: false,
-            external: false,
+            legacy_shared: false,
+            legacy_external: false,
             port_security_enabled: true,
             network_type: "vxlan".into(),
             segmentation_id: u32::try_from(n + 1).unwrap_or(u32::MAX),
@@ -679,7 +679,6 @@ impl SyntheticCloud {
             .collect();
         inputs.push(Input::Network(Box::new(Network {
             std: standard(EXTERNAL.into()),
-            external: true,
             network_type: "flat".into(),
             segmentation_id: 0,
             physical_network: Some(PHYSICAL_NETWORK.into()),

@@ -315,8 +315,8 @@ fn routed_pairs(
                 std: std(net.clone()),
                 admin_state_up: true,
                 mtu: 1450,
-                shared: false,
-                external: false,
+                legacy_shared: false,
+                legacy_external: false,
                 port_security_enabled: true,
                 network_type: "vxlan".into(),
                 segmentation_id: u32::try_from(networks + 1 + 2 * r + usize::from(side))
