@@ -37,6 +37,7 @@ RESOURCES = {
     "floatingips": ("floatingip", "floatingips"),
     "subnetpools": ("subnetpool", "subnetpools"),
     "default-security-group-rules": ("default_security_group_rule", "default_security_group_rules"),
+    "address-groups": ("address_group", "address_groups"),
 }
 
 TIMESTAMP_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"

@@ -72,7 +72,8 @@ impl Input {
             Resource::MeteringLabelRule(r) => Some(Input::MeteringLabelRule(Box::new(r))),
             Resource::Quota(_)
             | Resource::SubnetPool(_)
-            | Resource::DefaultSecurityGroupRule(_) => None,
+            | Resource::DefaultSecurityGroupRule(_)
+            | Resource::AddressGroup(_) => None,
         }
     }
 
@@ -88,7 +89,10 @@ impl Input {
             Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
             Kind::MeteringLabel => Some(Input::MeteringLabelDeleted(id)),
             Kind::MeteringLabelRule => Some(Input::MeteringLabelRuleDeleted(id)),
-            Kind::Quota | Kind::SubnetPool | Kind::DefaultSecurityGroupRule => None,
+            Kind::Quota
+            | Kind::SubnetPool
+            | Kind::DefaultSecurityGroupRule
+            | Kind::AddressGroup => None,
         }
     }
 }

@@ -423,6 +423,7 @@ fn input(op: &Op) -> Input {
                 port_range_max: r.port_range_max,
                 remote_ip_prefix,
                 remote_group_id,
+                remote_address_group_id: None,
             }))
         }
         Op::RuleDelete(rule) => Input::SecurityGroupRuleDeleted(rule_id(*rule)),

@@ -59,6 +59,7 @@ fn rule(id: &str, group: &str) -> SecurityGroupRule {
         port_range_max: None,
         remote_ip_prefix: None,
         remote_group_id: None,
+        remote_address_group_id: None,
     }
 }
 

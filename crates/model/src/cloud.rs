@@ -7,11 +7,12 @@
 //! This file is the frame (tables, journal, the two write primitives, tags);
 //! each resource's operations and index entries live in its own module
 //! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`,
-//! `default_security_group_rule`, `l3`, `metering`, `quotas`).
+//! `default_security_group_rule`, `address_group`, `l3`, `metering`, `quotas`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+mod address_group;
 mod default_security_group_rule;
 mod l3;
 mod metering;
@@ -28,9 +29,10 @@ use crate::quota::{Limits, Quota};
 use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
-    DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel, MeteringLabelRule,
-    ModelError, Network, Port, Resource, Router, SecurityGroup, SecurityGroupRule, SplitMix64,
-    Standard, Subnet, SubnetPool, Timestamp, default_limits, quota_name,
+    AddressGroup, DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel,
+    MeteringLabelRule, ModelError, Network, Port, Resource, Router, SecurityGroup,
+    SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
+    quota_name,
 };
 
 /// Allocator settings.
@@ -131,6 +133,7 @@ pub struct Cloud {
     quotas: HashMap<String, Quota>,
     subnet_pools: HashMap<String, SubnetPool>,
     default_rules: HashMap<String, DefaultSecurityGroupRule>,
+    address_groups: HashMap<String, AddressGroup>,
     metering_labels: HashMap<String, MeteringLabel>,
     metering_rules: HashMap<String, MeteringLabelRule>,
     // === indexes, maintained only by each record's `Record::index`/`unindex` ===
@@ -147,6 +150,8 @@ pub struct Cloud {
     /// Ports by `binding:host_id`, for an agent's status report.
     host_ports: HashMap<String, BTreeSet<String>>,
     remote_group_rules: HashMap<String, BTreeSet<String>>,
+    /// Address group → the rules naming it as their remote.
+    address_group_rules: HashMap<String, BTreeSet<String>>,
     default_groups: HashMap<String, String>,
     vnis: BTreeSet<u32>,
     /// Physical network → the flat network on it (one each, as in Neutron).
@@ -197,6 +202,7 @@ impl Cloud {
             quotas: HashMap::new(),
             subnet_pools: HashMap::new(),
             default_rules: HashMap::new(),
+            address_groups: HashMap::new(),
             metering_labels: HashMap::new(),
             metering_rules: HashMap::new(),
             label_rules: HashMap::new(),
@@ -212,6 +218,7 @@ impl Cloud {
             realised_on: HashMap::new(),
             host_realised: HashMap::new(),
             remote_group_rules: HashMap::new(),
+            address_group_rules: HashMap::new(),
             default_groups: HashMap::new(),
             vnis: BTreeSet::new(),
             flat_networks: HashMap::new(),

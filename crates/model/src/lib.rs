@@ -1,10 +1,11 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets and
 //! subnet pools, ports, security groups, their rules and the templates of
-//! new groups' rules, routers and floating IPs, metering labels), their validation, IPAM and the MAC/VNI allocators,
+//! new groups' rules, address groups, routers and floating IPs, metering labels), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
 
+mod address_group;
 mod cloud;
 mod default_security_group_rule;
 mod error;
@@ -22,6 +23,7 @@ mod stored;
 mod subnet;
 mod subnet_pool;
 
+pub use address_group::{AddressGroup, AddressGroupCreate, AddressGroupUpdate};
 pub use cloud::{Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
 pub use default_security_group_rule::{DefaultRuleCreate, DefaultSecurityGroupRule, PARENT};
 pub use error::ModelError;

@@ -5,8 +5,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule, Network, Port, Quota,
-    Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool, Timestamp,
+    AddressGroup, DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule, Network,
+    Port, Quota, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool, Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -26,10 +26,11 @@ pub enum Kind {
     Quota,
     SubnetPool,
     DefaultSecurityGroupRule,
+    AddressGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 12] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -42,6 +43,7 @@ impl Kind {
         Kind::Quota,
         Kind::SubnetPool,
         Kind::DefaultSecurityGroupRule,
+        Kind::AddressGroup,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -59,6 +61,7 @@ impl Kind {
             Kind::Quota => "quotas/",
             Kind::SubnetPool => "subnetpools/",
             Kind::DefaultSecurityGroupRule => "default_security_group_rules/",
+            Kind::AddressGroup => "address_groups/",
         }
     }
 
@@ -77,6 +80,7 @@ impl Kind {
             Kind::Quota => "Quota of project",
             Kind::SubnetPool => "Subnet pool",
             Kind::DefaultSecurityGroupRule => "Default security group rule",
+            Kind::AddressGroup => "Address group",
         }
     }
 
@@ -133,6 +137,7 @@ pub enum Resource {
     Quota(Quota),
     SubnetPool(SubnetPool),
     DefaultSecurityGroupRule(DefaultSecurityGroupRule),
+    AddressGroup(AddressGroup),
 }
 
 /// Runs `$body` with the type `$R` standing for the record type of `$kind`:
@@ -188,6 +193,10 @@ macro_rules! with_kind {
                 type $R = $crate::DefaultSecurityGroupRule;
                 $body
             }
+            $crate::Kind::AddressGroup => {
+                type $R = $crate::AddressGroup;
+                $body
+            }
         }
     };
 }
@@ -224,6 +233,7 @@ macro_rules! with_record {
                 let $k = $crate::Kind::DefaultSecurityGroupRule;
                 $body
             }
+            $crate::Resource::AddressGroup($r) => { let $k = $crate::Kind::AddressGroup; $body }
         }
     };
 }

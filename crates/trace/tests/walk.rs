@@ -108,6 +108,7 @@ fn rule(
         port_range_max: ports.map(|p| p.1),
         remote_ip_prefix: prefix.map(|p| p.parse().unwrap()),
         remote_group_id: remote_group.map(str::to_owned),
+        remote_address_group_id: None,
     }))
 }
 
@@ -491,6 +492,7 @@ fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
             port_range_max: None,
             remote_ip_prefix: Some("fd00::/64".parse().unwrap()),
             remote_group_id: None,
+            remote_address_group_id: None,
         })),
         Input::SecurityGroupRule(Box::new(SecurityGroupRule {
             std: std("r-v6-eg"),
@@ -502,6 +504,7 @@ fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
             port_range_max: None,
             remote_ip_prefix: None,
             remote_group_id: None,
+            remote_address_group_id: None,
         })),
     ] {
         c.compiler.apply(input);
