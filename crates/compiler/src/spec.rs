@@ -161,9 +161,7 @@ pub fn rule_spec(rule: &SecurityGroupRule) -> RuleSpec {
         (Some(prefix), _, _) if prefix.prefix_len() == 0 => RuleRemote::Any,
         (Some(prefix), _, _) => RuleRemote::Prefix(prefix.trunc()),
         (None, Some(group), _) => RuleRemote::Group(group.clone()),
-        // Until address groups reach the data plane: a remote group no
-        // port is in, so the rule allows nothing rather than everything.
-        (None, None, Some(ag)) => RuleRemote::Group(format!("address-group:{ag}")),
+        (None, None, Some(ag)) => RuleRemote::AddressGroup(ag.clone()),
         (None, None, None) => RuleRemote::Any,
     };
     RuleSpec {

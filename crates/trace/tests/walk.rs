@@ -1142,3 +1142,52 @@ fn from_outside_a_floating_ip_is_dnated_on_its_host_and_answered_from_there() {
     };
     assert!(trace(&c.compiler, &c.world, &q).is_err());
 }
+
+fn address_group(id: &str, addresses: &[&str]) -> Input {
+    Input::AddressGroup(Box::new(model::AddressGroup {
+        std: std(id),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    }))
+}
+
+#[test]
+fn an_address_group_rule_decides_for_the_addresses_in_it() {
+    let mut c = Cloud::new();
+    c.compiler.apply(address_group("ag", &["10.0.0.5/32"]));
+    c.compiler
+        .apply(Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("r-ag"),
+            security_group_id: "ssh".into(),
+            direction: Direction::Ingress,
+            ethertype: Ethertype::IPv4,
+            protocol: Some("tcp".into()),
+            port_range_min: Some(2222),
+            port_range_max: Some(2222),
+            remote_ip_prefix: None,
+            remote_group_id: None,
+            remote_address_group_id: Some("ag".into()),
+        })));
+    let t = c.trace(&tcp("a1", Target::Port("a2".into()), 2222));
+    assert!(t.delivered(), "{t:#?}");
+    let ingress = t
+        .steps
+        .iter()
+        .find(|s| s.rule.as_deref() == Some("r-ag"))
+        .unwrap();
+    assert_eq!(ingress.security_group.as_deref(), Some("ssh"));
+    assert!(
+        ingress.detail.contains("from address group ag")
+            && ingress.detail.contains("(address 10.0.0.5/32)"),
+        "{}",
+        ingress.detail
+    );
+    // a3's address is not in the group.
+    let t = c.trace(&tcp("a3", Target::Port("a2".into()), 2222));
+    assert_eq!(t.verdict, Verdict::Dropped, "{t:#?}");
+    // Until it is.
+    c.compiler
+        .apply(address_group("ag", &["10.0.0.5/32", "10.0.0.0/29"]));
+    let t = c.trace(&tcp("a3", Target::Port("a2".into()), 2222));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.steps.iter().any(|s| s.rule.as_deref() == Some("r-ag")));
+}
