@@ -38,6 +38,7 @@ RESOURCES = {
     "subnetpools": ("subnetpool", "subnetpools"),
     "default-security-group-rules": ("default_security_group_rule", "default_security_group_rules"),
     "rbac-policies": ("rbac_policy", "rbac_policies"),
+    "address-groups": ("address_group", "address_groups"),
 }
 
 TIMESTAMP_RE = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"

@@ -649,3 +649,92 @@ fn bridges_are_born_filtered_and_opened_only_without_secured_ports() {
     );
     assert_eq!(bridge_nf(&host.ns, "vnbr800"), (1, 1));
 }
+
+#[test]
+fn an_address_group_admits_its_addresses_and_grows_without_reloading() {
+    let fabric = Fabric::new("ng").unwrap();
+    let host = Host::new(&fabric, "ng", 1).unwrap();
+    // b serves tcp/80 to the addresses of address group "ag" (a's only, at
+    // first); a and d may send anywhere.
+    let ports = [
+        ("pa", "tapa", "fa:16:3e:00:50:0a", "10.0.0.10"),
+        ("pb", "tapb", "fa:16:3e:00:50:0b", "10.0.0.11"),
+        ("pd", "tapd", "fa:16:3e:00:50:0d", "10.0.0.13"),
+    ];
+    let mut state = HostState::default();
+    let mut net = network(100);
+    for (port, dev, m, ip) in ports {
+        net.local_ports.insert(port.into(), local(dev, m, ip));
+    }
+    state.networks.insert("n".into(), net);
+    secured(&mut state, "pa", ports[0].2, ports[0].3, &["client"]);
+    secured(&mut state, "pb", ports[1].2, ports[1].3, &["web"]);
+    secured(&mut state, "pd", ports[2].2, ports[2].3, &["client"]);
+    state.security_groups.insert(
+        "client".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![rule(RuleDirection::Egress, None, None, RuleRemote::Any)],
+        },
+    );
+    state.security_groups.insert(
+        "web".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![rule(
+                RuleDirection::Ingress,
+                Some(6),
+                Some((80, 80)),
+                RuleRemote::AddressGroup("ag".into()),
+            )],
+        },
+    );
+    let ag = |list: &[&str]| -> BTreeSet<ipnet::IpNet> {
+        list.iter().map(|a| a.parse().unwrap()).collect()
+    };
+    state
+        .address_groups
+        .insert("ag".into(), ag(&["10.0.0.10/32", "fd00::10/128"]));
+
+    let vms: Vec<Vm> = ports
+        .iter()
+        .map(|(_, dev, m, ip)| {
+            let vm = Vm::new(&host, "ng", dev, m).unwrap();
+            vm.add_ip(&format!("{ip}/24")).unwrap();
+            vm
+        })
+        .collect();
+    let (a, d) = (&vms[0], &vms[2]);
+    let _servers: Vec<Server> = vms.iter().map(Server::start).collect();
+    wire(&host, &state);
+    assert!(tcp(a, "10.0.0.11", 80), "a's address is in the group");
+    assert!(!tcp(d, "10.0.0.11", 80), "d's is not");
+    assert!(!tcp(a, "10.0.0.11", 22), "the rule is tcp/80 only");
+
+    // An address (a prefix holding d's) added: one element, no chain, no
+    // table reloaded.
+    let daemon = NftReconciler::new(NftConfig::default());
+    assert!(nft_cached(&host.ns, &daemon, &state).unchanged());
+    let mut grown = state.clone();
+    grown.address_groups.insert(
+        "ag".into(),
+        ag(&["10.0.0.10/32", "10.0.0.12/30", "fd00::10/128"]),
+    );
+    let r = nft_cached(&host.ns, &daemon, &grown);
+    assert_eq!(
+        r.transaction.script,
+        "add element inet vnet ag_ag_4 { 10.0.0.12/30 }\n"
+    );
+    assert!(tcp(d, "10.0.0.11", 80), "d's address is in the group now");
+    assert!(tcp(a, "10.0.0.11", 80), "a's still is");
+
+    // Both removed but d's prefix: a is out.
+    let mut shrunk = grown.clone();
+    shrunk
+        .address_groups
+        .insert("ag".into(), ag(&["10.0.0.12/30"]));
+    let r = nft_cached(&host.ns, &daemon, &shrunk);
+    assert!(r.transaction.chains_written.is_empty(), "{r:#?}");
+    assert!(!tcp(a, "10.0.0.11", 80), "a's address left the group");
+    assert!(tcp(d, "10.0.0.11", 80), "d's prefix is still there");
+}

@@ -125,6 +125,7 @@ fn not_found_type(kind: Kind) -> (&'static str, &'static str) {
         Kind::DefaultSecurityGroupRule => ("DefaultSecurityGroupRuleNotFound", "does not exist"),
         Kind::AutoAllocatedTopology => ("NotFound", "could not be found"),
         Kind::RbacPolicy => ("RbacPolicyNotFound", "could not be found."),
+        Kind::AddressGroup => ("AddressGroupNotFound", "could not be found."),
     }
 }
 
@@ -209,10 +210,14 @@ impl From<ModelError> for ApiError {
                 (StatusCode::CONFLICT, "SecurityGroupCannotUpdateDefault")
             }
             M::SecurityGroupRuleExists { .. } => (StatusCode::CONFLICT, "SecurityGroupRuleExists"),
-            M::SecurityGroupRemoteGroupAndRemoteIpPrefix => (
+            // Neutron's spelling.
+            M::SecurityGroupMultipleRemoteEntites => (
                 StatusCode::BAD_REQUEST,
-                "SecurityGroupRemoteGroupAndRemoteIpPrefix",
+                "SecurityGroupMultipleRemoteEntites",
             ),
+            M::AddressGroupInUse { .. } => (StatusCode::CONFLICT, "AddressGroupInUse"),
+            M::AddressesAlreadyExist { .. } => (StatusCode::BAD_REQUEST, "AddressesAlreadyExist"),
+            M::AddressesNotFound { .. } => (StatusCode::NOT_FOUND, "AddressesNotFound"),
             M::SecurityGroupRuleParameterConflict { .. } => (
                 StatusCode::BAD_REQUEST,
                 "SecurityGroupRuleParameterConflict",

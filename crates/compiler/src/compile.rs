@@ -4,6 +4,7 @@
 //! makes. Pure: no I/O, no clock. It must never walk all the ports, networks or
 //! hosts of the cloud on one input.
 
+mod address_group;
 mod floating_ip;
 mod metering;
 mod query;
@@ -46,7 +47,9 @@ pub type HostChanges = Vec<(String, Change)>;
 /// every group that a rule of those groups names. A member set holds the fixed
 /// IPs (host prefixes) and address-pair prefixes of every port of the group
 /// with port security enabled, bound or not: a port's addresses are its own
-/// from its creation, so a VM booting elsewhere is already allowed in.
+/// from its creation, so a VM booting elsewhere is already allowed in. A rule
+/// naming an address group makes its hosts hold that group's addresses the
+/// same way (see `address_group`).
 #[derive(Debug, Default)]
 pub struct Compiler {
     networks: HashMap<String, NetworkEntry>,
@@ -58,6 +61,8 @@ pub struct Compiler {
     groups: HashMap<String, GroupEntry>,
     /// Rule id → its group's id; the rule's spec lives in that group's entry.
     rule_groups: HashMap<String, String>,
+    /// Address groups by id, with the hosts whose rules name them.
+    address_groups: HashMap<String, address_group::AddressGroupEntry>,
     /// Routers by id (see `router`).
     routers: HashMap<String, RouterEntry>,
     /// The routers with a gateway: placed again when gateway hosts change.
@@ -227,6 +232,8 @@ struct HostEntry {
     groups: BTreeSet<String>,
     /// The groups whose member sets it holds.
     remote_groups: BTreeSet<String>,
+    /// The address groups whose addresses it holds.
+    address_groups: BTreeSet<String>,
     /// The routers it holds (see `router`).
     routers: BTreeSet<String>,
     /// The floating IPs whose NAT happens here (see `floating_ip`).
@@ -245,6 +252,7 @@ impl HostEntry {
             && self.networks.is_empty()
             && self.groups.is_empty()
             && self.remote_groups.is_empty()
+            && self.address_groups.is_empty()
             && self.routers.is_empty()
             && self.floating_ips.is_empty()
     }
@@ -349,6 +357,8 @@ impl Compiler {
             Input::SecurityGroupDeleted(id) => self.delete_group(&id, &mut out),
             Input::SecurityGroupRule(rule) => self.put_rule(&rule, &mut out),
             Input::SecurityGroupRuleDeleted(id) => self.delete_rule(&id, &mut out),
+            Input::AddressGroup(group) => self.put_address_group(&group, &mut out),
+            Input::AddressGroupDeleted(id) => self.delete_address_group(&id, &mut out),
             Input::Router(router) => self.put_router(&router, &mut out),
             Input::RouterDeleted(id) => self.delete_router(&id, &mut out),
             Input::FloatingIp(fip) => self.put_floating_ip(&fip, &mut out),

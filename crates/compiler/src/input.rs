@@ -5,8 +5,8 @@
 use std::net::IpAddr;
 
 use model::{
-    FloatingIp, Kind, MeteringLabel, MeteringLabelRule, Network, Port, Resource, Router,
-    SecurityGroup, SecurityGroupRule, Subnet,
+    AddressGroup, FloatingIp, Kind, MeteringLabel, MeteringLabelRule, Network, Port, Resource,
+    Router, SecurityGroup, SecurityGroupRule, Subnet,
 };
 
 /// One change of the topology. A put is an upsert: anything about the resource
@@ -25,6 +25,9 @@ pub enum Input {
     /// A rule may arrive before its group and may move between groups.
     SecurityGroupRule(Box<SecurityGroupRule>),
     SecurityGroupRuleDeleted(String),
+    /// Its addresses, for the hosts whose rules name it.
+    AddressGroup(Box<AddressGroup>),
+    AddressGroupDeleted(String),
     /// A router's own attributes (its extra routes); its interfaces are
     /// the ports it owns (`network:router_interface`, `device_id` = router).
     Router(Box<Router>),
@@ -70,6 +73,7 @@ impl Input {
             Resource::Port(p) => Some(Input::Port(Box::new(p))),
             Resource::SecurityGroup(g) => Some(Input::SecurityGroup(Box::new(g))),
             Resource::SecurityGroupRule(r) => Some(Input::SecurityGroupRule(Box::new(r))),
+            Resource::AddressGroup(g) => Some(Input::AddressGroup(Box::new(g))),
             Resource::Router(r) => Some(Input::Router(Box::new(r))),
             Resource::FloatingIp(f) => Some(Input::FloatingIp(Box::new(f))),
             Resource::MeteringLabel(l) => Some(Input::MeteringLabel(Box::new(l))),
@@ -90,6 +94,7 @@ impl Input {
             Kind::Port => Some(Input::PortDeleted(id)),
             Kind::SecurityGroup => Some(Input::SecurityGroupDeleted(id)),
             Kind::SecurityGroupRule => Some(Input::SecurityGroupRuleDeleted(id)),
+            Kind::AddressGroup => Some(Input::AddressGroupDeleted(id)),
             Kind::Router => Some(Input::RouterDeleted(id)),
             Kind::FloatingIp => Some(Input::FloatingIpDeleted(id)),
             Kind::MeteringLabel => Some(Input::MeteringLabelDeleted(id)),

@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use model::MacAddr;
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// How often an agent re-registers (its heartbeat).
 pub const HEARTBEAT_SECONDS: u64 = 2;
@@ -51,6 +51,12 @@ pub struct HostState {
     /// Prefixes may overlap.
     #[serde(default)]
     pub remote_groups: BTreeMap<String, BTreeSet<IpNet>>,
+    /// The addresses (normalised CIDRs, IPv4 and IPv6 together) of every
+    /// address group that a rule above names as its remote, by address group
+    /// id: an address added to or removed from the group is one element here.
+    /// An address group the cloud does not have (any more) is empty.
+    #[serde(default)]
+    pub address_groups: BTreeMap<String, BTreeSet<IpNet>>,
     /// The routers with an interface on a network that has a port bound to
     /// this host, by router id: each is realised here whole (distributed
     /// routing), and the host carries every network it has an interface on.
@@ -220,14 +226,16 @@ pub enum RuleEthertype {
     IPv6,
 }
 
-/// Whom a rule allows: anyone, a prefix, or the members of a group (looked
-/// up in `HostState::remote_groups`).
+/// Whom a rule allows: anyone, a prefix, the members of a group (looked
+/// up in `HostState::remote_groups`), or the addresses of an address group
+/// (in `HostState::address_groups`).
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleRemote {
     Any,
     Prefix(IpNet),
     Group(String),
+    AddressGroup(String),
 }
 
 /// One tenant network as a host carries it: a bridge plus a VXLAN device,
@@ -346,8 +354,9 @@ impl NetworkSpec {
 
 /// One change to a host's desired state. Applying the changes of a delta, in
 /// order, to the state they were computed against gives the new state.
-/// Within a delta, a member set comes before the rules that start naming it
-/// and goes after the rules that stopped naming it; a group comes before the
+/// Within a delta, a member set (or an address group's addresses) comes
+/// before the rules that start naming it and goes after the rules that
+/// stopped naming it; a group comes before the
 /// port security that starts using it and goes after.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
@@ -440,6 +449,26 @@ pub enum Change {
     RemoteGroupMemberRemove {
         group_id: String,
         member: IpNet,
+    },
+    /// Set (add or replace) the whole address list of an address group:
+    /// sent when a host starts needing it; afterwards it changes one address
+    /// at a time.
+    AddressGroupUpsert {
+        address_group_id: String,
+        addresses: BTreeSet<IpNet>,
+    },
+    AddressGroupRemove {
+        address_group_id: String,
+    },
+    /// One address joins an address group the host has.
+    AddressGroupAddressAdd {
+        address_group_id: String,
+        address: IpNet,
+    },
+    /// One address leaves an address group the host has.
+    AddressGroupAddressRemove {
+        address_group_id: String,
+        address: IpNet,
     },
     /// Add or replace a whole router (it is small: its interfaces and routes).
     RouterUpsert {
@@ -582,6 +611,31 @@ impl HostState {
             Change::RemoteGroupMemberRemove { group_id, member } => {
                 if let Some(members) = self.remote_groups.get_mut(&group_id) {
                     members.remove(&member);
+                }
+            }
+            Change::AddressGroupUpsert {
+                address_group_id,
+                addresses,
+            } => {
+                self.address_groups.insert(address_group_id, addresses);
+            }
+            Change::AddressGroupRemove { address_group_id } => {
+                self.address_groups.remove(&address_group_id);
+            }
+            Change::AddressGroupAddressAdd {
+                address_group_id,
+                address,
+            } => {
+                if let Some(addresses) = self.address_groups.get_mut(&address_group_id) {
+                    addresses.insert(address);
+                }
+            }
+            Change::AddressGroupAddressRemove {
+                address_group_id,
+                address,
+            } => {
+                if let Some(addresses) = self.address_groups.get_mut(&address_group_id) {
+                    addresses.remove(&address);
                 }
             }
             Change::RouterUpsert { router_id, spec } => {

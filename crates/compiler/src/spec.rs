@@ -153,11 +153,16 @@ pub fn rule_spec(rule: &SecurityGroupRule) -> RuleSpec {
         Some(1 | 58) => (None, min.map(|t| (clamp8(t), max.map(clamp8)))),
         _ => (None, None),
     };
-    let remote = match (&rule.remote_ip_prefix, &rule.remote_group_id) {
-        (Some(prefix), _) if prefix.prefix_len() == 0 => RuleRemote::Any,
-        (Some(prefix), _) => RuleRemote::Prefix(prefix.trunc()),
-        (None, Some(group)) => RuleRemote::Group(group.clone()),
-        (None, None) => RuleRemote::Any,
+    let remote = match (
+        &rule.remote_ip_prefix,
+        &rule.remote_group_id,
+        &rule.remote_address_group_id,
+    ) {
+        (Some(prefix), _, _) if prefix.prefix_len() == 0 => RuleRemote::Any,
+        (Some(prefix), _, _) => RuleRemote::Prefix(prefix.trunc()),
+        (None, Some(group), _) => RuleRemote::Group(group.clone()),
+        (None, None, Some(ag)) => RuleRemote::AddressGroup(ag.clone()),
+        (None, None, None) => RuleRemote::Any,
     };
     RuleSpec {
         id: rule.std.id.clone(),

@@ -1,7 +1,8 @@
 //! Random sequences of inputs (a few networks, VXLAN or flat on a physical
 //! network, and changing between the two; subnets, hosts, ports that move
 //! between hosts and networks, security groups and rules naming each other as
-//! remote groups, ports joining and leaving groups, toggling port security and
+//! remote groups or address groups, ports joining and leaving groups,
+//! addresses joining and leaving address groups, toggling port security and
 //! carrying address pairs, with deletes) checked after every step:
 //! (a) each host's changes emitted so far, replayed, give exactly its snapshot;
 //! (b) each snapshot equals a from-scratch computation written plainly below;
@@ -41,6 +42,17 @@ const SUBNETS: usize = 4;
 const PORTS: usize = 8;
 const GROUPS: usize = 3;
 const RULES: usize = 6;
+const ADDRESS_GROUPS: usize = 2;
+/// What an address group may hold (bits of `Op::AddressGroupPut`): hosts,
+/// networks, nested prefixes and IPv6, some where the ports' addresses are.
+const AG_ADDRESSES: [&str; 6] = [
+    "10.0.0.1/32",
+    "10.0.0.0/24",
+    "10.1.0.0/16",
+    "10.2.0.7/32",
+    "fd00::/64",
+    "fd00::1/128",
+];
 const ROUTERS: usize = 2;
 const FLOATING_IPS: usize = 2;
 /// Protocols as tenants write them.
@@ -103,6 +115,12 @@ enum Op {
     GroupDelete(usize),
     RulePut(RulePut),
     RuleDelete(usize),
+    /// Bits: the AG_ADDRESSES it holds.
+    AddressGroupPut {
+        ag: usize,
+        addresses: u8,
+    },
+    AddressGroupDelete(usize),
     RouterPut {
         router: usize,
         routes: u8,
@@ -130,7 +148,8 @@ struct RulePut {
     protocol: usize,
     port_range_min: Option<u32>,
     port_range_max: Option<u32>,
-    /// 0: none, 1: 0.0.0.0/0 (or ::/0), 2: a prefix, 3..: remote group (remote - 3).
+    /// 0: none, 1: 0.0.0.0/0 (or ::/0), 2: a prefix, 3..3+GROUPS: remote
+    /// group (remote - 3), then address group (remote - 3 - GROUPS).
     remote: usize,
 }
 
@@ -206,7 +225,7 @@ fn op() -> impl Strategy<Value = Op> {
             0..PROTOCOLS.len(),
             prop::option::of(prop::sample::select(vec![0u32, 8, 22, 80])),
             prop::option::of(prop::sample::select(vec![0u32, 22, 255])),
-            0..3 + GROUPS,
+            0..3 + GROUPS + ADDRESS_GROUPS,
         ),
     )
         .prop_map(
@@ -246,6 +265,9 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (0..GROUPS).prop_map(Op::GroupDelete),
         4 => rule_put,
         2 => (0..RULES).prop_map(Op::RuleDelete),
+        2 => (0..ADDRESS_GROUPS, 0..64u8)
+            .prop_map(|(ag, addresses)| Op::AddressGroupPut { ag, addresses }),
+        1 => (0..ADDRESS_GROUPS).prop_map(Op::AddressGroupDelete),
         2 => (
             0..ROUTERS,
             0..3u8,
@@ -283,6 +305,10 @@ fn port_id(i: usize) -> String {
 
 fn group_id(i: usize) -> String {
     format!("g{i}")
+}
+
+fn address_group_id(i: usize) -> String {
+    format!("ag{i}")
 }
 
 fn router_id(i: usize) -> String {
@@ -402,14 +428,16 @@ fn input(op: &Op) -> Input {
             } else {
                 Ethertype::IPv4
             };
-            let (remote_ip_prefix, remote_group_id) = match (r.remote, r.ipv6) {
-                (0, _) => (None, None),
-                (1, false) => (Some("0.0.0.0/0".parse().unwrap()), None),
-                (1, true) => (Some("::/0".parse().unwrap()), None),
-                (2, false) => (Some("192.0.2.7/24".parse().unwrap()), None),
-                (2, true) => (Some("fd00::1/64".parse().unwrap()), None),
-                (g, _) => (None, Some(group_id(g - 3))),
-            };
+            let (remote_ip_prefix, remote_group_id, remote_address_group_id) =
+                match (r.remote, r.ipv6) {
+                    (0, _) => (None, None, None),
+                    (1, false) => (Some("0.0.0.0/0".parse().unwrap()), None, None),
+                    (1, true) => (Some("::/0".parse().unwrap()), None, None),
+                    (2, false) => (Some("192.0.2.7/24".parse().unwrap()), None, None),
+                    (2, true) => (Some("fd00::1/64".parse().unwrap()), None, None),
+                    (g, _) if g < 3 + GROUPS => (None, Some(group_id(g - 3)), None),
+                    (g, _) => (None, None, Some(address_group_id(g - 3 - GROUPS))),
+                };
             Input::SecurityGroupRule(Box::new(SecurityGroupRule {
                 std: Standard::new(rule_id(r.rule), "project".into(), 0),
                 security_group_id: group_id(r.group),
@@ -424,9 +452,20 @@ fn input(op: &Op) -> Input {
                 port_range_max: r.port_range_max,
                 remote_ip_prefix,
                 remote_group_id,
+                remote_address_group_id,
             }))
         }
         Op::RuleDelete(rule) => Input::SecurityGroupRuleDeleted(rule_id(*rule)),
+        Op::AddressGroupPut { ag, addresses } => {
+            Input::AddressGroup(Box::new(model::AddressGroup {
+                std: Standard::new(address_group_id(*ag), "project".into(), 0),
+                addresses: (0..AG_ADDRESSES.len())
+                    .filter(|i| addresses & (1 << i) != 0)
+                    .map(|i| AG_ADDRESSES[i].parse().unwrap())
+                    .collect(),
+            }))
+        }
+        Op::AddressGroupDelete(ag) => Input::AddressGroupDeleted(address_group_id(*ag)),
         Op::RouterPut {
             router,
             routes,
@@ -513,6 +552,7 @@ struct World {
     hosts: BTreeMap<String, HostInfo>,
     groups: BTreeMap<String, SecurityGroup>,
     rules: BTreeMap<String, SecurityGroupRule>,
+    address_groups: BTreeMap<String, model::AddressGroup>,
     routers: BTreeMap<String, Router>,
     floating_ips: BTreeMap<String, FloatingIp>,
 }
@@ -579,6 +619,12 @@ impl World {
             }
             Input::SecurityGroupRuleDeleted(id) => {
                 self.rules.remove(&id);
+            }
+            Input::AddressGroup(g) => {
+                self.address_groups.insert(g.std.id.clone(), *g);
+            }
+            Input::AddressGroupDeleted(id) => {
+                self.address_groups.remove(&id);
             }
             Input::Router(r) => {
                 self.routers.insert(r.std.id.clone(), *r);
@@ -877,6 +923,15 @@ impl World {
                         .remote_groups
                         .insert(remote.clone(), self.reference_members(remote));
                 }
+                // An address group it names: its addresses, none if unknown.
+                if let RuleRemote::AddressGroup(ag) = &rule.remote {
+                    let addresses = self
+                        .address_groups
+                        .get(ag)
+                        .map(|g| g.addresses.clone())
+                        .unwrap_or_default();
+                    state.address_groups.insert(ag.clone(), addresses);
+                }
             }
             state.security_groups.insert(
                 group.clone(),
@@ -970,6 +1025,8 @@ fn reference_rule(r: &SecurityGroupRule) -> RuleSpec {
         }
     } else if let Some(g) = &r.remote_group_id {
         RuleRemote::Group(g.clone())
+    } else if let Some(ag) = &r.remote_address_group_id {
+        RuleRemote::AddressGroup(ag.clone())
     } else {
         RuleRemote::Any
     };
@@ -1287,6 +1344,28 @@ fn queries_match_snapshot(
                 seen,
                 want,
                 "(d) step {}: {} finds {} in {}",
+                step,
+                host,
+                ip,
+                &id
+            );
+        }
+    }
+    for ag in 0..ADDRESS_GROUPS {
+        let id = address_group_id(ag);
+        let set = snapshot.address_groups.get(&id);
+        for probe in [
+            "10.0.0.1", "10.0.0.9", "10.1.2.3", "10.2.0.7", "fd00::1", "fd00::2",
+        ] {
+            let ip: IpAddr = probe.parse().unwrap();
+            let want = set.map(|s| s.iter().any(|m| m.contains(&ip)));
+            let seen = compiler
+                .address_seen_from(host, &id, ip)
+                .map(|m| m.is_some());
+            prop_assert_eq!(
+                seen,
+                want,
+                "(d) step {}: {} finds {} in address group {}",
                 step,
                 host,
                 ip,

@@ -59,6 +59,7 @@ fn rule(id: &str, group: &str) -> SecurityGroupRule {
         port_range_max: None,
         remote_ip_prefix: None,
         remote_group_id: None,
+        remote_address_group_id: None,
     }
 }
 
@@ -559,4 +560,128 @@ fn a_port_moving_hosts_moves_its_port_security_and_groups() {
     assert!(h2.port_security.contains_key("a") && h2.security_groups.contains_key("g"));
     let h1 = r.compiler.snapshot("h1");
     assert!(h1.port_security.is_empty() && h1.security_groups.is_empty());
+}
+
+// ---- address groups ---------------------------------------------------------
+
+fn address_group(id: &str, addresses: &[&str]) -> Input {
+    Input::AddressGroup(Box::new(model::AddressGroup {
+        std: Standard::new(id.into(), "project".into(), 0),
+        addresses: addresses.iter().map(|a| net(a)).collect(),
+    }))
+}
+
+fn address_group_rule(id: &str, group: &str, ag: &str) -> Input {
+    let mut r = rule(id, group);
+    r.protocol = Some("tcp".into());
+    r.port_range_min = Some(22);
+    r.port_range_max = Some(22);
+    r.remote_address_group_id = Some(ag.into());
+    Input::SecurityGroupRule(Box::new(r))
+}
+
+#[test]
+fn a_rule_naming_an_address_group_looks_it_up_by_id() {
+    let spec = spec_of(|r| r.remote_address_group_id = Some("ag".into()));
+    assert_eq!(spec.remote, RuleRemote::AddressGroup("ag".into()));
+}
+
+#[test]
+fn an_address_added_to_a_group_is_one_element_to_exactly_the_hosts_whose_rules_name_it() {
+    let mut r = cloud();
+    r.step(group("web", true), HOSTS);
+    r.step(group("db", true), HOSTS);
+    r.step(address_group("ag", &["10.9.0.0/16"]), HOSTS);
+    let changes = r.step(address_group_rule("r", "db", "ag"), HOSTS);
+    assert!(changes.is_empty(), "nobody uses db yet: {changes:?}");
+    // h1 and h2 use db (whose rule names ag); h3 uses web only; h4 nothing.
+    let changes = put(&mut r, &member("d1", "h1", 1, "10.0.0.5", &["db"]));
+    let h1 = changes_of(&changes, "h1");
+    // The addresses come before the rule that names them.
+    assert_eq!(
+        h1[0],
+        &Change::AddressGroupUpsert {
+            address_group_id: "ag".into(),
+            addresses: [net("10.9.0.0/16")].into(),
+        }
+    );
+    assert!(matches!(h1[1], Change::SecurityGroupUpsert { group_id, .. } if group_id == "db"));
+    put(&mut r, &member("d2", "h2", 2, "10.0.0.6", &["db"]));
+    put(&mut r, &member("w", "h3", 3, "10.0.0.7", &["web"]));
+    assert!(r.compiler.snapshot("h3").address_groups.is_empty());
+
+    // One address added: one element to h1 and h2, nothing else to anyone.
+    let changes = r.step(address_group("ag", &["10.9.0.0/16", "192.0.2.7/32"]), HOSTS);
+    assert_eq!(hosts_in(&changes), ["h1", "h2"]);
+    let add = Change::AddressGroupAddressAdd {
+        address_group_id: "ag".into(),
+        address: net("192.0.2.7/32"),
+    };
+    assert_eq!(changes_of(&changes, "h1"), [&add]);
+    assert_eq!(changes_of(&changes, "h2"), [&add]);
+    // One removed: one element each.
+    let changes = r.step(address_group("ag", &["192.0.2.7/32"]), HOSTS);
+    let remove = Change::AddressGroupAddressRemove {
+        address_group_id: "ag".into(),
+        address: net("10.9.0.0/16"),
+    };
+    assert_eq!(hosts_in(&changes), ["h1", "h2"]);
+    assert_eq!(changes_of(&changes, "h1"), [&remove]);
+    assert_eq!(changes_of(&changes, "h2"), [&remove]);
+    // A renamed group (same addresses) reaches no host.
+    assert!(
+        r.step(address_group("ag", &["192.0.2.7/32"]), HOSTS)
+            .is_empty()
+    );
+
+    // The rule goes: its hosts drop it, then the addresses only it named.
+    let changes = r.step(Input::SecurityGroupRuleDeleted("r".into()), HOSTS);
+    assert_eq!(
+        changes_of(&changes, "h1"),
+        [
+            &Change::SecurityGroupRuleRemove {
+                group_id: "db".into(),
+                rule_id: "r".into(),
+            },
+            &Change::AddressGroupRemove {
+                address_group_id: "ag".into(),
+            },
+        ]
+    );
+    assert!(
+        r.step(address_group("ag", &["198.51.100.0/24"]), HOSTS)
+            .is_empty(),
+        "no host holds it any more"
+    );
+}
+
+#[test]
+fn a_rule_may_name_an_address_group_before_it_is_known_and_after_it_is_gone() {
+    let mut r = cloud();
+    r.step(group("db", true), HOSTS);
+    r.step(address_group_rule("r", "db", "ag"), HOSTS);
+    put(&mut r, &member("d1", "h1", 1, "10.0.0.5", &["db"]));
+    assert_eq!(
+        r.compiler.snapshot("h1").address_groups["ag"],
+        Default::default(),
+        "unknown: empty, so the rule allows nobody"
+    );
+    let changes = r.step(address_group("ag", &["10.9.0.0/16"]), HOSTS);
+    assert_eq!(changes_of(&changes, "h1").len(), 1);
+    let changes = r.step(Input::AddressGroupDeleted("ag".into()), HOSTS);
+    assert_eq!(
+        changes_of(&changes, "h1"),
+        [&Change::AddressGroupAddressRemove {
+            address_group_id: "ag".into(),
+            address: net("10.9.0.0/16"),
+        }]
+    );
+    // The port leaving the group drops everything.
+    let changes = put(&mut r, &member("d1", "h1", 1, "10.0.0.5", &[]));
+    assert!(
+        changes_of(&changes, "h1").contains(&&Change::AddressGroupRemove {
+            address_group_id: "ag".into(),
+        })
+    );
+    assert!(r.compiler.snapshot("h1").address_groups.is_empty());
 }

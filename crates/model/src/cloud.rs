@@ -7,11 +7,13 @@
 //! This file is the frame (tables, journal, the two write primitives, tags);
 //! each resource's operations and index entries live in its own module
 //! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`,
-//! `default_security_group_rule`, `l3`, `metering`, `quotas`, `rbac`).
+//! `default_security_group_rule`, `address_group`, `l3`, `metering`, `quotas`,
+//! `rbac`).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 
+mod address_group;
 mod auto_allocated_topology;
 mod default_security_group_rule;
 mod l3;
@@ -31,10 +33,10 @@ use crate::quota::{Limits, Quota};
 use crate::resource::{with_kind, with_record};
 use crate::security_group::RuleSignature;
 use crate::{
-    AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr, MeteringLabel,
-    MeteringLabelRule, ModelError, Network, Port, RbacPolicy, Resource, Router, SecurityGroup,
-    SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp, default_limits,
-    quota_name,
+    AddressGroup, AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, Kind, MacAddr,
+    MeteringLabel, MeteringLabelRule, ModelError, Network, Port, RbacPolicy, Resource, Router,
+    SecurityGroup, SecurityGroupRule, SplitMix64, Standard, Subnet, SubnetPool, Timestamp,
+    default_limits, quota_name,
 };
 
 /// Allocator settings.
@@ -136,6 +138,7 @@ pub struct Cloud {
     subnet_pools: HashMap<String, SubnetPool>,
     default_rules: HashMap<String, DefaultSecurityGroupRule>,
     topologies: HashMap<String, AutoAllocatedTopology>,
+    address_groups: HashMap<String, AddressGroup>,
     metering_labels: HashMap<String, MeteringLabel>,
     metering_rules: HashMap<String, MeteringLabelRule>,
     rbac_policies: HashMap<String, RbacPolicy>,
@@ -155,6 +158,8 @@ pub struct Cloud {
     /// Ports by `binding:host_id`, for an agent's status report.
     host_ports: HashMap<String, BTreeSet<String>>,
     remote_group_rules: HashMap<String, BTreeSet<String>>,
+    /// Address group → the rules naming it as their remote.
+    address_group_rules: HashMap<String, BTreeSet<String>>,
     default_groups: HashMap<String, String>,
     vnis: BTreeSet<u32>,
     /// Physical network → the flat network on it (one each, as in Neutron).
@@ -208,6 +213,7 @@ impl Cloud {
             subnet_pools: HashMap::new(),
             default_rules: HashMap::new(),
             topologies: HashMap::new(),
+            address_groups: HashMap::new(),
             metering_labels: HashMap::new(),
             metering_rules: HashMap::new(),
             label_rules: HashMap::new(),
@@ -225,6 +231,7 @@ impl Cloud {
             realised_on: HashMap::new(),
             host_realised: HashMap::new(),
             remote_group_rules: HashMap::new(),
+            address_group_rules: HashMap::new(),
             default_groups: HashMap::new(),
             vnis: BTreeSet::new(),
             flat_networks: HashMap::new(),

@@ -70,6 +70,7 @@ impl DefaultSecurityGroupRule {
                 port_range_max: req.port_range_max,
                 remote_ip_prefix: req.remote_ip_prefix,
                 remote_group_id: req.remote_group_id,
+                remote_address_group_id: None,
             },
         )?;
         Ok(DefaultSecurityGroupRule {
@@ -98,6 +99,7 @@ impl DefaultSecurityGroupRule {
             port_range_max: self.port_range_max,
             remote_ip_prefix: self.remote_ip_prefix,
             remote_group_id: self.remote_is_parent.then(|| group_id.to_owned()),
+            remote_address_group_id: None,
         }
     }
 

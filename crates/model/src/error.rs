@@ -87,8 +87,17 @@ pub enum ModelError {
     SecurityGroupCannotUpdateDefault,
     #[error("Security group rule already exists. Rule id is {id}.")]
     SecurityGroupRuleExists { id: String },
-    #[error("Only remote_ip_prefix or remote_group_id may be provided.")]
-    SecurityGroupRemoteGroupAndRemoteIpPrefix,
+    #[error(
+        "Only one of remote_ip_prefix or remote_group_id or remote_address_group_id may be provided."
+    )]
+    SecurityGroupMultipleRemoteEntites,
+    #[error("Address group {id} is in use on one or more security group rules.")]
+    AddressGroupInUse { id: String },
+    /// `addresses`: as Neutron lists them, a Python list.
+    #[error("Addresses {addresses} already exist in the address group {id}.")]
+    AddressesAlreadyExist { addresses: String, id: String },
+    #[error("Addresses {addresses} not found in the address group {id}.")]
+    AddressesNotFound { addresses: String, id: String },
     #[error("Conflicting value ethertype {ethertype} for CIDR {cidr}")]
     SecurityGroupRuleParameterConflict { ethertype: String, cidr: String },
     #[error(

@@ -1,11 +1,12 @@
 //! vnet's logical model: the tenant-visible resources (networks, subnets and
 //! subnet pools, ports, security groups, their rules and the templates of
-//! new groups' rules, routers and floating IPs, metering labels, and the
-//! RBAC policies that share them), their validation, IPAM and the MAC/VNI allocators,
+//! new groups' rules, address groups, routers and floating IPs, metering
+//! labels, and the RBAC policies that share them), their validation, IPAM and the MAC/VNI allocators,
 //! and [`Cloud`], the in-memory topology every mutation is applied to.
 //! Pure: no I/O, no clock (timestamps are passed in), no OS randomness (a seeded
 //! generator is passed in). Knows nothing of HTTP, JSON shapes or the store.
 
+mod address_group;
 mod auto_allocated_topology;
 mod cloud;
 mod default_security_group_rule;
@@ -25,6 +26,7 @@ mod stored;
 mod subnet;
 mod subnet_pool;
 
+pub use address_group::{AddressGroup, AddressGroupCreate, AddressGroupUpdate};
 pub use auto_allocated_topology::AutoAllocatedTopology;
 pub use cloud::{Allocated, Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
 pub use default_security_group_rule::{DefaultRuleCreate, DefaultSecurityGroupRule, PARENT};

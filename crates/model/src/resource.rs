@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, MeteringLabel, MeteringLabelRule,
-    Network, Port, Quota, RbacPolicy, Router, SecurityGroup, SecurityGroupRule, Subnet, SubnetPool,
-    Timestamp,
+    AddressGroup, AutoAllocatedTopology, DefaultSecurityGroupRule, FloatingIp, MeteringLabel,
+    MeteringLabelRule, Network, Port, Quota, RbacPolicy, Router, SecurityGroup, SecurityGroupRule,
+    Subnet, SubnetPool, Timestamp,
 };
 
 /// A kind of stored record: one store key prefix and one table in the cloud
@@ -29,10 +29,11 @@ pub enum Kind {
     DefaultSecurityGroupRule,
     AutoAllocatedTopology,
     RbacPolicy,
+    AddressGroup,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 14] = [
+    pub const ALL: [Kind; 15] = [
         Kind::Network,
         Kind::Subnet,
         Kind::Port,
@@ -47,6 +48,7 @@ impl Kind {
         Kind::DefaultSecurityGroupRule,
         Kind::AutoAllocatedTopology,
         Kind::RbacPolicy,
+        Kind::AddressGroup,
     ];
 
     /// The store key prefix of this kind, e.g. `networks/`.
@@ -66,6 +68,7 @@ impl Kind {
             Kind::DefaultSecurityGroupRule => "default_security_group_rules/",
             Kind::AutoAllocatedTopology => "auto_allocated_topologies/",
             Kind::RbacPolicy => "rbac_policies/",
+            Kind::AddressGroup => "address_groups/",
         }
     }
 
@@ -86,6 +89,7 @@ impl Kind {
             Kind::DefaultSecurityGroupRule => "Default security group rule",
             Kind::AutoAllocatedTopology => "Auto-allocated topology of project",
             Kind::RbacPolicy => "RBAC policy",
+            Kind::AddressGroup => "Address group",
         }
     }
 
@@ -144,6 +148,7 @@ pub enum Resource {
     DefaultSecurityGroupRule(DefaultSecurityGroupRule),
     AutoAllocatedTopology(AutoAllocatedTopology),
     RbacPolicy(RbacPolicy),
+    AddressGroup(AddressGroup),
 }
 
 /// Runs `$body` with the type `$R` standing for the record type of `$kind`:
@@ -207,6 +212,10 @@ macro_rules! with_kind {
                 type $R = $crate::RbacPolicy;
                 $body
             }
+            $crate::Kind::AddressGroup => {
+                type $R = $crate::AddressGroup;
+                $body
+            }
         }
     };
 }
@@ -248,6 +257,7 @@ macro_rules! with_record {
                 $body
             }
             $crate::Resource::RbacPolicy($r) => { let $k = $crate::Kind::RbacPolicy; $body }
+            $crate::Resource::AddressGroup($r) => { let $k = $crate::Kind::AddressGroup; $body }
         }
     };
 }

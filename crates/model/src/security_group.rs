@@ -1,4 +1,5 @@
-//! Security groups and their rules: the rule grammar Neutron accepts, its
+//! Security groups and their rules: the rule grammar Neutron accepts (a
+//! rule's remote is a prefix, a group or an address group, at most one), its
 //! normalisation, and the signature that makes duplicate rules detectable in O(1).
 
 use ipnet::IpNet;
@@ -73,6 +74,10 @@ pub struct SecurityGroupRule {
     pub port_range_max: Option<u32>,
     pub remote_ip_prefix: Option<IpNet>,
     pub remote_group_id: Option<String>,
+    /// The address group whose addresses it allows (Neutron's
+    /// `remote_address_group_id`); absent in records older than address groups.
+    #[serde(default)]
+    pub remote_address_group_id: Option<String>,
 }
 
 impl SecurityGroupRule {
@@ -90,6 +95,7 @@ impl SecurityGroupRule {
                 .map(|p| p.trunc())
                 .filter(|p| p.prefix_len() != 0),
             remote_group_id: self.remote_group_id.clone(),
+            remote_address_group_id: self.remote_address_group_id.clone(),
         }
     }
 }
@@ -103,6 +109,7 @@ pub struct RuleSignature {
     port_range_max: Option<u32>,
     remote_ip_prefix: Option<IpNet>,
     remote_group_id: Option<String>,
+    remote_address_group_id: Option<String>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -133,6 +140,7 @@ pub struct RuleCreate {
     pub port_range_max: Option<u32>,
     pub remote_ip_prefix: Option<String>,
     pub remote_group_id: Option<String>,
+    pub remote_address_group_id: Option<String>,
 }
 
 /// IANA protocol names Neutron accepts, with their numbers.
@@ -268,8 +276,15 @@ pub fn build_rule(
             Some(net)
         }
     };
-    if remote_ip_prefix.is_some() && req.remote_group_id.is_some() {
-        return Err(ModelError::SecurityGroupRemoteGroupAndRemoteIpPrefix);
+    // Neutron's order of checks: the prefix is parsed (and its family
+    // checked) before the remotes are counted.
+    let remotes = [
+        remote_ip_prefix.is_some(),
+        req.remote_group_id.is_some(),
+        req.remote_address_group_id.is_some(),
+    ];
+    if remotes.into_iter().filter(|r| *r).count() > 1 {
+        return Err(ModelError::SecurityGroupMultipleRemoteEntites);
     }
     Ok(SecurityGroupRule {
         std,
@@ -281,6 +296,7 @@ pub fn build_rule(
         port_range_max: max,
         remote_ip_prefix,
         remote_group_id: req.remote_group_id,
+        remote_address_group_id: req.remote_address_group_id,
     })
 }
 
@@ -311,8 +327,18 @@ mod tests {
                 r.remote_ip_prefix = Some("10.0.0.0/8".into());
                 r.remote_group_id = Some("g".into());
             }),
-            Err(ModelError::SecurityGroupRemoteGroupAndRemoteIpPrefix)
+            Err(ModelError::SecurityGroupMultipleRemoteEntites)
         ));
+        for (prefix, group) in [(true, false), (false, true)] {
+            assert!(matches!(
+                rule(|r| {
+                    r.remote_ip_prefix = prefix.then(|| "10.0.0.0/8".into());
+                    r.remote_group_id = group.then(|| "g".into());
+                    r.remote_address_group_id = Some("ag".into());
+                }),
+                Err(ModelError::SecurityGroupMultipleRemoteEntites)
+            ));
+        }
         assert!(matches!(
             rule(|r| {
                 r.protocol = Some("gre".into());

@@ -1,8 +1,9 @@
 //! The nftables semantics of one port's chain, as `agent::nft::ruleset`
 //! builds it, applied to one packet: what a port always allows, then its
 //! groups' rules (protocol numbers, port ranges only for port-bearing
-//! protocols, ICMP type/code, remote any/prefix/group by ethertype). It must
-//! stay in step with that ruleset; it reads, it never builds nft text.
+//! protocols, ICMP type/code, remote any/prefix/group/address group by
+//! ethertype). It must stay in step with that ruleset; it reads, it never
+//! builds nft text.
 
 use std::net::IpAddr;
 
@@ -58,7 +59,8 @@ impl Flow {
 pub enum Allowed {
     /// What every port allows (DHCP with the agent, neighbour discovery).
     Always(&'static str),
-    /// A rule of a group; `member` is the remote group's member that matched.
+    /// A rule of a group; `member` is the remote group's member (or the
+    /// address group's address) that matched.
     Rule {
         group: String,
         rule: RuleSpec,
@@ -151,7 +153,7 @@ fn always_allowed(dir: RuleDirection, f: &Flow) -> Option<&'static str> {
 }
 
 /// Whether one rule accepts the flow: `Some(member)` if it does (the remote
-/// group member that matched, for a group rule).
+/// group member, or the address group's address, that matched).
 pub fn rule_matches<V: Compiled + ?Sized>(
     view: &V,
     host: &str,
@@ -193,6 +195,11 @@ pub fn rule_matches<V: Compiled + ?Sized>(
         }
         RuleRemote::Group(g) => match view.member(host, g, remote) {
             Some(Some(member)) => Some(Some(member)),
+            _ => None,
+        },
+        // The address group's set holds only addresses of the rule's family.
+        RuleRemote::AddressGroup(g) => match view.address(host, g, remote) {
+            Some(Some(address)) => Some(Some(address)),
             _ => None,
         },
     }

@@ -59,6 +59,9 @@ pub trait Compiled {
     /// `None` if `host` holds no member set for the group, else the member
     /// that contains `ip`, if one does.
     fn member(&self, host: &str, group_id: &str, ip: IpAddr) -> Option<Option<IpNet>>;
+    /// `None` if `host` holds no addresses of the address group, else the
+    /// address that contains `ip`, if one does.
+    fn address(&self, host: &str, address_group_id: &str, ip: IpAddr) -> Option<Option<IpNet>>;
     /// A router `host` realises.
     fn router(&self, host: &str, router_id: &str) -> Option<&RouterSpec>;
     /// The router interface a port is, as `host` holds it: (router id,
@@ -130,6 +133,10 @@ impl Compiled for Compiler {
 
     fn member(&self, host: &str, group_id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
         self.member_seen_from(host, group_id, ip)
+    }
+
+    fn address(&self, host: &str, address_group_id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
+        self.address_seen_from(host, address_group_id, ip)
     }
 
     fn router(&self, host: &str, router_id: &str) -> Option<&RouterSpec> {
@@ -239,6 +246,15 @@ impl Compiled for Snapshots {
 
     fn member(&self, host: &str, group_id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
         let set = self.states.get(host)?.remote_groups.get(group_id)?;
+        Some(containing_member(ip, |n| set.contains(n)))
+    }
+
+    fn address(&self, host: &str, address_group_id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
+        let set = self
+            .states
+            .get(host)?
+            .address_groups
+            .get(address_group_id)?;
         Some(containing_member(ip, |n| set.contains(n)))
     }
 

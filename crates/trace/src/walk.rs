@@ -1663,7 +1663,11 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 rule,
                 member,
             }) => {
-                let via = member.map(|m| format!(" (member {m})")).unwrap_or_default();
+                let noun = match rule.remote {
+                    RuleRemote::AddressGroup(_) => "address",
+                    _ => "member",
+                };
+                let via = member.map(|m| format!(" ({noun} {m})")).unwrap_or_default();
                 self.step(
                     stage,
                     On {
@@ -1898,6 +1902,7 @@ fn describe_rule(r: &RuleSpec) -> String {
         RuleRemote::Any => s.push_str(&format!(" {word} anywhere")),
         RuleRemote::Prefix(p) => s.push_str(&format!(" {word} {p}")),
         RuleRemote::Group(g) => s.push_str(&format!(" {word} group {g}")),
+        RuleRemote::AddressGroup(g) => s.push_str(&format!(" {word} address group {g}")),
     }
     s
 }

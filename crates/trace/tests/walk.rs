@@ -110,6 +110,7 @@ fn rule(
         port_range_max: ports.map(|p| p.1),
         remote_ip_prefix: prefix.map(|p| p.parse().unwrap()),
         remote_group_id: remote_group.map(str::to_owned),
+        remote_address_group_id: None,
     }))
 }
 
@@ -494,6 +495,7 @@ fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
             port_range_max: None,
             remote_ip_prefix: Some("fd00::/64".parse().unwrap()),
             remote_group_id: None,
+            remote_address_group_id: None,
         })),
         Input::SecurityGroupRule(Box::new(SecurityGroupRule {
             std: std("r-v6-eg"),
@@ -505,6 +507,7 @@ fn icmp_toward_ipv6_is_icmpv6_and_rules_read_it_so() {
             port_range_max: None,
             remote_ip_prefix: None,
             remote_group_id: None,
+            remote_address_group_id: None,
         })),
     ] {
         c.compiler.apply(input);
@@ -1142,4 +1145,53 @@ fn from_outside_a_floating_ip_is_dnated_on_its_host_and_answered_from_there() {
         ..from_outside("203.0.113.9", 6, Some(80))
     };
     assert!(trace(&c.compiler, &c.world, &q).is_err());
+}
+
+fn address_group(id: &str, addresses: &[&str]) -> Input {
+    Input::AddressGroup(Box::new(model::AddressGroup {
+        std: std(id),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    }))
+}
+
+#[test]
+fn an_address_group_rule_decides_for_the_addresses_in_it() {
+    let mut c = Cloud::new();
+    c.compiler.apply(address_group("ag", &["10.0.0.5/32"]));
+    c.compiler
+        .apply(Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("r-ag"),
+            security_group_id: "ssh".into(),
+            direction: Direction::Ingress,
+            ethertype: Ethertype::IPv4,
+            protocol: Some("tcp".into()),
+            port_range_min: Some(2222),
+            port_range_max: Some(2222),
+            remote_ip_prefix: None,
+            remote_group_id: None,
+            remote_address_group_id: Some("ag".into()),
+        })));
+    let t = c.trace(&tcp("a1", Target::Port("a2".into()), 2222));
+    assert!(t.delivered(), "{t:#?}");
+    let ingress = t
+        .steps
+        .iter()
+        .find(|s| s.rule.as_deref() == Some("r-ag"))
+        .unwrap();
+    assert_eq!(ingress.security_group.as_deref(), Some("ssh"));
+    assert!(
+        ingress.detail.contains("from address group ag")
+            && ingress.detail.contains("(address 10.0.0.5/32)"),
+        "{}",
+        ingress.detail
+    );
+    // a3's address is not in the group.
+    let t = c.trace(&tcp("a3", Target::Port("a2".into()), 2222));
+    assert_eq!(t.verdict, Verdict::Dropped, "{t:#?}");
+    // Until it is.
+    c.compiler
+        .apply(address_group("ag", &["10.0.0.5/32", "10.0.0.0/29"]));
+    let t = c.trace(&tcp("a3", Target::Port("a2".into()), 2222));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.steps.iter().any(|s| s.rule.as_deref() == Some("r-ag")));
 }

@@ -20,7 +20,9 @@
 //!   then jumps to one chain per security group and direction
 //!   (`g_<group>_e`/`g_<group>_i`, shared by every port of the group), and
 //!   drops what none accepted. A rule naming a remote group is one lookup in
-//!   the named set `rg_<group>_4`/`_6` of the group's members.
+//!   the named set `rg_<group>_4`/`_6` of the group's members; one naming an
+//!   address group, in the named set `ag_<address group>_4`/`_6` of its
+//!   addresses (an interval set of prefixes, changed element by element).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -194,6 +196,11 @@ pub fn group_chain(group: &str, dir: RuleDirection) -> String {
 
 pub fn remote_set(group: &str, v6: bool) -> String {
     format!("rg_{}_{}", ident(group), if v6 { 6 } else { 4 })
+}
+
+/// The set of an address group's addresses of one family.
+pub fn address_group_set(address_group: &str, v6: bool) -> String {
+    format!("ag_{}_{}", ident(address_group), if v6 { 6 } else { 4 })
 }
 
 /// A port's local device name as an nft string (quoted).
@@ -422,27 +429,32 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 },
             );
             for r in rules {
-                if let RuleRemote::Group(remote) = &r.remote {
-                    let members = state.remote_groups.get(remote);
-                    for v6 in [false, true] {
-                        if (r.ethertype == RuleEthertype::IPv6) != v6 {
-                            continue;
-                        }
-                        let elements: Vec<IpNet> = members
-                            .into_iter()
-                            .flatten()
-                            .filter(|n| matches!(n, IpNet::V6(_)) == v6)
-                            .copied()
-                            .collect();
-                        t.sets.insert(
-                            remote_set(remote, v6),
-                            Set {
-                                v6,
-                                elements: without_overlaps(&elements),
-                            },
-                        );
-                    }
-                }
+                // The set a rule looks its remote up in, and what fills it.
+                let (name, addresses) = match &r.remote {
+                    RuleRemote::Group(remote) => (
+                        remote_set(remote, r.ethertype == RuleEthertype::IPv6),
+                        state.remote_groups.get(remote),
+                    ),
+                    RuleRemote::AddressGroup(ag) => (
+                        address_group_set(ag, r.ethertype == RuleEthertype::IPv6),
+                        state.address_groups.get(ag),
+                    ),
+                    RuleRemote::Any | RuleRemote::Prefix(_) => continue,
+                };
+                let v6 = r.ethertype == RuleEthertype::IPv6;
+                let elements: Vec<IpNet> = addresses
+                    .into_iter()
+                    .flatten()
+                    .filter(|n| matches!(n, IpNet::V6(_)) == v6)
+                    .copied()
+                    .collect();
+                t.sets.insert(
+                    name,
+                    Set {
+                        v6,
+                        elements: without_overlaps(&elements),
+                    },
+                );
             }
         }
     }
@@ -569,6 +581,7 @@ fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
     let mut any: BTreeSet<Key> = BTreeSet::new();
     let mut prefixes: BTreeMap<Key, Vec<IpNet>> = BTreeMap::new();
     let mut groups: BTreeSet<(Key, String)> = BTreeSet::new();
+    let mut address_groups: BTreeSet<(Key, String)> = BTreeSet::new();
     for r in rules {
         let key = (r.ethertype, r.protocol, r.ports, r.icmp);
         match &r.remote {
@@ -582,6 +595,9 @@ fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
             }
             RuleRemote::Group(g) => {
                 groups.insert((key, g.clone()));
+            }
+            RuleRemote::AddressGroup(g) => {
+                address_groups.insert((key, g.clone()));
             }
         }
     }
@@ -623,6 +639,18 @@ fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
             "{} {l3} {addr} @{} accept",
             matches(key),
             remote_set(g, v6)
+        ));
+    }
+    for (key, g) in &address_groups {
+        if any.contains(key) {
+            continue;
+        }
+        let v6 = key.0 == RuleEthertype::IPv6;
+        let l3 = if v6 { "ip6" } else { "ip" };
+        out.push(format!(
+            "{} {l3} {addr} @{} accept",
+            matches(key),
+            address_group_set(g, v6)
         ));
     }
     out

@@ -422,3 +422,87 @@ fn a_flat_network_gets_its_own_zone_and_its_interface_a_mark() {
         "a flat network has no VXLAN device"
     );
 }
+
+/// `state()` with a rule of `web` admitting SSH from address group "ag".
+fn with_address_group(addresses: &[&str]) -> HostState {
+    let mut s = state();
+    if let Some(g) = s.security_groups.get_mut("web") {
+        let mut r = rule(
+            RuleDirection::Ingress,
+            Some(6),
+            Some((2222, 2222)),
+            RuleRemote::AddressGroup("ag".into()),
+        );
+        r.id = "r-ag".into();
+        g.rules.push(r);
+        let mut r6 = rule(
+            RuleDirection::Ingress,
+            Some(6),
+            Some((2222, 2222)),
+            RuleRemote::AddressGroup("ag".into()),
+        );
+        r6.id = "r-ag6".into();
+        r6.ethertype = RuleEthertype::IPv6;
+        g.rules.push(r6);
+    }
+    s.address_groups.insert(
+        "ag".into(),
+        addresses.iter().map(|a| a.parse().unwrap()).collect(),
+    );
+    s
+}
+
+#[test]
+fn an_address_group_rule_is_one_lookup_in_a_set_per_family() {
+    let rs = desired(
+        &with_address_group(&["192.0.2.0/24", "192.0.2.7/32", "fd00::/64"]),
+        &NftConfig::default(),
+    );
+    let gi = &rs.inet.chains["g_web_i"].rules;
+    assert!(gi.contains(
+        &"meta nfproto ipv4 meta l4proto 6 th dport 2222 ip saddr @ag_ag_4 accept".to_string()
+    ));
+    assert!(gi.contains(
+        &"meta nfproto ipv6 meta l4proto 6 th dport 2222 ip6 saddr @ag_ag_6 accept".to_string()
+    ));
+    // Each family's addresses in its own interval set, without overlaps.
+    let v4: Vec<String> = rs.inet.sets["ag_ag_4"]
+        .elements
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(v4, ["192.0.2.0/24"]);
+    assert!(rs.inet.sets["ag_ag_6"].v6);
+    let v6: Vec<String> = rs.inet.sets["ag_ag_6"]
+        .elements
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(v6, ["fd00::/64"]);
+    let tx = plan(&rs, &ObservedNft::default());
+    assert!(
+        tx.script
+            .contains("add set inet vnet ag_ag_4 { type ipv4_addr; flags interval; }")
+    );
+}
+
+#[test]
+fn an_address_added_to_a_group_changes_one_element_and_no_rule() {
+    let s = with_address_group(&["192.0.2.0/24"]);
+    let mut have = ObservedNft::default();
+    apply_fake(&desired(&s, &NftConfig::default()), &mut have);
+    let s2 = with_address_group(&["192.0.2.0/24", "198.51.100.9/32"]);
+    let tx = plan(&desired(&s2, &NftConfig::default()), &have);
+    assert_eq!(
+        tx.script,
+        "add element inet vnet ag_ag_4 { 198.51.100.9/32 }\n"
+    );
+    assert!(tx.chains_written.is_empty());
+    apply_fake(&desired(&s2, &NftConfig::default()), &mut have);
+    let s3 = with_address_group(&["198.51.100.9/32"]);
+    let tx = plan(&desired(&s3, &NftConfig::default()), &have);
+    assert_eq!(
+        tx.script,
+        "delete element inet vnet ag_ag_4 { 192.0.2.0/24 }\n"
+    );
+}

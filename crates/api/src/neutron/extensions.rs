@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 58] = [
+const EXTENSIONS: [(&str, &str, &str); 60] = [
+    ("address-group", "Address group", "Support address group"),
     ("agent", "agent", "The agent management extension."),
     (
         "allowed-address-pairs",
@@ -226,6 +227,11 @@ const EXTENSIONS: [(&str, &str, &str); 58] = [
         "security-groups-normalized-cidr",
         "Security group rule normalized CIDR",
         "Add new field with normalized remote_ip_prefix cidr in SG rule",
+    ),
+    (
+        "security-groups-remote-address-group",
+        "Remote address group id field for security group rules",
+        "Add new field of remote address group id in SG rules",
     ),
     (
         "security-groups-rules-belongs-to-default-sg",

@@ -1,10 +1,11 @@
 //! Neutron v2.0 over HTTP: the routes, and what every handler shares (the
 //! caller, query pairs, `If-Match`). The only place that knows Neutron's
 //! JSON; each collection's parsing, view and actions are its own module's
-//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`, `router`,
-//! `floating_ip`, `metering`, `rbac`),
+//! (`network`, `subnet`, `subnet_pool`, `port`, `security_group`,
+//! `address_group`, `router`, `floating_ip`, `metering`, `rbac`),
 //! served by the generic handlers of `collection`.
 
+mod address_group;
 mod agents;
 mod auto_allocated_topology;
 mod availability_zone;
@@ -89,6 +90,7 @@ pub fn router(app: Arc<App>) -> Router {
         .with::<SecurityGroup>()
         .with::<SecurityGroupRule>()
         .with::<model::DefaultSecurityGroupRule>()
+        .with::<model::AddressGroup>()
         .with::<model::Router>()
         .with::<FloatingIp>()
         .with::<MeteringLabel>()

@@ -118,10 +118,8 @@ impl Collection for SecurityGroupRule {
             port_range_max: port_value(&mut a, "port_range_max")?,
             remote_ip_prefix: a.nullable_string("remote_ip_prefix")?,
             remote_group_id: a.nullable_string("remote_group_id")?,
+            remote_address_group_id: a.nullable_string("remote_address_group_id")?,
         };
-        if a.nullable_string("remote_address_group_id")?.is_some() {
-            return Err(ApiError::invalid_input("address groups are not supported"));
-        }
         a.finish(&read_only(&["normalized_cidr", "belongs_to_default_sg"]))?;
         Ok(req)
     }
@@ -137,6 +135,7 @@ impl Collection for SecurityGroupRule {
             "port_range_max",
             "remote_ip_prefix",
             "remote_group_id",
+            "remote_address_group_id",
             "project_id",
             "tenant_id",
         ]))?;
@@ -169,7 +168,7 @@ impl Collection for SecurityGroupRule {
             "port_range_min" => json!(self.port_range_min),
             "port_range_max" => json!(self.port_range_max),
             "remote_ip_prefix" => json!(self.remote_ip_prefix.map(|p| p.to_string())),
-            "remote_address_group_id" => Value::Null,
+            "remote_address_group_id" => json!(self.remote_address_group_id),
             "normalized_cidr" => json!(self.remote_ip_prefix.map(|p| p.trunc().to_string())),
             "remote_group_id" => json!(self.remote_group_id),
             "belongs_to_default_sg" => json!(

@@ -1,5 +1,5 @@
 //! Narrow, borrowing reads of the compiled state: how one host sees one
-//! port, network, group or member set, exactly as its snapshot would say,
+//! port, network, group, member set or address group, exactly as its snapshot would say,
 //! without building the snapshot. For `vnet trace`, which must read what the
 //! agent programs at O(log n) per question. Read-only: it must never change
 //! the compiler, and never walk the cloud (one network's ports at most).
@@ -179,6 +179,17 @@ impl Compiler {
             return None;
         }
         Some(containing_member(ip, |n| entry.members.contains_key(n)))
+    }
+
+    /// Whether `ip` is in the addresses of address group `id` as `host`
+    /// holds them: `None` if the host holds no such group, else the
+    /// address containing it.
+    pub fn address_seen_from(&self, host: &str, id: &str, ip: IpAddr) -> Option<Option<IpNet>> {
+        let entry = self.address_groups.get(id)?;
+        if !entry.watchers.contains_key(host) {
+            return None;
+        }
+        Some(containing_member(ip, |n| entry.addresses.contains(n)))
     }
 
     /// Where a floating IP is realised, and what its host holds of it.

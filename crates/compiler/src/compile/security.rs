@@ -1,5 +1,6 @@
 //! Security groups, their rules, port security and remote-group member sets,
-//! derived incrementally.
+//! derived incrementally. A rule naming an address group makes its hosts
+//! watch that group's addresses as they watch a member set (`address_group`).
 //!
 //! The index, all under one group id ([`GroupEntry`]):
 //! - `users`: host → how many of its local ports with port security enabled
@@ -59,9 +60,9 @@ impl GroupEntry {
         })
     }
 
-    /// The remote groups its rules name, once per rule.
-    fn remotes(&self) -> Vec<String> {
-        self.rules.values().filter_map(remote_group).collect()
+    /// The remote groups and address groups its rules name, once per rule.
+    fn remotes(&self) -> Vec<Remote> {
+        self.rules.values().filter_map(remote_of).collect()
     }
 
     fn member_set(&self) -> BTreeSet<IpNet> {
@@ -69,9 +70,18 @@ impl GroupEntry {
     }
 }
 
-fn remote_group(rule: &RuleSpec) -> Option<String> {
+/// What a rule names whose addresses the hosts holding the rule must hold:
+/// a group's member set, or an address group's addresses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Remote {
+    Group(String),
+    AddressGroup(String),
+}
+
+fn remote_of(rule: &RuleSpec) -> Option<Remote> {
     match &rule.remote {
-        RuleRemote::Group(g) => Some(g.clone()),
+        RuleRemote::Group(g) => Some(Remote::Group(g.clone())),
+        RuleRemote::AddressGroup(g) => Some(Remote::AddressGroup(g.clone())),
         RuleRemote::Any | RuleRemote::Prefix(_) => None,
     }
 }
@@ -307,8 +317,24 @@ impl Compiler {
         }
     }
 
+    /// One more rule held by `host` names `remote`.
+    fn watch(&mut self, host: &str, remote: &Remote, out: &mut Emitter) {
+        match remote {
+            Remote::Group(g) => self.watch_group(host, g, out),
+            Remote::AddressGroup(g) => self.watch_address_group(host, g, out),
+        }
+    }
+
+    /// One rule fewer held by `host` names `remote`.
+    fn unwatch(&mut self, host: &str, remote: &Remote, out: &mut Emitter) {
+        match remote {
+            Remote::Group(g) => self.unwatch_group(host, g, out),
+            Remote::AddressGroup(g) => self.unwatch_address_group(host, g, out),
+        }
+    }
+
     /// One more rule held by `host` names `group` as its remote group.
-    fn watch(&mut self, host: &str, group: &str, out: &mut Emitter) {
+    fn watch_group(&mut self, host: &str, group: &str, out: &mut Emitter) {
         let entry = self.groups.entry(group.to_owned()).or_default();
         let count = entry.watchers.entry(host.to_owned()).or_default();
         *count += 1;
@@ -329,7 +355,7 @@ impl Compiler {
             .insert(group.to_owned());
     }
 
-    fn unwatch(&mut self, host: &str, group: &str, out: &mut Emitter) {
+    fn unwatch_group(&mut self, host: &str, group: &str, out: &mut Emitter) {
         let Some(entry) = self.groups.get_mut(group) else {
             return;
         };
@@ -465,8 +491,8 @@ impl Compiler {
             return; // not shown to anyone until the group itself is known
         }
         let users = self.users_of(group);
-        let old_remote = old.and_then(remote_group);
-        let new_remote = new.and_then(remote_group);
+        let old_remote = old.and_then(remote_of);
+        let new_remote = new.and_then(remote_of);
         for host in &users {
             if let Some(remote) = &new_remote {
                 self.watch(host, remote, out);
@@ -522,5 +548,6 @@ impl Compiler {
                 state.remote_groups.insert(group.clone(), g.member_set());
             }
         }
+        self.address_group_snapshot(&entry.address_groups, state);
     }
 }

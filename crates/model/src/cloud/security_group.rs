@@ -1,6 +1,7 @@
 //! Security groups and their rules: each project's default group, rule
-//! uniqueness (the signature index), remote-group references and which ports
-//! use a group. What the rules mean on the wire is the compiler's business.
+//! uniqueness (the signature index), remote-group and address-group
+//! references and which ports use a group. What the rules mean on the wire
+//! is the compiler's business.
 
 use super::{Caller, Cloud, Record, remove_from, set, stored};
 use crate::security_group;
@@ -51,6 +52,13 @@ impl Record for SecurityGroupRule {
                 .or_default()
                 .insert(self.std.id.clone());
         }
+        if let Some(ag) = &self.remote_address_group_id {
+            cloud
+                .address_group_rules
+                .entry(ag.clone())
+                .or_default()
+                .insert(self.std.id.clone());
+        }
     }
 
     fn unindex(&self, cloud: &mut Cloud) {
@@ -62,6 +70,9 @@ impl Record for SecurityGroupRule {
         }
         if let Some(remote) = &self.remote_group_id {
             remove_from(&mut cloud.remote_group_rules, remote, &self.std.id);
+        }
+        if let Some(ag) = &self.remote_address_group_id {
+            remove_from(&mut cloud.address_group_rules, ag, &self.std.id);
         }
     }
 }
@@ -235,6 +246,9 @@ impl Cloud {
         let rule = security_group::build_rule(std, &group.std.id, req)?;
         if let Some(remote) = &rule.remote_group_id {
             self.visible(caller, Kind::SecurityGroup, remote)?;
+        }
+        if let Some(ag) = &rule.remote_address_group_id {
+            self.visible(caller, Kind::AddressGroup, ag)?;
         }
         if let Some(existing) = self
             .group_rules

@@ -388,6 +388,7 @@ fn loading_the_changes_rebuilds_an_equal_cloud() {
                     .map(|r| r.std.id.clone())
                     .collect(),
                 Kind::RbacPolicy => c.rbac_policies().map(|r| r.std.id.clone()).collect(),
+                Kind::AddressGroup => c.address_groups().map(|r| r.std.id.clone()).collect(),
             };
             ids.into_iter()
                 .filter_map(|id| c.get(*k, &id))
@@ -2300,4 +2301,203 @@ fn networks_and_pools_stored_shared_before_policies_stay_shared() {
     // Once is enough: a second pass changes nothing.
     let (_, again) = c.apply(|c| c.upgrade(6)).unwrap();
     assert!(again.is_empty());
+}
+
+// === address groups ===
+
+fn address_group(c: &mut Cloud, who: &Caller, addresses: &[&str]) -> crate::AddressGroup {
+    let req = crate::AddressGroupCreate {
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        ..Default::default()
+    };
+    c.apply(|c| c.create_address_group(who, req, 0)).unwrap().0
+}
+
+fn nets(list: &[&str]) -> Vec<ipnet::IpNet> {
+    list.iter().map(|a| a.parse().unwrap()).collect()
+}
+
+#[test]
+fn address_groups_normalise_and_add_or_remove_all_or_nothing() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let ag = address_group(&mut c, &a, &["10.0.0.1/32", "10.1.0.5/24", "10.1.0.0/24"]);
+    let id = ag.std.id.clone();
+    let shown: Vec<String> = ag.addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["10.0.0.1/32", "10.1.0.0/24"]);
+    assert_eq!(ag.std.revision_number, 0);
+
+    // One already there: nothing is added, and Neutron's message lists it.
+    match c.apply(|c| c.add_addresses(&a, &id, &nets(&["fd00::1/128", "10.1.0.9/24"]), 1)) {
+        Err(e @ ModelError::AddressesAlreadyExist { .. }) => assert_eq!(
+            e.to_string(),
+            format!("Addresses ['10.1.0.0/24'] already exist in the address group {id}.")
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(c.address_group(&id).unwrap().addresses.len(), 2);
+    let (added, changes) = c
+        .apply(|c| c.add_addresses(&a, &id, &nets(&["fd00::1/128"]), 1))
+        .unwrap();
+    assert_eq!(added.addresses.len(), 3);
+    assert_eq!(added.std.revision_number, 1);
+    assert_eq!(changes.len(), 1, "only the group is written");
+
+    match c.apply(|c| c.remove_addresses(&a, &id, &nets(&["10.0.0.1/32", "10.9.0.0/16"]), 2)) {
+        Err(e @ ModelError::AddressesNotFound { .. }) => assert_eq!(
+            e.to_string(),
+            format!("Addresses ['10.9.0.0/16'] not found in the address group {id}.")
+        ),
+        other => panic!("{other:?}"),
+    }
+    let removed = c
+        .apply(|c| c.remove_addresses(&a, &id, &nets(&["10.0.0.1/32", "10.1.0.7/24"]), 2))
+        .unwrap()
+        .0;
+    let shown: Vec<String> = removed.addresses.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["fd00::1/128"]);
+}
+
+#[test]
+fn a_tenant_never_sees_or_uses_another_projects_address_group() {
+    let mut c = cloud();
+    let (a, b) = (tenant("a"), tenant("b"));
+    let ag = address_group(&mut c, &a, &["10.0.0.0/8"]);
+    let id = ag.std.id.clone();
+    assert!(matches!(
+        c.visible(&b, Kind::AddressGroup, &id),
+        Err(ModelError::NotFound { .. })
+    ));
+    assert!(c.visible(&admin(), Kind::AddressGroup, &id).is_ok());
+    for result in [
+        c.apply(|c| c.add_addresses(&b, &id, &nets(&["192.0.2.0/24"]), 1))
+            .map(|_| ()),
+        c.apply(|c| c.delete_address_group(&b, &id)).map(|_| ()),
+    ] {
+        assert!(matches!(
+            result,
+            Err(ModelError::NotFound {
+                kind: Kind::AddressGroup,
+                ..
+            })
+        ));
+    }
+    // b's rule may not name it either.
+    let g = c
+        .apply(|c| c.create_security_group(&b, SecurityGroupCreate::default(), 0))
+        .unwrap()
+        .0;
+    let req = RuleCreate {
+        security_group_id: g.std.id.clone(),
+        direction: Some("ingress".into()),
+        remote_address_group_id: Some(id.clone()),
+        ..Default::default()
+    };
+    assert!(matches!(
+        c.apply(|c| c.create_security_group_rule(&b, req, 0)),
+        Err(ModelError::NotFound {
+            kind: Kind::AddressGroup,
+            ..
+        })
+    ));
+    assert_eq!(c.address_group(&id).unwrap().addresses.len(), 1);
+}
+
+#[test]
+fn an_address_group_named_by_a_rule_is_in_use_and_part_of_its_signature() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let ag = address_group(&mut c, &a, &["10.0.0.0/8"]);
+    let other = address_group(&mut c, &a, &["10.0.0.0/8"]);
+    let g = c
+        .apply(|c| c.create_security_group(&a, SecurityGroupCreate::default(), 0))
+        .unwrap()
+        .0;
+    let rule = |ag: &str| RuleCreate {
+        security_group_id: g.std.id.clone(),
+        direction: Some("ingress".into()),
+        protocol: Some("tcp".into()),
+        port_range_min: Some(22),
+        port_range_max: Some(22),
+        remote_address_group_id: Some(ag.to_owned()),
+        ..Default::default()
+    };
+    let r = c
+        .apply(|c| c.create_security_group_rule(&a, rule(&ag.std.id), 0))
+        .unwrap()
+        .0;
+    assert_eq!(
+        r.remote_address_group_id.as_deref(),
+        Some(ag.std.id.as_str())
+    );
+    // The same rule is a duplicate; naming another group (or none) is not.
+    assert!(matches!(
+        c.apply(|c| c.create_security_group_rule(&a, rule(&ag.std.id), 0)),
+        Err(ModelError::SecurityGroupRuleExists { .. })
+    ));
+    assert!(
+        c.apply(|c| c.create_security_group_rule(&a, rule(&other.std.id), 0))
+            .is_ok()
+    );
+    let mut any = rule(&ag.std.id);
+    any.remote_address_group_id = None;
+    assert!(
+        c.apply(|c| c.create_security_group_rule(&a, any, 0))
+            .is_ok()
+    );
+    // With a prefix too: Neutron's error.
+    let mut both = rule(&ag.std.id);
+    both.remote_ip_prefix = Some("10.0.0.0/8".into());
+    assert!(matches!(
+        c.apply(|c| c.create_security_group_rule(&a, both, 0)),
+        Err(ModelError::SecurityGroupMultipleRemoteEntites)
+    ));
+
+    assert!(matches!(
+        c.apply(|c| c.delete_address_group(&a, &ag.std.id)),
+        Err(ModelError::AddressGroupInUse { .. })
+    ));
+    c.apply(|c| c.delete_security_group_rule(&a, &r.std.id, 1))
+        .unwrap();
+    c.apply(|c| c.delete_address_group(&a, &ag.std.id)).unwrap();
+    assert!(c.address_group(&ag.std.id).is_none());
+    // Deleting the security group takes its rules, freeing the other one.
+    c.apply(|c| c.delete_security_group(&a, &g.std.id)).unwrap();
+    c.apply(|c| c.delete_address_group(&a, &other.std.id))
+        .unwrap();
+}
+
+#[test]
+fn address_groups_and_their_rules_survive_a_reload() {
+    let mut c = cloud();
+    let a = tenant("a");
+    let ag = address_group(&mut c, &a, &["10.0.0.0/8"]);
+    let g = c
+        .apply(|c| c.create_security_group(&a, SecurityGroupCreate::default(), 0))
+        .unwrap()
+        .0;
+    let req = RuleCreate {
+        security_group_id: g.std.id.clone(),
+        direction: Some("ingress".into()),
+        remote_address_group_id: Some(ag.std.id.clone()),
+        ..Default::default()
+    };
+    c.apply(|c| c.create_security_group_rule(&a, req, 0))
+        .unwrap();
+    let all: Vec<Resource> = Kind::ALL
+        .iter()
+        .flat_map(|k| {
+            with_kind!(*k, R => R::table(&c)
+                .values()
+                .cloned()
+                .map(R::into_resource)
+                .collect::<Vec<_>>())
+        })
+        .collect();
+    let mut reloaded = Cloud::load(CloudConfig::default(), all);
+    assert_eq!(reloaded.address_group(&ag.std.id), Some(&ag));
+    assert!(matches!(
+        reloaded.apply(|c| c.delete_address_group(&a, &ag.std.id)),
+        Err(ModelError::AddressGroupInUse { .. })
+    ));
 }

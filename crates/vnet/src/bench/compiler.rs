@@ -211,6 +211,7 @@ fn measure_security(
         port_range_max: None,
         remote_ip_prefix: None,
         remote_group_id: None,
+        remote_address_group_id: None,
     };
     let (shared, big) = (cloud.rng.uuid(), cloud.rng.uuid());
     compiler.apply(group(&shared));
@@ -562,6 +563,7 @@ impl SyntheticCloud {
                     port_range_max: None,
                     remote_ip_prefix: None,
                     remote_group_id: remote,
+                    remote_address_group_id: None,
                 })));
             }
             self.network_groups.push(group);

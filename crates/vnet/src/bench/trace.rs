@@ -295,6 +295,7 @@ fn routed_pairs(
                 port_range_max: None,
                 remote_ip_prefix: None,
                 remote_group_id: remote,
+                remote_address_group_id: None,
             })));
         }
         compiler.apply(Input::Router(Box::new(Router {
