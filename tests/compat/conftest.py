@@ -36,7 +36,7 @@ def server(vnet_bin, tmp_path_factory):
     # project (`admin`): over the whole suite that is more than one
     # project's default quota. Tests of quotas use projects of their own.
     unlimited = {k: -1 for k in ("network", "subnet", "port", "router", "floatingip",
-                                 "security_group", "security_group_rule")}
+                                 "security_group", "security_group_rule", "rbac_policy")}
     srv.api().put("/v2.0/quotas/admin", {"quota": unlimited}).raise_for_status()
     try:
         yield srv

@@ -545,48 +545,16 @@ impl RouterReconciler {
                 handle.neighbours().del(message).execute().await?;
             }
             RouterOp::SetNat { netns, ruleset } => {
-                let (name, text) = (netns.clone(), ruleset.text.clone());
-                tokio::task::spawn_blocking(move || nft_in(&name, &["-f", "-"], Some(&text)))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-                    .map_err(|message| RouterError::Nft {
-                        netns: netns.clone(),
-                        message,
-                    })?;
+                nft_off_thread(netns, &["-f", "-"], Some(ruleset.text.clone())).await?;
             }
             RouterOp::SetMetering { netns, ruleset } => {
-                let (name, text) = (netns.clone(), ruleset.text.clone());
-                tokio::task::spawn_blocking(move || nft_in(&name, &["-f", "-"], Some(&text)))
-                    .await
-                    .unwrap_or_else(|e| Err(e.to_string()))
-                    .map_err(|message| RouterError::Nft {
-                        netns: netns.clone(),
-                        message,
-                    })?;
-            }
-            RouterOp::DeleteMetering { netns } => {
-                let name = netns.clone();
-                tokio::task::spawn_blocking(move || {
-                    nft_in(&name, &["delete", "table", "ip", metering::TABLE], None)
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(|message| RouterError::Nft {
-                    netns: netns.clone(),
-                    message,
-                })?;
+                nft_off_thread(netns, &["-f", "-"], Some(ruleset.text.clone())).await?;
             }
             RouterOp::DeleteNat { netns } => {
-                let name = netns.clone();
-                tokio::task::spawn_blocking(move || {
-                    nft_in(&name, &["delete", "table", "ip", nat::TABLE], None)
-                })
-                .await
-                .unwrap_or_else(|e| Err(e.to_string()))
-                .map_err(|message| RouterError::Nft {
-                    netns: netns.clone(),
-                    message,
-                })?;
+                nft_off_thread(netns, &["delete", "table", "ip", nat::TABLE], None).await?;
+            }
+            RouterOp::DeleteMetering { netns } => {
+                nft_off_thread(netns, &["delete", "table", "ip", metering::TABLE], None).await?;
             }
             RouterOp::Announce {
                 netns,
@@ -822,6 +790,24 @@ fn own_neighbour(message: &NeighbourMessage, device: &str) -> Option<Neighbour> 
 /// Runs `nft ARGS` inside the router namespace `netns`, with `input` on its
 /// standard input; its output, or why it failed. The child is forked from a
 /// thread inside the namespace, so it runs there.
+/// `nft_in` on a blocking thread (`nft` is a child process), its failure as
+/// the namespace's.
+async fn nft_off_thread(
+    netns: &str,
+    args: &[&'static str],
+    input: Option<String>,
+) -> Result<(), RouterError> {
+    let (name, args) = (netns.to_owned(), args.to_vec());
+    tokio::task::spawn_blocking(move || nft_in(&name, &args, input.as_deref()))
+        .await
+        .unwrap_or_else(|e| Err(e.to_string()))
+        .map(drop)
+        .map_err(|message| RouterError::Nft {
+            netns: netns.to_owned(),
+            message,
+        })
+}
+
 fn nft_in(netns_name: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
     use std::io::Write as _;
     use std::process::{Command, Stdio};
