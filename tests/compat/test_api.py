@@ -85,6 +85,7 @@ def test_extensions_list_what_is_implemented(api):
         "tag",
         "quota-check-limit",
         "floatingip-pools",
+        "security-groups-shared-filtering",
         "subnet-service-types",
         "floating-ip-port-forwarding-description",
         "floating-ip-port-forwarding-detail",

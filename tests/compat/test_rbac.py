@@ -192,7 +192,11 @@ def test_sdk_shares_a_security_group_and_a_subnet_pool(sdk, tenant):
         target_project_id=b.project,
     )  # fmt: skip
     assert sg_pol.target_project_id == b.project
-    assert b.show("security-groups", group.id)["id"] == group.id
+    assert b.show("security-groups", group.id)["shared"] is True
+    assert a.show("security-groups", group.id)["shared"] is False
+    # security-groups-shared-filtering
+    assert [g["id"] for g in b.list("security-groups", {"shared": "true"})] == [group.id]
+    assert group.id not in {g["id"] for g in b.list("security-groups", {"shared": "false"})}
     port = expect(b.post("/v2.0/ports", with_group), 201)["port"]
     mine = b.security_group()
     rule = {"security_group_id": mine["id"], "direction": "ingress", "remote_group_id": group.id}

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::error::ApiError;
 
 /// (alias, name, description)
-const EXTENSIONS: [(&str, &str, &str); 60] = [
+const EXTENSIONS: [(&str, &str, &str); 61] = [
     ("address-group", "Address group", "Support address group"),
     ("agent", "agent", "The agent management extension."),
     (
@@ -237,6 +237,11 @@ const EXTENSIONS: [(&str, &str, &str); 60] = [
         "security-groups-rules-belongs-to-default-sg",
         "Security group rule belongs to the project's default security group",
         "Flag to determine if the security group rule belongs to the project's default security group",
+    ),
+    (
+        "security-groups-shared-filtering",
+        "Security group filtering on the shared field",
+        "Support security group filtering on the shared field",
     ),
     (
         "service-type",

@@ -3,8 +3,8 @@
 
 use axum::http::StatusCode;
 use model::{
-    Caller, Cloud, ModelError, RuleCreate, SecurityGroup, SecurityGroupCreate, SecurityGroupRule,
-    SecurityGroupUpdate, Timestamp,
+    Caller, Cloud, ModelError, ObjectType, RuleCreate, SecurityGroup, SecurityGroupCreate,
+    SecurityGroupRule, SecurityGroupUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
@@ -64,7 +64,13 @@ impl Collection for SecurityGroup {
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {
         Some(match name {
             "stateful" => json!(self.stateful),
-            "shared" => json!(false),
+            // security-groups-shared-filtering: shared with the caller's
+            // project, or with everyone, by an RBAC policy.
+            "shared" => json!(cloud.shared_with(
+                ObjectType::SecurityGroup,
+                &self.std.id,
+                &caller.project_id
+            )),
             "security_group_rules" => {
                 let mut rules: Vec<&SecurityGroupRule> = cloud.rules_of(&self.std.id).collect();
                 rules.sort_by(|a, b| {
