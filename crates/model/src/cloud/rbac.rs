@@ -328,9 +328,21 @@ impl Cloud {
     /// A network's revision counts its policies' changes, as Neutron's
     /// (`revises_on_change`); groups' and pools' do not.
     fn touch_object(&mut self, policy: &RbacPolicy, now: Timestamp) {
-        if policy.object_type == ObjectType::Network {
-            self.touch(Kind::Network, &policy.object_id, now);
+        if policy.object_type != ObjectType::Network {
+            return;
         }
+        let id = &policy.object_id;
+        // A network that stops being external stops being the default
+        // external one (auto-allocated-topology), as an update would say.
+        if !self.is_external(id)
+            && let Some(mut n) = self.networks.get(id).filter(|n| n.is_default).cloned()
+        {
+            n.is_default = false;
+            n.std.touch(now);
+            self.put(Resource::Network(n));
+            return;
+        }
+        self.touch(Kind::Network, id, now);
     }
 
     /// Bring records written by an older vnet up to date; run once when
