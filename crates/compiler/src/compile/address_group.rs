@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use ipnet::IpNet;
 use model::AddressGroup;
 
+use super::security::{unwatch, watch};
 use super::{Compiler, Emitter};
 use crate::protocol::Change;
 
@@ -93,9 +94,7 @@ impl Compiler {
     /// One more rule held by `host` names address group `id`.
     pub(super) fn watch_address_group(&mut self, host: &str, id: &str, out: &mut Emitter) {
         let entry = self.address_groups.entry(id.to_owned()).or_default();
-        let count = entry.watchers.entry(host.to_owned()).or_default();
-        *count += 1;
-        if *count > 1 {
+        if !watch(&mut entry.watchers, host) {
             return;
         }
         out.push(
@@ -116,14 +115,9 @@ impl Compiler {
         let Some(entry) = self.address_groups.get_mut(id) else {
             return;
         };
-        let Some(count) = entry.watchers.get_mut(host) else {
-            return;
-        };
-        *count -= 1;
-        if *count > 0 {
+        if !unwatch(&mut entry.watchers, host) {
             return;
         }
-        entry.watchers.remove(host);
         out.push(
             host,
             Change::AddressGroupRemove {

@@ -336,9 +336,7 @@ impl Compiler {
     /// One more rule held by `host` names `group` as its remote group.
     fn watch_group(&mut self, host: &str, group: &str, out: &mut Emitter) {
         let entry = self.groups.entry(group.to_owned()).or_default();
-        let count = entry.watchers.entry(host.to_owned()).or_default();
-        *count += 1;
-        if *count > 1 {
+        if !watch(&mut entry.watchers, host) {
             return;
         }
         out.push(
@@ -359,14 +357,9 @@ impl Compiler {
         let Some(entry) = self.groups.get_mut(group) else {
             return;
         };
-        let Some(count) = entry.watchers.get_mut(host) else {
-            return;
-        };
-        *count -= 1;
-        if *count > 0 {
+        if !unwatch(&mut entry.watchers, host) {
             return;
         }
-        entry.watchers.remove(host);
         out.push(
             host,
             Change::RemoteGroupRemove {
@@ -550,4 +543,26 @@ impl Compiler {
         }
         self.address_group_snapshot(&entry.address_groups, state);
     }
+}
+
+/// One more of `host`'s rules names a set (a remote group's members, an
+/// address group's addresses): whether it is the first, so the host now
+/// needs the set.
+pub(super) fn watch(watchers: &mut BTreeMap<String, usize>, host: &str) -> bool {
+    let count = watchers.entry(host.to_owned()).or_default();
+    *count += 1;
+    *count == 1
+}
+
+/// One fewer: whether it was the last, so the host no longer needs the set.
+pub(super) fn unwatch(watchers: &mut BTreeMap<String, usize>, host: &str) -> bool {
+    let Some(count) = watchers.get_mut(host) else {
+        return false;
+    };
+    *count -= 1;
+    if *count > 0 {
+        return false;
+    }
+    watchers.remove(host);
+    true
 }
