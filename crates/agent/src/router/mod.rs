@@ -381,22 +381,12 @@ impl RouterReconciler {
                 observed.neighbours.insert(neighbour);
             }
         }
-        let name = netns.to_owned();
-        observed.nat = tokio::task::spawn_blocking(move || {
-            nft_in(&name, &["list", "table", "ip", nat::TABLE], None)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .and_then(|listing| nat::fingerprint_of(&listing));
-        let name = netns.to_owned();
-        observed.metering = tokio::task::spawn_blocking(move || {
-            nft_in(&name, &["list", "table", "ip", metering::TABLE], None)
-        })
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .and_then(|listing| metering::fingerprint_of(&listing));
+        observed.nat = nft_table(netns, nat::TABLE)
+            .await
+            .and_then(|listing| nat::fingerprint_of(&listing));
+        observed.metering = nft_table(netns, metering::TABLE)
+            .await
+            .and_then(|listing| metering::fingerprint_of(&listing));
         Ok(Some(observed))
     }
 
@@ -790,6 +780,16 @@ fn own_neighbour(message: &NeighbourMessage, device: &str) -> Option<Neighbour> 
 /// Runs `nft ARGS` inside the router namespace `netns`, with `input` on its
 /// standard input; its output, or why it failed. The child is forked from a
 /// thread inside the namespace, so it runs there.
+/// A table of the namespace as `nft list` prints it; `None` if it has none
+/// (or `nft` failed: the plan then rewrites the table).
+async fn nft_table(netns: &str, table: &'static str) -> Option<String> {
+    let name = netns.to_owned();
+    tokio::task::spawn_blocking(move || nft_in(&name, &["list", "table", "ip", table], None))
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
 /// `nft_in` on a blocking thread (`nft` is a child process), its failure as
 /// the namespace's.
 async fn nft_off_thread(
