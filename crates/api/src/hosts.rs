@@ -168,6 +168,18 @@ impl Hosts {
         self.lock().get(name).cloned()
     }
 
+    /// The zones of `hosts` (those registered), sorted, once each: one
+    /// lock, no entry copied.
+    pub fn zones_of<'a>(&self, hosts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+        let entries = self.lock();
+        let zones: std::collections::BTreeSet<&str> = hosts
+            .into_iter()
+            .filter_map(|h| entries.get(h))
+            .map(|e| e.registration.availability_zone.as_str())
+            .collect();
+        zones.into_iter().map(str::to_owned).collect()
+    }
+
     pub fn list(&self) -> Vec<HostEntry> {
         self.lock().values().cloned().collect()
     }

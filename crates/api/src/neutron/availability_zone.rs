@@ -73,17 +73,6 @@ pub fn check_hints(app: &App, hints: &[String], resource: Resource) -> Result<()
     }
 }
 
-fn zones_of_hosts<'a>(app: &App, hosts: impl IntoIterator<Item = &'a str>) -> Value {
-    let mut zones: Vec<String> = hosts
-        .into_iter()
-        .filter_map(|h| app.hosts.get(h))
-        .map(|h| h.registration.availability_zone)
-        .collect();
-    zones.sort();
-    zones.dedup();
-    json!(zones)
-}
-
 /// A network's zones: those of the hosts that carry it.
 pub fn network_zones(app: &App, network_id: &str) -> Value {
     let hosts: Vec<String> = app.fabric.read(|c| {
@@ -92,7 +81,7 @@ pub fn network_zones(app: &App, network_id: &str) -> Value {
             .map(str::to_owned)
             .collect()
     });
-    zones_of_hosts(app, hosts.iter().map(String::as_str))
+    json!(app.hosts.zones_of(hosts.iter().map(String::as_str)))
 }
 
 /// A router's zones: that of its gateway host, if it has one.
@@ -100,7 +89,7 @@ pub fn router_zones(app: &App, router_id: &str) -> Value {
     let host = app
         .fabric
         .read(|c| c.gateway_host_of(router_id).map(str::to_owned));
-    zones_of_hosts(app, host.as_deref())
+    json!(app.hosts.zones_of(host.as_deref()))
 }
 
 /// `GET /v2.0/availability_zones`, filtered by name, resource or state.
