@@ -281,6 +281,13 @@ impl From<ModelError> for ApiError {
             M::PortInUse { .. } => (StatusCode::CONFLICT, "PortInUse"),
             M::InvalidRoutes { .. } => (StatusCode::BAD_REQUEST, "InvalidRoutes"),
             M::RoutesExhausted { .. } => (StatusCode::BAD_REQUEST, "RoutesExhausted"),
+            M::DnsNameServersExhausted { .. } => {
+                (StatusCode::BAD_REQUEST, "DNSNameServersExhausted")
+            }
+            M::HostRoutesExhausted { .. } => (StatusCode::BAD_REQUEST, "HostRoutesExhausted"),
+            M::AllowedAddressPairExhausted { .. } => {
+                (StatusCode::BAD_REQUEST, "AllowedAddressPairExhausted")
+            }
             M::PortForwardingNotFound { .. } => (StatusCode::NOT_FOUND, "PortForwardingNotFound"),
             M::OverQuota { .. } => (StatusCode::CONFLICT, "OverQuota"),
             M::EmptySubnetPoolPrefixList => (StatusCode::BAD_REQUEST, "EmptySubnetPoolPrefixList"),

@@ -792,6 +792,197 @@ async fn an_empty_fields_value_asks_for_every_attribute() {
     assert_eq!(keys, ["id"], "{some}");
 }
 
+/// Every list a caller can grow is bounded, with Neutron's error where
+/// Neutron has one, and a refusal leaves the resource as it was.
+#[tokio::test]
+async fn lists_a_caller_can_grow_are_bounded() {
+    let s = start().await;
+    let p = Some("p1");
+    let (net, subnet) = network_with_subnet(&s, p, "10.60.0.0/16").await;
+    let refused = |(st, v): (StatusCode, Value), kind: &str| {
+        assert_eq!((st, error_type(&v)), (StatusCode::BAD_REQUEST, kind), "{v}");
+    };
+
+    // Tags: 50 per resource, by replacement or one by one.
+    let tags = |n: usize| json!({"tags": (0..n).map(|i| format!("t{i}")).collect::<Vec<_>>()});
+    let base = format!("/v2.0/networks/{net}/tags");
+    refused(
+        call(&s, "PUT", &base, p, Some(tags(51))).await,
+        "InvalidInput",
+    );
+    let (st, v) = call(&s, "PUT", &base, p, Some(tags(50))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    refused(
+        call(&s, "PUT", &format!("{base}/one-more"), p, None).await,
+        "InvalidInput",
+    );
+    let (_, v) = call(&s, "GET", &base, p, None).await;
+    assert_eq!(v["tags"].as_array().map(Vec::len), Some(50));
+
+    // A subnet's DNS servers (5) and host routes (20), at create and update.
+    let servers = |n: u8| (1..=n).map(|i| format!("10.9.0.{i}")).collect::<Vec<_>>();
+    let routes = |n: u8| {
+        (1..=n)
+            .map(|i| json!({"destination": format!("10.{i}.0.0/16"), "nexthop": "10.60.0.9"}))
+            .collect::<Vec<_>>()
+    };
+    let subnet_with = |extra: Value| {
+        let mut body = json!({"network_id": net, "ip_version": 4, "cidr": "10.61.0.0/24"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Some(json!({ "subnet": body }))
+    };
+    refused(
+        call(
+            &s,
+            "POST",
+            "/v2.0/subnets",
+            p,
+            subnet_with(json!({"dns_nameservers": servers(6)})),
+        )
+        .await,
+        "DNSNameServersExhausted",
+    );
+    let path = format!("/v2.0/subnets/{subnet}");
+    let (st, err) = call(
+        &s,
+        "PUT",
+        &path,
+        p,
+        Some(json!({"subnet": {"dns_nameservers": servers(6)}})),
+    )
+    .await;
+    refused((st, err.clone()), "DNSNameServersExhausted");
+    assert!(
+        err["NeutronError"]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&subnet),
+        "{err}"
+    );
+    let (st, v) = call(
+        &s,
+        "PUT",
+        &path,
+        p,
+        Some(json!({"subnet": {"dns_nameservers": servers(5)}})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    refused(
+        call(
+            &s,
+            "PUT",
+            &path,
+            p,
+            Some(json!({"subnet": {"host_routes": routes(21)}})),
+        )
+        .await,
+        "HostRoutesExhausted",
+    );
+    let (_, v) = call(&s, "GET", &path, p, None).await;
+    assert_eq!(v["subnet"]["host_routes"], json!([]), "{v}");
+
+    // A port's address pairs (10), fixed IPs (32) and extra DHCP options (64).
+    let port_with = |extra: Value| {
+        let mut body = json!({"network_id": net});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        Some(json!({ "port": body }))
+    };
+    let pairs = |n: u8| {
+        (1..=n)
+            .map(|i| json!({"ip_address": format!("10.70.0.{i}")}))
+            .collect::<Vec<_>>()
+    };
+    refused(
+        call(
+            &s,
+            "POST",
+            "/v2.0/ports",
+            p,
+            port_with(json!({"allowed_address_pairs": pairs(11)})),
+        )
+        .await,
+        "AllowedAddressPairExhausted",
+    );
+    let ips = (1..=33)
+        .map(|i| json!({"ip_address": format!("10.60.1.{i}")}))
+        .collect::<Vec<_>>();
+    refused(
+        call(
+            &s,
+            "POST",
+            "/v2.0/ports",
+            p,
+            port_with(json!({"fixed_ips": ips})),
+        )
+        .await,
+        "InvalidInput",
+    );
+    let opts = (0..65)
+        .map(|i| json!({"opt_name": format!("{}", 200 + i), "opt_value": "x"}))
+        .collect::<Vec<_>>();
+    refused(
+        call(
+            &s,
+            "POST",
+            "/v2.0/ports",
+            p,
+            port_with(json!({"extra_dhcp_opts": opts})),
+        )
+        .await,
+        "InvalidInput",
+    );
+    let (st, port) = call(
+        &s,
+        "POST",
+        "/v2.0/ports",
+        p,
+        port_with(json!({"allowed_address_pairs": pairs(10)})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{port}");
+    let port_path = format!("/v2.0/ports/{}", port["port"]["id"].as_str().unwrap());
+    refused(
+        call(
+            &s,
+            "PUT",
+            &port_path,
+            p,
+            Some(json!({"port": {"allowed_address_pairs": pairs(11)}})),
+        )
+        .await,
+        "AllowedAddressPairExhausted",
+    );
+    let (_, v) = call(&s, "GET", &port_path, p, None).await;
+    assert_eq!(
+        v["port"]["allowed_address_pairs"].as_array().map(Vec::len),
+        Some(10)
+    );
+}
+
+/// Neutron reads a request body as JSON whatever its Content-Type says
+/// (neither pecan's routing nor its body hook looks at it), so vnet does.
+#[tokio::test]
+async fn a_json_body_is_read_whatever_its_content_type() {
+    let s = start().await;
+    for content_type in ["text/plain", "application/xml"] {
+        let req = Request::builder()
+            .method("POST")
+            .uri("/v2.0/networks")
+            .header("content-type", content_type)
+            .body(Body::from(
+                json!({"network": {"name": content_type}}).to_string(),
+            ))
+            .unwrap();
+        let resp = api::router(s.app.clone(), None).oneshot(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::CREATED, "{content_type}");
+    }
+}
+
 #[tokio::test]
 async fn subnets_come_from_pools_with_neutrons_errors() {
     let s = start().await;

@@ -520,6 +520,11 @@ fn remove_from(index: &mut HashMap<String, BTreeSet<String>>, key: &str, member:
     }
 }
 
+/// How many tags one resource may carry. Neutron sets no count (only the
+/// 255-character length); vnet bounds it as Nova bounds a server's tags, so
+/// a caller cannot grow one record, and every view of it, without limit.
+pub const MAX_TAGS: usize = 50;
+
 fn normalize_tags(tags: Vec<String>) -> Result<Vec<String>, ModelError> {
     let mut out = BTreeSet::new();
     for tag in tags {
@@ -529,6 +534,11 @@ fn normalize_tags(tags: Vec<String>) -> Result<Vec<String>, ModelError> {
             )));
         }
         out.insert(tag);
+    }
+    if out.len() > MAX_TAGS {
+        return Err(ModelError::invalid(format!(
+            "The number of tags exceeds the per-resource limit of {MAX_TAGS}"
+        )));
     }
     Ok(out.into_iter().collect())
 }

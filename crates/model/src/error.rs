@@ -225,6 +225,16 @@ pub enum ModelError {
         "Unable to complete operation for {router_id}. The number of routes exceeds the maximum {max}."
     )]
     RoutesExhausted { router_id: String, max: usize },
+    #[error(
+        "Unable to complete operation for {subnet_id}. The number of DNS nameservers exceeds the limit {max}."
+    )]
+    DnsNameServersExhausted { subnet_id: String, max: usize },
+    #[error(
+        "Unable to complete operation for {subnet_id}. The number of host routes exceeds the limit {max}."
+    )]
+    HostRoutesExhausted { subnet_id: String, max: usize },
+    #[error("The number of allowed address pair exceeds the maximum {max}.")]
+    AllowedAddressPairExhausted { max: usize },
     #[error("Port Forwarding {id} could not be found.")]
     PortForwardingNotFound { id: String },
     /// A metering label rule Neutron's metering plugin refuses (400).

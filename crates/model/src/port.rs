@@ -110,4 +110,13 @@ pub struct PortUpdate {
 }
 
 /// `binding:vnic_type` values vnet accepts.
+/// Bounds on what one port may carry, so no caller grows a port (and the
+/// state every host of its network holds) without limit. Address pairs are
+/// Neutron's `max_allowed_address_pair`; fixed IPs follow Neutron's former
+/// `max_fixed_ips_per_port` (removed there, kept here as a bound); extra
+/// DHCP options are vnet's own (each goes into a DHCP answer).
+pub const MAX_ALLOWED_ADDRESS_PAIRS: usize = 10;
+pub const MAX_FIXED_IPS: usize = 32;
+pub const MAX_EXTRA_DHCP_OPTS: usize = 64;
+
 pub const VNIC_TYPES: [&str; 2] = ["normal", "direct"];

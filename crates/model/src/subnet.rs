@@ -232,7 +232,24 @@ pub fn check_pools(
     Ok(())
 }
 
-pub fn check_host_routes(ip_version: u8, routes: &[HostRoute]) -> Result<(), ModelError> {
+/// How many DNS servers and host routes a subnet may carry (Neutron's
+/// `max_dns_nameservers` and `max_subnet_host_routes`): both go into every
+/// DHCP answer, which has room for only so many.
+pub const MAX_DNS_NAMESERVERS: usize = 5;
+pub const MAX_HOST_ROUTES: usize = 20;
+
+/// `subnet_id` is `None` for a subnet being created.
+pub fn check_host_routes(
+    subnet_id: Option<&str>,
+    ip_version: u8,
+    routes: &[HostRoute],
+) -> Result<(), ModelError> {
+    if routes.len() > MAX_HOST_ROUTES {
+        return Err(ModelError::HostRoutesExhausted {
+            subnet_id: subnet_id.unwrap_or("new subnet").to_owned(),
+            max: MAX_HOST_ROUTES,
+        });
+    }
     for route in routes {
         let v4 = ip_version == 4;
         if route.destination.addr().is_ipv4() != v4 || route.nexthop.is_ipv4() != v4 {
@@ -245,7 +262,17 @@ pub fn check_host_routes(ip_version: u8, routes: &[HostRoute]) -> Result<(), Mod
     Ok(())
 }
 
-pub fn check_nameservers(ip_version: u8, servers: &[IpAddr]) -> Result<(), ModelError> {
+pub fn check_nameservers(
+    subnet_id: Option<&str>,
+    ip_version: u8,
+    servers: &[IpAddr],
+) -> Result<(), ModelError> {
+    if servers.len() > MAX_DNS_NAMESERVERS {
+        return Err(ModelError::DnsNameServersExhausted {
+            subnet_id: subnet_id.unwrap_or("new subnet").to_owned(),
+            max: MAX_DNS_NAMESERVERS,
+        });
+    }
     for (i, server) in servers.iter().enumerate() {
         if server.is_ipv4() != (ip_version == 4) {
             return Err(ModelError::invalid(format!(

@@ -6,7 +6,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::{Caller, Cloud, Record, l3, remove_from, set, stored};
-use crate::port::{AddressPairRequest, VNIC_TYPES};
+use crate::port::{
+    AddressPairRequest, ExtraDhcpOpt, MAX_ALLOWED_ADDRESS_PAIRS, MAX_EXTRA_DHCP_OPTS,
+    MAX_FIXED_IPS, VNIC_TYPES,
+};
 use crate::{
     AddressPair, FixedIp, FixedIpRequest, Kind, MacAddr, ModelError, Network,
     OWNER_ROUTER_INTERFACE, ObjectType, Port, PortCreate, PortStatus, PortUpdate, Resource, Subnet,
@@ -186,7 +189,7 @@ impl Cloud {
             security_groups,
             port_security_enabled,
             allowed_address_pairs,
-            extra_dhcp_opts: a.extra_dhcp_opts.unwrap_or_default(),
+            extra_dhcp_opts: extra_dhcp_opts(a.extra_dhcp_opts.unwrap_or_default())?,
             binding_host_id: a.binding_host_id.unwrap_or_default(),
             binding_vnic_type,
             binding_profile: a.binding_profile.unwrap_or_else(|| "{}".into()),
@@ -269,7 +272,9 @@ impl Cloud {
         set(&mut p.admin_state_up, req.admin_state_up);
         set(&mut p.device_id, req.device_id);
         set(&mut p.device_owner, req.device_owner);
-        set(&mut p.extra_dhcp_opts, req.extra_dhcp_opts);
+        if let Some(opts) = req.extra_dhcp_opts {
+            p.extra_dhcp_opts = extra_dhcp_opts(opts)?;
+        }
         if let Some(host) = req.binding_host_id.filter(|h| *h != p.binding_host_id) {
             // A port on a new host is not wired there until its agent says so.
             p.binding_host_id = host;
@@ -384,6 +389,11 @@ impl Cloud {
                 network_id: network_id.to_owned(),
                 service_type: device_owner.to_owned(),
             });
+        }
+        if requests.is_some_and(|r| r.len() > MAX_FIXED_IPS) {
+            return Err(ModelError::invalid(
+                "Exceeded maximum amount of fixed ips per port.",
+            ));
         }
         let mut out: Vec<FixedIp> = Vec::new();
         match requests {
@@ -620,6 +630,11 @@ fn address_pairs(
     requests: Vec<AddressPairRequest>,
     port_mac: MacAddr,
 ) -> Result<Vec<AddressPair>, ModelError> {
+    if requests.len() > MAX_ALLOWED_ADDRESS_PAIRS {
+        return Err(ModelError::AllowedAddressPairExhausted {
+            max: MAX_ALLOWED_ADDRESS_PAIRS,
+        });
+    }
     let mut out: Vec<AddressPair> = Vec::with_capacity(requests.len());
     for req in requests {
         let pair = AddressPair {
@@ -654,4 +669,13 @@ fn check_vnic_type(vnic: Option<String>) -> Result<String, ModelError> {
         Some(v) if VNIC_TYPES.contains(&v.as_str()) => Ok(v),
         Some(v) => Err(ModelError::invalid(format!("{v} is not in {VNIC_TYPES:?}"))),
     }
+}
+
+fn extra_dhcp_opts(opts: Vec<ExtraDhcpOpt>) -> Result<Vec<ExtraDhcpOpt>, ModelError> {
+    if opts.len() > MAX_EXTRA_DHCP_OPTS {
+        return Err(ModelError::invalid(format!(
+            "Exceeded maximum amount of extra DHCP options per port ({MAX_EXTRA_DHCP_OPTS})."
+        )));
+    }
+    Ok(opts)
 }

@@ -185,9 +185,9 @@ impl Cloud {
             None => ipam::default_pools(&cidr, gateway_ip),
         };
         let dns_nameservers = req.dns_nameservers.unwrap_or_default();
-        subnet::check_nameservers(req.ip_version, &dns_nameservers)?;
+        subnet::check_nameservers(None, req.ip_version, &dns_nameservers)?;
         let host_routes = req.host_routes.unwrap_or_default();
-        subnet::check_host_routes(req.ip_version, &host_routes)?;
+        subnet::check_host_routes(None, req.ip_version, &host_routes)?;
         let service_types = req.service_types.unwrap_or_default();
         subnet::check_service_types(&service_types)?;
         self.ensure_default_group(&project_id, now);
@@ -312,11 +312,11 @@ impl Cloud {
         }
         subnet::check_pools(&s.cidr, s.gateway_ip, &s.allocation_pools)?;
         if let Some(servers) = req.dns_nameservers {
-            subnet::check_nameservers(s.ip_version, &servers)?;
+            subnet::check_nameservers(Some(id), s.ip_version, &servers)?;
             s.dns_nameservers = servers;
         }
         if let Some(routes) = req.host_routes {
-            subnet::check_host_routes(s.ip_version, &routes)?;
+            subnet::check_host_routes(Some(id), s.ip_version, &routes)?;
             s.host_routes = routes;
         }
         if let Some(types) = &req.service_types {
