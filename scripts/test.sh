@@ -8,8 +8,9 @@
 # pinned OpenStack clients at tests/compat/.venv and one with the real
 # OpenStack Keystone at tests/compat/.keystone-venv (each skipped when up to
 # date).
-# Then: rustfmt, clippy, cargo test, cargo build, and the Python
-# compatibility suite (pytest tests/compat) against the built binary.
+# Then: rustfmt, clippy, cargo test, cargo build, the fuzz targets
+# (scripts/fuzz.sh), the Python compatibility suite (pytest tests/compat)
+# against the built binary, and tempest.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -64,6 +65,9 @@ run cargo fmt --all -- --check
 run cargo clippy --workspace --all-targets -- -D warnings
 run cargo test --workspace
 run cargo build -p vnet
+
+# --- fuzzing: each target for a bounded time, from the corpus in fuzz/ -------
+run scripts/fuzz.sh
 
 # --- compatibility suite -------------------------------------------------------
 VNET_BIN=$TARGET_DIR/debug/vnet
