@@ -11,6 +11,8 @@ mod goals;
 mod report;
 mod results;
 mod routing;
+mod scale;
+mod scale_agents;
 mod security;
 mod server;
 mod stats;
@@ -29,6 +31,13 @@ pub enum Bench {
     /// `vnet trace` in process: one trace's latency in the compiler bench's
     /// cloud, next to one snapshot of the source host measured in the same run.
     Trace(trace::TraceArgs),
+    /// One server and 1,000 simulated hosts over 100,000 ports: the load,
+    /// one change's fan-out, a member joining a group every host watches,
+    /// churn, the idle cost, a restart storm, the bytes per change.
+    Scale(scale::ScaleArgs),
+    /// The simulated hosts of `bench scale`, driven by it over stdin/stdout.
+    #[command(hide = true)]
+    ScaleAgents(scale_agents::ScaleAgentsArgs),
     /// Convergence in a two-host lab (root): from a port's POST returning to
     /// ACTIVE, and to a peer on the other host reaching it.
     Convergence {
@@ -65,6 +74,8 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
         Bench::Api(args) => api::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
         Bench::Trace(args) => trace::run(args),
+        Bench::Scale(args) => scale::run(args).await,
+        Bench::ScaleAgents(args) => scale_agents::run(args).await,
         Bench::Routing { seconds, repeats } => {
             let figures =
                 tokio::task::spawn_blocking(move || routing::run_bench(seconds, repeats)).await??;

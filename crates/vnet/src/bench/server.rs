@@ -30,23 +30,11 @@ impl Server {
     pub async fn start() -> Result<Server, BoxError> {
         let root = fresh_dir()?;
         let addr = free_port()?;
-        let log = File::create(root.join("server.log"))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("server")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .args(crate::lab::unlimited_quotas())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn();
-        let child = match child {
+        let child = match spawn(&root, addr) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(format!("cannot start the server: {e}").into());
+                return Err(e);
             }
         };
         let mut server = Server {
@@ -57,6 +45,15 @@ impl Server {
         };
         server.wait_ready().await?;
         Ok(server)
+    }
+
+    /// kill -9 the child, start it again on the same store and address, and
+    /// wait until it answers.
+    pub async fn restart(&mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = spawn(&self.root, self.addr)?;
+        self.wait_ready().await
     }
 
     pub fn pid(&self) -> u32 {
@@ -125,6 +122,26 @@ impl Drop for Server {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// `vnet server` on `root/data`, logging to `root/server.log` (appended).
+fn spawn(root: &Path, addr: SocketAddr) -> Result<Child, BoxError> {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(root.join("server.log"))?;
+    Command::new(std::env::current_exe()?)
+        .arg("server")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(root.join("data"))
+        .args(crate::lab::unlimited_quotas())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}").into())
 }
 
 /// A new, empty directory under the system's temp dir.
