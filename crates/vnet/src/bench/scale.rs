@@ -137,17 +137,33 @@ struct Project {
 pub async fn run(args: ScaleArgs) -> Result<(), BoxError> {
     let layout = Layout::new(&args)?;
     let mut server = Server::start().await?;
+    let figures = match measure(&args, layout, &mut server).await {
+        Ok(figures) => figures,
+        // A server that died says why in its log, which `usage` shows.
+        Err(e) => return Err(server.usage().err().map_or(e, |dead| dead)),
+    };
+    print!("{}", figures.table());
+    Ok(())
+}
+
+async fn measure(
+    args: &ScaleArgs,
+    layout: Layout,
+    server: &mut Server,
+) -> Result<Figures, BoxError> {
     let mut conn = Conn::connect(server.addr).await?;
     let floor = http_floor(&mut conn).await?;
-    let agents = Agents::start(&server, layout.hosts)?;
+    let agents = Agents::start(server, layout.hosts)?;
     let started = Instant::now();
     agents
         .wait("every host's first snapshot", |e| e.ready.then_some(()))
         .await?;
     let connect = started.elapsed();
 
-    let load = load(&mut server, &layout, args.clients).await?;
+    let load = load(server, &layout, args.clients).await?;
     let projects = load.projects.clone();
+    // The server closed the first connection while it idled through the load.
+    let mut conn = Conn::connect(server.addr).await?;
     agents.command("arm")?;
     // A member join every host of project 0 sees, not timed: once it is
     // everywhere, every change before it is too (each stream is in order).
@@ -172,19 +188,19 @@ pub async fn run(args: ScaleArgs) -> Result<(), BoxError> {
     for _ in 0..args.joins {
         joins.push(join(&mut conn, &agents, &layout, &projects, &mut rng).await?);
     }
-    let churn = churn(&server, &agents, &layout, &projects, &args, &mut rng).await?;
+    let churn = churn(server, &agents, &layout, &projects, args, &mut rng).await?;
 
     agents.command("disarm")?;
     let idle_before = server.usage()?;
-    let agents_before = agents.usage(&server)?;
+    let agents_before = agents.usage(server)?;
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     let idle = server.usage()?.since(&idle_before);
-    let agents_idle = agents.usage(&server)?.since(&agents_before);
+    let agents_idle = agents.usage(server)?.since(&agents_before);
     let rss = server.usage()?.rss_bytes;
 
-    let storm = storm(&mut server, &agents, &layout).await?;
+    let storm = storm(server, &agents, &layout).await?;
     server.usage()?;
-    let figures = Figures {
+    Ok(Figures {
         layout,
         floor,
         connect,
@@ -198,9 +214,7 @@ pub async fn run(args: ScaleArgs) -> Result<(), BoxError> {
         agents_idle_cpu: agents_idle.cpu_seconds / args.seconds as f64,
         rss,
         storm,
-    };
-    print!("{}", figures.table());
-    Ok(())
+    })
 }
 
 async fn http_floor(conn: &mut Conn) -> Result<Samples, BoxError> {
