@@ -526,6 +526,9 @@ struct Churn {
     active: Samples,
     /// Creates that started late because the previous ones had not answered.
     behind_schedule: usize,
+    /// CPU of the server and of the simulated hosts, in cores, meanwhile.
+    server_cores: f64,
+    agents_cores: f64,
 }
 
 /// Creates at `churn_rate` per second on a fixed schedule, each port
@@ -539,6 +542,12 @@ async fn churn(
     rng: &mut Lcg,
 ) -> Result<Churn, BoxError> {
     let total = args.churn_rate as usize * args.seconds as usize;
+    let clk = server.clk_tck();
+    let (server_before, agents_before) = (
+        super::stats::usage(server.pid(), clk)?,
+        agents.usage(server)?,
+    );
+    let started = Instant::now();
     let every = Duration::from_secs(1) / args.churn_rate.max(1);
     let start = tokio::time::Instant::now();
     let mut tasks = JoinSet::new();
@@ -577,11 +586,17 @@ async fn churn(
     while let Some(done) = tasks.join_next().await {
         active.push(done??);
     }
+    let wall = started.elapsed().as_secs_f64().max(1e-9);
     Ok(Churn {
         rate: args.churn_rate,
         created: total,
         active: Samples::new(active),
         behind_schedule: behind,
+        server_cores: super::stats::usage(server.pid(), clk)?
+            .since(&server_before)
+            .cpu_seconds
+            / wall,
+        agents_cores: agents.usage(server)?.since(&agents_before).cpu_seconds / wall,
     })
 }
 
@@ -853,12 +868,14 @@ impl Figures {
         ));
         let c = &self.churn;
         line(format!(
-            "churn at {}/s creates and deletes: create → ACTIVE p50 {:.2} ms, p99 {:.2} ms over {} creates ({} started late)",
+            "churn at {}/s creates and deletes: create → ACTIVE p50 {:.2} ms, p99 {:.2} ms over {} creates ({} started late); CPU: server {:.2} cores, simulated hosts {:.2}",
             c.rate,
             ms(c.active.p50()),
             ms(c.active.p99()),
             c.created,
-            c.behind_schedule
+            c.behind_schedule,
+            c.server_cores,
+            c.agents_cores
         ));
         line(format!(
             "idle: server CPU {:.2}% of one core for {} hosts' heartbeats and open streams (the simulated hosts: {:.2}%); server RSS {:.0} MiB",

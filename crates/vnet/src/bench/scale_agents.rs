@@ -160,14 +160,16 @@ async fn simulate(i: usize, hosts: usize, server: Server, shared: Arc<Shared>) {
             counted = stream.bytes_read();
             shared.messages.fetch_add(1, Ordering::Relaxed);
             let first = host.revision.is_none();
-            host.receive(i, message, &shared);
+            let local_changed = host.receive(i, message, &shared);
             if first
                 && host.revision.is_some()
                 && shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == hosts
             {
                 say(format_args!("ready"));
             }
-            host.report(&server, &name, &shared).await;
+            if local_changed || host.unreported {
+                host.report(&server, &name, &shared).await;
+            }
         }
         broke = true;
     }
@@ -178,20 +180,31 @@ struct Host {
     state: HostState,
     revision: Option<Revision>,
     wired: BTreeSet<String>,
+    /// The last report failed: send one with the next message.
+    unreported: bool,
 }
 
 impl Host {
-    fn receive(&mut self, i: usize, message: StreamMessage, shared: &Shared) {
+    /// Takes in one message; says whether the local ports may have changed.
+    fn receive(&mut self, i: usize, message: StreamMessage, shared: &Shared) -> bool {
         let armed = shared.armed.load(Ordering::Relaxed);
         match message {
             StreamMessage::Snapshot { revision, state } => {
                 shared.snapshots.fetch_add(1, Ordering::Relaxed);
                 self.state = state;
                 self.revision = Some(revision);
+                true
             }
             StreamMessage::Delta { revision, changes } => {
                 let now = monotonic_ns();
+                let mut local_changed = false;
                 for change in changes {
+                    local_changed |= matches!(
+                        change,
+                        Change::LocalPortUpsert { .. }
+                            | Change::LocalPortRemove { .. }
+                            | Change::NetworkRemove { .. }
+                    );
                     if armed {
                         match &change {
                             Change::LocalPortUpsert { port_id, spec, .. }
@@ -213,8 +226,12 @@ impl Host {
                     self.state.apply(change);
                 }
                 self.revision = Some(revision);
+                local_changed
             }
-            StreamMessage::Idle { revision } => self.revision = Some(revision),
+            StreamMessage::Idle { revision } => {
+                self.revision = Some(revision);
+                false
+            }
         }
     }
 
@@ -234,8 +251,9 @@ impl Host {
             revision: self.revision.unwrap_or_default(),
             wired: local.iter().cloned().collect(),
         };
-        if server.report_ports(name, &report).await.is_err() {
-            return; // Reported again with the next change or reconnect.
+        self.unreported = server.report_ports(name, &report).await.is_err();
+        if self.unreported {
+            return;
         }
         if shared.armed.load(Ordering::Relaxed) {
             let now = monotonic_ns();
