@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub mod embedded;
+pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
