@@ -148,3 +148,116 @@ async fn acknowledged_writes_survive_a_killed_member() {
         (&b"kept"[..], r.revision)
     );
 }
+
+const CLAIM_TTL: Duration = Duration::from_secs(3);
+
+/// The suite on a claimed store: every transaction then runs inside the one that
+/// checks the claim, and must mean exactly what it meant without it.
+mod claimed {
+    use super::*;
+
+    async fn claimed() -> Fixture {
+        let mut fixture = fresh().await;
+        fixture
+            .store
+            .claim("suite", CLAIM_TTL, Duration::ZERO)
+            .await
+            .expect("claim");
+        fixture
+    }
+
+    store::conformance_tests!(any_revision: claimed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_writer_at_a_time() {
+    let mut first = fresh().await;
+    first
+        .store
+        .claim("first", CLAIM_TTL, Duration::ZERO)
+        .await
+        .expect("claim");
+    let mut second = connect(&first.etcd, "/vnet").await;
+    match second
+        .claim("second", CLAIM_TTL, Duration::from_millis(600))
+        .await
+    {
+        Err(StoreError::Backend(e)) => assert!(e.to_string().contains("(first)"), "{e}"),
+        other => panic!("a second writer claimed a held store: {other:?}"),
+    }
+    // Another prefix is another store.
+    let mut elsewhere = connect(&first.etcd, "/vnet2").await;
+    elsewhere
+        .claim("elsewhere", CLAIM_TTL, Duration::ZERO)
+        .await
+        .expect("claim /vnet2");
+
+    first.store.release().await;
+    second
+        .claim("second", CLAIM_TTL, Duration::ZERO)
+        .await
+        .expect("claim after release");
+    txn(&second, ops(vec![put("k", b"second")])).await;
+    let refused = first.store.txn(ops(vec![put("k", b"first")])).await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
+    assert_eq!(get(&second, "k").await.expect("k").value, b"second");
+}
+
+/// A writer whose claim is gone (its lease ended while it was cut off) has its
+/// writes refused, while its successor writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_that_lost_its_claim_is_fenced() {
+    let mut old = fresh().await;
+    old.store
+        .claim("old", CLAIM_TTL, Duration::ZERO)
+        .await
+        .expect("claim");
+    txn(&*old, ops(vec![put("k", b"old")])).await;
+    // What etcd does when the lease expires: the claim key goes.
+    let mut raw = etcd_client::Client::connect([old.etcd.client_url()], None)
+        .await
+        .expect("raw client");
+    raw.delete("/vnet.writer", None)
+        .await
+        .expect("delete claim");
+    let mut new = connect(&old.etcd, "/vnet").await;
+    new.claim("new", CLAIM_TTL, Duration::ZERO)
+        .await
+        .expect("claim");
+    txn(&new, ops(vec![put("k", b"new")])).await;
+
+    let refused = old.store.txn(ops(vec![put("k", b"old again")])).await;
+    assert!(
+        matches!(refused, Err(StoreError::Backend(_))),
+        "{refused:?}"
+    );
+    assert_eq!(get(&new, "k").await.expect("k").value, b"new");
+}
+
+/// The claim outlives several lease periods while its holder is alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_is_kept_alive() {
+    let mut f = fresh().await;
+    f.store
+        .claim("alive", Duration::from_secs(2), Duration::ZERO)
+        .await
+        .expect("claim");
+    let mut raw = etcd_client::Client::connect([f.etcd.client_url()], None)
+        .await
+        .expect("raw client");
+    let lease = raw.get("/vnet.writer", None).await.expect("get").kvs()[0].lease();
+    // Three TTLs: a lease that were not renewed would be gone by then.
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let ttl = raw
+            .lease_time_to_live(lease, None)
+            .await
+            .expect("ttl")
+            .ttl();
+        assert!(ttl > 0, "the lease expired");
+    }
+    txn(&*f, ops(vec![put("k", b"")])).await;
+}

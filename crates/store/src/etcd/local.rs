@@ -87,6 +87,14 @@ impl LocalEtcd {
         &self.client_url
     }
 
+    /// The transaction limits this member was started with.
+    pub fn limits(&self) -> crate::TxnLimits {
+        crate::TxnLimits {
+            max_ops: MAX_TXN_OPS,
+            max_bytes: MAX_REQUEST_BYTES,
+        }
+    }
+
     /// The member's data directory (its write-ahead log and database).
     pub fn data_dir(&self) -> &Path {
         &self.data_dir

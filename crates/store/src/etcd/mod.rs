@@ -24,7 +24,7 @@ use etcd_client as etcd;
 
 use crate::{
     Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, RangeResponse,
-    Revision, Store, StoreError, Txn, TxnOp, TxnResponse, WatchStream,
+    Revision, Store, StoreError, Txn, TxnLimits, TxnOp, TxnResponse, WatchStream,
 };
 
 /// The key prefix vnet uses when none is given.
@@ -49,7 +49,16 @@ pub struct Options {
     /// How long one request may take before it fails with a backend error (a
     /// cluster without quorum does not answer; callers must not hang on it).
     pub request_timeout: Duration,
+    /// The cluster's `--max-txn-ops` and `--max-request-bytes`: etcd refuses
+    /// larger transactions, so writers are told to stay under them.
+    pub limits: TxnLimits,
 }
+
+/// etcd's own defaults for `--max-txn-ops` and `--max-request-bytes`.
+pub const ETCD_DEFAULT_LIMITS: TxnLimits = TxnLimits {
+    max_ops: 128,
+    max_bytes: 3 << 19,
+};
 
 impl Options {
     pub fn new(endpoints: Vec<String>) -> Self {
@@ -57,14 +66,28 @@ impl Options {
             endpoints,
             prefix: DEFAULT_PREFIX.to_owned(),
             request_timeout: Duration::from_secs(10),
+            limits: ETCD_DEFAULT_LIMITS,
         }
     }
+}
+
+/// This process's claim on the store (see [`EtcdStore::claim`]).
+struct Claim {
+    key: String,
+    /// etcd revision that created `key`: the key is ours while it still has it.
+    create_revision: i64,
+    lease: i64,
+    keeper: tokio::task::JoinHandle<()>,
 }
 
 /// A [`Store`] on an etcd cluster.
 pub struct EtcdStore {
     kv: etcd::KvClient,
     watch: etcd::WatchClient,
+    lease: etcd::LeaseClient,
+    prefix: String,
+    limits: TxnLimits,
+    claim: Option<Claim>,
     /// `prefix` with one trailing `/`: the etcd key of store key `k` is `root + k`.
     root: String,
     request_timeout: Duration,
@@ -85,11 +108,126 @@ impl EtcdStore {
         let store = EtcdStore {
             kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
+            lease: client.lease_client(),
+            prefix: options.prefix.trim_end_matches('/').to_owned(),
+            limits: options.limits,
+            claim: None,
             root: format!("{}/", options.prefix.trim_end_matches('/')),
             request_timeout: options.request_timeout,
         };
         store.range(KeyRange::Key(String::new())).await?;
         Ok(store)
+    }
+
+    /// Makes this process the only writer of the store, as the embedded store's
+    /// lock file does for a data dir: a key beside the prefix
+    /// (`PREFIX.writer`) under a lease this process keeps alive. If another
+    /// process holds it, waits up to `wait` for its lease to end (a writer killed
+    /// with -9 leaves it for one `ttl`), then gives up naming the holder.
+    ///
+    /// From then on every transaction is fenced: it applies only while the key is
+    /// still the one this claim created, so a writer that lost its lease (cut
+    /// off from etcd for longer than `ttl`) fails its writes instead of
+    /// overwriting its successor's.
+    pub async fn claim(
+        &mut self,
+        holder: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<(), StoreError> {
+        let key = format!("{}.writer", self.prefix);
+        let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        let mut lease_client = self.lease.clone();
+        let lease = self
+            .timed("a lease grant", lease_client.grant(ttl_secs, None))
+            .await?
+            .id();
+        let deadline = tokio::time::Instant::now() + wait;
+        let create_revision = loop {
+            let claim = etcd::Txn::new()
+                .when([etcd::Compare::create_revision(
+                    key.clone(),
+                    etcd::CompareOp::Equal,
+                    0,
+                )])
+                .and_then([etcd::TxnOp::put(
+                    key.clone(),
+                    holder,
+                    Some(etcd::PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([etcd::TxnOp::get(key.clone(), None)]);
+            let mut client = self.kv.clone();
+            let response = self.timed("a claim", client.txn(claim)).await?;
+            if response.succeeded() {
+                break response.header().map_or(0, |h| h.revision());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let holder = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        etcd::TxnOpResponse::Get(g) => g
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let _ = lease_client.revoke(lease).await;
+                return Err(backend_msg(format!(
+                    "another vnet server ({holder}) holds etcd prefix {} (key {key})",
+                    self.prefix
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        let (keeper, mut responses) = self
+            .timed("a lease keep-alive", lease_client.keep_alive(lease))
+            .await?;
+        let keeper = tokio::spawn(async move {
+            let mut keeper = keeper;
+            let every = ttl / 3;
+            loop {
+                tokio::time::sleep(every).await;
+                let renewed = match keeper.keep_alive().await {
+                    Ok(()) => tokio::time::timeout(every, responses.message()).await,
+                    Err(e) => Ok(Err(e)),
+                };
+                match renewed {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => continue,
+                    Ok(Ok(_)) => {
+                        tracing::error!("the store's writer lease expired: writes now fail");
+                        return;
+                    }
+                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing the writer lease failed"),
+                    Err(_) => tracing::warn!("etcd did not answer a lease renewal in time"),
+                }
+                // The stream may be broken while the lease lives: open another.
+                if let Ok((k, r)) = lease_client.keep_alive(lease).await {
+                    keeper = k;
+                    responses = r;
+                }
+            }
+        });
+        self.claim = Some(Claim {
+            key,
+            create_revision,
+            lease,
+            keeper,
+        });
+        Ok(())
+    }
+
+    /// Gives the claim up at once (a clean shutdown), so the next writer need
+    /// not wait for the lease to run out.
+    pub async fn release(&self) {
+        if let Some(claim) = &self.claim {
+            claim.keeper.abort();
+            let mut lease = self.lease.clone();
+            let _ = self
+                .timed("a lease revoke", lease.revoke(claim.lease))
+                .await;
+        }
     }
 
     fn etcd_key(&self, key: &str) -> String {
@@ -218,14 +356,38 @@ impl Store for EtcdStore {
             .when(compares)
             .and_then(self.etcd_ops(txn.success))
             .or_else(self.etcd_ops(txn.failure));
+        // A claimed store runs the transaction inside one that checks the claim.
+        let request = match &self.claim {
+            None => request,
+            Some(claim) => etcd::Txn::new()
+                .when([etcd::Compare::create_revision(
+                    claim.key.clone(),
+                    etcd::CompareOp::Equal,
+                    claim.create_revision,
+                )])
+                .and_then([etcd::TxnOp::txn(request)]),
+        };
         let mut client = self.kv.clone();
         let response = self.timed("a transaction", client.txn(request)).await?;
         let revision = response
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| backend_msg("etcd answered a transaction without a header"))?;
+        let succeeded = match &self.claim {
+            None => response.succeeded(),
+            Some(claim) if !response.succeeded() => {
+                return Err(backend_msg(format!(
+                    "this server no longer holds {} (its lease ended): write refused",
+                    claim.key
+                )));
+            }
+            Some(_) => match response.op_responses().into_iter().next() {
+                Some(etcd::TxnOpResponse::Txn(inner)) => inner.succeeded(),
+                _ => return Err(backend_msg("etcd answered a fenced transaction oddly")),
+            },
+        };
         Ok(TxnResponse {
-            succeeded: response.succeeded(),
+            succeeded,
             revision: from_etcd(revision),
         })
     }
@@ -289,6 +451,19 @@ impl Store for EtcdStore {
                 Ok(())
             }
             Err(e) => Err(e),
+        }
+    }
+
+    fn txn_limits(&self) -> TxnLimits {
+        self.limits
+    }
+}
+
+impl Drop for EtcdStore {
+    fn drop(&mut self) {
+        // The lease then runs out by itself; `release` ends it at once.
+        if let Some(claim) = &self.claim {
+            claim.keeper.abort();
         }
     }
 }
