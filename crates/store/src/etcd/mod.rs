@@ -136,54 +136,19 @@ impl EtcdStore {
         wait: Duration,
     ) -> Result<(), StoreError> {
         let key = format!("{}.writer", self.prefix);
-        let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        // etcd's shortest lease is about 1.5 s (with its default election timeout).
+        let ttl = ttl.max(Duration::from_secs(2));
+        let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
         let mut lease_client = self.lease.clone();
         let lease = self
             .timed("a lease grant", lease_client.grant(ttl_secs, None))
             .await?
             .id();
-        let deadline = tokio::time::Instant::now() + wait;
-        let create_revision = loop {
-            let claim = etcd::Txn::new()
-                .when([etcd::Compare::create_revision(
-                    key.clone(),
-                    etcd::CompareOp::Equal,
-                    0,
-                )])
-                .and_then([etcd::TxnOp::put(
-                    key.clone(),
-                    holder,
-                    Some(etcd::PutOptions::new().with_lease(lease)),
-                )])
-                .or_else([etcd::TxnOp::get(key.clone(), None)]);
-            let mut client = self.kv.clone();
-            let response = self.timed("a claim", client.txn(claim)).await?;
-            if response.succeeded() {
-                break response.header().map_or(0, |h| h.revision());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let holder = response
-                    .op_responses()
-                    .into_iter()
-                    .find_map(|r| match r {
-                        etcd::TxnOpResponse::Get(g) => g
-                            .kvs()
-                            .first()
-                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                let _ = lease_client.revoke(lease).await;
-                return Err(backend_msg(format!(
-                    "another vnet server ({holder}) holds etcd prefix {} (key {key})",
-                    self.prefix
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
+        // Kept alive from now on: waiting for a predecessor may outlast one TTL.
         let (keeper, mut responses) = self
             .timed("a lease keep-alive", lease_client.keep_alive(lease))
             .await?;
+        let mut renewing = lease_client.clone();
         let keeper = tokio::spawn(async move {
             let mut keeper = keeper;
             let every = ttl / 3;
@@ -203,12 +168,58 @@ impl EtcdStore {
                     Err(_) => tracing::warn!("etcd did not answer a lease renewal in time"),
                 }
                 // The stream may be broken while the lease lives: open another.
-                if let Ok((k, r)) = lease_client.keep_alive(lease).await {
+                if let Ok((k, r)) = renewing.keep_alive(lease).await {
                     keeper = k;
                     responses = r;
                 }
             }
         });
+        let deadline = tokio::time::Instant::now() + wait;
+        let create_revision = loop {
+            let claim = etcd::Txn::new()
+                .when([etcd::Compare::create_revision(
+                    key.clone(),
+                    etcd::CompareOp::Equal,
+                    0,
+                )])
+                .and_then([etcd::TxnOp::put(
+                    key.clone(),
+                    holder,
+                    Some(etcd::PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([etcd::TxnOp::get(key.clone(), None)]);
+            let mut client = self.kv.clone();
+            let response = match self.timed("a claim", client.txn(claim)).await {
+                Ok(response) => response,
+                Err(e) => {
+                    keeper.abort();
+                    return Err(e);
+                }
+            };
+            if response.succeeded() {
+                break response.header().map_or(0, |h| h.revision());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let holder = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        etcd::TxnOpResponse::Get(g) => g
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                keeper.abort();
+                let _ = lease_client.revoke(lease).await;
+                return Err(backend_msg(format!(
+                    "another vnet server ({holder}) holds etcd prefix {} (key {key})",
+                    self.prefix
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
         self.claim = Some(Claim {
             key,
             create_revision,
