@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use store::etcd::local::LocalEtcd;
 use store::etcd::{EtcdStore, Options};
-use store::testing::{get, ops, put, txn};
+use store::testing::{delete, get, ops, put, txn};
 use store::{KeyRange, Store, StoreError};
 use tempfile::TempDir;
 
@@ -260,4 +260,33 @@ async fn a_claim_is_kept_alive() {
         assert!(ttl > 0, "the lease expired");
     }
     txn(&*f, ops(vec![put("k", b"")])).await;
+}
+
+/// etcd refuses a transaction that names one key twice; the backend keeps the
+/// last op on each key, which is what applying the ops in order leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_written_twice_in_one_txn_ends_as_its_last_op() {
+    let f = fresh().await;
+    txn(
+        &*f,
+        ops(vec![put("a", b"1"), put("a", b"2"), put("b", b"x")]),
+    )
+    .await;
+    assert_eq!(get(&*f, "a").await.expect("a").value, b"2");
+    let r = txn(
+        &*f,
+        ops(vec![
+            put("b", b"y"),
+            delete("b"),
+            delete("a"),
+            put("a", b"3"),
+        ]),
+    )
+    .await;
+    assert_eq!(get(&*f, "b").await, None);
+    let a = get(&*f, "a").await.expect("a");
+    assert_eq!(
+        (a.value.as_slice(), a.mod_revision),
+        (&b"3"[..], r.revision)
+    );
 }
