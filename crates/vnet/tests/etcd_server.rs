@@ -29,6 +29,10 @@ fn start_etcd(dir: &Path) -> LocalEtcd {
 }
 
 fn server_command(etcd: &LocalEtcd, api: SocketAddr) -> Command {
+    server_command_with(etcd, api, etcd.limits().max_ops)
+}
+
+fn server_command_with(etcd: &LocalEtcd, api: SocketAddr, max_txn_ops: usize) -> Command {
     let limits = etcd.limits();
     let mut cmd = Command::new(VNET);
     cmd.args([
@@ -40,7 +44,7 @@ fn server_command(etcd: &LocalEtcd, api: SocketAddr) -> Command {
         "--etcd-endpoints",
         etcd.client_url(),
         "--etcd-max-txn-ops",
-        &limits.max_ops.to_string(),
+        &max_txn_ops.to_string(),
         "--etcd-max-request-bytes",
         &limits.max_bytes.to_string(),
         "--etcd-timeout",
@@ -221,4 +225,48 @@ fn a_dead_etcd_makes_writes_fail_with_503() {
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A request that would write more keys than etcd takes in one transaction is
+/// refused (400) and changes nothing; the server goes on serving.
+#[test]
+fn a_request_larger_than_one_etcd_transaction_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = start_etcd(dir.path());
+    let api = free_addr();
+    let log = dir.path().join("server.log");
+    let proc = common::spawn(server_command_with(&etcd, api, 8), &log);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(api).is_err() {
+        assert!(Instant::now() < deadline, "the server did not answer");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let net = call(
+        api,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {"name": "n"}}),
+    );
+    let net_id = net["network"]["id"].as_str().unwrap().to_owned();
+    call(
+        api,
+        "POST",
+        "/v2.0/subnets",
+        json!({"subnet": {"network_id": net_id, "cidr": "10.8.0.0/24", "ip_version": 4}}),
+    );
+    let bulk: Vec<Value> = (0..20)
+        .map(|i| json!({"network_id": net_id, "name": format!("p{i}")}))
+        .collect();
+    let (status, reply) = http(api, "POST", "/v2.0/ports", Some(&json!({"ports": bulk})));
+    assert_eq!(status, 400, "{reply}");
+    assert_eq!(reply["NeutronError"]["type"], "InvalidInput", "{reply}");
+    assert_eq!(ports(api), vec![], "a refused bulk create made nothing");
+    call(
+        api,
+        "POST",
+        "/v2.0/ports",
+        json!({"ports": [{"network_id": net_id}, {"network_id": net_id}]}),
+    );
+    assert_eq!(ports(api).len(), 2);
+    drop(proc);
 }
