@@ -40,6 +40,11 @@ command -v nft >/dev/null || missing+=(nftables)
 if command -v python3 >/dev/null; then
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 fi
+# The etcd backend: the etcd-client crate builds etcd's protos (protoc), and its
+# tests start their own etcd members on loopback (Debian's etcd-server).
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+installing_etcd=false
+command -v etcd >/dev/null || { missing+=(etcd-server); installing_etcd=true; }
 if ((${#missing[@]})); then
     step "installing system packages: ${missing[*]}"
     sudo=""
@@ -47,6 +52,11 @@ if ((${#missing[@]})); then
     $sudo apt-get update || die "apt-get update"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}" \
         || die "apt-get install ${missing[*]}"
+    # The package starts a system etcd on install where it can; the tests run
+    # their own members, so stop only the one this install just started.
+    if $installing_etcd && [ -x /etc/init.d/etcd ]; then
+        $sudo /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    fi
 fi
 
 command -v cargo >/dev/null || die "cargo not found: vnet needs a Rust toolchain (rustup)"

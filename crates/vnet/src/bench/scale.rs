@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 
 use super::client::Conn;
 use super::scale_agents::{MARKED_MAC_PREFIX, host_name};
-use super::server::Server;
+use super::server::{BenchStore, Server};
 use super::stats::{Samples, Usage, monotonic_ns, ms};
 use crate::BoxError;
 
@@ -136,7 +136,7 @@ struct Project {
 
 pub async fn run(args: ScaleArgs) -> Result<(), BoxError> {
     let layout = Layout::new(&args)?;
-    let mut server = Server::start().await?;
+    let mut server = Server::start(BenchStore::Embedded).await?;
     let figures = match measure(&args, layout, &mut server).await {
         Ok(figures) => figures,
         // A server that died says why in its log, which `usage` shows.
