@@ -12,8 +12,9 @@
 //! the `nf_call_iptables`/`nf_call_ip6tables` switches of vnet's own bridges
 //! (`vnbr*`) that carry a secured port. See [`ruleset`] for the design.
 //!
-//! Its netlink sockets, and the `nft` and `ip` child processes, are in the
-//! network namespace of the calling thread. Blocking: from async code call it on
+//! The bridges' switches are read and set over rtnetlink in-process
+//! ([`bridges`]). Its netlink sockets, and the `nft` child processes, are in
+//! the network namespace of the calling thread. Blocking: from async code call it on
 //! `spawn_blocking` (the agent's host namespace is the process's own).
 //!
 //! # Use from the daemon
@@ -32,6 +33,7 @@
 //! (always reads) periodically to repair changes made behind vnet's back.
 //! The `nftables` package (nft ≥ 1.0.6) must be installed.
 
+mod bridges;
 pub mod netlink;
 mod plan;
 pub mod ruleset;
@@ -60,6 +62,8 @@ pub enum NftError {
     Failed { command: String, stderr: String },
     #[error("nf_tables batch")]
     Netlink(#[from] netlink::BatchError),
+    #[error("bridge netfilter switches")]
+    Bridge(#[from] bridges::BridgeError),
     #[error("cannot read the output of `{command}`")]
     Parse {
         command: String,
@@ -142,8 +146,8 @@ impl NftReconciler {
     }
 
     /// Like [`NftReconciler::reconcile`], but plans against the cached view
-    /// when there is one. The bridges' switches are still read (one `ip`
-    /// process), since the `linux` reconciler may have created a bridge.
+    /// when there is one (a bridge it has not seen was made by the `linux`
+    /// reconciler, born filtered).
     pub fn reconcile_cached(&self, state: &HostState) -> Result<NftReport, NftError> {
         let cached = self.view_slot().take();
         self.converge(state, cached)
@@ -181,13 +185,26 @@ impl NftReconciler {
                 }
                 (view, switches)
             }
-            None => (self.observe()?, observe_bridges()?.into_iter().collect()),
+            None => {
+                let bridges = if self.in_process {
+                    bridges::observe(crate::linux::BRIDGE_PREFIX)?
+                } else {
+                    observe_bridges()?
+                };
+                (self.observe()?, bridges.into_iter().collect())
+            }
         };
         let observed_at = Instant::now();
         let transaction = plan(&want, &have);
         self.run(&transaction)?;
         let listed: Vec<(String, bool)> = switches.iter().map(|(b, on)| (b.clone(), *on)).collect();
-        let bridges_switched = switch_bridges(&want, &listed)?;
+        let bridges_switched = if self.in_process {
+            let flips = bridge_switches(&want, &listed);
+            bridges::switch(&flips)?;
+            flips.into_iter().map(|(n, _)| n).collect()
+        } else {
+            switch_bridges(&want, &listed)?
+        };
         for bridge in &bridges_switched {
             switches.insert(bridge.clone(), want.filtered_bridges.contains(bridge));
         }
@@ -290,7 +307,8 @@ fn run_script(script: &str) -> Result<(), NftError> {
     }
 }
 
-/// vnet's bridges and whether IP traffic through them goes to netfilter.
+/// vnet's bridges and whether IP traffic through them goes to netfilter
+/// (by `ip`: the path before the in-process one).
 fn observe_bridges() -> Result<Vec<(String, bool)>, NftError> {
     let args = ["-d", "-j", "link", "show", "type", "bridge"];
     let out = output("ip", &args, None)?;
