@@ -102,6 +102,13 @@ fn element_changes_in_process_leave_the_ruleset_nft_leaves() {
     let in_process = Netns::new("nfnl").unwrap();
     let old = NftReconciler::new(NftConfig::default()).by_process(true);
     let new = NftReconciler::new(NftConfig::default()).by_process(false);
+    // Thousands joining at once (a bulk port create): several messages in
+    // a batch past the socket's default buffer.
+    let many: Vec<String> = (0..3000)
+        .map(|i| format!("fd00::1:{i:x}/128"))
+        .chain(["10.0.0.20/32".to_string()])
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
     let steps = [
         // From nothing (tables, chains, sets: by nft on both paths).
         state(&["10.0.0.10/32", "fd00::10/128"], &[]),
@@ -121,6 +128,7 @@ fn element_changes_in_process_leave_the_ruleset_nft_leaves() {
             &["10.0.0.20/32", "10.0.0.30/32", "fd00::20/128"],
             &["0.0.0.0/0"],
         ),
+        state(&many, &["10.9.0.0/16"]),
         // Every member gone.
         state(&[], &[]),
         state(&["10.0.0.40/32"], &["10.9.0.0/16"]),

@@ -34,6 +34,12 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: an interval running to the top of the
 /// address space has no end element, and nft marks it so to list it back.
 const UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
+/// Elements per message: a message's element list is one attribute, whose
+/// length is 16 bits; an element is at most 44 bytes (IPv6, an interval
+/// end, open-interval user data), so 1,024 of them fit.
+const ELEMENTS_PER_MESSAGE: usize = 1024;
+/// Below this a batch fits the socket's default send buffer.
+const SEND_BUFFER_DEFAULT: usize = 128 * 1024;
 /// How long the kernel may take to answer a batch before vnet gives up on
 /// it (it answers in microseconds; this only bounds a kernel that never does).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -139,6 +145,34 @@ fn interval_elements(nets: &[IpNet], close_below: bool) -> Vec<ListAttribute<Set
     out
 }
 
+/// Element lists of at most [`ELEMENTS_PER_MESSAGE`] elements, an
+/// interval's start and end always in the same one.
+fn packed(
+    elements: Vec<ListAttribute<SetElementAttribute>>,
+) -> Vec<Vec<ListAttribute<SetElementAttribute>>> {
+    let mut out: Vec<Vec<_>> = vec![];
+    let mut current = vec![];
+    let mut iter = elements.into_iter().peekable();
+    while let Some(e) = iter.next() {
+        let ends_next = iter.peek().is_some_and(is_interval_end);
+        if current.len() + 1 + usize::from(ends_next) > ELEMENTS_PER_MESSAGE {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(e);
+        if ends_next && let Some(end) = iter.next() {
+            current.push(end);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn is_interval_end(e: &ListAttribute<SetElementAttribute>) -> bool {
+    matches!(e, ListAttribute::Element(attrs) if attrs.iter().any(|a| matches!(a, SetElementAttribute::Flags(f) if f.contains(SetElementFlags::IntervalEnd))))
+}
+
 fn nft_message(
     family: Family,
     message: NfTablesMessage,
@@ -158,28 +192,24 @@ pub fn element_messages(deltas: &[SetDelta]) -> Vec<NetlinkMessage<NetfilterMess
     let mut out = vec![];
     for d in deltas {
         let family = d.family;
-        let list = |elements| {
-            vec![
+        let list = |elements: &[ListAttribute<SetElementAttribute>]| SetElementMessage {
+            attributes: vec![
                 SetElementList::Table(TABLE.to_string()),
                 SetElementList::Set(d.set.clone()),
-                SetElementList::Elements(elements),
-            ]
+                SetElementList::Elements(elements.to_vec()),
+            ],
         };
-        if !d.removed.is_empty() {
+        for chunk in packed(interval_elements(&d.removed, false)) {
             out.push(nft_message(
                 family,
-                NfTablesMessage::DeleteSetElement(SetElementMessage {
-                    attributes: list(interval_elements(&d.removed, false)),
-                }),
+                NfTablesMessage::DeleteSetElement(list(&chunk)),
                 0,
             ));
         }
-        if !d.added.is_empty() {
+        for chunk in packed(interval_elements(&d.added, d.was_empty)) {
             out.push(nft_message(
                 family,
-                NfTablesMessage::NewSetElement(SetElementMessage {
-                    attributes: list(interval_elements(&d.added, d.was_empty)),
-                }),
+                NfTablesMessage::NewSetElement(list(&chunk)),
                 NLM_F_CREATE,
             ));
         }
@@ -242,6 +272,13 @@ pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), B
     .map_err(|e| BatchError::Socket(e.into()))?;
     // Sequence numbers: the batch begin is 1, message i is i + 2.
     let bytes = batch_bytes(messages, 1);
+    // The whole batch is one datagram (one transaction): room for it, past
+    // the default limit if need be (as nft does; vnet runs as root).
+    let room = bytes.len().saturating_mul(2);
+    if room > SEND_BUFFER_DEFAULT {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBufForce, &room)
+            .map_err(|e| BatchError::Socket(e.into()))?;
+    }
     socket.send(&bytes, 0).map_err(BatchError::Socket)?;
     let mut unanswered = messages.len();
     let mut refusal: Option<BatchError> = None;

@@ -156,3 +156,45 @@ fn a_batch_is_begin_messages_end_each_message_acked() {
     }
     assert_eq!(off, bytes.len() - 20);
 }
+
+#[test]
+fn many_elements_are_split_into_messages_keeping_intervals_whole() {
+    let nets: Vec<String> = (0..3000u32)
+        .map(|i| format!("{}/32", std::net::Ipv4Addr::from(0x0a00_0000 + 2 * i)))
+        .collect();
+    let added: Vec<&str> = nets.iter().map(String::as_str).collect();
+    let m = element_messages(&[delta("rg_x_4", true, &[], &added)]);
+    // 1 closing element below, then 3,000 starts and 3,000 ends.
+    let elements: Vec<usize> = m
+        .iter()
+        .enumerate()
+        .map(|(i, m)| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner:
+                    netlink_packet_netfilter::NetfilterMessageInner::NfTables(
+                        NfTablesMessage::NewSetElement(e),
+                    ),
+                ..
+            }) => e
+                .attributes
+                .iter()
+                .find_map(|a| match a {
+                    SetElementList::Elements(l) => {
+                        // Every end follows its start in the same message
+                        // (the first message opens with the closing one).
+                        assert_eq!(l.first().is_some_and(is_interval_end), i == 0);
+                        Some(l.len())
+                    }
+                    _ => None,
+                })
+                .unwrap(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(elements.iter().sum::<usize>(), 6001);
+    assert!(
+        elements.iter().all(|n| *n <= ELEMENTS_PER_MESSAGE),
+        "{elements:?}"
+    );
+    assert!(m.iter().all(|m| m.buffer_len() < 65536));
+}
