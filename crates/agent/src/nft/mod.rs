@@ -4,8 +4,8 @@
 //! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
 //! runs it: a transaction that only changes set elements (a member joining
 //! or leaving a group) as one nf_tables netlink batch sent in-process
-//! ([`netlink`]), any other as one `nft -f -` process. Nothing is flushed wholesale: a chain
-//! is rewritten only when its rules changed (atomically, within the
+//! ([`netlink`]), any other as one `nft -f -` process. Nothing is flushed
+//! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and
 //! conntrack is never flushed, so connections the new rules still allow
 //! carry on. Only the tables `bridge vnet` and `inet vnet` are touched, plus
@@ -14,8 +14,9 @@
 //!
 //! The bridges' switches are read and set over rtnetlink in-process
 //! ([`bridges`]). Its netlink sockets, and the `nft` child processes, are in
-//! the network namespace of the calling thread. Blocking: from async code call it on
-//! `spawn_blocking` (the agent's host namespace is the process's own).
+//! the network namespace of the calling thread. Blocking: from async code
+//! call it on `spawn_blocking` (the agent's host namespace is the
+//! process's own).
 //!
 //! # Use from the daemon
 //!
@@ -60,9 +61,9 @@ pub enum NftError {
     },
     #[error("`{command}` failed: {stderr}")]
     Failed { command: String, stderr: String },
-    #[error("nf_tables batch")]
+    #[error("nf_tables batch: {0}")]
     Netlink(#[from] netlink::BatchError),
-    #[error("bridge netfilter switches")]
+    #[error("bridge netfilter switches: {0}")]
     Bridge(#[from] bridges::BridgeError),
     #[error("cannot read the output of `{command}`")]
     Parse {
@@ -100,8 +101,9 @@ impl NftReport {
 #[derive(Debug)]
 pub struct NftReconciler {
     config: NftConfig,
-    /// Element-only changes go as one netlink batch (no process); off only
-    /// to measure the `nft -f` path against it ([`BY_PROCESS_ENV`]).
+    /// Element-only changes go as one netlink batch and the bridges'
+    /// switches over rtnetlink (no process); off only to measure the
+    /// process path against it ([`BY_PROCESS_ENV`]).
     in_process: bool,
     /// The tables and the bridges' netfilter switches as the last reconcile
     /// left them; `None` after a failure.
@@ -109,7 +111,8 @@ pub struct NftReconciler {
 }
 
 /// Set (to anything) in an agent's environment, every change is run by
-/// `nft -f`, as before the in-process path: the baseline of `vnet bench`.
+/// `nft -f` and the bridges' switches by `ip`, as before the in-process
+/// path: the baseline of `vnet bench`.
 pub const BY_PROCESS_ENV: &str = "VNET_NFT_BY_PROCESS";
 
 impl Default for NftReconciler {
