@@ -8,6 +8,7 @@ mod client;
 mod compiler;
 mod convergence;
 mod goals;
+mod nft;
 mod report;
 mod results;
 mod routing;
@@ -45,6 +46,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 50)]
         ports: usize,
     },
+    /// The agent's nftables work per change (root, in process): the
+    /// in-process netlink path next to the `nft` process path, same run.
+    Nft(nft::NftArgs),
     /// Throughput of routed and floating IP paths, in a two-host lab (root,
     /// iperf3), as ratios to a veth pair measured in the same run.
     Routing {
@@ -91,6 +95,11 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
                 tokio::task::spawn_blocking(move || security::run_bench(&rules, seconds, repeats))
                     .await??;
             security::print(&figures);
+            Ok(())
+        }
+        Bench::Nft(args) => {
+            let figures = tokio::task::spawn_blocking(move || nft::run_bench(&args)).await??;
+            nft::print(&figures);
             Ok(())
         }
         Bench::Convergence { ports } => {
