@@ -4,6 +4,8 @@
 //! agent's stream its own: a snapshot, then deltas, tagged with store
 //! revisions. An agent that reconnects resumes after its last revision, or
 //! gets a fresh snapshot when the log no longer reaches back that far.
+//! A revision wakes only the streams of the hosts it changes: the work of a
+//! change is in proportion to the hosts it reaches, not to all of them.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,23 +14,14 @@ use compiler::protocol::{Change, Revision, StreamMessage};
 use compiler::{Compiler, Input};
 use model::{Kind, Resource};
 use store::{Event, EventKind, KeyRange, Store};
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 use crate::hosts;
 
-/// Deltas kept per host for resuming streams.
+/// Deltas kept per host, for its stream to read and for resuming streams.
+/// A stream that falls further behind ends, and its agent reconnects
+/// (resuming from the log or a snapshot).
 const LOG_LIMIT: usize = 1024;
-
-/// Published batches buffered per stream; a stream that falls further behind
-/// ends, and its agent reconnects (resuming from the log or a snapshot).
-const STREAM_BUFFER: usize = 4096;
-
-/// The changes of one store revision, by host.
-#[derive(Debug)]
-pub struct Published {
-    pub revision: Revision,
-    pub changes: HashMap<String, Vec<Change>>,
-}
 
 #[derive(Default)]
 struct HostLog {
@@ -44,7 +37,19 @@ struct State {
     /// no change since.
     built_at: Revision,
     logs: HashMap<String, HostLog>,
-    published: broadcast::Sender<Arc<Published>>,
+    /// The newest revision of each host's log, for the streams of hosts that
+    /// have one open. Dropped with the state on a rebuild, which ends them.
+    feeds: HashMap<String, watch::Sender<Revision>>,
+}
+
+/// What a host's stream has next, read from its log after its last revision.
+pub enum Next {
+    /// The host's deltas after that revision, in order (maybe none).
+    Deltas(Vec<StreamMessage>),
+    /// None: the stream is up to date at this (the fabric's) revision.
+    UpToDate(Revision),
+    /// The log no longer reaches back that far: end the stream.
+    Lost,
 }
 
 pub struct Fabric {
@@ -123,48 +128,68 @@ impl Fabric {
                 }
             }
         }
-        // Published under the lock, so a stream opened under it sees no gap.
-        let _ = state
-            .published
-            .send(Arc::new(Published { revision, changes }));
+        // Under the lock, so a stream opened under it sees no gap.
+        for host in changes.keys() {
+            if let Some(feed) = state.feeds.get(host) {
+                feed.send_replace(revision);
+            }
+        }
     }
 
     /// What a stream of `host` starts with (a snapshot, or the deltas after
-    /// `from`), and the feed of everything published after that.
+    /// `from`), and the feed that says when its log has more. Its first
+    /// message's revision is where [`Fabric::next`] goes on from.
     pub fn open(
         &self,
         host: &str,
         from: Option<Revision>,
-    ) -> (Vec<StreamMessage>, broadcast::Receiver<Arc<Published>>) {
-        let state = self.lock();
-        let feed = state.published.subscribe();
-        let since = state.logs.get(host).map_or(state.built_at, |l| l.since);
-        let first = match from {
-            Some(r) if r >= since && r <= state.revision => {
-                let mut deltas: Vec<StreamMessage> = state
-                    .logs
-                    .get(host)
-                    .into_iter()
-                    .flat_map(|l| l.entries.iter())
-                    .filter(|(rev, _)| *rev > r)
-                    .map(|(rev, changes)| StreamMessage::Delta {
-                        revision: *rev,
-                        changes: changes.clone(),
-                    })
-                    .collect();
-                if deltas.is_empty() {
-                    deltas.push(StreamMessage::Idle {
-                        revision: state.revision,
-                    });
-                }
-                deltas
+    ) -> (Vec<StreamMessage>, watch::Receiver<Revision>) {
+        let mut state = self.lock();
+        let revision = state.revision;
+        let feed = state
+            .feeds
+            .entry(host.to_owned())
+            .or_insert_with(|| watch::channel(revision).0)
+            .subscribe();
+        let first = match from.map(|r| next(&state, host, r)) {
+            Some(Next::Deltas(deltas)) if !deltas.is_empty() => deltas,
+            Some(Next::Deltas(_) | Next::UpToDate(_)) => {
+                vec![StreamMessage::Idle { revision }]
             }
-            _ => vec![StreamMessage::Snapshot {
-                revision: state.revision,
+            None | Some(Next::Lost) => vec![StreamMessage::Snapshot {
+                revision,
                 state: state.compiler.snapshot(host),
             }],
         };
         (first, feed)
+    }
+
+    /// What a stream of `host` that has sent everything up to `seen` sends next.
+    pub fn next(&self, host: &str, seen: Revision) -> Next {
+        next(&self.lock(), host, seen)
+    }
+}
+
+fn next(state: &State, host: &str, seen: Revision) -> Next {
+    let log = state.logs.get(host);
+    if seen < log.map_or(state.built_at, |l| l.since) || seen > state.revision {
+        return Next::Lost;
+    }
+    let deltas: Vec<StreamMessage> = log
+        .into_iter()
+        .flat_map(|l| {
+            let first_unseen = l.entries.partition_point(|(rev, _)| *rev <= seen);
+            l.entries.range(first_unseen..)
+        })
+        .map(|(rev, changes)| StreamMessage::Delta {
+            revision: *rev,
+            changes: changes.clone(),
+        })
+        .collect();
+    if deltas.is_empty() {
+        Next::UpToDate(state.revision)
+    } else {
+        Next::Deltas(deltas)
     }
 }
 
@@ -178,7 +203,7 @@ fn build(inputs: impl IntoIterator<Item = Input>, revision: Revision) -> State {
         revision,
         built_at: revision,
         logs: HashMap::new(),
-        published: broadcast::channel(STREAM_BUFFER).0,
+        feeds: HashMap::new(),
     }
 }
 

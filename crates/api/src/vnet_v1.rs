@@ -21,9 +21,8 @@ use axum::{Json, Router};
 use compiler::protocol::{
     HostRegistration, PROTOCOL_VERSION, PortStatusReport, Revision, StreamMessage,
 };
-use tokio::sync::broadcast;
 
-use crate::fabric::Published;
+use crate::fabric::{Fabric, Next};
 use serde_json::{Value, json};
 
 use crate::auth::noauth_caller;
@@ -240,6 +239,7 @@ async fn state_stream(
     let seen = first.last().map_or(0, revision_of);
     let stream = StateStream {
         stop: app.stopping.subscribe(),
+        fabric: app.fabric.clone(),
         host: name,
         pending: first.into(),
         feed,
@@ -262,11 +262,14 @@ struct StateStream {
     /// The server is stopping: end the stream, so that the connection (and
     /// the graceful shutdown waiting for it) can finish.
     stop: tokio::sync::watch::Receiver<bool>,
+    fabric: Arc<Fabric>,
     host: String,
     pending: VecDeque<StreamMessage>,
-    feed: broadcast::Receiver<Arc<Published>>,
-    /// Every published revision up to here has been looked at: an idle
-    /// message never claims a revision whose delta is still queued.
+    /// Changes when the host's log has a newer revision; closed when the
+    /// fabric is rebuilt.
+    feed: tokio::sync::watch::Receiver<Revision>,
+    /// Everything of the host's log up to here is queued or sent: an idle
+    /// message never claims a revision whose delta is still to come.
     seen: Revision,
     idle: tokio::time::Interval,
 }
@@ -279,27 +282,36 @@ impl StateStream {
                 line.push(b'\n');
                 return Some((Ok(Bytes::from(line)), self));
             }
-            tokio::select! {
+            let idle = tokio::select! {
                 _ = self.stop.wait_for(|stopping| *stopping) => return None,
-                published = self.feed.recv() => match published {
-                    Ok(p) => {
-                        self.seen = p.revision;
-                        if let Some(changes) = p.changes.get(&self.host) {
-                            self.pending.push_back(StreamMessage::Delta {
-                                revision: p.revision,
-                                changes: changes.clone(),
-                            });
-                        }
-                    }
-                    // Too far behind, or the fabric was rebuilt: end, and let
-                    // the agent resume from its last revision.
-                    Err(_) => return None,
-                },
-                _ = self.idle.tick() => {
-                    self.pending.push_back(StreamMessage::Idle { revision: self.seen });
+                changed = self.feed.changed() => {
+                    // The fabric was rebuilt: end, and let the agent resume.
+                    changed.ok()?;
+                    false
                 }
-            }
+                _ = self.idle.tick() => true,
+            };
+            self.take_next(idle)?;
         }
+    }
+
+    /// Queue what the host's log has after `seen`, or (`idle`) say that
+    /// nothing has; `None` when the stream fell too far behind: end, and let
+    /// the agent resume from its last revision.
+    fn take_next(&mut self, idle: bool) -> Option<()> {
+        match self.fabric.next(&self.host, self.seen) {
+            Next::Deltas(deltas) => {
+                self.seen = deltas.last().map_or(self.seen, revision_of);
+                self.pending.extend(deltas);
+            }
+            Next::UpToDate(revision) if idle => {
+                self.seen = revision;
+                self.pending.push_back(StreamMessage::Idle { revision });
+            }
+            Next::UpToDate(_) => {}
+            Next::Lost => return None,
+        }
+        Some(())
     }
 }
 

@@ -153,3 +153,45 @@ async fn each_host_streams_its_own_view_and_resumes_from_a_revision() {
     assert!(h3.networks.is_empty());
     assert!(matches!(seen[0], StreamMessage::Snapshot { .. }));
 }
+
+#[tokio::test]
+async fn a_change_wakes_only_the_streams_of_the_hosts_it_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = common::app(dir.path()).await;
+    app.start_background();
+    for (host, ip) in [("h1", "192.0.2.1"), ("h2", "192.0.2.2")] {
+        let reg = json!({"protocol_version": compiler::protocol::PROTOCOL_VERSION, "name": host, "underlay_ip": ip, "capabilities": []});
+        call(&app, "PUT", &format!("/vnet/v1/hosts/{host}"), reg).await;
+    }
+    let network = |name: &str| json!({"network": {"name": name}});
+    let (_, a) = call(&app, "POST", "/v2.0/networks", network("a")).await;
+    let (_, b) = call(&app, "POST", "/v2.0/networks", network("b")).await;
+    let port = |net: &Value, host: &str| json!({"port": {"network_id": net["network"]["id"], "binding:host_id": host}});
+    // h1 on network a, h2 on network b: nothing in common.
+    call(&app, "POST", "/v2.0/ports", port(&a, "h1")).await;
+    let (_, last) = call(&app, "POST", "/v2.0/ports", port(&b, "h2")).await;
+    let last = last["port"]["id"].as_str().unwrap().to_owned();
+    follow_until(&app, "/vnet/v1/hosts/h2/state", HostState::default(), |s| {
+        s.networks
+            .values()
+            .any(|n| n.local_ports.contains_key(&last))
+    })
+    .await;
+
+    let (_, mut h1) = app.fabric.open("h1", None);
+    let (_, h2) = app.fabric.open("h2", None);
+    let (_, p) = call(&app, "POST", "/v2.0/ports", port(&a, "h1")).await;
+    let p = p["port"]["id"].as_str().unwrap().to_owned();
+    tokio::time::timeout(Duration::from_secs(10), h1.changed())
+        .await
+        .expect("h1's stream is woken")
+        .unwrap();
+    // The fabric applied the port's revision (h1 has it), and h2 was not woken.
+    let (first, _) = app.fabric.open("h1", None);
+    assert!(matches!(&first[0], StreamMessage::Snapshot { state, .. }
+        if state.networks.values().any(|n| n.local_ports.contains_key(&p))));
+    assert!(
+        !h2.has_changed().unwrap(),
+        "h2's stream was woken by h1's change"
+    );
+}
