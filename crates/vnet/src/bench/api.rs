@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
 use super::client::Conn;
+use super::list_scale;
 use super::report;
 use super::results::{Floor, Floors, L3Figure, ListFigure, PortPhase, Results, RuleFigure, Setup};
 use super::server::Server;
@@ -47,6 +48,10 @@ pub struct ApiArgs {
     /// Rules created in one security group (tcp ports 1000 and up, all distinct).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
     rules: u32,
+    /// Ports of the big cloud of the lists-at-scale phase (on a server of its
+    /// own, after 1,000 ports); 0 skips the phase.
+    #[arg(long, default_value_t = 100_000)]
+    scale_ports: u32,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -59,14 +64,19 @@ pub struct Plan {
     pub ports: usize,
     pub clients: usize,
     pub rules: usize,
+    pub scale_ports: usize,
 }
 
 pub async fn run(args: ApiArgs) -> Result<(), BoxError> {
     let plan = plan(&args)?;
     let mut server = Server::start().await?;
-    let results = measure(plan, &mut server).await?;
+    let mut results = measure(plan, &mut server).await?;
     // A server that died at the very end would have answered with errors.
     server.usage()?;
+    drop(server);
+    if plan.scale_ports > 0 {
+        results.scale = Some(list_scale::measure(plan.scale_ports).await?);
+    }
     if args.json {
         println!("{}", report::json(&results));
     } else {
@@ -81,7 +91,9 @@ fn plan(args: &ApiArgs) -> Result<Plan, BoxError> {
         ports: usize::try_from(args.ports)?,
         clients: usize::from(args.clients),
         rules: usize::try_from(args.rules)?,
+        scale_ports: usize::try_from(args.scale_ports)?,
     };
+    list_scale::check(plan.scale_ports)?;
     // Both port phases spread round-robin over the networks.
     if (2 * plan.ports).div_ceil(plan.networks) > PORTS_PER_NETWORK {
         return Err(format!(
@@ -125,6 +137,7 @@ async fn measure(plan: Plan, server: &mut Server) -> Result<Results, BoxError> {
         lists,
         rules,
         l3,
+        scale: None,
     })
 }
 
