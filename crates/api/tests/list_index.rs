@@ -89,6 +89,64 @@ async fn cloud(app: &axum::Router) -> Vec<String> {
     networks
 }
 
+/// An external network, a router of project a from it to a's first
+/// network, and floating IPs of a: two associated (one then moved to
+/// another port, one then released) and one never associated.
+async fn floating_ips(app: &axum::Router, network: &str) -> String {
+    let body = json!({"network": {"name": "ext", "router:external": true}});
+    let ext = create(app, "/v2.0/networks", body).await["network"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"subnet": {"network_id": ext, "ip_version": 4, "cidr": "203.0.113.0/24"}});
+    create(app, "/v2.0/subnets", body).await;
+    let body = json!({"router": {"project_id": "a", "external_gateway_info": {"network_id": ext}}});
+    let router = create(app, "/v2.0/routers", body).await["router"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, subnets) = call(
+        app,
+        "GET",
+        &format!("/v2.0/subnets?network_id={network}"),
+        None,
+        None,
+    )
+    .await;
+    let subnet = subnets["subnets"][0]["id"].as_str().unwrap();
+    let path = format!("/v2.0/routers/{router}/add_router_interface");
+    let (status, reply) = call(app, "PUT", &path, None, Some(json!({"subnet_id": subnet}))).await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    let (_, ports) = call(
+        app,
+        "GET",
+        &format!("/v2.0/ports?network_id={network}&device_owner=compute:nova"),
+        None,
+        None,
+    )
+    .await;
+    let port = |i: usize| ports["ports"][i]["id"].as_str().unwrap().to_owned();
+    let mut fips = Vec::new();
+    for port_id in [Some(port(0)), Some(port(1)), None] {
+        let body = json!({"floatingip": {"floating_network_id": ext, "project_id": "a", "port_id": port_id}});
+        let fip = create(app, "/v2.0/floatingips", body).await;
+        fips.push(fip["floatingip"]["id"].as_str().unwrap().to_owned());
+    }
+    for (fip, port_id) in [(&fips[0], Some(port(2))), (&fips[1], None)] {
+        let body = json!({"floatingip": {"port_id": port_id}});
+        let (status, reply) = call(
+            app,
+            "PUT",
+            &format!("/v2.0/floatingips/{fip}"),
+            None,
+            Some(body),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+    }
+    ext
+}
+
 /// A page's ids, and its links as (rel, marker, page_reverse).
 type Page = (Vec<String>, Vec<(String, String, bool)>);
 
@@ -168,7 +226,10 @@ fn passes(item: &Value, attr: &str, wanted: &str) -> bool {
                     _ => ip[key] == value,
                 })
         }
-        _ => item.get(attr).and_then(Value::as_str) == Some(wanted),
+        _ => match item.get(attr) {
+            Some(Value::Array(values)) => values.iter().any(|v| v == wanted),
+            value => value.and_then(Value::as_str) == Some(wanted),
+        },
     }
 }
 
@@ -180,7 +241,8 @@ async fn check(
     caller: Option<&str>,
     filters: &[(&str, Vec<String>)],
 ) {
-    let (status, full) = call(app, "GET", &format!("/v2.0/{plural}"), caller, None).await;
+    let url = format!("/v2.0/{}", plural.replace('_', "-"));
+    let (status, full) = call(app, "GET", &url, caller, None).await;
     assert_eq!(status, StatusCode::OK);
     let everything = full[plural].as_array().unwrap();
     let matching: Vec<&Value> = everything
@@ -237,7 +299,7 @@ async fn check(
                         pairs.push(("page_reverse".into(), "True".into()));
                     }
                     let qs = serde_urlencoded::to_string(&pairs).unwrap();
-                    let path = format!("/v2.0/{plural}?{qs}");
+                    let path = format!("{url}?{qs}");
                     let (status, reply) = call(app, "GET", &path, caller, None).await;
                     let want = expected_page(&all, limit, marker.as_deref(), reverse);
                     match want {
@@ -258,6 +320,7 @@ async fn indexed_lists_page_exactly_as_a_scan_filters() {
     let dir = tempfile::tempdir().unwrap();
     let app = api::router(common::app(dir.path()).await, None);
     let networks = cloud(&app).await;
+    let ext = floating_ips(&app, &networks[0]).await;
     let (_, ports) = call(&app, "GET", "/v2.0/ports", None, None).await;
     let ports = ports["ports"].as_array().unwrap().clone();
     let some_ip = ports
@@ -267,6 +330,20 @@ async fn indexed_lists_page_exactly_as_a_scan_filters() {
         .to_owned();
     let some_subnet = ports[0]["fixed_ips"][0]["subnet_id"]
         .as_str()
+        .unwrap()
+        .to_owned();
+    let group = ports
+        .iter()
+        .find(|p| p["project_id"] == "a")
+        .and_then(|p| p["security_groups"][0].as_str())
+        .unwrap()
+        .to_owned();
+    let (_, fips) = call(&app, "GET", "/v2.0/floatingips", None, None).await;
+    let fip_port = fips["floatingips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|f| f["port_id"].as_str())
         .unwrap()
         .to_owned();
     let s = |v: &str| v.to_owned();
@@ -315,5 +392,23 @@ async fn indexed_lists_page_exactly_as_a_scan_filters() {
         .await;
         check(&app, "networks", caller, &[("project_id", vec![s("a")])]).await;
         check(&app, "networks", caller, &[("name", vec![s("net-0")])]).await;
+        check(
+            &app,
+            "ports",
+            caller,
+            &[("security_groups", vec![group.clone()])],
+        )
+        .await;
+        let by_group = [("security_group_id", vec![group.clone()])];
+        check(&app, "security_group_rules", caller, &by_group).await;
+        let by_network = [("floating_network_id", vec![ext.clone()])];
+        check(&app, "floatingips", caller, &by_network).await;
+        check(
+            &app,
+            "floatingips",
+            caller,
+            &[("port_id", vec![fip_port.clone()])],
+        )
+        .await;
     }
 }

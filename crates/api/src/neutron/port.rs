@@ -74,13 +74,14 @@ impl Collection for Port {
     }
 
     /// A fixed IP filter names one address or one subnet (a substring
-    /// scans).
+    /// scans); a group filter, one of the port's groups.
     fn facet<'w>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
         Some(match (name, wanted.split_once('=')) {
             ("network_id", _) => (Facet::Network, wanted),
             ("device_id", _) => (Facet::DeviceId, wanted),
             ("device_owner", _) => (Facet::DeviceOwner, wanted),
             ("binding:host_id", _) => (Facet::Host, wanted),
+            ("security_groups", _) => (Facet::SecurityGroup, wanted),
             ("fixed_ips", Some(("ip_address", ip))) => (Facet::FixedIp, ip),
             ("fixed_ips", Some(("subnet_id", subnet))) => (Facet::FixedIpSubnet, subnet),
             _ => return standard_facet::<Self>(name, wanted),

@@ -1,5 +1,5 @@
 //! Facets: the attributes lists filter by (a port's network, device, host,
-//! fixed IPs, …; every record's project and name), each an index from value
+//! fixed IPs, groups, …; every record's project and name), each an index from value
 //! to the ids holding it, in id order, so a filtered page costs the page and
 //! not the cloud. Written only by `Cloud::insert`/`take`, from each record's
 //! `Record::facets`; it must not decide what a list shows (the API does).
@@ -26,6 +26,10 @@ pub enum Facet {
     FixedIp,
     /// The subnet of one of a port's fixed IPs.
     FixedIpSubnet,
+    /// A rule's group, or one of a port's groups.
+    SecurityGroup,
+    /// The port a floating IP is associated with.
+    Port,
 }
 
 /// Kind and facet → value → ids. Empty values are not indexed: a list never

@@ -28,6 +28,9 @@ impl Record for Port {
             each(Facet::FixedIp, &ip.ip_address.to_string());
             each(Facet::FixedIpSubnet, &ip.subnet_id);
         }
+        for group in &self.security_groups {
+            each(Facet::SecurityGroup, group);
+        }
     }
 
     fn index(&self, cloud: &mut Cloud) {
