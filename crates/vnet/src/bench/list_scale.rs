@@ -49,6 +49,8 @@ pub struct ListScale {
     pub network_ports: (usize, usize),
     /// Seconds the bulk creates from the small cloud to the big one took.
     pub grow_seconds: f64,
+    /// The server's RSS after the lists, at each size.
+    pub rss_bytes: (u64, u64),
     pub lists: Vec<ScaleList>,
 }
 
@@ -86,7 +88,7 @@ fn device(vm: usize) -> String {
 }
 
 pub async fn measure(big_ports: usize) -> Result<ListScale, BoxError> {
-    let server = Server::start().await?;
+    let mut server = Server::start().await?;
     let mut conn = Conn::connect(server.addr).await?;
     let mut networks = Vec::with_capacity(NETWORKS);
     for i in 0..NETWORKS {
@@ -104,6 +106,7 @@ pub async fn measure(big_ports: usize) -> Result<ListScale, BoxError> {
     for (name, path, items) in &cases {
         small.push(time_list(&mut conn, name, path, *items).await?);
     }
+    let small_rss = server.usage()?.rss_bytes;
     let start = Instant::now();
     grow(&mut conn, &networks, BASE_PORTS, big_ports).await?;
     let grow_seconds = start.elapsed().as_secs_f64();
@@ -122,6 +125,7 @@ pub async fn measure(big_ports: usize) -> Result<ListScale, BoxError> {
         big_ports,
         network_ports: (BASE_PORTS.div_ceil(NETWORKS), big_ports.div_ceil(NETWORKS)),
         grow_seconds,
+        rss_bytes: (small_rss, server.usage()?.rss_bytes),
         lists,
     })
 }

@@ -37,8 +37,14 @@ fn scale_table(out: &mut String, s: &ListScale) {
     let _ = writeln!(
         out,
         "lists at scale (a server of their own; {} ports, then {}; one network holds {}, then {};\n\
-         {} s of bulk creates between them)",
-        s.small_ports, s.big_ports, s.network_ports.0, s.network_ports.1, s.grow_seconds as u64
+         {} s of bulk creates between them; server RSS {:.1} MiB, then {:.1} MiB)",
+        s.small_ports,
+        s.big_ports,
+        s.network_ports.0,
+        s.network_ports.1,
+        s.grow_seconds as u64,
+        mib(s.rss_bytes.0),
+        mib(s.rss_bytes.1),
     );
     let _ = writeln!(
         out,
@@ -279,6 +285,7 @@ pub fn json(r: &Results) -> Value {
             "big_ports": s.big_ports,
             "network_ports": [s.network_ports.0, s.network_ports.1],
             "grow_seconds": s.grow_seconds,
+            "server_rss_bytes": [s.rss_bytes.0, s.rss_bytes.1],
             "lists": s.lists.iter().map(|l| json!({
                 "name": l.name,
                 "items": l.items,
