@@ -28,7 +28,7 @@ mod subnet;
 mod subnet_pool;
 
 pub use auto_allocated_topology::Allocated;
-pub use facets::Facet;
+pub use facets::{Facet, FacetIds};
 pub use quotas::SubnetAvailability;
 
 use crate::quota::{Limits, Quota};

@@ -14,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use model::{Caller, Cloud, Facet, ModelError, Stored, TagEdit, Timestamp};
+use model::{Caller, Cloud, Facet, FacetIds, ModelError, Stored, TagEdit, Timestamp};
 use serde_json::{Value, json};
 
 use super::body::{self, Attrs};
@@ -238,7 +238,7 @@ fn list_page<C: Collection>(
             q.page_by_id(sets, ascending, item, id, url)?
         }
         (Some(sets), None) => {
-            let ids: BTreeSet<&String> = sets.iter().flat_map(|s| s.iter()).collect();
+            let ids: BTreeSet<&str> = sets.iter().flat_map(|s| s.iter().map(|id| &**id)).collect();
             let matching = ids
                 .into_iter()
                 .filter_map(|id| C::get(cloud, id))
@@ -266,10 +266,7 @@ fn id_of<'a, C: Collection>(r: &'a &C) -> &'a str {
 /// per value it allows: every record that filter can match is in one. `None`
 /// when no filter is indexed. A value that matches an absent attribute
 /// (empty, `None`) is in no index.
-fn narrowest<'c, C: Collection>(
-    cloud: &'c Cloud,
-    q: &ListQuery,
-) -> Option<Vec<&'c BTreeSet<String>>> {
+fn narrowest<'c, C: Collection>(cloud: &'c Cloud, q: &ListQuery) -> Option<Vec<&'c FacetIds>> {
     q.filters()
         .filter_map(|(name, wanted)| {
             wanted

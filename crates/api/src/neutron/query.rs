@@ -3,10 +3,12 @@
 //! Any attribute a client sees can be used; only the ones a query names are read.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::iter::Peekable;
 use std::ops::Bound;
+use std::sync::Arc;
 
+use model::FacetIds;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -191,7 +193,7 @@ impl ListQuery {
     /// of an id if it matches.
     pub fn page_by_id<T>(
         &self,
-        candidates: &[&BTreeSet<String>],
+        candidates: &[&FacetIds],
         ascending: bool,
         item: impl Fn(&str) -> Option<T>,
         id: impl Fn(&T) -> &str,
@@ -305,12 +307,12 @@ fn marker_not_found(marker: &str) -> ApiError {
 }
 
 /// One ordered run of candidate ids, from a marker on.
-type Run<'s> = Peekable<Box<dyn Iterator<Item = &'s String> + 's>>;
+type Run<'s> = Peekable<Box<dyn Iterator<Item = &'s Arc<str>> + 's>>;
 
 /// The ids of `sets`, each once, in ascending order (`up`) or descending,
 /// strictly beyond `from` in that direction.
 fn merged<'s>(
-    sets: &[&'s BTreeSet<String>],
+    sets: &[&'s FacetIds],
     from: Option<&str>,
     up: bool,
 ) -> impl Iterator<Item = &'s str> {
@@ -323,7 +325,7 @@ fn merged<'s>(
                 (Some(m), false) => (Bound::Unbounded, Bound::Excluded(m)),
             };
             let range = set.range::<str, _>(bounds);
-            let run: Box<dyn Iterator<Item = &'s String> + 's> = if up {
+            let run: Box<dyn Iterator<Item = &'s Arc<str>> + 's> = if up {
                 Box::new(range)
             } else {
                 Box::new(range.rev())
@@ -341,7 +343,7 @@ fn merged<'s>(
                 run.next();
             }
         }
-        Some(next.as_str())
+        Some(&**next)
     })
 }
 

@@ -5,6 +5,7 @@
 //! `Record::facets`; it must not decide what a list shows (the API does).
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use super::{Cloud, Record};
 use crate::Kind;
@@ -32,14 +33,18 @@ pub enum Facet {
     Port,
 }
 
+/// The ids of the records with one value of a facet, in order. A record's
+/// entries share one allocation of its id.
+pub type FacetIds = BTreeSet<Arc<str>>;
+
 /// Kind and facet → value → ids. Empty values are not indexed: a list never
 /// asks for them (a filter on an empty value also matches an absent one).
 #[derive(Default)]
-pub(super) struct Facets(HashMap<(Kind, Facet), HashMap<String, BTreeSet<String>>>);
+pub(super) struct Facets(HashMap<(Kind, Facet), HashMap<String, FacetIds>>);
 
 impl Facets {
     pub(super) fn add<R: Record>(&mut self, record: &R) {
-        let id = &record.standard().id;
+        let id: Arc<str> = Arc::from(record.standard().id.as_str());
         each_facet(record, &mut |facet, value| {
             self.0
                 .entry((R::KIND, facet))
@@ -58,7 +63,7 @@ impl Facets {
                 return;
             };
             if let Some(ids) = values.get_mut(value) {
-                ids.remove(id);
+                ids.remove(id.as_str());
                 if ids.is_empty() {
                     values.remove(value);
                 }
@@ -69,7 +74,7 @@ impl Facets {
         });
     }
 
-    fn get(&self, kind: Kind, facet: Facet, value: &str) -> Option<&BTreeSet<String>> {
+    fn get(&self, kind: Kind, facet: Facet, value: &str) -> Option<&FacetIds> {
         self.0.get(&(kind, facet))?.get(value)
     }
 }
@@ -90,11 +95,11 @@ fn each_facet<R: Record>(record: &R, f: &mut dyn FnMut(Facet, &str)) {
 impl Cloud {
     /// The ids of the records of `kind` whose `facet` is `value`, in id
     /// order; `None` for an empty value, which is not indexed.
-    pub fn faceted(&self, kind: Kind, facet: Facet, value: &str) -> Option<&BTreeSet<String>> {
+    pub fn faceted(&self, kind: Kind, facet: Facet, value: &str) -> Option<&FacetIds> {
         if value.is_empty() {
             return None;
         }
-        static NONE: BTreeSet<String> = BTreeSet::new();
+        static NONE: FacetIds = BTreeSet::new();
         Some(self.facets.get(kind, facet, value).unwrap_or(&NONE))
     }
 
@@ -383,7 +388,7 @@ mod tests {
             (Facet::FixedIpSubnet, p.fixed_ips[0].subnet_id.as_str()),
         ] {
             let ids = c.faceted(Kind::Port, facet, value).unwrap();
-            assert!(ids.contains(&p.std.id), "{facet:?} {value}");
+            assert!(ids.contains(p.std.id.as_str()), "{facet:?} {value}");
         }
         assert!(
             c.faceted(Kind::Port, Facet::DeviceId, "vm-3")
