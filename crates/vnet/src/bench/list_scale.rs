@@ -1,9 +1,10 @@
 //! `vnet bench api`'s lists at scale (issue 13): the same filtered, paged port
 //! lists in a cloud of 1,000 ports and then, on the same server, of 100,000,
 //! each as p50/p99 and the ratio of the two. It owns its own server and builds
-//! the cloud through the API's bulk create; only the lists are timed.
+//! the cloud through the API's bulk create; only the lists are timed, once
+//! the server is idle again.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -24,6 +25,11 @@ const BULK: usize = 1000;
 const PAGE: usize = 20;
 const REPS: usize = 200;
 const WARM_UP: usize = 10;
+/// The server is idle when it spends under `IDLE_CPU` CPU-seconds in a
+/// `SETTLE_STEP`; it is given at most `SETTLE_MAX` to get there.
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+const IDLE_CPU: f64 = 0.05;
+const SETTLE_MAX: Duration = Duration::from_secs(120);
 
 /// One list, timed in both clouds.
 pub struct ScaleList {
@@ -101,6 +107,7 @@ pub async fn measure(big_ports: usize) -> Result<ListScale, BoxError> {
         networks.push(id);
     }
     grow(&mut conn, &networks, 0, BASE_PORTS).await?;
+    settle(&mut server).await?;
     let cases = cases(&networks[0]);
     let mut small = Vec::with_capacity(cases.len());
     for (name, path, items) in &cases {
@@ -110,6 +117,7 @@ pub async fn measure(big_ports: usize) -> Result<ListScale, BoxError> {
     let start = Instant::now();
     grow(&mut conn, &networks, BASE_PORTS, big_ports).await?;
     let grow_seconds = start.elapsed().as_secs_f64();
+    settle(&mut server).await?;
     let mut lists = Vec::with_capacity(cases.len());
     for ((name, path, items), small) in cases.into_iter().zip(small) {
         let big = time_list(&mut conn, name, &path, items).await?;
@@ -143,6 +151,22 @@ fn cases(network: &str) -> Vec<(&'static str, String, usize)> {
             2,
         ),
     ]
+}
+
+/// Waits until the server is idle: it compiles what the bulk creates wrote
+/// after answering them, and lists timed meanwhile would measure that too.
+async fn settle(server: &mut Server) -> Result<(), BoxError> {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let mut before = server.usage()?.cpu_seconds;
+    while Instant::now() < deadline {
+        tokio::time::sleep(SETTLE_STEP).await;
+        let now = server.usage()?.cpu_seconds;
+        if now - before < IDLE_CPU {
+            return Ok(());
+        }
+        before = now;
+    }
+    Err(format!("the server was still busy {SETTLE_MAX:?} after the bulk creates").into())
 }
 
 /// Ports `from..to`, in bulk creates.
