@@ -8,8 +8,9 @@
 # pinned OpenStack clients at tests/compat/.venv and one with the real
 # OpenStack Keystone at tests/compat/.keystone-venv (each skipped when up to
 # date).
-# Then: rustfmt, clippy, cargo test, cargo build, and the Python
-# compatibility suite (pytest tests/compat) against the built binary.
+# Then: rustfmt, clippy, cargo test, cargo build, the fuzz targets
+# (scripts/fuzz.sh), the Python compatibility suite (pytest tests/compat)
+# against the built binary, and tempest.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -39,6 +40,11 @@ command -v nft >/dev/null || missing+=(nftables)
 if command -v python3 >/dev/null; then
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 fi
+# The etcd backend: the etcd-client crate builds etcd's protos (protoc), and its
+# tests start their own etcd members on loopback (Debian's etcd-server).
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+installing_etcd=false
+command -v etcd >/dev/null || { missing+=(etcd-server); installing_etcd=true; }
 if ((${#missing[@]})); then
     step "installing system packages: ${missing[*]}"
     sudo=""
@@ -46,6 +52,11 @@ if ((${#missing[@]})); then
     $sudo apt-get update || die "apt-get update"
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y --no-install-recommends "${missing[@]}" \
         || die "apt-get install ${missing[*]}"
+    # The package starts a system etcd on install where it can; the tests run
+    # their own members, so stop only the one this install just started.
+    if $installing_etcd && [ -x /etc/init.d/etcd ]; then
+        $sudo /etc/init.d/etcd stop >/dev/null 2>&1 || true
+    fi
 fi
 
 command -v cargo >/dev/null || die "cargo not found: vnet needs a Rust toolchain (rustup)"
@@ -64,6 +75,9 @@ run cargo fmt --all -- --check
 run cargo clippy --workspace --all-targets -- -D warnings
 run cargo test --workspace
 run cargo build -p vnet
+
+# --- fuzzing: each target for a bounded time, from the corpus in fuzz/ -------
+run scripts/fuzz.sh
 
 # --- compatibility suite -------------------------------------------------------
 VNET_BIN=$TARGET_DIR/debug/vnet

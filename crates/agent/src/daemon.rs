@@ -239,8 +239,8 @@ fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeS
     *logged = now;
 }
 
-/// Apply the security groups of `state` (nftables runs as a child process:
-/// off the async threads). `full` re-reads nftables first; otherwise the
+/// Apply the security groups of `state` (blocking netlink sockets and, for
+/// rule changes, an `nft` child process: off the async threads). `full` re-reads nftables first; otherwise the
 /// plan is made against what the last reconcile left.
 async fn secure(nft: &Arc<NftReconciler>, state: &HostState, full: bool) -> Result<(), String> {
     let (nft, state) = (nft.clone(), state.clone());

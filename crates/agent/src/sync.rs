@@ -2,6 +2,7 @@
 //! status reports, and the desired-state stream (newline-delimited JSON:
 //! a snapshot, then deltas). Knows nothing of the kernel.
 
+use std::net::IpAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -11,7 +12,7 @@ use hyper::body::Incoming;
 use hyper::header::{CONTENT_TYPE, HOST};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Longest a registration or report may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +48,8 @@ pub enum SyncError {
 pub struct Server {
     authority: String,
     token: Option<String>,
+    /// The address connections come from, when not the kernel's choice.
+    local_address: Option<IpAddr>,
 }
 
 impl Server {
@@ -60,6 +63,7 @@ impl Server {
         Ok(Server {
             authority: authority.to_owned(),
             token: None,
+            local_address: None,
         })
     }
 
@@ -68,18 +72,44 @@ impl Server {
         Server { token, ..self }
     }
 
+    /// Connect from `address` (a host of its own, as the scale bench's
+    /// simulated hosts are: the server caps connections per client address).
+    pub fn with_local_address(self, address: IpAddr) -> Server {
+        Server {
+            local_address: Some(address),
+            ..self
+        }
+    }
+
+    async fn connect(&self) -> std::io::Result<TcpStream> {
+        let Some(local) = self.local_address else {
+            return TcpStream::connect(&self.authority).await;
+        };
+        let remote = tokio::net::lookup_host(&self.authority)
+            .await?
+            .find(|a| a.is_ipv4() == local.is_ipv4())
+            .ok_or_else(|| {
+                std::io::Error::other("no server address of the local address's family")
+            })?;
+        let socket = if local.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind((local, 0).into())?;
+        socket.connect(remote).await
+    }
+
     async fn send(
         &self,
         method: Method,
         path: &str,
         body: Bytes,
     ) -> Result<Response<Incoming>, SyncError> {
-        let stream = TcpStream::connect(&self.authority)
-            .await
-            .map_err(|source| SyncError::Connect {
-                addr: self.authority.clone(),
-                source,
-            })?;
+        let stream = self.connect().await.map_err(|source| SyncError::Connect {
+            addr: self.authority.clone(),
+            source,
+        })?;
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -167,6 +197,7 @@ impl Server {
         Ok(StateStream {
             body: response.into_body(),
             buffer: BytesMut::new(),
+            bytes_read: 0,
         })
     }
 }
@@ -175,9 +206,15 @@ impl Server {
 pub struct StateStream {
     body: Incoming,
     buffer: BytesMut,
+    bytes_read: u64,
 }
 
 impl StateStream {
+    /// Bytes of the stream's body received so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
     /// The next message; `None` when the server closed the stream.
     pub async fn next(&mut self) -> Result<Option<StreamMessage>, SyncError> {
         loop {
@@ -193,6 +230,7 @@ impl StateStream {
                 None => return Ok(None),
                 Some(frame) => {
                     if let Ok(data) = frame?.into_data() {
+                        self.bytes_read += data.len() as u64;
                         self.buffer.extend_from_slice(&data);
                     }
                 }

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use store::{Revision, Store, Txn, TxnOp};
+use store::{Revision, Store, Txn, TxnLimits, TxnOp};
 use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most API writes merged into one store transaction.
@@ -64,13 +64,29 @@ async fn run(
     failed: watch::Sender<Option<CommitError>>,
 ) {
     let mut compacted: Revision = 0;
-    while let Some(first) = rx.recv().await {
+    let limits = store.txn_limits();
+    // A write that did not fit in the last transaction opens the next one.
+    let mut carried: Option<Pending> = None;
+    loop {
+        let first = match carried.take() {
+            Some(p) => p,
+            None => match rx.recv().await {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        let (mut ops, mut bytes) = size_of(&first.writes);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(p) => batch.push(p),
-                Err(_) => break,
+            let Ok(next) = rx.try_recv() else { break };
+            let (more_ops, more_bytes) = size_of(&next.writes);
+            if ops + more_ops > limits.max_ops || bytes + more_bytes > limits.max_bytes {
+                carried = Some(next);
+                break;
             }
+            ops += more_ops;
+            bytes += more_bytes;
+            batch.push(next);
         }
         // One op per key: a later write in the batch supersedes an earlier one.
         let mut ops = BTreeMap::new();
@@ -114,5 +130,96 @@ async fn run(
             }
             Ok(_) => {}
         }
+    }
+}
+
+/// Ops and bytes of `writes` as [`store::TxnLimits`] counts them (before keys
+/// written twice in one batch are merged, so never under the real size).
+fn size_of(writes: &[Write]) -> (usize, usize) {
+    let bytes = writes
+        .iter()
+        .map(|(key, value)| key.len() + value.as_ref().map_or(0, Vec::len) + TxnLimits::OP_OVERHEAD)
+        .sum();
+    (writes.len(), bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use async_trait::async_trait;
+    use store::embedded::EmbeddedStore;
+    use store::{KeyRange, RangeResponse, StoreError, TxnLimits, TxnResponse, WatchStream};
+
+    use super::*;
+
+    /// The real embedded store, announcing small limits and recording the size of
+    /// every transaction it is sent.
+    struct Limited {
+        inner: EmbeddedStore,
+        limits: TxnLimits,
+        sizes: Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl Store for Limited {
+        async fn range(&self, range: KeyRange) -> Result<RangeResponse, StoreError> {
+            self.inner.range(range).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+            self.sizes.lock().expect("sizes").push(txn.success.len());
+            self.inner.txn(txn).await
+        }
+        async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream, StoreError> {
+            self.inner.watch(range, from).await
+        }
+        async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+            self.inner.compact(revision).await
+        }
+        fn txn_limits(&self) -> TxnLimits {
+            self.limits
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_stay_within_the_store_limits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Limited {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            limits: TxnLimits {
+                max_ops: 10,
+                max_bytes: 10 * (TxnLimits::OP_OVERHEAD + 20),
+            },
+            sizes: Mutex::new(Vec::new()),
+        });
+        let (failed, _) = watch::channel(None);
+        let committer = Committer::spawn(store.clone(), failed);
+        // Queued all at once, so the committer could merge them all.
+        let done: Vec<_> = (0..60)
+            .map(|i| {
+                committer.submit(
+                    (0..3)
+                        .map(|k| (format!("w/{i:02}/{k}"), Some(b"v".to_vec())))
+                        .collect(),
+                )
+            })
+            .collect();
+        for d in done {
+            d.await.expect("answered").expect("committed");
+        }
+        let sizes = store.sizes.lock().expect("sizes").clone();
+        assert!(
+            sizes.iter().all(|&n| n <= 9),
+            "a batch over the limit: {sizes:?}"
+        );
+        assert!(
+            sizes.iter().any(|&n| n > 3),
+            "nothing was merged: {sizes:?}"
+        );
+        let all = store
+            .range(KeyRange::Prefix("w/".into()))
+            .await
+            .expect("range");
+        assert_eq!(all.kvs.len(), 180);
     }
 }

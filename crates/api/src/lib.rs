@@ -22,6 +22,9 @@ use std::sync::Arc;
 
 pub use error::ApiError;
 pub use keystone::{Keystone, KeystoneConfig, KeystoneError};
+/// For the fuzz targets in `fuzz/` only.
+#[doc(hidden)]
+pub use neutron::fuzzing;
 pub use state::{App, LoadError};
 
 use model::CloudConfig;

@@ -165,9 +165,21 @@ impl App {
         if let Some(e) = self.failed.borrow().as_ref() {
             return Err(ApiError::unavailable(e.to_string()));
         }
+        // A write the store could not take in one transaction is refused here,
+        // undone, rather than failing the store (which stops the server).
+        let max_ops = self.store.txn_limits().max_ops;
         let (value, durable) = {
             let mut cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
-            let (value, changes) = cloud.apply(op)?;
+            let (value, changes) = cloud.apply(|c| {
+                let value = op(c)?;
+                match c.pending_changes() {
+                    n if n > max_ops => Err(ModelError::InvalidInput(format!(
+                        "this request writes {n} records, more than the store takes \
+                         at once ({max_ops}): split it"
+                    ))),
+                    _ => Ok(value),
+                }
+            })?;
             // Submitted under the lock, so the store sees changes in apply order.
             let durable = (!changes.is_empty()).then(|| self.committer.submit(encode(changes)));
             (value, durable)

@@ -278,6 +278,47 @@ impl Emitter {
         self.changes.push((host.to_owned(), change));
     }
 
+    /// Of the changes since `from`, drops each host's removal of remote port
+    /// `port_id` directly followed (for that host) by its upsert as it was,
+    /// `old`: a port that left and came back unchanged, as seen from there
+    /// (its new host has the same tunnel endpoint), changed nothing.
+    fn cancel_remote_round_trips(&mut self, from: usize, port_id: &str, old: &RemotePortSpec) {
+        let mut cancelled = BTreeSet::new();
+        for i in from..self.changes.len() {
+            let (
+                host,
+                Change::RemotePortRemove {
+                    network_id,
+                    port_id: removed,
+                },
+            ) = &self.changes[i]
+            else {
+                continue;
+            };
+            if removed != port_id {
+                continue;
+            }
+            let next_for_host = (i + 1..self.changes.len()).find(|&j| self.changes[j].0 == *host);
+            if let Some(j) = next_for_host
+                && let Change::RemotePortUpsert {
+                    network_id: n,
+                    port_id: p,
+                    spec,
+                } = &self.changes[j].1
+                && n == network_id
+                && p == port_id
+                && spec == old
+            {
+                cancelled.extend([i, j]);
+            }
+        }
+        let mut index = 0;
+        self.changes.retain(|_| {
+            index += 1;
+            !cancelled.contains(&(index - 1))
+        });
+    }
+
     /// A network the host starts carrying, with everything under it.
     fn network_added(&mut self, host: &str, network_id: &str, spec: NetworkSpec) {
         self.push(
@@ -629,9 +670,17 @@ impl Compiler {
                 self.port_moved_between_hosts(id, &old, out);
             }
             Some(old) => {
+                let from = out.changes.len();
+                let old_remote = old
+                    .binding()
+                    .and_then(|(_, host)| self.underlay_ip(host))
+                    .map(|vtep| old.remote(vtep));
                 self.unbind(id, &old, out);
                 self.ports.insert(id.clone(), new);
                 self.bind(id, out);
+                if let Some(old_remote) = old_remote {
+                    out.cancel_remote_round_trips(from, id, &old_remote);
+                }
             }
             None => {
                 self.ports.insert(id.clone(), new);

@@ -303,6 +303,16 @@ impl Cloud {
         }
     }
 
+    /// Records the operation in progress (inside [`Cloud::apply`]) has written so
+    /// far, each counted once: the store writes it as that many keys.
+    pub fn pending_changes(&self) -> usize {
+        let mut seen = BTreeSet::new();
+        self.journal
+            .iter()
+            .filter(|(kind, id, _)| seen.insert((*kind, id.as_str())))
+            .count()
+    }
+
     fn roll_back(&mut self) {
         while let Some((kind, id, before)) = self.journal.pop() {
             self.raw_remove(kind, &id);

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use futures::Stream;
 
 pub mod embedded;
+pub mod etcd;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
@@ -163,6 +164,28 @@ pub enum StoreError {
     Closed,
 }
 
+/// The largest transaction a backend accepts. A writer that merges many changes
+/// into one transaction (the API's committer) must stay under both bounds; a
+/// bigger transaction fails with a backend error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TxnLimits {
+    /// Most ops (puts and deletes of one branch) in one transaction.
+    pub max_ops: usize,
+    /// Most bytes of keys and values in one transaction, with
+    /// [`TxnLimits::OP_OVERHEAD`] counted per op for the framing around them.
+    pub max_bytes: usize,
+}
+
+impl TxnLimits {
+    pub const UNLIMITED: TxnLimits = TxnLimits {
+        max_ops: usize::MAX,
+        max_bytes: usize::MAX,
+    };
+
+    /// Bytes counted per op on top of its key and value.
+    pub const OP_OVERHEAD: usize = 32;
+}
+
 /// The store contract. A transaction's future resolves only once its effect is
 /// durable: an acknowledged write survives `kill -9` of the process.
 #[async_trait]
@@ -186,4 +209,9 @@ pub trait Store: Send + Sync + 'static {
     /// from `revision` still works, one from `revision - 1` fails with `Compacted`.
     /// Compacting at or before an earlier compaction is a no-op, not an error.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+
+    /// How large a transaction this store accepts.
+    fn txn_limits(&self) -> TxnLimits {
+        TxnLimits::UNLIMITED
+    }
 }

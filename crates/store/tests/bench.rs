@@ -1,13 +1,18 @@
 //! Durable transactions per second, with and without group commit, in one run so
-//! the gain is a ratio on the same disk. Ignored by default (it measures, it does
-//! not check much); run it with
+//! the gain is a ratio on the same disk; then the same callers on an etcd member
+//! (on the same disk), whose one-caller line is etcd's fsync-per-transaction
+//! floor. Ignored by default (it measures, it does not check much); run it with
 //! `cargo test -p store --release --test bench -- --ignored --nocapture`.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use store::Store;
 use store::embedded::{EmbeddedStore, Options};
+use store::etcd::EtcdStore;
+use store::etcd::local::LocalEtcd;
 use store::testing::{ops, put};
 
 /// How long each scenario writes.
@@ -32,6 +37,18 @@ async fn run(callers: usize, max_batch: usize) -> Figures {
         )
         .expect("open store"),
     );
+    let (txns, elapsed) = drive(store.clone(), callers).await;
+    let stats = store.commit_stats();
+    Figures {
+        txns,
+        batches: stats.batches,
+        elapsed,
+    }
+}
+
+/// `callers` tasks writing one key per transaction for [`RUN`]; returns the
+/// transactions acknowledged and the time they took.
+async fn drive(store: Arc<dyn Store>, callers: usize) -> (u64, Duration) {
     let value = vec![7u8; 200];
     let start = Instant::now();
     let tasks: Vec<_> = (0..callers)
@@ -46,19 +63,47 @@ async fn run(callers: usize, max_batch: usize) -> Figures {
                         .expect("txn");
                     i += 1;
                 }
+                i
             })
         })
         .collect();
+    let mut txns = 0;
     for task in tasks {
-        task.await.expect("caller task");
+        txns += task.await.expect("caller task");
     }
-    let elapsed = start.elapsed();
-    let stats = store.commit_stats();
+    (txns, start.elapsed())
+}
+
+/// The same callers on one etcd member; its WAL fsyncs are read from its own
+/// metrics (`etcd_disk_wal_fsync_duration_seconds_count`).
+async fn run_etcd(etcd: &LocalEtcd, callers: usize) -> Figures {
+    let store: Arc<dyn Store> = Arc::new(
+        EtcdStore::connect(store::etcd::Options::new(vec![
+            etcd.client_url().to_owned(),
+        ]))
+        .await
+        .expect("connect"),
+    );
+    let before = wal_fsyncs(etcd.client_url());
+    let (txns, elapsed) = drive(store, callers).await;
     Figures {
-        txns: stats.txns,
-        batches: stats.batches,
+        txns,
+        batches: wal_fsyncs(etcd.client_url()) - before,
         elapsed,
     }
+}
+
+fn wal_fsyncs(url: &str) -> u64 {
+    let addr = url.trim_start_matches("http://");
+    let mut conn = TcpStream::connect(addr).expect("etcd metrics");
+    write!(conn, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").expect("request");
+    let mut reply = String::new();
+    conn.read_to_string(&mut reply).expect("metrics");
+    reply
+        .lines()
+        .find_map(|l| l.strip_prefix("etcd_disk_wal_fsync_duration_seconds_count "))
+        .and_then(|n| n.trim().parse::<f64>().ok())
+        .map_or(0, |n| n as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,8 +121,20 @@ async fn group_commit_throughput() {
         "{:<42} {:>10} {:>10} {:>10} {:>8}",
         "scenario", "txns/s", "fsyncs/s", "txn/batch", "gain"
     );
+    let mut results = Vec::new();
     for (name, callers, max_batch) in scenarios {
-        let f = run(callers, max_batch).await;
+        results.push((name, run(callers, max_batch).await));
+    }
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
+    let etcd = LocalEtcd::start(dir.path()).await.expect("start etcd");
+    for (name, callers) in [
+        ("etcd (fsync per txn), 1 caller", 1),
+        ("etcd, 8 callers", 8),
+        ("etcd, 64 callers", 64),
+    ] {
+        results.push((name, run_etcd(&etcd, callers).await));
+    }
+    for (name, f) in results {
         let secs = f.elapsed.as_secs_f64();
         let rate = f.txns as f64 / secs;
         let base = *baseline.get_or_insert(rate);

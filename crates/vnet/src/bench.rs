@@ -9,9 +9,12 @@ mod compiler;
 mod convergence;
 mod goals;
 mod list_scale;
+mod nft;
 mod report;
 mod results;
 mod routing;
+mod scale;
+mod scale_agents;
 mod security;
 mod server;
 mod stats;
@@ -32,6 +35,13 @@ pub enum Bench {
     /// `vnet trace` in process: one trace's latency in the compiler bench's
     /// cloud, next to one snapshot of the source host measured in the same run.
     Trace(trace::TraceArgs),
+    /// One server and 1,000 simulated hosts over 100,000 ports: the load,
+    /// one change's fan-out, a member joining a group every host watches,
+    /// churn, the idle cost, a restart storm, the bytes per change.
+    Scale(scale::ScaleArgs),
+    /// The simulated hosts of `bench scale`, driven by it over stdin/stdout.
+    #[command(hide = true)]
+    ScaleAgents(scale_agents::ScaleAgentsArgs),
     /// Convergence in a two-host lab (root): from a port's POST returning to
     /// ACTIVE, and to a peer on the other host reaching it.
     Convergence {
@@ -39,6 +49,9 @@ pub enum Bench {
         #[arg(long, default_value_t = 50)]
         ports: usize,
     },
+    /// The agent's nftables work per change (root, in process): the
+    /// in-process netlink path next to the `nft` process path, same run.
+    Nft(nft::NftArgs),
     /// Throughput of routed and floating IP paths, in a two-host lab (root,
     /// iperf3), as ratios to a veth pair measured in the same run.
     Routing {
@@ -68,6 +81,8 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
         Bench::Api(args) => api::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
         Bench::Trace(args) => trace::run(args),
+        Bench::Scale(args) => scale::run(args).await,
+        Bench::ScaleAgents(args) => scale_agents::run(args).await,
         Bench::Routing { seconds, repeats } => {
             let figures =
                 tokio::task::spawn_blocking(move || routing::run_bench(seconds, repeats)).await??;
@@ -83,6 +98,11 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
                 tokio::task::spawn_blocking(move || security::run_bench(&rules, seconds, repeats))
                     .await??;
             security::print(&figures);
+            Ok(())
+        }
+        Bench::Nft(args) => {
+            let figures = tokio::task::spawn_blocking(move || nft::run_bench(&args)).await??;
+            nft::print(&figures);
             Ok(())
         }
         Bench::Convergence { ports } => {

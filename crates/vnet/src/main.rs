@@ -23,8 +23,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the Neutron v2.0 API on the embedded store.
-    Server(ServerArgs),
+    /// Serve the Neutron v2.0 API on the embedded store (or on etcd).
+    Server(Box<ServerArgs>),
     /// Run this host's agent: program the kernel, serve DHCP, report ports.
     Agent(AgentArgs),
     /// A cloud in a box: a fabric, hosts with agents, a server, and VMs (root).
@@ -46,9 +46,15 @@ pub struct ServerArgs {
     /// loopback or a private network: noauth trusts its callers.
     #[arg(long, default_value = "127.0.0.1:9696", value_parser = parse_listen)]
     listen: Vec<Listen>,
+    /// Where the cloud's state lives: `embedded` (one SQLite file in
+    /// --data-dir, one machine) or `etcd` (an etcd cluster, --etcd-endpoints).
+    #[arg(long, value_enum, default_value_t = StoreKind::Embedded)]
+    store: StoreKind,
     /// Directory of the embedded store (one SQLite file).
     #[arg(long, default_value = "vnet-data")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    etcd: EtcdArgs,
     /// Project of requests without X-Project-Id (they act as its admin).
     #[arg(long, default_value = "admin")]
     default_project: String,
@@ -81,6 +87,42 @@ pub struct ServerArgs {
     /// on the port.
     #[arg(long, hide = true)]
     ready_file: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq, Debug)]
+pub enum StoreKind {
+    Embedded,
+    Etcd,
+}
+
+/// The etcd store's settings (with --store etcd).
+#[derive(clap::Args, Clone)]
+pub struct EtcdArgs {
+    /// Client URLs of the etcd cluster's members, comma-separated
+    /// (http://10.0.0.1:2379,http://10.0.0.2:2379,...).
+    #[arg(long, value_delimiter = ',', env = "VNET_ETCD_ENDPOINTS")]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of this cloud's keys in etcd: clouds with different
+    /// prefixes share a cluster without seeing each other.
+    #[arg(long, default_value = store::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// The cluster's --max-txn-ops (etcd's default is 128): the server keeps
+    /// each transaction under it.
+    #[arg(long, default_value_t = store::etcd::ETCD_DEFAULT_LIMITS.max_ops)]
+    etcd_max_txn_ops: usize,
+    /// The cluster's --max-request-bytes (etcd's default is 1.5 MiB).
+    #[arg(long, default_value_t = store::etcd::ETCD_DEFAULT_LIMITS.max_bytes)]
+    etcd_max_request_bytes: usize,
+    /// Seconds an etcd request may take before it fails (clients then get a
+    /// 503): an etcd without quorum does not answer at all.
+    #[arg(long, default_value_t = 10)]
+    etcd_timeout: u64,
+    /// Seconds this server's claim on the prefix outlives it if it dies
+    /// without letting go (kill -9, or cut off from etcd); a server started
+    /// meanwhile waits up to twice this for it. Writes of a server whose
+    /// claim ran out are refused.
+    #[arg(long, default_value_t = 10)]
+    etcd_claim_ttl: u64,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -320,7 +362,7 @@ fn run(command: Command) -> Result<(), BoxError> {
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async {
         match command {
-            Command::Server(args) => server(args).await,
+            Command::Server(args) => server(*args).await,
             Command::Agent(args) => {
                 let netns_prefix = match (args.router_netns_prefix, &args.netns) {
                     (Some(prefix), _) => prefix,
@@ -378,15 +420,14 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
             auth
         }
     };
-    let _lock = lock_data_dir(&args.data_dir)?;
-    let store = store::embedded::EmbeddedStore::open(&args.data_dir)?;
+    let (store, _lock, where_) = open_store(args.store, &args.data_dir, &args.etcd).await?;
     let mut listeners = Vec::new();
     for listen in &args.listen {
         let listener = bind(listen)?;
         tracing::info!(
             listen = %listener.local_addr()?,
             netns = listen.netns.as_deref().unwrap_or("-"),
-            data_dir = %args.data_dir.display(),
+            store = %where_,
             "vnet server: Neutron v2.0 API"
         );
         listeners.push(listener);
@@ -410,9 +451,80 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
                 .collect(),
         },
     };
-    api::serve(listeners, Arc::new(store), config, shutdown_signal()).await?;
+    let served = api::serve(listeners, store.shared(), config, shutdown_signal()).await;
+    store.close().await;
+    served?;
     tracing::info!("vnet server stopped");
     Ok(())
+}
+
+/// The store the server runs on, held so a clean stop can let go of it.
+enum OpenStore {
+    Embedded(Arc<store::embedded::EmbeddedStore>),
+    Etcd(Arc<store::etcd::EtcdStore>),
+}
+
+impl OpenStore {
+    fn shared(&self) -> Arc<dyn store::Store> {
+        match self {
+            OpenStore::Embedded(s) => s.clone(),
+            OpenStore::Etcd(s) => s.clone(),
+        }
+    }
+
+    /// Ends this server's claim on an etcd store at once, so a restart need not
+    /// wait for its lease to run out.
+    async fn close(&self) {
+        if let OpenStore::Etcd(s) = self {
+            s.release().await;
+        }
+    }
+}
+
+/// Opens the chosen store, made this server's alone: a lock file in the data
+/// dir, or a leased claim in etcd. Returns it, the lock file, and where it is.
+async fn open_store(
+    kind: StoreKind,
+    data_dir: &std::path::Path,
+    e: &EtcdArgs,
+) -> Result<(OpenStore, Option<std::fs::File>, String), BoxError> {
+    match kind {
+        StoreKind::Embedded => {
+            let lock = lock_data_dir(data_dir)?;
+            let store = store::embedded::EmbeddedStore::open(data_dir)?;
+            let where_ = format!("embedded {}", data_dir.display());
+            Ok((OpenStore::Embedded(Arc::new(store)), Some(lock), where_))
+        }
+        StoreKind::Etcd => {
+            if e.etcd_endpoints.is_empty() {
+                return Err("--store etcd needs --etcd-endpoints URL[,URL...]".into());
+            }
+            let options = store::etcd::Options {
+                endpoints: e.etcd_endpoints.clone(),
+                prefix: e.etcd_prefix.clone(),
+                request_timeout: std::time::Duration::from_secs(e.etcd_timeout.max(1)),
+                limits: store::TxnLimits {
+                    max_ops: e.etcd_max_txn_ops.max(1),
+                    max_bytes: e.etcd_max_request_bytes,
+                },
+            };
+            let mut store = store::etcd::EtcdStore::connect(options).await?;
+            let holder = format!(
+                "pid {} on {}",
+                std::process::id(),
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map_or_else(|_| "?".into(), |h| h.trim().to_owned())
+            );
+            let ttl = std::time::Duration::from_secs(e.etcd_claim_ttl.max(2));
+            store.claim(&holder, ttl, 2 * ttl).await?;
+            let where_ = format!(
+                "etcd {} prefix {}",
+                e.etcd_endpoints.join(","),
+                e.etcd_prefix
+            );
+            Ok((OpenStore::Etcd(Arc::new(store)), None, where_))
+        }
+    }
 }
 
 /// One server per data dir: a second one would keep its own copy of the cloud

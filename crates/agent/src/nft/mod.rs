@@ -2,17 +2,21 @@
 //! host's local ports. From a [`HostState`] [`desired`] builds the ruleset
 //! (pure), [`plan`] diffs it against what vnet's two tables hold (pure) into
 //! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
-//! runs it as one `nft -f -` process. Nothing is flushed wholesale: a chain
-//! is rewritten only when its rules changed (atomically, within the
+//! runs it: a transaction that only changes set elements (a member joining
+//! or leaving a group) as one nf_tables netlink batch sent in-process
+//! ([`netlink`]), any other as one `nft -f -` process. Nothing is flushed
+//! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and
 //! conntrack is never flushed, so connections the new rules still allow
 //! carry on. Only the tables `bridge vnet` and `inet vnet` are touched, plus
 //! the `nf_call_iptables`/`nf_call_ip6tables` switches of vnet's own bridges
 //! (`vnbr*`) that carry a secured port. See [`ruleset`] for the design.
 //!
-//! Runs `nft` and `ip` as child processes, which inherit the network
-//! namespace of the calling thread. Blocking: from async code call it on
-//! `spawn_blocking` (the agent's host namespace is the process's own).
+//! The bridges' switches are read and set over rtnetlink in-process
+//! ([`bridges`]). Its netlink sockets, and the `nft` child processes, are in
+//! the network namespace of the calling thread. Blocking: from async code
+//! call it on `spawn_blocking` (the agent's host namespace is the
+//! process's own).
 //!
 //! # Use from the daemon
 //!
@@ -30,6 +34,8 @@
 //! (always reads) periodically to repair changes made behind vnet's back.
 //! The `nftables` package (nft ≥ 1.0.6) must be installed.
 
+mod bridges;
+pub mod netlink;
 mod plan;
 pub mod ruleset;
 
@@ -55,6 +61,10 @@ pub enum NftError {
     },
     #[error("`{command}` failed: {stderr}")]
     Failed { command: String, stderr: String },
+    #[error("nf_tables batch: {0}")]
+    Netlink(#[from] netlink::BatchError),
+    #[error("bridge netfilter switches: {0}")]
+    Bridge(#[from] bridges::BridgeError),
     #[error("cannot read the output of `{command}`")]
     Parse {
         command: String,
@@ -88,20 +98,43 @@ impl NftReport {
 /// successful reconcile left (vnet's tables are vnet's alone), which saves
 /// the listing: with a 10,000-member set that listing costs far more than
 /// the one-element transaction.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct NftReconciler {
     config: NftConfig,
+    /// Element-only changes go as one netlink batch and the bridges'
+    /// switches over rtnetlink (no process); off only to measure the
+    /// process path against it ([`BY_PROCESS_ENV`]).
+    in_process: bool,
     /// The tables and the bridges' netfilter switches as the last reconcile
     /// left them; `None` after a failure.
     view: Mutex<Option<(ObservedNft, BTreeMap<String, bool>)>>,
+}
+
+/// Set (to anything) in an agent's environment, every change is run by
+/// `nft -f` and the bridges' switches by `ip`, as before the in-process
+/// path: the baseline of `vnet bench`.
+pub const BY_PROCESS_ENV: &str = "VNET_NFT_BY_PROCESS";
+
+impl Default for NftReconciler {
+    fn default() -> Self {
+        NftReconciler::new(NftConfig::default())
+    }
 }
 
 impl NftReconciler {
     pub fn new(config: NftConfig) -> Self {
         NftReconciler {
             config,
+            in_process: std::env::var_os(BY_PROCESS_ENV).is_none(),
             view: Mutex::new(None),
         }
+    }
+
+    /// Runs every transaction by `nft -f` (the path before the in-process
+    /// one), or not.
+    pub fn by_process(mut self, yes: bool) -> Self {
+        self.in_process = !yes;
+        self
     }
 
     fn view_slot(&self) -> MutexGuard<'_, Option<(ObservedNft, BTreeMap<String, bool>)>> {
@@ -116,8 +149,8 @@ impl NftReconciler {
     }
 
     /// Like [`NftReconciler::reconcile`], but plans against the cached view
-    /// when there is one. The bridges' switches are still read (one `ip`
-    /// process), since the `linux` reconciler may have created a bridge.
+    /// when there is one (a bridge it has not seen was made by the `linux`
+    /// reconciler, born filtered).
     pub fn reconcile_cached(&self, state: &HostState) -> Result<NftReport, NftError> {
         let cached = self.view_slot().take();
         self.converge(state, cached)
@@ -155,15 +188,26 @@ impl NftReconciler {
                 }
                 (view, switches)
             }
-            None => (self.observe()?, observe_bridges()?.into_iter().collect()),
+            None => {
+                let bridges = if self.in_process {
+                    bridges::observe(crate::linux::BRIDGE_PREFIX)?
+                } else {
+                    observe_bridges()?
+                };
+                (self.observe()?, bridges.into_iter().collect())
+            }
         };
         let observed_at = Instant::now();
         let transaction = plan(&want, &have);
-        if !transaction.is_empty() {
-            run_script(&transaction.script)?;
-        }
+        self.run(&transaction)?;
         let listed: Vec<(String, bool)> = switches.iter().map(|(b, on)| (b.clone(), *on)).collect();
-        let bridges_switched = switch_bridges(&want, &listed)?;
+        let bridges_switched = if self.in_process {
+            let flips = bridge_switches(&want, &listed);
+            bridges::switch(&flips)?;
+            flips.into_iter().map(|(n, _)| n).collect()
+        } else {
+            switch_bridges(&want, &listed)?
+        };
         for bridge in &bridges_switched {
             switches.insert(bridge.clone(), want.filtered_bridges.contains(bridge));
         }
@@ -180,10 +224,21 @@ impl NftReconciler {
     /// (It forgets the cached view.)
     pub fn apply(&self, transaction: &Transaction) -> Result<(), NftError> {
         self.invalidate();
+        self.run(transaction)
+    }
+
+    /// Element-only transactions as one netlink batch; any other by `nft -f`
+    /// (one process), each one transaction.
+    fn run(&self, transaction: &Transaction) -> Result<(), NftError> {
         if transaction.is_empty() {
-            return Ok(());
+            Ok(())
+        } else if self.in_process && transaction.elements_only() {
+            Ok(netlink::send_batch(&netlink::element_messages(
+                &transaction.set_deltas,
+            ))?)
+        } else {
+            run_script(&transaction.script)
         }
-        run_script(&transaction.script)
     }
 
     /// Deletes vnet's tables (for uninstalling; never done by reconcile).
@@ -255,7 +310,8 @@ fn run_script(script: &str) -> Result<(), NftError> {
     }
 }
 
-/// vnet's bridges and whether IP traffic through them goes to netfilter.
+/// vnet's bridges and whether IP traffic through them goes to netfilter
+/// (by `ip`: the path before the in-process one).
 fn observe_bridges() -> Result<Vec<(String, bool)>, NftError> {
     let args = ["-d", "-j", "link", "show", "type", "bridge"];
     let out = output("ip", &args, None)?;

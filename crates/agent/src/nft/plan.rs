@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use super::netlink::SetDelta;
 use super::ruleset::{Family, Ruleset, TABLE, Table, fnv1a};
 
 /// One of vnet's tables as nftables has it.
@@ -121,11 +122,25 @@ pub struct Transaction {
     /// Elements added and removed, as `family/set element`.
     pub elements_added: Vec<String>,
     pub elements_removed: Vec<String>,
+    /// Tables created, by family name.
+    pub tables_created: Vec<String>,
+    /// The element changes, set by set: what the in-process path sends.
+    pub set_deltas: Vec<SetDelta>,
 }
 
 impl Transaction {
     pub fn is_empty(&self) -> bool {
         self.script.is_empty()
+    }
+
+    /// Whether the transaction only adds and removes elements of sets that
+    /// exist (a member joining or leaving, an address group changing).
+    pub fn elements_only(&self) -> bool {
+        self.tables_created.is_empty()
+            && self.chains_written.is_empty()
+            && self.chains_deleted.is_empty()
+            && self.sets_created.is_empty()
+            && self.sets_deleted.is_empty()
     }
 }
 
@@ -147,6 +162,7 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
         let h = have.table(family);
         if !h.exists {
             let _ = writeln!(tables, "add table {f} {TABLE}");
+            tx.tables_created.push(f.to_string());
         }
         for (name, chain) in &w.chains {
             let tags: Vec<String> = chain.rules.iter().map(|r| rule_tag(r)).collect();
@@ -204,15 +220,19 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                     BTreeSet::new()
                 }
             };
-            let gone: Vec<String> = have_elems
-                .difference(&set.elements)
-                .map(ToString::to_string)
-                .collect();
-            let new: Vec<String> = set
-                .elements
-                .difference(&have_elems)
-                .map(ToString::to_string)
-                .collect();
+            let removed: Vec<IpNet> = have_elems.difference(&set.elements).copied().collect();
+            let added: Vec<IpNet> = set.elements.difference(&have_elems).copied().collect();
+            let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
+            let new: Vec<String> = added.iter().map(ToString::to_string).collect();
+            if !removed.is_empty() || !added.is_empty() {
+                tx.set_deltas.push(SetDelta {
+                    family,
+                    set: name.clone(),
+                    was_empty: have_elems.is_empty(),
+                    removed,
+                    added,
+                });
+            }
             if !gone.is_empty() {
                 let _ = writeln!(
                     del_elements,

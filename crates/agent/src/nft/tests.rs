@@ -202,6 +202,34 @@ fn a_member_joining_changes_one_element_and_no_rule() {
         vec!["inet/rg_web_4 10.0.0.99/32".to_string()]
     );
     assert!(tx.chains_written.is_empty());
+    // What the in-process path sends: one set's one element, nothing else.
+    assert!(tx.elements_only());
+    assert_eq!(tx.set_deltas.len(), 1, "{:?}", tx.set_deltas);
+    let d = &tx.set_deltas[0];
+    assert_eq!((d.family, d.set.as_str()), (Family::Inet, "rg_web_4"));
+    assert_eq!(
+        d.added,
+        vec!["10.0.0.99/32".parse::<ipnet::IpNet>().unwrap()]
+    );
+    assert!(d.removed.is_empty() && !d.was_empty);
+    assert_eq!(netlink::element_messages(&tx.set_deltas).len(), 1);
+}
+
+#[test]
+fn a_transaction_making_tables_chains_or_sets_is_not_elements_only() {
+    let rs = desired(&state(), &NftConfig::default());
+    let tx = plan(&rs, &ObservedNft::default());
+    assert!(!tx.tables_created.is_empty());
+    assert!(!tx.elements_only());
+    // A set's first elements, with the set created: still by nft.
+    let mut have = ObservedNft::default();
+    apply_fake(&rs, &mut have);
+    have.inet.sets.clear();
+    let tx = plan(&rs, &have);
+    assert!(
+        !tx.sets_created.is_empty() && !tx.elements_only(),
+        "{tx:#?}"
+    );
 }
 
 #[test]

@@ -14,6 +14,8 @@ mod collection;
 mod default_security_group_rule;
 mod extensions;
 mod floating_ip;
+#[doc(hidden)]
+pub mod fuzzing;
 mod metering;
 mod network;
 mod port;

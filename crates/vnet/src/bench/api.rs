@@ -1,5 +1,5 @@
 //! `vnet bench api`: issue 2's "Figures to report". Measures the HTTP and fsync
-//! floors, then creates networks with a subnet each, ports from one client and
+//! floors (and, on etcd, etcd's own transaction floor), then creates networks with a subnet each, ports from one client and
 //! from many, lists ports, creates rules as one security group grows, and
 //! (issue 3) attaches subnets to a router and gives their ports floating IPs.
 
@@ -10,13 +10,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use store::Store as _;
 use tokio::task::JoinSet;
 
 use super::client::Conn;
 use super::list_scale;
 use super::report;
 use super::results::{Floor, Floors, L3Figure, ListFigure, PortPhase, Results, RuleFigure, Setup};
-use super::server::Server;
+use super::server::{BenchStore, Server};
 use super::stats::{Samples, Usage};
 use crate::BoxError;
 
@@ -49,12 +50,33 @@ pub struct ApiArgs {
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
     rules: u32,
     /// Ports of the big cloud of the lists-at-scale phase (on a server of its
-    /// own, after 1,000 ports); 0 skips the phase.
+    /// own, on the first store, after 1,000 ports); 0 skips the phase.
     #[arg(long, default_value_t = 100_000)]
     scale_ports: u32,
+    /// The store the server runs on; `both` measures the embedded store, then
+    /// etcd (one member of its own on loopback), in the same run.
+    #[arg(long, value_enum, default_value_t = StoreChoice::Embedded)]
+    store: StoreChoice,
     /// Print the figures as JSON instead of a table.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreChoice {
+    Embedded,
+    Etcd,
+    Both,
+}
+
+impl StoreChoice {
+    fn stores(self) -> &'static [BenchStore] {
+        match self {
+            StoreChoice::Embedded => &[BenchStore::Embedded],
+            StoreChoice::Etcd => &[BenchStore::Etcd],
+            StoreChoice::Both => &[BenchStore::Embedded, BenchStore::Etcd],
+        }
+    }
 }
 
 /// The sizes of a run, as plain counts.
@@ -69,18 +91,38 @@ pub struct Plan {
 
 pub async fn run(args: ApiArgs) -> Result<(), BoxError> {
     let plan = plan(&args)?;
-    let mut server = Server::start().await?;
-    let mut results = measure(plan, &mut server).await?;
-    // A server that died at the very end would have answered with errors.
-    server.usage()?;
-    drop(server);
-    if plan.scale_ports > 0 {
-        results.scale = Some(list_scale::measure(plan.scale_ports).await?);
+    let mut runs = Vec::new();
+    for &store in args.store.stores() {
+        // One server at a time: the other one would share the cores.
+        let mut server = Server::start(store).await?;
+        let results = measure(plan, &mut server, store).await?;
+        // A server that died at the very end would have answered with errors.
+        server.usage()?;
+        drop(server);
+        runs.push(results);
+    }
+    // Lists at scale once, on a server of their own with the first store.
+    if let (true, Some(&store), Some(first)) = (
+        plan.scale_ports > 0,
+        args.store.stores().first(),
+        runs.first_mut(),
+    ) {
+        first.scale = Some(list_scale::measure(plan.scale_ports, store).await?);
     }
     if args.json {
-        println!("{}", report::json(&results));
+        let json = match runs.as_slice() {
+            [one] => report::json(one),
+            all => report::json_side_by_side(all),
+        };
+        println!("{json}");
     } else {
-        print!("{}", report::table(&results));
+        for results in &runs {
+            print!("{}", report::table(results));
+            println!();
+        }
+        if runs.len() > 1 {
+            print!("{}", report::side_by_side(&runs));
+        }
     }
     Ok(())
 }
@@ -106,10 +148,11 @@ fn plan(args: &ApiArgs) -> Result<Plan, BoxError> {
     Ok(plan)
 }
 
-async fn measure(plan: Plan, server: &mut Server) -> Result<Results, BoxError> {
+async fn measure(plan: Plan, server: &mut Server, store: BenchStore) -> Result<Results, BoxError> {
     let mut conn = Conn::connect(server.addr).await?;
     // The floors are taken at the start and again at the end, then pooled, so
     // that a disturbance of this shared machine during the run shows in them too.
+    let etcd_start = etcd_floor(server).await?;
     let (http_start, fsync_start) = floors(&mut conn, server).await?;
     let setup = create_networks(&mut conn, plan.networks).await?;
     let networks: Arc<[String]> = setup.network_ids.clone().into();
@@ -122,12 +165,15 @@ async fn measure(plan: Plan, server: &mut Server) -> Result<Results, BoxError> {
     let rules = rules(&mut conn, plan.rules).await?;
     let l3 = l3(&mut conn, L3_SUBNETS).await?;
     let (http_end, fsync_end) = floors(&mut conn, server).await?;
+    let etcd_end = etcd_floor(server).await?;
     let floors = Floors {
         http: Floor::new(http_start, http_end),
         fsync: Floor::new(fsync_start, fsync_end),
+        etcd_txn: etcd_start.zip(etcd_end).map(|(a, b)| Floor::new(a, b)),
     };
     Ok(Results {
         plan,
+        store: store.name(),
         server_pid: server.pid(),
         clk_tck: server.clk_tck(),
         floors,
@@ -179,6 +225,33 @@ fn fsync_samples(path: &std::path::Path) -> Result<Samples, BoxError> {
         latencies.push(start.elapsed());
     }
     Ok(Samples::new(latencies))
+}
+
+/// With the etcd store: single-key put transactions straight to the server's
+/// etcd member, one at a time, under a prefix of their own (the same count as
+/// the fsync floor). What one durable etcd transaction costs before vnet adds
+/// anything.
+async fn etcd_floor(server: &Server) -> Result<Option<Samples>, BoxError> {
+    let Some((url, _)) = server.etcd() else {
+        return Ok(None);
+    };
+    let mut options = store::etcd::Options::new(vec![url.to_owned()]);
+    options.prefix = "/vnet-bench-floor".into();
+    let etcd = store::etcd::EtcdStore::connect(options).await?;
+    let mut latencies = Vec::with_capacity(FSYNC_FLOOR_N);
+    for i in 0..FSYNC_FLOOR_N {
+        let txn = store::Txn {
+            success: vec![store::TxnOp::Put {
+                key: format!("k/{}", i % 10),
+                value: vec![0x5a; 256],
+            }],
+            ..store::Txn::default()
+        };
+        let start = Instant::now();
+        etcd.txn(txn).await?;
+        latencies.push(start.elapsed());
+    }
+    Ok(Some(Samples::new(latencies)))
 }
 
 /// `n` networks, each with the IPv4 subnet [`subnet_cidr`].
@@ -277,6 +350,7 @@ struct Meter {
     start: Instant,
     server: Usage,
     client: Usage,
+    etcd: Option<Usage>,
 }
 
 impl Meter {
@@ -284,6 +358,7 @@ impl Meter {
         Ok(Meter {
             server: server.usage()?,
             client: server.client_usage()?,
+            etcd: server.etcd_usage()?,
             start: Instant::now(),
         })
     }
@@ -302,6 +377,10 @@ impl Meter {
             latencies: Samples::new(latencies),
             server: server.usage()?.since(&self.server),
             client_cpu_seconds: server.client_usage()?.since(&self.client).cpu_seconds,
+            etcd: match (server.etcd_usage()?, &self.etcd) {
+                (Some(now), Some(before)) => Some(now.since(before)),
+                _ => None,
+            },
         })
     }
 }

@@ -90,6 +90,12 @@ impl Conn {
         self.call(Method::PUT, path, body, StatusCode::OK).await
     }
 
+    /// DELETE `path`, expecting 204.
+    pub async fn delete(&mut self, path: &str) -> Result<Reply, BoxError> {
+        self.call(Method::DELETE, path, Bytes::new(), StatusCode::NO_CONTENT)
+            .await
+    }
+
     async fn call(
         &mut self,
         method: Method,

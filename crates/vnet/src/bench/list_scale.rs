@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::client::Conn;
-use super::server::Server;
+use super::server::{BenchStore, Server};
 use super::stats::{Samples, ratio};
 use crate::BoxError;
 
@@ -93,8 +93,8 @@ fn device(vm: usize) -> String {
     format!("bench-vm-{vm}")
 }
 
-pub async fn measure(big_ports: usize) -> Result<ListScale, BoxError> {
-    let mut server = Server::start().await?;
+pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, BoxError> {
+    let mut server = Server::start(store).await?;
     let mut conn = Conn::connect(server.addr).await?;
     let mut networks = Vec::with_capacity(NETWORKS);
     for i in 0..NETWORKS {

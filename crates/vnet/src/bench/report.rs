@@ -15,9 +15,9 @@ pub fn table(r: &Results) -> String {
     let p = r.plan;
     let _ = writeln!(
         out,
-        "vnet bench api: {} networks, {} ports per phase, {} clients, {} rules; \
-         server pid {} (CLK_TCK {})",
-        p.networks, p.ports, p.clients, p.rules, r.server_pid, r.clk_tck
+        "vnet bench api on the {} store: {} networks, {} ports per phase, {} clients, \
+         {} rules; server pid {} (CLK_TCK {})",
+        r.store, p.networks, p.ports, p.clients, p.rules, r.server_pid, r.clk_tck
     );
     let _ = writeln!(
         out,
@@ -84,10 +84,14 @@ fn baselines_table(out: &mut String, f: &Floors) {
         "p50 start",
         "p50 end"
     );
-    for (name, floor) in [
+    let mut floors = vec![
         ("HTTP floor: GET / (keep-alive)", &f.http),
         ("fsync floor: 4 KiB append + fdatasync", &f.fsync),
-    ] {
+    ];
+    if let Some(etcd) = &f.etcd_txn {
+        floors.push(("etcd floor: 1-key put txn, one at a time", etcd));
+    }
+    for (name, floor) in floors {
         let s = &floor.pooled;
         let _ = writeln!(
             out,
@@ -111,6 +115,7 @@ struct Row<'a> {
     client_cpu_per_1000: Option<f64>,
     disk_kib_per_port: Option<f64>,
     rss_bytes: Option<u64>,
+    etcd_cpu_per_1000: Option<f64>,
 }
 
 fn plain(name: String, latencies: &Samples) -> Row<'_> {
@@ -122,6 +127,7 @@ fn plain(name: String, latencies: &Samples) -> Row<'_> {
         client_cpu_per_1000: None,
         disk_kib_per_port: None,
         rss_bytes: None,
+        etcd_cpu_per_1000: None,
     }
 }
 
@@ -134,6 +140,7 @@ fn phase(name: String, ph: &PortPhase) -> Row<'_> {
         client_cpu_per_1000: Some(ph.client_cpu_per_1000()),
         disk_kib_per_port: Some(ph.disk_kib_per_port()),
         rss_bytes: Some(ph.server.rss_bytes),
+        etcd_cpu_per_1000: ph.etcd_cpu_per_1000(),
     }
 }
 
@@ -167,7 +174,7 @@ fn rows(r: &Results) -> Vec<Row<'_>> {
 fn figures_table(out: &mut String, r: &Results) {
     let _ = writeln!(
         out,
-        "{:<36}{:>7}{:>9}{:>9}{:>10}{:>11}{:>9}{:>9}{:>10}{:>9}",
+        "{:<36}{:>7}{:>9}{:>9}{:>10}{:>11}{:>9}{:>9}{:>10}{:>9}{:>10}",
         "figure",
         "per s",
         "p50 ms",
@@ -177,13 +184,14 @@ fn figures_table(out: &mut String, r: &Results) {
         "srv CPU",
         "cli CPU",
         "disk KiB",
-        "RSS MiB"
+        "RSS MiB",
+        "etcd CPU"
     );
     for row in rows(r) {
         let s = row.latencies;
         let _ = writeln!(
             out,
-            "  {:<34}{:>7}{:>9.3}{:>9.3}{:>10}{:>11}{:>9}{:>9}{:>10}{:>9}",
+            "  {:<34}{:>7}{:>9.3}{:>9.3}{:>10}{:>11}{:>9}{:>9}{:>10}{:>9}{:>10}",
             row.name,
             opt(row.per_second, 0),
             ms(s.p50()),
@@ -194,13 +202,14 @@ fn figures_table(out: &mut String, r: &Results) {
             opt(row.client_cpu_per_1000, 3),
             opt(row.disk_kib_per_port, 1),
             opt(row.rss_bytes.map(mib), 1),
+            opt(row.etcd_cpu_per_1000, 3),
         );
     }
     let _ = writeln!(
         out,
-        "  (srv/cli CPU: CPU-seconds per 1000 ports of the server and of this bench client; \
-         disk KiB: written\n   to storage by the server per port; RSS: the server's, after \
-         the phase)\n"
+        "  (srv/cli/etcd CPU: CPU-seconds per 1000 ports of the server, of this bench client \
+         and of the etcd member;\n   disk KiB: written to storage by the server per port; \
+         RSS: the server's, after the phase)\n"
     );
 }
 
@@ -241,11 +250,59 @@ fn mib(bytes: u64) -> f64 {
     bytes as f64 / (1024.0 * 1024.0)
 }
 
+/// The port figures of runs on different stores, one line each, with each
+/// run's own floors: what the store costs, side by side.
+pub fn side_by_side(runs: &[Results]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "side by side (each run against its own floors)\n{:<10}{:<14}{:>8}{:>9}{:>9}{:>10}{:>10}{:>12}{:>12}",
+        "store",
+        "port create",
+        "per s",
+        "p50 ms",
+        "p99 ms",
+        "srv CPU",
+        "etcd CPU",
+        "fsync p50",
+        "etcd p50"
+    );
+    for r in runs {
+        for ph in [&r.single, &r.concurrent] {
+            let _ = writeln!(
+                out,
+                "{:<10}{:<14}{:>8.0}{:>9.3}{:>9.3}{:>10.3}{:>10}{:>12.3}{:>12}",
+                r.store,
+                clients(ph.clients),
+                ph.per_second(),
+                ms(ph.latencies.p50()),
+                ms(ph.latencies.p99()),
+                ph.cpu_per_1000(),
+                opt(ph.etcd_cpu_per_1000(), 3),
+                ms(r.floors.fsync.p50()),
+                opt(r.floors.etcd_txn.as_ref().map(|f| ms(f.p50())), 3),
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  (CPU: CPU-seconds per 1000 ports; fsync p50: 4 KiB append + fdatasync; \
+         etcd p50: one 1-key etcd txn, in ms)"
+    );
+    out
+}
+
 // ---- JSON -----------------------------------------------------------------
+
+/// Runs on several stores: each run's JSON under its store's name.
+pub fn json_side_by_side(runs: &[Results]) -> Value {
+    Value::Object(runs.iter().map(|r| (r.store.to_owned(), json(r))).collect())
+}
 
 pub fn json(r: &Results) -> Value {
     json!({
         "config": {
+            "store": r.store,
             "networks": r.plan.networks,
             "ports": r.plan.ports,
             "clients": r.plan.clients,
@@ -256,6 +313,7 @@ pub fn json(r: &Results) -> Value {
         "baselines": {
             "http_floor": floor_json(&r.floors.http),
             "fsync_floor": floor_json(&r.floors.fsync),
+            "etcd_txn_floor": r.floors.etcd_txn.as_ref().map(floor_json),
         },
         "network_create": latency_json(&r.setup.network_create, Some(&r.floors)),
         "subnet_create": latency_json(&r.setup.subnet_create, Some(&r.floors)),
@@ -355,5 +413,7 @@ fn phase_json(ph: &PortPhase, floors: &Floors) -> Value {
         "server_disk_kib_per_port": ph.disk_kib_per_port(),
         "server_write_calls": ph.server.write_calls,
         "client_cpu_s": ph.client_cpu_seconds,
+        "etcd_cpu_s": ph.etcd.as_ref().map(|u| u.cpu_seconds),
+        "etcd_cpu_s_per_1000_ports": ph.etcd_cpu_per_1000(),
     })
 }

@@ -31,6 +31,10 @@ pub struct Floors {
     pub http: Floor,
     /// A 4 KiB append + fdatasync on the store's filesystem.
     pub fsync: Floor,
+    /// With the etcd store: one single-key put transaction straight to etcd,
+    /// one at a time (etcd's own durable-transaction floor: a raft round and
+    /// a WAL fsync).
+    pub etcd_txn: Option<Floor>,
 }
 
 pub struct Setup {
@@ -49,6 +53,8 @@ pub struct PortPhase {
     /// CPU time of this process (all bench clients) during the phase: it
     /// shares the machine's cores with the server.
     pub client_cpu_seconds: f64,
+    /// What the etcd member spent during the phase (with the etcd store).
+    pub etcd: Option<Usage>,
 }
 
 impl PortPhase {
@@ -67,6 +73,12 @@ impl PortPhase {
 
     pub fn client_cpu_per_1000(&self) -> f64 {
         self.client_cpu_seconds * 1000.0 / self.ports as f64
+    }
+
+    pub fn etcd_cpu_per_1000(&self) -> Option<f64> {
+        self.etcd
+            .as_ref()
+            .map(|u| u.cpu_seconds * 1000.0 / self.ports as f64)
     }
 }
 
@@ -110,6 +122,8 @@ pub struct L3Figure {
 
 pub struct Results {
     pub plan: Plan,
+    /// The store the server ran on: "embedded" or "etcd".
+    pub store: &'static str,
     pub server_pid: u32,
     pub clk_tck: f64,
     pub floors: Floors,

@@ -1,12 +1,15 @@
 //! The server under test: this same binary run as `vnet server` in a child
-//! process, on a free loopback port with a fresh data dir. Dropping it kills
-//! the child and removes the directory, on success and on error alike.
+//! process, on a free loopback port with a fresh data dir, on the embedded
+//! store or on an etcd member of its own. Dropping it kills the child (and the
+//! etcd member) and removes the directory, on success and on error alike.
 
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use store::etcd::local::LocalEtcd;
 
 use super::client::Conn;
 use super::stats::{self, Usage};
@@ -16,8 +19,27 @@ use crate::BoxError;
 const READY_POLLS: u32 = 200;
 const READY_PAUSE: Duration = Duration::from_millis(25);
 
+/// Which store the server under test runs on.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchStore {
+    Embedded,
+    /// One etcd member on loopback, started for the run (Debian's etcd-server).
+    Etcd,
+}
+
+impl BenchStore {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchStore::Embedded => "embedded",
+            BenchStore::Etcd => "etcd",
+        }
+    }
+}
+
 pub struct Server {
     child: Child,
+    /// The etcd member the server stores in (with `BenchStore::Etcd`).
+    etcd: Option<LocalEtcd>,
     pub addr: SocketAddr,
     /// Holds `data/` (the store), `server.log` and the fsync probe file.
     root: PathBuf,
@@ -27,30 +49,29 @@ pub struct Server {
 
 impl Server {
     /// Start the child and wait until it answers `GET /`.
-    pub async fn start() -> Result<Server, BoxError> {
+    pub async fn start(store: BenchStore) -> Result<Server, BoxError> {
         let root = fresh_dir()?;
+        let etcd = match store {
+            BenchStore::Embedded => None,
+            BenchStore::Etcd => match LocalEtcd::start(&root).await {
+                Ok(etcd) => Some(etcd),
+                Err(e) => {
+                    let _ = std::fs::remove_dir_all(&root);
+                    return Err(format!("cannot start etcd for the bench: {e}").into());
+                }
+            },
+        };
         let addr = free_port()?;
-        let log = File::create(root.join("server.log"))?;
-        let child = Command::new(std::env::current_exe()?)
-            .arg("server")
-            .arg("--listen")
-            .arg(addr.to_string())
-            .arg("--data-dir")
-            .arg(root.join("data"))
-            .args(crate::lab::unlimited_quotas())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn();
-        let child = match child {
+        let child = match spawn(&root, addr, etcd.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
-                return Err(format!("cannot start the server: {e}").into());
+                return Err(e);
             }
         };
         let mut server = Server {
             child,
+            etcd,
             addr,
             root,
             clk_tck: clk_tck(),
@@ -59,8 +80,30 @@ impl Server {
         Ok(server)
     }
 
+    /// kill -9 the child, start it again on the same store and address, and
+    /// wait until it answers.
+    pub async fn restart(&mut self) -> Result<(), BoxError> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.child = spawn(&self.root, self.addr, self.etcd.as_ref())?;
+        self.wait_ready().await
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The etcd member's client URL and pid, when the server runs on etcd.
+    pub fn etcd(&self) -> Option<(&str, u32)> {
+        self.etcd.as_ref().map(|e| (e.client_url(), e.pid()))
+    }
+
+    /// The etcd member's CPU time and RSS now (`None` on the embedded store).
+    pub fn etcd_usage(&self) -> Result<Option<Usage>, BoxError> {
+        self.etcd
+            .as_ref()
+            .map(|e| stats::usage(e.pid(), self.clk_tck))
+            .transpose()
     }
 
     pub fn clk_tck(&self) -> f64 {
@@ -123,8 +166,39 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        drop(self.etcd.take());
         let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// `vnet server` on `root/data` or on `etcd`, logging to `root/server.log`
+/// (appended).
+fn spawn(root: &Path, addr: SocketAddr, etcd: Option<&LocalEtcd>) -> Result<Child, BoxError> {
+    let log = File::options()
+        .create(true)
+        .append(true)
+        .open(root.join("server.log"))?;
+    let mut command = Command::new(std::env::current_exe()?);
+    command
+        .arg("server")
+        .arg("--listen")
+        .arg(addr.to_string())
+        .arg("--data-dir")
+        .arg(root.join("data"));
+    if let Some(etcd) = etcd {
+        let limits = etcd.limits();
+        command
+            .args(["--store", "etcd", "--etcd-endpoints", etcd.client_url()])
+            .arg(format!("--etcd-max-txn-ops={}", limits.max_ops))
+            .arg(format!("--etcd-max-request-bytes={}", limits.max_bytes));
+    }
+    command
+        .args(crate::lab::unlimited_quotas())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .map_err(|e| format!("cannot start the server: {e}").into())
 }
 
 /// A new, empty directory under the system's temp dir.

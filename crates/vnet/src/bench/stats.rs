@@ -57,6 +57,14 @@ pub fn ratio(a: Duration, b: Duration) -> Option<f64> {
     (!b.is_zero()).then(|| a.as_secs_f64() / b.as_secs_f64())
 }
 
+/// CLOCK_MONOTONIC in nanoseconds: one clock for every process of the
+/// machine, so a child can time events that this process started.
+pub fn monotonic_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
+}
+
 /// A process's CPU time, resident memory and writes at one moment, or (from
 /// [`Usage::since`]) over a span of time.
 #[derive(Clone, Copy, Debug, Default)]

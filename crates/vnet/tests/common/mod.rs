@@ -73,23 +73,30 @@ pub struct Cloud {
     pub outside: Option<Outside>,
     /// Hosts 1…`mapped` map [`PHYSICAL_NETWORK`] to their `ext0`.
     mapped: u8,
+    server: Option<Proc>,
+    /// The etcd member the server stores in, for a cloud on etcd.
+    etcd: Option<store::etcd::local::LocalEtcd>,
     // Dropped last: everything above lives in namespaces plugged into it.
-    _server: Proc,
     pub fabric: Fabric,
 }
 
 impl Cloud {
     pub fn new(prefix: &str, hosts: u8) -> Cloud {
-        Cloud::build(prefix, hosts, None)
+        Cloud::build(prefix, hosts, None, false)
+    }
+
+    /// With its server on `--store etcd`, on an etcd member of its own.
+    pub fn on_etcd(prefix: &str, hosts: u8) -> Cloud {
+        Cloud::build(prefix, hosts, None, true)
     }
 
     /// With an external segment ([`PHYSICAL_NETWORK`]) and the outside on it;
     /// the first `mapped` hosts are plugged into it and their agents map it.
     pub fn with_external(prefix: &str, hosts: u8, mapped: u8) -> Cloud {
-        Cloud::build(prefix, hosts, Some(mapped))
+        Cloud::build(prefix, hosts, Some(mapped), false)
     }
 
-    fn build(prefix: &str, hosts: u8, external: Option<u8>) -> Cloud {
+    fn build(prefix: &str, hosts: u8, external: Option<u8>, on_etcd: bool) -> Cloud {
         let logs = tempfile::tempdir().unwrap();
         let fabric = Fabric::new(prefix).unwrap();
         fabric
@@ -114,19 +121,10 @@ impl Cloud {
             let probe = TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap()
         };
-        let mut server = Command::new(VNET);
-        server.args([
-            "server",
-            "--listen",
-            &api.to_string(),
-            "--listen",
-            &format!("{}/{MGMT_IP}:{MGMT_PORT}", fabric.ns.name()),
-            "--data-dir",
-            logs.path().join("data").to_str().unwrap(),
-        ]);
-        let server = spawn(server, &logs.path().join("server.log"));
-        wait_for("the server", Duration::from_secs(10), || {
-            TcpStream::connect(api).is_ok()
+        let etcd = on_etcd.then(|| {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(store::etcd::local::LocalEtcd::start(logs.path()))
+                .unwrap()
         });
         let mut cloud = Cloud {
             api,
@@ -135,14 +133,64 @@ impl Cloud {
             logs,
             outside,
             mapped,
-            _server: server,
+            server: None,
+            etcd,
             fabric,
         };
+        cloud.start_server();
         for i in 0..cloud.hosts.len() {
             let agent = cloud.start_agent(i);
             cloud.agents.push(Some(agent));
         }
         cloud
+    }
+
+    /// Starts the server (on the cloud's store) and waits until it answers.
+    pub fn start_server(&mut self) {
+        let mut server = Command::new(VNET);
+        server.args([
+            "server",
+            "--listen",
+            &self.api.to_string(),
+            "--listen",
+            &format!("{}/{MGMT_IP}:{MGMT_PORT}", self.fabric.ns.name()),
+            "--data-dir",
+            self.logs.path().join("data").to_str().unwrap(),
+        ]);
+        if let Some(etcd) = &self.etcd {
+            let limits = etcd.limits();
+            server.args([
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                etcd.client_url(),
+                "--etcd-max-txn-ops",
+                &limits.max_ops.to_string(),
+                "--etcd-max-request-bytes",
+                &limits.max_bytes.to_string(),
+            ]);
+        }
+        let server = spawn(server, &self.logs.path().join("server.log"));
+        let api = self.api;
+        wait_for("the server", Duration::from_secs(10), || {
+            TcpStream::connect(api).is_ok()
+        });
+        self.server = Some(server);
+    }
+
+    /// Stops the server with SIGTERM (a clean stop) and waits for it to exit.
+    pub fn stop_server(&mut self) {
+        let Some(mut server) = self.server.take() else {
+            return;
+        };
+        let status = Command::new("kill")
+            .args(["-TERM", &server.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_for("the server to exit", Duration::from_secs(20), || {
+            server.0.try_wait().unwrap().is_some()
+        });
     }
 
     pub fn start_agent(&self, i: usize) -> Proc {

@@ -1,0 +1,334 @@
+//! nf_tables changes sent in-process: owns the encoding of vnet's set-element
+//! changes as nf_tables netlink messages (rust-netlink's
+//! `netlink-packet-netfilter`) and the one batch exchange with the kernel.
+//! It never reads a set before changing it: what a set holds comes from the
+//! caller's view.
+//!
+//! A batch is one nf_tables transaction: the kernel applies every message or
+//! none. Each message asks for an acknowledgement, so the exchange ends when
+//! every message is answered, and a refusal names the message it refused.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+use netlink_packet_core::{ErrorBuffer, ErrorMessage};
+use netlink_packet_core::{
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
+    Parseable as _,
+};
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementFlags,
+    SetElementList, SetElementMessage,
+};
+use netlink_packet_netfilter::none::ControlMessage;
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
+
+use super::ruleset::{Family, TABLE};
+
+/// `NFNL_SUBSYS_NFTABLES`: a batch's resource id names the subsystem its
+/// messages go to.
+const NFNL_SUBSYS_NFTABLES: u16 = 10;
+/// libnftnl's `NFTNL_UDATA_SET_ELEM_FLAGS` TLV with
+/// `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: an interval running to the top of the
+/// address space has no end element, and nft marks it so to list it back.
+const UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
+/// Elements per message: a message's element list is one attribute, whose
+/// length is 16 bits; an element is at most 44 bytes (IPv6, an interval
+/// end, open-interval user data), so 1,024 of them fit.
+const ELEMENTS_PER_MESSAGE: usize = 1024;
+/// Below this a batch fits the socket's default send buffer.
+const SEND_BUFFER_DEFAULT: usize = 128 * 1024;
+/// How long the kernel may take to answer a batch before vnet gives up on
+/// it (it answers in microseconds; this only bounds a kernel that never does).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What failed in a batch exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum BatchError {
+    #[error("netlink socket: {0}")]
+    Socket(#[source] std::io::Error),
+    #[error("the kernel refused message {index} of the batch ({what}): {source}")]
+    Refused {
+        /// Position in the batch, 0 the first message after batch begin.
+        index: usize,
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the kernel refused the batch as a whole: {0}")]
+    Batch(#[source] std::io::Error),
+    #[error("no answer from the kernel for {0} messages of the batch")]
+    Unanswered(usize),
+    #[error("cannot decode the kernel's answer: {0}")]
+    Decode(String),
+}
+
+/// The element changes of one named interval set of vnet's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SetDelta {
+    pub family: Family,
+    pub set: String,
+    /// The set held nothing before this change (then, as nft does, the
+    /// interval below the first element is closed explicitly).
+    pub was_empty: bool,
+    pub removed: Vec<IpNet>,
+    pub added: Vec<IpNet>,
+}
+
+fn proto_family(family: Family) -> NetfilterProtoFamily {
+    match family {
+        Family::Bridge => NetfilterProtoFamily::Bridge,
+        Family::Inet => NetfilterProtoFamily::Inet,
+    }
+}
+
+fn octets(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// The first address after `net`, `None` when `net` reaches the top of its
+/// address space.
+fn after(net: &IpNet) -> Option<IpAddr> {
+    match net {
+        IpNet::V4(n) => u32::from(n.broadcast())
+            .checked_add(1)
+            .map(|a| IpAddr::V4(a.into())),
+        IpNet::V6(n) => u128::from(n.broadcast())
+            .checked_add(1)
+            .map(|a| IpAddr::V6(a.into())),
+    }
+}
+
+fn element(key: IpAddr, end: bool) -> ListAttribute<SetElementAttribute> {
+    let mut attrs = vec![];
+    if end {
+        attrs.push(SetElementAttribute::Flags(SetElementFlags::IntervalEnd));
+    }
+    attrs.push(SetElementAttribute::Key(DataAttribute::Value(octets(key))));
+    ListAttribute::Element(attrs)
+}
+
+/// The elements of an interval set for these prefixes, as nft writes them:
+/// each prefix is its first address and, flagged as an interval end, the
+/// first address after it; sorted by address.
+fn interval_elements(nets: &[IpNet], close_below: bool) -> Vec<ListAttribute<SetElementAttribute>> {
+    let mut nets: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
+    nets.sort_by_key(|n| n.network());
+    let mut out = vec![];
+    if close_below
+        && let Some(first) = nets.first()
+        && !first.network().is_unspecified()
+    {
+        let zero = match first {
+            IpNet::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            IpNet::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+        };
+        out.push(element(zero, true));
+    }
+    for net in &nets {
+        match after(net) {
+            Some(end) => {
+                out.push(element(net.network(), false));
+                out.push(element(end, true));
+            }
+            None => out.push(ListAttribute::Element(vec![
+                SetElementAttribute::Key(DataAttribute::Value(octets(net.network()))),
+                SetElementAttribute::UserData(UDATA_INTERVAL_OPEN.to_vec()),
+            ])),
+        }
+    }
+    out
+}
+
+/// Element lists of at most [`ELEMENTS_PER_MESSAGE`] elements, an
+/// interval's start and end always in the same one.
+fn packed(
+    elements: Vec<ListAttribute<SetElementAttribute>>,
+) -> Vec<Vec<ListAttribute<SetElementAttribute>>> {
+    let mut out: Vec<Vec<_>> = vec![];
+    let mut current = vec![];
+    let mut iter = elements.into_iter().peekable();
+    while let Some(e) = iter.next() {
+        let ends_next = iter.peek().is_some_and(is_interval_end);
+        if current.len() + 1 + usize::from(ends_next) > ELEMENTS_PER_MESSAGE {
+            out.push(std::mem::take(&mut current));
+        }
+        current.push(e);
+        if ends_next && let Some(end) = iter.next() {
+            current.push(end);
+        }
+    }
+    if !current.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn is_interval_end(e: &ListAttribute<SetElementAttribute>) -> bool {
+    matches!(e, ListAttribute::Element(attrs) if attrs.iter().any(|a| matches!(a, SetElementAttribute::Flags(f) if f.contains(SetElementFlags::IntervalEnd))))
+}
+
+fn nft_message(
+    family: Family,
+    message: NfTablesMessage,
+    flags: u16,
+) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(proto_family(family), 0, 0),
+        message,
+    ));
+    m.header.flags = NLM_F_REQUEST | flags;
+    m
+}
+
+/// The messages of these set changes: per set, its removals, then its
+/// additions (a prefix removed and another added in its place never clash).
+pub fn element_messages(deltas: &[SetDelta]) -> Vec<NetlinkMessage<NetfilterMessage>> {
+    let mut out = vec![];
+    for d in deltas {
+        let family = d.family;
+        let list = |elements: &[ListAttribute<SetElementAttribute>]| SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(TABLE.to_string()),
+                SetElementList::Set(d.set.clone()),
+                SetElementList::Elements(elements.to_vec()),
+            ],
+        };
+        for chunk in packed(interval_elements(&d.removed, false)) {
+            out.push(nft_message(
+                family,
+                NfTablesMessage::DeleteSetElement(list(&chunk)),
+                0,
+            ));
+        }
+        for chunk in packed(interval_elements(&d.added, d.was_empty)) {
+            out.push(nft_message(
+                family,
+                NfTablesMessage::NewSetElement(list(&chunk)),
+                NLM_F_CREATE,
+            ));
+        }
+    }
+    out
+}
+
+fn control(message: ControlMessage) -> NetlinkMessage<NetfilterMessage> {
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES),
+        message,
+    ));
+    m.header.flags = NLM_F_REQUEST;
+    m
+}
+
+/// The bytes of one batch: begin, `messages` (each asking for an
+/// acknowledgement) and end, numbered from `first_seq`.
+pub fn batch_bytes(messages: &[NetlinkMessage<NetfilterMessage>], first_seq: u32) -> Vec<u8> {
+    let mut all = Vec::with_capacity(messages.len() + 2);
+    all.push(control(ControlMessage::BatchBegin));
+    all.extend(messages.iter().cloned().map(|mut m| {
+        m.header.flags |= NLM_F_ACK;
+        m
+    }));
+    all.push(control(ControlMessage::BatchEnd));
+    let mut bytes = vec![];
+    for (seq, mut m) in (first_seq..).zip(all) {
+        m.header.sequence_number = seq;
+        m.finalize();
+        let start = bytes.len();
+        bytes.resize(start + m.buffer_len(), 0);
+        m.serialize(&mut bytes[start..]);
+    }
+    bytes
+}
+
+fn describe(m: &NetlinkMessage<NetfilterMessage>) -> String {
+    match &m.payload {
+        netlink_packet_core::NetlinkPayload::InnerMessage(inner) => {
+            format!("{:?}", inner.inner).chars().take(200).collect()
+        }
+        other => format!("{:?}", other.message_type()),
+    }
+}
+
+/// Sends `messages` as one batch (one transaction) on a netlink socket of
+/// the calling thread's network namespace and waits for every answer.
+pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), BatchError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(BatchError::Socket)?;
+    socket.bind_auto().map_err(BatchError::Socket)?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0),
+    )
+    .map_err(|e| BatchError::Socket(e.into()))?;
+    // Sequence numbers: the batch begin is 1, message i is i + 2.
+    let bytes = batch_bytes(messages, 1);
+    // The whole batch is one datagram (one transaction): room for it, past
+    // the default limit if need be (as nft does; vnet runs as root).
+    let room = bytes.len().saturating_mul(2);
+    if room > SEND_BUFFER_DEFAULT {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBufForce, &room)
+            .map_err(|e| BatchError::Socket(e.into()))?;
+    }
+    socket.send(&bytes, 0).map_err(BatchError::Socket)?;
+    let mut unanswered = messages.len();
+    let mut refusal: Option<BatchError> = None;
+    while unanswered > 0 {
+        let (datagram, _) = match socket.recv_from_full() {
+            Ok(d) => d,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(refusal.unwrap_or(BatchError::Unanswered(unanswered)));
+            }
+            Err(e) => return Err(BatchError::Socket(e)),
+        };
+        let mut offset = 0;
+        while offset < datagram.len() {
+            let buf = NetlinkBuffer::new_checked(&datagram[offset..])
+                .map_err(|e| BatchError::Decode(e.to_string()))?;
+            let len = buf.length() as usize;
+            if len == 0 {
+                break;
+            }
+            offset += (len + 3) & !3;
+            if buf.message_type() != NLMSG_ERROR {
+                continue;
+            }
+            let seq = buf.sequence_number();
+            let payload = buf.payload();
+            let answer = ErrorMessage::parse(
+                &ErrorBuffer::new_checked(&payload)
+                    .map_err(|e| BatchError::Decode(e.to_string()))?,
+            )
+            .map_err(|e| BatchError::Decode(e.to_string()))?;
+            let Some(code) = answer.code else {
+                unanswered = unanswered.saturating_sub(1);
+                continue;
+            };
+            let source = std::io::Error::from_raw_os_error(-code.get());
+            if seq < 2 || seq as usize - 2 >= messages.len() {
+                // The batch header (or end) itself: nothing else will come.
+                return Err(BatchError::Batch(source));
+            }
+            let index = seq as usize - 2;
+            unanswered = unanswered.saturating_sub(1);
+            refusal.get_or_insert(BatchError::Refused {
+                index,
+                what: describe(&messages[index]),
+                source,
+            });
+        }
+    }
+    refusal.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests;

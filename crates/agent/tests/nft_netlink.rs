@@ -1,0 +1,189 @@
+//! The in-process nf_tables path (`agent::nft::netlink`) against the `nft`
+//! process path, in scratch namespaces (root): the same changes leave the
+//! same ruleset (`nft -j list ruleset`, handles aside), a refused batch
+//! changes nothing and names the message refused.
+
+#![allow(clippy::unwrap_used)]
+
+mod linux_common;
+
+use std::collections::BTreeSet;
+
+use agent::nft::netlink::{BatchError, SetDelta, element_messages, send_batch};
+use agent::nft::{Family, NftConfig, NftReconciler};
+use compiler::protocol::{
+    AllowedSource, HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    SecurityGroupSpec,
+};
+use ipnet::IpNet;
+use linux_common::*;
+use serde_json::Value;
+use testworld::Netns;
+
+/// Two secured ports; "web" admits TCP 80 from the members of "client"
+/// (IPv4 and IPv6) and from the address group "ag".
+fn state(members: &[&str], ag: &[&str]) -> HostState {
+    let mut s = HostState::default();
+    let mut net = network(100);
+    net.local_ports
+        .insert("pa".into(), local("tapa", "fa:16:3e:00:60:0a", "10.0.0.10"));
+    net.local_ports
+        .insert("pb".into(), local("tapb", "fa:16:3e:00:60:0b", "10.0.0.11"));
+    s.networks.insert("n".into(), net);
+    for (port, m, ip, group) in [
+        ("pa", "fa:16:3e:00:60:0a", "10.0.0.10", "client"),
+        ("pb", "fa:16:3e:00:60:0b", "10.0.0.11", "web"),
+    ] {
+        s.port_security.insert(
+            port.into(),
+            PortSecuritySpec {
+                enabled: true,
+                security_groups: vec![group.into()],
+                allowed_sources: vec![AllowedSource {
+                    mac: mac(m),
+                    ip: format!("{ip}/32").parse().unwrap(),
+                }],
+            },
+        );
+    }
+    let rule = |ethertype, remote| RuleSpec {
+        id: format!("{ethertype:?}{remote:?}"),
+        direction: RuleDirection::Ingress,
+        ethertype,
+        protocol: Some(6),
+        ports: Some((80, 80)),
+        icmp: None,
+        remote,
+    };
+    s.security_groups.insert(
+        "client".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![],
+        },
+    );
+    s.security_groups.insert(
+        "web".into(),
+        SecurityGroupSpec {
+            stateful: true,
+            rules: vec![
+                rule(RuleEthertype::IPv4, RuleRemote::Group("client".into())),
+                rule(RuleEthertype::IPv6, RuleRemote::Group("client".into())),
+                rule(RuleEthertype::IPv4, RuleRemote::AddressGroup("ag".into())),
+            ],
+        },
+    );
+    let nets = |l: &[&str]| -> BTreeSet<IpNet> { l.iter().map(|a| a.parse().unwrap()).collect() };
+    s.remote_groups.insert("client".into(), nets(members));
+    s.address_groups.insert("ag".into(), nets(ag));
+    s
+}
+
+/// `nft -j list ruleset` without handles (they count differently).
+fn ruleset(ns: &Netns) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                o.remove("handle");
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = json(ns, "nft", &["-j", "list", "ruleset"]);
+    strip(&mut v);
+    v
+}
+
+#[test]
+fn element_changes_in_process_leave_the_ruleset_nft_leaves() {
+    let by_nft = Netns::new("nfnl").unwrap();
+    let in_process = Netns::new("nfnl").unwrap();
+    let old = NftReconciler::new(NftConfig::default()).by_process(true);
+    let new = NftReconciler::new(NftConfig::default()).by_process(false);
+    // Thousands joining at once (a bulk port create): several messages in
+    // a batch past the socket's default buffer.
+    let many: Vec<String> = (0..3000)
+        .map(|i| format!("fd00::1:{i:x}/128"))
+        .chain(["10.0.0.20/32".to_string()])
+        .collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let steps = [
+        // From nothing (tables, chains, sets: by nft on both paths).
+        state(&["10.0.0.10/32", "fd00::10/128"], &[]),
+        // Members join, to an empty set too (nft then closes the interval
+        // below the first element; so does vnet).
+        state(
+            &[
+                "10.0.0.10/32",
+                "10.0.0.20/32",
+                "fd00::10/128",
+                "fd00::20/128",
+            ],
+            &["10.9.0.0/16", "192.168.0.0/24"],
+        ),
+        // Some leave, one joins, a prefix to the top of the space.
+        state(
+            &["10.0.0.20/32", "10.0.0.30/32", "fd00::20/128"],
+            &["0.0.0.0/0"],
+        ),
+        state(&many, &["10.9.0.0/16"]),
+        // Every member gone.
+        state(&[], &[]),
+        state(&["10.0.0.40/32"], &["10.9.0.0/16"]),
+    ];
+    for (i, s) in steps.iter().enumerate() {
+        let a = by_nft.run(|| old.reconcile_cached(s).unwrap());
+        let b = in_process.run(|| new.reconcile_cached(s).unwrap());
+        assert_eq!(a.transaction, b.transaction, "step {i}: the same plan");
+        if i > 0 {
+            assert!(b.transaction.elements_only(), "step {i}: {b:#?}");
+            assert!(!b.transaction.set_deltas.is_empty(), "step {i}");
+        }
+        assert_eq!(ruleset(&by_nft), ruleset(&in_process), "step {i}");
+        // A restart (a fresh reconciler reading the kernel) plans nothing.
+        let restarted = NftReconciler::new(NftConfig::default());
+        let r = in_process.run(|| restarted.reconcile(s).unwrap());
+        assert!(r.unchanged(), "step {i}: {r:#?}");
+    }
+}
+
+#[test]
+fn a_refused_batch_changes_nothing_and_names_the_message() {
+    let ns = Netns::new("nfnl").unwrap();
+    let s = state(&["10.0.0.10/32"], &[]);
+    ns.run(|| {
+        NftReconciler::new(NftConfig::default())
+            .reconcile(&s)
+            .unwrap()
+    });
+    let before = ruleset(&ns);
+    let delta = |removed: &[&str], added: &[&str]| SetDelta {
+        family: Family::Inet,
+        set: "rg_client_4".into(),
+        was_empty: false,
+        removed: removed.iter().map(|a| a.parse().unwrap()).collect(),
+        added: added.iter().map(|a| a.parse().unwrap()).collect(),
+    };
+    // Message 0 adds a member, message 1 removes one that is not there.
+    let mut messages = element_messages(&[delta(&[], &["10.0.0.77/32"])]);
+    messages.extend(element_messages(&[delta(&["10.0.0.99/32"], &[])]));
+    let err = ns.run(|| send_batch(&messages)).unwrap_err();
+    match &err {
+        BatchError::Refused { index, source, .. } => {
+            assert_eq!(*index, 1, "{err}");
+            assert_eq!(source.raw_os_error(), Some(libc::ENOENT), "{err}");
+        }
+        other => panic!("{other}"),
+    }
+    assert_eq!(ruleset(&ns), before, "nothing of the batch applied");
+    // The same batch without the bad message applies.
+    ns.run(|| send_batch(&messages[..1])).unwrap();
+    let set = json(
+        &ns,
+        "nft",
+        &["-j", "list", "set", "inet", "vnet", "rg_client_4"],
+    );
+    assert!(set.to_string().contains("10.0.0.77"), "{set}");
+}
