@@ -16,6 +16,7 @@ use std::net::IpAddr;
 mod address_group;
 mod auto_allocated_topology;
 mod default_security_group_rule;
+mod facets;
 mod l3;
 mod metering;
 mod network;
@@ -27,6 +28,7 @@ mod subnet;
 mod subnet_pool;
 
 pub use auto_allocated_topology::Allocated;
+pub use facets::{Facet, FacetIds};
 pub use quotas::SubnetAvailability;
 
 use crate::quota::{Limits, Quota};
@@ -88,7 +90,8 @@ pub struct Change {
 
 /// A kind of stored record, implemented in its resource's module: where the
 /// cloud keeps it and the index entries it owns. Only `insert` and `take`
-/// call `index`/`unindex`, so an index can never disagree with its table.
+/// call `index`/`unindex` and index `facets`, so an index can never
+/// disagree with its table.
 pub(crate) trait Record: Clone {
     const KIND: Kind;
     fn standard(&self) -> &Standard;
@@ -101,6 +104,9 @@ pub(crate) trait Record: Clone {
     }
     fn index(&self, _cloud: &mut Cloud) {}
     fn unindex(&self, _cloud: &mut Cloud) {}
+    /// Its own facets' values (`each(facet, value)`), beyond every record's
+    /// project and name: what lists filter it by.
+    fn facets(&self, _each: &mut dyn FnMut(Facet, &str)) {}
 }
 
 /// The part of a `Record` impl that only names things: the record's kind
@@ -179,6 +185,8 @@ pub struct Cloud {
     object_grants: HashMap<String, BTreeMap<rbac::Grant, String>>,
     /// How many of each quota-limited kind a project owns.
     usage: HashMap<(String, Kind), usize>,
+    /// What lists filter by: each kind's facets, value → ids in id order.
+    facets: facets::Facets,
     // === what agents report: volatile, rebuilt from their next reports ===
     /// Router interface → the hosts that report it realised (a distributed
     /// port is ACTIVE while any host has it).
@@ -241,6 +249,7 @@ impl Cloud {
             router_fips: HashMap::new(),
             object_grants: HashMap::new(),
             usage: HashMap::new(),
+            facets: facets::Facets::default(),
             subnet_cursor: HashMap::new(),
             journal: Vec::new(),
         }
@@ -402,6 +411,7 @@ impl Cloud {
     fn insert<R: Record>(&mut self, record: R) {
         self.count(&record.standard().project_id, R::KIND, true);
         record.index(self);
+        self.facets.add(&record);
         R::table_mut(self).insert(record.standard().id.clone(), record);
     }
 
@@ -410,6 +420,7 @@ impl Cloud {
         let record = R::table_mut(self).remove(id)?;
         self.count(&record.standard().project_id, R::KIND, false);
         record.unindex(self);
+        self.facets.remove(&record);
         Some(record)
     }
 

@@ -28,7 +28,9 @@ mod subnet_pool;
 
 pub use address_group::{AddressGroup, AddressGroupCreate, AddressGroupUpdate};
 pub use auto_allocated_topology::AutoAllocatedTopology;
-pub use cloud::{Allocated, Caller, Change, Cloud, CloudConfig, SubnetAvailability, TagEdit};
+pub use cloud::{
+    Allocated, Caller, Change, Cloud, CloudConfig, Facet, FacetIds, SubnetAvailability, TagEdit,
+};
 pub use default_security_group_rule::{DefaultRuleCreate, DefaultSecurityGroupRule, PARENT};
 pub use error::ModelError;
 pub use ipam::{IpRange, eui64};

@@ -8,6 +8,7 @@ mod client;
 mod compiler;
 mod convergence;
 mod goals;
+mod list_scale;
 mod nft;
 mod report;
 mod results;
@@ -24,7 +25,9 @@ use clap::Subcommand;
 #[derive(Subcommand)]
 pub enum Bench {
     /// The Neutron API: port creates (one client, then many), lists and rule
-    /// creates, next to the HTTP and fsync floors measured in the same run.
+    /// creates, next to the HTTP and fsync floors measured in the same run;
+    /// then, on a server of their own, filtered lists at 1,000 ports and at
+    /// 100,000.
     Api(api::ApiArgs),
     /// The compiler, in process: a full compile of a synthetic cloud, and one
     /// port add or delete in it and in one a tenth its size.

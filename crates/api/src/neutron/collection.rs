@@ -5,6 +5,7 @@
 //! here knows a particular resource; a resource's own calls (router actions,
 //! port forwardings) are its module's, through [`Collection::call`].
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use model::{Caller, Cloud, ModelError, Stored, TagEdit, Timestamp};
+use model::{Caller, Cloud, Facet, FacetIds, ModelError, Stored, TagEdit, Timestamp};
 use serde_json::{Value, json};
 
 use super::body::{self, Attrs};
@@ -75,6 +76,15 @@ pub trait Collection: Stored + Send + Sync {
     /// binding), the same for filters, sorting and views. As is by default.
     fn adjust(&self, _app: &App, _cloud: &Cloud, _name: &str, _value: &mut Value) {}
 
+    /// The model's facet, and the value to look up in it, that holds every
+    /// record whose attribute `name` as shown can be `wanted`: a superset of
+    /// the filter's matches, which the list then checks one by one (`None`:
+    /// the list scans). The project and the name by default; an attribute
+    /// `adjust` changes must have none.
+    fn facet<'w>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
+        standard_facet::<Self>(name, wanted)
+    }
+
     /// Its calls beyond CRUD and tags, `/{id}/{sub}[/{item}]`: none by default.
     fn call(
         _app: Arc<App>,
@@ -119,6 +129,19 @@ pub fn attribute<C: Collection>(
             .flatten();
     }
     r.own_attribute(cloud, caller, name)
+}
+
+/// The facets of the standard attributes a collection shows: its project
+/// (`tenant_id` too) and its name.
+pub fn standard_facet<'w, C: Collection>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
+    if !C::STANDARD.contains(&name) {
+        return None;
+    }
+    match name {
+        "project_id" | "tenant_id" => Some((Facet::Project, wanted)),
+        "name" if C::NAMED => Some((Facet::Name, wanted)),
+        _ => None,
+    }
 }
 
 /// Every attribute name a list may filter on: what it shows, and its
@@ -194,7 +217,8 @@ pub async fn list<C: Collection>(
 
 /// Filter, sort and page the collection reading only the attributes the
 /// query names, then render the page: a list costs one whole render per item
-/// returned.
+/// returned. With a filter the model indexes, only that filter's candidates
+/// are read, and in id order (the default) only up to the page's end.
 fn list_page<C: Collection>(
     app: &App,
     cloud: &Cloud,
@@ -203,21 +227,57 @@ fn list_page<C: Collection>(
     url: &str,
 ) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
     let attribute = |r: &C, name: &str| shown(app, cloud, caller, r, name);
-    let matching: Vec<&C> = C::all(cloud)
-        .filter(|r| r.visible_to(cloud, caller))
-        .filter(|r| q.matches(&r.standard().tags, |name| attribute(r, name)))
-        .collect();
-    let (page, links) = q.page(
-        matching,
-        |r| r.standard().id.as_str(),
-        |r, name| attribute(r, name),
-        url,
-    )?;
+    let matches = |r: &&C| {
+        r.visible_to(cloud, caller) && q.matches(&r.standard().tags, |name| attribute(r, name))
+    };
+    let id = id_of::<C>;
+    let candidates = narrowest::<C>(cloud, q);
+    let (page, links) = match (&candidates, q.id_order()) {
+        (Some(sets), Some(ascending)) => {
+            let item = |id: &str| C::get(cloud, id).filter(matches);
+            q.page_by_id(sets, ascending, item, id, url)?
+        }
+        (Some(sets), None) => {
+            let ids: BTreeSet<&str> = sets.iter().flat_map(|s| s.iter().map(|id| &**id)).collect();
+            let matching = ids
+                .into_iter()
+                .filter_map(|id| C::get(cloud, id))
+                .filter(matches)
+                .collect();
+            q.page(matching, id, |r, name| attribute(r, name), url)?
+        }
+        (None, _) => {
+            let matching = C::all(cloud).filter(matches).collect();
+            q.page(matching, id, |r, name| attribute(r, name), url)?
+        }
+    };
     let items = page
         .into_iter()
         .map(|r| Value::Object(view(app, cloud, caller, r, q.fields())))
         .collect();
     Ok((items, links))
+}
+
+fn id_of<'a, C: Collection>(r: &'a &C) -> &'a str {
+    r.standard().id.as_str()
+}
+
+/// The candidates of the query's most selective indexed filter, one id set
+/// per value it allows: every record that filter can match is in one. `None`
+/// when no filter is indexed. A value that matches an absent attribute
+/// (empty, `None`) is in no index.
+fn narrowest<'c, C: Collection>(cloud: &'c Cloud, q: &ListQuery) -> Option<Vec<&'c FacetIds>> {
+    q.filters()
+        .filter_map(|(name, wanted)| {
+            wanted
+                .iter()
+                .map(|w| {
+                    let (facet, value) = C::facet(name, w).filter(|_| w != "None")?;
+                    cloud.faceted(C::KIND, facet, value)
+                })
+                .collect::<Option<Vec<_>>>()
+        })
+        .min_by_key(|sets| sets.iter().map(|s| s.len()).sum::<usize>())
 }
 
 /// The resource `id` if `caller` may see it, else `NotFound`.

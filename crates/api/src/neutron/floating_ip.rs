@@ -9,13 +9,13 @@ use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use model::{
-    Caller, Cloud, FloatingIp, FloatingIpCreate, FloatingIpUpdate, Kind, ModelError,
+    Caller, Cloud, Facet, FloatingIp, FloatingIpCreate, FloatingIpUpdate, Kind, ModelError,
     PortForwarding, PortForwardingRequest, PortStatus, Stored, Timestamp,
 };
 use serde_json::{Value, json};
 
 use super::body::{self, Attrs, invalid, read_only};
-use super::collection::{Action, Call, Collection};
+use super::collection::{Action, Call, Collection, standard_facet};
 use super::request::caller;
 use crate::error::ApiError;
 use crate::state::{App, now};
@@ -113,6 +113,14 @@ impl Collection for FloatingIp {
         };
         let caller = caller(&app, &headers)?;
         forwarding(&app, &caller, &id, action).await
+    }
+
+    fn facet<'w>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
+        match name {
+            "floating_network_id" => Some((Facet::Network, wanted)),
+            "port_id" => Some((Facet::Port, wanted)),
+            _ => standard_facet::<Self>(name, wanted),
+        }
     }
 
     fn own_attribute(&self, cloud: &Cloud, _: &Caller, name: &str) -> Option<Value> {

@@ -2,13 +2,13 @@
 //! options, binding) in, its view out, with the binding as the hosts make it.
 
 use model::{
-    AddressPairRequest, Caller, Cloud, ExtraDhcpOpt, MacAddr, ModelError, Port, PortCreate,
+    AddressPairRequest, Caller, Cloud, ExtraDhcpOpt, Facet, MacAddr, ModelError, Port, PortCreate,
     PortUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
 use super::body::{Attrs, fixed_ips, mac, read_only};
-use super::collection::{Action, Collection};
+use super::collection::{Action, Collection, standard_facet};
 use super::views::fixed_ips_json;
 use crate::binding;
 use crate::error::ApiError;
@@ -70,6 +70,21 @@ impl Collection for Port {
             Action::Create(req) => Some(cloud.create_port(caller, req, now)?),
             Action::Update(id, req) => Some(cloud.update_port(caller, &id, req, now)?),
             Action::Delete(id) => cloud.delete_port(caller, &id, now).map(|()| None)?,
+        })
+    }
+
+    /// A fixed IP filter names one address or one subnet (a substring
+    /// scans); a group filter, one of the port's groups.
+    fn facet<'w>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
+        Some(match (name, wanted.split_once('=')) {
+            ("network_id", _) => (Facet::Network, wanted),
+            ("device_id", _) => (Facet::DeviceId, wanted),
+            ("device_owner", _) => (Facet::DeviceOwner, wanted),
+            ("binding:host_id", _) => (Facet::Host, wanted),
+            ("security_groups", _) => (Facet::SecurityGroup, wanted),
+            ("fixed_ips", Some(("ip_address", ip))) => (Facet::FixedIp, ip),
+            ("fixed_ips", Some(("subnet_id", subnet))) => (Facet::FixedIpSubnet, subnet),
+            _ => return standard_facet::<Self>(name, wanted),
         })
     }
 

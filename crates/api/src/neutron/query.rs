@@ -4,7 +4,11 @@
 
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
+use std::iter::Peekable;
+use std::ops::Bound;
+use std::sync::Arc;
 
+use model::FacetIds;
 use serde_json::{Value, json};
 
 use crate::error::ApiError;
@@ -148,13 +152,12 @@ impl ListQuery {
         }
         let at = match &self.marker {
             None => None,
-            Some(m) => Some(items.iter().position(|i| id(i) == m).ok_or_else(|| {
-                ApiError::new(
-                    axum::http::StatusCode::NOT_FOUND,
-                    "HTTPNotFound",
-                    format!("Marker {m} could not be found."),
-                )
-            })?),
+            Some(m) => Some(
+                items
+                    .iter()
+                    .position(|i| id(i) == m)
+                    .ok_or_else(|| marker_not_found(m))?,
+            ),
         };
         let limit = self.limit.unwrap_or(usize::MAX);
         let (start, end) = match (at, self.page_reverse) {
@@ -164,27 +167,94 @@ impl ListQuery {
         };
         let (more_before, more_after) = (start > 0, end < items.len());
         let page: Vec<T> = items.drain(start..end).collect();
-        let mut links = Vec::new();
-        if self.limit.is_some() {
-            let link = |rel: &str, marker: &str, reverse: bool| {
-                let mut pairs = self.link_base.clone();
-                pairs.push(("marker".into(), marker.to_owned()));
-                if reverse {
-                    pairs.push(("page_reverse".into(), "True".into()));
-                }
-                let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
-                json!({"rel": rel, "href": format!("{collection_url}?{query}")})
-            };
-            if more_after && let Some(last) = page.last() {
-                links.push(link("next", id(last), false));
-            }
-            if (more_before || self.marker.is_some())
-                && let Some(first) = page.first()
-            {
-                links.push(link("previous", id(first), true));
-            }
-        }
+        let links = self.links(&page, id, more_before, more_after, collection_url);
         Ok((page, links))
+    }
+
+    /// Whether the list is in id order, and ascending: no sort key, or `id`
+    /// alone (ties are broken by id, so these are the same order).
+    pub fn id_order(&self) -> Option<bool> {
+        match self.sort.as_slice() {
+            [] => Some(true),
+            [(key, ascending)] if key == "id" => Some(*ascending),
+            _ => None,
+        }
+    }
+
+    /// The attribute filters: a name and the values any of which it may have.
+    pub fn filters(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.filters.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+
+    /// What [`ListQuery::page`] answers for a list in id order
+    /// ([`ListQuery::id_order`]), read from `candidates` (sets of ids, in
+    /// order, holding at least every match) from the marker on: a page costs
+    /// the candidates it walks past, not the collection. `item` is the item
+    /// of an id if it matches.
+    pub fn page_by_id<T>(
+        &self,
+        candidates: &[&FacetIds],
+        ascending: bool,
+        item: impl Fn(&str) -> Option<T>,
+        id: impl Fn(&T) -> &str,
+        collection_url: &str,
+    ) -> Result<(Vec<T>, Vec<Value>), ApiError> {
+        let marker = match &self.marker {
+            Some(m) if item(m).is_none() => return Err(marker_not_found(m)),
+            m => m.as_deref(),
+        };
+        // A reversed page is the one before the marker, walked toward the start.
+        let backward = marker.is_some() && self.page_reverse;
+        let limit = self.limit.unwrap_or(usize::MAX);
+        let mut page: Vec<T> = merged(candidates, marker, ascending != backward)
+            .filter_map(&item)
+            .take(limit.saturating_add(1))
+            .collect();
+        let more = page.len() > limit;
+        page.truncate(limit);
+        if backward {
+            page.reverse();
+        }
+        let (more_before, more_after) = if backward {
+            (more, true)
+        } else {
+            (marker.is_some(), more)
+        };
+        let links = self.links(&page, id, more_before, more_after, collection_url);
+        Ok((page, links))
+    }
+
+    /// A page's `next` and `previous` links (only when a limit is given).
+    fn links<T>(
+        &self,
+        page: &[T],
+        id: impl Fn(&T) -> &str,
+        more_before: bool,
+        more_after: bool,
+        collection_url: &str,
+    ) -> Vec<Value> {
+        let mut links = Vec::new();
+        if self.limit.is_none() {
+            return links;
+        }
+        let link = |rel: &str, marker: &str, reverse: bool| {
+            let mut pairs = self.link_base.clone();
+            pairs.push(("marker".into(), marker.to_owned()));
+            if reverse {
+                pairs.push(("page_reverse".into(), "True".into()));
+            }
+            let query = serde_urlencoded::to_string(&pairs).unwrap_or_default();
+            json!({"rel": rel, "href": format!("{collection_url}?{query}")})
+        };
+        if more_after && let Some(last) = page.last() {
+            links.push(link("next", id(last), false));
+        }
+        if (more_before || self.marker.is_some())
+            && let Some(first) = page.first()
+        {
+            links.push(link("previous", id(first), true));
+        }
+        links
     }
 
     /// A list answer built from rendered views of things that are no stored
@@ -226,6 +296,55 @@ fn view_key(v: &Value) -> &str {
         .iter()
         .find_map(|k| v.get(*k).and_then(Value::as_str))
         .unwrap_or_default()
+}
+
+fn marker_not_found(marker: &str) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::NOT_FOUND,
+        "HTTPNotFound",
+        format!("Marker {marker} could not be found."),
+    )
+}
+
+/// One ordered run of candidate ids, from a marker on.
+type Run<'s> = Peekable<Box<dyn Iterator<Item = &'s Arc<str>> + 's>>;
+
+/// The ids of `sets`, each once, in ascending order (`up`) or descending,
+/// strictly beyond `from` in that direction.
+fn merged<'s>(
+    sets: &[&'s FacetIds],
+    from: Option<&str>,
+    up: bool,
+) -> impl Iterator<Item = &'s str> {
+    let mut runs: Vec<Run<'s>> = sets
+        .iter()
+        .map(|set| {
+            let bounds: (Bound<&str>, Bound<&str>) = match (from, up) {
+                (None, _) => (Bound::Unbounded, Bound::Unbounded),
+                (Some(m), true) => (Bound::Excluded(m), Bound::Unbounded),
+                (Some(m), false) => (Bound::Unbounded, Bound::Excluded(m)),
+            };
+            let range = set.range::<str, _>(bounds);
+            let run: Box<dyn Iterator<Item = &'s Arc<str>> + 's> = if up {
+                Box::new(range)
+            } else {
+                Box::new(range.rev())
+            };
+            run.peekable()
+        })
+        .collect();
+    std::iter::from_fn(move || {
+        let next = runs
+            .iter_mut()
+            .filter_map(|run| run.peek().copied())
+            .reduce(|a, b| if (a <= b) == up { a } else { b })?;
+        for run in &mut runs {
+            if run.peek() == Some(&next) {
+                run.next();
+            }
+        }
+        Some(&**next)
+    })
 }
 
 fn value_matches(attr: &str, value: &Value, wanted: &str) -> bool {

@@ -3,13 +3,13 @@
 
 use axum::http::StatusCode;
 use model::{
-    Caller, Cloud, ModelError, ObjectType, RuleCreate, SecurityGroup, SecurityGroupCreate,
+    Caller, Cloud, Facet, ModelError, ObjectType, RuleCreate, SecurityGroup, SecurityGroupCreate,
     SecurityGroupRule, SecurityGroupUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
-use super::collection::{Action, Collection, render};
+use super::collection::{Action, Collection, render, standard_facet};
 use crate::error::ApiError;
 
 impl Collection for SecurityGroup {
@@ -90,6 +90,14 @@ impl Collection for SecurityGroup {
 
 impl Collection for SecurityGroupRule {
     const PATH: &'static str = "security-group-rules";
+
+    fn facet<'w>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
+        match name {
+            "security_group_id" => Some((Facet::SecurityGroup, wanted)),
+            _ => standard_facet::<Self>(name, wanted),
+        }
+    }
+
     const SINGULAR: &'static str = "security_group_rule";
     const PLURAL: &'static str = "security_group_rules";
     const ATTRIBUTES: &'static [&'static str] = &[

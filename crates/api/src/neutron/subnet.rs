@@ -3,13 +3,13 @@
 //! and allocation from subnet pools are the model's.
 
 use model::{
-    Caller, Cloud, HostRoute, IpRange, Ipv6Mode, ModelError, ObjectType, Subnet, SubnetCreate,
-    SubnetUpdate, Timestamp,
+    Caller, Cloud, Facet, HostRoute, IpRange, Ipv6Mode, ModelError, ObjectType, Subnet,
+    SubnetCreate, SubnetUpdate, Timestamp,
 };
 use serde_json::{Value, json};
 
 use super::body::{Attrs, read_only};
-use super::collection::{Action, Collection};
+use super::collection::{Action, Collection, standard_facet};
 use super::views::routes_json;
 use crate::error::ApiError;
 
@@ -113,6 +113,13 @@ impl Collection for Subnet {
             Action::Update(id, req) => Some(cloud.update_subnet(caller, &id, req, now)?),
             Action::Delete(id) => cloud.delete_subnet(caller, &id, now).map(|()| None)?,
         })
+    }
+
+    fn facet<'w>(name: &str, wanted: &'w str) -> Option<(Facet, &'w str)> {
+        match name {
+            "network_id" => Some((Facet::Network, wanted)),
+            _ => standard_facet::<Self>(name, wanted),
+        }
     }
 
     fn own_attribute(&self, cloud: &Cloud, caller: &Caller, name: &str) -> Option<Value> {

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 
-use super::{Caller, Cloud, Record, remove_from, set, stored};
+use super::{Caller, Cloud, Facet, Record, remove_from, set, stored};
 use crate::{
     Association, FORWARDING_PROTOCOLS, FixedIpRequest, FloatingIp, FloatingIpCreate,
     FloatingIpUpdate, Gateway, GatewayRequest, HostRoute, InterfaceInfo, InterfaceRequest, Kind,
@@ -31,6 +31,13 @@ impl Record for Router {
 
 impl Record for FloatingIp {
     stored!(FloatingIp in floating_ips);
+
+    fn facets(&self, each: &mut dyn FnMut(Facet, &str)) {
+        each(Facet::Network, &self.floating_network_id);
+        if let Some(a) = &self.association {
+            each(Facet::Port, &a.port_id);
+        }
+    }
 
     fn index(&self, cloud: &mut Cloud) {
         for (port, router) in self.targets() {

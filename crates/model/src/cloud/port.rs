@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::{Caller, Cloud, Record, l3, remove_from, set, stored};
+use super::{Caller, Cloud, Facet, Record, l3, remove_from, set, stored};
 use crate::port::{
     AddressPairRequest, ExtraDhcpOpt, MAX_ALLOWED_ADDRESS_PAIRS, MAX_EXTRA_DHCP_OPTS,
     MAX_FIXED_IPS, VNIC_TYPES,
@@ -18,6 +18,20 @@ use crate::{
 
 impl Record for Port {
     stored!(Port in ports);
+
+    fn facets(&self, each: &mut dyn FnMut(Facet, &str)) {
+        each(Facet::Network, &self.network_id);
+        each(Facet::DeviceId, &self.device_id);
+        each(Facet::DeviceOwner, &self.device_owner);
+        each(Facet::Host, &self.binding_host_id);
+        for ip in &self.fixed_ips {
+            each(Facet::FixedIp, &ip.ip_address.to_string());
+            each(Facet::FixedIpSubnet, &ip.subnet_id);
+        }
+        for group in &self.security_groups {
+            each(Facet::SecurityGroup, group);
+        }
+    }
 
     fn index(&self, cloud: &mut Cloud) {
         let id = &self.std.id;

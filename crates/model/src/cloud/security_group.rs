@@ -3,7 +3,7 @@
 //! references and which ports use a group. What the rules mean on the wire
 //! is the compiler's business.
 
-use super::{Caller, Cloud, Record, remove_from, set, stored};
+use super::{Caller, Cloud, Facet, Record, remove_from, set, stored};
 use crate::security_group;
 use crate::{
     Kind, ModelError, ObjectType, Resource, RuleCreate, SecurityGroup, SecurityGroupCreate,
@@ -38,6 +38,10 @@ impl Record for SecurityGroup {
 
 impl Record for SecurityGroupRule {
     stored!(SecurityGroupRule in rules);
+
+    fn facets(&self, each: &mut dyn FnMut(Facet, &str)) {
+        each(Facet::SecurityGroup, &self.security_group_id);
+    }
 
     fn index(&self, cloud: &mut Cloud) {
         cloud

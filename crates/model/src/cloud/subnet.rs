@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::subnet_pool::Request;
-use super::{Caller, Cloud, Record, network, set, stored};
+use super::{Caller, Cloud, Facet, Record, network, set, stored};
 use crate::subnet;
 use crate::{
     FixedIp, Kind, ModelError, Network, ObjectType, Resource, Subnet, SubnetCreate, SubnetPool,
@@ -18,6 +18,10 @@ impl Record for Subnet {
 
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         cloud.can_see_subnet(caller, self)
+    }
+
+    fn facets(&self, each: &mut dyn FnMut(Facet, &str)) {
+        each(Facet::Network, &self.network_id);
     }
 
     fn index(&self, cloud: &mut Cloud) {

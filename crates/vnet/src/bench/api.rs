@@ -14,6 +14,7 @@ use store::Store as _;
 use tokio::task::JoinSet;
 
 use super::client::Conn;
+use super::list_scale;
 use super::report;
 use super::results::{Floor, Floors, L3Figure, ListFigure, PortPhase, Results, RuleFigure, Setup};
 use super::server::{BenchStore, Server};
@@ -48,6 +49,10 @@ pub struct ApiArgs {
     /// Rules created in one security group (tcp ports 1000 and up, all distinct).
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=60_000))]
     rules: u32,
+    /// Ports of the big cloud of the lists-at-scale phase (on a server of its
+    /// own, on the first store, after 1,000 ports); 0 skips the phase.
+    #[arg(long, default_value_t = 100_000)]
+    scale_ports: u32,
     /// The store the server runs on; `both` measures the embedded store, then
     /// etcd (one member of its own on loopback), in the same run.
     #[arg(long, value_enum, default_value_t = StoreChoice::Embedded)]
@@ -81,6 +86,7 @@ pub struct Plan {
     pub ports: usize,
     pub clients: usize,
     pub rules: usize,
+    pub scale_ports: usize,
 }
 
 pub async fn run(args: ApiArgs) -> Result<(), BoxError> {
@@ -94,6 +100,14 @@ pub async fn run(args: ApiArgs) -> Result<(), BoxError> {
         server.usage()?;
         drop(server);
         runs.push(results);
+    }
+    // Lists at scale once, on a server of their own with the first store.
+    if let (true, Some(&store), Some(first)) = (
+        plan.scale_ports > 0,
+        args.store.stores().first(),
+        runs.first_mut(),
+    ) {
+        first.scale = Some(list_scale::measure(plan.scale_ports, store).await?);
     }
     if args.json {
         let json = match runs.as_slice() {
@@ -119,7 +133,9 @@ fn plan(args: &ApiArgs) -> Result<Plan, BoxError> {
         ports: usize::try_from(args.ports)?,
         clients: usize::from(args.clients),
         rules: usize::try_from(args.rules)?,
+        scale_ports: usize::try_from(args.scale_ports)?,
     };
+    list_scale::check(plan.scale_ports)?;
     // Both port phases spread round-robin over the networks.
     if (2 * plan.ports).div_ceil(plan.networks) > PORTS_PER_NETWORK {
         return Err(format!(
@@ -167,6 +183,7 @@ async fn measure(plan: Plan, server: &mut Server, store: BenchStore) -> Result<R
         lists,
         rules,
         l3,
+        scale: None,
     })
 }
 

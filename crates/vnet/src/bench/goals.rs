@@ -1,6 +1,7 @@
 //! Issue 2's goals for the API, and the real Neutron's figures on this kind of
 //! machine, set against a run's results. Reports them; never fails a run.
 
+use super::list_scale::short;
 use super::results::{Results, clients};
 use super::stats::ms;
 
@@ -18,6 +19,8 @@ const GOAL_CPU_PER_1000: f64 = 0.5;
 const GOAL_LIST_1000_MS: f64 = 20.0;
 /// "Does not slow as the group grows": last-window p50 within this factor of the first.
 const GOAL_RULE_GROWTH: f64 = 1.5;
+/// Issue 13: a filtered page at 100,000 ports within this factor of the same at 1,000.
+const GOAL_LIST_GROWTH: f64 = 1.2;
 
 /// One line of the goals: what was measured against the goal and Neutron.
 pub struct Goal {
@@ -32,6 +35,7 @@ pub struct Goal {
 enum Target {
     AtLeast(f64),
     Below(f64),
+    AtMost(f64),
 }
 
 impl Goal {
@@ -39,6 +43,7 @@ impl Goal {
         match self.target {
             Target::AtLeast(t) => self.measured >= t,
             Target::Below(t) => self.measured < t,
+            Target::AtMost(t) => self.measured <= t,
         }
     }
 
@@ -47,7 +52,7 @@ impl Goal {
         let n = self.neutron?;
         let x = match self.target {
             Target::AtLeast(_) => self.measured / n,
-            Target::Below(_) => n / self.measured,
+            Target::Below(_) | Target::AtMost(_) => n / self.measured,
         };
         x.is_finite().then_some(x)
     }
@@ -56,6 +61,7 @@ impl Goal {
         match self.target {
             Target::AtLeast(t) => format!(">= {t}{}", self.unit),
             Target::Below(t) => format!("< {t}{}", self.unit),
+            Target::AtMost(t) => format!("<= {t}{}", self.unit),
         }
     }
 }
@@ -116,6 +122,25 @@ pub fn goals(r: &Results) -> Vec<Goal> {
             target: Target::Below(GOAL_RULE_GROWTH),
             neutron: None,
         });
+    }
+    if let Some(s) = &r.scale {
+        for list in &s.lists {
+            let Some(growth) = list.growth() else {
+                continue;
+            };
+            goals.push(Goal {
+                what: format!(
+                    "{} p50, {} / {}",
+                    list.name,
+                    short(s.big_ports),
+                    short(s.small_ports)
+                ),
+                measured: growth,
+                unit: "x",
+                target: Target::AtMost(GOAL_LIST_GROWTH),
+                neutron: None,
+            });
+        }
     }
     goals
 }

@@ -6,6 +6,7 @@ use std::fmt::Write;
 use serde_json::{Value, json};
 
 use super::goals::{NEUTRON_PORT_P50_MS, goals};
+use super::list_scale::{ListScale, short};
 use super::results::{Floor, Floors, PortPhase, Results, clients};
 use super::stats::{Samples, ms, ratio};
 
@@ -25,8 +26,51 @@ pub fn table(r: &Results) -> String {
     );
     baselines_table(&mut out, &r.floors);
     figures_table(&mut out, r);
+    if let Some(scale) = &r.scale {
+        scale_table(&mut out, scale);
+    }
     goals_table(&mut out, r);
     out
+}
+
+fn scale_table(out: &mut String, s: &ListScale) {
+    let _ = writeln!(
+        out,
+        "lists at scale (a server of their own; {} ports, then {}; one network holds {}, then {};\n\
+         {} s of bulk creates between them; server RSS {:.1} MiB, then {:.1} MiB)",
+        s.small_ports,
+        s.big_ports,
+        s.network_ports.0,
+        s.network_ports.1,
+        s.grow_seconds as u64,
+        mib(s.rss_bytes.0),
+        mib(s.rss_bytes.1),
+    );
+    let _ = writeln!(
+        out,
+        "{:<40}{:>7}{:>13}{:>13}{:>13}{:>13}{:>9}",
+        "GET /v2.0/ports",
+        "items",
+        format!("p50 ms {}", short(s.small_ports)),
+        format!("p99 ms {}", short(s.small_ports)),
+        format!("p50 ms {}", short(s.big_ports)),
+        format!("p99 ms {}", short(s.big_ports)),
+        "p50 x",
+    );
+    for l in &s.lists {
+        let _ = writeln!(
+            out,
+            "  {:<38}{:>7}{:>13.3}{:>13.3}{:>13.3}{:>13.3}{:>9}",
+            l.name,
+            l.items,
+            ms(l.small.p50()),
+            ms(l.small.p99()),
+            ms(l.big.p50()),
+            ms(l.big.p99()),
+            times(l.growth()),
+        );
+    }
+    out.push('\n');
 }
 
 fn baselines_table(out: &mut String, f: &Floors) {
@@ -294,6 +338,20 @@ pub fn json(r: &Results) -> Value {
             "router_interface_add": latency_json(&r.l3.interface_add, Some(&r.floors)),
             "floating_ip_create_associate": latency_json(&r.l3.floating_ip, Some(&r.floors)),
         },
+        "lists_at_scale": r.scale.as_ref().map(|s| json!({
+            "small_ports": s.small_ports,
+            "big_ports": s.big_ports,
+            "network_ports": [s.network_ports.0, s.network_ports.1],
+            "grow_seconds": s.grow_seconds,
+            "server_rss_bytes": [s.rss_bytes.0, s.rss_bytes.1],
+            "lists": s.lists.iter().map(|l| json!({
+                "name": l.name,
+                "items": l.items,
+                "small": latency_json(&l.small, None),
+                "big": latency_json(&l.big, None),
+                "big_over_small_p50": l.growth(),
+            })).collect::<Vec<_>>(),
+        })),
         "goals": goals(r).iter().map(|g| json!({
             "what": g.what,
             "measured": g.measured,

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::api::Plan;
+use super::list_scale::ListScale;
 use super::stats::{Samples, Usage, ratio};
 
 /// A baseline, measured at the start and at the end of the run.
@@ -132,6 +133,8 @@ pub struct Results {
     pub lists: Vec<ListFigure>,
     pub rules: RuleFigure,
     pub l3: L3Figure,
+    /// Lists in a cloud of 1,000 ports and of `--scale-ports` (issue 13).
+    pub scale: Option<ListScale>,
 }
 
 /// "1 client", "8 clients".

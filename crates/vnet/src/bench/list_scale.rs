@@ -1,0 +1,255 @@
+//! `vnet bench api`'s lists at scale (issue 13): the same filtered, paged port
+//! lists in a cloud of 1,000 ports and then, on the same server, of 100,000,
+//! each as p50/p99 and the ratio of the two. It owns its own server and builds
+//! the cloud through the API's bulk create; only the lists are timed, once
+//! the server is idle again.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::client::Conn;
+use super::server::{BenchStore, Server};
+use super::stats::{Samples, ratio};
+use crate::BoxError;
+
+/// The size of the small cloud, the baseline of every ratio.
+pub const BASE_PORTS: usize = 1000;
+/// Networks the ports are spread over, round-robin, each with one /16.
+pub const NETWORKS: usize = 10;
+/// Ports one network's /16 may take (65,533 addresses are allocatable).
+const PORTS_PER_NETWORK: usize = 65_000;
+/// Ports per bulk create.
+const BULK: usize = 1000;
+/// Page size of every list, and timed repetitions of each (after a warm-up).
+const PAGE: usize = 20;
+const REPS: usize = 200;
+const WARM_UP: usize = 10;
+/// The server is idle when it spends under `IDLE_CPU` CPU-seconds in a
+/// `SETTLE_STEP`; it is given at most `SETTLE_MAX` to get there.
+const SETTLE_STEP: Duration = Duration::from_millis(500);
+const IDLE_CPU: f64 = 0.05;
+const SETTLE_MAX: Duration = Duration::from_secs(120);
+
+/// One list, timed in both clouds.
+pub struct ScaleList {
+    pub name: &'static str,
+    /// Ports it returns (the same at both sizes).
+    pub items: usize,
+    pub small: Samples,
+    pub big: Samples,
+}
+
+impl ScaleList {
+    /// p50 in the big cloud over p50 in the small one: 1 when a list costs
+    /// its page, not the cloud.
+    pub fn growth(&self) -> Option<f64> {
+        ratio(self.big.p50(), self.small.p50())
+    }
+}
+
+pub struct ListScale {
+    pub small_ports: usize,
+    pub big_ports: usize,
+    /// Ports in the one network the `network_id` lists name, at each size.
+    pub network_ports: (usize, usize),
+    /// Seconds the bulk creates from the small cloud to the big one took.
+    pub grow_seconds: f64,
+    /// The server's RSS after the lists, at each size.
+    pub rss_bytes: (u64, u64),
+    pub lists: Vec<ScaleList>,
+}
+
+/// Whether `ports` is a size this phase can build (0: skip it).
+pub fn check(ports: usize) -> Result<(), BoxError> {
+    if ports != 0 && ports < BASE_PORTS {
+        return Err(format!("--scale-ports must be 0 or at least {BASE_PORTS}").into());
+    }
+    if ports.div_ceil(NETWORKS) > PORTS_PER_NETWORK {
+        return Err(format!("--scale-ports {ports} would exhaust {NETWORKS} /16 subnets").into());
+    }
+    Ok(())
+}
+
+/// "1k", "100k": a cloud's size in a label.
+pub fn short(ports: usize) -> String {
+    if ports.is_multiple_of(1000) {
+        format!("{}k", ports / 1000)
+    } else {
+        ports.to_string()
+    }
+}
+
+/// Port `i` goes on network `i mod NETWORKS`, and to VM `i / 2` (two ports each).
+fn port_body(networks: &[String], i: usize) -> Value {
+    json!({
+        "network_id": networks[i % networks.len()],
+        "device_id": device(i / 2),
+        "device_owner": "compute:nova",
+    })
+}
+
+fn device(vm: usize) -> String {
+    format!("bench-vm-{vm}")
+}
+
+pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, BoxError> {
+    let mut server = Server::start(store).await?;
+    let mut conn = Conn::connect(server.addr).await?;
+    let mut networks = Vec::with_capacity(NETWORKS);
+    for i in 0..NETWORKS {
+        let body = json!({"network": {"name": format!("scale-net-{i}")}});
+        let id = conn.create("/v2.0/networks", &body).await?.id("network")?;
+        let body = json!({"subnet": {
+            "network_id": id, "ip_version": 4, "cidr": format!("10.{i}.0.0/16"),
+        }});
+        conn.create("/v2.0/subnets", &body).await?;
+        networks.push(id);
+    }
+    grow(&mut conn, &networks, 0, BASE_PORTS).await?;
+    settle(&mut server).await?;
+    let cases = cases(&networks[0]);
+    let mut small = Vec::with_capacity(cases.len());
+    for (name, path, items) in &cases {
+        small.push(time_list(&mut conn, name, path, *items).await?);
+    }
+    let small_rss = server.usage()?.rss_bytes;
+    let start = Instant::now();
+    grow(&mut conn, &networks, BASE_PORTS, big_ports).await?;
+    let grow_seconds = start.elapsed().as_secs_f64();
+    settle(&mut server).await?;
+    let mut lists = Vec::with_capacity(cases.len());
+    for ((name, path, items), small) in cases.into_iter().zip(small) {
+        let big = time_list(&mut conn, name, &path, items).await?;
+        lists.push(ScaleList {
+            name,
+            items,
+            small,
+            big,
+        });
+    }
+    Ok(ListScale {
+        small_ports: BASE_PORTS,
+        big_ports,
+        network_ports: (BASE_PORTS.div_ceil(NETWORKS), big_ports.div_ceil(NETWORKS)),
+        grow_seconds,
+        rss_bytes: (small_rss, server.usage()?.rss_bytes),
+        lists,
+    })
+}
+
+/// The lists: a page of one network's ports, the page after it (by the first
+/// page's `next` link, as a client pages), and one VM's ports.
+fn cases(network: &str) -> Vec<(&'static str, String, usize)> {
+    let by_network = format!("/v2.0/ports?network_id={network}&limit={PAGE}");
+    vec![
+        ("?network_id=&limit=20", by_network.clone(), PAGE),
+        ("?network_id=&limit=20, next page", by_network, PAGE),
+        (
+            "?device_id=&limit=20",
+            format!("/v2.0/ports?device_id={}&limit={PAGE}", device(0)),
+            2,
+        ),
+    ]
+}
+
+/// Waits until the server is idle: it compiles what the bulk creates wrote
+/// after answering them, and lists timed meanwhile would measure that too.
+async fn settle(server: &mut Server) -> Result<(), BoxError> {
+    let deadline = Instant::now() + SETTLE_MAX;
+    let mut before = server.usage()?.cpu_seconds;
+    while Instant::now() < deadline {
+        tokio::time::sleep(SETTLE_STEP).await;
+        let now = server.usage()?.cpu_seconds;
+        if now - before < IDLE_CPU {
+            return Ok(());
+        }
+        before = now;
+    }
+    Err(format!("the server was still busy {SETTLE_MAX:?} after the bulk creates").into())
+}
+
+/// Ports `from..to`, in bulk creates.
+async fn grow(
+    conn: &mut Conn,
+    networks: &[String],
+    from: usize,
+    to: usize,
+) -> Result<(), BoxError> {
+    let mut i = from;
+    while i < to {
+        let end = to.min(i + BULK);
+        let ports: Vec<Value> = (i..end).map(|p| port_body(networks, p)).collect();
+        conn.create("/v2.0/ports", &json!({ "ports": ports }))
+            .await?;
+        i = end;
+    }
+    Ok(())
+}
+
+/// `WARM_UP` then `REPS` timed GETs of the list, checked for its count. A
+/// "next page" case first follows the list's own `next` link.
+async fn time_list(
+    conn: &mut Conn,
+    name: &str,
+    path: &str,
+    items: usize,
+) -> Result<Samples, BoxError> {
+    let path = if name.ends_with("next page") {
+        next_link(conn, path).await?
+    } else {
+        path.to_owned()
+    };
+    let mut latencies = Vec::with_capacity(REPS);
+    for rep in 0..WARM_UP + REPS {
+        let reply = conn.get(&path).await?;
+        if rep == 0 {
+            let got = reply.count("ports")?;
+            if got != items {
+                return Err(format!("GET {path} listed {got} ports, expected {items}").into());
+            }
+        }
+        if rep >= WARM_UP {
+            latencies.push(reply.elapsed);
+        }
+    }
+    Ok(Samples::new(latencies))
+}
+
+/// The path of the `next` link of the list at `path`.
+async fn next_link(conn: &mut Conn, path: &str) -> Result<String, BoxError> {
+    let page = conn.get(path).await?.json()?;
+    let href = page["ports_links"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|l| l["rel"] == "next")
+        .and_then(|l| l["href"].as_str())
+        .ok_or_else(|| format!("GET {path} has no next link"))?;
+    let at = href
+        .find("/v2.0/")
+        .ok_or_else(|| format!("a next link outside /v2.0: {href}"))?;
+    Ok(href[at..].to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_below_the_base_or_beyond_the_subnets_are_refused() {
+        assert!(check(0).is_ok());
+        assert!(check(100_000).is_ok());
+        assert!(check(BASE_PORTS - 1).is_err());
+        assert!(check(NETWORKS * PORTS_PER_NETWORK + 1).is_err());
+    }
+
+    #[test]
+    fn a_vm_has_two_ports_on_two_networks() {
+        let networks: Vec<String> = (0..NETWORKS).map(|i| format!("n{i}")).collect();
+        assert_eq!(port_body(&networks, 0)["device_id"], "bench-vm-0");
+        assert_eq!(port_body(&networks, 1)["device_id"], "bench-vm-0");
+        assert_eq!(port_body(&networks, 1)["network_id"], "n1");
+        assert_eq!(port_body(&networks, 2)["device_id"], "bench-vm-1");
+    }
+}
