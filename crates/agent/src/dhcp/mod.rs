@@ -7,6 +7,11 @@
 //! - [`responder`]: pure: a received frame plus the port's lease → the reply
 //!   frame or nothing (all bytes through `smoltcp::wire`).
 //! - [`server`]: the I/O: one packet socket per port device, driven by tokio.
+//! - [`router_advert`]: pure: the router advertisements a port gets (its
+//!   subnets' `ipv6_ra_mode`), as frames, and router solicitations.
+//! - [`ipv6_server`]: the I/O for IPv6: a second packet socket per port
+//!   device, sending its advertisements (periodic, and in answer to
+//!   solicitations).
 //!
 //! The daemon's side:
 //! ```no_run
@@ -23,8 +28,11 @@
 //! # }
 //! ```
 
+pub mod ipv6_server;
 pub mod responder;
+pub mod router_advert;
 pub mod server;
 mod socket;
 
+pub use ipv6_server::{Ipv6Server, Ipv6Service};
 pub use server::{DhcpServer, PortStatus};
