@@ -15,7 +15,7 @@ use compiler::protocol::{
 };
 use tokio::sync::watch;
 
-use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, router_advert};
+use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
 use crate::nft::{NftConfig, NftReconciler};
@@ -77,6 +77,7 @@ pub async fn run(
             "linux-bridge-flat".into(),
             "dhcpv4".into(),
             "ipv6-ra".into(),
+            "dhcpv6".into(),
         ],
         physical_networks: config.physical_networks.keys().cloned().collect(),
         gateway: config.gateway,
@@ -189,6 +190,7 @@ pub async fn run(
             net.local_ports.iter().map(move |(id, port)| {
                 let service = Ipv6Service {
                     adverts: router_advert::port_adverts(state, network_id, id),
+                    dhcpv6: dhcpv6::port_lease(net, id),
                 };
                 (port.device.clone(), service)
             })

@@ -239,3 +239,116 @@ fn router_mac(cloud: &Cloud, router: &str, net: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// Run `dhclient -6` (isc-dhcp-client) in the VM, stateful or (`-S`)
+/// stateless, until its script has run once; what the script was given:
+/// `ADDRESS ip/len` (bound, and added to eth0) and `DNS servers` lines.
+fn dhclient6(vm: &Vm, stateless: bool) -> Vec<String> {
+    let dir = tempfile::Builder::new()
+        .prefix("vnet-dhclient6-")
+        .tempdir()
+        .unwrap();
+    let out = dir.path().join("out");
+    let script = dir.path().join("script.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             if [ -n \"$new_ip6_address\" ]; then \
+             ip -6 addr add $new_ip6_address/$new_ip6_prefixlen dev $interface; \
+             echo \"ADDRESS $new_ip6_address/$new_ip6_prefixlen\" >> {out}; fi\n\
+             if [ -n \"$new_dhcp6_name_servers\" ]; then \
+             echo \"DNS $new_dhcp6_name_servers\" >> {out}; fi\n",
+            out = out.display()
+        ),
+    )
+    .unwrap();
+    vm.ns
+        .exec("chmod", &["+x", script.to_str().unwrap()])
+        .unwrap();
+    // dhclient binds its socket through the loopback, as a guest has it up.
+    vm.ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let mut cmd = vm.ns.command("dhclient");
+    cmd.args(["-6", "-d", "-cf", "/dev/null", "-lf", &path("leases")])
+        .args(["-pf", &path("pid"), "-sf", script.to_str().unwrap()]);
+    if stateless {
+        cmd.arg("-S");
+    }
+    let log = std::fs::File::create(dir.path().join("log")).unwrap();
+    cmd.arg("eth0")
+        .stdout(std::process::Stdio::null())
+        .stderr(log);
+    let mut client = common::Proc(cmd.spawn().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !std::fs::read_to_string(&out).is_ok_and(|o| o.contains("DNS")) {
+        let log = std::fs::read_to_string(dir.path().join("log")).unwrap_or_default();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dhclient -6 got nothing:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = client.0.kill();
+    std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect()
+}
+
+#[test]
+fn dhcpv6_stateful_and_stateless() {
+    let cloud = Cloud::new("v6d", 1);
+    let net_s = network(&cloud, P);
+    let body = json!({"subnet": {"network_id": net_s, "project_id": P, "ip_version": 6,
+        "cidr": "fd00:c::/64", "ipv6_ra_mode": "dhcpv6-stateful",
+        "ipv6_address_mode": "dhcpv6-stateful", "dns_nameservers": ["fd00:c::53"]}});
+    let sub_s = cloud.call("POST", "/v2.0/subnets", Some(body))["subnet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let net_l = network(&cloud, P);
+    let body = json!({"subnet": {"network_id": net_l, "project_id": P, "ip_version": 6,
+        "cidr": "fd00:d::/64", "ipv6_ra_mode": "dhcpv6-stateless",
+        "ipv6_address_mode": "dhcpv6-stateless", "dns_nameservers": ["fd00:d::53"]}});
+    let sub_l = cloud.call("POST", "/v2.0/subnets", Some(body))["subnet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (s, vm_s) = vm(
+        &cloud,
+        P,
+        &net_s,
+        json!([{"subnet_id": sub_s, "ip_address": "fd00:c::10"}]),
+        1,
+    );
+    let (l, vm_l) = vm(&cloud, P, &net_l, json!([{"subnet_id": sub_l}]), 1);
+    for port in [&s, &l] {
+        let id = port["id"].as_str().unwrap();
+        wait_for("ports ACTIVE", Duration::from_secs(20), || {
+            cloud.status(id) == "ACTIVE"
+        });
+    }
+    // Stateless: SLAAC gives the EUI-64 address, DHCPv6 the DNS servers.
+    wait_for_addresses(&vm_l, &ipv6_of(&l));
+    assert_eq!(dhclient6(&vm_l, true), vec!["DNS fd00:d::53"]);
+    // Stateful: the advertisement is managed and its prefix not autonomous,
+    // so the VM has no address until DHCPv6 gives exactly the port's.
+    wait_for(
+        "the stateful subnet's on-link route",
+        Duration::from_secs(20),
+        || {
+            vm_s.ns
+                .ip(&["-6", "route", "show", "fd00:c::/64"])
+                .unwrap()
+                .contains("dev eth0")
+        },
+    );
+    assert_eq!(global_addresses(&vm_s).0, Vec::<Ipv6Addr>::new());
+    assert_eq!(
+        dhclient6(&vm_s, false),
+        vec!["ADDRESS fd00:c::10/128", "DNS fd00:c::53"]
+    );
+    wait_for_addresses(&vm_s, &["fd00:c::10".parse().unwrap()]);
+}

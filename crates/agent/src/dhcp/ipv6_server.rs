@@ -1,7 +1,7 @@
 //! IPv6 host services for local ports: one task per port device that sends
 //! the port's router advertisements (at once when it starts serving or its
 //! advertisements change, then every 30 to 100 s, and in answer to each router
-//! solicitation) and answers its DHCPv6 messages.
+//! solicitation) and answers its DHCPv6 messages ([`dhcpv6::respond`]).
 //!
 //! Like the DHCPv4 server, it reads and writes only the port's own device:
 //! nothing it sends reaches the bridge or the overlay, and it never answers a
@@ -22,6 +22,7 @@ use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
+use super::dhcpv6::{self, Dhcpv6Lease};
 use super::router_advert::{self, Advert, MAX_INTERVAL, MIN_INTERVAL};
 use super::server::{PortStatus, RETRY_INTERVAL};
 use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Received};
@@ -31,11 +32,13 @@ use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Received};
 pub struct Ipv6Service {
     /// Its router advertisements (empty: none are sent).
     pub adverts: Vec<Advert>,
+    /// Its DHCPv6 lease (`None`: DHCPv6 is not answered).
+    pub dhcpv6: Option<Dhcpv6Lease>,
 }
 
 impl Ipv6Service {
     pub fn is_empty(&self) -> bool {
-        self.adverts.is_empty()
+        self.adverts.is_empty() && self.dhcpv6.is_none()
     }
 }
 
@@ -268,6 +271,21 @@ async fn serve_socket(
         if router_advert::is_router_solicitation(frame) {
             debug!(device, "ipv6: router solicitation");
             advertise(device, socket.get_ref(), &service.borrow(), shared);
+            continue;
+        }
+        let reply = match &service.borrow().dhcpv6 {
+            Some(lease) => dhcpv6::respond(frame, lease),
+            None => None,
+        };
+        let Some(reply) = reply else {
+            debug!(device, len, "dhcpv6: nothing to answer");
+            continue;
+        };
+        match socket.get_ref().send(&reply) {
+            Ok(()) => {
+                shared.replies.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(error) => debug!(device, %error, "dhcpv6: reply not sent"),
         }
     }
 }
