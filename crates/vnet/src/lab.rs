@@ -221,7 +221,7 @@ esac
 "#;
 
 /// busybox udhcpc on the VM's eth0: the `lease …` line its script printed.
-fn udhcpc(name: &str, vm: &str, netns: &str) -> Result<String, BoxError> {
+pub(crate) fn udhcpc(name: &str, vm: &str, netns: &str) -> Result<String, BoxError> {
     let script = dir(name).join("udhcpc.sh");
     std::fs::write(&script, UDHCPC_SCRIPT)?;
     std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
@@ -301,53 +301,74 @@ fn ipv6_addresses(
     if !stateful.is_empty() || stateless {
         // A DHCPv6 client speaks from its link-local address, usable once
         // duplicate address detection has passed.
-        loop {
-            let link = ip(
-                netns,
-                &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
-            )?;
-            if link.contains("fe80:") && !link.contains("tentative") {
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!("{vm}: no IPv6 link-local address on eth0").into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        if !wait_until(deadline, || has_link_local(netns))? {
+            return Err(format!("{vm}: no IPv6 link-local address on eth0").into());
         }
         lines.extend(dhclient6(name, vm, netns, stateful.is_empty())?);
     }
     for address in slaac.iter().chain(&stateful) {
-        loop {
-            let held = ip(
-                netns,
-                &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"],
-            )?;
-            let line = held.lines().find(|l| l.contains(&format!(" {address}/")));
-            if let Some(line) = line.filter(|l| !l.contains("tentative")) {
-                let cidr = line
-                    .split_whitespace()
-                    .skip_while(|w| *w != "inet6")
-                    .nth(1)
-                    .unwrap_or_default();
-                let how = if stateful.contains(address) {
-                    "dhcpv6"
-                } else {
-                    "slaac"
-                };
-                lines.push(format!("ipv6 {cidr} ({how})"));
-                break;
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "{vm}: no IPv6 address {address} after {}s; vnet lab status --name {name} shows its port",
-                    IPV6_DEADLINE.as_secs()
-                )
-                .into());
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        let mut cidr = None;
+        if !wait_until(deadline, || {
+            cidr = held_ipv6(netns, *address)?;
+            Ok(cidr.is_some())
+        })? {
+            return Err(format!(
+                "{vm}: no IPv6 address {address} after {}s; vnet lab status --name {name} shows its port",
+                IPV6_DEADLINE.as_secs()
+            )
+            .into());
         }
+        let how = if stateful.contains(address) {
+            "dhcpv6"
+        } else {
+            "slaac"
+        };
+        lines.push(format!("ipv6 {} ({how})", cidr.unwrap_or_default()));
     }
     Ok(lines)
+}
+
+/// Poll `done` every 20 ms until it holds (`true`) or `deadline` passes
+/// (`false`).
+pub(crate) fn wait_until(
+    deadline: Instant,
+    mut done: impl FnMut() -> Result<bool, BoxError>,
+) -> Result<bool, BoxError> {
+    loop {
+        if done()? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The VM's eth0 has a link-local address that passed duplicate address
+/// detection.
+pub(crate) fn has_link_local(netns: &str) -> Result<bool, BoxError> {
+    let link = ip(
+        netns,
+        &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
+    )?;
+    Ok(link.contains("fe80:") && !link.contains("tentative"))
+}
+
+/// `address/len` if the VM's eth0 holds `address`, no longer tentative.
+pub(crate) fn held_ipv6(
+    netns: &str,
+    address: std::net::IpAddr,
+) -> Result<Option<String>, BoxError> {
+    let held = ip(
+        netns,
+        &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"],
+    )?;
+    Ok(held
+        .lines()
+        .find(|l| l.contains(&format!(" {address}/")) && !l.contains("tentative"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
+        .map(str::to_owned))
 }
 
 /// Applies what dhclient -6 got and says it in `OUT` (dhclient gives its
@@ -363,7 +384,12 @@ fi
 
 /// One DHCPv6 exchange with dhclient -6 in the VM (`-S`: information only),
 /// stopped once its script has run: the `dns6 …` line it wrote.
-fn dhclient6(name: &str, vm: &str, netns: &str, stateless: bool) -> Result<Vec<String>, BoxError> {
+pub(crate) fn dhclient6(
+    name: &str,
+    vm: &str,
+    netns: &str,
+    stateless: bool,
+) -> Result<Vec<String>, BoxError> {
     let dir = dir(name).join(format!("dhclient6-{vm}"));
     std::fs::create_dir_all(&dir)?;
     let out = dir.join("out");
@@ -416,7 +442,7 @@ fn dhclient6(name: &str, vm: &str, netns: &str, stateless: bool) -> Result<Vec<S
             )
             .into());
         }
-        std::thread::sleep(Duration::from_millis(100));
+        std::thread::sleep(Duration::from_millis(20));
     };
     let _ = client.kill();
     let _ = client.wait();
