@@ -352,3 +352,147 @@ fn dhcpv6_stateful_and_stateless() {
     );
     wait_for_addresses(&vm_s, &["fd00:c::10".parse().unwrap()]);
 }
+
+/// Send one Ethernet frame out of the VM's eth0 (a packet socket, as a
+/// guest's rogue daemon would).
+fn send_frame(vm: &Vm, frame: &[u8]) {
+    let hex: String = frame.iter().map(|b| format!("{b:02x}")).collect();
+    vm.ns
+        .exec(
+            "python3",
+            &[
+                "-c",
+                "import socket,sys; s=socket.socket(socket.AF_PACKET, socket.SOCK_RAW); \
+                 s.bind(('eth0', 0)); s.send(bytes.fromhex(sys.argv[1]))",
+                &hex,
+            ],
+        )
+        .unwrap();
+}
+
+fn mac_bytes(mac: &str) -> [u8; 6] {
+    let m: Vec<u8> = mac
+        .split(':')
+        .map(|b| u8::from_str_radix(b, 16).unwrap())
+        .collect();
+    m.try_into().unwrap()
+}
+
+/// A DHCPv6 Reply (type 7) from `src` to `dst` (UDP 547 → 546).
+fn dhcpv6_reply(src_mac: &str, dst_mac: &str, src: Ipv6Addr, dst: Ipv6Addr) -> Vec<u8> {
+    let payload = [7u8, 0x12, 0x34, 0x56];
+    let udp_len = (8 + payload.len()) as u16;
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&mac_bytes(dst_mac));
+    frame.extend_from_slice(&mac_bytes(src_mac));
+    frame.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    frame.extend_from_slice(&udp_len.to_be_bytes());
+    frame.extend_from_slice(&[17, 64]);
+    frame.extend_from_slice(&src.octets());
+    frame.extend_from_slice(&dst.octets());
+    frame.extend_from_slice(&547u16.to_be_bytes());
+    frame.extend_from_slice(&546u16.to_be_bytes());
+    frame.extend_from_slice(&udp_len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0]);
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+#[test]
+fn a_vm_can_neither_advertise_nor_answer_dhcpv6_nor_spoof() {
+    let cloud = Cloud::new("v6x", 1);
+    let net = network(&cloud, P);
+    let sub = subnet6(&cloud, P, &net, "fd00:e::/64", "slaac");
+    let (rogue, vm_rogue) = vm(&cloud, P, &net, json!([{"subnet_id": sub}]), 1);
+    let (victim, vm_victim) = vm(&cloud, P, &net, json!([{"subnet_id": sub}]), 1);
+    for (port, vm) in [(&rogue, &vm_rogue), (&victim, &vm_victim)] {
+        let id = port["id"].as_str().unwrap();
+        wait_for("ports ACTIVE", Duration::from_secs(20), || {
+            cloud.status(id) == "ACTIVE"
+        });
+        wait_for_addresses(vm, &ipv6_of(port));
+    }
+    let rogue_mac = rogue["mac_address"].as_str().unwrap();
+    let victim_mac = victim["mac_address"].as_str().unwrap();
+    let victim_ip = ipv6_of(&victim)[0].to_string();
+
+    let capture = Capture::start(&vm_victim.ns, "eth0", "ip6").unwrap();
+    // A router advertisement of a prefix of its own, to every node.
+    let advert = agent::dhcp::router_advert::Advert {
+        source_mac: rogue_mac.parse().unwrap(),
+        router_lifetime: 300,
+        managed: false,
+        other_config: false,
+        mtu: 1450,
+        prefixes: vec![("fd00:bad::/64".parse().unwrap(), true)],
+        dns_servers: vec![],
+    };
+    send_frame(&vm_rogue, &agent::dhcp::router_advert::frame(&advert));
+    // A DHCPv6 reply to the victim's link-local address.
+    send_frame(
+        &vm_rogue,
+        &dhcpv6_reply(
+            rogue_mac,
+            victim_mac,
+            link_local(rogue_mac),
+            link_local(victim_mac),
+        ),
+    );
+    // A ping from an address that is not the port's.
+    vm_rogue
+        .ns
+        .ip(&["-6", "addr", "add", "fd00:e::99/64", "dev", "eth0", "nodad"])
+        .unwrap();
+    let spoofed = vm_rogue.ns.exec(
+        "busybox",
+        &["ping", "-c", "2", "-W", "1", "-I", "fd00:e::99", &victim_ip],
+    );
+    assert!(
+        spoofed.is_err(),
+        "a spoofed source got answers: {spoofed:?}"
+    );
+    vm_rogue
+        .ns
+        .ip(&["-6", "addr", "del", "fd00:e::99/64", "dev", "eth0"])
+        .unwrap();
+    // What the rogue VM may send still arrives, after all of the above: once
+    // its replies are back, anything sent before would have been delivered.
+    assert_eq!(vm_rogue.ping(&victim_ip, 2), 2);
+
+    let frames = capture.stop().unwrap();
+    let from_rogue: Vec<&Vec<u8>> = frames
+        .iter()
+        .filter(|f| f.get(6..12) == Some(&mac_bytes(rogue_mac)[..]))
+        .collect();
+    let icmpv6_type = |f: &[u8]| {
+        (f.get(20) == Some(&58))
+            .then(|| f.get(54).copied())
+            .flatten()
+    };
+    let udp_dport = |f: &[u8]| {
+        (f.get(20) == Some(&17))
+            .then(|| Some(u16::from_be_bytes([*f.get(56)?, *f.get(57)?])))
+            .flatten()
+    };
+    assert!(
+        from_rogue.iter().any(|f| icmpv6_type(f) == Some(128)),
+        "the control pings arrived"
+    );
+    assert!(
+        !from_rogue.iter().any(|f| icmpv6_type(f) == Some(134)),
+        "no router advertisement from a VM"
+    );
+    assert!(
+        !from_rogue.iter().any(|f| udp_dport(f) == Some(546)),
+        "no DHCPv6 reply from a VM"
+    );
+    let spoofed_src: [u8; 16] = "fd00:e::99".parse::<Ipv6Addr>().unwrap().octets();
+    assert!(
+        !frames
+            .iter()
+            .any(|f| f.get(22..38) == Some(&spoofed_src[..])),
+        "nothing from a spoofed source"
+    );
+    let (held, _) = global_addresses(&vm_victim);
+    assert_eq!(held, ipv6_of(&victim), "the rogue prefix was not taken");
+}
