@@ -266,8 +266,20 @@ fn dhclient6(vm: &Vm, stateless: bool) -> Vec<String> {
     vm.ns
         .exec("chmod", &["+x", script.to_str().unwrap()])
         .unwrap();
-    // dhclient binds its socket through the loopback, as a guest has it up.
+    // dhclient binds its socket through the loopback, as a guest has it up,
+    // and speaks from a link-local address that passed DAD.
     vm.ns.ip(&["link", "set", "lo", "up"]).unwrap();
+    wait_for(
+        "a usable link-local address",
+        Duration::from_secs(20),
+        || {
+            let link = vm
+                .ns
+                .ip(&["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"])
+                .unwrap();
+            link.contains("fe80:") && !link.contains("tentative")
+        },
+    );
     let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
     let mut cmd = vm.ns.command("dhclient");
     cmd.args(["-6", "-d", "-cf", "/dev/null", "-lf", &path("leases")])

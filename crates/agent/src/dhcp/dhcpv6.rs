@@ -9,7 +9,8 @@
 //!
 //! What it answers (RFC 8415, a server on the client's link):
 //! - SOLICIT → ADVERTISE with the addresses in the client's first IA_NA
-//!   (REPLY when the client asks for rapid commit); nothing when the port
+//!   and preference 255, so that the client requests at once (REPLY when
+//!   the client asks for rapid commit); nothing when the port
 //!   has no stateful address;
 //! - REQUEST and RENEW naming this server, REBIND → REPLY with the addresses;
 //! - CONFIRM → REPLY, Success when every address the client holds is the
@@ -165,6 +166,9 @@ fn reply_message(request: &v6::Message, lease: &Dhcpv6Lease) -> Option<v6::Messa
                 out.insert(DhcpOption::RapidCommit);
                 MessageType::Reply
             } else {
+                // The only server on the port's link: the client need not
+                // wait for others' advertisements (RFC 8415 §18.2.1).
+                out.insert(DhcpOption::Preference(255));
                 MessageType::Advertise
             }
         }

@@ -1,7 +1,7 @@
 //! IPv6 host services for local ports: one task per port device that sends
 //! the port's router advertisements (at once when it starts serving or its
-//! advertisements change, then every 30 to 100 s, and in answer to each router
-//! solicitation) and answers its DHCPv6 messages ([`dhcpv6::respond`]).
+//! advertisements change, three more within 5 s of the start, then every 30
+//! to 100 s, and in answer to each router solicitation) and answers its DHCPv6 messages ([`dhcpv6::respond`]).
 //!
 //! Like the DHCPv4 server, it reads and writes only the port's own device:
 //! nothing it sends reaches the bridge or the overlay, and it never answers a
@@ -179,6 +179,17 @@ fn interest() -> Interest {
     Interest::READABLE | Interest::ERROR
 }
 
+/// The intervals after the first advertisement on a newly opened device,
+/// before the periodic ones: a VM being plugged may not listen yet when the
+/// first goes out, and one that has to wait for its next solicitation loses
+/// a second to its kernel's solicitation delay (RFC 4861 §6.2.4 allows a
+/// faster start, up to three initial advertisements).
+const INITIAL_INTERVALS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(4),
+];
+
 /// A uniformly drawn interval between the minimum and maximum (RFC 4861
 /// §6.2.4), so that the advertisements of many ports spread out.
 fn next_interval(random: &RandomState, draw: u64) -> Duration {
@@ -217,7 +228,11 @@ async fn serve_socket(
         &service.borrow_and_update(),
         shared,
     );
-    let mut next_advert = tokio::time::Instant::now() + next_interval(&random, draws);
+    let interval = |draws: u64| match INITIAL_INTERVALS.get(draws as usize) {
+        Some(initial) => *initial,
+        None => next_interval(&random, draws),
+    };
+    let mut next_advert = tokio::time::Instant::now() + interval(draws);
     loop {
         let mut guard = tokio::select! {
             ready = socket.ready(interest()) => ready?,
@@ -234,7 +249,7 @@ async fn serve_socket(
                 }
                 advertise(device, socket.get_ref(), &service.borrow(), shared);
                 draws += 1;
-                next_advert = tokio::time::Instant::now() + next_interval(&random, draws);
+                next_advert = tokio::time::Instant::now() + interval(draws);
                 continue;
             }
             () = wake.notified() => {
