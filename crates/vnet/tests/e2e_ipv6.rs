@@ -192,6 +192,27 @@ fn slaac_dual_stack_and_routing_over_ipv6() {
         &link_local(&router_mac(&cloud, &router, &net_b)).to_string(),
     );
     assert_eq!(vm_a1.ping(&ip(&a2), 3), 3, "a1 reaches a2 across hosts");
+    // a2's link-local address is resolved on h1 too (the default group
+    // lets in only its members' fixed IPs, so the ping itself gets no
+    // answer, as in Neutron; its neighbour solicitation does).
+    let a2_mac = a2["mac_address"].as_str().unwrap();
+    let a2_link_local = link_local(a2_mac);
+    vm_a1.ping(&format!("{a2_link_local}%eth0"), 1);
+    let neigh = vm_a1
+        .ns
+        .ip(&[
+            "-6",
+            "neigh",
+            "show",
+            &a2_link_local.to_string(),
+            "dev",
+            "eth0",
+        ])
+        .unwrap();
+    assert!(
+        neigh.contains(&format!("lladdr {a2_mac}")),
+        "a2's link-local address resolved: {neigh}"
+    );
     assert_eq!(vm_a1.ping(&ip(&b2), 3), 3, "a1 reaches b2 through r6");
     assert_eq!(tcp(&vm_a1.ns, &vm_b2.ns, &ip(&b2), 7600), "hello");
     // Project Q's VM, on the same prefix, reaches none of P's.
