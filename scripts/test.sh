@@ -30,12 +30,13 @@ missing=()
 command -v cc >/dev/null || missing+=(gcc libc6-dev)
 command -v python3 >/dev/null || missing+=(python3)
 # The data-plane tests: namespaces and links (iproute2), a DHCP client inside
-# test VMs (busybox udhcpc), captures on the underlay (tcpdump), and security
-# groups (nftables).
+# test VMs (busybox udhcpc; dhclient for DHCPv6), captures on the underlay
+# (tcpdump), and security groups (nftables).
 command -v ip >/dev/null || missing+=(iproute2)
 command -v bridge >/dev/null || missing+=(iproute2)
 command -v busybox >/dev/null || missing+=(busybox)
 command -v tcpdump >/dev/null || missing+=(tcpdump)
+command -v dhclient >/dev/null || missing+=(isc-dhcp-client)
 command -v nft >/dev/null || missing+=(nftables)
 if command -v python3 >/dev/null; then
     python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)

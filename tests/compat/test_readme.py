@@ -117,6 +117,8 @@ def test_the_readme_runs_as_written(vnet_bin, tmp_path):
         # The walkthrough's facts, as its comments state them.
         assert re.search(r"vm1: lease 10\.0\.0\.\d+/24 router=10\.0\.0\.1 mtu=1450", output), output[-3000:]
         assert "hello from vm2" in output, output[-3000:]
+        # The dual-stack VM holds its SLAAC address (and pinged its peer).
+        assert re.search(r"vm3: ipv6 fd00:6::[0-9a-f:]+/64 \(slaac\)", output), output[-3000:]
         assert f"lab '{name}' is down" in output, output[-3000:]
     finally:
         if Path("/run/vnet-lab", name).exists():

@@ -15,7 +15,7 @@ use compiler::protocol::{
 };
 use tokio::sync::watch;
 
-use crate::dhcp::DhcpServer;
+use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
 use crate::nft::{NftConfig, NftReconciler};
@@ -76,6 +76,8 @@ pub async fn run(
             "linux-bridge-vxlan".into(),
             "linux-bridge-flat".into(),
             "dhcpv4".into(),
+            "ipv6-ra".into(),
+            "dhcpv6".into(),
         ],
         physical_networks: config.physical_networks.keys().cloned().collect(),
         gateway: config.gateway,
@@ -91,6 +93,7 @@ pub async fn run(
         ..config.router.clone()
     })?;
     let mut dhcp = DhcpServer::new();
+    let mut ipv6 = Ipv6Server::new();
     // `nft` runs as a child process: off the async threads.
     let nft = Arc::new(NftReconciler::new(NftConfig {
         physical_networks: config.physical_networks.clone(),
@@ -181,6 +184,16 @@ pub async fn run(
             net.local_ports
                 .iter()
                 .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
+        }));
+        ipv6.set_ports(state.networks.iter().flat_map(|(network_id, net)| {
+            let state = &state;
+            net.local_ports.iter().map(move |(id, port)| {
+                let service = Ipv6Service {
+                    adverts: router_advert::port_adverts(state, network_id, id),
+                    dhcpv6: dhcpv6::port_lease(net, id),
+                };
+                (port.device.clone(), service)
+            })
         }));
         // A router interface or uplink is wired once its bridge end is and
         // its router is right; a floating IP once its router is right.

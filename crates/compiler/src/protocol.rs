@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use model::MacAddr;
+use model::{Ipv6Mode, MacAddr};
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// How often an agent re-registers (its heartbeat).
 pub const HEARTBEAT_SECONDS: u64 = 2;
@@ -265,6 +265,16 @@ pub struct SubnetSpec {
     pub dns_nameservers: Vec<IpAddr>,
     pub host_routes: Vec<RouteSpec>,
     pub enable_dhcp: bool,
+    /// IPv6 only: what the host's router advertisements say of the subnet
+    /// (Neutron's `ipv6_ra_mode`); `None`: vnet advertises nothing for it (an
+    /// external router may).
+    #[serde(default)]
+    pub ipv6_ra_mode: Option<Ipv6Mode>,
+    /// IPv6 only: how ports get their address (Neutron's
+    /// `ipv6_address_mode`); `Dhcpv6Stateful` or `Dhcpv6Stateless` make the
+    /// host answer DHCPv6.
+    #[serde(default)]
+    pub ipv6_address_mode: Option<Ipv6Mode>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -745,6 +755,8 @@ mod tests {
                 dns_nameservers: vec![],
                 host_routes: vec![],
                 enable_dhcp: true,
+                ipv6_ra_mode: None,
+                ipv6_address_mode: None,
             },
         });
         s.apply(Change::LocalPortUpsert {

@@ -30,6 +30,8 @@ pub fn subnet_spec(subnet: &Subnet) -> SubnetSpec {
             })
             .collect(),
         enable_dhcp: subnet.enable_dhcp,
+        ipv6_ra_mode: subnet.ipv6_ra_mode,
+        ipv6_address_mode: subnet.ipv6_address_mode,
     }
 }
 

@@ -1062,6 +1062,8 @@ fn reference_subnet(s: &Subnet) -> SubnetSpec {
             })
             .collect(),
         enable_dhcp: s.enable_dhcp,
+        ipv6_ra_mode: s.ipv6_ra_mode,
+        ipv6_address_mode: s.ipv6_address_mode,
     }
 }
 

@@ -157,7 +157,22 @@ pub struct VxlanFrame {
     pub inner_ethertype: u16,
     /// The inner IPv4 header's addresses and TTL, if it carries IPv4.
     pub inner_ipv4: Option<InnerIpv4>,
+    /// The inner IPv6 header's addresses, hop limit and (right after the
+    /// fixed header) ICMPv6 type, if it carries IPv6.
+    pub inner_ipv6: Option<InnerIpv6>,
 }
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct InnerIpv6 {
+    pub src: std::net::Ipv6Addr,
+    pub dst: std::net::Ipv6Addr,
+    pub hop_limit: u8,
+    /// `Some` when the next header is ICMPv6 (58).
+    pub icmpv6_type: Option<u8>,
+}
+
+/// ICMPv6 neighbour solicitation.
+pub const ICMPV6_NEIGHBOUR_SOLICITATION: u8 = 135;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct InnerIpv4 {
@@ -212,6 +227,25 @@ impl VxlanFrame {
                 })
             })
             .flatten();
+        let inner_ipv6 = (ethertype == ETHERTYPE_IPV6)
+            .then(|| {
+                let h = inner.get(payload..payload + 40)?;
+                let addr = |at: usize| -> Option<std::net::Ipv6Addr> {
+                    let b: [u8; 16] = h.get(at..at + 16)?.try_into().ok()?;
+                    Some(std::net::Ipv6Addr::from(b))
+                };
+                Some(InnerIpv6 {
+                    src: addr(8)?,
+                    dst: addr(24)?,
+                    hop_limit: h[7],
+                    icmpv6_type: if h[6] == 58 {
+                        inner.get(payload + 40).copied()
+                    } else {
+                        None
+                    },
+                })
+            })
+            .flatten();
         Some(VxlanFrame {
             outer_src: addr(12)?,
             outer_dst: addr(16)?,
@@ -220,6 +254,7 @@ impl VxlanFrame {
             inner_src: inner.get(6..12)?.try_into().ok()?,
             inner_ethertype: ethertype,
             inner_ipv4,
+            inner_ipv6,
         })
     }
 

@@ -12,7 +12,10 @@ pub mod capture;
 pub mod netns;
 pub mod world;
 
-pub use capture::{Capture, InnerIpv4, VxlanFrame, parse_pcap, vxlan_frames};
+pub use capture::{
+    Capture, ICMPV6_NEIGHBOUR_SOLICITATION, InnerIpv4, InnerIpv6, VxlanFrame, parse_pcap,
+    vxlan_frames,
+};
 pub use netns::{CmdError, Netns, run_cmd, veth};
 pub use world::{
     EXTERNAL_BRIDGE, EXTERNAL_DEV, Fabric, Host, OUTSIDE_IP, Outside, VM_DEV, VM_MTU, Vm,

@@ -151,11 +151,34 @@ impl Vm {
     /// `device` must be ≤ 15 characters and unique on the host; `mac` is the
     /// port's MAC (`fa:16:3e:…`).
     pub fn new(host: &Host, prefix: &str, device: &str, mac: &str) -> Result<Self, CmdError> {
+        Vm::build(host, prefix, device, mac, false)
+    }
+
+    /// As [`Vm::new`], with IPv6 on in the VM as a guest has it (link-local
+    /// address, duplicate address detection, router solicitations, SLAAC).
+    pub fn dual_stack(
+        host: &Host,
+        prefix: &str,
+        device: &str,
+        mac: &str,
+    ) -> Result<Self, CmdError> {
+        Vm::build(host, prefix, device, mac, true)
+    }
+
+    fn build(
+        host: &Host,
+        prefix: &str,
+        device: &str,
+        mac: &str,
+        ipv6: bool,
+    ) -> Result<Self, CmdError> {
         let ns = Netns::new(&format!("{prefix}v"))?;
         veth(&ns, VM_DEV, &host.ns, device)?;
-        // IPv6 start-up traffic (RS, MLD, DAD) is noise here; DHCPv4 and static
-        // IPv4 are what the tests use.
-        ipv6_off(&ns, VM_DEV)?;
+        // IPv6 start-up traffic (RS, MLD, DAD) is noise unless the test is
+        // about IPv6; the host's end never needs an address of its own.
+        if !ipv6 {
+            ipv6_off(&ns, VM_DEV)?;
+        }
         ipv6_off(&host.ns, device)?;
         let mtu = VM_MTU.to_string();
         ns.ip(&["link", "set", VM_DEV, "address", mac, "mtu", &mtu, "up"])?;

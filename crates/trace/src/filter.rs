@@ -72,6 +72,9 @@ pub enum Allowed {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ChainDecision {
     Accept(Allowed),
+    /// What no port may send, whatever its groups allow: a router
+    /// advertisement or a DHCPv6 reply (only the host answers those).
+    Refused(&'static str),
     /// No rule of `groups` (the port's groups the host holds) allows it;
     /// `unknown`: groups the port names that the host does not hold.
     Drop {
@@ -110,6 +113,9 @@ pub fn port_chain<V: Compiled + ?Sized>(
     dir: RuleDirection,
     flow: &Flow,
 ) -> ChainDecision {
+    if let Some(what) = always_refused(dir, flow) {
+        return ChainDecision::Refused(what);
+    }
     if let Some(what) = always_allowed(dir, flow) {
         return ChainDecision::Accept(Allowed::Always(what));
     }
@@ -131,7 +137,19 @@ pub fn port_chain<V: Compiled + ?Sized>(
     ChainDecision::Drop { groups, unknown }
 }
 
-/// DHCP(v6) with the agent and neighbour discovery, as `port_rules` writes them.
+/// What a port may never send, as `port_rules` drops it first.
+pub fn always_refused(dir: RuleDirection, f: &Flow) -> Option<&'static str> {
+    if dir != RuleDirection::Egress || !f.v6() {
+        return None;
+    }
+    if f.protocol == 58 && f.icmp.is_some_and(|(t, _)| t == 134) {
+        return Some("a router advertisement");
+    }
+    (f.protocol == 17 && f.sport == Some(547) && f.dport == Some(546)).then_some("a DHCPv6 reply")
+}
+
+/// DHCP(v6) requests to the agent and neighbour discovery, as `port_rules`
+/// writes them.
 fn always_allowed(dir: RuleDirection, f: &Flow) -> Option<&'static str> {
     let udp = |s: u16, d: u16| f.protocol == 17 && f.sport == Some(s) && f.dport == Some(d);
     let icmpv6 = |types: &[u8]| {
@@ -144,10 +162,7 @@ fn always_allowed(dir: RuleDirection, f: &Flow) -> Option<&'static str> {
             Some("neighbour discovery / MLD")
         }
         RuleDirection::Ingress if !f.v6() && udp(67, 68) => Some("DHCP reply"),
-        RuleDirection::Ingress if f.v6() && udp(547, 546) => Some("DHCPv6 reply"),
-        RuleDirection::Ingress if icmpv6(&[130, 134, 135, 136]) => {
-            Some("router advertisement / neighbour discovery / MLD")
-        }
+        RuleDirection::Ingress if icmpv6(&[130, 135, 136]) => Some("neighbour discovery / MLD"),
         _ => None,
     }
 }
@@ -213,18 +228,71 @@ pub fn allowed_source(spec: &PortSecuritySpec, mac: model::MacAddr, ip: IpAddr) 
         .iter()
         .find(|s| s.mac == mac && s.ip.trunc().contains(&ip))
         .map(|s| s.ip);
-    // IPv6 link-local is let through from the port's MACs once it has an
-    // IPv6 source at all.
+    // A MAC's own IPv6 link-local address is let through once the port has
+    // an IPv6 source at all.
     let link_local = || {
-        let fe80: IpNet = IpNet::V6(
-            ipnet::Ipv6Net::new(std::net::Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64).ok()?,
-        );
+        let m = mac.0;
+        let iid = u64::from_be_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+        let own = std::net::Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid));
         let has_v6 = spec
             .allowed_sources
             .iter()
             .any(|s| matches!(s.ip, IpNet::V6(_)));
         let own_mac = spec.allowed_sources.iter().any(|s| s.mac == mac);
-        (has_v6 && own_mac && fe80.contains(&ip)).then_some(fe80)
+        (has_v6 && own_mac && ip == IpAddr::V6(own)).then(|| IpNet::V6(ipnet::Ipv6Net::from(own)))
     };
     pair.or_else(link_local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use compiler::protocol::AllowedSource;
+
+    fn flow(protocol: u8, ports: Option<(u16, u16)>, icmp: Option<(u8, u8)>) -> Flow {
+        Flow {
+            src: "fe80::1".parse().unwrap(),
+            dst: "ff02::1".parse().unwrap(),
+            protocol,
+            sport: ports.map(|p| p.0),
+            dport: ports.map(|p| p.1),
+            icmp,
+        }
+    }
+
+    /// As `port_rules` drops them first: a VM's router advertisements and
+    /// DHCPv6 replies, never what it receives or asks.
+    #[test]
+    fn router_advertisements_and_dhcpv6_replies_from_a_vm_are_refused() {
+        let ra = flow(58, None, Some((134, 0)));
+        let reply = flow(17, Some((547, 546)), None);
+        let request = flow(17, Some((546, 547)), None);
+        assert!(always_refused(RuleDirection::Egress, &ra).is_some());
+        assert!(always_refused(RuleDirection::Egress, &reply).is_some());
+        assert_eq!(always_refused(RuleDirection::Egress, &request), None);
+        assert_eq!(always_refused(RuleDirection::Ingress, &ra), None);
+        // Nor are they let in unconditionally any more (only the host's own,
+        // which never cross the bridge).
+        assert_eq!(always_allowed(RuleDirection::Ingress, &ra), None);
+        assert_eq!(always_allowed(RuleDirection::Ingress, &reply), None);
+        assert!(always_allowed(RuleDirection::Egress, &request).is_some());
+    }
+
+    #[test]
+    fn only_the_macs_own_link_local_address_passes_anti_spoofing() {
+        let mac: model::MacAddr = "fa:16:3e:aa:bb:cc".parse().unwrap();
+        let spec = PortSecuritySpec {
+            enabled: true,
+            security_groups: vec![],
+            allowed_sources: vec![AllowedSource {
+                mac,
+                ip: "fd00::5/128".parse().unwrap(),
+            }],
+        };
+        let own: IpAddr = "fe80::f816:3eff:feaa:bbcc".parse().unwrap();
+        assert!(allowed_source(&spec, mac, own).is_some());
+        assert_eq!(allowed_source(&spec, mac, "fe80::1".parse().unwrap()), None);
+        let other: model::MacAddr = "fa:16:3e:00:00:01".parse().unwrap();
+        assert_eq!(allowed_source(&spec, other, own), None);
+    }
 }

@@ -1684,6 +1684,16 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 );
                 Ok(())
             }
+            ChainDecision::Refused(what) => {
+                let detail =
+                    format!("{what} from a VM is always dropped: only the host answers its VMs");
+                self.step(stage, on(), Decision::Drop, detail.clone());
+                Err(stop(
+                    Reason::NoRuleAllows,
+                    format!("dropped at {dir_word} of port {port_id} on host {host}: {detail}"),
+                    "no security group rule can allow it".to_owned(),
+                ))
+            }
             ChainDecision::Drop { groups, unknown } => {
                 let what = format!("{} {} → {}", proto_words(flow), flow.src, flow.dst);
                 let detail = if groups.is_empty() {

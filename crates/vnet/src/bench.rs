@@ -8,6 +8,7 @@ mod client;
 mod compiler;
 mod convergence;
 mod goals;
+mod ipv6;
 mod list_scale;
 mod nft;
 mod report;
@@ -62,6 +63,21 @@ pub enum Bench {
         #[arg(long, default_value_t = 7)]
         repeats: usize,
     },
+    /// IPv6 in a two-host lab (root, iperf3, dhclient): from a port's
+    /// creation to its VM holding its address (SLAAC, DHCPv6) against the
+    /// VM's own duplicate address detection, and IPv6 against IPv4
+    /// throughput between the same VMs, in the same run.
+    Ipv6 {
+        /// Ports of each kind (SLAAC, DHCPv6, baseline).
+        #[arg(long, default_value_t = 20)]
+        ports: usize,
+        /// Seconds per iperf3 run.
+        #[arg(long, default_value_t = 3)]
+        seconds: u32,
+        /// Runs per protocol (medians are reported).
+        #[arg(long, default_value_t = 7)]
+        repeats: usize,
+    },
     /// Throughput as security groups grow, in a two-host lab (root, iperf3).
     Security {
         /// Rule counts to measure, for vnet's groups and the linear baseline.
@@ -87,6 +103,17 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
             let figures =
                 tokio::task::spawn_blocking(move || routing::run_bench(seconds, repeats)).await??;
             routing::print(&figures);
+            Ok(())
+        }
+        Bench::Ipv6 {
+            ports,
+            seconds,
+            repeats,
+        } => {
+            let figures =
+                tokio::task::spawn_blocking(move || ipv6::run_bench(ports, seconds, repeats))
+                    .await??;
+            ipv6::print(&figures);
             Ok(())
         }
         Bench::Security {

@@ -118,7 +118,9 @@ pub enum Vm {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Get the VM's address by DHCP (busybox udhcpc on its eth0).
+    /// Give the VM every address of its port: IPv4 by DHCP (busybox udhcpc),
+    /// IPv6 by SLAAC (waited for) and DHCPv6 (dhclient -6) as its subnets'
+    /// ipv6_address_mode says.
     Dhcp {
         vm: String,
         #[command(flatten)]
@@ -209,7 +211,7 @@ pub enum LabError {
 const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
 case "$1" in
 bound|renew)
-    ip addr flush dev "$interface"
+    ip -4 addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$mtu" ] && ip link set "$interface" mtu "$mtu"
     for r in $router; do ip route replace default via "$r" dev "$interface"; done
@@ -217,6 +219,235 @@ bound|renew)
     ;;
 esac
 "#;
+
+/// busybox udhcpc on the VM's eth0: the `lease …` line its script printed.
+pub(crate) fn udhcpc(name: &str, vm: &str, netns: &str) -> Result<String, BoxError> {
+    let script = dir(name).join("udhcpc.sh");
+    std::fs::write(&script, UDHCPC_SCRIPT)?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let script = script.to_string_lossy();
+    let out = run(
+        "ip",
+        &[
+            "netns", "exec", netns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5",
+            "-T", "1", "-s", &script,
+        ],
+    )
+    .map_err(|e| {
+        format!("{vm}: no DHCP lease ({e}); vnet lab status --name {name} shows its port")
+    })?;
+    let lease = out
+        .lines()
+        .find(|l| l.starts_with("lease "))
+        .ok_or_else(|| {
+            format!("{vm}: no DHCP answer; vnet lab status --name {name} shows its port")
+        })?;
+    Ok(lease.to_owned())
+}
+
+/// Each fixed IP of a port with its subnet's `ipv6_address_mode` (`None`
+/// for IPv4 and for IPv6 subnets with none).
+fn port_address_modes(
+    state: &LabState,
+    port: &str,
+) -> Result<Vec<(std::net::IpAddr, Option<String>)>, BoxError> {
+    let (status, reply) = http(&state.api, "GET", &format!("/v2.0/ports/{port}"), None)?;
+    if status != 200 {
+        return Err(format!("port {port}: {status} {reply}").into());
+    }
+    let mut out = Vec::new();
+    for fixed in reply["port"]["fixed_ips"].as_array().into_iter().flatten() {
+        let (Some(ip), Some(subnet)) = (fixed["ip_address"].as_str(), fixed["subnet_id"].as_str())
+        else {
+            continue;
+        };
+        let ip: std::net::IpAddr = ip.parse()?;
+        let (_, subnet) = http(&state.api, "GET", &format!("/v2.0/subnets/{subnet}"), None)?;
+        let mode = subnet["subnet"]["ipv6_address_mode"]
+            .as_str()
+            .map(str::to_owned);
+        out.push((ip, mode));
+    }
+    Ok(out)
+}
+
+/// How long a VM may take to hold its IPv6 addresses: duplicate address
+/// detection takes one to two seconds, a DHCPv6 exchange a few more.
+const IPV6_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Wait for the VM's SLAAC addresses (no longer tentative) and run dhclient
+/// -6 for DHCPv6: stateful for the addresses, stateless (`-S`) for options.
+/// One line per address and one for the DNS servers DHCPv6 gave.
+fn ipv6_addresses(
+    name: &str,
+    vm: &str,
+    netns: &str,
+    modes: &[(std::net::IpAddr, Option<String>)],
+) -> Result<Vec<String>, BoxError> {
+    let mut lines = Vec::new();
+    let v6 = |wanted: &[&str]| -> Vec<std::net::IpAddr> {
+        modes
+            .iter()
+            .filter(|(ip, mode)| {
+                ip.is_ipv6() && mode.as_deref().is_some_and(|m| wanted.contains(&m))
+            })
+            .map(|(ip, _)| *ip)
+            .collect()
+    };
+    let slaac = v6(&["slaac", "dhcpv6-stateless"]);
+    let stateful = v6(&["dhcpv6-stateful"]);
+    let stateless = !v6(&["dhcpv6-stateless"]).is_empty();
+    let deadline = Instant::now() + IPV6_DEADLINE;
+    if !stateful.is_empty() || stateless {
+        // A DHCPv6 client speaks from its link-local address, usable once
+        // duplicate address detection has passed.
+        if !wait_until(deadline, || has_link_local(netns))? {
+            return Err(format!("{vm}: no IPv6 link-local address on eth0").into());
+        }
+        lines.extend(dhclient6(name, vm, netns, stateful.is_empty())?);
+    }
+    for address in slaac.iter().chain(&stateful) {
+        let mut cidr = None;
+        if !wait_until(deadline, || {
+            cidr = held_ipv6(netns, *address)?;
+            Ok(cidr.is_some())
+        })? {
+            return Err(format!(
+                "{vm}: no IPv6 address {address} after {}s; vnet lab status --name {name} shows its port",
+                IPV6_DEADLINE.as_secs()
+            )
+            .into());
+        }
+        let how = if stateful.contains(address) {
+            "dhcpv6"
+        } else {
+            "slaac"
+        };
+        lines.push(format!("ipv6 {} ({how})", cidr.unwrap_or_default()));
+    }
+    Ok(lines)
+}
+
+/// Poll `done` every 20 ms until it holds (`true`) or `deadline` passes
+/// (`false`).
+pub(crate) fn wait_until(
+    deadline: Instant,
+    mut done: impl FnMut() -> Result<bool, BoxError>,
+) -> Result<bool, BoxError> {
+    loop {
+        if done()? {
+            return Ok(true);
+        }
+        if Instant::now() >= deadline {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The VM's eth0 has a link-local address that passed duplicate address
+/// detection.
+pub(crate) fn has_link_local(netns: &str) -> Result<bool, BoxError> {
+    let link = ip(
+        netns,
+        &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"],
+    )?;
+    Ok(link.contains("fe80:") && !link.contains("tentative"))
+}
+
+/// `address/len` if the VM's eth0 holds `address`, no longer tentative.
+pub(crate) fn held_ipv6(
+    netns: &str,
+    address: std::net::IpAddr,
+) -> Result<Option<String>, BoxError> {
+    let held = ip(
+        netns,
+        &["-6", "-o", "addr", "show", "dev", "eth0", "scope", "global"],
+    )?;
+    Ok(held
+        .lines()
+        .find(|l| l.contains(&format!(" {address}/")) && !l.contains("tentative"))
+        .and_then(|l| l.split_whitespace().skip_while(|w| *w != "inet6").nth(1))
+        .map(str::to_owned))
+}
+
+/// Applies what dhclient -6 got and says it in `OUT` (dhclient gives its
+/// script an environment of its own, so the path is written in).
+const DHCLIENT6_SCRIPT: &str = r#"#!/bin/sh
+if [ -n "$new_ip6_address" ]; then
+    ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface"
+fi
+if [ -n "$new_ip6_address$new_dhcp6_name_servers" ]; then
+    echo "dns6 ${new_dhcp6_name_servers:-none}" >> "OUT"
+fi
+"#;
+
+/// One DHCPv6 exchange with dhclient -6 in the VM (`-S`: information only),
+/// stopped once its script has run: the `dns6 …` line it wrote.
+pub(crate) fn dhclient6(
+    name: &str,
+    vm: &str,
+    netns: &str,
+    stateless: bool,
+) -> Result<Vec<String>, BoxError> {
+    let dir = dir(name).join(format!("dhclient6-{vm}"));
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("out");
+    let script = dir.join("script.sh");
+    std::fs::write(
+        &script,
+        DHCLIENT6_SCRIPT.replace("OUT", &out.to_string_lossy()),
+    )?;
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
+    let _ = std::fs::remove_file(&out);
+    let mut cmd = Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        netns,
+        "dhclient",
+        "-6",
+        "-d",
+        "-cf",
+        "/dev/null",
+    ])
+    .arg("-lf")
+    .arg(dir.join("leases"))
+    .arg("-pf")
+    .arg(dir.join("pid"))
+    .arg("-sf")
+    .arg(&script)
+    .env("VNET_DHCLIENT6_OUT", &out)
+    .stdin(Stdio::null())
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    if stateless {
+        cmd.arg("-S");
+    }
+    let mut client = cmd
+        .arg("eth0")
+        .spawn()
+        .map_err(|e| format!("dhclient: {e}"))?;
+    let deadline = Instant::now() + IPV6_DEADLINE;
+    let got = loop {
+        if let Ok(text) = std::fs::read_to_string(&out)
+            && !text.is_empty()
+        {
+            break Ok(text.lines().map(str::to_owned).collect());
+        }
+        if Instant::now() >= deadline || client.try_wait().ok().flatten().is_some() {
+            break Err(format!(
+                "{vm}: no DHCPv6 answer (dhclient's log: {}); vnet lab status --name {name} shows its port",
+                dir.join("log").display()
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let _ = client.kill();
+    let _ = client.wait();
+    got
+}
 
 /// What a lab created, so that `down` removes exactly that.
 #[derive(Serialize, Deserialize, Default)]
@@ -411,6 +642,9 @@ pub fn plug_vm(netns: &str, host: &str, device: &str, mac: &str, mtu: u32) -> Re
     let plugged = (|| -> Result<(), BoxError> {
         ip(netns, &["link", "set", "lo", "up"])?;
         veth(netns, "eth0", host, device)?;
+        // The VM has IPv6 as a guest does (link-local, SLAAC); the host's
+        // end stays without.
+        sysctl(netns, "net.ipv6.conf.eth0.disable_ipv6", "0")?;
         ip(
             netns,
             &[
@@ -1301,41 +1535,16 @@ pub fn main(lab: Lab) -> Result<(), BoxError> {
                 .iter()
                 .find(|v| v.name == vm)
                 .ok_or_else(|| format!("no VM {vm} in lab {name}"))?;
-            let script = dir(&name).join("udhcpc.sh");
-            std::fs::write(&script, UDHCPC_SCRIPT)?;
-            std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))?;
-            let script = script.to_string_lossy();
-            let out = run(
-                "ip",
-                &[
-                    "netns",
-                    "exec",
-                    &record.netns,
-                    "busybox",
-                    "udhcpc",
-                    "-i",
-                    "eth0",
-                    "-n",
-                    "-q",
-                    "-f",
-                    "-t",
-                    "5",
-                    "-T",
-                    "1",
-                    "-s",
-                    &script,
-                ],
-            )
-            .map_err(|e| {
-                format!("{vm}: no DHCP lease ({e}); vnet lab status --name {name} shows its port")
-            })?;
-            let lease = out
-                .lines()
-                .find(|l| l.starts_with("lease "))
-                .ok_or_else(|| {
-                    format!("{vm}: no DHCP answer; vnet lab status --name {name} shows its port")
-                })?;
-            say(&format!("{vm}: {lease}\n"))
+            let mut out = String::new();
+            let modes = port_address_modes(&state, &record.port)?;
+            if modes.iter().any(|(ip, _)| ip.is_ipv4()) {
+                let lease = udhcpc(&name, &vm, &record.netns)?;
+                out.push_str(&format!("{vm}: {lease}\n"));
+            }
+            for line in ipv6_addresses(&name, &vm, &record.netns, &modes)? {
+                out.push_str(&format!("{vm}: {line}\n"));
+            }
+            say(&out)
         }
         Lab::Outside(Outside::Exec {
             name: LabName { name },

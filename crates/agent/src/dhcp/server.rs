@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::responder;
-use super::socket::{self, MAX_FRAME, PacketSocket, Received};
+use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Received};
 
 /// How often a port whose device is missing (or failed) is retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -168,7 +168,7 @@ async fn serve_port(
     // Log a missing device once, not at every retry.
     let mut reported_missing = false;
     loop {
-        match PacketSocket::open(&device).and_then(|s| s.into_async(interest())) {
+        match PacketSocket::open(&device, Filter::Dhcpv4).and_then(|s| s.into_async(interest())) {
             Ok(socket) => {
                 reported_missing = false;
                 info!(

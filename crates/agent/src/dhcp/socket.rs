@@ -1,5 +1,6 @@
-//! One AF_PACKET socket on one port device: reads the DHCP requests the VM
-//! sends into it and writes replies straight back out of it.
+//! One AF_PACKET socket on one port device: reads the DHCP requests (or, for
+//! IPv6, router solicitations and DHCPv6 messages) the VM sends into it and
+//! writes replies straight back out of it.
 //!
 //! Why a packet socket and not a UDP socket on port 67:
 //! - the port's device is a bridge port with no address; the request is a
@@ -58,8 +59,17 @@ pub(super) fn ifindex(device: &str) -> Option<u32> {
     (index != 0).then_some(index)
 }
 
-/// A packet socket bound to one device, non-blocking, filtered to DHCP
-/// requests.
+/// Which frames a socket lets through to the agent (in the kernel, by BPF).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Filter {
+    /// Untagged IPv4, unfragmented, UDP to port 67.
+    Dhcpv4,
+    /// Untagged IPv6 with no extension header: ICMPv6 router solicitations
+    /// and UDP to port 547 (DHCPv6 servers).
+    Ipv6,
+}
+
+/// A packet socket bound to one device, non-blocking, filtered.
 #[derive(Debug)]
 pub(super) struct PacketSocket {
     fd: OwnedFd,
@@ -77,7 +87,7 @@ pub(super) enum Received {
 impl PacketSocket {
     /// Open and bind a socket on `device`; `ErrorKind::NotFound` if there is
     /// no such device.
-    pub(super) fn open(device: &str) -> io::Result<Self> {
+    pub(super) fn open(device: &str, filter: Filter) -> io::Result<Self> {
         let ifindex = ifindex(device).ok_or_else(|| {
             io::Error::new(io::ErrorKind::NotFound, format!("no device {device}"))
         })?;
@@ -96,7 +106,10 @@ impl PacketSocket {
         // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
 
-        let filter = dhcp_request_filter();
+        let filter = match filter {
+            Filter::Dhcpv4 => dhcp_request_filter(),
+            Filter::Ipv6 => ipv6_host_filter(),
+        };
         let prog = libc::sock_fprog {
             len: filter.len() as libc::c_ushort,
             filter: filter.as_ptr().cast_mut(),
@@ -166,7 +179,10 @@ impl PacketSocket {
 
     /// Write one whole Ethernet frame out of the device.
     pub(super) fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let addr = sockaddr(self.ifindex, libc::ETH_P_IP);
+        let ethertype = frame.get(12..14).map_or(libc::ETH_P_IP, |t| {
+            libc::c_int::from(u16::from_be_bytes([t[0], t[1]]))
+        });
+        let addr = sockaddr(self.ifindex, ethertype);
         // SAFETY: `frame` is valid for `frame.len()` bytes; `addr` is a valid
         // `sockaddr_ll` and the length is its size.
         let n = unsafe {
@@ -263,6 +279,37 @@ fn dhcp_request_filter() -> Vec<libc::sock_filter> {
     prog.to_vec()
 }
 
+/// Classic BPF: accept untagged IPv6 whose next header is ICMPv6 type 133
+/// (router solicitation) or UDP to port 547; drop everything else (MLD,
+/// neighbour discovery, traffic). Offsets are from the Ethernet header; the
+/// upper layer starts right after the fixed 40-byte header.
+fn ipv6_host_filter() -> Vec<libc::sock_filter> {
+    use libc::{BPF_ABS, BPF_B, BPF_H, BPF_JEQ, BPF_JMP, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let vlan_present = (libc::SKF_AD_OFF + libc::SKF_AD_VLAN_TAG_PRESENT) as u32;
+    let prog = [
+        // 0: no VLAN tag.
+        insn(BPF_LD | BPF_W | BPF_ABS, 0, 0, vlan_present),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 10, 0),
+        // 2: ethertype IPv6.
+        insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, 12),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 8, 0x86dd),
+        // 4: next header ICMPv6 → its type; else try UDP at 8.
+        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 6),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 2, 58),
+        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 14 + 40),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 3, 4, 133),
+        // 8: UDP, destination port 547.
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 3, 17),
+        insn(BPF_LD | BPF_H | BPF_ABS, 0, 0, 14 + 40 + 2),
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, 547),
+        // 11: accept the whole frame.
+        insn(BPF_RET | BPF_K, 0, 0, u32::MAX),
+        // 12: drop.
+        insn(BPF_RET | BPF_K, 0, 0, 0),
+    ];
+    prog.to_vec()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +332,24 @@ mod tests {
                 assert_eq!(fail, last, "instruction {i}");
             }
         }
+    }
+
+    /// The IPv6 filter's jumps land inside the program, and every branch
+    /// ends on the accept or the drop.
+    #[test]
+    fn ipv6_filter_jumps_land_inside() {
+        let prog = ipv6_host_filter();
+        for (i, ins) in prog.iter().enumerate() {
+            if u32::from(ins.code) & 0x07 == libc::BPF_JMP {
+                assert!(i + 1 + usize::from(ins.jt) < prog.len(), "instruction {i}");
+                assert!(i + 1 + usize::from(ins.jf) < prog.len(), "instruction {i}");
+            }
+        }
+        assert_eq!(prog[11].k, u32::MAX);
+        assert_eq!(prog[12].k, 0);
+        // Instruction 7 (ICMPv6 type) goes to accept or drop.
+        assert_eq!(7 + 1 + usize::from(prog[7].jt), 11);
+        assert_eq!(7 + 1 + usize::from(prog[7].jf), 12);
     }
 
     #[test]

@@ -154,6 +154,18 @@ impl Desired {
                     neighbours.entry(ip).or_insert(mac);
                 }
             }
+            // On a network with IPv6, every remote port's link-local address
+            // too (the kernel's EUI-64 of its MAC): neighbour discovery for it
+            // is answered here, as for its fixed IPs, since no solicitation
+            // crosses the overlay.
+            if net.subnets.values().any(|s| s.cidr.addr().is_ipv6()) {
+                for port in net.remote_ports.values() {
+                    if port.mac.is_valid_port_mac() {
+                        let link_local = crate::dhcp::router_advert::link_local(port.mac);
+                        neighbours.entry(IpAddr::V6(link_local)).or_insert(port.mac);
+                    }
+                }
+            }
         }
         // Router interfaces and uplinks: the host end of each veth is wired
         // as a port of its network's bridge, the interface's MAC behind it.

@@ -9,7 +9,8 @@
 //! of the bridge with learning and every kind of flooding off and
 //! `neigh_suppress` on. Per remote port: a static bridge FDB entry on the
 //! VXLAN port plus a VXLAN FDB entry to its host's VTEP, and a permanent
-//! neighbour entry per IP on the bridge, so that ARP/ND is answered locally.
+//! neighbour entry per IP on the bridge (and, on a network with IPv6, one
+//! for its link-local address), so that ARP/ND is answered locally.
 //! Per local port: its device (created by Nova/libvirt or the test world,
 //! never by vnet) attached to the bridge, up, with the network's MTU, a
 //! static FDB entry for its MAC and neighbour entries for its IPs. Per

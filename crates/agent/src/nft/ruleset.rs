@@ -527,8 +527,16 @@ fn spoof_rules(spec: &PortSecuritySpec) -> Vec<String> {
         }
     }
     if sources.iter().any(|(_, ip)| matches!(ip, IpNet::V6(_))) {
-        for mac in &macs {
-            rules.push(format!("ether saddr {mac} ip6 saddr fe80::/64 return"));
+        for mac in &spec
+            .allowed_sources
+            .iter()
+            .map(|s| s.mac)
+            .collect::<BTreeSet<_>>()
+        {
+            // Only the link-local address the kernel derives from the MAC,
+            // never another host's on the link (a router's, say).
+            let link_local = link_local(*mac);
+            rules.push(format!("ether saddr {mac} ip6 saddr {link_local} return"));
             rules.push(format!(
                 "ether saddr {mac} ip6 saddr :: icmpv6 type {{ 135, 143 }} return"
             ));
@@ -538,15 +546,32 @@ fn spoof_rules(spec: &PortSecuritySpec) -> Vec<String> {
     rules
 }
 
+/// The EUI-64 link-local address of a MAC (as the kernel derives it).
+pub fn link_local(mac: model::MacAddr) -> std::net::Ipv6Addr {
+    let m = mac.0;
+    let iid = u64::from_be_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
+    std::net::Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid))
+}
+
 /// A port's chain for one direction (egress: what it sends).
 fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<String> {
     let mut rules = vec![];
+    // Only the host answers a VM's router solicitations and DHCPv6 (written
+    // on the port's own device, past this chain): a VM's router
+    // advertisements and DHCPv6 replies reach nobody, whatever its groups
+    // or connections allow.
+    if dir == RuleDirection::Egress {
+        rules.push("icmpv6 type 134 drop".into());
+        rules.push("meta nfproto ipv6 udp sport 547 udp dport 546 drop".into());
+    }
     if stateful {
         rules.push("ct state established,related accept".into());
         rules.push("ct state invalid drop".into());
     }
-    // What Neutron always allows: DHCP(v6) with the agent and neighbour
-    // discovery (RS/NS/NA/MLD out, RA/NS/NA/MLD query in).
+    // What Neutron always allows: DHCP(v6) requests to the agent and
+    // neighbour discovery (RS/NS/NA/MLD out, NS/NA/MLD query in). Router
+    // advertisements and DHCPv6 replies come only from the host, which
+    // writes them past the bridge.
     match dir {
         RuleDirection::Egress => {
             rules.push("meta nfproto ipv4 udp sport 68 udp dport 67 accept".into());
@@ -555,8 +580,7 @@ fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<String
         }
         RuleDirection::Ingress => {
             rules.push("meta nfproto ipv4 udp sport 67 udp dport 68 accept".into());
-            rules.push("meta nfproto ipv6 udp sport 547 udp dport 546 accept".into());
-            rules.push("icmpv6 type { 130, 134, 135, 136 } accept".into());
+            rules.push("icmpv6 type { 130, 135, 136 } accept".into());
         }
     }
     for g in groups {

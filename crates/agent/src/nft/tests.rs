@@ -144,9 +144,20 @@ fn the_ruleset_dispatches_ports_to_shared_group_chains() {
         &"meta nfproto ipv4 meta l4proto 6 th dport 80 ip saddr @rg_web_4 accept".to_string()
     ));
     assert_eq!(rs.inet.sets["rg_web_4"].elements.len(), 2);
-    // Stateful, with DHCP allowed and the default drop last.
+    // A VM's router advertisements and DHCPv6 replies go first, whatever
+    // its connections; then stateful, with DHCP allowed and the default
+    // drop last.
     let e = &rs.inet.chains["e_tapa"].rules;
-    assert_eq!(e[0], "ct state established,related accept");
+    assert_eq!(e[0], "icmpv6 type 134 drop");
+    assert_eq!(e[1], "meta nfproto ipv6 udp sport 547 udp dport 546 drop");
+    assert_eq!(e[2], "ct state established,related accept");
+    let i = &rs.inet.chains["i_tapa"].rules;
+    assert_eq!(i[0], "ct state established,related accept");
+    assert!(
+        !i.iter()
+            .any(|r| r.contains("134") || r.contains("sport 547")),
+        "{i:#?}"
+    );
     assert_eq!(e.last().map(String::as_str), Some("drop"));
     // Anti-spoofing names the port's pair and drops the rest.
     let s = &rs.bridge.chains["s_tapa"].rules;

@@ -409,6 +409,13 @@ impl Cloud {
                 "Exceeded maximum amount of fixed ips per port.",
             ));
         }
+        // Neutron's router ports hold the gateway, not an EUI-64 address, on
+        // an automatic-address subnet, and on IPv6 that gateway may be the
+        // subnet-router anycast address (`ipam_utils.check_subnet_ip`).
+        let router_port = matches!(
+            device_owner,
+            crate::router::OWNER_ROUTER_INTERFACE | crate::router::OWNER_ROUTER_GATEWAY
+        );
         let mut out: Vec<FixedIp> = Vec::new();
         match requests {
             None => {
@@ -456,7 +463,7 @@ impl Cloud {
                         }
                     };
                     let sid = subnet.std.id.clone();
-                    let ip = if subnet.is_auto_address() {
+                    let ip = if subnet.is_auto_address() && !router_port {
                         let eui = ipam::eui64(&subnet.cidr, mac);
                         match (req.ip_address, eui) {
                             (Some(ip), Some(eui)) if ip != eui => {
@@ -468,7 +475,10 @@ impl Cloud {
                             (_, None) => continue,
                         }
                     } else if let Some(ip) = req.ip_address {
-                        if !ipam::is_assignable(&subnet.cidr, ip) {
+                        let anycast = router_port
+                            && subnet.cidr.addr().is_ipv6()
+                            && ip == subnet.cidr.network();
+                        if !ipam::is_assignable(&subnet.cidr, ip) && !anycast {
                             return Err(ModelError::InvalidIpForSubnet { ip: ip.to_string() });
                         }
                         ip
@@ -500,8 +510,9 @@ impl Cloud {
             }
         }
         // Automatic-address subnets (that serve it) always give the port its
-        // EUI-64 address.
-        for s in serving.iter().filter(|s| s.is_auto_address()) {
+        // EUI-64 address; a router interface only the gateways it asks for.
+        let interface = device_owner == crate::router::OWNER_ROUTER_INTERFACE;
+        for s in serving.iter().filter(|s| s.is_auto_address() && !interface) {
             if !out.iter().any(|f| f.subnet_id == s.std.id)
                 && let Some(ip) = ipam::eui64(&s.cidr, mac)
             {

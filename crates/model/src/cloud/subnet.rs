@@ -213,7 +213,9 @@ impl Cloud {
         self.put(Resource::Subnet(subnet.clone()));
         self.touch(Kind::Network, &subnet.network_id, now);
         if subnet.is_auto_address() {
-            // Neutron gives every port already on the network its address here.
+            // Neutron gives every port already on the network its address
+            // here, but for router interfaces, which hold gateways
+            // (`_add_auto_addrs_on_network_ports`).
             let ports: Vec<String> = self
                 .network_ports
                 .get(&network.std.id)
@@ -223,6 +225,7 @@ impl Cloud {
                 .collect();
             for port_id in ports {
                 if let Some(mut port) = self.ports.get(&port_id).cloned()
+                    && port.device_owner != crate::router::OWNER_ROUTER_INTERFACE
                     && let Some(ip) = ipam::eui64(&subnet.cidr, port.mac_address)
                 {
                     port.fixed_ips.push(FixedIp {

@@ -2501,3 +2501,47 @@ fn address_groups_and_their_rules_survive_a_reload() {
         Err(ModelError::AddressGroupInUse { .. })
     ));
 }
+
+/// As Neutron: a router interface on an IPv6 subnet with router
+/// advertisements takes the subnet's gateway (by default the subnet-router
+/// anycast address, or the one given), not an EUI-64 address.
+#[test]
+fn router_interfaces_on_slaac_subnets_take_the_gateway() {
+    let mut w = l3();
+    let (a, r) = (w.a.clone(), w.router.std.id.clone());
+    let network_id = w.inside.network_id.clone();
+    for (cidr, gateway, want) in [
+        ("fd00:20::/64", None, "fd00:20::"),
+        ("fd00:21::/64", Some("fd00:21::1"), "fd00:21::1"),
+    ] {
+        let v6 =
+            w.c.apply(|c| {
+                c.create_subnet(
+                    &a,
+                    SubnetCreate {
+                        network_id: network_id.clone(),
+                        ip_version: 6,
+                        cidr: Some(cidr.into()),
+                        gateway_ip: gateway.map(|g| Some(g.parse().unwrap())),
+                        ipv6_ra_mode: Some(crate::Ipv6Mode::Slaac),
+                        ipv6_address_mode: Some(crate::Ipv6Mode::Slaac),
+                        ..Default::default()
+                    },
+                    0,
+                )
+            })
+            .unwrap()
+            .0;
+        assert_eq!(v6.gateway_ip, Some(want.parse().unwrap()));
+        let info =
+            w.c.apply(|c| c.add_router_interface(&a, &r, by_subnet(&v6), 0))
+                .unwrap()
+                .0;
+        let port = w.c.port(&info.port_id).unwrap();
+        assert_eq!(port.fixed_ips.len(), 1, "{port:?}");
+        assert_eq!(
+            port.fixed_ips[0].ip_address,
+            want.parse::<IpAddr>().unwrap()
+        );
+    }
+}

@@ -160,6 +160,7 @@ async fn measure(
         .await?;
     let connect = started.elapsed();
 
+    let before_load = agents.stats().await?;
     let load = load(server, &layout, args.clients).await?;
     let projects = load.projects.clone();
     // The server closed the first connection while it idled through the load.
@@ -170,6 +171,7 @@ async fn measure(
     let mut rng = Lcg(7);
     join(&mut conn, &agents, &layout, &projects, &mut rng).await?;
     let resumed_during_load = agents.events().0.resumed.len();
+    let load_bytes = agents.stats().await?.bytes - before_load.bytes;
 
     let before = agents.stats().await?;
     let fanout = fan_out(
@@ -206,6 +208,7 @@ async fn measure(
         connect,
         load: load.figure,
         resumed_during_load,
+        load_bytes,
         fanout,
         bytes_per_host_change,
         joins: Samples::new(joins),
@@ -797,6 +800,8 @@ struct Figures {
     connect: Duration,
     load: LoadFigure,
     resumed_during_load: usize,
+    /// Stream bytes the hosts received while the cloud was created.
+    load_bytes: u64,
     fanout: FanOut,
     bytes_per_host_change: f64,
     joins: Samples,
@@ -835,12 +840,13 @@ impl Figures {
             self.connect.as_secs_f64()
         ));
         line(format!(
-            "load: {ports} ports through the API in {:.1} s ({} requests, {:.0} ports/s); server CPU {:.1} s, RSS {:.0} MiB after; {} streams fell behind and resumed",
+            "load: {ports} ports through the API in {:.1} s ({} requests, {:.0} ports/s); server CPU {:.1} s, RSS {:.0} MiB after; the hosts received {:.0} MB of stream; {} streams fell behind and resumed",
             self.load.wall.as_secs_f64(),
             self.load.requests,
             ports as f64 / self.load.wall.as_secs_f64().max(1e-9),
             self.load.server.cpu_seconds,
             self.load.server.rss_bytes as f64 / 1048576.0,
+            self.load_bytes as f64 / 1e6,
             self.resumed_during_load
         ));
         line(format!(

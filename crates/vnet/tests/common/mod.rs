@@ -378,7 +378,7 @@ fn tcp_once(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> Strin
 
 /// Run busybox udhcpc in the VM; returns the `ip/mask` it was given.
 pub fn dhcp(vm: &Vm) -> String {
-    let script = "#!/bin/sh\ncase \"$1\" in bound|renew) ip addr flush dev $interface; \
+    let script = "#!/bin/sh\ncase \"$1\" in bound|renew) ip -4 addr flush dev $interface; \
                   ip addr add $ip/$mask dev $interface; echo \"LEASE $ip/$mask\";; esac\n";
     // A file of this call's own, removed when it returns (even on panic);
     // closed before it runs (a file open for writing cannot be executed).

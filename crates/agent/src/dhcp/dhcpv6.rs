@@ -1,0 +1,300 @@
+//! The DHCPv6 responder: one received Ethernet frame and the DHCPv6 lease of
+//! the port whose device it arrived on in, the reply frame (or nothing) out.
+//!
+//! Pure: no sockets, no clock, no state. Messages are decoded and encoded by
+//! `dhcproto`; the Ethernet, IPv6 and UDP headers here. It answers only the
+//! port's own MAC, never a relayed message, and gives exactly the port's
+//! fixed IPv6 addresses on its `dhcpv6-stateful` subnets (Neutron's
+//! `ipv6_address_mode`); `dhcpv6-stateless` subnets give only options.
+//!
+//! What it answers (RFC 8415, a server on the client's link):
+//! - SOLICIT → ADVERTISE with the addresses in the client's first IA_NA
+//!   and preference 255, so that the client requests at once (REPLY when
+//!   the client asks for rapid commit); nothing when the port
+//!   has no stateful address;
+//! - REQUEST and RENEW naming this server, REBIND → REPLY with the addresses;
+//! - CONFIRM → REPLY, Success when every address the client holds is the
+//!   port's, else NotOnLink;
+//! - INFORMATION-REQUEST → REPLY with the DNS servers;
+//! - RELEASE and DECLINE naming this server → REPLY, Success (the addresses
+//!   are the API's; nothing is freed).
+//!
+//! The server DUID is a DUID-LL of [`SERVER_MAC`], the same on every host,
+//! so a client renews with "the same server" wherever its port's host is.
+
+use std::net::Ipv6Addr;
+
+use compiler::protocol::{LEASE_SECONDS, NetworkSpec};
+use dhcproto::v6::{self, DhcpOption, DhcpOptions, IAAddr, IANA, MessageType, Status, StatusCode};
+use dhcproto::{Decodable, Encodable};
+use ipnet::IpNet;
+use model::{Ipv6Mode, MacAddr};
+
+use super::responder::SERVER_MAC;
+use super::router_advert::{link_local, upper_layer_checksum};
+
+const ETHERTYPE_IPV6: u16 = 0x86dd;
+const UDP: u8 = 17;
+const CLIENT_PORT: u16 = 546;
+const SERVER_PORT: u16 = 547;
+const ETH_LEN: usize = 14;
+const IPV6_LEN: usize = 40;
+const UDP_LEN: usize = 8;
+
+/// What the DHCPv6 server hands one local port.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dhcpv6Lease {
+    pub mac: MacAddr,
+    /// Its fixed IPs on `dhcpv6-stateful` subnets (empty: stateless only).
+    pub addresses: Vec<Ipv6Addr>,
+    /// The IPv6 DNS servers of its DHCPv6 subnets.
+    pub dns_servers: Vec<Ipv6Addr>,
+}
+
+/// The DHCPv6 lease of a local port: `None` unless it has an address on a
+/// subnet whose `ipv6_address_mode` is `dhcpv6-stateful` or
+/// `dhcpv6-stateless`.
+pub fn port_lease(net: &NetworkSpec, port_id: &str) -> Option<Dhcpv6Lease> {
+    let port = net.local_ports.get(port_id)?;
+    let mut lease = Dhcpv6Lease {
+        mac: port.mac,
+        addresses: Vec::new(),
+        dns_servers: Vec::new(),
+    };
+    let mut served = false;
+    for fixed in &port.fixed_ips {
+        let Some(subnet) = net.subnets.get(&fixed.subnet_id) else {
+            continue;
+        };
+        let (IpNet::V6(_), std::net::IpAddr::V6(ip)) = (subnet.cidr, fixed.ip_address) else {
+            continue;
+        };
+        match subnet.ipv6_address_mode {
+            Some(Ipv6Mode::Dhcpv6Stateful) => lease.addresses.push(ip),
+            Some(Ipv6Mode::Dhcpv6Stateless) => {}
+            _ => continue,
+        }
+        served = true;
+        for dns in &subnet.dns_nameservers {
+            if let std::net::IpAddr::V6(dns) = dns
+                && !lease.dns_servers.contains(dns)
+            {
+                lease.dns_servers.push(*dns);
+            }
+        }
+    }
+    served.then_some(lease)
+}
+
+/// This server's DUID: DUID-LL (type 3), hardware type Ethernet (1).
+pub fn server_duid() -> Vec<u8> {
+    let mut duid = vec![0, 3, 0, 1];
+    duid.extend_from_slice(&SERVER_MAC.0);
+    duid
+}
+
+/// A request as read from a frame: who sent it and the message.
+#[derive(Debug)]
+pub struct Request {
+    pub client_mac: MacAddr,
+    pub client_ip: Ipv6Addr,
+    pub message: v6::Message,
+}
+
+/// The DHCPv6 message in `frame`, if it is one from a client (UDP 546 →
+/// 547, no extension header).
+pub fn parse_request(frame: &[u8]) -> Option<Request> {
+    if frame.get(12..14)? != ETHERTYPE_IPV6.to_be_bytes() || frame.get(ETH_LEN)? >> 4 != 6 {
+        return None;
+    }
+    let ip = frame.get(ETH_LEN..ETH_LEN + IPV6_LEN)?;
+    if ip[6] != UDP {
+        return None;
+    }
+    let payload_len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+    let udp = frame.get(ETH_LEN + IPV6_LEN..ETH_LEN + IPV6_LEN + payload_len)?;
+    let port = |at: usize| u16::from_be_bytes([udp[at], udp[at + 1]]);
+    if udp.len() < UDP_LEN || port(0) != CLIENT_PORT || port(2) != SERVER_PORT {
+        return None;
+    }
+    let message = v6::Message::from_bytes(&udp[UDP_LEN..]).ok()?;
+    let mac: [u8; 6] = frame.get(6..12)?.try_into().ok()?;
+    let source: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
+    Some(Request {
+        client_mac: MacAddr(mac),
+        client_ip: Ipv6Addr::from(source),
+        message,
+    })
+}
+
+/// The reply to `frame` for this lease, as a whole Ethernet frame; `None`
+/// when there is nothing to answer.
+pub fn respond(frame: &[u8], lease: &Dhcpv6Lease) -> Option<Vec<u8>> {
+    let request = parse_request(frame)?;
+    if request.client_mac != lease.mac {
+        return None;
+    }
+    let reply = reply_message(&request.message, lease)?;
+    let payload = reply.to_vec().ok()?;
+    Some(frame_to(request.client_mac, request.client_ip, &payload))
+}
+
+fn reply_message(request: &v6::Message, lease: &Dhcpv6Lease) -> Option<v6::Message> {
+    let opts = request.opts();
+    let client_id = match opts.get(v6::OptionCode::ClientId) {
+        Some(DhcpOption::ClientId(id)) => Some(id.clone()),
+        _ => None,
+    };
+    let names_us = match opts.get(v6::OptionCode::ServerId) {
+        Some(DhcpOption::ServerId(id)) => Some(*id == server_duid()),
+        _ => None,
+    };
+    let iaid = match opts.get(v6::OptionCode::IANA) {
+        Some(DhcpOption::IANA(ia)) => Some(ia.id),
+        _ => None,
+    };
+    let rapid = opts.get(v6::OptionCode::RapidCommit).is_some();
+    let mut out = DhcpOptions::new();
+    let reply_type = match request.msg_type() {
+        MessageType::Solicit => {
+            // RFC 8415 §16.2: a Solicit carries a client id and no server id.
+            if client_id.is_none() || names_us.is_some() || lease.addresses.is_empty() {
+                return None;
+            }
+            out.insert(DhcpOption::IANA(self::iana(iaid?, lease)));
+            if rapid {
+                out.insert(DhcpOption::RapidCommit);
+                MessageType::Reply
+            } else {
+                // The only server on the port's link: the client need not
+                // wait for others' advertisements (RFC 8415 §18.2.1).
+                out.insert(DhcpOption::Preference(255));
+                MessageType::Advertise
+            }
+        }
+        MessageType::Request | MessageType::Renew => {
+            if names_us != Some(true) || client_id.is_none() || lease.addresses.is_empty() {
+                return None;
+            }
+            out.insert(DhcpOption::IANA(self::iana(iaid?, lease)));
+            MessageType::Reply
+        }
+        MessageType::Rebind => {
+            if names_us.is_some() || client_id.is_none() || lease.addresses.is_empty() {
+                return None;
+            }
+            out.insert(DhcpOption::IANA(self::iana(iaid?, lease)));
+            MessageType::Reply
+        }
+        MessageType::Confirm => {
+            if names_us.is_some() || client_id.is_none() {
+                return None;
+            }
+            let held = opts
+                .get_all(v6::OptionCode::IANA)
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|o| match o {
+                    DhcpOption::IANA(ia) => Some(ia),
+                    _ => None,
+                })
+                .flat_map(|ia| ia.opts.iter())
+                .filter_map(|o| match o {
+                    DhcpOption::IAAddr(a) => Some(a.addr),
+                    _ => None,
+                });
+            let ours = held.into_iter().all(|a| lease.addresses.contains(&a));
+            out.insert(status(if ours {
+                Status::Success
+            } else {
+                Status::NotOnLink
+            }));
+            MessageType::Reply
+        }
+        MessageType::InformationRequest => {
+            if names_us == Some(false) {
+                return None;
+            }
+            MessageType::Reply
+        }
+        MessageType::Release | MessageType::Decline => {
+            if names_us != Some(true) || client_id.is_none() {
+                return None;
+            }
+            out.insert(status(Status::Success));
+            MessageType::Reply
+        }
+        _ => return None,
+    };
+    if let Some(id) = client_id {
+        out.insert(DhcpOption::ClientId(id));
+    }
+    out.insert(DhcpOption::ServerId(server_duid()));
+    if !lease.dns_servers.is_empty() {
+        out.insert(DhcpOption::DomainNameServers(lease.dns_servers.clone()));
+    }
+    let mut reply = v6::Message::new_with_id(reply_type, request.xid());
+    reply.set_opts(out);
+    Some(reply)
+}
+
+fn status(status: Status) -> DhcpOption {
+    DhcpOption::StatusCode(StatusCode {
+        status,
+        msg: String::new(),
+    })
+}
+
+/// The port's addresses in one IA_NA: preferred and valid for a lease (the
+/// API owns them; they never change under it), renewed at half, rebound at
+/// 80 %, as RFC 8415 §21.4 recommends.
+fn iana(id: u32, lease: &Dhcpv6Lease) -> IANA {
+    let mut opts = DhcpOptions::new();
+    for addr in &lease.addresses {
+        opts.insert(DhcpOption::IAAddr(IAAddr {
+            addr: *addr,
+            preferred_life: LEASE_SECONDS,
+            valid_life: LEASE_SECONDS,
+            opts: DhcpOptions::new(),
+        }));
+    }
+    IANA {
+        id,
+        t1: LEASE_SECONDS / 2,
+        t2: LEASE_SECONDS / 5 * 4,
+        opts,
+    }
+}
+
+/// Ethernet + IPv6 + UDP around a DHCPv6 payload, from the server's
+/// link-local address to the client's.
+fn frame_to(client_mac: MacAddr, client_ip: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+    let source = link_local(SERVER_MAC);
+    // A DHCPv6 reply is far below 64 KiB.
+    let udp_len = (UDP_LEN + payload.len()) as u16;
+    let mut udp = Vec::with_capacity(usize::from(udp_len));
+    udp.extend_from_slice(&SERVER_PORT.to_be_bytes());
+    udp.extend_from_slice(&CLIENT_PORT.to_be_bytes());
+    udp.extend_from_slice(&udp_len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let checksum = match upper_layer_checksum(source, client_ip, UDP, &udp) {
+        0 => 0xffff, // RFC 768: zero means "none", which IPv6 forbids
+        c => c,
+    };
+    udp[6..8].copy_from_slice(&checksum.to_be_bytes());
+    let mut frame = Vec::with_capacity(ETH_LEN + IPV6_LEN + udp.len());
+    frame.extend_from_slice(&client_mac.0);
+    frame.extend_from_slice(&SERVER_MAC.0);
+    frame.extend_from_slice(&ETHERTYPE_IPV6.to_be_bytes());
+    frame.extend_from_slice(&[0x60, 0, 0, 0]);
+    frame.extend_from_slice(&udp_len.to_be_bytes());
+    frame.extend_from_slice(&[UDP, 255]);
+    frame.extend_from_slice(&source.octets());
+    frame.extend_from_slice(&client_ip.octets());
+    frame.extend_from_slice(&udp);
+    frame
+}
+
+#[cfg(test)]
+mod tests;

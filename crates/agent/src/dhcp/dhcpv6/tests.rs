@@ -1,0 +1,208 @@
+use super::*;
+
+fn bytes(hex: &str) -> Vec<u8> {
+    let hex = hex.trim();
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The client of the captured frames: `dhclient -6` (isc-dhcp-client 4.4)
+/// on fa:16:3e:00:00:01.
+fn lease(addresses: &[&str]) -> Dhcpv6Lease {
+    Dhcpv6Lease {
+        mac: "fa:16:3e:00:00:01".parse().unwrap(),
+        addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
+        dns_servers: vec!["fd00:6::53".parse().unwrap()],
+    }
+}
+
+fn solicit() -> Vec<u8> {
+    bytes(include_str!("../testdata/dhclient6_solicit.hex"))
+}
+
+fn reply_of(frame: &[u8]) -> v6::Message {
+    v6::Message::from_bytes(&frame[ETH_LEN + IPV6_LEN + UDP_LEN..]).unwrap()
+}
+
+fn addresses(message: &v6::Message) -> Vec<Ipv6Addr> {
+    match message.opts().get(v6::OptionCode::IANA) {
+        Some(DhcpOption::IANA(ia)) => ia
+            .opts
+            .iter()
+            .filter_map(|o| match o {
+                DhcpOption::IAAddr(a) => Some(a.addr),
+                _ => None,
+            })
+            .collect(),
+        _ => vec![],
+    }
+}
+
+/// Golden bytes: the advertisement to a real `dhclient -6` solicit, checked
+/// by `tcpdump -vv` (which decodes every option and verifies the checksum)
+/// and accepted by dhclient itself in `e2e_ipv6`.
+#[test]
+fn solicit_gets_an_advertisement_of_exactly_the_ports_address() {
+    let reply = respond(&solicit(), &lease(&["fd00:6::10"])).unwrap();
+    assert_eq!(
+        hex(&reply),
+        include_str!("../testdata/vnet_dhcpv6_advertise.hex").trim()
+    );
+    let message = reply_of(&reply);
+    assert_eq!(message.msg_type(), MessageType::Advertise);
+    assert_eq!(
+        addresses(&message),
+        vec!["fd00:6::10".parse::<Ipv6Addr>().unwrap()]
+    );
+    let request = parse_request(&solicit()).unwrap();
+    assert_eq!(message.xid(), request.message.xid());
+    // To the client's link-local address and MAC, from the server's.
+    assert_eq!(&reply[0..6], &lease(&[]).mac.0);
+    assert_eq!(&reply[6..12], &SERVER_MAC.0);
+    let source = Ipv6Addr::from(<[u8; 16]>::try_from(&reply[22..38]).unwrap());
+    assert_eq!(source, link_local(SERVER_MAC));
+    assert_eq!(
+        upper_layer_checksum(source, request.client_ip, UDP, &reply[ETH_LEN + IPV6_LEN..]),
+        0
+    );
+}
+
+#[test]
+fn a_request_naming_this_server_gets_the_address_and_others_nothing() {
+    let request = parse_request(&solicit()).unwrap();
+    let mut message = request.message.clone();
+    message.set_msg_type(MessageType::Request);
+    message
+        .opts_mut()
+        .insert(DhcpOption::ServerId(server_duid()));
+    let mut frame = solicit()[..ETH_LEN + IPV6_LEN + UDP_LEN].to_vec();
+    let payload = message.to_vec().unwrap();
+    frame.extend_from_slice(&payload);
+    let len = (UDP_LEN + payload.len()) as u16;
+    frame[ETH_LEN + 4..ETH_LEN + 6].copy_from_slice(&len.to_be_bytes());
+    let reply = respond(&frame, &lease(&["fd00:6::10"])).unwrap();
+    let reply = reply_of(&reply);
+    assert_eq!(reply.msg_type(), MessageType::Reply);
+    assert_eq!(
+        addresses(&reply),
+        vec!["fd00:6::10".parse::<Ipv6Addr>().unwrap()]
+    );
+    assert_eq!(
+        reply.opts().get(v6::OptionCode::DomainNameServers),
+        Some(&DhcpOption::DomainNameServers(vec![
+            "fd00:6::53".parse().unwrap()
+        ]))
+    );
+
+    // Another server's request, another port's frame, a stateless-only port:
+    // nothing.
+    let mut other = message.clone();
+    other
+        .opts_mut()
+        .insert(DhcpOption::ServerId(vec![0, 3, 0, 1, 1, 2, 3, 4, 5, 6]));
+    let mut other_frame = frame[..ETH_LEN + IPV6_LEN + UDP_LEN].to_vec();
+    other_frame.extend_from_slice(&other.to_vec().unwrap());
+    assert_eq!(respond(&other_frame, &lease(&["fd00:6::10"])), None);
+    let mut not_ours = lease(&["fd00:6::10"]);
+    not_ours.mac = "fa:16:3e:00:00:02".parse().unwrap();
+    assert_eq!(respond(&frame, &not_ours), None);
+    assert_eq!(respond(&solicit(), &lease(&[])), None);
+}
+
+#[test]
+fn information_request_gets_the_dns_servers_and_no_address() {
+    let frame = bytes(include_str!(
+        "../testdata/dhclient6_information_request.hex"
+    ));
+    let reply = respond(&frame, &lease(&[])).unwrap();
+    assert_eq!(
+        hex(&reply),
+        include_str!("../testdata/vnet_dhcpv6_information_reply.hex").trim()
+    );
+    let reply = reply_of(&reply);
+    assert_eq!(reply.msg_type(), MessageType::Reply);
+    assert!(addresses(&reply).is_empty());
+    assert_eq!(
+        reply.opts().get(v6::OptionCode::DomainNameServers),
+        Some(&DhcpOption::DomainNameServers(vec![
+            "fd00:6::53".parse().unwrap()
+        ]))
+    );
+}
+
+#[test]
+fn garbage_and_other_traffic_get_nothing() {
+    let frame = solicit();
+    for cut in [0, 13, 20, 54, 61, 70] {
+        assert_eq!(respond(&frame[..cut], &lease(&["fd00:6::10"])), None);
+    }
+    let mut to_client = frame.clone();
+    // Swap the ports: a server's message, not a client's.
+    to_client[ETH_LEN + IPV6_LEN..ETH_LEN + IPV6_LEN + 4].copy_from_slice(&[2, 35, 2, 34]);
+    assert_eq!(respond(&to_client, &lease(&["fd00:6::10"])), None);
+}
+
+#[test]
+fn a_port_is_served_only_on_dhcpv6_subnets() {
+    use compiler::protocol::{FixedIpSpec, LocalPortSpec, SubnetSpec};
+    let subnet = |cidr: &str, mode: Option<Ipv6Mode>| SubnetSpec {
+        cidr: cidr.parse().unwrap(),
+        gateway_ip: None,
+        dns_nameservers: vec!["fd00:6::53".parse().unwrap(), "10.0.0.53".parse().unwrap()],
+        host_routes: vec![],
+        enable_dhcp: true,
+        ipv6_ra_mode: mode,
+        ipv6_address_mode: mode,
+    };
+    let net = |fixed: &[(&str, &str)]| NetworkSpec {
+        vni: 7,
+        mtu: 1450,
+        physical_network: None,
+        subnets: [
+            (
+                "full".to_owned(),
+                subnet("fd00:6::/64", Some(Ipv6Mode::Dhcpv6Stateful)),
+            ),
+            (
+                "info".to_owned(),
+                subnet("fd00:7::/64", Some(Ipv6Mode::Dhcpv6Stateless)),
+            ),
+            (
+                "slaac".to_owned(),
+                subnet("fd00:8::/64", Some(Ipv6Mode::Slaac)),
+            ),
+        ]
+        .into(),
+        local_ports: [(
+            "p".to_owned(),
+            LocalPortSpec {
+                mac: "fa:16:3e:00:00:01".parse().unwrap(),
+                fixed_ips: fixed
+                    .iter()
+                    .map(|(s, ip)| FixedIpSpec {
+                        subnet_id: (*s).to_owned(),
+                        ip_address: ip.parse().unwrap(),
+                    })
+                    .collect(),
+                device: "tapp".into(),
+                admin_state_up: true,
+            },
+        )]
+        .into(),
+        remote_ports: Default::default(),
+    };
+    let stateful = net(&[("full", "fd00:6::10"), ("info", "fd00:7::1")]);
+    assert_eq!(port_lease(&stateful, "p"), Some(lease(&["fd00:6::10"])));
+    assert_eq!(
+        port_lease(&net(&[("info", "fd00:7::1")]), "p"),
+        Some(lease(&[]))
+    );
+    assert_eq!(port_lease(&net(&[("slaac", "fd00:8::1")]), "p"), None);
+    assert_eq!(port_lease(&stateful, "other"), None);
+}
