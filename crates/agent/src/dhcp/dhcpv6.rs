@@ -117,7 +117,11 @@ pub fn parse_request(frame: &[u8]) -> Option<Request> {
     if udp.len() < UDP_LEN || port(0) != CLIENT_PORT || port(2) != SERVER_PORT {
         return None;
     }
-    let message = v6::Message::from_bytes(&udp[UDP_LEN..]).ok()?;
+    let payload = &udp[UDP_LEN..];
+    if !decodable(payload) {
+        return None;
+    }
+    let message = v6::Message::from_bytes(payload).ok()?;
     let mac: [u8; 6] = frame.get(6..12)?.try_into().ok()?;
     let source: [u8; 16] = ip.get(8..24)?.try_into().ok()?;
     Some(Request {
@@ -125,6 +129,61 @@ pub fn parse_request(frame: &[u8]) -> Option<Request> {
         client_ip: Ipv6Addr::from(source),
         message,
     })
+}
+
+/// Option codes (RFC 8415) whose lengths [`decodable`] checks.
+const OPTION_IA_NA: u16 = 3;
+const OPTION_IA_TA: u16 = 4;
+const OPTION_IAADDR: u16 = 5;
+const OPTION_RELAY_MSG: u16 = 9;
+const OPTION_STATUS_CODE: u16 = 13;
+const OPTION_VENDOR_CLASS: u16 = 16;
+const OPTION_VENDOR_OPTS: u16 = 17;
+const OPTION_IA_PD: u16 = 25;
+const OPTION_IAPREFIX: u16 = 26;
+
+/// Whether `dhcproto` may decode this client message. Version 0.15
+/// subtracts from an option's length without checking it (a status code
+/// shorter than 2 bytes, a vendor class or vendor options shorter than 4):
+/// an overflow, a panic in a debug build, from one crafted frame (found by
+/// the `dhcpv6` fuzz target). So the options are walked first, containers
+/// included, and such a message refused; a relay message never comes from
+/// a VM.
+fn decodable(message: &[u8]) -> bool {
+    const RELAY_FORW: u8 = 12;
+    const RELAY_REPL: u8 = 13;
+    match message.first() {
+        Some(&RELAY_FORW | &RELAY_REPL) | None => false,
+        Some(_) => message.get(4..).is_some_and(options_decodable),
+    }
+}
+
+fn options_decodable(mut options: &[u8]) -> bool {
+    while !options.is_empty() {
+        let Some(&[c0, c1, l0, l1]) = options.get(..4) else {
+            return false;
+        };
+        let len = usize::from(u16::from_be_bytes([l0, l1]));
+        let Some(body) = options.get(4..4 + len) else {
+            return false;
+        };
+        let nested = |header: usize| body.get(header..).is_some_and(options_decodable);
+        let fine = match u16::from_be_bytes([c0, c1]) {
+            OPTION_STATUS_CODE => len >= 2,
+            OPTION_VENDOR_CLASS => len >= 4,
+            OPTION_VENDOR_OPTS | OPTION_IA_TA => nested(4),
+            OPTION_IA_NA | OPTION_IA_PD => nested(12),
+            OPTION_IAADDR => nested(24),
+            OPTION_IAPREFIX => nested(25),
+            OPTION_RELAY_MSG => false,
+            _ => true,
+        };
+        if !fine {
+            return false;
+        }
+        options = &options[4 + len..];
+    }
+    true
 }
 
 /// The reply to `frame` for this lease, as a whole Ethernet frame; `None`

@@ -206,3 +206,29 @@ fn a_port_is_served_only_on_dhcpv6_subnets() {
     assert_eq!(port_lease(&net(&[("slaac", "fd00:8::1")]), "p"), None);
     assert_eq!(port_lease(&stateful, "other"), None);
 }
+
+/// Found by the `dhcpv6` fuzz target: a status code option of length 0
+/// inside an IA_NA made dhcproto subtract past zero.
+#[test]
+fn options_too_short_for_their_kind_are_refused_not_decoded() {
+    let crash = bytes(
+        "333300010002fa163e00000186dd60074a9b003011000000008000003400f816\
+         3efffe000001ff02006600000000000000000001000202220223003032e00b7b\
+         23c60001000e0001000131a88319fa163e23003e000d00000000000000000800\
+         27001f000800020000",
+    );
+    assert_eq!(respond(&crash, &lease(&["fd00:c::10"])), None);
+    // The option walk itself: a status code needs its 2-byte code, a
+    // vendor class its 4-byte enterprise number, nested ones included.
+    let status = |len: u16| [&[0, 13][..], &len.to_be_bytes(), &vec![0; len.into()]].concat();
+    assert!(options_decodable(&status(2)));
+    assert!(!options_decodable(&status(1)));
+    let ia_na = |inner: &[u8]| {
+        let len = u16::try_from(12 + inner.len()).unwrap();
+        [&[0, 3][..], &len.to_be_bytes(), &[0; 12], inner].concat()
+    };
+    assert!(options_decodable(&ia_na(&status(2))));
+    assert!(!options_decodable(&ia_na(&status(0))));
+    assert!(!options_decodable(&[0, 16, 0, 3, 0, 0, 0]));
+    assert!(!decodable(&[12, 0, 0, 0]), "a relay message");
+}
