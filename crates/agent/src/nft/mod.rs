@@ -37,6 +37,7 @@
 mod bridges;
 pub mod netlink;
 mod plan;
+pub mod rule;
 pub mod ruleset;
 
 use std::collections::BTreeMap;

@@ -1,0 +1,459 @@
+//! One rule of vnet's as a typed value: owns rendering it both as the nft
+//! text `ruleset` and `plan` use (and tag), and as the nf_tables expressions
+//! nft 1.0.6 sends for that text (golden-bytes tested), so either path gives
+//! the same `nft list`. It decides no rule of a host (that is `ruleset`) and
+//! does no I/O. A shape not typed yet is [`Rule::Text`]: text only, no
+//! expressions, so a change naming it must go by `nft -f`.
+
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use netlink_packet_core::{DefaultNla, NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage};
+use netlink_packet_netfilter::nftables::{
+    Bitwise, Cmp, DataAttribute, ExpressionAttribute, Expressions, Immediate, ListAttribute,
+    Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
+    RuleMessage, Verdict as NlVerdict, VerdictAttribute,
+};
+use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+
+use super::ruleset::{Family, TABLE};
+
+/// Connection states a rule matches (`ct state …`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CtState {
+    EstablishedRelated,
+    Invalid,
+}
+
+/// One match of a rule, in the order it is written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Match {
+    /// `meta nfproto ipv4|ipv6`.
+    NfProto { v6: bool },
+    /// `meta l4proto N`.
+    L4Proto(u8),
+    /// `th dport LO` or `th dport LO-HI` (after `meta l4proto`).
+    ThDport(u16, u16),
+    /// `icmp[v6] type T [icmp[v6] code C]` (after `meta l4proto 1|58`).
+    Icmp { v6: bool, ty: u8, code: Option<u8> },
+    /// `udp sport S udp dport D`.
+    UdpPorts { sport: u16, dport: u16 },
+    /// `ct state …`.
+    Ct(CtState),
+    /// `ether saddr MAC`.
+    EtherSaddr([u8; 6]),
+    /// `ip|ip6 saddr|daddr ADDR`, one address written bare.
+    Host { src: bool, addr: IpAddr },
+    /// `ip|ip6 saddr|daddr PREFIX`, written with its length.
+    Prefix { src: bool, net: IpNet },
+    /// `ip|ip6 saddr|daddr @SET`: a lookup in a named set.
+    InSet { src: bool, v6: bool, set: String },
+    /// `ip|ip6 saddr|daddr { P, Q, … }`: an anonymous set (text only yet).
+    AnyOf { src: bool, v6: bool, nets: Vec<IpNet> },
+}
+
+/// What a rule does when every match holds.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Drop,
+    Return,
+    Jump(String),
+}
+
+/// A rule: typed matches and a verdict, or (a shape not typed yet) text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rule {
+    Typed {
+        matches: Vec<Match>,
+        verdict: Verdict,
+    },
+    Text(String),
+}
+
+/// Why a rule has no expressions: the nft path must carry it.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("no nf_tables expressions for `{0}` yet")]
+pub struct Unencodable(pub String);
+
+impl Rule {
+    pub fn new(matches: Vec<Match>, verdict: Verdict) -> Self {
+        Rule::Typed { matches, verdict }
+    }
+}
+
+fn l3(v6: bool) -> &'static str {
+    if v6 { "ip6" } else { "ip" }
+}
+
+fn dir(src: bool) -> &'static str {
+    if src { "saddr" } else { "daddr" }
+}
+
+impl fmt::Display for Match {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Match::NfProto { v6 } => {
+                write!(f, "meta nfproto {}", if *v6 { "ipv6" } else { "ipv4" })
+            }
+            Match::L4Proto(p) => write!(f, "meta l4proto {p}"),
+            Match::ThDport(lo, hi) if lo == hi => write!(f, "th dport {lo}"),
+            Match::ThDport(lo, hi) => write!(f, "th dport {lo}-{hi}"),
+            Match::Icmp { v6, ty, code } => {
+                let icmp = if *v6 { "icmpv6" } else { "icmp" };
+                write!(f, "{icmp} type {ty}")?;
+                match code {
+                    Some(c) => write!(f, " {icmp} code {c}"),
+                    None => Ok(()),
+                }
+            }
+            Match::UdpPorts { sport, dport } => write!(f, "udp sport {sport} udp dport {dport}"),
+            Match::Ct(CtState::EstablishedRelated) => f.write_str("ct state established,related"),
+            Match::Ct(CtState::Invalid) => f.write_str("ct state invalid"),
+            Match::EtherSaddr(b) => write!(
+                f,
+                "ether saddr {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                b[0], b[1], b[2], b[3], b[4], b[5]
+            ),
+            Match::Host { src, addr } => write!(f, "{} {} {addr}", l3(addr.is_ipv6()), dir(*src)),
+            Match::Prefix { src, net } => {
+                write!(f, "{} {} {net}", l3(matches!(net, IpNet::V6(_))), dir(*src))
+            }
+            Match::InSet { src, v6, set } => write!(f, "{} {} @{set}", l3(*v6), dir(*src)),
+            Match::AnyOf { src, v6, nets } => {
+                let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
+                write!(f, "{} {} {{ {} }}", l3(*v6), dir(*src), list.join(", "))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Accept => f.write_str("accept"),
+            Verdict::Drop => f.write_str("drop"),
+            Verdict::Return => f.write_str("return"),
+            Verdict::Jump(chain) => write!(f, "jump {chain}"),
+        }
+    }
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Text(t) => f.write_str(t),
+            Rule::Typed { matches, verdict } => {
+                for m in matches {
+                    write!(f, "{m} ")?;
+                }
+                write!(f, "{verdict}")
+            }
+        }
+    }
+}
+
+// nf_tables constants (uapi `nf_tables.h`).
+const PAYLOAD_LINK: u32 = 0;
+const PAYLOAD_NETWORK: u32 = 1;
+const PAYLOAD_TRANSPORT: u32 = 2;
+/// `NFTA_CT_KEY`, `NFTA_CT_DREG`, `NFT_CT_STATE`.
+const CT_KEY: u16 = 2;
+const CT_DREG: u16 = 1;
+const CT_STATE: u32 = 0;
+/// Conntrack state bits (`NF_CT_STATE_BIT`): invalid 1, established 2,
+/// related 4.
+const CT_INVALID: u32 = 1;
+const CT_ESTABLISHED_RELATED: u32 = 2 | 4;
+/// `NFPROTO_IPV4`, `NFPROTO_IPV6`.
+const NFPROTO_IPV4: u8 = 2;
+const NFPROTO_IPV6: u8 = 10;
+/// `NF_ACCEPT`, `NF_DROP`.
+const NF_ACCEPT: u32 = 1;
+const NF_DROP: u32 = 0;
+/// libnftnl's `NFTNL_UDATA_RULE_COMMENT`: the rule's comment, as user data
+/// (a TLV: type, length, the string with its NUL).
+const UDATA_RULE_COMMENT: u8 = 0;
+
+fn expr(e: Expressions) -> ListAttribute<ExpressionAttribute> {
+    ListAttribute::from(e)
+}
+
+fn meta_load(key: MetaKey) -> ListAttribute<ExpressionAttribute> {
+    // nft writes the key before the register.
+    expr(Expressions::Meta(vec![
+        Meta::Key(key),
+        Meta::DestinationRegister(Register::Reg1),
+    ]))
+}
+
+fn payload_load(base: u32, offset: u32, len: u32) -> ListAttribute<ExpressionAttribute> {
+    expr(Expressions::Payload(vec![
+        Payload::DestinationRegister(Register::Reg1),
+        Payload::Base(base),
+        Payload::Offset(offset),
+        Payload::Len(len),
+    ]))
+}
+
+fn cmp(op: Operator, value: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
+    expr(Expressions::Cmp(vec![
+        Cmp::SourceRegister(Register::Reg1),
+        Cmp::Op(op),
+        Cmp::Data(DataAttribute::Value(value)),
+    ]))
+}
+
+fn bitwise(mask: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
+    let len = mask.len() as u32;
+    let xor = vec![0; mask.len()];
+    expr(Expressions::Bitwise(vec![
+        Bitwise::SourceRegister(Register::Reg1),
+        Bitwise::DestinationRegister(Register::Reg1),
+        Bitwise::Length(len),
+        Bitwise::Mask(DataAttribute::Value(mask)),
+        Bitwise::Xor(DataAttribute::Value(xor)),
+    ]))
+}
+
+fn octets(addr: IpAddr) -> Vec<u8> {
+    match addr {
+        IpAddr::V4(a) => a.octets().to_vec(),
+        IpAddr::V6(a) => a.octets().to_vec(),
+    }
+}
+
+/// Offset of the source address in the IP header (the destination follows
+/// it), and the address's length.
+fn addr_field(v6: bool, src: bool) -> (u32, u32) {
+    match (v6, src) {
+        (false, true) => (12, 4),
+        (false, false) => (16, 4),
+        (true, true) => (8, 16),
+        (true, false) => (24, 16),
+    }
+}
+
+impl Rule {
+    /// The rule's expressions as nft 1.0.6 sends them for its text, in a
+    /// table of `family`.
+    pub fn expressions(
+        &self,
+        family: Family,
+    ) -> Result<Vec<ListAttribute<ExpressionAttribute>>, Unencodable> {
+        let unencodable = || Unencodable(self.to_string());
+        let Rule::Typed { matches, verdict } = self else {
+            return Err(unencodable());
+        };
+        let mut out = vec![];
+        // What earlier matches established, as nft's dependency tracking
+        // has it: a match needing a protocol it does not know gets nft's
+        // implicit check first (only the ones vnet's rules need).
+        let mut l3: Option<bool> = None;
+        let mut l4: Option<u8> = None;
+        let need_l3 = |out: &mut Vec<_>, l3: &mut Option<bool>, v6: bool| match *l3 {
+            Some(known) if known == v6 => Ok(()),
+            Some(_) => Err(()),
+            None => {
+                match family {
+                    Family::Inet => {
+                        out.push(meta_load(MetaKey::Nfproto));
+                        out.push(cmp(
+                            Operator::Equal,
+                            vec![if v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }],
+                        ));
+                    }
+                    Family::Bridge => {
+                        out.push(meta_load(MetaKey::EtherTypeProtocol));
+                        let ethertype: u16 = if v6 { 0x86dd } else { 0x0800 };
+                        out.push(cmp(Operator::Equal, ethertype.to_be_bytes().to_vec()));
+                    }
+                }
+                *l3 = Some(v6);
+                Ok(())
+            }
+        };
+        for m in matches {
+            match m {
+                Match::NfProto { v6 } => {
+                    if family != Family::Inet || l3.is_some() {
+                        return Err(unencodable());
+                    }
+                    need_l3(&mut out, &mut l3, *v6).map_err(|()| unencodable())?;
+                }
+                Match::L4Proto(p) => {
+                    if l4.is_some() {
+                        return Err(unencodable());
+                    }
+                    out.push(meta_load(MetaKey::L4Proto));
+                    out.push(cmp(Operator::Equal, vec![*p]));
+                    l4 = Some(*p);
+                }
+                Match::ThDport(lo, hi) => {
+                    if l4.is_none() {
+                        return Err(unencodable());
+                    }
+                    out.push(payload_load(PAYLOAD_TRANSPORT, 2, 2));
+                    if lo == hi {
+                        out.push(cmp(Operator::Equal, lo.to_be_bytes().to_vec()));
+                    } else {
+                        out.push(cmp(
+                            Operator::GreatherThanEqual,
+                            lo.to_be_bytes().to_vec(),
+                        ));
+                        out.push(cmp(Operator::LessThanEqual, hi.to_be_bytes().to_vec()));
+                    }
+                }
+                Match::Icmp { v6, ty, code } => {
+                    if l4 != Some(if *v6 { 58 } else { 1 }) {
+                        return Err(unencodable());
+                    }
+                    // nft merges type and code (adjacent bytes) into one load.
+                    match code {
+                        None => {
+                            out.push(payload_load(PAYLOAD_TRANSPORT, 0, 1));
+                            out.push(cmp(Operator::Equal, vec![*ty]));
+                        }
+                        Some(c) => {
+                            out.push(payload_load(PAYLOAD_TRANSPORT, 0, 2));
+                            out.push(cmp(Operator::Equal, vec![*ty, *c]));
+                        }
+                    }
+                }
+                Match::UdpPorts { sport, dport } => {
+                    match l4 {
+                        None => {
+                            out.push(meta_load(MetaKey::L4Proto));
+                            out.push(cmp(Operator::Equal, vec![17]));
+                            l4 = Some(17);
+                        }
+                        Some(17) => {}
+                        Some(_) => return Err(unencodable()),
+                    }
+                    // Source and destination port, adjacent: one load.
+                    out.push(payload_load(PAYLOAD_TRANSPORT, 0, 4));
+                    let mut v = sport.to_be_bytes().to_vec();
+                    v.extend(dport.to_be_bytes());
+                    out.push(cmp(Operator::Equal, v));
+                }
+                Match::Ct(state) => {
+                    let bits = match state {
+                        CtState::EstablishedRelated => CT_ESTABLISHED_RELATED,
+                        CtState::Invalid => CT_INVALID,
+                    };
+                    out.push(expr(Expressions::Other {
+                        expression_type: "ct".into(),
+                        attributes: vec![
+                            DefaultNla::new(CT_KEY, CT_STATE.to_be_bytes().to_vec()),
+                            DefaultNla::new(CT_DREG, 1u32.to_be_bytes().to_vec()),
+                        ],
+                    }));
+                    out.push(bitwise(bits.to_ne_bytes().to_vec()));
+                    out.push(cmp(Operator::NotEqual, vec![0; 4]));
+                }
+                Match::EtherSaddr(mac) => {
+                    if family != Family::Bridge {
+                        return Err(unencodable());
+                    }
+                    out.push(payload_load(PAYLOAD_LINK, 6, 6));
+                    out.push(cmp(Operator::Equal, mac.to_vec()));
+                }
+                Match::Host { src, addr } => {
+                    let v6 = addr.is_ipv6();
+                    need_l3(&mut out, &mut l3, v6).map_err(|()| unencodable())?;
+                    let (offset, len) = addr_field(v6, *src);
+                    out.push(payload_load(PAYLOAD_NETWORK, offset, len));
+                    out.push(cmp(Operator::Equal, octets(*addr)));
+                }
+                Match::Prefix { src, net } => {
+                    let v6 = matches!(net, IpNet::V6(_));
+                    need_l3(&mut out, &mut l3, v6).map_err(|()| unencodable())?;
+                    let (offset, len) = addr_field(v6, *src);
+                    let plen = u32::from(net.prefix_len());
+                    let addr = octets(net.trunc().network());
+                    if plen == 0 {
+                        return Err(unencodable());
+                    }
+                    if plen % 8 == 0 {
+                        // Byte-aligned: nft loads only the prefix's bytes.
+                        let bytes = plen / 8;
+                        out.push(payload_load(PAYLOAD_NETWORK, offset, bytes));
+                        out.push(cmp(Operator::Equal, addr[..bytes as usize].to_vec()));
+                    } else {
+                        out.push(payload_load(PAYLOAD_NETWORK, offset, len));
+                        out.push(bitwise(octets(net.netmask())));
+                        out.push(cmp(Operator::Equal, addr));
+                    }
+                }
+                Match::InSet { src, v6, set } => {
+                    need_l3(&mut out, &mut l3, *v6).map_err(|()| unencodable())?;
+                    let (offset, len) = addr_field(*v6, *src);
+                    out.push(payload_load(PAYLOAD_NETWORK, offset, len));
+                    // By name only: the kernel finds the set by its name
+                    // (nft adds the id of its own cache, read only when no
+                    // set has the name).
+                    out.push(expr(Expressions::Lookup(vec![
+                        Lookup::SourceRegister(Register::Reg1),
+                        Lookup::Set(set.clone()),
+                    ])));
+                }
+                Match::AnyOf { .. } => return Err(unencodable()),
+            }
+        }
+        let data = match verdict {
+            Verdict::Accept => vec![VerdictAttribute::Code(NlVerdict::Other(NF_ACCEPT))],
+            Verdict::Drop => vec![VerdictAttribute::Code(NlVerdict::Other(NF_DROP))],
+            Verdict::Return => vec![VerdictAttribute::Code(NlVerdict::Return)],
+            Verdict::Jump(chain) => vec![
+                VerdictAttribute::Code(NlVerdict::Jump),
+                VerdictAttribute::Chain(chain.clone()),
+            ],
+        };
+        out.push(expr(Expressions::Immediate(vec![
+            Immediate::DestinationRegister(Register::Verdict),
+            Immediate::Data(DataAttribute::Verdict(data)),
+        ])));
+        Ok(out)
+    }
+}
+
+/// The rule's comment as nft stores it: user data `plan` reads back as the
+/// rule's tag.
+pub fn comment_userdata(comment: &str) -> Vec<u8> {
+    let mut out = vec![UDATA_RULE_COMMENT, (comment.len() + 1).min(255) as u8];
+    out.extend(comment.as_bytes().iter().take(254));
+    out.push(0);
+    out
+}
+
+/// `add rule FAMILY vnet CHAIN RULE comment "TAG"` as one message (appended
+/// at the chain's end, as nft does).
+pub fn add_rule_message(
+    family: Family,
+    chain: &str,
+    rule: &Rule,
+    tag: &str,
+) -> Result<NetlinkMessage<NetfilterMessage>, Unencodable> {
+    let expressions = rule.expressions(family)?;
+    let proto = match family {
+        Family::Bridge => NetfilterProtoFamily::Bridge,
+        Family::Inet => NetfilterProtoFamily::Inet,
+    };
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(proto, 0, 0),
+        NfTablesMessage::NewRule(RuleMessage {
+            attributes: vec![
+                RuleAttribute::Table(TABLE.to_string()),
+                RuleAttribute::Chain(chain.to_string()),
+                RuleAttribute::Expressions(expressions),
+                RuleAttribute::UserData(comment_userdata(tag)),
+            ],
+        }),
+    ));
+    m.header.flags = netlink_packet_core::NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
+    Ok(m)
+}
+
+#[cfg(test)]
+mod tests;
