@@ -10,6 +10,7 @@ mod linux_common;
 use std::collections::BTreeSet;
 
 use agent::nft::netlink::{BatchError, SetDelta, element_messages, send_batch};
+use agent::nft::rule::add_rule_message;
 use agent::nft::{Family, NftConfig, NftReconciler};
 use compiler::protocol::{
     AllowedSource, HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
@@ -186,4 +187,139 @@ fn a_refused_batch_changes_nothing_and_names_the_message() {
         &["-j", "list", "set", "inet", "vnet", "rg_client_4"],
     );
     assert!(set.to_string().contains("10.0.0.77"), "{set}");
+}
+
+/// `state` with group rules of every typed shape: ports and port ranges,
+/// ICMP type and code (IPv4 and IPv6), prefixes byte-aligned or not, a list
+/// of prefixes (an anonymous set: text only), egress to a prefix.
+fn rich_state() -> HostState {
+    let mut s = state(&["10.0.0.10/32", "fd00::10/128"], &["10.9.0.0/16"]);
+    let rule = |direction, ethertype, protocol, ports, icmp, remote: &str| RuleSpec {
+        id: format!("{direction:?}{ethertype:?}{protocol:?}{ports:?}{icmp:?}{remote}"),
+        direction,
+        ethertype,
+        protocol,
+        ports,
+        icmp,
+        remote: if remote.is_empty() {
+            RuleRemote::Any
+        } else {
+            RuleRemote::Prefix(remote.parse().unwrap())
+        },
+    };
+    use RuleDirection::{Egress, Ingress};
+    use RuleEthertype::{IPv4, IPv6};
+    if let Some(g) = s.security_groups.get_mut("web") {
+        g.rules.extend([
+            rule(
+                Ingress,
+                IPv4,
+                Some(17),
+                Some((1000, 2000)),
+                None,
+                "10.1.2.0/23",
+            ),
+            rule(Ingress, IPv4, Some(1), None, Some((8, Some(0))), ""),
+            rule(
+                Ingress,
+                IPv6,
+                Some(58),
+                None,
+                Some((128, None)),
+                "2001:db8::/60",
+            ),
+            rule(
+                Ingress,
+                IPv4,
+                Some(6),
+                Some((22, 22)),
+                None,
+                "192.168.0.0/24",
+            ),
+            rule(
+                Ingress,
+                IPv4,
+                Some(6),
+                Some((22, 22)),
+                None,
+                "172.16.0.0/12",
+            ),
+            rule(Egress, IPv4, Some(6), Some((443, 443)), None, "10.0.0.0/8"),
+            rule(Egress, IPv6, None, None, None, ""),
+        ]);
+    }
+    s
+}
+
+#[test]
+fn typed_rules_sent_over_netlink_list_as_nfts() {
+    let by_nft = Netns::new("nfr").unwrap();
+    let by_netlink = Netns::new("nfr").unwrap();
+    let s = rich_state();
+    by_nft.run(|| {
+        NftReconciler::new(NftConfig::default())
+            .by_process(true)
+            .reconcile(&s)
+            .unwrap()
+    });
+    // The same ruleset: tables, chains and sets by nft, then every chain's
+    // rules in order, each typed one in a netlink batch, the others by nft.
+    let want = agent::nft::desired(&s, &NftConfig::default());
+    let mut bare = want.clone();
+    for t in [&mut bare.bridge, &mut bare.inet] {
+        for c in t.chains.values_mut() {
+            c.rules.clear();
+            c.typed.clear();
+        }
+    }
+    let skeleton = agent::nft::plan(&bare, &agent::nft::ObservedNft::default());
+    by_netlink
+        .sh(&format!("nft -f - <<'EOF'\n{}EOF", skeleton.script))
+        .unwrap();
+    let (mut typed, mut text) = (0, 0);
+    for family in [Family::Bridge, Family::Inet] {
+        for (name, chain) in &want.table(family).chains {
+            let mut batch = vec![];
+            for rule in &chain.typed {
+                let tag = agent::nft::rule_tag(&rule.to_string());
+                match add_rule_message(family, name, rule, &tag) {
+                    Ok(m) => {
+                        typed += 1;
+                        batch.push(m);
+                    }
+                    Err(_) => {
+                        text += 1;
+                        by_netlink.run(|| send_batch(&batch)).unwrap();
+                        batch.clear();
+                        by_netlink
+                            .exec(
+                                "nft",
+                                &[
+                                    "add",
+                                    "rule",
+                                    family.as_str(),
+                                    "vnet",
+                                    name,
+                                    &rule.to_string(),
+                                    "comment",
+                                    &format!("\"{tag}\""),
+                                ],
+                            )
+                            .unwrap();
+                    }
+                }
+            }
+            by_netlink.run(|| send_batch(&batch)).unwrap();
+        }
+    }
+    assert!(typed > 30 && text > 5, "typed {typed}, text {text}");
+    assert_eq!(ruleset(&by_nft), ruleset(&by_netlink));
+    // nft reads the comments back as the tags `plan` compares: a restart
+    // plans nothing.
+    let r = by_netlink.run(|| {
+        NftReconciler::new(NftConfig::default())
+            .reconcile(&s)
+            .unwrap()
+    });
+    assert!(r.unchanged(), "{r:#?}");
 }

@@ -50,7 +50,11 @@ pub enum Match {
     /// `ip|ip6 saddr|daddr @SET`: a lookup in a named set.
     InSet { src: bool, v6: bool, set: String },
     /// `ip|ip6 saddr|daddr { P, Q, … }`: an anonymous set (text only yet).
-    AnyOf { src: bool, v6: bool, nets: Vec<IpNet> },
+    AnyOf {
+        src: bool,
+        v6: bool,
+        nets: Vec<IpNet>,
+    },
 }
 
 /// What a rule does when every match holds.
@@ -298,10 +302,7 @@ impl Rule {
                     if lo == hi {
                         out.push(cmp(Operator::Equal, lo.to_be_bytes().to_vec()));
                     } else {
-                        out.push(cmp(
-                            Operator::GreatherThanEqual,
-                            lo.to_be_bytes().to_vec(),
-                        ));
+                        out.push(cmp(Operator::GreatherThanEqual, lo.to_be_bytes().to_vec()));
                         out.push(cmp(Operator::LessThanEqual, hi.to_be_bytes().to_vec()));
                     }
                 }

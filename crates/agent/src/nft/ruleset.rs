@@ -25,12 +25,14 @@
 //!   addresses (an interval set of prefixes, changed element by element).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use compiler::protocol::{
     HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
 };
 use ipnet::IpNet;
+
+use super::rule::{CtState, Match, Rule, Verdict};
 
 /// The name of both of vnet's tables.
 pub const TABLE: &str = "vnet";
@@ -52,11 +54,28 @@ impl Family {
 }
 
 /// One chain: a base chain has a hook definition (`type … hook … priority
-/// …; policy …;`); its rules in order, as nft text.
+/// …; policy …;`); its rules in order, as nft text, and the same rules typed
+/// (`typed[i]` renders `rules[i]`; [`Chain::new`] keeps them so).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     pub hook: Option<String>,
     pub rules: Vec<String>,
+    pub typed: Vec<Rule>,
+}
+
+impl Chain {
+    pub fn new(hook: Option<String>, typed: Vec<Rule>) -> Self {
+        Chain {
+            hook,
+            rules: typed.iter().map(ToString::to_string).collect(),
+            typed,
+        }
+    }
+
+    fn push(&mut self, rule: Rule) {
+        self.rules.push(rule.to_string());
+        self.typed.push(rule);
+    }
 }
 
 /// A named set of addresses or prefixes (always `flags interval`).
@@ -251,21 +270,23 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
 
     // === bridge vnet ===
     let b = &mut rs.bridge;
-    let mut pre = Chain {
-        hook: Some("type filter hook prerouting priority -300; policy accept;".into()),
-        rules: vec![],
-    };
-    let mut fwd = Chain {
-        hook: Some("type filter hook forward priority -200; policy accept;".into()),
-        rules: vec![],
-    };
+    let mut pre = Chain::new(
+        Some("type filter hook prerouting priority -300; policy accept;".into()),
+        vec![],
+    );
+    let mut fwd = Chain::new(
+        Some("type filter hook forward priority -200; policy accept;".into()),
+        vec![],
+    );
     if !secured.is_empty() {
         let spoof: Vec<String> = secured
             .keys()
             .map(|d| format!("{} : jump {}", q(d), spoof_chain(d)))
             .collect();
-        pre.rules
-            .push(format!("iifname vmap {{ {} }}", spoof.join(", ")));
+        pre.push(Rule::Text(format!(
+            "iifname vmap {{ {} }}",
+            spoof.join(", ")
+        )));
         // Every device of vnet's bridges is in the map (0: not filtered),
         // so the mark of a frame from any of them is set (never stale), and
         // frames of other bridges keep theirs.
@@ -276,33 +297,27 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 format!("{} : {:#010x}", q(d), u32::from(i) << 16)
             })
             .collect();
-        fwd.rules.push(format!(
+        fwd.push(Rule::Text(format!(
             "meta mark set iifname map {{ {} }}",
             from.join(", ")
-        ));
+        )));
         let to: Vec<String> = index
             .keys()
             .map(|d| format!("{} : jump {}", q(d), to_chain(d)))
             .collect();
-        fwd.rules
-            .push(format!("oifname vmap {{ {} }}", to.join(", ")));
+        fwd.push(Rule::Text(format!("oifname vmap {{ {} }}", to.join(", "))));
         for (dev, (_, spec)) in &secured {
-            b.chains.insert(
-                spoof_chain(dev),
-                Chain {
-                    hook: None,
-                    rules: spoof_rules(spec),
-                },
-            );
+            b.chains
+                .insert(spoof_chain(dev), Chain::new(None, spoof_rules(spec)));
             b.chains.insert(
                 to_chain(dev),
-                Chain {
-                    hook: None,
-                    rules: vec![format!(
+                Chain::new(
+                    None,
+                    vec![Rule::Text(format!(
                         "meta mark set meta mark | {:#010x}",
                         index.get(dev).copied().unwrap_or(0)
-                    )],
-                },
+                    ))],
+                ),
             );
         }
     }
@@ -311,14 +326,14 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
 
     // === inet vnet ===
     let t = &mut rs.inet;
-    let mut raw = Chain {
-        hook: Some("type filter hook prerouting priority -300; policy accept;".into()),
-        rules: vec![format!(
+    let mut raw = Chain::new(
+        Some("type filter hook prerouting priority -300; policy accept;".into()),
+        vec![Rule::Text(format!(
             "iifname != \"{}*\" udp dport {} notrack",
             crate::linux::BRIDGE_PREFIX,
             config.vxlan_port
-        )],
-    };
+        ))],
+    );
     let zone_of = zones(&vnis);
     let mut zone_of_bridge: Vec<(&String, u16)> = zone_of
         .iter()
@@ -341,18 +356,20 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         .map(|(bridge, z)| format!("{} : {z}", q(bridge)))
         .collect();
     if !zmap.is_empty() {
-        raw.rules
-            .push(format!("ct zone set iifname map {{ {} }}", zmap.join(", ")));
+        raw.push(Rule::Text(format!(
+            "ct zone set iifname map {{ {} }}",
+            zmap.join(", ")
+        )));
     }
     t.chains.insert("prerouting".into(), raw);
-    let mut egress = Chain {
-        hook: Some("type filter hook forward priority 0; policy accept;".into()),
-        rules: vec![],
-    };
-    let mut ingress = Chain {
-        hook: Some("type filter hook forward priority 10; policy accept;".into()),
-        rules: vec![],
-    };
+    let mut egress = Chain::new(
+        Some("type filter hook forward priority 0; policy accept;".into()),
+        vec![],
+    );
+    let mut ingress = Chain::new(
+        Some("type filter hook forward priority 10; policy accept;".into()),
+        vec![],
+    );
     if !index.is_empty() {
         let e: Vec<String> = index
             .iter()
@@ -364,11 +381,11 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 )
             })
             .collect();
-        egress.rules.push(format!(
+        egress.push(Rule::Text(format!(
             "iifname \"{}*\" meta mark & {MARK_FROM:#010x} vmap {{ {} }}",
             crate::linux::BRIDGE_PREFIX,
             e.join(", ")
-        ));
+        )));
         let i: Vec<String> = index
             .iter()
             .map(|(d, i)| {
@@ -379,11 +396,11 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 )
             })
             .collect();
-        ingress.rules.push(format!(
+        ingress.push(Rule::Text(format!(
             "iifname \"{}*\" meta mark & {MARK_TO:#010x} vmap {{ {} }}",
             crate::linux::BRIDGE_PREFIX,
             i.join(", ")
-        ));
+        )));
     }
     t.chains.insert("egress".into(), egress);
     t.chains.insert("ingress".into(), ingress);
@@ -407,10 +424,7 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
             t.chains.insert(
                 port_chain(dev, dir),
-                Chain {
-                    hook: None,
-                    rules: port_rules(dir, stateful, &groups),
-                },
+                Chain::new(None, port_rules(dir, stateful, &groups)),
             );
         }
         used_groups.extend(groups);
@@ -421,13 +435,8 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         };
         for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
             let rules: Vec<&RuleSpec> = sg.rules.iter().filter(|r| r.direction == dir).collect();
-            t.chains.insert(
-                group_chain(g, dir),
-                Chain {
-                    hook: None,
-                    rules: group_rules(&rules),
-                },
-            );
+            t.chains
+                .insert(group_chain(g, dir), Chain::new(None, group_rules(&rules)));
             for r in rules {
                 // The set a rule looks its remote up in, and what fills it.
                 let (name, addresses) = match &r.remote {
@@ -495,74 +504,113 @@ pub fn port_chain(dev: &str, dir: RuleDirection) -> String {
 /// pairs; ARP must name them too. DHCP discovery (from 0.0.0.0), ARP probes,
 /// IPv6 link-local and duplicate address detection are let through from the
 /// port's MACs. Everything else is dropped.
-fn spoof_rules(spec: &PortSecuritySpec) -> Vec<String> {
+fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
     let mut rules = vec![];
-    let macs: BTreeSet<String> = spec
+    let macs: BTreeSet<model::MacAddr> = spec.allowed_sources.iter().map(|s| s.mac).collect();
+    let sources: BTreeSet<(model::MacAddr, IpNet)> = spec
         .allowed_sources
         .iter()
-        .map(|s| s.mac.to_string())
+        .map(|s| (s.mac, s.ip.trunc()))
         .collect();
-    let sources: BTreeSet<(String, IpNet)> = spec
-        .allowed_sources
-        .iter()
-        .map(|s| (s.mac.to_string(), s.ip.trunc()))
-        .collect();
+    let ether = |mac: &model::MacAddr| Match::EtherSaddr(mac.0);
+    let host = |src, addr: IpAddr| Match::Host { src, addr };
     for mac in &macs {
-        rules.push(format!(
-            "ether saddr {mac} ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return"
+        rules.push(Rule::new(
+            vec![
+                ether(mac),
+                host(true, Ipv4Addr::UNSPECIFIED.into()),
+                host(false, Ipv4Addr::BROADCAST.into()),
+                Match::UdpPorts {
+                    sport: 68,
+                    dport: 67,
+                },
+            ],
+            Verdict::Return,
         ));
-        rules.push(format!(
+        rules.push(Rule::Text(format!(
             "ether saddr {mac} arp saddr ether {mac} arp saddr ip 0.0.0.0 return"
-        ));
+        )));
     }
     for (mac, ip) in &sources {
-        match ip {
-            IpNet::V4(_) => {
-                rules.push(format!("ether saddr {mac} ip saddr {ip} return"));
-                rules.push(format!(
-                    "ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} return"
-                ));
-            }
-            IpNet::V6(_) => rules.push(format!("ether saddr {mac} ip6 saddr {ip} return")),
+        rules.push(Rule::new(
+            vec![
+                ether(mac),
+                Match::Prefix {
+                    src: true,
+                    net: *ip,
+                },
+            ],
+            Verdict::Return,
+        ));
+        if let IpNet::V4(_) = ip {
+            rules.push(Rule::Text(format!(
+                "ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} return"
+            )));
         }
     }
     if sources.iter().any(|(_, ip)| matches!(ip, IpNet::V6(_))) {
         for mac in &macs {
-            rules.push(format!("ether saddr {mac} ip6 saddr fe80::/64 return"));
-            rules.push(format!(
-                "ether saddr {mac} ip6 saddr :: icmpv6 type {{ 135, 143 }} return"
+            rules.push(Rule::new(
+                vec![
+                    ether(mac),
+                    Match::Prefix {
+                        src: true,
+                        net: IpNet::V6(LINK_LOCAL),
+                    },
+                ],
+                Verdict::Return,
             ));
+            rules.push(Rule::Text(format!(
+                "ether saddr {mac} ip6 saddr :: icmpv6 type {{ 135, 143 }} return"
+            )));
         }
     }
-    rules.push("drop".into());
+    rules.push(Rule::new(vec![], Verdict::Drop));
     rules
 }
 
+/// `fe80::/64`.
+const LINK_LOCAL: ipnet::Ipv6Net =
+    ipnet::Ipv6Net::new_assert(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 64);
+
 /// A port's chain for one direction (egress: what it sends).
-fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<String> {
+fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<Rule> {
     let mut rules = vec![];
     if stateful {
-        rules.push("ct state established,related accept".into());
-        rules.push("ct state invalid drop".into());
+        rules.push(Rule::new(
+            vec![Match::Ct(CtState::EstablishedRelated)],
+            Verdict::Accept,
+        ));
+        rules.push(Rule::new(vec![Match::Ct(CtState::Invalid)], Verdict::Drop));
     }
+    let dhcp = |v6: bool, sport, dport| {
+        Rule::new(
+            vec![Match::NfProto { v6 }, Match::UdpPorts { sport, dport }],
+            Verdict::Accept,
+        )
+    };
     // What Neutron always allows: DHCP(v6) with the agent and neighbour
     // discovery (RS/NS/NA/MLD out, RA/NS/NA/MLD query in).
     match dir {
         RuleDirection::Egress => {
-            rules.push("meta nfproto ipv4 udp sport 68 udp dport 67 accept".into());
-            rules.push("meta nfproto ipv6 udp sport 546 udp dport 547 accept".into());
-            rules.push("icmpv6 type { 131, 133, 135, 136, 143 } accept".into());
+            rules.push(dhcp(false, 68, 67));
+            rules.push(dhcp(true, 546, 547));
+            rules.push(Rule::Text(
+                "icmpv6 type { 131, 133, 135, 136, 143 } accept".into(),
+            ));
         }
         RuleDirection::Ingress => {
-            rules.push("meta nfproto ipv4 udp sport 67 udp dport 68 accept".into());
-            rules.push("meta nfproto ipv6 udp sport 547 udp dport 546 accept".into());
-            rules.push("icmpv6 type { 130, 134, 135, 136 } accept".into());
+            rules.push(dhcp(false, 67, 68));
+            rules.push(dhcp(true, 547, 546));
+            rules.push(Rule::Text(
+                "icmpv6 type { 130, 134, 135, 136 } accept".into(),
+            ));
         }
     }
     for g in groups {
-        rules.push(format!("jump {}", group_chain(g, dir)));
+        rules.push(Rule::new(vec![], Verdict::Jump(group_chain(g, dir))));
     }
-    rules.push("drop".into());
+    rules.push(Rule::new(vec![], Verdict::Drop));
     rules
 }
 
@@ -577,7 +625,7 @@ type Key = (
 /// The rules of one group in one direction. Rules that differ only in their
 /// remote prefix become one rule with a set of prefixes (one lookup however
 /// many); a rule with no remote makes its prefix siblings redundant.
-fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
+fn group_rules(rules: &[&RuleSpec]) -> Vec<Rule> {
     let mut any: BTreeSet<Key> = BTreeSet::new();
     let mut prefixes: BTreeMap<Key, Vec<IpNet>> = BTreeMap::new();
     let mut groups: BTreeSet<(Key, String)> = BTreeSet::new();
@@ -602,90 +650,70 @@ fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
         }
     }
     let dir = rules.first().map(|r| r.direction);
-    let addr = if dir == Some(RuleDirection::Egress) {
-        "daddr"
-    } else {
-        "saddr"
+    // Egress rules name where packets go, ingress where they come from.
+    let src = dir != Some(RuleDirection::Egress);
+    let with = |key: &Key, remote: Match| {
+        let mut m = matches(key);
+        m.push(remote);
+        Rule::new(m, Verdict::Accept)
     };
     let mut out = vec![];
     for key in &any {
-        out.push(format!("{} accept", matches(key)));
+        out.push(Rule::new(matches(key), Verdict::Accept));
     }
     for (key, nets) in &prefixes {
         if any.contains(key) {
             continue;
         }
         let nets = IpNet::aggregate(nets);
-        let l3 = if key.0 == RuleEthertype::IPv6 {
-            "ip6"
-        } else {
-            "ip"
+        let v6 = key.0 == RuleEthertype::IPv6;
+        let remote = match nets.as_slice() {
+            [net] => Match::Prefix { src, net: *net },
+            _ => Match::AnyOf { src, v6, nets },
         };
-        let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        let remote = if list.len() == 1 {
-            list.join("")
-        } else {
-            format!("{{ {} }}", list.join(", "))
-        };
-        out.push(format!("{} {l3} {addr} {remote} accept", matches(key)));
+        out.push(with(key, remote));
     }
     for (key, g) in &groups {
         if any.contains(key) {
             continue;
         }
         let v6 = key.0 == RuleEthertype::IPv6;
-        let l3 = if v6 { "ip6" } else { "ip" };
-        out.push(format!(
-            "{} {l3} {addr} @{} accept",
-            matches(key),
-            remote_set(g, v6)
-        ));
+        let set = remote_set(g, v6);
+        out.push(with(key, Match::InSet { src, v6, set }));
     }
     for (key, g) in &address_groups {
         if any.contains(key) {
             continue;
         }
         let v6 = key.0 == RuleEthertype::IPv6;
-        let l3 = if v6 { "ip6" } else { "ip" };
-        out.push(format!(
-            "{} {l3} {addr} @{} accept",
-            matches(key),
-            address_group_set(g, v6)
-        ));
+        let set = address_group_set(g, v6);
+        out.push(with(key, Match::InSet { src, v6, set }));
     }
     out
 }
 
 /// The match part of a rule: family, protocol, ports, ICMP type/code.
-fn matches(key: &Key) -> String {
+fn matches(key: &Key) -> Vec<Match> {
     let (eth, proto, ports, icmp) = *key;
     let v6 = eth == RuleEthertype::IPv6;
-    let mut s = String::from(if v6 {
-        "meta nfproto ipv6"
-    } else {
-        "meta nfproto ipv4"
-    });
+    let mut m = vec![Match::NfProto { v6 }];
     // ICMP named on an IPv6 rule means ICMPv6.
     let proto = match proto {
         Some(1) if v6 => Some(58),
         p => p,
     };
     if let Some(p) = proto {
-        let _ = write!(s, " meta l4proto {p}");
+        m.push(Match::L4Proto(p));
         if let Some((lo, hi)) = ports.filter(|_| PORT_PROTOCOLS.contains(&p)) {
-            if lo == hi {
-                let _ = write!(s, " th dport {lo}");
-            } else {
-                let _ = write!(s, " th dport {lo}-{hi}");
-            }
+            m.push(Match::ThDport(lo, hi));
         }
         if let Some((ty, code)) = icmp.filter(|_| p == 1 || p == 58) {
-            let icmp = if p == 58 { "icmpv6" } else { "icmp" };
-            let _ = write!(s, " {icmp} type {ty}");
-            if let Some(c) = code {
-                let _ = write!(s, " {icmp} code {c}");
-            }
+            m.push(Match::Icmp {
+                v6: p == 58,
+                ty,
+                code,
+            });
         }
     }
-    s
+    m
 }
