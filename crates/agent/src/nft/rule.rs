@@ -6,7 +6,7 @@
 //! expressions, so a change naming it must go by `nft -f`.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use netlink_packet_core::{DefaultNla, NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage};
@@ -45,6 +45,13 @@ pub enum Match {
     EtherSaddr([u8; 6]),
     /// `ip|ip6 saddr|daddr ADDR`, one address written bare.
     Host { src: bool, addr: IpAddr },
+    /// `arp saddr ether MAC arp saddr ip ADDR[/LEN]` (right after `ether
+    /// saddr`: nft merges the two loads each pair makes).
+    Arp {
+        sha: [u8; 6],
+        spa: Ipv4Addr,
+        len: Option<u8>,
+    },
     /// `ip|ip6 saddr|daddr PREFIX`, written with its length.
     Prefix { src: bool, net: IpNet },
     /// `ip|ip6 saddr|daddr @SET`: a lookup in a named set.
@@ -73,6 +80,8 @@ pub enum Rule {
         matches: Vec<Match>,
         verdict: Verdict,
     },
+    /// `meta mark set meta mark | BITS`.
+    MarkOr(u32),
     Text(String),
 }
 
@@ -95,6 +104,13 @@ fn dir(src: bool) -> &'static str {
     if src { "saddr" } else { "daddr" }
 }
 
+fn mac(b: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4], b[5]
+    )
+}
+
 impl fmt::Display for Match {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -115,11 +131,14 @@ impl fmt::Display for Match {
             Match::UdpPorts { sport, dport } => write!(f, "udp sport {sport} udp dport {dport}"),
             Match::Ct(CtState::EstablishedRelated) => f.write_str("ct state established,related"),
             Match::Ct(CtState::Invalid) => f.write_str("ct state invalid"),
-            Match::EtherSaddr(b) => write!(
-                f,
-                "ether saddr {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                b[0], b[1], b[2], b[3], b[4], b[5]
-            ),
+            Match::EtherSaddr(b) => write!(f, "ether saddr {}", mac(b)),
+            Match::Arp { sha, spa, len } => {
+                write!(f, "arp saddr ether {} arp saddr ip {spa}", mac(sha))?;
+                match len {
+                    Some(l) => write!(f, "/{l}"),
+                    None => Ok(()),
+                }
+            }
             Match::Host { src, addr } => write!(f, "{} {} {addr}", l3(addr.is_ipv6()), dir(*src)),
             Match::Prefix { src, net } => {
                 write!(f, "{} {} {net}", l3(matches!(net, IpNet::V6(_))), dir(*src))
@@ -148,6 +167,7 @@ impl fmt::Display for Rule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Rule::Text(t) => f.write_str(t),
+            Rule::MarkOr(bits) => write!(f, "meta mark set meta mark | {bits:#010x}"),
             Rule::Typed { matches, verdict } => {
                 for m in matches {
                     write!(f, "{m} ")?;
@@ -173,6 +193,9 @@ const CT_ESTABLISHED_RELATED: u32 = 2 | 4;
 /// `NFPROTO_IPV4`, `NFPROTO_IPV6`.
 const NFPROTO_IPV4: u8 = 2;
 const NFPROTO_IPV6: u8 = 10;
+const ETHERTYPE_ARP: u16 = 0x0806;
+/// `NFT_BITWISE_BOOL`: mask and xor.
+const BITWISE_BOOL: u32 = 0;
 /// `NF_ACCEPT`, `NF_DROP`.
 const NF_ACCEPT: u32 = 1;
 const NF_DROP: u32 = 0;
@@ -221,6 +244,26 @@ fn bitwise(mask: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
     ]))
 }
 
+/// `meta mark set meta mark | bits`: the mark (host order) kept where
+/// `bits` is clear, then `bits` set.
+fn mark_or(bits: u32) -> Vec<ListAttribute<ExpressionAttribute>> {
+    vec![
+        meta_load(MetaKey::Mark),
+        expr(Expressions::Bitwise(vec![
+            Bitwise::SourceRegister(Register::Reg1),
+            Bitwise::DestinationRegister(Register::Reg1),
+            Bitwise::Op(BITWISE_BOOL),
+            Bitwise::Length(4),
+            Bitwise::Mask(DataAttribute::Value((!bits).to_ne_bytes().to_vec())),
+            Bitwise::Xor(DataAttribute::Value(bits.to_ne_bytes().to_vec())),
+        ])),
+        expr(Expressions::Meta(vec![
+            Meta::Key(MetaKey::Mark),
+            Meta::SourceRegister(Register::Reg1),
+        ])),
+    ]
+}
+
 fn octets(addr: IpAddr) -> Vec<u8> {
     match addr {
         IpAddr::V4(a) => a.octets().to_vec(),
@@ -247,10 +290,15 @@ impl Rule {
         family: Family,
     ) -> Result<Vec<ListAttribute<ExpressionAttribute>>, Unencodable> {
         let unencodable = || Unencodable(self.to_string());
-        let Rule::Typed { matches, verdict } = self else {
-            return Err(unencodable());
+        let (matches, verdict) = match self {
+            Rule::Typed { matches, verdict } => (matches, verdict),
+            Rule::MarkOr(bits) => return Ok(mark_or(*bits)),
+            Rule::Text(_) => return Err(unencodable()),
         };
         let mut out = vec![];
+        // The MAC of an `ether saddr` just written (ARP merges with it).
+        let mut ether: Option<[u8; 6]> = None;
+        let mut arp = false;
         // What earlier matches established, as nft's dependency tracking
         // has it: a match needing a protocol it does not know gets nft's
         // implicit check first (only the ones vnet's rules need).
@@ -279,6 +327,11 @@ impl Rule {
             }
         };
         for m in matches {
+            let after_ether = ether.take();
+            if arp {
+                // Nothing vnet writes follows an ARP match.
+                return Err(unencodable());
+            }
             match m {
                 Match::NfProto { v6 } => {
                     if family != Family::Inet || l3.is_some() {
@@ -359,6 +412,28 @@ impl Rule {
                     }
                     out.push(payload_load(PAYLOAD_LINK, 6, 6));
                     out.push(cmp(Operator::Equal, mac.to_vec()));
+                    ether = Some(*mac);
+                }
+                Match::Arp { sha, spa, len } => {
+                    let Some(src_mac) = after_ether.filter(|_| l3.is_none()) else {
+                        return Err(unencodable());
+                    };
+                    if !matches!(len, None | Some(32)) {
+                        return Err(unencodable());
+                    }
+                    // nft's dependency (`ether type arp`) follows the source
+                    // MAC in the frame: one load of both; so are the ARP
+                    // sender's MAC and address.
+                    out.truncate(out.len() - 2);
+                    out.push(payload_load(PAYLOAD_LINK, 6, 8));
+                    let mut v = src_mac.to_vec();
+                    v.extend(ETHERTYPE_ARP.to_be_bytes());
+                    out.push(cmp(Operator::Equal, v));
+                    out.push(payload_load(PAYLOAD_NETWORK, 8, 10));
+                    let mut v = sha.to_vec();
+                    v.extend(spa.octets());
+                    out.push(cmp(Operator::Equal, v));
+                    arp = true;
                 }
                 Match::Host { src, addr } => {
                     let v6 = addr.is_ipv6();

@@ -313,9 +313,8 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 to_chain(dev),
                 Chain::new(
                     None,
-                    vec![Rule::Text(format!(
-                        "meta mark set meta mark | {:#010x}",
-                        index.get(dev).copied().unwrap_or(0)
+                    vec![Rule::MarkOr(u32::from(
+                        index.get(dev).copied().unwrap_or(0),
                     ))],
                 ),
             );
@@ -527,9 +526,17 @@ fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
             ],
             Verdict::Return,
         ));
-        rules.push(Rule::Text(format!(
-            "ether saddr {mac} arp saddr ether {mac} arp saddr ip 0.0.0.0 return"
-        )));
+        rules.push(Rule::new(
+            vec![
+                ether(mac),
+                Match::Arp {
+                    sha: mac.0,
+                    spa: Ipv4Addr::UNSPECIFIED,
+                    len: None,
+                },
+            ],
+            Verdict::Return,
+        ));
     }
     for (mac, ip) in &sources {
         rules.push(Rule::new(
@@ -542,10 +549,18 @@ fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
             ],
             Verdict::Return,
         ));
-        if let IpNet::V4(_) = ip {
-            rules.push(Rule::Text(format!(
-                "ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} return"
-            )));
+        if let IpNet::V4(net) = ip {
+            rules.push(Rule::new(
+                vec![
+                    ether(mac),
+                    Match::Arp {
+                        sha: mac.0,
+                        spa: net.addr(),
+                        len: Some(net.prefix_len()),
+                    },
+                ],
+                Verdict::Return,
+            ));
         }
     }
     if sources.iter().any(|(_, ip)| matches!(ip, IpNet::V6(_))) {

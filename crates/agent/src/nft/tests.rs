@@ -537,18 +537,18 @@ fn an_address_added_to_a_group_changes_one_element_and_no_rule() {
 
 #[test]
 fn typed_rules_render_the_chains_text_and_port_and_group_rules_encode() {
-    let rs = desired(&with_address_group(&["192.0.2.0/24"]), &NftConfig::default());
+    let rs = desired(
+        &with_address_group(&["192.0.2.0/24"]),
+        &NftConfig::default(),
+    );
     for (family, t) in [(Family::Bridge, &rs.bridge), (Family::Inet, &rs.inet)] {
         for (name, c) in &t.chains {
             let text: Vec<String> = c.typed.iter().map(ToString::to_string).collect();
             assert_eq!(text, c.rules, "{name}");
             for (rule, text) in c.typed.iter().zip(&c.rules) {
-                // Not typed yet: the base chains' maps, ARP, ICMPv6 type
-                // lists (anonymous sets) and the mark of a port's chain.
-                let untyped = c.hook.is_some()
-                    || text.contains("arp ")
-                    || text.contains("icmpv6 type {")
-                    || name.starts_with("t_");
+                // Not typed yet: the base chains' maps and ICMPv6 type
+                // lists (anonymous sets).
+                let untyped = c.hook.is_some() || text.contains("icmpv6 type {");
                 assert_eq!(
                     rule.expressions(family).is_ok(),
                     !untyped,
