@@ -9,8 +9,10 @@ mod linux_common;
 
 use std::collections::BTreeSet;
 
-use agent::nft::netlink::{BatchError, SetDelta, element_messages, send_batch};
-use agent::nft::rule::add_rule_message;
+use agent::nft::netlink::{
+    BatchError, SetDelta, element_messages, send_batch, transaction_messages,
+};
+use agent::nft::rule::add_rule_messages;
 use agent::nft::{Family, NftConfig, NftReconciler};
 use compiler::protocol::{
     AllowedSource, HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
@@ -276,16 +278,16 @@ fn typed_rules_sent_over_netlink_list_as_nfts() {
     by_netlink
         .sh(&format!("nft -f - <<'EOF'\n{}EOF", skeleton.script))
         .unwrap();
-    let (mut typed, mut text) = (0, 0);
+    let (mut typed, mut text, mut set_ids) = (0, 0, 0);
     for family in [Family::Bridge, Family::Inet] {
         for (name, chain) in &want.table(family).chains {
             let mut batch = vec![];
             for rule in &chain.typed {
                 let tag = agent::nft::rule_tag(&rule.to_string());
-                match add_rule_message(family, name, rule, &tag) {
+                match add_rule_messages(family, name, rule, &tag, &mut set_ids) {
                     Ok(m) => {
                         typed += 1;
-                        batch.push(m);
+                        batch.extend(m);
                     }
                     Err(_) => {
                         text += 1;
@@ -312,7 +314,8 @@ fn typed_rules_sent_over_netlink_list_as_nfts() {
             by_netlink.run(|| send_batch(&batch)).unwrap();
         }
     }
-    assert!(typed > 30 && text > 5, "typed {typed}, text {text}");
+    // Text: the base chains' maps and the prefix list.
+    assert!(typed > 30 && text >= 5, "typed {typed}, text {text}");
     assert_eq!(ruleset(&by_nft), ruleset(&by_netlink));
     // nft reads the comments back as the tags `plan` compares: a restart
     // plans nothing.
@@ -322,4 +325,100 @@ fn typed_rules_sent_over_netlink_list_as_nfts() {
             .unwrap()
     });
     assert!(r.unchanged(), "{r:#?}");
+}
+
+#[test]
+fn rule_chain_and_set_changes_in_process_leave_the_ruleset_nft_leaves() {
+    let by_nft = Netns::new("nfr").unwrap();
+    let in_process = Netns::new("nfr").unwrap();
+    let old = NftReconciler::new(NftConfig::default()).by_process(true);
+    let new = NftReconciler::new(NftConfig::default()).by_process(false);
+    // Without the list of prefixes (an anonymous set, not typed yet).
+    let mut base = rich_state();
+    if let Some(g) = base.security_groups.get_mut("web") {
+        g.rules.retain(
+            |r| !matches!(&r.remote, RuleRemote::Prefix(p) if p.to_string() == "172.16.0.0/12"),
+        );
+    }
+    let with = |f: &dyn Fn(&mut HostState)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    let ssh = RuleSpec {
+        id: "ssh".into(),
+        direction: RuleDirection::Ingress,
+        ethertype: RuleEthertype::IPv6,
+        protocol: Some(6),
+        ports: Some((22, 22)),
+        icmp: None,
+        remote: RuleRemote::Prefix("2001:db8:5::/48".parse().unwrap()),
+    };
+    let groups = |port: &'static str, groups: &'static [&'static str]| {
+        move |s: &mut HostState| {
+            if let Some(p) = s.port_security.get_mut(port) {
+                p.security_groups = groups.iter().map(|g| g.to_string()).collect();
+            }
+        }
+    };
+    // (state, whether the in-process path sends it without a process)
+    let steps: Vec<(HostState, bool)> = vec![
+        // Tables and base chains: by nft on both paths.
+        (base.clone(), false),
+        // A rule added to a group: its chains rewritten.
+        (
+            with(&|s| {
+                if let Some(g) = s.security_groups.get_mut("web") {
+                    g.rules.push(ssh.clone());
+                }
+            }),
+            true,
+        ),
+        // And removed again.
+        (base.clone(), true),
+        // A port gains a group: its chains rewritten, the group's chains
+        // and member sets made.
+        (with(&groups("pa", &["client", "web"])), true),
+        // A group's last port leaves it: its chains and sets deleted.
+        (with(&groups("pb", &["client"])), true),
+        (base.clone(), true),
+        // A port added: the base chains' maps change (not typed yet).
+        (
+            with(&|s| {
+                if let Some(n) = s.networks.get_mut("n") {
+                    n.local_ports
+                        .insert("pc".into(), local("tapc", "fa:16:3e:00:60:0c", "10.0.0.12"));
+                }
+                s.port_security.insert(
+                    "pc".into(),
+                    PortSecuritySpec {
+                        enabled: true,
+                        security_groups: vec!["web".into()],
+                        allowed_sources: vec![AllowedSource {
+                            mac: mac("fa:16:3e:00:60:0c"),
+                            ip: "10.0.0.12/32".parse().unwrap(),
+                        }],
+                    },
+                );
+            }),
+            false,
+        ),
+        (base.clone(), false),
+    ];
+    for (i, (s, process_free)) in steps.iter().enumerate() {
+        let a = by_nft.run(|| old.reconcile_cached(s).unwrap());
+        let b = in_process.run(|| new.reconcile_cached(s).unwrap());
+        assert_eq!(a.transaction, b.transaction, "step {i}: the same plan");
+        assert!(!b.transaction.is_empty(), "step {i}: something to do");
+        assert_eq!(
+            transaction_messages(&b.transaction).is_ok(),
+            *process_free,
+            "step {i}: {:#?}",
+            b.transaction.ops
+        );
+        assert_eq!(ruleset(&by_nft), ruleset(&in_process), "step {i}");
+        let restarted = NftReconciler::new(NftConfig::default());
+        let r = in_process.run(|| restarted.reconcile(s).unwrap());
+        assert!(r.unchanged(), "step {i}: {r:#?}");
+    }
 }

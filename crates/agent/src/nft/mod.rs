@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 
 use compiler::protocol::HostState;
 
-pub use plan::{ObservedNft, ObservedTable, Transaction, parse_table, plan, rule_tag};
+pub use plan::{ObservedNft, ObservedTable, Op, Transaction, parse_table, plan, rule_tag};
 pub use ruleset::{Family, NftConfig, Ruleset, TABLE, desired};
 
 /// What stopped a reconcile.
@@ -228,18 +228,18 @@ impl NftReconciler {
         self.run(transaction)
     }
 
-    /// Element-only transactions as one netlink batch; any other by `nft -f`
-    /// (one process), each one transaction.
+    /// A transaction as one netlink batch when every step of it has an
+    /// encoding; any other by `nft -f` (one process); each one transaction.
     fn run(&self, transaction: &Transaction) -> Result<(), NftError> {
         if transaction.is_empty() {
-            Ok(())
-        } else if self.in_process && transaction.elements_only() {
-            Ok(netlink::send_batch(&netlink::element_messages(
-                &transaction.set_deltas,
-            ))?)
-        } else {
-            run_script(&transaction.script)
+            return Ok(());
         }
+        if self.in_process
+            && let Ok(messages) = netlink::transaction_messages(transaction)
+        {
+            return Ok(netlink::send_batch(&messages)?);
+        }
+        run_script(&transaction.script)
     }
 
     /// Deletes vnet's tables (for uninstalling; never done by reconcile).

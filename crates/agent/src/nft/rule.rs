@@ -13,7 +13,8 @@ use netlink_packet_core::{DefaultNla, NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage
 use netlink_packet_netfilter::nftables::{
     Bitwise, Cmp, DataAttribute, ExpressionAttribute, Expressions, Immediate, ListAttribute,
     Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
-    RuleMessage, Verdict as NlVerdict, VerdictAttribute,
+    RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementList,
+    SetElementMessage, SetFlags, SetMessage, Verdict as NlVerdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
@@ -56,6 +57,9 @@ pub enum Match {
     Prefix { src: bool, net: IpNet },
     /// `ip|ip6 saddr|daddr @SET`: a lookup in a named set.
     InSet { src: bool, v6: bool, set: String },
+    /// `icmpv6 type { T, U, … }`: a lookup in an anonymous set made with
+    /// the rule.
+    Icmpv6TypeIn(Vec<u8>),
     /// `ip|ip6 saddr|daddr { P, Q, … }`: an anonymous set (text only yet).
     AnyOf {
         src: bool,
@@ -144,6 +148,10 @@ impl fmt::Display for Match {
                 write!(f, "{} {} {net}", l3(matches!(net, IpNet::V6(_))), dir(*src))
             }
             Match::InSet { src, v6, set } => write!(f, "{} {} @{set}", l3(*v6), dir(*src)),
+            Match::Icmpv6TypeIn(types) => {
+                let list: Vec<String> = types.iter().map(ToString::to_string).collect();
+                write!(f, "icmpv6 type {{ {} }}", list.join(", "))
+            }
             Match::AnyOf { src, v6, nets } => {
                 let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
                 write!(f, "{} {} {{ {} }}", l3(*v6), dir(*src), list.join(", "))
@@ -282,17 +290,102 @@ fn addr_field(v6: bool, src: bool) -> (u32, u32) {
     }
 }
 
+/// An anonymous constant set a rule looks up in, sent just before it in
+/// the same batch and named there by its id (the kernel names it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AnonSet {
+    pub id: u32,
+    key_type: u32,
+    key_len: u32,
+    user_data: &'static [u8],
+    keys: Vec<Vec<u8>>,
+}
+
+/// The name nft gives a new anonymous set (the kernel fills in the number).
+const ANON_SET: &str = "__set%d";
+/// nft's data type of ICMPv6 types (`TYPE_ICMPV6_TYPE`).
+const TYPE_ICMPV6_TYPE: u32 = 29;
+/// The user data nft writes for a set keyed by `icmpv6 type`: key byte
+/// order (big endian) and the key's `typeof` expression (the payload field
+/// icmpv6 type), which `nft list` reads to print the elements.
+const UDATA_ICMPV6_TYPE: [u8; 28] = [
+    0x00, 0x04, 0x02, 0x00, 0x00, 0x00, 0x03, 0x14, 0x00, 0x04, 0x07, 0x00, 0x00, 0x00, 0x01, 0x0c,
+    0x00, 0x04, 0x0e, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x00, 0x00, 0x00,
+];
+
+impl AnonSet {
+    fn messages(&self, family: Family) -> [NetlinkMessage<NetfilterMessage>; 2] {
+        let set = NfTablesMessage::NewSet(SetMessage {
+            attributes: vec![
+                SetAttribute::Table(TABLE.to_string()),
+                SetAttribute::Name(ANON_SET.to_string()),
+                SetAttribute::Flags(SetFlags::Anonymous | SetFlags::Constant),
+                SetAttribute::KeyType(self.key_type),
+                SetAttribute::KeyLen(self.key_len),
+                SetAttribute::Id(self.id),
+                SetAttribute::Description(vec![SetDescription::Size(self.keys.len() as u32)]),
+                SetAttribute::UserData(self.user_data.to_vec()),
+            ],
+        });
+        let elements = NfTablesMessage::NewSetElement(SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(TABLE.to_string()),
+                SetElementList::Set(ANON_SET.to_string()),
+                SetElementList::SetId(self.id),
+                SetElementList::Elements(
+                    self.keys
+                        .iter()
+                        .map(|k| {
+                            ListAttribute::Element(vec![SetElementAttribute::Key(
+                                DataAttribute::Value(k.clone()),
+                            )])
+                        })
+                        .collect(),
+                ),
+            ],
+        });
+        [
+            message(family, set, NLM_F_CREATE),
+            message(family, elements, NLM_F_CREATE),
+        ]
+    }
+}
+
+fn message(family: Family, inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
+    let proto = match family {
+        Family::Bridge => NetfilterProtoFamily::Bridge,
+        Family::Inet => NetfilterProtoFamily::Inet,
+    };
+    let mut m = NetlinkMessage::from(NetfilterMessage::new(
+        NetfilterHeader::new(proto, 0, 0),
+        inner,
+    ));
+    m.header.flags = netlink_packet_core::NLM_F_REQUEST | flags;
+    m
+}
+
 impl Rule {
     /// The rule's expressions as nft 1.0.6 sends them for its text, in a
-    /// table of `family`.
+    /// table of `family` (anonymous sets numbered from 1, not returned).
     pub fn expressions(
         &self,
         family: Family,
     ) -> Result<Vec<ListAttribute<ExpressionAttribute>>, Unencodable> {
+        self.encode(family, &mut 0).map(|(_, e)| e)
+    }
+
+    /// The rule's expressions and the anonymous sets they look up in
+    /// (ids after `last_set_id`, which is advanced).
+    pub fn encode(
+        &self,
+        family: Family,
+        last_set_id: &mut u32,
+    ) -> Result<(Vec<AnonSet>, Vec<ListAttribute<ExpressionAttribute>>), Unencodable> {
         let unencodable = || Unencodable(self.to_string());
+        let mut sets = vec![];
         let (matches, verdict) = match self {
             Rule::Typed { matches, verdict } => (matches, verdict),
-            Rule::MarkOr(bits) => return Ok(mark_or(*bits)),
+            Rule::MarkOr(bits) => return Ok((vec![], mark_or(*bits))),
             Rule::Text(_) => return Err(unencodable()),
         };
         let mut out = vec![];
@@ -474,6 +567,36 @@ impl Rule {
                         Lookup::Set(set.clone()),
                     ])));
                 }
+                Match::Icmpv6TypeIn(types) => {
+                    match l4 {
+                        Some(58) => {}
+                        Some(_) => return Err(unencodable()),
+                        None => {
+                            if l3.is_none() && family == Family::Bridge {
+                                return Err(unencodable());
+                            }
+                            need_l3(&mut out, &mut l3, true).map_err(|()| unencodable())?;
+                            out.push(meta_load(MetaKey::L4Proto));
+                            out.push(cmp(Operator::Equal, vec![58]));
+                            l4 = Some(58);
+                        }
+                    }
+                    *last_set_id += 1;
+                    let id = *last_set_id;
+                    sets.push(AnonSet {
+                        id,
+                        key_type: TYPE_ICMPV6_TYPE,
+                        key_len: 1,
+                        user_data: &UDATA_ICMPV6_TYPE,
+                        keys: types.iter().map(|t| vec![*t]).collect(),
+                    });
+                    out.push(payload_load(PAYLOAD_TRANSPORT, 0, 1));
+                    out.push(expr(Expressions::Lookup(vec![
+                        Lookup::SourceRegister(Register::Reg1),
+                        Lookup::Set(ANON_SET.to_string()),
+                        Lookup::SetId(id),
+                    ])));
+                }
                 Match::AnyOf { .. } => return Err(unencodable()),
             }
         }
@@ -490,7 +613,7 @@ impl Rule {
             Immediate::DestinationRegister(Register::Verdict),
             Immediate::Data(DataAttribute::Verdict(data)),
         ])));
-        Ok(out)
+        Ok((sets, out))
     }
 }
 
@@ -503,21 +626,20 @@ pub fn comment_userdata(comment: &str) -> Vec<u8> {
     out
 }
 
-/// `add rule FAMILY vnet CHAIN RULE comment "TAG"` as one message (appended
-/// at the chain's end, as nft does).
-pub fn add_rule_message(
+/// `add rule FAMILY vnet CHAIN RULE comment "TAG"`: the anonymous sets it
+/// looks up in (ids after `last_set_id`), then the rule, appended at the
+/// chain's end, as nft sends them.
+pub fn add_rule_messages(
     family: Family,
     chain: &str,
     rule: &Rule,
     tag: &str,
-) -> Result<NetlinkMessage<NetfilterMessage>, Unencodable> {
-    let expressions = rule.expressions(family)?;
-    let proto = match family {
-        Family::Bridge => NetfilterProtoFamily::Bridge,
-        Family::Inet => NetfilterProtoFamily::Inet,
-    };
-    let mut m = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(proto, 0, 0),
+    last_set_id: &mut u32,
+) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, Unencodable> {
+    let (sets, expressions) = rule.encode(family, last_set_id)?;
+    let mut out: Vec<_> = sets.iter().flat_map(|s| s.messages(family)).collect();
+    out.push(message(
+        family,
         NfTablesMessage::NewRule(RuleMessage {
             attributes: vec![
                 RuleAttribute::Table(TABLE.to_string()),
@@ -526,9 +648,9 @@ pub fn add_rule_message(
                 RuleAttribute::UserData(comment_userdata(tag)),
             ],
         }),
+        NLM_F_CREATE | NLM_F_APPEND,
     ));
-    m.header.flags = netlink_packet_core::NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND;
-    Ok(m)
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -575,9 +575,14 @@ fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
                 ],
                 Verdict::Return,
             ));
-            rules.push(Rule::Text(format!(
-                "ether saddr {mac} ip6 saddr :: icmpv6 type {{ 135, 143 }} return"
-            )));
+            rules.push(Rule::new(
+                vec![
+                    ether(mac),
+                    host(true, Ipv6Addr::UNSPECIFIED.into()),
+                    Match::Icmpv6TypeIn(vec![135, 143]),
+                ],
+                Verdict::Return,
+            ));
         }
     }
     rules.push(Rule::new(vec![], Verdict::Drop));
@@ -610,15 +615,17 @@ fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<Rule> 
         RuleDirection::Egress => {
             rules.push(dhcp(false, 68, 67));
             rules.push(dhcp(true, 546, 547));
-            rules.push(Rule::Text(
-                "icmpv6 type { 131, 133, 135, 136, 143 } accept".into(),
+            rules.push(Rule::new(
+                vec![Match::Icmpv6TypeIn(vec![131, 133, 135, 136, 143])],
+                Verdict::Accept,
             ));
         }
         RuleDirection::Ingress => {
             rules.push(dhcp(false, 67, 68));
             rules.push(dhcp(true, 547, 546));
-            rules.push(Rule::Text(
-                "icmpv6 type { 130, 134, 135, 136 } accept".into(),
+            rules.push(Rule::new(
+                vec![Match::Icmpv6TypeIn(vec![130, 134, 135, 136])],
+                Verdict::Accept,
             ));
         }
     }
