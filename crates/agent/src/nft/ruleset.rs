@@ -224,7 +224,12 @@ pub fn address_group_set(address_group: &str, v6: bool) -> String {
 
 /// A port's local device name as an nft string (quoted).
 fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace(['"', '\\'], "_"))
+    format!("\"{}\"", nft_string(s))
+}
+
+/// A device name as the inside of an nft string.
+fn nft_string(s: &str) -> String {
+    s.replace(['"', '\\'], "_")
 }
 
 /// IANA numbers of the protocols whose rules name ports (`th dport`).
@@ -279,33 +284,29 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         vec![],
     );
     if !secured.is_empty() {
-        let spoof: Vec<String> = secured
-            .keys()
-            .map(|d| format!("{} : jump {}", q(d), spoof_chain(d)))
-            .collect();
-        pre.push(Rule::Text(format!(
-            "iifname vmap {{ {} }}",
-            spoof.join(", ")
-        )));
+        pre.push(Rule::IfnameVmap {
+            out: false,
+            entries: secured
+                .keys()
+                .map(|d| (nft_string(d), spoof_chain(d)))
+                .collect(),
+        });
         // Every device of vnet's bridges is in the map (0: not filtered),
         // so the mark of a frame from any of them is set (never stale), and
         // frames of other bridges keep theirs.
-        let from: Vec<String> = devices
-            .iter()
-            .map(|d| {
-                let i = index.get(d).copied().unwrap_or(0);
-                format!("{} : {:#010x}", q(d), u32::from(i) << 16)
-            })
-            .collect();
-        fwd.push(Rule::Text(format!(
-            "meta mark set iifname map {{ {} }}",
-            from.join(", ")
-        )));
-        let to: Vec<String> = index
-            .keys()
-            .map(|d| format!("{} : jump {}", q(d), to_chain(d)))
-            .collect();
-        fwd.push(Rule::Text(format!("oifname vmap {{ {} }}", to.join(", "))));
+        fwd.push(Rule::MarkFromIfname(
+            devices
+                .iter()
+                .map(|d| {
+                    let i = index.get(d).copied().unwrap_or(0);
+                    (nft_string(d), u32::from(i) << 16)
+                })
+                .collect(),
+        ));
+        fwd.push(Rule::IfnameVmap {
+            out: true,
+            entries: index.keys().map(|d| (nft_string(d), to_chain(d))).collect(),
+        });
         for (dev, (_, spec)) in &secured {
             b.chains
                 .insert(spoof_chain(dev), Chain::new(None, spoof_rules(spec)));
@@ -370,36 +371,22 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         vec![],
     );
     if !index.is_empty() {
-        let e: Vec<String> = index
-            .iter()
-            .map(|(d, i)| {
-                format!(
-                    "{:#010x} : jump {}",
-                    u32::from(*i) << 16,
-                    port_chain(d, RuleDirection::Egress)
-                )
-            })
-            .collect();
-        egress.push(Rule::Text(format!(
-            "iifname \"{}*\" meta mark & {MARK_FROM:#010x} vmap {{ {} }}",
-            crate::linux::BRIDGE_PREFIX,
-            e.join(", ")
-        )));
-        let i: Vec<String> = index
-            .iter()
-            .map(|(d, i)| {
-                format!(
-                    "{:#010x} : jump {}",
-                    i,
-                    port_chain(d, RuleDirection::Ingress)
-                )
-            })
-            .collect();
-        ingress.push(Rule::Text(format!(
-            "iifname \"{}*\" meta mark & {MARK_TO:#010x} vmap {{ {} }}",
-            crate::linux::BRIDGE_PREFIX,
-            i.join(", ")
-        )));
+        egress.push(Rule::MarkVmap {
+            iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
+            mask: MARK_FROM,
+            entries: index
+                .iter()
+                .map(|(d, i)| (u32::from(*i) << 16, port_chain(d, RuleDirection::Egress)))
+                .collect(),
+        });
+        ingress.push(Rule::MarkVmap {
+            iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
+            mask: MARK_TO,
+            entries: index
+                .iter()
+                .map(|(d, i)| (u32::from(*i), port_chain(d, RuleDirection::Ingress)))
+                .collect(),
+        });
     }
     t.chains.insert("egress".into(), egress);
     t.chains.insert("ingress".into(), ingress);
