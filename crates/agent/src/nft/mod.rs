@@ -2,9 +2,13 @@
 //! host's local ports. From a [`HostState`] [`desired`] builds the ruleset
 //! (pure), [`plan`] diffs it against what vnet's two tables hold (pure) into
 //! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
-//! runs it: a transaction that only changes set elements (a member joining
-//! or leaving a group) as one nf_tables netlink batch sent in-process
-//! ([`netlink`]), any other as one `nft -f -` process. Nothing is flushed
+//! runs it as one nf_tables netlink batch sent in-process ([`netlink`];
+//! every rule a typed [`rule::Rule`] with nft's expressions): set elements,
+//! chains, rules, sets, the base chains' dispatch maps. Only a transaction
+//! with a step not encoded yet goes as one `nft -f -` process: tables or
+//! base chains created (a first start), the raw chain's rules (a network's
+//! conntrack zone added or gone), a rule naming a list of prefixes.
+//! Nothing is flushed
 //! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and
 //! conntrack is never flushed, so connections the new rules still allow

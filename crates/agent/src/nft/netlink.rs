@@ -1,8 +1,9 @@
-//! nf_tables changes sent in-process: owns the encoding of vnet's set-element
-//! changes as nf_tables netlink messages (rust-netlink's
+//! nf_tables changes sent in-process: owns the encoding of a planned
+//! transaction (its set-element changes here, its chain, set and rule steps
+//! with [`super::rule`]) as nf_tables netlink messages (rust-netlink's
 //! `netlink-packet-netfilter`) and the one batch exchange with the kernel.
-//! It never reads a set before changing it: what a set holds comes from the
-//! caller's view.
+//! It never reads a set or a chain before changing it: what they hold comes
+//! from the caller's view.
 //!
 //! A batch is one nf_tables transaction: the kernel applies every message or
 //! none. Each message asks for an acknowledgement, so the exchange ends when
