@@ -94,6 +94,13 @@ pub enum Rule {
     },
     /// `meta mark set iifname map { "DEV" : MARK, … }`.
     MarkFromIfname(Vec<(String, u32)>),
+    /// `ct zone set iifname map { "DEV" : ZONE, … }`.
+    ZoneFromIfname(Vec<(String, u16)>),
+    /// `iifname != "PREFIX*" udp dport PORT notrack`.
+    NoTrackUdp {
+        not_iif_prefix: String,
+        dport: u16,
+    },
     /// `iifname "PREFIX*" meta mark & MASK vmap { KEY : jump CHAIN, … }`.
     MarkVmap {
         iif_prefix: String,
@@ -205,6 +212,20 @@ impl fmt::Display for Rule {
                     .collect();
                 write!(f, "meta mark set iifname map {{ {} }}", list.join(", "))
             }
+            Rule::ZoneFromIfname(entries) => {
+                let list: Vec<String> = entries
+                    .iter()
+                    .map(|(dev, zone)| format!("\"{dev}\" : {zone}"))
+                    .collect();
+                write!(f, "ct zone set iifname map {{ {} }}", list.join(", "))
+            }
+            Rule::NoTrackUdp {
+                not_iif_prefix,
+                dport,
+            } => write!(
+                f,
+                "iifname != \"{not_iif_prefix}*\" udp dport {dport} notrack"
+            ),
             Rule::MarkVmap {
                 iif_prefix,
                 mask,
@@ -382,6 +403,36 @@ impl Rule {
                     ],
                 )
             }
+            Rule::ZoneFromIfname(entries) => {
+                let elements = entries
+                    .iter()
+                    .map(|(dev, zone)| {
+                        let data = DataAttribute::Value(zone.to_ne_bytes().to_vec());
+                        Some((ifname_key(dev)?, Some(data)))
+                    })
+                    .collect::<Option<Vec<_>>>()?;
+                (
+                    AnonSet {
+                        id,
+                        key_type: TYPE_IFNAME,
+                        key_len: IFNAMSIZ as u32,
+                        data: Some((TYPE_INTEGER, 2)),
+                        user_data: &UDATA_MARK_MAP,
+                        elements,
+                    },
+                    vec![
+                        meta_load(MetaKey::Iifname),
+                        map_lookup(id, Register::Reg1),
+                        expr(Expressions::Other {
+                            expression_type: "ct".into(),
+                            attributes: vec![
+                                DefaultNla::new(CT_KEY, CT_ZONE.to_be_bytes().to_vec()),
+                                DefaultNla::new(CT_SREG, 1u32.to_be_bytes().to_vec()),
+                            ],
+                        }),
+                    ],
+                )
+            }
             Rule::MarkVmap {
                 iif_prefix,
                 mask,
@@ -489,11 +540,16 @@ const ANON_MAP: &str = "__map%d";
 /// `NFT_DATA_VERDICT`).
 const TYPE_IFNAME: u32 = 41;
 const TYPE_MARK: u32 = 19;
+/// nft's plain integer type (a conntrack zone's).
+const TYPE_INTEGER: u32 = 4;
+/// `NFT_CT_ZONE`, `NFTA_CT_SREG`.
+const CT_ZONE: u32 = 17;
+const CT_SREG: u16 = 4;
 const DATA_VERDICT: u32 = 0xffff_ff00;
 /// `IFNAMSIZ`: an interface name key, NUL-padded.
 const IFNAMSIZ: usize = 16;
 /// The user data nft writes for an anonymous map: key byte order (host)
-/// and data byte order, for verdict maps and for mark maps.
+/// and data byte order, for verdict maps and for mark (and zone) maps.
 const UDATA_VERDICT_MAP: [u8; 28] = [
     0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x04, 0x08, 0x00, 0x04,
     0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
@@ -606,7 +662,31 @@ impl Rule {
         let (matches, verdict) = match self {
             Rule::Typed { matches, verdict } => (matches, verdict),
             Rule::MarkOr(bits) => return Ok((vec![], mark_or(*bits))),
-            Rule::IfnameVmap { .. } | Rule::MarkFromIfname(_) | Rule::MarkVmap { .. } => {
+            Rule::NoTrackUdp {
+                not_iif_prefix,
+                dport,
+            } => {
+                if not_iif_prefix.is_empty() || not_iif_prefix.len() >= IFNAMSIZ {
+                    return Err(unencodable());
+                }
+                return Ok((
+                    vec![],
+                    vec![
+                        meta_load(MetaKey::Iifname),
+                        cmp(Operator::NotEqual, not_iif_prefix.as_bytes().to_vec()),
+                        meta_load(MetaKey::L4Proto),
+                        cmp(Operator::Equal, vec![17]),
+                        payload_load(PAYLOAD_TRANSPORT, 2, 2),
+                        cmp(Operator::Equal, dport.to_be_bytes().to_vec()),
+                        // An expression with no data: its name alone.
+                        ListAttribute::Element(vec![ExpressionAttribute::Name("notrack".into())]),
+                    ],
+                ));
+            }
+            Rule::IfnameVmap { .. }
+            | Rule::MarkFromIfname(_)
+            | Rule::ZoneFromIfname(_)
+            | Rule::MarkVmap { .. } => {
                 return self.encode_map(last_set_id).ok_or_else(unencodable);
             }
             Rule::Text(_) => return Err(unencodable()),

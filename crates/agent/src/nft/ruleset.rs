@@ -222,12 +222,8 @@ pub fn address_group_set(address_group: &str, v6: bool) -> String {
     format!("ag_{}_{}", ident(address_group), if v6 { 6 } else { 4 })
 }
 
-/// A port's local device name as an nft string (quoted).
-fn q(s: &str) -> String {
-    format!("\"{}\"", nft_string(s))
-}
-
-/// A device name as the inside of an nft string.
+/// A device name as the inside of an nft string (the quotes are the
+/// rule's).
 fn nft_string(s: &str) -> String {
     s.replace(['"', '\\'], "_")
 }
@@ -328,11 +324,10 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
     let t = &mut rs.inet;
     let mut raw = Chain::new(
         Some("type filter hook prerouting priority -300; policy accept;".into()),
-        vec![Rule::Text(format!(
-            "iifname != \"{}*\" udp dport {} notrack",
-            crate::linux::BRIDGE_PREFIX,
-            config.vxlan_port
-        ))],
+        vec![Rule::NoTrackUdp {
+            not_iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
+            dport: config.vxlan_port,
+        }],
     );
     let zone_of = zones(&vnis);
     let mut zone_of_bridge: Vec<(&String, u16)> = zone_of
@@ -351,15 +346,13 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         used.insert(z);
         zone_of_bridge.push((bridge, z));
     }
-    let zmap: Vec<String> = zone_of_bridge
-        .iter()
-        .map(|(bridge, z)| format!("{} : {z}", q(bridge)))
-        .collect();
-    if !zmap.is_empty() {
-        raw.push(Rule::Text(format!(
-            "ct zone set iifname map {{ {} }}",
-            zmap.join(", ")
-        )));
+    if !zone_of_bridge.is_empty() {
+        raw.push(Rule::ZoneFromIfname(
+            zone_of_bridge
+                .iter()
+                .map(|(bridge, z)| (nft_string(bridge), *z))
+                .collect(),
+        ));
     }
     t.chains.insert("prerouting".into(), raw);
     let mut egress = Chain::new(
