@@ -4,10 +4,10 @@
 //! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
 //! runs it as one nf_tables netlink batch sent in-process ([`netlink`];
 //! every rule a typed [`rule::Rule`] with nft's expressions): set elements,
-//! chains, rules, sets, the base chains' dispatch maps. Only a transaction
-//! with a step not encoded yet goes as one `nft -f -` process: tables or
-//! base chains created (a first start), the raw chain's rules (a network's
-//! conntrack zone added or gone), a rule naming a list of prefixes.
+//! chains, rules, sets, the base chains' dispatch and zone maps. Only a
+//! transaction with a step not encoded yet goes as one `nft -f -` process:
+//! tables or base chains created (a first start), a rule naming a list of
+//! prefixes (an anonymous interval set).
 //! Nothing is flushed
 //! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and
@@ -106,9 +106,9 @@ impl NftReport {
 #[derive(Debug)]
 pub struct NftReconciler {
     config: NftConfig,
-    /// Element-only changes go as one netlink batch and the bridges'
-    /// switches over rtnetlink (no process); off only to measure the
-    /// process path against it ([`BY_PROCESS_ENV`]).
+    /// Transactions go as one netlink batch and the bridges' switches
+    /// over rtnetlink (no process); off only to measure the process path
+    /// against it ([`BY_PROCESS_ENV`]).
     in_process: bool,
     /// The tables and the bridges' netfilter switches as the last reconcile
     /// left them; `None` after a failure.
