@@ -6,8 +6,9 @@
 //! every rule a typed [`rule::Rule`] with nft's expressions): set elements,
 //! chains, rules, sets, the base chains' dispatch and zone maps. Only a
 //! transaction with a step not encoded yet goes as one `nft -f -` process:
-//! tables or base chains created (a first start), a rule naming a list of
-//! prefixes (an anonymous interval set).
+//! tables or base chains created (a first start), or a rule nft would
+//! write otherwise than vnet encodes it (a list of prefixes reaching the
+//! top of the address space: an open interval).
 //! Nothing is flushed
 //! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and

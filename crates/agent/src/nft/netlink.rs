@@ -120,7 +120,10 @@ fn element(key: IpAddr, end: bool) -> ListAttribute<SetElementAttribute> {
 /// The elements of an interval set for these prefixes, as nft writes them:
 /// each prefix is its first address and, flagged as an interval end, the
 /// first address after it; sorted by address.
-fn interval_elements(nets: &[IpNet], close_below: bool) -> Vec<ListAttribute<SetElementAttribute>> {
+pub(crate) fn interval_elements(
+    nets: &[IpNet],
+    close_below: bool,
+) -> Vec<ListAttribute<SetElementAttribute>> {
     let mut nets: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
     nets.sort_by_key(|n| n.network());
     let mut out = vec![];

@@ -60,7 +60,8 @@ pub enum Match {
     /// `icmpv6 type { T, U, … }`: a lookup in an anonymous set made with
     /// the rule.
     Icmpv6TypeIn(Vec<u8>),
-    /// `ip|ip6 saddr|daddr { P, Q, … }`: an anonymous set (text only yet).
+    /// `ip|ip6 saddr|daddr { P, Q, … }`: a lookup in an anonymous interval
+    /// set made with the rule (prefixes without overlaps).
     AnyOf {
         src: bool,
         v6: bool,
@@ -370,7 +371,8 @@ impl Rule {
                         key_type: TYPE_IFNAME,
                         key_len: IFNAMSIZ as u32,
                         data: Some((DATA_VERDICT, 0)),
-                        user_data: &UDATA_VERDICT_MAP,
+                        user_data: UDATA_VERDICT_MAP.to_vec(),
+                        intervals: None,
                         elements,
                     },
                     vec![meta_load(key), map_lookup(id, Register::Verdict)],
@@ -390,7 +392,8 @@ impl Rule {
                         key_type: TYPE_IFNAME,
                         key_len: IFNAMSIZ as u32,
                         data: Some((TYPE_MARK, 4)),
-                        user_data: &UDATA_MARK_MAP,
+                        user_data: UDATA_MARK_MAP.to_vec(),
+                        intervals: None,
                         elements,
                     },
                     vec![
@@ -417,7 +420,8 @@ impl Rule {
                         key_type: TYPE_IFNAME,
                         key_len: IFNAMSIZ as u32,
                         data: Some((TYPE_INTEGER, 2)),
-                        user_data: &UDATA_MARK_MAP,
+                        user_data: UDATA_MARK_MAP.to_vec(),
+                        intervals: None,
                         elements,
                     },
                     vec![
@@ -451,7 +455,8 @@ impl Rule {
                         key_type: TYPE_MARK,
                         key_len: 4,
                         data: Some((DATA_VERDICT, 0)),
-                        user_data: &UDATA_VERDICT_MAP,
+                        user_data: UDATA_VERDICT_MAP.to_vec(),
+                        intervals: None,
                         elements,
                     },
                     vec![
@@ -473,7 +478,7 @@ impl Rule {
             }
             _ => return None,
         };
-        if set.elements.is_empty() {
+        if set.len() == 0 {
             return None;
         }
         *last_set_id = id;
@@ -528,14 +533,37 @@ pub struct AnonSet {
     key_len: u32,
     /// A map's data type and length.
     data: Option<(u32, u32)>,
-    user_data: &'static [u8],
+    user_data: Vec<u8>,
     /// Keys, and for a map each key's data.
     elements: Vec<(Vec<u8>, Option<DataAttribute>)>,
+    /// An interval set's elements instead, as nft writes them.
+    intervals: Option<Vec<ListAttribute<SetElementAttribute>>>,
 }
 
 /// The name nft gives a new anonymous set (the kernel fills in the number).
 const ANON_SET: &str = "__set%d";
 const ANON_MAP: &str = "__map%d";
+/// nft's data types of addresses (`TYPE_IPADDR`, `TYPE_IP6ADDR`).
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+
+/// The user data nft writes for an anonymous interval set of addresses:
+/// key byte order (big endian), elements merged, and the key's `typeof`
+/// (the payload field: protocol `ip` 12 or `ip6` 13, field saddr/daddr).
+fn addr_udata(v6: bool, src: bool) -> Vec<u8> {
+    let (proto, field) = match (v6, src) {
+        (false, true) => (12, 11),
+        (false, false) => (12, 12),
+        (true, true) => (13, 8),
+        (true, false) => (13, 9),
+    };
+    vec![
+        0x00, 0x04, 0x02, 0x00, 0x00, 0x00, 0x02, 0x04, 0x01, 0x00, 0x00, 0x00, 0x03, 0x14, 0x00,
+        0x04, 0x07, 0x00, 0x00, 0x00, 0x01, 0x0c, 0x00, 0x04, proto, 0x00, 0x00, 0x00, 0x01, 0x04,
+        field, 0x00, 0x00, 0x00,
+    ]
+}
+
 /// nft's data types: interface name, packet mark, and a verdict (uapi
 /// `NFT_DATA_VERDICT`).
 const TYPE_IFNAME: u32 = 41;
@@ -569,6 +597,12 @@ const UDATA_ICMPV6_TYPE: [u8; 28] = [
 ];
 
 impl AnonSet {
+    fn len(&self) -> usize {
+        self.intervals
+            .as_ref()
+            .map_or(self.elements.len(), Vec::len)
+    }
+
     fn name(&self) -> &'static str {
         if self.data.is_some() {
             ANON_MAP
@@ -583,6 +617,9 @@ impl AnonSet {
             SetAttribute::Name(self.name().to_string()),
         ];
         match self.data {
+            None if self.intervals.is_some() => attributes.push(SetAttribute::Flags(
+                SetFlags::Anonymous | SetFlags::Constant | SetFlags::Interval,
+            )),
             None => attributes.push(SetAttribute::Flags(
                 SetFlags::Anonymous | SetFlags::Constant,
             )),
@@ -598,8 +635,8 @@ impl AnonSet {
         }
         attributes.extend([
             SetAttribute::Id(self.id),
-            SetAttribute::Description(vec![SetDescription::Size(self.elements.len() as u32)]),
-            SetAttribute::UserData(self.user_data.to_vec()),
+            SetAttribute::Description(vec![SetDescription::Size(self.len() as u32)]),
+            SetAttribute::UserData(self.user_data.clone()),
         ]);
         let set = NfTablesMessage::NewSet(SetMessage { attributes });
         let elements = NfTablesMessage::NewSetElement(SetElementMessage {
@@ -607,8 +644,10 @@ impl AnonSet {
                 SetElementList::Table(TABLE.to_string()),
                 SetElementList::Set(self.name().to_string()),
                 SetElementList::SetId(self.id),
-                SetElementList::Elements(
-                    self.elements
+                SetElementList::Elements(match &self.intervals {
+                    Some(intervals) => intervals.clone(),
+                    None => self
+                        .elements
                         .iter()
                         .map(|(k, data)| {
                             let mut e =
@@ -617,7 +656,7 @@ impl AnonSet {
                             ListAttribute::Element(e)
                         })
                         .collect(),
-                ),
+                }),
             ],
         });
         [
@@ -891,7 +930,8 @@ impl Rule {
                         key_type: TYPE_ICMPV6_TYPE,
                         key_len: 1,
                         data: None,
-                        user_data: &UDATA_ICMPV6_TYPE,
+                        user_data: UDATA_ICMPV6_TYPE.to_vec(),
+                        intervals: None,
                         elements: types.iter().map(|t| (vec![*t], None)).collect(),
                     });
                     out.push(payload_load(PAYLOAD_TRANSPORT, 0, 1));
@@ -901,7 +941,36 @@ impl Rule {
                         Lookup::SetId(id),
                     ])));
                 }
-                Match::AnyOf { .. } => return Err(unencodable()),
+                Match::AnyOf { src, v6, nets } => {
+                    // A prefix reaching the top of the space is an open
+                    // interval: not encoded.
+                    let top = |n: &IpNet| match n {
+                        IpNet::V4(n) => n.broadcast() == Ipv4Addr::BROADCAST,
+                        IpNet::V6(n) => u128::from(n.broadcast()) == u128::MAX,
+                    };
+                    if nets.is_empty() || nets.iter().any(|n| top(n) || n.addr().is_ipv6() != *v6) {
+                        return Err(unencodable());
+                    }
+                    need_l3(&mut out, &mut l3, *v6).map_err(|()| unencodable())?;
+                    let (offset, len) = addr_field(*v6, *src);
+                    *last_set_id += 1;
+                    let id = *last_set_id;
+                    sets.push(AnonSet {
+                        id,
+                        key_type: if *v6 { TYPE_IP6ADDR } else { TYPE_IPADDR },
+                        key_len: len,
+                        data: None,
+                        user_data: addr_udata(*v6, *src),
+                        elements: vec![],
+                        intervals: Some(super::netlink::interval_elements(nets, true)),
+                    });
+                    out.push(payload_load(PAYLOAD_NETWORK, offset, len));
+                    out.push(expr(Expressions::Lookup(vec![
+                        Lookup::SourceRegister(Register::Reg1),
+                        Lookup::Set(ANON_SET.to_string()),
+                        Lookup::SetId(id),
+                    ])));
+                }
             }
         }
         let data = match verdict {
