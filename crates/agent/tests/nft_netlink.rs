@@ -9,7 +9,10 @@ mod linux_common;
 
 use std::collections::BTreeSet;
 
-use agent::nft::netlink::{BatchError, SetDelta, element_messages, send_batch};
+use agent::nft::netlink::{
+    BatchError, SetDelta, element_messages, send_batch, transaction_messages,
+};
+use agent::nft::rule::add_rule_messages;
 use agent::nft::{Family, NftConfig, NftReconciler};
 use compiler::protocol::{
     AllowedSource, HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
@@ -186,4 +189,259 @@ fn a_refused_batch_changes_nothing_and_names_the_message() {
         &["-j", "list", "set", "inet", "vnet", "rg_client_4"],
     );
     assert!(set.to_string().contains("10.0.0.77"), "{set}");
+}
+
+/// `state` with group rules of every typed shape: ports and port ranges,
+/// ICMP type and code (IPv4 and IPv6), prefixes byte-aligned or not, a list
+/// of prefixes (an anonymous set: text only), egress to a prefix.
+fn rich_state() -> HostState {
+    let mut s = state(&["10.0.0.10/32", "fd00::10/128"], &["10.9.0.0/16"]);
+    let rule = |direction, ethertype, protocol, ports, icmp, remote: &str| RuleSpec {
+        id: format!("{direction:?}{ethertype:?}{protocol:?}{ports:?}{icmp:?}{remote}"),
+        direction,
+        ethertype,
+        protocol,
+        ports,
+        icmp,
+        remote: if remote.is_empty() {
+            RuleRemote::Any
+        } else {
+            RuleRemote::Prefix(remote.parse().unwrap())
+        },
+    };
+    use RuleDirection::{Egress, Ingress};
+    use RuleEthertype::{IPv4, IPv6};
+    if let Some(g) = s.security_groups.get_mut("web") {
+        g.rules.extend([
+            rule(
+                Ingress,
+                IPv4,
+                Some(17),
+                Some((1000, 2000)),
+                None,
+                "10.1.2.0/23",
+            ),
+            rule(Ingress, IPv4, Some(1), None, Some((8, Some(0))), ""),
+            rule(
+                Ingress,
+                IPv6,
+                Some(58),
+                None,
+                Some((128, None)),
+                "2001:db8::/60",
+            ),
+            rule(
+                Ingress,
+                IPv4,
+                Some(6),
+                Some((22, 22)),
+                None,
+                "192.168.0.0/24",
+            ),
+            rule(
+                Ingress,
+                IPv4,
+                Some(6),
+                Some((22, 22)),
+                None,
+                "172.16.0.0/12",
+            ),
+            rule(Egress, IPv4, Some(6), Some((443, 443)), None, "10.0.0.0/8"),
+            rule(Egress, IPv6, None, None, None, ""),
+        ]);
+    }
+    s
+}
+
+#[test]
+fn typed_rules_sent_over_netlink_list_as_nfts() {
+    let by_nft = Netns::new("nfr").unwrap();
+    let by_netlink = Netns::new("nfr").unwrap();
+    let s = rich_state();
+    by_nft.run(|| {
+        NftReconciler::new(NftConfig::default())
+            .by_process(true)
+            .reconcile(&s)
+            .unwrap()
+    });
+    // The same ruleset: tables, chains and sets by nft, then every chain's
+    // rules in order, each typed one in a netlink batch, the others by nft.
+    let want = agent::nft::desired(&s, &NftConfig::default());
+    let mut bare = want.clone();
+    for t in [&mut bare.bridge, &mut bare.inet] {
+        for c in t.chains.values_mut() {
+            c.rules.clear();
+            c.typed.clear();
+        }
+    }
+    let skeleton = agent::nft::plan(&bare, &agent::nft::ObservedNft::default());
+    by_netlink
+        .sh(&format!("nft -f - <<'EOF'\n{}EOF", skeleton.script))
+        .unwrap();
+    let (mut typed, mut text, mut set_ids) = (0, 0, 0);
+    for family in [Family::Bridge, Family::Inet] {
+        for (name, chain) in &want.table(family).chains {
+            let mut batch = vec![];
+            for rule in &chain.typed {
+                let tag = agent::nft::rule_tag(&rule.to_string());
+                match add_rule_messages(family, name, rule, &tag, &mut set_ids) {
+                    Ok(m) => {
+                        typed += 1;
+                        batch.extend(m);
+                    }
+                    Err(_) => {
+                        text += 1;
+                        by_netlink.run(|| send_batch(&batch)).unwrap();
+                        batch.clear();
+                        by_netlink
+                            .exec(
+                                "nft",
+                                &[
+                                    "add",
+                                    "rule",
+                                    family.as_str(),
+                                    "vnet",
+                                    name,
+                                    &rule.to_string(),
+                                    "comment",
+                                    &format!("\"{tag}\""),
+                                ],
+                            )
+                            .unwrap();
+                    }
+                }
+            }
+            by_netlink.run(|| send_batch(&batch)).unwrap();
+        }
+    }
+    // Every rule typed (the list of prefixes too).
+    assert!(typed > 30 && text == 0, "typed {typed}, text {text}");
+    assert_eq!(ruleset(&by_nft), ruleset(&by_netlink));
+    // nft reads the comments back as the tags `plan` compares: a restart
+    // plans nothing.
+    let r = by_netlink.run(|| {
+        NftReconciler::new(NftConfig::default())
+            .reconcile(&s)
+            .unwrap()
+    });
+    assert!(r.unchanged(), "{r:#?}");
+}
+
+#[test]
+fn rule_chain_and_set_changes_in_process_leave_the_ruleset_nft_leaves() {
+    let by_nft = Netns::new("nfr").unwrap();
+    let in_process = Netns::new("nfr").unwrap();
+    let old = NftReconciler::new(NftConfig::default()).by_process(true);
+    let new = NftReconciler::new(NftConfig::default()).by_process(false);
+    // The second network's bridge, as the link reconciler would make it
+    // (its netfilter switches are set after each change).
+    for ns in [&by_nft, &in_process] {
+        ns.ip(&["link", "add", "vnbr200", "type", "bridge"])
+            .unwrap();
+    }
+    let base = rich_state();
+    let with = |f: &dyn Fn(&mut HostState)| {
+        let mut s = base.clone();
+        f(&mut s);
+        s
+    };
+    let ssh = RuleSpec {
+        id: "ssh".into(),
+        direction: RuleDirection::Ingress,
+        ethertype: RuleEthertype::IPv6,
+        protocol: Some(6),
+        ports: Some((22, 22)),
+        icmp: None,
+        remote: RuleRemote::Prefix("2001:db8:5::/48".parse().unwrap()),
+    };
+    let groups = |port: &'static str, groups: &'static [&'static str]| {
+        move |s: &mut HostState| {
+            if let Some(p) = s.port_security.get_mut(port) {
+                p.security_groups = groups.iter().map(|g| g.to_string()).collect();
+            }
+        }
+    };
+    // (state, whether the in-process path sends it without a process)
+    let steps: Vec<(HostState, bool)> = vec![
+        // Tables and base chains: by nft on both paths.
+        (base.clone(), false),
+        // A rule added to a group: its chains rewritten.
+        (
+            with(&|s| {
+                if let Some(g) = s.security_groups.get_mut("web") {
+                    g.rules.push(ssh.clone());
+                }
+            }),
+            true,
+        ),
+        // And removed again.
+        (base.clone(), true),
+        // A port gains a group: its chains rewritten, the group's chains
+        // and member sets made.
+        (with(&groups("pa", &["client", "web"])), true),
+        // A group's last port leaves it: its chains and sets deleted.
+        (with(&groups("pb", &["client"])), true),
+        (base.clone(), true),
+        // A port added: its chains, and the base chains' maps rewritten.
+        (
+            with(&|s| {
+                if let Some(n) = s.networks.get_mut("n") {
+                    n.local_ports
+                        .insert("pc".into(), local("tapc", "fa:16:3e:00:60:0c", "10.0.0.12"));
+                }
+                s.port_security.insert(
+                    "pc".into(),
+                    PortSecuritySpec {
+                        enabled: true,
+                        security_groups: vec!["web".into()],
+                        allowed_sources: vec![AllowedSource {
+                            mac: mac("fa:16:3e:00:60:0c"),
+                            ip: "10.0.0.12/32".parse().unwrap(),
+                        }],
+                    },
+                );
+            }),
+            true,
+        ),
+        // And removed.
+        (base.clone(), true),
+        // A port on a network new to the host: its conntrack zone too.
+        (
+            with(&|s| {
+                let mut n2 = network(200);
+                n2.local_ports
+                    .insert("pd".into(), local("tapd", "fa:16:3e:00:60:0d", "10.0.0.13"));
+                s.networks.insert("n2".into(), n2);
+                s.port_security.insert(
+                    "pd".into(),
+                    PortSecuritySpec {
+                        enabled: true,
+                        security_groups: vec!["client".into()],
+                        allowed_sources: vec![AllowedSource {
+                            mac: mac("fa:16:3e:00:60:0d"),
+                            ip: "10.0.0.13/32".parse().unwrap(),
+                        }],
+                    },
+                );
+            }),
+            true,
+        ),
+        (base.clone(), true),
+    ];
+    for (i, (s, process_free)) in steps.iter().enumerate() {
+        let a = by_nft.run(|| old.reconcile_cached(s).unwrap());
+        let b = in_process.run(|| new.reconcile_cached(s).unwrap());
+        assert_eq!(a.transaction, b.transaction, "step {i}: the same plan");
+        assert!(!b.transaction.is_empty(), "step {i}: something to do");
+        assert_eq!(
+            transaction_messages(&b.transaction).is_ok(),
+            *process_free,
+            "step {i}: {:#?}",
+            b.transaction.ops
+        );
+        assert_eq!(ruleset(&by_nft), ruleset(&in_process), "step {i}");
+        let restarted = NftReconciler::new(NftConfig::default());
+        let r = in_process.run(|| restarted.reconcile(s).unwrap());
+        assert!(r.unchanged(), "step {i}: {r:#?}");
+    }
 }

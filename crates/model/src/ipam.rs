@@ -141,10 +141,10 @@ pub fn eui64(prefix: &IpNet, mac: MacAddr) -> Option<IpAddr> {
     if net.prefix_len() != 64 {
         return None;
     }
-    let m = mac.0;
-    let iid = u64::from_be_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
     let network = u128::from(net.network()) & !u128::from(u64::MAX);
-    Some(IpAddr::V6(Ipv6Addr::from(network | u128::from(iid))))
+    Some(IpAddr::V6(Ipv6Addr::from(
+        network | u128::from(mac.interface_id()),
+    )))
 }
 
 #[cfg(test)]

@@ -21,6 +21,18 @@ impl MacAddr {
     pub fn is_valid_port_mac(&self) -> bool {
         !self.is_multicast() && !self.is_zero()
     }
+
+    /// Its modified EUI-64 interface identifier (RFC 4291 §2.5.1), the low
+    /// 64 bits of SLAAC and link-local addresses.
+    pub fn interface_id(&self) -> u64 {
+        let m = self.0;
+        u64::from_be_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]])
+    }
+
+    /// The IPv6 link-local address the kernel gives an interface of this MAC.
+    pub fn ipv6_link_local(&self) -> std::net::Ipv6Addr {
+        std::net::Ipv6Addr::from((0xfe80u128 << 112) | u128::from(self.interface_id()))
+    }
 }
 
 impl fmt::Display for MacAddr {

@@ -231,9 +231,7 @@ pub fn allowed_source(spec: &PortSecuritySpec, mac: model::MacAddr, ip: IpAddr) 
     // A MAC's own IPv6 link-local address is let through once the port has
     // an IPv6 source at all.
     let link_local = || {
-        let m = mac.0;
-        let iid = u64::from_be_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
-        let own = std::net::Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid));
+        let own = mac.ipv6_link_local();
         let has_v6 = spec
             .allowed_sources
             .iter()

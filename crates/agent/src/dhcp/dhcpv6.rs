@@ -31,7 +31,7 @@ use ipnet::IpNet;
 use model::{Ipv6Mode, MacAddr};
 
 use super::responder::SERVER_MAC;
-use super::router_advert::{link_local, upper_layer_checksum};
+use super::router_advert::upper_layer_checksum;
 
 const ETHERTYPE_IPV6: u16 = 0x86dd;
 const UDP: u8 = 17;
@@ -328,7 +328,7 @@ fn iana(id: u32, lease: &Dhcpv6Lease) -> IANA {
 /// Ethernet + IPv6 + UDP around a DHCPv6 payload, from the server's
 /// link-local address to the client's.
 fn frame_to(client_mac: MacAddr, client_ip: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
-    let source = link_local(SERVER_MAC);
+    let source = SERVER_MAC.ipv6_link_local();
     // A DHCPv6 reply is far below 64 KiB.
     let udp_len = (UDP_LEN + payload.len()) as u16;
     let mut udp = Vec::with_capacity(usize::from(udp_len));

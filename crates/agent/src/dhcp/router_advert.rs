@@ -64,24 +64,6 @@ pub struct Advert {
     pub dns_servers: Vec<Ipv6Addr>,
 }
 
-/// The link-local address the kernel derives from `mac` (EUI-64).
-pub fn link_local(mac: MacAddr) -> Ipv6Addr {
-    let m = mac.0;
-    Ipv6Addr::from(
-        (0xfe80u128 << 112)
-            | u128::from(u64::from_be_bytes([
-                m[0] ^ 0x02,
-                m[1],
-                m[2],
-                0xff,
-                0xfe,
-                m[3],
-                m[4],
-                m[5],
-            ])),
-    )
-}
-
 /// The advertisements a local port gets, one per source; empty when its
 /// network has no subnet with an `ipv6_ra_mode` (or the port is not local).
 pub fn port_adverts(state: &HostState, network_id: &str, port_id: &str) -> Vec<Advert> {
@@ -151,7 +133,7 @@ pub fn is_router_solicitation(frame: &[u8]) -> bool {
 /// The advertisement as one Ethernet frame to the all-nodes address (written
 /// on the port's device, so only its VM receives it).
 pub fn frame(advert: &Advert) -> Vec<u8> {
-    let source = link_local(advert.source_mac);
+    let source = advert.source_mac.ipv6_link_local();
     let mut icmp = vec![ROUTER_ADVERTISEMENT, 0, 0, 0, 64];
     let flags = (u8::from(advert.managed) << 7) | (u8::from(advert.other_config) << 6);
     icmp.push(flags);
@@ -307,7 +289,7 @@ mod tests {
     #[test]
     fn link_local_is_the_kernels_eui64() {
         assert_eq!(
-            link_local(mac("fa:16:3e:aa:bb:cc")),
+            mac("fa:16:3e:aa:bb:cc").ipv6_link_local(),
             "fe80::f816:3eff:feaa:bbcc".parse::<Ipv6Addr>().unwrap()
         );
     }
@@ -385,7 +367,7 @@ mod tests {
         );
         // The checksum verifies: summing the pseudo-header and the message
         // with its checksum in place gives zero.
-        let source = link_local(advert.source_mac);
+        let source = advert.source_mac.ipv6_link_local();
         assert_eq!(icmpv6_checksum(source, ALL_NODES, &frame[54..]), 0);
     }
 

@@ -161,7 +161,7 @@ impl Desired {
             if net.subnets.values().any(|s| s.cidr.addr().is_ipv6()) {
                 for port in net.remote_ports.values() {
                     if port.mac.is_valid_port_mac() {
-                        let link_local = crate::dhcp::router_advert::link_local(port.mac);
+                        let link_local = port.mac.ipv6_link_local();
                         neighbours.entry(IpAddr::V6(link_local)).or_insert(port.mac);
                     }
                 }

@@ -2,9 +2,14 @@
 //! host's local ports. From a [`HostState`] [`desired`] builds the ruleset
 //! (pure), [`plan`] diffs it against what vnet's two tables hold (pure) into
 //! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
-//! runs it: a transaction that only changes set elements (a member joining
-//! or leaving a group) as one nf_tables netlink batch sent in-process
-//! ([`netlink`]), any other as one `nft -f -` process. Nothing is flushed
+//! runs it as one nf_tables netlink batch sent in-process ([`netlink`];
+//! every rule a typed [`rule::Rule`] with nft's expressions): set elements,
+//! chains, rules, sets, the base chains' dispatch and zone maps. Only a
+//! transaction with a step not encoded yet goes as one `nft -f -` process:
+//! tables or base chains created (a first start), or a rule nft would
+//! write otherwise than vnet encodes it (a list of prefixes reaching the
+//! top of the address space: an open interval).
+//! Nothing is flushed
 //! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and
 //! conntrack is never flushed, so connections the new rules still allow
@@ -37,6 +42,7 @@
 mod bridges;
 pub mod netlink;
 mod plan;
+pub mod rule;
 pub mod ruleset;
 
 use std::collections::BTreeMap;
@@ -47,7 +53,7 @@ use std::time::{Duration, Instant};
 
 use compiler::protocol::HostState;
 
-pub use plan::{ObservedNft, ObservedTable, Transaction, parse_table, plan, rule_tag};
+pub use plan::{ObservedNft, ObservedTable, Op, Transaction, parse_table, plan, rule_tag};
 pub use ruleset::{Family, NftConfig, Ruleset, TABLE, desired};
 
 /// What stopped a reconcile.
@@ -101,9 +107,9 @@ impl NftReport {
 #[derive(Debug)]
 pub struct NftReconciler {
     config: NftConfig,
-    /// Element-only changes go as one netlink batch and the bridges'
-    /// switches over rtnetlink (no process); off only to measure the
-    /// process path against it ([`BY_PROCESS_ENV`]).
+    /// Transactions go as one netlink batch and the bridges' switches
+    /// over rtnetlink (no process); off only to measure the process path
+    /// against it ([`BY_PROCESS_ENV`]).
     in_process: bool,
     /// The tables and the bridges' netfilter switches as the last reconcile
     /// left them; `None` after a failure.
@@ -227,18 +233,18 @@ impl NftReconciler {
         self.run(transaction)
     }
 
-    /// Element-only transactions as one netlink batch; any other by `nft -f`
-    /// (one process), each one transaction.
+    /// A transaction as one netlink batch when every step of it has an
+    /// encoding; any other by `nft -f` (one process); each one transaction.
     fn run(&self, transaction: &Transaction) -> Result<(), NftError> {
         if transaction.is_empty() {
-            Ok(())
-        } else if self.in_process && transaction.elements_only() {
-            Ok(netlink::send_batch(&netlink::element_messages(
-                &transaction.set_deltas,
-            ))?)
-        } else {
-            run_script(&transaction.script)
+            return Ok(());
         }
+        if self.in_process
+            && let Ok(messages) = netlink::transaction_messages(transaction)
+        {
+            return Ok(netlink::send_batch(&messages)?);
+        }
+        run_script(&transaction.script)
     }
 
     /// Deletes vnet's tables (for uninstalling; never done by reconcile).

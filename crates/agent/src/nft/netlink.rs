@@ -1,8 +1,9 @@
-//! nf_tables changes sent in-process: owns the encoding of vnet's set-element
-//! changes as nf_tables netlink messages (rust-netlink's
+//! nf_tables changes sent in-process: owns the encoding of a planned
+//! transaction (its set-element changes here, its chain, set and rule steps
+//! with [`super::rule`]) as nf_tables netlink messages (rust-netlink's
 //! `netlink-packet-netfilter`) and the one batch exchange with the kernel.
-//! It never reads a set before changing it: what a set holds comes from the
-//! caller's view.
+//! It never reads a set or a chain before changing it: what they hold comes
+//! from the caller's view.
 //!
 //! A batch is one nf_tables transaction: the kernel applies every message or
 //! none. Each message asks for an acknowledgement, so the exchange ends when
@@ -18,13 +19,16 @@ use netlink_packet_core::{
     Parseable as _,
 };
 use netlink_packet_netfilter::nftables::{
-    DataAttribute, ListAttribute, NfTablesMessage, SetElementAttribute, SetElementFlags,
-    SetElementList, SetElementMessage,
+    ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
+    RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
+    SetElementMessage, SetFlags, SetMessage,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
+use super::plan::{Op, Transaction};
+use super::rule::{Unencodable, add_rule_messages};
 use super::ruleset::{Family, TABLE};
 
 /// `NFNL_SUBSYS_NFTABLES`: a batch's resource id names the subsystem its
@@ -116,7 +120,10 @@ fn element(key: IpAddr, end: bool) -> ListAttribute<SetElementAttribute> {
 /// The elements of an interval set for these prefixes, as nft writes them:
 /// each prefix is its first address and, flagged as an interval end, the
 /// first address after it; sorted by address.
-fn interval_elements(nets: &[IpNet], close_below: bool) -> Vec<ListAttribute<SetElementAttribute>> {
+pub(crate) fn interval_elements(
+    nets: &[IpNet],
+    close_below: bool,
+) -> Vec<ListAttribute<SetElementAttribute>> {
     let mut nets: Vec<IpNet> = nets.iter().map(IpNet::trunc).collect();
     nets.sort_by_key(|n| n.network());
     let mut out = vec![];
@@ -215,6 +222,119 @@ pub fn element_messages(deltas: &[SetDelta]) -> Vec<NetlinkMessage<NetfilterMess
         }
     }
     out
+}
+
+/// libnftnl's set user data nft writes for a set of addresses:
+/// `NFTNL_UDATA_SET_KEYBYTEORDER` big endian.
+const UDATA_SET_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
+/// nf_tables' data types of set keys (nft's `TYPE_IPADDR`, `TYPE_IP6ADDR`).
+const TYPE_IPADDR: u32 = 7;
+const TYPE_IP6ADDR: u32 = 8;
+
+/// The messages of a whole transaction, in the order of its script (its
+/// [`Op`]s). `Err` when a step has no encoding yet
+/// (a table or a base chain created, a rule not typed): then the caller
+/// runs the script instead.
+pub fn transaction_messages(
+    tx: &Transaction,
+) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, Unencodable> {
+    let mut out = vec![];
+    let mut set_ids = 0u32;
+    for op in &tx.ops {
+        match op {
+            Op::Elements => out.extend(element_messages(&tx.set_deltas)),
+            Op::AddRule {
+                family,
+                chain,
+                rule,
+                tag,
+            } => out.extend(add_rule_messages(*family, chain, rule, tag, &mut set_ids)?),
+            op => out.push(op_message(op, &mut set_ids)?),
+        }
+    }
+    Ok(out)
+}
+
+fn op_message(op: &Op, set_ids: &mut u32) -> Result<NetlinkMessage<NetfilterMessage>, Unencodable> {
+    let table = || TABLE.to_string();
+    Ok(match op {
+        Op::AddTable(family) => {
+            return Err(Unencodable(format!("add table {}", family.as_str())));
+        }
+        Op::AddChain {
+            hook: Some(hook), ..
+        } => return Err(Unencodable(format!("a base chain ({hook})"))),
+        Op::AddChain {
+            family,
+            name,
+            hook: None,
+        } => nft_message(
+            *family,
+            NfTablesMessage::NewChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(table()),
+                    ChainAttribute::Name(name.clone()),
+                ],
+            }),
+            NLM_F_CREATE,
+        ),
+        Op::DeleteChain { family, name } => nft_message(
+            *family,
+            NfTablesMessage::DeleteChain(ChainMessage {
+                attributes: vec![
+                    ChainAttribute::Table(table()),
+                    ChainAttribute::Name(name.clone()),
+                ],
+            }),
+            0,
+        ),
+        Op::FlushChain { family, name } => nft_message(
+            *family,
+            NfTablesMessage::DeleteRule(RuleMessage {
+                attributes: vec![
+                    RuleAttribute::Table(table()),
+                    RuleAttribute::Chain(name.clone()),
+                ],
+            }),
+            0,
+        ),
+        Op::AddSet { family, name, v6 } => {
+            *set_ids += 1;
+            let (key_type, key_len) = if *v6 {
+                (TYPE_IP6ADDR, 16)
+            } else {
+                (TYPE_IPADDR, 4)
+            };
+            nft_message(
+                *family,
+                NfTablesMessage::NewSet(SetMessage {
+                    attributes: vec![
+                        SetAttribute::Table(table()),
+                        SetAttribute::Name(name.clone()),
+                        SetAttribute::Flags(SetFlags::Interval),
+                        SetAttribute::KeyType(key_type),
+                        SetAttribute::KeyLen(key_len),
+                        SetAttribute::Id(*set_ids),
+                        SetAttribute::UserData(UDATA_SET_KEY_BIG_ENDIAN.to_vec()),
+                    ],
+                }),
+                NLM_F_CREATE,
+            )
+        }
+        Op::DeleteSet { family, name } => nft_message(
+            *family,
+            NfTablesMessage::DeleteSet(SetMessage {
+                attributes: vec![
+                    SetAttribute::Table(table()),
+                    SetAttribute::Name(name.clone()),
+                ],
+            }),
+            0,
+        ),
+        Op::AddRule { .. } | Op::Elements => {
+            return Err(Unencodable("not one message".into()));
+        }
+    })
 }
 
 fn control(message: ControlMessage) -> NetlinkMessage<NetfilterMessage> {

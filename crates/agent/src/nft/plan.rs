@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::netlink::SetDelta;
+use super::rule::Rule;
 use super::ruleset::{Family, Ruleset, TABLE, Table, fnv1a};
 
 /// One of vnet's tables as nftables has it.
@@ -126,6 +127,58 @@ pub struct Transaction {
     pub tables_created: Vec<String>,
     /// The element changes, set by set: what the in-process path sends.
     pub set_deltas: Vec<SetDelta>,
+    /// The script's steps, typed, in its order: the in-process path sends
+    /// them as one batch.
+    pub ops: Vec<Op>,
+}
+
+/// One step of a transaction (its element changes aside).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    AddTable(Family),
+    AddChain {
+        family: Family,
+        name: String,
+        hook: Option<String>,
+    },
+    /// A named interval set of addresses.
+    AddSet {
+        family: Family,
+        name: String,
+        v6: bool,
+    },
+    DeleteSet {
+        family: Family,
+        name: String,
+    },
+    FlushChain {
+        family: Family,
+        name: String,
+    },
+    AddRule {
+        family: Family,
+        chain: String,
+        rule: Rule,
+        tag: String,
+    },
+    DeleteChain {
+        family: Family,
+        name: String,
+    },
+    /// Here go the element changes (`set_deltas`).
+    Elements,
+}
+
+/// Where each step goes in the transaction: `Phase::Tables` first.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    Tables,
+    NewChains,
+    NewSets,
+    Elements,
+    Flushes,
+    Rules,
+    Deletes,
 }
 
 impl Transaction {
@@ -156,17 +209,37 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
     let mut flushes = String::new();
     let mut rules = String::new();
     let mut deletes = String::new();
+    let mut ops: Vec<(Phase, Op)> = vec![];
     for family in [Family::Bridge, Family::Inet] {
         let f = family.as_str();
         let w: &Table = want.table(family);
         let h = have.table(family);
         if !h.exists {
             let _ = writeln!(tables, "add table {f} {TABLE}");
+            ops.push((Phase::Tables, Op::AddTable(family)));
             tx.tables_created.push(f.to_string());
         }
         for (name, chain) in &w.chains {
             let tags: Vec<String> = chain.rules.iter().map(|r| rule_tag(r)).collect();
             let existing = h.chains.get(name);
+            match existing {
+                None => ops.push((
+                    Phase::NewChains,
+                    Op::AddChain {
+                        family,
+                        name: name.clone(),
+                        hook: chain.hook.clone(),
+                    },
+                )),
+                Some(have_tags) if *have_tags == tags => {}
+                Some(_) => ops.push((
+                    Phase::Flushes,
+                    Op::FlushChain {
+                        family,
+                        name: name.clone(),
+                    },
+                )),
+            }
             match existing {
                 None => match &chain.hook {
                     Some(hook) => {
@@ -182,17 +255,49 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                 }
             }
             tx.chains_written.push(format!("{f}/{name}"));
-            for (rule, tag) in chain.rules.iter().zip(&tags) {
+            for (i, (rule, tag)) in chain.rules.iter().zip(&tags).enumerate() {
+                // The typed rule if it is this text (a chain built by hand
+                // may lack it): the in-process path then sends the text's
+                // own rule or none.
+                let typed = chain
+                    .typed
+                    .get(i)
+                    .filter(|t| t.to_string() == *rule)
+                    .cloned()
+                    .unwrap_or_else(|| Rule::Text(rule.clone()));
                 let _ = writeln!(
                     rules,
                     "add rule {f} {TABLE} {name} {rule} comment \"{tag}\""
                 );
+                ops.push((
+                    Phase::Rules,
+                    Op::AddRule {
+                        family,
+                        chain: name.clone(),
+                        rule: typed,
+                        tag: tag.clone(),
+                    },
+                ));
             }
         }
         for name in h.chains.keys() {
             if !w.chains.contains_key(name) {
                 let _ = writeln!(flushes, "flush chain {f} {TABLE} {name}");
                 let _ = writeln!(deletes, "delete chain {f} {TABLE} {name}");
+                ops.push((
+                    Phase::Flushes,
+                    Op::FlushChain {
+                        family,
+                        name: name.clone(),
+                    },
+                ));
+                ops.push((
+                    Phase::Deletes,
+                    Op::DeleteChain {
+                        family,
+                        name: name.clone(),
+                    },
+                ));
                 tx.chains_deleted.push(format!("{f}/{name}"));
             }
         }
@@ -207,6 +312,21 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                         "add set {f} {TABLE} {name} {{ type {}; flags interval; }}",
                         set.type_name()
                     );
+                    ops.push((
+                        Phase::NewSets,
+                        Op::DeleteSet {
+                            family,
+                            name: name.clone(),
+                        },
+                    ));
+                    ops.push((
+                        Phase::NewSets,
+                        Op::AddSet {
+                            family,
+                            name: name.clone(),
+                            v6: set.v6,
+                        },
+                    ));
                     tx.sets_created.push(format!("{f}/{name}"));
                     BTreeSet::new()
                 }
@@ -216,6 +336,14 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                         "add set {f} {TABLE} {name} {{ type {}; flags interval; }}",
                         set.type_name()
                     );
+                    ops.push((
+                        Phase::NewSets,
+                        Op::AddSet {
+                            family,
+                            name: name.clone(),
+                            v6: set.v6,
+                        },
+                    ));
                     tx.sets_created.push(format!("{f}/{name}"));
                     BTreeSet::new()
                 }
@@ -255,6 +383,13 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
         for name in h.sets.keys() {
             if !w.sets.contains_key(name) {
                 let _ = writeln!(deletes, "delete set {f} {TABLE} {name}");
+                ops.push((
+                    Phase::Deletes,
+                    Op::DeleteSet {
+                        family,
+                        name: name.clone(),
+                    },
+                ));
                 tx.sets_deleted.push(format!("{f}/{name}"));
             }
         }
@@ -272,5 +407,12 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
     if !body.is_empty() || !tables.is_empty() {
         tx.script = tables + &body;
     }
+    if !tx.set_deltas.is_empty() {
+        ops.push((Phase::Elements, Op::Elements));
+    }
+    // The script's order: phase by phase, in the order written within one
+    // (a stable sort).
+    ops.sort_by_key(|(phase, _)| *phase);
+    tx.ops = ops.into_iter().map(|(_, op)| op).collect();
     tx
 }

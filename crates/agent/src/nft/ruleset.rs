@@ -25,12 +25,14 @@
 //!   addresses (an interval set of prefixes, changed element by element).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use compiler::protocol::{
     HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
 };
 use ipnet::IpNet;
+
+use super::rule::{CtState, Match, Rule, Verdict};
 
 /// The name of both of vnet's tables.
 pub const TABLE: &str = "vnet";
@@ -52,11 +54,28 @@ impl Family {
 }
 
 /// One chain: a base chain has a hook definition (`type … hook … priority
-/// …; policy …;`); its rules in order, as nft text.
+/// …; policy …;`); its rules in order, as nft text, and the same rules typed
+/// (`typed[i]` renders `rules[i]`; [`Chain::new`] keeps them so).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Chain {
     pub hook: Option<String>,
     pub rules: Vec<String>,
+    pub typed: Vec<Rule>,
+}
+
+impl Chain {
+    pub fn new(hook: Option<String>, typed: Vec<Rule>) -> Self {
+        Chain {
+            hook,
+            rules: typed.iter().map(ToString::to_string).collect(),
+            typed,
+        }
+    }
+
+    fn push(&mut self, rule: Rule) {
+        self.rules.push(rule.to_string());
+        self.typed.push(rule);
+    }
 }
 
 /// A named set of addresses or prefixes (always `flags interval`).
@@ -203,9 +222,10 @@ pub fn address_group_set(address_group: &str, v6: bool) -> String {
     format!("ag_{}_{}", ident(address_group), if v6 { 6 } else { 4 })
 }
 
-/// A port's local device name as an nft string (quoted).
-fn q(s: &str) -> String {
-    format!("\"{}\"", s.replace(['"', '\\'], "_"))
+/// A device name as the inside of an nft string (the quotes are the
+/// rule's).
+fn nft_string(s: &str) -> String {
+    s.replace(['"', '\\'], "_")
 }
 
 /// IANA numbers of the protocols whose rules name ports (`th dport`).
@@ -251,58 +271,49 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
 
     // === bridge vnet ===
     let b = &mut rs.bridge;
-    let mut pre = Chain {
-        hook: Some("type filter hook prerouting priority -300; policy accept;".into()),
-        rules: vec![],
-    };
-    let mut fwd = Chain {
-        hook: Some("type filter hook forward priority -200; policy accept;".into()),
-        rules: vec![],
-    };
+    let mut pre = Chain::new(
+        Some("type filter hook prerouting priority -300; policy accept;".into()),
+        vec![],
+    );
+    let mut fwd = Chain::new(
+        Some("type filter hook forward priority -200; policy accept;".into()),
+        vec![],
+    );
     if !secured.is_empty() {
-        let spoof: Vec<String> = secured
-            .keys()
-            .map(|d| format!("{} : jump {}", q(d), spoof_chain(d)))
-            .collect();
-        pre.rules
-            .push(format!("iifname vmap {{ {} }}", spoof.join(", ")));
+        pre.push(Rule::IfnameVmap {
+            out: false,
+            entries: secured
+                .keys()
+                .map(|d| (nft_string(d), spoof_chain(d)))
+                .collect(),
+        });
         // Every device of vnet's bridges is in the map (0: not filtered),
         // so the mark of a frame from any of them is set (never stale), and
         // frames of other bridges keep theirs.
-        let from: Vec<String> = devices
-            .iter()
-            .map(|d| {
-                let i = index.get(d).copied().unwrap_or(0);
-                format!("{} : {:#010x}", q(d), u32::from(i) << 16)
-            })
-            .collect();
-        fwd.rules.push(format!(
-            "meta mark set iifname map {{ {} }}",
-            from.join(", ")
+        fwd.push(Rule::MarkFromIfname(
+            devices
+                .iter()
+                .map(|d| {
+                    let i = index.get(d).copied().unwrap_or(0);
+                    (nft_string(d), u32::from(i) << 16)
+                })
+                .collect(),
         ));
-        let to: Vec<String> = index
-            .keys()
-            .map(|d| format!("{} : jump {}", q(d), to_chain(d)))
-            .collect();
-        fwd.rules
-            .push(format!("oifname vmap {{ {} }}", to.join(", ")));
+        fwd.push(Rule::IfnameVmap {
+            out: true,
+            entries: index.keys().map(|d| (nft_string(d), to_chain(d))).collect(),
+        });
         for (dev, (_, spec)) in &secured {
-            b.chains.insert(
-                spoof_chain(dev),
-                Chain {
-                    hook: None,
-                    rules: spoof_rules(spec),
-                },
-            );
+            b.chains
+                .insert(spoof_chain(dev), Chain::new(None, spoof_rules(spec)));
             b.chains.insert(
                 to_chain(dev),
-                Chain {
-                    hook: None,
-                    rules: vec![format!(
-                        "meta mark set meta mark | {:#010x}",
-                        index.get(dev).copied().unwrap_or(0)
-                    )],
-                },
+                Chain::new(
+                    None,
+                    vec![Rule::MarkOr(u32::from(
+                        index.get(dev).copied().unwrap_or(0),
+                    ))],
+                ),
             );
         }
     }
@@ -311,14 +322,13 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
 
     // === inet vnet ===
     let t = &mut rs.inet;
-    let mut raw = Chain {
-        hook: Some("type filter hook prerouting priority -300; policy accept;".into()),
-        rules: vec![format!(
-            "iifname != \"{}*\" udp dport {} notrack",
-            crate::linux::BRIDGE_PREFIX,
-            config.vxlan_port
-        )],
-    };
+    let mut raw = Chain::new(
+        Some("type filter hook prerouting priority -300; policy accept;".into()),
+        vec![Rule::NoTrackUdp {
+            not_iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
+            dport: config.vxlan_port,
+        }],
+    );
     let zone_of = zones(&vnis);
     let mut zone_of_bridge: Vec<(&String, u16)> = zone_of
         .iter()
@@ -336,54 +346,40 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         used.insert(z);
         zone_of_bridge.push((bridge, z));
     }
-    let zmap: Vec<String> = zone_of_bridge
-        .iter()
-        .map(|(bridge, z)| format!("{} : {z}", q(bridge)))
-        .collect();
-    if !zmap.is_empty() {
-        raw.rules
-            .push(format!("ct zone set iifname map {{ {} }}", zmap.join(", ")));
+    if !zone_of_bridge.is_empty() {
+        raw.push(Rule::ZoneFromIfname(
+            zone_of_bridge
+                .iter()
+                .map(|(bridge, z)| (nft_string(bridge), *z))
+                .collect(),
+        ));
     }
     t.chains.insert("prerouting".into(), raw);
-    let mut egress = Chain {
-        hook: Some("type filter hook forward priority 0; policy accept;".into()),
-        rules: vec![],
-    };
-    let mut ingress = Chain {
-        hook: Some("type filter hook forward priority 10; policy accept;".into()),
-        rules: vec![],
-    };
+    let mut egress = Chain::new(
+        Some("type filter hook forward priority 0; policy accept;".into()),
+        vec![],
+    );
+    let mut ingress = Chain::new(
+        Some("type filter hook forward priority 10; policy accept;".into()),
+        vec![],
+    );
     if !index.is_empty() {
-        let e: Vec<String> = index
-            .iter()
-            .map(|(d, i)| {
-                format!(
-                    "{:#010x} : jump {}",
-                    u32::from(*i) << 16,
-                    port_chain(d, RuleDirection::Egress)
-                )
-            })
-            .collect();
-        egress.rules.push(format!(
-            "iifname \"{}*\" meta mark & {MARK_FROM:#010x} vmap {{ {} }}",
-            crate::linux::BRIDGE_PREFIX,
-            e.join(", ")
-        ));
-        let i: Vec<String> = index
-            .iter()
-            .map(|(d, i)| {
-                format!(
-                    "{:#010x} : jump {}",
-                    i,
-                    port_chain(d, RuleDirection::Ingress)
-                )
-            })
-            .collect();
-        ingress.rules.push(format!(
-            "iifname \"{}*\" meta mark & {MARK_TO:#010x} vmap {{ {} }}",
-            crate::linux::BRIDGE_PREFIX,
-            i.join(", ")
-        ));
+        egress.push(Rule::MarkVmap {
+            iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
+            mask: MARK_FROM,
+            entries: index
+                .iter()
+                .map(|(d, i)| (u32::from(*i) << 16, port_chain(d, RuleDirection::Egress)))
+                .collect(),
+        });
+        ingress.push(Rule::MarkVmap {
+            iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
+            mask: MARK_TO,
+            entries: index
+                .iter()
+                .map(|(d, i)| (u32::from(*i), port_chain(d, RuleDirection::Ingress)))
+                .collect(),
+        });
     }
     t.chains.insert("egress".into(), egress);
     t.chains.insert("ingress".into(), ingress);
@@ -407,10 +403,7 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
             t.chains.insert(
                 port_chain(dev, dir),
-                Chain {
-                    hook: None,
-                    rules: port_rules(dir, stateful, &groups),
-                },
+                Chain::new(None, port_rules(dir, stateful, &groups)),
             );
         }
         used_groups.extend(groups);
@@ -421,13 +414,8 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         };
         for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
             let rules: Vec<&RuleSpec> = sg.rules.iter().filter(|r| r.direction == dir).collect();
-            t.chains.insert(
-                group_chain(g, dir),
-                Chain {
-                    hook: None,
-                    rules: group_rules(&rules),
-                },
-            );
+            t.chains
+                .insert(group_chain(g, dir), Chain::new(None, group_rules(&rules)));
             for r in rules {
                 // The set a rule looks its remote up in, and what fills it.
                 let (name, addresses) = match &r.remote {
@@ -495,98 +483,156 @@ pub fn port_chain(dev: &str, dir: RuleDirection) -> String {
 /// pairs; ARP must name them too. DHCP discovery (from 0.0.0.0), ARP probes,
 /// IPv6 link-local and duplicate address detection are let through from the
 /// port's MACs. Everything else is dropped.
-fn spoof_rules(spec: &PortSecuritySpec) -> Vec<String> {
+fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
     let mut rules = vec![];
-    let macs: BTreeSet<String> = spec
+    let macs: BTreeSet<model::MacAddr> = spec.allowed_sources.iter().map(|s| s.mac).collect();
+    let sources: BTreeSet<(model::MacAddr, IpNet)> = spec
         .allowed_sources
         .iter()
-        .map(|s| s.mac.to_string())
+        .map(|s| (s.mac, s.ip.trunc()))
         .collect();
-    let sources: BTreeSet<(String, IpNet)> = spec
-        .allowed_sources
-        .iter()
-        .map(|s| (s.mac.to_string(), s.ip.trunc()))
-        .collect();
+    let ether = |mac: &model::MacAddr| Match::EtherSaddr(mac.0);
+    let host = |src, addr: IpAddr| Match::Host { src, addr };
     for mac in &macs {
-        rules.push(format!(
-            "ether saddr {mac} ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 return"
+        rules.push(Rule::new(
+            vec![
+                ether(mac),
+                host(true, Ipv4Addr::UNSPECIFIED.into()),
+                host(false, Ipv4Addr::BROADCAST.into()),
+                Match::UdpPorts {
+                    sport: 68,
+                    dport: 67,
+                },
+            ],
+            Verdict::Return,
         ));
-        rules.push(format!(
-            "ether saddr {mac} arp saddr ether {mac} arp saddr ip 0.0.0.0 return"
+        rules.push(Rule::new(
+            vec![
+                ether(mac),
+                Match::Arp {
+                    sha: mac.0,
+                    spa: Ipv4Addr::UNSPECIFIED,
+                    len: None,
+                },
+            ],
+            Verdict::Return,
         ));
     }
     for (mac, ip) in &sources {
-        match ip {
-            IpNet::V4(_) => {
-                rules.push(format!("ether saddr {mac} ip saddr {ip} return"));
-                rules.push(format!(
-                    "ether saddr {mac} arp saddr ether {mac} arp saddr ip {ip} return"
-                ));
-            }
-            IpNet::V6(_) => rules.push(format!("ether saddr {mac} ip6 saddr {ip} return")),
-        }
-    }
-    if sources.iter().any(|(_, ip)| matches!(ip, IpNet::V6(_))) {
-        for mac in &spec
-            .allowed_sources
-            .iter()
-            .map(|s| s.mac)
-            .collect::<BTreeSet<_>>()
-        {
-            // Only the link-local address the kernel derives from the MAC,
-            // never another host's on the link (a router's, say).
-            let link_local = link_local(*mac);
-            rules.push(format!("ether saddr {mac} ip6 saddr {link_local} return"));
-            rules.push(format!(
-                "ether saddr {mac} ip6 saddr :: icmpv6 type {{ 135, 143 }} return"
+        rules.push(Rule::new(
+            vec![
+                ether(mac),
+                Match::Prefix {
+                    src: true,
+                    net: *ip,
+                },
+            ],
+            Verdict::Return,
+        ));
+        if let IpNet::V4(net) = ip {
+            rules.push(Rule::new(
+                vec![
+                    ether(mac),
+                    Match::Arp {
+                        sha: mac.0,
+                        spa: net.addr(),
+                        len: Some(net.prefix_len()),
+                    },
+                ],
+                Verdict::Return,
             ));
         }
     }
-    rules.push("drop".into());
+    if sources.iter().any(|(_, ip)| matches!(ip, IpNet::V6(_))) {
+        for mac in &macs {
+            // Only the link-local address the kernel derives from the MAC,
+            // never another host's on the link (a router's, say).
+            rules.push(Rule::new(
+                vec![ether(mac), host(true, mac.ipv6_link_local().into())],
+                Verdict::Return,
+            ));
+            rules.push(Rule::new(
+                vec![
+                    ether(mac),
+                    host(true, Ipv6Addr::UNSPECIFIED.into()),
+                    Match::Icmpv6TypeIn(vec![135, 143]),
+                ],
+                Verdict::Return,
+            ));
+        }
+    }
+    rules.push(Rule::new(vec![], Verdict::Drop));
     rules
 }
 
-/// The EUI-64 link-local address of a MAC (as the kernel derives it).
-pub fn link_local(mac: model::MacAddr) -> std::net::Ipv6Addr {
-    let m = mac.0;
-    let iid = u64::from_be_bytes([m[0] ^ 0x02, m[1], m[2], 0xff, 0xfe, m[3], m[4], m[5]]);
-    std::net::Ipv6Addr::from((0xfe80u128 << 112) | u128::from(iid))
-}
-
 /// A port's chain for one direction (egress: what it sends).
-fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<String> {
+fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<Rule> {
     let mut rules = vec![];
     // Only the host answers a VM's router solicitations and DHCPv6 (written
     // on the port's own device, past this chain): a VM's router
     // advertisements and DHCPv6 replies reach nobody, whatever its groups
     // or connections allow.
     if dir == RuleDirection::Egress {
-        rules.push("icmpv6 type 134 drop".into());
-        rules.push("meta nfproto ipv6 udp sport 547 udp dport 546 drop".into());
+        rules.push(Rule::new(
+            vec![
+                Match::L4Proto(58),
+                Match::Icmp {
+                    v6: true,
+                    ty: 134,
+                    code: None,
+                },
+            ],
+            Verdict::Drop,
+        ));
+        rules.push(Rule::new(
+            vec![
+                Match::NfProto { v6: true },
+                Match::UdpPorts {
+                    sport: 547,
+                    dport: 546,
+                },
+            ],
+            Verdict::Drop,
+        ));
     }
     if stateful {
-        rules.push("ct state established,related accept".into());
-        rules.push("ct state invalid drop".into());
+        rules.push(Rule::new(
+            vec![Match::Ct(CtState::EstablishedRelated)],
+            Verdict::Accept,
+        ));
+        rules.push(Rule::new(vec![Match::Ct(CtState::Invalid)], Verdict::Drop));
     }
+    let dhcp = |v6: bool, sport, dport| {
+        Rule::new(
+            vec![Match::NfProto { v6 }, Match::UdpPorts { sport, dport }],
+            Verdict::Accept,
+        )
+    };
     // What Neutron always allows: DHCP(v6) requests to the agent and
     // neighbour discovery (RS/NS/NA/MLD out, NS/NA/MLD query in). Router
     // advertisements and DHCPv6 replies come only from the host, which
     // writes them past the bridge.
     match dir {
         RuleDirection::Egress => {
-            rules.push("meta nfproto ipv4 udp sport 68 udp dport 67 accept".into());
-            rules.push("meta nfproto ipv6 udp sport 546 udp dport 547 accept".into());
-            rules.push("icmpv6 type { 131, 133, 135, 136, 143 } accept".into());
+            rules.push(dhcp(false, 68, 67));
+            rules.push(dhcp(true, 546, 547));
+            rules.push(Rule::new(
+                vec![Match::Icmpv6TypeIn(vec![131, 133, 135, 136, 143])],
+                Verdict::Accept,
+            ));
         }
         RuleDirection::Ingress => {
-            rules.push("meta nfproto ipv4 udp sport 67 udp dport 68 accept".into());
-            rules.push("icmpv6 type { 130, 135, 136 } accept".into());
+            rules.push(dhcp(false, 67, 68));
+            rules.push(Rule::new(
+                vec![Match::Icmpv6TypeIn(vec![130, 135, 136])],
+                Verdict::Accept,
+            ));
         }
     }
     for g in groups {
-        rules.push(format!("jump {}", group_chain(g, dir)));
+        rules.push(Rule::new(vec![], Verdict::Jump(group_chain(g, dir))));
     }
-    rules.push("drop".into());
+    rules.push(Rule::new(vec![], Verdict::Drop));
     rules
 }
 
@@ -601,7 +647,7 @@ type Key = (
 /// The rules of one group in one direction. Rules that differ only in their
 /// remote prefix become one rule with a set of prefixes (one lookup however
 /// many); a rule with no remote makes its prefix siblings redundant.
-fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
+fn group_rules(rules: &[&RuleSpec]) -> Vec<Rule> {
     let mut any: BTreeSet<Key> = BTreeSet::new();
     let mut prefixes: BTreeMap<Key, Vec<IpNet>> = BTreeMap::new();
     let mut groups: BTreeSet<(Key, String)> = BTreeSet::new();
@@ -626,90 +672,70 @@ fn group_rules(rules: &[&RuleSpec]) -> Vec<String> {
         }
     }
     let dir = rules.first().map(|r| r.direction);
-    let addr = if dir == Some(RuleDirection::Egress) {
-        "daddr"
-    } else {
-        "saddr"
+    // Egress rules name where packets go, ingress where they come from.
+    let src = dir != Some(RuleDirection::Egress);
+    let with = |key: &Key, remote: Match| {
+        let mut m = matches(key);
+        m.push(remote);
+        Rule::new(m, Verdict::Accept)
     };
     let mut out = vec![];
     for key in &any {
-        out.push(format!("{} accept", matches(key)));
+        out.push(Rule::new(matches(key), Verdict::Accept));
     }
     for (key, nets) in &prefixes {
         if any.contains(key) {
             continue;
         }
         let nets = IpNet::aggregate(nets);
-        let l3 = if key.0 == RuleEthertype::IPv6 {
-            "ip6"
-        } else {
-            "ip"
+        let v6 = key.0 == RuleEthertype::IPv6;
+        let remote = match nets.as_slice() {
+            [net] => Match::Prefix { src, net: *net },
+            _ => Match::AnyOf { src, v6, nets },
         };
-        let list: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        let remote = if list.len() == 1 {
-            list.join("")
-        } else {
-            format!("{{ {} }}", list.join(", "))
-        };
-        out.push(format!("{} {l3} {addr} {remote} accept", matches(key)));
+        out.push(with(key, remote));
     }
     for (key, g) in &groups {
         if any.contains(key) {
             continue;
         }
         let v6 = key.0 == RuleEthertype::IPv6;
-        let l3 = if v6 { "ip6" } else { "ip" };
-        out.push(format!(
-            "{} {l3} {addr} @{} accept",
-            matches(key),
-            remote_set(g, v6)
-        ));
+        let set = remote_set(g, v6);
+        out.push(with(key, Match::InSet { src, v6, set }));
     }
     for (key, g) in &address_groups {
         if any.contains(key) {
             continue;
         }
         let v6 = key.0 == RuleEthertype::IPv6;
-        let l3 = if v6 { "ip6" } else { "ip" };
-        out.push(format!(
-            "{} {l3} {addr} @{} accept",
-            matches(key),
-            address_group_set(g, v6)
-        ));
+        let set = address_group_set(g, v6);
+        out.push(with(key, Match::InSet { src, v6, set }));
     }
     out
 }
 
 /// The match part of a rule: family, protocol, ports, ICMP type/code.
-fn matches(key: &Key) -> String {
+fn matches(key: &Key) -> Vec<Match> {
     let (eth, proto, ports, icmp) = *key;
     let v6 = eth == RuleEthertype::IPv6;
-    let mut s = String::from(if v6 {
-        "meta nfproto ipv6"
-    } else {
-        "meta nfproto ipv4"
-    });
+    let mut m = vec![Match::NfProto { v6 }];
     // ICMP named on an IPv6 rule means ICMPv6.
     let proto = match proto {
         Some(1) if v6 => Some(58),
         p => p,
     };
     if let Some(p) = proto {
-        let _ = write!(s, " meta l4proto {p}");
+        m.push(Match::L4Proto(p));
         if let Some((lo, hi)) = ports.filter(|_| PORT_PROTOCOLS.contains(&p)) {
-            if lo == hi {
-                let _ = write!(s, " th dport {lo}");
-            } else {
-                let _ = write!(s, " th dport {lo}-{hi}");
-            }
+            m.push(Match::ThDport(lo, hi));
         }
         if let Some((ty, code)) = icmp.filter(|_| p == 1 || p == 58) {
-            let icmp = if p == 58 { "icmpv6" } else { "icmp" };
-            let _ = write!(s, " {icmp} type {ty}");
-            if let Some(c) = code {
-                let _ = write!(s, " {icmp} code {c}");
-            }
+            m.push(Match::Icmp {
+                v6: p == 58,
+                ty,
+                code,
+            });
         }
     }
-    s
+    m
 }

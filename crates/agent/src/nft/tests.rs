@@ -148,7 +148,7 @@ fn the_ruleset_dispatches_ports_to_shared_group_chains() {
     // its connections; then stateful, with DHCP allowed and the default
     // drop last.
     let e = &rs.inet.chains["e_tapa"].rules;
-    assert_eq!(e[0], "icmpv6 type 134 drop");
+    assert_eq!(e[0], "meta l4proto 58 icmpv6 type 134 drop");
     assert_eq!(e[1], "meta nfproto ipv6 udp sport 547 udp dport 546 drop");
     assert_eq!(e[2], "ct state established,related accept");
     let i = &rs.inet.chains["i_tapa"].rules;
@@ -544,4 +544,25 @@ fn an_address_added_to_a_group_changes_one_element_and_no_rule() {
         tx.script,
         "delete element inet vnet ag_ag_4 { 192.0.2.0/24 }\n"
     );
+}
+
+#[test]
+fn typed_rules_render_the_chains_text_and_port_and_group_rules_encode() {
+    let rs = desired(
+        &with_address_group(&["192.0.2.0/24"]),
+        &NftConfig::default(),
+    );
+    for (family, t) in [(Family::Bridge, &rs.bridge), (Family::Inet, &rs.inet)] {
+        for (name, c) in &t.chains {
+            let text: Vec<String> = c.typed.iter().map(ToString::to_string).collect();
+            assert_eq!(text, c.rules, "{name}");
+            for (rule, text) in c.typed.iter().zip(&c.rules) {
+                assert!(
+                    rule.expressions(family).is_ok(),
+                    "{family:?} {name}: {text}"
+                );
+            }
+        }
+    }
+    assert!(rs.inet.chains["g_web_i"].typed.len() >= 3);
 }

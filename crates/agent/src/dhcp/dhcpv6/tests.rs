@@ -66,7 +66,7 @@ fn solicit_gets_an_advertisement_of_exactly_the_ports_address() {
     assert_eq!(&reply[0..6], &lease(&[]).mac.0);
     assert_eq!(&reply[6..12], &SERVER_MAC.0);
     let source = Ipv6Addr::from(<[u8; 16]>::try_from(&reply[22..38]).unwrap());
-    assert_eq!(source, link_local(SERVER_MAC));
+    assert_eq!(source, SERVER_MAC.ipv6_link_local());
     assert_eq!(
         upper_layer_checksum(source, request.client_ip, UDP, &reply[ETH_LEN + IPV6_LEN..]),
         0

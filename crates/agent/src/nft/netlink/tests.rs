@@ -198,3 +198,120 @@ fn many_elements_are_split_into_messages_keeping_intervals_whole() {
     );
     assert!(m.iter().all(|m| m.buffer_len() < 65536));
 }
+
+// nft's messages for chain and set steps (`nft --debug=mnl -f`, sequence
+// number 0, flags request only).
+const NEW_CHAIN: &str =
+    "2c000000030a010000000000000000000100000009000100766e6574000000000a000300675f785f69000000";
+const DEL_CHAIN: &str =
+    "2c000000050a010000000000000000000100000009000100766e6574000000000a000300675f785f69000000";
+// `flush chain inet vnet c`: a rule deletion naming only the chain.
+const FLUSH_CHAIN: &str =
+    "28000000080a010000000000000000000100000009000100766e6574000000000600020063000000";
+const NEW_SET_V4: &str = "58000000090a010000000000000000000100000009000100766e6574000000000b00020072675f785f34000008000300000000040800040000000007080005000000000408000a00000000010a000d000004020000000000";
+const NEW_SET_V6: &str = "58000000090a010000000000000000000100000009000100766e6574000000000b00020072675f785f36000008000300000000040800040000000008080005000000001008000a00000000010a000d000004020000000000";
+const DEL_SET: &str =
+    "280000000b0a010000000000000000000100000009000100766e6574000000000700020073340000";
+
+fn one(op: Op) -> Vec<u8> {
+    let tx = Transaction {
+        ops: vec![op],
+        ..Transaction::default()
+    };
+    let m = transaction_messages(&tx).unwrap();
+    assert_eq!(m.len(), 1);
+    ours(&m[0])
+}
+
+#[test]
+fn chain_and_set_steps_are_nfts_bytes() {
+    let inet = Family::Inet;
+    let s = |n: &str| n.to_string();
+    let add_chain = Op::AddChain {
+        family: inet,
+        name: s("g_x_i"),
+        hook: None,
+    };
+    assert_eq!(one(add_chain), hex(NEW_CHAIN));
+    let del_chain = Op::DeleteChain {
+        family: inet,
+        name: s("g_x_i"),
+    };
+    assert_eq!(one(del_chain), hex(DEL_CHAIN));
+    let flush = Op::FlushChain {
+        family: inet,
+        name: s("c"),
+    };
+    assert_eq!(one(flush), hex(FLUSH_CHAIN));
+    for (v6, golden, name) in [(false, NEW_SET_V4, "rg_x_4"), (true, NEW_SET_V6, "rg_x_6")] {
+        let add = Op::AddSet {
+            family: inet,
+            name: s(name),
+            v6,
+        };
+        assert_eq!(one(add), hex(golden));
+    }
+    let del_set = Op::DeleteSet {
+        family: inet,
+        name: s("s4"),
+    };
+    assert_eq!(one(del_set), hex(DEL_SET));
+}
+
+#[test]
+fn tables_base_chains_and_untyped_rules_are_left_to_nft() {
+    let refused = [
+        Op::AddTable(Family::Inet),
+        Op::AddChain {
+            family: Family::Inet,
+            name: "egress".into(),
+            hook: Some("type filter hook forward priority 0; policy accept;".into()),
+        },
+        Op::AddRule {
+            family: Family::Bridge,
+            chain: "forward".into(),
+            rule: crate::nft::rule::Rule::Text("oifname vmap { \"t\" : jump t_t }".into()),
+            tag: "h0".into(),
+        },
+    ];
+    for op in refused {
+        let tx = Transaction {
+            ops: vec![
+                Op::FlushChain {
+                    family: Family::Inet,
+                    name: "c".into(),
+                },
+                op.clone(),
+            ],
+            ..Transaction::default()
+        };
+        assert!(transaction_messages(&tx).is_err(), "{op:?}");
+    }
+}
+
+#[test]
+fn element_changes_go_where_the_plan_puts_them() {
+    let tx = Transaction {
+        set_deltas: vec![delta("rg_x_4", false, &[], &["10.0.0.5/32"])],
+        ops: vec![
+            Op::AddChain {
+                family: Family::Inet,
+                name: "g_x_i".into(),
+                hook: None,
+            },
+            Op::Elements,
+            Op::DeleteChain {
+                family: Family::Inet,
+                name: "g_y_i".into(),
+            },
+        ],
+        ..Transaction::default()
+    };
+    let m = transaction_messages(&tx).unwrap();
+    let kinds: Vec<String> = m
+        .iter()
+        .map(|m| format!("{:?}", m.payload.message_type()))
+        .collect();
+    assert_eq!(m.len(), 3, "{kinds:?}");
+    assert_eq!(ours(&m[1]), ours(&element_messages(&tx.set_deltas)[0]));
+}
