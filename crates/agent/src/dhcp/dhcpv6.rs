@@ -135,20 +135,27 @@ pub fn parse_request(frame: &[u8]) -> Option<Request> {
 const OPTION_IA_NA: u16 = 3;
 const OPTION_IA_TA: u16 = 4;
 const OPTION_IAADDR: u16 = 5;
+const OPTION_PREFERENCE: u16 = 7;
+const OPTION_ELAPSED_TIME: u16 = 8;
 const OPTION_RELAY_MSG: u16 = 9;
+const OPTION_UNICAST: u16 = 12;
 const OPTION_STATUS_CODE: u16 = 13;
+const OPTION_RAPID_COMMIT: u16 = 14;
 const OPTION_VENDOR_CLASS: u16 = 16;
 const OPTION_VENDOR_OPTS: u16 = 17;
+const OPTION_RECONF_MSG: u16 = 19;
+const OPTION_RECONF_ACCEPT: u16 = 20;
 const OPTION_IA_PD: u16 = 25;
 const OPTION_IAPREFIX: u16 = 26;
 
-/// Whether `dhcproto` may decode this client message. Version 0.15
-/// subtracts from an option's length without checking it (a status code
-/// shorter than 2 bytes, a vendor class or vendor options shorter than 4):
-/// an overflow, a panic in a debug build, from one crafted frame (found by
-/// the `dhcpv6` fuzz target). So the options are walked first, containers
-/// included, and such a message refused; a relay message never comes from
-/// a VM.
+/// Whether `dhcproto` may decode this client message. Version 0.15 reads
+/// some options by their kind's size rather than their stated length, and
+/// subtracts from a length without checking it (a status code shorter than
+/// 2 bytes, a vendor class or vendor options shorter than 4): an overflow,
+/// a panic in a debug build, from one crafted frame (found by the `dhcpv6`
+/// fuzz target). So the options are walked first, containers included, and
+/// a message with one whose length is not its kind's is refused; a relay
+/// message never comes from a VM.
 fn decodable(message: &[u8]) -> bool {
     const RELAY_FORW: u8 = 12;
     const RELAY_REPL: u8 = 13;
@@ -169,6 +176,10 @@ fn options_decodable(mut options: &[u8]) -> bool {
         };
         let nested = |header: usize| body.get(header..).is_some_and(options_decodable);
         let fine = match u16::from_be_bytes([c0, c1]) {
+            OPTION_RAPID_COMMIT | OPTION_RECONF_ACCEPT => len == 0,
+            OPTION_PREFERENCE | OPTION_RECONF_MSG => len == 1,
+            OPTION_ELAPSED_TIME => len == 2,
+            OPTION_UNICAST => len == 16,
             OPTION_STATUS_CODE => len >= 2,
             OPTION_VENDOR_CLASS => len >= 4,
             OPTION_VENDOR_OPTS | OPTION_IA_TA => nested(4),

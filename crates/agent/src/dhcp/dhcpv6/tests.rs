@@ -230,5 +230,9 @@ fn options_too_short_for_their_kind_are_refused_not_decoded() {
     assert!(options_decodable(&ia_na(&status(2))));
     assert!(!options_decodable(&ia_na(&status(0))));
     assert!(!options_decodable(&[0, 16, 0, 3, 0, 0, 0]));
+    // Read by their kind's size whatever their length says: lengths must match.
+    assert!(options_decodable(&[0, 7, 0, 1, 255]));
+    assert!(!options_decodable(&[0, 7, 0, 0, 0, 16, 0, 3, 0, 0, 0]));
+    assert!(!options_decodable(&[0, 14, 0, 1, 0]));
     assert!(!decodable(&[12, 0, 0, 0]), "a relay message");
 }
