@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use super::dhcpv6::{self, Dhcpv6Lease};
 use super::router_advert::{self, Advert, MAX_INTERVAL, MIN_INTERVAL};
 use super::server::{PortStatus, RETRY_INTERVAL};
-use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Received};
+use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Read};
 
 /// What one port is served over IPv6.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -265,21 +265,10 @@ async fn serve_socket(
                 continue;
             }
         };
-        let received = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(received) => received,
-            Err(_would_block) => continue,
-        };
-        let len = match received {
-            Ok(Received::Frame(len)) => len,
-            Ok(Received::Skip) => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
-                if same_device() {
-                    continue;
-                }
-                return Ok(());
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => return Err(e),
+        let len = match socket::read_ready(&mut guard, &mut buf, same_device)? {
+            Read::Frame(len) => len,
+            Read::Again => continue,
+            Read::Gone => return Ok(()),
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let frame = &buf[..len];

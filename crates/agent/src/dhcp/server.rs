@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use super::responder;
-use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Received};
+use super::socket::{self, Filter, MAX_FRAME, PacketSocket, Read};
 
 /// How often a port whose device is missing (or failed) is retried.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
@@ -236,23 +236,10 @@ async fn serve_socket(
                 continue;
             }
         };
-        let received = match guard.try_io(|s| s.get_ref().recv(&mut buf)) {
-            Ok(received) => received,
-            Err(_would_block) => continue,
-        };
-        let len = match received {
-            Ok(Received::Frame(len)) => len,
-            Ok(Received::Skip) => continue,
-            // The device went down (the socket resumes when it is up again)
-            // or was deleted (the socket is dead for good).
-            Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => {
-                if same_device() {
-                    continue;
-                }
-                return Ok(());
-            }
-            Err(e) if e.raw_os_error() == Some(libc::EINTR) => continue,
-            Err(e) => return Err(e),
+        let len = match socket::read_ready(&mut guard, &mut buf, same_device)? {
+            Read::Frame(len) => len,
+            Read::Again => continue,
+            Read::Gone => return Ok(()),
         };
         shared.requests.fetch_add(1, Ordering::Relaxed);
         let frame = &buf[..len];

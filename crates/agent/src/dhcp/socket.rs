@@ -34,7 +34,7 @@ use std::mem;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::io::Interest;
-use tokio::io::unix::AsyncFd;
+use tokio::io::unix::{AsyncFd, AsyncFdReadyGuard};
 
 /// `SO_ATTACH_FILTER` (asm-generic/socket.h; the same on x86 and arm).
 const SO_ATTACH_FILTER: libc::c_int = 26;
@@ -77,11 +77,46 @@ pub(super) struct PacketSocket {
 }
 
 /// What one read returned.
-pub(super) enum Received {
+enum Received {
     /// A frame the device received, `len` bytes at the start of the buffer.
     Frame(usize),
     /// Something to skip: a frame the device sent, or a truncated one.
     Skip,
+}
+
+/// What reading a ready port socket came to.
+pub(super) enum Read {
+    /// A frame the device received, `len` bytes at the start of the buffer.
+    Frame(usize),
+    /// Nothing to answer yet: would block, a frame to skip, an interrupted
+    /// call, or the device down but still there (the socket resumes when it
+    /// is up again).
+    Again,
+    /// The device was deleted: the socket is dead for good.
+    Gone,
+}
+
+/// One read of a socket `ready` said is readable, on the device
+/// `same_device` says is still the socket's.
+pub(super) fn read_ready(
+    ready: &mut AsyncFdReadyGuard<'_, PacketSocket>,
+    buf: &mut [u8],
+    same_device: impl Fn() -> bool,
+) -> io::Result<Read> {
+    let Ok(received) = ready.try_io(|s| s.get_ref().recv(buf)) else {
+        return Ok(Read::Again); // would block
+    };
+    match received {
+        Ok(Received::Frame(len)) => Ok(Read::Frame(len)),
+        Ok(Received::Skip) => Ok(Read::Again),
+        Err(e) if e.raw_os_error() == Some(libc::ENETDOWN) => Ok(if same_device() {
+            Read::Again
+        } else {
+            Read::Gone
+        }),
+        Err(e) if e.raw_os_error() == Some(libc::EINTR) => Ok(Read::Again),
+        Err(e) => Err(e),
+    }
 }
 
 impl PacketSocket {
@@ -151,7 +186,7 @@ impl PacketSocket {
     }
 
     /// Read one frame into `buf` (non-blocking: `WouldBlock` when none).
-    pub(super) fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<Received> {
         // SAFETY: all-zero is a valid `sockaddr_ll`.
         let mut from: libc::sockaddr_ll = unsafe { mem::zeroed() };
         let mut from_len = mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t;

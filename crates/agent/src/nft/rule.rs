@@ -329,6 +329,28 @@ fn ifname_key(name: &str) -> Option<Vec<u8>> {
     Some(k)
 }
 
+/// An anonymous map from interface names to `values` of type `data` (type,
+/// length); `None` if a name cannot be one.
+fn ifname_map<'a>(
+    id: u32,
+    values: impl Iterator<Item = (&'a String, DataAttribute)>,
+    data: (u32, u32),
+    user_data: &[u8],
+) -> Option<AnonSet> {
+    let elements = values
+        .map(|(dev, value)| Some((ifname_key(dev)?, Some(value))))
+        .collect::<Option<Vec<_>>>()?;
+    Some(AnonSet {
+        id,
+        key_type: TYPE_IFNAME,
+        key_len: IFNAMSIZ as u32,
+        data: Some(data),
+        user_data: user_data.to_vec(),
+        intervals: None,
+        elements,
+    })
+}
+
 fn jump(chain: &str) -> DataAttribute {
     DataAttribute::Verdict(vec![
         VerdictAttribute::Code(NlVerdict::Jump),
@@ -356,46 +378,27 @@ impl Rule {
         let id = *last_set_id + 1;
         let (set, exprs) = match self {
             Rule::IfnameVmap { out, entries } => {
-                let elements = entries
-                    .iter()
-                    .map(|(dev, chain)| Some((ifname_key(dev)?, Some(jump(chain)))))
-                    .collect::<Option<Vec<_>>>()?;
                 let key = if *out {
                     MetaKey::Oifname
                 } else {
                     MetaKey::Iifname
                 };
                 (
-                    AnonSet {
+                    ifname_map(
                         id,
-                        key_type: TYPE_IFNAME,
-                        key_len: IFNAMSIZ as u32,
-                        data: Some((DATA_VERDICT, 0)),
-                        user_data: UDATA_VERDICT_MAP.to_vec(),
-                        intervals: None,
-                        elements,
-                    },
+                        entries.iter().map(|(dev, chain)| (dev, jump(chain))),
+                        (DATA_VERDICT, 0),
+                        &UDATA_VERDICT_MAP,
+                    )?,
                     vec![meta_load(key), map_lookup(id, Register::Verdict)],
                 )
             }
             Rule::MarkFromIfname(entries) => {
-                let elements = entries
+                let values = entries
                     .iter()
-                    .map(|(dev, mark)| {
-                        let data = DataAttribute::Value(mark.to_ne_bytes().to_vec());
-                        Some((ifname_key(dev)?, Some(data)))
-                    })
-                    .collect::<Option<Vec<_>>>()?;
+                    .map(|(dev, mark)| (dev, DataAttribute::Value(mark.to_ne_bytes().to_vec())));
                 (
-                    AnonSet {
-                        id,
-                        key_type: TYPE_IFNAME,
-                        key_len: IFNAMSIZ as u32,
-                        data: Some((TYPE_MARK, 4)),
-                        user_data: UDATA_MARK_MAP.to_vec(),
-                        intervals: None,
-                        elements,
-                    },
+                    ifname_map(id, values, (TYPE_MARK, 4), &UDATA_MARK_MAP)?,
                     vec![
                         meta_load(MetaKey::Iifname),
                         map_lookup(id, Register::Reg1),
@@ -407,23 +410,11 @@ impl Rule {
                 )
             }
             Rule::ZoneFromIfname(entries) => {
-                let elements = entries
+                let values = entries
                     .iter()
-                    .map(|(dev, zone)| {
-                        let data = DataAttribute::Value(zone.to_ne_bytes().to_vec());
-                        Some((ifname_key(dev)?, Some(data)))
-                    })
-                    .collect::<Option<Vec<_>>>()?;
+                    .map(|(dev, zone)| (dev, DataAttribute::Value(zone.to_ne_bytes().to_vec())));
                 (
-                    AnonSet {
-                        id,
-                        key_type: TYPE_IFNAME,
-                        key_len: IFNAMSIZ as u32,
-                        data: Some((TYPE_INTEGER, 2)),
-                        user_data: UDATA_MARK_MAP.to_vec(),
-                        intervals: None,
-                        elements,
-                    },
+                    ifname_map(id, values, (TYPE_INTEGER, 2), &UDATA_MARK_MAP)?,
                     vec![
                         meta_load(MetaKey::Iifname),
                         map_lookup(id, Register::Reg1),
