@@ -12,15 +12,8 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Proc, VNET, http, wait_for};
+use common::{Proc, VNET, free_addr, http, wait_for};
 use serde_json::{Value, json};
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 /// A server on a fresh data dir (`dir/data`), answering.
 fn server(dir: &std::path::Path, api: SocketAddr) -> Proc {

@@ -7,21 +7,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, VNET, http};
+use common::{Proc, VNET, free_addr, http};
 use serde_json::{Value, json};
 use store::etcd::local::LocalEtcd;
-
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
 
 fn start_etcd(dir: &Path) -> LocalEtcd {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -78,6 +71,24 @@ fn call(api: SocketAddr, method: &str, path: &str, body: Value) -> Value {
     reply
 }
 
+/// A network named `n` with an IPv4 subnet of `cidr`; the network's id.
+fn network_with_subnet(api: SocketAddr, cidr: &str) -> String {
+    let net = call(
+        api,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {"name": "n"}}),
+    );
+    let net_id = net["network"]["id"].as_str().unwrap().to_owned();
+    call(
+        api,
+        "POST",
+        "/v2.0/subnets",
+        json!({"subnet": {"network_id": net_id, "cidr": cidr, "ip_version": 4}}),
+    );
+    net_id
+}
+
 /// Ports (id, MAC, IP) on one subnet, sorted by id.
 fn ports(api: SocketAddr) -> Vec<(String, String, String)> {
     let (status, reply) = http(api, "GET", "/v2.0/ports", None);
@@ -127,19 +138,7 @@ fn a_server_on_etcd_keeps_the_cloud_across_restarts() {
     let api = free_addr();
     let mut first = server(&etcd, api, &dir.path().join("server1.log"));
 
-    let net = call(
-        api,
-        "POST",
-        "/v2.0/networks",
-        json!({"network": {"name": "n"}}),
-    );
-    let net_id = net["network"]["id"].as_str().unwrap().to_owned();
-    call(
-        api,
-        "POST",
-        "/v2.0/subnets",
-        json!({"subnet": {"network_id": net_id, "cidr": "10.7.0.0/24", "ip_version": 4}}),
-    );
+    let net_id = network_with_subnet(api, "10.7.0.0/24");
     for i in 0..5 {
         call(
             api,
@@ -241,19 +240,7 @@ fn a_request_larger_than_one_etcd_transaction_is_refused() {
         assert!(Instant::now() < deadline, "the server did not answer");
         std::thread::sleep(Duration::from_millis(50));
     }
-    let net = call(
-        api,
-        "POST",
-        "/v2.0/networks",
-        json!({"network": {"name": "n"}}),
-    );
-    let net_id = net["network"]["id"].as_str().unwrap().to_owned();
-    call(
-        api,
-        "POST",
-        "/v2.0/subnets",
-        json!({"subnet": {"network_id": net_id, "cidr": "10.8.0.0/24", "ip_version": 4}}),
-    );
+    let net_id = network_with_subnet(api, "10.8.0.0/24");
     let bulk: Vec<Value> = (0..20)
         .map(|i| json!({"network_id": net_id, "name": format!("p{i}")}))
         .collect();

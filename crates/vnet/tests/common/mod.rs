@@ -28,6 +28,14 @@ impl Drop for Proc {
     }
 }
 
+/// A loopback address free right now (the kernel's pick).
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
 pub fn spawn(mut cmd: Command, log: &std::path::Path) -> Proc {
     let out = std::fs::File::create(log).unwrap();
     let err = out.try_clone().unwrap();
