@@ -44,7 +44,7 @@ struct State {
 
 /// What a host's stream has next, read from its log after its last revision.
 pub enum Next {
-    /// The host's deltas after that revision, in order (maybe none).
+    /// The host's deltas after that revision, in order (at least one).
     Deltas(Vec<StreamMessage>),
     /// None: the stream is up to date at this (the fabric's) revision.
     UpToDate(Revision),
@@ -152,10 +152,8 @@ impl Fabric {
             .or_insert_with(|| watch::channel(revision).0)
             .subscribe();
         let first = match from.map(|r| next(&state, host, r)) {
-            Some(Next::Deltas(deltas)) if !deltas.is_empty() => deltas,
-            Some(Next::Deltas(_) | Next::UpToDate(_)) => {
-                vec![StreamMessage::Idle { revision }]
-            }
+            Some(Next::Deltas(deltas)) => deltas,
+            Some(Next::UpToDate(_)) => vec![StreamMessage::Idle { revision }],
             None | Some(Next::Lost) => vec![StreamMessage::Snapshot {
                 revision,
                 state: state.compiler.snapshot(host),
