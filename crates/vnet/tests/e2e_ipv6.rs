@@ -41,8 +41,14 @@ fn network(cloud: &Cloud, project: &str) -> String {
 /// A port with these fixed IPs bound to host `h` (1-based), and its VM with
 /// IPv6 on; the port as the API shows it.
 fn vm(cloud: &Cloud, project: &str, net: &str, fixed_ips: Value, h: usize) -> (Value, Vm) {
-    let body = json!({"port": {"network_id": net, "project_id": project,
-        "binding:host_id": format!("h{h}"), "fixed_ips": fixed_ips}});
+    let port = json!({"network_id": net, "project_id": project, "fixed_ips": fixed_ips});
+    vm_of(cloud, port, h)
+}
+
+/// A port of these attributes bound to host `h` (1-based), and its VM.
+fn vm_of(cloud: &Cloud, mut port: Value, h: usize) -> (Value, Vm) {
+    port["binding:host_id"] = json!(format!("h{h}"));
+    let body = json!({ "port": port });
     let port = cloud.call("POST", "/v2.0/ports", Some(body))["port"].clone();
     let device = compiler::protocol::tap_name(port["id"].as_str().unwrap());
     let vm = Vm::dual_stack(
@@ -263,7 +269,8 @@ fn router_mac(cloud: &Cloud, router: &str, net: &str) -> String {
 
 /// Run `dhclient -6` (isc-dhcp-client) in the VM, stateful or (`-S`)
 /// stateless, until its script has run once; what the script was given:
-/// `ADDRESS ip/len` (bound, and added to eth0) and `DNS servers` lines.
+/// `ADDRESS ip/len` (bound, and added to eth0), `DOMAIN search list` and
+/// `DNS servers` lines.
 fn dhclient6(vm: &Vm, stateless: bool) -> Vec<String> {
     let dir = tempfile::Builder::new()
         .prefix("vnet-dhclient6-")
@@ -278,6 +285,8 @@ fn dhclient6(vm: &Vm, stateless: bool) -> Vec<String> {
              if [ -n \"$new_ip6_address\" ]; then \
              ip -6 addr add $new_ip6_address/$new_ip6_prefixlen dev $interface; \
              echo \"ADDRESS $new_ip6_address/$new_ip6_prefixlen\" >> {out}; fi\n\
+             if [ -n \"$new_dhcp6_domain_search\" ]; then \
+             echo \"DOMAIN $new_dhcp6_domain_search\" >> {out}; fi\n\
              if [ -n \"$new_dhcp6_name_servers\" ]; then \
              echo \"DNS $new_dhcp6_name_servers\" >> {out}; fi\n",
             out = out.display()
@@ -349,11 +358,17 @@ fn dhcpv6_stateful_and_stateless() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, vm_s) = vm(
+    // Its own DHCPv6 options (Neutron's extra_dhcp_opts of ip_version 6)
+    // replace the subnet's DNS servers and the agent's domain; an IPv4
+    // one is not DHCPv6's.
+    let (s, vm_s) = vm_of(
         &cloud,
-        P,
-        &net_s,
-        json!([{"subnet_id": sub_s, "ip_address": "fd00:c::10"}]),
+        json!({"network_id": net_s, "project_id": P,
+            "fixed_ips": [{"subnet_id": sub_s, "ip_address": "fd00:c::10"}],
+            "extra_dhcp_opts": [
+                {"opt_name": "domain-search", "opt_value": "vnet.example", "ip_version": 6},
+                {"opt_name": "dns-server", "opt_value": "[fd00:c::54]", "ip_version": 6},
+                {"opt_name": "domain-search", "opt_value": "v4.example", "ip_version": 4}]}),
         1,
     );
     let (l, vm_l) = vm(&cloud, P, &net_l, json!([{"subnet_id": sub_l}]), 1);
@@ -363,9 +378,13 @@ fn dhcpv6_stateful_and_stateless() {
             cloud.status(id) == "ACTIVE"
         });
     }
-    // Stateless: SLAAC gives the EUI-64 address, DHCPv6 the DNS servers.
+    // Stateless: SLAAC gives the EUI-64 address, DHCPv6 the DNS servers
+    // and the agent's DNS domain (Neutron's default `dns_domain`).
     wait_for_addresses(&vm_l, &ipv6_of(&l));
-    assert_eq!(dhclient6(&vm_l, true), vec!["DNS fd00:d::53"]);
+    assert_eq!(
+        dhclient6(&vm_l, true),
+        vec!["DOMAIN openstacklocal.", "DNS fd00:d::53"]
+    );
     // Stateful: the advertisement is managed and its prefix not autonomous,
     // so the VM has no address until DHCPv6 gives exactly the port's.
     wait_for(
@@ -381,7 +400,11 @@ fn dhcpv6_stateful_and_stateless() {
     assert_eq!(global_addresses(&vm_s).0, Vec::<Ipv6Addr>::new());
     assert_eq!(
         dhclient6(&vm_s, false),
-        vec!["ADDRESS fd00:c::10/128", "DNS fd00:c::53"]
+        vec![
+            "ADDRESS fd00:c::10/128",
+            "DOMAIN vnet.example.",
+            "DNS fd00:c::54"
+        ]
     );
     wait_for_addresses(&vm_s, &["fd00:c::10".parse().unwrap()]);
 }
