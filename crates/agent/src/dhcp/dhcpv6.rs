@@ -15,15 +15,15 @@
 //! - REQUEST and RENEW naming this server, REBIND → REPLY with the addresses;
 //! - CONFIRM → REPLY, Success when every address the client holds is the
 //!   port's, else NotOnLink;
-//! - INFORMATION-REQUEST → REPLY with the options only.
+//! - INFORMATION-REQUEST → REPLY with the options only;
+//! - RELEASE and DECLINE naming this server → REPLY, Success (the addresses
+//!   are the API's; nothing is freed).
 //!
 //! Every reply carries the options of the lease: the DNS servers of the
 //! port's DHCPv6 subnets, the agent's DNS domain as the domain search list
 //! (Neutron's `dns_domain`, which its dnsmasq sends), and the port's
 //! `extra_dhcp_opts` of `ip_version` 6 that [`extra_option`] knows, each
-//! replacing the option of its code;
-//! - RELEASE and DECLINE naming this server → REPLY, Success (the addresses
-//!   are the API's; nothing is freed).
+//! replacing the option of its code.
 //!
 //! The server DUID is a DUID-LL of [`SERVER_MAC`], the same on every host,
 //! so a client renews with "the same server" wherever its port's host is.
