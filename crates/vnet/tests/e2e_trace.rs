@@ -40,6 +40,13 @@ const FLOWS: usize = 600;
 const SPOOFED: &str = "10.0.0.201";
 const ICMPV6_ECHO_REQUEST: u8 = 128;
 const ICMPV6_ECHO_REPLY: u8 = 129;
+const ICMPV6_ROUTER_ADVERT: u8 = 134;
+
+/// What a flow's router advertisement carries to name it (never 0, which
+/// a real router's may).
+fn advert_tag(id: usize) -> u32 {
+    u32::try_from(id).unwrap() + 1
+}
 /// A DHCPv6 client's and server's ports: a VM "replying" from 547 to 546
 /// must reach nobody (only the host answers DHCPv6).
 const DHCPV6_CLIENT_PORT: u16 = 546;
@@ -57,6 +64,8 @@ enum Proto {
     Tcp,
     Udp,
     Icmp,
+    /// An ICMPv6 router advertisement, which only the host may send.
+    RouterAdvert,
 }
 
 #[derive(Clone, Debug)]
@@ -189,6 +198,9 @@ fn random_rule(
 struct Listeners {
     tcp: Vec<TcpListener>,
     udp: Vec<UdpSocket>,
+    /// An IPv6 VM's raw ICMPv6 socket, which sees the router advertisements
+    /// that reach it (whether or not its kernel would take them).
+    adverts: Option<Socket>,
 }
 
 fn listeners(vm: &Vm, ip: IpAddr) -> Listeners {
@@ -216,7 +228,12 @@ fn listeners(vm: &Vm, ip: IpAddr) -> Listeners {
                 s
             })
             .collect();
-        Listeners { tcp, udp }
+        let adverts = ip.is_ipv6().then(|| {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        });
+        Listeners { tcp, udp, adverts }
     })
 }
 
@@ -257,6 +274,18 @@ fn probe(flow: &Flow, src: IpAddr) -> bool {
             false
         }
         Proto::Icmp if flow.dst.is_ipv6() => probe_icmpv6(flow, src),
+        Proto::RouterAdvert => {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+            s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+            // As a router sends it; router lifetime 0 (no default route in
+            // whoever takes it), the flow in its reachable time field.
+            s.set_unicast_hops_v6(255).unwrap();
+            let mut advert = vec![ICMPV6_ROUTER_ADVERT, 0, 0, 0, 64, 0, 0, 0];
+            advert.extend_from_slice(&advert_tag(flow.id).to_be_bytes());
+            advert.extend_from_slice(&[0; 4]);
+            let _ = s.send_to(&advert, &SocketAddr::new(flow.dst, 0).into());
+            false
+        }
         Proto::Icmp => {
             let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
             s.bind(&SocketAddr::new(src, 0).into()).unwrap();
@@ -335,13 +364,21 @@ fn trace(api: SocketAddr, machines: &[Machine], flow: &Flow) -> Value {
     let src = &machines[flow.src];
     let mut t = json!({
         "from_port": src.port,
-        "protocol": match flow.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Icmp => "icmp" },
+        "protocol": match flow.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+            Proto::RouterAdvert => "ipv6-icmp",
+        },
     });
+    if flow.proto == Proto::RouterAdvert {
+        t["icmp_type"] = json!(ICMPV6_ROUTER_ADVERT);
+    }
     match flow.to_port {
         Some(m) => t["to_port"] = json!(machines[m].port),
         None => t["to_ip"] = json!(flow.dst),
     }
-    if flow.proto != Proto::Icmp {
+    if matches!(flow.proto, Proto::Tcp | Proto::Udp) {
         t["destination_port"] = json!(flow.dport);
         t["source_port"] = json!(flow.sport());
     }
@@ -735,10 +772,14 @@ fn ipv6_traces_agree_with_real_packets() {
             dport: pick(&mut rng, &PORTS),
             sport: None,
         };
-        if chance(&mut rng, 8) {
-            flow.proto = Proto::Udp;
-            flow.sport = Some(DHCPV6_SERVER_PORT);
-            flow.dport = DHCPV6_CLIENT_PORT;
+        match rng.next_u64() % 100 {
+            0..8 => {
+                flow.proto = Proto::Udp;
+                flow.sport = Some(DHCPV6_SERVER_PORT);
+                flow.dport = DHCPV6_CLIENT_PORT;
+            }
+            8..14 => flow.proto = Proto::RouterAdvert,
+            _ => {}
         }
         flows.push(flow);
     }
@@ -842,10 +883,20 @@ fn traces_against_packets(
                 }
             }
         }
+        let mut buf = [0u8; 1500];
+        let mut adverts = l.adverts.as_ref();
+        while let Some(Ok(n)) = adverts.as_mut().map(|s| s.read(&mut buf)) {
+            if n >= 16 && buf[0] == ICMPV6_ROUTER_ADVERT {
+                let tag = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                if let Some(id) = flows.iter().position(|f| advert_tag(f.id) == tag) {
+                    received.insert(id, vm);
+                }
+            }
+        }
     }
     let mut outcome = outcome.into_inner().unwrap();
     for f in flows {
-        if f.proto == Proto::Udp {
+        if matches!(f.proto, Proto::Udp | Proto::RouterAdvert) {
             outcome.insert(f.id, received.contains_key(&f.id));
         }
     }
@@ -883,12 +934,19 @@ fn traces_against_packets(
         }
     }
     let delivered = outcome.values().filter(|d| **d).count();
+    let adverts: Vec<bool> = flows
+        .iter()
+        .filter(|f| f.proto == Proto::RouterAdvert)
+        .map(|f| outcome[&f.id])
+        .collect();
     eprintln!(
-        "{} flows compared ({delivered} delivered, {} dropped) in {:.1} s of probing, traced in {:.2} s; verdicts: {reasons:?}",
+        "{} flows compared ({delivered} delivered, {} dropped) in {:.1} s of probing, traced in {:.2} s; verdicts: {reasons:?}; router advertisements from VMs: {} sent, {} delivered",
         flows.len(),
         flows.len() - delivered,
         probed_in.as_secs_f64(),
-        traced_in.as_secs_f64()
+        traced_in.as_secs_f64(),
+        adverts.len(),
+        adverts.iter().filter(|d| **d).count()
     );
     assert!(
         disagreements.is_empty(),
