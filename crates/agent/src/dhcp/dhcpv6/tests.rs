@@ -141,6 +141,23 @@ fn information_request_gets_the_dns_servers_and_no_address() {
     );
 }
 
+/// Golden bytes: the reply to the same information request with the
+/// agent's domain as the search list, checked by `tcpdump -vv`.
+#[test]
+fn information_reply_with_the_domain_search_list_golden() {
+    let frame = bytes(include_str!(
+        "../testdata/dhclient6_information_request.hex"
+    ));
+    let mut lease = lease(&[]);
+    let (code, body) = extra_option("domain-search", "openstacklocal").unwrap();
+    lease.options.insert(code, body);
+    let reply = respond(&frame, &lease).unwrap();
+    assert_eq!(
+        hex(&reply),
+        include_str!("../testdata/vnet_dhcpv6_information_reply_domain.hex").trim()
+    );
+}
+
 #[test]
 fn garbage_and_other_traffic_get_nothing() {
     let frame = solicit();
