@@ -935,7 +935,8 @@ mod tests {
                     .any(|r| r.gateway.as_ref().is_some_and(|g| g.ipv6_nexthop.is_some()))
             })
             .expect("the input with version 8's fields");
-        let port = &state.networks["a831667c-bbba-40e2-aeef-42402724143c"].local_ports["83523da2-54f8-42b5-8889-415b03424970"];
+        let network = &state.networks["a831667c-bbba-40e2-aeef-42402724143c"];
+        let port = &network.local_ports["83523da2-54f8-42b5-8889-415b03424970"];
         assert_eq!(port.dhcpv6_options.len(), 2);
         let gateway = state.routers["955e0be8-aad1-4ea7-992b-2a1eaef0b460"]
             .gateway

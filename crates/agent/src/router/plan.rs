@@ -14,8 +14,10 @@
 //! runs the default SNAT. IPv6 is never NATed (as in Neutron): every host's
 //! router sends it out of its own uplink to the external IPv6 gateway, and
 //! it comes back to the gateway's IPv6 address, on the gateway host's
-//! uplink (the outside routes the tenant prefixes to it). Never a flush: only what differs changes, so
-//! planning against a right kernel yields nothing.
+//! uplink (the outside routes the tenant prefixes to it).
+//!
+//! Never a flush: only what differs changes, so planning against a right
+//! kernel yields nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
