@@ -50,6 +50,8 @@ pub struct AgentConfig {
     pub gateway: bool,
     /// Its availability zone (`--availability-zone`).
     pub availability_zone: String,
+    /// The domain its DHCPv6 replies give (`--dns-domain`).
+    pub dns_domain: dhcpv6::DnsDomain,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -186,11 +188,11 @@ pub async fn run(
                 .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
         }));
         ipv6.set_ports(state.networks.iter().flat_map(|(network_id, net)| {
-            let state = &state;
+            let (state, dns_domain) = (&state, &config.dns_domain);
             net.local_ports.iter().map(move |(id, port)| {
                 let service = Ipv6Service {
                     adverts: router_advert::port_adverts(state, network_id, id),
-                    dhcpv6: dhcpv6::port_lease(net, id),
+                    dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
                 };
                 (port.device.clone(), service)
             })

@@ -8,8 +8,8 @@ use ipnet::IpNet;
 use model::{Direction, Ethertype, Port, SecurityGroupRule, Subnet, protocol_number};
 
 use crate::protocol::{
-    AllowedSource, FixedIpSpec, LocalPortSpec, PortSecuritySpec, RouteSpec, RuleDirection,
-    RuleEthertype, RuleRemote, RuleSpec, SubnetSpec, tap_name,
+    AllowedSource, DhcpOptionSpec, FixedIpSpec, LocalPortSpec, PortSecuritySpec, RouteSpec,
+    RuleDirection, RuleEthertype, RuleRemote, RuleSpec, SubnetSpec, tap_name,
 };
 
 /// The key of `binding:profile` that names a port's device explicitly (a veth
@@ -49,6 +49,15 @@ pub fn local_port_spec(port: &Port) -> LocalPortSpec {
             .collect(),
         device: port_device(port),
         admin_state_up: port.admin_state_up,
+        dhcpv6_options: port
+            .extra_dhcp_opts
+            .iter()
+            .filter(|o| o.ip_version == 6)
+            .map(|o| DhcpOptionSpec {
+                name: o.opt_name.clone(),
+                value: o.opt_value.clone(),
+            })
+            .collect(),
     }
 }
 

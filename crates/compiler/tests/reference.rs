@@ -24,16 +24,16 @@ use std::net::IpAddr;
 use common::{Replay, ip, network, port, subnet};
 use compiler::Input;
 use compiler::protocol::{
-    AllowedSource, FixedIpSpec, FloatingIpSpec, HostState, LocalPortSpec, NetworkSpec,
-    PortForwardingSpec, PortSecuritySpec, RemotePortSpec, RouteSpec, RouterGatewaySpec,
-    RouterInterfaceSpec, RouterSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
-    SecurityGroupSpec, SubnetSpec,
+    AllowedSource, DhcpOptionSpec, FixedIpSpec, FloatingIpSpec, HostState, LocalPortSpec,
+    NetworkSpec, PortForwardingSpec, PortSecuritySpec, RemotePortSpec, RouteSpec,
+    RouterGatewaySpec, RouterInterfaceSpec, RouterSpec, RuleDirection, RuleEthertype, RuleRemote,
+    RuleSpec, SecurityGroupSpec, SubnetSpec,
 };
 use ipnet::IpNet;
 use model::{
-    AddressPair, Association, Direction, Ethertype, FloatingIp, Gateway, HostRoute, Network,
-    OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortForwarding, Router, SecurityGroup,
-    SecurityGroupRule, Standard, Subnet,
+    AddressPair, Association, Direction, Ethertype, ExtraDhcpOpt, FloatingIp, Gateway, HostRoute,
+    Network, OWNER_ROUTER_GATEWAY, OWNER_ROUTER_INTERFACE, Port, PortForwarding, Router,
+    SecurityGroup, SecurityGroupRule, Standard, Subnet,
 };
 use proptest::prelude::*;
 
@@ -170,6 +170,8 @@ struct PortPut {
     /// 0: a VM's port; 1 + r: an interface of router r; 1 + ROUTERS: a
     /// floating IP's port; 2 + ROUTERS + r: the gateway port of router r.
     owner: usize,
+    /// (IP version, value) of its extra DHCP options.
+    dhcp_opts: Vec<(u8, u8)>,
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -191,6 +193,7 @@ fn op() -> impl Strategy<Value = Op> {
                 1 => Just(ROUTERS + 1),
                 1 => ROUTERS + 2..2 * ROUTERS + 2,
             ],
+            prop::collection::vec((prop::sample::select(vec![4u8, 6]), 0..2u8), 0..3),
         ),
     )
         .prop_map(
@@ -202,7 +205,7 @@ fn op() -> impl Strategy<Value = Op> {
                 ips,
                 admin_state_up,
                 profile,
-                (groups, port_security, pairs, owner),
+                (groups, port_security, pairs, owner, dhcp_opts),
             )| {
                 Op::PortPut(PortPut {
                     port,
@@ -216,6 +219,7 @@ fn op() -> impl Strategy<Value = Op> {
                     port_security,
                     pairs,
                     owner,
+                    dhcp_opts,
                 })
             },
         );
@@ -383,6 +387,15 @@ fn input(op: &Op) -> Input {
                 .map(|(s, pair, mac_last)| AddressPair {
                     ip_address: PAIRS[*pair].replace("{s}", &s.to_string()).parse().unwrap(),
                     mac_address: common::mac(*mac_last),
+                })
+                .collect();
+            model.extra_dhcp_opts = p
+                .dhcp_opts
+                .iter()
+                .map(|(ip_version, value)| ExtraDhcpOpt {
+                    opt_name: "domain-search".into(),
+                    opt_value: format!("d{value}.example"),
+                    ip_version: *ip_version,
                 })
                 .collect();
             match p.owner {
@@ -692,6 +705,7 @@ impl World {
                 .find(|i| i.is_ipv4())
                 .or(upstreams.first())
                 .copied(),
+            ipv6_nexthop: upstreams.iter().find(|i| i.is_ipv6()).copied(),
             enable_snat: gateway.enable_snat,
             host: self.gateway_host(router),
         })
@@ -1084,6 +1098,15 @@ fn reference_local(p: &Port) -> LocalPortSpec {
             .collect(),
         device: named.unwrap_or_else(|| format!("tap{}", &p.std.id)),
         admin_state_up: p.admin_state_up,
+        dhcpv6_options: p
+            .extra_dhcp_opts
+            .iter()
+            .filter(|o| o.ip_version == 6)
+            .map(|o| DhcpOptionSpec {
+                name: o.opt_name.clone(),
+                value: o.opt_value.clone(),
+            })
+            .collect(),
     }
 }
 

@@ -808,7 +808,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             let route = route_lookup(spec, flow.dst);
             if route.is_none()
                 && let Some(gateway) = &spec.gateway
-                && flow.dst.is_ipv4()
+                && (flow.dst.is_ipv4() || ipv6_uplink_routes(gateway, flow.dst))
             {
                 let gateway = gateway.clone();
                 return self.uplink(host, &router, &gateway, flow);
@@ -912,7 +912,9 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
     }
 
     /// Out of router `router`'s uplink, as its namespace's policy rules
-    /// decide after the main table found no route: a floating IP of this
+    /// decide after the main table found no route. IPv6 (when the gateway
+    /// has an IPv6 address) leaves by this host's own uplink, unNATed. For
+    /// IPv4, a floating IP of this
     /// host for the source (or a port forwarding's reply) leaves here as
     /// the floating IP; anything else goes to the gateway host, which
     /// leaves it as the gateway address (unchanged with SNAT off).
@@ -929,6 +931,18 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             gateway.port_id.get(..11).unwrap_or(&gateway.port_id)
         );
         let on = |host| on_net(host, ext, Some(router), Some(&gateway.port_id));
+        if flow.dst.is_ipv6() {
+            self.step(
+                Stage::Routing,
+                on(host),
+                Decision::Forward,
+                format!(
+                    "router {router}: no route to {} in its main table: out of this host's uplink {uplink} on external network {ext} to its IPv6 gateway, unNATed (IPv6 is never NATed; the outside routes it back to the gateway's IPv6 address)",
+                    flow.dst
+                ),
+            );
+            return Ok(left(host, ext, flow.src));
+        }
         let floating = self.view.floating_ips(host).into_iter().find(|f| {
             f.router_id == router
                 && (f.fixed_ip == Some(flow.src)
@@ -1918,6 +1932,14 @@ fn describe_rule(r: &RuleSpec) -> String {
 }
 
 /// Leaving the cloud from `host` on external network `ext` as `source`.
+/// Whether a router's uplink routes IPv6 to `dst`, as `agent::router`
+/// installs its IPv6 table: the external IPv6 subnets on link, and the
+/// rest via their gateway, if there is one.
+fn ipv6_uplink_routes(gateway: &RouterGatewaySpec, dst: IpAddr) -> bool {
+    let mut subnets = gateway.addresses.iter().filter(|a| a.addr().is_ipv6());
+    subnets.any(|a| gateway.ipv6_nexthop.is_some() || a.trunc().contains(&dst))
+}
+
 fn left<'a>(host: &str, ext: &str, source: IpAddr) -> Arrival<'a> {
     Arrival {
         to: Reached::Outside {

@@ -1028,6 +1028,76 @@ fn without_snat_the_private_source_leaves_and_without_a_gateway_there_is_no_rout
     assert_eq!(dropped(&t), Reason::NoRoute);
 }
 
+/// IPv6 behind a router whose gateway network has an IPv6 subnet leaves by
+/// the sender's own host's uplink, unNATed, whichever host the gateway's;
+/// with no upstream IPv6 gateway, only the external IPv6 subnet is routed.
+#[test]
+fn ipv6_leaves_unnatted_by_its_own_hosts_uplink() {
+    let mut c = with_gateway(true);
+    let Input::Subnet(mut ext6) =
+        subnet_gw("sub-ext6", "ext", "2001:db8:e::/64", Some("2001:db8:e::1"))
+    else {
+        unreachable!()
+    };
+    for input in [
+        subnet_gw("sub-ra6", "ra", "fd00:1::/64", Some("fd00:1::1")),
+        Input::Subnet(ext6.clone()),
+        group("v6out", true),
+        Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("v6out-e"),
+            security_group_id: "v6out".into(),
+            direction: Direction::Egress,
+            ethertype: Ethertype::IPv6,
+            protocol: None,
+            port_range_min: None,
+            port_range_max: None,
+            remote_ip_prefix: None,
+            remote_group_id: None,
+            remote_address_group_id: None,
+        })),
+    ] {
+        c.compiler.apply(input);
+    }
+    c.put(interface("qa6", "R1", "ra", "sub-ra6", 0x43, "fd00:1::1"));
+    c.put(port(
+        "va6",
+        "ra",
+        "sub-ra6",
+        "h1",
+        0x58,
+        "fd00:1::10",
+        &["v6out"],
+    ));
+    let mut gw = port("gw-r1", "ext", "sub-ext", "", 0x60, "203.0.113.5", &[]);
+    gw.fixed_ips.push(FixedIp {
+        subnet_id: "sub-ext6".into(),
+        ip_address: ip("2001:db8:e::5"),
+    });
+    gw.device_owner = OWNER_ROUTER_GATEWAY.into();
+    gw.device_id = "R1".into();
+    c.put(gw);
+
+    // h2 holds the gateway; va6 on h1 leaves from h1, as itself.
+    let out = tcp("va6", Target::Ip(ip("2001:db8:ff::7")), 443);
+    let t = c.trace(&out);
+    assert!(t.delivered(), "{t:#?}");
+    assert!(
+        t.message.contains("from host h1 as fd00:1::10"),
+        "{}",
+        t.message
+    );
+    assert!(stage_steps(&t, Stage::Nat).is_empty(), "{t:#?}");
+
+    // No upstream: the external IPv6 subnet alone is on link.
+    ext6.gateway_ip = None;
+    c.compiler.apply(Input::Subnet(ext6));
+    assert_eq!(dropped(&c.trace(&out)), Reason::NoRoute);
+    assert!(
+        c.trace(&tcp("va6", Target::Ip(ip("2001:db8:e::77")), 443))
+            .delivered()
+    );
+}
+
 fn from_outside(to: &str, protocol: u8, dport: Option<u16>) -> Query {
     Query {
         from: Source::Outside(ip("198.51.100.7")),

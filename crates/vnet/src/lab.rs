@@ -277,7 +277,8 @@ const IPV6_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Wait for the VM's SLAAC addresses (no longer tentative) and run dhclient
 /// -6 for DHCPv6: stateful for the addresses, stateless (`-S`) for options.
-/// One line per address and one for the DNS servers DHCPv6 gave.
+/// One line per address and one for the DNS servers and domain search list
+/// DHCPv6 gave.
 fn ipv6_addresses(
     name: &str,
     vm: &str,
@@ -378,12 +379,12 @@ if [ -n "$new_ip6_address" ]; then
     ip -6 addr replace "$new_ip6_address/$new_ip6_prefixlen" dev "$interface"
 fi
 if [ -n "$new_ip6_address$new_dhcp6_name_servers" ]; then
-    echo "dns6 ${new_dhcp6_name_servers:-none}" >> "OUT"
+    echo "dns6 ${new_dhcp6_name_servers:-none} search ${new_dhcp6_domain_search:-none}" >> "OUT"
 fi
 "#;
 
 /// One DHCPv6 exchange with dhclient -6 in the VM (`-S`: information only),
-/// stopped once its script has run: the `dns6 …` line it wrote.
+/// stopped once its script has run: the `dns6 … search …` line it wrote.
 pub(crate) fn dhclient6(
     name: &str,
     vm: &str,

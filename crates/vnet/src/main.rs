@@ -217,6 +217,10 @@ pub struct AgentArgs {
     /// gateway host from the zones they name.
     #[arg(long, default_value = compiler::protocol::DEFAULT_ZONE)]
     availability_zone: String,
+    /// The DNS domain of this host's DHCPv6 replies (their domain search
+    /// list), Neutron's `dns_domain`; empty for none.
+    #[arg(long, default_value = "openstacklocal")]
+    dns_domain: agent::dhcp::dhcpv6::DnsDomain,
 }
 
 /// Where to listen: an address, in the current or a named network namespace.
@@ -381,6 +385,7 @@ fn run(command: Command) -> Result<(), BoxError> {
                     physical_networks: agent::mappings::parse(&args.physical_networks)?,
                     gateway: args.gateway,
                     availability_zone: args.availability_zone,
+                    dns_domain: args.dns_domain,
                 };
                 agent::daemon::run(config, shutdown_signal())
                     .await

@@ -5,7 +5,9 @@
 //! link-local address; dual-stack ports get their IPv4 lease too; ping6 and
 //! TCP over IPv6 across hosts, on one subnet and through a router (routed on
 //! the sending host); isolation between projects with the same prefix; and
-//! the underlay carries no neighbour solicitation and no multicast.
+//! the underlay carries no neighbour solicitation and no multicast; IPv6 to
+//! and from the outside through a router's gateway, unNATed; ICMPv6 rules
+//! by prefix and by a remote group with IPv6 members.
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
@@ -41,8 +43,14 @@ fn network(cloud: &Cloud, project: &str) -> String {
 /// A port with these fixed IPs bound to host `h` (1-based), and its VM with
 /// IPv6 on; the port as the API shows it.
 fn vm(cloud: &Cloud, project: &str, net: &str, fixed_ips: Value, h: usize) -> (Value, Vm) {
-    let body = json!({"port": {"network_id": net, "project_id": project,
-        "binding:host_id": format!("h{h}"), "fixed_ips": fixed_ips}});
+    let port = json!({"network_id": net, "project_id": project, "fixed_ips": fixed_ips});
+    vm_of(cloud, port, h)
+}
+
+/// A port of these attributes bound to host `h` (1-based), and its VM.
+fn vm_of(cloud: &Cloud, mut port: Value, h: usize) -> (Value, Vm) {
+    port["binding:host_id"] = json!(format!("h{h}"));
+    let body = json!({ "port": port });
     let port = cloud.call("POST", "/v2.0/ports", Some(body))["port"].clone();
     let device = compiler::protocol::tap_name(port["id"].as_str().unwrap());
     let vm = Vm::dual_stack(
@@ -263,7 +271,8 @@ fn router_mac(cloud: &Cloud, router: &str, net: &str) -> String {
 
 /// Run `dhclient -6` (isc-dhcp-client) in the VM, stateful or (`-S`)
 /// stateless, until its script has run once; what the script was given:
-/// `ADDRESS ip/len` (bound, and added to eth0) and `DNS servers` lines.
+/// `ADDRESS ip/len` (bound, and added to eth0), `DOMAIN search list` and
+/// `DNS servers` lines.
 fn dhclient6(vm: &Vm, stateless: bool) -> Vec<String> {
     let dir = tempfile::Builder::new()
         .prefix("vnet-dhclient6-")
@@ -278,6 +287,8 @@ fn dhclient6(vm: &Vm, stateless: bool) -> Vec<String> {
              if [ -n \"$new_ip6_address\" ]; then \
              ip -6 addr add $new_ip6_address/$new_ip6_prefixlen dev $interface; \
              echo \"ADDRESS $new_ip6_address/$new_ip6_prefixlen\" >> {out}; fi\n\
+             if [ -n \"$new_dhcp6_domain_search\" ]; then \
+             echo \"DOMAIN $new_dhcp6_domain_search\" >> {out}; fi\n\
              if [ -n \"$new_dhcp6_name_servers\" ]; then \
              echo \"DNS $new_dhcp6_name_servers\" >> {out}; fi\n",
             out = out.display()
@@ -349,11 +360,17 @@ fn dhcpv6_stateful_and_stateless() {
         .as_str()
         .unwrap()
         .to_owned();
-    let (s, vm_s) = vm(
+    // Its own DHCPv6 options (Neutron's extra_dhcp_opts of ip_version 6)
+    // replace the subnet's DNS servers and the agent's domain; an IPv4
+    // one is not DHCPv6's.
+    let (s, vm_s) = vm_of(
         &cloud,
-        P,
-        &net_s,
-        json!([{"subnet_id": sub_s, "ip_address": "fd00:c::10"}]),
+        json!({"network_id": net_s, "project_id": P,
+            "fixed_ips": [{"subnet_id": sub_s, "ip_address": "fd00:c::10"}],
+            "extra_dhcp_opts": [
+                {"opt_name": "domain-search", "opt_value": "vnet.example", "ip_version": 6},
+                {"opt_name": "dns-server", "opt_value": "[fd00:c::54]", "ip_version": 6},
+                {"opt_name": "domain-search", "opt_value": "v4.example", "ip_version": 4}]}),
         1,
     );
     let (l, vm_l) = vm(&cloud, P, &net_l, json!([{"subnet_id": sub_l}]), 1);
@@ -363,9 +380,13 @@ fn dhcpv6_stateful_and_stateless() {
             cloud.status(id) == "ACTIVE"
         });
     }
-    // Stateless: SLAAC gives the EUI-64 address, DHCPv6 the DNS servers.
+    // Stateless: SLAAC gives the EUI-64 address, DHCPv6 the DNS servers
+    // and the agent's DNS domain (Neutron's default `dns_domain`).
     wait_for_addresses(&vm_l, &ipv6_of(&l));
-    assert_eq!(dhclient6(&vm_l, true), vec!["DNS fd00:d::53"]);
+    assert_eq!(
+        dhclient6(&vm_l, true),
+        vec!["DOMAIN openstacklocal.", "DNS fd00:d::53"]
+    );
     // Stateful: the advertisement is managed and its prefix not autonomous,
     // so the VM has no address until DHCPv6 gives exactly the port's.
     wait_for(
@@ -381,7 +402,11 @@ fn dhcpv6_stateful_and_stateless() {
     assert_eq!(global_addresses(&vm_s).0, Vec::<Ipv6Addr>::new());
     assert_eq!(
         dhclient6(&vm_s, false),
-        vec!["ADDRESS fd00:c::10/128", "DNS fd00:c::53"]
+        vec![
+            "ADDRESS fd00:c::10/128",
+            "DOMAIN vnet.example.",
+            "DNS fd00:c::54"
+        ]
     );
     wait_for_addresses(&vm_s, &["fd00:c::10".parse().unwrap()]);
 }
@@ -528,4 +553,214 @@ fn a_vm_can_neither_advertise_nor_answer_dhcpv6_nor_spoof() {
     );
     let (held, _) = global_addresses(&vm_victim);
     assert_eq!(held, ipv6_of(&victim), "the rogue prefix was not taken");
+}
+
+/// The admin's external network on the external segment, with an IPv4 and
+/// an IPv6 subnet whose gateways are the outside's; its id.
+fn dual_stack_public_network(cloud: &Cloud) -> String {
+    let public = cloud.call(
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {
+            "name": "public", "router:external": true,
+            "provider:network_type": "flat",
+            "provider:physical_network": common::PHYSICAL_NETWORK,
+        }})),
+    )["network"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for (version, cidr, gateway) in [
+        (4, "203.0.113.0/24", testworld::OUTSIDE_IP),
+        (6, "2001:db8:e::/64", OUTSIDE_IP6),
+    ] {
+        cloud.call(
+            "POST",
+            "/v2.0/subnets",
+            Some(json!({"subnet": {
+                "network_id": public, "ip_version": version, "cidr": cidr,
+                "gateway_ip": gateway, "enable_dhcp": false,
+            }})),
+        );
+    }
+    public
+}
+
+/// The outside's IPv6 address, on the external network's IPv6 subnet.
+const OUTSIDE_IP6: &str = "2001:db8:e::1";
+
+/// The hosts (0-based) whose router namespaces hold `address` on an uplink.
+fn uplink_holders(cloud: &Cloud, address: &str) -> Vec<usize> {
+    let with = format!(" {address}/128");
+    (0..cloud.hosts.len())
+        .filter(|&i| {
+            common::router_namespaces(cloud, i).iter().any(|ns| {
+                testworld::run_cmd("ip", &["-n", ns, "-br", "addr", "show"]).is_ok_and(|out| {
+                    out.lines()
+                        .any(|l| l.starts_with("qg-") && l.contains(&with))
+                })
+            })
+        })
+        .collect()
+}
+
+/// A security group of `project` whose one rule lets in ICMPv6 from
+/// `remote` (a prefix or a group); its id.
+fn icmpv6_group(cloud: &Cloud, project: &str, remote: Value) -> String {
+    let group = cloud.call(
+        "POST",
+        "/v2.0/security-groups",
+        Some(json!({"security_group": {"name": "icmpv6", "project_id": project}})),
+    )["security_group"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut rule = json!({"security_group_id": group, "direction": "ingress",
+        "ethertype": "IPv6", "protocol": "ipv6-icmp"});
+    rule.as_object_mut()
+        .unwrap()
+        .extend(remote.as_object().unwrap().clone());
+    cloud.call(
+        "POST",
+        "/v2.0/security-group-rules",
+        Some(json!({ "security_group_rule": rule })),
+    );
+    group
+}
+
+/// A router with a gateway on a dual-stack external network routes its
+/// tenant's IPv6 subnet out and back without NAT (Neutron does not NAT
+/// IPv6): the outside sees the VMs' own addresses, from the gateway host
+/// and from another, and reaches them back through the gateway's IPv6
+/// address. Which VMs the outside and other VMs reach over IPv6 is the
+/// security groups' ICMPv6 rules: by prefix, and by a remote group with
+/// IPv6 members, which a VM joins.
+#[test]
+fn ipv6_to_the_outside_unnatted_and_icmpv6_rules_by_prefix_and_remote_group() {
+    let mut cloud = Cloud::with_external("v6x", 2, 2);
+    // Dropped before the cloud, whose fabric it is plugged into.
+    let world = cloud.outside.take().unwrap();
+    let outside = &world.ns;
+    outside
+        .exec("sysctl", &["-qw", "net.ipv6.conf.eth0.disable_ipv6=0"])
+        .unwrap();
+    outside
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{OUTSIDE_IP6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+
+    let public = dual_stack_public_network(&cloud);
+    let net = network(&cloud, P);
+    let sub = subnet6(&cloud, P, &net, "fd00:e1::/64", "slaac");
+    let router = cloud.call(
+        "POST",
+        "/v2.0/routers",
+        Some(json!({"router": {"project_id": P,
+            "external_gateway_info": {"network_id": public}}})),
+    )["router"]
+        .clone();
+    let gateway_ip6 = router["external_gateway_info"]["external_fixed_ips"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["ip_address"].as_str())
+        .find(|ip| ip.contains(':'))
+        .expect("the gateway holds an IPv6 address of the external network")
+        .to_owned();
+    add_interface(&cloud, router["id"].as_str().unwrap(), &sub);
+    // The outside routes the tenant's prefix to the router's gateway, as an
+    // operator's upstream (or BGP) would.
+    outside
+        .ip(&["-6", "route", "add", "fd00:e1::/64", "via", &gateway_ip6])
+        .unwrap();
+    let mut g = 0;
+    wait_for("a gateway host", Duration::from_secs(20), || {
+        let found = uplink_holders(&cloud, &gateway_ip6);
+        g = found.first().copied().unwrap_or_default();
+        found.len() == 1
+    });
+
+    // open: ICMPv6 from anywhere; web: ICMPv6 from the members of clients.
+    let open = icmpv6_group(&cloud, P, json!({"remote_ip_prefix": "::/0"}));
+    let clients = icmpv6_group(&cloud, P, json!({"remote_ip_prefix": "fd00:ffff::/64"}));
+    let web = icmpv6_group(&cloud, P, json!({"remote_group_id": clients}));
+    let port = |groups: &[&str], h: usize| {
+        vm_of(
+            &cloud,
+            json!({"network_id": net, "project_id": P, "fixed_ips": [{"subnet_id": sub}],
+                "security_groups": groups}),
+            h,
+        )
+    };
+    // One VM on the gateway host, one on the other host.
+    let (on_g, vm_on_g) = port(&[&open], g + 1);
+    let (other, vm_other) = port(&[&web, &clients], 2 - g);
+    let (client, vm_client) = port(&[&clients], g + 1);
+    let (stranger, vm_stranger) = port(&[&open], 2 - g);
+    for (port, vm) in [
+        (&on_g, &vm_on_g),
+        (&other, &vm_other),
+        (&client, &vm_client),
+        (&stranger, &vm_stranger),
+    ] {
+        let id = port["id"].as_str().unwrap();
+        wait_for("ports ACTIVE", Duration::from_secs(20), || {
+            cloud.status(id) == "ACTIVE"
+        });
+        wait_for_addresses(vm, &ipv6_of(port));
+    }
+    let ip = |port: &Value| ipv6_of(port)[0].to_string();
+
+    // Out and back unNATed, from both hosts: the outside sees each VM's own
+    // address, and nothing of the gateway's.
+    let from_tenant = Capture::start(outside, "eth0", "ip6 src net fd00:e1::/64").unwrap();
+    // The gateway's own address answers neighbour solicitations, no more.
+    let from_gateway = Capture::start(
+        outside,
+        "eth0",
+        &format!("ip6 src host {gateway_ip6} and (tcp or icmp6[0] == 128 or icmp6[0] == 129)"),
+    )
+    .unwrap();
+    assert_eq!(vm_on_g.ping(OUTSIDE_IP6, 3), 3, "out from the gateway host");
+    assert_eq!(vm_other.ping(OUTSIDE_IP6, 3), 3, "out from another host");
+    let seen = from_tenant.stop().unwrap();
+    assert!(!seen.is_empty(), "the outside saw the VMs' own addresses");
+    assert!(
+        from_gateway.stop().unwrap().is_empty(),
+        "nothing NATed to the gateway's address"
+    );
+    assert_eq!(tcp(&vm_other.ns, outside, OUTSIDE_IP6, 7610), "hello");
+    // The trace says the same: out of the VM's own host, as itself.
+    let body = json!({"trace": {"from_port": other["id"], "to_ip": OUTSIDE_IP6,
+        "protocol": "icmp"}});
+    let traced = cloud.call("POST", "/vnet/v1/trace", Some(body))["trace"].clone();
+    let message = traced["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("from host h{} as {}", 2 - g, ip(&other))),
+        "{traced}"
+    );
+
+    // In: an ICMPv6 rule from ::/0 lets the outside ping; a group whose
+    // ICMPv6 comes only from its remote group's members does not.
+    assert_eq!(world.ping(&ip(&on_g), 3), 3, "in to the open VM");
+    assert_eq!(world.ping(&ip(&other), 2), 0, "the outside is no client");
+    // The remote group's IPv6 members: the client reaches web, the
+    // stranger (across hosts) only once it joins the group.
+    assert_eq!(vm_client.ping(&ip(&other), 3), 3, "a member of clients");
+    assert_eq!(vm_stranger.ping(&ip(&other), 2), 0, "not a member");
+    cloud.call(
+        "PUT",
+        &format!("/v2.0/ports/{}", stranger["id"].as_str().unwrap()),
+        Some(json!({"port": {"security_groups": [open, clients]}})),
+    );
+    wait_for("the stranger admitted", Duration::from_secs(20), || {
+        vm_stranger.ping(&ip(&other), 1) == 1
+    });
 }

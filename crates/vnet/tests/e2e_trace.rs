@@ -17,7 +17,7 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -38,11 +38,24 @@ const PROBE_TIMEOUT: Duration = Duration::from_millis(300);
 const FLOWS: usize = 600;
 /// The address one VM holds without its port having it: its flows are spoofed.
 const SPOOFED: &str = "10.0.0.201";
+const ICMPV6_ECHO_REQUEST: u8 = 128;
+const ICMPV6_ECHO_REPLY: u8 = 129;
+const ICMPV6_ROUTER_ADVERT: u8 = 134;
+
+/// What a flow's router advertisement carries to name it (never 0, which
+/// a real router's may).
+fn advert_tag(id: usize) -> u32 {
+    u32::try_from(id).unwrap() + 1
+}
+/// A DHCPv6 client's and server's ports: a VM "replying" from 547 to 546
+/// must reach nobody (only the host answers DHCPv6).
+const DHCPV6_CLIENT_PORT: u16 = 546;
+const DHCPV6_SERVER_PORT: u16 = 547;
 
 struct Machine {
     port: String,
     project: &'static str,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     vm: Vm,
 }
 
@@ -51,6 +64,8 @@ enum Proto {
     Tcp,
     Udp,
     Icmp,
+    /// An ICMPv6 router advertisement, which only the host may send.
+    RouterAdvert,
 }
 
 #[derive(Clone, Debug)]
@@ -58,17 +73,22 @@ struct Flow {
     id: usize,
     src: usize,
     /// Send from this address instead of the machine's own.
-    spoof: Option<Ipv4Addr>,
-    dst: Ipv4Addr,
+    spoof: Option<IpAddr>,
+    dst: IpAddr,
     /// The machine named as destination port (else the address is traced).
     to_port: Option<usize>,
     proto: Proto,
     dport: u16,
+    /// A source port of its own (a DHCPv6 server's), instead of the flow's.
+    sport: Option<u16>,
 }
 
 impl Flow {
+    /// Its source port: by default one per flow, which names the flow to
+    /// the TCP listeners.
     fn sport(&self) -> u16 {
-        20_000 + u16::try_from(self.id).unwrap()
+        self.sport
+            .unwrap_or(20_000 + u16::try_from(self.id).unwrap())
     }
 }
 
@@ -89,19 +109,33 @@ fn group(cloud: &Cloud, project: &str, name: &str) -> String {
     g["security_group"]["id"].as_str().unwrap().to_owned()
 }
 
-/// A seeded random ingress rule for `group`; `None` if it repeats one.
+/// A seeded random ingress rule for `group`, IPv4 or (`v6`) IPv6; `None`
+/// if it repeats one.
 fn random_rule(
     rng: &mut SplitMix64,
     group: &str,
     groups: &[String],
     seen: &mut HashSet<String>,
+    v6: bool,
 ) -> Option<Value> {
     let range = |rng: &mut SplitMix64| {
         let a = (rng.next_u64() % PORTS.len() as u64) as usize;
         let b = a + (rng.next_u64() % 3) as usize;
         (PORTS[a], PORTS[b.min(PORTS.len() - 1)])
     };
-    let mut r = json!({"security_group_id": group, "direction": "ingress", "project_id": PA});
+    let mut r = json!({"security_group_id": group, "direction": "ingress", "project_id": PA,
+        "ethertype": if v6 { "IPv6" } else { "IPv4" }});
+    // ICMP on an IPv6 rule is ICMPv6, by either name.
+    let icmp = if v6 {
+        &["icmp", "ipv6-icmp"][..]
+    } else {
+        &["icmp"]
+    };
+    let (echo_request, echo_reply) = if v6 {
+        (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+    } else {
+        (8, 0)
+    };
     match rng.next_u64() % 7 {
         0 | 1 => {
             let (lo, hi) = range(rng);
@@ -115,12 +149,12 @@ fn random_rule(
             r["port_range_min"] = json!(lo);
             r["port_range_max"] = json!(hi);
         }
-        3 => r["protocol"] = json!("icmp"),
+        3 => r["protocol"] = json!(pick(rng, icmp)),
         4 => {
-            // Echo request (8, with or without code 0), or echo reply (0):
-            // the latter never lets a ping in.
-            r["protocol"] = json!("icmp");
-            r["port_range_min"] = json!(pick(rng, &[8, 0]));
+            // Echo request (with or without code 0), or echo reply: the
+            // latter never lets a ping in.
+            r["protocol"] = json!(pick(rng, icmp));
+            r["port_range_min"] = json!(pick(rng, &[echo_request, echo_reply]));
             if chance(rng, 50) {
                 r["port_range_max"] = json!(0);
             }
@@ -130,6 +164,18 @@ fn random_rule(
     }
     match rng.next_u64() % 3 {
         0 => {}
+        1 if v6 => {
+            r["remote_ip_prefix"] = json!(pick(
+                rng,
+                &[
+                    "fd00:70::/124",
+                    "fd00:70::10/125",
+                    "fd00:70::12/128",
+                    "fd00:70::/64",
+                    "fd00:70::8000/113"
+                ]
+            ))
+        }
         1 => {
             r["remote_ip_prefix"] = json!(pick(
                 rng,
@@ -152,11 +198,18 @@ fn random_rule(
 struct Listeners {
     tcp: Vec<TcpListener>,
     udp: Vec<UdpSocket>,
+    /// An IPv6 VM's raw ICMPv6 socket, which sees the router advertisements
+    /// that reach it (whether or not its kernel would take them).
+    adverts: Option<Socket>,
 }
 
-fn listeners(vm: &Vm) -> Listeners {
+fn listeners(vm: &Vm, ip: IpAddr) -> Listeners {
     vm.ns.run(|| {
-        let any = |p: u16| SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, p);
+        let unspecified = match ip {
+            IpAddr::V4(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        };
+        let any = |p: u16| SocketAddr::new(unspecified, p);
         let tcp: Vec<TcpListener> = PORTS
             .iter()
             .map(|p| {
@@ -165,15 +218,22 @@ fn listeners(vm: &Vm) -> Listeners {
                 l
             })
             .collect();
+        // And a DHCPv6 client's port, where a VM's DHCPv6 replies would go.
         let udp: Vec<UdpSocket> = PORTS
             .iter()
+            .chain(ip.is_ipv6().then_some(&DHCPV6_CLIENT_PORT))
             .map(|p| {
                 let s = UdpSocket::bind(any(*p)).unwrap();
                 s.set_nonblocking(true).unwrap();
                 s
             })
             .collect();
-        Listeners { tcp, udp }
+        let adverts = ip.is_ipv6().then(|| {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        });
+        Listeners { tcp, udp, adverts }
     })
 }
 
@@ -191,30 +251,44 @@ fn checksum(bytes: &[u8]) -> u16 {
 /// Sends the flow from inside the source VM's namespace (the calling thread
 /// is in it); true if it got through: TCP connected (or refused: it
 /// arrived), ICMP echo answered. UDP is judged by the receivers.
-fn probe(flow: &Flow, src: Ipv4Addr) -> bool {
-    let from = SocketAddr::from(SocketAddrV4::new(src, flow.sport()));
+fn probe(flow: &Flow, src: IpAddr) -> bool {
+    let from = SocketAddr::new(src, flow.sport());
+    let domain = Domain::for_address(from);
     match flow.proto {
         Proto::Tcp => {
-            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            let s = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).unwrap();
             s.set_reuse_address(true).unwrap();
             s.bind(&from.into()).unwrap();
-            let to = SocketAddr::from(SocketAddrV4::new(flow.dst, flow.dport));
+            let to = SocketAddr::new(flow.dst, flow.dport);
             match s.connect_timeout(&to.into(), PROBE_TIMEOUT) {
                 Ok(()) => true,
                 Err(e) => e.kind() == std::io::ErrorKind::ConnectionRefused,
             }
         }
         Proto::Udp => {
-            let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            let s = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP)).unwrap();
+            s.set_reuse_address(true).unwrap();
             s.bind(&from.into()).unwrap();
-            let to = SocketAddr::from(SocketAddrV4::new(flow.dst, flow.dport));
+            let to = SocketAddr::new(flow.dst, flow.dport);
             let _ = s.send_to(&u32::try_from(flow.id).unwrap().to_be_bytes(), &to.into());
+            false
+        }
+        Proto::Icmp if flow.dst.is_ipv6() => probe_icmpv6(flow, src),
+        Proto::RouterAdvert => {
+            let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+            s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+            // As a router sends it; router lifetime 0 (no default route in
+            // whoever takes it), the flow in its reachable time field.
+            s.set_unicast_hops_v6(255).unwrap();
+            let mut advert = vec![ICMPV6_ROUTER_ADVERT, 0, 0, 0, 64, 0, 0, 0];
+            advert.extend_from_slice(&advert_tag(flow.id).to_be_bytes());
+            advert.extend_from_slice(&[0; 4]);
+            let _ = s.send_to(&advert, &SocketAddr::new(flow.dst, 0).into());
             false
         }
         Proto::Icmp => {
             let s = Socket::new(Domain::IPV4, Type::RAW, Some(Protocol::ICMPV4)).unwrap();
-            s.bind(&SocketAddr::from(SocketAddrV4::new(src, 0)).into())
-                .unwrap();
+            s.bind(&SocketAddr::new(src, 0).into()).unwrap();
             let ident = u16::try_from(flow.id).unwrap();
             let mut echo = vec![8, 0, 0, 0];
             echo.extend_from_slice(&ident.to_be_bytes());
@@ -222,7 +296,7 @@ fn probe(flow: &Flow, src: Ipv4Addr) -> bool {
             echo.extend_from_slice(b"vnet-trace");
             let sum = checksum(&echo);
             echo[2..4].copy_from_slice(&sum.to_be_bytes());
-            let to = SocketAddr::from(SocketAddrV4::new(flow.dst, 0));
+            let to = SocketAddr::new(flow.dst, 0);
             if s.send_to(&echo, &to.into()).is_err() {
                 return false;
             }
@@ -237,7 +311,7 @@ fn probe(flow: &Flow, src: Ipv4Addr) -> bool {
                     break;
                 };
                 let ihl = usize::from(buf[0] & 0x0f) * 4;
-                let from_dst = buf[12..16] == flow.dst.octets();
+                let from_dst = IpAddr::from(<[u8; 4]>::try_from(&buf[12..16]).unwrap()) == flow.dst;
                 if n >= ihl + 8
                     && from_dst
                     && buf[ihl] == 0
@@ -251,18 +325,60 @@ fn probe(flow: &Flow, src: Ipv4Addr) -> bool {
     }
 }
 
+/// An ICMPv6 echo from `src` (the kernel computes the checksum of a raw
+/// ICMPv6 socket's messages, and hands it only the ICMPv6 message of what
+/// its connected peer sends); true if answered.
+fn probe_icmpv6(flow: &Flow, src: IpAddr) -> bool {
+    let s = Socket::new(Domain::IPV6, Type::RAW, Some(Protocol::ICMPV6)).unwrap();
+    s.bind(&SocketAddr::new(src, 0).into()).unwrap();
+    if s.connect(&SocketAddr::new(flow.dst, 0).into()).is_err() {
+        return false;
+    }
+    let ident = u16::try_from(flow.id).unwrap();
+    let mut echo = vec![ICMPV6_ECHO_REQUEST, 0, 0, 0];
+    echo.extend_from_slice(&ident.to_be_bytes());
+    echo.extend_from_slice(&1u16.to_be_bytes());
+    echo.extend_from_slice(b"vnet-trace");
+    if s.send(&echo).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let mut buf = [0u8; 1500];
+    let mut reader = &s;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero() || s.set_read_timeout(Some(left)).is_err() {
+            break;
+        }
+        let Ok(n) = reader.read(&mut buf) else {
+            break;
+        };
+        if n >= 8 && buf[0] == ICMPV6_ECHO_REPLY && buf[4..6] == ident.to_be_bytes() {
+            return true;
+        }
+    }
+    false
+}
+
 /// The server's trace of the flow, asked as the source's project.
 fn trace(api: SocketAddr, machines: &[Machine], flow: &Flow) -> Value {
     let src = &machines[flow.src];
     let mut t = json!({
         "from_port": src.port,
-        "protocol": match flow.proto { Proto::Tcp => "tcp", Proto::Udp => "udp", Proto::Icmp => "icmp" },
+        "protocol": match flow.proto {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+            Proto::Icmp => "icmp",
+            Proto::RouterAdvert => "ipv6-icmp",
+        },
     });
+    if flow.proto == Proto::RouterAdvert {
+        t["icmp_type"] = json!(ICMPV6_ROUTER_ADVERT);
+    }
     match flow.to_port {
         Some(m) => t["to_port"] = json!(machines[m].port),
         None => t["to_ip"] = json!(flow.dst),
     }
-    if flow.proto != Proto::Icmp {
+    if matches!(flow.proto, Proto::Tcp | Proto::Udp) {
         t["destination_port"] = json!(flow.dport);
         t["source_port"] = json!(flow.sport());
     }
@@ -315,7 +431,7 @@ fn traces_agree_with_real_packets() {
     let mut seen = HashSet::new();
     for g in &groups_a[..4] {
         for _ in 0..2 + rng.next_u64() % 4 {
-            if let Some(r) = random_rule(&mut rng, g, &groups_a, &mut seen) {
+            if let Some(r) = random_rule(&mut rng, g, &groups_a, &mut seen, false) {
                 cloud.call(
                     "POST",
                     "/v2.0/security-group-rules",
@@ -425,7 +541,7 @@ fn traces_agree_with_real_packets() {
     std::thread::sleep(Duration::from_secs(3));
 
     // The flows.
-    let targets: Vec<Ipv4Addr> = machines
+    let targets: Vec<IpAddr> = machines
         .iter()
         .map(|m| m.ip)
         .chain(["10.0.0.99", "10.0.0.250", "10.9.9.9"].map(|s| s.parse().unwrap()))
@@ -434,7 +550,7 @@ fn traces_agree_with_real_packets() {
     while flows.len() < FLOWS {
         let src = (rng.next_u64() % machines.len() as u64) as usize;
         // Mostly a peer of the same project, so that rules decide.
-        let peers: Vec<Ipv4Addr> = machines
+        let peers: Vec<IpAddr> = machines
             .iter()
             .filter(|m| m.project == machines[src].project)
             .map(|m| m.ip)
@@ -461,6 +577,7 @@ fn traces_agree_with_real_packets() {
             to_port,
             proto: pick(&mut rng, &[Proto::Tcp, Proto::Udp, Proto::Icmp]),
             dport: pick(&mut rng, &PORTS),
+            sport: None,
         });
     }
     // A port named as destination is traced to its own first address.
@@ -478,13 +595,208 @@ fn traces_agree_with_real_packets() {
     );
 }
 
+/// IPv6 flows, on one IPv6 network across three hosts: seeded random
+/// IPv6 rules (ICMPv6 echo types, ports, prefixes, remote groups with IPv6
+/// members), a port without port security, a spoofed IPv6 source, and
+/// DHCPv6 "replies" a VM sends (from port 547 to 546), which only the host
+/// may send. Every delivered flow also needed neighbour discovery, which
+/// the trace lets through and the bridges answer.
+#[test]
+fn ipv6_traces_agree_with_real_packets() {
+    let seed: u64 = std::env::var("VNET_TRACE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(6);
+    eprintln!("seed {seed} (VNET_TRACE_SEED)");
+    let mut rng = SplitMix64::new(seed);
+    let cloud = Cloud::new("t6", 3);
+    let net = cloud.call(
+        "POST",
+        "/v2.0/networks",
+        Some(json!({"network": {"project_id": PA}})),
+    )["network"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Addresses as the API gives them (no RA mode), so they can be chosen.
+    let sub = cloud.call(
+        "POST",
+        "/v2.0/subnets",
+        Some(
+            json!({"subnet": {"network_id": net, "project_id": PA, "ip_version": 6,
+            "cidr": "fd00:70::/64"}}),
+        ),
+    )["subnet"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut groups: Vec<String> = (0..4)
+        .map(|i| group(&cloud, PA, &format!("h{i}")))
+        .collect();
+    let mut seen = HashSet::new();
+    for g in &groups {
+        for _ in 0..2 + rng.next_u64() % 4 {
+            if let Some(r) = random_rule(&mut rng, g, &groups, &mut seen, true) {
+                cloud.call(
+                    "POST",
+                    "/v2.0/security-group-rules",
+                    Some(json!({"security_group_rule": r})),
+                );
+            }
+        }
+    }
+    let open = group(&cloud, PA, "open");
+    for protocol in ["tcp", "udp", "ipv6-icmp"] {
+        add_rule(
+            &cloud,
+            &open,
+            "ingress",
+            json!({"ethertype": "IPv6", "protocol": protocol}),
+        );
+    }
+    groups.push(open);
+    // The project's default group: its members (IPv6 ones included) reach
+    // each other.
+    groups.push(
+        cloud.call(
+            "GET",
+            &format!("/v2.0/security-groups?name=default&project_id={PA}"),
+            None,
+        )["security_groups"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    );
+
+    let mut machines: Vec<Machine> = Vec::new();
+    let mut members: BTreeMap<String, Vec<IpAddr>> = BTreeMap::new();
+    for i in 0x11..=0x19 {
+        let n = 1 + rng.next_u64() % 2; // ports with no group: the IPv4 test
+        let chosen: BTreeSet<&String> = (0..n)
+            .map(|_| pick(&mut rng, &groups.iter().collect::<Vec<_>>()))
+            .collect();
+        let ip = format!("fd00:70::{i:x}");
+        let mut extra = json!({"security_groups": chosen});
+        if i == 0x19 {
+            extra = json!({"security_groups": [], "port_security_enabled": false});
+        } else {
+            for g in chosen {
+                members
+                    .entry(g.clone())
+                    .or_default()
+                    .push(ip.parse().unwrap());
+            }
+        }
+        let host = 1 + (rng.next_u64() % 3) as usize;
+        let (port, vm) = cloud.vm_with(PA, &net, &sub, &ip, host, extra);
+        vm.ns
+            .ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{ip}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])
+            .unwrap();
+        machines.push(Machine {
+            port,
+            project: PA,
+            ip: ip.parse().unwrap(),
+            vm,
+        });
+    }
+    let spoofer = 0;
+    let spoofed: IpAddr = "fd00:70::201".parse().unwrap();
+    machines[spoofer]
+        .vm
+        .ns
+        .ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{spoofed}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .unwrap();
+    for m in &machines {
+        wait_for("ports ACTIVE", Duration::from_secs(30), || {
+            cloud.status(&m.port) == "ACTIVE"
+        });
+    }
+    // Member sets reach the other hosts a round after the ports' own hosts:
+    // wait until every host's IPv6 member sets hold every member.
+    for host in &cloud.hosts {
+        for (g, ips) in &members {
+            let set = agent::nft::ruleset::remote_set(g, true);
+            wait_for("IPv6 member sets", Duration::from_secs(30), || {
+                let Ok(out) = host.ns.exec("nft", &["list", "set", "inet", "vnet", &set]) else {
+                    return true; // no port of this host names the group
+                };
+                let held: HashSet<&str> = out
+                    .split(|c: char| c.is_whitespace() || c == ',' || c == '{' || c == '}')
+                    .collect();
+                ips.iter().all(|ip| held.contains(ip.to_string().as_str()))
+            });
+        }
+    }
+
+    let targets: Vec<IpAddr> = machines
+        .iter()
+        .map(|m| m.ip)
+        .chain(["fd00:70::99", "fd00:71::1"].map(|s| s.parse().unwrap()))
+        .collect();
+    let mut flows = Vec::new();
+    while flows.len() < 240 {
+        let src = (rng.next_u64() % machines.len() as u64) as usize;
+        let dst = pick(&mut rng, &targets);
+        if dst == machines[src].ip {
+            continue;
+        }
+        let to_port = machines
+            .iter()
+            .position(|m| m.ip == dst)
+            .filter(|_| chance(&mut rng, 25));
+        let id = flows.len();
+        let spoof = (src == spoofer && chance(&mut rng, 30)).then_some(spoofed);
+        let mut flow = Flow {
+            id,
+            src,
+            spoof,
+            dst,
+            to_port,
+            proto: pick(&mut rng, &[Proto::Tcp, Proto::Udp, Proto::Icmp]),
+            dport: pick(&mut rng, &PORTS),
+            sport: None,
+        };
+        match rng.next_u64() % 100 {
+            0..8 => {
+                flow.proto = Proto::Udp;
+                flow.sport = Some(DHCPV6_SERVER_PORT);
+                flow.dport = DHCPV6_CLIENT_PORT;
+            }
+            8..14 => flow.proto = Proto::RouterAdvert,
+            _ => {}
+        }
+        flows.push(flow);
+    }
+    let (delivered, total) = traces_against_packets(&cloud, &machines, &flows, &targets);
+    assert!(
+        delivered >= 30 && total - delivered >= 30,
+        "{delivered} of {total} delivered"
+    );
+}
+
 /// Traces every flow on the server, then sends it for real from inside the
 /// VMs, and asserts they agree; returns (delivered, flows).
 fn traces_against_packets(
     cloud: &Cloud,
     machines: &[Machine],
     flows: &[Flow],
-    targets: &[Ipv4Addr],
+    targets: &[IpAddr],
 ) -> (usize, usize) {
     // Every VM resolves every address once (a datagram to the discard
     // port, which no flow uses), so that no probe waits on a first ARP
@@ -495,9 +807,9 @@ fn traces_against_packets(
         for m in machines {
             s.spawn(move || {
                 m.vm.ns.enter().unwrap();
-                let sock = UdpSocket::bind(SocketAddrV4::new(m.ip, 0)).unwrap();
-                for t in targets {
-                    let _ = sock.send_to(b"warm", SocketAddrV4::new(*t, 9));
+                let sock = UdpSocket::bind(SocketAddr::new(m.ip, 0)).unwrap();
+                for t in targets.iter().filter(|t| t.is_ipv6() == m.ip.is_ipv6()) {
+                    let _ = sock.send_to(b"warm", SocketAddr::new(*t, 9));
                 }
             });
         }
@@ -513,7 +825,7 @@ fn traces_against_packets(
     let traced_in = started.elapsed();
 
     // The real packets: listeners in every VM, senders in parallel per VM.
-    let all: Vec<Listeners> = machines.iter().map(|m| listeners(&m.vm)).collect();
+    let all: Vec<Listeners> = machines.iter().map(|m| listeners(&m.vm, m.ip)).collect();
     let accepted: Mutex<BTreeMap<usize, usize>> = Mutex::new(BTreeMap::new());
     let stop = AtomicBool::new(false);
     let outcome: Mutex<BTreeMap<usize, bool>> = Mutex::new(BTreeMap::new());
@@ -571,10 +883,20 @@ fn traces_against_packets(
                 }
             }
         }
+        let mut buf = [0u8; 1500];
+        let mut adverts = l.adverts.as_ref();
+        while let Some(Ok(n)) = adverts.as_mut().map(|s| s.read(&mut buf)) {
+            if n >= 16 && buf[0] == ICMPV6_ROUTER_ADVERT {
+                let tag = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                if let Some(id) = flows.iter().position(|f| advert_tag(f.id) == tag) {
+                    received.insert(id, vm);
+                }
+            }
+        }
     }
     let mut outcome = outcome.into_inner().unwrap();
     for f in flows {
-        if f.proto == Proto::Udp {
+        if matches!(f.proto, Proto::Udp | Proto::RouterAdvert) {
             outcome.insert(f.id, received.contains_key(&f.id));
         }
     }
@@ -612,12 +934,19 @@ fn traces_against_packets(
         }
     }
     let delivered = outcome.values().filter(|d| **d).count();
+    let adverts: Vec<bool> = flows
+        .iter()
+        .filter(|f| f.proto == Proto::RouterAdvert)
+        .map(|f| outcome[&f.id])
+        .collect();
     eprintln!(
-        "{} flows compared ({delivered} delivered, {} dropped) in {:.1} s of probing, traced in {:.2} s; verdicts: {reasons:?}",
+        "{} flows compared ({delivered} delivered, {} dropped) in {:.1} s of probing, traced in {:.2} s; verdicts: {reasons:?}; router advertisements from VMs: {} sent, {} delivered",
         flows.len(),
         flows.len() - delivered,
         probed_in.as_secs_f64(),
-        traced_in.as_secs_f64()
+        traced_in.as_secs_f64(),
+        adverts.len(),
+        adverts.iter().filter(|d| **d).count()
     );
     assert!(
         disagreements.is_empty(),
@@ -902,12 +1231,12 @@ fn routed_traces_agree_with_real_packets() {
         });
     }
 
-    let targets: Vec<Ipv4Addr> = machines
+    let targets: Vec<IpAddr> = machines
         .iter()
         .map(|m| m.ip)
         .chain(["192.168.50.1", "172.16.5.5", "10.99.0.1"].map(|s| s.parse().unwrap()))
         .collect();
-    let routers: [Ipv4Addr; 2] = ["10.10.0.1", "10.20.0.1"].map(|s| s.parse().unwrap());
+    let routers: [IpAddr; 2] = ["10.10.0.1", "10.20.0.1"].map(|s| s.parse().unwrap());
     let mut flows = Vec::new();
     while flows.len() < 240 {
         let src = (rng.next_u64() % machines.len() as u64) as usize;
@@ -923,6 +1252,7 @@ fn routed_traces_agree_with_real_packets() {
                 to_port: None,
                 proto: Proto::Icmp,
                 dport: 0,
+                sport: None,
             });
             continue;
         }
@@ -942,9 +1272,10 @@ fn routed_traces_agree_with_real_packets() {
             to_port,
             proto: pick(&mut rng, &[Proto::Tcp, Proto::Udp, Proto::Icmp]),
             dport: pick(&mut rng, &[22, 80, 5000, 8080]),
+            sport: None,
         });
     }
-    let warm: Vec<Ipv4Addr> = targets.iter().chain(&routers).copied().collect();
+    let warm: Vec<IpAddr> = targets.iter().chain(&routers).copied().collect();
     let (delivered, total) = traces_against_packets(&cloud, &machines, &flows, &warm);
     assert!(
         delivered >= 20 && total - delivered >= 20,

@@ -15,17 +15,27 @@
 //! - REQUEST and RENEW naming this server, REBIND → REPLY with the addresses;
 //! - CONFIRM → REPLY, Success when every address the client holds is the
 //!   port's, else NotOnLink;
-//! - INFORMATION-REQUEST → REPLY with the DNS servers;
+//! - INFORMATION-REQUEST → REPLY with the options only;
 //! - RELEASE and DECLINE naming this server → REPLY, Success (the addresses
 //!   are the API's; nothing is freed).
+//!
+//! Every reply carries the options of the lease: the DNS servers of the
+//! port's DHCPv6 subnets, the agent's DNS domain as the domain search list
+//! (Neutron's `dns_domain`, which its dnsmasq sends), and the port's
+//! `extra_dhcp_opts` of `ip_version` 6 that [`extra_option`] knows, each
+//! replacing the option of its code.
 //!
 //! The server DUID is a DUID-LL of [`SERVER_MAC`], the same on every host,
 //! so a client renews with "the same server" wherever its port's host is.
 
+use std::collections::BTreeMap;
 use std::net::Ipv6Addr;
+use std::str::FromStr;
 
 use compiler::protocol::{LEASE_SECONDS, NetworkSpec};
-use dhcproto::v6::{self, DhcpOption, DhcpOptions, IAAddr, IANA, MessageType, Status, StatusCode};
+use dhcproto::v6::{
+    self, DhcpOption, DhcpOptions, IAAddr, IANA, MessageType, Status, StatusCode, UnknownOption,
+};
 use dhcproto::{Decodable, Encodable};
 use ipnet::IpNet;
 use model::{Ipv6Mode, MacAddr};
@@ -41,26 +51,61 @@ const ETH_LEN: usize = 14;
 const IPV6_LEN: usize = 40;
 const UDP_LEN: usize = 8;
 
+/// Option codes (RFC 3646, 4075, 4242, 5908, 5970) of what a reply says.
+const OPTION_DNS_SERVERS: u16 = 23;
+const OPTION_DOMAIN_LIST: u16 = 24;
+const OPTION_SNTP_SERVERS: u16 = 31;
+const OPTION_INFORMATION_REFRESH_TIME: u16 = 32;
+const OPTION_NTP_SERVER: u16 = 56;
+const OPTION_BOOTFILE_URL: u16 = 59;
+const OPTION_BOOTFILE_PARAM: u16 = 60;
+/// NTP server suboption: a server's address (RFC 5908 §4.1).
+const NTP_SUBOPTION_SRV_ADDR: u16 = 1;
+
 /// What the DHCPv6 server hands one local port.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Dhcpv6Lease {
     pub mac: MacAddr,
     /// Its fixed IPs on `dhcpv6-stateful` subnets (empty: stateless only).
     pub addresses: Vec<Ipv6Addr>,
-    /// The IPv6 DNS servers of its DHCPv6 subnets.
-    pub dns_servers: Vec<Ipv6Addr>,
+    /// The options every reply carries, by code, as their bodies on the
+    /// wire.
+    pub options: BTreeMap<u16, Vec<u8>>,
+}
+
+/// The agent's DNS domain (`vnet agent --dns-domain`, Neutron's
+/// `dns_domain`), sent as the domain search list; empty: none is sent.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct DnsDomain(Vec<u8>);
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a domain name (labels of 1 to 63 characters, 253 in all)")]
+pub struct InvalidDomain(String);
+
+impl FromStr for DnsDomain {
+    type Err = InvalidDomain;
+
+    fn from_str(domain: &str) -> Result<Self, InvalidDomain> {
+        if domain.is_empty() {
+            return Ok(DnsDomain::default());
+        }
+        domain_list(domain)
+            .map(DnsDomain)
+            .ok_or_else(|| InvalidDomain(domain.to_owned()))
+    }
 }
 
 /// The DHCPv6 lease of a local port: `None` unless it has an address on a
 /// subnet whose `ipv6_address_mode` is `dhcpv6-stateful` or
 /// `dhcpv6-stateless`.
-pub fn port_lease(net: &NetworkSpec, port_id: &str) -> Option<Dhcpv6Lease> {
+pub fn port_lease(net: &NetworkSpec, port_id: &str, domain: &DnsDomain) -> Option<Dhcpv6Lease> {
     let port = net.local_ports.get(port_id)?;
     let mut lease = Dhcpv6Lease {
         mac: port.mac,
         addresses: Vec::new(),
-        dns_servers: Vec::new(),
+        options: BTreeMap::new(),
     };
+    let mut dns_servers = Vec::new();
     let mut served = false;
     for fixed in &port.fixed_ips {
         let Some(subnet) = net.subnets.get(&fixed.subnet_id) else {
@@ -77,13 +122,109 @@ pub fn port_lease(net: &NetworkSpec, port_id: &str) -> Option<Dhcpv6Lease> {
         served = true;
         for dns in &subnet.dns_nameservers {
             if let std::net::IpAddr::V6(dns) = dns
-                && !lease.dns_servers.contains(dns)
+                && !dns_servers.contains(dns)
             {
-                lease.dns_servers.push(*dns);
+                dns_servers.push(*dns);
             }
         }
     }
-    served.then_some(lease)
+    if !served {
+        return None;
+    }
+    if !dns_servers.is_empty() {
+        let body = dns_servers.iter().flat_map(|a| a.octets()).collect();
+        lease.options.insert(OPTION_DNS_SERVERS, body);
+    }
+    if !domain.0.is_empty() {
+        lease.options.insert(OPTION_DOMAIN_LIST, domain.0.clone());
+    }
+    for extra in &port.dhcpv6_options {
+        if let Some((code, body)) = extra_option(&extra.name, &extra.value) {
+            lease.options.insert(code, body);
+        }
+    }
+    Some(lease)
+}
+
+/// One of a port's `extra_dhcp_opts` (`ip_version` 6) as (code, body): by
+/// dnsmasq's name (as Neutron hands them to it, with or without its
+/// `option6:` prefix) or number, the value as dnsmasq reads it (addresses
+/// and names separated by commas, addresses optionally in brackets).
+/// `None` for an option this server does not say, or a value that is not
+/// one: the port is served without it.
+pub fn extra_option(name: &str, value: &str) -> Option<(u16, Vec<u8>)> {
+    let name = name.strip_prefix("option6:").unwrap_or(name);
+    let items = || value.split(',').map(str::trim);
+    let addresses = || -> Option<Vec<Ipv6Addr>> {
+        items()
+            .map(|a| a.trim_start_matches('[').trim_end_matches(']').parse().ok())
+            .collect()
+    };
+    match name {
+        "dns-server" | "23" => Some((
+            OPTION_DNS_SERVERS,
+            addresses()?.iter().flat_map(|a| a.octets()).collect(),
+        )),
+        "domain-search" | "24" => Some((OPTION_DOMAIN_LIST, domain_list(value)?)),
+        "sntp-server" | "31" => Some((
+            OPTION_SNTP_SERVERS,
+            addresses()?.iter().flat_map(|a| a.octets()).collect(),
+        )),
+        "information-refresh-time" | "32" => Some((
+            OPTION_INFORMATION_REFRESH_TIME,
+            value.trim().parse::<u32>().ok()?.to_be_bytes().to_vec(),
+        )),
+        "ntp-server" | "56" => Some((
+            OPTION_NTP_SERVER,
+            addresses()?
+                .iter()
+                .flat_map(|a| {
+                    let mut sub = NTP_SUBOPTION_SRV_ADDR.to_be_bytes().to_vec();
+                    sub.extend_from_slice(&16u16.to_be_bytes());
+                    sub.extend_from_slice(&a.octets());
+                    sub
+                })
+                .collect(),
+        )),
+        "bootfile-url" | "59" => Some((OPTION_BOOTFILE_URL, value.as_bytes().to_vec())),
+        "bootfile-param" | "60" => {
+            let mut body = Vec::new();
+            for param in items() {
+                body.extend_from_slice(&u16::try_from(param.len()).ok()?.to_be_bytes());
+                body.extend_from_slice(param.as_bytes());
+            }
+            Some((OPTION_BOOTFILE_PARAM, body))
+        }
+        _ => None,
+    }
+    .filter(|(_, body)| body.len() <= usize::from(u16::MAX))
+}
+
+/// Domain names separated by commas, in DNS wire form without compression
+/// (RFC 8415 §10, as option 24 requires); `None` if one is not a name.
+fn domain_list(names: &str) -> Option<Vec<u8>> {
+    let mut wire = Vec::new();
+    for name in names.split(',').map(str::trim) {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.is_empty() || name.len() > 253 {
+            return None;
+        }
+        for label in name.split('.') {
+            let len = u8::try_from(label.len())
+                .ok()
+                .filter(|l| (1..=63).contains(l))?;
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return None;
+            }
+            wire.push(len);
+            wire.extend_from_slice(label.as_bytes());
+        }
+        wire.push(0);
+    }
+    Some(wire)
 }
 
 /// This server's DUID: DUID-LL (type 3), hardware type Ethernet (1).
@@ -206,7 +347,7 @@ pub fn respond(frame: &[u8], lease: &Dhcpv6Lease) -> Option<Vec<u8>> {
     }
     let reply = reply_message(&request.message, lease)?;
     let payload = reply.to_vec().ok()?;
-    Some(frame_to(request.client_mac, request.client_ip, &payload))
+    frame_to(request.client_mac, request.client_ip, &payload)
 }
 
 fn reply_message(request: &v6::Message, lease: &Dhcpv6Lease) -> Option<v6::Message> {
@@ -300,8 +441,11 @@ fn reply_message(request: &v6::Message, lease: &Dhcpv6Lease) -> Option<v6::Messa
         out.insert(DhcpOption::ClientId(id));
     }
     out.insert(DhcpOption::ServerId(server_duid()));
-    if !lease.dns_servers.is_empty() {
-        out.insert(DhcpOption::DomainNameServers(lease.dns_servers.clone()));
+    for (code, body) in &lease.options {
+        out.insert(DhcpOption::Unknown(UnknownOption::new(
+            (*code).into(),
+            body.clone(),
+        )));
     }
     let mut reply = v6::Message::new_with_id(reply_type, request.xid());
     reply.set_opts(out);
@@ -337,11 +481,11 @@ fn iana(id: u32, lease: &Dhcpv6Lease) -> IANA {
 }
 
 /// Ethernet + IPv6 + UDP around a DHCPv6 payload, from the server's
-/// link-local address to the client's.
-fn frame_to(client_mac: MacAddr, client_ip: Ipv6Addr, payload: &[u8]) -> Vec<u8> {
+/// link-local address to the client's; `None` if it does not fit in one
+/// (a port's extra options can be that long).
+fn frame_to(client_mac: MacAddr, client_ip: Ipv6Addr, payload: &[u8]) -> Option<Vec<u8>> {
     let source = SERVER_MAC.ipv6_link_local();
-    // A DHCPv6 reply is far below 64 KiB.
-    let udp_len = (UDP_LEN + payload.len()) as u16;
+    let udp_len = u16::try_from(UDP_LEN + payload.len()).ok()?;
     let mut udp = Vec::with_capacity(usize::from(udp_len));
     udp.extend_from_slice(&SERVER_PORT.to_be_bytes());
     udp.extend_from_slice(&CLIENT_PORT.to_be_bytes());
@@ -363,7 +507,7 @@ fn frame_to(client_mac: MacAddr, client_ip: Ipv6Addr, payload: &[u8]) -> Vec<u8>
     frame.extend_from_slice(&source.octets());
     frame.extend_from_slice(&client_ip.octets());
     frame.extend_from_slice(&udp);
-    frame
+    Some(frame)
 }
 
 #[cfg(test)]

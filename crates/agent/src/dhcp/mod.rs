@@ -11,7 +11,8 @@
 //! - [`router_advert`]: pure: the router advertisements a port gets (its
 //!   subnets' `ipv6_ra_mode`), as frames, and router solicitations.
 //! - [`dhcpv6`]: pure: a received DHCPv6 frame plus the port's DHCPv6 lease
-//!   (its fixed IPs on `dhcpv6-stateful` subnets, the DNS servers) → the
+//!   (its fixed IPs on `dhcpv6-stateful` subnets, the DNS servers, the
+//!   domain search list, its own `extra_dhcp_opts` of `ip_version` 6) → the
 //!   reply frame or nothing (messages through `dhcproto`).
 //! - [`ipv6_server`]: the I/O for IPv6: a second packet socket per port
 //!   device, sending its advertisements (periodic, and in answer to

@@ -28,7 +28,7 @@ use std::os::fd::AsRawFd;
 
 use compiler::protocol::HostState;
 use futures::TryStreamExt;
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::IpNet;
 use model::MacAddr;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags};
@@ -362,10 +362,12 @@ impl RouterReconciler {
                 }
             }
         }
-        let mut rules = handle.rule().get(IpVersion::V4).execute();
-        while let Some(rule) = rules.try_next().await? {
-            if let Some(rule) = own_rule(&rule) {
-                observed.rules.insert(rule);
+        for version in [IpVersion::V4, IpVersion::V6] {
+            let mut rules = handle.rule().get(version).execute();
+            while let Some(rule) = rules.try_next().await? {
+                if let Some(rule) = own_rule(&rule) {
+                    observed.rules.insert(rule);
+                }
             }
         }
         let mut neighbours = handle
@@ -703,7 +705,10 @@ fn own_route(route: &RouteMessage, devices: &HashMap<u32, String>) -> Option<Rou
 /// A policy rule as a netlink message, to add or to delete.
 fn rule_message(rule: &Rule) -> RuleMessage {
     let mut message = RuleMessage::default();
-    message.header.family = AddressFamily::Inet;
+    message.header.family = match rule.source {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
     message.header.action = RuleAction::ToTable;
     message.header.src_len = rule.source.prefix_len();
     message.header.table = u8::try_from(rule.table).unwrap_or(0);
@@ -714,7 +719,7 @@ fn rule_message(rule: &Rule) -> RuleMessage {
         VNET_ROUTE_PROTOCOL,
     )));
     if rule.source.prefix_len() > 0 {
-        attributes.push(RuleAttribute::Source(IpAddr::V4(rule.source.addr())));
+        attributes.push(RuleAttribute::Source(rule.source.addr()));
     }
     if let Some((protocol, port)) = rule.port {
         attributes.push(RuleAttribute::IpProtocol(IpProtocol::from(protocol)));
@@ -726,12 +731,16 @@ fn rule_message(rule: &Rule) -> RuleMessage {
     message
 }
 
-/// An IPv4 rule of vnet's protocol, as a [`Rule`].
+/// A rule of vnet's protocol, as a [`Rule`].
 fn own_rule(message: &RuleMessage) -> Option<Rule> {
     let mut ours = false;
     let mut priority = 0;
     let mut table = u32::from(message.header.table);
-    let mut source = Ipv4Addr::UNSPECIFIED;
+    let mut source = match message.header.family {
+        AddressFamily::Inet => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        AddressFamily::Inet6 => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        _ => return None,
+    };
     let mut protocol = None;
     let mut port = None;
     for attribute in &message.attributes {
@@ -739,7 +748,7 @@ fn own_rule(message: &RuleMessage) -> Option<Rule> {
             RuleAttribute::Protocol(p) => ours = *p == RouteProtocol::from(VNET_ROUTE_PROTOCOL),
             RuleAttribute::Priority(p) => priority = *p,
             RuleAttribute::Table(t) => table = *t,
-            RuleAttribute::Source(IpAddr::V4(ip)) => source = *ip,
+            RuleAttribute::Source(ip) => source = *ip,
             RuleAttribute::IpProtocol(p) => protocol = Some(u8::from(*p)),
             RuleAttribute::SourcePortRange(r) => port = Some(r.start),
             _ => {}
@@ -750,7 +759,7 @@ fn own_rule(message: &RuleMessage) -> Option<Rule> {
     }
     Some(Rule {
         priority,
-        source: Ipv4Net::new(source, message.header.src_len).ok()?,
+        source: IpNet::new(source, message.header.src_len).ok()?,
         port: protocol.zip(port),
         table,
     })

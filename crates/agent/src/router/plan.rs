@@ -11,15 +11,20 @@
 //! the uplink of their port's host (one-to-one NAT and port forwardings,
 //! routed out of that uplink by policy rules); everything else leaving the
 //! cloud goes to the gateway host, which holds the gateway's address and
-//! runs the default SNAT. Never a flush: only what differs changes, so
-//! planning against a right kernel yields nothing.
+//! runs the default SNAT. IPv6 is never NATed (as in Neutron): every host's
+//! router sends it out of its own uplink to the external IPv6 gateway, and
+//! it comes back to the gateway's IPv6 address, on the gateway host's
+//! uplink (the outside routes the tenant prefixes to it).
+//!
+//! Never a flush: only what differs changes, so planning against a right
+//! kernel yields nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
 use compiler::protocol::{FloatingIpSpec, HostState, NetworkSpec, RouterGatewaySpec};
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use model::MacAddr;
 
 use super::metering::{self, MeteringRuleset};
@@ -144,11 +149,11 @@ pub struct Route {
 }
 
 /// A policy rule of vnet's protocol: `from SOURCE [ipproto P sport N]
-/// lookup TABLE`, IPv4.
+/// lookup TABLE`, of the source's IP version.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Rule {
     pub priority: u32,
-    pub source: Ipv4Net,
+    pub source: IpNet,
     /// (IP protocol, source port): a port forwarding's replies.
     pub port: Option<(u8, u16)>,
     pub table: u32,
@@ -253,8 +258,8 @@ fn port_neighbours<'a>(
         })
 }
 
-/// The uplink of a router with a gateway, its routes, rules and NAT. IPv4
-/// only: NAT is IPv4's.
+/// The uplink of a router with a gateway, its routes, rules and NAT (IPv4's
+/// only).
 fn uplink(
     state: &HostState,
     config: &RouterConfig,
@@ -281,6 +286,18 @@ fn uplink(
         IpAddr::V6(_) => None,
     };
     let nexthop = gateway.nexthop.and_then(v4);
+    let gateway_ips6: Vec<Ipv6Net> = gateway
+        .addresses
+        .iter()
+        .filter_map(|a| match a {
+            IpNet::V6(a) => Some(*a),
+            IpNet::V4(_) => None,
+        })
+        .collect();
+    let nexthop6 = gateway.ipv6_nexthop.and_then(|ip| match ip {
+        IpAddr::V6(ip) => Some(ip),
+        IpAddr::V4(_) => None,
+    });
     let floating: Vec<(&FloatingIpSpec, Ipv4Addr)> = floating
         .iter()
         .filter_map(|f| Some((*f, v4(f.address)?)))
@@ -297,6 +314,11 @@ fn uplink(
             gateway_ips
                 .iter()
                 .map(|a| IpNet::V4(Ipv4Net::from(a.addr()))),
+        );
+        addresses.extend(
+            gateway_ips6
+                .iter()
+                .map(|a| IpNet::V6(Ipv6Net::from(a.addr()))),
         );
     }
     router.interfaces.insert(
@@ -353,10 +375,32 @@ fn uplink(
     }
     router.rules.insert(Rule {
         priority: UPLINK_RULE_PRIORITY,
-        source: Ipv4Net::default(),
+        source: IpNet::V4(Ipv4Net::default()),
         port: None,
         table: UPLINK_TABLE,
     });
+    if !gateway_ips6.is_empty() {
+        // Out of this host's own uplink, whichever host is the gateway's:
+        // with no NAT, the way out needs no state of the gateway host's.
+        router.routes.extend(gateway_ips6.iter().map(|a| Route {
+            table: UPLINK_TABLE,
+            destination: IpNet::V6(a.trunc()),
+            nexthop: None,
+            device: Some(device.clone()),
+        }));
+        router.routes.extend(nexthop6.map(|via| Route {
+            table: UPLINK_TABLE,
+            destination: IpNet::V6(Ipv6Net::default()),
+            nexthop: Some(IpAddr::V6(via)),
+            device: Some(device.clone()),
+        }));
+        router.rules.insert(Rule {
+            priority: UPLINK_RULE_PRIORITY,
+            source: IpNet::V6(Ipv6Net::default()),
+            port: None,
+            table: UPLINK_TABLE,
+        });
+    }
     for (fip, _) in &floating {
         let rules = fip
             .fixed_ip
@@ -369,7 +413,7 @@ fn uplink(
         for (source, port) in rules {
             router.rules.insert(Rule {
                 priority: FLOATING_RULE_PRIORITY,
-                source: Ipv4Net::from(source),
+                source: IpNet::V4(Ipv4Net::from(source)),
                 port,
                 table: FLOATING_TABLE,
             });
@@ -831,6 +875,7 @@ mod tests {
                 }],
                 device: "tapvm1".into(),
                 admin_state_up: true,
+                dhcpv6_options: vec![],
             },
         );
         na.remote_ports.insert(
@@ -989,6 +1034,7 @@ mod tests {
             mac: MacAddr([0xfa, 0x16, 0x3e, 0, 0, 9]),
             addresses: vec![net("203.0.113.2/24")],
             nexthop: Some("203.0.113.1".parse().unwrap()),
+            ipv6_nexthop: None,
             enable_snat: true,
             host: gateway_host.map(str::to_owned),
         });
@@ -1075,6 +1121,45 @@ mod tests {
                 .contains("oifname \"qg-pg-01234567\" snat to 203.0.113.2")
         );
         assert!(nat.text.contains("tcp dport 2222 dnat to 10.0.1.6:22"));
+    }
+
+    /// IPv6 leaves every host by its own uplink, unNATed; only the gateway
+    /// host holds the gateway's IPv6 address, where it comes back.
+    #[test]
+    fn ipv6_is_routed_out_of_every_hosts_uplink_without_nat() {
+        for (host, address) in [("h1", true), ("h2", false)] {
+            let mut state = with_gateway(Some("h1"));
+            let gateway = state
+                .routers
+                .get_mut("r1")
+                .unwrap()
+                .gateway
+                .as_mut()
+                .unwrap();
+            gateway.addresses.push(net("2001:db8:e::5/64"));
+            gateway.ipv6_nexthop = Some("2001:db8:e::1".parse().unwrap());
+            let v6: Vec<String> = uplink_ops(&state, host)
+                .into_iter()
+                .filter(|op| op.contains("2001:db8") || op.contains("::/0"))
+                .collect();
+            let mut want = vec![
+                "ip -n vnr-r1 route replace ::/0 via 2001:db8:e::1 dev qg-pg-01234567 onlink table 201 proto 118",
+                "ip -n vnr-r1 route replace 2001:db8:e::/64 dev qg-pg-01234567 scope link table 201 proto 118",
+                "ip -n vnr-r1 rule add priority 50000 from ::/0 lookup 201 proto 118",
+            ];
+            if address {
+                want.insert(
+                    0,
+                    "ip -n vnr-r1 addr add 2001:db8:e::5/128 dev qg-pg-01234567 nodad",
+                );
+            }
+            assert_eq!(v6, want, "on {host}");
+            let nat = desired(&state, &config(host))["vnr-r1"]
+                .nat
+                .clone()
+                .unwrap();
+            assert!(!nat.text.contains("2001:db8"), "never NATed");
+        }
     }
 
     #[test]

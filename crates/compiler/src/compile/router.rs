@@ -721,6 +721,7 @@ impl Compiler {
             mac: port.local.mac,
             addresses,
             nexthop,
+            ipv6_nexthop: upstreams.iter().find(|ip| ip.is_ipv6()).copied(),
             enable_snat: gateway.enable_snat,
             host: router.gateway_host.clone(),
         })

@@ -72,6 +72,7 @@ fn port(state: &mut HostState, i: usize) {
                 }],
                 device,
                 admin_state_up: true,
+                dhcpv6_options: vec![],
             },
         );
     }

@@ -275,12 +275,14 @@ impl Cloud {
         let port = self.call("POST", "/v2.0/ports", Some(body))["port"].clone();
         let id = port["id"].as_str().unwrap().to_owned();
         let device = compiler::protocol::tap_name(&id);
-        let vm = Vm::new(
-            &self.hosts[h - 1],
-            "e2",
-            &device,
-            port["mac_address"].as_str().unwrap(),
-        )
+        let mac = port["mac_address"].as_str().unwrap();
+        // IPv6 on only where the port's address is IPv6: otherwise its
+        // start-up traffic is noise.
+        let vm = if ip.contains(':') {
+            Vm::dual_stack(&self.hosts[h - 1], "e2", &device, mac)
+        } else {
+            Vm::new(&self.hosts[h - 1], "e2", &device, mac)
+        }
         .unwrap();
         (id, vm)
     }

@@ -15,11 +15,16 @@ fn hex(bytes: &[u8]) -> String {
 /// The client of the captured frames: `dhclient -6` (isc-dhcp-client 4.4)
 /// on fa:16:3e:00:00:01.
 fn lease(addresses: &[&str]) -> Dhcpv6Lease {
+    let dns: Ipv6Addr = "fd00:6::53".parse().unwrap();
     Dhcpv6Lease {
         mac: "fa:16:3e:00:00:01".parse().unwrap(),
         addresses: addresses.iter().map(|a| a.parse().unwrap()).collect(),
-        dns_servers: vec!["fd00:6::53".parse().unwrap()],
+        options: [(OPTION_DNS_SERVERS, dns.octets().to_vec())].into(),
     }
+}
+
+fn name(name: &str) -> dhcproto::Name {
+    dhcproto::Name::from_ascii(name).unwrap()
 }
 
 fn solicit() -> Vec<u8> {
@@ -136,6 +141,23 @@ fn information_request_gets_the_dns_servers_and_no_address() {
     );
 }
 
+/// Golden bytes: the reply to the same information request with the
+/// agent's domain as the search list, checked by `tcpdump -vv`.
+#[test]
+fn information_reply_with_the_domain_search_list_golden() {
+    let frame = bytes(include_str!(
+        "../testdata/dhclient6_information_request.hex"
+    ));
+    let mut lease = lease(&[]);
+    let (code, body) = extra_option("domain-search", "openstacklocal").unwrap();
+    lease.options.insert(code, body);
+    let reply = respond(&frame, &lease).unwrap();
+    assert_eq!(
+        hex(&reply),
+        include_str!("../testdata/vnet_dhcpv6_information_reply_domain.hex").trim()
+    );
+}
+
 #[test]
 fn garbage_and_other_traffic_get_nothing() {
     let frame = solicit();
@@ -150,7 +172,7 @@ fn garbage_and_other_traffic_get_nothing() {
 
 #[test]
 fn a_port_is_served_only_on_dhcpv6_subnets() {
-    use compiler::protocol::{FixedIpSpec, LocalPortSpec, SubnetSpec};
+    use compiler::protocol::{DhcpOptionSpec, FixedIpSpec, LocalPortSpec, SubnetSpec};
     let subnet = |cidr: &str, mode: Option<Ipv6Mode>| SubnetSpec {
         cidr: cidr.parse().unwrap(),
         gateway_ip: None,
@@ -160,7 +182,7 @@ fn a_port_is_served_only_on_dhcpv6_subnets() {
         ipv6_ra_mode: mode,
         ipv6_address_mode: mode,
     };
-    let net = |fixed: &[(&str, &str)]| NetworkSpec {
+    let net_with = |fixed: &[(&str, &str)], dhcpv6_options| NetworkSpec {
         vni: 7,
         mtu: 1450,
         physical_network: None,
@@ -192,19 +214,140 @@ fn a_port_is_served_only_on_dhcpv6_subnets() {
                     .collect(),
                 device: "tapp".into(),
                 admin_state_up: true,
+                dhcpv6_options,
             },
         )]
         .into(),
         remote_ports: Default::default(),
     };
+    let net = |fixed: &[(&str, &str)]| net_with(fixed, vec![]);
+    let none = DnsDomain::default();
     let stateful = net(&[("full", "fd00:6::10"), ("info", "fd00:7::1")]);
-    assert_eq!(port_lease(&stateful, "p"), Some(lease(&["fd00:6::10"])));
     assert_eq!(
-        port_lease(&net(&[("info", "fd00:7::1")]), "p"),
+        port_lease(&stateful, "p", &none),
+        Some(lease(&["fd00:6::10"]))
+    );
+    assert_eq!(
+        port_lease(&net(&[("info", "fd00:7::1")]), "p", &none),
         Some(lease(&[]))
     );
-    assert_eq!(port_lease(&net(&[("slaac", "fd00:8::1")]), "p"), None);
-    assert_eq!(port_lease(&stateful, "other"), None);
+    assert_eq!(
+        port_lease(&net(&[("slaac", "fd00:8::1")]), "p", &none),
+        None
+    );
+    assert_eq!(port_lease(&stateful, "other", &none), None);
+
+    // The agent's domain, then the port's own options over the subnets'.
+    let domain: DnsDomain = "openstacklocal".parse().unwrap();
+    let mut expected = lease(&[]);
+    expected
+        .options
+        .insert(OPTION_DOMAIN_LIST, b"\x0eopenstacklocal\0".to_vec());
+    assert_eq!(
+        port_lease(&net(&[("info", "fd00:7::1")]), "p", &domain),
+        Some(expected)
+    );
+    let opt = |name: &str, value: &str| DhcpOptionSpec {
+        name: name.into(),
+        value: value.into(),
+    };
+    let own = net_with(
+        &[("info", "fd00:7::1")],
+        vec![
+            opt("dns-server", "[fd00:9::53],fd00:9::54"),
+            opt("option6:domain-search", "a.example,b.example"),
+            opt("tftp-server", "10.0.0.1"),
+            opt("sntp-server", "not an address"),
+        ],
+    );
+    let reply = reply_of(
+        &respond(
+            &bytes(include_str!(
+                "../testdata/dhclient6_information_request.hex"
+            )),
+            &port_lease(&own, "p", &domain).unwrap(),
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        reply.opts().get(v6::OptionCode::DomainNameServers),
+        Some(&DhcpOption::DomainNameServers(vec![
+            "fd00:9::53".parse().unwrap(),
+            "fd00:9::54".parse().unwrap(),
+        ]))
+    );
+    assert_eq!(
+        reply.opts().get(v6::OptionCode::DomainSearchList),
+        Some(&DhcpOption::DomainSearchList(vec![
+            name("a.example."),
+            name("b.example."),
+        ]))
+    );
+    assert_eq!(
+        reply.opts().iter().count(),
+        4,
+        "client id, server id, DNS servers, domain search: nothing of the \
+         options it cannot say"
+    );
+}
+
+#[test]
+fn extra_options_say_what_dnsmasq_would() {
+    let addr = |a: &str| a.parse::<Ipv6Addr>().unwrap().octets().to_vec();
+    assert_eq!(
+        extra_option("23", "fd00::1"),
+        Some((OPTION_DNS_SERVERS, addr("fd00::1")))
+    );
+    assert_eq!(
+        extra_option("sntp-server", "fd00::1, fd00::2"),
+        Some((
+            OPTION_SNTP_SERVERS,
+            [addr("fd00::1"), addr("fd00::2")].concat()
+        ))
+    );
+    assert_eq!(
+        extra_option("information-refresh-time", "3600"),
+        Some((
+            OPTION_INFORMATION_REFRESH_TIME,
+            3600u32.to_be_bytes().to_vec()
+        ))
+    );
+    assert_eq!(
+        extra_option("ntp-server", "fd00::1"),
+        Some((
+            OPTION_NTP_SERVER,
+            [vec![0, 1, 0, 16], addr("fd00::1")].concat()
+        ))
+    );
+    assert_eq!(
+        extra_option("bootfile-url", "tftp://[fd00::1]/boot"),
+        Some((OPTION_BOOTFILE_URL, b"tftp://[fd00::1]/boot".to_vec()))
+    );
+    assert_eq!(
+        extra_option("bootfile-param", "a,bc"),
+        Some((OPTION_BOOTFILE_PARAM, b"\0\x01a\0\x02bc".to_vec()))
+    );
+    assert_eq!(
+        extra_option("domain-search", "example.org."),
+        Some((OPTION_DOMAIN_LIST, b"\x07example\x03org\0".to_vec()))
+    );
+    for (name, value) in [
+        ("domain-search", "a..b"),
+        ("domain-search", "has space"),
+        ("dns-server", "10.0.0.1"),
+        ("information-refresh-time", "-1"),
+        ("bootfile-name", "pxelinux.0"),
+        ("99", "x"),
+    ] {
+        assert_eq!(extra_option(name, value), None, "{name}={value}");
+    }
+    assert!("".parse::<DnsDomain>().unwrap() == DnsDomain::default());
+    assert!("bad domain".parse::<DnsDomain>().is_err());
+    assert!(
+        format!("{}.x", "a".repeat(64))
+            .parse::<DnsDomain>()
+            .is_err()
+    );
 }
 
 /// Found by the `dhcpv6` fuzz target: a status code option of length 0
