@@ -11,7 +11,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use model::{Caller, Cloud, Kind, MacAddr, ModelError, PortStatus};
+use model::{Caller, Cloud, Facet, Kind, MacAddr, ModelError, PortStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use trace::{Facts, Packet, Query, Source, Target, TraceError};
@@ -27,7 +27,8 @@ use crate::state::App;
 struct TraceRequest {
     #[serde(default)]
     from_port: Option<String>,
-    /// An address outside the cloud, toward a floating IP.
+    /// An address outside the cloud, toward a floating IP (or, IPv6, a
+    /// port's own address).
     #[serde(default)]
     from_ip: Option<IpAddr>,
     #[serde(default)]
@@ -143,9 +144,44 @@ fn query_of(body: &[u8]) -> Result<Query, ApiError> {
     })
 }
 
+/// From outside, an IPv6 address that is no floating IP is a port's own
+/// (IPv6 is not NATed): the trace goes to the one port holding it that the
+/// caller may trace to.
+fn fit_outside_target(cloud: &Cloud, caller: &Caller, q: &mut Query) -> Result<(), ApiError> {
+    let (Source::Outside(_), Target::Ip(ip)) = (&q.from, &q.to) else {
+        return Ok(());
+    };
+    if ip.is_ipv4() || cloud.floating_ip_with_address(*ip).is_some() {
+        return Ok(());
+    }
+    let holders: Vec<&str> = cloud
+        .faceted(Kind::Port, Facet::FixedIp, &ip.to_string())
+        .into_iter()
+        .flatten()
+        .filter(|id| {
+            cloud
+                .port(id)
+                .is_some_and(|p| caller.owns(&p.std.project_id))
+        })
+        .map(|id| &**id)
+        .collect();
+    match holders[..] {
+        [] => Ok(()),
+        [id] => {
+            q.to = Target::Port(id.to_owned());
+            Ok(())
+        }
+        _ => Err(ApiError::invalid_input(format!(
+            "{ip} is held by ports on several networks ({}): trace to_port",
+            holders.join(", ")
+        ))),
+    }
+}
+
 /// A non-admin traces only from its own ports, toward its own ports or
-/// any address, or from outside toward its own floating IPs; a port or
-/// floating IP it may not see is a 404, as if it did not exist.
+/// any address, or from outside toward its own floating IPs or its own
+/// ports' IPv6 addresses; a port or floating IP it may not see is a 404,
+/// as if it did not exist.
 fn check_scope(cloud: &Cloud, caller: &Caller, q: &Query) -> Result<(), ApiError> {
     let owned = |id: &str| {
         cloud
@@ -305,6 +341,7 @@ pub async fn trace_packet(
     let caller = noauth_caller(&headers, &app.default_project);
     let mut query = query_of(&body)?;
     let cloud = app.read();
+    fit_outside_target(&cloud, &caller, &mut query)?;
     check_scope(&cloud, &caller, &query)?;
     fit_owned_ports(&cloud, &mut query)?;
     let source_host = match &query.from {

@@ -23,7 +23,7 @@ pub use view::{Compiled, Facts, GroupRef, NetworkRef, PortRef, Snapshots};
 pub use walk::trace;
 
 /// What to trace: a packet from a port to an address or a port, or from
-/// the outside to a floating IP.
+/// the outside to a floating IP or (IPv6, not NATed) a port.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Query {
     pub from: Source,
@@ -38,7 +38,7 @@ pub enum Source {
     /// A port, by id.
     Port(String),
     /// An address outside the cloud, on an external network's far side
-    /// (toward a floating IP).
+    /// (toward a floating IP, or a port's IPv6 address).
     Outside(IpAddr),
 }
 
@@ -74,7 +74,10 @@ pub enum TraceError {
     UnknownDestinationPort(String),
     #[error("{0}")]
     InvalidPacket(String),
-    /// From the outside, the destination is an address (a floating IP).
-    #[error("a trace from outside goes to an address (a floating IP), not to a port")]
+    /// From the outside, IPv4 goes to an address (a floating IP); a port
+    /// is reached only at an IPv6 address (IPv6 is not NATed).
+    #[error(
+        "from outside, IPv4 reaches a port only through a floating IP: trace to the floating IP's address (a port is reached directly only over IPv6, from an IPv6 source, at an IPv6 address it holds)"
+    )]
     OutsideToPort,
 }

@@ -92,7 +92,7 @@ struct PortAt<'a> {
 }
 
 /// A step's objects.
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct On<'a> {
     host: Option<&'a str>,
     network: Option<&'a str>,
@@ -138,6 +138,19 @@ enum Reached<'a> {
     },
 }
 
+/// What became of a packet from the outside once a router routed it.
+enum Inside<'a> {
+    /// It reached a router's own address: the message.
+    Router(String),
+    /// Delivered to port `target` on `host`; where its reply went, if it
+    /// needs one.
+    Port {
+        target: String,
+        host: String,
+        reply: Option<Reached<'a>>,
+    },
+}
+
 /// Where a packet lands, and whether a router forwarded it.
 struct Arrival<'a> {
     to: Reached<'a>,
@@ -178,11 +191,26 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         let from = match &q.from {
             Source::Port(id) => id,
             Source::Outside(ip) => {
-                let Target::Ip(dst) = q.to else {
-                    return Err(TraceError::OutsideToPort);
+                let id = match &q.to {
+                    Target::Ip(dst) => {
+                        let flow = self.flow_in(q, *ip, *dst)?;
+                        return Ok(self.walk_in(&flow));
+                    }
+                    Target::Port(id) => id,
                 };
+                // Only IPv6 reaches a port's own address from outside.
+                let port = view
+                    .port(id)
+                    .ok_or_else(|| TraceError::UnknownDestinationPort(id.clone()))?;
+                let dst = port
+                    .local
+                    .fixed_ips
+                    .iter()
+                    .map(|f| f.ip_address)
+                    .find(|a| a.is_ipv6() && ip.is_ipv6())
+                    .ok_or(TraceError::OutsideToPort)?;
                 let flow = self.flow_in(q, *ip, dst)?;
-                return Ok(self.walk_in(&flow));
+                return Ok(self.walk_in_unnatted(&flow, id, &port));
             }
         };
         let src = view
@@ -1162,6 +1190,200 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
         );
         let uplink = gateway.port_id.clone();
         let arrival = self.route(host, ext, fip.router_id.clone(), uplink, &inner, None)?;
+        let (target, dst_host, reply) = match self.inside(host, router, arrival, &inner)? {
+            Inside::Router(message) => return Ok(message),
+            Inside::Port {
+                target,
+                host,
+                reply,
+            } => (target, host, reply),
+        };
+        match reply {
+            None => {}
+            Some(Reached::Outside { host: out, .. }) if out == host => {
+                // The DNAT's conntrack entry, not the NAT rules, gives the
+                // reply its source.
+                if let Some(last) = self.steps.last_mut() {
+                    last.detail = format!(
+                        "reply: router {router} on host {host}: the connection's conntrack entry undoes the {how}, so it leaves by the uplink as {}",
+                        flow.dst
+                    );
+                }
+            }
+            Some(Reached::Outside {
+                host: out, source, ..
+            }) => {
+                return Err(stop(
+                    Reason::ReplyNotTranslated,
+                    format!(
+                        "dropped: the reply leaves from host {out} as {source}, not as floating IP {} from host {host}: the outside drops it",
+                        flow.dst
+                    ),
+                    "forward ports of one floating IP only to ports on one host".to_owned(),
+                ));
+            }
+            Some(_) => return Err(never_leaves(flow)),
+        }
+        Ok(format!(
+            "delivered: {} {} → {} reaches port {target} on host {dst_host} ({how})",
+            proto_words(flow),
+            flow.src,
+            flow.dst
+        ))
+    }
+
+    /// From the outside straight to a port's IPv6 address (IPv6 is never
+    /// NATed): the outside routes the port's prefix to its router's gateway
+    /// address, which the uplink on the router's gateway host holds; the
+    /// router routes it to the port, and the reply leaves unNATed by the
+    /// uplink of the port's own host.
+    fn walk_in_unnatted(
+        &mut self,
+        flow: &Flow,
+        id: &str,
+        port: &PortRef<'v>,
+    ) -> Result<String, Stop> {
+        let view = self.view;
+        self.step(
+            Stage::Source,
+            On::default(),
+            Decision::Pass,
+            format!(
+                "from {} outside the cloud, to {} (port {id})",
+                flow.src, flow.dst
+            ),
+        );
+        let net = port.network_id;
+        let on_port = On {
+            host: Some(port.host),
+            network: Some(net),
+            port: Some(id),
+            ..On::default()
+        };
+        if port.host.is_empty() {
+            self.endpoint_alive(Stage::Destination, id, port, on_port)?;
+        }
+        let no_way_in = |this: &mut Self, on: On<'_>, detail: String, hint: String| {
+            this.step(Stage::Routing, on, Decision::Drop, detail.clone());
+            stop(Reason::NoRoute, format!("dropped: {detail}"), hint)
+        };
+        let interface = view
+            .network(port.host, net)
+            .and_then(|n| n.subnets.values().find(|s| s.cidr.contains(&flow.dst)))
+            .and_then(|s| s.gateway_ip)
+            .and_then(|gw| view.router_interface_with_ip(port.host, net, gw));
+        let Some((router, interface)) = interface else {
+            return Err(no_way_in(
+                self,
+                on_port,
+                format!(
+                    "{}'s subnet on network {net} has no router interface",
+                    flow.dst
+                ),
+                "add the subnet to a router with an external gateway (openstack router add subnet)"
+                    .to_owned(),
+            ));
+        };
+        let router = router.to_owned();
+        let on_router = On {
+            host: Some(port.host),
+            router: Some(&router),
+            port: Some(interface),
+            ..On::default()
+        };
+        let gateway = view
+            .router(port.host, &router)
+            .and_then(|r| r.gateway.clone());
+        let address = gateway
+            .as_ref()
+            .and_then(|g| g.addresses.iter().map(|a| a.addr()).find(IpAddr::is_ipv6));
+        let (Some(gateway), Some(address)) = (gateway, address) else {
+            return Err(no_way_in(
+                self,
+                on_router,
+                format!(
+                    "router {router} has no IPv6 address on an external network, so nothing routes {} in",
+                    flow.dst
+                ),
+                format!("set router {router}'s external gateway on a network with an IPv6 subnet"),
+            ));
+        };
+        let ext = gateway.network_id.as_str();
+        let on_uplink = |host| on_net(host, ext, Some(&router), Some(&gateway.port_id));
+        let Some(host) = gateway.host.clone() else {
+            self.step(
+                Stage::Routing,
+                on_uplink(port.host),
+                Decision::Drop,
+                format!("router {router}'s gateway address {address} is on no host: it has no gateway host"),
+            );
+            return Err(stop(
+                Reason::NoGatewayHost,
+                format!(
+                    "dropped: router {router} has no live gateway host to hold {address}, where the outside sends {}",
+                    flow.dst
+                ),
+                format!(
+                    "run an agent with --gateway that maps external network {ext}'s physical network (--physical-network NAME:IFACE)"
+                ),
+            ));
+        };
+        if !self.facts.agent_alive(&host) {
+            self.step(
+                Stage::Routing,
+                on_uplink(&host),
+                Decision::Drop,
+                format!("gateway host {host}'s agent is not heartbeating"),
+            );
+            return Err(stop(
+                Reason::HostAgentDead,
+                format!("dropped: router {router}'s gateway host {host} is not alive"),
+                format!("check the agent on {host}"),
+            ));
+        }
+        self.step(
+            Stage::Routing,
+            on_uplink(&host),
+            Decision::Forward,
+            format!(
+                "the outside routes {} to router {router}'s gateway address {address} on its gateway host {host} (external network {ext}), unNATed",
+                flow.dst
+            ),
+        );
+        let arrival = self.route(
+            &host,
+            ext,
+            router.clone(),
+            gateway.port_id.clone(),
+            flow,
+            None,
+        )?;
+        match self.inside(&host, &router, arrival, flow)? {
+            Inside::Router(message) => Ok(message),
+            Inside::Port {
+                reply: Some(Reached::Port { .. } | Reached::Router { .. }),
+                ..
+            } => Err(never_leaves(flow)),
+            Inside::Port { target, host, .. } => Ok(format!(
+                "delivered: {} {} → {} reaches port {target} on host {host}, unNATed",
+                proto_words(flow),
+                flow.src,
+                flow.dst
+            )),
+        }
+    }
+
+    /// A packet from the outside that router `router` routed (`arrival`):
+    /// delivered to a port there (its ingress rules passed), and where the
+    /// reply, if it needs one, ends up.
+    fn inside(
+        &mut self,
+        host: &str,
+        router: &str,
+        arrival: Arrival<'v>,
+        inner: &Flow,
+    ) -> Result<Inside<'v>, Stop> {
+        let view = self.view;
         let (target, target_ref, seen, dst_net) = match arrival.to {
             Reached::Port {
                 id,
@@ -1170,12 +1392,12 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 network,
             } => (id, port, seen, network),
             Reached::Router { router, .. } => {
-                return Ok(format!(
+                return Ok(Inside::Router(format!(
                     "delivered: {} {} → {} reaches router {router} on host {host}",
-                    proto_words(&inner),
+                    proto_words(inner),
                     inner.src,
                     inner.dst
-                ));
+                )));
             }
             Reached::Outside { host: out, .. } => {
                 return Err(stop(
@@ -1208,7 +1430,7 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 port: &target,
                 security,
             },
-            &inner,
+            inner,
             None,
         )?;
         self.step(
@@ -1220,8 +1442,8 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 target_ref.local.device
             ),
         );
-        let needs_reply = inner.needs_reply();
-        if needs_reply {
+        let mut reply_to = None;
+        if inner.needs_reply() {
             let reply = inner.reply();
             if self.stateless(dst_host, security) {
                 self.filter(
@@ -1237,52 +1459,20 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
                 )
                 .map_err(|e| replied(e, RuleDirection::Egress))?;
             }
-            // The reply is routed on the VM's host; only the floating IP's
-            // own host holds the connection and translates it back.
+            // The reply is routed on the VM's host.
             let first = self.steps.len();
             let back = self.forward(dst_host, &dst_net, &reply, None, target_ref.local);
             for step in &mut self.steps[first..] {
                 step.detail = format!("reply: {}", step.detail);
                 step.stage = Stage::Reply;
             }
-            match back?.to {
-                Reached::Outside { host: out, .. } if out == host => {
-                    // The DNAT's conntrack entry, not the NAT rules, gives
-                    // the reply its source.
-                    if let Some(last) = self.steps.last_mut() {
-                        last.detail = format!(
-                            "reply: router {router} on host {host}: the connection's conntrack entry undoes the {how}, so it leaves by the uplink as {}",
-                            flow.dst
-                        );
-                    }
-                }
-                Reached::Outside {
-                    host: out, source, ..
-                } => {
-                    return Err(stop(
-                        Reason::ReplyNotTranslated,
-                        format!(
-                            "dropped: the reply leaves from host {out} as {source}, not as floating IP {} from host {host}: the outside drops it",
-                            flow.dst
-                        ),
-                        "forward ports of one floating IP only to ports on one host".to_owned(),
-                    ));
-                }
-                _ => {
-                    return Err(stop(
-                        Reason::ReplyNotTranslated,
-                        format!("dropped: the reply to {} never leaves the cloud", flow.src),
-                        None,
-                    ));
-                }
-            }
+            reply_to = Some(back?.to);
         }
-        Ok(format!(
-            "delivered: {} {} → {} reaches port {target} on host {dst_host} ({how})",
-            proto_words(flow),
-            flow.src,
-            flow.dst
-        ))
+        Ok(Inside::Port {
+            target,
+            host: dst_host.to_owned(),
+            reply: reply_to,
+        })
     }
 
     /// The packet left the cloud from `out` as `source`: what happens
@@ -1840,6 +2030,15 @@ impl<'v, V: Compiled + ?Sized, F: Facts + ?Sized> Walk<'v, V, F> {
             }
         }
     }
+}
+
+/// The reply to a packet from the outside was routed back into the cloud.
+fn never_leaves(flow: &Flow) -> Stop {
+    stop(
+        Reason::ReplyNotTranslated,
+        format!("dropped: the reply to {} never leaves the cloud", flow.src),
+        None,
+    )
 }
 
 fn replied(mut s: Stop, dir: RuleDirection) -> Stop {

@@ -1088,6 +1088,48 @@ fn ipv6_leaves_unnatted_by_its_own_hosts_uplink() {
     );
     assert!(stage_steps(&t, Stage::Nat).is_empty(), "{t:#?}");
 
+    // In: the outside routes va6's prefix to R1's gateway address, held on
+    // h2; R1 routes it across to h1, where va6's groups decide.
+    let inbound = |from: &str| Query {
+        from: Source::Outside(ip(from)),
+        to: Target::Port("va6".into()),
+        packet: Packet {
+            protocol: 6,
+            destination_port: Some(443),
+            ..Packet::default()
+        },
+    };
+    assert_eq!(
+        dropped(&c.trace(&inbound("2001:db8:ff::7"))),
+        Reason::NoRuleAllows
+    );
+    c.compiler
+        .apply(Input::SecurityGroupRule(Box::new(SecurityGroupRule {
+            std: std("v6in-443"),
+            security_group_id: "v6out".into(),
+            direction: Direction::Ingress,
+            ethertype: Ethertype::IPv6,
+            protocol: Some("tcp".into()),
+            port_range_min: Some(443),
+            port_range_max: Some(443),
+            remote_ip_prefix: None,
+            remote_group_id: None,
+            remote_address_group_id: None,
+        })));
+    let t = c.trace(&inbound("2001:db8:ff::7"));
+    assert!(t.delivered(), "{t:#?}");
+    assert!(t.message.contains("unNATed"), "{}", t.message);
+    let entry = &stage_steps(&t, Stage::Routing)[0];
+    assert_eq!(entry.host.as_deref(), Some("h2"), "{t:#?}");
+    assert!(entry.detail.contains("2001:db8:e::5"), "{}", entry.detail);
+    assert!(!stage_steps(&t, Stage::Tunnel).is_empty(), "{t:#?}");
+    assert!(stage_steps(&t, Stage::Nat).is_empty(), "{t:#?}");
+    // IPv4 reaches a port from outside only through a floating IP.
+    assert_eq!(
+        trace(&c.compiler, &c.world, &inbound("198.51.100.7")),
+        Err(trace::TraceError::OutsideToPort)
+    );
+
     // No upstream: the external IPv6 subnet alone is on link.
     ext6.gateway_ip = None;
     c.compiler.apply(Input::Subnet(ext6));

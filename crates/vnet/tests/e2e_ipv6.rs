@@ -751,6 +751,20 @@ fn ipv6_to_the_outside_unnatted_and_icmpv6_rules_by_prefix_and_remote_group() {
     // ICMPv6 comes only from its remote group's members does not.
     assert_eq!(world.ping(&ip(&on_g), 3), 3, "in to the open VM");
     assert_eq!(world.ping(&ip(&other), 2), 0, "the outside is no client");
+    // The trace agrees from the outside: in by the gateway's address,
+    // unNATed, and the groups decide.
+    let trace_in = |to: &Value| {
+        let body = json!({"trace": {"from_ip": OUTSIDE_IP6, "to_ip": ip(to),
+            "protocol": "icmp"}});
+        cloud.call("POST", "/vnet/v1/trace", Some(body))["trace"].clone()
+    };
+    let traced = trace_in(&on_g);
+    assert_eq!(traced["verdict"], "delivered", "{traced}");
+    assert!(
+        traced["message"].as_str().unwrap().contains("unNATed"),
+        "{traced}"
+    );
+    assert_eq!(trace_in(&other)["reason"], "no_rule_allows");
     // The remote group's IPv6 members: the client reaches web, the
     // stranger (across hosts) only once it joins the group.
     assert_eq!(vm_client.ping(&ip(&other), 3), 3, "a member of clients");
