@@ -3,7 +3,7 @@
 //! to it, and reports which ports are wired. It never acts on an empty state
 //! before the first snapshot arrives, so a restart leaves traffic alone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -74,6 +74,10 @@ struct Target {
     /// routers, floating IPs): a change to security alone leaves it, and
     /// then the link reconcile has nothing to do.
     wiring: u64,
+    /// The `wiring` of each network's last change, by network id.
+    networks_changed: BTreeMap<String, u64>,
+    /// The `wiring` of the last snapshot: every network may have changed.
+    snapshot_at: u64,
 }
 
 impl Target {
@@ -91,6 +95,8 @@ impl Target {
                     revision,
                     state: Arc::new(state),
                     wiring,
+                    networks_changed: BTreeMap::new(),
+                    snapshot_at: wiring,
                 });
                 true
             }
@@ -99,6 +105,9 @@ impl Target {
                 t.revision = revision;
                 if changes.iter().any(changes_wiring) {
                     t.wiring += 1;
+                }
+                for network in changes.iter().filter_map(network_of) {
+                    t.networks_changed.insert(network.to_owned(), t.wiring);
                 }
                 let state = Arc::make_mut(&mut t.state);
                 for change in changes {
@@ -113,6 +122,36 @@ impl Target {
                 first
             }
         }
+    }
+}
+
+impl Target {
+    /// The networks changed since `wiring` was reconciled; `None`: any
+    /// may have.
+    fn networks_changed_since(&self, wiring: Option<u64>) -> Option<BTreeSet<String>> {
+        let since = wiring.filter(|w| *w >= self.snapshot_at)?;
+        Some(
+            self.networks_changed
+                .iter()
+                .filter(|(_, at)| **at > since)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The network a change is to, if any.
+fn network_of(change: &Change) -> Option<&str> {
+    match change {
+        Change::NetworkUpsert { network_id, .. }
+        | Change::NetworkRemove { network_id }
+        | Change::SubnetUpsert { network_id, .. }
+        | Change::SubnetRemove { network_id, .. }
+        | Change::LocalPortUpsert { network_id, .. }
+        | Change::LocalPortRemove { network_id, .. }
+        | Change::RemotePortUpsert { network_id, .. }
+        | Change::RemotePortRemove { network_id, .. } => Some(network_id),
+        _ => None,
     }
 }
 
@@ -231,13 +270,14 @@ pub async fn run(
             () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
-        let Some(Target {
-            revision,
-            state,
-            wiring,
-        }) = desired.borrow_and_update().clone()
-        else {
-            continue; // no snapshot yet: act on nothing
+        let (revision, state, wiring, changed) = match &*desired.borrow_and_update() {
+            Some(t) => (
+                t.revision,
+                t.state.clone(),
+                t.wiring,
+                t.networks_changed_since(wired_at),
+            ),
+            None => continue, // no snapshot yet: act on nothing
         };
         let unmappable = state.networks.values().any(|net| {
             net.physical_network
@@ -274,7 +314,7 @@ pub async fn run(
             let reconciled = if full {
                 reconciler.reconcile(&state).await
             } else {
-                reconciler.reconcile_cached(&state).await
+                reconciler.reconcile_changed(&state, changed.as_ref()).await
             };
             let report = match reconciled {
                 Ok(report) => report,
@@ -507,7 +547,14 @@ mod tests {
             }],
         };
         assert!(Target::absorb(&mut target, delta, false));
-        assert_eq!(target.map(|t| t.wiring), Some(1));
+        let Some(t) = target else { unreachable!() };
+        assert_eq!(t.wiring, 1);
+        // The links reconciled at 0 rebuild that network alone; unknown
+        // (a failure), or before the snapshot, every network.
+        let n: BTreeSet<String> = ["n".to_owned()].into();
+        assert_eq!(t.networks_changed_since(Some(0)), Some(n));
+        assert_eq!(t.networks_changed_since(Some(1)), Some(BTreeSet::new()));
+        assert_eq!(t.networks_changed_since(None), None);
         assert!(!Target::absorb(
             &mut None,
             StreamMessage::Idle { revision: 4 },
