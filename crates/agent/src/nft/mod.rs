@@ -34,7 +34,9 @@
 //!    bridge (it only sets the bridges' netfilter switches then).
 //!
 //! The first call after start (the view is empty) reads the tables, so a
-//! restart with an unchanged state applies nothing. On an error the view is
+//! restart with an unchanged state applies nothing. A cached call rebuilds
+//! only the pieces of the ruleset whose inputs changed and plans only
+//! those ([`incremental`]). On an error the view is
 //! forgotten and the next call reads the kernel again; call `reconcile`
 //! (always reads) periodically to repair changes made behind vnet's back.
 //! The `nftables` package (nft ≥ 1.0.6) must be installed.
