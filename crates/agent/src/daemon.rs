@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
-use crate::nft::{NftConfig, NftReconciler};
+use crate::nft::{NftConfig, NftReconciler, WHOLE_PLANS_ENV};
 use crate::router::{RouterConfig, RouterError, RouterReconciler};
 use crate::sync::{Server, SyncError};
 
@@ -242,6 +242,8 @@ pub async fn run(
     // The `Target::wiring` the links, DHCP and router advertisements were
     // last fully reconciled to, and the ports then wired.
     let mut wired_at: Option<u64> = None;
+    // The baseline of the incremental path: every delta planned whole.
+    let whole_plans = std::env::var_os(WHOLE_PLANS_ENV).is_some();
     let mut wired_ports: Vec<String> = vec![];
     loop {
         // A new desired state is planned against the kernel as the last
@@ -275,7 +277,7 @@ pub async fn run(
                 t.revision,
                 t.state.clone(),
                 t.wiring,
-                t.networks_changed_since(wired_at),
+                t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
             ),
             None => continue, // no snapshot yet: act on nothing
         };
@@ -309,7 +311,7 @@ pub async fn run(
         }
         // A change to security alone leaves the links, DHCP and router
         // advertisements as the last full reconcile of them left them.
-        if full || wired_at != Some(wiring) {
+        if full || whole_plans || wired_at != Some(wiring) {
             wired_at = None;
             let reconciled = if full {
                 reconciler.reconcile(&state).await

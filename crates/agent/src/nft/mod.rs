@@ -117,6 +117,10 @@ pub struct NftReconciler {
     /// over rtnetlink (no process); off only to measure the process path
     /// against it ([`BY_PROCESS_ENV`]).
     in_process: bool,
+    /// A cached reconcile rebuilds and diffs the whole ruleset (against the
+    /// cached view), as before the incremental path; only to measure that
+    /// path against it ([`WHOLE_PLANS_ENV`]).
+    whole_plans: bool,
     /// What the last reconcile left; `None` after a failure.
     kept: Mutex<Option<Kept>>,
 }
@@ -137,6 +141,12 @@ struct Kept {
 /// path: the baseline of `vnet bench`.
 pub const BY_PROCESS_ENV: &str = "VNET_NFT_BY_PROCESS";
 
+/// Set (to anything) in an agent's environment, every delta rebuilds and
+/// diffs the whole desired state (nftables and links) against the views
+/// the last reconcile left, as before the incremental path: the baseline
+/// of `vnet bench convergence`.
+pub const WHOLE_PLANS_ENV: &str = "VNET_AGENT_WHOLE_PLANS";
+
 impl Default for NftReconciler {
     fn default() -> Self {
         NftReconciler::new(NftConfig::default())
@@ -148,6 +158,7 @@ impl NftReconciler {
         NftReconciler {
             config,
             in_process: std::env::var_os(BY_PROCESS_ENV).is_none(),
+            whole_plans: std::env::var_os(WHOLE_PLANS_ENV).is_some(),
             kept: Mutex::new(None),
         }
     }
@@ -224,16 +235,27 @@ impl NftReconciler {
     /// is rebuilt and diffed.
     fn converge_touched(&self, state: &HostState, mut kept: Kept) -> Result<NftReport, NftError> {
         let start = Instant::now();
-        let touched = kept.desired.update(state, &self.config);
+        let touched = if self.whole_plans {
+            kept.desired = IncrementalRuleset::new(state, &self.config);
+            None
+        } else {
+            Some(kept.desired.update(state, &self.config))
+        };
         let want = kept.desired.ruleset();
         // A bridge the view has not seen was just made by the link
         // reconciler, which makes bridges filtered.
         for bridge in &want.filtered_bridges {
             kept.switches.entry(bridge.clone()).or_insert(true);
         }
-        let transaction = plan_touched(want, &kept.view, &touched);
+        let transaction = match &touched {
+            Some(touched) => plan_touched(want, &kept.view, touched),
+            None => plan(want, &kept.view),
+        };
         self.run(&transaction)?;
-        kept.view.apply_touched(want, &touched, &transaction);
+        match &touched {
+            Some(touched) => kept.view.apply_touched(want, touched, &transaction),
+            None => kept.view = ObservedNft::from_ruleset(want),
+        }
         self.finish(transaction, kept, start, start)
     }
 
