@@ -248,28 +248,26 @@ pub async fn run(
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
-        // appearing or vanishing re-reads the links, and the resync timer
-        // the links and nftables (rules name devices by name: a device
-        // coming or going changes nothing there).
-        let (full, resynced) = tokio::select! {
+        // appearing or vanishing, and the resync timer, re-read the kernel.
+        let full = tokio::select! {
             () = &mut shutdown => break,
             changed = desired.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                (false, false)
+                false
             }
             event = links.next() => match event {
                 // Our own bridges and VXLAN devices come and go by our hand.
                 Some(LinkEvent::Added(name) | LinkEvent::Removed(name)) if linux::is_owned(&name) => continue,
-                Some(_) => (true, false),
+                Some(_) => true,
                 None => {
                     links = LinkEvents::new().await?;
-                    (true, false)
+                    true
                 }
             },
-            _ = resync.tick() => (true, true),
-            () = sleep_until(router_retry) => (false, false),
+            _ = resync.tick() => true,
+            () = sleep_until(router_retry) => false,
         };
         router_retry = None;
         let (revision, state, wiring, changed) = match &*desired.borrow_and_update() {
@@ -296,9 +294,8 @@ pub async fn run(
         };
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
-        // bridge it creates is born filtered). The first round reads the
-        // kernel's tables (the reconciler has no view yet).
-        if let Err(e) = secure(&nft, &state, resynced).await {
+        // bridge it creates is born filtered).
+        if let Err(e) = secure(&nft, &state, full).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
         }
