@@ -248,26 +248,29 @@ pub async fn run(
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
-        // appearing or vanishing, and the resync timer, re-read the kernel.
-        let full = tokio::select! {
+        // appearing or vanishing re-reads the links, and the resync timer
+        // the links and nftables (rules name devices by name: a device
+        // coming or going changes nothing there, and reading a thousand
+        // ports' chains costs hundreds of ms).
+        let (full, resynced) = tokio::select! {
             () = &mut shutdown => break,
             changed = desired.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                false
+                (false, false)
             }
             event = links.next() => match event {
                 // Our own bridges and VXLAN devices come and go by our hand.
                 Some(LinkEvent::Added(name) | LinkEvent::Removed(name)) if linux::is_owned(&name) => continue,
-                Some(_) => true,
+                Some(_) => (true, false),
                 None => {
                     links = LinkEvents::new().await?;
-                    true
+                    (true, false)
                 }
             },
-            _ = resync.tick() => true,
-            () = sleep_until(router_retry) => false,
+            _ = resync.tick() => (true, true),
+            () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
         let (revision, state, wiring, changed) = match &*desired.borrow_and_update() {
@@ -294,8 +297,9 @@ pub async fn run(
         };
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
-        // bridge it creates is born filtered).
-        if let Err(e) = secure(&nft, &state, full).await {
+        // bridge it creates is born filtered). The first round reads the
+        // kernel's tables (the reconciler has no view yet).
+        if let Err(e) = secure(&nft, &state, resynced).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
         }
@@ -324,6 +328,16 @@ pub async fn run(
             };
             wired_ports = report.wired();
             serve_ports(&mut dhcp, &mut ipv6, &state);
+            // Bridges made here are born filtered: those no secured port
+            // needs are turned off now, as a full reconcile would.
+            let (made, deleted) = bridges_changed(&report.applied);
+            if !made.is_empty() || !deleted.is_empty() {
+                nft.bridges_changed(&made, &deleted);
+                if let Err(e) = secure(&nft, &state, false).await {
+                    tracing::warn!(error = %e, "bridge netfilter switches not set; retrying");
+                    continue;
+                }
+            }
             if report.failed.is_empty() {
                 wired_at = Some(wiring);
             }
@@ -358,6 +372,22 @@ pub async fn run(
     heartbeat.abort();
     follow.abort();
     Ok(())
+}
+
+/// The bridges link operations made and deleted.
+fn bridges_changed(ops: &[linux::Op]) -> (Vec<String>, Vec<String>) {
+    let mut made = vec![];
+    let mut deleted = vec![];
+    for op in ops {
+        match op {
+            linux::Op::CreateBridge { name, .. } => made.push(name.clone()),
+            linux::Op::DeleteLink { name } if name.starts_with(linux::BRIDGE_PREFIX) => {
+                deleted.push(name.clone());
+            }
+            _ => {}
+        }
+    }
+    (made, deleted)
 }
 
 /// Serves DHCP and router advertisements on every local port of `state`.

@@ -30,8 +30,9 @@
 //!    their devices are attached (they name devices by string, not index);
 //! 2. the `linux` reconciler (creates bridges with netfilter already on, so
 //!    nothing passes unfiltered);
-//! 3. `nft.reconcile_cached(&state)` again when step 2 created or deleted a
-//!    bridge (it only sets the bridges' netfilter switches then).
+//! 3. when step 2 created or deleted a bridge, `nft.bridges_changed(…)` and
+//!    `nft.reconcile_cached(&state)` again (it only sets the bridges'
+//!    netfilter switches then).
 //!
 //! The first call after start (the view is empty) reads the tables, so a
 //! restart with an unchanged state applies nothing. A cached call rebuilds
@@ -174,6 +175,21 @@ impl NftReconciler {
         self.kept
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tells the cached view of bridges the link reconciler made (born
+    /// filtered) or deleted since: the next cached reconcile turns off the
+    /// switches of a new one no secured port needs, as a full one would.
+    pub fn bridges_changed(&self, made: &[String], deleted: &[String]) {
+        if let Some(kept) = self.kept_slot().as_mut() {
+            // A bridge remade (deleted, then made) is born again.
+            for bridge in deleted {
+                kept.switches.remove(bridge);
+            }
+            for bridge in made {
+                kept.switches.insert(bridge.clone(), true);
+            }
+        }
     }
 
     /// Forgets the cached view: the next `reconcile_cached` observes.
