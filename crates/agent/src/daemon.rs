@@ -3,22 +3,22 @@
 //! to it, and reports which ports are wired. It never acts on an empty state
 //! before the first snapshot arrives, so a restart leaves traffic alone.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use compiler::protocol::{
-    HEARTBEAT_SECONDS, HostRegistration, HostState, PROTOCOL_VERSION, PortStatusReport, Revision,
-    StreamMessage,
+    Change, HEARTBEAT_SECONDS, HostRegistration, HostState, PROTOCOL_VERSION, PortStatusReport,
+    Revision, StreamMessage,
 };
 use tokio::sync::watch;
 
 use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
-use crate::nft::{NftConfig, NftReconciler};
+use crate::nft::{NftConfig, NftReconciler, WHOLE_PLANS_ENV};
 use crate::router::{RouterConfig, RouterError, RouterReconciler};
 use crate::sync::{Server, SyncError};
 
@@ -64,6 +64,121 @@ pub enum AgentError {
     Router(#[from] RouterError),
 }
 
+/// The desired state as the stream left it, shared (never copied) with the
+/// main loop: the stream's task changes it in place, or copies it once if
+/// the main loop still holds the previous one.
+#[derive(Clone, Debug, Default)]
+struct Target {
+    revision: Revision,
+    state: Arc<HostState>,
+    /// Bumped by every change to what links, DHCP and router
+    /// advertisements are made of (networks with their subnets and ports,
+    /// routers, floating IPs): a change to security alone leaves it, and
+    /// then the link reconcile has nothing to do.
+    wiring: u64,
+    /// The `wiring` of each network's last change, by network id.
+    networks_changed: BTreeMap<String, u64>,
+    /// The `wiring` of the last snapshot: every network may have changed.
+    snapshot_at: u64,
+}
+
+impl Target {
+    /// Takes in one stream message; whether the state changed (an idle
+    /// message, or a snapshot of the state already held, changes nothing to
+    /// reconcile), or `first`.
+    fn absorb(target: &mut Option<Target>, message: StreamMessage, first: bool) -> bool {
+        match message {
+            StreamMessage::Snapshot { revision, state } => {
+                if !first && target.as_ref().is_some_and(|t| *t.state == state) {
+                    return false;
+                }
+                let wiring = target.as_ref().map_or(0, |t| t.wiring + 1);
+                *target = Some(Target {
+                    revision,
+                    state: Arc::new(state),
+                    wiring,
+                    networks_changed: BTreeMap::new(),
+                    snapshot_at: wiring,
+                });
+                true
+            }
+            StreamMessage::Delta { revision, changes } => {
+                let t = target.get_or_insert_with(Target::default);
+                t.revision = revision;
+                if changes.iter().any(changes_wiring) {
+                    t.wiring += 1;
+                }
+                for network in changes.iter().filter_map(network_of) {
+                    t.networks_changed.insert(network.to_owned(), t.wiring);
+                }
+                let state = Arc::make_mut(&mut t.state);
+                for change in changes {
+                    state.apply(change);
+                }
+                true
+            }
+            StreamMessage::Idle { revision } => {
+                if first {
+                    target.get_or_insert_with(Target::default).revision = revision;
+                }
+                first
+            }
+        }
+    }
+}
+
+impl Target {
+    /// The networks changed since `wiring` was reconciled; `None`: any
+    /// may have.
+    fn networks_changed_since(&self, wiring: Option<u64>) -> Option<BTreeSet<String>> {
+        let since = wiring.filter(|w| *w >= self.snapshot_at)?;
+        Some(
+            self.networks_changed
+                .iter()
+                .filter(|(_, at)| **at > since)
+                .map(|(id, _)| id.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The network a change is to, if any.
+fn network_of(change: &Change) -> Option<&str> {
+    match change {
+        Change::NetworkUpsert { network_id, .. }
+        | Change::NetworkRemove { network_id }
+        | Change::SubnetUpsert { network_id, .. }
+        | Change::SubnetRemove { network_id, .. }
+        | Change::LocalPortUpsert { network_id, .. }
+        | Change::LocalPortRemove { network_id, .. }
+        | Change::RemotePortUpsert { network_id, .. }
+        | Change::RemotePortRemove { network_id, .. } => Some(network_id),
+        _ => None,
+    }
+}
+
+/// Whether a change touches what the links, DHCP or router advertisements
+/// are made of (anything but security).
+fn changes_wiring(change: &Change) -> bool {
+    !matches!(
+        change,
+        Change::PortSecurityUpsert { .. }
+            | Change::PortSecurityRemove { .. }
+            | Change::SecurityGroupUpsert { .. }
+            | Change::SecurityGroupRemove { .. }
+            | Change::SecurityGroupRuleUpsert { .. }
+            | Change::SecurityGroupRuleRemove { .. }
+            | Change::RemoteGroupUpsert { .. }
+            | Change::RemoteGroupRemove { .. }
+            | Change::RemoteGroupMemberAdd { .. }
+            | Change::RemoteGroupMemberRemove { .. }
+            | Change::AddressGroupUpsert { .. }
+            | Change::AddressGroupRemove { .. }
+            | Change::AddressGroupAddressAdd { .. }
+            | Change::AddressGroupAddressRemove { .. }
+    )
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: AgentConfig,
@@ -96,14 +211,14 @@ pub async fn run(
     })?;
     let mut dhcp = DhcpServer::new();
     let mut ipv6 = Ipv6Server::new();
-    // `nft` runs as a child process: off the async threads.
+    // Blocking netlink sockets: off the async threads.
     let nft = Arc::new(NftReconciler::new(NftConfig {
         physical_networks: config.physical_networks.clone(),
         ..NftConfig::default()
     }));
     // The flat networks last reported as unrealisable, so each is logged once.
     let mut unmapped_logged = BTreeSet::new();
-    let (desired_tx, mut desired) = watch::channel(None::<(Revision, HostState)>);
+    let (desired_tx, mut desired) = watch::channel(None::<Target>);
     let heartbeat = tokio::spawn(heartbeat(server.clone(), registration));
     let follow = tokio::spawn(follow_state(
         server.clone(),
@@ -126,40 +241,67 @@ pub async fn run(
     // The first reconcile reads every router namespace, to remove those of
     // routers deleted while the agent was away.
     let mut routers_read = false;
+    // The `Target::wiring` the links, DHCP and router advertisements were
+    // last fully reconciled to, and the ports then wired.
+    let mut wired_at: Option<u64> = None;
+    // The baseline of the incremental path: every delta planned whole.
+    let whole_plans = std::env::var_os(WHOLE_PLANS_ENV).is_some();
+    let mut wired_ports: Vec<String> = vec![];
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
-        // appearing or vanishing, and the resync timer, re-read the kernel.
-        let full = tokio::select! {
+        // appearing or vanishing re-reads the links, and the resync timer
+        // the links and nftables (rules name devices by name: a device
+        // coming or going changes nothing there, and reading a thousand
+        // ports' chains costs hundreds of ms).
+        let (full, resynced) = tokio::select! {
             () = &mut shutdown => break,
             changed = desired.changed() => {
                 if changed.is_err() {
                     break;
                 }
-                false
+                (false, false)
             }
             event = links.next() => match event {
                 // Our own bridges and VXLAN devices come and go by our hand.
                 Some(LinkEvent::Added(name) | LinkEvent::Removed(name)) if linux::is_owned(&name) => continue,
-                Some(_) => true,
+                Some(_) => (true, false),
                 None => {
                     links = LinkEvents::new().await?;
-                    true
+                    (true, false)
                 }
             },
-            _ = resync.tick() => true,
-            () = sleep_until(router_retry) => false,
+            _ = resync.tick() => (true, true),
+            () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
-        let Some((revision, state)) = desired.borrow_and_update().clone() else {
-            continue; // no snapshot yet: act on nothing
+        let (revision, state, wiring, changed) = match &*desired.borrow_and_update() {
+            Some(t) => (
+                t.revision,
+                t.state.clone(),
+                t.wiring,
+                t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
+            ),
+            None => continue, // no snapshot yet: act on nothing
         };
-        let (state, unmapped) = mappings::realisable(&state, &config.physical_networks);
-        log_unmapped(&config.host, &unmapped, &mut unmapped_logged);
+        let unmappable = state.networks.values().any(|net| {
+            net.physical_network
+                .as_ref()
+                .is_some_and(|p| !config.physical_networks.contains_key(p))
+        });
+        let state = if unmappable {
+            let (state, unmapped) = mappings::realisable(&state, &config.physical_networks);
+            log_unmapped(&config.host, &unmapped, &mut unmapped_logged);
+            Arc::new(state)
+        } else {
+            log_unmapped(&config.host, &[], &mut unmapped_logged);
+            state
+        };
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
-        // bridge it creates is born filtered).
-        if let Err(e) = secure(&nft, &state, full).await {
+        // bridge it creates is born filtered). The first round reads the
+        // kernel's tables (the reconciler has no view yet).
+        if let Err(e) = secure(&nft, &state, resynced).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
         }
@@ -170,33 +312,38 @@ pub async fn run(
         if !routed.failed.is_empty() {
             router_retry = Some(tokio::time::Instant::now() + ROUTER_RETRY);
         }
-        let reconciled = if full {
-            reconciler.reconcile(&state).await
-        } else {
-            reconciler.reconcile_cached(&state).await
-        };
-        let report = match reconciled {
-            Ok(report) => report,
-            Err(e) => {
-                tracing::warn!(error = %e, "reconcile failed; retrying");
-                continue;
+        // A change to security alone leaves the links, DHCP and router
+        // advertisements as the last full reconcile of them left them.
+        if full || whole_plans || wired_at != Some(wiring) {
+            wired_at = None;
+            let reconciled = if full {
+                reconciler.reconcile(&state).await
+            } else {
+                reconciler.reconcile_changed(&state, changed.as_ref()).await
+            };
+            let report = match reconciled {
+                Ok(report) => report,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reconcile failed; retrying");
+                    continue;
+                }
+            };
+            wired_ports = report.wired();
+            serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain);
+            // Bridges made here are born filtered: those no secured port
+            // needs are turned off now, as a full reconcile would.
+            let (made, deleted) = bridges_changed(&report.applied);
+            if !made.is_empty() || !deleted.is_empty() {
+                nft.bridges_changed(&made, &deleted);
+                if let Err(e) = secure(&nft, &state, false).await {
+                    tracing::warn!(error = %e, "bridge netfilter switches not set; retrying");
+                    continue;
+                }
             }
-        };
-        dhcp.set_ports(state.networks.values().flat_map(|net| {
-            net.local_ports
-                .iter()
-                .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
-        }));
-        ipv6.set_ports(state.networks.iter().flat_map(|(network_id, net)| {
-            let (state, dns_domain) = (&state, &config.dns_domain);
-            net.local_ports.iter().map(move |(id, port)| {
-                let service = Ipv6Service {
-                    adverts: router_advert::port_adverts(state, network_id, id),
-                    dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
-                };
-                (port.device.clone(), service)
-            })
-        }));
+            if report.failed.is_empty() {
+                wired_at = Some(wiring);
+            }
+        }
         // A router interface or uplink is wired once its bridge end is and
         // its router is right; a floating IP once its router is right.
         let router_ports: BTreeSet<&String> = state
@@ -210,13 +357,16 @@ pub async fn run(
             .collect();
         let wired = PortStatusReport {
             revision,
-            wired: report
-                .wired()
-                .into_iter()
-                .filter(|id| !router_ports.contains(id) || routed.realised.contains(id))
+            wired: wired_ports
+                .iter()
+                .filter(|id| !router_ports.contains(id) || routed.realised.contains(*id))
+                .cloned()
                 .chain(routed.floating.iter().cloned())
                 .collect(),
         };
+        // The stream's task may change the state in place again.
+        drop(router_ports);
+        drop(state);
         if let Err(e) = server.report_ports(&config.host, &wired).await {
             tracing::warn!(error = %e, "port status report failed; next reconcile retries");
         }
@@ -224,6 +374,45 @@ pub async fn run(
     heartbeat.abort();
     follow.abort();
     Ok(())
+}
+
+/// The bridges link operations made and deleted.
+fn bridges_changed(ops: &[linux::Op]) -> (Vec<String>, Vec<String>) {
+    let mut made = vec![];
+    let mut deleted = vec![];
+    for op in ops {
+        match op {
+            linux::Op::CreateBridge { name, .. } => made.push(name.clone()),
+            linux::Op::DeleteLink { name } if name.starts_with(linux::BRIDGE_PREFIX) => {
+                deleted.push(name.clone());
+            }
+            _ => {}
+        }
+    }
+    (made, deleted)
+}
+
+/// Serves DHCP and router advertisements on every local port of `state`.
+fn serve_ports(
+    dhcp: &mut DhcpServer,
+    ipv6: &mut Ipv6Server,
+    state: &HostState,
+    dns_domain: &dhcpv6::DnsDomain,
+) {
+    dhcp.set_ports(state.networks.values().flat_map(|net| {
+        net.local_ports
+            .iter()
+            .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
+    }));
+    ipv6.set_ports(state.networks.iter().flat_map(|(network_id, net)| {
+        net.local_ports.iter().map(move |(id, port)| {
+            let service = Ipv6Service {
+                adverts: router_advert::port_adverts(state, network_id, id),
+                dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
+            };
+            (port.device.clone(), service)
+        })
+    }));
 }
 
 /// Resolves at `at`, or never.
@@ -254,10 +443,14 @@ fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeS
     *logged = now;
 }
 
-/// Apply the security groups of `state` (blocking netlink sockets and, for
-/// rule changes, an `nft` child process: off the async threads). `full` re-reads nftables first; otherwise the
-/// plan is made against what the last reconcile left.
-async fn secure(nft: &Arc<NftReconciler>, state: &HostState, full: bool) -> Result<(), String> {
+/// Apply the security groups of `state` (blocking netlink sockets: off the
+/// async threads). `full` re-reads nftables first; otherwise the plan is
+/// made against what the last reconcile left, of what changed since.
+async fn secure(
+    nft: &Arc<NftReconciler>,
+    state: &Arc<HostState>,
+    full: bool,
+) -> Result<(), String> {
     let (nft, state) = (nft.clone(), state.clone());
     let result = tokio::task::spawn_blocking(move || {
         if full {
@@ -297,12 +490,7 @@ async fn heartbeat(server: Server, registration: HostRegistration) {
 
 /// Follow the host's state stream forever, reconnecting after failures and
 /// resuming from the last revision seen.
-async fn follow_state(
-    server: Server,
-    host: String,
-    desired: watch::Sender<Option<(Revision, HostState)>>,
-) {
-    let mut state = HostState::default();
+async fn follow_state(server: Server, host: String, desired: watch::Sender<Option<Target>>) {
     let mut revision: Option<Revision> = None;
     let mut backoff = Duration::from_millis(100);
     // The stream was lost: the next one opened is a reconnection, logged
@@ -321,25 +509,13 @@ async fn follow_state(
                 match stream.next().await {
                     Ok(Some(message)) => {
                         backoff = Duration::from_millis(100);
-                        let r = match message {
-                            StreamMessage::Snapshot { revision, state: s } => {
-                                state = s;
-                                revision
-                            }
-                            StreamMessage::Delta { revision, changes } => {
-                                for change in changes {
-                                    state.apply(change);
-                                }
-                                revision
-                            }
-                            StreamMessage::Idle { revision } => revision,
-                        };
                         let first = revision.is_none();
-                        revision = Some(r);
-                        // An idle message changes nothing to reconcile.
-                        if first || desired.borrow().as_ref().is_none_or(|(_, s)| *s != state) {
-                            let _ = desired.send(Some((r, state.clone())));
-                        }
+                        revision = Some(match &message {
+                            StreamMessage::Snapshot { revision, .. }
+                            | StreamMessage::Delta { revision, .. }
+                            | StreamMessage::Idle { revision } => *revision,
+                        });
+                        desired.send_if_modified(|target| Target::absorb(target, message, first));
                     }
                     Ok(None) => {
                         tracing::info!("the server ended the state stream; reconnecting");
@@ -362,5 +538,63 @@ async fn follow_state(
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member_add(member: &str) -> Change {
+        Change::RemoteGroupMemberAdd {
+            group_id: "g".into(),
+            member: member.parse().unwrap_or_else(|_| unreachable!()),
+        }
+    }
+
+    #[test]
+    fn the_target_is_changed_in_place_and_counts_changes_to_wiring() {
+        let mut target = None;
+        let mut state = HostState::default();
+        state.remote_groups.insert("g".into(), Default::default());
+        let snapshot = StreamMessage::Snapshot {
+            revision: 1,
+            state: state.clone(),
+        };
+        assert!(Target::absorb(&mut target, snapshot.clone(), true));
+        // The same snapshot again (a reconnection) has nothing to reconcile.
+        assert!(!Target::absorb(&mut target, snapshot, false));
+        let held = target.clone().map(|t| t.state);
+        let delta = StreamMessage::Delta {
+            revision: 2,
+            changes: vec![member_add("10.0.0.1/32")],
+        };
+        assert!(Target::absorb(&mut target, delta, false));
+        let Some(t) = &target else { unreachable!() };
+        // Security alone: the links have nothing to do.
+        assert_eq!((t.revision, t.wiring), (2, 0));
+        assert_eq!(t.state.remote_groups["g"].len(), 1);
+        // What the main loop held is as it was (copied on write).
+        assert_eq!(held.map(|s| s.remote_groups["g"].len()), Some(0));
+        let delta = StreamMessage::Delta {
+            revision: 3,
+            changes: vec![Change::NetworkRemove {
+                network_id: "n".into(),
+            }],
+        };
+        assert!(Target::absorb(&mut target, delta, false));
+        let Some(t) = target else { unreachable!() };
+        assert_eq!(t.wiring, 1);
+        // The links reconciled at 0 rebuild that network alone; unknown
+        // (a failure), or before the snapshot, every network.
+        let n: BTreeSet<String> = ["n".to_owned()].into();
+        assert_eq!(t.networks_changed_since(Some(0)), Some(n));
+        assert_eq!(t.networks_changed_since(Some(1)), Some(BTreeSet::new()));
+        assert_eq!(t.networks_changed_since(None), None);
+        assert!(!Target::absorb(
+            &mut None,
+            StreamMessage::Idle { revision: 4 },
+            false
+        ));
     }
 }

@@ -49,6 +49,9 @@ pub enum Bench {
         /// How many ports to bind, one after another.
         #[arg(long, default_value_t = 50)]
         ports: usize,
+        /// Ports (no device, same security group) the host holds first.
+        #[arg(long, default_value_t = 0)]
+        host_ports: usize,
     },
     /// The agent's nftables work per change (root, in process): the
     /// in-process netlink path next to the `nft` process path, same run.
@@ -132,10 +135,11 @@ pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
             nft::print(&figures);
             Ok(())
         }
-        Bench::Convergence { ports } => {
+        Bench::Convergence { ports, host_ports } => {
             // The lab drives child processes and blocking HTTP: off the runtime.
             let figures =
-                tokio::task::spawn_blocking(move || convergence::run_bench(ports)).await??;
+                tokio::task::spawn_blocking(move || convergence::run_bench(ports, host_ports))
+                    .await??;
             convergence::print(&figures);
             Ok(())
         }

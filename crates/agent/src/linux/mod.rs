@@ -37,6 +37,7 @@
 
 mod desired;
 mod events;
+mod incremental;
 mod link;
 mod names;
 mod netlink;
@@ -53,6 +54,7 @@ use netlink_packet_route::AddressFamily;
 
 pub use desired::{Desired, DesiredLink, DesiredPort};
 pub use events::{LinkEvent, LinkEvents};
+pub use incremental::{IncrementalDesired, Touched, restrict};
 pub use link::{LinkKind, PortFlags};
 pub use names::{
     BRIDGE_PREFIX, FLAT_BRIDGE_PREFIX, ROUTER_PORT_PREFIX, VXLAN_PORT, VXLAN_PREFIX, bridge_name,
@@ -181,9 +183,10 @@ impl ReconcileReport {
 pub struct Reconciler {
     config: LinuxConfig,
     netlink: netlink::Netlink,
-    /// The kernel as the last reconcile left it; `None` after a failure.
-    /// (Reconciles run one at a time; the lock only guards the hand-over.)
-    view: Mutex<Option<Observed>>,
+    /// The kernel as the last reconcile left it, and the desired objects
+    /// of its state; `None` after a failure. (Reconciles run one at a
+    /// time; the lock only guards the hand-over.)
+    kept: Mutex<Option<(Observed, IncrementalDesired)>>,
 }
 
 impl Reconciler {
@@ -193,7 +196,7 @@ impl Reconciler {
         Ok(Reconciler {
             config,
             netlink: netlink::Netlink::connect()?,
-            view: Mutex::new(None),
+            kept: Mutex::new(None),
         })
     }
 
@@ -201,20 +204,20 @@ impl Reconciler {
         &self.config
     }
 
-    fn view_slot(&self) -> MutexGuard<'_, Option<Observed>> {
-        self.view
+    fn kept_slot(&self) -> MutexGuard<'_, Option<(Observed, IncrementalDesired)>> {
+        self.kept
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// The kernel as the last reconcile left it, if it fully succeeded.
     pub fn view(&self) -> Option<Observed> {
-        self.view_slot().clone()
+        self.kept_slot().as_ref().map(|(view, _)| view.clone())
     }
 
     /// Forgets the cached view: the next `reconcile_cached` observes.
     pub fn invalidate(&self) {
-        *self.view_slot() = None;
+        *self.kept_slot() = None;
     }
 
     /// Reads what vnet owns, plus the port devices `desired` names.
@@ -247,19 +250,38 @@ impl Reconciler {
     /// kernel has it afterwards.
     pub async fn reconcile(&self, desired: &HostState) -> Result<ReconcileReport, Error> {
         let start = Instant::now();
-        let want = Desired::from_host_state(desired, &self.config);
-        let observed = self.observe_ports(&want).await?;
-        self.converge(want, observed, start).await
+        let want = IncrementalDesired::new(desired, &self.config);
+        let observed = self.observe_ports(want.desired()).await?;
+        self.converge(want, observed, None, start).await
     }
 
     /// Like [`Reconciler::reconcile`], but plans against the cached view when
     /// there is one (see the type's documentation).
     pub async fn reconcile_cached(&self, desired: &HostState) -> Result<ReconcileReport, Error> {
+        self.reconcile_changed(desired, None).await
+    }
+
+    /// Like [`Reconciler::reconcile_cached`], told which networks changed
+    /// since the last reconcile (every network a change named; `None`:
+    /// maybe any): only theirs, and the routers' ports, are rebuilt and
+    /// diffed.
+    pub async fn reconcile_changed(
+        &self,
+        desired: &HostState,
+        changed: Option<&BTreeSet<String>>,
+    ) -> Result<ReconcileReport, Error> {
         let start = Instant::now();
-        let want = Desired::from_host_state(desired, &self.config);
-        let cached = self.view_slot().take();
-        let observed = match cached {
-            Some(mut view) => {
+        let cached = self.kept_slot().take();
+        let (observed, want, touched) = match cached {
+            Some((mut view, mut kept)) => {
+                let touched = match changed {
+                    Some(changed) => kept.update(desired, changed, &self.config),
+                    None => {
+                        kept = IncrementalDesired::new(desired, &self.config);
+                        None
+                    }
+                };
+                let want = kept.desired();
                 // Devices newly named by the desired state are unknown to
                 // the view: look them up (by name) only then.
                 let unknown: Vec<String> = want
@@ -273,21 +295,34 @@ impl Reconciler {
                     let links = self.netlink.get_links(&unknown).await?;
                     view.refresh_devices(&links, &unknown);
                 }
-                view
+                (view, kept, touched)
             }
-            None => self.observe_ports(&want).await?,
+            None => {
+                let want = IncrementalDesired::new(desired, &self.config);
+                (self.observe_ports(want.desired()).await?, want, None)
+            }
         };
-        self.converge(want, observed, start).await
+        self.converge(want, observed, touched, start).await
     }
 
+    /// Plans (all of it, or what `touched` names), executes, and keeps
+    /// the view the operations leave.
     async fn converge(
         &self,
-        want: Desired,
+        kept: IncrementalDesired,
         mut observed: Observed,
+        touched: Option<Touched>,
         start: Instant,
     ) -> Result<ReconcileReport, Error> {
         let observed_at = Instant::now();
-        let ops = diff(&want, &observed);
+        let want = kept.desired();
+        let ops = match &touched {
+            Some(touched) => {
+                let (want, have) = restrict(want, &observed, touched);
+                diff(&want, &have)
+            }
+            None => diff(want, &observed),
+        };
         let planned_at = Instant::now();
         let mut failed = Vec::new();
         if !ops.is_empty() {
@@ -303,10 +338,10 @@ impl Reconciler {
                     observed.apply(op);
                 }
                 observed.set_indexes(&indexes);
-                observed.retain_relevant(&want);
+                observed.retain_relevant(want);
             } else {
                 // Re-read what the kernel has, to report it truthfully.
-                observed = self.observe_ports(&want).await?;
+                observed = self.observe_ports(want).await?;
             }
         }
         let executed_at = Instant::now();
@@ -317,7 +352,7 @@ impl Reconciler {
             .collect();
         let report = ReconcileReport {
             applied,
-            ports: port_wiring(&want, &observed.links),
+            ports: port_wiring(want, &observed.links),
             failed,
             timings: Timings {
                 observe: observed_at - start,
@@ -326,7 +361,7 @@ impl Reconciler {
                 total: executed_at - start,
             },
         };
-        *self.view_slot() = report.failed.is_empty().then_some(observed);
+        *self.kept_slot() = report.failed.is_empty().then_some((observed, kept));
         Ok(report)
     }
 }

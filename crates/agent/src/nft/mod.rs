@@ -30,16 +30,20 @@
 //!    their devices are attached (they name devices by string, not index);
 //! 2. the `linux` reconciler (creates bridges with netfilter already on, so
 //!    nothing passes unfiltered);
-//! 3. `nft.reconcile_cached(&state)` again when step 2 created or deleted a
-//!    bridge (it only sets the bridges' netfilter switches then).
+//! 3. when step 2 created or deleted a bridge, `nft.bridges_changed(…)` and
+//!    `nft.reconcile_cached(&state)` again (it only sets the bridges'
+//!    netfilter switches then).
 //!
 //! The first call after start (the view is empty) reads the tables, so a
-//! restart with an unchanged state applies nothing. On an error the view is
+//! restart with an unchanged state applies nothing. A cached call rebuilds
+//! only the pieces of the ruleset whose inputs changed and plans only
+//! those ([`incremental`]). On an error the view is
 //! forgotten and the next call reads the kernel again; call `reconcile`
 //! (always reads) periodically to repair changes made behind vnet's back.
 //! The `nftables` package (nft ≥ 1.0.6) must be installed.
 
 mod bridges;
+pub mod incremental;
 pub mod netlink;
 mod plan;
 pub mod rule;
@@ -53,7 +57,10 @@ use std::time::{Duration, Instant};
 
 use compiler::protocol::HostState;
 
-pub use plan::{ObservedNft, ObservedTable, Op, Transaction, parse_table, plan, rule_tag};
+pub use incremental::{IncrementalRuleset, Touched};
+pub use plan::{
+    ObservedNft, ObservedTable, Op, Transaction, parse_table, plan, plan_touched, rule_tag,
+};
 pub use ruleset::{Family, NftConfig, Ruleset, TABLE, desired};
 
 /// What stopped a reconcile.
@@ -111,15 +118,35 @@ pub struct NftReconciler {
     /// over rtnetlink (no process); off only to measure the process path
     /// against it ([`BY_PROCESS_ENV`]).
     in_process: bool,
-    /// The tables and the bridges' netfilter switches as the last reconcile
-    /// left them; `None` after a failure.
-    view: Mutex<Option<(ObservedNft, BTreeMap<String, bool>)>>,
+    /// A cached reconcile rebuilds and diffs the whole ruleset (against the
+    /// cached view), as before the incremental path; only to measure that
+    /// path against it ([`WHOLE_PLANS_ENV`]).
+    whole_plans: bool,
+    /// What the last reconcile left; `None` after a failure.
+    kept: Mutex<Option<Kept>>,
+}
+
+/// What a cached reconcile plans from.
+#[derive(Debug)]
+struct Kept {
+    /// The tables as the last reconcile left them.
+    view: ObservedNft,
+    /// The bridges' netfilter switches, likewise.
+    switches: BTreeMap<String, bool>,
+    /// The desired ruleset of the last state, with its pieces' inputs.
+    desired: IncrementalRuleset,
 }
 
 /// Set (to anything) in an agent's environment, every change is run by
 /// `nft -f` and the bridges' switches by `ip`, as before the in-process
 /// path: the baseline of `vnet bench`.
 pub const BY_PROCESS_ENV: &str = "VNET_NFT_BY_PROCESS";
+
+/// Set (to anything) in an agent's environment, every delta rebuilds and
+/// diffs the whole desired state (nftables and links) against the views
+/// the last reconcile left, as before the incremental path: the baseline
+/// of `vnet bench convergence`.
+pub const WHOLE_PLANS_ENV: &str = "VNET_AGENT_WHOLE_PLANS";
 
 impl Default for NftReconciler {
     fn default() -> Self {
@@ -132,7 +159,8 @@ impl NftReconciler {
         NftReconciler {
             config,
             in_process: std::env::var_os(BY_PROCESS_ENV).is_none(),
-            view: Mutex::new(None),
+            whole_plans: std::env::var_os(WHOLE_PLANS_ENV).is_some(),
+            kept: Mutex::new(None),
         }
     }
 
@@ -143,23 +171,43 @@ impl NftReconciler {
         self
     }
 
-    fn view_slot(&self) -> MutexGuard<'_, Option<(ObservedNft, BTreeMap<String, bool>)>> {
-        self.view
+    fn kept_slot(&self) -> MutexGuard<'_, Option<Kept>> {
+        self.kept
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Tells the cached view of bridges the link reconciler made (born
+    /// filtered) or deleted since: the next cached reconcile turns off the
+    /// switches of a new one no secured port needs, as a full one would.
+    pub fn bridges_changed(&self, made: &[String], deleted: &[String]) {
+        if let Some(kept) = self.kept_slot().as_mut() {
+            // A bridge remade (deleted, then made) is born again.
+            for bridge in deleted {
+                kept.switches.remove(bridge);
+            }
+            for bridge in made {
+                kept.switches.insert(bridge.clone(), true);
+            }
+        }
+    }
+
     /// Forgets the cached view: the next `reconcile_cached` observes.
     pub fn invalidate(&self) {
-        *self.view_slot() = None;
+        *self.kept_slot() = None;
     }
 
     /// Like [`NftReconciler::reconcile`], but plans against the cached view
     /// when there is one (a bridge it has not seen was made by the `linux`
-    /// reconciler, born filtered).
+    /// reconciler, born filtered), and only what changed since the last
+    /// state: the pieces of the ruleset whose inputs changed are rebuilt,
+    /// and only they are diffed.
     pub fn reconcile_cached(&self, state: &HostState) -> Result<NftReport, NftError> {
-        let cached = self.view_slot().take();
-        self.converge(state, cached)
+        let kept = self.kept_slot().take();
+        match kept {
+            Some(kept) => self.converge_touched(state, kept),
+            None => self.converge(state),
+        }
     }
 
     /// Reads vnet's two tables (two `nft -j list table` processes).
@@ -175,49 +223,84 @@ impl NftReconciler {
     /// reconciler, which creates the bridges).
     pub fn reconcile(&self, state: &HostState) -> Result<NftReport, NftError> {
         self.invalidate();
-        self.converge(state, None)
+        self.converge(state)
     }
 
-    fn converge(
-        &self,
-        state: &HostState,
-        cached: Option<(ObservedNft, BTreeMap<String, bool>)>,
-    ) -> Result<NftReport, NftError> {
+    /// The full path: the whole desired ruleset against the kernel's.
+    fn converge(&self, state: &HostState) -> Result<NftReport, NftError> {
         let start = Instant::now();
-        let want = desired(state, &self.config);
-        // Cached: no process reads anything. A bridge the cache has not seen
-        // was just made by the link reconciler, which makes bridges filtered.
-        let (have, mut switches) = match cached {
-            Some((view, mut switches)) => {
-                for bridge in &want.filtered_bridges {
-                    switches.entry(bridge.clone()).or_insert(true);
-                }
-                (view, switches)
-            }
-            None => {
-                let bridges = if self.in_process {
-                    bridges::observe(crate::linux::BRIDGE_PREFIX)?
-                } else {
-                    observe_bridges()?
-                };
-                (self.observe()?, bridges.into_iter().collect())
-            }
+        let desired = IncrementalRuleset::new(state, &self.config);
+        let bridges = if self.in_process {
+            bridges::observe(crate::linux::BRIDGE_PREFIX)?
+        } else {
+            observe_bridges()?
         };
+        let have = self.observe()?;
         let observed_at = Instant::now();
-        let transaction = plan(&want, &have);
+        let transaction = plan(desired.ruleset(), &have);
         self.run(&transaction)?;
-        let listed: Vec<(String, bool)> = switches.iter().map(|(b, on)| (b.clone(), *on)).collect();
+        let kept = Kept {
+            view: ObservedNft::from_ruleset(desired.ruleset()),
+            switches: bridges.into_iter().collect(),
+            desired,
+        };
+        self.finish(transaction, kept, start, observed_at)
+    }
+
+    /// The cached path: no process reads anything, and only what changed
+    /// is rebuilt and diffed.
+    fn converge_touched(&self, state: &HostState, mut kept: Kept) -> Result<NftReport, NftError> {
+        let start = Instant::now();
+        let touched = if self.whole_plans {
+            kept.desired = IncrementalRuleset::new(state, &self.config);
+            None
+        } else {
+            Some(kept.desired.update(state, &self.config))
+        };
+        let want = kept.desired.ruleset();
+        // A bridge the view has not seen was just made by the link
+        // reconciler, which makes bridges filtered.
+        for bridge in &want.filtered_bridges {
+            kept.switches.entry(bridge.clone()).or_insert(true);
+        }
+        let transaction = match &touched {
+            Some(touched) => plan_touched(want, &kept.view, touched),
+            None => plan(want, &kept.view),
+        };
+        self.run(&transaction)?;
+        match &touched {
+            Some(touched) => kept.view.apply_touched(want, touched, &transaction),
+            None => kept.view = ObservedNft::from_ruleset(want),
+        }
+        self.finish(transaction, kept, start, start)
+    }
+
+    /// Sets the bridges' switches and keeps what this reconcile left.
+    fn finish(
+        &self,
+        transaction: Transaction,
+        mut kept: Kept,
+        start: Instant,
+        observed_at: Instant,
+    ) -> Result<NftReport, NftError> {
+        let want = kept.desired.ruleset();
+        let listed: Vec<(String, bool)> = kept
+            .switches
+            .iter()
+            .map(|(b, on)| (b.clone(), *on))
+            .collect();
         let bridges_switched = if self.in_process {
-            let flips = bridge_switches(&want, &listed);
+            let flips = bridge_switches(want, &listed);
             bridges::switch(&flips)?;
             flips.into_iter().map(|(n, _)| n).collect()
         } else {
-            switch_bridges(&want, &listed)?
+            switch_bridges(want, &listed)?
         };
         for bridge in &bridges_switched {
-            switches.insert(bridge.clone(), want.filtered_bridges.contains(bridge));
+            let on = want.filtered_bridges.contains(bridge);
+            kept.switches.insert(bridge.clone(), on);
         }
-        *self.view_slot() = Some((ObservedNft::from_ruleset(&want), switches));
+        *self.kept_slot() = Some(kept);
         Ok(NftReport {
             transaction,
             bridges_switched,

@@ -14,6 +14,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use serde_json::Value;
 
+use super::incremental::Touched;
 use super::netlink::SetDelta;
 use super::rule::Rule;
 use super::ruleset::{Family, Ruleset, TABLE, Table, fnv1a};
@@ -63,6 +64,50 @@ impl ObservedNft {
         match family {
             Family::Bridge => &self.bridge,
             Family::Inet => &self.inet,
+        }
+    }
+
+    fn table_mut(&mut self, family: Family) -> &mut ObservedTable {
+        match family {
+            Family::Bridge => &mut self.bridge,
+            Family::Inet => &mut self.inet,
+        }
+    }
+
+    /// What nftables holds once `tx`, planned by [`plan_touched`] against
+    /// this view, is applied: the touched chains and sets as `want` has
+    /// them (equal to [`ObservedNft::from_ruleset`], at the cost of what
+    /// changed).
+    pub fn apply_touched(&mut self, want: &Ruleset, touched: &Touched, tx: &Transaction) {
+        self.bridge.exists = true;
+        self.inet.exists = true;
+        for (family, name) in &touched.chains {
+            let chains = &mut self.table_mut(*family).chains;
+            match want.table(*family).chains.get(name) {
+                Some(c) => {
+                    chains.insert(name.clone(), c.rules.iter().map(|r| rule_tag(r)).collect());
+                }
+                None => {
+                    chains.remove(name);
+                }
+            }
+        }
+        for name in &touched.sets {
+            if want.inet.sets.contains_key(name) {
+                // Made (or remade) empty by the plan, then filled by its deltas.
+                let elements = self.inet.sets.entry(name.clone()).or_insert(None);
+                elements.get_or_insert_with(BTreeSet::new);
+            } else {
+                self.inet.sets.remove(name);
+            }
+        }
+        for delta in &tx.set_deltas {
+            if let Some(Some(elements)) = self.table_mut(delta.family).sets.get_mut(&delta.set) {
+                for gone in &delta.removed {
+                    elements.remove(gone);
+                }
+                elements.extend(delta.added.iter().copied());
+            }
         }
     }
 }
@@ -199,6 +244,17 @@ impl Transaction {
 
 /// The transaction taking `have` to `want`. Empty when they agree.
 pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
+    plan_within(want, have, None)
+}
+
+/// [`plan`] of the chains and sets `touched` names alone (the others are
+/// known to agree): the same transaction when they do, at the cost of what
+/// changed.
+pub fn plan_touched(want: &Ruleset, have: &ObservedNft, touched: &Touched) -> Transaction {
+    plan_within(want, have, Some(touched))
+}
+
+fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) -> Transaction {
     let mut tx = Transaction::default();
     // Phases, in the order nft must run them within the one transaction.
     let mut tables = String::new();
@@ -219,7 +275,21 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
             ops.push((Phase::Tables, Op::AddTable(family)));
             tx.tables_created.push(f.to_string());
         }
-        for (name, chain) in &w.chains {
+        // Every name, or the touched ones: in name order either way, so
+        // both give their steps in the same order.
+        let chain_names: BTreeSet<&String> = match touched {
+            None => w.chains.keys().chain(h.chains.keys()).collect(),
+            Some(t) => t.chains(family).collect(),
+        };
+        let set_names: BTreeSet<&String> = match (touched, family) {
+            (None, _) => w.sets.keys().chain(h.sets.keys()).collect(),
+            (Some(t), Family::Inet) => t.sets.iter().collect(),
+            (Some(_), Family::Bridge) => BTreeSet::new(),
+        };
+        for (name, chain) in chain_names
+            .iter()
+            .filter_map(|n| w.chains.get_key_value(*n))
+        {
             let tags: Vec<String> = chain.rules.iter().map(|r| rule_tag(r)).collect();
             let existing = h.chains.get(name);
             match existing {
@@ -280,8 +350,8 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                 ));
             }
         }
-        for name in h.chains.keys() {
-            if !w.chains.contains_key(name) {
+        for &name in &chain_names {
+            if h.chains.contains_key(name) && !w.chains.contains_key(name) {
                 let _ = writeln!(flushes, "flush chain {f} {TABLE} {name}");
                 let _ = writeln!(deletes, "delete chain {f} {TABLE} {name}");
                 ops.push((
@@ -301,9 +371,10 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                 tx.chains_deleted.push(format!("{f}/{name}"));
             }
         }
-        for (name, set) in &w.sets {
+        let empty = BTreeSet::new();
+        for (name, set) in set_names.iter().filter_map(|n| w.sets.get_key_value(*n)) {
             let have_elems = match h.sets.get(name) {
-                Some(Some(e)) => e.clone(),
+                Some(Some(e)) => e,
                 Some(None) => {
                     // Unreadable: delete and recreate it (same transaction).
                     let _ = writeln!(new_sets, "delete set {f} {TABLE} {name}");
@@ -328,7 +399,7 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                         },
                     ));
                     tx.sets_created.push(format!("{f}/{name}"));
-                    BTreeSet::new()
+                    &empty
                 }
                 None => {
                     let _ = writeln!(
@@ -345,11 +416,11 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                         },
                     ));
                     tx.sets_created.push(format!("{f}/{name}"));
-                    BTreeSet::new()
+                    &empty
                 }
             };
             let removed: Vec<IpNet> = have_elems.difference(&set.elements).copied().collect();
-            let added: Vec<IpNet> = set.elements.difference(&have_elems).copied().collect();
+            let added: Vec<IpNet> = set.elements.difference(have_elems).copied().collect();
             let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
             let new: Vec<String> = added.iter().map(ToString::to_string).collect();
             if !removed.is_empty() || !added.is_empty() {
@@ -380,8 +451,8 @@ pub fn plan(want: &Ruleset, have: &ObservedNft) -> Transaction {
                     .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
             }
         }
-        for name in h.sets.keys() {
-            if !w.sets.contains_key(name) {
+        for &name in &set_names {
+            if h.sets.contains_key(name) && !w.sets.contains_key(name) {
                 let _ = writeln!(deletes, "delete set {f} {TABLE} {name}");
                 ops.push((
                     Phase::Deletes,

@@ -29,6 +29,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use compiler::protocol::{
     HostState, PortSecuritySpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    SecurityGroupSpec,
 };
 use ipnet::IpNet;
 
@@ -114,6 +115,13 @@ impl Ruleset {
         match family {
             Family::Bridge => &self.bridge,
             Family::Inet => &self.inet,
+        }
+    }
+
+    pub(super) fn table_mut(&mut self, family: Family) -> &mut Table {
+        match family {
+            Family::Bridge => &mut self.bridge,
+            Family::Inet => &mut self.inet,
         }
     }
 }
@@ -231,46 +239,111 @@ fn nft_string(s: &str) -> String {
 /// IANA numbers of the protocols whose rules name ports (`th dport`).
 const PORT_PROTOCOLS: [u8; 5] = [6, 17, 33, 132, 136];
 
-/// The desired ruleset of a host.
-pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
-    let mut rs = Ruleset::default();
+/// What the base chains are made of: the secured ports' devices and
+/// bridges, every device on vnet's bridges, the networks' bridges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Layout {
+    /// Secured local ports: device → its bridge (of two ports naming one
+    /// device, the first by network and port id).
+    pub secured: BTreeMap<String, String>,
+    /// Every device on vnet's bridges: local ports, VXLAN devices and
+    /// physical interfaces.
+    pub devices: BTreeSet<String>,
+    /// VNI → its network's bridge.
+    pub vxlan_bridges: BTreeMap<u32, String>,
+    pub flat_bridges: BTreeSet<String>,
+}
 
-    // Secured local ports: device → (bridge, spec).
-    let mut secured: BTreeMap<String, (String, &PortSecuritySpec)> = BTreeMap::new();
-    let mut vnis = BTreeSet::new();
-    let mut bridge_of_vni = BTreeMap::new();
-    let mut flat_bridges = BTreeSet::new();
-    // Every device on vnet's bridges: local ports, VXLAN devices and
-    // physical interfaces.
-    let mut devices = BTreeSet::new();
+/// The layout of `state`, and the port security of each secured device.
+pub(super) fn layout<'a>(
+    state: &'a HostState,
+    config: &NftConfig,
+) -> (Layout, BTreeMap<&'a str, &'a PortSecuritySpec>) {
+    let mut layout = Layout::default();
+    let mut specs = BTreeMap::new();
     for net in state.networks.values() {
         let bridge = crate::linux::network_bridge(net);
         match &net.physical_network {
             None => {
-                vnis.insert(net.vni);
-                bridge_of_vni.insert(net.vni, bridge.clone());
-                devices.insert(crate::linux::vxlan_name(net.vni));
+                layout.vxlan_bridges.insert(net.vni, bridge.clone());
+                layout.devices.insert(crate::linux::vxlan_name(net.vni));
             }
             Some(physnet) => {
-                flat_bridges.insert(bridge.clone());
-                devices.extend(config.physical_networks.get(physnet).cloned());
+                layout.flat_bridges.insert(bridge.clone());
+                layout
+                    .devices
+                    .extend(config.physical_networks.get(physnet).cloned());
             }
         }
         for (port_id, port) in &net.local_ports {
-            devices.insert(port.device.clone());
+            layout.devices.insert(port.device.clone());
             let Some(spec) = state.port_security.get(port_id) else {
                 continue;
             };
-            if spec.enabled && !secured.contains_key(&port.device) {
-                secured.insert(port.device.clone(), (bridge.clone(), spec));
-                rs.filtered_bridges.insert(bridge.clone());
+            if spec.enabled && !specs.contains_key(port.device.as_str()) {
+                specs.insert(port.device.as_str(), spec);
+                layout.secured.insert(port.device.clone(), bridge.clone());
             }
         }
     }
-    let index = port_indexes(secured.keys().map(String::as_str));
+    (layout, specs)
+}
 
+/// The desired ruleset of a host: the reference the incremental path
+/// ([`super::incremental`]) must always equal.
+pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
+    let mut rs = Ruleset::default();
+    let (layout, specs) = layout(state, config);
+    let index = port_indexes(layout.secured.keys().map(String::as_str));
+    for (family, name, chain) in base_chains(&layout, &index, config) {
+        rs.table_mut(family).chains.insert(name, chain);
+    }
+    rs.filtered_bridges = layout.secured.values().cloned().collect();
+    let mut used_groups = BTreeSet::new();
+    for (dev, spec) in specs {
+        let (groups, stateful) = port_groups(spec, &state.security_groups);
+        let i = index.get(dev).copied().unwrap_or(0);
+        for (family, name, chain) in port_chains(dev, spec, i, &groups, stateful) {
+            rs.table_mut(family).chains.insert(name, chain);
+        }
+        used_groups.extend(groups);
+    }
+    for g in used_groups {
+        let Some(sg) = state.security_groups.get(g) else {
+            continue;
+        };
+        for (name, chain) in group_chains(g, sg) {
+            rs.inet.chains.insert(name, chain);
+        }
+        for (name, source) in group_sets(sg) {
+            let members: Vec<IpNet> = source
+                .members(state)
+                .into_iter()
+                .flatten()
+                .filter(|n| matches!(n, IpNet::V6(_)) == source.v6)
+                .copied()
+                .collect();
+            rs.inet.sets.insert(
+                name,
+                Set {
+                    v6: source.v6,
+                    elements: without_overlaps(&members),
+                },
+            );
+        }
+    }
+    rs
+}
+
+/// The five base chains: the bridge family's anti-spoofing jumps and
+/// marks, the inet family's conntrack zones and dispatch to port chains.
+pub(super) fn base_chains(
+    layout: &Layout,
+    index: &BTreeMap<String, u16>,
+    config: &NftConfig,
+) -> Vec<(Family, String, Chain)> {
+    let secured = &layout.secured;
     // === bridge vnet ===
-    let b = &mut rs.bridge;
     let mut pre = Chain::new(
         Some("type filter hook prerouting priority -300; policy accept;".into()),
         vec![],
@@ -291,7 +364,8 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
         // so the mark of a frame from any of them is set (never stale), and
         // frames of other bridges keep theirs.
         fwd.push(Rule::MarkFromIfname(
-            devices
+            layout
+                .devices
                 .iter()
                 .map(|d| {
                     let i = index.get(d).copied().unwrap_or(0);
@@ -303,25 +377,9 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
             out: true,
             entries: index.keys().map(|d| (nft_string(d), to_chain(d))).collect(),
         });
-        for (dev, (_, spec)) in &secured {
-            b.chains
-                .insert(spoof_chain(dev), Chain::new(None, spoof_rules(spec)));
-            b.chains.insert(
-                to_chain(dev),
-                Chain::new(
-                    None,
-                    vec![Rule::MarkOr(u32::from(
-                        index.get(dev).copied().unwrap_or(0),
-                    ))],
-                ),
-            );
-        }
     }
-    b.chains.insert("prerouting".into(), pre);
-    b.chains.insert("forward".into(), fwd);
 
     // === inet vnet ===
-    let t = &mut rs.inet;
     let mut raw = Chain::new(
         Some("type filter hook prerouting priority -300; policy accept;".into()),
         vec![Rule::NoTrackUdp {
@@ -329,16 +387,17 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
             dport: config.vxlan_port,
         }],
     );
+    let vnis: BTreeSet<u32> = layout.vxlan_bridges.keys().copied().collect();
     let zone_of = zones(&vnis);
     let mut zone_of_bridge: Vec<(&String, u16)> = zone_of
         .iter()
-        .filter_map(|(vni, z)| Some((bridge_of_vni.get(vni)?, *z)))
+        .filter_map(|(vni, z)| Some((layout.vxlan_bridges.get(vni)?, *z)))
         .collect();
     // Flat networks have no VNI: a zone from their bridge's name, after
     // every VXLAN network's (so those keep theirs), the next free one on a
     // collision.
     let mut used: BTreeSet<u16> = zone_of.values().copied().collect();
-    for bridge in &flat_bridges {
+    for bridge in &layout.flat_bridges {
         let mut z = (fnv1a(bridge.as_bytes()) & 0xffff) as u16;
         while z == 0 || used.contains(&z) {
             z = z.wrapping_add(1);
@@ -354,7 +413,6 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 .collect(),
         ));
     }
-    t.chains.insert("prerouting".into(), raw);
     let mut egress = Chain::new(
         Some("type filter hook forward priority 0; policy accept;".into()),
         vec![],
@@ -381,72 +439,122 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
                 .collect(),
         });
     }
-    t.chains.insert("egress".into(), egress);
-    t.chains.insert("ingress".into(), ingress);
+    vec![
+        (Family::Bridge, "prerouting".into(), pre),
+        (Family::Bridge, "forward".into(), fwd),
+        (Family::Inet, "prerouting".into(), raw),
+        (Family::Inet, "egress".into(), egress),
+        (Family::Inet, "ingress".into(), ingress),
+    ]
+}
 
-    // Groups used by secured ports.
-    let mut used_groups = BTreeSet::new();
-    for (dev, (_, spec)) in &secured {
-        let groups: Vec<&str> = spec
-            .security_groups
+/// The groups of a secured port that exist, and whether the port is
+/// stateful.
+pub(super) fn port_groups<'a>(
+    spec: &'a PortSecuritySpec,
+    groups: &BTreeMap<String, SecurityGroupSpec>,
+) -> (Vec<&'a str>, bool) {
+    let present: Vec<&str> = spec
+        .security_groups
+        .iter()
+        .filter(|g| groups.contains_key(*g))
+        .map(String::as_str)
+        .collect();
+    // Neutron refuses mixing stateful and stateless groups on a port; a
+    // port is stateful if any of its groups is (and with none, too:
+    // replies of what it sent are still let back in).
+    let stateful = present.is_empty()
+        || present
             .iter()
-            .filter(|g| state.security_groups.contains_key(*g))
-            .map(String::as_str)
-            .collect();
-        // Neutron refuses mixing stateful and stateless groups on a port; a
-        // port is stateful if any of its groups is (and with none, too:
-        // replies of what it sent are still let back in).
-        let stateful = groups.is_empty()
-            || groups
-                .iter()
-                .any(|g| state.security_groups.get(*g).is_some_and(|s| s.stateful));
-        for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
-            t.chains.insert(
-                port_chain(dev, dir),
-                Chain::new(None, port_rules(dir, stateful, &groups)),
-            );
-        }
-        used_groups.extend(groups);
-    }
-    for g in used_groups {
-        let Some(sg) = state.security_groups.get(g) else {
-            continue;
-        };
-        for dir in [RuleDirection::Egress, RuleDirection::Ingress] {
+            .any(|g| groups.get(*g).is_some_and(|s| s.stateful));
+    (present, stateful)
+}
+
+/// The names of a secured port's four chains.
+pub(super) fn port_chain_names(dev: &str) -> [(Family, String); 4] {
+    [
+        (Family::Bridge, spoof_chain(dev)),
+        (Family::Bridge, to_chain(dev)),
+        (Family::Inet, port_chain(dev, RuleDirection::Egress)),
+        (Family::Inet, port_chain(dev, RuleDirection::Ingress)),
+    ]
+}
+
+/// A secured port's four chains: anti-spoofing and its mark (bridge
+/// family), egress and ingress (inet family).
+pub(super) fn port_chains(
+    dev: &str,
+    spec: &PortSecuritySpec,
+    index: u16,
+    groups: &[&str],
+    stateful: bool,
+) -> Vec<(Family, String, Chain)> {
+    let rules = [
+        spoof_rules(spec),
+        vec![Rule::MarkOr(u32::from(index))],
+        port_rules(RuleDirection::Egress, stateful, groups),
+        port_rules(RuleDirection::Ingress, stateful, groups),
+    ];
+    port_chain_names(dev)
+        .into_iter()
+        .zip(rules)
+        .map(|((family, name), rules)| (family, name, Chain::new(None, rules)))
+        .collect()
+}
+
+/// A group's two chains (egress, ingress).
+pub(super) fn group_chains(group: &str, sg: &SecurityGroupSpec) -> Vec<(String, Chain)> {
+    [RuleDirection::Egress, RuleDirection::Ingress]
+        .into_iter()
+        .map(|dir| {
             let rules: Vec<&RuleSpec> = sg.rules.iter().filter(|r| r.direction == dir).collect();
-            t.chains
-                .insert(group_chain(g, dir), Chain::new(None, group_rules(&rules)));
-            for r in rules {
-                // The set a rule looks its remote up in, and what fills it.
-                let (name, addresses) = match &r.remote {
-                    RuleRemote::Group(remote) => (
-                        remote_set(remote, r.ethertype == RuleEthertype::IPv6),
-                        state.remote_groups.get(remote),
-                    ),
-                    RuleRemote::AddressGroup(ag) => (
-                        address_group_set(ag, r.ethertype == RuleEthertype::IPv6),
-                        state.address_groups.get(ag),
-                    ),
-                    RuleRemote::Any | RuleRemote::Prefix(_) => continue,
-                };
-                let v6 = r.ethertype == RuleEthertype::IPv6;
-                let elements: Vec<IpNet> = addresses
-                    .into_iter()
-                    .flatten()
-                    .filter(|n| matches!(n, IpNet::V6(_)) == v6)
-                    .copied()
-                    .collect();
-                t.sets.insert(
-                    name,
-                    Set {
-                        v6,
-                        elements: without_overlaps(&elements),
-                    },
-                );
-            }
+            (
+                group_chain(group, dir),
+                Chain::new(None, group_rules(&rules)),
+            )
+        })
+        .collect()
+}
+
+/// What fills a named set: a remote group's members or an address group's
+/// addresses, of one IP version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct SetSource {
+    pub id: String,
+    pub address_group: bool,
+    pub v6: bool,
+}
+
+impl SetSource {
+    /// Its addresses in `state` (`None`: unknown, so empty).
+    pub fn members<'a>(&self, state: &'a HostState) -> Option<&'a BTreeSet<IpNet>> {
+        if self.address_group {
+            state.address_groups.get(&self.id)
+        } else {
+            state.remote_groups.get(&self.id)
         }
     }
-    rs
+}
+
+/// The named sets a group's rules look their remotes up in.
+pub(super) fn group_sets(sg: &SecurityGroupSpec) -> Vec<(String, SetSource)> {
+    sg.rules
+        .iter()
+        .filter_map(|r| {
+            let v6 = r.ethertype == RuleEthertype::IPv6;
+            let (name, id, address_group) = match &r.remote {
+                RuleRemote::Group(g) => (remote_set(g, v6), g, false),
+                RuleRemote::AddressGroup(ag) => (address_group_set(ag, v6), ag, true),
+                RuleRemote::Any | RuleRemote::Prefix(_) => return None,
+            };
+            let source = SetSource {
+                id: id.clone(),
+                address_group,
+                v6,
+            };
+            Some((name, source))
+        })
+        .collect()
 }
 
 /// The prefixes of `nets` that no other of them contains: an interval set

@@ -5,7 +5,10 @@
 //! outside reaches it, and from a router interface's PUT until a VM on
 //! another subnet and host is routed to. VM devices, addresses and routes
 //! are prepared before each call, so the figure is vnet's (the server, the
-//! stream, the agents), not a VM's boot.
+//! stream, the agents), not a VM's boot. With `host_ports`, the measured
+//! host first holds that many more ports in the same security group (on a
+//! network of their own, with no device: their chains, sets and entries
+//! are there), so the figure is not an empty host's.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,7 @@ const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Figures {
     pub ports: usize,
+    pub host_ports: usize,
     pub active: Samples,
     pub reachable: Samples,
     /// The same ping, against a VM that is already reachable: the cost of
@@ -73,7 +77,7 @@ fn prepare_vm(netns: &str, host: &str, device: &str, mac: &str, ip: &str) -> Res
     Ok(())
 }
 
-pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
+pub fn run_bench(ports: usize, host_ports: usize) -> Result<Figures, BoxError> {
     if ports == 0 || ports > 250 {
         return Err("--ports must be 1 to 250".into());
     }
@@ -85,10 +89,11 @@ pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
     let vnet = std::env::current_exe()?;
     let result = (|| {
         let state = lab::up(&name, 2, api, None, &vnet.to_string_lossy())?;
-        measure(&state, ports)
+        measure(&state, ports, host_ports)
     })();
     let mut extra_namespaces: Vec<String> = (0..=ports)
         .flat_map(|i| [format!("{name}-cv{i}"), format!("{name}-cr{i}")])
+        .chain([format!("{name}-{SENTINEL}")])
         .collect();
     extra_namespaces.retain(|ns| std::path::Path::new("/run/netns").join(ns).exists());
     for ns in extra_namespaces {
@@ -101,7 +106,85 @@ pub fn run_bench(ports: usize) -> Result<Figures, BoxError> {
     result
 }
 
-fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
+/// The VM whose port, created after the ports a host holds beforehand,
+/// says (ACTIVE) that its agent has taken them all in.
+const SENTINEL: &str = "cvs";
+
+/// `count` ports bound to `host` in `group`, on a network of their own,
+/// with no device; returns once the host's agent has them all (a port
+/// created after them, with a device, is ACTIVE).
+fn hold_ports(lab: &LabState, host: &str, group: &str, count: usize) -> Result<(), BoxError> {
+    let net = call(
+        lab,
+        "POST",
+        "/v2.0/networks",
+        json!({"network": {"name": "held"}}),
+    )?;
+    let project = net["network"]["project_id"]
+        .as_str()
+        .ok_or("no project id")?
+        .to_owned();
+    let net = id_of(&net, "network")?;
+    // Past the default quota of 500 ports.
+    call(
+        lab,
+        "PUT",
+        &format!("/v2.0/quotas/{project}"),
+        json!({"quota": {"port": -1}}),
+    )?;
+    call(
+        lab,
+        "POST",
+        "/v2.0/subnets",
+        json!({"subnet": {"network_id": net, "ip_version": 4, "cidr": "10.200.0.0/16"}}),
+    )?;
+    let ids: Vec<usize> = (0..count).collect();
+    for chunk in ids.chunks(100) {
+        let ports: Vec<Value> = chunk
+            .iter()
+            .map(|i| {
+                json!({"network_id": net, "binding:host_id": host, "security_groups": [group],
+                       "binding:profile": {"device": format!("held{i}")}})
+            })
+            .collect();
+        call(lab, "POST", "/v2.0/ports", json!({ "ports": ports }))?;
+    }
+    let netns = format!("{}-{SENTINEL}", lab.name);
+    let (mac, ip) = ("fa:16:3e:c1:00:01", "10.200.255.1");
+    lab::plug_vm(&netns, host, SENTINEL, mac, 1450)?;
+    let port = call(
+        lab,
+        "POST",
+        "/v2.0/ports",
+        json!({"port": {
+            "network_id": net, "binding:host_id": host, "security_groups": [group],
+            "mac_address": mac, "fixed_ips": [{"ip_address": ip}],
+            "binding:profile": {"device": SENTINEL},
+        }}),
+    )?;
+    let id = id_of(&port, "port")?;
+    let posted = Instant::now();
+    loop {
+        let (_, port) = http(
+            &lab.api,
+            "GET",
+            &format!("/v2.0/ports/{id}?fields=status"),
+            None,
+        )?;
+        if port["port"]["status"] == "ACTIVE" {
+            return Ok(());
+        }
+        if posted.elapsed() > HOLD_TIMEOUT {
+            return Err(format!("{count} held ports not taken in after {HOLD_TIMEOUT:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Longest a host may take to take in the ports it holds beforehand.
+const HOLD_TIMEOUT: Duration = Duration::from_secs(300);
+
+fn measure(lab: &LabState, ports: usize, host_ports: usize) -> Result<Figures, BoxError> {
     let (h1, h2) = (lab.hosts[0].name.clone(), lab.hosts[1].name.clone());
     let net = call(
         lab,
@@ -145,6 +228,9 @@ fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
             "protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0",
         }}),
     )?;
+    if host_ports > 0 {
+        hold_ports(lab, &h1, &group, host_ports)?;
+    }
     let port_body = |i: usize, host: &str| {
         json!({"port": {
             "network_id": net, "binding:host_id": host, "security_groups": [group],
@@ -203,6 +289,7 @@ fn measure(lab: &LabState, ports: usize) -> Result<Figures, BoxError> {
     let (floating_ip, outside_ping_floor, interface) = measure_l3(lab, &port_ids, &subnet, &group)?;
     Ok(Figures {
         ports,
+        host_ports,
         active: Samples::new(active),
         reachable: Samples::new(reachable),
         ping_floor: Samples::new(ping_floor),
@@ -379,8 +466,9 @@ fn route_via(netns: &str, gateway: &str) -> Result<(), BoxError> {
 
 pub fn print(f: &Figures) {
     println!(
-        "vnet bench convergence: {} ports bound to one host, a peer VM on another",
-        f.ports
+        "vnet bench convergence: {} ports bound to one host (holding {} more ports in the \
+         same security group), a peer VM on another",
+        f.ports, f.host_ports
     );
     println!(
         "{:<74} {:>9} {:>9}",

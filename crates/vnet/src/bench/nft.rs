@@ -2,19 +2,27 @@
 //! process (like the compiler bench, the agent's `NftReconciler` is linked
 //! in), on the in-process netlink path and on the `nft` process path side by
 //! side in the same run: each in its own scratch network namespace, change
-//! by change in turn, so the machine's drift hits both alike.
+//! by change in turn, so the machine's drift hits both alike. And the
+//! agent's planning alone (no kernel), nftables and links, on the full path
+//! (the whole desired state rebuilt and diffed) and the incremental one
+//! (what changed), side by side in the same way.
 //!
-//! Changes, against a host whose remote group has `members` members: a
-//! member joining (then leaving), and a secured port added (new chains).
+//! Changes, against a host with `local_ports` secured ports and
+//! `remote_ports` remote ports on 100 networks, whose remote group has
+//! `members` members: a member joining (then leaving), and a secured port
+//! added (new chains).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
-use agent::nft::{NftConfig, NftReconciler, ObservedNft, desired, plan};
+use agent::linux::{self, Desired, IncrementalDesired, LinkKind, LinuxConfig, Observed};
+use agent::nft::{
+    IncrementalRuleset, NftConfig, NftReconciler, ObservedNft, desired, plan, plan_touched,
+};
 use compiler::protocol::{
     AllowedSource, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec,
-    RuleDirection, RuleEthertype, RuleRemote, RuleSpec, SecurityGroupSpec,
+    RemotePortSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec, SecurityGroupSpec,
 };
 use ipnet::IpNet;
 
@@ -27,6 +35,12 @@ pub struct NftArgs {
     /// Members of the remote group the host already keeps.
     #[arg(long, default_value_t = 10_000)]
     members: usize,
+    /// Secured local ports the host already has.
+    #[arg(long, default_value_t = 1_000)]
+    local_ports: usize,
+    /// Ports of the host's networks on other hosts.
+    #[arg(long, default_value_t = 10_000)]
+    remote_ports: usize,
     /// Changes of each kind, per path.
     #[arg(long, default_value_t = 50)]
     changes: usize,
@@ -42,14 +56,28 @@ pub struct Change {
     pub what: &'static str,
     pub netlink: Option<Samples>,
     pub nft: Option<Samples>,
-    /// The planning alone (desired ruleset, view, plan; no kernel).
+    /// The nftables planning alone (desired ruleset, plan, next view; no
+    /// kernel), on the full path and on the incremental one.
     pub planning: Samples,
+    pub planning_incremental: Samples,
+    /// The links' planning alone (desired objects, diff against the
+    /// view), likewise.
+    pub links: Samples,
+    pub links_incremental: Samples,
+    /// Copying the host's state once (the daemon used to, three to four
+    /// times per delta).
+    pub state_copy: Samples,
 }
 
 pub struct Figures {
     pub members: usize,
+    pub local_ports: usize,
+    pub remote_ports: usize,
     pub changes: Vec<Change>,
 }
+
+/// The host's networks.
+const NETWORKS: usize = 100;
 
 fn member(i: usize) -> IpNet {
     // 10.128.0.0/9: never a port's address below.
@@ -57,11 +85,15 @@ fn member(i: usize) -> IpNet {
     IpNet::from(IpAddr::V4(a))
 }
 
+fn network_id(i: usize) -> String {
+    format!("n{}", i % NETWORKS)
+}
+
 fn port(state: &mut HostState, i: usize) {
     let device = format!("tapb{i}");
     let mac = model::MacAddr([0xfa, 0x16, 0x3e, 0, (i >> 8) as u8, i as u8]);
     let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (1 + i % 250) as u8));
-    if let Some(net) = state.networks.get_mut("n") {
+    if let Some(net) = state.networks.get_mut(&network_id(i)) {
         net.local_ports.insert(
             format!("p{i}"),
             LocalPortSpec {
@@ -89,23 +121,42 @@ fn port(state: &mut HostState, i: usize) {
     );
 }
 
-/// A host with two secured ports in group "web", which admits TCP 80 from
-/// the `members` members of "client".
-fn host(members: usize) -> HostState {
+/// A host with `local` secured ports in group "web", which admits TCP 80
+/// from the `members` members of "client", and `remote` ports elsewhere,
+/// over 100 networks.
+fn host(members: usize, local: usize, remote: usize) -> HostState {
     let mut s = HostState::default();
-    s.networks.insert(
-        "n".into(),
-        NetworkSpec {
-            vni: 100,
-            mtu: 1450,
-            physical_network: None,
-            subnets: BTreeMap::new(),
-            local_ports: BTreeMap::new(),
-            remote_ports: BTreeMap::new(),
-        },
-    );
-    port(&mut s, 0);
-    port(&mut s, 1);
+    for n in 0..NETWORKS {
+        s.networks.insert(
+            network_id(n),
+            NetworkSpec {
+                vni: 100 + n as u32,
+                mtu: 1450,
+                physical_network: None,
+                subnets: BTreeMap::new(),
+                local_ports: BTreeMap::new(),
+                remote_ports: BTreeMap::new(),
+            },
+        );
+    }
+    for i in 0..local {
+        port(&mut s, i);
+    }
+    for i in 0..remote {
+        let net = s.networks.get_mut(&network_id(i));
+        let mac = model::MacAddr([0xfa, 0x16, 0x3f, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a40_0000u32 + i as u32));
+        if let Some(net) = net {
+            net.remote_ports.insert(
+                format!("r{i}"),
+                RemotePortSpec {
+                    mac,
+                    ips: vec![ip],
+                    vtep: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2 + (i % 200) as u8)),
+                },
+            );
+        }
+    }
     s.security_groups.insert(
         "web".into(),
         SecurityGroupSpec {
@@ -163,10 +214,11 @@ pub fn run_bench(args: &NftArgs) -> Result<Figures, BoxError> {
         ));
     }
     let names: Vec<String> = sides.iter().map(|(_, s)| s.netns.clone()).collect();
-    let members = args.members;
+    let host = host(args.members, args.local_ports, args.remote_ports);
     let changes = args.changes;
+    let local = args.local_ports;
     // A thread of its own: it moves between the namespaces.
-    let joined = std::thread::spawn(move || measure(&sides, members, changes)).join();
+    let joined = std::thread::spawn(move || measure(&sides, host, local, changes)).join();
     for netns in names {
         let _ = run("ip", &["netns", "del", &netns]);
     }
@@ -176,19 +228,144 @@ pub fn run_bench(args: &NftArgs) -> Result<Figures, BoxError> {
     };
     Ok(Figures {
         members: args.members,
+        local_ports: args.local_ports,
+        remote_ports: args.remote_ports,
         changes,
     })
 }
 
+/// A kernel with every local port's device plugged in and the host's
+/// links converged to `state`: what the link reconciler's view holds.
+fn converged_links(state: &HostState, config: &LinuxConfig) -> Observed {
+    let mut kernel = Observed::default();
+    let devices = state.networks.values().flat_map(|n| n.local_ports.values());
+    for (i, port) in devices.enumerate() {
+        kernel.links.insert(
+            port.device.clone(),
+            linux::ObservedLink {
+                index: 10 + i as u32,
+                kind: LinkKind::Other("tun".into()),
+                mtu: 1500,
+                address: None,
+                up: false,
+                master: None,
+                ipv6_silent: Some(false),
+                port_flags: None,
+            },
+        );
+    }
+    let want = Desired::from_host_state(state, config);
+    for op in linux::diff(&want, &kernel) {
+        kernel.apply(&op);
+    }
+    kernel.retain_relevant(&want);
+    kernel
+}
+
+/// What the agent computes for one desired state, whichever the kernel
+/// path: its planning on the full path and on the incremental one, each
+/// timed, and the state's copy.
+struct Planner {
+    nft_config: NftConfig,
+    links_config: LinuxConfig,
+    nft_view: ObservedNft,
+    nft_kept: IncrementalRuleset,
+    nft_kept_view: ObservedNft,
+    links_view: Observed,
+    links_kept: IncrementalDesired,
+}
+
+impl Planner {
+    fn new(state: &HostState) -> Self {
+        let nft_config = NftConfig::default();
+        let links_config = LinuxConfig::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
+        let nft_kept = IncrementalRuleset::new(state, &nft_config);
+        let nft_view = ObservedNft::from_ruleset(nft_kept.ruleset());
+        Planner {
+            nft_kept_view: nft_view.clone(),
+            nft_view,
+            nft_kept,
+            links_view: converged_links(state, &links_config),
+            links_kept: IncrementalDesired::new(state, &links_config),
+            nft_config,
+            links_config,
+        }
+    }
+
+    /// Plans `next` every way, each after the other; their times in the
+    /// order full nft, incremental nft, full links, incremental links,
+    /// the state's copy. Each path's plan must be the other's.
+    fn plan(
+        &mut self,
+        next: &HostState,
+        changed_network: Option<&str>,
+    ) -> Result<[Duration; 5], BoxError> {
+        let start = Instant::now();
+        let want = desired(next, &self.nft_config);
+        let whole = plan(&want, &self.nft_view);
+        self.nft_view = ObservedNft::from_ruleset(&want);
+        let nft_full = start.elapsed();
+
+        let start = Instant::now();
+        let touched = self.nft_kept.update(next, &self.nft_config);
+        let tx = plan_touched(self.nft_kept.ruleset(), &self.nft_kept_view, &touched);
+        self.nft_kept_view
+            .apply_touched(self.nft_kept.ruleset(), &touched, &tx);
+        let nft_incremental = start.elapsed();
+        if tx != whole {
+            return Err("the incremental nftables plan is not the full one".into());
+        }
+
+        let start = Instant::now();
+        let want = Desired::from_host_state(next, &self.links_config);
+        let ops = linux::diff(&want, &self.links_view);
+        let links_full = start.elapsed();
+
+        let start = Instant::now();
+        let changed: BTreeSet<String> = changed_network.into_iter().map(String::from).collect();
+        let touched = self.links_kept.update(next, &changed, &self.links_config);
+        let incremental_ops = match &touched {
+            Some(t) => {
+                let (w, h) = linux::restrict(self.links_kept.desired(), &self.links_view, t);
+                linux::diff(&w, &h)
+            }
+            None => linux::diff(self.links_kept.desired(), &self.links_view),
+        };
+        let links_incremental = start.elapsed();
+        if incremental_ops.len() != ops.len() {
+            return Err("the incremental link plan is not the full one".into());
+        }
+        for op in &ops {
+            self.links_view.apply(op);
+        }
+        self.links_view.retain_relevant(&want);
+
+        let start = Instant::now();
+        let copy = next.clone();
+        let state_copy = start.elapsed();
+        drop(copy);
+        Ok([
+            nft_full,
+            nft_incremental,
+            links_full,
+            links_incremental,
+            state_copy,
+        ])
+    }
+}
+
 fn measure(
     sides: &[(&'static str, Side)],
-    members: usize,
+    mut state: HostState,
+    local_ports: usize,
     changes: usize,
 ) -> Result<Vec<Change>, BoxError> {
-    let mut state = host(members);
+    let members = state.remote_groups.get("client").map_or(0, BTreeSet::len);
     for (_, side) in sides {
         side.apply(&state)?;
     }
+    let mut planner = Planner::new(&state);
+    const PLANNING: [&str; 5] = ["cpu", "cpu+", "links", "links+", "copy"];
     let mut times: BTreeMap<(&str, &str), Vec<Duration>> = BTreeMap::new();
     let kinds = [
         "a member joins a group (one set element)",
@@ -202,26 +379,20 @@ fn measure(
         if let Some(g) = s.remote_groups.get_mut("client") {
             g.insert(joined);
         }
-        steps.push((kinds[0], s.clone()));
+        steps.push((kinds[0], s.clone(), None));
         if let Some(g) = s.remote_groups.get_mut("client") {
             g.remove(&joined);
         }
-        steps.push((kinds[1], s.clone()));
-        port(&mut s, 2 + i);
-        steps.push((kinds[2], s.clone()));
-        let config = NftConfig::default();
-        let mut view = ObservedNft::from_ruleset(&desired(&state, &config));
-        for (kind, next) in steps {
-            // What the agent computes whichever the path (no kernel): the
-            // desired ruleset, the plan against its view, the next view.
-            let start = Instant::now();
-            let want = desired(&next, &config);
-            let _ = plan(&want, &view);
-            view = ObservedNft::from_ruleset(&want);
-            times
-                .entry((kind, "cpu"))
-                .or_default()
-                .push(start.elapsed());
+        steps.push((kinds[1], s.clone(), None));
+        let added = local_ports + i;
+        port(&mut s, added);
+        steps.push((kinds[2], s.clone(), Some(network_id(added))));
+        for (kind, next, changed_network) in steps {
+            // What the agent computes whichever the kernel path.
+            let planned = planner.plan(&next, changed_network.as_deref())?;
+            for (what, took) in PLANNING.iter().zip(planned) {
+                times.entry((kind, what)).or_default().push(took);
+            }
             for (path, side) in sides {
                 times
                     .entry((kind, path))
@@ -238,24 +409,29 @@ fn measure(
             netlink: times.remove(&(*k, "netlink")).map(Samples::new),
             nft: times.remove(&(*k, "nft")).map(Samples::new),
             planning: Samples::new(times.remove(&(*k, "cpu")).unwrap_or_default()),
+            planning_incremental: Samples::new(times.remove(&(*k, "cpu+")).unwrap_or_default()),
+            links: Samples::new(times.remove(&(*k, "links")).unwrap_or_default()),
+            links_incremental: Samples::new(times.remove(&(*k, "links+")).unwrap_or_default()),
+            state_copy: Samples::new(times.remove(&(*k, "copy")).unwrap_or_default()),
         })
         .collect())
 }
 
 pub fn print(f: &Figures) {
     println!(
-        "vnet bench nft: the agent's nftables work per change, a host keeping a {}-member group; \
-         the netlink path and the nft-process path in the same run, change by change in turn",
-        f.members
+        "vnet bench nft: the agent's nftables work per change, a host with {} secured ports, \
+         {} remote ports and a {}-member group; the netlink path and the nft-process path in \
+         the same run, change by change in turn",
+        f.local_ports, f.remote_ports, f.members
     );
     println!(
-        "{:<54} {:>16} {:>16} {:>10} {:>18}",
-        "change", "netlink p50/p99", "nft p50/p99", "p99 ratio", "planning p50/p99"
+        "{:<54} {:>16} {:>16} {:>10}",
+        "change", "netlink p50/p99", "nft p50/p99", "p99 ratio"
     );
-    let show = |s: &Option<Samples>| {
-        s.as_ref().map_or("-".to_string(), |s| {
-            format!("{:.2}/{:.2} ms", ms(s.p50()), ms(s.p99()))
-        })
+    let show = |s: &Samples| format!("{:.3}/{:.3} ms", ms(s.p50()), ms(s.p99()));
+    let shown = |s: &Option<Samples>| s.as_ref().map_or("-".to_string(), show);
+    let against = |a: &Samples, b: &Samples| {
+        ratio(a.p50(), b.p50()).map_or("-".into(), |r| format!("{r:.3}x"))
     };
     for c in &f.changes {
         let r = match (&c.netlink, &c.nft) {
@@ -265,12 +441,39 @@ pub fn print(f: &Figures) {
             _ => "-".into(),
         };
         println!(
-            "{:<54} {:>16} {:>16} {:>10} {:>18}",
+            "{:<54} {:>16} {:>16} {:>10}",
             c.what,
-            show(&c.netlink),
-            show(&c.nft),
-            r,
-            show(&Some(c.planning.clone()))
+            shown(&c.netlink),
+            shown(&c.nft),
+            r
+        );
+    }
+    println!(
+        "the agent's planning alone (no kernel), p50/p99; the full path (whole state rebuilt \
+         and diffed) and the incremental one, change by change in turn; ratios of p50s"
+    );
+    println!(
+        "{:<54} {:>20} {:>20} {:>8} {:>20} {:>20} {:>8} {:>20}",
+        "change",
+        "nftables full",
+        "incremental",
+        "ratio",
+        "links full",
+        "incremental",
+        "ratio",
+        "one state copy"
+    );
+    for c in &f.changes {
+        println!(
+            "{:<54} {:>20} {:>20} {:>8} {:>20} {:>20} {:>8} {:>20}",
+            c.what,
+            show(&c.planning),
+            show(&c.planning_incremental),
+            against(&c.planning_incremental, &c.planning),
+            show(&c.links),
+            show(&c.links_incremental),
+            against(&c.links_incremental, &c.links),
+            show(&c.state_copy),
         );
     }
 }

@@ -1,0 +1,308 @@
+//! The desired ruleset kept between desired states, with the inputs each
+//! piece was built from (the base chains, each secured port's chains, each
+//! used group's chains, each named set), so that a new state rebuilds only
+//! the pieces whose inputs changed and names them ([`Touched`]) for the
+//! plan to diff alone. Pure. It must always equal [`super::desired`] of
+//! the same state (a proptest in `tests.rs` checks it after every step).
+
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, BTreeSet};
+
+use compiler::protocol::{HostState, PortSecuritySpec, SecurityGroupSpec};
+use ipnet::IpNet;
+
+use super::ruleset::{
+    Family, Layout, NftConfig, Ruleset, Set, SetSource, base_chains, group_chains, group_sets,
+    layout, port_chain_names, port_chains, port_groups, port_indexes, without_overlaps,
+};
+
+/// The chains and sets one update rebuilt, added or removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touched {
+    pub chains: BTreeSet<(Family, String)>,
+    /// Named sets (all in the inet table).
+    pub sets: BTreeSet<String>,
+}
+
+impl Touched {
+    pub fn chains(&self, family: Family) -> impl Iterator<Item = &String> {
+        self.chains
+            .iter()
+            .filter(move |(f, _)| *f == family)
+            .map(|(_, name)| name)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.sets.is_empty()
+    }
+}
+
+/// What a secured port's chains were built from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PortInputs {
+    spec: PortSecuritySpec,
+    index: u16,
+    groups: Vec<String>,
+    stateful: bool,
+}
+
+/// What a set's elements were built from: its source's addresses (both
+/// IP versions, as the state has them), and of its own version each
+/// prefix (truncated) with how many addresses give it, so that an address
+/// coming or going re-decides only the prefixes it contains.
+#[derive(Clone, Debug)]
+struct SetInputs {
+    source: SetSource,
+    members: BTreeSet<IpNet>,
+    prefixes: BTreeMap<IpNet, u32>,
+}
+
+/// The desired ruleset of a host, kept up to date piece by piece.
+#[derive(Clone, Debug, Default)]
+pub struct IncrementalRuleset {
+    ruleset: Ruleset,
+    layout: Layout,
+    index: BTreeMap<String, u16>,
+    /// By device.
+    ports: BTreeMap<String, PortInputs>,
+    /// The groups secured ports use, as their chains were built.
+    groups: BTreeMap<String, SecurityGroupSpec>,
+    /// By set name.
+    sets: BTreeMap<String, SetInputs>,
+}
+
+impl IncrementalRuleset {
+    /// Built whole from `state`.
+    pub fn new(state: &HostState, config: &NftConfig) -> Self {
+        let mut built = IncrementalRuleset::default();
+        built.update(state, config);
+        built
+    }
+
+    pub fn ruleset(&self) -> &Ruleset {
+        &self.ruleset
+    }
+
+    /// Brings the ruleset to `state`'s, rebuilding only the pieces whose
+    /// inputs changed; returns what it touched.
+    pub fn update(&mut self, state: &HostState, config: &NftConfig) -> Touched {
+        let mut touched = Touched::default();
+        let (layout, specs) = layout(state, config);
+        let index = port_indexes(layout.secured.keys().map(String::as_str));
+        if layout != self.layout || index != self.index || self.ruleset.inet.chains.is_empty() {
+            for (family, name, chain) in base_chains(&layout, &index, config) {
+                self.ruleset
+                    .table_mut(family)
+                    .chains
+                    .insert(name.clone(), chain);
+                touched.chains.insert((family, name));
+            }
+            self.ruleset.filtered_bridges = layout.secured.values().cloned().collect();
+            self.layout = layout;
+            self.index = index;
+        }
+
+        let mut used_groups: BTreeSet<&str> = BTreeSet::new();
+        for (dev, spec) in &specs {
+            let (groups, stateful) = port_groups(spec, &state.security_groups);
+            let i = self.index.get(*dev).copied().unwrap_or(0);
+            let same = self.ports.get(*dev).is_some_and(|p| {
+                p.index == i && p.stateful == stateful && p.groups == groups && p.spec == **spec
+            });
+            if !same {
+                for (family, name, chain) in port_chains(dev, spec, i, &groups, stateful) {
+                    self.ruleset
+                        .table_mut(family)
+                        .chains
+                        .insert(name.clone(), chain);
+                    touched.chains.insert((family, name));
+                }
+                let inputs = PortInputs {
+                    spec: (*spec).clone(),
+                    index: i,
+                    groups: groups.iter().map(|g| (*g).to_owned()).collect(),
+                    stateful,
+                };
+                self.ports.insert((*dev).to_owned(), inputs);
+            }
+            used_groups.extend(groups);
+        }
+        let gone: Vec<String> = self
+            .ports
+            .keys()
+            .filter(|dev| !specs.contains_key(dev.as_str()))
+            .cloned()
+            .collect();
+        for dev in gone {
+            self.ports.remove(&dev);
+            for (family, name) in port_chain_names(&dev) {
+                self.ruleset.table_mut(family).chains.remove(&name);
+                touched.chains.insert((family, name));
+            }
+        }
+
+        let mut wanted_sets: BTreeMap<String, SetSource> = BTreeMap::new();
+        for g in &used_groups {
+            let Some(sg) = state.security_groups.get(*g) else {
+                continue;
+            };
+            if self.groups.get(*g) != Some(sg) {
+                for (name, chain) in group_chains(g, sg) {
+                    self.ruleset.inet.chains.insert(name.clone(), chain);
+                    touched.chains.insert((Family::Inet, name));
+                }
+                self.groups.insert((*g).to_owned(), sg.clone());
+            }
+            wanted_sets.extend(group_sets(sg));
+        }
+        let gone: Vec<(String, SecurityGroupSpec)> = self
+            .groups
+            .iter()
+            .filter(|(g, _)| !used_groups.contains(g.as_str()))
+            .map(|(g, sg)| (g.clone(), sg.clone()))
+            .collect();
+        for (g, sg) in gone {
+            self.groups.remove(&g);
+            for (name, _) in group_chains(&g, &sg) {
+                self.ruleset.inet.chains.remove(&name);
+                touched.chains.insert((Family::Inet, name));
+            }
+        }
+
+        let wanted: BTreeSet<String> = wanted_sets.keys().cloned().collect();
+        for (name, source) in wanted_sets {
+            let now = source.members(state);
+            let empty = BTreeSet::new();
+            let now = now.unwrap_or(&empty);
+            match self.sets.get_mut(&name) {
+                Some(kept) if kept.source == source => {
+                    let Some(set) = self.ruleset.inet.sets.get_mut(&name) else {
+                        continue;
+                    };
+                    if kept.update(now, &mut set.elements) {
+                        touched.sets.insert(name);
+                    }
+                }
+                _ => {
+                    let (inputs, set) = SetInputs::new(source, now);
+                    self.ruleset.inet.sets.insert(name.clone(), set);
+                    self.sets.insert(name.clone(), inputs);
+                    touched.sets.insert(name);
+                }
+            }
+        }
+        let gone: Vec<String> = self
+            .sets
+            .keys()
+            .filter(|name| !wanted.contains(*name))
+            .cloned()
+            .collect();
+        for name in gone {
+            self.sets.remove(&name);
+            self.ruleset.inet.sets.remove(&name);
+            touched.sets.insert(name);
+        }
+        touched
+    }
+}
+
+impl SetInputs {
+    fn new(source: SetSource, members: &BTreeSet<IpNet>) -> (Self, Set) {
+        let mine: Vec<IpNet> = members
+            .iter()
+            .filter(|n| matches!(n, IpNet::V6(_)) == source.v6)
+            .copied()
+            .collect();
+        let mut prefixes = BTreeMap::new();
+        for n in &mine {
+            *prefixes.entry(n.trunc()).or_insert(0) += 1;
+        }
+        let set = Set {
+            v6: source.v6,
+            elements: without_overlaps(&mine),
+        };
+        let inputs = SetInputs {
+            source,
+            members: members.clone(),
+            prefixes,
+        };
+        (inputs, set)
+    }
+
+    /// Takes the addresses to `now` and `elements` with them; whether the
+    /// elements changed.
+    fn update(&mut self, now: &BTreeSet<IpNet>, elements: &mut BTreeSet<IpNet>) -> bool {
+        let v6 = self.source.v6;
+        let mine = |n: &&IpNet| matches!(n, IpNet::V6(_)) == v6;
+        let added: Vec<IpNet> = now.difference(&self.members).copied().collect();
+        let removed: Vec<IpNet> = self.members.difference(now).copied().collect();
+        // Prefixes that appear or vanish: only they, and what they contain,
+        // can enter or leave the set.
+        let mut changed = vec![];
+        for n in removed.iter().filter(mine) {
+            self.members.remove(n);
+            if let Entry::Occupied(mut count) = self.prefixes.entry(n.trunc()) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                    changed.push(n.trunc());
+                }
+            }
+        }
+        for n in added.iter().filter(mine) {
+            self.members.insert(*n);
+            let count = self.prefixes.entry(n.trunc()).or_insert(0);
+            *count += 1;
+            if *count == 1 {
+                changed.push(n.trunc());
+            }
+        }
+        // The other version's addresses are kept too, so the next
+        // difference sees them unchanged.
+        for n in removed.iter().filter(|n| !mine(n)) {
+            self.members.remove(n);
+        }
+        for n in added.iter().filter(|n| !mine(n)) {
+            self.members.insert(*n);
+        }
+        let mut modified = false;
+        for prefix in changed {
+            let inside: Vec<IpNet> = self
+                .prefixes
+                .range(range_of(prefix))
+                .map(|(p, _)| *p)
+                .filter(|p| prefix.contains(p))
+                .chain([prefix])
+                .collect();
+            for p in inside {
+                let kept = self.prefixes.contains_key(&p) && !self.has_supernet(p);
+                modified |= if kept {
+                    elements.insert(p)
+                } else {
+                    elements.remove(&p)
+                };
+            }
+        }
+        modified
+    }
+
+    /// Whether a strict supernet of `p` is one of the prefixes.
+    fn has_supernet(&self, p: IpNet) -> bool {
+        (0..p.prefix_len()).any(|len| {
+            IpNet::new(p.addr(), len).is_ok_and(|sup| self.prefixes.contains_key(&sup.trunc()))
+        })
+    }
+}
+
+/// Every (truncated) prefix whose address lies within `p`, in the order
+/// `IpNet` sorts (address, then length): those `p` contains among them.
+fn range_of(p: IpNet) -> std::ops::RangeInclusive<IpNet> {
+    let max_len = p.max_prefix_len();
+    let low = IpNet::new(p.network(), 0).unwrap_or(p);
+    let high = IpNet::new(p.broadcast(), max_len).unwrap_or(p);
+    low..=high
+}
+
+#[cfg(test)]
+#[path = "incremental_tests.rs"]
+mod tests;
