@@ -169,6 +169,7 @@ mod tests {
                 fixed_ips: vec![],
                 device: format!("tap{port}"),
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
         );

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use agent::dhcp::{DhcpServer, PortStatus};
-use compiler::protocol::{DhcpLease, RouteSpec};
+use compiler::protocol::{DhcpLease, DhcpOptionSpec, RouteSpec};
 use model::MacAddr;
 use tokio::sync::mpsc;
 
@@ -263,7 +263,7 @@ case "$event" in
     ip link set "$interface" up
     ;;
   bound|renew)
-    env | grep -E '^(ip|mask|router|mtu|staticroutes|dns|serverid|lease)=' | sort > "$DHCP_OUT/$event.tmp"
+    env | grep -E '^(ip|mask|router|mtu|staticroutes|dns|serverid|lease|siaddr|tftp|bootfile|domain|ntpsrv)=' | sort > "$DHCP_OUT/$event.tmp"
     ip -4 addr flush dev "$interface"
     ip addr add "$ip/$mask" dev "$interface"
     [ -n "$mtu" ] && ip link set dev "$interface" mtu "$mtu"
@@ -371,6 +371,22 @@ fn lease(mac_addr: &str, ip: &str) -> DhcpLease {
         // Not the veth's 1450: seeing 1400 in the VM proves option 26 applied.
         mtu: 1400,
         lease_seconds: 3600,
+        // The port's own (Neutron's extra_dhcp_opts of ip_version 4), as
+        // a PXE-booting port has them, by name and by number.
+        extra_options: [
+            ("bootfile-name", "pxelinux.0"),
+            ("tftp-server", "tftp.example"),
+            ("server-ip-address", "10.0.0.9"),
+            ("option:domain-name", "example.org"),
+            ("42", "10.0.0.4"),
+            ("router", "10.0.0.99"),
+        ]
+        .into_iter()
+        .map(|(name, value)| DhcpOptionSpec {
+            name: name.into(),
+            value: value.into(),
+        })
+        .collect(),
     }
 }
 
@@ -468,6 +484,12 @@ fn vm_gets_exactly_its_ports_lease() {
         "staticroutes",
         "0.0.0.0/0 10.0.0.1 192.168.10.0/24 10.0.0.254",
     );
+    // The port's own options; its `router` is the server's to say.
+    expect("siaddr", "10.0.0.9");
+    expect("tftp", "tftp.example");
+    expect("bootfile", "pxelinux.0");
+    expect("domain", "example.org");
+    expect("ntpsrv", "10.0.0.4");
 
     // What the kernel of VM 1 now has.
     let addrs = vm1.ip(&["-4", "-o", "addr", "show", "dev", "eth0"]);

@@ -42,6 +42,7 @@ fn port(s: &mut HostState, id: &str, n: u8, groups: &[&str]) {
                 }],
                 device: format!("tap{id}"),
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
         );

@@ -303,9 +303,12 @@ pub struct LocalPortSpec {
     /// the port id (as Nova names taps), unless the binding names another.
     pub device: String,
     pub admin_state_up: bool,
-    /// Its `extra_dhcp_opts` of `ip_version` 6, in the API's order, for
-    /// the host's DHCPv6 server (which knows their names). Left out of the
+    /// Its `extra_dhcp_opts` of `ip_version` 4, in the API's order, for
+    /// the host's DHCPv4 server (which knows their names). Left out of the
     /// JSON when empty, as for most ports.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dhcpv4_options: Vec<DhcpOptionSpec>,
+    /// The same, of `ip_version` 6, for the host's DHCPv6 server.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dhcpv6_options: Vec<DhcpOptionSpec>,
 }
@@ -338,6 +341,10 @@ pub struct DhcpLease {
     pub host_routes: Vec<RouteSpec>,
     pub mtu: u32,
     pub lease_seconds: u32,
+    /// The port's own options (`extra_dhcp_opts` of `ip_version` 4), which
+    /// the server reads by dnsmasq's names and adds, or puts in place of
+    /// its own of the same code.
+    pub extra_options: Vec<DhcpOptionSpec>,
 }
 
 /// How long a DHCP lease lasts. Addresses never change under a lease (the API
@@ -374,6 +381,7 @@ impl NetworkSpec {
                 host_routes: subnet.host_routes.clone(),
                 mtu: self.mtu,
                 lease_seconds: LEASE_SECONDS,
+                extra_options: port.dhcpv4_options.clone(),
             })
         })
     }
@@ -787,6 +795,7 @@ mod tests {
                 }],
                 device: tap_name("p"),
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
         });

@@ -49,21 +49,26 @@ pub fn local_port_spec(port: &Port) -> LocalPortSpec {
             .collect(),
         device: port_device(port),
         admin_state_up: port.admin_state_up,
-        dhcpv6_options: port
-            .extra_dhcp_opts
-            .iter()
-            .filter(|o| o.ip_version == 6)
-            .map(|o| DhcpOptionSpec {
-                name: o.opt_name.clone(),
-                value: o.opt_value.clone(),
-            })
-            .collect(),
+        dhcpv4_options: dhcp_options(port, 4),
+        dhcpv6_options: dhcp_options(port, 6),
     }
 }
 
 /// The kernel device of a port: the non-empty string `device` of its
 /// `binding:profile` if it has one, else Nova's tap name. A profile that is not
 /// a JSON object, or whose `device` is not a non-empty string, names nothing.
+/// The port's `extra_dhcp_opts` of one IP version, in the API's order.
+fn dhcp_options(port: &Port, ip_version: u8) -> Vec<DhcpOptionSpec> {
+    port.extra_dhcp_opts
+        .iter()
+        .filter(|o| o.ip_version == ip_version)
+        .map(|o| DhcpOptionSpec {
+            name: o.opt_name.clone(),
+            value: o.opt_value.clone(),
+        })
+        .collect()
+}
+
 pub fn port_device(port: &Port) -> String {
     profile_device(&port.binding_profile).unwrap_or_else(|| tap_name(&port.std.id))
 }

@@ -1086,6 +1086,16 @@ fn reference_local(p: &Port) -> LocalPortSpec {
         .ok()
         .and_then(|v| v.get("device")?.as_str().map(str::to_owned))
         .filter(|d| !d.is_empty());
+    let options = |version: u8| {
+        p.extra_dhcp_opts
+            .iter()
+            .filter(|o| o.ip_version == version)
+            .map(|o| DhcpOptionSpec {
+                name: o.opt_name.clone(),
+                value: o.opt_value.clone(),
+            })
+            .collect()
+    };
     LocalPortSpec {
         mac: p.mac_address,
         fixed_ips: p
@@ -1098,15 +1108,8 @@ fn reference_local(p: &Port) -> LocalPortSpec {
             .collect(),
         device: named.unwrap_or_else(|| format!("tap{}", &p.std.id)),
         admin_state_up: p.admin_state_up,
-        dhcpv6_options: p
-            .extra_dhcp_opts
-            .iter()
-            .filter(|o| o.ip_version == 6)
-            .map(|o| DhcpOptionSpec {
-                name: o.opt_name.clone(),
-                value: o.opt_value.clone(),
-            })
-            .collect(),
+        dhcpv4_options: options(4),
+        dhcpv6_options: options(6),
     }
 }
 

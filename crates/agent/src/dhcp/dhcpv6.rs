@@ -201,8 +201,9 @@ pub fn extra_option(name: &str, value: &str) -> Option<(u16, Vec<u8>)> {
 }
 
 /// Domain names separated by commas, in DNS wire form without compression
-/// (RFC 8415 §10, as option 24 requires); `None` if one is not a name.
-fn domain_list(names: &str) -> Option<Vec<u8>> {
+/// (RFC 8415 §10, as option 24 requires; DHCPv4's option 119 takes the same,
+/// RFC 3397); `None` if one is not a name.
+pub(crate) fn domain_list(names: &str) -> Option<Vec<u8>> {
     let mut wire = Vec::new();
     for name in names.split(',').map(str::trim) {
         let name = name.strip_suffix('.').unwrap_or(name);

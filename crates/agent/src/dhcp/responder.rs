@@ -29,6 +29,16 @@
 //!   address, as GCE's DHCP server uses) stands in; a client that cannot route
 //!   to it renews by broadcast at T2 (rebinding), which is answered as well.
 //!
+//! # The port's own options
+//! A port's `extra_dhcp_opts` of `ip_version` 4 are read as dnsmasq reads
+//! them (Neutron hands them to dnsmasq): by name or number, with or without
+//! `option:`, values as text, addresses, numbers or domain lists by the
+//! option's kind ([`extra_option`]). One replaces the server's own option of
+//! its code; `server-ip-address` is the `siaddr` a PXE client boots from.
+//! The options that make the lease itself (mask, router, lease times,
+//! message type, server identifier, routes) stay the server's, and an option
+//! the server cannot read is left out, never guessed.
+//!
 //! Replies come from [`SERVER_MAC`], a fixed locally administered address; it
 //! never enters a bridge's FDB because replies are written straight onto the
 //! port's device, never through the bridge.
@@ -198,6 +208,10 @@ pub struct LeaseV4 {
     pub routes: Vec<(Ipv4Net, Ipv4Addr)>,
     pub mtu: Option<u16>,
     pub lease_seconds: u32,
+    /// The port's own options as (code, body), in the API's order.
+    pub extra: Vec<(u8, Vec<u8>)>,
+    /// `siaddr` (dnsmasq's `server-ip-address`).
+    pub next_server: Option<Ipv4Addr>,
 }
 
 impl LeaseV4 {
@@ -207,6 +221,11 @@ impl LeaseV4 {
             return None;
         };
         let address = Ipv4Net::new(ip, lease.prefix_len).ok()?;
+        let extras: Vec<Extra> = lease
+            .extra_options
+            .iter()
+            .filter_map(|o| extra_option(&o.name, &o.value))
+            .collect();
         let v4 = |ip: &IpAddr| match ip {
             IpAddr::V4(ip) => Some(*ip),
             IpAddr::V6(_) => None,
@@ -228,6 +247,17 @@ impl LeaseV4 {
             // Option 26's minimum is 68 (RFC 2132 §5.1).
             mtu: u16::try_from(lease.mtu).ok().filter(|m| *m >= 68),
             lease_seconds: lease.lease_seconds,
+            extra: extras
+                .iter()
+                .filter_map(|e| match e {
+                    Extra::Option(code, body) => Some((*code, body.clone())),
+                    Extra::NextServer(_) => None,
+                })
+                .collect(),
+            next_server: extras.iter().rev().find_map(|e| match e {
+                Extra::NextServer(ip) => Some(*ip),
+                Extra::Option(..) => None,
+            }),
         })
     }
 
@@ -303,6 +333,10 @@ pub fn build_reply(request: &Request, lease: &LeaseV4, answer: Answer) -> Vec<u8
     } else {
         owned.push((OPT_MESSAGE, b"address is not this client's".to_vec()));
     }
+    if answer != Answer::Nak {
+        // The port's own replace the server's of their code.
+        owned.retain(|(kind, _)| !lease.extra.iter().any(|(code, _)| code == kind));
+    }
     if let Some(id) = &request.client_identifier {
         owned.push((OPT_CLIENT_ID, id.clone()));
     }
@@ -343,13 +377,15 @@ pub fn build_reply(request: &Request, lease: &LeaseV4, answer: Answer) -> Vec<u8
     if answer != Answer::Nak {
         repr.subnet_mask = Some(lease.address.netmask());
         repr.router = lease.gateway;
+        repr.server_ip = lease.next_server.unwrap_or(Ipv4Addr::UNSPECIFIED);
         if answer != Answer::InformAck {
             repr.lease_duration = Some(lease.lease_seconds);
         }
     }
 
-    // Classless static routes fill what room the client's size limit leaves.
-    let base_options: Vec<DhcpOption<'_>> = owned
+    // The port's own options, then classless static routes, fill what room
+    // the client's size limit leaves.
+    let mut base_options: Vec<DhcpOption<'_>> = owned
         .iter()
         .map(|(kind, data)| DhcpOption { kind: *kind, data })
         .collect();
@@ -369,7 +405,14 @@ pub fn build_reply(request: &Request, lease: &LeaseV4, answer: Answer) -> Vec<u8
             ..repr.clone()
         }
         .buffer_len();
-        classless_routes(lease, max_dhcp_len.saturating_sub(used))
+        let mut room = max_dhcp_len.saturating_sub(used);
+        for (kind, data) in &lease.extra {
+            if 2 + data.len() <= room {
+                room -= 2 + data.len();
+                base_options.push(DhcpOption { kind: *kind, data });
+            }
+        }
+        classless_routes(lease, room)
     };
     let mut options = base_options;
     options.extend(routes.iter().map(|data| DhcpOption {
@@ -392,6 +435,86 @@ pub fn build_reply(request: &Request, lease: &LeaseV4, answer: Answer) -> Vec<u8
         ours
     };
     emit_frame(&repr, dhcp_len, server_id, dst_ip, request.client_mac)
+}
+
+/// One of a port's own options, read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Extra {
+    Option(u8, Vec<u8>),
+    /// `server-ip-address`: the reply's `siaddr`.
+    NextServer(Ipv4Addr),
+}
+
+/// How an option's value is written.
+#[derive(Clone, Copy)]
+enum Kind {
+    Addresses,
+    Text,
+    U16,
+    U32,
+    Domains,
+}
+
+/// The options a port may set, by dnsmasq's name and code. The ones that
+/// make the lease (1, 3, 50–61, 121) are the server's alone.
+const NAMED: &[(&str, u8, Kind)] = &[
+    ("time-offset", 2, Kind::U32),
+    ("dns-server", 6, Kind::Addresses),
+    ("log-server", 7, Kind::Addresses),
+    ("hostname", 12, Kind::Text),
+    ("domain-name", 15, Kind::Text),
+    ("root-path", 17, Kind::Text),
+    ("mtu", 26, Kind::U16),
+    ("ntp-server", 42, Kind::Addresses),
+    ("netbios-ns", 44, Kind::Addresses),
+    ("tftp-server", 66, Kind::Text),
+    ("bootfile-name", 67, Kind::Text),
+    ("domain-search", 119, Kind::Domains),
+    ("tftp-server-address", 150, Kind::Addresses),
+];
+
+/// One of a port's `extra_dhcp_opts` (`ip_version` 4) read: by dnsmasq's
+/// name or number (`option:` prefix allowed), the value as that option's
+/// kind; a number dnsmasq has no name for takes addresses if every item is
+/// one, else text. `None` for the lease's own options, names it does not
+/// know, and values that are not of the option's kind or exceed one
+/// option (255 bytes).
+pub fn extra_option(name: &str, value: &str) -> Option<Extra> {
+    let name = name.trim();
+    let name = name.strip_prefix("option:").unwrap_or(name);
+    let value = value.trim();
+    if name == "server-ip-address" {
+        return value.parse().ok().map(Extra::NextServer);
+    }
+    let addresses = || -> Option<Vec<u8>> {
+        let mut body = Vec::new();
+        for item in value.split(',') {
+            body.extend_from_slice(&item.trim().parse::<Ipv4Addr>().ok()?.octets());
+        }
+        Some(body)
+    };
+    let (code, kind) = match NAMED.iter().find(|(n, _, _)| *n == name) {
+        Some((_, code, kind)) => (*code, *kind),
+        None => {
+            let code: u8 = name.parse().ok()?;
+            match NAMED.iter().find(|(_, c, _)| *c == code) {
+                Some((_, _, kind)) => (code, *kind),
+                None if addresses().is_some() => (code, Kind::Addresses),
+                None => (code, Kind::Text),
+            }
+        }
+    };
+    if matches!(code, 0 | 1 | 3 | 50..=61 | 121 | 255) {
+        return None;
+    }
+    let body = match kind {
+        Kind::Addresses => addresses()?,
+        Kind::Text => value.as_bytes().to_vec(),
+        Kind::U16 => value.parse::<u16>().ok()?.to_be_bytes().to_vec(),
+        Kind::U32 => value.parse::<u32>().ok()?.to_be_bytes().to_vec(),
+        Kind::Domains => super::dhcpv6::domain_list(value)?,
+    };
+    (!body.is_empty() && body.len() <= usize::from(u8::MAX)).then_some(Extra::Option(code, body))
 }
 
 /// Option 121 (RFC 3442) payloads: the default route via the gateway first

@@ -260,6 +260,7 @@ mod tests {
                         fixed_ips: vec![],
                         device: "tapp".into(),
                         admin_state_up: true,
+                        dhcpv4_options: vec![],
                         dhcpv6_options: vec![],
                     },
                 )]

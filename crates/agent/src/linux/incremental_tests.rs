@@ -149,6 +149,7 @@ fn apply(state: &mut HostState, step: &Step) -> BTreeSet<String> {
                         format!("tap{n}{port}")
                     },
                     admin_state_up: port % 2 == 0,
+                    dhcpv4_options: vec![],
                     dhcpv6_options: vec![],
                 },
             );

@@ -34,6 +34,7 @@ fn local(device: &str, last: u8, addr: &str) -> LocalPortSpec {
         }],
         device: device.into(),
         admin_state_up: true,
+        dhcpv4_options: vec![],
         dhcpv6_options: vec![],
     }
 }

@@ -145,6 +145,7 @@ fn apply(state: &mut HostState, step: &Step) {
                         // Two ports may name one device.
                         device: format!("tap{device}"),
                         admin_state_up: true,
+                        dhcpv4_options: vec![],
                         dhcpv6_options: vec![],
                     },
                 );

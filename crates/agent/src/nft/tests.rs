@@ -53,6 +53,7 @@ fn state() -> HostState {
                 }],
                 device: dev.into(),
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
         );

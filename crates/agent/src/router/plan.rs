@@ -875,6 +875,7 @@ mod tests {
                 }],
                 device: "tapvm1".into(),
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
         );

@@ -41,6 +41,7 @@ pub fn local(device: &str, mac_s: &str, addr: &str) -> LocalPortSpec {
         }],
         device: device.into(),
         admin_state_up: true,
+        dhcpv4_options: vec![],
         dhcpv6_options: vec![],
     }
 }

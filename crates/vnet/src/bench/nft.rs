@@ -104,6 +104,7 @@ fn port(state: &mut HostState, i: usize) {
                 }],
                 device,
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
         );

@@ -214,6 +214,7 @@ fn a_port_is_served_only_on_dhcpv6_subnets() {
                     .collect(),
                 device: "tapp".into(),
                 admin_state_up: true,
+                dhcpv4_options: vec![],
                 dhcpv6_options,
             },
         )]

@@ -42,6 +42,7 @@ fn lease() -> DhcpLease {
         }],
         mtu: 1450,
         lease_seconds: 86_400,
+        extra_options: vec![],
     }
 }
 
@@ -57,6 +58,7 @@ struct Reply {
     chaddr: MacAddr,
     ciaddr: Ipv4Addr,
     yiaddr: Ipv4Addr,
+    siaddr: Ipv4Addr,
     broadcast: bool,
     dhcp_len: usize,
     /// Every option in order, as (code, data).
@@ -94,6 +96,7 @@ impl Reply {
             chaddr: MacAddr(dhcp.client_hardware_address().0),
             ciaddr: dhcp.client_ip(),
             yiaddr: dhcp.your_ip(),
+            siaddr: dhcp.server_ip(),
             broadcast: dhcp.flags().contains(DhcpFlags::BROADCAST),
             dhcp_len: udp.payload().len(),
             options,
@@ -508,6 +511,118 @@ fn more_than_three_dns_servers_all_go_out() {
         .collect();
     let r = reply(&hex(DISCOVER), &l);
     assert_eq!(r.option(6).unwrap().len(), 20);
+}
+
+fn with_extra(options: &[(&str, &str)]) -> DhcpLease {
+    let mut l = lease();
+    l.extra_options = options
+        .iter()
+        .map(|(name, value)| compiler::protocol::DhcpOptionSpec {
+            name: (*name).into(),
+            value: (*value).into(),
+        })
+        .collect();
+    l
+}
+
+#[test]
+fn a_ports_own_options_are_read_as_dnsmasq_reads_them() {
+    let opt = |name: &str, value: &str| extra_option(name, value);
+    let o = |code: u8, body: &[u8]| Some(Extra::Option(code, body.to_vec()));
+    assert_eq!(opt("bootfile-name", "pxelinux.0"), o(67, b"pxelinux.0"));
+    assert_eq!(
+        opt("option:tftp-server", "tftp.example"),
+        o(66, b"tftp.example")
+    );
+    assert_eq!(
+        opt("dns-server", "10.1.1.1, 10.1.1.2"),
+        o(6, &[10, 1, 1, 1, 10, 1, 1, 2])
+    );
+    assert_eq!(opt("26", "9000"), o(26, &9000u16.to_be_bytes()));
+    assert_eq!(opt("mtu", "9000"), o(26, &9000u16.to_be_bytes()));
+    assert_eq!(
+        opt("domain-search", "a.example,b"),
+        o(119, b"\x01a\x07example\x00\x01b\x00")
+    );
+    // A number dnsmasq has no name for: addresses if they are, else text.
+    assert_eq!(opt("150", "10.0.0.9"), o(150, &[10, 0, 0, 9]));
+    assert_eq!(opt("224", "10.0.0.9"), o(224, &[10, 0, 0, 9]));
+    assert_eq!(
+        opt("252", "http://wpad/wpad.dat"),
+        o(252, b"http://wpad/wpad.dat")
+    );
+    assert_eq!(
+        opt("server-ip-address", "10.0.0.9"),
+        Some(Extra::NextServer("10.0.0.9".parse().unwrap()))
+    );
+    // The lease's own, unknown names, and values not of the option's kind.
+    for (name, value) in [
+        ("router", "10.0.0.99"),
+        ("3", "10.0.0.99"),
+        ("1", "255.255.255.0"),
+        ("51", "60"),
+        ("121", "0.0.0.0/0,10.0.0.1"),
+        ("no-such-option", "x"),
+        ("dns-server", "not-an-address"),
+        ("mtu", "70000"),
+        ("domain-search", "bad..name"),
+        ("bootfile-name", ""),
+        ("256", "x"),
+    ] {
+        assert_eq!(opt(name, value), None, "{name}={value}");
+    }
+    assert_eq!(
+        opt("hostname", &"x".repeat(256)),
+        None,
+        "longer than one option"
+    );
+}
+
+#[test]
+fn a_ports_own_options_go_out_and_replace_the_servers() {
+    let l = with_extra(&[
+        ("bootfile-name", "pxelinux.0"),
+        ("server-ip-address", "10.0.0.9"),
+        ("dns-server", "10.9.9.9"),
+        ("router", "10.0.0.99"),
+    ]);
+    let offer = reply(&hex(DISCOVER), &l);
+    assert_eq!(offer.option(67), Some(&b"pxelinux.0"[..]));
+    assert_eq!(offer.siaddr, "10.0.0.9".parse::<Ipv4Addr>().unwrap());
+    assert_eq!(
+        offer.option(6),
+        Some(&[10, 9, 9, 9][..]),
+        "in place of the subnet's"
+    );
+    assert_eq!(offer.codes().iter().filter(|c| **c == 6).count(), 1);
+    assert_eq!(
+        offer.option(3),
+        Some(&[10, 0, 0, 1][..]),
+        "the router is the server's"
+    );
+    // Without them: no siaddr, the subnet's DNS servers.
+    let plain = reply(&hex(DISCOVER), &lease());
+    assert_eq!(plain.siaddr, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(plain.option(6).unwrap().len(), 8);
+    // A NAK carries none of them.
+    let mut moved = l;
+    moved.ip = "10.0.0.7".parse().unwrap();
+    let nak = reply(&hex(REQUEST_SELECTING), &moved);
+    assert_eq!(nak.message_type, DhcpMessageType::Nak);
+    assert_eq!(nak.codes(), vec![53, 54, 56, 61]);
+    assert_eq!(nak.siaddr, Ipv4Addr::UNSPECIFIED);
+}
+
+#[test]
+fn a_ports_own_options_never_push_the_reply_past_the_clients_limit() {
+    let long: Vec<(String, String)> = (0..8)
+        .map(|i| (format!("{}", 224 + i), "x".repeat(200)))
+        .collect();
+    let named: Vec<(&str, &str)> = long.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    let r = reply(&hex(DISCOVER), &with_extra(&named));
+    // udhcpc asks for no more than 576 bytes: the IP datagram stays within.
+    assert!(r.dhcp_len + 28 <= 576, "{}", r.dhcp_len);
+    assert!(r.option(224).is_some(), "the first fits");
 }
 
 // === malformed input: never a panic, never a reply ===
