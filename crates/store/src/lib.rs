@@ -186,6 +186,15 @@ impl TxnLimits {
     pub const OP_OVERHEAD: usize = 32;
 }
 
+/// Who holds a store's writer claim (see [`Store::claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This process: its transactions are the only ones applied.
+    Ours,
+    /// Another process, which named itself so (vnet: its API's URL).
+    HeldBy(String),
+}
+
 /// The store contract. A transaction's future resolves only once its effect is
 /// durable: an acknowledged write survives `kill -9` of the process.
 #[async_trait]
@@ -209,6 +218,16 @@ pub trait Store: Send + Sync + 'static {
     /// from `revision` still works, one from `revision - 1` fails with `Compacted`.
     /// Compacting at or before an earlier compaction is a no-op, not an error.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+
+    /// Try once to become the store's only writer, naming this process
+    /// `holder`. Once ours, the claim lasts as long as the process (or until
+    /// the backend loses it: then every transaction fails, never applying
+    /// over a successor's). The default is a store only one process can open
+    /// (the embedded store, whose data dir's lock its opener holds): always ours.
+    async fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
+        let _ = holder;
+        Ok(Claim::Ours)
+    }
 
     /// How large a transaction this store accepts.
     fn txn_limits(&self) -> TxnLimits {

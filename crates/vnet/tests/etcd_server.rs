@@ -1,7 +1,9 @@
 //! `vnet server --store etcd` as a user runs it: a real etcd member on loopback
 //! and real server processes over HTTP. What is created survives a clean stop and
-//! a kill -9 of the server, a second server on the same prefix is refused, and a
-//! dead etcd turns writes into 503s in Neutron's error shape, not hangs.
+//! a kill -9 of the server; several servers on one prefix are replicas of one
+//! cloud (reads on any see writes acknowledged by any, allocation stays unique,
+//! and a killed leader is replaced with nothing acknowledged lost); a dead etcd
+//! turns writes into 503s in Neutron's error shape, not hangs.
 
 #![allow(clippy::unwrap_used)] // a failed setup step should panic the test
 
@@ -12,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Proc, VNET, free_addr, http};
+use common::{Proc, VNET, free_addr, http, try_http};
 use serde_json::{Value, json};
 use store::etcd::local::LocalEtcd;
 
@@ -150,16 +152,16 @@ fn a_server_on_etcd_keeps_the_cloud_across_restarts() {
     let before = ports(api);
     assert_eq!(before.len(), 5);
 
-    // A second server on the same prefix is refused while the first runs.
+    // A second server on the same prefix follows the first.
     let second_api = free_addr();
-    let mut second = common::spawn(
-        server_command(&etcd, second_api),
-        &dir.path().join("server2.log"),
+    let mut second = server(&etcd, second_api, &dir.path().join("server2.log"));
+    assert_eq!(
+        ports(second_api),
+        before,
+        "a follower serves the same cloud"
     );
-    let status = exited(&mut second, Duration::from_secs(20));
-    assert!(!status.success());
-    let log = std::fs::read_to_string(dir.path().join("server2.log")).unwrap();
-    assert!(log.contains("holds etcd prefix /vnet"), "{log}");
+    stop(&second);
+    assert!(exited(&mut second, Duration::from_secs(20)).success());
 
     // A clean stop lets go of the claim: the next server starts at once.
     stop(&first);
@@ -256,4 +258,213 @@ fn a_request_larger_than_one_etcd_transaction_is_refused() {
     );
     assert_eq!(ports(api).len(), 2);
     drop(proc);
+}
+
+/// `GET /vnet/v1/replica` of a server: whether it leads.
+fn leads(api: SocketAddr) -> bool {
+    try_http(api, "GET", "/vnet/v1/replica", None)
+        .is_some_and(|(status, r)| status == 200 && r["replica"]["leads"] == true)
+}
+
+/// Creates a port on `net_id` through `apis[at]`, moving on to the next replica
+/// while one does not answer or answers 503; the port's id and address, or
+/// `None` when the subnet is full.
+fn create_port(apis: &[SocketAddr], at: &mut usize, net_id: &str) -> Option<(String, String)> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let body = json!({"port": {"network_id": net_id}});
+    loop {
+        assert!(Instant::now() < deadline, "no replica took a create");
+        match try_http(apis[*at], "POST", "/v2.0/ports", Some(&body)) {
+            Some((201, p)) => {
+                let port = &p["port"];
+                let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
+                return Some((port["id"].as_str().unwrap().to_owned(), ip.to_owned()));
+            }
+            Some((409, r)) if r["NeutronError"]["type"] == "IpAddressGenerationFailure" => {
+                return None;
+            }
+            Some((503, _)) | None => {
+                *at = (*at + 1) % apis.len();
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Some((status, reply)) => panic!("create: {status} {reply}"),
+        }
+    }
+}
+
+/// Three servers on one etcd are replicas of one cloud: one leads, the others
+/// forward writes to it and serve reads from their own copy, after catching up
+/// with every acknowledged write. Killing the leader (-9) elects another with
+/// nothing acknowledged lost.
+#[test]
+fn replicas_serve_one_cloud_and_survive_their_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = start_etcd(dir.path());
+    let apis: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let mut procs: Vec<Option<Proc>> = apis
+        .iter()
+        .enumerate()
+        .map(|(i, api)| {
+            Some(server(
+                &etcd,
+                *api,
+                &dir.path().join(format!("server{i}.log")),
+            ))
+        })
+        .collect();
+    common::wait_for("one replica to lead", Duration::from_secs(20), || {
+        apis.iter().filter(|a| leads(**a)).count() == 1
+    });
+
+    // Read your writes: a write through one replica is in a read through any
+    // other made after the first answered.
+    for (i, from) in apis.iter().enumerate() {
+        let to = apis[(i + 1) % apis.len()];
+        let net = call(
+            *from,
+            "POST",
+            "/v2.0/networks",
+            json!({"network": {"name": format!("n{i}")}}),
+        );
+        let id = net["network"]["id"].as_str().unwrap();
+        let (status, read) = http(to, "GET", &format!("/v2.0/networks/{id}"), None);
+        assert_eq!(
+            status, 200,
+            "written through {from}, read through {to}: {read}"
+        );
+        // If-Match through a follower is checked by the leader.
+        let path = format!("/v2.0/networks/{id}");
+        let rename = json!({"network": {"name": "renamed"}});
+        let stale = common::http_with(
+            to,
+            "PUT",
+            &path,
+            &rename,
+            &[("If-Match", "revision_number=99")],
+        );
+        assert_eq!(stale.0, 412, "{}", stale.1);
+        let revision = read["network"]["revision_number"].to_string();
+        let matching = common::http_with(
+            to,
+            "PUT",
+            &path,
+            &rename,
+            &[("If-Match", &format!("revision_number={revision}"))],
+        );
+        assert_eq!(matching.0, 200, "{}", matching.1);
+        let (_, again) = http(*from, "GET", &path, None);
+        assert_eq!(again["network"]["name"], "renamed");
+    }
+
+    // Eight clients spread over the replicas on one /28 (13 addresses): no
+    // address twice, and exactly the pool's size of creates succeed.
+    let small = network_with_subnet(apis[0], "10.9.0.0/28");
+    let created: Vec<(String, String)> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..8)
+            .map(|c| {
+                let (apis, small) = (&apis, &small);
+                s.spawn(move || {
+                    let mut at = c % apis.len();
+                    let mut mine = Vec::new();
+                    while let Some(port) = create_port(apis, &mut at, small) {
+                        mine.push(port);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    let mut ips: Vec<&str> = created.iter().map(|(_, ip)| ip.as_str()).collect();
+    ips.sort_unstable();
+    ips.dedup();
+    assert_eq!((created.len(), ips.len()), (13, 13), "{created:?}");
+
+    // Kill -9 the leader during a stream of creates through every replica:
+    // another leads, every acknowledged create exists, and the dead one's
+    // clients go on through the others.
+    let big = network_with_subnet(apis[1], "10.10.0.0/22");
+    call(
+        apis[2],
+        "PUT",
+        "/v2.0/quotas/admin",
+        json!({"quota": {"port": -1}}),
+    );
+    let leader = apis.iter().position(|a| leads(*a)).unwrap();
+    let stop_at = std::sync::Mutex::new(None::<Instant>);
+    let killed = std::sync::Mutex::new(None::<Instant>);
+    let first_after = std::sync::Mutex::new(None::<Instant>);
+    let acked: Vec<String> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3)
+            .map(|c| {
+                let (apis, big, stop_at, killed, first_after) =
+                    (&apis, &big, &stop_at, &killed, &first_after);
+                s.spawn(move || {
+                    let mut at = c;
+                    let mut mine = Vec::new();
+                    loop {
+                        if stop_at.lock().unwrap().is_some_and(|t| Instant::now() > t) {
+                            return mine;
+                        }
+                        let (id, _) = create_port(apis, &mut at, big).expect("the /22 is not full");
+                        if let Some(k) = *killed.lock().unwrap() {
+                            let mut first = first_after.lock().unwrap();
+                            if first.is_none() && Instant::now() > k {
+                                *first = Some(Instant::now());
+                            }
+                        }
+                        mine.push(id);
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        let mut dead = procs[leader].take().unwrap();
+        let _ = dead.0.kill();
+        let _ = dead.0.wait();
+        *killed.lock().unwrap() = Some(Instant::now());
+        common::wait_for("another replica to lead", Duration::from_secs(20), || {
+            apis.iter().filter(|a| leads(**a)).count() == 1
+        });
+        common::wait_for("a create after the kill", Duration::from_secs(20), || {
+            first_after.lock().unwrap().is_some()
+        });
+        *stop_at.lock().unwrap() = Some(Instant::now() + Duration::from_secs(1));
+        clients
+            .into_iter()
+            .flat_map(|c| c.join().unwrap())
+            .collect()
+    });
+    let pause = first_after.lock().unwrap().unwrap() - killed.lock().unwrap().unwrap();
+    eprintln!("leader killed: first acknowledged create {pause:?} later");
+    let survivors: Vec<SocketAddr> = (0..3).filter(|i| *i != leader).map(|i| apis[i]).collect();
+    for api in &survivors {
+        let (status, list) = http(*api, "GET", &format!("/v2.0/ports?network_id={big}"), None);
+        assert_eq!(status, 200, "{list}");
+        let listed: std::collections::BTreeSet<&str> = list["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_str().unwrap())
+            .collect();
+        let lost: Vec<&String> = acked
+            .iter()
+            .filter(|id| !listed.contains(id.as_str()))
+            .collect();
+        assert!(lost.is_empty(), "acknowledged but gone on {api}: {lost:?}");
+        let mut ips: Vec<&str> = list["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["fixed_ips"][0]["ip_address"].as_str().unwrap())
+            .collect();
+        let n = ips.len();
+        ips.sort_unstable();
+        ips.dedup();
+        assert_eq!(ips.len(), n, "an address handed out twice");
+    }
+    drop(procs);
 }
