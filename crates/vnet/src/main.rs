@@ -188,7 +188,9 @@ impl KeystoneArgs {
 
 #[derive(clap::Args, Clone)]
 pub struct AgentArgs {
-    /// The vnet server, http://HOST:PORT.
+    /// The vnet server, http://HOST:PORT, or its replicas comma-separated
+    /// (http://A:9696,http://B:9696): when one stops answering the agent
+    /// moves to the next and resumes its state stream there.
     #[arg(long, default_value = "http://127.0.0.1:9696")]
     server: String,
     /// This host's name, as ports are bound to it (binding:host_id).

@@ -15,6 +15,9 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{Proc, VNET, free_addr, http, try_http};
+use compiler::protocol::{
+    HostRegistration, HostState, PROTOCOL_VERSION, PortStatusReport, StreamMessage,
+};
 use serde_json::{Value, json};
 use store::etcd::local::LocalEtcd;
 
@@ -466,5 +469,108 @@ fn replicas_serve_one_cloud_and_survive_their_leader() {
         ips.dedup();
         assert_eq!(ips.len(), n, "an address handed out twice");
     }
+
+    // An agent's replica dies (-9): the agent moves to another, resumes its
+    // stream from its last revision there (deltas, no snapshot: nothing to
+    // re-program), and its host and wired port stay up.
+    let follower = (0..3).find(|i| *i != leader && !leads(apis[*i])).unwrap();
+    let standing = 3 - leader - follower;
+    let agent = agent::sync::Server::parse(&format!(
+        "http://{},http://{}",
+        apis[follower], apis[standing]
+    ))
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let bound = |name: &str| {
+        let port = json!({"port": {"network_id": big, "name": name, "binding:host_id": "h1"}});
+        call(apis[standing], "POST", "/v2.0/ports", port)["port"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    rt.block_on(agent.register(&registration("h1"))).unwrap();
+    let wired = bound("wired");
+    let mut stream = rt.block_on(agent.stream("h1", None)).unwrap();
+    let seen = rt.block_on(read_until_port(&mut stream, &wired, true));
+    rt.block_on(agent.report_ports(
+        "h1",
+        &PortStatusReport {
+            revision: seen,
+            wired: vec![wired.clone()],
+        },
+    ))
+    .unwrap();
+    let status = |api: SocketAddr| {
+        http(api, "GET", &format!("/v2.0/ports/{wired}"), None).1["port"]["status"].clone()
+    };
+    assert_eq!(status(apis[standing]), "ACTIVE");
+    drop(stream);
+    let mut dead = procs[follower].take().unwrap();
+    let _ = dead.0.kill();
+    let _ = dead.0.wait();
+    let moved = Instant::now();
+    rt.block_on(agent.register(&registration("h1"))).unwrap();
+    let later = bound("later");
+    let mut stream = rt.block_on(agent.stream("h1", Some(seen))).unwrap();
+    rt.block_on(read_until_port(&mut stream, &later, false));
+    eprintln!(
+        "agent's replica killed: streaming from another {:?} later",
+        moved.elapsed()
+    );
+    assert_eq!(status(apis[standing]), "ACTIVE", "the wired port stayed up");
+    let (_, host) = http(apis[standing], "GET", "/vnet/v1/hosts/h1", None);
+    assert_eq!(host["host"]["alive"], true, "{host}");
     drop(procs);
+}
+
+fn registration(name: &str) -> HostRegistration {
+    HostRegistration {
+        protocol_version: PROTOCOL_VERSION,
+        name: name.into(),
+        underlay_ip: "192.0.2.1".parse().unwrap(),
+        capabilities: Vec::new(),
+        physical_networks: Vec::new(),
+        gateway: false,
+        availability_zone: "nova".into(),
+    }
+}
+
+/// Reads `stream` until `port` is one of the host's ports; the revision
+/// then. Only the first message may be a snapshot, and only if `snapshot`.
+async fn read_until_port(stream: &mut agent::sync::StateStream, port: &str, snapshot: bool) -> i64 {
+    let mut state = HostState::default();
+    let mut first = true;
+    let within = Duration::from_secs(20);
+    loop {
+        let message = tokio::time::timeout(within, stream.next())
+            .await
+            .expect("a state message in time")
+            .unwrap()
+            .expect("the stream goes on");
+        let revision = match message {
+            StreamMessage::Snapshot { revision, state: s } => {
+                assert!(
+                    snapshot && first,
+                    "a snapshot where the stream should resume"
+                );
+                state = s;
+                revision
+            }
+            StreamMessage::Delta { revision, changes } => {
+                assert!(
+                    !(snapshot && first),
+                    "a resumed stream where a snapshot was due"
+                );
+                for change in changes {
+                    state.apply(change);
+                }
+                revision
+            }
+            StreamMessage::Idle { revision } => revision,
+        };
+        first = false;
+        if state.port_security.contains_key(port) {
+            return revision;
+        }
+    }
 }
