@@ -3,8 +3,10 @@
 //! flight goes into the next one (group commit), so N concurrent writers cost
 //! one fsync, not N, and a later change never reaches the disk before an
 //! earlier one it may depend on. Callers are answered only after their batch
-//! is durable. A store failure is fatal: memory is then ahead of the disk, so
-//! the server stops rather than serve state it cannot keep (restart reloads).
+//! is durable. A transient store failure (an etcd leader change) is retried
+//! for a few seconds; a lasting one is fatal: memory is then ahead of the
+//! disk, so the server stops rather than serve state it cannot keep (restart
+//! reloads).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +16,10 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most API writes merged into one store transaction.
 const MAX_BATCH: usize = 1024;
+
+/// How long a transaction is retried while the store's failure is
+/// transient, before the server stops (crash-only: memory is ahead of it).
+const RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Store history kept for watchers that resume from a past revision; older
 /// history is compacted away so the log does not grow without bound.
@@ -115,15 +121,16 @@ async fn run(
                 ops.insert(key, op);
             }
         }
-        let result = store
-            .txn(Txn {
+        let result = commit(
+            store.as_ref(),
+            Txn {
                 compare: Vec::new(),
                 success: ops.into_values().collect(),
                 failure: Vec::new(),
-            })
-            .await
-            .map(|r| r.revision)
-            .map_err(|e| CommitError::StoreFailed(e.to_string()));
+            },
+        )
+        .await
+        .map_err(|e| CommitError::StoreFailed(e.to_string()));
         if let Err(e) = &result {
             tracing::error!(error = %e, "commit failed; stopping");
             let _ = failed.send(Some(e.clone()));
@@ -142,6 +149,25 @@ async fn run(
                 }
             }
             Ok(_) => {}
+        }
+    }
+}
+
+/// One transaction, sent again while the store's failure is transient (an
+/// etcd leader change), for up to [`RETRY_WITHIN`]. Sending it twice is
+/// harmless: it only puts and deletes, with no compare.
+async fn commit(store: &dyn Store, txn: Txn) -> Result<Revision, store::StoreError> {
+    let deadline = tokio::time::Instant::now() + RETRY_WITHIN;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match store.txn(txn.clone()).await {
+            Ok(r) => return Ok(r.revision),
+            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+                tracing::warn!(error = %e, "commit failed; sending it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
         }
     }
 }

@@ -162,6 +162,18 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store is closed")]
     Closed,
+    /// This process's claim (see [`Store::claim`]) is gone: another may
+    /// write now, so this one never will again.
+    #[error("{0}")]
+    ClaimLost(String),
+}
+
+impl StoreError {
+    /// Whether the same request may succeed if sent again (a backend that
+    /// did not answer, or answered during its own leader election).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
 }
 
 /// The largest transaction a backend accepts. A writer that merges many changes

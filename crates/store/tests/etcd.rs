@@ -191,7 +191,7 @@ async fn one_writer_at_a_time() {
     txn(&second, ops(vec![put("k", b"second")])).await;
     let refused = first.store.txn(ops(vec![put("k", b"first")])).await;
     assert!(
-        matches!(refused, Err(StoreError::Backend(_))),
+        matches!(refused, Err(StoreError::ClaimLost(_))),
         "{refused:?}"
     );
     assert_eq!(get(&second, "k").await.expect("k").value, b"second");
@@ -217,7 +217,7 @@ async fn a_writer_that_lost_its_claim_is_fenced() {
 
     let refused = old.store.txn(ops(vec![put("k", b"old again")])).await;
     assert!(
-        matches!(refused, Err(StoreError::Backend(_))),
+        matches!(refused, Err(StoreError::ClaimLost(_))),
         "{refused:?}"
     );
     assert_eq!(get(&new, "k").await.expect("k").value, b"new");

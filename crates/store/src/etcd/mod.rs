@@ -344,7 +344,7 @@ impl Store for EtcdStore {
         let succeeded = match self.claim.get() {
             None => response.succeeded(),
             Some(claim) if !response.succeeded() => {
-                return Err(backend_msg(format!(
+                return Err(StoreError::ClaimLost(format!(
                     "this server no longer holds {} (its lease ended): write refused",
                     claim.key
                 )));
