@@ -19,6 +19,7 @@ const MAX_BATCH: usize = 1024;
 
 /// How long a transaction is retried while the store's failure is
 /// transient, before the server stops (crash-only: memory is ahead of it).
+/// etcd elects a new leader within a few seconds.
 const RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Store history kept for watchers that resume from a past revision; older
@@ -154,15 +155,21 @@ async fn run(
 }
 
 /// One transaction, sent again while the store's failure is transient (an
-/// etcd leader change), for up to [`RETRY_WITHIN`]. Sending it twice is
+/// etcd leader change), for up to [`RETRY_WITHIN`] after the first failure
+/// (which may itself have waited a request timeout). Sending it twice is
 /// harmless: it only puts and deletes, with no compare.
 async fn commit(store: &dyn Store, txn: Txn) -> Result<Revision, store::StoreError> {
-    let deadline = tokio::time::Instant::now() + RETRY_WITHIN;
+    let mut deadline = None;
     let mut pause = std::time::Duration::from_millis(50);
     loop {
         match store.txn(txn.clone()).await {
             Ok(r) => return Ok(r.revision),
-            Err(e) if e.is_transient() && tokio::time::Instant::now() + pause < deadline => {
+            Err(e)
+                if e.is_transient()
+                    && *deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_WITHIN)
+                        > tokio::time::Instant::now() + pause =>
+            {
                 tracing::warn!(error = %e, "commit failed; sending it again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(1));
