@@ -31,7 +31,12 @@ fn server_command(etcd: &LocalEtcd, api: SocketAddr) -> Command {
 }
 
 fn server_command_with(etcd: &LocalEtcd, api: SocketAddr, max_txn_ops: usize) -> Command {
-    let limits = etcd.limits();
+    on_endpoints(etcd.client_url(), api, max_txn_ops)
+}
+
+/// A server on the etcd members at `endpoints` (comma-separated).
+fn on_endpoints(endpoints: &str, api: SocketAddr, max_txn_ops: usize) -> Command {
+    let limits = store::etcd::local::LocalEtcd::LIMITS;
     let mut cmd = Command::new(VNET);
     cmd.args([
         "server",
@@ -40,7 +45,7 @@ fn server_command_with(etcd: &LocalEtcd, api: SocketAddr, max_txn_ops: usize) ->
         "--store",
         "etcd",
         "--etcd-endpoints",
-        etcd.client_url(),
+        endpoints,
         "--etcd-max-txn-ops",
         &max_txn_ops.to_string(),
         "--etcd-max-request-bytes",
@@ -55,7 +60,12 @@ fn server_command_with(etcd: &LocalEtcd, api: SocketAddr, max_txn_ops: usize) ->
 
 /// A server on `etcd`, answering.
 fn server(etcd: &LocalEtcd, api: SocketAddr, log: &Path) -> Proc {
-    let mut proc = common::spawn(server_command(etcd, api), log);
+    answering(server_command(etcd, api), api, log)
+}
+
+/// `cmd` started, once it answers on `api`.
+fn answering(cmd: Command, api: SocketAddr, log: &Path) -> Proc {
+    let mut proc = common::spawn(cmd, log);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(api).is_err() {
         if Instant::now() > deadline || proc.0.try_wait().unwrap().is_some() {
@@ -269,19 +279,22 @@ fn leads(api: SocketAddr) -> bool {
         .is_some_and(|(status, r)| status == 200 && r["replica"]["leads"] == true)
 }
 
+/// A port made: its id, its address, and when the request that made it was sent.
+type Made = (String, String, Instant);
+
 /// Creates a port on `net_id` through `apis[at]`, moving on to the next replica
-/// while one does not answer or answers 503; the port's id and address, or
-/// `None` when the subnet is full.
-fn create_port(apis: &[SocketAddr], at: &mut usize, net_id: &str) -> Option<(String, String)> {
+/// while one does not answer or answers 503; `None` when the subnet is full.
+fn create_port(apis: &[SocketAddr], at: &mut usize, net_id: &str) -> Option<Made> {
     let deadline = Instant::now() + Duration::from_secs(30);
     let body = json!({"port": {"network_id": net_id}});
     loop {
         assert!(Instant::now() < deadline, "no replica took a create");
+        let sent = Instant::now();
         match try_http(apis[*at], "POST", "/v2.0/ports", Some(&body)) {
             Some((201, p)) => {
                 let port = &p["port"];
                 let ip = port["fixed_ips"][0]["ip_address"].as_str().unwrap();
-                return Some((port["id"].as_str().unwrap().to_owned(), ip.to_owned()));
+                return Some((port["id"].as_str().unwrap().to_owned(), ip.to_owned(), sent));
             }
             Some((409, r)) if r["NeutronError"]["type"] == "IpAddressGenerationFailure" => {
                 return None;
@@ -362,7 +375,7 @@ fn replicas_serve_one_cloud_and_survive_their_leader() {
     // Eight clients spread over the replicas on one /28 (13 addresses): no
     // address twice, and exactly the pool's size of creates succeed.
     let small = network_with_subnet(apis[0], "10.9.0.0/28");
-    let created: Vec<(String, String)> = std::thread::scope(|s| {
+    let created: Vec<Made> = std::thread::scope(|s| {
         let clients: Vec<_> = (0..8)
             .map(|c| {
                 let (apis, small) = (&apis, &small);
@@ -381,7 +394,7 @@ fn replicas_serve_one_cloud_and_survive_their_leader() {
             .flat_map(|c| c.join().unwrap())
             .collect()
     });
-    let mut ips: Vec<&str> = created.iter().map(|(_, ip)| ip.as_str()).collect();
+    let mut ips: Vec<&str> = created.iter().map(|(_, ip, _)| ip.as_str()).collect();
     ips.sort_unstable();
     ips.dedup();
     assert_eq!((created.len(), ips.len()), (13, 13), "{created:?}");
@@ -412,10 +425,12 @@ fn replicas_serve_one_cloud_and_survive_their_leader() {
                         if stop_at.lock().unwrap().is_some_and(|t| Instant::now() > t) {
                             return mine;
                         }
-                        let (id, _) = create_port(apis, &mut at, big).expect("the /22 is not full");
+                        let (id, _, sent) =
+                            create_port(apis, &mut at, big).expect("the /22 is not full");
                         if let Some(k) = *killed.lock().unwrap() {
                             let mut first = first_after.lock().unwrap();
-                            if first.is_none() && Instant::now() > k {
+                            // Sent after the kill: an answer the dead leader could not give.
+                            if first.is_none() && sent > k {
                                 *first = Some(Instant::now());
                             }
                         }
@@ -573,4 +588,193 @@ async fn read_until_port(stream: &mut agent::sync::StateStream, port: &str, snap
             return revision;
         }
     }
+}
+
+/// Creates networks through `apis` from two clients (each moving on when a
+/// replica does not answer or answers 503) while `during` runs, and a second
+/// after. The ids acknowledged, and the longest time between two
+/// acknowledgements. `during` is given the count acknowledged so far.
+fn under_load(
+    apis: &[SocketAddr],
+    during: impl FnOnce(&dyn Fn() -> usize),
+) -> (Vec<String>, Duration) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let stop = AtomicBool::new(false);
+    let acked: Mutex<Vec<(Instant, String)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for c in 0..2 {
+            let (stop, acked) = (&stop, &acked);
+            s.spawn(move || {
+                let mut at = c % apis.len();
+                let body = json!({"network": {"name": "load"}});
+                while !stop.load(Ordering::Relaxed) {
+                    match try_http(apis[at], "POST", "/v2.0/networks", Some(&body)) {
+                        Some((201, n)) => {
+                            let id = n["network"]["id"].as_str().unwrap().to_owned();
+                            acked.lock().unwrap().push((Instant::now(), id));
+                        }
+                        Some((503, _)) | None => {
+                            at = (at + 1) % apis.len();
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                        Some((status, reply)) => panic!("create: {status} {reply}"),
+                    }
+                }
+            });
+        }
+        during(&|| acked.lock().unwrap().len());
+        std::thread::sleep(Duration::from_secs(1));
+        stop.store(true, Ordering::Relaxed);
+    });
+    let mut acked = acked.into_inner().unwrap();
+    acked.sort();
+    let pause = acked
+        .windows(2)
+        .map(|w| w[1].0 - w[0].0)
+        .max()
+        .unwrap_or_default();
+    (acked.into_iter().map(|(_, id)| id).collect(), pause)
+}
+
+/// Network ids a replica lists.
+fn network_ids(api: SocketAddr) -> std::collections::BTreeSet<String> {
+    let (status, list) = http(api, "GET", "/v2.0/networks", None);
+    assert_eq!(status, 200, "{list}");
+    list["networks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Two replicas on three etcd members, under write load: a member killed,
+/// then the leader member killed, pause writes briefly and lose nothing
+/// acknowledged; quorum lost answers writes 503 (Neutron's shape) and still
+/// serves reads; quorum back, writes go on without restarting the follower.
+#[test]
+fn replicas_ride_out_etcd_member_faults() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut etcd = rt
+        .block_on(store::etcd::local::LocalCluster::start(dir.path(), 3))
+        .unwrap();
+    let endpoints = etcd.client_urls().join(",");
+    let apis = [free_addr(), free_addr()];
+    let max_ops = store::etcd::local::LocalEtcd::LIMITS.max_ops;
+    let command = |api| on_endpoints(&endpoints, api, max_ops);
+    let mut procs: Vec<Option<Proc>> = apis
+        .iter()
+        .enumerate()
+        .map(|(i, api)| {
+            Some(answering(
+                command(*api),
+                *api,
+                &dir.path().join(format!("server{i}.log")),
+            ))
+        })
+        .collect();
+    common::wait_for("one replica to lead", Duration::from_secs(20), || {
+        apis.iter().filter(|a| leads(**a)).count() == 1
+    });
+    call(
+        apis[0],
+        "PUT",
+        "/v2.0/quotas/admin",
+        json!({"quota": {"network": -1}}),
+    );
+
+    let leader_member = rt.block_on(etcd.leader()).unwrap();
+    let other_member = (leader_member + 1) % 3;
+    let (acked, pause) = under_load(&apis, |count| {
+        let more = |what: &str| {
+            let seen = count();
+            common::wait_for(what, Duration::from_secs(20), || count() > seen + 10);
+        };
+        more("creates before the faults");
+        etcd.kill(other_member);
+        more("creates with a member down");
+        etcd.restart(other_member).unwrap();
+        etcd.kill(leader_member);
+        more("creates after etcd's leader was killed");
+    });
+    eprintln!(
+        "etcd members killed under load: longest pause {pause:?}, {} creates",
+        acked.len()
+    );
+    assert!(pause < Duration::from_secs(5), "writes paused {pause:?}");
+    let survivor = apis
+        .iter()
+        .copied()
+        .find(|a| try_http(*a, "GET", "/v2.0/networks", None).is_some())
+        .unwrap();
+    let listed = network_ids(survivor);
+    let lost: Vec<&String> = acked.iter().filter(|id| !listed.contains(*id)).collect();
+    assert!(lost.is_empty(), "acknowledged but gone: {lost:?}");
+
+    // Quorum lost: writes are refused in Neutron's shape, within a bound;
+    // reads are served from memory.
+    etcd.restart(leader_member).unwrap();
+    common::wait_for("etcd whole again", Duration::from_secs(30), || {
+        rt.block_on(etcd.leader()).is_some()
+    });
+    let follower = apis.iter().copied().find(|a| !leads(*a)).unwrap();
+    let leader = apis.iter().copied().find(|a| leads(*a)).unwrap();
+    etcd.kill(0);
+    etcd.kill(1);
+    let started = Instant::now();
+    let (status, reply) = http(
+        leader,
+        "POST",
+        "/v2.0/networks",
+        Some(&json!({"network": {}})),
+    );
+    assert_eq!(status, 503, "{reply}");
+    assert_eq!(
+        reply["NeutronError"]["type"], "ServiceUnavailable",
+        "{reply}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    let kept: std::collections::BTreeSet<String> = acked.iter().cloned().collect();
+    assert!(
+        network_ids(follower).is_superset(&kept),
+        "reads without quorum"
+    );
+
+    // Quorum back: some replica leads and takes writes, with no restart of
+    // the follower; a stopped leader started again follows.
+    etcd.restart(0).unwrap();
+    etcd.restart(1).unwrap();
+    let (after, _) = under_load(&apis, |count| {
+        common::wait_for("a create with quorum back", Duration::from_secs(30), || {
+            count() > 0
+        });
+    });
+    assert!(!after.is_empty());
+    for (i, proc) in procs.iter_mut().enumerate() {
+        if proc
+            .as_mut()
+            .is_some_and(|p| p.0.try_wait().unwrap().is_some())
+        {
+            *proc = Some(answering(
+                command(apis[i]),
+                apis[i],
+                &dir.path().join(format!("server{i}-again.log")),
+            ));
+        }
+    }
+    let everywhere: Vec<_> = apis.iter().map(|a| network_ids(*a)).collect();
+    assert_eq!(everywhere[0], everywhere[1], "the replicas converged");
+    assert!(
+        after
+            .iter()
+            .chain(&acked)
+            .all(|id| everywhere[0].contains(id))
+    );
+    drop(procs);
 }
