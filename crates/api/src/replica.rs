@@ -235,13 +235,20 @@ pub async fn campaign(app: Weak<App>) {
 /// watch breaks, it reloads from a fresh read.
 pub async fn follow(app: Weak<App>, from: Revision) {
     let mut from = from;
+    let Some(mut role) = app.upgrade().map(|a| a.replica.role.subscribe()) else {
+        return;
+    };
     loop {
         let Some(store) = app.upgrade().map(|a| a.store.clone()) else {
             return;
         };
         match store.watch(KeyRange::Prefix(String::new()), from + 1).await {
             Ok(mut events) => {
-                while let Some(batch) = events.next().await {
+                // Ends as soon as this replica leads, letting go of the store.
+                while let Some(batch) = tokio::select! {
+                    batch = events.next() => batch,
+                    _ = role.wait_for(|r| *r == Role::Leader) => return,
+                } {
                     let Some(app) = app.upgrade() else { return };
                     match batch {
                         Ok(batch) => match apply(&app, &batch) {
