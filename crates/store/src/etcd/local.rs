@@ -281,6 +281,11 @@ impl LocalCluster {
         Ok(cluster)
     }
 
+    /// The running members' process ids (for their CPU time).
+    pub fn pids(&self) -> Vec<u32> {
+        self.running.iter().flatten().map(LocalEtcd::pid).collect()
+    }
+
     /// Every member's client URL, running or not.
     pub fn client_urls(&self) -> Vec<String> {
         self.members
