@@ -90,6 +90,28 @@ impl Replica {
             ))),
         }
     }
+
+    /// A follower's cloud was reloaded at `revision`.
+    pub fn reloaded(&self, revision: Revision) {
+        self.applied.send_replace(revision);
+    }
+
+    /// What `GET /vnet/v1/replica` shows: whether this replica leads, whom
+    /// it follows, and the revision its cloud reflects (a follower's).
+    pub fn view(&self) -> serde_json::Value {
+        let (leads, leader) = match &*self.role.borrow() {
+            Role::Leader => (true, Some(self.advertise.clone())),
+            Role::Follower(leader) => (false, leader.clone()),
+        };
+        serde_json::json!({
+            "replica": {
+                "url": self.advertise,
+                "leads": leads,
+                "leader": leader,
+                "applied_revision": *self.applied.borrow(),
+            }
+        })
+    }
 }
 
 /// The last committed revision, as the store has it now (a quorum read on etcd).
@@ -305,29 +327,5 @@ fn replay(app: &App, cloud: &mut Cloud, event: &Event) {
             Ok(record) => cloud.replicate(kind, id, record),
             Err(e) => tracing::error!(key, error = %e, "unreadable stored record skipped"),
         }
-    }
-}
-
-impl Replica {
-    /// A follower's cloud was reloaded at `revision`.
-    pub fn reloaded(&self, revision: Revision) {
-        self.applied.send_replace(revision);
-    }
-
-    /// What `GET /vnet/v1/replica` shows: whether this replica leads, whom
-    /// it follows, and the revision its cloud reflects (a follower's).
-    pub fn view(&self) -> serde_json::Value {
-        let (leads, leader) = match &*self.role.borrow() {
-            Role::Leader => (true, Some(self.advertise.clone())),
-            Role::Follower(leader) => (false, leader.clone()),
-        };
-        serde_json::json!({
-            "replica": {
-                "url": self.advertise,
-                "leads": leads,
-                "leader": leader,
-                "applied_revision": *self.applied.borrow(),
-            }
-        })
     }
 }
