@@ -53,11 +53,22 @@ pub struct Replica {
     client: Client<HttpConnector, Body>,
 }
 
+/// The leader's answer to a write names the revision that made it durable,
+/// so the follower that forwarded it waits for exactly that one.
+const REVISION_HEADER: &str = "x-vnet-revision";
+
 tokio::task_local! {
     /// Set by a write a follower refused inside a read it serves (a
     /// project's first list of security groups makes its default group): the
     /// read then goes to the leader.
     static WANTED_LEADER: Cell<bool>;
+    /// On the leader, the last revision a request's writes committed at.
+    static COMMITTED_AT: Cell<Revision>;
+}
+
+/// A write of the request being served committed at `revision`.
+pub fn note_commit(revision: Revision) {
+    let _ = COMMITTED_AT.try_with(|c| c.set(c.get().max(revision)));
 }
 
 impl Replica {
@@ -134,12 +145,23 @@ async fn barrier(app: &App) -> Result<(), ApiError> {
     }
 }
 
-/// The outermost layer: on the leader, nothing; on a follower, writes go to
-/// the leader (answered once this replica has applied them) and reads wait
-/// for the barrier.
+/// The outermost layer: on the leader, a write's answer names its revision;
+/// on a follower, writes go to the leader (answered once this replica has
+/// applied them) and reads wait for the barrier.
 pub async fn route(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
     if app.replica.is_leader() {
-        return next.run(request).await;
+        let (mut response, revision) = COMMITTED_AT
+            .scope(Cell::new(0), async {
+                let response = next.run(request).await;
+                (response, COMMITTED_AT.with(Cell::get))
+            })
+            .await;
+        if revision > 0 {
+            response
+                .headers_mut()
+                .insert(REVISION_HEADER, revision.into());
+        }
+        return response;
     }
     if !matches!(*request.method(), Method::GET | Method::HEAD) {
         return forward(&app, request).await;
@@ -180,8 +202,16 @@ async fn forward(app: &App, mut request: Request) -> Response {
     let answered = tokio::time::timeout(FORWARD_WITHIN, app.replica.client.request(request)).await;
     match answered {
         Ok(Ok(response)) => {
-            // The leader answered once the write was durable: it is committed.
-            if let Err(e) = barrier(app).await {
+            // Answered once durable, at the revision the leader names (none:
+            // the request wrote nothing).
+            let revision = response
+                .headers()
+                .get(REVISION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Revision>().ok());
+            if let Some(revision) = revision
+                && let Err(e) = app.replica.wait_applied(revision).await
+            {
                 return e.into_response();
             }
             response.map(Body::new)

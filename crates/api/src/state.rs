@@ -65,6 +65,20 @@ fn encode(changes: Vec<model::Change>) -> Vec<crate::commit::Write> {
         .collect()
 }
 
+/// Wait for a submitted write to be durable; its revision is noted for the
+/// answer (a follower that forwarded the request waits until it has it).
+async fn wait_durable(
+    durable: tokio::sync::oneshot::Receiver<Result<store::Revision, CommitError>>,
+) -> Result<(), ApiError> {
+    let revision = durable
+        .await
+        .map_err(|_| CommitError::Stopped)
+        .and_then(|r| r)
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    crate::replica::note_commit(revision);
+    Ok(())
+}
+
 pub fn now() -> Timestamp {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -252,11 +266,7 @@ impl App {
             (value, durable)
         };
         if let Some(durable) = durable {
-            durable
-                .await
-                .map_err(|_| CommitError::Stopped)
-                .and_then(|r| r)
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            wait_durable(durable).await?;
         }
         Ok(value)
     }
@@ -271,12 +281,7 @@ impl App {
             let _cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
             self.committer.submit(writes)
         };
-        durable
-            .await
-            .map_err(|_| CommitError::Stopped)
-            .and_then(|r| r)
-            .map(|_| ())
-            .map_err(|e| ApiError::unavailable(e.to_string()))
+        wait_durable(durable).await
     }
 
     /// Neutron gives each project its `default` security group on first use.
