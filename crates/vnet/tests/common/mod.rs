@@ -190,13 +190,30 @@ impl Cloud {
 
     /// Starts the server (on the cloud's store) and waits until it answers.
     pub fn start_server(&mut self) {
+        self.server = Some(self.server_on(self.api, MGMT_PORT, "server.log"));
+    }
+
+    /// A second server on the cloud's etcd (a replica), on a loopback
+    /// address of its own and on the management address's next port (the
+    /// agents know both); waits until it answers. Its address and process.
+    pub fn start_replica(&self) -> (SocketAddr, Proc) {
+        let api = free_addr();
+        (api, self.server_on(api, MGMT_PORT + 1, "replica.log"))
+    }
+
+    /// Kills the server (-9), as a crash would.
+    pub fn kill_server(&mut self) {
+        drop(self.server.take());
+    }
+
+    fn server_on(&self, api: SocketAddr, mgmt_port: u16, log: &str) -> Proc {
         let mut server = Command::new(VNET);
         server.args([
             "server",
             "--listen",
-            &self.api.to_string(),
+            &api.to_string(),
             "--listen",
-            &format!("{}/{MGMT_IP}:{MGMT_PORT}", self.fabric.ns.name()),
+            &format!("{}/{MGMT_IP}:{mgmt_port}", self.fabric.ns.name()),
             "--data-dir",
             self.logs.path().join("data").to_str().unwrap(),
         ]);
@@ -211,14 +228,15 @@ impl Cloud {
                 &limits.max_ops.to_string(),
                 "--etcd-max-request-bytes",
                 &limits.max_bytes.to_string(),
+                "--etcd-claim-ttl",
+                "2",
             ]);
         }
-        let server = spawn(server, &self.logs.path().join("server.log"));
-        let api = self.api;
+        let server = spawn(server, &self.logs.path().join(log));
         wait_for("the server", Duration::from_secs(10), || {
             TcpStream::connect(api).is_ok()
         });
-        self.server = Some(server);
+        server
     }
 
     /// Stops the server with SIGTERM (a clean stop) and waits for it to exit.
@@ -236,6 +254,15 @@ impl Cloud {
         });
     }
 
+    /// On etcd, the agents know a replica's address too ([`Cloud::start_replica`]).
+    fn servers_for_agents(&self) -> String {
+        let first = format!("http://{MGMT_IP}:{MGMT_PORT}");
+        match self.etcd {
+            Some(_) => format!("{first},http://{MGMT_IP}:{}", MGMT_PORT + 1),
+            None => first,
+        }
+    }
+
     pub fn start_agent(&self, i: usize) -> Proc {
         let host = &self.hosts[i];
         let mut cmd = Command::new(VNET);
@@ -244,7 +271,7 @@ impl Cloud {
             "--netns",
             host.ns.name(),
             "--server",
-            &format!("http://{MGMT_IP}:{MGMT_PORT}"),
+            &self.servers_for_agents(),
             "--host",
             &format!("h{}", host.index),
             "--underlay-ip",
