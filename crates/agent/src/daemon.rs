@@ -34,7 +34,7 @@ const ROUTER_RETRY: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Debug)]
 pub struct AgentConfig {
-    /// The API server, `http://HOST:PORT`.
+    /// The API server, `http://HOST:PORT`, or its replicas comma-separated.
     pub server: String,
     /// This host's name: ports are bound to it with `binding:host_id`.
     pub host: String,

@@ -1,8 +1,11 @@
 //! The agent's side of the protocol over HTTP: registration/heartbeat, port
 //! status reports, and the desired-state stream (newline-delimited JSON:
-//! a snapshot, then deltas). Knows nothing of the kernel.
+//! a snapshot, then deltas), to whichever of the server's replicas answers.
+//! Knows nothing of the kernel.
 
 use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -16,6 +19,9 @@ use tokio::net::{TcpSocket, TcpStream};
 
 /// Longest a registration or report may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest a connection to one replica may take before the next is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -43,25 +49,38 @@ pub enum SyncError {
     Request(#[from] hyper::http::Error),
 }
 
-/// Where the server is.
+/// Where the server is: one or more replicas of it, any of which serves an
+/// agent (revisions are the same on all, so a stream resumes on another).
 #[derive(Clone, Debug)]
 pub struct Server {
-    authority: String,
+    authorities: Arc<[String]>,
+    /// The replica that answered last, tried first (shared by the clones:
+    /// the heartbeat, the reports and the stream move together).
+    current: Arc<AtomicUsize>,
     token: Option<String>,
     /// The address connections come from, when not the kernel's choice.
     local_address: Option<IpAddr>,
 }
 
 impl Server {
-    /// `http://127.0.0.1:9696` (a trailing slash is fine).
-    pub fn parse(url: &str) -> Result<Server, SyncError> {
-        let authority = url
-            .strip_prefix("http://")
-            .map(|rest| rest.trim_end_matches('/'))
-            .filter(|a| !a.is_empty() && !a.contains('/'))
-            .ok_or_else(|| SyncError::BadUrl(url.to_owned()))?;
+    /// `http://127.0.0.1:9696` (a trailing slash is fine), or several such
+    /// URLs separated by commas: the replicas, tried in turn when one does
+    /// not accept a connection.
+    pub fn parse(urls: &str) -> Result<Server, SyncError> {
+        let authorities = urls
+            .split(',')
+            .map(|url| {
+                url.trim()
+                    .strip_prefix("http://")
+                    .map(|rest| rest.trim_end_matches('/'))
+                    .filter(|a| !a.is_empty() && !a.contains('/'))
+                    .map(str::to_owned)
+                    .ok_or_else(|| SyncError::BadUrl(url.to_owned()))
+            })
+            .collect::<Result<Arc<[String]>, _>>()?;
         Ok(Server {
-            authority: authority.to_owned(),
+            authorities,
+            current: Arc::new(AtomicUsize::new(0)),
             token: None,
             local_address: None,
         })
@@ -81,11 +100,11 @@ impl Server {
         }
     }
 
-    async fn connect(&self) -> std::io::Result<TcpStream> {
+    async fn connect(&self, authority: &str) -> std::io::Result<TcpStream> {
         let Some(local) = self.local_address else {
-            return TcpStream::connect(&self.authority).await;
+            return TcpStream::connect(authority).await;
         };
-        let remote = tokio::net::lookup_host(&self.authority)
+        let remote = tokio::net::lookup_host(authority)
             .await?
             .find(|a| a.is_ipv4() == local.is_ipv4())
             .ok_or_else(|| {
@@ -106,10 +125,7 @@ impl Server {
         path: &str,
         body: Bytes,
     ) -> Result<Response<Incoming>, SyncError> {
-        let stream = self.connect().await.map_err(|source| SyncError::Connect {
-            addr: self.authority.clone(),
-            source,
-        })?;
+        let (stream, authority) = self.connect_any().await?;
         let _ = stream.set_nodelay(true);
         let (mut sender, connection) =
             hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -119,13 +135,45 @@ impl Server {
         let mut request = Request::builder()
             .method(method)
             .uri(path)
-            .header(HOST, &self.authority)
+            .header(HOST, authority)
             .header(CONTENT_TYPE, "application/json");
         if let Some(token) = &self.token {
             request = request.header(compiler::protocol::AGENT_TOKEN_HEADER, token);
         }
         let request = request.body(Full::new(body))?;
         Ok(sender.send_request(request).await?)
+    }
+
+    /// A connection to the replica that answered last, or else to the next
+    /// one that accepts; the error of the last one tried when none does.
+    async fn connect_any(&self) -> Result<(TcpStream, &str), SyncError> {
+        let count = self.authorities.len();
+        let first = self.current.load(Ordering::Relaxed);
+        let mut failed = None;
+        for i in 0..count {
+            let at = (first + i) % count;
+            let authority = self.authorities[at].as_str();
+            let source = match tokio::time::timeout(CONNECT_TIMEOUT, self.connect(authority)).await
+            {
+                Ok(Ok(stream)) => {
+                    if at != first {
+                        self.current.store(at, Ordering::Relaxed);
+                        tracing::info!(server = authority, "moved to another server replica");
+                    }
+                    return Ok((stream, authority));
+                }
+                Ok(Err(e)) => e,
+                Err(_) => std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no connection within {CONNECT_TIMEOUT:?}"),
+                ),
+            };
+            failed = Some(SyncError::Connect {
+                addr: authority.to_owned(),
+                source,
+            });
+        }
+        Err(failed.unwrap_or_else(|| SyncError::BadUrl(String::new())))
     }
 
     async fn put_json(

@@ -3,8 +3,10 @@
 //! flight goes into the next one (group commit), so N concurrent writers cost
 //! one fsync, not N, and a later change never reaches the disk before an
 //! earlier one it may depend on. Callers are answered only after their batch
-//! is durable. A store failure is fatal: memory is then ahead of the disk, so
-//! the server stops rather than serve state it cannot keep (restart reloads).
+//! is durable. A transient store failure (an etcd leader change) is retried
+//! for a few seconds; a lasting one is fatal: memory is then ahead of the
+//! disk, so the server stops rather than serve state it cannot keep (restart
+//! reloads).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +16,11 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 /// Most API writes merged into one store transaction.
 const MAX_BATCH: usize = 1024;
+
+/// How long a transaction is retried while the store's failure is
+/// transient, before the server stops (crash-only: memory is ahead of it).
+/// etcd elects a new leader within a few seconds.
+const RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Store history kept for watchers that resume from a past revision; older
 /// history is compacted away so the log does not grow without bound.
@@ -75,7 +82,11 @@ async fn run(
                 None => return,
             },
         };
+        // Every transaction also puts the commit marker (one op).
+        let marker = vec![(crate::replica::COMMITTED_KEY.to_owned(), Some(Vec::new()))];
         let (mut ops, mut bytes) = size_of(&first.writes);
+        ops += 1;
+        bytes += size_of(&marker).1;
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             let Ok(next) = rx.try_recv() else { break };
@@ -90,6 +101,15 @@ async fn run(
         }
         // One op per key: a later write in the batch supersedes an earlier one.
         let mut ops = BTreeMap::new();
+        for (key, value) in marker {
+            ops.insert(
+                key.clone(),
+                TxnOp::Put {
+                    key,
+                    value: value.unwrap_or_default(),
+                },
+            );
+        }
         for pending in &mut batch {
             for (key, value) in std::mem::take(&mut pending.writes) {
                 let op = match value {
@@ -102,15 +122,16 @@ async fn run(
                 ops.insert(key, op);
             }
         }
-        let result = store
-            .txn(Txn {
+        let result = commit(
+            store.as_ref(),
+            Txn {
                 compare: Vec::new(),
                 success: ops.into_values().collect(),
                 failure: Vec::new(),
-            })
-            .await
-            .map(|r| r.revision)
-            .map_err(|e| CommitError::StoreFailed(e.to_string()));
+            },
+        )
+        .await
+        .map_err(|e| CommitError::StoreFailed(e.to_string()));
         if let Err(e) = &result {
             tracing::error!(error = %e, "commit failed; stopping");
             let _ = failed.send(Some(e.clone()));
@@ -129,6 +150,31 @@ async fn run(
                 }
             }
             Ok(_) => {}
+        }
+    }
+}
+
+/// One transaction, sent again while the store's failure is transient (an
+/// etcd leader change), for up to [`RETRY_WITHIN`] after the first failure
+/// (which may itself have waited a request timeout). Sending it twice is
+/// harmless: it only puts and deletes, with no compare.
+async fn commit(store: &dyn Store, txn: Txn) -> Result<Revision, store::StoreError> {
+    let mut deadline = None;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match store.txn(txn.clone()).await {
+            Ok(r) => return Ok(r.revision),
+            Err(e)
+                if e.is_transient()
+                    && *deadline
+                        .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_WITHIN)
+                        > tokio::time::Instant::now() + pause =>
+            {
+                tracing::warn!(error = %e, "commit failed; sending it again");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            Err(e) => return Err(e),
         }
     }
 }
@@ -209,7 +255,7 @@ mod tests {
         }
         let sizes = store.sizes.lock().expect("sizes").clone();
         assert!(
-            sizes.iter().all(|&n| n <= 9),
+            sizes.iter().all(|&n| n <= 10),
             "a batch over the limit: {sizes:?}"
         );
         assert!(

@@ -202,6 +202,37 @@ impl Hosts {
         self.lock().remove(name).is_some()
     }
 
+    /// A follower's registry follows the stored records: `name`'s record
+    /// became `stored` (`None`: deleted). Its liveness is the record's: the
+    /// leader hears the heartbeats and stores deaths and returns.
+    pub fn replicate(&self, name: &str, stored: Option<StoredHost>, at: Instant) {
+        let mut entries = self.lock();
+        let Some(s) = stored else {
+            entries.remove(name);
+            return;
+        };
+        let entry = entries.entry(name.to_owned()).or_insert_with(|| HostEntry {
+            registration: s.registration.clone(),
+            started_at: 0,
+            heartbeat_at: 0,
+            alive: false,
+            settings: HostSettings::default(),
+            seen: None,
+        });
+        entry.registration = s.registration;
+        entry.settings = s.settings;
+        entry.alive = !s.dead;
+        entry.seen = entry.alive.then_some(at);
+    }
+
+    /// A replica that starts to lead gives every live host a full heartbeat
+    /// period from `at`: their agents heartbeated to the previous leader.
+    pub fn grace(&self, at: Instant) {
+        for entry in self.lock().values_mut().filter(|e| e.alive) {
+            entry.seen = Some(at);
+        }
+    }
+
     /// Mark hosts whose heartbeats stopped as dead; returns the newly dead,
     /// as they are to be stored.
     pub fn reap(&self, at: Instant) -> Vec<StoredHost> {

@@ -13,6 +13,7 @@ mod keystone;
 pub mod listen;
 mod neutron;
 mod packet_trace;
+mod replica;
 mod state;
 mod token_cache;
 mod vnet_v1;
@@ -40,6 +41,9 @@ pub struct ServerConfig {
     /// When set, `/vnet/v1/hosts` (the agents' API) answers only requests
     /// carrying it in `X-Vnet-Agent-Token`.
     pub agent_token: Option<String>,
+    /// The URL other replicas reach this one at (they forward writes to it
+    /// while it leads).
+    pub advertise: String,
 }
 
 /// Who vouches for callers.
@@ -71,8 +75,9 @@ pub fn router(app: Arc<App>, agent_token: Option<&str>) -> axum::Router {
     neutron::router(app.clone())
         .merge(vnet_v1::tenant_router(app.clone()))
         .layer(axum::middleware::from_fn(auth::identity_headers))
-        .merge(vnet_v1::agent_router(app, agent_token))
+        .merge(vnet_v1::agent_router(app.clone(), agent_token))
         .layer(axum::middleware::from_fn(error::neutron_shaped))
+        .layer(axum::middleware::from_fn_with_state(app, replica::route))
 }
 
 /// The API with the tenants' part (Neutron and `/vnet/v1/trace`) behind
@@ -90,8 +95,9 @@ pub fn router_with_keystone(
             keystone,
             auth::keystone,
         ))
-        .merge(vnet_v1::agent_router(app, Some(agent_token)))
+        .merge(vnet_v1::agent_router(app.clone(), Some(agent_token)))
         .layer(axum::middleware::from_fn(error::neutron_shaped))
+        .layer(axum::middleware::from_fn_with_state(app, replica::route))
 }
 
 /// How long a stopping server waits for open requests to finish.
@@ -111,7 +117,13 @@ pub async fn serve(
         AuthConfig::NoAuth => None,
         AuthConfig::Keystone(k) => Some(Keystone::new(k)?),
     };
-    let app = App::load(store, config.cloud, config.default_project).await?;
+    let app = App::load(
+        store,
+        config.cloud,
+        config.default_project,
+        config.advertise,
+    )
+    .await?;
     app.start_background();
     if let Some(k) = &keystone {
         // Serving goes on when Keystone is down (requests then get 503), but

@@ -10,9 +10,10 @@ use tokio::sync::watch;
 
 use crate::commit::{CommitError, Committer};
 use crate::error::ApiError;
+use crate::replica::Replica;
 
 pub struct App {
-    cloud: RwLock<Cloud>,
+    pub(crate) cloud: RwLock<Cloud>,
     pub hosts: crate::hosts::Hosts,
     pub fabric: Arc<crate::fabric::Fabric>,
     pub store: Arc<dyn Store>,
@@ -23,14 +24,19 @@ pub struct App {
     /// no longer takes silent agents for dead (they are silent because we
     /// stopped listening, and their ports are as wired as they were).
     pub stopping: watch::Sender<bool>,
+    pub replica: Replica,
+    /// The allocator settings, for a follower that reloads.
+    config: CloudConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("writing the default security group rules failed: {0}")]
     Seed(String),
-    #[error("reading the store failed")]
+    #[error("reading the store failed: {0}")]
     Store(#[from] StoreError),
+    #[error("catching up with the store before leading failed: {0}")]
+    CatchUp(#[source] ApiError),
     #[error("bringing the stored records up to date failed: {0}")]
     Upgrade(#[source] ApiError),
     #[error("stored record {key} is unreadable")]
@@ -59,71 +65,139 @@ fn encode(changes: Vec<model::Change>) -> Vec<crate::commit::Write> {
         .collect()
 }
 
+/// Wait for a submitted write to be durable; its revision is noted for the
+/// answer (a follower that forwarded the request waits until it has it).
+async fn wait_durable(
+    durable: tokio::sync::oneshot::Receiver<Result<store::Revision, CommitError>>,
+) -> Result<(), ApiError> {
+    let revision = durable
+        .await
+        .map_err(|_| CommitError::Stopped)
+        .and_then(|r| r)
+        .map_err(|e| ApiError::unavailable(e.to_string()))?;
+    crate::replica::note_commit(revision);
+    Ok(())
+}
+
 pub fn now() -> Timestamp {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
+/// Everything the store holds, read at one revision.
+struct Loaded {
+    cloud: Cloud,
+    hosts: Vec<crate::hosts::StoredHost>,
+    inputs: Vec<compiler::Input>,
+    revision: store::Revision,
+}
+
+async fn read_all(store: &dyn Store, config: CloudConfig) -> Result<Loaded, LoadError> {
+    // One range: a consistent snapshot of everything at one revision.
+    let all = store.range(KeyRange::Prefix(String::new())).await?;
+    let mut resources = Vec::new();
+    let mut hosts = Vec::new();
+    let mut inputs = Vec::new();
+    for kv in all.kvs {
+        let corrupt = |source| LoadError::Corrupt {
+            key: kv.key.clone(),
+            source,
+        };
+        if let Some(input) = crate::fabric::input_of(&kv.key, Some(&kv.value)).map_err(corrupt)? {
+            inputs.push(input);
+        }
+        if kv.key.starts_with(crate::hosts::KEY_PREFIX) {
+            hosts.push(serde_json::from_slice(&kv.value).map_err(corrupt)?);
+        } else if Kind::of_key(&kv.key).is_some() {
+            resources.push(serde_json::from_slice::<Resource>(&kv.value).map_err(corrupt)?);
+        }
+    }
+    tracing::info!(
+        resources = resources.len(),
+        revision = all.revision,
+        "loaded the cloud from the store"
+    );
+    Ok(Loaded {
+        cloud: Cloud::load(config, resources),
+        hosts,
+        inputs,
+        revision: all.revision,
+    })
+}
+
 impl App {
-    /// Load every resource from the store and start the committer.
+    /// Load every resource from the store, start the committer and try
+    /// once to lead (on the embedded store, always won). A replica that
+    /// leads has caught up and written what a new cloud needs; one that
+    /// does not follows the leader named `advertise` in the claim, and
+    /// [`App::start_background`] keeps trying.
     pub async fn load(
         store: Arc<dyn Store>,
         config: CloudConfig,
         default_project: String,
+        advertise: String,
     ) -> Result<Arc<App>, LoadError> {
-        // One range: a consistent snapshot of everything at one revision.
-        let all = store.range(KeyRange::Prefix(String::new())).await?;
-        let mut resources = Vec::new();
-        let mut hosts = Vec::new();
-        let mut inputs = Vec::new();
-        let seeded = all.kvs.iter().any(|kv| kv.key == DEFAULT_RULES_SEEDED);
-        for kv in all.kvs {
-            if let Some(input) =
-                crate::fabric::input_of(&kv.key, Some(&kv.value)).map_err(|source| {
-                    LoadError::Corrupt {
-                        key: kv.key.clone(),
-                        source,
-                    }
-                })?
-            {
-                inputs.push(input);
-            }
-            let corrupt = |source| LoadError::Corrupt {
-                key: kv.key.clone(),
-                source,
-            };
-            if kv.key.starts_with(crate::hosts::KEY_PREFIX) {
-                hosts.push(serde_json::from_slice(&kv.value).map_err(corrupt)?);
-            } else if Kind::ALL.iter().any(|k| kv.key.starts_with(k.key_prefix())) {
-                resources.push(serde_json::from_slice::<Resource>(&kv.value).map_err(corrupt)?);
-            }
-        }
-        tracing::info!(
-            resources = resources.len(),
-            "loaded the cloud from the store"
-        );
+        let loaded = read_all(store.as_ref(), config.clone()).await?;
         let (failed_tx, failed) = watch::channel(None);
         let app = Arc::new(App {
-            cloud: RwLock::new(Cloud::load(config, resources)),
-            hosts: crate::hosts::Hosts::load(hosts, std::time::Instant::now()),
-            fabric: Arc::new(crate::fabric::Fabric::new(inputs, all.revision)),
+            cloud: RwLock::new(loaded.cloud),
+            hosts: crate::hosts::Hosts::load(loaded.hosts, std::time::Instant::now()),
+            fabric: Arc::new(crate::fabric::Fabric::new(loaded.inputs, loaded.revision)),
             store: store.clone(),
             committer: Committer::spawn(store, failed_tx),
             default_project,
             failed,
             stopping: watch::Sender::new(false),
+            replica: Replica::new(advertise, loaded.revision),
+            config,
         });
-        // Records an older vnet wrote (sharing as flags) become what this
-        // one keeps (RBAC policies), written before any request is served.
+        tokio::spawn(crate::replica::follow(
+            Arc::downgrade(&app),
+            loaded.revision,
+        ));
+        crate::replica::try_to_lead(&app).await?;
+        Ok(app)
+    }
+
+    /// A follower whose watch broke reads the store again; the revision it
+    /// is at, or `None` once this replica leads (its cloud is then its own).
+    pub(crate) async fn reload(&self) -> Result<Option<store::Revision>, StoreError> {
+        let loaded = match read_all(self.store.as_ref(), self.config.clone()).await {
+            Ok(loaded) => loaded,
+            Err(LoadError::Store(e)) => return Err(e),
+            Err(e) => return Err(StoreError::Backend(Box::new(e))),
+        };
+        let mut cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
+        if self.replica.is_leader() {
+            return Ok(None);
+        }
+        *cloud = loaded.cloud;
+        for host in loaded.hosts {
+            let name = host.registration.name.clone();
+            self.hosts
+                .replicate(&name, Some(host), std::time::Instant::now());
+        }
+        self.replica.reloaded(loaded.revision);
+        Ok(Some(loaded.revision))
+    }
+
+    /// What a replica does once it leads, before it takes requests: records
+    /// an older vnet wrote (sharing as flags) become what this one keeps
+    /// (RBAC policies), and a new cloud gets its default rules.
+    pub(crate) async fn lead(&self) -> Result<(), LoadError> {
         let now = now();
-        app.write(|c| c.upgrade(now))
+        self.write(|c| c.upgrade(now))
             .await
             .map_err(LoadError::Upgrade)?;
-        if !seeded {
-            app.seed_default_rules().await?;
+        let seeded = self
+            .store
+            .range(KeyRange::Key(DEFAULT_RULES_SEEDED.into()))
+            .await?;
+        if seeded.kvs.is_empty() {
+            self.seed_default_rules().await?;
         }
-        Ok(app)
+        Ok(())
     }
 
     /// A new cloud starts with Neutron's templates of new groups' rules,
@@ -145,6 +219,9 @@ impl App {
     /// Start what runs beside the requests: the compiler following the store,
     /// and the reaper of hosts whose agents went silent.
     pub fn start_background(self: &Arc<Self>) {
+        if !self.replica.is_leader() {
+            tokio::spawn(crate::replica::campaign(Arc::downgrade(self)));
+        }
         tokio::spawn(crate::vnet_v1::reap_dead_hosts(Arc::downgrade(self)));
         tokio::spawn(crate::fabric::follow(
             self.fabric.clone(),
@@ -165,9 +242,13 @@ impl App {
         if let Some(e) = self.failed.borrow().as_ref() {
             return Err(ApiError::unavailable(e.to_string()));
         }
+        if !self.replica.is_leader() {
+            return Err(self.replica.refuse_write());
+        }
         // A write the store could not take in one transaction is refused here,
         // undone, rather than failing the store (which stops the server).
-        let max_ops = self.store.txn_limits().max_ops;
+        // One op of every transaction is the commit marker.
+        let max_ops = self.store.txn_limits().max_ops.saturating_sub(1);
         let (value, durable) = {
             let mut cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
             let (value, changes) = cloud.apply(|c| {
@@ -185,28 +266,22 @@ impl App {
             (value, durable)
         };
         if let Some(durable) = durable {
-            durable
-                .await
-                .map_err(|_| CommitError::Stopped)
-                .and_then(|r| r)
-                .map_err(|e| ApiError::unavailable(e.to_string()))?;
+            wait_durable(durable).await?;
         }
         Ok(value)
     }
 
     /// Write keys outside the cloud (hosts) through the same ordered, durable path.
     pub async fn write_raw(&self, writes: Vec<crate::commit::Write>) -> Result<(), ApiError> {
+        if !self.replica.is_leader() {
+            return Err(self.replica.refuse_write());
+        }
         let durable = {
             // Taken so these writes are ordered with the cloud's.
             let _cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
             self.committer.submit(writes)
         };
-        durable
-            .await
-            .map_err(|_| CommitError::Stopped)
-            .and_then(|r| r)
-            .map(|_| ())
-            .map_err(|e| ApiError::unavailable(e.to_string()))
+        wait_durable(durable).await
     }
 
     /// Neutron gives each project its `default` security group on first use.

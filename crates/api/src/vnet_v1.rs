@@ -39,6 +39,7 @@ pub fn agent_router(app: Arc<App>, agent_token: Option<&str>) -> Router {
         .route("/vnet/v1/hosts/{name}", get(show_host).put(register))
         .route("/vnet/v1/hosts/{name}/ports", put(report_ports))
         .route("/vnet/v1/hosts/{name}/state", get(state_stream))
+        .route("/vnet/v1/replica", get(show_replica))
         .with_state(app);
     match agent_token {
         Some(token) => router.layer(axum::middleware::from_fn_with_state(
@@ -130,6 +131,15 @@ async fn show_host(
     require_admin(&app, &headers)?;
     let host = app.hosts.get(&name).ok_or_else(|| host_not_found(&name))?;
     Ok(Json(json!({ "host": host_view(&host) })))
+}
+
+/// Whether this server leads its store's replicas, and whom it follows.
+async fn show_replica(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_admin(&app, &headers)?;
+    Ok(Json(app.replica.view()))
 }
 
 fn host_not_found(name: &str) -> ApiError {
@@ -315,7 +325,8 @@ impl StateStream {
     }
 }
 
-/// Every second: hosts whose agent went silent are dead, and their ports DOWN.
+/// Every second, on the leader: hosts whose agent went silent are dead, and
+/// their ports DOWN.
 /// Holds the app weakly so that it ends with the server.
 pub async fn reap_dead_hosts(app: Weak<App>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -324,6 +335,10 @@ pub async fn reap_dead_hosts(app: Weak<App>) {
         let Some(app) = app.upgrade() else { return };
         if *app.stopping.borrow() {
             return;
+        }
+        // Heartbeats reach the leader only (followers forward them).
+        if !app.replica.is_leader() {
+            continue;
         }
         for dead in app.hosts.reap(Instant::now()) {
             let host = dead.registration.name.clone();

@@ -308,6 +308,7 @@ async fn what_was_acknowledged_is_there_after_a_restart() {
         Arc::new(again),
         model::CloudConfig::default(),
         "admin".into(),
+        String::new(),
     )
     .await
     .unwrap();

@@ -273,6 +273,16 @@ impl Cloud {
         cloud
     }
 
+    /// A replica's copy follows the writer's: the stored record of `kind`
+    /// and `id` becomes `record` (`None`: it was deleted). No validation and
+    /// no journal: the writer validated it, and the store holds it already.
+    pub fn replicate(&mut self, kind: Kind, id: &str, record: Option<Resource>) {
+        self.raw_remove(kind, id);
+        if let Some(r) = record {
+            self.raw_put(r);
+        }
+    }
+
     /// Run `op` atomically: on success return its value and the resources it
     /// wrote (one entry per key, final value); on failure undo everything it did.
     pub fn apply<T>(

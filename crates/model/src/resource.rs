@@ -96,6 +96,13 @@ impl Kind {
     pub fn key(self, id: &str) -> String {
         format!("{}{id}", self.key_prefix())
     }
+
+    /// The kind and id a store key names, if it is a record's key.
+    pub fn of_key(key: &str) -> Option<(Kind, &str)> {
+        Kind::ALL
+            .into_iter()
+            .find_map(|k| key.strip_prefix(k.key_prefix()).map(|id| (k, id)))
+    }
 }
 
 /// Attributes every resource carries.

@@ -162,6 +162,18 @@ pub enum StoreError {
     Backend(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("store is closed")]
     Closed,
+    /// This process's claim (see [`Store::claim`]) is gone: another may
+    /// write now, so this one never will again.
+    #[error("{0}")]
+    ClaimLost(String),
+}
+
+impl StoreError {
+    /// Whether the same request may succeed if sent again (a backend that
+    /// did not answer, or answered during its own leader election).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Backend(_))
+    }
 }
 
 /// The largest transaction a backend accepts. A writer that merges many changes
@@ -184,6 +196,15 @@ impl TxnLimits {
 
     /// Bytes counted per op on top of its key and value.
     pub const OP_OVERHEAD: usize = 32;
+}
+
+/// Who holds a store's writer claim (see [`Store::claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Claim {
+    /// This process: its transactions are the only ones applied.
+    Ours,
+    /// Another process, which named itself so (vnet: its API's URL).
+    HeldBy(String),
 }
 
 /// The store contract. A transaction's future resolves only once its effect is
@@ -209,6 +230,16 @@ pub trait Store: Send + Sync + 'static {
     /// from `revision` still works, one from `revision - 1` fails with `Compacted`.
     /// Compacting at or before an earlier compaction is a no-op, not an error.
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
+
+    /// Try once to become the store's only writer, naming this process
+    /// `holder`. Once ours, the claim lasts as long as the process (or until
+    /// the backend loses it: then every transaction fails, never applying
+    /// over a successor's). The default is a store only one process can open
+    /// (the embedded store, whose data dir's lock its opener holds): always ours.
+    async fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
+        let _ = holder;
+        Ok(Claim::Ours)
+    }
 
     /// How large a transaction this store accepts.
     fn txn_limits(&self) -> TxnLimits {

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use store::etcd::local::LocalEtcd;
 use store::etcd::{EtcdStore, Options};
 use store::testing::{delete, get, ops, put, txn};
-use store::{KeyRange, Store, StoreError};
+use store::{Claim, KeyRange, Store, StoreError};
 use tempfile::TempDir;
 
 struct Fixture {
@@ -34,6 +34,7 @@ async fn member() -> (LocalEtcd, TempDir) {
 async fn connect(etcd: &LocalEtcd, prefix: &str) -> EtcdStore {
     let mut options = Options::new(vec![etcd.client_url().to_owned()]);
     options.prefix = prefix.to_owned();
+    options.claim_ttl = CLAIM_TTL;
     EtcdStore::connect(options).await.expect("connect to etcd")
 }
 
@@ -157,12 +158,8 @@ mod claimed {
     use super::*;
 
     async fn claimed() -> Fixture {
-        let mut fixture = fresh().await;
-        fixture
-            .store
-            .claim("suite", CLAIM_TTL, Duration::ZERO)
-            .await
-            .expect("claim");
+        let fixture = fresh().await;
+        assert_eq!(fixture.claim("suite").await.expect("claim"), Claim::Ours);
         fixture
     }
 
@@ -171,36 +168,30 @@ mod claimed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_writer_at_a_time() {
-    let mut first = fresh().await;
-    first
-        .store
-        .claim("first", CLAIM_TTL, Duration::ZERO)
-        .await
-        .expect("claim");
-    let mut second = connect(&first.etcd, "/vnet").await;
-    match second
-        .claim("second", CLAIM_TTL, Duration::from_millis(600))
-        .await
-    {
-        Err(StoreError::Backend(e)) => assert!(e.to_string().contains("(first)"), "{e}"),
-        other => panic!("a second writer claimed a held store: {other:?}"),
-    }
+    let first = fresh().await;
+    assert_eq!(first.claim("first").await.expect("claim"), Claim::Ours);
+    let second = connect(&first.etcd, "/vnet").await;
+    assert_eq!(
+        second.claim("second").await.expect("claim"),
+        Claim::HeldBy("first".into()),
+        "a second writer claimed a held store"
+    );
     // Another prefix is another store.
-    let mut elsewhere = connect(&first.etcd, "/vnet2").await;
-    elsewhere
-        .claim("elsewhere", CLAIM_TTL, Duration::ZERO)
-        .await
-        .expect("claim /vnet2");
+    let elsewhere = connect(&first.etcd, "/vnet2").await;
+    assert_eq!(
+        elsewhere.claim("elsewhere").await.expect("claim /vnet2"),
+        Claim::Ours
+    );
 
     first.store.release().await;
-    second
-        .claim("second", CLAIM_TTL, Duration::ZERO)
-        .await
-        .expect("claim after release");
+    assert_eq!(
+        second.claim("second").await.expect("claim after release"),
+        Claim::Ours
+    );
     txn(&second, ops(vec![put("k", b"second")])).await;
     let refused = first.store.txn(ops(vec![put("k", b"first")])).await;
     assert!(
-        matches!(refused, Err(StoreError::Backend(_))),
+        matches!(refused, Err(StoreError::ClaimLost(_))),
         "{refused:?}"
     );
     assert_eq!(get(&second, "k").await.expect("k").value, b"second");
@@ -210,11 +201,8 @@ async fn one_writer_at_a_time() {
 /// writes refused, while its successor writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_that_lost_its_claim_is_fenced() {
-    let mut old = fresh().await;
-    old.store
-        .claim("old", CLAIM_TTL, Duration::ZERO)
-        .await
-        .expect("claim");
+    let old = fresh().await;
+    assert_eq!(old.claim("old").await.expect("claim"), Claim::Ours);
     txn(&*old, ops(vec![put("k", b"old")])).await;
     // What etcd does when the lease expires: the claim key goes.
     let mut raw = etcd_client::Client::connect([old.etcd.client_url()], None)
@@ -223,15 +211,13 @@ async fn a_writer_that_lost_its_claim_is_fenced() {
     raw.delete("/vnet.writer", None)
         .await
         .expect("delete claim");
-    let mut new = connect(&old.etcd, "/vnet").await;
-    new.claim("new", CLAIM_TTL, Duration::ZERO)
-        .await
-        .expect("claim");
+    let new = connect(&old.etcd, "/vnet").await;
+    assert_eq!(new.claim("new").await.expect("claim"), Claim::Ours);
     txn(&new, ops(vec![put("k", b"new")])).await;
 
     let refused = old.store.txn(ops(vec![put("k", b"old again")])).await;
     assert!(
-        matches!(refused, Err(StoreError::Backend(_))),
+        matches!(refused, Err(StoreError::ClaimLost(_))),
         "{refused:?}"
     );
     assert_eq!(get(&new, "k").await.expect("k").value, b"new");
@@ -240,11 +226,8 @@ async fn a_writer_that_lost_its_claim_is_fenced() {
 /// The claim outlives several lease periods while its holder is alive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_claim_is_kept_alive() {
-    let mut f = fresh().await;
-    f.store
-        .claim("alive", Duration::from_secs(2), Duration::ZERO)
-        .await
-        .expect("claim");
+    let f = fresh().await;
+    assert_eq!(f.claim("alive").await.expect("claim"), Claim::Ours);
     let mut raw = etcd_client::Client::connect([f.etcd.client_url()], None)
         .await
         .expect("raw client");

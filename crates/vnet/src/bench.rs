@@ -11,6 +11,7 @@ mod goals;
 mod ipv6;
 mod list_scale;
 mod nft;
+mod replicas;
 mod report;
 mod results;
 mod routing;
@@ -30,6 +31,9 @@ pub enum Bench {
     /// then, on a server of their own, filtered lists at 1,000 ports and at
     /// 100,000.
     Api(api::ApiArgs),
+    /// Port creates through one server, then three replicas, on three etcd
+    /// members on loopback (same run); the failover of a killed leader.
+    Replicas(replicas::ReplicasArgs),
     /// The compiler, in process: a full compile of a synthetic cloud, and one
     /// port add or delete in it and in one a tenth its size.
     Compiler(compiler::CompilerArgs),
@@ -98,6 +102,7 @@ pub enum Bench {
 pub async fn run(bench: Bench) -> Result<(), crate::BoxError> {
     match bench {
         Bench::Api(args) => api::run(args).await,
+        Bench::Replicas(args) => replicas::run(args).await,
         Bench::Compiler(args) => compiler::run(args),
         Bench::Trace(args) => trace::run(args),
         Bench::Scale(args) => scale::run(args).await,

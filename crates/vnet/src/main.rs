@@ -117,12 +117,17 @@ pub struct EtcdArgs {
     /// 503): an etcd without quorum does not answer at all.
     #[arg(long, default_value_t = 10)]
     etcd_timeout: u64,
-    /// Seconds this server's claim on the prefix outlives it if it dies
-    /// without letting go (kill -9, or cut off from etcd); a server started
-    /// meanwhile waits up to twice this for it. Writes of a server whose
-    /// claim ran out are refused.
+    /// Seconds the leading server's claim on the prefix outlives it if it
+    /// dies without letting go (kill -9, or cut off from etcd): another
+    /// replica leads after that. Writes of a server whose claim ran out are
+    /// refused.
     #[arg(long, default_value_t = 10)]
     etcd_claim_ttl: u64,
+    /// The URL other replicas on the same etcd prefix reach this one at:
+    /// while it leads, they forward writes there (default: http:// and the
+    /// first --listen address).
+    #[arg(long)]
+    advertise: Option<String>,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -183,7 +188,9 @@ impl KeystoneArgs {
 
 #[derive(clap::Args, Clone)]
 pub struct AgentArgs {
-    /// The vnet server, http://HOST:PORT.
+    /// The vnet server, http://HOST:PORT, or its replicas comma-separated
+    /// (http://A:9696,http://B:9696): when one stops answering the agent
+    /// moves to the next and resumes its state stream there.
     #[arg(long, default_value = "http://127.0.0.1:9696")]
     server: String,
     /// This host's name, as ports are bound to it (binding:host_id).
@@ -441,7 +448,13 @@ async fn server(args: ServerArgs) -> Result<(), BoxError> {
         std::fs::write(file, std::process::id().to_string())
             .map_err(|e| format!("writing {}: {e}", file.display()))?;
     }
+    let advertise = match (&args.etcd.advertise, args.listen.first()) {
+        (Some(url), _) => url.clone(),
+        (None, Some(listen)) => format!("http://{}", listen.addr),
+        (None, None) => String::new(),
+    };
     let config = api::ServerConfig {
+        advertise,
         auth,
         agent_token: args.agent_token,
         default_project: args.default_project,
@@ -486,8 +499,9 @@ impl OpenStore {
     }
 }
 
-/// Opens the chosen store, made this server's alone: a lock file in the data
-/// dir, or a leased claim in etcd. Returns it, the lock file, and where it is.
+/// Opens the chosen store: the embedded one made this server's alone by a
+/// lock file in the data dir; etcd shared by replicas, one of which leads
+/// (the API claims it). Returns it, the lock file, and where it is.
 async fn open_store(
     kind: StoreKind,
     data_dir: &std::path::Path,
@@ -512,16 +526,9 @@ async fn open_store(
                     max_ops: e.etcd_max_txn_ops.max(1),
                     max_bytes: e.etcd_max_request_bytes,
                 },
+                claim_ttl: std::time::Duration::from_secs(e.etcd_claim_ttl),
             };
-            let mut store = store::etcd::EtcdStore::connect(options).await?;
-            let holder = format!(
-                "pid {} on {}",
-                std::process::id(),
-                std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map_or_else(|_| "?".into(), |h| h.trim().to_owned())
-            );
-            let ttl = std::time::Duration::from_secs(e.etcd_claim_ttl.max(2));
-            store.claim(&holder, ttl, 2 * ttl).await?;
+            let store = store::etcd::EtcdStore::connect(options).await?;
             let where_ = format!(
                 "etcd {} prefix {}",
                 e.etcd_endpoints.join(","),

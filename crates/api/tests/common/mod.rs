@@ -14,6 +14,7 @@ pub async fn app(dir: &Path) -> Arc<App> {
         Arc::new(store),
         model::CloudConfig::default(),
         "admin".into(),
+        String::new(),
     )
     .await
     .unwrap()

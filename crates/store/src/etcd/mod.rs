@@ -23,7 +23,7 @@ use async_trait::async_trait;
 use etcd_client as etcd;
 
 use crate::{
-    Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, RangeResponse,
+    Claim, Compare, CompareOp, CompareTarget, Event, EventKind, KeyRange, KeyValue, RangeResponse,
     Revision, Store, StoreError, Txn, TxnLimits, TxnOp, TxnResponse, WatchStream,
 };
 
@@ -52,6 +52,9 @@ pub struct Options {
     /// The cluster's `--max-txn-ops` and `--max-request-bytes`: etcd refuses
     /// larger transactions, so writers are told to stay under them.
     pub limits: TxnLimits,
+    /// How long this process's claim outlives it if it dies without letting
+    /// go (kill -9, or cut off from etcd): the next writer waits that long.
+    pub claim_ttl: Duration,
 }
 
 /// etcd's own defaults for `--max-txn-ops` and `--max-request-bytes`.
@@ -67,27 +70,66 @@ impl Options {
             prefix: DEFAULT_PREFIX.to_owned(),
             request_timeout: Duration::from_secs(10),
             limits: ETCD_DEFAULT_LIMITS,
+            claim_ttl: Duration::from_secs(10),
         }
     }
 }
 
-/// This process's claim on the store (see [`EtcdStore::claim`]).
-struct Claim {
+/// This process's claim on the store (see [`Store::claim`]).
+struct Held {
     key: String,
     /// etcd revision that created `key`: the key is ours while it still has it.
     create_revision: i64,
-    lease: i64,
+}
+
+/// This process's lease and the task renewing it.
+struct Lease {
+    id: i64,
     keeper: tokio::task::JoinHandle<()>,
+}
+
+/// Renews `lease` every `every` until it ends (then every fenced write fails).
+async fn keep_alive(
+    mut client: etcd::LeaseClient,
+    lease: i64,
+    mut keeper: etcd::LeaseKeeper,
+    mut responses: etcd::LeaseKeepAliveStream,
+    every: Duration,
+) {
+    loop {
+        tokio::time::sleep(every).await;
+        let renewed = match keeper.keep_alive().await {
+            Ok(()) => tokio::time::timeout(every, responses.message()).await,
+            Err(e) => Ok(Err(e)),
+        };
+        match renewed {
+            Ok(Ok(Some(r))) if r.ttl() > 0 => continue,
+            Ok(Ok(_)) => {
+                tracing::error!("the store's writer lease expired: writes now fail");
+                return;
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "renewing the writer lease failed"),
+            Err(_) => tracing::warn!("etcd did not answer a lease renewal in time"),
+        }
+        // The stream may be broken while the lease lives: open another.
+        if let Ok((k, r)) = client.keep_alive(lease).await {
+            keeper = k;
+            responses = r;
+        }
+    }
 }
 
 /// A [`Store`] on an etcd cluster.
 pub struct EtcdStore {
     kv: etcd::KvClient,
     watch: etcd::WatchClient,
-    lease: etcd::LeaseClient,
+    lease_client: etcd::LeaseClient,
+    /// This process's lease, once granted (see `EtcdStore::lease`).
+    lease: tokio::sync::OnceCell<Lease>,
     prefix: String,
     limits: TxnLimits,
-    claim: Option<Claim>,
+    claim_ttl: Duration,
+    claim: std::sync::OnceLock<Held>,
     /// `prefix` with one trailing `/`: the etcd key of store key `k` is `root + k`.
     root: String,
     request_timeout: Duration,
@@ -108,10 +150,13 @@ impl EtcdStore {
         let store = EtcdStore {
             kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
-            lease: client.lease_client(),
+            lease_client: client.lease_client(),
+            lease: tokio::sync::OnceCell::new(),
             prefix: options.prefix.trim_end_matches('/').to_owned(),
             limits: options.limits,
-            claim: None,
+            // etcd's shortest lease is about 1.5 s (with its default election timeout).
+            claim_ttl: options.claim_ttl.max(Duration::from_secs(2)),
+            claim: std::sync::OnceLock::new(),
             root: format!("{}/", options.prefix.trim_end_matches('/')),
             request_timeout: options.request_timeout,
         };
@@ -119,125 +164,37 @@ impl EtcdStore {
         Ok(store)
     }
 
-    /// Makes this process the only writer of the store, as the embedded store's
-    /// lock file does for a data dir: a key beside the prefix
-    /// (`PREFIX.writer`) under a lease this process keeps alive. If another
-    /// process holds it, waits up to `wait` for its lease to end (a writer killed
-    /// with -9 leaves it for one `ttl`), then gives up naming the holder.
-    ///
-    /// From then on every transaction is fenced: it applies only while the key is
-    /// still the one this claim created, so a writer that lost its lease (cut
-    /// off from etcd for longer than `ttl`) fails its writes instead of
-    /// overwriting its successor's.
-    pub async fn claim(
-        &mut self,
-        holder: &str,
-        ttl: Duration,
-        wait: Duration,
-    ) -> Result<(), StoreError> {
-        let key = format!("{}.writer", self.prefix);
-        // etcd's shortest lease is about 1.5 s (with its default election timeout).
-        let ttl = ttl.max(Duration::from_secs(2));
-        let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-        let mut lease_client = self.lease.clone();
+    /// This process's lease, granted on its first claim attempt and kept
+    /// alive from then on (every ttl / 3), whether or not the claim is won:
+    /// a replica that waits to lead need not grant one per attempt.
+    async fn lease(&self) -> Result<i64, StoreError> {
         let lease = self
-            .timed("a lease grant", lease_client.grant(ttl_secs, None))
-            .await?
-            .id();
-        // Kept alive from now on: waiting for a predecessor may outlast one TTL.
-        let (keeper, mut responses) = self
-            .timed("a lease keep-alive", lease_client.keep_alive(lease))
+            .lease
+            .get_or_try_init(|| async {
+                let ttl = self.claim_ttl;
+                let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+                let mut client = self.lease_client.clone();
+                let id = self
+                    .timed("a lease grant", client.grant(ttl_secs, None))
+                    .await?
+                    .id();
+                let (keeper, responses) = self
+                    .timed("a lease keep-alive", client.keep_alive(id))
+                    .await?;
+                let keeper = tokio::spawn(keep_alive(client, id, keeper, responses, ttl / 3));
+                Ok::<_, StoreError>(Lease { id, keeper })
+            })
             .await?;
-        let mut renewing = lease_client.clone();
-        let keeper = tokio::spawn(async move {
-            let mut keeper = keeper;
-            let every = ttl / 3;
-            loop {
-                tokio::time::sleep(every).await;
-                let renewed = match keeper.keep_alive().await {
-                    Ok(()) => tokio::time::timeout(every, responses.message()).await,
-                    Err(e) => Ok(Err(e)),
-                };
-                match renewed {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => continue,
-                    Ok(Ok(_)) => {
-                        tracing::error!("the store's writer lease expired: writes now fail");
-                        return;
-                    }
-                    Ok(Err(e)) => tracing::warn!(error = %e, "renewing the writer lease failed"),
-                    Err(_) => tracing::warn!("etcd did not answer a lease renewal in time"),
-                }
-                // The stream may be broken while the lease lives: open another.
-                if let Ok((k, r)) = renewing.keep_alive(lease).await {
-                    keeper = k;
-                    responses = r;
-                }
-            }
-        });
-        let deadline = tokio::time::Instant::now() + wait;
-        let create_revision = loop {
-            let claim = etcd::Txn::new()
-                .when([etcd::Compare::create_revision(
-                    key.clone(),
-                    etcd::CompareOp::Equal,
-                    0,
-                )])
-                .and_then([etcd::TxnOp::put(
-                    key.clone(),
-                    holder,
-                    Some(etcd::PutOptions::new().with_lease(lease)),
-                )])
-                .or_else([etcd::TxnOp::get(key.clone(), None)]);
-            let mut client = self.kv.clone();
-            let response = match self.timed("a claim", client.txn(claim)).await {
-                Ok(response) => response,
-                Err(e) => {
-                    keeper.abort();
-                    return Err(e);
-                }
-            };
-            if response.succeeded() {
-                break response.header().map_or(0, |h| h.revision());
-            }
-            if tokio::time::Instant::now() >= deadline {
-                let holder = response
-                    .op_responses()
-                    .into_iter()
-                    .find_map(|r| match r {
-                        etcd::TxnOpResponse::Get(g) => g
-                            .kvs()
-                            .first()
-                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
-                        _ => None,
-                    })
-                    .unwrap_or_default();
-                keeper.abort();
-                let _ = lease_client.revoke(lease).await;
-                return Err(backend_msg(format!(
-                    "another vnet server ({holder}) holds etcd prefix {} (key {key})",
-                    self.prefix
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        self.claim = Some(Claim {
-            key,
-            create_revision,
-            lease,
-            keeper,
-        });
-        Ok(())
+        Ok(lease.id)
     }
 
-    /// Gives the claim up at once (a clean shutdown), so the next writer need
-    /// not wait for the lease to run out.
+    /// Gives the claim (and the lease) up at once (a clean shutdown), so the
+    /// next writer need not wait for the lease to run out.
     pub async fn release(&self) {
-        if let Some(claim) = &self.claim {
-            claim.keeper.abort();
-            let mut lease = self.lease.clone();
-            let _ = self
-                .timed("a lease revoke", lease.revoke(claim.lease))
-                .await;
+        if let Some(lease) = self.lease.get() {
+            lease.keeper.abort();
+            let mut client = self.lease_client.clone();
+            let _ = self.timed("a lease revoke", client.revoke(lease.id)).await;
         }
     }
 
@@ -368,7 +325,7 @@ impl Store for EtcdStore {
             .and_then(self.etcd_ops(txn.success))
             .or_else(self.etcd_ops(txn.failure));
         // A claimed store runs the transaction inside one that checks the claim.
-        let request = match &self.claim {
+        let request = match self.claim.get() {
             None => request,
             Some(claim) => etcd::Txn::new()
                 .when([etcd::Compare::create_revision(
@@ -384,10 +341,10 @@ impl Store for EtcdStore {
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| backend_msg("etcd answered a transaction without a header"))?;
-        let succeeded = match &self.claim {
+        let succeeded = match self.claim.get() {
             None => response.succeeded(),
             Some(claim) if !response.succeeded() => {
-                return Err(backend_msg(format!(
+                return Err(StoreError::ClaimLost(format!(
                     "this server no longer holds {} (its lease ended): write refused",
                     claim.key
                 )));
@@ -465,6 +422,53 @@ impl Store for EtcdStore {
         }
     }
 
+    /// The claim is a key beside the prefix (`PREFIX.writer`) holding
+    /// `holder`, under this process's lease, as the embedded store's lock
+    /// file is for a data dir. A killed holder's key goes with its lease
+    /// (one `claim_ttl`). From then on every transaction is fenced: it
+    /// applies only while the key is still the one this claim created.
+    async fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
+        if self.claim.get().is_some() {
+            return Ok(Claim::Ours);
+        }
+        let lease = self.lease().await?;
+        let key = format!("{}.writer", self.prefix);
+        let claim = etcd::Txn::new()
+            .when([etcd::Compare::create_revision(
+                key.clone(),
+                etcd::CompareOp::Equal,
+                0,
+            )])
+            .and_then([etcd::TxnOp::put(
+                key.clone(),
+                holder,
+                Some(etcd::PutOptions::new().with_lease(lease)),
+            )])
+            .or_else([etcd::TxnOp::get(key.clone(), None)]);
+        let mut client = self.kv.clone();
+        let response = self.timed("a claim", client.txn(claim)).await?;
+        if response.succeeded() {
+            let create_revision = response.header().map_or(0, |h| h.revision());
+            let _ = self.claim.set(Held {
+                key,
+                create_revision,
+            });
+            return Ok(Claim::Ours);
+        }
+        let holder = response
+            .op_responses()
+            .into_iter()
+            .find_map(|r| match r {
+                etcd::TxnOpResponse::Get(g) => g
+                    .kvs()
+                    .first()
+                    .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        Ok(Claim::HeldBy(holder))
+    }
+
     fn txn_limits(&self) -> TxnLimits {
         self.limits
     }
@@ -473,8 +477,8 @@ impl Store for EtcdStore {
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         // The lease then runs out by itself; `release` ends it at once.
-        if let Some(claim) = &self.claim {
-            claim.keeper.abort();
+        if let Some(lease) = self.lease.get() {
+            lease.keeper.abort();
         }
     }
 }

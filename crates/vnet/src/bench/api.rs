@@ -255,7 +255,7 @@ async fn etcd_floor(server: &Server) -> Result<Option<Samples>, BoxError> {
 }
 
 /// `n` networks, each with the IPv4 subnet [`subnet_cidr`].
-async fn create_networks(conn: &mut Conn, n: usize) -> Result<Setup, BoxError> {
+pub(super) async fn create_networks(conn: &mut Conn, n: usize) -> Result<Setup, BoxError> {
     let (mut network_ids, mut networks, mut subnets) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..n {
         let body = json!({"network": {"name": format!("bench-net-{i}")}});
@@ -285,7 +285,7 @@ fn subnet_cidr(i: usize) -> String {
 }
 
 /// Port `i` of a phase goes on network `i mod networks`.
-fn port_body(networks: &[String], i: usize) -> Value {
+pub(super) fn port_body(networks: &[String], i: usize) -> Value {
     json!({"port": {"network_id": networks[i % networks.len()]}})
 }
 
@@ -330,7 +330,7 @@ async fn ports_concurrent(
     meter.stop(server, clients, latencies)
 }
 
-async fn client_ports(
+pub(super) async fn client_ports(
     mut conn: Conn,
     networks: Arc<[String]>,
     first: usize,

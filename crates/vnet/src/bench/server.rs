@@ -218,7 +218,7 @@ fn free_port() -> Result<SocketAddr, BoxError> {
 }
 
 /// `getconf CLK_TCK`, or Linux's usual 100 when getconf cannot say.
-fn clk_tck() -> f64 {
+pub(super) fn clk_tck() -> f64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()

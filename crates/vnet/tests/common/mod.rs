@@ -44,22 +44,57 @@ pub fn spawn(mut cmd: Command, log: &std::path::Path) -> Proc {
 
 /// A minimal HTTP/1.1 JSON client (one request per connection).
 pub fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).unwrap();
+    try_http(addr, method, path, body).unwrap()
+}
+
+/// [`http`] with extra request headers.
+pub fn http_with(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    request(addr, method, path, Some(body), headers).unwrap()
+}
+
+/// [`http`] to a server that may be gone: `None` when the connection fails.
+pub fn try_http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+) -> Option<(u16, Value)> {
+    request(addr, method, path, body, &[])
+}
+
+fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Option<(u16, Value)> {
+    let mut stream = TcpStream::connect(addr).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
+        .ok()?;
     let body = body.map(Value::to_string).unwrap_or_default();
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     write!(
         stream,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     )
-    .unwrap();
+    .ok()?;
     let mut reply = String::new();
-    stream.read_to_string(&mut reply).unwrap();
-    let (head, body) = reply.split_once("\r\n\r\n").unwrap();
-    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+    stream.read_to_string(&mut reply).ok()?;
+    let (head, body) = reply.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, serde_json::from_str(body).unwrap_or(Value::Null)))
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
@@ -155,13 +190,30 @@ impl Cloud {
 
     /// Starts the server (on the cloud's store) and waits until it answers.
     pub fn start_server(&mut self) {
+        self.server = Some(self.server_on(self.api, MGMT_PORT, "server.log"));
+    }
+
+    /// A second server on the cloud's etcd (a replica), on a loopback
+    /// address of its own and on the management address's next port (the
+    /// agents know both); waits until it answers. Its address and process.
+    pub fn start_replica(&self) -> (SocketAddr, Proc) {
+        let api = free_addr();
+        (api, self.server_on(api, MGMT_PORT + 1, "replica.log"))
+    }
+
+    /// Kills the server (-9), as a crash would.
+    pub fn kill_server(&mut self) {
+        drop(self.server.take());
+    }
+
+    fn server_on(&self, api: SocketAddr, mgmt_port: u16, log: &str) -> Proc {
         let mut server = Command::new(VNET);
         server.args([
             "server",
             "--listen",
-            &self.api.to_string(),
+            &api.to_string(),
             "--listen",
-            &format!("{}/{MGMT_IP}:{MGMT_PORT}", self.fabric.ns.name()),
+            &format!("{}/{MGMT_IP}:{mgmt_port}", self.fabric.ns.name()),
             "--data-dir",
             self.logs.path().join("data").to_str().unwrap(),
         ]);
@@ -176,14 +228,15 @@ impl Cloud {
                 &limits.max_ops.to_string(),
                 "--etcd-max-request-bytes",
                 &limits.max_bytes.to_string(),
+                "--etcd-claim-ttl",
+                "2",
             ]);
         }
-        let server = spawn(server, &self.logs.path().join("server.log"));
-        let api = self.api;
+        let server = spawn(server, &self.logs.path().join(log));
         wait_for("the server", Duration::from_secs(10), || {
             TcpStream::connect(api).is_ok()
         });
-        self.server = Some(server);
+        server
     }
 
     /// Stops the server with SIGTERM (a clean stop) and waits for it to exit.
@@ -201,6 +254,15 @@ impl Cloud {
         });
     }
 
+    /// On etcd, the agents know a replica's address too ([`Cloud::start_replica`]).
+    fn servers_for_agents(&self) -> String {
+        let first = format!("http://{MGMT_IP}:{MGMT_PORT}");
+        match self.etcd {
+            Some(_) => format!("{first},http://{MGMT_IP}:{}", MGMT_PORT + 1),
+            None => first,
+        }
+    }
+
     pub fn start_agent(&self, i: usize) -> Proc {
         let host = &self.hosts[i];
         let mut cmd = Command::new(VNET);
@@ -209,7 +271,7 @@ impl Cloud {
             "--netns",
             host.ns.name(),
             "--server",
-            &format!("http://{MGMT_IP}:{MGMT_PORT}"),
+            &self.servers_for_agents(),
             "--host",
             &format!("h{}", host.index),
             "--underlay-ip",

@@ -1,0 +1,361 @@
+//! Several servers on one store: which replica leads (holds the store's
+//! claim and alone validates and commits writes), a follower's copy of the
+//! cloud kept by the store's watch, its read barrier, and the forwarding of
+//! writes to the leader. It must not validate anything itself: a follower
+//! only replays what the leader committed.
+
+use std::cell::Cell;
+use std::sync::{Arc, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{Method, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
+use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use model::{Cloud, Kind, Resource};
+use store::{Claim, Event, EventKind, KeyRange, Revision, Store, StoreError};
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::hosts::{self, StoredHost};
+use crate::state::{App, LoadError};
+
+/// Put by every commit: its mod revision is the last committed revision,
+/// which a read barrier reads (one key) and a follower's watch delivers.
+pub const COMMITTED_KEY: &str = "meta/committed";
+
+/// How often a follower tries the claim: a dead leader's claim lasts its
+/// lease, so this adds at most this much to a failover.
+const CAMPAIGN_EVERY: Duration = Duration::from_millis(300);
+
+/// Longest a follower waits for its watch to reach a revision etcd has.
+const CATCH_UP_WITHIN: Duration = Duration::from_secs(10);
+
+/// Longest a forwarded request may take at the leader.
+const FORWARD_WITHIN: Duration = Duration::from_secs(60);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    /// Follows the leader at this URL (`None`: not known yet).
+    Follower(Option<String>),
+}
+
+pub struct Replica {
+    /// This replica's URL, which followers forward writes to while it leads.
+    pub advertise: String,
+    role: watch::Sender<Role>,
+    /// The store revision a follower's cloud reflects.
+    applied: watch::Sender<Revision>,
+    client: Client<HttpConnector, Body>,
+}
+
+/// The leader's answer to a write names the revision that made it durable,
+/// so the follower that forwarded it waits for exactly that one.
+const REVISION_HEADER: &str = "x-vnet-revision";
+
+tokio::task_local! {
+    /// Set by a write a follower refused inside a read it serves (a
+    /// project's first list of security groups makes its default group): the
+    /// read then goes to the leader.
+    static WANTED_LEADER: Cell<bool>;
+    /// On the leader, the last revision a request's writes committed at.
+    static COMMITTED_AT: Cell<Revision>;
+}
+
+/// A write of the request being served committed at `revision`.
+pub fn note_commit(revision: Revision) {
+    let _ = COMMITTED_AT.try_with(|c| c.set(c.get().max(revision)));
+}
+
+impl Replica {
+    pub fn new(advertise: String, applied: Revision) -> Self {
+        Replica {
+            advertise,
+            role: watch::Sender::new(Role::Follower(None)),
+            applied: watch::Sender::new(applied),
+            client: Client::builder(hyper_util::rt::TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        *self.role.borrow() == Role::Leader
+    }
+
+    /// The error a write gets on a follower (outside a request, or before
+    /// the forwarding layer sends the request on).
+    pub fn refuse_write(&self) -> ApiError {
+        let _ = WANTED_LEADER.try_with(|w| w.set(true));
+        ApiError::unavailable("this replica does not lead; the write goes to the leader")
+    }
+
+    async fn wait_applied(&self, revision: Revision) -> Result<(), ApiError> {
+        let mut applied = self.applied.subscribe();
+        match tokio::time::timeout(CATCH_UP_WITHIN, applied.wait_for(|a| *a >= revision)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(ApiError::unavailable(format!(
+                "this replica has not caught up with revision {revision} yet"
+            ))),
+        }
+    }
+
+    /// A follower's cloud was reloaded at `revision`.
+    pub fn reloaded(&self, revision: Revision) {
+        self.applied.send_replace(revision);
+    }
+
+    /// What `GET /vnet/v1/replica` shows: whether this replica leads, whom
+    /// it follows, and the revision its cloud reflects (a follower's).
+    pub fn view(&self) -> serde_json::Value {
+        let (leads, leader) = match &*self.role.borrow() {
+            Role::Leader => (true, Some(self.advertise.clone())),
+            Role::Follower(leader) => (false, leader.clone()),
+        };
+        serde_json::json!({
+            "replica": {
+                "url": self.advertise,
+                "leads": leads,
+                "leader": leader,
+                "applied_revision": *self.applied.borrow(),
+            }
+        })
+    }
+}
+
+/// The last committed revision, as the store has it now (a quorum read on etcd).
+async fn committed(store: &dyn Store) -> Result<Revision, StoreError> {
+    let read = store.range(KeyRange::Key(COMMITTED_KEY.into())).await?;
+    Ok(read.kvs.first().map_or(0, |kv| kv.mod_revision))
+}
+
+/// Wait until this follower's cloud holds everything committed before now,
+/// so that a read made after any replica answered a write sees that write.
+/// A store that does not answer leaves the cloud as it is: reads are then
+/// served from memory, as last known.
+async fn barrier(app: &App) -> Result<(), ApiError> {
+    match committed(app.store.as_ref()).await {
+        Ok(revision) => app.replica.wait_applied(revision).await,
+        Err(e) => {
+            tracing::warn!(error = %e, "read barrier: the store did not answer; serving from memory");
+            Ok(())
+        }
+    }
+}
+
+/// The outermost layer: on the leader, a write's answer names its revision;
+/// on a follower, writes go to the leader (answered once this replica has
+/// applied them) and reads wait for the barrier.
+pub async fn route(State(app): State<Arc<App>>, request: Request, next: Next) -> Response {
+    if app.replica.is_leader() {
+        let (mut response, revision) = COMMITTED_AT
+            .scope(Cell::new(0), async {
+                let response = next.run(request).await;
+                (response, COMMITTED_AT.with(Cell::get))
+            })
+            .await;
+        if revision > 0 {
+            response
+                .headers_mut()
+                .insert(REVISION_HEADER, revision.into());
+        }
+        return response;
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return forward(&app, request).await;
+    }
+    let mut again = Request::new(Body::empty());
+    *again.method_mut() = request.method().clone();
+    *again.uri_mut() = request.uri().clone();
+    *again.headers_mut() = request.headers().clone();
+    if let Err(e) = barrier(&app).await {
+        return e.into_response();
+    }
+    let (response, wanted) = WANTED_LEADER
+        .scope(Cell::new(false), async {
+            let response = next.run(request).await;
+            (response, WANTED_LEADER.with(Cell::get))
+        })
+        .await;
+    match wanted {
+        true => forward(&app, again).await,
+        false => response,
+    }
+}
+
+async fn forward(app: &App, mut request: Request) -> Response {
+    let leader = match &*app.replica.role.borrow() {
+        Role::Follower(Some(leader)) => leader.clone(),
+        _ => {
+            return ApiError::unavailable("no replica leads yet (an election is on): retry")
+                .into_response();
+        }
+    };
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let Ok(uri) = format!("{}{path}", leader.trim_end_matches('/')).parse::<Uri>() else {
+        return ApiError::unavailable(format!("the leader's address {leader:?} is not a URL"))
+            .into_response();
+    };
+    *request.uri_mut() = uri;
+    let answered = tokio::time::timeout(FORWARD_WITHIN, app.replica.client.request(request)).await;
+    match answered {
+        Ok(Ok(response)) => {
+            // Answered once durable, at the revision the leader names (none:
+            // the request wrote nothing).
+            let revision = response
+                .headers()
+                .get(REVISION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<Revision>().ok());
+            if let Some(revision) = revision
+                && let Err(e) = app.replica.wait_applied(revision).await
+            {
+                return e.into_response();
+            }
+            response.map(Body::new)
+        }
+        Ok(Err(e)) => ApiError::unavailable(format!("the leader ({leader}) did not answer: {e}"))
+            .into_response(),
+        Err(_) => ApiError::unavailable(format!(
+            "the leader ({leader}) did not answer within {FORWARD_WITHIN:?}"
+        ))
+        .into_response(),
+    }
+}
+
+/// One claim attempt: ours, and this replica catches up and leads (true);
+/// another's, and it follows that one.
+pub async fn try_to_lead(app: &Arc<App>) -> Result<bool, LoadError> {
+    match app.store.claim(&app.replica.advertise).await? {
+        Claim::HeldBy(leader) => {
+            // Our own URL: a predecessor of this replica (killed, restarted)
+            // whose claim has not run out yet. Nobody to forward to.
+            let leader = (leader != app.replica.advertise).then_some(leader);
+            app.replica
+                .role
+                .send_if_modified(|role| replace(role, Role::Follower(leader)));
+            Ok(false)
+        }
+        Claim::Ours => {
+            // No other replica commits from here on (the claim fences them):
+            // once the cloud holds the last commit, it holds every one.
+            let last = committed(app.store.as_ref()).await?;
+            app.replica
+                .wait_applied(last)
+                .await
+                .map_err(LoadError::CatchUp)?;
+            {
+                let _cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
+                app.replica.role.send_replace(Role::Leader);
+            }
+            // Agents heartbeat to whichever replica they reach; the leader
+            // hears them from now on.
+            app.hosts.grace(Instant::now());
+            tracing::info!(revision = last, "this replica leads");
+            app.lead().await?;
+            Ok(true)
+        }
+    }
+}
+
+fn replace(role: &mut Role, new: Role) -> bool {
+    let changed = *role != new;
+    *role = new;
+    changed
+}
+
+/// A follower tries the claim until it wins it (its leader died or let go).
+pub async fn campaign(app: Weak<App>) {
+    loop {
+        tokio::time::sleep(CAMPAIGN_EVERY).await;
+        let Some(app) = app.upgrade() else { return };
+        if *app.stopping.borrow() {
+            return;
+        }
+        match try_to_lead(&app).await {
+            Ok(true) => return,
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "claiming the store failed; trying again"),
+        }
+    }
+}
+
+/// A follower's cloud follows the store's watch until this replica leads
+/// (its own writes are then in memory before they are in the store). If the
+/// watch breaks, it reloads from a fresh read.
+pub async fn follow(app: Weak<App>, from: Revision) {
+    let mut from = from;
+    let Some(mut role) = app.upgrade().map(|a| a.replica.role.subscribe()) else {
+        return;
+    };
+    loop {
+        let Some(store) = app.upgrade().map(|a| a.store.clone()) else {
+            return;
+        };
+        match store.watch(KeyRange::Prefix(String::new()), from + 1).await {
+            Ok(mut events) => {
+                // Ends as soon as this replica leads, letting go of the store.
+                while let Some(batch) = tokio::select! {
+                    batch = events.next() => batch,
+                    _ = role.wait_for(|r| *r == Role::Leader) => return,
+                } {
+                    let Some(app) = app.upgrade() else { return };
+                    match batch {
+                        Ok(batch) => match apply(&app, &batch) {
+                            Some(revision) => from = revision,
+                            None => return,
+                        },
+                        Err(e) => {
+                            tracing::warn!(error = %e, "store watch ended; reloading the replica");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "store watch refused; reloading the replica"),
+        }
+        let Some(app) = app.upgrade() else { return };
+        match app.reload().await {
+            Ok(Some(revision)) => from = revision,
+            Ok(None) => return,
+            Err(StoreError::Closed) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the replica failed; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Apply one revision's events to a follower's cloud and hosts; its
+/// revision, or `None` once this replica leads.
+fn apply(app: &App, batch: &[Event]) -> Option<Revision> {
+    let mut cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
+    if app.replica.is_leader() {
+        return None;
+    }
+    let revision = batch.first()?.kv.mod_revision;
+    for event in batch {
+        replay(app, &mut cloud, event);
+    }
+    app.replica.applied.send_replace(revision);
+    Some(revision)
+}
+
+fn replay(app: &App, cloud: &mut Cloud, event: &Event) {
+    let key = event.kv.key.as_str();
+    let value = (event.kind == EventKind::Put).then_some(event.kv.value.as_slice());
+    if let Some(name) = key.strip_prefix(hosts::KEY_PREFIX) {
+        match value.map(serde_json::from_slice::<StoredHost>).transpose() {
+            Ok(stored) => app.hosts.replicate(name, stored, Instant::now()),
+            Err(e) => tracing::error!(key, error = %e, "unreadable stored host skipped"),
+        }
+    } else if let Some((kind, id)) = Kind::of_key(key) {
+        match value.map(serde_json::from_slice::<Resource>).transpose() {
+            Ok(record) => cloud.replicate(kind, id, record),
+            Err(e) => tracing::error!(key, error = %e, "unreadable stored record skipped"),
+        }
+    }
+}
