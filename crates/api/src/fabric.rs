@@ -69,10 +69,14 @@ impl Log {
     }
 
     /// Log one revision's lists, then drop the oldest revisions past the
-    /// budget. The newest one stays,
-    /// whatever its size, so that a stream that keeps up never loses it.
-    /// A host new to the log has had no change since `built_at`.
+    /// budget. The newest one stays, whatever its size, so that a stream
+    /// that keeps up never loses it. A revision that changes no host (a
+    /// port's status, say) takes no room. A host new to the log has had no
+    /// change since `built_at`.
     fn append(&mut self, revision: Revision, built_at: Revision, lists: SharedLists) {
+        if lists.by_host.is_empty() {
+            return;
+        }
         let mut hosts = Vec::with_capacity(lists.by_host.len());
         for (host, changes) in lists.by_host {
             let name = match self.hosts.get_key_value(host.as_str()) {
@@ -601,6 +605,17 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn a_revision_that_changes_no_host_takes_no_room() {
+        let fabric = fabric(LOG_BYTES, 3);
+        let before = fabric.lock().log.revisions.len();
+        fabric.apply(6, vec![Input::PortDeleted("no-such-port".into())]);
+        let state = fabric.lock();
+        assert_eq!((state.revision, state.log.revisions.len()), (6, before));
+        drop(state);
+        assert!(matches!(fabric.next("h1", 5), Next::UpToDate(6)));
     }
 
     #[test]
