@@ -218,7 +218,8 @@ pub async fn list<C: Collection>(
 /// Filter, sort and page the collection reading only the attributes the
 /// query names, then render the page: a list costs one whole render per item
 /// returned. With a filter the model indexes, only that filter's candidates
-/// are read, and in id order (the default) only up to the page's end.
+/// are read; in id order (the default), with or without one, only up to the
+/// page's end.
 fn list_page<C: Collection>(
     app: &App,
     cloud: &Cloud,
@@ -232,11 +233,10 @@ fn list_page<C: Collection>(
     };
     let id = id_of::<C>;
     let candidates = narrowest::<C>(cloud, q);
+    let item = |id: &str| C::get(cloud, id).filter(matches);
     let (page, links) = match (&candidates, q.id_order()) {
-        (Some(sets), Some(ascending)) => {
-            let item = |id: &str| C::get(cloud, id).filter(matches);
-            q.page_by_id(sets, ascending, item, id, url)?
-        }
+        (Some(sets), Some(ascending)) => q.page_by_id(sets, ascending, item, id, url)?,
+        (None, Some(ascending)) => q.page_by_id(&[cloud.ids(C::KIND)], ascending, item, id, url)?,
         (Some(sets), None) => {
             let ids: BTreeSet<&str> = sets.iter().flat_map(|s| s.iter().map(|id| &**id)).collect();
             let matching = ids

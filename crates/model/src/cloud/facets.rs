@@ -1,7 +1,8 @@
 //! Facets: the attributes lists filter by (a port's network, device, host,
 //! fixed IPs, groups, …; every record's project and name), each an index from value
-//! to the ids holding it, in id order, so a filtered page costs the page and
-//! not the cloud. Written only by `Cloud::insert`/`take`, from each record's
+//! to the ids holding it, in id order, and every record's id in order, so a
+//! filtered page, or an unfiltered one in id order, costs the page and not
+//! the cloud. Written only by `Cloud::insert`/`take`, from each record's
 //! `Record::facets`; it must not decide what a list shows (the API does).
 
 use std::collections::{BTreeSet, HashMap};
@@ -37,16 +38,23 @@ pub enum Facet {
 /// entries share one allocation of its id.
 pub type FacetIds = BTreeSet<Arc<str>>;
 
-/// Kind and facet → value → ids. Empty values are not indexed: a list never
-/// asks for them (a filter on an empty value also matches an absent one).
-#[derive(Default)]
-pub(super) struct Facets(HashMap<(Kind, Facet), HashMap<String, FacetIds>>);
+static NO_IDS: FacetIds = BTreeSet::new();
+
+/// Kind and facet → value → ids, and kind → ids. Empty values are not
+/// indexed: a list never asks for them (a filter on an empty value also
+/// matches an absent one).
+#[derive(Default, PartialEq)]
+pub(super) struct Facets {
+    by_value: HashMap<(Kind, Facet), HashMap<String, FacetIds>>,
+    ids: HashMap<Kind, FacetIds>,
+}
 
 impl Facets {
     pub(super) fn add<R: Record>(&mut self, record: &R) {
         let id: Arc<str> = Arc::from(record.standard().id.as_str());
+        self.ids.entry(R::KIND).or_default().insert(id.clone());
         each_facet(record, &mut |facet, value| {
-            self.0
+            self.by_value
                 .entry((R::KIND, facet))
                 .or_default()
                 .entry(value.to_owned())
@@ -57,9 +65,15 @@ impl Facets {
 
     pub(super) fn remove<R: Record>(&mut self, record: &R) {
         let id = &record.standard().id;
+        if let Some(ids) = self.ids.get_mut(&R::KIND) {
+            ids.remove(id.as_str());
+            if ids.is_empty() {
+                self.ids.remove(&R::KIND);
+            }
+        }
         each_facet(record, &mut |facet, value| {
             let key = (R::KIND, facet);
-            let Some(values) = self.0.get_mut(&key) else {
+            let Some(values) = self.by_value.get_mut(&key) else {
                 return;
             };
             if let Some(ids) = values.get_mut(value) {
@@ -69,13 +83,13 @@ impl Facets {
                 }
             }
             if values.is_empty() {
-                self.0.remove(&key);
+                self.by_value.remove(&key);
             }
         });
     }
 
     fn get(&self, kind: Kind, facet: Facet, value: &str) -> Option<&FacetIds> {
-        self.0.get(&(kind, facet))?.get(value)
+        self.by_value.get(&(kind, facet))?.get(value)
     }
 }
 
@@ -99,8 +113,12 @@ impl Cloud {
         if value.is_empty() {
             return None;
         }
-        static NONE: FacetIds = BTreeSet::new();
-        Some(self.facets.get(kind, facet, value).unwrap_or(&NONE))
+        Some(self.facets.get(kind, facet, value).unwrap_or(&NO_IDS))
+    }
+
+    /// The ids of every record of `kind`, in order.
+    pub fn ids(&self, kind: Kind) -> &FacetIds {
+        self.facets.ids.get(&kind).unwrap_or(&NO_IDS)
     }
 
     /// Whether every facet index holds exactly what a scan of the tables
@@ -115,15 +133,22 @@ impl Cloud {
                 }
             });
         }
-        if scanned.0 == self.facets.0 {
+        if scanned == self.facets {
             return Ok(());
         }
-        let keys: BTreeSet<_> = scanned.0.keys().chain(self.facets.0.keys()).collect();
+        let (found, held) = (&scanned.by_value, &self.facets.by_value);
+        let keys: BTreeSet<_> = found.keys().chain(held.keys()).collect();
         let wrong: Vec<_> = keys
             .into_iter()
-            .filter(|k| scanned.0.get(k) != self.facets.0.get(k))
+            .filter(|k| found.get(k) != held.get(k))
             .collect();
-        Err(format!("facet indexes differ from the tables in {wrong:?}"))
+        let kinds: Vec<_> = Kind::ALL
+            .into_iter()
+            .filter(|k| scanned.ids.get(k) != self.facets.ids.get(k))
+            .collect();
+        Err(format!(
+            "facet indexes differ from the tables in {wrong:?}, id indexes in {kinds:?}"
+        ))
     }
 }
 
@@ -351,7 +376,7 @@ mod tests {
                 })
                 .collect();
             let loaded = Cloud::load(CloudConfig::default(), records);
-            prop_assert!(loaded.facets.0 == c.facets.0);
+            prop_assert!(loaded.facets == c.facets);
         }
     }
 

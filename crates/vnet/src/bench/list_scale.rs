@@ -139,12 +139,16 @@ pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, B
 }
 
 /// The lists: a page of one network's ports, the page after it (by the first
-/// page's `next` link, as a client pages), and one VM's ports.
+/// page's `next` link, as a client pages), one VM's ports, and an admin's
+/// page of every port with no filter, and the page after it.
 fn cases(network: &str) -> Vec<(&'static str, String, usize)> {
     let by_network = format!("/v2.0/ports?network_id={network}&limit={PAGE}");
+    let unfiltered = format!("/v2.0/ports?limit={PAGE}");
     vec![
         ("?network_id=&limit=20", by_network.clone(), PAGE),
         ("?network_id=&limit=20, next page", by_network, PAGE),
+        ("?limit=20", unfiltered.clone(), PAGE),
+        ("?limit=20, next page", unfiltered, PAGE),
         (
             "?device_id=&limit=20",
             format!("/v2.0/ports?device_id={}&limit={PAGE}", device(0)),
