@@ -401,14 +401,20 @@ fn trace(api: SocketAddr, machines: &[Machine], flow: &Flow) -> Value {
     serde_json::from_str::<Value>(body).unwrap()["trace"].clone()
 }
 
-#[test]
-fn traces_agree_with_real_packets() {
+/// The flows' generator, from `VNET_TRACE_SEED` (default 6), said so that
+/// a failure can be replayed.
+fn seeded() -> SplitMix64 {
     let seed: u64 = std::env::var("VNET_TRACE_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6);
     eprintln!("seed {seed} (VNET_TRACE_SEED)");
-    let mut rng = SplitMix64::new(seed);
+    SplitMix64::new(seed)
+}
+
+#[test]
+fn traces_agree_with_real_packets() {
+    let mut rng = seeded();
     let cloud = Cloud::new("tr", 3);
     let (net_a, sub_a) = cloud.network(PA, "10.0.0.0/24");
     let (net_c, sub_c) = cloud.network(PA, "10.1.0.0/24");
@@ -603,12 +609,7 @@ fn traces_agree_with_real_packets() {
 /// the trace lets through and the bridges answer.
 #[test]
 fn ipv6_traces_agree_with_real_packets() {
-    let seed: u64 = std::env::var("VNET_TRACE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
-    eprintln!("seed {seed} (VNET_TRACE_SEED)");
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded();
     let cloud = Cloud::new("t6", 3);
     let net = cloud.call(
         "POST",
@@ -983,12 +984,7 @@ fn add_rule(cloud: &Cloud, group: &str, direction: &str, extra: Value) {
 /// restricted egress, and two stateless groups (one lets replies back).
 #[test]
 fn routed_traces_agree_with_real_packets() {
-    let seed: u64 = std::env::var("VNET_TRACE_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6);
-    eprintln!("seed {seed} (VNET_TRACE_SEED)");
-    let mut rng = SplitMix64::new(seed);
+    let mut rng = seeded();
     let cloud = Cloud::new("tl", 3);
     let (net_x, sub_x) = cloud.network(PA, "10.10.0.0/24");
     let (net_y, sub_y) = cloud.network(PA, "10.20.0.0/24");
