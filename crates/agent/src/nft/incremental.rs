@@ -13,7 +13,7 @@ use ipnet::IpNet;
 
 use super::ruleset::{
     Family, Layout, NftConfig, Ruleset, Set, SetSource, base_chains, group_chains, group_sets,
-    layout, port_chain_names, port_chains, port_groups, port_indexes, without_overlaps,
+    layout, maps, port_chain_names, port_chains, port_groups, port_indexes, without_overlaps,
 };
 
 /// The chains and sets one update rebuilt, added or removed.
@@ -22,6 +22,8 @@ pub struct Touched {
     pub chains: BTreeSet<(Family, String)>,
     /// Named sets (all in the inet table).
     pub sets: BTreeSet<String>,
+    /// Named maps whose elements changed.
+    pub maps: BTreeSet<(Family, String)>,
 }
 
 impl Touched {
@@ -33,7 +35,14 @@ impl Touched {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chains.is_empty() && self.sets.is_empty()
+        self.chains.is_empty() && self.sets.is_empty() && self.maps.is_empty()
+    }
+
+    pub fn maps(&self, family: Family) -> impl Iterator<Item = &String> {
+        self.maps
+            .iter()
+            .filter(move |(f, _)| *f == family)
+            .map(|(_, name)| name)
     }
 }
 
@@ -89,13 +98,33 @@ impl IncrementalRuleset {
         let mut touched = Touched::default();
         let (layout, specs) = layout(state, config);
         let index = port_indexes(layout.secured.keys().map(String::as_str));
-        if layout != self.layout || index != self.index || self.ruleset.inet.chains.is_empty() {
-            for (family, name, chain) in base_chains(&layout, &index, config) {
+        if self.ruleset.inet.chains.is_empty() {
+            for (family, name, chain) in base_chains(config) {
                 self.ruleset
                     .table_mut(family)
                     .chains
                     .insert(name.clone(), chain);
                 touched.chains.insert((family, name));
+            }
+        }
+        let first = self.ruleset.inet.maps.is_empty();
+        if layout != self.layout || index != self.index || first {
+            for (family, name, map) in maps(&layout, &index) {
+                let kept = self.ruleset.table_mut(family).maps.get_mut(name);
+                match kept {
+                    Some(kept) if *kept == map => {}
+                    Some(kept) => {
+                        *kept = map;
+                        touched.maps.insert((family, name.to_string()));
+                    }
+                    None => {
+                        self.ruleset
+                            .table_mut(family)
+                            .maps
+                            .insert(name.to_string(), map);
+                        touched.maps.insert((family, name.to_string()));
+                    }
+                }
             }
             self.ruleset.filtered_bridges = layout.secured.values().cloned().collect();
             self.layout = layout;

@@ -21,7 +21,7 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
     RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
-    SetElementMessage, SetFlags, SetMessage,
+    SetElementMessage, SetFlags, SetMessage, Verdict as NlVerdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
@@ -29,7 +29,7 @@ use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 use super::plan::{Op, Transaction};
 use super::rule::{Unencodable, add_rule_messages};
-use super::ruleset::{Family, TABLE};
+use super::ruleset::{Family, MapKey, MapKind, MapValue, TABLE};
 
 /// `NFNL_SUBSYS_NFTABLES`: a batch's resource id names the subsystem its
 /// messages go to.
@@ -79,6 +79,50 @@ pub struct SetDelta {
     pub was_empty: bool,
     pub removed: Vec<IpNet>,
     pub added: Vec<IpNet>,
+}
+
+/// The element changes of one of vnet's named maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDelta {
+    pub family: Family,
+    pub map: String,
+    pub kind: MapKind,
+    pub removed: Vec<MapKey>,
+    pub added: Vec<(MapKey, MapValue)>,
+}
+
+/// `IFNAMSIZ`: an interface name key is NUL-padded to it.
+pub(crate) const IFNAMSIZ: usize = 16;
+
+/// A map key's bytes as the kernel keeps them (a name NUL-padded, a mark
+/// in host order); `None` for a name no interface can have.
+fn map_key(key: &MapKey) -> Option<Vec<u8>> {
+    match key {
+        MapKey::Ifname(name) => {
+            if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
+                return None;
+            }
+            let mut k = name.as_bytes().to_vec();
+            k.resize(IFNAMSIZ, 0);
+            Some(k)
+        }
+        MapKey::Mark(mark) => Some(mark.to_ne_bytes().to_vec()),
+    }
+}
+
+/// A map value's data: a verdict, or a number in host order as long as
+/// the map's data (a zone is 16 bits).
+fn map_data(kind: MapKind, value: &MapValue) -> DataAttribute {
+    match value {
+        MapValue::Jump(chain) => DataAttribute::Verdict(vec![
+            VerdictAttribute::Code(NlVerdict::Jump),
+            VerdictAttribute::Chain(chain.clone()),
+        ]),
+        MapValue::Number(n) => DataAttribute::Value(match kind {
+            MapKind::IfnameZone => (*n as u16).to_ne_bytes().to_vec(),
+            _ => n.to_ne_bytes().to_vec(),
+        }),
+    }
 }
 
 fn proto_family(family: Family) -> NetfilterProtoFamily {
@@ -224,6 +268,58 @@ pub fn element_messages(deltas: &[SetDelta]) -> Vec<NetlinkMessage<NetfilterMess
     out
 }
 
+/// The messages of these map changes: per map, its removals, then its
+/// additions (a key whose value changed is removed and added again).
+pub fn map_element_messages(
+    deltas: &[MapDelta],
+) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, Unencodable> {
+    let mut out = vec![];
+    for d in deltas {
+        let list = |elements: Vec<ListAttribute<SetElementAttribute>>| SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(TABLE.to_string()),
+                SetElementList::Set(d.map.clone()),
+                SetElementList::Elements(elements),
+            ],
+        };
+        let key = |k: &MapKey| {
+            map_key(k)
+                .map(|k| SetElementAttribute::Key(DataAttribute::Value(k)))
+                .ok_or_else(|| Unencodable(format!("the map key {k}")))
+        };
+        let removed = d
+            .removed
+            .iter()
+            .map(|k| Ok(ListAttribute::Element(vec![key(k)?])))
+            .collect::<Result<Vec<_>, Unencodable>>()?;
+        let added = d
+            .added
+            .iter()
+            .map(|(k, v)| {
+                Ok(ListAttribute::Element(vec![
+                    key(k)?,
+                    SetElementAttribute::Data(map_data(d.kind, v)),
+                ]))
+            })
+            .collect::<Result<Vec<_>, Unencodable>>()?;
+        for chunk in removed.chunks(ELEMENTS_PER_MESSAGE) {
+            out.push(nft_message(
+                d.family,
+                NfTablesMessage::DeleteSetElement(list(chunk.to_vec())),
+                0,
+            ));
+        }
+        for chunk in added.chunks(ELEMENTS_PER_MESSAGE) {
+            out.push(nft_message(
+                d.family,
+                NfTablesMessage::NewSetElement(list(chunk.to_vec())),
+                NLM_F_CREATE,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// libnftnl's set user data nft writes for a set of addresses:
 /// `NFTNL_UDATA_SET_KEYBYTEORDER` big endian.
 const UDATA_SET_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
@@ -242,7 +338,10 @@ pub fn transaction_messages(
     let mut set_ids = 0u32;
     for op in &tx.ops {
         match op {
-            Op::Elements => out.extend(element_messages(&tx.set_deltas)),
+            Op::Elements => {
+                out.extend(element_messages(&tx.set_deltas));
+                out.extend(map_element_messages(&tx.map_deltas)?);
+            }
             Op::AddRule {
                 family,
                 chain,
@@ -331,6 +430,8 @@ fn op_message(op: &Op, set_ids: &mut u32) -> Result<NetlinkMessage<NetfilterMess
             }),
             0,
         ),
+        Op::AddMap { name, .. } => return Err(Unencodable(format!("the map {name}"))),
+        Op::FlushMap { name, .. } => return Err(Unencodable(format!("flush map {name}"))),
         Op::AddRule { .. } | Op::Elements => {
             return Err(Unencodable("not one message".into()));
         }
