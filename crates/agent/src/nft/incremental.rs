@@ -1,6 +1,7 @@
 //! The desired ruleset kept between desired states, with the inputs each
-//! piece was built from (the base chains, each secured port's chains, each
-//! used group's chains, each named set), so that a new state rebuilds only
+//! piece was built from (the base chains' named maps, each secured port's
+//! chains, each used group's chains, each named set; the base chains
+//! themselves are fixed), so that a new state rebuilds only
 //! the pieces whose inputs changed and names them ([`Touched`]) for the
 //! plan to diff alone. Pure. It must always equal [`super::desired`] of
 //! the same state (a proptest in `tests.rs` checks it after every step).

@@ -218,6 +218,9 @@ pub struct Transaction {
     /// Elements added and removed, as `family/set element`.
     pub elements_added: Vec<String>,
     pub elements_removed: Vec<String>,
+    /// Map elements added and removed, as `family/map key[ : value]`.
+    pub map_elements_added: Vec<String>,
+    pub map_elements_removed: Vec<String>,
     /// Tables created, by family name.
     pub tables_created: Vec<String>,
     /// The element changes, set by set: what the in-process path sends.
@@ -563,7 +566,7 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     "delete element {f} {TABLE} {name} {{ {} }}",
                     gone.join(", ")
                 );
-                tx.elements_removed
+                tx.map_elements_removed
                     .extend(gone.iter().map(|e| format!("{f}/{name} {e}")));
             }
             if !added.is_empty() {
@@ -573,7 +576,7 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     "add element {f} {TABLE} {name} {{ {} }}",
                     new.join(", ")
                 );
-                tx.elements_added
+                tx.map_elements_added
                     .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
             }
             if !removed.is_empty() || !added.is_empty() {

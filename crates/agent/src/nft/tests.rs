@@ -611,9 +611,9 @@ fn a_port_added_or_removed_changes_map_elements_and_no_base_chain() {
             assert!(!base.contains(&name), "{dir}: {written} rewritten");
         }
         let changed = if dir == "added" {
-            &tx.elements_added
+            &tx.map_elements_added
         } else {
-            &tx.elements_removed
+            &tx.map_elements_removed
         };
         for element in [
             "bridge/spoof_ports \"tapd\"",
