@@ -109,7 +109,7 @@ impl ObservedNft {
                 self.inet.sets.remove(name);
             }
         }
-        for (family, name) in &touched.maps {
+        for (family, name) in touched.maps.keys() {
             let maps = &mut self.table_mut(*family).maps;
             if want.table(*family).maps.contains_key(name) {
                 // Made (or flushed) empty by the plan, then filled by its deltas.
@@ -203,6 +203,32 @@ fn parse_map_element(e: &Value) -> Option<(MapKey, MapValue)> {
         None => MapValue::Number(u32::try_from(value.as_u64()?).ok()?),
     };
     Some((key, value))
+}
+
+/// At `keys` (in order, maybe repeated): the keys to remove from `have`
+/// and the entries to add for it to be `want`.
+#[allow(clippy::type_complexity)]
+fn map_diff<'a>(
+    keys: impl Iterator<Item = &'a MapKey>,
+    want: &BTreeMap<MapKey, MapValue>,
+    have: &BTreeMap<MapKey, MapValue>,
+) -> (Vec<MapKey>, Vec<(MapKey, MapValue)>) {
+    let keys: BTreeSet<&MapKey> = keys.collect();
+    let mut removed = vec![];
+    let mut added = vec![];
+    for k in keys {
+        let (w, h) = (want.get(k), have.get(k));
+        if w == h {
+            continue;
+        }
+        if h.is_some() {
+            removed.push(k.clone());
+        }
+        if let Some(w) = w {
+            added.push((k.clone(), w.clone()));
+        }
+    }
+    (removed, added)
 }
 
 /// One nftables transaction (an `nft -f` script), and what it changes.
@@ -547,18 +573,20 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     &empty
                 }
             };
-            // A key whose value changed is deleted and added again.
-            let removed: Vec<MapKey> = have_elems
-                .iter()
-                .filter(|(k, v)| map.elements.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            let added: Vec<(MapKey, MapValue)> = map
-                .elements
-                .iter()
-                .filter(|(k, v)| have_elems.get(*k) != Some(*v))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
+            // A key whose value changed is deleted and added again. A
+            // touched map that exists is diffed at the keys the update
+            // named (the others agree).
+            let keys = touched
+                .and_then(|t| t.maps.get(&(family, name.clone())))
+                .filter(|_| matches!(h.maps.get(name), Some(Some(_))));
+            let (removed, added) = match keys {
+                Some(keys) => map_diff(keys.iter(), &map.elements, have_elems),
+                None => map_diff(
+                    have_elems.keys().chain(map.elements.keys()),
+                    &map.elements,
+                    have_elems,
+                ),
+            };
             if !removed.is_empty() {
                 let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
                 let _ = writeln!(

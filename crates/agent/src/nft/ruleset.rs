@@ -311,7 +311,7 @@ pub fn address_group_set(address_group: &str, v6: bool) -> String {
 
 /// A device name as the inside of an nft string (the quotes are the
 /// rule's).
-fn nft_string(s: &str) -> String {
+pub(super) fn nft_string(s: &str) -> String {
     s.replace(['"', '\\'], "_")
 }
 
@@ -686,11 +686,11 @@ pub fn without_overlaps(nets: &[IpNet]) -> BTreeSet<IpNet> {
         .collect()
 }
 
-fn spoof_chain(dev: &str) -> String {
+pub(super) fn spoof_chain(dev: &str) -> String {
     format!("s_{}", ident(dev))
 }
 
-fn to_chain(dev: &str) -> String {
+pub(super) fn to_chain(dev: &str) -> String {
     format!("t_{}", ident(dev))
 }
 
