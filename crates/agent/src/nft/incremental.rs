@@ -24,6 +24,9 @@ pub struct Touched {
     pub chains: BTreeSet<(Family, String)>,
     /// Named sets (all in the inet table).
     pub sets: BTreeSet<String>,
+    /// Of those changed in place, the prefixes that may have changed (a
+    /// set made, remade or removed has none: it is diffed whole).
+    pub set_keys: BTreeMap<String, BTreeSet<IpNet>>,
     /// Named maps whose elements changed, with the keys that may have.
     pub maps: BTreeMap<(Family, String), BTreeSet<MapKey>>,
 }
@@ -210,7 +213,9 @@ impl IncrementalRuleset {
                     let Some(set) = self.ruleset.inet.sets.get_mut(&name) else {
                         continue;
                     };
-                    if kept.update(now, &mut set.elements) {
+                    let changed = kept.update(now, &mut set.elements);
+                    if !changed.is_empty() {
+                        touched.set_keys.insert(name.clone(), changed);
                         touched.sets.insert(name);
                     }
                 }
@@ -359,9 +364,9 @@ impl SetInputs {
         (inputs, set)
     }
 
-    /// Takes the addresses to `now` and `elements` with them; whether the
-    /// elements changed.
-    fn update(&mut self, now: &BTreeSet<IpNet>, elements: &mut BTreeSet<IpNet>) -> bool {
+    /// Takes the addresses to `now` and `elements` with them; the
+    /// elements that changed.
+    fn update(&mut self, now: &BTreeSet<IpNet>, elements: &mut BTreeSet<IpNet>) -> BTreeSet<IpNet> {
         let v6 = self.source.v6;
         let mine = |n: &&IpNet| matches!(n, IpNet::V6(_)) == v6;
         let added: Vec<IpNet> = now.difference(&self.members).copied().collect();
@@ -395,7 +400,7 @@ impl SetInputs {
         for n in added.iter().filter(|n| !mine(n)) {
             self.members.insert(*n);
         }
-        let mut modified = false;
+        let mut modified = BTreeSet::new();
         for prefix in changed {
             let inside: Vec<IpNet> = self
                 .prefixes
@@ -406,11 +411,14 @@ impl SetInputs {
                 .collect();
             for p in inside {
                 let kept = self.prefixes.contains_key(&p) && !self.has_supernet(p);
-                modified |= if kept {
+                let changed = if kept {
                     elements.insert(p)
                 } else {
                     elements.remove(&p)
                 };
+                if changed {
+                    modified.insert(p);
+                }
             }
         }
         modified

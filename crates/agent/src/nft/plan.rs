@@ -512,8 +512,27 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     &empty
                 }
             };
-            let removed: Vec<IpNet> = have_elems.difference(&set.elements).copied().collect();
-            let added: Vec<IpNet> = set.elements.difference(have_elems).copied().collect();
+            // A set changed in place is diffed at the prefixes the update
+            // named (the others agree).
+            let keys = touched
+                .and_then(|t| t.set_keys.get(name))
+                .filter(|_| matches!(h.sets.get(name), Some(Some(_))));
+            let (removed, added): (Vec<IpNet>, Vec<IpNet>) = match keys {
+                Some(keys) => (
+                    keys.iter()
+                        .filter(|k| have_elems.contains(k) && !set.elements.contains(k))
+                        .copied()
+                        .collect(),
+                    keys.iter()
+                        .filter(|k| set.elements.contains(k) && !have_elems.contains(k))
+                        .copied()
+                        .collect(),
+                ),
+                None => (
+                    have_elems.difference(&set.elements).copied().collect(),
+                    set.elements.difference(have_elems).copied().collect(),
+                ),
+            };
             let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
             let new: Vec<String> = added.iter().map(ToString::to_string).collect();
             if !removed.is_empty() || !added.is_empty() {
