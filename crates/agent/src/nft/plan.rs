@@ -324,8 +324,9 @@ impl Transaction {
         self.script.is_empty()
     }
 
-    /// Whether the transaction only adds and removes elements of sets that
-    /// exist (a member joining or leaving, an address group changing).
+    /// Whether the transaction only adds and removes elements of sets and
+    /// maps that exist (a member joining or leaving, an address group
+    /// changing, a device without port security coming or going).
     pub fn elements_only(&self) -> bool {
         self.tables_created.is_empty()
             && self.chains_written.is_empty()
