@@ -44,6 +44,13 @@ const UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
 const ELEMENTS_PER_MESSAGE: usize = 1024;
 /// Below this a batch fits the socket's default send buffer.
 const SEND_BUFFER_DEFAULT: usize = 128 * 1024;
+/// What one acknowledgement takes of the receive buffer, as the kernel
+/// counts it (a small message's whole allocation; nft reckons 1 KiB too).
+/// The kernel writes every answer of a batch before vnet reads one, so
+/// the buffer must hold them all: a thousand ports are some 20,000.
+const ANSWER_ROOM: usize = 1024;
+/// Below this the answers fit the socket's default receive buffer.
+const RECEIVE_BUFFER_DEFAULT: usize = 208 * 1024;
 /// How long the kernel may take to answer a batch before vnet gives up on
 /// it (it answers in microseconds; this only bounds a kernel that never does).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -498,6 +505,11 @@ pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), B
     let room = bytes.len().saturating_mul(2);
     if room > SEND_BUFFER_DEFAULT {
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBufForce, &room)
+            .map_err(|e| BatchError::Socket(e.into()))?;
+    }
+    let answers = messages.len().saturating_mul(ANSWER_ROOM);
+    if answers > RECEIVE_BUFFER_DEFAULT {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &answers)
             .map_err(|e| BatchError::Socket(e.into()))?;
     }
     socket.send(&bytes, 0).map_err(BatchError::Socket)?;
