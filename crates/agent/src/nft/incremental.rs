@@ -112,6 +112,7 @@ impl IncrementalRuleset {
                 touched.chains.insert((family, name));
             }
         }
+        let changed = layout != self.layout || index != self.index;
         let whole = self.ruleset.inet.maps.is_empty()
             || layout.vxlan_bridges != self.layout.vxlan_bridges
             || layout.flat_bridges != self.layout.flat_bridges
@@ -127,10 +128,10 @@ impl IncrementalRuleset {
                 }
                 maps.insert(name.to_string(), map);
             }
-        } else if layout != self.layout || index != self.index {
+        } else if changed {
             self.update_port_entries(&layout, &index, &mut touched);
         }
-        if whole || layout != self.layout || index != self.index {
+        if whole || changed {
             self.ruleset.filtered_bridges = layout.secured.values().cloned().collect();
             self.layout = layout;
             self.index = index;
