@@ -1,6 +1,7 @@
 //! The desired ruleset kept between desired states, with the inputs each
-//! piece was built from (the base chains, each secured port's chains, each
-//! used group's chains, each named set), so that a new state rebuilds only
+//! piece was built from (the base chains' named maps, each secured port's
+//! chains, each used group's chains, each named set; the base chains
+//! themselves are fixed), so that a new state rebuilds only
 //! the pieces whose inputs changed and names them ([`Touched`]) for the
 //! plan to diff alone. Pure. It must always equal [`super::desired`] of
 //! the same state (a proptest in `tests.rs` checks it after every step).
@@ -8,12 +9,13 @@
 use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, BTreeSet};
 
-use compiler::protocol::{HostState, PortSecuritySpec, SecurityGroupSpec};
+use compiler::protocol::{HostState, PortSecuritySpec, RuleDirection, SecurityGroupSpec};
 use ipnet::IpNet;
 
 use super::ruleset::{
-    Family, Layout, NftConfig, Ruleset, Set, SetSource, base_chains, group_chains, group_sets,
-    layout, port_chain_names, port_chains, port_groups, port_indexes, without_overlaps,
+    Family, Layout, MAPS, Map, MapKey, MapValue, NftConfig, Ruleset, Set, SetSource, base_chains,
+    group_chains, group_sets, layout, maps, nft_string, port_chain, port_chain_names, port_chains,
+    port_groups, port_indexes, spoof_chain, to_chain, without_overlaps,
 };
 
 /// The chains and sets one update rebuilt, added or removed.
@@ -22,6 +24,11 @@ pub struct Touched {
     pub chains: BTreeSet<(Family, String)>,
     /// Named sets (all in the inet table).
     pub sets: BTreeSet<String>,
+    /// Of those changed in place, the prefixes that may have changed (a
+    /// set made, remade or removed has none: it is diffed whole).
+    pub set_keys: BTreeMap<String, BTreeSet<IpNet>>,
+    /// Named maps whose elements changed, with the keys that may have.
+    pub maps: BTreeMap<(Family, String), BTreeSet<MapKey>>,
 }
 
 impl Touched {
@@ -33,7 +40,14 @@ impl Touched {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chains.is_empty() && self.sets.is_empty()
+        self.chains.is_empty() && self.sets.is_empty() && self.maps.is_empty()
+    }
+
+    pub fn maps(&self, family: Family) -> impl Iterator<Item = &String> {
+        self.maps
+            .keys()
+            .filter(move |(f, _)| *f == family)
+            .map(|(_, name)| name)
     }
 }
 
@@ -89,14 +103,35 @@ impl IncrementalRuleset {
         let mut touched = Touched::default();
         let (layout, specs) = layout(state, config);
         let index = port_indexes(layout.secured.keys().map(String::as_str));
-        if layout != self.layout || index != self.index || self.ruleset.inet.chains.is_empty() {
-            for (family, name, chain) in base_chains(&layout, &index, config) {
+        if self.ruleset.inet.chains.is_empty() {
+            for (family, name, chain) in base_chains(config) {
                 self.ruleset
                     .table_mut(family)
                     .chains
                     .insert(name.clone(), chain);
                 touched.chains.insert((family, name));
             }
+        }
+        let changed = layout != self.layout || index != self.index;
+        let whole = self.ruleset.inet.maps.is_empty()
+            || layout.vxlan_bridges != self.layout.vxlan_bridges
+            || layout.flat_bridges != self.layout.flat_bridges
+            || index.is_empty() != self.index.is_empty();
+        if whole {
+            // Zones are decided network against network, and with no
+            // secured port no device is marked: those maps are rebuilt.
+            for (family, name, map) in maps(&layout, &index) {
+                let maps = &mut self.ruleset.table_mut(family).maps;
+                let keys = changed_keys(maps.get(name), &map);
+                if !keys.is_empty() {
+                    touched.maps.insert((family, name.to_string()), keys);
+                }
+                maps.insert(name.to_string(), map);
+            }
+        } else if changed {
+            self.update_port_entries(&layout, &index, &mut touched);
+        }
+        if whole || changed {
             self.ruleset.filtered_bridges = layout.secured.values().cloned().collect();
             self.layout = layout;
             self.index = index;
@@ -179,7 +214,9 @@ impl IncrementalRuleset {
                     let Some(set) = self.ruleset.inet.sets.get_mut(&name) else {
                         continue;
                     };
-                    if kept.update(now, &mut set.elements) {
+                    let changed = kept.update(now, &mut set.elements);
+                    if !changed.is_empty() {
+                        touched.set_keys.insert(name.clone(), changed);
                         touched.sets.insert(name);
                     }
                 }
@@ -206,6 +243,105 @@ impl IncrementalRuleset {
     }
 }
 
+impl IncrementalRuleset {
+    /// The map entries of the secured ports and devices that came, went
+    /// or changed index (as [`maps`] has them), the networks unchanged.
+    fn update_port_entries(
+        &mut self,
+        layout: &Layout,
+        index: &BTreeMap<String, u16>,
+        touched: &mut Touched,
+    ) {
+        let [spoof, marks, to, _, egress, ingress] = MAPS.map(|(f, name, _)| (f, name));
+        let rs = &mut self.ruleset;
+        let old = &self.index;
+        let moved: BTreeSet<&String> = old
+            .keys()
+            .chain(index.keys())
+            .filter(|d| old.get(*d) != index.get(*d))
+            .collect();
+        // An index given up is removed before another port takes it.
+        for d in &moved {
+            if let Some(i) = old.get(*d) {
+                set_entry(rs, touched, egress, MapKey::Mark(u32::from(*i) << 16), None);
+                set_entry(rs, touched, ingress, MapKey::Mark(u32::from(*i)), None);
+            }
+        }
+        let jump = |chain: String| Some(MapValue::Jump(chain));
+        for d in &moved {
+            let dev = MapKey::Ifname(nft_string(d));
+            match index.get(*d) {
+                Some(i) => {
+                    set_entry(rs, touched, spoof, dev.clone(), jump(spoof_chain(d)));
+                    set_entry(rs, touched, to, dev, jump(to_chain(d)));
+                    let (from, dest) = (u32::from(*i) << 16, u32::from(*i));
+                    let e = jump(port_chain(d, RuleDirection::Egress));
+                    set_entry(rs, touched, egress, MapKey::Mark(from), e);
+                    let i = jump(port_chain(d, RuleDirection::Ingress));
+                    set_entry(rs, touched, ingress, MapKey::Mark(dest), i);
+                }
+                None => {
+                    set_entry(rs, touched, spoof, dev.clone(), None);
+                    set_entry(rs, touched, to, dev, None);
+                }
+            }
+        }
+        if index.is_empty() {
+            // No device is marked without a secured port.
+            return;
+        }
+        let devices = self.layout.devices.symmetric_difference(&layout.devices);
+        for d in moved.into_iter().chain(devices) {
+            let mark = layout.devices.contains(d).then(|| {
+                let i = index.get(d).copied().unwrap_or(0);
+                MapValue::Number(u32::from(i) << 16)
+            });
+            set_entry(rs, touched, marks, MapKey::Ifname(nft_string(d)), mark);
+        }
+    }
+}
+
+/// Sets (or with `None` removes) one entry of a map, naming its key in
+/// `touched` when that changed it.
+fn set_entry(
+    rs: &mut Ruleset,
+    touched: &mut Touched,
+    (family, name): (Family, &str),
+    key: MapKey,
+    value: Option<MapValue>,
+) {
+    let Some(map) = rs.table_mut(family).maps.get_mut(name) else {
+        return;
+    };
+    let changed = match value {
+        Some(v) => map.elements.insert(key.clone(), v.clone()) != Some(v),
+        None => map.elements.remove(&key).is_some(),
+    };
+    if changed {
+        touched
+            .maps
+            .entry((family, name.to_string()))
+            .or_default()
+            .insert(key);
+    }
+}
+
+/// The keys whose entries differ between a map and its replacement.
+fn changed_keys(old: Option<&Map>, new: &Map) -> BTreeSet<MapKey> {
+    let empty = BTreeMap::new();
+    let old = old.map_or(&empty, |m| &m.elements);
+    let differ = |a: &BTreeMap<MapKey, MapValue>, b: &BTreeMap<MapKey, MapValue>| {
+        a.iter()
+            .filter(|(k, v)| b.get(*k) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect::<Vec<_>>()
+    };
+    differ(old, &new.elements)
+        .into_iter()
+        .chain(differ(&new.elements, old))
+        .collect()
+}
+
 impl SetInputs {
     fn new(source: SetSource, members: &BTreeSet<IpNet>) -> (Self, Set) {
         let mine: Vec<IpNet> = members
@@ -229,9 +365,9 @@ impl SetInputs {
         (inputs, set)
     }
 
-    /// Takes the addresses to `now` and `elements` with them; whether the
-    /// elements changed.
-    fn update(&mut self, now: &BTreeSet<IpNet>, elements: &mut BTreeSet<IpNet>) -> bool {
+    /// Takes the addresses to `now` and `elements` with them; the
+    /// elements that changed.
+    fn update(&mut self, now: &BTreeSet<IpNet>, elements: &mut BTreeSet<IpNet>) -> BTreeSet<IpNet> {
         let v6 = self.source.v6;
         let mine = |n: &&IpNet| matches!(n, IpNet::V6(_)) == v6;
         let added: Vec<IpNet> = now.difference(&self.members).copied().collect();
@@ -265,7 +401,7 @@ impl SetInputs {
         for n in added.iter().filter(|n| !mine(n)) {
             self.members.insert(*n);
         }
-        let mut modified = false;
+        let mut modified = BTreeSet::new();
         for prefix in changed {
             let inside: Vec<IpNet> = self
                 .prefixes
@@ -276,11 +412,14 @@ impl SetInputs {
                 .collect();
             for p in inside {
                 let kept = self.prefixes.contains_key(&p) && !self.has_supernet(p);
-                modified |= if kept {
+                let changed = if kept {
                     elements.insert(p)
                 } else {
                     elements.remove(&p)
                 };
+                if changed {
+                    modified.insert(p);
+                }
             }
         }
         modified

@@ -4,11 +4,13 @@
 //! ONE transaction, and [`NftReconciler::reconcile`] observes, plans and
 //! runs it as one nf_tables netlink batch sent in-process ([`netlink`];
 //! every rule a typed [`rule::Rule`] with nft's expressions): set elements,
-//! chains, rules, sets, the base chains' dispatch and zone maps. Only a
-//! transaction with a step not encoded yet goes as one `nft -f -` process:
-//! tables or base chains created (a first start), or a rule nft would
-//! write otherwise than vnet encodes it (a list of prefixes reaching the
-//! top of the address space: an open interval).
+//! the elements of the base chains' named dispatch and zone maps (so a port
+//! added or removed never rewrites a base chain), chains, rules, sets. Only
+//! a transaction with a step not encoded yet goes as one `nft -f -`
+//! process: tables, base chains and their maps created (a first start, or
+//! the first after an upgrade), or a rule nft would write otherwise than
+//! vnet encodes it (a list of prefixes reaching the top of the address
+//! space: an open interval).
 //! Nothing is flushed
 //! wholesale: a chain is rewritten only when its rules changed (atomically, within the
 //! transaction), a remote group's member set changes element by element, and

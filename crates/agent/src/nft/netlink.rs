@@ -21,7 +21,7 @@ use netlink_packet_core::{
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
     RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
-    SetElementMessage, SetFlags, SetMessage,
+    SetElementMessage, SetFlags, SetMessage, Verdict as NlVerdict, VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
@@ -29,7 +29,7 @@ use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 use super::plan::{Op, Transaction};
 use super::rule::{Unencodable, add_rule_messages};
-use super::ruleset::{Family, TABLE};
+use super::ruleset::{Family, MapKey, MapKind, MapValue, TABLE};
 
 /// `NFNL_SUBSYS_NFTABLES`: a batch's resource id names the subsystem its
 /// messages go to.
@@ -44,6 +44,13 @@ const UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
 const ELEMENTS_PER_MESSAGE: usize = 1024;
 /// Below this a batch fits the socket's default send buffer.
 const SEND_BUFFER_DEFAULT: usize = 128 * 1024;
+/// What one acknowledgement takes of the receive buffer, as the kernel
+/// counts it (a small message's whole allocation; nft reckons 1 KiB too).
+/// The kernel writes every answer of a batch before vnet reads one, so
+/// the buffer must hold them all: a thousand ports are some 20,000.
+const ANSWER_ROOM: usize = 1024;
+/// Below this the answers fit the socket's default receive buffer.
+const RECEIVE_BUFFER_DEFAULT: usize = 208 * 1024;
 /// How long the kernel may take to answer a batch before vnet gives up on
 /// it (it answers in microseconds; this only bounds a kernel that never does).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -79,6 +86,50 @@ pub struct SetDelta {
     pub was_empty: bool,
     pub removed: Vec<IpNet>,
     pub added: Vec<IpNet>,
+}
+
+/// The element changes of one of vnet's named maps.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapDelta {
+    pub family: Family,
+    pub map: String,
+    pub kind: MapKind,
+    pub removed: Vec<MapKey>,
+    pub added: Vec<(MapKey, MapValue)>,
+}
+
+/// `IFNAMSIZ`: an interface name key is NUL-padded to it.
+pub(crate) const IFNAMSIZ: usize = 16;
+
+/// A map key's bytes as the kernel keeps them (a name NUL-padded, a mark
+/// in host order); `None` for a name no interface can have.
+fn map_key(key: &MapKey) -> Option<Vec<u8>> {
+    match key {
+        MapKey::Ifname(name) => {
+            if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
+                return None;
+            }
+            let mut k = name.as_bytes().to_vec();
+            k.resize(IFNAMSIZ, 0);
+            Some(k)
+        }
+        MapKey::Mark(mark) => Some(mark.to_ne_bytes().to_vec()),
+    }
+}
+
+/// A map value's data: a verdict, or a number in host order as long as
+/// the map's data (a zone is 16 bits).
+fn map_data(kind: MapKind, value: &MapValue) -> DataAttribute {
+    match value {
+        MapValue::Jump(chain) => DataAttribute::Verdict(vec![
+            VerdictAttribute::Code(NlVerdict::Jump),
+            VerdictAttribute::Chain(chain.clone()),
+        ]),
+        MapValue::Number(n) => DataAttribute::Value(match kind {
+            MapKind::IfnameZone => (*n as u16).to_ne_bytes().to_vec(),
+            _ => n.to_ne_bytes().to_vec(),
+        }),
+    }
 }
 
 fn proto_family(family: Family) -> NetfilterProtoFamily {
@@ -224,6 +275,58 @@ pub fn element_messages(deltas: &[SetDelta]) -> Vec<NetlinkMessage<NetfilterMess
     out
 }
 
+/// The messages of these map changes: per map, its removals, then its
+/// additions (a key whose value changed is removed and added again).
+pub fn map_element_messages(
+    deltas: &[MapDelta],
+) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, Unencodable> {
+    let mut out = vec![];
+    for d in deltas {
+        let list = |elements: Vec<ListAttribute<SetElementAttribute>>| SetElementMessage {
+            attributes: vec![
+                SetElementList::Table(TABLE.to_string()),
+                SetElementList::Set(d.map.clone()),
+                SetElementList::Elements(elements),
+            ],
+        };
+        let key = |k: &MapKey| {
+            map_key(k)
+                .map(|k| SetElementAttribute::Key(DataAttribute::Value(k)))
+                .ok_or_else(|| Unencodable(format!("the map key {k}")))
+        };
+        let removed = d
+            .removed
+            .iter()
+            .map(|k| Ok(ListAttribute::Element(vec![key(k)?])))
+            .collect::<Result<Vec<_>, Unencodable>>()?;
+        let added = d
+            .added
+            .iter()
+            .map(|(k, v)| {
+                Ok(ListAttribute::Element(vec![
+                    key(k)?,
+                    SetElementAttribute::Data(map_data(d.kind, v)),
+                ]))
+            })
+            .collect::<Result<Vec<_>, Unencodable>>()?;
+        for chunk in removed.chunks(ELEMENTS_PER_MESSAGE) {
+            out.push(nft_message(
+                d.family,
+                NfTablesMessage::DeleteSetElement(list(chunk.to_vec())),
+                0,
+            ));
+        }
+        for chunk in added.chunks(ELEMENTS_PER_MESSAGE) {
+            out.push(nft_message(
+                d.family,
+                NfTablesMessage::NewSetElement(list(chunk.to_vec())),
+                NLM_F_CREATE,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 /// libnftnl's set user data nft writes for a set of addresses:
 /// `NFTNL_UDATA_SET_KEYBYTEORDER` big endian.
 const UDATA_SET_KEY_BIG_ENDIAN: [u8; 6] = [0, 4, 2, 0, 0, 0];
@@ -242,7 +345,10 @@ pub fn transaction_messages(
     let mut set_ids = 0u32;
     for op in &tx.ops {
         match op {
-            Op::Elements => out.extend(element_messages(&tx.set_deltas)),
+            Op::Elements => {
+                out.extend(element_messages(&tx.set_deltas));
+                out.extend(map_element_messages(&tx.map_deltas)?);
+            }
             Op::AddRule {
                 family,
                 chain,
@@ -331,6 +437,8 @@ fn op_message(op: &Op, set_ids: &mut u32) -> Result<NetlinkMessage<NetfilterMess
             }),
             0,
         ),
+        Op::AddMap { name, .. } => return Err(Unencodable(format!("the map {name}"))),
+        Op::FlushMap { name, .. } => return Err(Unencodable(format!("flush map {name}"))),
         Op::AddRule { .. } | Op::Elements => {
             return Err(Unencodable("not one message".into()));
         }
@@ -397,6 +505,11 @@ pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), B
     let room = bytes.len().saturating_mul(2);
     if room > SEND_BUFFER_DEFAULT {
         nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::SndBufForce, &room)
+            .map_err(|e| BatchError::Socket(e.into()))?;
+    }
+    let answers = messages.len().saturating_mul(ANSWER_ROOM);
+    if answers > RECEIVE_BUFFER_DEFAULT {
+        nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RcvBufForce, &answers)
             .map_err(|e| BatchError::Socket(e.into()))?;
     }
     socket.send(&bytes, 0).map_err(BatchError::Socket)?;

@@ -3,8 +3,8 @@
 //!
 //! Every rule vnet writes carries a comment with a hash of its text, so a
 //! chain is known unchanged by comparing the list of hashes: a chain whose
-//! rules differ is flushed and rewritten in the transaction; named sets are
-//! changed element by element; chains and sets vnet no longer wants are
+//! rules differ is flushed and rewritten in the transaction; named sets and
+//! maps are changed element by element; chains and sets vnet no longer wants are
 //! deleted. Tables and objects of anyone else are never named.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,9 +15,9 @@ use ipnet::IpNet;
 use serde_json::Value;
 
 use super::incremental::Touched;
-use super::netlink::SetDelta;
+use super::netlink::{MapDelta, SetDelta};
 use super::rule::Rule;
-use super::ruleset::{Family, Ruleset, TABLE, Table, fnv1a};
+use super::ruleset::{Family, MapKey, MapKind, MapValue, Ruleset, TABLE, Table, fnv1a};
 
 /// One of vnet's tables as nftables has it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -28,6 +28,9 @@ pub struct ObservedTable {
     /// Set → its elements (`None` for one vnet cannot read back, e.g. a
     /// range: then the set is recreated).
     pub sets: BTreeMap<String, Option<BTreeSet<IpNet>>>,
+    /// Map → its elements (`None` for one vnet cannot read back: then its
+    /// elements are flushed and added again).
+    pub maps: BTreeMap<String, Option<BTreeMap<MapKey, MapValue>>>,
 }
 
 /// Both of vnet's tables as nftables has them.
@@ -52,6 +55,11 @@ impl ObservedNft {
                 .sets
                 .iter()
                 .map(|(n, s)| (n.clone(), Some(s.elements.clone())))
+                .collect(),
+            maps: t
+                .maps
+                .iter()
+                .map(|(n, m)| (n.clone(), Some(m.elements.clone())))
                 .collect(),
         };
         ObservedNft {
@@ -101,6 +109,24 @@ impl ObservedNft {
                 self.inet.sets.remove(name);
             }
         }
+        for (family, name) in touched.maps.keys() {
+            let maps = &mut self.table_mut(*family).maps;
+            if want.table(*family).maps.contains_key(name) {
+                // Made (or flushed) empty by the plan, then filled by its deltas.
+                let elements = maps.entry(name.clone()).or_insert(None);
+                elements.get_or_insert_with(BTreeMap::new);
+            } else {
+                maps.remove(name);
+            }
+        }
+        for delta in &tx.map_deltas {
+            if let Some(Some(elements)) = self.table_mut(delta.family).maps.get_mut(&delta.map) {
+                for gone in &delta.removed {
+                    elements.remove(gone);
+                }
+                elements.extend(delta.added.iter().cloned());
+            }
+        }
         for delta in &tx.set_deltas {
             if let Some(Some(elements)) = self.table_mut(delta.family).sets.get_mut(&delta.set) {
                 for gone in &delta.removed {
@@ -141,6 +167,14 @@ pub fn parse_table(json: &str) -> Result<ObservedTable, serde_json::Error> {
                 .map(|a| a.iter().map(parse_element).collect::<Option<BTreeSet<_>>>())
                 .unwrap_or_else(|| Some(BTreeSet::new()));
             t.sets.insert(name.to_string(), elems);
+        } else if let Some(m) = item.get("map")
+            && let Some(name) = m["name"].as_str()
+        {
+            let elems = m["elem"]
+                .as_array()
+                .map(|a| a.iter().map(parse_map_element).collect::<Option<_>>())
+                .unwrap_or_else(|| Some(BTreeMap::new()));
+            t.maps.insert(name.to_string(), elems);
         }
     }
     Ok(t)
@@ -156,6 +190,47 @@ fn parse_element(e: &Value) -> Option<IpNet> {
     IpNet::new(addr, len).ok()
 }
 
+fn parse_map_element(e: &Value) -> Option<(MapKey, MapValue)> {
+    let [key, value] = e.as_array()?.as_slice() else {
+        return None;
+    };
+    let key = match key {
+        Value::String(dev) => MapKey::Ifname(dev.clone()),
+        k => MapKey::Mark(u32::try_from(k.as_u64()?).ok()?),
+    };
+    let value = match value.get("jump") {
+        Some(jump) => MapValue::Jump(jump["target"].as_str()?.to_string()),
+        None => MapValue::Number(u32::try_from(value.as_u64()?).ok()?),
+    };
+    Some((key, value))
+}
+
+/// At `keys` (in order, maybe repeated): the keys to remove from `have`
+/// and the entries to add for it to be `want`.
+#[allow(clippy::type_complexity)]
+fn map_diff<'a>(
+    keys: impl Iterator<Item = &'a MapKey>,
+    want: &BTreeMap<MapKey, MapValue>,
+    have: &BTreeMap<MapKey, MapValue>,
+) -> (Vec<MapKey>, Vec<(MapKey, MapValue)>) {
+    let keys: BTreeSet<&MapKey> = keys.collect();
+    let mut removed = vec![];
+    let mut added = vec![];
+    for k in keys {
+        let (w, h) = (want.get(k), have.get(k));
+        if w == h {
+            continue;
+        }
+        if h.is_some() {
+            removed.push(k.clone());
+        }
+        if let Some(w) = w {
+            added.push((k.clone(), w.clone()));
+        }
+    }
+    (removed, added)
+}
+
 /// One nftables transaction (an `nft -f` script), and what it changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transaction {
@@ -163,15 +238,21 @@ pub struct Transaction {
     /// Chains (re)written, as `family/chain`.
     pub chains_written: Vec<String>,
     pub chains_deleted: Vec<String>,
+    /// Sets and maps made and deleted.
     pub sets_created: Vec<String>,
     pub sets_deleted: Vec<String>,
     /// Elements added and removed, as `family/set element`.
     pub elements_added: Vec<String>,
     pub elements_removed: Vec<String>,
+    /// Map elements added and removed, as `family/map key[ : value]`.
+    pub map_elements_added: Vec<String>,
+    pub map_elements_removed: Vec<String>,
     /// Tables created, by family name.
     pub tables_created: Vec<String>,
     /// The element changes, set by set: what the in-process path sends.
     pub set_deltas: Vec<SetDelta>,
+    /// The maps' element changes, likewise.
+    pub map_deltas: Vec<MapDelta>,
     /// The script's steps, typed, in its order: the in-process path sends
     /// them as one batch.
     pub ops: Vec<Op>,
@@ -192,7 +273,19 @@ pub enum Op {
         name: String,
         v6: bool,
     },
+    /// A set or a map.
     DeleteSet {
+        family: Family,
+        name: String,
+    },
+    /// A named map (made with its table on a first start: by nft).
+    AddMap {
+        family: Family,
+        name: String,
+        kind: MapKind,
+    },
+    /// A map's elements, all (one that could not be read back).
+    FlushMap {
         family: Family,
         name: String,
     },
@@ -210,7 +303,7 @@ pub enum Op {
         family: Family,
         name: String,
     },
-    /// Here go the element changes (`set_deltas`).
+    /// Here go the element changes (`set_deltas`, `map_deltas`).
     Elements,
 }
 
@@ -231,8 +324,9 @@ impl Transaction {
         self.script.is_empty()
     }
 
-    /// Whether the transaction only adds and removes elements of sets that
-    /// exist (a member joining or leaving, an address group changing).
+    /// Whether the transaction only adds and removes elements of sets and
+    /// maps that exist (a member joining or leaving, an address group
+    /// changing, a device without port security coming or going).
     pub fn elements_only(&self) -> bool {
         self.tables_created.is_empty()
             && self.chains_written.is_empty()
@@ -419,8 +513,27 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     &empty
                 }
             };
-            let removed: Vec<IpNet> = have_elems.difference(&set.elements).copied().collect();
-            let added: Vec<IpNet> = set.elements.difference(have_elems).copied().collect();
+            // A set changed in place is diffed at the prefixes the update
+            // named (the others agree).
+            let keys = touched
+                .and_then(|t| t.set_keys.get(name))
+                .filter(|_| matches!(h.sets.get(name), Some(Some(_))));
+            let (removed, added): (Vec<IpNet>, Vec<IpNet>) = match keys {
+                Some(keys) => (
+                    keys.iter()
+                        .filter(|k| have_elems.contains(k) && !set.elements.contains(k))
+                        .copied()
+                        .collect(),
+                    keys.iter()
+                        .filter(|k| set.elements.contains(k) && !have_elems.contains(k))
+                        .copied()
+                        .collect(),
+                ),
+                None => (
+                    have_elems.difference(&set.elements).copied().collect(),
+                    set.elements.difference(have_elems).copied().collect(),
+                ),
+            };
             let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
             let new: Vec<String> = added.iter().map(ToString::to_string).collect();
             if !removed.is_empty() || !added.is_empty() {
@@ -451,6 +564,92 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
             }
         }
+        let map_names: BTreeSet<&String> = match touched {
+            None => w.maps.keys().chain(h.maps.keys()).collect(),
+            Some(t) => t.maps(family).collect(),
+        };
+        let empty = BTreeMap::new();
+        for (name, map) in map_names.iter().filter_map(|n| w.maps.get_key_value(*n)) {
+            let have_elems = match h.maps.get(name) {
+                Some(Some(e)) => e,
+                Some(None) => {
+                    let _ = writeln!(new_sets, "flush map {f} {TABLE} {name}");
+                    let name = name.clone();
+                    ops.push((Phase::NewSets, Op::FlushMap { family, name }));
+                    &empty
+                }
+                None => {
+                    let decl = map.kind.declaration();
+                    let _ = writeln!(new_sets, "add map {f} {TABLE} {name} {{ {decl} }}");
+                    ops.push((
+                        Phase::NewSets,
+                        Op::AddMap {
+                            family,
+                            name: name.clone(),
+                            kind: map.kind,
+                        },
+                    ));
+                    tx.sets_created.push(format!("{f}/{name}"));
+                    &empty
+                }
+            };
+            // A key whose value changed is deleted and added again. A
+            // touched map that exists is diffed at the keys the update
+            // named (the others agree).
+            let keys = touched
+                .and_then(|t| t.maps.get(&(family, name.clone())))
+                .filter(|_| matches!(h.maps.get(name), Some(Some(_))));
+            let (removed, added) = match keys {
+                Some(keys) => map_diff(keys.iter(), &map.elements, have_elems),
+                None => map_diff(
+                    have_elems.keys().chain(map.elements.keys()),
+                    &map.elements,
+                    have_elems,
+                ),
+            };
+            if !removed.is_empty() {
+                let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
+                let _ = writeln!(
+                    del_elements,
+                    "delete element {f} {TABLE} {name} {{ {} }}",
+                    gone.join(", ")
+                );
+                tx.map_elements_removed
+                    .extend(gone.iter().map(|e| format!("{f}/{name} {e}")));
+            }
+            if !added.is_empty() {
+                let new: Vec<String> = added.iter().map(|(k, v)| format!("{k} : {v}")).collect();
+                let _ = writeln!(
+                    add_elements,
+                    "add element {f} {TABLE} {name} {{ {} }}",
+                    new.join(", ")
+                );
+                tx.map_elements_added
+                    .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
+            }
+            if !removed.is_empty() || !added.is_empty() {
+                tx.map_deltas.push(MapDelta {
+                    family,
+                    map: name.clone(),
+                    kind: map.kind,
+                    removed,
+                    added,
+                });
+            }
+        }
+        for &name in &map_names {
+            if h.maps.contains_key(name) && !w.maps.contains_key(name) {
+                let _ = writeln!(deletes, "delete map {f} {TABLE} {name}");
+                ops.push((
+                    Phase::Deletes,
+                    Op::DeleteSet {
+                        family,
+                        name: name.clone(),
+                    },
+                ));
+                tx.sets_deleted.push(format!("{f}/{name}"));
+            }
+        }
         for &name in &set_names {
             if h.sets.contains_key(name) && !w.sets.contains_key(name) {
                 let _ = writeln!(deletes, "delete set {f} {TABLE} {name}");
@@ -478,7 +677,7 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
     if !body.is_empty() || !tables.is_empty() {
         tx.script = tables + &body;
     }
-    if !tx.set_deltas.is_empty() {
+    if !tx.set_deltas.is_empty() || !tx.map_deltas.is_empty() {
         ops.push((Phase::Elements, Op::Elements));
     }
     // The script's order: phase by phase, in the order written within one

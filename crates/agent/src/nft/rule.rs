@@ -78,7 +78,9 @@ pub enum Verdict {
     Jump(String),
 }
 
-/// A rule: typed matches and a verdict, or (a shape not typed yet) text.
+/// A rule: typed matches and a verdict, or text: a shape not typed yet,
+/// or one only the nft path writes (the base chains' lookups in the named
+/// dispatch maps, written with their tables on a first start).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rule {
     Typed {
@@ -87,26 +89,10 @@ pub enum Rule {
     },
     /// `meta mark set meta mark | BITS`.
     MarkOr(u32),
-    /// `iifname|oifname vmap { "DEV" : jump CHAIN, … }` (an anonymous
-    /// verdict map; device names as nft strings, without the quotes).
-    IfnameVmap {
-        out: bool,
-        entries: Vec<(String, String)>,
-    },
-    /// `meta mark set iifname map { "DEV" : MARK, … }`.
-    MarkFromIfname(Vec<(String, u32)>),
-    /// `ct zone set iifname map { "DEV" : ZONE, … }`.
-    ZoneFromIfname(Vec<(String, u16)>),
     /// `iifname != "PREFIX*" udp dport PORT notrack`.
     NoTrackUdp {
         not_iif_prefix: String,
         dport: u16,
-    },
-    /// `iifname "PREFIX*" meta mark & MASK vmap { KEY : jump CHAIN, … }`.
-    MarkVmap {
-        iif_prefix: String,
-        mask: u32,
-        entries: Vec<(u32, String)>,
     },
     Text(String),
 }
@@ -198,28 +184,6 @@ impl fmt::Display for Rule {
         match self {
             Rule::Text(t) => f.write_str(t),
             Rule::MarkOr(bits) => write!(f, "meta mark set meta mark | {bits:#010x}"),
-            Rule::IfnameVmap { out, entries } => {
-                let list: Vec<String> = entries
-                    .iter()
-                    .map(|(dev, chain)| format!("\"{dev}\" : jump {chain}"))
-                    .collect();
-                let name = if *out { "oifname" } else { "iifname" };
-                write!(f, "{name} vmap {{ {} }}", list.join(", "))
-            }
-            Rule::MarkFromIfname(entries) => {
-                let list: Vec<String> = entries
-                    .iter()
-                    .map(|(dev, mark)| format!("\"{dev}\" : {mark:#010x}"))
-                    .collect();
-                write!(f, "meta mark set iifname map {{ {} }}", list.join(", "))
-            }
-            Rule::ZoneFromIfname(entries) => {
-                let list: Vec<String> = entries
-                    .iter()
-                    .map(|(dev, zone)| format!("\"{dev}\" : {zone}"))
-                    .collect();
-                write!(f, "ct zone set iifname map {{ {} }}", list.join(", "))
-            }
             Rule::NoTrackUdp {
                 not_iif_prefix,
                 dport,
@@ -227,21 +191,6 @@ impl fmt::Display for Rule {
                 f,
                 "iifname != \"{not_iif_prefix}*\" udp dport {dport} notrack"
             ),
-            Rule::MarkVmap {
-                iif_prefix,
-                mask,
-                entries,
-            } => {
-                let list: Vec<String> = entries
-                    .iter()
-                    .map(|(key, chain)| format!("{key:#010x} : jump {chain}"))
-                    .collect();
-                write!(
-                    f,
-                    "iifname \"{iif_prefix}*\" meta mark & {mask:#010x} vmap {{ {} }}",
-                    list.join(", ")
-                )
-            }
             Rule::Typed { matches, verdict } => {
                 for m in matches {
                     write!(f, "{m} ")?;
@@ -318,165 +267,6 @@ fn bitwise(mask: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
     ]))
 }
 
-/// An interface name as a set key: its bytes NUL-padded to `IFNAMSIZ`;
-/// `None` for a name that does not fit.
-fn ifname_key(name: &str) -> Option<Vec<u8>> {
-    if name.is_empty() || name.len() >= IFNAMSIZ || name.contains('\0') {
-        return None;
-    }
-    let mut k = name.as_bytes().to_vec();
-    k.resize(IFNAMSIZ, 0);
-    Some(k)
-}
-
-/// An anonymous map from interface names to `values` of type `data` (type,
-/// length); `None` if a name cannot be one.
-fn ifname_map<'a>(
-    id: u32,
-    values: impl Iterator<Item = (&'a String, DataAttribute)>,
-    data: (u32, u32),
-    user_data: &[u8],
-) -> Option<AnonSet> {
-    let elements = values
-        .map(|(dev, value)| Some((ifname_key(dev)?, Some(value))))
-        .collect::<Option<Vec<_>>>()?;
-    Some(AnonSet {
-        id,
-        key_type: TYPE_IFNAME,
-        key_len: IFNAMSIZ as u32,
-        data: Some(data),
-        user_data: user_data.to_vec(),
-        intervals: None,
-        elements,
-    })
-}
-
-fn jump(chain: &str) -> DataAttribute {
-    DataAttribute::Verdict(vec![
-        VerdictAttribute::Code(NlVerdict::Jump),
-        VerdictAttribute::Chain(chain.to_string()),
-    ])
-}
-
-/// A lookup of register 1 in an anonymous map, its data to `dreg`.
-fn map_lookup(id: u32, dreg: Register) -> ListAttribute<ExpressionAttribute> {
-    expr(Expressions::Lookup(vec![
-        Lookup::SourceRegister(Register::Reg1),
-        Lookup::DestinationRegister(dreg),
-        Lookup::Set(ANON_MAP.to_string()),
-        Lookup::SetId(id),
-    ]))
-}
-
-impl Rule {
-    /// The base chains' dispatch rules: one anonymous map each.
-    #[allow(clippy::type_complexity)]
-    fn encode_map(
-        &self,
-        last_set_id: &mut u32,
-    ) -> Option<(Vec<AnonSet>, Vec<ListAttribute<ExpressionAttribute>>)> {
-        let id = *last_set_id + 1;
-        let (set, exprs) = match self {
-            Rule::IfnameVmap { out, entries } => {
-                let key = if *out {
-                    MetaKey::Oifname
-                } else {
-                    MetaKey::Iifname
-                };
-                (
-                    ifname_map(
-                        id,
-                        entries.iter().map(|(dev, chain)| (dev, jump(chain))),
-                        (DATA_VERDICT, 0),
-                        &UDATA_VERDICT_MAP,
-                    )?,
-                    vec![meta_load(key), map_lookup(id, Register::Verdict)],
-                )
-            }
-            Rule::MarkFromIfname(entries) => {
-                let values = entries
-                    .iter()
-                    .map(|(dev, mark)| (dev, DataAttribute::Value(mark.to_ne_bytes().to_vec())));
-                (
-                    ifname_map(id, values, (TYPE_MARK, 4), &UDATA_MARK_MAP)?,
-                    vec![
-                        meta_load(MetaKey::Iifname),
-                        map_lookup(id, Register::Reg1),
-                        expr(Expressions::Meta(vec![
-                            Meta::Key(MetaKey::Mark),
-                            Meta::SourceRegister(Register::Reg1),
-                        ])),
-                    ],
-                )
-            }
-            Rule::ZoneFromIfname(entries) => {
-                let values = entries
-                    .iter()
-                    .map(|(dev, zone)| (dev, DataAttribute::Value(zone.to_ne_bytes().to_vec())));
-                (
-                    ifname_map(id, values, (TYPE_INTEGER, 2), &UDATA_MARK_MAP)?,
-                    vec![
-                        meta_load(MetaKey::Iifname),
-                        map_lookup(id, Register::Reg1),
-                        expr(Expressions::Other {
-                            expression_type: "ct".into(),
-                            attributes: vec![
-                                DefaultNla::new(CT_KEY, CT_ZONE.to_be_bytes().to_vec()),
-                                DefaultNla::new(CT_SREG, 1u32.to_be_bytes().to_vec()),
-                            ],
-                        }),
-                    ],
-                )
-            }
-            Rule::MarkVmap {
-                iif_prefix,
-                mask,
-                entries,
-            } => {
-                if iif_prefix.is_empty() || iif_prefix.len() >= IFNAMSIZ {
-                    return None;
-                }
-                let elements = entries
-                    .iter()
-                    .map(|(key, chain)| (key.to_ne_bytes().to_vec(), Some(jump(chain))))
-                    .collect();
-                (
-                    AnonSet {
-                        id,
-                        key_type: TYPE_MARK,
-                        key_len: 4,
-                        data: Some((DATA_VERDICT, 0)),
-                        user_data: UDATA_VERDICT_MAP.to_vec(),
-                        intervals: None,
-                        elements,
-                    },
-                    vec![
-                        // A wildcard name: only its prefix's bytes compared.
-                        meta_load(MetaKey::Iifname),
-                        cmp(Operator::Equal, iif_prefix.as_bytes().to_vec()),
-                        meta_load(MetaKey::Mark),
-                        expr(Expressions::Bitwise(vec![
-                            Bitwise::SourceRegister(Register::Reg1),
-                            Bitwise::DestinationRegister(Register::Reg1),
-                            Bitwise::Op(BITWISE_BOOL),
-                            Bitwise::Length(4),
-                            Bitwise::Mask(DataAttribute::Value(mask.to_ne_bytes().to_vec())),
-                            Bitwise::Xor(DataAttribute::Value(vec![0; 4])),
-                        ])),
-                        map_lookup(id, Register::Verdict),
-                    ],
-                )
-            }
-            _ => return None,
-        };
-        if set.len() == 0 {
-            return None;
-        }
-        *last_set_id = id;
-        Some((vec![set], exprs))
-    }
-}
-
 /// `meta mark set meta mark | bits`: the mark (host order) kept where
 /// `bits` is clear, then `bits` set.
 fn mark_or(bits: u32) -> Vec<ListAttribute<ExpressionAttribute>> {
@@ -522,18 +312,15 @@ pub struct AnonSet {
     pub id: u32,
     key_type: u32,
     key_len: u32,
-    /// A map's data type and length.
-    data: Option<(u32, u32)>,
     user_data: Vec<u8>,
-    /// Keys, and for a map each key's data.
-    elements: Vec<(Vec<u8>, Option<DataAttribute>)>,
+    /// Keys.
+    elements: Vec<Vec<u8>>,
     /// An interval set's elements instead, as nft writes them.
     intervals: Option<Vec<ListAttribute<SetElementAttribute>>>,
 }
 
 /// The name nft gives a new anonymous set (the kernel fills in the number).
 const ANON_SET: &str = "__set%d";
-const ANON_MAP: &str = "__map%d";
 /// nft's data types of addresses (`TYPE_IPADDR`, `TYPE_IP6ADDR`).
 const TYPE_IPADDR: u32 = 7;
 const TYPE_IP6ADDR: u32 = 8;
@@ -555,28 +342,6 @@ fn addr_udata(v6: bool, src: bool) -> Vec<u8> {
     ]
 }
 
-/// nft's data types: interface name, packet mark, and a verdict (uapi
-/// `NFT_DATA_VERDICT`).
-const TYPE_IFNAME: u32 = 41;
-const TYPE_MARK: u32 = 19;
-/// nft's plain integer type (a conntrack zone's).
-const TYPE_INTEGER: u32 = 4;
-/// `NFT_CT_ZONE`, `NFTA_CT_SREG`.
-const CT_ZONE: u32 = 17;
-const CT_SREG: u16 = 4;
-const DATA_VERDICT: u32 = 0xffff_ff00;
-/// `IFNAMSIZ`: an interface name key, NUL-padded.
-const IFNAMSIZ: usize = 16;
-/// The user data nft writes for an anonymous map: key byte order (host)
-/// and data byte order, for verdict maps and for mark (and zone) maps.
-const UDATA_VERDICT_MAP: [u8; 28] = [
-    0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x00, 0x00, 0x00, 0x00, 0x04, 0x08, 0x00, 0x04,
-    0x01, 0x00, 0x00, 0x00, 0x01, 0x00, 0x06, 0x04, 0x00, 0x00, 0x00, 0x00,
-];
-const UDATA_MARK_MAP: [u8; 18] = [
-    0x00, 0x04, 0x01, 0x00, 0x00, 0x00, 0x01, 0x04, 0x01, 0x00, 0x00, 0x00, 0x06, 0x04, 0x00, 0x00,
-    0x00, 0x00,
-];
 /// nft's data type of ICMPv6 types (`TYPE_ICMPV6_TYPE`).
 const TYPE_ICMPV6_TYPE: u32 = 29;
 /// The user data nft writes for a set keyed by `icmpv6 type`: key byte
@@ -594,36 +359,18 @@ impl AnonSet {
             .map_or(self.elements.len(), Vec::len)
     }
 
-    fn name(&self) -> &'static str {
-        if self.data.is_some() {
-            ANON_MAP
-        } else {
-            ANON_SET
-        }
-    }
-
     fn messages(&self, family: Family) -> [NetlinkMessage<NetfilterMessage>; 2] {
         let mut attributes = vec![
             SetAttribute::Table(TABLE.to_string()),
-            SetAttribute::Name(self.name().to_string()),
+            SetAttribute::Name(ANON_SET.to_string()),
         ];
-        match self.data {
-            None if self.intervals.is_some() => attributes.push(SetAttribute::Flags(
-                SetFlags::Anonymous | SetFlags::Constant | SetFlags::Interval,
-            )),
-            None => attributes.push(SetAttribute::Flags(
-                SetFlags::Anonymous | SetFlags::Constant,
-            )),
-            Some(_) => attributes.push(SetAttribute::Flags(
-                SetFlags::Anonymous | SetFlags::Constant | SetFlags::Map,
-            )),
-        }
+        attributes.push(SetAttribute::Flags(if self.intervals.is_some() {
+            SetFlags::Anonymous | SetFlags::Constant | SetFlags::Interval
+        } else {
+            SetFlags::Anonymous | SetFlags::Constant
+        }));
         attributes.push(SetAttribute::KeyType(self.key_type));
         attributes.push(SetAttribute::KeyLen(self.key_len));
-        if let Some((data_type, data_len)) = self.data {
-            attributes.push(SetAttribute::DataType(data_type));
-            attributes.push(SetAttribute::DataLen(data_len));
-        }
         attributes.extend([
             SetAttribute::Id(self.id),
             SetAttribute::Description(vec![SetDescription::Size(self.len() as u32)]),
@@ -633,18 +380,17 @@ impl AnonSet {
         let elements = NfTablesMessage::NewSetElement(SetElementMessage {
             attributes: vec![
                 SetElementList::Table(TABLE.to_string()),
-                SetElementList::Set(self.name().to_string()),
+                SetElementList::Set(ANON_SET.to_string()),
                 SetElementList::SetId(self.id),
                 SetElementList::Elements(match &self.intervals {
                     Some(intervals) => intervals.clone(),
                     None => self
                         .elements
                         .iter()
-                        .map(|(k, data)| {
-                            let mut e =
-                                vec![SetElementAttribute::Key(DataAttribute::Value(k.clone()))];
-                            e.extend(data.clone().map(SetElementAttribute::Data));
-                            ListAttribute::Element(e)
+                        .map(|k| {
+                            ListAttribute::Element(vec![SetElementAttribute::Key(
+                                DataAttribute::Value(k.clone()),
+                            )])
                         })
                         .collect(),
                 }),
@@ -696,7 +442,7 @@ impl Rule {
                 not_iif_prefix,
                 dport,
             } => {
-                if not_iif_prefix.is_empty() || not_iif_prefix.len() >= IFNAMSIZ {
+                if not_iif_prefix.is_empty() || not_iif_prefix.len() >= super::netlink::IFNAMSIZ {
                     return Err(unencodable());
                 }
                 return Ok((
@@ -712,12 +458,6 @@ impl Rule {
                         ListAttribute::Element(vec![ExpressionAttribute::Name("notrack".into())]),
                     ],
                 ));
-            }
-            Rule::IfnameVmap { .. }
-            | Rule::MarkFromIfname(_)
-            | Rule::ZoneFromIfname(_)
-            | Rule::MarkVmap { .. } => {
-                return self.encode_map(last_set_id).ok_or_else(unencodable);
             }
             Rule::Text(_) => return Err(unencodable()),
         };
@@ -920,10 +660,9 @@ impl Rule {
                         id,
                         key_type: TYPE_ICMPV6_TYPE,
                         key_len: 1,
-                        data: None,
                         user_data: UDATA_ICMPV6_TYPE.to_vec(),
                         intervals: None,
-                        elements: types.iter().map(|t| (vec![*t], None)).collect(),
+                        elements: types.iter().map(|t| vec![*t]).collect(),
                     });
                     out.push(payload_load(PAYLOAD_TRANSPORT, 0, 1));
                     out.push(expr(Expressions::Lookup(vec![
@@ -950,7 +689,6 @@ impl Rule {
                         id,
                         key_type: if *v6 { TYPE_IP6ADDR } else { TYPE_IPADDR },
                         key_len: len,
-                        data: None,
                         user_data: addr_udata(*v6, *src),
                         elements: vec![],
                         intervals: Some(super::netlink::interval_elements(nets, true)),

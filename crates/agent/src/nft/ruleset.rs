@@ -23,8 +23,14 @@
 //!   the named set `rg_<group>_4`/`_6` of the group's members; one naming an
 //!   address group, in the named set `ag_<address group>_4`/`_6` of its
 //!   addresses (an interval set of prefixes, changed element by element).
+//!
+//! The base chains are fixed: each dispatches by one lookup in a named map
+//! of its table ([`MAPS`]), whose elements (one or two per port, device or
+//! bridge) are added and removed one by one, so a port coming or going
+//! never rewrites a base chain.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use compiler::protocol::{
@@ -72,11 +78,6 @@ impl Chain {
             typed,
         }
     }
-
-    fn push(&mut self, rule: Rule) {
-        self.rules.push(rule.to_string());
-        self.typed.push(rule);
-    }
 }
 
 /// A named set of addresses or prefixes (always `flags interval`).
@@ -92,11 +93,89 @@ impl Set {
     }
 }
 
+/// What a named map maps, from what to what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapKind {
+    /// Interface name → verdict (`jump CHAIN`).
+    IfnameVerdict,
+    /// Interface name → packet mark.
+    IfnameMark,
+    /// Interface name → conntrack zone.
+    IfnameZone,
+    /// Packet mark → verdict.
+    MarkVerdict,
+}
+
+impl MapKind {
+    /// Its declaration in nft's syntax (inside `{ … }`).
+    pub fn declaration(self) -> &'static str {
+        match self {
+            MapKind::IfnameVerdict => "type ifname : verdict;",
+            MapKind::IfnameMark => "type ifname : mark;",
+            // nft has no type of a zone's own: `typeof` names it.
+            MapKind::IfnameZone => "typeof iifname : ct zone;",
+            MapKind::MarkVerdict => "type mark : verdict;",
+        }
+    }
+}
+
+/// A key of a named map: an interface name (as the inside of an nft
+/// string) or a mark.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum MapKey {
+    Ifname(String),
+    Mark(u32),
+}
+
+/// What a map maps a key to: a jump, or a number (a mark or a zone; the
+/// map's kind says which).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapValue {
+    Jump(String),
+    Number(u32),
+}
+
+impl fmt::Display for MapKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapKey::Ifname(dev) => write!(f, "\"{dev}\""),
+            MapKey::Mark(mark) => write!(f, "{mark:#010x}"),
+        }
+    }
+}
+
+impl fmt::Display for MapValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MapValue::Jump(chain) => write!(f, "jump {chain}"),
+            MapValue::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+/// A named map of a base chain's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Map {
+    pub kind: MapKind,
+    pub elements: BTreeMap<MapKey, MapValue>,
+}
+
+/// vnet's named maps: the table, the name, what it maps.
+pub const MAPS: [(Family, &str, MapKind); 6] = [
+    (Family::Bridge, "spoof_ports", MapKind::IfnameVerdict),
+    (Family::Bridge, "marks", MapKind::IfnameMark),
+    (Family::Bridge, "to_ports", MapKind::IfnameVerdict),
+    (Family::Inet, "zones", MapKind::IfnameZone),
+    (Family::Inet, "egress_ports", MapKind::MarkVerdict),
+    (Family::Inet, "ingress_ports", MapKind::MarkVerdict),
+];
+
 /// One of vnet's tables.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Table {
     pub chains: BTreeMap<String, Chain>,
     pub sets: BTreeMap<String, Set>,
+    pub maps: BTreeMap<String, Map>,
 }
 
 /// Everything vnet wants in nftables on one host.
@@ -232,7 +311,7 @@ pub fn address_group_set(address_group: &str, v6: bool) -> String {
 
 /// A device name as the inside of an nft string (the quotes are the
 /// rule's).
-fn nft_string(s: &str) -> String {
+pub(super) fn nft_string(s: &str) -> String {
     s.replace(['"', '\\'], "_")
 }
 
@@ -295,8 +374,11 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
     let mut rs = Ruleset::default();
     let (layout, specs) = layout(state, config);
     let index = port_indexes(layout.secured.keys().map(String::as_str));
-    for (family, name, chain) in base_chains(&layout, &index, config) {
+    for (family, name, chain) in base_chains(config) {
         rs.table_mut(family).chains.insert(name, chain);
+    }
+    for (family, name, map) in maps(&layout, &index) {
+        rs.table_mut(family).maps.insert(name.to_string(), map);
     }
     rs.filtered_bridges = layout.secured.values().cloned().collect();
     let mut used_groups = BTreeSet::new();
@@ -335,58 +417,130 @@ pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
     rs
 }
 
-/// The five base chains: the bridge family's anti-spoofing jumps and
-/// marks, the inet family's conntrack zones and dispatch to port chains.
-pub(super) fn base_chains(
+/// The five base chains, fixed: the bridge family's anti-spoofing jumps
+/// and marks, the inet family's conntrack zones and dispatch to port
+/// chains, each by a lookup in one of [`MAPS`].
+pub(super) fn base_chains(config: &NftConfig) -> Vec<(Family, String, Chain)> {
+    let hook = |h: &str| Some(format!("type filter hook {h}; policy accept;"));
+    let text = |t: String| Rule::Text(t);
+    let prefix = crate::linux::BRIDGE_PREFIX;
+    vec![
+        (
+            Family::Bridge,
+            "prerouting".into(),
+            Chain::new(
+                hook("prerouting priority -300"),
+                vec![text("iifname vmap @spoof_ports".into())],
+            ),
+        ),
+        (
+            Family::Bridge,
+            "forward".into(),
+            Chain::new(
+                hook("forward priority -200"),
+                vec![
+                    text("meta mark set iifname map @marks".into()),
+                    text("oifname vmap @to_ports".into()),
+                ],
+            ),
+        ),
+        (
+            Family::Inet,
+            "prerouting".into(),
+            Chain::new(
+                hook("prerouting priority -300"),
+                vec![
+                    Rule::NoTrackUdp {
+                        not_iif_prefix: prefix.to_string(),
+                        dport: config.vxlan_port,
+                    },
+                    text("ct zone set iifname map @zones".into()),
+                ],
+            ),
+        ),
+        (
+            Family::Inet,
+            "egress".into(),
+            Chain::new(
+                hook("forward priority 0"),
+                vec![text(format!(
+                    "iifname \"{prefix}*\" meta mark & {MARK_FROM:#010x} vmap @egress_ports"
+                ))],
+            ),
+        ),
+        (
+            Family::Inet,
+            "ingress".into(),
+            Chain::new(
+                hook("forward priority 10"),
+                vec![text(format!(
+                    "iifname \"{prefix}*\" meta mark & {MARK_TO:#010x} vmap @ingress_ports"
+                ))],
+            ),
+        ),
+    ]
+}
+
+/// The elements of [`MAPS`], in its order, for `layout` and the secured
+/// ports' mark indexes.
+pub(super) fn maps(
     layout: &Layout,
     index: &BTreeMap<String, u16>,
-    config: &NftConfig,
-) -> Vec<(Family, String, Chain)> {
-    let secured = &layout.secured;
-    // === bridge vnet ===
-    let mut pre = Chain::new(
-        Some("type filter hook prerouting priority -300; policy accept;".into()),
-        vec![],
-    );
-    let mut fwd = Chain::new(
-        Some("type filter hook forward priority -200; policy accept;".into()),
-        vec![],
-    );
-    if !secured.is_empty() {
-        pre.push(Rule::IfnameVmap {
-            out: false,
-            entries: secured
-                .keys()
-                .map(|d| (nft_string(d), spoof_chain(d)))
-                .collect(),
-        });
-        // Every device of vnet's bridges is in the map (0: not filtered),
-        // so the mark of a frame from any of them is set (never stale), and
-        // frames of other bridges keep theirs.
-        fwd.push(Rule::MarkFromIfname(
-            layout
-                .devices
-                .iter()
-                .map(|d| {
-                    let i = index.get(d).copied().unwrap_or(0);
-                    (nft_string(d), u32::from(i) << 16)
-                })
-                .collect(),
-        ));
-        fwd.push(Rule::IfnameVmap {
-            out: true,
-            entries: index.keys().map(|d| (nft_string(d), to_chain(d))).collect(),
-        });
-    }
+) -> [(Family, &'static str, Map); 6] {
+    let ifname = |d: &str| MapKey::Ifname(nft_string(d));
+    let jumps = |chain: fn(&str) -> String| -> BTreeMap<MapKey, MapValue> {
+        index
+            .keys()
+            .map(|d| (ifname(d), MapValue::Jump(chain(d))))
+            .collect()
+    };
+    let by_mark = |dir: RuleDirection| -> BTreeMap<MapKey, MapValue> {
+        index
+            .iter()
+            .map(|(d, i)| {
+                let key = match dir {
+                    RuleDirection::Egress => u32::from(*i) << 16,
+                    RuleDirection::Ingress => u32::from(*i),
+                };
+                (MapKey::Mark(key), MapValue::Jump(port_chain(d, dir)))
+            })
+            .collect()
+    };
+    // Every device of vnet's bridges is marked (0: not filtered), so the
+    // mark of a frame from any of them is set (never stale), and frames of
+    // other bridges keep theirs; with no secured port, none is.
+    let marks = if index.is_empty() {
+        BTreeMap::new()
+    } else {
+        layout
+            .devices
+            .iter()
+            .map(|d| {
+                let i = index.get(d).copied().unwrap_or(0);
+                (ifname(d), MapValue::Number(u32::from(i) << 16))
+            })
+            .collect()
+    };
+    let zones = bridge_zones(layout)
+        .into_iter()
+        .map(|(bridge, z)| (ifname(bridge), MapValue::Number(u32::from(z))))
+        .collect();
+    let [m0, m1, m2, m3, m4, m5] = MAPS;
+    let map = |(family, name, kind): (Family, &'static str, MapKind), elements| {
+        (family, name, Map { kind, elements })
+    };
+    [
+        map(m0, jumps(spoof_chain)),
+        map(m1, marks),
+        map(m2, jumps(to_chain)),
+        map(m3, zones),
+        map(m4, by_mark(RuleDirection::Egress)),
+        map(m5, by_mark(RuleDirection::Ingress)),
+    ]
+}
 
-    // === inet vnet ===
-    let mut raw = Chain::new(
-        Some("type filter hook prerouting priority -300; policy accept;".into()),
-        vec![Rule::NoTrackUdp {
-            not_iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
-            dport: config.vxlan_port,
-        }],
-    );
+/// Each network's bridge with its conntrack zone.
+fn bridge_zones(layout: &Layout) -> Vec<(&String, u16)> {
     let vnis: BTreeSet<u32> = layout.vxlan_bridges.keys().copied().collect();
     let zone_of = zones(&vnis);
     let mut zone_of_bridge: Vec<(&String, u16)> = zone_of
@@ -405,47 +559,7 @@ pub(super) fn base_chains(
         used.insert(z);
         zone_of_bridge.push((bridge, z));
     }
-    if !zone_of_bridge.is_empty() {
-        raw.push(Rule::ZoneFromIfname(
-            zone_of_bridge
-                .iter()
-                .map(|(bridge, z)| (nft_string(bridge), *z))
-                .collect(),
-        ));
-    }
-    let mut egress = Chain::new(
-        Some("type filter hook forward priority 0; policy accept;".into()),
-        vec![],
-    );
-    let mut ingress = Chain::new(
-        Some("type filter hook forward priority 10; policy accept;".into()),
-        vec![],
-    );
-    if !index.is_empty() {
-        egress.push(Rule::MarkVmap {
-            iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
-            mask: MARK_FROM,
-            entries: index
-                .iter()
-                .map(|(d, i)| (u32::from(*i) << 16, port_chain(d, RuleDirection::Egress)))
-                .collect(),
-        });
-        ingress.push(Rule::MarkVmap {
-            iif_prefix: crate::linux::BRIDGE_PREFIX.to_string(),
-            mask: MARK_TO,
-            entries: index
-                .iter()
-                .map(|(d, i)| (u32::from(*i), port_chain(d, RuleDirection::Ingress)))
-                .collect(),
-        });
-    }
-    vec![
-        (Family::Bridge, "prerouting".into(), pre),
-        (Family::Bridge, "forward".into(), fwd),
-        (Family::Inet, "prerouting".into(), raw),
-        (Family::Inet, "egress".into(), egress),
-        (Family::Inet, "ingress".into(), ingress),
-    ]
+    zone_of_bridge
 }
 
 /// The groups of a secured port that exist, and whether the port is
@@ -572,11 +686,11 @@ pub fn without_overlaps(nets: &[IpNet]) -> BTreeSet<IpNet> {
         .collect()
 }
 
-fn spoof_chain(dev: &str) -> String {
+pub(super) fn spoof_chain(dev: &str) -> String {
     format!("s_{}", ident(dev))
 }
 
-fn to_chain(dev: &str) -> String {
+pub(super) fn to_chain(dev: &str) -> String {
     format!("t_{}", ident(dev))
 }
 

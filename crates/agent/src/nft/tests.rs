@@ -9,6 +9,7 @@ use compiler::protocol::{
     RuleDirection, RuleEthertype, RuleRemote, RuleSpec, SecurityGroupSpec,
 };
 
+use super::ruleset::{MapKey, MapKind, MapValue, Table};
 use super::*;
 
 fn rule(
@@ -113,14 +114,28 @@ fn apply_fake(want: &Ruleset, have: &mut ObservedNft) {
     *have = ObservedNft::from_ruleset(want);
 }
 
+/// A named map's elements as nft writes them, `KEY : VALUE, …`.
+fn map_text(t: &Table, name: &str) -> String {
+    let elements: Vec<String> = t.maps[name]
+        .elements
+        .iter()
+        .map(|(k, v)| format!("{k} : {v}"))
+        .collect();
+    elements.join(", ")
+}
+
 #[test]
 fn the_ruleset_dispatches_ports_to_shared_group_chains() {
     let rs = desired(&state(), &NftConfig::default());
     // Only secured ports are dispatched; the one with security off is not.
     let egress = &rs.inet.chains["egress"].rules;
-    assert_eq!(egress.len(), 1);
-    assert!(egress[0].contains("jump e_tapa") && egress[0].contains("jump e_tapb"));
-    assert!(!egress[0].contains("tapc"));
+    assert_eq!(
+        egress,
+        &["iifname \"vnbr*\" meta mark & 0xffff0000 vmap @egress_ports"]
+    );
+    let dispatch = map_text(&rs.inet, "egress_ports");
+    assert!(dispatch.contains("jump e_tapa") && dispatch.contains("jump e_tapb"));
+    assert!(!dispatch.contains("tapc"));
     assert!(!rs.bridge.chains.contains_key("s_tapc"));
     // One chain per group and direction, jumped to by both ports.
     assert!(
@@ -169,9 +184,9 @@ fn the_ruleset_dispatches_ports_to_shared_group_chains() {
     assert!(
         rs.inet.chains["prerouting"]
             .rules
-            .iter()
-            .any(|r| r.contains("ct zone set iifname map { \"vnbr100\" : 100 }"))
+            .contains(&"ct zone set iifname map @zones".to_string())
     );
+    assert_eq!(map_text(&rs.inet, "zones"), "\"vnbr100\" : 100");
     assert!(rs.filtered_bridges.contains("vnbr100"));
 }
 
@@ -285,9 +300,15 @@ fn port_security_off_and_removed_ports_leave_no_chains() {
     ] {
         assert!(tx.chains_deleted.contains(&c.to_string()), "{c}: {tx:#?}");
     }
-    // Deleted after everything that jumped to them was rewritten.
+    // Deleted after the map elements that jumped to them; no base chain
+    // is rewritten.
     let del = tx.script.find("delete chain").unwrap();
-    assert!(tx.script.rfind("add rule").unwrap() < del);
+    let unmapped = tx
+        .script
+        .find("delete element bridge vnet spoof_ports { \"tapb\" }")
+        .unwrap();
+    assert!(unmapped < del, "{}", tx.script);
+    assert!(!tx.script.contains("add rule"), "{}", tx.script);
 }
 
 #[test]
@@ -405,18 +426,17 @@ fn stateless_groups_accept_no_replies_and_ipv6_rules_use_icmpv6() {
 fn marks_are_set_for_every_device_of_vnet_bridges_only() {
     let rs = desired(&state(), &NftConfig::default());
     let fwd = &rs.bridge.chains["forward"].rules;
+    assert_eq!(fwd[0], "meta mark set iifname map @marks");
     // The unsecured port and the VXLAN device map to 0: their frames' marks are reset.
-    assert!(
-        fwd[0].starts_with("meta mark set iifname map {"),
-        "{fwd:#?}"
-    );
-    assert!(
-        fwd[0].contains("\"tapc\" : 0x00000000") && fwd[0].contains("\"vnvx100\" : 0x00000000")
-    );
-    assert!(
-        rs.inet.chains["egress"].rules[0]
-            .starts_with("iifname \"vnbr*\" meta mark & 0xffff0000 vmap")
-    );
+    let marks = &rs.bridge.maps["marks"].elements;
+    for dev in ["tapc", "vnvx100"] {
+        assert_eq!(
+            marks.get(&MapKey::Ifname(dev.into())),
+            Some(&MapValue::Number(0)),
+            "{dev}"
+        );
+    }
+    assert_eq!(rs.bridge.maps["marks"].kind, MapKind::IfnameMark);
 }
 
 #[test]
@@ -440,11 +460,7 @@ fn a_flat_network_gets_its_own_zone_and_its_interface_a_mark() {
     };
     let rs = desired(&s, &config);
     let bridge = crate::linux::network_bridge(&s.networks["f"]);
-    let zones = rs.inet.chains["prerouting"]
-        .rules
-        .iter()
-        .find(|r| r.contains("ct zone set"))
-        .unwrap();
+    let zones = map_text(&rs.inet, "zones");
     // The VXLAN network keeps its zone; the flat one has another, by name.
     assert!(zones.contains("\"vnbr100\" : 100"), "{zones}");
     let flat_zone = zones
@@ -456,8 +472,8 @@ fn a_flat_network_gets_its_own_zone_and_its_interface_a_mark() {
     assert_ne!(flat_zone, "0");
     assert!(rs.filtered_bridges.contains(&bridge));
     // Frames from the physical interface are marked "no port" (never stale).
-    let marks = &rs.bridge.chains["forward"].rules[0];
-    assert!(marks.contains("\"ext0\" : 0x00000000"), "{marks}");
+    let marks = map_text(&rs.bridge, "marks");
+    assert!(marks.contains("\"ext0\" : 0,"), "{marks}");
     assert!(
         !marks.contains("vnvx0"),
         "a flat network has no VXLAN device"
@@ -558,6 +574,10 @@ fn typed_rules_render_the_chains_text_and_port_and_group_rules_encode() {
         for (name, c) in &t.chains {
             let text: Vec<String> = c.typed.iter().map(ToString::to_string).collect();
             assert_eq!(text, c.rules, "{name}");
+            // A base chain is written with its table, by nft.
+            if c.hook.is_some() {
+                continue;
+            }
             for (rule, text) in c.typed.iter().zip(&c.rules) {
                 assert!(
                     rule.expressions(family).is_ok(),
@@ -567,4 +587,49 @@ fn typed_rules_render_the_chains_text_and_port_and_group_rules_encode() {
         }
     }
     assert!(rs.inet.chains["g_web_i"].typed.len() >= 3);
+}
+
+#[test]
+fn a_port_added_or_removed_changes_map_elements_and_no_base_chain() {
+    let s = state();
+    let mut have = ObservedNft::default();
+    apply_fake(&desired(&s, &NftConfig::default()), &mut have);
+    let mut s2 = s.clone();
+    let mut port = s2.networks["n"].local_ports["pa"].clone();
+    port.device = "tapd".into();
+    if let Some(net) = s2.networks.get_mut("n") {
+        net.local_ports.insert("pd".into(), port);
+    }
+    let pa = s2.port_security["pa"].clone();
+    s2.port_security.insert("pd".into(), pa);
+    let base = ["prerouting", "forward", "egress", "ingress"];
+    for (from, to, dir) in [(&s, &s2, "added"), (&s2, &s, "removed")] {
+        let mut have = ObservedNft::default();
+        apply_fake(&desired(from, &NftConfig::default()), &mut have);
+        let tx = plan(&desired(to, &NftConfig::default()), &have);
+        for written in &tx.chains_written {
+            let name = written.split_once('/').unwrap().1;
+            assert!(!base.contains(&name), "{dir}: {written} rewritten");
+        }
+        let changed = if dir == "added" {
+            &tx.map_elements_added
+        } else {
+            &tx.map_elements_removed
+        };
+        for element in [
+            "bridge/spoof_ports \"tapd\"",
+            "bridge/to_ports \"tapd\"",
+            "bridge/marks \"tapd\"",
+            "inet/egress_ports",
+            "inet/ingress_ports",
+        ] {
+            assert!(
+                changed.iter().any(|e| e.starts_with(element)),
+                "{dir}: {element} in {changed:#?}"
+            );
+        }
+    }
+    // Every step of it goes in-process.
+    let tx = plan(&desired(&s2, &NftConfig::default()), &have);
+    assert!(netlink::transaction_messages(&tx).is_ok());
 }

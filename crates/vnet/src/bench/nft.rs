@@ -371,7 +371,7 @@ fn measure(
     let kinds = [
         "a member joins a group (one set element)",
         "a member leaves a group (one set element)",
-        "a secured port is added (new chains, dispatch rules)",
+        "a secured port is added (new chains, dispatch map elements)",
     ];
     for i in 0..changes {
         let joined = member(members + i);

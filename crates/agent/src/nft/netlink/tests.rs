@@ -270,8 +270,17 @@ fn tables_base_chains_and_untyped_rules_are_left_to_nft() {
         Op::AddRule {
             family: Family::Bridge,
             chain: "forward".into(),
-            rule: crate::nft::rule::Rule::Text("oifname vmap { \"t\" : jump t_t }".into()),
+            rule: crate::nft::rule::Rule::Text("oifname vmap @to_ports".into()),
             tag: "h0".into(),
+        },
+        Op::AddMap {
+            family: Family::Bridge,
+            name: "to_ports".into(),
+            kind: MapKind::IfnameVerdict,
+        },
+        Op::FlushMap {
+            family: Family::Bridge,
+            name: "to_ports".into(),
         },
     ];
     for op in refused {
@@ -314,4 +323,144 @@ fn element_changes_go_where_the_plan_puts_them() {
         .collect();
     assert_eq!(m.len(), 3, "{kinds:?}");
     assert_eq!(ours(&m[1]), ours(&element_messages(&tx.set_deltas)[0]));
+}
+
+// The base chains' named maps, as nft 1.0.6 changes their elements.
+// `add element bridge vnet spoof_ports { "tap2" : jump s_tap2 }`
+const ADD_SPOOF: &str = "740000000c0a010000000000000000000700000009000100766e6574000000001000020073706f6f665f706f7274730008000400000000013c000380380001801800018014000100746170320000000000000000000000001c0002801800028008000100fffffffd0b000200735f746170320000";
+// `delete element bridge vnet spoof_ports { "tap2" }`
+const DEL_SPOOF: &str = "500000000e0a010000000000000000000700000009000100766e6574000000001000020073706f6f665f706f72747300200003801c000180180001801400010074617032000000000000000000000000";
+// `add element bridge vnet marks { "tap2" : 131072, "vnvx100" : 0 }`
+const ADD_MARKS: &str = "880000000c0a010000000000000000000700000009000100766e6574000000000a0002006d61726b73000000080004000000000254000380280001801800018014000100746170320000000000000000000000000c0002800800010000000200280002801800018014000100766e76783130300000000000000000000c0002800800010000000000";
+// `add element inet vnet zones { "vnbr100" : 100 }` (zones `typeof iifname : ct zone`)
+const ADD_ZONE: &str = "600000000c0a010000000000000000000100000009000100766e6574000000000a0002007a6f6e657300000008000400000000032c000380280001801800018014000100766e62723130300000000000000000000c0002800600010064000000";
+// `add element inet vnet egress_ports { 0x00020000 : jump e_tap2 }`
+const ADD_EGRESS: &str = "6c0000000c0a010000000000000000000100000009000100766e657400000000110002006567726573735f706f727473000000000800040000000004300003802c0001800c00018008000100000002001c0002801800028008000100fffffffd0b000200655f746170320000";
+// `delete element inet vnet egress_ports { 0x00020000 }`
+const DEL_EGRESS: &str = "480000000e0a010000000000000000000100000009000100766e657400000000110002006567726573735f706f7274730000000014000380100001800c0001800800010000000200";
+
+fn map_delta(
+    family: Family,
+    map: &str,
+    kind: MapKind,
+    removed: Vec<MapKey>,
+    added: Vec<(MapKey, MapValue)>,
+) -> MapDelta {
+    MapDelta {
+        family,
+        map: map.into(),
+        kind,
+        removed,
+        added,
+    }
+}
+
+#[test]
+fn map_elements_are_nfts_bytes() {
+    let dev = |d: &str| MapKey::Ifname(d.into());
+    let jump = |c: &str| MapValue::Jump(c.into());
+    let (bridge, inet) = (Family::Bridge, Family::Inet);
+    let cases = [
+        (
+            map_delta(
+                bridge,
+                "spoof_ports",
+                MapKind::IfnameVerdict,
+                vec![],
+                vec![(dev("tap2"), jump("s_tap2"))],
+            ),
+            ADD_SPOOF,
+        ),
+        (
+            map_delta(
+                bridge,
+                "spoof_ports",
+                MapKind::IfnameVerdict,
+                vec![dev("tap2")],
+                vec![],
+            ),
+            DEL_SPOOF,
+        ),
+        (
+            map_delta(
+                bridge,
+                "marks",
+                MapKind::IfnameMark,
+                vec![],
+                vec![
+                    (dev("tap2"), MapValue::Number(0x2_0000)),
+                    (dev("vnvx100"), MapValue::Number(0)),
+                ],
+            ),
+            ADD_MARKS,
+        ),
+        (
+            map_delta(
+                inet,
+                "zones",
+                MapKind::IfnameZone,
+                vec![],
+                vec![(dev("vnbr100"), MapValue::Number(100))],
+            ),
+            ADD_ZONE,
+        ),
+        (
+            map_delta(
+                inet,
+                "egress_ports",
+                MapKind::MarkVerdict,
+                vec![],
+                vec![(MapKey::Mark(0x2_0000), jump("e_tap2"))],
+            ),
+            ADD_EGRESS,
+        ),
+        (
+            map_delta(
+                inet,
+                "egress_ports",
+                MapKind::MarkVerdict,
+                vec![MapKey::Mark(0x2_0000)],
+                vec![],
+            ),
+            DEL_EGRESS,
+        ),
+    ];
+    for (delta, golden) in cases {
+        let m = map_element_messages(std::slice::from_ref(&delta)).unwrap();
+        assert_eq!(m.len(), 1, "{delta:?}");
+        assert_eq!(ours(&m[0]), comparable(&hex(golden)), "{delta:?}");
+        let create = if delta.added.is_empty() {
+            0
+        } else {
+            NLM_F_CREATE
+        };
+        assert_eq!(m[0].header.flags, NLM_F_REQUEST | create);
+    }
+}
+
+#[test]
+fn a_changed_map_value_is_removed_then_added_and_a_bad_name_is_left_to_nft() {
+    let d = map_delta(
+        Family::Bridge,
+        "marks",
+        MapKind::IfnameMark,
+        vec![MapKey::Ifname("tap2".into())],
+        vec![(MapKey::Ifname("tap2".into()), MapValue::Number(7))],
+    );
+    let m = map_element_messages(&[d]).unwrap();
+    let kinds: Vec<String> = m.iter().map(describe).collect();
+    assert_eq!(m.len(), 2);
+    assert!(
+        kinds[0].starts_with("NfTables(DeleteSetElement"),
+        "{kinds:?}"
+    );
+    assert!(kinds[1].starts_with("NfTables(NewSetElement"), "{kinds:?}");
+    let long = map_delta(
+        Family::Bridge,
+        "spoof_ports",
+        MapKind::IfnameVerdict,
+        vec![MapKey::Ifname("a-name-of-16-chx".into())],
+        vec![],
+    );
+    assert!(map_element_messages(&[long]).is_err());
 }
