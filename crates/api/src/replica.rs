@@ -1,8 +1,8 @@
 //! Several servers on one store: which replica leads (holds the store's
-//! claim and alone validates and commits writes), a follower's copy of the
-//! cloud kept by the store's watch, its read barrier, and the forwarding of
-//! writes to the leader. It must not validate anything itself: a follower
-//! only replays what the leader committed.
+//! claim and alone validates and commits writes) and when it steps down, a
+//! follower's copy of the cloud kept by the store's watch, its read barrier,
+//! and the forwarding of writes to the leader. It must not validate anything
+//! itself: a follower only replays what the leader committed.
 
 use std::cell::Cell;
 use std::sync::{Arc, PoisonError, Weak};
@@ -246,10 +246,13 @@ pub async fn try_to_lead(app: &Arc<App>) -> Result<bool, LoadError> {
                 .wait_applied(last)
                 .await
                 .map_err(LoadError::CatchUp)?;
+            // A failure of an earlier reign concerned a cloud since reloaded.
+            app.committer.reset().await;
             {
                 let _cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
                 app.replica.role.send_replace(Role::Leader);
             }
+            tokio::spawn(hold(Arc::downgrade(app)));
             // Agents heartbeat to whichever replica they reach; the leader
             // hears them from now on.
             app.hosts.grace(Instant::now());
@@ -264,6 +267,38 @@ fn replace(role: &mut Role, new: Role) -> bool {
     let changed = *role != new;
     *role = new;
     changed
+}
+
+/// While this replica leads: once its claim is gone (the store says so
+/// before any other replica can win it) or a commit failed (its outcome
+/// unknown, yet applied in memory), it steps down.
+async fn hold(app: Weak<App>) {
+    let Some((store, mut failed)) = app.upgrade().map(|a| (a.store.clone(), a.failed.clone()))
+    else {
+        return;
+    };
+    let why = tokio::select! {
+        () = store.claim_lost() => "its claim on the store is gone",
+        _ = failed.wait_for(Option::is_some) => "a commit failed",
+    };
+    if let Some(app) = app.upgrade() {
+        step_down(&app, why);
+    }
+}
+
+/// The leader becomes a follower at once, under the cloud's lock (so no
+/// write applies after it). Its cloud may hold writes the store does not,
+/// so it matches no revision until the follower reloads it from the store;
+/// it campaigns again meanwhile (and leads only once caught up).
+fn step_down(app: &Arc<App>, why: &str) {
+    {
+        let _cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
+        app.replica.role.send_replace(Role::Follower(None));
+        app.replica.applied.send_replace(0);
+    }
+    tracing::warn!(why, "this replica steps down");
+    tokio::spawn(follow(Arc::downgrade(app), None));
+    tokio::spawn(campaign(Arc::downgrade(app)));
 }
 
 /// A follower tries the claim until it wins it (its leader died or let go).
@@ -282,18 +317,32 @@ pub async fn campaign(app: Weak<App>) {
     }
 }
 
-/// A follower's cloud follows the store's watch until this replica leads
-/// (its own writes are then in memory before they are in the store). If the
-/// watch breaks, it reloads from a fresh read.
-pub async fn follow(app: Weak<App>, from: Revision) {
-    let mut from = from;
+/// A follower's cloud follows the store's watch from `from` until this
+/// replica leads (its own writes are then in memory before they are in the
+/// store). Without `from`, or if the watch breaks, it reloads from a fresh
+/// read first.
+pub async fn follow(app: Weak<App>, from: Option<Revision>) {
     let Some(mut role) = app.upgrade().map(|a| a.replica.role.subscribe()) else {
         return;
     };
+    let mut at = from;
     loop {
-        let Some(store) = app.upgrade().map(|a| a.store.clone()) else {
-            return;
+        let Some(app_now) = app.upgrade() else { return };
+        let from = match at.take() {
+            Some(revision) => revision,
+            None => match app_now.reload().await {
+                Ok(Some(revision)) => revision,
+                Ok(None) | Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "reloading the replica failed; retrying");
+                    drop(app_now);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
         };
+        let store = app_now.store.clone();
+        drop(app_now);
         match store.watch(KeyRange::Prefix(String::new()), from + 1).await {
             Ok(mut events) => {
                 // Ends as soon as this replica leads, letting go of the store.
@@ -303,10 +352,8 @@ pub async fn follow(app: Weak<App>, from: Revision) {
                 } {
                     let Some(app) = app.upgrade() else { return };
                     match batch {
-                        Ok(batch) => match apply(&app, &batch) {
-                            Some(revision) => from = revision,
-                            None => return,
-                        },
+                        Ok(batch) if !apply(&app, &batch) => return,
+                        Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "store watch ended; reloading the replica");
                             break;
@@ -316,32 +363,23 @@ pub async fn follow(app: Weak<App>, from: Revision) {
             }
             Err(e) => tracing::warn!(error = %e, "store watch refused; reloading the replica"),
         }
-        let Some(app) = app.upgrade() else { return };
-        match app.reload().await {
-            Ok(Some(revision)) => from = revision,
-            Ok(None) => return,
-            Err(StoreError::Closed) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "reloading the replica failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
     }
 }
 
-/// Apply one revision's events to a follower's cloud and hosts; its
-/// revision, or `None` once this replica leads.
-fn apply(app: &App, batch: &[Event]) -> Option<Revision> {
+/// Apply one revision's events to a follower's cloud and hosts; false once
+/// this replica leads.
+fn apply(app: &App, batch: &[Event]) -> bool {
     let mut cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
     if app.replica.is_leader() {
-        return None;
+        return false;
     }
-    let revision = batch.first()?.kv.mod_revision;
     for event in batch {
         replay(app, &mut cloud, event);
     }
-    app.replica.applied.send_replace(revision);
-    Some(revision)
+    if let Some(event) = batch.first() {
+        app.replica.applied.send_replace(event.kv.mod_revision);
+    }
+    true
 }
 
 fn replay(app: &App, cloud: &mut Cloud, event: &Event) {
