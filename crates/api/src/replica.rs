@@ -397,3 +397,99 @@ fn replay(app: &App, cloud: &mut Cloud, event: &Event) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use store::embedded::EmbeddedStore;
+    use store::{RangeResponse, Txn, TxnResponse, WatchStream};
+
+    use super::*;
+    use crate::state::read_all;
+
+    /// The real embedded store, whose transactions fail while `fenced` is
+    /// set, as a lost claim's do.
+    struct Fenced {
+        inner: EmbeddedStore,
+        fenced: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for Fenced {
+        async fn range(&self, range: KeyRange) -> Result<RangeResponse, StoreError> {
+            self.inner.range(range).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+            match self.fenced.load(Ordering::Relaxed) {
+                true => Err(StoreError::ClaimLost("fenced by the test".into())),
+                false => self.inner.txn(txn).await,
+            }
+        }
+        async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream, StoreError> {
+            self.inner.watch(range, from).await
+        }
+        async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+            self.inner.compact(revision).await
+        }
+    }
+
+    async fn role_becomes(app: &App, leads: bool) {
+        let mut role = app.replica.role.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            role.wait_for(|r| (*r == Role::Leader) == leads),
+        )
+        .await
+        .expect("the role changed in time")
+        .expect("the role is still kept");
+    }
+
+    /// A write applied in memory whose commit failed is not kept: the leader
+    /// steps down, reloads from the store, and leads again, in one process.
+    #[tokio::test]
+    async fn a_leader_whose_commit_failed_steps_down_reloads_and_leads_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Fenced {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            fenced: AtomicBool::new(false),
+        });
+        let app = App::load(
+            store.clone(),
+            model::CloudConfig::default(),
+            "admin".into(),
+            String::new(),
+        )
+        .await
+        .expect("load");
+        app.start_background();
+        let group = |project: &'static str| {
+            move |c: &mut Cloud| {
+                c.ensure_default_group(project, 0);
+                Ok(())
+            }
+        };
+
+        store.fenced.store(true, Ordering::Relaxed);
+        let refused = app.write(group("lost")).await.expect_err("written");
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        role_becomes(&app, false).await;
+        store.fenced.store(false, Ordering::Relaxed);
+        role_becomes(&app, true).await;
+
+        assert!(
+            app.read().default_group_of("lost").is_none(),
+            "a write the store never took is still applied"
+        );
+        app.write(group("kept"))
+            .await
+            .expect("a write after leading again");
+        // What the store holds: the write after, not the one refused.
+        let stored = read_all(store.as_ref(), model::CloudConfig::default())
+            .await
+            .expect("read the store");
+        assert!(stored.cloud.default_group_of("kept").is_some());
+        assert!(stored.cloud.default_group_of("lost").is_none());
+    }
+}

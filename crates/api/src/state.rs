@@ -86,14 +86,14 @@ pub fn now() -> Timestamp {
 }
 
 /// Everything the store holds, read at one revision.
-struct Loaded {
-    cloud: Cloud,
+pub(crate) struct Loaded {
+    pub(crate) cloud: Cloud,
     hosts: Vec<crate::hosts::StoredHost>,
     inputs: Vec<compiler::Input>,
     revision: store::Revision,
 }
 
-async fn read_all(store: &dyn Store, config: CloudConfig) -> Result<Loaded, LoadError> {
+pub(crate) async fn read_all(store: &dyn Store, config: CloudConfig) -> Result<Loaded, LoadError> {
     // One range: a consistent snapshot of everything at one revision.
     let all = store.range(KeyRange::Prefix(String::new())).await?;
     let mut resources = Vec::new();
