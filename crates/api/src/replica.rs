@@ -57,6 +57,11 @@ pub struct Replica {
 /// so the follower that forwarded it waits for exactly that one.
 const REVISION_HEADER: &str = "x-vnet-revision";
 
+/// Set on a forwarded request: a replica that does not lead answers it 503
+/// rather than forward it again, so two replicas that each think the other
+/// leads (during an election) cannot bounce a request between them.
+const FORWARDED_HEADER: &str = "x-vnet-forwarded";
+
 tokio::task_local! {
     /// Set by a write a follower refused inside a read it serves (a
     /// project's first list of security groups makes its default group): the
@@ -187,7 +192,9 @@ pub async fn route(State(app): State<Arc<App>>, request: Request, next: Next) ->
 
 async fn forward(app: &App, mut request: Request) -> Response {
     let leader = match &*app.replica.role.borrow() {
-        Role::Follower(Some(leader)) => leader.clone(),
+        Role::Follower(Some(leader)) if !request.headers().contains_key(FORWARDED_HEADER) => {
+            leader.clone()
+        }
         _ => {
             return ApiError::unavailable("no replica leads yet (an election is on): retry")
                 .into_response();
@@ -199,6 +206,9 @@ async fn forward(app: &App, mut request: Request) -> Response {
             .into_response();
     };
     *request.uri_mut() = uri;
+    request
+        .headers_mut()
+        .insert(FORWARDED_HEADER, axum::http::HeaderValue::from_static("1"));
     let answered = tokio::time::timeout(FORWARD_WITHIN, app.replica.client.request(request)).await;
     match answered {
         Ok(Ok(response)) => {
@@ -293,6 +303,9 @@ async fn hold(app: Weak<App>) {
 fn step_down(app: &Arc<App>, why: &str) {
     {
         let _cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
+        if !app.replica.is_leader() {
+            return;
+        }
         app.replica.role.send_replace(Role::Follower(None));
         app.replica.applied.send_replace(0);
     }
@@ -306,7 +319,9 @@ pub async fn campaign(app: Weak<App>) {
     loop {
         tokio::time::sleep(CAMPAIGN_EVERY).await;
         let Some(app) = app.upgrade() else { return };
-        if *app.stopping.borrow() {
+        // Leading (a failure after winning leaves it so): the step-down
+        // that ends this reign campaigns anew.
+        if *app.stopping.borrow() || app.replica.is_leader() {
             return;
         }
         match try_to_lead(&app).await {

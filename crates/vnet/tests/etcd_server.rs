@@ -722,8 +722,15 @@ fn replicas_ride_out_etcd_member_faults() {
     common::wait_for("etcd whole again", Duration::from_secs(30), || {
         rt.block_on(etcd.leader()).is_some()
     });
-    let follower = apis.iter().copied().find(|a| !leads(*a)).unwrap();
-    let leader = apis.iter().copied().find(|a| leads(*a)).unwrap();
+    // A leader whose lease etcd could not confirm in time while it elected
+    // (a 2 s ttl here) has stepped down; one leads again soon.
+    let mut leader = None;
+    common::wait_for("a replica to lead again", Duration::from_secs(30), || {
+        leader = apis.iter().copied().find(|a| leads(*a));
+        leader.is_some()
+    });
+    let leader = leader.unwrap();
+    let follower = apis.iter().copied().find(|a| *a != leader).unwrap();
     etcd.kill(0);
     etcd.kill(1);
     // With nothing written, only the lease can tell the leader it may have
