@@ -402,7 +402,9 @@ fn replicas_serve_one_cloud_and_survive_their_leader() {
     // Kill -9 the leader during a stream of creates through every replica:
     // another leads, every acknowledged create exists, and the dead one's
     // clients go on through the others.
-    let big = network_with_subnet(apis[1], "10.10.0.0/22");
+    // Room for every create until the failover is over: about 1,000 fit in
+    // the 3.5 s of a quick one here (a /22 filled up), and it may take 20 s.
+    let big = network_with_subnet(apis[1], "10.10.0.0/18");
     call(
         apis[2],
         "PUT",
@@ -426,7 +428,7 @@ fn replicas_serve_one_cloud_and_survive_their_leader() {
                             return mine;
                         }
                         let (id, _, sent) =
-                            create_port(apis, &mut at, big).expect("the /22 is not full");
+                            create_port(apis, &mut at, big).expect("the /18 is not full");
                         if let Some(k) = *killed.lock().unwrap() {
                             let mut first = first_after.lock().unwrap();
                             // Sent after the kill: an answer the dead leader could not give.
