@@ -4,9 +4,10 @@
 //! one fsync, not N, and a later change never reaches the disk before an
 //! earlier one it may depend on. Callers are answered only after their batch
 //! is durable. A transient store failure (an etcd leader change) is retried
-//! for a few seconds; a lasting one is fatal: memory is then ahead of the
-//! disk, so the server stops rather than serve state it cannot keep (restart
-//! reloads).
+//! for a few seconds; a lasting one fails that batch and everything queued
+//! behind it (applied in memory after it, it may depend on it) until
+//! [`Committer::reset`]: memory is then ahead of the store, and the replica
+//! steps down and reloads (`replica`) before it commits again.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 const MAX_BATCH: usize = 1024;
 
 /// How long a transaction is retried while the store's failure is
-/// transient, before the server stops (crash-only: memory is ahead of it).
+/// transient, before the replica steps down (memory is ahead of the store).
 /// etcd elects a new leader within a few seconds.
 const RETRY_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -28,7 +29,7 @@ const HISTORY_KEPT: Revision = 100_000;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum CommitError {
-    #[error("the store failed ({0}); the server is stopping")]
+    #[error("the store failed ({0}); this replica no longer leads: retry")]
     StoreFailed(String),
     #[error("the committer has stopped")]
     Stopped,
@@ -42,13 +43,20 @@ struct Pending {
     done: oneshot::Sender<Result<Revision, CommitError>>,
 }
 
+enum Queued {
+    Write(Pending),
+    /// A new reign: forget the failure (answered once forgotten).
+    Reset(oneshot::Sender<()>),
+}
+
 #[derive(Clone)]
 pub struct Committer {
-    queue: mpsc::UnboundedSender<Pending>,
+    queue: mpsc::UnboundedSender<Queued>,
 }
 
 impl Committer {
-    /// Start the committer task. `failed` is set to the error when the store fails.
+    /// Start the committer task. `failed` is set to the error when the store
+    /// fails, until [`Committer::reset`].
     pub fn spawn(store: Arc<dyn Store>, failed: watch::Sender<Option<CommitError>>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
         tokio::spawn(run(store, rx, failed));
@@ -60,26 +68,49 @@ impl Committer {
     pub fn submit(&self, writes: Vec<Write>) -> oneshot::Receiver<Result<Revision, CommitError>> {
         let (done, rx) = oneshot::channel();
         // If the task is gone the receiver reports it when awaited.
-        let _ = self.queue.send(Pending { writes, done });
+        let _ = self.queue.send(Queued::Write(Pending { writes, done }));
         rx
+    }
+
+    /// Commit again after a failure: for a replica that starts to lead from
+    /// a cloud reloaded from the store, so nothing failed is still applied.
+    /// Everything submitted before this call stays failed.
+    pub async fn reset(&self) {
+        let (done, rx) = oneshot::channel();
+        let _ = self.queue.send(Queued::Reset(done));
+        let _ = rx.await;
     }
 }
 
 async fn run(
     store: Arc<dyn Store>,
-    mut rx: mpsc::UnboundedReceiver<Pending>,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
     failed: watch::Sender<Option<CommitError>>,
 ) {
     let mut compacted: Revision = 0;
     let limits = store.txn_limits();
     // A write that did not fit in the last transaction opens the next one.
-    let mut carried: Option<Pending> = None;
+    let mut carried: Option<Queued> = None;
     loop {
         let first = match carried.take() {
-            Some(p) => p,
+            Some(q) => q,
             None => match rx.recv().await {
-                Some(p) => p,
+                Some(q) => q,
                 None => return,
+            },
+        };
+        let first = match first {
+            Queued::Reset(done) => {
+                failed.send_replace(None);
+                let _ = done.send(());
+                continue;
+            }
+            Queued::Write(p) => match failed.borrow().clone() {
+                Some(e) => {
+                    let _ = p.done.send(Err(e));
+                    continue;
+                }
+                None => p,
             },
         };
         // Every transaction also puts the commit marker (one op).
@@ -90,9 +121,13 @@ async fn run(
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             let Ok(next) = rx.try_recv() else { break };
+            let Queued::Write(next) = next else {
+                carried = Some(next);
+                break;
+            };
             let (more_ops, more_bytes) = size_of(&next.writes);
             if ops + more_ops > limits.max_ops || bytes + more_bytes > limits.max_bytes {
-                carried = Some(next);
+                carried = Some(Queued::Write(next));
                 break;
             }
             ops += more_ops;
@@ -133,23 +168,21 @@ async fn run(
         .await
         .map_err(|e| CommitError::StoreFailed(e.to_string()));
         if let Err(e) = &result {
-            tracing::error!(error = %e, "commit failed; stopping");
-            let _ = failed.send(Some(e.clone()));
+            tracing::error!(error = %e, "commit failed; failing what is queued behind it");
+            failed.send_replace(Some(e.clone()));
         }
         for pending in batch {
             let _ = pending.done.send(result.clone());
         }
-        match result {
-            Err(_) => return,
-            // Compacting every HISTORY_KEPT revisions keeps between one and two
-            // windows of history, at the cost of one delete per window.
-            Ok(revision) if revision - compacted >= 2 * HISTORY_KEPT => {
-                compacted = revision - HISTORY_KEPT;
-                if let Err(e) = store.compact(compacted).await {
-                    tracing::warn!(error = %e, "compacting store history failed");
-                }
+        // Compacting every HISTORY_KEPT revisions keeps between one and two
+        // windows of history, at the cost of one delete per window.
+        if let Ok(revision) = result
+            && revision - compacted >= 2 * HISTORY_KEPT
+        {
+            compacted = revision - HISTORY_KEPT;
+            if let Err(e) = store.compact(compacted).await {
+                tracing::warn!(error = %e, "compacting store history failed");
             }
-            Ok(_) => {}
         }
     }
 }

@@ -61,8 +61,6 @@ pub enum ServeError {
     Load(#[from] LoadError),
     #[error("serving HTTP failed")]
     Io(#[from] std::io::Error),
-    #[error("the store failed: {0}")]
-    StoreFailed(String),
     #[error(transparent)]
     Keystone(#[from] KeystoneError),
     #[error("keystone mode needs an agent token: the agents' API would be open")]
@@ -104,7 +102,8 @@ pub fn router_with_keystone(
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Load the cloud from `store` and serve the API on every listener until
-/// `shutdown` resolves, or until the store fails (then it returns the failure).
+/// `shutdown` resolves. A store that fails makes a leading replica step down,
+/// not stop (see `replica`).
 /// Stopping ends the agents' state streams, never marks hosts dead, and
 /// takes at most [`SHUTDOWN_GRACE`] once the listeners close.
 pub async fn serve(
@@ -139,13 +138,9 @@ pub async fn serve(
         (None, token) => router(app.clone(), token),
     };
     let mut stop_rx = app.stopping.subscribe();
-    let mut failed = app.failed.clone();
     let stopper = app.clone();
     tokio::spawn(async move {
-        tokio::select! {
-            () = shutdown => {},
-            _ = failed.wait_for(Option::is_some) => {},
-        }
+        shutdown.await;
         tracing::info!("vnet server stopping: ending the agents' state streams");
         // Before the listeners close: the reaper must not take the agents'
         // silence from here on for their death.
@@ -178,9 +173,6 @@ pub async fn serve(
     }
     if let Some(k) = &keystone {
         k.log_counters();
-    }
-    if let Some(e) = app.failed.borrow().as_ref() {
-        return Err(ServeError::StoreFailed(e.to_string()));
     }
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Several servers on one store: which replica leads (holds the store's
-//! claim and alone validates and commits writes), a follower's copy of the
-//! cloud kept by the store's watch, its read barrier, and the forwarding of
-//! writes to the leader. It must not validate anything itself: a follower
-//! only replays what the leader committed.
+//! claim and alone validates and commits writes) and when it steps down, a
+//! follower's copy of the cloud kept by the store's watch, its read barrier,
+//! and the forwarding of writes to the leader. It must not validate anything
+//! itself: a follower only replays what the leader committed.
 
 use std::cell::Cell;
 use std::sync::{Arc, PoisonError, Weak};
@@ -56,6 +56,11 @@ pub struct Replica {
 /// The leader's answer to a write names the revision that made it durable,
 /// so the follower that forwarded it waits for exactly that one.
 const REVISION_HEADER: &str = "x-vnet-revision";
+
+/// Set on a forwarded request: a replica that does not lead answers it 503
+/// rather than forward it again, so two replicas that each think the other
+/// leads (during an election) cannot bounce a request between them.
+const FORWARDED_HEADER: &str = "x-vnet-forwarded";
 
 tokio::task_local! {
     /// Set by a write a follower refused inside a read it serves (a
@@ -187,7 +192,9 @@ pub async fn route(State(app): State<Arc<App>>, request: Request, next: Next) ->
 
 async fn forward(app: &App, mut request: Request) -> Response {
     let leader = match &*app.replica.role.borrow() {
-        Role::Follower(Some(leader)) => leader.clone(),
+        Role::Follower(Some(leader)) if !request.headers().contains_key(FORWARDED_HEADER) => {
+            leader.clone()
+        }
         _ => {
             return ApiError::unavailable("no replica leads yet (an election is on): retry")
                 .into_response();
@@ -199,6 +206,9 @@ async fn forward(app: &App, mut request: Request) -> Response {
             .into_response();
     };
     *request.uri_mut() = uri;
+    request
+        .headers_mut()
+        .insert(FORWARDED_HEADER, axum::http::HeaderValue::from_static("1"));
     let answered = tokio::time::timeout(FORWARD_WITHIN, app.replica.client.request(request)).await;
     match answered {
         Ok(Ok(response)) => {
@@ -246,10 +256,13 @@ pub async fn try_to_lead(app: &Arc<App>) -> Result<bool, LoadError> {
                 .wait_applied(last)
                 .await
                 .map_err(LoadError::CatchUp)?;
+            // A failure of an earlier reign concerned a cloud since reloaded.
+            app.committer.reset().await;
             {
                 let _cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
                 app.replica.role.send_replace(Role::Leader);
             }
+            tokio::spawn(hold(Arc::downgrade(app)));
             // Agents heartbeat to whichever replica they reach; the leader
             // hears them from now on.
             app.hosts.grace(Instant::now());
@@ -266,12 +279,49 @@ fn replace(role: &mut Role, new: Role) -> bool {
     changed
 }
 
+/// While this replica leads: once its claim is gone (the store says so
+/// before any other replica can win it) or a commit failed (its outcome
+/// unknown, yet applied in memory), it steps down.
+async fn hold(app: Weak<App>) {
+    let Some((store, mut failed)) = app.upgrade().map(|a| (a.store.clone(), a.failed.clone()))
+    else {
+        return;
+    };
+    let why = tokio::select! {
+        () = store.claim_lost() => "its claim on the store is gone",
+        _ = failed.wait_for(Option::is_some) => "a commit failed",
+    };
+    if let Some(app) = app.upgrade() {
+        step_down(&app, why);
+    }
+}
+
+/// The leader becomes a follower at once, under the cloud's lock (so no
+/// write applies after it). Its cloud may hold writes the store does not,
+/// so it matches no revision until the follower reloads it from the store;
+/// it campaigns again meanwhile (and leads only once caught up).
+fn step_down(app: &Arc<App>, why: &str) {
+    {
+        let _cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
+        if !app.replica.is_leader() {
+            return;
+        }
+        app.replica.role.send_replace(Role::Follower(None));
+        app.replica.applied.send_replace(0);
+    }
+    tracing::warn!(why, "this replica steps down");
+    tokio::spawn(follow(Arc::downgrade(app), None));
+    tokio::spawn(campaign(Arc::downgrade(app)));
+}
+
 /// A follower tries the claim until it wins it (its leader died or let go).
 pub async fn campaign(app: Weak<App>) {
     loop {
         tokio::time::sleep(CAMPAIGN_EVERY).await;
         let Some(app) = app.upgrade() else { return };
-        if *app.stopping.borrow() {
+        // Leading (a failure after winning leaves it so): the step-down
+        // that ends this reign campaigns anew.
+        if *app.stopping.borrow() || app.replica.is_leader() {
             return;
         }
         match try_to_lead(&app).await {
@@ -282,18 +332,32 @@ pub async fn campaign(app: Weak<App>) {
     }
 }
 
-/// A follower's cloud follows the store's watch until this replica leads
-/// (its own writes are then in memory before they are in the store). If the
-/// watch breaks, it reloads from a fresh read.
-pub async fn follow(app: Weak<App>, from: Revision) {
-    let mut from = from;
+/// A follower's cloud follows the store's watch from `from` until this
+/// replica leads (its own writes are then in memory before they are in the
+/// store). Without `from`, or if the watch breaks, it reloads from a fresh
+/// read first.
+pub async fn follow(app: Weak<App>, from: Option<Revision>) {
     let Some(mut role) = app.upgrade().map(|a| a.replica.role.subscribe()) else {
         return;
     };
+    let mut at = from;
     loop {
-        let Some(store) = app.upgrade().map(|a| a.store.clone()) else {
-            return;
+        let Some(app_now) = app.upgrade() else { return };
+        let from = match at.take() {
+            Some(revision) => revision,
+            None => match app_now.reload().await {
+                Ok(Some(revision)) => revision,
+                Ok(None) | Err(StoreError::Closed) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "reloading the replica failed; retrying");
+                    drop(app_now);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            },
         };
+        let store = app_now.store.clone();
+        drop(app_now);
         match store.watch(KeyRange::Prefix(String::new()), from + 1).await {
             Ok(mut events) => {
                 // Ends as soon as this replica leads, letting go of the store.
@@ -303,10 +367,8 @@ pub async fn follow(app: Weak<App>, from: Revision) {
                 } {
                     let Some(app) = app.upgrade() else { return };
                     match batch {
-                        Ok(batch) => match apply(&app, &batch) {
-                            Some(revision) => from = revision,
-                            None => return,
-                        },
+                        Ok(batch) if !apply(&app, &batch) => return,
+                        Ok(_) => {}
                         Err(e) => {
                             tracing::warn!(error = %e, "store watch ended; reloading the replica");
                             break;
@@ -316,32 +378,23 @@ pub async fn follow(app: Weak<App>, from: Revision) {
             }
             Err(e) => tracing::warn!(error = %e, "store watch refused; reloading the replica"),
         }
-        let Some(app) = app.upgrade() else { return };
-        match app.reload().await {
-            Ok(Some(revision)) => from = revision,
-            Ok(None) => return,
-            Err(StoreError::Closed) => return,
-            Err(e) => {
-                tracing::error!(error = %e, "reloading the replica failed; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
     }
 }
 
-/// Apply one revision's events to a follower's cloud and hosts; its
-/// revision, or `None` once this replica leads.
-fn apply(app: &App, batch: &[Event]) -> Option<Revision> {
+/// Apply one revision's events to a follower's cloud and hosts; false once
+/// this replica leads.
+fn apply(app: &App, batch: &[Event]) -> bool {
     let mut cloud = app.cloud.write().unwrap_or_else(PoisonError::into_inner);
     if app.replica.is_leader() {
-        return None;
+        return false;
     }
-    let revision = batch.first()?.kv.mod_revision;
     for event in batch {
         replay(app, &mut cloud, event);
     }
-    app.replica.applied.send_replace(revision);
-    Some(revision)
+    if let Some(event) = batch.first() {
+        app.replica.applied.send_replace(event.kv.mod_revision);
+    }
+    true
 }
 
 fn replay(app: &App, cloud: &mut Cloud, event: &Event) {
@@ -357,5 +410,101 @@ fn replay(app: &App, cloud: &mut Cloud, event: &Event) {
             Ok(record) => cloud.replicate(kind, id, record),
             Err(e) => tracing::error!(key, error = %e, "unreadable stored record skipped"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use async_trait::async_trait;
+    use store::embedded::EmbeddedStore;
+    use store::{RangeResponse, Txn, TxnResponse, WatchStream};
+
+    use super::*;
+    use crate::state::read_all;
+
+    /// The real embedded store, whose transactions fail while `fenced` is
+    /// set, as a lost claim's do.
+    struct Fenced {
+        inner: EmbeddedStore,
+        fenced: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Store for Fenced {
+        async fn range(&self, range: KeyRange) -> Result<RangeResponse, StoreError> {
+            self.inner.range(range).await
+        }
+        async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+            match self.fenced.load(Ordering::Relaxed) {
+                true => Err(StoreError::ClaimLost("fenced by the test".into())),
+                false => self.inner.txn(txn).await,
+            }
+        }
+        async fn watch(&self, range: KeyRange, from: Revision) -> Result<WatchStream, StoreError> {
+            self.inner.watch(range, from).await
+        }
+        async fn compact(&self, revision: Revision) -> Result<(), StoreError> {
+            self.inner.compact(revision).await
+        }
+    }
+
+    async fn role_becomes(app: &App, leads: bool) {
+        let mut role = app.replica.role.subscribe();
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            role.wait_for(|r| (*r == Role::Leader) == leads),
+        )
+        .await
+        .expect("the role changed in time")
+        .expect("the role is still kept");
+    }
+
+    /// A write applied in memory whose commit failed is not kept: the leader
+    /// steps down, reloads from the store, and leads again, in one process.
+    #[tokio::test]
+    async fn a_leader_whose_commit_failed_steps_down_reloads_and_leads_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Arc::new(Fenced {
+            inner: EmbeddedStore::open(dir.path()).expect("open"),
+            fenced: AtomicBool::new(false),
+        });
+        let app = App::load(
+            store.clone(),
+            model::CloudConfig::default(),
+            "admin".into(),
+            String::new(),
+        )
+        .await
+        .expect("load");
+        app.start_background();
+        let group = |project: &'static str| {
+            move |c: &mut Cloud| {
+                c.ensure_default_group(project, 0);
+                Ok(())
+            }
+        };
+
+        store.fenced.store(true, Ordering::Relaxed);
+        let refused = app.write(group("lost")).await.expect_err("written");
+        assert_eq!(refused.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        role_becomes(&app, false).await;
+        store.fenced.store(false, Ordering::Relaxed);
+        role_becomes(&app, true).await;
+
+        assert!(
+            app.read().default_group_of("lost").is_none(),
+            "a write the store never took is still applied"
+        );
+        app.write(group("kept"))
+            .await
+            .expect("a write after leading again");
+        // What the store holds: the write after, not the one refused.
+        let stored = read_all(store.as_ref(), model::CloudConfig::default())
+            .await
+            .expect("read the store");
+        assert!(stored.cloud.default_group_of("kept").is_some());
+        assert!(stored.cloud.default_group_of("lost").is_none());
     }
 }

@@ -17,7 +17,7 @@ pub struct App {
     pub hosts: crate::hosts::Hosts,
     pub fabric: Arc<crate::fabric::Fabric>,
     pub store: Arc<dyn Store>,
-    committer: Committer,
+    pub(crate) committer: Committer,
     pub default_project: String,
     pub failed: watch::Receiver<Option<CommitError>>,
     /// True once the server is stopping: state streams end, and the reaper
@@ -86,14 +86,14 @@ pub fn now() -> Timestamp {
 }
 
 /// Everything the store holds, read at one revision.
-struct Loaded {
-    cloud: Cloud,
+pub(crate) struct Loaded {
+    pub(crate) cloud: Cloud,
     hosts: Vec<crate::hosts::StoredHost>,
     inputs: Vec<compiler::Input>,
     revision: store::Revision,
 }
 
-async fn read_all(store: &dyn Store, config: CloudConfig) -> Result<Loaded, LoadError> {
+pub(crate) async fn read_all(store: &dyn Store, config: CloudConfig) -> Result<Loaded, LoadError> {
     // One range: a consistent snapshot of everything at one revision.
     let all = store.range(KeyRange::Prefix(String::new())).await?;
     let mut resources = Vec::new();
@@ -154,13 +154,14 @@ impl App {
         });
         tokio::spawn(crate::replica::follow(
             Arc::downgrade(&app),
-            loaded.revision,
+            Some(loaded.revision),
         ));
         crate::replica::try_to_lead(&app).await?;
         Ok(app)
     }
 
-    /// A follower whose watch broke reads the store again; the revision it
+    /// A follower whose watch broke (or a leader that stepped down) reads
+    /// the store again; the revision it
     /// is at, or `None` once this replica leads (its cloud is then its own).
     pub(crate) async fn reload(&self) -> Result<Option<store::Revision>, StoreError> {
         let loaded = match read_all(self.store.as_ref(), self.config.clone()).await {
@@ -242,15 +243,16 @@ impl App {
         if let Some(e) = self.failed.borrow().as_ref() {
             return Err(ApiError::unavailable(e.to_string()));
         }
-        if !self.replica.is_leader() {
-            return Err(self.replica.refuse_write());
-        }
         // A write the store could not take in one transaction is refused here,
         // undone, rather than failing the store (which stops the server).
         // One op of every transaction is the commit marker.
         let max_ops = self.store.txn_limits().max_ops.saturating_sub(1);
         let (value, durable) = {
             let mut cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
+            // Under the lock: a leader steps down under it too.
+            if !self.replica.is_leader() {
+                return Err(self.replica.refuse_write());
+            }
             let (value, changes) = cloud.apply(|c| {
                 let value = op(c)?;
                 match c.pending_changes() {
@@ -273,12 +275,12 @@ impl App {
 
     /// Write keys outside the cloud (hosts) through the same ordered, durable path.
     pub async fn write_raw(&self, writes: Vec<crate::commit::Write>) -> Result<(), ApiError> {
-        if !self.replica.is_leader() {
-            return Err(self.replica.refuse_write());
-        }
         let durable = {
             // Taken so these writes are ordered with the cloud's.
             let _cloud = self.cloud.write().unwrap_or_else(PoisonError::into_inner);
+            if !self.replica.is_leader() {
+                return Err(self.replica.refuse_write());
+            }
             self.committer.submit(writes)
         };
         wait_durable(durable).await

@@ -232,13 +232,21 @@ pub trait Store: Send + Sync + 'static {
     async fn compact(&self, revision: Revision) -> Result<(), StoreError>;
 
     /// Try once to become the store's only writer, naming this process
-    /// `holder`. Once ours, the claim lasts as long as the process (or until
-    /// the backend loses it: then every transaction fails, never applying
-    /// over a successor's). The default is a store only one process can open
+    /// `holder`. Once ours, the claim lasts as long as the process, or until
+    /// the backend loses it (then [`Store::claim_lost`] resolves and every
+    /// transaction fails, never applying over a successor's; the process
+    /// may claim again). The default is a store only one process can open
     /// (the embedded store, whose data dir's lock its opener holds): always ours.
     async fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
         let _ = holder;
         Ok(Claim::Ours)
+    }
+
+    /// Resolves once this process holds no claim: at once if it never won
+    /// one, else as soon as the backend may have lost it, before any other
+    /// process can win it. The default's claim is never lost.
+    async fn claim_lost(&self) {
+        futures::future::pending().await
     }
 
     /// How large a transaction this store accepts.

@@ -221,6 +221,18 @@ async fn a_writer_that_lost_its_claim_is_fenced() {
         "{refused:?}"
     );
     assert_eq!(get(&new, "k").await.expect("k").value, b"new");
+    // The loser knows at once, and may win the claim again once it is free.
+    tokio::time::timeout(Duration::from_secs(1), old.store.claim_lost())
+        .await
+        .expect("the lost claim is reported");
+    assert_eq!(
+        old.claim("old").await.expect("claim"),
+        Claim::HeldBy("new".into())
+    );
+    new.release().await;
+    assert_eq!(old.claim("old").await.expect("claim"), Claim::Ours);
+    txn(&*old, ops(vec![put("k", b"old, again")])).await;
+    assert_eq!(get(&*old, "k").await.expect("k").value, b"old, again");
 }
 
 /// The claim outlives several lease periods while its holder is alive.

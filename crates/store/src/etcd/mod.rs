@@ -76,47 +76,102 @@ impl Options {
 }
 
 /// This process's claim on the store (see [`Store::claim`]).
+#[derive(Clone)]
 struct Held {
     key: String,
     /// etcd revision that created `key`: the key is ours while it still has it.
     create_revision: i64,
+    /// The lease `key` lives under.
+    lease: i64,
+    /// Given up: every transaction is refused until a new claim is won (it
+    /// never again goes unfenced, nor fenced by a key this process let go).
+    lost: bool,
 }
+
+/// This process's claim, shared with the task renewing its lease, which
+/// gives it up when the lease may have ended.
+type Claimed = std::sync::Arc<tokio::sync::watch::Sender<Option<Held>>>;
 
 /// This process's lease and the task renewing it.
 struct Lease {
     id: i64,
     keeper: tokio::task::JoinHandle<()>,
+    /// False once the keeper gave the lease up.
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Renews `lease` every `every` until it ends (then every fenced write fails).
+/// Renews `lease` (granted at `granted`) every ttl / 3 while etcd confirms
+/// it in time. etcd counts a lease's ttl from a renewal it received, never
+/// from before it was asked, so the lease lives at least until the last
+/// confirmed renewal's asking time plus the ttl: past that point, this
+/// process may no longer hold the claim, so it gives the claim up (before
+/// any successor can have won it), then revokes the lease once etcd answers
+/// (else its claim key would hold out everyone for a ttl after quorum returns).
 async fn keep_alive(
     mut client: etcd::LeaseClient,
     lease: i64,
-    mut keeper: etcd::LeaseKeeper,
-    mut responses: etcd::LeaseKeepAliveStream,
-    every: Duration,
+    (mut keeper, mut responses): (etcd::LeaseKeeper, etcd::LeaseKeepAliveStream),
+    (granted, ttl): (tokio::time::Instant, Duration),
+    alive: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    claim: Claimed,
 ) {
+    let mut valid_until = granted + ttl;
     loop {
-        tokio::time::sleep(every).await;
-        let renewed = match keeper.keep_alive().await {
-            Ok(()) => tokio::time::timeout(every, responses.message()).await,
-            Err(e) => Ok(Err(e)),
-        };
+        tokio::time::sleep(ttl / 3).await;
+        let asked = tokio::time::Instant::now();
+        if asked >= valid_until {
+            tracing::error!("etcd confirmed no lease renewal in time: giving the claim up");
+            break;
+        }
+        let renewed = tokio::time::timeout_at(valid_until, async {
+            keeper.keep_alive().await?;
+            responses.message().await
+        })
+        .await;
         match renewed {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => continue,
+            Ok(Ok(Some(r))) if r.ttl() > 0 => {
+                valid_until = asked + Duration::from_secs(r.ttl().unsigned_abs());
+                continue;
+            }
             Ok(Ok(_)) => {
-                tracing::error!("the store's writer lease expired: writes now fail");
-                return;
+                tracing::error!("the store's writer lease expired: giving the claim up");
+                break;
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "renewing the writer lease failed"),
-            Err(_) => tracing::warn!("etcd did not answer a lease renewal in time"),
+            Err(_) => {
+                tracing::error!("etcd confirmed no lease renewal in time: giving the claim up");
+                break;
+            }
         }
         // The stream may be broken while the lease lives: open another.
-        if let Ok((k, r)) = client.keep_alive(lease).await {
+        if let Ok(Ok((k, r))) = tokio::time::timeout_at(valid_until, client.keep_alive(lease)).await
+        {
             keeper = k;
             responses = r;
         }
     }
+    alive.store(false, std::sync::atomic::Ordering::Release);
+    give_up(&claim, |h| h.lease == lease);
+    loop {
+        match tokio::time::timeout(ttl, client.revoke(lease)).await {
+            Ok(Ok(_)) => return,
+            Ok(Err(etcd::Error::GRpcStatus(s))) if s.message().contains("lease not found") => {
+                return;
+            }
+            _ => tokio::time::sleep(Duration::from_secs(1)).await,
+        }
+    }
+}
+
+/// Marks the claim given up if `which` is the one held.
+fn give_up(claim: &Claimed, which: impl Fn(&Held) -> bool) {
+    claim.send_if_modified(|held| match held {
+        Some(h) if !h.lost && which(h) => {
+            h.lost = true;
+            true
+        }
+        _ => false,
+    });
 }
 
 /// A [`Store`] on an etcd cluster.
@@ -125,11 +180,11 @@ pub struct EtcdStore {
     watch: etcd::WatchClient,
     lease_client: etcd::LeaseClient,
     /// This process's lease, once granted (see `EtcdStore::lease`).
-    lease: tokio::sync::OnceCell<Lease>,
+    lease: tokio::sync::Mutex<Option<Lease>>,
     prefix: String,
     limits: TxnLimits,
     claim_ttl: Duration,
-    claim: std::sync::OnceLock<Held>,
+    claim: Claimed,
     /// `prefix` with one trailing `/`: the etcd key of store key `k` is `root + k`.
     root: String,
     request_timeout: Duration,
@@ -151,12 +206,12 @@ impl EtcdStore {
             kv: client.kv_client().max_decoding_message_size(MAX_MESSAGE),
             watch: client.watch_client().max_decoding_message_size(MAX_MESSAGE),
             lease_client: client.lease_client(),
-            lease: tokio::sync::OnceCell::new(),
+            lease: tokio::sync::Mutex::new(None),
             prefix: options.prefix.trim_end_matches('/').to_owned(),
             limits: options.limits,
             // etcd's shortest lease is about 1.5 s (with its default election timeout).
             claim_ttl: options.claim_ttl.max(Duration::from_secs(2)),
-            claim: std::sync::OnceLock::new(),
+            claim: std::sync::Arc::new(tokio::sync::watch::Sender::new(None)),
             root: format!("{}/", options.prefix.trim_end_matches('/')),
             request_timeout: options.request_timeout,
         };
@@ -166,33 +221,45 @@ impl EtcdStore {
 
     /// This process's lease, granted on its first claim attempt and kept
     /// alive from then on (every ttl / 3), whether or not the claim is won:
-    /// a replica that waits to lead need not grant one per attempt.
+    /// a replica that waits to lead need not grant one per attempt. One that
+    /// was given up is replaced.
     async fn lease(&self) -> Result<i64, StoreError> {
-        let lease = self
-            .lease
-            .get_or_try_init(|| async {
-                let ttl = self.claim_ttl;
-                let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
-                let mut client = self.lease_client.clone();
-                let id = self
-                    .timed("a lease grant", client.grant(ttl_secs, None))
-                    .await?
-                    .id();
-                let (keeper, responses) = self
-                    .timed("a lease keep-alive", client.keep_alive(id))
-                    .await?;
-                let keeper = tokio::spawn(keep_alive(client, id, keeper, responses, ttl / 3));
-                Ok::<_, StoreError>(Lease { id, keeper })
-            })
+        let mut lease = self.lease.lock().await;
+        if let Some(l) = lease.as_ref()
+            && l.alive.load(std::sync::atomic::Ordering::Acquire)
+        {
+            return Ok(l.id);
+        }
+        let ttl = self.claim_ttl;
+        let ttl_secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX);
+        let mut client = self.lease_client.clone();
+        let granted = tokio::time::Instant::now();
+        let id = self
+            .timed("a lease grant", client.grant(ttl_secs, None))
+            .await?
+            .id();
+        let stream = self
+            .timed("a lease keep-alive", client.keep_alive(id))
             .await?;
-        Ok(lease.id)
+        let alive = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let keeper = tokio::spawn(keep_alive(
+            client,
+            id,
+            stream,
+            (granted, ttl),
+            alive.clone(),
+            self.claim.clone(),
+        ));
+        *lease = Some(Lease { id, keeper, alive });
+        Ok(id)
     }
 
     /// Gives the claim (and the lease) up at once (a clean shutdown), so the
     /// next writer need not wait for the lease to run out.
     pub async fn release(&self) {
-        if let Some(lease) = self.lease.get() {
+        if let Some(lease) = self.lease.lock().await.take() {
             lease.keeper.abort();
+            give_up(&self.claim, |_| true);
             let mut client = self.lease_client.clone();
             let _ = self.timed("a lease revoke", client.revoke(lease.id)).await;
         }
@@ -325,8 +392,15 @@ impl Store for EtcdStore {
             .and_then(self.etcd_ops(txn.success))
             .or_else(self.etcd_ops(txn.failure));
         // A claimed store runs the transaction inside one that checks the claim.
-        let request = match self.claim.get() {
+        let held = self.claim.borrow().clone();
+        let request = match &held {
             None => request,
+            Some(claim) if claim.lost => {
+                return Err(StoreError::ClaimLost(format!(
+                    "this server gave {} up (its lease may have ended): write refused",
+                    claim.key
+                )));
+            }
             Some(claim) => etcd::Txn::new()
                 .when([etcd::Compare::create_revision(
                     claim.key.clone(),
@@ -341,9 +415,10 @@ impl Store for EtcdStore {
             .header()
             .map(|h| h.revision())
             .ok_or_else(|| backend_msg("etcd answered a transaction without a header"))?;
-        let succeeded = match self.claim.get() {
+        let succeeded = match &held {
             None => response.succeeded(),
             Some(claim) if !response.succeeded() => {
+                give_up(&self.claim, |h| h.create_revision == claim.create_revision);
                 return Err(StoreError::ClaimLost(format!(
                     "this server no longer holds {} (its lease ended): write refused",
                     claim.key
@@ -428,7 +503,7 @@ impl Store for EtcdStore {
     /// (one `claim_ttl`). From then on every transaction is fenced: it
     /// applies only while the key is still the one this claim created.
     async fn claim(&self, holder: &str) -> Result<Claim, StoreError> {
-        if self.claim.get().is_some() {
+        if self.claim.borrow().as_ref().is_some_and(|h| !h.lost) {
             return Ok(Claim::Ours);
         }
         let lease = self.lease().await?;
@@ -449,10 +524,12 @@ impl Store for EtcdStore {
         let response = self.timed("a claim", client.txn(claim)).await?;
         if response.succeeded() {
             let create_revision = response.header().map_or(0, |h| h.revision());
-            let _ = self.claim.set(Held {
+            self.claim.send_replace(Some(Held {
                 key,
                 create_revision,
-            });
+                lease,
+                lost: false,
+            }));
             return Ok(Claim::Ours);
         }
         let holder = response
@@ -469,6 +546,11 @@ impl Store for EtcdStore {
         Ok(Claim::HeldBy(holder))
     }
 
+    async fn claim_lost(&self) {
+        let mut claim = self.claim.subscribe();
+        let _ = claim.wait_for(|h| h.as_ref().is_none_or(|h| h.lost)).await;
+    }
+
     fn txn_limits(&self) -> TxnLimits {
         self.limits
     }
@@ -477,7 +559,7 @@ impl Store for EtcdStore {
 impl Drop for EtcdStore {
     fn drop(&mut self) {
         // The lease then runs out by itself; `release` ends it at once.
-        if let Some(lease) = self.lease.get() {
+        if let Some(lease) = self.lease.get_mut().as_ref() {
             lease.keeper.abort();
         }
     }

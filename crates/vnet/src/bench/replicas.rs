@@ -1,7 +1,9 @@
 //! `vnet bench replicas`: port creates on three etcd members on loopback,
 //! through one server, then through three replicas with the clients spread
-//! over them, in the same run; then how long after a kill -9 of the leading
-//! replica the first create sent after it succeeds. It starts and kills
+//! over them, in the same run; then a fourth replica joining that cloud (from
+//! its start to its first answer: loading from etcd, compiling, serving) and
+//! its RSS; then how long after a kill -9 of the leading replica the first
+//! create sent after it succeeds. It starts and kills
 //! only its own processes (by pid), and removes its directory.
 
 use std::net::SocketAddr;
@@ -37,6 +39,9 @@ struct Figures {
     latencies: Samples,
     server_cpu_seconds: f64,
     etcd_cpu_seconds: f64,
+    /// A replica started on the cloud made: until it answered, and its RSS
+    /// then (with more than one server).
+    join: Option<(Duration, u64)>,
     /// From the kill -9 of the leader to the first create sent after it
     /// that succeeded (with more than one server).
     failover: Option<Duration>,
@@ -51,21 +56,26 @@ pub async fn run(args: ReplicasArgs) -> Result<(), BoxError> {
         "port creates on three etcd members (loopback), {clients} clients, {ports} ports each"
     );
     println!(
-        "| servers | ports/s | ratio | p50 ms | p99 ms | server CPU s / 1000 ports | etcd CPU s / 1000 ports | leader kill -9 → first create |"
+        "| servers | ports/s | ratio | p50 ms | p99 ms | server CPU s / 1000 ports | etcd CPU s / 1000 ports | a replica joins: ready in, RSS | leader kill -9 → first create |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     let baseline = one.ports as f64 / one.wall.as_secs_f64();
     for f in [&one, &three] {
         let rate = f.ports as f64 / f.wall.as_secs_f64();
         let per_k = 1000.0 / f.ports as f64;
         println!(
-            "| {} | {rate:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {} |",
+            "| {} | {rate:.0} | {:.2} | {:.2} | {:.2} | {:.3} | {:.3} | {} | {} |",
             f.servers,
             rate / baseline,
             ms(f.latencies.p50()),
             ms(f.latencies.p99()),
             f.server_cpu_seconds * per_k,
             f.etcd_cpu_seconds * per_k,
+            f.join.map_or("-".into(), |(d, rss)| format!(
+                "{:.2} s, {} MiB",
+                d.as_secs_f64(),
+                rss >> 20
+            )),
             f.failover
                 .map_or("-".into(), |d| format!("{:.2} s", d.as_secs_f64())),
         );
@@ -110,7 +120,7 @@ async fn measure(servers: usize, ports: usize, clients: usize) -> Result<Figures
         run.addrs.push(addr);
     }
     for addr in &run.addrs {
-        wait_ready(*addr).await?;
+        wait_ready(*addr, Duration::from_secs(10)).await?;
     }
     let mut conn = Conn::connect(run.addrs[0]).await?;
     let networks: Arc<[String]> = create_networks(&mut conn, ports.div_ceil(4000).max(1))
@@ -142,9 +152,12 @@ async fn measure(servers: usize, ports: usize, clients: usize) -> Result<Figures
     let wall = start.elapsed();
     let server_cpu_seconds = cpu(&server_pids)? - server_before;
     let etcd_cpu_seconds = cpu(&etcd_pids)? - etcd_before;
-    let failover = match servers {
-        1 => None,
-        _ => Some(failover(&mut run, &networks).await?),
+    let (join, failover) = match servers {
+        1 => (None, None),
+        _ => (
+            Some(join(&mut run, &endpoints, clk_tck).await?),
+            Some(failover(&mut run, &networks).await?),
+        ),
     };
     drop(etcd);
     Ok(Figures {
@@ -154,8 +167,27 @@ async fn measure(servers: usize, ports: usize, clients: usize) -> Result<Figures
         latencies: Samples::new(latencies),
         server_cpu_seconds,
         etcd_cpu_seconds,
+        join,
         failover,
     })
+}
+
+/// Starts one more replica on the cloud made and times it until it answers
+/// (it listens once it has loaded and compiled the cloud); its RSS then.
+async fn join(run: &mut Run, endpoints: &str, clk_tck: f64) -> Result<(Duration, u64), BoxError> {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let started = Instant::now();
+    run.servers
+        .push(spawn(&run.root, run.addrs.len(), addr, endpoints)?);
+    run.addrs.push(addr);
+    wait_ready(addr, Duration::from_secs(300)).await?;
+    let ready = started.elapsed();
+    let pid = run
+        .servers
+        .last()
+        .map(Child::id)
+        .ok_or("no replica started")?;
+    Ok((ready, stats::usage(pid, clk_tck)?.rss_bytes))
 }
 
 /// Kills the leading replica (-9) and times the first create, sent after the
@@ -212,8 +244,9 @@ fn spawn(root: &Path, i: usize, addr: SocketAddr, endpoints: &str) -> Result<Chi
         .map_err(|e| format!("cannot start a server: {e}").into())
 }
 
-async fn wait_ready(addr: SocketAddr) -> Result<(), BoxError> {
-    for _ in 0..400 {
+async fn wait_ready(addr: SocketAddr, within: Duration) -> Result<(), BoxError> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
         if let Ok(mut conn) = Conn::connect(addr).await
             && conn.get("/").await.is_ok()
         {
@@ -221,5 +254,5 @@ async fn wait_ready(addr: SocketAddr) -> Result<(), BoxError> {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    Err(format!("the server at {addr} did not answer within 10 s").into())
+    Err(format!("the server at {addr} did not answer within {within:?}").into())
 }
