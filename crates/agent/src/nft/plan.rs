@@ -231,6 +231,18 @@ fn map_diff<'a>(
     (removed, added)
 }
 
+/// `VERB element FAMILY TABLE NAME { items }` (nothing for no items): one
+/// line for a set's or a map's elements.
+fn write_elements(script: &mut String, verb: &str, element: &str, items: &[String]) {
+    if !items.is_empty() {
+        let _ = writeln!(
+            script,
+            "{verb} element {element} {{ {} }}",
+            items.join(", ")
+        );
+    }
+}
+
 /// One nftables transaction (an `nft -f` script), and what it changes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Transaction {
@@ -545,24 +557,12 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     added,
                 });
             }
-            if !gone.is_empty() {
-                let _ = writeln!(
-                    del_elements,
-                    "delete element {f} {TABLE} {name} {{ {} }}",
-                    gone.join(", ")
-                );
-                tx.elements_removed
-                    .extend(gone.iter().map(|e| format!("{f}/{name} {e}")));
-            }
-            if !new.is_empty() {
-                let _ = writeln!(
-                    add_elements,
-                    "add element {f} {TABLE} {name} {{ {} }}",
-                    new.join(", ")
-                );
-                tx.elements_added
-                    .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
-            }
+            let element = format!("{f} {TABLE} {name}");
+            write_elements(&mut del_elements, "delete", &element, &gone);
+            write_elements(&mut add_elements, "add", &element, &new);
+            let named = |e: &String| format!("{f}/{name} {e}");
+            tx.elements_removed.extend(gone.iter().map(named));
+            tx.elements_added.extend(new.iter().map(named));
         }
         let map_names: BTreeSet<&String> = match touched {
             None => w.maps.keys().chain(h.maps.keys()).collect(),
@@ -607,26 +607,14 @@ fn plan_within(want: &Ruleset, have: &ObservedNft, touched: Option<&Touched>) ->
                     have_elems,
                 ),
             };
-            if !removed.is_empty() {
-                let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
-                let _ = writeln!(
-                    del_elements,
-                    "delete element {f} {TABLE} {name} {{ {} }}",
-                    gone.join(", ")
-                );
-                tx.map_elements_removed
-                    .extend(gone.iter().map(|e| format!("{f}/{name} {e}")));
-            }
-            if !added.is_empty() {
-                let new: Vec<String> = added.iter().map(|(k, v)| format!("{k} : {v}")).collect();
-                let _ = writeln!(
-                    add_elements,
-                    "add element {f} {TABLE} {name} {{ {} }}",
-                    new.join(", ")
-                );
-                tx.map_elements_added
-                    .extend(new.iter().map(|e| format!("{f}/{name} {e}")));
-            }
+            let gone: Vec<String> = removed.iter().map(ToString::to_string).collect();
+            let new: Vec<String> = added.iter().map(|(k, v)| format!("{k} : {v}")).collect();
+            let element = format!("{f} {TABLE} {name}");
+            write_elements(&mut del_elements, "delete", &element, &gone);
+            write_elements(&mut add_elements, "add", &element, &new);
+            let named = |e: &String| format!("{f}/{name} {e}");
+            tx.map_elements_removed.extend(gone.iter().map(named));
+            tx.map_elements_added.extend(new.iter().map(named));
             if !removed.is_empty() || !added.is_empty() {
                 tx.map_deltas.push(MapDelta {
                     family,
