@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use compiler::protocol::{
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
-use crate::nft::{NftConfig, NftReconciler, WHOLE_PLANS_ENV};
+use crate::nft::{Hints, NftConfig, NftReconciler, WHOLE_PLANS_ENV};
 use crate::router::{RouterConfig, RouterError, RouterReconciler};
 use crate::sync::{Server, SyncError};
 
@@ -80,6 +80,10 @@ struct Target {
     networks_changed: BTreeMap<String, u64>,
     /// The `wiring` of the last snapshot: every network may have changed.
     snapshot_at: u64,
+    /// What the deltas changed since the main loop last took them, for
+    /// nftables (everything after a snapshot). Taken under the watch's
+    /// read lock, so always those of the state it reads with them.
+    hints: Arc<Mutex<Hints>>,
 }
 
 impl Target {
@@ -99,6 +103,7 @@ impl Target {
                     wiring,
                     networks_changed: BTreeMap::new(),
                     snapshot_at: wiring,
+                    hints: Arc::new(Mutex::new(Hints::everything())),
                 });
                 true
             }
@@ -111,6 +116,11 @@ impl Target {
                 for network in changes.iter().filter_map(network_of) {
                     t.networks_changed.insert(network.to_owned(), t.wiring);
                 }
+                let mut hints = lock(&t.hints);
+                for change in &changes {
+                    hints.note(change);
+                }
+                drop(hints);
                 let state = Arc::make_mut(&mut t.state);
                 for change in changes {
                     state.apply(change);
@@ -128,6 +138,11 @@ impl Target {
 }
 
 impl Target {
+    /// What changed since the last call, for nftables.
+    fn take_hints(&self) -> Hints {
+        std::mem::take(&mut *lock(&self.hints))
+    }
+
     /// The networks changed since `wiring` was reconciled; `None`: any
     /// may have.
     fn networks_changed_since(&self, wiring: Option<u64>) -> Option<BTreeSet<String>> {
@@ -140,6 +155,12 @@ impl Target {
                 .collect(),
         )
     }
+}
+
+fn lock(hints: &Mutex<Hints>) -> std::sync::MutexGuard<'_, Hints> {
+    hints
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The network a change is to, if any.
@@ -275,12 +296,13 @@ pub async fn run(
             () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
-        let (revision, state, wiring, changed) = match &*desired.borrow_and_update() {
+        let (revision, state, wiring, changed, hints) = match &*desired.borrow_and_update() {
             Some(t) => (
                 t.revision,
                 t.state.clone(),
                 t.wiring,
                 t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
+                t.take_hints(),
             ),
             None => continue, // no snapshot yet: act on nothing
         };
@@ -289,19 +311,21 @@ pub async fn run(
                 .as_ref()
                 .is_some_and(|p| !config.physical_networks.contains_key(p))
         });
-        let state = if unmappable {
+        // The realisable state drops whole networks the hints know nothing
+        // of: every piece is looked at then.
+        let (state, hints) = if unmappable {
             let (state, unmapped) = mappings::realisable(&state, &config.physical_networks);
             log_unmapped(&config.host, &unmapped, &mut unmapped_logged);
-            Arc::new(state)
+            (Arc::new(state), Hints::everything())
         } else {
             log_unmapped(&config.host, &[], &mut unmapped_logged);
-            state
+            (state, hints)
         };
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
         // bridge it creates is born filtered). The first round reads the
         // kernel's tables (the reconciler has no view yet).
-        if let Err(e) = secure(&nft, &state, resynced).await {
+        if let Err(e) = secure(&nft, &state, resynced, hints).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
         }
@@ -335,7 +359,7 @@ pub async fn run(
             let (made, deleted) = bridges_changed(&report.applied);
             if !made.is_empty() || !deleted.is_empty() {
                 nft.bridges_changed(&made, &deleted);
-                if let Err(e) = secure(&nft, &state, false).await {
+                if let Err(e) = secure(&nft, &state, false, Hints::default()).await {
                     tracing::warn!(error = %e, "bridge netfilter switches not set; retrying");
                     continue;
                 }
@@ -445,18 +469,20 @@ fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeS
 
 /// Apply the security groups of `state` (blocking netlink sockets: off the
 /// async threads). `full` re-reads nftables first; otherwise the plan is
-/// made against what the last reconcile left, of what changed since.
+/// made against what the last reconcile left, of what `hints` name
+/// changed since.
 async fn secure(
     nft: &Arc<NftReconciler>,
     state: &Arc<HostState>,
     full: bool,
+    hints: Hints,
 ) -> Result<(), String> {
     let (nft, state) = (nft.clone(), state.clone());
     let result = tokio::task::spawn_blocking(move || {
         if full {
             nft.reconcile(&state)
         } else {
-            nft.reconcile_cached(&state)
+            nft.reconcile_hinted(&state, &hints)
         }
     })
     .await;
@@ -565,11 +591,19 @@ mod tests {
         // The same snapshot again (a reconnection) has nothing to reconcile.
         assert!(!Target::absorb(&mut target, snapshot, false));
         let held = target.clone().map(|t| t.state);
+        // After a snapshot nftables looks at everything, then at what the
+        // deltas since name, each change once.
+        let hints = || target.as_ref().map(Target::take_hints);
+        assert_eq!(hints(), Some(Hints::everything()));
+        assert_eq!(hints(), Some(Hints::default()));
         let delta = StreamMessage::Delta {
             revision: 2,
             changes: vec![member_add("10.0.0.1/32")],
         };
         assert!(Target::absorb(&mut target, delta, false));
+        let mut want = Hints::default();
+        want.note(&member_add("10.0.0.1/32"));
+        assert_eq!(target.as_ref().map(Target::take_hints), Some(want));
         let Some(t) = &target else { unreachable!() };
         // Security alone: the links have nothing to do.
         assert_eq!((t.revision, t.wiring), (2, 0));
