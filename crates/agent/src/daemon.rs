@@ -321,6 +321,9 @@ pub async fn run(
             log_unmapped(&config.host, &[], &mut unmapped_logged);
             (state, hints)
         };
+        // Each step's time, logged at debug level: where a change's
+        // latency goes on a loaded host.
+        let mut took = Took::start();
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
         // bridge it creates is born filtered). The first round reads the
@@ -331,7 +334,9 @@ pub async fn run(
         }
         // Routers before links: the link reconcile attaches the host ends of
         // the veth pairs this makes.
+        let secure_us = took.lap();
         let routed = routers.reconcile(&state, full || !routers_read).await;
+        let routers_us = took.lap();
         routers_read = true;
         if !routed.failed.is_empty() {
             router_retry = Some(tokio::time::Instant::now() + ROUTER_RETRY);
@@ -353,7 +358,9 @@ pub async fn run(
                 }
             };
             wired_ports = report.wired();
+            took.links = took.lap();
             serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain);
+            took.serve = took.lap();
             // Bridges made here are born filtered: those no secured port
             // needs are turned off now, as a full reconcile would.
             let (made, deleted) = bridges_changed(&report.applied);
@@ -391,13 +398,50 @@ pub async fn run(
         // The stream's task may change the state in place again.
         drop(router_ports);
         drop(state);
+        let wired_count = wired.wired.len();
         if let Err(e) = server.report_ports(&config.host, &wired).await {
             tracing::warn!(error = %e, "port status report failed; next reconcile retries");
         }
+        let report_us = took.lap();
+        tracing::debug!(
+            revision,
+            secure_us,
+            routers_us,
+            links_us = took.links,
+            serve_us = took.serve,
+            report_us,
+            wired = wired_count,
+            "reconciled"
+        );
     }
     heartbeat.abort();
     follow.abort();
     Ok(())
+}
+
+/// Microseconds between laps of one round of the main loop.
+struct Took {
+    lap: std::time::Instant,
+    links: u128,
+    serve: u128,
+}
+
+impl Took {
+    fn start() -> Self {
+        Took {
+            lap: std::time::Instant::now(),
+            links: 0,
+            serve: 0,
+        }
+    }
+
+    /// Since the last lap.
+    fn lap(&mut self) -> u128 {
+        let now = std::time::Instant::now();
+        let us = (now - self.lap).as_micros();
+        self.lap = now;
+        us
+    }
 }
 
 /// The bridges link operations made and deleted.
