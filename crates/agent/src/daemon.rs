@@ -359,7 +359,8 @@ pub async fn run(
             };
             wired_ports = report.wired();
             took.links = took.lap();
-            serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain);
+            let plugged = changed.as_ref().filter(|_| !full);
+            serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain, plugged);
             took.serve = took.lap();
             // Bridges made here are born filtered: those no secured port
             // needs are turned off now, as a full reconcile would.
@@ -461,26 +462,45 @@ fn bridges_changed(ops: &[linux::Op]) -> (Vec<String>, Vec<String>) {
 }
 
 /// Serves DHCP and router advertisements on every local port of `state`.
+/// Only the ports of the `plugged` networks (`None`: of all), whose devices
+/// the link reconcile may have just attached, are woken to look for their
+/// device at once: the others' tasks sleep on (a thousand tasks woken per
+/// port created would each make a system call).
 fn serve_ports(
     dhcp: &mut DhcpServer,
     ipv6: &mut Ipv6Server,
     state: &HostState,
     dns_domain: &dhcpv6::DnsDomain,
+    plugged: Option<&BTreeSet<String>>,
 ) {
-    dhcp.set_ports(state.networks.values().flat_map(|net| {
-        net.local_ports
+    let woken: Option<BTreeSet<&str>> = plugged.map(|networks| {
+        networks
             .iter()
-            .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
-    }));
-    ipv6.set_ports(state.networks.iter().flat_map(|(network_id, net)| {
-        net.local_ports.iter().map(move |(id, port)| {
-            let service = Ipv6Service {
-                adverts: router_advert::port_adverts(state, network_id, id),
-                dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
-            };
-            (port.device.clone(), service)
-        })
-    }));
+            .filter_map(|id| state.networks.get(id))
+            .flat_map(|net| net.local_ports.values().map(|p| p.device.as_str()))
+            .collect()
+    });
+    let woken = |device: &str| woken.as_ref().is_none_or(|w| w.contains(device));
+    dhcp.set_ports_waking(
+        state.networks.values().flat_map(|net| {
+            net.local_ports
+                .iter()
+                .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
+        }),
+        woken,
+    );
+    ipv6.set_ports_waking(
+        state.networks.iter().flat_map(|(network_id, net)| {
+            net.local_ports.iter().map(move |(id, port)| {
+                let service = Ipv6Service {
+                    adverts: router_advert::port_adverts(state, network_id, id),
+                    dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
+                };
+                (port.device.clone(), service)
+            })
+        }),
+        woken,
+    );
 }
 
 /// Resolves at `at`, or never.
