@@ -76,6 +76,10 @@ struct Target {
     /// routers, floating IPs): a change to security alone leaves it, and
     /// then the link reconcile has nothing to do.
     wiring: u64,
+    /// Bumped likewise by the changes DHCP and router advertisements are
+    /// made of: the wiring's but other hosts' ports (which every port
+    /// created on one of a network's hosts sends to all the others).
+    serving: u64,
     /// The `wiring` of each network's last change, by network id.
     networks_changed: BTreeMap<String, u64>,
     /// The `wiring` of the last snapshot: every network may have changed.
@@ -97,10 +101,12 @@ impl Target {
                     return false;
                 }
                 let wiring = target.as_ref().map_or(0, |t| t.wiring + 1);
+                let serving = target.as_ref().map_or(0, |t| t.serving + 1);
                 *target = Some(Target {
                     revision,
                     state: Arc::new(state),
                     wiring,
+                    serving,
                     networks_changed: BTreeMap::new(),
                     snapshot_at: wiring,
                     hints: Arc::new(Mutex::new(Hints::everything())),
@@ -112,6 +118,9 @@ impl Target {
                 t.revision = revision;
                 if changes.iter().any(changes_wiring) {
                     t.wiring += 1;
+                }
+                if changes.iter().any(changes_serving) {
+                    t.serving += 1;
                 }
                 for network in changes.iter().filter_map(network_of) {
                     t.networks_changed.insert(network.to_owned(), t.wiring);
@@ -200,6 +209,15 @@ fn changes_wiring(change: &Change) -> bool {
     )
 }
 
+/// Whether a change touches what DHCP or router advertisements are made of.
+fn changes_serving(change: &Change) -> bool {
+    changes_wiring(change)
+        && !matches!(
+            change,
+            Change::RemotePortUpsert { .. } | Change::RemotePortRemove { .. }
+        )
+}
+
 /// Run the agent until `shutdown` resolves.
 pub async fn run(
     config: AgentConfig,
@@ -268,6 +286,8 @@ pub async fn run(
     // The baseline of the incremental path: every delta planned whole.
     let whole_plans = std::env::var_os(WHOLE_PLANS_ENV).is_some();
     let mut wired_ports: Vec<String> = vec![];
+    // The `Target::serving` DHCP and router advertisements were last set to.
+    let mut served_at: Option<u64> = None;
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
@@ -296,11 +316,13 @@ pub async fn run(
             () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
-        let (revision, state, wiring, changed, hints) = match &*desired.borrow_and_update() {
+        let (revision, state, wiring, serving, changed, hints) = match &*desired.borrow_and_update()
+        {
             Some(t) => (
                 t.revision,
                 t.state.clone(),
                 t.wiring,
+                t.serving,
                 t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
                 t.take_hints(),
             ),
@@ -359,8 +381,12 @@ pub async fn run(
             };
             wired_ports = report.wired();
             took.links = took.lap();
-            let plugged = changed.as_ref().filter(|_| !full);
-            serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain, plugged);
+            // Another host's port changes no lease or advertisement.
+            if full || whole_plans || served_at != Some(serving) {
+                let plugged = changed.as_ref().filter(|_| !full);
+                serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain, plugged);
+                served_at = Some(serving);
+            }
             took.serve = took.lap();
             // Bridges made here are born filtered: those no secured port
             // needs are turned off now, as a full reconcile would.
@@ -681,13 +707,25 @@ mod tests {
             }],
         };
         assert!(Target::absorb(&mut target, delta, false));
+        let Some(t) = &target else { unreachable!() };
+        assert_eq!((t.wiring, t.serving), (1, 1));
+        // Another host's port: the links change, no lease or advertisement.
+        let delta = StreamMessage::Delta {
+            revision: 4,
+            changes: vec![Change::RemotePortRemove {
+                network_id: "n".into(),
+                port_id: "p".into(),
+            }],
+        };
+        assert!(Target::absorb(&mut target, delta, false));
         let Some(t) = target else { unreachable!() };
-        assert_eq!(t.wiring, 1);
+        assert_eq!((t.wiring, t.serving), (2, 1));
         // The links reconciled at 0 rebuild that network alone; unknown
         // (a failure), or before the snapshot, every network.
         let n: BTreeSet<String> = ["n".to_owned()].into();
-        assert_eq!(t.networks_changed_since(Some(0)), Some(n));
-        assert_eq!(t.networks_changed_since(Some(1)), Some(BTreeSet::new()));
+        assert_eq!(t.networks_changed_since(Some(0)), Some(n.clone()));
+        assert_eq!(t.networks_changed_since(Some(1)), Some(n));
+        assert_eq!(t.networks_changed_since(Some(2)), Some(BTreeSet::new()));
         assert_eq!(t.networks_changed_since(None), None);
         assert!(!Target::absorb(
             &mut None,
