@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use compiler::protocol::{
@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
-use crate::nft::{NftConfig, NftReconciler, WHOLE_PLANS_ENV};
+use crate::nft::{Hints, NftConfig, NftReconciler, WHOLE_PLANS_ENV};
 use crate::router::{RouterConfig, RouterError, RouterReconciler};
 use crate::sync::{Server, SyncError};
 
@@ -76,10 +76,18 @@ struct Target {
     /// routers, floating IPs): a change to security alone leaves it, and
     /// then the link reconcile has nothing to do.
     wiring: u64,
+    /// Bumped likewise by the changes DHCP and router advertisements are
+    /// made of: the wiring's but other hosts' ports (which every port
+    /// created on one of a network's hosts sends to all the others).
+    serving: u64,
     /// The `wiring` of each network's last change, by network id.
     networks_changed: BTreeMap<String, u64>,
     /// The `wiring` of the last snapshot: every network may have changed.
     snapshot_at: u64,
+    /// What the deltas changed since the main loop last took them, for
+    /// nftables (everything after a snapshot). Taken under the watch's
+    /// read lock, so always those of the state it reads with them.
+    hints: Arc<Mutex<Hints>>,
 }
 
 impl Target {
@@ -93,12 +101,15 @@ impl Target {
                     return false;
                 }
                 let wiring = target.as_ref().map_or(0, |t| t.wiring + 1);
+                let serving = target.as_ref().map_or(0, |t| t.serving + 1);
                 *target = Some(Target {
                     revision,
                     state: Arc::new(state),
                     wiring,
+                    serving,
                     networks_changed: BTreeMap::new(),
                     snapshot_at: wiring,
+                    hints: Arc::new(Mutex::new(Hints::everything())),
                 });
                 true
             }
@@ -108,9 +119,17 @@ impl Target {
                 if changes.iter().any(changes_wiring) {
                     t.wiring += 1;
                 }
+                if changes.iter().any(changes_serving) {
+                    t.serving += 1;
+                }
                 for network in changes.iter().filter_map(network_of) {
                     t.networks_changed.insert(network.to_owned(), t.wiring);
                 }
+                let mut hints = lock(&t.hints);
+                for change in &changes {
+                    hints.note(change);
+                }
+                drop(hints);
                 let state = Arc::make_mut(&mut t.state);
                 for change in changes {
                     state.apply(change);
@@ -128,6 +147,11 @@ impl Target {
 }
 
 impl Target {
+    /// What changed since the last call, for nftables.
+    fn take_hints(&self) -> Hints {
+        std::mem::take(&mut *lock(&self.hints))
+    }
+
     /// The networks changed since `wiring` was reconciled; `None`: any
     /// may have.
     fn networks_changed_since(&self, wiring: Option<u64>) -> Option<BTreeSet<String>> {
@@ -140,6 +164,12 @@ impl Target {
                 .collect(),
         )
     }
+}
+
+fn lock(hints: &Mutex<Hints>) -> std::sync::MutexGuard<'_, Hints> {
+    hints
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The network a change is to, if any.
@@ -177,6 +207,15 @@ fn changes_wiring(change: &Change) -> bool {
             | Change::AddressGroupAddressAdd { .. }
             | Change::AddressGroupAddressRemove { .. }
     )
+}
+
+/// Whether a change touches what DHCP or router advertisements are made of.
+fn changes_serving(change: &Change) -> bool {
+    changes_wiring(change)
+        && !matches!(
+            change,
+            Change::RemotePortUpsert { .. } | Change::RemotePortRemove { .. }
+        )
 }
 
 /// Run the agent until `shutdown` resolves.
@@ -247,6 +286,8 @@ pub async fn run(
     // The baseline of the incremental path: every delta planned whole.
     let whole_plans = std::env::var_os(WHOLE_PLANS_ENV).is_some();
     let mut wired_ports: Vec<String> = vec![];
+    // The `Target::serving` DHCP and router advertisements were last set to.
+    let mut served_at: Option<u64> = None;
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
@@ -275,12 +316,15 @@ pub async fn run(
             () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
-        let (revision, state, wiring, changed) = match &*desired.borrow_and_update() {
+        let (revision, state, wiring, serving, changed, hints) = match &*desired.borrow_and_update()
+        {
             Some(t) => (
                 t.revision,
                 t.state.clone(),
                 t.wiring,
+                t.serving,
                 t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
+                t.take_hints(),
             ),
             None => continue, // no snapshot yet: act on nothing
         };
@@ -289,25 +333,32 @@ pub async fn run(
                 .as_ref()
                 .is_some_and(|p| !config.physical_networks.contains_key(p))
         });
-        let state = if unmappable {
+        // The realisable state drops whole networks the hints know nothing
+        // of: every piece is looked at then.
+        let (state, hints) = if unmappable {
             let (state, unmapped) = mappings::realisable(&state, &config.physical_networks);
             log_unmapped(&config.host, &unmapped, &mut unmapped_logged);
-            Arc::new(state)
+            (Arc::new(state), Hints::everything())
         } else {
             log_unmapped(&config.host, &[], &mut unmapped_logged);
-            state
+            (state, hints)
         };
+        // Each step's time, logged at debug level: where a change's
+        // latency goes on a loaded host.
+        let mut took = Took::start();
         // Security first: its rules name port devices, so a port attached by
         // the link reconcile below is filtered from its first frame (and a
         // bridge it creates is born filtered). The first round reads the
         // kernel's tables (the reconciler has no view yet).
-        if let Err(e) = secure(&nft, &state, resynced).await {
+        if let Err(e) = secure(&nft, &state, resynced, hints).await {
             tracing::warn!(error = %e, "security groups not applied; retrying");
             continue;
         }
         // Routers before links: the link reconcile attaches the host ends of
         // the veth pairs this makes.
+        let secure_us = took.lap();
         let routed = routers.reconcile(&state, full || !routers_read).await;
+        let routers_us = took.lap();
         routers_read = true;
         if !routed.failed.is_empty() {
             router_retry = Some(tokio::time::Instant::now() + ROUTER_RETRY);
@@ -329,13 +380,20 @@ pub async fn run(
                 }
             };
             wired_ports = report.wired();
-            serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain);
+            took.links = took.lap();
+            // Another host's port changes no lease or advertisement.
+            if full || whole_plans || served_at != Some(serving) {
+                let plugged = changed.as_ref().filter(|_| !full);
+                serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain, plugged);
+                served_at = Some(serving);
+            }
+            took.serve = took.lap();
             // Bridges made here are born filtered: those no secured port
             // needs are turned off now, as a full reconcile would.
             let (made, deleted) = bridges_changed(&report.applied);
             if !made.is_empty() || !deleted.is_empty() {
                 nft.bridges_changed(&made, &deleted);
-                if let Err(e) = secure(&nft, &state, false).await {
+                if let Err(e) = secure(&nft, &state, false, Hints::default()).await {
                     tracing::warn!(error = %e, "bridge netfilter switches not set; retrying");
                     continue;
                 }
@@ -367,13 +425,50 @@ pub async fn run(
         // The stream's task may change the state in place again.
         drop(router_ports);
         drop(state);
+        let wired_count = wired.wired.len();
         if let Err(e) = server.report_ports(&config.host, &wired).await {
             tracing::warn!(error = %e, "port status report failed; next reconcile retries");
         }
+        let report_us = took.lap();
+        tracing::debug!(
+            revision,
+            secure_us,
+            routers_us,
+            links_us = took.links,
+            serve_us = took.serve,
+            report_us,
+            wired = wired_count,
+            "reconciled"
+        );
     }
     heartbeat.abort();
     follow.abort();
     Ok(())
+}
+
+/// Microseconds between laps of one round of the main loop.
+struct Took {
+    lap: std::time::Instant,
+    links: u128,
+    serve: u128,
+}
+
+impl Took {
+    fn start() -> Self {
+        Took {
+            lap: std::time::Instant::now(),
+            links: 0,
+            serve: 0,
+        }
+    }
+
+    /// Since the last lap.
+    fn lap(&mut self) -> u128 {
+        let now = std::time::Instant::now();
+        let us = (now - self.lap).as_micros();
+        self.lap = now;
+        us
+    }
 }
 
 /// The bridges link operations made and deleted.
@@ -393,26 +488,45 @@ fn bridges_changed(ops: &[linux::Op]) -> (Vec<String>, Vec<String>) {
 }
 
 /// Serves DHCP and router advertisements on every local port of `state`.
+/// Only the ports of the `plugged` networks (`None`: of all), whose devices
+/// the link reconcile may have just attached, are woken to look for their
+/// device at once: the others' tasks sleep on (a thousand tasks woken per
+/// port created would each make a system call).
 fn serve_ports(
     dhcp: &mut DhcpServer,
     ipv6: &mut Ipv6Server,
     state: &HostState,
     dns_domain: &dhcpv6::DnsDomain,
+    plugged: Option<&BTreeSet<String>>,
 ) {
-    dhcp.set_ports(state.networks.values().flat_map(|net| {
-        net.local_ports
+    let woken: Option<BTreeSet<&str>> = plugged.map(|networks| {
+        networks
             .iter()
-            .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
-    }));
-    ipv6.set_ports(state.networks.iter().flat_map(|(network_id, net)| {
-        net.local_ports.iter().map(move |(id, port)| {
-            let service = Ipv6Service {
-                adverts: router_advert::port_adverts(state, network_id, id),
-                dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
-            };
-            (port.device.clone(), service)
-        })
-    }));
+            .filter_map(|id| state.networks.get(id))
+            .flat_map(|net| net.local_ports.values().map(|p| p.device.as_str()))
+            .collect()
+    });
+    let woken = |device: &str| woken.as_ref().is_none_or(|w| w.contains(device));
+    dhcp.set_ports_waking(
+        state.networks.values().flat_map(|net| {
+            net.local_ports
+                .iter()
+                .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
+        }),
+        woken,
+    );
+    ipv6.set_ports_waking(
+        state.networks.iter().flat_map(|(network_id, net)| {
+            net.local_ports.iter().map(move |(id, port)| {
+                let service = Ipv6Service {
+                    adverts: router_advert::port_adverts(state, network_id, id),
+                    dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
+                };
+                (port.device.clone(), service)
+            })
+        }),
+        woken,
+    );
 }
 
 /// Resolves at `at`, or never.
@@ -445,18 +559,20 @@ fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeS
 
 /// Apply the security groups of `state` (blocking netlink sockets: off the
 /// async threads). `full` re-reads nftables first; otherwise the plan is
-/// made against what the last reconcile left, of what changed since.
+/// made against what the last reconcile left, of what `hints` name
+/// changed since.
 async fn secure(
     nft: &Arc<NftReconciler>,
     state: &Arc<HostState>,
     full: bool,
+    hints: Hints,
 ) -> Result<(), String> {
     let (nft, state) = (nft.clone(), state.clone());
     let result = tokio::task::spawn_blocking(move || {
         if full {
             nft.reconcile(&state)
         } else {
-            nft.reconcile_cached(&state)
+            nft.reconcile_hinted(&state, &hints)
         }
     })
     .await;
@@ -565,11 +681,19 @@ mod tests {
         // The same snapshot again (a reconnection) has nothing to reconcile.
         assert!(!Target::absorb(&mut target, snapshot, false));
         let held = target.clone().map(|t| t.state);
+        // After a snapshot nftables looks at everything, then at what the
+        // deltas since name, each change once.
+        let hints = || target.as_ref().map(Target::take_hints);
+        assert_eq!(hints(), Some(Hints::everything()));
+        assert_eq!(hints(), Some(Hints::default()));
         let delta = StreamMessage::Delta {
             revision: 2,
             changes: vec![member_add("10.0.0.1/32")],
         };
         assert!(Target::absorb(&mut target, delta, false));
+        let mut want = Hints::default();
+        want.note(&member_add("10.0.0.1/32"));
+        assert_eq!(target.as_ref().map(Target::take_hints), Some(want));
         let Some(t) = &target else { unreachable!() };
         // Security alone: the links have nothing to do.
         assert_eq!((t.revision, t.wiring), (2, 0));
@@ -583,13 +707,25 @@ mod tests {
             }],
         };
         assert!(Target::absorb(&mut target, delta, false));
+        let Some(t) = &target else { unreachable!() };
+        assert_eq!((t.wiring, t.serving), (1, 1));
+        // Another host's port: the links change, no lease or advertisement.
+        let delta = StreamMessage::Delta {
+            revision: 4,
+            changes: vec![Change::RemotePortRemove {
+                network_id: "n".into(),
+                port_id: "p".into(),
+            }],
+        };
+        assert!(Target::absorb(&mut target, delta, false));
         let Some(t) = target else { unreachable!() };
-        assert_eq!(t.wiring, 1);
+        assert_eq!((t.wiring, t.serving), (2, 1));
         // The links reconciled at 0 rebuild that network alone; unknown
         // (a failure), or before the snapshot, every network.
         let n: BTreeSet<String> = ["n".to_owned()].into();
-        assert_eq!(t.networks_changed_since(Some(0)), Some(n));
-        assert_eq!(t.networks_changed_since(Some(1)), Some(BTreeSet::new()));
+        assert_eq!(t.networks_changed_since(Some(0)), Some(n.clone()));
+        assert_eq!(t.networks_changed_since(Some(1)), Some(n));
+        assert_eq!(t.networks_changed_since(Some(2)), Some(BTreeSet::new()));
         assert_eq!(t.networks_changed_since(None), None);
         assert!(!Target::absorb(
             &mut None,

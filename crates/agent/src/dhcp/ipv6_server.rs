@@ -88,6 +88,17 @@ impl Ipv6Server {
     /// [`super::DhcpServer::set_ports`]. A port whose service changed
     /// advertises the new one at once.
     pub fn set_ports(&mut self, ports: impl IntoIterator<Item = (String, Ipv6Service)>) {
+        self.set_ports_waking(ports, |_| true);
+    }
+
+    /// [`Ipv6Server::set_ports`], waking only the ports `woken` names and
+    /// those whose service changed: as
+    /// [`super::DhcpServer::set_ports_waking`].
+    pub fn set_ports_waking(
+        &mut self,
+        ports: impl IntoIterator<Item = (String, Ipv6Service)>,
+        woken: impl Fn(&str) -> bool,
+    ) {
         let wanted: HashMap<String, Ipv6Service> = ports
             .into_iter()
             .filter(|(_, service)| !service.is_empty())
@@ -95,14 +106,16 @@ impl Ipv6Server {
         self.ports.retain(|device, _| wanted.contains_key(device));
         for (device, service) in wanted {
             if let Some(port) = self.ports.get(&device) {
-                port.service.send_if_modified(|current| {
+                let changed = port.service.send_if_modified(|current| {
                     let changed = *current != service;
                     if changed {
                         *current = service;
                     }
                     changed
                 });
-                port.wake.notify_one();
+                if changed || woken(&device) {
+                    port.wake.notify_one();
+                }
                 continue;
             }
             debug!(device, "ipv6: serve");

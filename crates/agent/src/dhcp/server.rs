@@ -97,6 +97,17 @@ impl DhcpServer {
     /// that are missing are retried now. If a device is listed twice, the
     /// last lease wins.
     pub fn set_ports(&mut self, ports: impl IntoIterator<Item = (String, DhcpLease)>) {
+        self.set_ports_waking(ports, |_| true);
+    }
+
+    /// [`DhcpServer::set_ports`], retrying now only the missing devices
+    /// `woken` names (and those whose lease changed): a change that can have
+    /// plugged only some devices wakes no other port's task.
+    pub fn set_ports_waking(
+        &mut self,
+        ports: impl IntoIterator<Item = (String, DhcpLease)>,
+        woken: impl Fn(&str) -> bool,
+    ) {
         let wanted: HashMap<String, DhcpLease> = ports.into_iter().collect();
         self.ports.retain(|device, _| {
             let keep = wanted.contains_key(device);
@@ -107,7 +118,7 @@ impl DhcpServer {
         });
         for (device, lease) in wanted {
             if let Some(port) = self.ports.get(&device) {
-                port.lease.send_if_modified(|current| {
+                let changed = port.lease.send_if_modified(|current| {
                     let changed = *current != lease;
                     if changed {
                         *current = lease;
@@ -116,7 +127,9 @@ impl DhcpServer {
                 });
                 // A device that vanished and came back is picked up now
                 // rather than at the next retry tick.
-                port.wake.notify_one();
+                if changed || woken(&device) {
+                    port.wake.notify_one();
+                }
                 continue;
             }
             debug!(device, ip = %lease.ip, mac = %lease.mac, "dhcp: serve");

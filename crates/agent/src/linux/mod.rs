@@ -283,13 +283,24 @@ impl Reconciler {
                 };
                 let want = kept.desired();
                 // Devices newly named by the desired state are unknown to
-                // the view: look them up (by name) only then.
-                let unknown: Vec<String> = want
+                // the view: look them up (by name) only then, and only
+                // those of what changed (a port whose device is missing
+                // stays unknown: asking of it again at every change would
+                // cost a request per such port; its device appearing is
+                // a link event, and a full reconcile).
+                let bridges = want
                     .ports
-                    .keys()
-                    .chain(want.uplinks.keys())
-                    .filter(|d| !view.links.contains_key(*d))
-                    .cloned()
+                    .iter()
+                    .map(|(d, p)| (d, &p.bridge))
+                    .chain(want.uplinks.iter());
+                let unknown: Vec<String> = bridges
+                    .filter(|(d, bridge)| {
+                        !view.links.contains_key(*d)
+                            && touched.as_ref().is_none_or(|t| {
+                                t.devices.contains(*d) || t.tables.contains(*bridge)
+                            })
+                    })
+                    .map(|(d, _)| d.clone())
                     .collect();
                 if !unknown.is_empty() {
                     let links = self.netlink.get_links(&unknown).await?;

@@ -28,23 +28,27 @@
 //! # Use from the daemon
 //!
 //! One [`NftReconciler`] per agent, for every desired state, in this order:
-//! 1. `nft.reconcile_cached(&state)` — the rules for new ports exist before
-//!    their devices are attached (they name devices by string, not index);
+//! 1. `nft.reconcile_hinted(&state, &hints)` — the rules for new ports
+//!    exist before their devices are attached (they name devices by
+//!    string, not index); `hints` ([`Hints`]) name what the stream's
+//!    deltas changed since the last call (everything after a snapshot);
 //! 2. the `linux` reconciler (creates bridges with netfilter already on, so
 //!    nothing passes unfiltered);
 //! 3. when step 2 created or deleted a bridge, `nft.bridges_changed(…)` and
-//!    `nft.reconcile_cached(&state)` again (it only sets the bridges'
-//!    netfilter switches then).
+//!    `nft.reconcile_hinted(&state, &Hints::default())` again (it only sets
+//!    the bridges' netfilter switches then).
 //!
 //! The first call after start (the view is empty) reads the tables, so a
 //! restart with an unchanged state applies nothing. A cached call rebuilds
-//! only the pieces of the ruleset whose inputs changed and plans only
-//! those ([`incremental`]). On an error the view is
+//! only the pieces of the ruleset whose inputs changed, looking only at
+//! those the hints name, and plans only those ([`incremental`];
+//! `reconcile_cached` looks at every piece). On an error the view is
 //! forgotten and the next call reads the kernel again; call `reconcile`
 //! (always reads) periodically to repair changes made behind vnet's back.
 //! The `nftables` package (nft ≥ 1.0.6) must be installed.
 
 mod bridges;
+pub mod hints;
 pub mod incremental;
 pub mod netlink;
 mod plan;
@@ -59,6 +63,7 @@ use std::time::{Duration, Instant};
 
 use compiler::protocol::HostState;
 
+pub use hints::Hints;
 pub use incremental::{IncrementalRuleset, Touched};
 pub use plan::{
     ObservedNft, ObservedTable, Op, Transaction, parse_table, plan, plan_touched, rule_tag,
@@ -205,9 +210,20 @@ impl NftReconciler {
     /// state: the pieces of the ruleset whose inputs changed are rebuilt,
     /// and only they are diffed.
     pub fn reconcile_cached(&self, state: &HostState) -> Result<NftReport, NftError> {
+        self.reconcile_hinted(state, &Hints::everything())
+    }
+
+    /// Like [`NftReconciler::reconcile_cached`], knowing from the stream
+    /// what changed since the last call's state: only the pieces `hints`
+    /// name are looked at (they must name every change).
+    pub fn reconcile_hinted(
+        &self,
+        state: &HostState,
+        hints: &Hints,
+    ) -> Result<NftReport, NftError> {
         let kept = self.kept_slot().take();
         match kept {
-            Some(kept) => self.converge_touched(state, kept),
+            Some(kept) => self.converge_touched(state, hints, kept),
             None => self.converge(state),
         }
     }
@@ -251,13 +267,18 @@ impl NftReconciler {
 
     /// The cached path: no process reads anything, and only what changed
     /// is rebuilt and diffed.
-    fn converge_touched(&self, state: &HostState, mut kept: Kept) -> Result<NftReport, NftError> {
+    fn converge_touched(
+        &self,
+        state: &HostState,
+        hints: &Hints,
+        mut kept: Kept,
+    ) -> Result<NftReport, NftError> {
         let start = Instant::now();
         let touched = if self.whole_plans {
             kept.desired = IncrementalRuleset::new(state, &self.config);
             None
         } else {
-            Some(kept.desired.update(state, &self.config))
+            Some(kept.desired.update_hinted(state, &self.config, hints))
         };
         let want = kept.desired.ruleset();
         // A bridge the view has not seen was just made by the link

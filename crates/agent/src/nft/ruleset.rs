@@ -254,7 +254,7 @@ pub fn port_indexes<'a>(devices: impl IntoIterator<Item = &'a str>) -> BTreeMap<
     let mut out = BTreeMap::new();
     let devices: BTreeSet<&str> = devices.into_iter().collect();
     for dev in devices {
-        let mut i = (fnv1a(dev.as_bytes()) % 0xffff) as u16 + 1;
+        let mut i = natural_index(dev);
         while used.contains(&i) {
             i = if i == 0xffff { 1 } else { i + 1 };
         }
@@ -262,6 +262,11 @@ pub fn port_indexes<'a>(devices: impl IntoIterator<Item = &'a str>) -> BTreeMap<
         out.insert(dev.to_string(), i);
     }
     out
+}
+
+/// The index a device has unless an earlier one (by name) took it.
+pub(super) fn natural_index(dev: &str) -> u16 {
+    (fnv1a(dev.as_bytes()) % 0xffff) as u16 + 1
 }
 
 /// FNV-1a (64 bit): a hash that is the same in every build (std's is not).
@@ -331,6 +336,14 @@ pub(super) struct Layout {
     /// VNI → its network's bridge.
     pub vxlan_bridges: BTreeMap<u32, String>,
     pub flat_bridges: BTreeSet<String>,
+    /// The networks' own devices (VXLAN devices, physical interfaces).
+    pub network_devices: BTreeSet<String>,
+    /// Every local port's device, by port and network: where a hinted
+    /// port was.
+    pub locals: BTreeMap<String, BTreeMap<String, String>>,
+    /// The local ports (network, port) naming each device, in the order
+    /// that picks the secured one.
+    pub by_device: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
 /// The layout of `state`, and the port security of each secured device.
@@ -340,22 +353,34 @@ pub(super) fn layout<'a>(
 ) -> (Layout, BTreeMap<&'a str, &'a PortSecuritySpec>) {
     let mut layout = Layout::default();
     let mut specs = BTreeMap::new();
-    for net in state.networks.values() {
+    for (network_id, net) in &state.networks {
         let bridge = crate::linux::network_bridge(net);
         match &net.physical_network {
             None => {
                 layout.vxlan_bridges.insert(net.vni, bridge.clone());
-                layout.devices.insert(crate::linux::vxlan_name(net.vni));
+                layout
+                    .network_devices
+                    .insert(crate::linux::vxlan_name(net.vni));
             }
             Some(physnet) => {
                 layout.flat_bridges.insert(bridge.clone());
                 layout
-                    .devices
+                    .network_devices
                     .extend(config.physical_networks.get(physnet).cloned());
             }
         }
         for (port_id, port) in &net.local_ports {
             layout.devices.insert(port.device.clone());
+            layout
+                .locals
+                .entry(port_id.clone())
+                .or_default()
+                .insert(network_id.clone(), port.device.clone());
+            layout
+                .by_device
+                .entry(port.device.clone())
+                .or_default()
+                .insert((network_id.clone(), port_id.clone()));
             let Some(spec) = state.port_security.get(port_id) else {
                 continue;
             };
@@ -365,6 +390,9 @@ pub(super) fn layout<'a>(
             }
         }
     }
+    layout
+        .devices
+        .extend(layout.network_devices.iter().cloned());
     (layout, specs)
 }
 

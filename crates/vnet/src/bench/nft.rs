@@ -4,8 +4,10 @@
 //! side in the same run: each in its own scratch network namespace, change
 //! by change in turn, so the machine's drift hits both alike. And the
 //! agent's planning alone (no kernel), nftables and links, on the full path
-//! (the whole desired state rebuilt and diffed) and the incremental one
-//! (what changed), side by side in the same way.
+//! (the whole desired state rebuilt and diffed), the incremental one (every
+//! piece's inputs compared, what changed rebuilt) and, for nftables, the
+//! hinted one (only the pieces the stream's changes name looked at: what
+//! the agent does), side by side in the same way.
 //!
 //! Changes, against a host with `local_ports` secured ports and
 //! `remote_ports` remote ports on 100 networks, whose remote group has
@@ -18,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use agent::linux::{self, Desired, IncrementalDesired, LinkKind, LinuxConfig, Observed};
 use agent::nft::{
-    IncrementalRuleset, NftConfig, NftReconciler, ObservedNft, desired, plan, plan_touched,
+    Hints, IncrementalRuleset, NftConfig, NftReconciler, ObservedNft, desired, plan, plan_touched,
 };
 use compiler::protocol::{
-    AllowedSource, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, PortSecuritySpec,
-    RemotePortSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec, SecurityGroupSpec,
+    AllowedSource, Change as StreamChange, FixedIpSpec, HostState, LocalPortSpec, NetworkSpec,
+    PortSecuritySpec, RemotePortSpec, RuleDirection, RuleEthertype, RuleRemote, RuleSpec,
+    SecurityGroupSpec,
 };
 use ipnet::IpNet;
 
@@ -57,9 +60,10 @@ pub struct Change {
     pub netlink: Option<Samples>,
     pub nft: Option<Samples>,
     /// The nftables planning alone (desired ruleset, plan, next view; no
-    /// kernel), on the full path and on the incremental one.
+    /// kernel), on the full path, the incremental one and the hinted one.
     pub planning: Samples,
     pub planning_incremental: Samples,
+    pub planning_hinted: Samples,
     /// The links' planning alone (desired objects, diff against the
     /// view), likewise.
     pub links: Samples,
@@ -89,14 +93,16 @@ fn network_id(i: usize) -> String {
     format!("n{}", i % NETWORKS)
 }
 
-fn port(state: &mut HostState, i: usize) {
+/// The stream's changes that bring secured port `i` to the host.
+fn port(i: usize) -> [StreamChange; 2] {
     let device = format!("tapb{i}");
     let mac = model::MacAddr([0xfa, 0x16, 0x3e, 0, (i >> 8) as u8, i as u8]);
     let ip = IpAddr::V4(Ipv4Addr::new(10, 0, (i / 250) as u8, (1 + i % 250) as u8));
-    if let Some(net) = state.networks.get_mut(&network_id(i)) {
-        net.local_ports.insert(
-            format!("p{i}"),
-            LocalPortSpec {
+    [
+        StreamChange::LocalPortUpsert {
+            network_id: network_id(i),
+            port_id: format!("p{i}"),
+            spec: LocalPortSpec {
                 mac,
                 fixed_ips: vec![FixedIpSpec {
                     subnet_id: "s".into(),
@@ -107,19 +113,19 @@ fn port(state: &mut HostState, i: usize) {
                 dhcpv4_options: vec![],
                 dhcpv6_options: vec![],
             },
-        );
-    }
-    state.port_security.insert(
-        format!("p{i}"),
-        PortSecuritySpec {
-            enabled: true,
-            security_groups: vec!["web".into()],
-            allowed_sources: vec![AllowedSource {
-                mac,
-                ip: IpNet::from(ip),
-            }],
         },
-    );
+        StreamChange::PortSecurityUpsert {
+            port_id: format!("p{i}"),
+            spec: PortSecuritySpec {
+                enabled: true,
+                security_groups: vec!["web".into()],
+                allowed_sources: vec![AllowedSource {
+                    mac,
+                    ip: IpNet::from(ip),
+                }],
+            },
+        },
+    ]
 }
 
 /// A host with `local` secured ports in group "web", which admits TCP 80
@@ -141,7 +147,9 @@ fn host(members: usize, local: usize, remote: usize) -> HostState {
         );
     }
     for i in 0..local {
-        port(&mut s, i);
+        for change in port(i) {
+            s.apply(change);
+        }
     }
     for i in 0..remote {
         let net = s.networks.get_mut(&network_id(i));
@@ -187,12 +195,12 @@ struct Side {
 }
 
 impl Side {
-    fn apply(&self, state: &HostState) -> Result<Duration, BoxError> {
+    fn apply(&self, state: &HostState, hints: &Hints) -> Result<Duration, BoxError> {
         let netns = self.netns.clone();
         let file = std::fs::File::open(format!("/run/netns/{netns}"))?;
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)?;
         let start = Instant::now();
-        self.reconciler.reconcile_cached(state)?;
+        self.reconciler.reconcile_hinted(state, hints)?;
         Ok(start.elapsed())
     }
 }
@@ -272,6 +280,8 @@ struct Planner {
     nft_view: ObservedNft,
     nft_kept: IncrementalRuleset,
     nft_kept_view: ObservedNft,
+    nft_hinted: IncrementalRuleset,
+    nft_hinted_view: ObservedNft,
     links_view: Observed,
     links_kept: IncrementalDesired,
 }
@@ -284,7 +294,9 @@ impl Planner {
         let nft_view = ObservedNft::from_ruleset(nft_kept.ruleset());
         Planner {
             nft_kept_view: nft_view.clone(),
+            nft_hinted_view: nft_view.clone(),
             nft_view,
+            nft_hinted: nft_kept.clone(),
             nft_kept,
             links_view: converged_links(state, &links_config),
             links_kept: IncrementalDesired::new(state, &links_config),
@@ -293,14 +305,16 @@ impl Planner {
         }
     }
 
-    /// Plans `next` every way, each after the other; their times in the
-    /// order full nft, incremental nft, full links, incremental links,
-    /// the state's copy. Each path's plan must be the other's.
+    /// Plans `next` (which `hints` took it to) every way, each after the
+    /// other; their times in the order full nft, incremental nft, hinted
+    /// nft, full links, incremental links, the state's copy. Each path's
+    /// plan must be the others'.
     fn plan(
         &mut self,
         next: &HostState,
+        hints: &Hints,
         changed_network: Option<&str>,
-    ) -> Result<[Duration; 5], BoxError> {
+    ) -> Result<[Duration; 6], BoxError> {
         let start = Instant::now();
         let want = desired(next, &self.nft_config);
         let whole = plan(&want, &self.nft_view);
@@ -315,6 +329,16 @@ impl Planner {
         let nft_incremental = start.elapsed();
         if tx != whole {
             return Err("the incremental nftables plan is not the full one".into());
+        }
+
+        let start = Instant::now();
+        let touched = self.nft_hinted.update_hinted(next, &self.nft_config, hints);
+        let tx = plan_touched(self.nft_hinted.ruleset(), &self.nft_hinted_view, &touched);
+        self.nft_hinted_view
+            .apply_touched(self.nft_hinted.ruleset(), &touched, &tx);
+        let nft_hinted = start.elapsed();
+        if tx != whole {
+            return Err("the hinted nftables plan is not the full one".into());
         }
 
         let start = Instant::now();
@@ -348,6 +372,7 @@ impl Planner {
         Ok([
             nft_full,
             nft_incremental,
+            nft_hinted,
             links_full,
             links_incremental,
             state_copy,
@@ -363,10 +388,10 @@ fn measure(
 ) -> Result<Vec<Change>, BoxError> {
     let members = state.remote_groups.get("client").map_or(0, BTreeSet::len);
     for (_, side) in sides {
-        side.apply(&state)?;
+        side.apply(&state, &Hints::everything())?;
     }
     let mut planner = Planner::new(&state);
-    const PLANNING: [&str; 5] = ["cpu", "cpu+", "links", "links+", "copy"];
+    const PLANNING: [&str; 6] = ["cpu", "cpu+", "cpu*", "links", "links+", "copy"];
     let mut times: BTreeMap<(&str, &str), Vec<Duration>> = BTreeMap::new();
     let kinds = [
         "a member joins a group (one set element)",
@@ -375,22 +400,35 @@ fn measure(
     ];
     for i in 0..changes {
         let joined = member(members + i);
-        let mut steps = vec![];
-        let mut s = state.clone();
-        if let Some(g) = s.remote_groups.get_mut("client") {
-            g.insert(joined);
-        }
-        steps.push((kinds[0], s.clone(), None));
-        if let Some(g) = s.remote_groups.get_mut("client") {
-            g.remove(&joined);
-        }
-        steps.push((kinds[1], s.clone(), None));
+        let group_id = "client".to_string();
         let added = local_ports + i;
-        port(&mut s, added);
-        steps.push((kinds[2], s.clone(), Some(network_id(added))));
-        for (kind, next, changed_network) in steps {
+        let steps: [(&str, Vec<StreamChange>, Option<String>); 3] = [
+            (
+                kinds[0],
+                vec![StreamChange::RemoteGroupMemberAdd {
+                    group_id: group_id.clone(),
+                    member: joined,
+                }],
+                None,
+            ),
+            (
+                kinds[1],
+                vec![StreamChange::RemoteGroupMemberRemove {
+                    group_id,
+                    member: joined,
+                }],
+                None,
+            ),
+            (kinds[2], port(added).into(), Some(network_id(added))),
+        ];
+        for (kind, delta, changed_network) in steps {
+            let mut hints = Hints::default();
+            for change in delta {
+                hints.note(&change);
+                state.apply(change);
+            }
             // What the agent computes whichever the kernel path.
-            let planned = planner.plan(&next, changed_network.as_deref())?;
+            let planned = planner.plan(&state, &hints, changed_network.as_deref())?;
             for (what, took) in PLANNING.iter().zip(planned) {
                 times.entry((kind, what)).or_default().push(took);
             }
@@ -398,10 +436,9 @@ fn measure(
                 times
                     .entry((kind, path))
                     .or_default()
-                    .push(side.apply(&next)?);
+                    .push(side.apply(&state, &hints)?);
             }
         }
-        state = s;
     }
     Ok(kinds
         .iter()
@@ -411,6 +448,7 @@ fn measure(
             nft: times.remove(&(*k, "nft")).map(Samples::new),
             planning: Samples::new(times.remove(&(*k, "cpu")).unwrap_or_default()),
             planning_incremental: Samples::new(times.remove(&(*k, "cpu+")).unwrap_or_default()),
+            planning_hinted: Samples::new(times.remove(&(*k, "cpu*")).unwrap_or_default()),
             links: Samples::new(times.remove(&(*k, "links")).unwrap_or_default()),
             links_incremental: Samples::new(times.remove(&(*k, "links+")).unwrap_or_default()),
             state_copy: Samples::new(times.remove(&(*k, "copy")).unwrap_or_default()),
@@ -451,14 +489,17 @@ pub fn print(f: &Figures) {
     }
     println!(
         "the agent's planning alone (no kernel), p50/p99; the full path (whole state rebuilt \
-         and diffed) and the incremental one, change by change in turn; ratios of p50s"
+         and diffed), the incremental one (every piece compared) and the hinted one (the \
+         pieces the changes name: the agent's), change by change in turn; ratios of p50s"
     );
     println!(
-        "{:<54} {:>20} {:>20} {:>8} {:>20} {:>20} {:>8} {:>20}",
+        "{:<54} {:>20} {:>20} {:>20} {:>8} {:>8} {:>20} {:>20} {:>8} {:>20}",
         "change",
         "nftables full",
         "incremental",
-        "ratio",
+        "hinted",
+        "/full",
+        "/incr.",
         "links full",
         "incremental",
         "ratio",
@@ -466,11 +507,13 @@ pub fn print(f: &Figures) {
     );
     for c in &f.changes {
         println!(
-            "{:<54} {:>20} {:>20} {:>8} {:>20} {:>20} {:>8} {:>20}",
+            "{:<54} {:>20} {:>20} {:>20} {:>8} {:>8} {:>20} {:>20} {:>8} {:>20}",
             c.what,
             show(&c.planning),
             show(&c.planning_incremental),
-            against(&c.planning_incremental, &c.planning),
+            show(&c.planning_hinted),
+            against(&c.planning_hinted, &c.planning),
+            against(&c.planning_hinted, &c.planning_incremental),
             show(&c.links),
             show(&c.links_incremental),
             against(&c.links_incremental, &c.links),
