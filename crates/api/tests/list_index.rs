@@ -244,7 +244,9 @@ async fn check(
     filters: &[(&str, Vec<String>)],
 ) {
     let url = format!("/v2.0/{}", plural.replace('_', "-"));
-    // By name: a sort no index answers, so the reference is a scan.
+    // By name, unfiltered: a sort no index answers, so the reference is a
+    // scan (of a tenant's candidates, which the random-cloud test below
+    // checks against `GET /{id}`).
     let (status, full) = call(app, "GET", &format!("{url}?sort_key=name"), caller, None).await;
     assert_eq!(status, StatusCode::OK);
     let everything = full[plural].as_array().unwrap();
