@@ -238,27 +238,12 @@ async fn tenant_records(tenant: &mut Conn) -> Result<(), BoxError> {
         "network_id": network, "ip_version": 4, "cidr": "192.168.0.0/24",
     }});
     tenant.create("/v2.0/subnets", &body).await?;
-    let ports: Vec<Value> = (0..TENANT_RECORDS)
-        .map(|_| json!({"network_id": network}))
-        .collect();
-    tenant
-        .create("/v2.0/ports", &json!({ "ports": ports }))
-        .await?;
-    let more: Vec<Value> = (1..TENANT_RECORDS)
-        .map(|i| json!({"name": format!("tenant-net-{i}")}))
-        .collect();
-    tenant
-        .create("/v2.0/networks", &json!({ "networks": more }))
-        .await?;
-    let groups: Vec<Value> = (0..TENANT_RECORDS)
-        .map(|i| json!({"name": format!("tenant-group-{i}")}))
-        .collect();
-    tenant
-        .create(
-            "/v2.0/security-groups",
-            &json!({ "security_groups": groups }),
-        )
-        .await?;
+    let ports = (0..TENANT_RECORDS).map(|_| json!({"network_id": network}));
+    bulk(tenant, "ports", ports).await?;
+    let networks = (1..TENANT_RECORDS).map(|i| json!({"name": format!("tenant-net-{i}")}));
+    bulk(tenant, "networks", networks).await?;
+    let groups = (0..TENANT_RECORDS).map(|i| json!({"name": format!("tenant-group-{i}")}));
+    bulk(tenant, "security-groups", groups).await?;
     Ok(())
 }
 
@@ -289,23 +274,33 @@ async fn grow(
     let mut i = from;
     while i < to {
         let end = to.min(i + BULK);
-        let ports: Vec<Value> = (i..end).map(|p| port_body(networks, p)).collect();
-        conn.create("/v2.0/ports", &json!({ "ports": ports }))
-            .await?;
-        for (collection, plural, per) in [
-            ("networks", "networks", PORTS_PER_NETWORK_OF_OTHERS),
-            ("security-groups", "security_groups", PORTS_PER_GROUP),
+        bulk(conn, "ports", (i..end).map(|p| port_body(networks, p))).await?;
+        for (collection, per) in [
+            ("networks", PORTS_PER_NETWORK_OF_OTHERS),
+            ("security-groups", PORTS_PER_GROUP),
         ] {
-            let records: Vec<Value> = (i.div_ceil(per)..end.div_ceil(per))
-                .map(|n| json!({ "project_id": other_project(n) }))
-                .collect();
-            if !records.is_empty() {
-                conn.create(&format!("/v2.0/{collection}"), &json!({ plural: records }))
-                    .await?;
-            }
+            let records = (i.div_ceil(per)..end.div_ceil(per))
+                .map(|n| json!({ "project_id": other_project(n) }));
+            bulk(conn, collection, records).await?;
         }
         i = end;
     }
+    Ok(())
+}
+
+/// One bulk create of `records` in `collection` (none when there are none).
+async fn bulk(
+    conn: &mut Conn,
+    collection: &str,
+    records: impl Iterator<Item = Value>,
+) -> Result<(), BoxError> {
+    let records: Vec<Value> = records.collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let path = format!("/v2.0/{collection}");
+    conn.create(&path, &json!({ plural(&path): records }))
+        .await?;
     Ok(())
 }
 
