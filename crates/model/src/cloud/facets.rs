@@ -437,7 +437,38 @@ mod tests {
         }
     }
 
+    /// The records of every kind `caller` may see that its candidates miss.
+    fn missed(c: &Cloud, caller: &Caller) -> Vec<(Kind, String)> {
+        let mut missed = Vec::new();
+        for kind in Kind::ALL {
+            crate::resource::with_kind!(kind, R => {
+                let sets = R::candidates(c, caller);
+                for r in R::table(c).values().filter(|r| r.visible_to(c, caller)) {
+                    let id = r.standard().id.as_str();
+                    if sets.as_ref().is_some_and(|sets| !sets.iter().any(|s| s.contains(id))) {
+                        missed.push((kind, id.to_owned()));
+                    }
+                }
+            });
+        }
+        missed
+    }
+
     proptest! {
+        /// Whatever is created, shared and revoked, a tenant's candidates
+        /// hold every record of every kind it may see.
+        #[test]
+        fn candidates_hold_all_a_tenant_may_see(steps in prop::collection::vec(step(), 1..40)) {
+            let (mut c, networks) = start();
+            for step in &steps {
+                let _ = run(&mut c, &networks, step);
+                for project in ["a", "b", "c"] {
+                    let caller = Caller { project_id: project.into(), is_admin: false };
+                    prop_assert_eq!(missed(&c, &caller), vec![], "{} after {:?}", project, step);
+                }
+            }
+        }
+
         /// Whatever happens (refusals and undone bulk creates included),
         /// every facet index holds exactly what a scan of the tables finds,
         /// and a cloud loaded from the same records holds the same.
