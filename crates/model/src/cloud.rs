@@ -107,6 +107,17 @@ pub(crate) trait Record: Clone {
     /// Its own facets' values (`each(facet, value)`), beyond every record's
     /// project and name: what lists filter it by.
     fn facets(&self, _each: &mut dyn FnMut(Facet, &str)) {}
+    /// Facets it gives another record (`each(kind, facet, value, id)`): an
+    /// RBAC policy's grant, on its object.
+    fn facets_of_others(&self, _each: &mut dyn FnMut(Kind, Facet, &str, &str)) {}
+    /// Id sets, in order, that together hold every record of its kind
+    /// `visible_to` lets `caller` see (more is fine: the list still asks
+    /// `visible_to` of each), so a tenant's list reads only these; `None`:
+    /// every id. Kept beside `visible_to`, which it must follow: by default,
+    /// the caller's project's.
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        cloud.owned_ids(Self::KIND, caller).map(|own| vec![own])
+    }
 }
 
 /// The part of a `Record` impl that only names things: the record's kind

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::Standard;
+use crate::{Kind, Standard};
 
 /// `target_tenant` of a policy that grants every project.
 pub const WILDCARD: &str = "*";
@@ -36,6 +36,15 @@ impl ObjectType {
 
     pub fn parse(s: &str) -> Option<Self> {
         ObjectType::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+
+    /// The kind of record it names.
+    pub fn kind(self) -> Kind {
+        match self {
+            ObjectType::Network => Kind::Network,
+            ObjectType::SecurityGroup => Kind::SecurityGroup,
+            ObjectType::SubnetPool => Kind::SubnetPool,
+        }
     }
 
     /// The actions a policy on this type may grant, as Neutron lists them.

@@ -4,7 +4,7 @@
 //! apart from `cloud`, where `Record` says the same for the model itself, so
 //! that the two never meet in one scope.
 
-use crate::cloud::{Caller, Cloud, Record};
+use crate::cloud::{Caller, Cloud, FacetIds, Record};
 use crate::{Kind, Standard};
 
 pub trait Stored: Sized + 'static {
@@ -12,6 +12,9 @@ pub trait Stored: Sized + 'static {
     fn standard(&self) -> &Standard;
     /// Whether `caller` may see it at all (others get 404).
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool;
+    /// Id sets, in order, holding at least every record `caller` may see
+    /// (`None`: every id); `visible_to` still decides each.
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>>;
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self>;
     fn get<'a>(cloud: &'a Cloud, id: &str) -> Option<&'a Self>;
 }
@@ -25,6 +28,10 @@ impl<R: Record + 'static> Stored for R {
 
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         Record::visible_to(self, cloud, caller)
+    }
+
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        <R as Record>::candidates(cloud, caller)
     }
 
     fn all(cloud: &Cloud) -> impl Iterator<Item = &Self> {

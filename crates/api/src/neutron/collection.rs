@@ -217,9 +217,10 @@ pub async fn list<C: Collection>(
 
 /// Filter, sort and page the collection reading only the attributes the
 /// query names, then render the page: a list costs one whole render per item
-/// returned. With a filter the model indexes, only that filter's candidates
-/// are read; in id order (the default), with or without one, only up to the
-/// page's end.
+/// returned. Only the candidates of the narrowest index are read: a filter
+/// the model indexes, or what the caller may see (a tenant's project and
+/// what is shared with it); in id order (the default), with or without
+/// them, only up to the page's end.
 fn list_page<C: Collection>(
     app: &App,
     cloud: &Cloud,
@@ -232,7 +233,7 @@ fn list_page<C: Collection>(
         r.visible_to(cloud, caller) && q.matches(&r.standard().tags, |name| attribute(r, name))
     };
     let id = id_of::<C>;
-    let candidates = narrowest::<C>(cloud, q);
+    let candidates = narrowest::<C>(cloud, caller, q);
     let item = |id: &str| C::get(cloud, id).filter(matches);
     let (page, links) = match (&candidates, q.id_order()) {
         (Some(sets), Some(ascending)) => q.page_by_id(sets, ascending, item, id, url)?,
@@ -262,11 +263,16 @@ fn id_of<'a, C: Collection>(r: &'a &C) -> &'a str {
     r.standard().id.as_str()
 }
 
-/// The candidates of the query's most selective indexed filter, one id set
-/// per value it allows: every record that filter can match is in one. `None`
-/// when no filter is indexed. A value that matches an absent attribute
-/// (empty, `None`) is in no index.
-fn narrowest<'c, C: Collection>(cloud: &'c Cloud, q: &ListQuery) -> Option<Vec<&'c FacetIds>> {
+/// The smallest of the candidate id sets: those of each indexed filter (one
+/// set per value it allows: every record that filter can match is in one),
+/// and those of what `caller` may see. `None` when neither is indexed (an
+/// admin's list without an indexed filter). A value that matches an absent
+/// attribute (empty, `None`) is in no index.
+fn narrowest<'c, C: Collection>(
+    cloud: &'c Cloud,
+    caller: &Caller,
+    q: &ListQuery,
+) -> Option<Vec<&'c FacetIds>> {
     q.filters()
         .filter_map(|(name, wanted)| {
             wanted
@@ -277,6 +283,7 @@ fn narrowest<'c, C: Collection>(cloud: &'c Cloud, q: &ListQuery) -> Option<Vec<&
                 })
                 .collect::<Option<Vec<_>>>()
         })
+        .chain(C::candidates(cloud, caller))
         .min_by_key(|sets| sets.iter().map(|s| s.len()).sum::<usize>())
 }
 

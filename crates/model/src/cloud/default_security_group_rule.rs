@@ -3,7 +3,7 @@
 //! `security_group.rs`). Seeding Neutron's built-in templates into a new
 //! cloud is the server's call (`seed_default_rules`), made once.
 
-use super::{Caller, Cloud, Record, stored};
+use super::{Caller, Cloud, FacetIds, Record, stored};
 use crate::default_security_group_rule::{DefaultRuleCreate, legacy_templates};
 use crate::{DefaultSecurityGroupRule, Kind, ModelError, Resource, Timestamp};
 
@@ -13,6 +13,10 @@ impl Record for DefaultSecurityGroupRule {
     /// Templates say what every new group gets: anyone may read them.
     fn visible_to(&self, _cloud: &Cloud, _caller: &Caller) -> bool {
         true
+    }
+
+    fn candidates<'c>(_cloud: &'c Cloud, _caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        None
     }
 }
 

@@ -1,15 +1,16 @@
 //! Facets: the attributes lists filter by (a port's network, device, host,
-//! fixed IPs, groups, …; every record's project and name), each an index from value
-//! to the ids holding it, in id order, and every record's id in order, so a
-//! filtered page, or an unfiltered one in id order, costs the page and not
-//! the cloud. Written only by `Cloud::insert`/`take`, from each record's
-//! `Record::facets`; it must not decide what a list shows (the API does).
+//! fixed IPs, groups, …; every record's project and name; the projects an
+//! object is granted to), each an index from value to the ids holding it, in
+//! id order, and every record's id in order, so a filtered page, or an
+//! unfiltered one in id order, costs the page and not the cloud. Written only
+//! by `Cloud::insert`/`take`, from each record's `Record::facets`; it must not
+//! decide what a list shows (the API and each kind's `visible_to` do).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use super::{Cloud, Record};
-use crate::Kind;
+use super::{Caller, Cloud, Record};
+use crate::{Kind, RbacAction, WILDCARD};
 
 /// An attribute a list may be filtered by, indexed for the kinds that have
 /// it. `Project` and `Name` are every record's; the rest are the record's
@@ -32,6 +33,9 @@ pub enum Facet {
     SecurityGroup,
     /// The port a floating IP is associated with.
     Port,
+    /// A project (or `*`) an RBAC policy grants the action on the object
+    /// to: indexed on the object's kind, by its policies.
+    Granted(RbacAction),
 }
 
 /// The ids of the records with one value of a facet, in order. A record's
@@ -54,12 +58,10 @@ impl Facets {
         let id: Arc<str> = Arc::from(record.standard().id.as_str());
         self.ids.entry(R::KIND).or_default().insert(id.clone());
         each_facet(record, &mut |facet, value| {
-            self.by_value
-                .entry((R::KIND, facet))
-                .or_default()
-                .entry(value.to_owned())
-                .or_default()
-                .insert(id.clone());
+            self.put((R::KIND, facet), value, id.clone());
+        });
+        record.facets_of_others(&mut |kind, facet, value, other| {
+            self.put((kind, facet), value, Arc::from(other));
         });
     }
 
@@ -72,20 +74,38 @@ impl Facets {
             }
         }
         each_facet(record, &mut |facet, value| {
-            let key = (R::KIND, facet);
-            let Some(values) = self.by_value.get_mut(&key) else {
-                return;
-            };
-            if let Some(ids) = values.get_mut(value) {
-                ids.remove(id.as_str());
-                if ids.is_empty() {
-                    values.remove(value);
-                }
-            }
-            if values.is_empty() {
-                self.by_value.remove(&key);
-            }
+            self.take((R::KIND, facet), value, id)
         });
+        record.facets_of_others(&mut |kind, facet, value, other| {
+            self.take((kind, facet), value, other);
+        });
+    }
+
+    fn put(&mut self, key: (Kind, Facet), value: &str, id: Arc<str>) {
+        if value.is_empty() {
+            return;
+        }
+        self.by_value
+            .entry(key)
+            .or_default()
+            .entry(value.to_owned())
+            .or_default()
+            .insert(id);
+    }
+
+    fn take(&mut self, key: (Kind, Facet), value: &str, id: &str) {
+        let Some(values) = self.by_value.get_mut(&key) else {
+            return;
+        };
+        if let Some(ids) = values.get_mut(value) {
+            ids.remove(id);
+            if ids.is_empty() {
+                values.remove(value);
+            }
+        }
+        if values.is_empty() {
+            self.by_value.remove(&key);
+        }
     }
 
     fn get(&self, kind: Kind, facet: Facet, value: &str) -> Option<&FacetIds> {
@@ -93,17 +113,12 @@ impl Facets {
     }
 }
 
-/// Every (facet, value) of `record`, the empty values left out.
+/// Every (facet, value) of `record` (`put` leaves the empty values out).
 fn each_facet<R: Record>(record: &R, f: &mut dyn FnMut(Facet, &str)) {
-    let mut non_empty = |facet: Facet, value: &str| {
-        if !value.is_empty() {
-            f(facet, value);
-        }
-    };
     let std = record.standard();
-    non_empty(Facet::Project, &std.project_id);
-    non_empty(Facet::Name, &std.name);
-    record.facets(&mut non_empty);
+    f(Facet::Project, &std.project_id);
+    f(Facet::Name, &std.name);
+    record.facets(f);
 }
 
 impl Cloud {
@@ -119,6 +134,37 @@ impl Cloud {
     /// The ids of every record of `kind`, in order.
     pub fn ids(&self, kind: Kind) -> &FacetIds {
         self.facets.ids.get(&kind).unwrap_or(&NO_IDS)
+    }
+
+    /// The ids of the records of `kind` `caller` owns; `None` when no index
+    /// holds them (an admin owns every record, an empty project is not
+    /// indexed).
+    pub(super) fn owned_ids(&self, kind: Kind, caller: &Caller) -> Option<&FacetIds> {
+        if caller.is_admin {
+            return None;
+        }
+        self.faceted(kind, Facet::Project, &caller.project_id)
+    }
+
+    /// The ids of the records of `kind` `caller` owns, and of those shared
+    /// with it or with everyone; `None` as for [`Cloud::owned_ids`].
+    pub(super) fn owned_or_shared(&self, kind: Kind, caller: &Caller) -> Option<Vec<&FacetIds>> {
+        let mut sets = vec![self.owned_ids(kind, caller)?];
+        sets.extend(self.granted_ids(kind, RbacAction::AccessAsShared, caller));
+        Some(sets)
+    }
+
+    /// The ids of the objects of `kind` on which a policy grants `action`
+    /// to `caller`'s project or to every project.
+    pub(super) fn granted_ids(
+        &self,
+        kind: Kind,
+        action: RbacAction,
+        caller: &Caller,
+    ) -> impl Iterator<Item = &FacetIds> {
+        [caller.project_id.as_str(), WILDCARD]
+            .into_iter()
+            .filter_map(move |target| self.faceted(kind, Facet::Granted(action), target))
     }
 
     /// Whether every facet index holds exactly what a scan of the tables
@@ -158,8 +204,8 @@ mod tests {
 
     use super::*;
     use crate::{
-        Caller, CloudConfig, FixedIpRequest, ModelError, NetworkCreate, NetworkUpdate, PortCreate,
-        PortUpdate, SubnetCreate,
+        Caller, CloudConfig, FixedIpRequest, ModelError, NetworkCreate, NetworkUpdate, ObjectType,
+        PortCreate, PortUpdate, RbacPolicyCreate, SubnetCreate,
     };
 
     /// What a step does; `pick`s choose among what exists, modulo its count.
@@ -188,6 +234,15 @@ mod tests {
         },
         DeleteNetwork {
             net: usize,
+        },
+        /// An RBAC grant on a network to project a, b or everyone.
+        Grant {
+            net: usize,
+            target: usize,
+            external: bool,
+        },
+        Revoke {
+            pick: usize,
         },
     }
 
@@ -222,6 +277,9 @@ mod tests {
             1 => (0..3usize, shape()).prop_map(|(net, port)| Step::RefusedBulk { net, port }),
             1 => (0..3usize, 0..3usize).prop_map(|(net, name)| Step::RenameNetwork { net, name }),
             1 => (0..3usize).prop_map(|net| Step::DeleteNetwork { net }),
+            2 => (0..3usize, 0..3usize, any::<bool>())
+                .prop_map(|(net, target, external)| Step::Grant { net, target, external }),
+            1 => any::<usize>().prop_map(|pick| Step::Revoke { pick }),
         ]
     }
 
@@ -349,10 +407,68 @@ mod tests {
             Step::DeleteNetwork { net } => c
                 .apply(|c| c.delete_network(&me, &networks[*net]))
                 .map(drop),
+            Step::Grant {
+                net,
+                target,
+                external,
+            } => {
+                let action = if *external {
+                    "access_as_external"
+                } else {
+                    "access_as_shared"
+                };
+                let req = RbacPolicyCreate {
+                    project_id: None,
+                    object_type: ObjectType::Network,
+                    object_id: networks[*net].clone(),
+                    action: action.into(),
+                    target_project: ["a", "b", WILDCARD][*target].into(),
+                };
+                c.apply(|c| c.create_rbac_policy(&me, req, 6)).map(drop)
+            }
+            Step::Revoke { pick } => {
+                let mut ids: Vec<String> = c.rbac_policies().map(|p| p.std.id.clone()).collect();
+                ids.sort();
+                let Some(id) = ids.get(pick % ids.len().max(1)) else {
+                    return Ok(());
+                };
+                c.apply(|c| c.delete_rbac_policy(&me, id, 7)).map(drop)
+            }
         }
     }
 
+    /// The records of every kind `caller` may see that its candidates miss.
+    fn missed(c: &Cloud, caller: &Caller) -> Vec<(Kind, String)> {
+        let mut missed = Vec::new();
+        for kind in Kind::ALL {
+            crate::resource::with_kind!(kind, R => {
+                let sets = R::candidates(c, caller);
+                for r in R::table(c).values().filter(|r| r.visible_to(c, caller)) {
+                    let id = r.standard().id.as_str();
+                    if sets.as_ref().is_some_and(|sets| !sets.iter().any(|s| s.contains(id))) {
+                        missed.push((kind, id.to_owned()));
+                    }
+                }
+            });
+        }
+        missed
+    }
+
     proptest! {
+        /// Whatever is created, shared and revoked, a tenant's candidates
+        /// hold every record of every kind it may see.
+        #[test]
+        fn candidates_hold_all_a_tenant_may_see(steps in prop::collection::vec(step(), 1..40)) {
+            let (mut c, networks) = start();
+            for step in &steps {
+                let _ = run(&mut c, &networks, step);
+                for project in ["a", "b", "c"] {
+                    let caller = Caller { project_id: project.into(), is_admin: false };
+                    prop_assert_eq!(missed(&c, &caller), vec![], "{} after {:?}", project, step);
+                }
+            }
+        }
+
         /// Whatever happens (refusals and undone bulk creates included),
         /// every facet index holds exactly what a scan of the tables finds,
         /// and a cloud loaded from the same records holds the same.

@@ -3,7 +3,7 @@
 //! rules are refused, a label takes its rules with it. What a label counts,
 //! and where, is the compiler's and the agent's.
 
-use super::{Caller, Cloud, Record, remove_from, stored};
+use super::{Caller, Cloud, FacetIds, Record, remove_from, stored};
 use crate::metering::{self, overlaps};
 use crate::{
     Kind, MeteringLabel, MeteringLabelCreate, MeteringLabelRule, MeteringLabelRuleCreate,
@@ -17,6 +17,10 @@ impl Record for MeteringLabel {
     fn visible_to(&self, _cloud: &Cloud, caller: &Caller) -> bool {
         caller.is_admin
     }
+
+    fn candidates<'c>(_cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        admins_only(caller)
+    }
 }
 
 impl Record for MeteringLabelRule {
@@ -24,6 +28,10 @@ impl Record for MeteringLabelRule {
 
     fn visible_to(&self, _cloud: &Cloud, caller: &Caller) -> bool {
         caller.is_admin
+    }
+
+    fn candidates<'c>(_cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        admins_only(caller)
     }
 
     fn index(&self, cloud: &mut Cloud) {
@@ -41,6 +49,12 @@ impl Record for MeteringLabelRule {
             &self.std.id,
         );
     }
+}
+
+/// A list's candidates of what only admins see: every id for an admin,
+/// none for anyone else.
+fn admins_only<'c>(caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+    (!caller.is_admin).then(Vec::new)
 }
 
 /// Neutron's refusal of a call its policy keeps to admins.

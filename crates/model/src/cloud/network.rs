@@ -3,7 +3,7 @@
 //! RBAC policies they are (`rbac.rs` keeps them). Knows nothing of a
 //! network's subnets or ports beyond the indexes it reads.
 
-use super::{Caller, Cloud, Record, l3, set, stored};
+use super::{Caller, Cloud, FacetIds, Record, l3, set, stored};
 use crate::{
     Kind, ModelError, Network, NetworkCreate, NetworkUpdate, OWNER_FLOATING_IP, ObjectType,
     RbacAction, Resource, Timestamp, WILDCARD,
@@ -14,6 +14,13 @@ impl Record for Network {
 
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         cloud.can_see_network(caller, self)
+    }
+
+    /// Its project's, and those granted to it or to everyone, shared or external.
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        let mut sets = cloud.owned_or_shared(Kind::Network, caller)?;
+        sets.extend(cloud.granted_ids(Kind::Network, RbacAction::AccessAsExternal, caller));
+        Some(sets)
     }
 
     fn index(&self, cloud: &mut Cloud) {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Caller, Cloud, Record, stored};
+use super::{Caller, Cloud, Facet, Record, stored};
 use crate::{
     Kind, ModelError, Network, OWNER_ROUTER_GATEWAY, ObjectType, RbacAction, RbacPolicy,
     RbacPolicyCreate, RbacPolicyUpdate, Resource, SecurityGroup, Standard, SubnetPool, Timestamp,
@@ -31,6 +31,18 @@ impl Record for RbacPolicy {
             .entry(self.object_id.clone())
             .or_default()
             .insert(self.grant(), self.std.id.clone());
+    }
+
+    /// Its object is found by the project it is granted to, so that a
+    /// tenant's list reads what is shared with it without a scan.
+    fn facets_of_others(&self, each: &mut dyn FnMut(Kind, Facet, &str, &str)) {
+        let facet = Facet::Granted(self.action);
+        each(
+            self.object_type.kind(),
+            facet,
+            &self.target_project,
+            &self.object_id,
+        );
     }
 
     fn unindex(&self, cloud: &mut Cloud) {

@@ -3,7 +3,7 @@
 //! references and which ports use a group. What the rules mean on the wire
 //! is the compiler's business.
 
-use super::{Caller, Cloud, Facet, Record, remove_from, set, stored};
+use super::{Caller, Cloud, Facet, FacetIds, Record, remove_from, set, stored};
 use crate::security_group;
 use crate::{
     Kind, ModelError, ObjectType, Resource, RuleCreate, SecurityGroup, SecurityGroupCreate,
@@ -18,6 +18,11 @@ impl Record for SecurityGroup {
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         caller.owns(&self.std.project_id)
             || cloud.shared_with(ObjectType::SecurityGroup, &self.std.id, &caller.project_id)
+    }
+
+    /// Its project's, and those shared with it or with everyone.
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        cloud.owned_or_shared(Kind::SecurityGroup, caller)
     }
 
     fn index(&self, cloud: &mut Cloud) {

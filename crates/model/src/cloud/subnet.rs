@@ -6,11 +6,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::subnet_pool::Request;
-use super::{Caller, Cloud, Facet, Record, network, set, stored};
+use super::{Caller, Cloud, Facet, FacetIds, Record, network, set, stored};
 use crate::subnet;
 use crate::{
-    FixedIp, Kind, ModelError, Network, ObjectType, Resource, Subnet, SubnetCreate, SubnetPool,
-    SubnetUpdate, Timestamp, ipam,
+    FixedIp, Kind, ModelError, Network, ObjectType, RbacAction, Resource, Subnet, SubnetCreate,
+    SubnetPool, SubnetUpdate, Timestamp, ipam,
 };
 
 impl Record for Subnet {
@@ -18,6 +18,17 @@ impl Record for Subnet {
 
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         cloud.can_see_subnet(caller, self)
+    }
+
+    /// Its project's, and those of each network shared with it or with
+    /// everyone (an external network's subnets are not shown to others).
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        let mut sets = vec![cloud.owned_ids(Kind::Subnet, caller)?];
+        let shared = cloud.granted_ids(Kind::Network, RbacAction::AccessAsShared, caller);
+        for network in shared.flatten() {
+            sets.extend(cloud.faceted(Kind::Subnet, Facet::Network, network));
+        }
+        Some(sets)
     }
 
     fn facets(&self, each: &mut dyn FnMut(Facet, &str)) {

@@ -5,7 +5,7 @@
 
 use ipnet::IpNet;
 
-use super::{Caller, Cloud, Record, set, stored};
+use super::{Caller, Cloud, FacetIds, Record, set, stored};
 use crate::subnet_pool::{self, PrefixSet};
 use crate::{
     Kind, ModelError, ObjectType, RbacAction, Resource, SubnetPool, SubnetPoolCreate,
@@ -19,6 +19,11 @@ impl Record for SubnetPool {
     fn visible_to(&self, cloud: &Cloud, caller: &Caller) -> bool {
         caller.owns(&self.std.project_id)
             || cloud.shared_with(ObjectType::SubnetPool, &self.std.id, &caller.project_id)
+    }
+
+    /// Its project's, and those shared with it or with everyone.
+    fn candidates<'c>(cloud: &'c Cloud, caller: &Caller) -> Option<Vec<&'c FacetIds>> {
+        cloud.owned_or_shared(Kind::SubnetPool, caller)
     }
 
     fn index(&self, cloud: &mut Cloud) {

@@ -53,6 +53,11 @@ pub struct ApiArgs {
     /// own, on the first store, after 1,000 ports); 0 skips the phase.
     #[arg(long, default_value_t = 100_000)]
     scale_ports: u32,
+    /// The vnet binary the lists-at-scale phase runs as its server (this
+    /// one by default): an older build gives the baseline of the same lists
+    /// on the same cloud.
+    #[arg(long)]
+    scale_server: Option<PathBuf>,
     /// The store the server runs on; `both` measures the embedded store, then
     /// etcd (one member of its own on loopback), in the same run.
     #[arg(long, value_enum, default_value_t = StoreChoice::Embedded)]
@@ -107,7 +112,11 @@ pub async fn run(args: ApiArgs) -> Result<(), BoxError> {
         args.store.stores().first(),
         runs.first_mut(),
     ) {
-        first.scale = Some(list_scale::measure(plan.scale_ports, store).await?);
+        let exe = match &args.scale_server {
+            Some(exe) => exe.clone(),
+            None => std::env::current_exe()?,
+        };
+        first.scale = Some(list_scale::measure(plan.scale_ports, store, &exe).await?);
     }
     if args.json {
         let json = match runs.as_slice() {

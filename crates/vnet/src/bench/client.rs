@@ -22,6 +22,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Conn {
     sender: SendRequest<Full<Bytes>>,
     host: String,
+    /// The project whose member (not an admin) every request is from, as
+    /// the server's noauth headers say; `None`: the default admin.
+    member_of: Option<String>,
 }
 
 /// A successful answer and how long it took.
@@ -68,7 +71,15 @@ impl Conn {
         Ok(Conn {
             sender,
             host: addr.to_string(),
+            member_of: None,
         })
+    }
+
+    /// A connection whose requests come from a member of `project`.
+    pub async fn member(addr: SocketAddr, project: &str) -> Result<Conn, BoxError> {
+        let mut conn = Conn::connect(addr).await?;
+        conn.member_of = Some(project.to_owned());
+        Ok(conn)
     }
 
     /// GET `path`, expecting 200.
@@ -103,12 +114,17 @@ impl Conn {
         body: Bytes,
         expect: StatusCode,
     ) -> Result<Reply, BoxError> {
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(method.clone())
             .uri(path)
             .header(HOST, &self.host)
-            .header(CONTENT_TYPE, "application/json")
-            .body(Full::new(body))?;
+            .header(CONTENT_TYPE, "application/json");
+        if let Some(project) = &self.member_of {
+            request = request
+                .header("x-project-id", project)
+                .header("x-roles", "member");
+        }
+        let request = request.body(Full::new(body))?;
         let start = Instant::now();
         let (status, body) = tokio::time::timeout(REQUEST_TIMEOUT, self.round_trip(request))
             .await

@@ -1,9 +1,10 @@
-//! `vnet bench api`'s lists at scale (issue 13): the same filtered, paged port
-//! lists in a cloud of 1,000 ports and then, on the same server, of 100,000,
-//! each as p50/p99 and the ratio of the two. It owns its own server and builds
-//! the cloud through the API's bulk create; only the lists are timed, once
-//! the server is idle again.
+//! `vnet bench api`'s lists at scale (issue 13): the same filtered, paged
+//! lists (an admin's, and a tenant's of one of many projects) in a cloud of
+//! 1,000 ports and then, on the same server, of 100,000, each as p50/p99 and
+//! the ratio of the two. It owns its own server and builds the cloud through
+//! the API's bulk create; only the lists are timed, once the server is idle.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -21,6 +22,17 @@ pub const NETWORKS: usize = 10;
 const PORTS_PER_NETWORK: usize = 65_000;
 /// Ports per bulk create.
 const BULK: usize = 1000;
+/// The projects the cloud's ports, networks and groups are spread over,
+/// besides the tenant's: one network per `PORTS_PER_NETWORK_OF_OTHERS`
+/// ports and one group per `PORTS_PER_GROUP` (10,000 and 1,000 at 100,000).
+const OTHER_PROJECTS: usize = 99;
+const PORTS_PER_NETWORK_OF_OTHERS: usize = 10;
+const PORTS_PER_GROUP: usize = 100;
+/// The project whose member lists, and how many networks, ports and groups
+/// it has of its own in both clouds (besides the shared networks and its
+/// default group): over two pages of each.
+const TENANT: &str = "bench-tenant";
+const TENANT_RECORDS: usize = 50;
 /// Page size of every list, and timed repetitions of each (after a warm-up).
 const PAGE: usize = 20;
 const REPS: usize = 200;
@@ -80,25 +92,39 @@ pub fn short(ports: usize) -> String {
     }
 }
 
-/// Port `i` goes on network `i mod NETWORKS`, and to VM `i / 2` (two ports each).
+/// Port `i` goes on network `i mod NETWORKS`, and to VM `i / 2` (two ports
+/// each), of another project than the tenant's.
 fn port_body(networks: &[String], i: usize) -> Value {
     json!({
         "network_id": networks[i % networks.len()],
         "device_id": device(i / 2),
         "device_owner": "compute:nova",
+        "project_id": other_project(i),
     })
+}
+
+fn other_project(i: usize) -> String {
+    format!("bench-project-{}", i % OTHER_PROJECTS)
 }
 
 fn device(vm: usize) -> String {
     format!("bench-vm-{vm}")
 }
 
-pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, BoxError> {
-    let mut server = Server::start(store).await?;
+/// The phase on a server run from `exe` (this binary, or an older build
+/// for a baseline).
+pub async fn measure(
+    big_ports: usize,
+    store: BenchStore,
+    exe: &Path,
+) -> Result<ListScale, BoxError> {
+    let mut server = Server::start_binary(store, exe).await?;
     let mut conn = Conn::connect(server.addr).await?;
+    let mut tenant = Conn::member(server.addr, TENANT).await?;
     let mut networks = Vec::with_capacity(NETWORKS);
     for i in 0..NETWORKS {
-        let body = json!({"network": {"name": format!("scale-net-{i}")}});
+        // Shared: the tenant's network list shows them beside its own.
+        let body = json!({"network": {"name": format!("scale-net-{i}"), "shared": true}});
         let id = conn.create("/v2.0/networks", &body).await?.id("network")?;
         let body = json!({"subnet": {
             "network_id": id, "ip_version": 4, "cidr": format!("10.{i}.0.0/16"),
@@ -106,12 +132,14 @@ pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, B
         conn.create("/v2.0/subnets", &body).await?;
         networks.push(id);
     }
+    tenant_records(&mut tenant).await?;
     grow(&mut conn, &networks, 0, BASE_PORTS).await?;
     settle(&mut server).await?;
     let cases = cases(&networks[0]);
     let mut small = Vec::with_capacity(cases.len());
-    for (name, path, items) in &cases {
-        small.push(time_list(&mut conn, name, path, *items).await?);
+    for case in &cases {
+        let conn = if case.tenant { &mut tenant } else { &mut conn };
+        small.push(time_list(conn, case).await?);
     }
     let small_rss = server.usage()?.rss_bytes;
     let start = Instant::now();
@@ -119,11 +147,12 @@ pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, B
     let grow_seconds = start.elapsed().as_secs_f64();
     settle(&mut server).await?;
     let mut lists = Vec::with_capacity(cases.len());
-    for ((name, path, items), small) in cases.into_iter().zip(small) {
-        let big = time_list(&mut conn, name, &path, items).await?;
+    for (case, small) in cases.into_iter().zip(small) {
+        let conn = if case.tenant { &mut tenant } else { &mut conn };
+        let big = time_list(conn, &case).await?;
         lists.push(ScaleList {
-            name,
-            items,
+            name: case.name,
+            items: case.items,
             small,
             big,
         });
@@ -138,23 +167,84 @@ pub async fn measure(big_ports: usize, store: BenchStore) -> Result<ListScale, B
     })
 }
 
+/// One timed list: its label, path, the items it returns, and whether the
+/// tenant (else the admin) asks.
+struct Case {
+    name: &'static str,
+    path: String,
+    items: usize,
+    tenant: bool,
+}
+
 /// The lists: a page of one network's ports, the page after it (by the first
 /// page's `next` link, as a client pages), one VM's ports, and an admin's
-/// page of every port with no filter, and the page after it.
-fn cases(network: &str) -> Vec<(&'static str, String, usize)> {
+/// page of every port with no filter, and the page after it; then the
+/// tenant's first and next page of its ports, networks and groups.
+fn cases(network: &str) -> Vec<Case> {
     let by_network = format!("/v2.0/ports?network_id={network}&limit={PAGE}");
     let unfiltered = format!("/v2.0/ports?limit={PAGE}");
-    vec![
-        ("?network_id=&limit=20", by_network.clone(), PAGE),
-        ("?network_id=&limit=20, next page", by_network, PAGE),
-        ("?limit=20", unfiltered.clone(), PAGE),
-        ("?limit=20, next page", unfiltered, PAGE),
-        (
+    let admin = |name, path: &String, items| Case {
+        name,
+        path: path.clone(),
+        items,
+        tenant: false,
+    };
+    let mut cases = vec![
+        admin("?network_id=&limit=20", &by_network, PAGE),
+        admin("?network_id=&limit=20, next page", &by_network, PAGE),
+        admin("?limit=20", &unfiltered, PAGE),
+        admin("?limit=20, next page", &unfiltered, PAGE),
+        admin(
             "?device_id=&limit=20",
-            format!("/v2.0/ports?device_id={}&limit={PAGE}", device(0)),
+            &format!("/v2.0/ports?device_id={}&limit={PAGE}", device(0)),
             2,
         ),
-    ]
+    ];
+    for (collection, names) in [
+        ("ports", ["tenant: ports", "tenant: ports, next page"]),
+        (
+            "networks",
+            ["tenant: networks", "tenant: networks, next page"],
+        ),
+        (
+            "security-groups",
+            [
+                "tenant: security-groups",
+                "tenant: security-groups, next page",
+            ],
+        ),
+    ] {
+        for name in names {
+            cases.push(Case {
+                name,
+                path: format!("/v2.0/{collection}?limit={PAGE}"),
+                items: PAGE,
+                tenant: true,
+            });
+        }
+    }
+    cases
+}
+
+/// The tenant's own: a network with a subnet and `TENANT_RECORDS` ports on
+/// it, as many networks in all, and as many security groups.
+async fn tenant_records(tenant: &mut Conn) -> Result<(), BoxError> {
+    let body = json!({"network": {"name": "tenant-net"}});
+    let network = tenant
+        .create("/v2.0/networks", &body)
+        .await?
+        .id("network")?;
+    let body = json!({"subnet": {
+        "network_id": network, "ip_version": 4, "cidr": "192.168.0.0/24",
+    }});
+    tenant.create("/v2.0/subnets", &body).await?;
+    let ports = (0..TENANT_RECORDS).map(|_| json!({"network_id": network}));
+    bulk(tenant, "ports", ports).await?;
+    let networks = (1..TENANT_RECORDS).map(|i| json!({"name": format!("tenant-net-{i}")}));
+    bulk(tenant, "networks", networks).await?;
+    let groups = (0..TENANT_RECORDS).map(|i| json!({"name": format!("tenant-group-{i}")}));
+    bulk(tenant, "security-groups", groups).await?;
+    Ok(())
 }
 
 /// Waits until the server is idle: it compiles what the bulk creates wrote
@@ -173,7 +263,8 @@ async fn settle(server: &mut Server) -> Result<(), BoxError> {
     Err(format!("the server was still busy {SETTLE_MAX:?} after the bulk creates").into())
 }
 
-/// Ports `from..to`, in bulk creates.
+/// Ports `from..to`, and other projects' networks and groups in proportion,
+/// in bulk creates.
 async fn grow(
     conn: &mut Conn,
     networks: &[String],
@@ -183,34 +274,53 @@ async fn grow(
     let mut i = from;
     while i < to {
         let end = to.min(i + BULK);
-        let ports: Vec<Value> = (i..end).map(|p| port_body(networks, p)).collect();
-        conn.create("/v2.0/ports", &json!({ "ports": ports }))
-            .await?;
+        bulk(conn, "ports", (i..end).map(|p| port_body(networks, p))).await?;
+        for (collection, per) in [
+            ("networks", PORTS_PER_NETWORK_OF_OTHERS),
+            ("security-groups", PORTS_PER_GROUP),
+        ] {
+            let records = (i.div_ceil(per)..end.div_ceil(per))
+                .map(|n| json!({ "project_id": other_project(n) }));
+            bulk(conn, collection, records).await?;
+        }
         i = end;
     }
     Ok(())
 }
 
+/// One bulk create of `records` in `collection` (none when there are none).
+async fn bulk(
+    conn: &mut Conn,
+    collection: &str,
+    records: impl Iterator<Item = Value>,
+) -> Result<(), BoxError> {
+    let records: Vec<Value> = records.collect();
+    if records.is_empty() {
+        return Ok(());
+    }
+    let path = format!("/v2.0/{collection}");
+    conn.create(&path, &json!({ plural(&path): records }))
+        .await?;
+    Ok(())
+}
+
 /// `WARM_UP` then `REPS` timed GETs of the list, checked for its count. A
 /// "next page" case first follows the list's own `next` link.
-async fn time_list(
-    conn: &mut Conn,
-    name: &str,
-    path: &str,
-    items: usize,
-) -> Result<Samples, BoxError> {
-    let path = if name.ends_with("next page") {
-        next_link(conn, path).await?
+async fn time_list(conn: &mut Conn, case: &Case) -> Result<Samples, BoxError> {
+    let plural = plural(&case.path);
+    let path = if case.name.ends_with("next page") {
+        next_link(conn, &case.path, &plural).await?
     } else {
-        path.to_owned()
+        case.path.clone()
     };
     let mut latencies = Vec::with_capacity(REPS);
     for rep in 0..WARM_UP + REPS {
         let reply = conn.get(&path).await?;
         if rep == 0 {
-            let got = reply.count("ports")?;
-            if got != items {
-                return Err(format!("GET {path} listed {got} ports, expected {items}").into());
+            let got = reply.count(&plural)?;
+            if got != case.items {
+                let want = case.items;
+                return Err(format!("GET {path} listed {got} {plural}, expected {want}").into());
             }
         }
         if rep >= WARM_UP {
@@ -220,10 +330,18 @@ async fn time_list(
     Ok(Samples::new(latencies))
 }
 
+/// A list's JSON key: its collection's path segment (`security-groups` →
+/// `security_groups`).
+fn plural(path: &str) -> String {
+    let collection = path.trim_start_matches("/v2.0/");
+    let collection = collection.split('?').next().unwrap_or(collection);
+    collection.replace('-', "_")
+}
+
 /// The path of the `next` link of the list at `path`.
-async fn next_link(conn: &mut Conn, path: &str) -> Result<String, BoxError> {
+async fn next_link(conn: &mut Conn, path: &str, plural: &str) -> Result<String, BoxError> {
     let page = conn.get(path).await?.json()?;
-    let href = page["ports_links"]
+    let href = page[format!("{plural}_links")]
         .as_array()
         .into_iter()
         .flatten()
@@ -246,6 +364,12 @@ mod tests {
         assert!(check(100_000).is_ok());
         assert!(check(BASE_PORTS - 1).is_err());
         assert!(check(NETWORKS * PORTS_PER_NETWORK + 1).is_err());
+    }
+
+    #[test]
+    fn a_list_is_read_by_its_collection_key() {
+        assert_eq!(plural("/v2.0/ports?limit=20"), "ports");
+        assert_eq!(plural("/v2.0/security-groups?limit=20"), "security_groups");
     }
 
     #[test]

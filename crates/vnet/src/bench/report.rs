@@ -49,7 +49,7 @@ fn scale_table(out: &mut String, s: &ListScale) {
     let _ = writeln!(
         out,
         "{:<40}{:>7}{:>13}{:>13}{:>13}{:>13}{:>9}",
-        "GET /v2.0/ports",
+        "GET /v2.0/ports (or a tenant's list)",
         "items",
         format!("p50 ms {}", short(s.small_ports)),
         format!("p99 ms {}", short(s.small_ports)),

@@ -38,6 +38,8 @@ impl BenchStore {
 
 pub struct Server {
     child: Child,
+    /// The `vnet` binary the child runs.
+    exe: PathBuf,
     /// The etcd member the server stores in (with `BenchStore::Etcd`).
     etcd: Option<LocalEtcd>,
     pub addr: SocketAddr,
@@ -50,6 +52,11 @@ pub struct Server {
 impl Server {
     /// Start the child and wait until it answers `GET /`.
     pub async fn start(store: BenchStore) -> Result<Server, BoxError> {
+        Server::start_binary(store, &std::env::current_exe()?).await
+    }
+
+    /// The same, the child run from `exe` (another build of vnet).
+    pub async fn start_binary(store: BenchStore, exe: &Path) -> Result<Server, BoxError> {
         let root = fresh_dir()?;
         let etcd = match store {
             BenchStore::Embedded => None,
@@ -62,7 +69,7 @@ impl Server {
             },
         };
         let addr = free_port()?;
-        let child = match spawn(&root, addr, etcd.as_ref()) {
+        let child = match spawn(exe, &root, addr, etcd.as_ref()) {
             Ok(c) => c,
             Err(e) => {
                 let _ = std::fs::remove_dir_all(&root);
@@ -71,6 +78,7 @@ impl Server {
         };
         let mut server = Server {
             child,
+            exe: exe.to_owned(),
             etcd,
             addr,
             root,
@@ -85,7 +93,7 @@ impl Server {
     pub async fn restart(&mut self) -> Result<(), BoxError> {
         self.child.kill()?;
         self.child.wait()?;
-        self.child = spawn(&self.root, self.addr, self.etcd.as_ref())?;
+        self.child = spawn(&self.exe, &self.root, self.addr, self.etcd.as_ref())?;
         self.wait_ready().await
     }
 
@@ -171,14 +179,19 @@ impl Drop for Server {
     }
 }
 
-/// `vnet server` on `root/data` or on `etcd`, logging to `root/server.log`
+/// `exe server` on `root/data` or on `etcd`, logging to `root/server.log`
 /// (appended).
-fn spawn(root: &Path, addr: SocketAddr, etcd: Option<&LocalEtcd>) -> Result<Child, BoxError> {
+fn spawn(
+    exe: &Path,
+    root: &Path,
+    addr: SocketAddr,
+    etcd: Option<&LocalEtcd>,
+) -> Result<Child, BoxError> {
     let log = File::options()
         .create(true)
         .append(true)
         .open(root.join("server.log"))?;
-    let mut command = Command::new(std::env::current_exe()?);
+    let mut command = Command::new(exe);
     command
         .arg("server")
         .arg("--listen")
