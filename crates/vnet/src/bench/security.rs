@@ -9,6 +9,9 @@
 //! times a member joining a large remote group, and a 1,000-rule group
 //! reaching a host with a new port.
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -16,14 +19,15 @@ use serde_json::{Value, json};
 use crate::BoxError;
 use crate::lab::{self, LabState, http, run};
 
-/// How long, from its port's POST returning, until a new member of a large
-/// remote group is in the member set of every host that keeps that set.
+/// How long, from its port's POST being sent, until a new member of a large
+/// remote group is in the member set of every host that keeps that set (by
+/// the kernel's notice, `nft monitor`).
 pub struct Join {
     pub members: usize,
     pub times: Vec<Duration>,
 }
 
-/// How long, from its port's POST returning, until a group of `rules` rules
+/// How long, from its port's POST being sent, until a group of `rules` rules
 /// that its host did not use yet is in that host's nftables.
 pub struct Apply {
     pub rules: usize,
@@ -465,24 +469,98 @@ fn delete_ingress_rules(lab: &LabState, group: &str) -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Poll `probe` (an `nft` command run in `host`) until it succeeds; 30 s at most.
-fn wait_for_nft(host: &str, probe: &[&str], since: Instant) -> Result<Duration, BoxError> {
-    let mut args = vec!["netns", "exec", host, "nft"];
-    args.extend_from_slice(probe);
-    while run("ip", &args).is_err() {
-        if since.elapsed() > Duration::from_secs(30) {
-            return Err(format!(
-                "`nft {}` on {host}: still failing after 30 s",
-                probe.join(" ")
-            )
-            .into());
-        }
-    }
-    Ok(since.elapsed())
+/// `nft monitor` in one host's namespace: every object the kernel commits
+/// there, as the instant its line was read. Timing by the kernel's own
+/// notice leaves out the polling processes a probe by `nft list` would
+/// start (several milliseconds each) and their competition with the agent.
+struct Monitor {
+    host: String,
+    child: Child,
+    lines: mpsc::Receiver<(Instant, String)>,
 }
 
-/// Ten ports join `group` (of `members` members) one at a time; each is timed
-/// until every host that keeps the group's member set has its address.
+/// Longest a change may take to reach a host's kernel.
+const WITHIN: Duration = Duration::from_secs(30);
+
+impl Monitor {
+    /// Started and listening: a table of the bench's own, added and deleted,
+    /// has been seen, so no later commit can be missed.
+    fn start(host: &str) -> Result<Monitor, BoxError> {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", host, "nft", "monitor"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let stdout = child.stdout.take().ok_or("nft monitor: no stdout")?;
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send((Instant::now(), line)).is_err() {
+                    break;
+                }
+            }
+        });
+        let monitor = Monitor {
+            host: host.to_owned(),
+            child,
+            lines,
+        };
+        let deadline = Instant::now() + WITHIN;
+        loop {
+            run(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    host,
+                    "nft",
+                    "add table inet vnet_bench_sync; delete table inet vnet_bench_sync",
+                ],
+            )?;
+            let seen = monitor.wait(Instant::now() + Duration::from_millis(200), |line| {
+                line.contains("vnet_bench_sync")
+            });
+            match seen {
+                Ok(_) => return Ok(monitor),
+                Err(e) if Instant::now() > deadline => return Err(e),
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// When the first line `wanted` picks was read.
+    fn wait(&self, deadline: Instant, wanted: impl Fn(&str) -> bool) -> Result<Instant, BoxError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok((at, line)) if wanted(&line) => return Ok(at),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!("nft monitor on {}: not seen in time", self.host).into());
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Whether `line` names `word` as a whole token (an address, a chain).
+fn names(line: &str, word: &str) -> bool {
+    line.split([' ', ',', '{', '}']).any(|t| t == word)
+}
+
+/// How many ports join the large group, one at a time.
+const JOINS: usize = 30;
+
+/// Ports join `group` (of `members` members) one at a time; each is timed
+/// from its POST until every host that keeps the group's member set has its
+/// address.
 fn member_joins(
     lab: &LabState,
     pair: &Pair,
@@ -507,9 +585,14 @@ fn member_joins(
     if holders.is_empty() {
         return Err(format!("no host keeps the set {set}").into());
     }
+    let monitors = holders
+        .iter()
+        .map(|h| Monitor::start(h))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut times = Vec::new();
-    for i in 0..10 {
+    for i in 0..JOINS {
         let ip = format!("{}.250.{}", pair.prefix, i + 1);
+        let posting = Instant::now();
         call(
             lab,
             "POST",
@@ -517,18 +600,14 @@ fn member_joins(
             json!({"port": {"network_id": pair.network, "security_groups": [group],
                    "fixed_ips": [{"subnet_id": pair.subnet, "ip_address": ip}]}}),
         )?;
-        let posted = Instant::now();
-        // `get element` asks for one element: a probe that does not dump
-        // (and compete with the agent over) a 10,000-element set.
-        let element = format!("{{ {ip} }}");
-        for host in &holders {
-            wait_for_nft(
-                host,
-                &["get", "element", "inet", "vnet", &set, &element],
-                posted,
-            )?;
+        let mut last = posting;
+        for monitor in &monitors {
+            let at = monitor.wait(posting + WITHIN, |line| {
+                line.starts_with("add element") && names(line, &set) && names(line, &ip)
+            })?;
+            last = last.max(at);
         }
-        times.push(posted.elapsed());
+        times.push(last - posting);
     }
     Ok(Join { members, times })
 }
@@ -538,6 +617,7 @@ fn member_joins(
 /// nftables (the port's whole change is one transaction).
 fn group_applies(lab: &LabState, pair: &Pair, rules: usize) -> Result<Apply, BoxError> {
     let host = &lab.hosts[0].name;
+    let monitor = Monitor::start(host)?;
     let mut times = Vec::new();
     for k in 0..5 {
         let group = create(
@@ -552,6 +632,9 @@ fn group_applies(lab: &LabState, pair: &Pair, rules: usize) -> Result<Apply, Box
                 .map(|i| iperf_rule(&group, ("remote_ip_prefix", &unused_prefix(i))))
                 .collect(),
         )?;
+        let chain =
+            agent::nft::ruleset::group_chain(&group, compiler::protocol::RuleDirection::Ingress);
+        let posting = Instant::now();
         call(
             lab,
             "POST",
@@ -561,14 +644,11 @@ fn group_applies(lab: &LabState, pair: &Pair, rules: usize) -> Result<Apply, Box
                    "fixed_ips": [{"subnet_id": pair.subnet,
                                   "ip_address": format!("{}.251.{}", pair.prefix, k + 1)}]}}),
         )?;
-        let posted = Instant::now();
-        let chain =
-            agent::nft::ruleset::group_chain(&group, compiler::protocol::RuleDirection::Ingress);
-        times.push(wait_for_nft(
-            host,
-            &["list", "chain", "inet", "vnet", &chain],
-            posted,
-        )?);
+        // The chain comes with its rules in the port's one transaction.
+        let at = monitor.wait(posting + WITHIN, |line| {
+            line.starts_with("add chain") && names(line, &chain)
+        })?;
+        times.push(at - posting);
     }
     Ok(Apply { rules, times })
 }
