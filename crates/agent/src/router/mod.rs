@@ -156,6 +156,10 @@ pub struct RouterReconciler {
     namespaces: HashMap<String, Connection>,
     /// The routers as the last reconcile left them right, by namespace.
     done: BTreeMap<String, DesiredRouter>,
+    /// Gratuitous ARPs planned, with the port whose host end they wait
+    /// for: sent before the `linux` backend attaches it, they would reach
+    /// no bridge ([`RouterReconciler::announce`]).
+    unannounced: Vec<(String, RouterOp)>,
 }
 
 impl RouterReconciler {
@@ -166,6 +170,7 @@ impl RouterReconciler {
             host: Connection::here()?,
             namespaces: HashMap::new(),
             done: BTreeMap::new(),
+            unannounced: Vec::new(),
         })
     }
 
@@ -218,9 +223,22 @@ impl RouterReconciler {
             .filter(|(n, _)| names.contains(*n))
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
+        // An announcement waits for its interface only while it is wanted.
+        let wanted: BTreeSet<&String> = want
+            .values()
+            .flat_map(|r| r.interfaces.values())
+            .map(|i| &i.port_id)
+            .collect();
+        self.unannounced.retain(|(port, _)| wanted.contains(port));
         let mut broken: BTreeSet<String> = BTreeSet::new();
         for op in diff(&scoped, &have) {
             if broken.contains(op.netns()) {
+                continue;
+            }
+            if let RouterOp::Announce { netns, device, .. } = &op
+                && let Some(iface) = scoped.get(netns).and_then(|r| r.interfaces.get(device))
+            {
+                self.unannounced.push((iface.port_id.clone(), op));
                 continue;
             }
             match self.execute(&op).await {
@@ -253,6 +271,25 @@ impl RouterReconciler {
             }
         }
         report
+    }
+
+    /// Sends the gratuitous ARPs planned for the interfaces and uplinks
+    /// whose host ends are now attached (`wired`, by port id: the `linux`
+    /// backend's report, after the reconcile that planned them); the others
+    /// wait. Returns what it sent.
+    pub async fn announce(&mut self, wired: &[String]) -> Vec<RouterOp> {
+        let (ready, waiting) = std::mem::take(&mut self.unannounced)
+            .into_iter()
+            .partition(|(port, _)| wired.contains(port));
+        self.unannounced = waiting;
+        let mut sent = Vec::new();
+        for (_, op) in ready {
+            match self.execute(&op).await {
+                Ok(()) => sent.push(op),
+                Err(error) => tracing::warn!(%op, %error, "router operation failed"),
+            }
+        }
+        sent
     }
 
     /// The namespace's connection, opened on first use.
