@@ -25,13 +25,17 @@ use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use compiler::protocol::HostState;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use model::MacAddr;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -156,10 +160,10 @@ pub struct RouterReconciler {
     namespaces: HashMap<String, Connection>,
     /// The routers as the last reconcile left them right, by namespace.
     done: BTreeMap<String, DesiredRouter>,
-    /// Gratuitous ARPs planned, with the port whose host end they wait
+    /// Gratuitous ARPs planned, with the port and the host end they wait
     /// for: sent before the `linux` backend attaches it, they would reach
     /// no bridge ([`RouterReconciler::announce`]).
-    unannounced: Vec<(String, RouterOp)>,
+    unannounced: Vec<(String, String, RouterOp)>,
 }
 
 impl RouterReconciler {
@@ -229,7 +233,8 @@ impl RouterReconciler {
             .flat_map(|r| r.interfaces.values())
             .map(|i| &i.port_id)
             .collect();
-        self.unannounced.retain(|(port, _)| wanted.contains(port));
+        self.unannounced
+            .retain(|(port, _, _)| wanted.contains(port));
         let mut broken: BTreeSet<String> = BTreeSet::new();
         for op in diff(&scoped, &have) {
             if broken.contains(op.netns()) {
@@ -238,7 +243,9 @@ impl RouterReconciler {
             if let RouterOp::Announce { netns, device, .. } = &op
                 && let Some(iface) = scoped.get(netns).and_then(|r| r.interfaces.get(device))
             {
-                self.unannounced.push((iface.port_id.clone(), op));
+                let host_device = iface.host_device.clone();
+                self.unannounced
+                    .push((iface.port_id.clone(), host_device, op));
                 continue;
             }
             match self.execute(&op).await {
@@ -280,10 +287,21 @@ impl RouterReconciler {
     pub async fn announce(&mut self, wired: &[String]) -> Vec<RouterOp> {
         let (ready, waiting) = std::mem::take(&mut self.unannounced)
             .into_iter()
-            .partition(|(port, _)| wired.contains(port));
+            .partition(|(port, _, _)| wired.contains(port));
         self.unannounced = waiting;
         let mut sent = Vec::new();
-        for (_, op) in ready {
+        for (_, host_device, op) in ready {
+            // The bridge forwards from a port only once the kernel's link
+            // watch has seen its carrier, a moment after the link reconcile
+            // set it up: a frame sent before is dropped.
+            let deadline = tokio::time::Instant::now() + PORT_FORWARDING;
+            while !forwarding(&self.host.handle, &host_device).await {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(%host_device, "bridge port not forwarding; announcing anyway");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
             match self.execute(&op).await {
                 Ok(()) => sent.push(op),
                 Err(error) => tracing::warn!(%op, %error, "router operation failed"),
@@ -655,6 +673,25 @@ async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Re
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// How long an announcement waits for its host end's bridge port to
+/// forward (the link watch takes milliseconds).
+const PORT_FORWARDING: Duration = Duration::from_millis(500);
+
+/// Whether `device` is a bridge port that forwards.
+async fn forwarding(handle: &Handle, device: &str) -> bool {
+    let mut links = handle.link().get().match_name(device.to_owned()).execute();
+    let Ok(Some(link)) = links.try_next().await else {
+        return false;
+    };
+    link.attributes.iter().any(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().any(|info| {
+            matches!(info, LinkInfo::PortData(InfoPortData::BridgePort(port))
+                if port.contains(&InfoBridgePort::State(BridgePortState::Forwarding)))
+        }),
+        _ => false,
+    })
 }
 
 async fn index_of(handle: &Handle, netns: &str, device: &str) -> Result<u32, RouterError> {
