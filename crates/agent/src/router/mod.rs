@@ -34,7 +34,7 @@ use model::MacAddr;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
 use netlink_packet_route::link::{
     BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkFlags,
-    LinkInfo,
+    LinkInfo, State,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
@@ -291,13 +291,14 @@ impl RouterReconciler {
         self.unannounced = waiting;
         let mut sent = Vec::new();
         for (_, host_device, op) in ready {
-            // The bridge forwards from a port only once the kernel's link
-            // watch has seen its carrier, a moment after the link reconcile
-            // set it up: a frame sent before is dropped.
+            // The kernel's link watch, a moment after the link reconcile set
+            // the host end up, starts the router end's transmit queue and
+            // the bridge port's forwarding: a frame sent before either is
+            // dropped.
             let deadline = tokio::time::Instant::now() + PORT_FORWARDING;
-            while !forwarding(&self.host.handle, &host_device).await {
+            while !self.carries(&op, &host_device).await {
                 if tokio::time::Instant::now() >= deadline {
-                    tracing::warn!(%host_device, "bridge port not forwarding; announcing anyway");
+                    tracing::warn!(%host_device, "veth not carrying yet; announcing anyway");
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(2)).await;
@@ -308,6 +309,31 @@ impl RouterReconciler {
             }
         }
         sent
+    }
+
+    /// Whether the router end of an announcement's veth is operationally
+    /// up and its host end a bridge port that forwards.
+    async fn carries(&mut self, op: &RouterOp, host_device: &str) -> bool {
+        let RouterOp::Announce { netns, device, .. } = op else {
+            return true;
+        };
+        let Ok(handle) = self.connection(netns).cloned() else {
+            return false;
+        };
+        let up = link_attributes(&handle, device)
+            .await
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+        up && link_attributes(&self.host.handle, host_device)
+            .await
+            .iter()
+            .any(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().any(|info| {
+                    matches!(info, LinkInfo::PortData(InfoPortData::BridgePort(port))
+                        if port.contains(&InfoBridgePort::State(BridgePortState::Forwarding)))
+                }),
+                _ => false,
+            })
     }
 
     /// The namespace's connection, opened on first use.
@@ -679,19 +705,13 @@ async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Re
 /// forward (the link watch takes milliseconds).
 const PORT_FORWARDING: Duration = Duration::from_millis(500);
 
-/// Whether `device` is a bridge port that forwards.
-async fn forwarding(handle: &Handle, device: &str) -> bool {
+/// A device's attributes (none if it is not there).
+async fn link_attributes(handle: &Handle, device: &str) -> Vec<LinkAttribute> {
     let mut links = handle.link().get().match_name(device.to_owned()).execute();
-    let Ok(Some(link)) = links.try_next().await else {
-        return false;
-    };
-    link.attributes.iter().any(|a| match a {
-        LinkAttribute::LinkInfo(infos) => infos.iter().any(|info| {
-            matches!(info, LinkInfo::PortData(InfoPortData::BridgePort(port))
-                if port.contains(&InfoBridgePort::State(BridgePortState::Forwarding)))
-        }),
-        _ => false,
-    })
+    match links.try_next().await {
+        Ok(Some(link)) => link.attributes,
+        _ => vec![],
+    }
 }
 
 async fn index_of(handle: &Handle, netns: &str, device: &str) -> Result<u32, RouterError> {
