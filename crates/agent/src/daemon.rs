@@ -402,6 +402,9 @@ pub async fn run(
                 wired_at = Some(wiring);
             }
         }
+        // New router addresses are announced once their host ends are on
+        // their bridges (the link reconcile attaches them).
+        routers.announce(&wired_ports).await;
         // A router interface or uplink is wired once its bridge end is and
         // its router is right; a floating IP once its router is right.
         let router_ports: BTreeSet<&String> = state

@@ -738,3 +738,199 @@ fn an_address_group_admits_its_addresses_and_grows_without_reloading() {
     assert!(!tcp(a, "10.0.0.11", 80), "a's address left the group");
     assert!(tcp(d, "10.0.0.11", 80), "d's prefix is still there");
 }
+
+/// `nft -j list ruleset` as a fresh host's and an upgraded host's must
+/// agree: handles (numbered in the order objects were made) left out,
+/// tables, chains, sets and maps in name order, a map's or set's elements
+/// sorted (a hash map lists in its random seed's order), rules in their
+/// chain's order.
+fn ruleset_listing(ns: &Netns) -> Vec<serde_json::Value> {
+    fn strip(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::Object(o) => {
+                o.remove("handle");
+                if let Some(serde_json::Value::Array(elements)) = o.get_mut("elem") {
+                    elements.sort_by_key(|e| e.to_string());
+                }
+                o.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut all = json(ns, "nft", &["-j", "list", "ruleset"]);
+    strip(&mut all);
+    let mut items: Vec<serde_json::Value> = all["nftables"].as_array().unwrap().clone();
+    // Objects in name order; rules stay in order after them (a stable sort
+    // by chain keeps each chain's order).
+    items.sort_by_key(|item| match item.get("rule") {
+        Some(r) => (1, format!("{} {} {}", r["family"], r["table"], r["chain"])),
+        None => (0, item.to_string()),
+    });
+    items
+}
+
+/// `nft monitor` in a namespace: what committed there, line by line.
+struct Monitor<'a> {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    ns: &'a Netns,
+}
+
+impl<'a> Monitor<'a> {
+    /// Returns once the monitor sees a commit in `ns`.
+    fn start(ns: &'a Netns) -> Monitor<'a> {
+        let mut child = ns
+            .command("nft")
+            .arg("monitor")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in out.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut monitor = Monitor { child, lines, ns };
+        // The monitor listens once a marker's commit reaches it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if monitor
+                .mark(std::time::Duration::from_millis(200))
+                .is_some()
+            {
+                return monitor;
+            }
+            assert!(std::time::Instant::now() < deadline, "nft monitor silent");
+        }
+    }
+
+    /// Commits a marker transaction (a table made and deleted) and returns
+    /// every line the monitor printed before it, if the marker's commit
+    /// is seen within `wait`.
+    fn mark(&mut self, wait: std::time::Duration) -> Option<Vec<String>> {
+        self.ns
+            .sh("nft -f - <<'EOF'\nadd table netdev nu_mark\ndelete table netdev nu_mark\nEOF")
+            .unwrap();
+        let deadline = std::time::Instant::now() + wait;
+        let mut before = vec![];
+        let mut marked = false;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let line = self.lines.recv_timeout(left).ok()?;
+            if line.contains("nu_mark") {
+                marked = true;
+            } else if marked && line.starts_with("# new generation") {
+                return Some(before);
+            } else if !marked {
+                before.push(line);
+            }
+        }
+    }
+}
+
+impl Drop for Monitor<'_> {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A host upgraded from the agent whose base chains dispatched through
+/// anonymous maps (2b4a067) to the named maps: its first start takes the
+/// kernel's old ruleset to exactly a fresh host's, in one commit, and the
+/// rules hold for real packets. The fixture is that agent's own
+/// transaction for `state.json` on a fresh host (README, "Tests", says how
+/// it was made).
+#[test]
+fn an_old_agents_ruleset_is_upgraded_in_one_commit() {
+    const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nft_2b4a067");
+    let read = |name: &str| std::fs::read_to_string(format!("{FIXTURES}/{name}")).unwrap();
+    let state: HostState = serde_json::from_str(&read("state.json")).unwrap();
+    let old = read("ruleset.nft");
+
+    let fabric = Fabric::new("nu").unwrap();
+    let upgraded = Host::new(&fabric, "nu", 1).unwrap();
+    let fresh = Host::new(&fabric, "nu", 2).unwrap();
+    let vms: Vec<Vm> = state
+        .networks
+        .values()
+        .flat_map(|n| n.local_ports.values())
+        .map(|p| {
+            let vm = Vm::new(&upgraded, "nu", &p.device, &p.mac.to_string()).unwrap();
+            vm.add_ip(&format!("{}/24", p.fixed_ips[0].ip_address))
+                .unwrap();
+            vm
+        })
+        .collect();
+    // By device: tapa, tapb (server), tapc (no port security), tapd, tape.
+    let (a, b, c, d) = (&vms[0], &vms[1], &vms[2], &vms[3]);
+    let _servers: Vec<Server> = vms.iter().map(Server::start).collect();
+    for host in [&upgraded, &fresh] {
+        let report = reconcile_once(&host.ns, &config(host), &state);
+        assert!(report.failed.is_empty(), "{:#?}", report.failed);
+    }
+
+    // The old agent's kernel state, and its rules in force.
+    upgraded
+        .ns
+        .sh(&format!("nft -f - <<'EOF'\n{old}EOF"))
+        .unwrap();
+    assert!(tcp(a, "10.0.0.11", 80), "old rules: a (client) → b tcp/80");
+    assert!(!tcp(d, "10.0.0.11", 80), "old rules: d is no member");
+
+    // The new agent's first start, watched commit by commit.
+    let mut monitor = Monitor::start(&upgraded.ns);
+    let report = nft(&upgraded.ns, &state);
+    let seen = monitor
+        .mark(std::time::Duration::from_secs(10))
+        .expect("the monitor saw the marker");
+    let commits: Vec<&String> = seen
+        .iter()
+        .filter(|l| l.starts_with("# new generation"))
+        .collect();
+    assert_eq!(commits.len(), 1, "one transaction: {seen:#?}");
+    // The base chains rewritten and their named maps made; no port's
+    // chain touched (their text did not change).
+    let mut written = report.transaction.chains_written.clone();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "bridge/forward",
+            "bridge/prerouting",
+            "inet/egress",
+            "inet/ingress",
+            "inet/prerouting"
+        ],
+        "{}",
+        report.transaction.script
+    );
+    assert_eq!(report.transaction.sets_created.len(), 6);
+    assert!(report.transaction.chains_deleted.is_empty());
+
+    // A fresh host's ruleset, and a second start plans nothing.
+    assert!(!nft(&fresh.ns, &state).transaction.is_empty());
+    assert_eq!(ruleset_listing(&upgraded.ns), ruleset_listing(&fresh.ns));
+    assert!(nft(&upgraded.ns, &state).unchanged());
+
+    // The rules, with real packets.
+    assert!(tcp(a, "10.0.0.11", 80), "a (client) → b tcp/80");
+    assert!(!tcp(a, "10.0.0.11", 22), "a → b tcp/22: no rule");
+    assert!(!tcp(d, "10.0.0.11", 80), "d is no member of client");
+    assert_eq!(c.ping("10.0.0.11", 1), 1, "c → b ping from the prefix");
+    assert_eq!(b.ping("10.0.0.10", 1), 0, "b has no egress rule");
+    assert!(tcp(a, "10.0.0.12", 22), "a → c (no port security)");
+    assert!(!tcp(c, "10.0.0.10", 80), "a has no ingress rule");
+    a.ns.ip(&["addr", "add", "10.0.0.99/24", "dev", "eth0"])
+        .unwrap();
+    assert!(
+        !flows(a, "tcp", "10.0.0.12", 22, Some("10.0.0.99")),
+        "a forged source"
+    );
+}

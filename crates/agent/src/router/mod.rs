@@ -25,13 +25,17 @@ use std::fs::File;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
+use std::time::Duration;
 
 use compiler::protocol::HostState;
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use model::MacAddr;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressScope};
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkFlags};
+use netlink_packet_route::link::{
+    BridgePortState, InfoBridgePort, InfoData, InfoPortData, InfoVeth, LinkAttribute, LinkFlags,
+    LinkInfo, State,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
 };
@@ -156,6 +160,10 @@ pub struct RouterReconciler {
     namespaces: HashMap<String, Connection>,
     /// The routers as the last reconcile left them right, by namespace.
     done: BTreeMap<String, DesiredRouter>,
+    /// Gratuitous ARPs planned, with the port and the host end they wait
+    /// for: sent before the `linux` backend attaches it, they would reach
+    /// no bridge ([`RouterReconciler::announce`]).
+    unannounced: Vec<(String, String, RouterOp)>,
 }
 
 impl RouterReconciler {
@@ -166,6 +174,7 @@ impl RouterReconciler {
             host: Connection::here()?,
             namespaces: HashMap::new(),
             done: BTreeMap::new(),
+            unannounced: Vec::new(),
         })
     }
 
@@ -218,9 +227,25 @@ impl RouterReconciler {
             .filter(|(n, _)| names.contains(*n))
             .map(|(n, r)| (n.clone(), r.clone()))
             .collect();
+        // An announcement waits for its interface only while it is wanted.
+        let wanted: BTreeSet<&String> = want
+            .values()
+            .flat_map(|r| r.interfaces.values())
+            .map(|i| &i.port_id)
+            .collect();
+        self.unannounced
+            .retain(|(port, _, _)| wanted.contains(port));
         let mut broken: BTreeSet<String> = BTreeSet::new();
         for op in diff(&scoped, &have) {
             if broken.contains(op.netns()) {
+                continue;
+            }
+            if let RouterOp::Announce { netns, device, .. } = &op
+                && let Some(iface) = scoped.get(netns).and_then(|r| r.interfaces.get(device))
+            {
+                let host_device = iface.host_device.clone();
+                self.unannounced
+                    .push((iface.port_id.clone(), host_device, op));
                 continue;
             }
             match self.execute(&op).await {
@@ -253,6 +278,62 @@ impl RouterReconciler {
             }
         }
         report
+    }
+
+    /// Sends the gratuitous ARPs planned for the interfaces and uplinks
+    /// whose host ends are now attached (`wired`, by port id: the `linux`
+    /// backend's report, after the reconcile that planned them); the others
+    /// wait. Returns what it sent.
+    pub async fn announce(&mut self, wired: &[String]) -> Vec<RouterOp> {
+        let (ready, waiting) = std::mem::take(&mut self.unannounced)
+            .into_iter()
+            .partition(|(port, _, _)| wired.contains(port));
+        self.unannounced = waiting;
+        let mut sent = Vec::new();
+        for (_, host_device, op) in ready {
+            // The kernel's link watch, a moment after the link reconcile set
+            // the host end up, starts the router end's transmit queue and
+            // the bridge port's forwarding: a frame sent before either is
+            // dropped.
+            let deadline = tokio::time::Instant::now() + PORT_FORWARDING;
+            while !self.carries(&op, &host_device).await {
+                if tokio::time::Instant::now() >= deadline {
+                    tracing::warn!(%host_device, "veth not carrying yet; announcing anyway");
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            match self.execute(&op).await {
+                Ok(()) => sent.push(op),
+                Err(error) => tracing::warn!(%op, %error, "router operation failed"),
+            }
+        }
+        sent
+    }
+
+    /// Whether the router end of an announcement's veth is operationally
+    /// up and its host end a bridge port that forwards.
+    async fn carries(&mut self, op: &RouterOp, host_device: &str) -> bool {
+        let RouterOp::Announce { netns, device, .. } = op else {
+            return true;
+        };
+        let Ok(handle) = self.connection(netns).cloned() else {
+            return false;
+        };
+        let up = link_attributes(&handle, device)
+            .await
+            .iter()
+            .any(|a| matches!(a, LinkAttribute::OperState(State::Up)));
+        up && link_attributes(&self.host.handle, host_device)
+            .await
+            .iter()
+            .any(|a| match a {
+                LinkAttribute::LinkInfo(infos) => infos.iter().any(|info| {
+                    matches!(info, LinkInfo::PortData(InfoPortData::BridgePort(port))
+                        if port.contains(&InfoBridgePort::State(BridgePortState::Forwarding)))
+                }),
+                _ => false,
+            })
     }
 
     /// The namespace's connection, opened on first use.
@@ -618,6 +699,19 @@ async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Re
     tokio::task::spawn_blocking(f)
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)))
+}
+
+/// How long an announcement waits for its host end's bridge port to
+/// forward (the link watch takes milliseconds).
+const PORT_FORWARDING: Duration = Duration::from_millis(500);
+
+/// A device's attributes (none if it is not there).
+async fn link_attributes(handle: &Handle, device: &str) -> Vec<LinkAttribute> {
+    let mut links = handle.link().get().match_name(device.to_owned()).execute();
+    match links.try_next().await {
+        Ok(Some(link)) => link.attributes,
+        _ => vec![],
+    }
 }
 
 async fn index_of(handle: &Handle, netns: &str, device: &str) -> Result<u32, RouterError> {

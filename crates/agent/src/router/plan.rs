@@ -133,8 +133,11 @@ pub struct DesiredInterface {
     pub mac: MacAddr,
     pub mtu: u32,
     pub addresses: BTreeSet<IpNet>,
-    /// Addresses added here are announced (gratuitous ARP): they may have
-    /// lived on another host's uplink a moment ago.
+    /// Addresses added here are announced (gratuitous ARP) once the host
+    /// end is attached: an uplink's may have lived on another host's uplink
+    /// a moment ago; an interface's gateway may have been asked for by a
+    /// VM of this host before it was here (another host routed to the VM
+    /// first), and the VM would ask again only a second later.
     pub announce: bool,
 }
 
@@ -185,7 +188,10 @@ pub fn desired(state: &HostState, config: &RouterConfig) -> BTreeMap<String, Des
                     mac: iface.mac,
                     mtu: network.mtu,
                     addresses: iface.addresses.iter().copied().collect(),
-                    announce: false,
+                    // On a flat network the same gateway MAC is on every
+                    // host's interface: announced, the segment would see it
+                    // move from host to host.
+                    announce: network.physical_network.is_none(),
                 };
                 Some((interface_device(port_id), desired))
             };
@@ -976,9 +982,23 @@ mod tests {
                 "ip -n vnr-r1 neigh replace 10.0.0.5 lladdr fa:16:3e:01:00:01 dev qr-pa-01234567 nud permanent",
                 "ip -n vnr-r1 neigh replace 10.0.0.6 lladdr fa:16:3e:01:00:02 dev qr-pa-01234567 nud permanent",
                 "ip -n vnr-r1 route replace 192.168.0.0/16 via 10.0.0.9 proto 118",
+                // Its gateways, to the VMs that asked before they were here
+                // (sent once the host ends are attached).
+                "ip netns exec vnr-r1 arping -U -I qr-pa-01234567 -s fa:16:3e:00:00:01 10.0.0.1",
+                "ip netns exec vnr-r1 arping -U -I qr-pb-01234567 -s fa:16:3e:00:00:02 10.0.1.1",
             ]
         );
         assert_eq!(diff(&want, &observed_after(&want)), []);
+        // On a flat network the gateway's MAC is every host's: never
+        // announced on the segment.
+        let mut flat = state();
+        if let Some(nb) = flat.networks.get_mut("nb") {
+            nb.physical_network = Some("physnet".into());
+        }
+        let want = desired(&flat, &RouterConfig::default());
+        assert!(!diff(&want, &BTreeMap::new()).iter().any(
+            |op| matches!(op, RouterOp::Announce { device, .. } if device == "qr-pb-01234567")
+        ));
     }
 
     #[test]
@@ -1016,6 +1036,7 @@ mod tests {
                 "ip -n vnr-r1 addr del 10.0.0.254/24 dev qr-pa-01234567",
                 "ip -n vnr-r1 addr add 10.0.0.1/24 dev qr-pa-01234567 nodad",
                 "ip -n vnr-r1 route del 172.16.0.0/12 via 10.0.1.9 proto 118",
+                "ip netns exec vnr-r1 arping -U -I qr-pa-01234567 -s fa:16:3e:00:00:01 10.0.0.1",
             ]
         );
     }

@@ -58,7 +58,7 @@ pub fn config(host: &Host) -> LinuxConfig {
     LinuxConfig::new(IpAddr::V4(host.underlay_ip()))
 }
 
-fn runtime() -> tokio::runtime::Runtime {
+pub fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
