@@ -20,7 +20,7 @@ use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
 use crate::nft::{Hints, NftConfig, NftReconciler, WHOLE_PLANS_ENV};
 use crate::router::{RouterConfig, RouterError, RouterReconciler};
-use crate::sync::{Server, SyncError};
+use crate::sync::{Backoff, Server, SyncError};
 
 /// Re-read the kernel this often even when nothing arrives, to repair what
 /// was changed behind the agent's back. Devices coming and going are link
@@ -611,7 +611,7 @@ async fn heartbeat(server: Server, registration: HostRegistration) {
 /// resuming from the last revision seen.
 async fn follow_state(server: Server, host: String, desired: watch::Sender<Option<Target>>) {
     let mut revision: Option<Revision> = None;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     // The stream was lost: the next one opened is a reconnection, logged
     // as such so that an outage has an end in the log.
     let mut lost = false;
@@ -627,7 +627,7 @@ async fn follow_state(server: Server, host: String, desired: watch::Sender<Optio
                 }
                 match stream.next().await {
                     Ok(Some(message)) => {
-                        backoff = Duration::from_millis(100);
+                        backoff.reset();
                         let first = revision.is_none();
                         revision = Some(match &message {
                             StreamMessage::Snapshot { revision, .. }
@@ -655,8 +655,7 @@ async fn follow_state(server: Server, host: String, desired: watch::Sender<Optio
                 lost = true;
             }
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
 

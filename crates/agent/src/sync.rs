@@ -23,6 +23,46 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a connection to one replica may take before the next is tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The first pause before trying the server again, and the longest: a
+/// server restarted under its agents is back within this cap of answering,
+/// not after a pause that kept doubling while it loaded its store.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// The pauses between tries at the server after a failure: doubling from
+/// [`RETRY_FIRST`] to [`RETRY_MAX`], each drawn between half and the whole
+/// of it, so that the thousand agents of a cloud that lost their server at
+/// the same instant do not come back in lock-step.
+#[derive(Debug)]
+pub struct Backoff {
+    pause: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { pause: RETRY_FIRST }
+    }
+}
+
+impl Backoff {
+    /// The server answered: the next failure starts over from the first pause.
+    pub fn reset(&mut self) {
+        self.pause = RETRY_FIRST;
+    }
+
+    /// Sleep the next pause.
+    pub async fn wait(&mut self) {
+        tokio::time::sleep(self.next_pause()).await;
+    }
+
+    fn next_pause(&mut self) -> Duration {
+        let full = self.pause;
+        self.pause = (full * 2).min(RETRY_MAX);
+        let full_us = u64::try_from(full.as_micros()).unwrap_or(u64::MAX);
+        Duration::from_micros(rand::random_range(full_us / 2..=full_us))
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
     #[error("server URL '{0}' is not http://HOST:PORT")]
@@ -284,5 +324,29 @@ impl StateStream {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_double_up_to_the_cap_with_jitter_and_start_over_on_reset() {
+        let mut backoff = Backoff::default();
+        let pauses: Vec<Duration> = (0..40).map(|_| backoff.next_pause()).collect();
+        assert!(pauses[0] <= RETRY_FIRST && pauses[0] >= RETRY_FIRST / 2);
+        assert!(
+            pauses
+                .iter()
+                .all(|p| *p >= RETRY_FIRST / 2 && *p <= RETRY_MAX)
+        );
+        // Capped from the fourth try on (100, 200, 400, then 500 ms).
+        assert!(pauses[3..].iter().all(|p| *p >= RETRY_MAX / 2));
+        // Drawn, not fixed: 37 capped pauses in microseconds are not all one.
+        let capped: std::collections::BTreeSet<&Duration> = pauses[3..].iter().collect();
+        assert!(capped.len() > 1, "{pauses:?}");
+        backoff.reset();
+        assert!(backoff.next_pause() <= RETRY_FIRST);
     }
 }

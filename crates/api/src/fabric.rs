@@ -331,12 +331,8 @@ fn build_with_budget(
     revision: Revision,
     budget: usize,
 ) -> State {
-    let mut compiler = Compiler::new();
-    for input in inputs {
-        compiler.apply(input);
-    }
     State {
-        compiler,
+        compiler: Compiler::build(inputs),
         revision,
         built_at: revision,
         log: Log::new(budget),

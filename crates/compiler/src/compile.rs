@@ -271,11 +271,23 @@ impl HostEntry {
 #[derive(Default)]
 struct Emitter {
     changes: HostChanges,
+    /// Taking in a whole cloud at once ([`Compiler::build`]): nobody reads
+    /// its changes, so they are not made, and the costly ones (a network's
+    /// or a group's whole spec, a member set, a port's upsert to every
+    /// carrier) not even computed.
+    quiet: bool,
 }
 
 impl Emitter {
     fn push(&mut self, host: &str, change: Change) {
-        self.changes.push((host.to_owned(), change));
+        if !self.quiet {
+            self.changes.push((host.to_owned(), change));
+        }
+    }
+
+    /// Whether changes are wanted: false only while building.
+    fn recording(&self) -> bool {
+        !self.quiet
     }
 
     /// Of the changes since `from`, drops each host's removal of remote port
@@ -372,13 +384,33 @@ impl Compiler {
     /// change, in order, to go from its previous desired state to its new one.
     pub fn apply(&mut self, input: Input) -> HostChanges {
         let mut out = Emitter::default();
+        self.take_in(input, &mut out);
+        out.changes
+    }
+
+    /// A compiler holding `inputs` (a whole store, read at start-up): the
+    /// same state as applying them one by one, without making the changes
+    /// nobody would read.
+    pub fn build(inputs: impl IntoIterator<Item = Input>) -> Compiler {
+        let mut compiler = Compiler::new();
+        let mut quiet = Emitter {
+            quiet: true,
+            ..Emitter::default()
+        };
+        for input in inputs {
+            compiler.take_in(input, &mut quiet);
+        }
+        compiler
+    }
+
+    fn take_in(&mut self, input: Input, out: &mut Emitter) {
         match input {
-            Input::Network(network) => self.put_network(&network, &mut out),
-            Input::NetworkDeleted(id) => self.delete_network(&id, &mut out),
-            Input::Subnet(subnet) => self.put_subnet(&subnet, &mut out),
-            Input::SubnetDeleted(id) => self.delete_subnet(&id, &mut out),
-            Input::Port(port) => self.put_port(&port, &mut out),
-            Input::PortDeleted(id) => self.delete_port(&id, &mut out),
+            Input::Network(network) => self.put_network(&network, out),
+            Input::NetworkDeleted(id) => self.delete_network(&id, out),
+            Input::Subnet(subnet) => self.put_subnet(&subnet, out),
+            Input::SubnetDeleted(id) => self.delete_subnet(&id, out),
+            Input::Port(port) => self.put_port(&port, out),
+            Input::PortDeleted(id) => self.delete_port(&id, out),
             Input::Host {
                 name,
                 underlay_ip,
@@ -391,25 +423,24 @@ impl Compiler {
                 physical_networks,
                 gateway,
                 availability_zone,
-                &mut out,
+                out,
             ),
-            Input::HostDeleted(name) => self.delete_host(&name, &mut out),
-            Input::SecurityGroup(group) => self.put_group(&group, &mut out),
-            Input::SecurityGroupDeleted(id) => self.delete_group(&id, &mut out),
-            Input::SecurityGroupRule(rule) => self.put_rule(&rule, &mut out),
-            Input::SecurityGroupRuleDeleted(id) => self.delete_rule(&id, &mut out),
-            Input::AddressGroup(group) => self.put_address_group(&group, &mut out),
-            Input::AddressGroupDeleted(id) => self.delete_address_group(&id, &mut out),
-            Input::Router(router) => self.put_router(&router, &mut out),
-            Input::RouterDeleted(id) => self.delete_router(&id, &mut out),
-            Input::FloatingIp(fip) => self.put_floating_ip(&fip, &mut out),
-            Input::FloatingIpDeleted(id) => self.delete_floating_ip(&id, &mut out),
-            Input::MeteringLabel(label) => self.put_metering_label(&label, &mut out),
-            Input::MeteringLabelDeleted(id) => self.delete_metering_label(&id, &mut out),
-            Input::MeteringLabelRule(rule) => self.put_metering_rule(&rule, &mut out),
-            Input::MeteringLabelRuleDeleted(id) => self.delete_metering_rule(&id, &mut out),
+            Input::HostDeleted(name) => self.delete_host(&name, out),
+            Input::SecurityGroup(group) => self.put_group(&group, out),
+            Input::SecurityGroupDeleted(id) => self.delete_group(&id, out),
+            Input::SecurityGroupRule(rule) => self.put_rule(&rule, out),
+            Input::SecurityGroupRuleDeleted(id) => self.delete_rule(&id, out),
+            Input::AddressGroup(group) => self.put_address_group(&group, out),
+            Input::AddressGroupDeleted(id) => self.delete_address_group(&id, out),
+            Input::Router(router) => self.put_router(&router, out),
+            Input::RouterDeleted(id) => self.delete_router(&id, out),
+            Input::FloatingIp(fip) => self.put_floating_ip(&fip, out),
+            Input::FloatingIpDeleted(id) => self.delete_floating_ip(&id, out),
+            Input::MeteringLabel(label) => self.put_metering_label(&label, out),
+            Input::MeteringLabelDeleted(id) => self.delete_metering_label(&id, out),
+            Input::MeteringLabelRule(rule) => self.put_metering_rule(&rule, out),
+            Input::MeteringLabelRuleDeleted(id) => self.delete_metering_rule(&id, out),
         }
-        out.changes
     }
 
     /// The whole desired state of one host, for an agent that (re)connects.
@@ -854,6 +885,9 @@ impl Compiler {
             return;
         };
         if network.segment.is_none() {
+            return;
+        }
+        if !out.recording() {
             return;
         }
         if !carried {

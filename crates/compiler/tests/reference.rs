@@ -1163,6 +1163,24 @@ fn check(ops: &[Op]) -> Result<(), TestCaseError> {
             prop_assert_eq!(carriers, expected, "hosts_of_network({})", id);
         }
     }
+    // (e) The same inputs taken in at once, as a server's start-up does
+    // (no changes made), compile the same state.
+    let built = compiler::Compiler::build(ops.iter().map(input));
+    for host in HOSTS {
+        prop_assert_eq!(
+            built.snapshot(host),
+            replay.compiler.snapshot(host),
+            "(e) host {:?}: built at once differs from applied one by one",
+            host
+        );
+        queries_match_snapshot(&built, host, ops.len())?;
+    }
+    for n in 0..NETWORKS {
+        let id = net_id(n);
+        let built_carriers: Vec<&str> = built.hosts_of_network(&id).collect();
+        let carriers: Vec<&str> = replay.compiler.hosts_of_network(&id).collect();
+        prop_assert_eq!(built_carriers, carriers, "(e) hosts_of_network({})", id);
+    }
     Ok(())
 }
 

@@ -300,6 +300,12 @@ fn bind(listen: &Listen) -> Result<tokio::net::TcpListener, BoxError> {
             })?
         }
     };
+    // Listen again with the system's largest accept queue (std's is 128):
+    // the thousand agents that reconnect at once while a restarted server
+    // loads its store then wait queued, answered the moment it is ready,
+    // instead of having their SYNs dropped and resent a second or more later.
+    nix::sys::socket::listen(&listener, nix::sys::socket::Backlog::MAXCONN)
+        .map_err(|e| named(e.into()))?;
     listener.set_nonblocking(true)?;
     Ok(tokio::net::TcpListener::from_std(listener)?)
 }

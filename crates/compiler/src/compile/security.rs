@@ -201,7 +201,7 @@ impl Compiler {
         let entry = self.groups.entry(group.to_owned()).or_default();
         let count = entry.members.entry(member).or_default();
         *count += 1;
-        if *count == 1 {
+        if *count == 1 && out.recording() {
             for host in entry.watchers.keys() {
                 out.push(
                     host,
@@ -339,13 +339,15 @@ impl Compiler {
         if !watch(&mut entry.watchers, host) {
             return;
         }
-        out.push(
-            host,
-            Change::RemoteGroupUpsert {
-                group_id: group.to_owned(),
-                members: entry.member_set(),
-            },
-        );
+        if out.recording() {
+            out.push(
+                host,
+                Change::RemoteGroupUpsert {
+                    group_id: group.to_owned(),
+                    members: entry.member_set(),
+                },
+            );
+        }
         self.hosts
             .entry(host.to_owned())
             .or_default()

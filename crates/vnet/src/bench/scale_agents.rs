@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use agent::sync::Server;
+use agent::sync::{Backoff, Server};
 use compiler::protocol::{
     Change, HEARTBEAT_SECONDS, HostRegistration, HostState, PROTOCOL_VERSION, PortStatusReport,
     Revision, StreamMessage,
@@ -123,10 +123,11 @@ async fn simulate(i: usize, hosts: usize, server: Server, shared: Arc<Shared>) {
         gateway: false,
         availability_zone: compiler::protocol::DEFAULT_ZONE.into(),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::default();
     while server.register(&registration).await.is_err() {
-        tokio::time::sleep(backoff).await;
+        backoff.wait().await;
     }
+    backoff.reset();
     tokio::spawn({
         let server = server.clone();
         async move {
@@ -139,39 +140,36 @@ async fn simulate(i: usize, hosts: usize, server: Server, shared: Arc<Shared>) {
     });
     let mut host = Host::default();
     let mut broke = false;
+    // As the agent's `follow_state`: a pause after every break or refusal,
+    // the first one short again once a message arrived.
     loop {
-        let mut stream = match server.stream(&name, host.revision).await {
-            Ok(stream) => stream,
-            Err(_) => {
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-                continue;
+        if let Ok(mut stream) = server.stream(&name, host.revision).await {
+            if broke {
+                say(format_args!("resumed {i} {}", monotonic_ns()));
             }
-        };
-        backoff = Duration::from_millis(100);
-        if broke {
-            say(format_args!("resumed {i} {}", monotonic_ns()));
+            let mut counted = 0;
+            while let Ok(Some(message)) = stream.next().await {
+                backoff.reset();
+                shared
+                    .bytes
+                    .fetch_add(stream.bytes_read() - counted, Ordering::Relaxed);
+                counted = stream.bytes_read();
+                shared.messages.fetch_add(1, Ordering::Relaxed);
+                let first = host.revision.is_none();
+                let local_changed = host.receive(i, message, &shared);
+                if first
+                    && host.revision.is_some()
+                    && shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == hosts
+                {
+                    say(format_args!("ready"));
+                }
+                if local_changed || host.unreported {
+                    host.report(&server, &name, &shared).await;
+                }
+            }
+            broke = true;
         }
-        let mut counted = 0;
-        while let Ok(Some(message)) = stream.next().await {
-            shared
-                .bytes
-                .fetch_add(stream.bytes_read() - counted, Ordering::Relaxed);
-            counted = stream.bytes_read();
-            shared.messages.fetch_add(1, Ordering::Relaxed);
-            let first = host.revision.is_none();
-            let local_changed = host.receive(i, message, &shared);
-            if first
-                && host.revision.is_some()
-                && shared.ready.fetch_add(1, Ordering::SeqCst) + 1 == hosts
-            {
-                say(format_args!("ready"));
-            }
-            if local_changed || host.unreported {
-                host.report(&server, &name, &shared).await;
-            }
-        }
-        broke = true;
+        backoff.wait().await;
     }
 }
 
