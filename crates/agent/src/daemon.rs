@@ -380,6 +380,17 @@ pub async fn run(
                 }
             };
             wired_ports = report.wired();
+            // Other hosts' ports this host just learnt: local VMs that asked
+            // for them already hear now, not at their next ARP. Not on a
+            // full reconcile (a start would announce every remote port).
+            if !full {
+                announce(linux::remote_arrivals(
+                    &state,
+                    &report.applied,
+                    changed.as_ref(),
+                ))
+                .await;
+            }
             took.links = took.lap();
             // Another host's port changes no lease or advertisement.
             if full || whole_plans || served_at != Some(serving) {
@@ -558,6 +569,23 @@ fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeS
         }
     }
     *logged = now;
+}
+
+/// Sends a gratuitous ARP for each of `arrivals` (bridge, address, MAC)
+/// from its bridge (blocking sockets: off the async threads). A frame not
+/// sent only leaves a VM to its own next ARP.
+async fn announce(arrivals: Vec<(String, std::net::Ipv4Addr, model::MacAddr)>) {
+    if arrivals.is_empty() {
+        return;
+    }
+    let _ = tokio::task::spawn_blocking(move || {
+        for (bridge, ip, mac) in arrivals {
+            if let Err(e) = crate::garp::announce(&bridge, ip, mac) {
+                tracing::debug!(%bridge, %ip, error = %e, "remote port not announced");
+            }
+        }
+    })
+    .await;
 }
 
 /// Apply the security groups of `state` (blocking netlink sockets: off the

@@ -7,6 +7,7 @@
 
 pub mod daemon;
 pub mod dhcp;
+pub mod garp;
 pub mod linux;
 pub mod mappings;
 pub mod nft;

@@ -7,8 +7,6 @@
 
 mod linux_common;
 
-use std::time::{Duration, Instant};
-
 use agent::linux::Reconciler;
 use agent::router::{RouterConfig, RouterOp, RouterReconciler};
 use compiler::protocol::{HostState, RouterInterfaceSpec, RouterSpec};
@@ -18,18 +16,8 @@ use testworld::{Fabric, Host, Vm};
 const GATEWAY: &str = "10.0.0.1";
 const GATEWAY_MAC: &str = "fa:16:3e:00:60:01";
 
-/// The VM's ARP entry for `ip`: its state and MAC, as `ip -j neigh` says.
-fn neighbour(vm: &Vm, ip: &str) -> Option<(String, Option<String>)> {
-    let v = json(&vm.ns, "ip", &["-j", "neigh", "show", ip, "dev", "eth0"]);
-    let entry = v.as_array()?.first()?;
-    Some((
-        entry["state"][0].as_str()?.to_owned(),
-        entry["lladdr"].as_str().map(str::to_owned),
-    ))
-}
-
 fn state_of(vm: &Vm) -> Option<String> {
-    neighbour(vm, GATEWAY).map(|(state, _)| state)
+    vm_neighbour(vm, GATEWAY).map(|(state, _)| state)
 }
 
 #[test]
@@ -93,14 +81,6 @@ fn a_new_interface_answers_the_vm_that_asked_before_it_was_here() {
         matches!(announced.as_slice(), [RouterOp::Announce { ip, .. }] if ip.to_string() == GATEWAY),
         "{announced:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while neighbour(&vm, GATEWAY).and_then(|(_, mac)| mac).as_deref() != Some(GATEWAY_MAC) {
-        assert!(
-            Instant::now() < deadline,
-            "the VM never learnt its gateway: {:?}",
-            neighbour(&vm, GATEWAY)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_vm_learns(&vm, GATEWAY, GATEWAY_MAC);
     assert_eq!(vm.ping(GATEWAY, 1), 1, "the VM reaches its gateway");
 }

@@ -45,7 +45,7 @@ mod observed;
 mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -63,6 +63,51 @@ pub use names::{
 pub use netlink::{OpError, OpFailure};
 pub use observed::{Observed, ObservedLink};
 pub use plan::{Op, Phase, diff, plan};
+
+/// The IPv4 addresses of other hosts' ports that `applied` just made
+/// answerable on their network's bridge, among the `changed` networks
+/// (`None`: any), with the bridge and the port's MAC. The bridge answers ARP
+/// only from its entries and floods none over the overlay: a local VM that
+/// asked before the entry came is left waiting for its own next ARP, a
+/// second later, unless it is told (a gratuitous ARP, see `crate::garp`).
+pub fn remote_arrivals(
+    state: &HostState,
+    applied: &[Op],
+    changed: Option<&BTreeSet<String>>,
+) -> Vec<(String, Ipv4Addr, model::MacAddr)> {
+    let added: BTreeSet<(&str, Ipv4Addr, model::MacAddr)> = applied
+        .iter()
+        .filter_map(|op| match op {
+            Op::AddNeighbour {
+                bridge,
+                ip: IpAddr::V4(ip),
+                mac,
+            } => Some((bridge.as_str(), *ip, *mac)),
+            _ => None,
+        })
+        .collect();
+    if added.is_empty() {
+        return vec![];
+    }
+    let networks: Vec<_> = match changed {
+        Some(ids) => ids.iter().filter_map(|id| state.networks.get(id)).collect(),
+        None => state.networks.values().collect(),
+    };
+    let mut arrivals = vec![];
+    for net in networks {
+        let bridge = network_bridge(net);
+        for port in net.remote_ports.values() {
+            for ip in &port.ips {
+                if let IpAddr::V4(ip) = ip
+                    && added.contains(&(bridge.as_str(), *ip, port.mac))
+                {
+                    arrivals.push((bridge.clone(), *ip, port.mac));
+                }
+            }
+        }
+    }
+    arrivals
+}
 
 /// Errors that stop a reconcile as a whole (a single refused operation does
 /// not: it is reported in [`ReconcileReport::failed`]).

@@ -14,7 +14,6 @@
 //! host ends of the veths are the `linux` backend's to attach, like any
 //! port device.
 
-mod garp;
 pub mod metering;
 pub mod nat;
 mod netns;
@@ -45,6 +44,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePortRange};
 use netlink_packet_route::{AddressFamily, IpProtocol};
 use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::garp;
 
 pub use plan::{
     DesiredInterface, DesiredRouter, FLOATING_TABLE, MAIN_TABLE, Neighbour, ObservedInterface,
@@ -636,7 +637,7 @@ impl RouterReconciler {
                 mac,
             } => {
                 let (name, device, ip, mac) = (netns.clone(), device.clone(), *ip, *mac);
-                blocking(move || garp::announce(&name, &device, ip, mac))
+                blocking(move || netns::run_in(&name, || garp::announce(&device, ip, mac)))
                     .await
                     .map_err(in_ns(netns))?;
             }

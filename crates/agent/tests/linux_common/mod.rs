@@ -11,7 +11,7 @@ use agent::linux::{LinuxConfig, ReconcileReport, Reconciler};
 use compiler::protocol::{FixedIpSpec, HostState, LocalPortSpec, NetworkSpec, RemotePortSpec};
 use model::MacAddr;
 use serde_json::Value;
-use testworld::{Host, Netns};
+use testworld::{Host, Netns, Vm};
 
 pub fn mac(s: &str) -> MacAddr {
     s.parse().unwrap()
@@ -101,6 +101,29 @@ pub fn reconcile_each(
 pub fn json(ns: &Netns, program: &str, args: &[&str]) -> Value {
     let out = ns.exec(program, args).unwrap();
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{program} {args:?}: {e}: {out}"))
+}
+
+/// A VM's ARP entry for `ip`: its state and MAC, as `ip -j neigh` says.
+pub fn vm_neighbour(vm: &Vm, ip: &str) -> Option<(String, Option<String>)> {
+    let v = json(&vm.ns, "ip", &["-j", "neigh", "show", ip, "dev", "eth0"]);
+    let entry = v.as_array()?.first()?;
+    Some((
+        entry["state"][0].as_str()?.to_owned(),
+        entry["lladdr"].as_str().map(str::to_owned),
+    ))
+}
+
+/// Waits (5 s at most) until the VM's ARP entry for `ip` holds `mac`.
+pub fn wait_vm_learns(vm: &Vm, ip: &str, mac: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while vm_neighbour(vm, ip).and_then(|(_, m)| m).as_deref() != Some(mac) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the VM never learnt {ip}: {:?}",
+            vm_neighbour(vm, ip)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// `ip -d -j link show`, by name.
