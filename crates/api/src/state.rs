@@ -102,7 +102,9 @@ struct Records {
     revision: store::Revision,
 }
 
-async fn read_records(store: &dyn Store) -> Result<Records, LoadError> {
+/// With `compiled`, the compiler's inputs too (a follower's reload keeps
+/// its fabric and has no use for them).
+async fn read_records(store: &dyn Store, compiled: bool) -> Result<Records, LoadError> {
     let started = Instant::now();
     // One range: a consistent snapshot of everything at one revision.
     let all = store.range(KeyRange::Prefix(String::new())).await?;
@@ -110,7 +112,7 @@ async fn read_records(store: &dyn Store) -> Result<Records, LoadError> {
     let mut records = Records {
         resources: Vec::with_capacity(all.kvs.len()),
         hosts: Vec::new(),
-        inputs: Vec::with_capacity(all.kvs.len()),
+        inputs: Vec::with_capacity(if compiled { all.kvs.len() } else { 0 }),
         revision: all.revision,
     };
     let count = all.kvs.len();
@@ -122,13 +124,17 @@ async fn read_records(store: &dyn Store) -> Result<Records, LoadError> {
         if kv.key.starts_with(crate::hosts::KEY_PREFIX) {
             let host: crate::hosts::StoredHost =
                 serde_json::from_slice(&kv.value).map_err(corrupt)?;
-            records.inputs.push(host.clone().input());
+            if compiled {
+                records.inputs.push(host.clone().input());
+            }
             records.hosts.push(host);
         } else if Kind::of_key(&kv.key).is_some() {
             let resource = serde_json::from_slice::<Resource>(&kv.value).map_err(corrupt)?;
-            records
-                .inputs
-                .extend(compiler::Input::put(resource.clone()));
+            if compiled {
+                records
+                    .inputs
+                    .extend(compiler::Input::put(resource.clone()));
+            }
             records.resources.push(resource);
         }
     }
@@ -145,7 +151,7 @@ async fn read_records(store: &dyn Store) -> Result<Records, LoadError> {
 }
 
 pub(crate) async fn read_all(store: &dyn Store, config: CloudConfig) -> Result<Loaded, LoadError> {
-    let records = read_records(store).await?;
+    let records = read_records(store, false).await?;
     Ok(Loaded {
         cloud: load_cloud(config, records.resources),
         hosts: records.hosts,
@@ -206,7 +212,7 @@ impl App {
         advertise: String,
     ) -> Result<Arc<App>, LoadError> {
         let started = Instant::now();
-        let mut records = read_records(store.as_ref()).await?;
+        let mut records = read_records(store.as_ref(), true).await?;
         let (hosts, revision) = (std::mem::take(&mut records.hosts), records.revision);
         let (cloud, fabric) = build(config.clone(), records);
         let (failed_tx, failed) = watch::channel(None);
