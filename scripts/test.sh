@@ -44,6 +44,9 @@ fi
 # The etcd backend: the etcd-client crate builds etcd's protos (protoc), and its
 # tests start their own etcd members on loopback (Debian's etcd-server).
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
+# protoc's well-known types (descriptor.proto): only recommended by
+# protobuf-compiler, which is installed without its recommendations.
+[ -e /usr/include/google/protobuf/descriptor.proto ] || missing+=(libprotobuf-dev)
 installing_etcd=false
 command -v etcd >/dev/null || { missing+=(etcd-server); installing_etcd=true; }
 if ((${#missing[@]})); then
