@@ -842,7 +842,8 @@ impl Drop for Monitor<'_> {
 }
 
 /// A host upgraded from the agent whose base chains dispatched through
-/// anonymous maps (2b4a067) to the named maps: its first start takes the
+/// anonymous maps (2b4a067) to the named maps and the ports' filters to
+/// their profiles' shared chains: its first start takes the
 /// kernel's old ruleset to exactly a fresh host's, in one commit, and the
 /// rules hold for real packets. The fixture is that agent's own
 /// transaction for `state.json` on a fresh host (README, "Tests", says how
@@ -895,9 +896,12 @@ fn an_old_agents_ruleset_is_upgraded_in_one_commit() {
         .filter(|l| l.starts_with("# new generation"))
         .collect();
     assert_eq!(commits.len(), 1, "one transaction: {seen:#?}");
-    // The base chains rewritten and their named maps made; no port's
-    // chain touched (their text did not change).
+    // The base chains rewritten and their named maps made, the ports'
+    // filter chains replaced by their profiles' (the anti-spoofing chains
+    // kept: their text did not change).
     let mut written = report.transaction.chains_written.clone();
+    written.retain(|c| !c.starts_with("inet/pe_") && !c.starts_with("inet/pi_"));
+    written.retain(|c| !c.starts_with("bridge/pt_"));
     written.sort();
     assert_eq!(
         written,
@@ -911,8 +915,26 @@ fn an_old_agents_ruleset_is_upgraded_in_one_commit() {
         "{}",
         report.transaction.script
     );
+    let profiles = report.transaction.chains_written.len() - written.len();
+    assert_eq!(
+        profiles,
+        3 * 2,
+        "two profiles (client, server): {written:?}"
+    );
     assert_eq!(report.transaction.sets_created.len(), 6);
-    assert!(report.transaction.chains_deleted.is_empty());
+    let mut deleted = report.transaction.chains_deleted.clone();
+    deleted.sort();
+    let want: Vec<String> = ["e", "i", "t"]
+        .iter()
+        .flat_map(|c| ["tapa", "tapb", "tapd", "tape"].map(|d| format!("{c}_{d}")))
+        .map(|c| match &c[..1] {
+            "t" => format!("bridge/{c}"),
+            _ => format!("inet/{c}"),
+        })
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    assert_eq!(deleted, want);
 
     // A fresh host's ruleset, and a second start plans nothing.
     assert!(!nft(&fresh.ns, &state).transaction.is_empty());

@@ -486,7 +486,9 @@ fn a_thousand_ports_in_one_batch_are_all_acknowledged() {
         s.port_security.insert(id, spec);
     }
     let report = ns.run(|| r.reconcile_cached(&s)).unwrap();
-    assert!(report.transaction.chains_written.len() >= 4000);
+    // Their anti-spoofing chains, and map elements past one message's
+    // worth (a jump names its chain: 1,000 of them are over 64 KiB).
+    assert!(report.transaction.chains_written.len() >= 1000);
     // What the batch left is what a fresh reader finds: nothing to do.
     let fresh = ns.run(|| {
         NftReconciler::new(NftConfig::default())

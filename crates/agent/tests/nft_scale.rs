@@ -4,7 +4,8 @@
 //!   transaction), as a whole reconcile, a cached one, and the transaction
 //!   alone;
 //! - a 1,000-rule group applied to a first port (its chain written) and to
-//!   a second port (the group's chain shared: only the port's chains).
+//!   a second port (its profile's chains shared: only its anti-spoofing
+//!   chain and map elements).
 
 #![allow(clippy::unwrap_used)]
 

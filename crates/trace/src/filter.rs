@@ -104,7 +104,8 @@ pub fn port_groups<V: Compiled + ?Sized>(
     (stateful || held.is_empty(), held, unknown)
 }
 
-/// The port chain `e_<dev>`/`i_<dev>` for a packet of a new connection
+/// A port's profile chain `pe_<profile>`/`pi_<profile>` (its groups, in
+/// order) for a packet of a new connection
 /// (established ones are accepted before it, when stateful).
 pub fn port_chain<V: Compiled + ?Sized>(
     view: &V,

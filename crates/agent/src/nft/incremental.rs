@@ -1,11 +1,11 @@
 //! The desired ruleset kept between desired states, with the inputs each
 //! piece was built from (the base chains' named maps, each secured port's
-//! chains, each used group's chains, each named set; the base chains
-//! themselves are fixed), so that a new state rebuilds only
-//! the pieces whose inputs changed and names them ([`Touched`]) for the
-//! plan to diff alone. Given the stream's [`Hints`], it looks only at the
-//! pieces they name, so a one-port or one-member delta costs in
-//! proportion to it, not to the host. Pure. It must always equal
+//! anti-spoofing chain, each profile's chains, each used group's chains,
+//! each named set; the base chains themselves are fixed), so that a new
+//! state rebuilds only the pieces whose inputs changed and names them
+//! ([`Touched`]) for the plan to diff alone. Given the stream's [`Hints`],
+//! it looks only at the pieces they name, so a one-port or one-member delta
+//! costs in proportion to it, not to the host. Pure. It must always equal
 //! [`super::desired`] of the same state (proptests in
 //! `incremental_tests.rs` check it after every step, on both paths).
 
@@ -17,9 +17,9 @@ use ipnet::IpNet;
 
 use super::hints::{Hints, SourceId};
 use super::ruleset::{
-    Family, Layout, MAPS, Map, MapKey, MapValue, NftConfig, Ruleset, Set, SetSource, base_chains,
-    group_chains, group_sets, layout, maps, natural_index, nft_string, port_chain,
-    port_chain_names, port_chains, port_groups, port_indexes, spoof_chain, to_chain,
+    Chain, Family, Layout, MAPS, Map, MapKey, MapValue, NftConfig, Profile, ProfileChain, Ruleset,
+    Set, SetSource, base_chains, group_chains, group_sets, indexes, layout, maps, mark_key,
+    nft_string, profile_chain, profile_chains, profile_to_chain, spoof_chain, spoof_rules,
     without_overlaps,
 };
 
@@ -56,13 +56,20 @@ impl Touched {
     }
 }
 
-/// What a secured port's chains were built from.
+/// What a secured port's pieces were built from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct PortInputs {
     spec: PortSecuritySpec,
+    /// Its profile's name.
+    profile: String,
+}
+
+/// A profile in use: what it is, its mark index, the devices of its ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct ProfileInputs {
+    profile: Profile,
     index: u16,
-    groups: Vec<String>,
-    stateful: bool,
+    devices: BTreeSet<String>,
 }
 
 /// What a set's elements were built from: its source's addresses (both
@@ -76,32 +83,42 @@ struct SetInputs {
     prefixes: BTreeMap<IpNet, u32>,
 }
 
-/// Devices whose mark index changed: (before, after).
-type Moved = BTreeMap<String, (Option<u16>, Option<u16>)>;
-
 /// The desired ruleset of a host, kept up to date piece by piece.
 #[derive(Clone, Debug, Default)]
 pub struct IncrementalRuleset {
     ruleset: Ruleset,
     layout: Layout,
-    index: BTreeMap<String, u16>,
-    /// The index's inverse, and the devices not at their own index (their
-    /// probe passed others'): whether a device coming or going moves
-    /// another's index is decided from them alone.
-    slots: BTreeMap<u16, String>,
-    displaced: BTreeSet<String>,
     /// Secured devices per bridge: the filtered bridges.
     bridges: BTreeMap<String, usize>,
     /// By device.
     ports: BTreeMap<String, PortInputs>,
+    /// By name. A profile comes with its first port and goes with its
+    /// last; indexes are decided afresh when the set of profiles changes
+    /// (there are few: ports share their groups).
+    profiles: BTreeMap<String, ProfileInputs>,
+    profiles_changed: bool,
     /// Secured devices by the groups their port security names (present
-    /// or not), and by those they use: a group's change re-decides them.
+    /// or not): a group's change re-decides their profiles.
     naming: BTreeMap<String, BTreeSet<String>>,
+    /// Profiles by the groups they use.
     users: BTreeMap<String, BTreeSet<String>>,
-    /// The groups secured ports use, as their chains were built.
+    /// The groups profiles use, as their chains were built.
     groups: BTreeMap<String, SecurityGroupSpec>,
     /// By set name.
     sets: BTreeMap<String, SetInputs>,
+}
+
+/// What one update changed besides its touched pieces: the devices whose
+/// map entries (anti-spoofing jump, mark, to-profile jump) must be set
+/// again, and the groups whose users may have changed.
+#[derive(Default)]
+struct Pending {
+    devices: BTreeSet<String>,
+    regroup: BTreeSet<String>,
+    /// Profiles a device left as their last: removed at the end of the
+    /// update unless another joined since (the order the devices came in
+    /// must not matter).
+    emptied: BTreeSet<String>,
 }
 
 impl IncrementalRuleset {
@@ -131,23 +148,15 @@ impl IncrementalRuleset {
             }
         }
         let (layout, specs) = layout(state, config);
-        let index = port_indexes(layout.secured.keys().map(String::as_str));
+        // Zones are decided network against network, and with no secured
+        // port no device is marked: those maps are rebuilt.
         let whole = self.ruleset.inet.maps.is_empty()
             || layout.vxlan_bridges != self.layout.vxlan_bridges
             || layout.flat_bridges != self.layout.flat_bridges
-            || index.is_empty() != self.index.is_empty();
-        let changed = layout != self.layout || index != self.index;
-        if changed {
-            let moved: Moved = self
-                .index
-                .keys()
-                .chain(index.keys())
-                .filter_map(|d| {
-                    let (old, new) = (self.index.get(d).copied(), index.get(d).copied());
-                    (old != new).then(|| (d.clone(), (old, new)))
-                })
-                .collect();
-            let marks: BTreeSet<String> = self
+            || layout.secured.is_empty() != self.layout.secured.is_empty();
+        let mut pending = Pending::default();
+        if layout != self.layout {
+            pending.devices = self
                 .layout
                 .devices
                 .symmetric_difference(&layout.devices)
@@ -159,20 +168,9 @@ impl IncrementalRuleset {
             }
             self.ruleset.filtered_bridges = self.bridges.keys().cloned().collect();
             self.layout = layout;
-            self.set_index(index);
-            if !whole {
-                self.update_port_entries(&moved, &marks, &mut touched);
-            }
         }
-        if whole {
-            // Zones are decided network against network, and with no
-            // secured port no device is marked: those maps are rebuilt.
-            self.rebuild_maps(&mut touched);
-        }
-
-        let mut regroup = BTreeSet::new();
         for (dev, spec) in &specs {
-            self.port(dev, Some(spec), state, &mut regroup, &mut touched);
+            self.port(dev, Some(spec), state, &mut pending, &mut touched);
         }
         let gone: Vec<String> = self
             .ports
@@ -181,8 +179,9 @@ impl IncrementalRuleset {
             .cloned()
             .collect();
         for dev in gone {
-            self.port(&dev, None, state, &mut regroup, &mut touched);
+            self.port(&dev, None, state, &mut pending, &mut touched);
         }
+        self.finish(&mut pending, whole, &mut touched);
         let groups: BTreeSet<String> = self
             .users
             .keys()
@@ -196,9 +195,9 @@ impl IncrementalRuleset {
 
     /// Like [`IncrementalRuleset::update`] (the same ruleset, the same
     /// touched pieces), looking only at the pieces `hints` name: the
-    /// hinted ports' devices (and those whose index that moves), the
-    /// hinted groups' ports and chains, the hinted member sets at the
-    /// hinted addresses. Anything else is the whole path.
+    /// hinted ports' devices, the hinted groups' ports and chains, the
+    /// hinted member sets at the hinted addresses. Anything else is the
+    /// whole path.
     pub fn update_hinted(
         &mut self,
         state: &HostState,
@@ -209,9 +208,9 @@ impl IncrementalRuleset {
             return self.update(state, config);
         }
         let mut touched = Touched::default();
+        let mut pending = Pending::default();
         let devices = self.relocate(state, &hints.ports);
-        let mut marks = BTreeSet::new();
-        let (mut added, mut removed) = (vec![], vec![]);
+        let was_empty = self.layout.secured.is_empty();
         for dev in &devices {
             let listed = self.layout.by_device.contains_key(dev)
                 || self.layout.network_devices.contains(dev);
@@ -221,7 +220,7 @@ impl IncrementalRuleset {
                 self.layout.devices.remove(dev)
             };
             if listed != was_listed {
-                marks.insert(dev.clone());
+                pending.devices.insert(dev.clone());
             }
             let bridge = secured_port(&self.layout, state, dev).map(|(bridge, _)| bridge);
             let old = match &bridge {
@@ -237,36 +236,19 @@ impl IncrementalRuleset {
             if let Some(b) = &bridge {
                 self.filter(b);
             }
-            match (old, bridge) {
-                (None, Some(_)) => added.push(dev.as_str()),
-                (Some(_), None) => removed.push(dev.as_str()),
-                _ => {}
-            }
         }
-        let was_empty = self.index.is_empty();
-        let mut moved = Moved::new();
-        let exact = removed.iter().all(|d| self.index_remove(d, &mut moved))
-            && added.iter().all(|d| self.index_add(d, &mut moved));
-        if !exact {
-            self.reindex(&mut moved);
-        }
-        if self.index.is_empty() != was_empty {
-            self.rebuild_maps(&mut touched);
-        } else {
-            self.update_port_entries(&moved, &marks, &mut touched);
-        }
-
+        let whole = self.layout.secured.is_empty() != was_empty;
         let mut redo: BTreeSet<String> = devices;
-        redo.extend(moved.into_keys());
         for g in &hints.groups {
             redo.extend(self.naming.get(g).into_iter().flatten().cloned());
         }
-        let mut regroup = hints.groups.clone();
+        pending.regroup = hints.groups.clone();
         for dev in redo {
             let spec = secured_port(&self.layout, state, &dev).map(|(_, spec)| spec);
-            self.port(&dev, spec, state, &mut regroup, &mut touched);
+            self.port(&dev, spec, state, &mut pending, &mut touched);
         }
-        let regrouped = self.update_groups(&regroup, state, &mut touched);
+        self.finish(&mut pending, whole, &mut touched);
+        let regrouped = self.update_groups(&pending.regroup, state, &mut touched);
         self.update_sets(state, Some(&hints.members), regrouped, &mut touched);
         touched
     }
@@ -283,16 +265,6 @@ fn secured_port<'s>(
         let spec = state.port_security.get(port).filter(|s| s.enabled)?;
         Some((crate::linux::network_bridge(state.networks.get(net)?), spec))
     })
-}
-
-/// Whether the probe from index `from` to `to` (cyclic over 1…0xffff)
-/// passed `at`.
-fn probe_passes(from: u16, to: u16, at: u16) -> bool {
-    if from <= to {
-        from <= at && at < to
-    } else {
-        at >= from || at < to
-    }
 }
 
 impl IncrementalRuleset {
@@ -355,68 +327,242 @@ impl IncrementalRuleset {
         }
     }
 
-    fn set_index(&mut self, index: BTreeMap<String, u16>) {
-        self.slots = index.iter().map(|(d, i)| (*i, d.clone())).collect();
-        self.displaced = index
-            .iter()
-            .filter(|(d, i)| natural_index(d) != **i)
-            .map(|(d, _)| d.clone())
-            .collect();
-        self.index = index;
-    }
-
-    /// Gives `dev` its own index, if that is free (then no other device's
-    /// moves: none passed a free index); false otherwise.
-    fn index_add(&mut self, dev: &str, moved: &mut Moved) -> bool {
-        let i = natural_index(dev);
-        if self.slots.contains_key(&i) {
-            return false;
-        }
-        self.slots.insert(i, dev.to_owned());
-        self.index.insert(dev.to_owned(), i);
-        moved.insert(dev.to_owned(), (None, Some(i)));
-        true
-    }
-
-    /// Frees `dev`'s index, if no other device's probe passed it (then
-    /// none moves); false otherwise.
-    fn index_remove(&mut self, dev: &str, moved: &mut Moved) -> bool {
-        let Some(&at) = self.index.get(dev) else {
-            return true;
+    /// Brings one device's anti-spoofing chain and profile to its port
+    /// security (`None`: not a secured device), naming in `pending` the
+    /// device when its map entries change and the groups whose users may.
+    fn port(
+        &mut self,
+        dev: &str,
+        spec: Option<&PortSecuritySpec>,
+        state: &HostState,
+        pending: &mut Pending,
+        touched: &mut Touched,
+    ) {
+        let Some(spec) = spec else {
+            if let Some(old) = self.ports.remove(dev) {
+                self.unname(dev, &old.spec);
+                self.leave(&old.profile, dev, pending);
+                let name = spoof_chain(dev);
+                self.ruleset.bridge.chains.remove(&name);
+                touched.chains.insert((Family::Bridge, name));
+                pending.devices.insert(dev.to_owned());
+            }
+            return;
         };
-        let passed = self.displaced.iter().any(|d| {
-            d != dev
-                && self
-                    .index
-                    .get(d)
-                    .is_some_and(|i| probe_passes(natural_index(d), *i, at))
-        });
-        if passed {
-            return false;
+        let profile = Profile::of(spec, &state.security_groups);
+        let name = profile.name();
+        let old = self.ports.remove(dev);
+        if old
+            .as_ref()
+            .is_none_or(|o| o.spec.allowed_sources != spec.allowed_sources)
+        {
+            let chain = spoof_chain(dev);
+            let rules = Chain::new(None, spoof_rules(spec));
+            self.ruleset.bridge.chains.insert(chain.clone(), rules);
+            touched.chains.insert((Family::Bridge, chain));
         }
-        self.index.remove(dev);
-        self.slots.remove(&at);
-        self.displaced.remove(dev);
-        moved.insert(dev.to_owned(), (Some(at), None));
-        true
+        match &old {
+            Some(o) if o.profile == name => {}
+            _ => {
+                if let Some(o) = &old {
+                    self.leave(&o.profile, dev, pending);
+                }
+                self.join(&name, profile, dev, pending, touched);
+                pending.devices.insert(dev.to_owned());
+            }
+        }
+        if let Some(o) = &old {
+            self.unname(dev, &o.spec);
+        }
+        for g in &spec.security_groups {
+            self.naming
+                .entry(g.clone())
+                .or_default()
+                .insert(dev.to_owned());
+        }
+        let spec = spec.clone();
+        self.ports.insert(
+            dev.to_owned(),
+            PortInputs {
+                spec,
+                profile: name,
+            },
+        );
     }
 
-    /// Indexes the secured devices afresh, adding those whose index it
-    /// moved to `moved`.
-    fn reindex(&mut self, moved: &mut Moved) {
-        let index = port_indexes(self.layout.secured.keys().map(String::as_str));
-        for d in self.index.keys().chain(index.keys()) {
-            let new = index.get(d).copied();
-            let old = self.index.get(d).copied();
-            moved.entry(d.clone()).or_insert((old, new)).1 = new;
+    fn unname(&mut self, dev: &str, spec: &PortSecuritySpec) {
+        for g in &spec.security_groups {
+            forget(&mut self.naming, g, dev);
         }
-        moved.retain(|_, (old, new)| old != new);
-        self.set_index(index);
+    }
+
+    /// Adds `dev` to a profile, making the profile's chains if it is new
+    /// (its to-chain and dispatch entries wait for its index: [`Self::finish`]).
+    fn join(
+        &mut self,
+        name: &str,
+        profile: Profile,
+        dev: &str,
+        pending: &mut Pending,
+        touched: &mut Touched,
+    ) {
+        if let Some(p) = self.profiles.get_mut(name) {
+            p.devices.insert(dev.to_owned());
+            return;
+        }
+        for (family, chain_name, chain) in profile_chains(name, &profile, 0).into_iter().take(2) {
+            self.ruleset
+                .table_mut(family)
+                .chains
+                .insert(chain_name.clone(), chain);
+            touched.chains.insert((family, chain_name));
+        }
+        for g in &profile.groups {
+            self.users
+                .entry(g.clone())
+                .or_default()
+                .insert(name.to_owned());
+            pending.regroup.insert(g.clone());
+        }
+        let devices = BTreeSet::from([dev.to_owned()]);
+        let inputs = ProfileInputs {
+            profile,
+            index: 0,
+            devices,
+        };
+        self.profiles.insert(name.to_owned(), inputs);
+        self.profiles_changed = true;
+    }
+
+    /// Takes `dev` out of a profile.
+    fn leave(&mut self, name: &str, dev: &str, pending: &mut Pending) {
+        if let Some(p) = self.profiles.get_mut(name) {
+            p.devices.remove(dev);
+            if p.devices.is_empty() {
+                pending.emptied.insert(name.to_owned());
+            }
+        }
+    }
+
+    /// Removes a profile no device has, with its chains and entries.
+    fn remove_profile(&mut self, name: &str, pending: &mut Pending, touched: &mut Touched) {
+        let Entry::Occupied(p) = self.profiles.entry(name.to_owned()) else {
+            return;
+        };
+        if !p.get().devices.is_empty() {
+            return;
+        }
+        let gone = p.remove();
+        for g in &gone.profile.groups {
+            forget(&mut self.users, g, name);
+            pending.regroup.insert(g.clone());
+        }
+        for which in [
+            ProfileChain::Egress,
+            ProfileChain::Ingress,
+            ProfileChain::To,
+        ] {
+            let chain = profile_chain(name, which);
+            let family = match which {
+                ProfileChain::To => Family::Bridge,
+                _ => Family::Inet,
+            };
+            self.ruleset.table_mut(family).chains.remove(&chain);
+            touched.chains.insert((family, chain));
+        }
+        if gone.index != 0 {
+            self.dispatch(name, gone.index, None, touched);
+        }
+        self.profiles_changed = true;
+    }
+
+    /// Sets (`Some(index)`) or removes a profile's entries in the egress
+    /// and ingress dispatch maps at `old`'s keys and the new ones.
+    fn dispatch(&mut self, name: &str, old: u16, new: Option<u16>, touched: &mut Touched) {
+        let [.., egress, ingress] = MAPS.map(|(f, map, _)| (f, map));
+        for (map, dir) in [
+            (egress, RuleDirection::Egress),
+            (ingress, RuleDirection::Ingress),
+        ] {
+            let rs = &mut self.ruleset;
+            if old != 0 && Some(old) != new {
+                // Unless another profile took the key since.
+                let ours = MapValue::Jump(profile_chain(name, dir.into()));
+                let key = mark_key(old, dir);
+                if rs
+                    .table(map.0)
+                    .maps
+                    .get(map.1)
+                    .and_then(|m| m.elements.get(&key))
+                    == Some(&ours)
+                {
+                    set_entry(rs, touched, map, key, None);
+                }
+            }
+            if let Some(i) = new {
+                let jump = MapValue::Jump(profile_chain(name, dir.into()));
+                set_entry(rs, touched, map, mark_key(i, dir), Some(jump));
+            }
+        }
+    }
+
+    /// After the ports of an update: indexes the profiles afresh if they
+    /// changed (giving a moved profile its to-chain and dispatch entries,
+    /// and its devices their marks), then sets the map entries of the
+    /// pending devices, or rebuilds the maps `whole`.
+    fn finish(&mut self, pending: &mut Pending, whole: bool, touched: &mut Touched) {
+        for name in std::mem::take(&mut pending.emptied) {
+            self.remove_profile(&name, pending, touched);
+        }
+        if std::mem::take(&mut self.profiles_changed) {
+            let index = indexes(self.profiles.keys().map(String::as_str));
+            let moved: Vec<(String, u16, u16)> = self
+                .profiles
+                .iter()
+                .filter_map(|(name, p)| {
+                    let new = index.get(name).copied().unwrap_or(0);
+                    (new != p.index).then(|| (name.clone(), p.index, new))
+                })
+                .collect();
+            // Keys given up first, so that one taken by another profile in
+            // the same update ends with the taker.
+            for (name, old, _) in &moved {
+                self.dispatch(name, *old, None, touched);
+            }
+            for (name, _, new) in moved {
+                let (family, chain_name, chain) = profile_to_chain(&name, new);
+                self.ruleset
+                    .table_mut(family)
+                    .chains
+                    .insert(chain_name.clone(), chain);
+                touched.chains.insert((family, chain_name));
+                if let Some(p) = self.profiles.get_mut(&name) {
+                    p.index = new;
+                    pending.devices.extend(p.devices.iter().cloned());
+                }
+                self.dispatch(&name, 0, Some(new), touched);
+            }
+        }
+        if whole {
+            self.rebuild_maps(touched);
+        } else {
+            self.update_port_entries(&pending.devices, touched);
+        }
     }
 
     /// Rebuilds the named maps whole, naming the keys that changed.
     fn rebuild_maps(&mut self, touched: &mut Touched) {
-        for (family, name, map) in maps(&self.layout, &self.index) {
+        let port_profiles: BTreeMap<String, String> = self
+            .ports
+            .iter()
+            .map(|(d, p)| (d.clone(), p.profile.clone()))
+            .collect();
+        let index: BTreeMap<String, u16> = self
+            .profiles
+            .iter()
+            .map(|(name, p)| (name.clone(), p.index))
+            .collect();
+        for (family, name, map) in maps(&self.layout, &port_profiles, &index) {
             let maps = &mut self.ruleset.table_mut(family).maps;
             let keys = changed_keys(maps.get(name), &map);
             if !keys.is_empty() {
@@ -426,82 +572,27 @@ impl IncrementalRuleset {
         }
     }
 
-    /// Brings one device's chains to its port security (`None`: not a
-    /// secured device), naming in `regroup` the groups whose users that
-    /// may change.
-    fn port(
-        &mut self,
-        dev: &str,
-        spec: Option<&PortSecuritySpec>,
-        state: &HostState,
-        regroup: &mut BTreeSet<String>,
-        touched: &mut Touched,
-    ) {
-        let Some(spec) = spec else {
-            if let Some(old) = self.ports.remove(dev) {
-                self.unlink(dev, &old, regroup);
-                for (family, name) in port_chain_names(dev) {
-                    self.ruleset.table_mut(family).chains.remove(&name);
-                    touched.chains.insert((family, name));
-                }
-            }
-            return;
-        };
-        let (groups, stateful) = port_groups(spec, &state.security_groups);
-        let i = self.index.get(dev).copied().unwrap_or(0);
-        let same = self.ports.get(dev).is_some_and(|p| {
-            p.index == i && p.stateful == stateful && p.groups == groups && p.spec == *spec
-        });
-        if same {
-            return;
-        }
-        for (family, name, chain) in port_chains(dev, spec, i, &groups, stateful) {
-            self.ruleset
-                .table_mut(family)
-                .chains
-                .insert(name.clone(), chain);
-            touched.chains.insert((family, name));
-        }
-        if let Some(old) = self.ports.remove(dev) {
-            self.unlink(dev, &old, regroup);
-        }
-        let inputs = PortInputs {
-            spec: spec.clone(),
-            index: i,
-            groups: groups.iter().map(|g| (*g).to_owned()).collect(),
-            stateful,
-        };
-        for g in &inputs.spec.security_groups {
-            self.naming
-                .entry(g.clone())
-                .or_default()
-                .insert(dev.to_owned());
-        }
-        for g in &inputs.groups {
-            self.users
-                .entry(g.clone())
-                .or_default()
-                .insert(dev.to_owned());
-            regroup.insert(g.clone());
-        }
-        self.ports.insert(dev.to_owned(), inputs);
-    }
-
-    fn unlink(&mut self, dev: &str, old: &PortInputs, regroup: &mut BTreeSet<String>) {
-        let forget = |by: &mut BTreeMap<String, BTreeSet<String>>, g: &String| {
-            if let Entry::Occupied(mut devs) = by.entry(g.clone()) {
-                devs.get_mut().remove(dev);
-                if devs.get().is_empty() {
-                    devs.remove();
-                }
-            }
-        };
-        for g in &old.spec.security_groups {
-            forget(&mut self.naming, g);
-        }
-        for g in &old.groups {
-            forget(&mut self.users, g);
-            regroup.insert(g.clone());
+    /// The map entries of `devices` (anti-spoofing jump, mark, to-profile
+    /// jump), as [`maps`] has them for what is kept now.
+    fn update_port_entries(&mut self, devices: &BTreeSet<String>, touched: &mut Touched) {
+        let [spoof, marks, to, ..] = MAPS.map(|(f, name, _)| (f, name));
+        let rs = &mut self.ruleset;
+        for d in devices {
+            let key = MapKey::Ifname(nft_string(d));
+            let port = self.ports.get(d);
+            let jump = |chain: String| MapValue::Jump(chain);
+            let s = port.map(|_| jump(spoof_chain(d)));
+            set_entry(rs, touched, spoof, key.clone(), s);
+            let t = port.map(|p| jump(profile_chain(&p.profile, ProfileChain::To)));
+            set_entry(rs, touched, to, key.clone(), t);
+            // No device is marked without a secured port.
+            let mark = (!self.ports.is_empty() && self.layout.devices.contains(d)).then(|| {
+                let i = port
+                    .and_then(|p| self.profiles.get(&p.profile))
+                    .map_or(0, |p| p.index);
+                MapValue::Number(u32::from(i) << 16)
+            });
+            set_entry(rs, touched, marks, key, mark);
         }
     }
 
@@ -610,54 +701,14 @@ impl IncrementalRuleset {
             }
         }
     }
+}
 
-    /// The map entries of the devices whose index `moved` and of those
-    /// that came onto or left vnet's bridges (`marks`), as [`maps`] has
-    /// them for the layout and index now kept.
-    fn update_port_entries(
-        &mut self,
-        moved: &Moved,
-        marks: &BTreeSet<String>,
-        touched: &mut Touched,
-    ) {
-        let [spoof, marks_map, to, _, egress, ingress] = MAPS.map(|(f, name, _)| (f, name));
-        let rs = &mut self.ruleset;
-        // An index given up is removed before another port takes it.
-        for (old, _) in moved.values() {
-            if let Some(i) = old {
-                set_entry(rs, touched, egress, MapKey::Mark(u32::from(*i) << 16), None);
-                set_entry(rs, touched, ingress, MapKey::Mark(u32::from(*i)), None);
-            }
-        }
-        let jump = |chain: String| Some(MapValue::Jump(chain));
-        for (d, (_, new)) in moved {
-            let dev = MapKey::Ifname(nft_string(d));
-            match new {
-                Some(i) => {
-                    set_entry(rs, touched, spoof, dev.clone(), jump(spoof_chain(d)));
-                    set_entry(rs, touched, to, dev, jump(to_chain(d)));
-                    let (from, dest) = (u32::from(*i) << 16, u32::from(*i));
-                    let e = jump(port_chain(d, RuleDirection::Egress));
-                    set_entry(rs, touched, egress, MapKey::Mark(from), e);
-                    let i = jump(port_chain(d, RuleDirection::Ingress));
-                    set_entry(rs, touched, ingress, MapKey::Mark(dest), i);
-                }
-                None => {
-                    set_entry(rs, touched, spoof, dev.clone(), None);
-                    set_entry(rs, touched, to, dev, None);
-                }
-            }
-        }
-        if self.index.is_empty() {
-            // No device is marked without a secured port.
-            return;
-        }
-        for d in moved.keys().chain(marks) {
-            let mark = self.layout.devices.contains(d).then(|| {
-                let i = self.index.get(d).copied().unwrap_or(0);
-                MapValue::Number(u32::from(i) << 16)
-            });
-            set_entry(rs, touched, marks_map, MapKey::Ifname(nft_string(d)), mark);
+/// Takes `item` out of `by[key]`, removing the key with its last item.
+fn forget(by: &mut BTreeMap<String, BTreeSet<String>>, key: &str, item: &str) {
+    if let Entry::Occupied(mut items) = by.entry(key.to_owned()) {
+        items.get_mut().remove(item);
+        if items.get().is_empty() {
+            items.remove();
         }
     }
 }

@@ -14,6 +14,7 @@ use compiler::protocol::{
 use ipnet::IpNet;
 use proptest::prelude::*;
 
+use super::super::ruleset::natural_index;
 use super::super::{ObservedNft, desired, plan, plan_touched};
 use super::*;
 
@@ -137,9 +138,8 @@ fn network(n: u8) -> NetworkSpec {
     }
 }
 
-/// Devices of the steps' ports: two plain, then names whose own mark
-/// indexes collide (three on 1, two on 2, two on 0xffff, whose probe wraps
-/// to 1), so a device coming or going may move another's index.
+/// Devices of the steps' ports (names that once collided in the mark,
+/// when it held ports' indexes; kept, they cost nothing).
 const DEVICES: [&str; 9] = [
     "tap0",
     "tap1",
@@ -152,6 +152,15 @@ const DEVICES: [&str; 9] = [
     "tap99970",
 ];
 
+/// The steps' security groups: ids whose stateful one-group profiles
+/// collide in the mark (all three on 18128), so that a profile coming or
+/// going may move another's index.
+const GROUPS: [&str; 3] = ["g187", "g1592", "g1605"];
+
+fn group_id(g: u8) -> String {
+    GROUPS[usize::from(g) % GROUPS.len()].to_string()
+}
+
 /// A port's MAC and IP address.
 fn address(slot: u8) -> (model::MacAddr, IpAddr) {
     let mac = format!("fa:16:3e:00:00:{slot:02x}").parse().unwrap();
@@ -160,7 +169,7 @@ fn address(slot: u8) -> (model::MacAddr, IpAddr) {
 
 fn security(slot: u8, enabled: bool, groups: &[u8]) -> PortSecuritySpec {
     let (mac, ip) = address(slot);
-    let mut groups: Vec<String> = groups.iter().map(|g| format!("g{g}")).collect();
+    let mut groups: Vec<String> = groups.iter().map(|g| group_id(*g)).collect();
     groups.sort();
     groups.dedup();
     PortSecuritySpec {
@@ -294,22 +303,22 @@ fn changes(state: &HostState, step: &Step) -> Vec<Change> {
                         } else {
                             format!("10.1.{target}.0/24").parse().unwrap()
                         }),
-                        2 => RuleRemote::Group(format!("g{target}")),
+                        2 => RuleRemote::Group(group_id(*target)),
                         _ => RuleRemote::AddressGroup(format!("a{target}")),
                     },
                 })
                 .collect();
             vec![Change::SecurityGroupUpsert {
-                group_id: format!("g{group}"),
+                group_id: group_id(group),
                 spec: SecurityGroupSpec { stateful, rules },
             }]
         }
         Step::RemoveRule { group, rule } => vec![Change::SecurityGroupRuleRemove {
-            group_id: format!("g{group}"),
+            group_id: group_id(group),
             rule_id: format!("r{rule}"),
         }],
         Step::RemoveGroup(group) => vec![Change::SecurityGroupRemove {
-            group_id: format!("g{group}"),
+            group_id: group_id(group),
         }],
         Step::Member {
             address_group,
@@ -358,7 +367,7 @@ fn changes(state: &HostState, step: &Step) -> Vec<Change> {
             }
         } else {
             Change::RemoteGroupRemove {
-                group_id: format!("g{id}"),
+                group_id: group_id(id),
             }
         }],
         // What makes no part of nftables: another host's port.
@@ -419,7 +428,16 @@ proptest! {
 }
 
 #[test]
-fn the_colliding_devices_collide() {
-    let own: Vec<u16> = DEVICES.iter().map(|d| natural_index(d)).collect();
-    assert_eq!(own[2..], [1, 1, 1, 2, 2, 0xffff, 0xffff]);
+fn the_colliding_groups_collide() {
+    let own: Vec<u16> = GROUPS
+        .iter()
+        .map(|g| {
+            let profile = Profile {
+                stateful: true,
+                groups: vec![g.to_string()],
+            };
+            natural_index(&profile.name())
+        })
+        .collect();
+    assert_eq!(own, [18128; 3]);
 }

@@ -13,11 +13,11 @@ use std::net::IpAddr;
 use std::time::Duration;
 
 use ipnet::IpNet;
-use netlink_packet_core::{ErrorBuffer, ErrorMessage};
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
+    Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
     Parseable as _,
 };
+use netlink_packet_core::{ErrorBuffer, ErrorMessage};
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
     RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
@@ -38,10 +38,10 @@ const NFNL_SUBSYS_NFTABLES: u16 = 10;
 /// `NFTNL_SET_ELEM_F_INTERVAL_OPEN`: an interval running to the top of the
 /// address space has no end element, and nft marks it so to list it back.
 const UDATA_INTERVAL_OPEN: [u8; 6] = [1, 4, 1, 0, 0, 0];
-/// Elements per message: a message's element list is one attribute, whose
-/// length is 16 bits; an element is at most 44 bytes (IPv6, an interval
-/// end, open-interval user data), so 1,024 of them fit.
-const ELEMENTS_PER_MESSAGE: usize = 1024;
+/// Bytes of elements per message: a message's element list is one
+/// attribute, whose length is 16 bits (a map's element with a jump names
+/// its chain, so elements are not all of one size).
+const ELEMENT_BYTES_PER_MESSAGE: usize = 60_000;
 /// Below this a batch fits the socket's default send buffer.
 const SEND_BUFFER_DEFAULT: usize = 128 * 1024;
 /// What one acknowledgement takes of the receive buffer, as the kernel
@@ -203,23 +203,24 @@ pub(crate) fn interval_elements(
     out
 }
 
-/// Element lists of at most [`ELEMENTS_PER_MESSAGE`] elements, an
+/// Element lists of at most [`ELEMENT_BYTES_PER_MESSAGE`] bytes, an
 /// interval's start and end always in the same one.
 fn packed(
     elements: Vec<ListAttribute<SetElementAttribute>>,
 ) -> Vec<Vec<ListAttribute<SetElementAttribute>>> {
     let mut out: Vec<Vec<_>> = vec![];
-    let mut current = vec![];
+    let (mut current, mut bytes) = (vec![], 0);
     let mut iter = elements.into_iter().peekable();
     while let Some(e) = iter.next() {
-        let ends_next = iter.peek().is_some_and(is_interval_end);
-        if current.len() + 1 + usize::from(ends_next) > ELEMENTS_PER_MESSAGE {
+        let end = iter.next_if(is_interval_end);
+        let len = e.buffer_len() + end.as_ref().map_or(0, Emitable::buffer_len);
+        if bytes + len > ELEMENT_BYTES_PER_MESSAGE && !current.is_empty() {
             out.push(std::mem::take(&mut current));
+            bytes = 0;
         }
+        bytes += len;
         current.push(e);
-        if ends_next && let Some(end) = iter.next() {
-            current.push(end);
-        }
+        current.extend(end);
     }
     if !current.is_empty() {
         out.push(current);
@@ -309,17 +310,17 @@ pub fn map_element_messages(
                 ]))
             })
             .collect::<Result<Vec<_>, Unencodable>>()?;
-        for chunk in removed.chunks(ELEMENTS_PER_MESSAGE) {
+        for chunk in packed(removed) {
             out.push(nft_message(
                 d.family,
-                NfTablesMessage::DeleteSetElement(list(chunk.to_vec())),
+                NfTablesMessage::DeleteSetElement(list(chunk)),
                 0,
             ));
         }
-        for chunk in added.chunks(ELEMENTS_PER_MESSAGE) {
+        for chunk in packed(added) {
             out.push(nft_message(
                 d.family,
-                NfTablesMessage::NewSetElement(list(chunk.to_vec())),
+                NfTablesMessage::NewSetElement(list(chunk)),
                 NLM_F_CREATE,
             ));
         }

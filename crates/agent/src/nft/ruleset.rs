@@ -6,28 +6,37 @@
 //! - `bridge vnet` sees each frame with the port it came from and goes to.
 //!   `prerouting` (priority -300, before br_netfilter hands the frame to
 //!   conntrack) jumps per port to its anti-spoofing chain `s_<dev>`;
-//!   `forward` (priority -200) writes the ports into the packet mark:
-//!   bits 16–31 the index of the port it comes from, bits 0–15 the port it
-//!   goes to (0: not a filtered port). Under bridge netfilter the inet family
-//!   only sees the bridge as device, hence the mark.
+//!   `forward` (priority -200) writes the ports' profiles into the packet
+//!   mark: bits 16–31 the index of the profile of the port it comes from,
+//!   bits 0–15 of the port it goes to (0: not a filtered port). Under
+//!   bridge netfilter the inet family only sees the bridge as device,
+//!   hence the mark.
 //! - `inet vnet`: `prerouting` (raw) puts each network's packets in its own
 //!   conntrack zone (by bridge) and skips conntrack for the underlay VXLAN;
-//!   `egress` (forward, priority 0) dispatches on the from-port bits to
-//!   `e_<dev>`, `ingress` (forward, priority 10) on the to-port bits to
-//!   `i_<dev>`. Two base chains so that `accept` in one (the sending port's
-//!   rules allow it) still leaves the other (the receiving port's) to decide.
-//!   A port chain accepts replies (stateful), DHCP and neighbour discovery,
-//!   then jumps to one chain per security group and direction
-//!   (`g_<group>_e`/`g_<group>_i`, shared by every port of the group), and
-//!   drops what none accepted. A rule naming a remote group is one lookup in
-//!   the named set `rg_<group>_4`/`_6` of the group's members; one naming an
-//!   address group, in the named set `ag_<address group>_4`/`_6` of its
-//!   addresses (an interval set of prefixes, changed element by element).
+//!   `egress` (forward, priority 0) dispatches on the from-profile bits to
+//!   `pe_<profile>`, `ingress` (forward, priority 10) on the to-profile bits
+//!   to `pi_<profile>`. Two base chains so that `accept` in one (the sending
+//!   port's rules allow it) still leaves the other (the receiving port's)
+//!   to decide. A profile chain accepts replies (stateful), DHCP and
+//!   neighbour discovery, then jumps to one chain per security group and
+//!   direction (`g_<group>_e`/`g_<group>_i`), and drops what none accepted.
+//!   A rule naming a remote group is one lookup in the named set
+//!   `rg_<group>_4`/`_6` of the group's members; one naming an address
+//!   group, in the named set `ag_<address group>_4`/`_6` of its addresses
+//!   (an interval set of prefixes, changed element by element).
+//!
+//! A port's [`Profile`] is what its packets get past anti-spoofing: its
+//! groups and whether it is stateful. Ports of one profile share its three
+//! chains (`pe_`, `pi_`, and `pt_`, which writes its index into the mark),
+//! so that a port coming or going adds or removes map elements and its
+//! anti-spoofing chain only: never a rule of the inet table, whose every
+//! change has the kernel validate all its chains again at commit (that
+//! grew with the ports held, milliseconds at a thousand).
 //!
 //! The base chains are fixed: each dispatches by one lookup in a named map
-//! of its table ([`MAPS`]), whose elements (one or two per port, device or
-//! bridge) are added and removed one by one, so a port coming or going
-//! never rewrites a base chain.
+//! of its table ([`MAPS`]), whose elements (one or two per port, device,
+//! bridge or profile) are added and removed one by one, so a port coming
+//! or going never rewrites a base chain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -246,27 +255,27 @@ pub fn zones(vnis: &BTreeSet<u32>) -> BTreeMap<u32, u16> {
     out
 }
 
-/// Port indexes for the mark (1…0xffff): derived from the device name, so
-/// that a port keeps its index while others come and go; on a collision the
-/// next free one (devices in name order).
-pub fn port_indexes<'a>(devices: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
+/// Profile indexes for the mark (1…0xffff): derived from the profile's
+/// name, so that a profile keeps its index while others come and go; on a
+/// collision the next free one (profiles in name order).
+pub fn indexes<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeMap<String, u16> {
     let mut used = BTreeSet::new();
     let mut out = BTreeMap::new();
-    let devices: BTreeSet<&str> = devices.into_iter().collect();
-    for dev in devices {
-        let mut i = natural_index(dev);
+    let names: BTreeSet<&str> = names.into_iter().collect();
+    for name in names {
+        let mut i = natural_index(name);
         while used.contains(&i) {
             i = if i == 0xffff { 1 } else { i + 1 };
         }
         used.insert(i);
-        out.insert(dev.to_string(), i);
+        out.insert(name.to_string(), i);
     }
     out
 }
 
-/// The index a device has unless an earlier one (by name) took it.
-pub(super) fn natural_index(dev: &str) -> u16 {
-    (fnv1a(dev.as_bytes()) % 0xffff) as u16 + 1
+/// The index a name has unless an earlier one took it.
+pub(super) fn natural_index(name: &str) -> u16 {
+    (fnv1a(name.as_bytes()) % 0xffff) as u16 + 1
 }
 
 /// FNV-1a (64 bit): a hash that is the same in every build (std's is not).
@@ -401,22 +410,34 @@ pub(super) fn layout<'a>(
 pub fn desired(state: &HostState, config: &NftConfig) -> Ruleset {
     let mut rs = Ruleset::default();
     let (layout, specs) = layout(state, config);
-    let index = port_indexes(layout.secured.keys().map(String::as_str));
+    let mut profiles: BTreeMap<String, Profile> = BTreeMap::new();
+    let mut port_profiles = BTreeMap::new();
+    for (dev, spec) in &specs {
+        let profile = Profile::of(spec, &state.security_groups);
+        let name = profile.name();
+        port_profiles.insert(dev.to_string(), name.clone());
+        profiles.insert(name, profile);
+    }
+    let index = indexes(profiles.keys().map(String::as_str));
     for (family, name, chain) in base_chains(config) {
         rs.table_mut(family).chains.insert(name, chain);
     }
-    for (family, name, map) in maps(&layout, &index) {
+    for (family, name, map) in maps(&layout, &port_profiles, &index) {
         rs.table_mut(family).maps.insert(name.to_string(), map);
     }
     rs.filtered_bridges = layout.secured.values().cloned().collect();
-    let mut used_groups = BTreeSet::new();
     for (dev, spec) in specs {
-        let (groups, stateful) = port_groups(spec, &state.security_groups);
-        let i = index.get(dev).copied().unwrap_or(0);
-        for (family, name, chain) in port_chains(dev, spec, i, &groups, stateful) {
-            rs.table_mut(family).chains.insert(name, chain);
+        rs.bridge
+            .chains
+            .insert(spoof_chain(dev), Chain::new(None, spoof_rules(spec)));
+    }
+    let mut used_groups = BTreeSet::new();
+    for (name, profile) in &profiles {
+        let i = index.get(name).copied().unwrap_or(0);
+        for (family, chain_name, chain) in profile_chains(name, profile, i) {
+            rs.table_mut(family).chains.insert(chain_name, chain);
         }
-        used_groups.extend(groups);
+        used_groups.extend(profile.groups.iter().map(String::as_str));
     }
     for g in used_groups {
         let Some(sg) = state.security_groups.get(g) else {
@@ -509,42 +530,53 @@ pub(super) fn base_chains(config: &NftConfig) -> Vec<(Family, String, Chain)> {
     ]
 }
 
-/// The elements of [`MAPS`], in its order, for `layout` and the secured
-/// ports' mark indexes.
+/// The elements of [`MAPS`], in its order, for `layout`, the secured
+/// ports' profiles (device → profile name) and the profiles' mark indexes.
 pub(super) fn maps(
     layout: &Layout,
+    port_profiles: &BTreeMap<String, String>,
     index: &BTreeMap<String, u16>,
 ) -> [(Family, &'static str, Map); 6] {
     let ifname = |d: &str| MapKey::Ifname(nft_string(d));
-    let jumps = |chain: fn(&str) -> String| -> BTreeMap<MapKey, MapValue> {
-        index
-            .keys()
-            .map(|d| (ifname(d), MapValue::Jump(chain(d))))
-            .collect()
-    };
+    let spoof = port_profiles
+        .keys()
+        .map(|d| (ifname(d), MapValue::Jump(spoof_chain(d))))
+        .collect();
+    let to = port_profiles
+        .iter()
+        .map(|(d, p)| {
+            (
+                ifname(d),
+                MapValue::Jump(profile_chain(p, ProfileChain::To)),
+            )
+        })
+        .collect();
     let by_mark = |dir: RuleDirection| -> BTreeMap<MapKey, MapValue> {
         index
             .iter()
-            .map(|(d, i)| {
-                let key = match dir {
-                    RuleDirection::Egress => u32::from(*i) << 16,
-                    RuleDirection::Ingress => u32::from(*i),
-                };
-                (MapKey::Mark(key), MapValue::Jump(port_chain(d, dir)))
+            .map(|(p, i)| {
+                (
+                    mark_key(*i, dir),
+                    MapValue::Jump(profile_chain(p, dir.into())),
+                )
             })
             .collect()
     };
     // Every device of vnet's bridges is marked (0: not filtered), so the
     // mark of a frame from any of them is set (never stale), and frames of
     // other bridges keep theirs; with no secured port, none is.
-    let marks = if index.is_empty() {
+    let marks = if port_profiles.is_empty() {
         BTreeMap::new()
     } else {
         layout
             .devices
             .iter()
             .map(|d| {
-                let i = index.get(d).copied().unwrap_or(0);
+                let i = port_profiles
+                    .get(d)
+                    .and_then(|p| index.get(p))
+                    .copied()
+                    .unwrap_or(0);
                 (ifname(d), MapValue::Number(u32::from(i) << 16))
             })
             .collect()
@@ -558,13 +590,21 @@ pub(super) fn maps(
         (family, name, Map { kind, elements })
     };
     [
-        map(m0, jumps(spoof_chain)),
+        map(m0, spoof),
         map(m1, marks),
-        map(m2, jumps(to_chain)),
+        map(m2, to),
         map(m3, zones),
         map(m4, by_mark(RuleDirection::Egress)),
         map(m5, by_mark(RuleDirection::Ingress)),
     ]
+}
+
+/// The key of a profile's entry in the egress or ingress dispatch map.
+pub(super) fn mark_key(index: u16, dir: RuleDirection) -> MapKey {
+    match dir {
+        RuleDirection::Egress => MapKey::Mark(u32::from(index) << 16),
+        RuleDirection::Ingress => MapKey::Mark(u32::from(index)),
+    }
 }
 
 /// Each network's bridge with its conntrack zone.
@@ -590,58 +630,103 @@ fn bridge_zones(layout: &Layout) -> Vec<(&String, u16)> {
     zone_of_bridge
 }
 
-/// The groups of a secured port that exist, and whether the port is
-/// stateful.
-pub(super) fn port_groups<'a>(
-    spec: &'a PortSecuritySpec,
-    groups: &BTreeMap<String, SecurityGroupSpec>,
-) -> (Vec<&'a str>, bool) {
-    let present: Vec<&str> = spec
-        .security_groups
-        .iter()
-        .filter(|g| groups.contains_key(*g))
-        .map(String::as_str)
-        .collect();
-    // Neutron refuses mixing stateful and stateless groups on a port; a
-    // port is stateful if any of its groups is (and with none, too:
-    // replies of what it sent are still let back in).
-    let stateful = present.is_empty()
-        || present
-            .iter()
-            .any(|g| groups.get(*g).is_some_and(|s| s.stateful));
-    (present, stateful)
+/// What a secured port's packets get past anti-spoofing: the groups of
+/// its port security the host holds (in the port's order) and whether it
+/// is stateful. Ports with the same profile share its chains.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Profile {
+    pub stateful: bool,
+    pub groups: Vec<String>,
 }
 
-/// The names of a secured port's four chains.
-pub(super) fn port_chain_names(dev: &str) -> [(Family, String); 4] {
+impl Profile {
+    pub fn of(spec: &PortSecuritySpec, groups: &BTreeMap<String, SecurityGroupSpec>) -> Self {
+        let present: Vec<String> = spec
+            .security_groups
+            .iter()
+            .filter(|g| groups.contains_key(*g))
+            .cloned()
+            .collect();
+        // Neutron refuses mixing stateful and stateless groups on a port; a
+        // port is stateful if any of its groups is (and with none, too:
+        // replies of what it sent are still let back in).
+        let stateful = present.is_empty()
+            || present
+                .iter()
+                .any(|g| groups.get(g).is_some_and(|s| s.stateful));
+        Profile {
+            stateful,
+            groups: present,
+        }
+    }
+
+    /// Its name in its chains' names: a hash of what it is (group ids are
+    /// too long to spell out, and a port may have many).
+    pub fn name(&self) -> String {
+        let mut bytes = vec![u8::from(self.stateful)];
+        for g in &self.groups {
+            bytes.push(0);
+            bytes.extend_from_slice(g.as_bytes());
+        }
+        format!("{:016x}", fnv1a(&bytes))
+    }
+}
+
+/// A profile's chains: what its ports send, what they receive (inet), and
+/// the one writing its index as the to-bits of the mark (bridge).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProfileChain {
+    Egress,
+    Ingress,
+    To,
+}
+
+impl From<RuleDirection> for ProfileChain {
+    fn from(dir: RuleDirection) -> Self {
+        match dir {
+            RuleDirection::Egress => ProfileChain::Egress,
+            RuleDirection::Ingress => ProfileChain::Ingress,
+        }
+    }
+}
+
+pub fn profile_chain(profile: &str, which: ProfileChain) -> String {
+    match which {
+        ProfileChain::Egress => format!("pe_{profile}"),
+        ProfileChain::Ingress => format!("pi_{profile}"),
+        ProfileChain::To => format!("pt_{profile}"),
+    }
+}
+
+/// A profile's three chains, with its mark index.
+pub(super) fn profile_chains(
+    name: &str,
+    profile: &Profile,
+    index: u16,
+) -> [(Family, String, Chain); 3] {
+    let groups: Vec<&str> = profile.groups.iter().map(String::as_str).collect();
+    let chain = |dir: RuleDirection| {
+        let rules = port_rules(dir, profile.stateful, &groups);
+        (
+            Family::Inet,
+            profile_chain(name, dir.into()),
+            Chain::new(None, rules),
+        )
+    };
     [
-        (Family::Bridge, spoof_chain(dev)),
-        (Family::Bridge, to_chain(dev)),
-        (Family::Inet, port_chain(dev, RuleDirection::Egress)),
-        (Family::Inet, port_chain(dev, RuleDirection::Ingress)),
+        chain(RuleDirection::Egress),
+        chain(RuleDirection::Ingress),
+        profile_to_chain(name, index),
     ]
 }
 
-/// A secured port's four chains: anti-spoofing and its mark (bridge
-/// family), egress and ingress (inet family).
-pub(super) fn port_chains(
-    dev: &str,
-    spec: &PortSecuritySpec,
-    index: u16,
-    groups: &[&str],
-    stateful: bool,
-) -> Vec<(Family, String, Chain)> {
-    let rules = [
-        spoof_rules(spec),
-        vec![Rule::MarkOr(u32::from(index))],
-        port_rules(RuleDirection::Egress, stateful, groups),
-        port_rules(RuleDirection::Ingress, stateful, groups),
-    ];
-    port_chain_names(dev)
-        .into_iter()
-        .zip(rules)
-        .map(|((family, name), rules)| (family, name, Chain::new(None, rules)))
-        .collect()
+/// The bridge chain writing a profile's index as the to-bits of the mark.
+pub(super) fn profile_to_chain(name: &str, index: u16) -> (Family, String, Chain) {
+    (
+        Family::Bridge,
+        profile_chain(name, ProfileChain::To),
+        Chain::new(None, vec![Rule::MarkOr(u32::from(index))]),
+    )
 }
 
 /// A group's two chains (egress, ingress).
@@ -718,22 +803,11 @@ pub(super) fn spoof_chain(dev: &str) -> String {
     format!("s_{}", ident(dev))
 }
 
-pub(super) fn to_chain(dev: &str) -> String {
-    format!("t_{}", ident(dev))
-}
-
-pub fn port_chain(dev: &str, dir: RuleDirection) -> String {
-    match dir {
-        RuleDirection::Egress => format!("e_{}", ident(dev)),
-        RuleDirection::Ingress => format!("i_{}", ident(dev)),
-    }
-}
-
 /// Anti-spoofing of one port: what it sends must carry one of its (MAC, IP)
 /// pairs; ARP must name them too. DHCP discovery (from 0.0.0.0), ARP probes,
 /// IPv6 link-local and duplicate address detection are let through from the
 /// port's MACs. Everything else is dropped.
-fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
+pub(super) fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
     let mut rules = vec![];
     let macs: BTreeSet<model::MacAddr> = spec.allowed_sources.iter().map(|s| s.mac).collect();
     let sources: BTreeSet<(model::MacAddr, IpNet)> = spec
@@ -815,7 +889,7 @@ fn spoof_rules(spec: &PortSecuritySpec) -> Vec<Rule> {
     rules
 }
 
-/// A port's chain for one direction (egress: what it sends).
+/// A profile's chain for one direction (egress: what its ports send).
 fn port_rules(dir: RuleDirection, stateful: bool, groups: &[&str]) -> Vec<Rule> {
     let mut rules = vec![];
     // Only the host answers a VM's router solicitations and DHCPv6 (written

@@ -114,6 +114,17 @@ fn apply_fake(want: &Ruleset, have: &mut ObservedNft) {
     *have = ObservedNft::from_ruleset(want);
 }
 
+/// The chain a secured port's packets go through in `dir`: its profile's,
+/// as the bridge's to-map names it.
+fn port_chain(rs: &Ruleset, dev: &str, dir: RuleDirection) -> String {
+    let to = &rs.bridge.maps["to_ports"].elements;
+    let Some(MapValue::Jump(chain)) = to.get(&MapKey::Ifname(dev.into())) else {
+        panic!("{dev} has no profile: {to:?}");
+    };
+    let profile = chain.strip_prefix("pt_").unwrap();
+    ruleset::profile_chain(profile, dir.into())
+}
+
 /// A named map's elements as nft writes them, `KEY : VALUE, …`.
 fn map_text(t: &Table, name: &str) -> String {
     let elements: Vec<String> = t.maps[name]
@@ -133,18 +144,32 @@ fn the_ruleset_dispatches_ports_to_shared_group_chains() {
         egress,
         &["iifname \"vnbr*\" meta mark & 0xffff0000 vmap @egress_ports"]
     );
-    let dispatch = map_text(&rs.inet, "egress_ports");
-    assert!(dispatch.contains("jump e_tapa") && dispatch.contains("jump e_tapb"));
-    assert!(!dispatch.contains("tapc"));
+    // Both ports have the same groups: one profile, one dispatch entry.
+    let (ea, eb) = (
+        port_chain(&rs, "tapa", RuleDirection::Egress),
+        port_chain(&rs, "tapb", RuleDirection::Egress),
+    );
+    assert_eq!(ea, eb);
+    assert_eq!(
+        map_text(&rs.inet, "egress_ports"),
+        format!(
+            "0x{:08x} : jump {ea}",
+            match &rs.bridge.maps["marks"].elements[&MapKey::Ifname("tapa".into())] {
+                MapValue::Number(n) => *n,
+                v => panic!("{v:?}"),
+            }
+        )
+    );
+    assert!(!map_text(&rs.bridge, "to_ports").contains("tapc"));
     assert!(!rs.bridge.chains.contains_key("s_tapc"));
-    // One chain per group and direction, jumped to by both ports.
+    // One chain per group and direction, jumped to by the profile.
     assert!(
-        rs.inet.chains["e_tapa"]
+        rs.inet.chains[&ea]
             .rules
             .contains(&"jump g_web_e".to_string())
     );
     assert!(
-        rs.inet.chains["i_tapb"]
+        rs.inet.chains[&port_chain(&rs, "tapb", RuleDirection::Ingress)]
             .rules
             .contains(&"jump g_web_i".to_string())
     );
@@ -164,11 +189,11 @@ fn the_ruleset_dispatches_ports_to_shared_group_chains() {
     // A VM's router advertisements and DHCPv6 replies go first, whatever
     // its connections; then stateful, with DHCP allowed and the default
     // drop last.
-    let e = &rs.inet.chains["e_tapa"].rules;
+    let e = &rs.inet.chains[&ea].rules;
     assert_eq!(e[0], "meta l4proto 58 icmpv6 type 134 drop");
     assert_eq!(e[1], "meta nfproto ipv6 udp sport 547 udp dport 546 drop");
     assert_eq!(e[2], "ct state established,related accept");
-    let i = &rs.inet.chains["i_tapa"].rules;
+    let i = &rs.inet.chains[&port_chain(&rs, "tapa", RuleDirection::Ingress)].rules;
     assert_eq!(i[0], "ct state established,related accept");
     assert!(
         !i.iter()
@@ -292,14 +317,12 @@ fn port_security_off_and_removed_ports_leave_no_chains() {
         p.enabled = false;
     }
     let tx = plan(&desired(&s2, &NftConfig::default()), &have);
-    for c in [
-        "bridge/s_tapb",
-        "bridge/t_tapb",
-        "inet/e_tapb",
-        "inet/i_tapb",
-    ] {
-        assert!(tx.chains_deleted.contains(&c.to_string()), "{c}: {tx:#?}");
-    }
+    // Its anti-spoofing chain goes; its profile stays, tapa's.
+    assert_eq!(
+        tx.chains_deleted,
+        vec!["bridge/s_tapb".to_string()],
+        "{tx:#?}"
+    );
     // Deleted after the map elements that jumped to them; no base chain
     // is rewritten.
     let del = tx.script.find("delete chain").unwrap();
@@ -352,8 +375,8 @@ fn zones_and_indexes_are_stable_and_distinct() {
     assert_eq!(z[&100], 100);
     assert_ne!(z[&65636], 100);
     assert_ne!(z[&0x10000], 0);
-    let a = ruleset::port_indexes(["tapa", "tapb"]);
-    let b = ruleset::port_indexes(["tapa", "tapb", "tapz"]);
+    let a = ruleset::indexes(["tapa", "tapb"]);
+    let b = ruleset::indexes(["tapa", "tapb", "tapz"]);
     assert_eq!(a["tapa"], b["tapa"]);
     assert!(a.values().all(|i| *i != 0));
 }
@@ -401,7 +424,7 @@ fn stateless_groups_accept_no_replies_and_ipv6_rules_use_icmpv6() {
         m.insert("fd00::10/128".parse().unwrap());
     }
     let rs = desired(&s, &NftConfig::default());
-    let e = &rs.inet.chains["e_tapa"].rules;
+    let e = &rs.inet.chains[&port_chain(&rs, "tapa", RuleDirection::Egress)].rules;
     assert!(!e.iter().any(|r| r.contains("ct state")), "{e:#?}");
     let gi = &rs.inet.chains["g_web_i"].rules;
     assert!(gi.contains(&"meta nfproto ipv6 meta l4proto 58 icmpv6 type 128 icmpv6 code 0 ip6 saddr @rg_web_6 accept".to_string()), "{gi:#?}");
@@ -591,6 +614,9 @@ fn typed_rules_render_the_chains_text_and_port_and_group_rules_encode() {
 
 #[test]
 fn a_port_added_or_removed_changes_map_elements_and_no_base_chain() {
+    // tapd's port has tapa's groups: its profile is there already, so the
+    // inet table (every rule change there has the kernel validate all of
+    // it) is not touched at all.
     let s = state();
     let mut have = ObservedNft::default();
     apply_fake(&desired(&s, &NftConfig::default()), &mut have);
@@ -610,7 +636,11 @@ fn a_port_added_or_removed_changes_map_elements_and_no_base_chain() {
         for written in &tx.chains_written {
             let name = written.split_once('/').unwrap().1;
             assert!(!base.contains(&name), "{dir}: {written} rewritten");
+            assert!(written.starts_with("bridge/s_"), "{dir}: {written} written");
         }
+        let inet = |e: &String| e.starts_with("inet/");
+        assert!(!tx.map_elements_added.iter().any(inet), "{dir}: {tx:#?}");
+        assert!(!tx.map_elements_removed.iter().any(inet), "{dir}: {tx:#?}");
         let changed = if dir == "added" {
             &tx.map_elements_added
         } else {
@@ -620,8 +650,6 @@ fn a_port_added_or_removed_changes_map_elements_and_no_base_chain() {
             "bridge/spoof_ports \"tapd\"",
             "bridge/to_ports \"tapd\"",
             "bridge/marks \"tapd\"",
-            "inet/egress_ports",
-            "inet/ingress_ports",
         ] {
             assert!(
                 changed.iter().any(|e| e.starts_with(element)),
