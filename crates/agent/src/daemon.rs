@@ -536,12 +536,13 @@ fn bridges_changed(ops: &[linux::Op]) -> (Vec<String>, Vec<String>) {
 }
 
 /// Serves DHCP and router advertisements on every local port of `state`:
-/// rebuilt whole when `hints` say anything may have changed, else only
-/// the ports they name (the rest are as `served` holds them). Only the
-/// ports of the `plugged` networks (`None`: of all), whose devices the
-/// link reconcile may have just attached, are woken to look for their
-/// device at once: the others' tasks sleep on (a thousand tasks woken per
-/// port created would each make a system call).
+/// the leases and advertisements of the ports `hints` name (of every port
+/// when they say anything may have changed) are rebuilt, and the servers
+/// are handed those whose entries changed, the rest being as `served`
+/// holds them. Only the ports of the `plugged` networks (`None`: of all),
+/// whose devices the link reconcile may have just attached, are woken to
+/// look for their device at once: the others' tasks sleep on (a thousand
+/// tasks woken per port created would each make a system call).
 fn serve_ports(
     (dhcp, ipv6): (&mut DhcpServer, &mut Ipv6Server),
     served: &mut Served,
@@ -558,28 +559,23 @@ fn serve_ports(
             .collect()
     });
     let is_woken = |device: &str| woken.as_ref().is_none_or(|w| w.contains(device));
-    if hints.all {
-        served.rebuild(state, dns_domain);
-        dhcp.set_ports_waking(served.dhcp(), is_woken);
-        ipv6.set_ports_waking(served.ipv6(), is_woken);
-        return;
-    }
     let edits = served.update(state, dns_domain, hints);
     let edited: BTreeSet<String> = edits.dhcp.iter().map(|(d, _)| d.clone()).collect();
     dhcp.update_ports(edits.dhcp, is_woken);
     ipv6.update_ports(edits.ipv6, is_woken);
-    // The devices not edited that a whole rebuild would have woken.
-    let others: Vec<String> = match &woken {
-        Some(woken) => woken.iter().map(|d| (*d).to_owned()).collect(),
-        None => dhcp
-            .devices()
-            .chain(ipv6.devices())
-            .map(str::to_owned)
-            .collect(),
-    };
-    for device in others.iter().filter(|d| !edited.contains(*d)) {
-        dhcp.wake(device);
-        ipv6.wake(device);
+    // The devices not edited that handing every port's lease would have
+    // woken.
+    match &woken {
+        Some(woken) => {
+            for device in woken.iter().filter(|d| !edited.contains(**d)) {
+                dhcp.wake(device);
+                ipv6.wake(device);
+            }
+        }
+        None => {
+            dhcp.wake_where(|d| !edited.contains(d));
+            ipv6.wake_where(|d| !edited.contains(d));
+        }
     }
 }
 

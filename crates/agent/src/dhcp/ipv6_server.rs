@@ -134,6 +134,15 @@ impl Ipv6Server {
         }
     }
 
+    /// Retries now the served devices `woken` names that are missing.
+    pub fn wake_where(&self, woken: impl Fn(&str) -> bool) {
+        for (device, port) in &self.ports {
+            if woken(device) {
+                port.wake.notify_one();
+            }
+        }
+    }
+
     /// The devices being served (whether or not they exist yet).
     pub fn devices(&self) -> impl Iterator<Item = &str> {
         self.ports.keys().map(String::as_str)

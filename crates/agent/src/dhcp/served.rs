@@ -1,8 +1,9 @@
 //! What the DHCP and IPv6 servers are handed: every local port's DHCPv4
 //! lease and IPv6 service, kept between rounds so that a delta rebuilds only
-//! the ports its changes name ([`ServeHints`]) and hands the servers only
-//! those devices. Pure: no sockets. It must never hand the servers other
-//! than what a whole rebuild would (a proptest ties the two paths).
+//! the ports its changes name ([`ServeHints`]; a start or a resync every
+//! port's) and the servers are handed only the devices whose entries
+//! changed. Pure: no sockets. It must never leave the servers other than
+//! handing them every port's lease would (a proptest ties the two).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -132,70 +133,91 @@ pub struct Edits {
 /// Every local port's lease and IPv6 service, as last handed to the servers.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Served {
-    entries: BTreeMap<PortKey, Entry>,
+    /// By network, then port: looked up by the state's own ids, with no
+    /// key made for a port whose entry is unchanged.
+    entries: BTreeMap<String, BTreeMap<String, Entry>>,
     /// The ports naming each device: two ports may name one (the servers
     /// serve it the last one's lease, in (network, port) order).
     by_device: BTreeMap<String, BTreeSet<PortKey>>,
 }
 
 impl Served {
-    /// Rebuilds every port's entry from `state`.
-    pub fn rebuild(&mut self, state: &HostState, domain: &dhcpv6::DnsDomain) {
-        *self = Served::default();
+    /// Every port's entry, built from `state` alone: what [`Served::update`]
+    /// must always arrive at.
+    pub fn rebuild(state: &HostState, domain: &dhcpv6::DnsDomain) -> Self {
+        let mut served = Served::default();
+        let mut devices = BTreeSet::new();
         for (network_id, net) in &state.networks {
             for port_id in net.local_ports.keys() {
-                self.put((network_id.clone(), port_id.clone()), state, domain);
+                served.refresh(network_id, port_id, state, domain, &mut devices);
             }
         }
+        served
     }
 
-    /// Every (device, lease), for [`super::DhcpServer::set_ports`]: the
-    /// order of the state's networks and their ports.
+    /// Every (device, lease), as [`super::DhcpServer::set_ports`] would be
+    /// handed them: the order of the state's networks and their ports.
     pub fn dhcp(&self) -> impl Iterator<Item = (String, DhcpLease)> + '_ {
         self.entries
             .values()
+            .flat_map(BTreeMap::values)
             .filter_map(|e| Some((e.device.clone(), e.dhcp.clone()?)))
     }
 
-    /// Every (device, service), for [`super::Ipv6Server::set_ports`].
+    /// Every (device, service), likewise.
     pub fn ipv6(&self) -> impl Iterator<Item = (String, Ipv6Service)> + '_ {
         self.entries
             .values()
+            .flat_map(BTreeMap::values)
             .map(|e| (e.device.clone(), e.ipv6.clone()))
     }
 
     /// Rebuilds the entries of the ports `hints` name (all of a named
-    /// network's, before and after) and returns what each device they had
-    /// or have is served now. `hints.all` is not looked at: a whole
-    /// rebuild is [`Served::rebuild`].
+    /// network's, held or in `state`; every port's when `hints.all`) and
+    /// returns what each device whose entries changed is served now.
     pub fn update(
         &mut self,
         state: &HostState,
         domain: &dhcpv6::DnsDomain,
         hints: &ServeHints,
     ) -> Edits {
-        let mut keys: BTreeSet<PortKey> = hints.ports.clone();
-        for network_id in &hints.networks {
-            let held = self
+        let mut devices = BTreeSet::new();
+        let networks: BTreeSet<String> = if hints.all {
+            self.entries
+                .keys()
+                .chain(state.networks.keys())
+                .cloned()
+                .collect()
+        } else {
+            hints.networks.clone()
+        };
+        for network_id in &networks {
+            // Held ports the state no longer has (few): by key, after.
+            let gone: Vec<String> = self
                 .entries
-                .range((network_id.clone(), String::new())..)
-                .take_while(|((n, _), _)| n == network_id)
-                .map(|(key, _)| key.clone());
-            let now = state
-                .networks
                 .get(network_id)
                 .into_iter()
-                .flat_map(|net| net.local_ports.keys())
-                .map(|port_id| (network_id.clone(), port_id.clone()));
-            keys.extend(held.chain(now));
-        }
-        let mut devices = BTreeSet::new();
-        for key in keys {
-            if let Some(old) = self.take(&key) {
-                devices.insert(old.device);
+                .flat_map(BTreeMap::keys)
+                .filter(|port_id| {
+                    state
+                        .networks
+                        .get(network_id)
+                        .is_none_or(|net| !net.local_ports.contains_key(*port_id))
+                })
+                .cloned()
+                .collect();
+            for port_id in &gone {
+                self.refresh(network_id, port_id, state, domain, &mut devices);
             }
-            if let Some(device) = self.put(key, state, domain) {
-                devices.insert(device);
+            if let Some(net) = state.networks.get(network_id) {
+                for port_id in net.local_ports.keys() {
+                    self.refresh(network_id, port_id, state, domain, &mut devices);
+                }
+            }
+        }
+        for (network_id, port_id) in &hints.ports {
+            if !networks.contains(network_id) {
+                self.refresh(network_id, port_id, state, domain, &mut devices);
             }
         }
         let mut edits = Edits::default();
@@ -206,42 +228,56 @@ impl Served {
         edits
     }
 
-    /// Builds `key`'s entry if `state` has the port; its device.
-    fn put(
+    /// Makes the entry of (`network_id`, `port_id`) `state`'s; unless it
+    /// was already, adds the devices it had and has to `devices`.
+    fn refresh(
         &mut self,
-        key: PortKey,
+        network_id: &str,
+        port_id: &str,
         state: &HostState,
         domain: &dhcpv6::DnsDomain,
-    ) -> Option<String> {
-        let (network_id, port_id) = &key;
-        let net = state.networks.get(network_id)?;
-        let port = net.local_ports.get(port_id)?;
-        let entry = Entry {
-            device: port.device.clone(),
-            dhcp: net.dhcp_lease(port_id),
-            ipv6: Ipv6Service {
-                adverts: router_advert::port_adverts(state, network_id, port_id),
-                dhcpv6: dhcpv6::port_lease(net, port_id, domain),
-            },
-        };
-        let device = entry.device.clone();
-        self.by_device
-            .entry(device.clone())
-            .or_default()
-            .insert(key.clone());
-        self.entries.insert(key, entry);
-        Some(device)
-    }
-
-    fn take(&mut self, key: &PortKey) -> Option<Entry> {
-        let old = self.entries.remove(key)?;
-        if let Some(keys) = self.by_device.get_mut(&old.device) {
-            keys.remove(key);
-            if keys.is_empty() {
-                self.by_device.remove(&old.device);
-            }
+        devices: &mut BTreeSet<String>,
+    ) {
+        let now = state.networks.get(network_id).and_then(|net| {
+            let port = net.local_ports.get(port_id)?;
+            Some(Entry {
+                device: port.device.clone(),
+                dhcp: net.dhcp_lease(port_id),
+                ipv6: Ipv6Service {
+                    adverts: router_advert::port_adverts(state, network_id, port_id),
+                    dhcpv6: dhcpv6::port_lease(net, port_id, domain),
+                },
+            })
+        });
+        let held = self.entries.get(network_id).and_then(|n| n.get(port_id));
+        if held == now.as_ref() {
+            return;
         }
-        Some(old)
+        let key = (network_id.to_owned(), port_id.to_owned());
+        let ports = self.entries.entry(key.0.clone()).or_default();
+        if let Some(old) = ports.remove(port_id) {
+            if let Some(keys) = self.by_device.get_mut(&old.device) {
+                keys.remove(&key);
+                if keys.is_empty() {
+                    self.by_device.remove(&old.device);
+                }
+            }
+            devices.insert(old.device);
+        }
+        match now {
+            Some(entry) => {
+                devices.insert(entry.device.clone());
+                self.by_device
+                    .entry(entry.device.clone())
+                    .or_default()
+                    .insert(key.clone());
+                ports.insert(key.1, entry);
+            }
+            None if ports.is_empty() => {
+                self.entries.remove(network_id);
+            }
+            None => {}
+        }
     }
 
     /// The entries naming `device`, last first (the one the servers keep).
@@ -250,7 +286,7 @@ impl Served {
             .get(device)
             .into_iter()
             .flat_map(|keys| keys.iter().rev())
-            .filter_map(|key| self.entries.get(key))
+            .filter_map(|(n, p)| self.entries.get(n)?.get(p))
     }
 
     fn dhcp_of(&self, device: &str) -> Option<DhcpLease> {

@@ -149,6 +149,15 @@ impl DhcpServer {
         }
     }
 
+    /// Retries now the served devices `woken` names that are missing.
+    pub fn wake_where(&self, woken: impl Fn(&str) -> bool) {
+        for (device, port) in &self.ports {
+            if woken(device) {
+                port.wake.notify_one();
+            }
+        }
+    }
+
     fn serve(&mut self, device: String, lease: DhcpLease, woken: &impl Fn(&str) -> bool) {
         if let Some(port) = self.ports.get(&device) {
             let changed = port.lease.send_if_modified(|current| {
