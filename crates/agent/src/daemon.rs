@@ -15,7 +15,7 @@ use compiler::protocol::{
 };
 use tokio::sync::watch;
 
-use crate::dhcp::{DhcpServer, Ipv6Server, Ipv6Service, dhcpv6, router_advert};
+use crate::dhcp::{DhcpServer, Ipv6Server, ServeHints, Served, dhcpv6};
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
 use crate::nft::{Hints, NftConfig, NftReconciler, WHOLE_PLANS_ENV};
@@ -88,6 +88,8 @@ struct Target {
     /// nftables (everything after a snapshot). Taken under the watch's
     /// read lock, so always those of the state it reads with them.
     hints: Arc<Mutex<Hints>>,
+    /// The same for DHCP and router advertisements.
+    serve_hints: Arc<Mutex<ServeHints>>,
 }
 
 impl Target {
@@ -110,6 +112,7 @@ impl Target {
                     networks_changed: BTreeMap::new(),
                     snapshot_at: wiring,
                     hints: Arc::new(Mutex::new(Hints::everything())),
+                    serve_hints: Arc::new(Mutex::new(ServeHints::everything())),
                 });
                 true
             }
@@ -130,8 +133,10 @@ impl Target {
                     hints.note(change);
                 }
                 drop(hints);
+                let mut serve_hints = lock(&t.serve_hints);
                 let state = Arc::make_mut(&mut t.state);
                 for change in changes {
+                    serve_hints.note(&change, state);
                     state.apply(change);
                 }
                 true
@@ -152,6 +157,11 @@ impl Target {
         std::mem::take(&mut *lock(&self.hints))
     }
 
+    /// What changed since the last call, for DHCP and router advertisements.
+    fn take_serve_hints(&self) -> ServeHints {
+        std::mem::take(&mut *lock(&self.serve_hints))
+    }
+
     /// The networks changed since `wiring` was reconciled; `None`: any
     /// may have.
     fn networks_changed_since(&self, wiring: Option<u64>) -> Option<BTreeSet<String>> {
@@ -166,7 +176,7 @@ impl Target {
     }
 }
 
-fn lock(hints: &Mutex<Hints>) -> std::sync::MutexGuard<'_, Hints> {
+fn lock<T>(hints: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     hints
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -286,8 +296,13 @@ pub async fn run(
     // The baseline of the incremental path: every delta planned whole.
     let whole_plans = std::env::var_os(WHOLE_PLANS_ENV).is_some();
     let mut wired_ports: Vec<String> = vec![];
-    // The `Target::serving` DHCP and router advertisements were last set to.
+    // The `Target::serving` DHCP and router advertisements were last set to,
+    // what they were handed, and what changed since (kept until they are
+    // set again: a round may stop short of them).
     let mut served_at: Option<u64> = None;
+    let mut served = Served::default();
+    let mut serve_hints = ServeHints::everything();
+    let mut served_unmappable = false;
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
@@ -318,14 +333,17 @@ pub async fn run(
         router_retry = None;
         let (revision, state, wiring, serving, changed, hints) = match &*desired.borrow_and_update()
         {
-            Some(t) => (
-                t.revision,
-                t.state.clone(),
-                t.wiring,
-                t.serving,
-                t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
-                t.take_hints(),
-            ),
+            Some(t) => {
+                serve_hints.merge(t.take_serve_hints());
+                (
+                    t.revision,
+                    t.state.clone(),
+                    t.wiring,
+                    t.serving,
+                    t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
+                    t.take_hints(),
+                )
+            }
             None => continue, // no snapshot yet: act on nothing
         };
         let unmappable = state.networks.values().any(|net| {
@@ -334,7 +352,11 @@ pub async fn run(
                 .is_some_and(|p| !config.physical_networks.contains_key(p))
         });
         // The realisable state drops whole networks the hints know nothing
-        // of: every piece is looked at then.
+        // of: every piece is looked at then, and again once it is whole.
+        if unmappable || served_unmappable {
+            serve_hints = ServeHints::everything();
+        }
+        served_unmappable = unmappable;
         let (state, hints) = if unmappable {
             let (state, unmapped) = mappings::realisable(&state, &config.physical_networks);
             log_unmapped(&config.host, &unmapped, &mut unmapped_logged);
@@ -395,7 +417,19 @@ pub async fn run(
             // Another host's port changes no lease or advertisement.
             if full || whole_plans || served_at != Some(serving) {
                 let plugged = changed.as_ref().filter(|_| !full);
-                serve_ports(&mut dhcp, &mut ipv6, &state, &config.dns_domain, plugged);
+                let mut to_serve = std::mem::take(&mut serve_hints);
+                if full || whole_plans {
+                    to_serve = ServeHints::everything();
+                }
+                let servers = (&mut dhcp, &mut ipv6);
+                serve_ports(
+                    servers,
+                    &mut served,
+                    &state,
+                    &config.dns_domain,
+                    plugged,
+                    &to_serve,
+                );
                 served_at = Some(serving);
             }
             took.serve = took.lap();
@@ -501,17 +535,21 @@ fn bridges_changed(ops: &[linux::Op]) -> (Vec<String>, Vec<String>) {
     (made, deleted)
 }
 
-/// Serves DHCP and router advertisements on every local port of `state`.
-/// Only the ports of the `plugged` networks (`None`: of all), whose devices
-/// the link reconcile may have just attached, are woken to look for their
-/// device at once: the others' tasks sleep on (a thousand tasks woken per
-/// port created would each make a system call).
+/// Serves DHCP and router advertisements on every local port of `state`:
+/// the leases and advertisements of the ports `hints` name (of every port
+/// when they say anything may have changed) are rebuilt, and the servers
+/// are handed those whose entries changed, the rest being as `served`
+/// holds them. Only the ports of the `plugged` networks (`None`: of all),
+/// whose devices the link reconcile may have just attached, are woken to
+/// look for their device at once: the others' tasks sleep on (a thousand
+/// tasks woken per port created would each make a system call).
 fn serve_ports(
-    dhcp: &mut DhcpServer,
-    ipv6: &mut Ipv6Server,
+    (dhcp, ipv6): (&mut DhcpServer, &mut Ipv6Server),
+    served: &mut Served,
     state: &HostState,
     dns_domain: &dhcpv6::DnsDomain,
     plugged: Option<&BTreeSet<String>>,
+    hints: &ServeHints,
 ) {
     let woken: Option<BTreeSet<&str>> = plugged.map(|networks| {
         networks
@@ -520,27 +558,25 @@ fn serve_ports(
             .flat_map(|net| net.local_ports.values().map(|p| p.device.as_str()))
             .collect()
     });
-    let woken = |device: &str| woken.as_ref().is_none_or(|w| w.contains(device));
-    dhcp.set_ports_waking(
-        state.networks.values().flat_map(|net| {
-            net.local_ports
-                .iter()
-                .filter_map(|(id, port)| Some((port.device.clone(), net.dhcp_lease(id)?)))
-        }),
-        woken,
-    );
-    ipv6.set_ports_waking(
-        state.networks.iter().flat_map(|(network_id, net)| {
-            net.local_ports.iter().map(move |(id, port)| {
-                let service = Ipv6Service {
-                    adverts: router_advert::port_adverts(state, network_id, id),
-                    dhcpv6: dhcpv6::port_lease(net, id, dns_domain),
-                };
-                (port.device.clone(), service)
-            })
-        }),
-        woken,
-    );
+    let is_woken = |device: &str| woken.as_ref().is_none_or(|w| w.contains(device));
+    let edits = served.update(state, dns_domain, hints);
+    let edited: BTreeSet<String> = edits.dhcp.iter().map(|(d, _)| d.clone()).collect();
+    dhcp.update_ports(edits.dhcp, is_woken);
+    ipv6.update_ports(edits.ipv6, is_woken);
+    // The devices not edited that handing every port's lease would have
+    // woken.
+    match &woken {
+        Some(woken) => {
+            for device in woken.iter().filter(|d| !edited.contains(**d)) {
+                dhcp.wake(device);
+                ipv6.wake(device);
+            }
+        }
+        None => {
+            dhcp.wake_where(|d| !edited.contains(d));
+            ipv6.wake_where(|d| !edited.contains(d));
+        }
+    }
 }
 
 /// Resolves at `at`, or never.
@@ -739,6 +775,21 @@ mod tests {
         assert!(Target::absorb(&mut target, delta, false));
         let Some(t) = &target else { unreachable!() };
         assert_eq!((t.wiring, t.serving), (1, 1));
+        // DHCP and router advertisements: everything since the snapshot,
+        // then that network's ports only.
+        assert_eq!(t.take_serve_hints(), ServeHints::everything());
+        let delta = StreamMessage::Delta {
+            revision: 3,
+            changes: vec![Change::NetworkRemove {
+                network_id: "n".into(),
+            }],
+        };
+        assert!(Target::absorb(&mut target, delta, false));
+        let Some(t) = &target else { unreachable!() };
+        assert_eq!((t.wiring, t.serving), (2, 2));
+        let mut want = ServeHints::default();
+        want.networks.insert("n".into());
+        assert_eq!(t.take_serve_hints(), want);
         // Another host's port: the links change, no lease or advertisement.
         let delta = StreamMessage::Delta {
             revision: 4,
@@ -749,13 +800,14 @@ mod tests {
         };
         assert!(Target::absorb(&mut target, delta, false));
         let Some(t) = target else { unreachable!() };
-        assert_eq!((t.wiring, t.serving), (2, 1));
+        assert_eq!((t.wiring, t.serving), (3, 2));
+        assert_eq!(t.take_serve_hints(), ServeHints::default());
         // The links reconciled at 0 rebuild that network alone; unknown
         // (a failure), or before the snapshot, every network.
         let n: BTreeSet<String> = ["n".to_owned()].into();
         assert_eq!(t.networks_changed_since(Some(0)), Some(n.clone()));
-        assert_eq!(t.networks_changed_since(Some(1)), Some(n));
-        assert_eq!(t.networks_changed_since(Some(2)), Some(BTreeSet::new()));
+        assert_eq!(t.networks_changed_since(Some(2)), Some(n));
+        assert_eq!(t.networks_changed_since(Some(3)), Some(BTreeSet::new()));
         assert_eq!(t.networks_changed_since(None), None);
         assert!(!Target::absorb(
             &mut None,

@@ -130,6 +130,7 @@ impl Drop for Scratch {
 
 enum Cmd {
     SetPorts(Vec<(String, DhcpLease)>),
+    UpdatePorts(Vec<(String, Option<DhcpLease>)>),
     Status(String, std_mpsc::Sender<Option<PortStatus>>),
 }
 
@@ -158,6 +159,7 @@ impl ServerThread {
                 while let Some(cmd) = rx.recv().await {
                     match cmd {
                         Cmd::SetPorts(ports) => server.set_ports(ports),
+                        Cmd::UpdatePorts(edits) => server.update_ports(edits, |_| false),
                         Cmd::Status(device, reply) => {
                             let _ = reply.send(server.status(&device));
                         }
@@ -180,14 +182,27 @@ impl ServerThread {
             .unwrap();
     }
 
+    fn update_ports(&self, edits: Vec<(&str, Option<DhcpLease>)>) {
+        let edits = edits.into_iter().map(|(d, l)| (d.to_owned(), l)).collect();
+        self.tx
+            .as_ref()
+            .unwrap()
+            .send(Cmd::UpdatePorts(edits))
+            .unwrap();
+    }
+
     fn status(&self, device: &str) -> PortStatus {
+        self.served(device).expect("device is served")
+    }
+
+    fn served(&self, device: &str) -> Option<PortStatus> {
         let (tx, rx) = std_mpsc::channel();
         self.tx
             .as_ref()
             .unwrap()
             .send(Cmd::Status(device.to_owned(), tx))
             .unwrap();
-        rx.recv().unwrap().expect("device is served")
+        rx.recv().unwrap()
     }
 
     fn wait_serving(&self, device: &str, serving: bool) {
@@ -624,4 +639,53 @@ fn devices_that_appear_late_or_come_back_are_served() {
     let client = Client::new();
     let (ok, log) = client.obtain(&vm, 2);
     assert!(!ok, "{log}");
+}
+
+/// Edits change only the devices they list: a lease handed again unchanged
+/// leaves its port's task and socket be (its counters run on), a changed
+/// one is answered at once, a removed device is no longer served, and the
+/// devices not listed are not disturbed.
+#[test]
+fn edits_change_only_their_devices() {
+    let host = Host::new();
+    let vm1 = Netns::new("vm1");
+    let vm2 = Netns::new("vm2");
+    host.plug(&vm1, TAP1, MAC1);
+    host.plug(&vm2, TAP2, MAC2);
+    let server = ServerThread::start(&host.ns);
+    server.set_ports(vec![
+        (TAP1, lease(MAC1, "10.0.0.5")),
+        (TAP2, lease(MAC2, "10.0.0.6")),
+    ]);
+    server.wait_serving(TAP1, true);
+    server.wait_serving(TAP2, true);
+    let client = Client::new();
+    let (ok, log) = client.obtain(&vm1, 5);
+    assert!(ok, "{log}");
+    let answered = server.status(TAP1).replies;
+    assert!(answered > 0);
+
+    // The same lease again, and another device's new one.
+    server.update_ports(vec![
+        (TAP1, Some(lease(MAC1, "10.0.0.5"))),
+        (TAP2, Some(lease(MAC2, "10.0.0.8"))),
+    ]);
+    let client2 = Client::new();
+    let (ok, log) = client2.obtain(&vm2, 5);
+    assert!(ok, "{log}");
+    assert_eq!(client2.env("bound").get("ip").unwrap(), "10.0.0.8");
+    let tap1 = server.status(TAP1);
+    // A new task would count from nothing.
+    assert!(tap1.serving && tap1.replies >= answered, "{tap1:?}");
+
+    // TAP2 removed; TAP1, not listed, serves on.
+    server.update_ports(vec![(TAP2, None)]);
+    wait_until("TAP2 unserved", Duration::from_secs(5), || {
+        server.served(TAP2).is_none()
+    });
+    let (ok, log) = Client::new().obtain(&vm2, 2);
+    assert!(!ok, "{log}");
+    let (ok, log) = Client::new().obtain(&vm1, 5);
+    assert!(ok, "{log}");
+    assert!(server.status(TAP1).replies > answered);
 }

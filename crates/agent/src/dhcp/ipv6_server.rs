@@ -105,39 +105,82 @@ impl Ipv6Server {
             .collect();
         self.ports.retain(|device, _| wanted.contains_key(device));
         for (device, service) in wanted {
-            if let Some(port) = self.ports.get(&device) {
-                let changed = port.service.send_if_modified(|current| {
-                    let changed = *current != service;
-                    if changed {
-                        *current = service;
-                    }
-                    changed
-                });
-                if changed || woken(&device) {
-                    port.wake.notify_one();
-                }
-                continue;
-            }
-            debug!(device, "ipv6: serve");
-            let (tx, rx) = watch::channel(service);
-            let wake = Arc::new(Notify::new());
-            let shared = Arc::new(Shared::default());
-            let task = self.runtime.spawn(serve_port(
-                device.clone(),
-                rx,
-                Arc::clone(&wake),
-                Arc::clone(&shared),
-            ));
-            self.ports.insert(
-                device,
-                Port {
-                    service: tx,
-                    wake,
-                    shared,
-                    task,
-                },
-            );
+            self.serve(device, service, &woken);
         }
+    }
+
+    /// Changes only the devices listed: as
+    /// [`super::DhcpServer::update_ports`] (an empty service, as `None`,
+    /// stops serving the device).
+    pub fn update_ports(
+        &mut self,
+        edits: impl IntoIterator<Item = (String, Option<Ipv6Service>)>,
+        woken: impl Fn(&str) -> bool,
+    ) {
+        for (device, service) in edits {
+            match service.filter(|s| !s.is_empty()) {
+                Some(service) => self.serve(device, service, &woken),
+                None => {
+                    self.ports.remove(&device);
+                }
+            }
+        }
+    }
+
+    /// Retries `device` now if it is served and missing.
+    pub fn wake(&self, device: &str) {
+        if let Some(port) = self.ports.get(device) {
+            port.wake.notify_one();
+        }
+    }
+
+    /// Retries now the served devices `woken` names that are missing.
+    pub fn wake_where(&self, woken: impl Fn(&str) -> bool) {
+        for (device, port) in &self.ports {
+            if woken(device) {
+                port.wake.notify_one();
+            }
+        }
+    }
+
+    /// The devices being served (whether or not they exist yet).
+    pub fn devices(&self) -> impl Iterator<Item = &str> {
+        self.ports.keys().map(String::as_str)
+    }
+
+    fn serve(&mut self, device: String, service: Ipv6Service, woken: &impl Fn(&str) -> bool) {
+        if let Some(port) = self.ports.get(&device) {
+            let changed = port.service.send_if_modified(|current| {
+                let changed = *current != service;
+                if changed {
+                    *current = service;
+                }
+                changed
+            });
+            if changed || woken(&device) {
+                port.wake.notify_one();
+            }
+            return;
+        }
+        debug!(device, "ipv6: serve");
+        let (tx, rx) = watch::channel(service);
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared::default());
+        let task = self.runtime.spawn(serve_port(
+            device.clone(),
+            rx,
+            Arc::clone(&wake),
+            Arc::clone(&shared),
+        ));
+        self.ports.insert(
+            device,
+            Port {
+                service: tx,
+                wake,
+                shared,
+                task,
+            },
+        );
     }
 
     /// What the task of `device` is doing; `None` if it is not served.

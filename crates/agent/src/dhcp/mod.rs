@@ -14,6 +14,9 @@
 //!   (its fixed IPs on `dhcpv6-stateful` subnets, the DNS servers, the
 //!   domain search list, its own `extra_dhcp_opts` of `ip_version` 6) → the
 //!   reply frame or nothing (messages through `dhcproto`).
+//! - [`served`]: pure: every local port's lease and IPv6 service as last
+//!   handed to the servers, rebuilt whole or for the ports a delta names
+//!   ([`ServeHints`]), with the devices whose service that changes.
 //! - [`ipv6_server`]: the I/O for IPv6: a second packet socket per port
 //!   device, sending its advertisements (periodic, and in answer to
 //!   solicitations) and answering DHCPv6.
@@ -37,8 +40,10 @@ pub mod dhcpv6;
 pub mod ipv6_server;
 pub mod responder;
 pub mod router_advert;
+pub mod served;
 pub mod server;
 mod socket;
 
 pub use ipv6_server::{Ipv6Server, Ipv6Service};
+pub use served::{Edits, ServeHints, Served};
 pub use server::{DhcpServer, PortStatus};

@@ -117,41 +117,82 @@ impl DhcpServer {
             keep
         });
         for (device, lease) in wanted {
-            if let Some(port) = self.ports.get(&device) {
-                let changed = port.lease.send_if_modified(|current| {
-                    let changed = *current != lease;
-                    if changed {
-                        *current = lease;
-                    }
-                    changed
-                });
-                // A device that vanished and came back is picked up now
-                // rather than at the next retry tick.
-                if changed || woken(&device) {
-                    port.wake.notify_one();
-                }
-                continue;
-            }
-            debug!(device, ip = %lease.ip, mac = %lease.mac, "dhcp: serve");
-            let (tx, rx) = watch::channel(lease);
-            let wake = Arc::new(Notify::new());
-            let shared = Arc::new(Shared::default());
-            let task = self.runtime.spawn(serve_port(
-                device.clone(),
-                rx,
-                Arc::clone(&wake),
-                Arc::clone(&shared),
-            ));
-            self.ports.insert(
-                device,
-                Port {
-                    lease: tx,
-                    wake,
-                    shared,
-                    task,
-                },
-            );
+            self.serve(device, lease, &woken);
         }
+    }
+
+    /// Changes only the devices listed, as (device, lease): `None` stops
+    /// serving it, a lease is taken as [`DhcpServer::set_ports_waking`]
+    /// takes it (an unchanged one leaves its task be, unless `woken` names
+    /// it). The devices not listed are not looked at.
+    pub fn update_ports(
+        &mut self,
+        edits: impl IntoIterator<Item = (String, Option<DhcpLease>)>,
+        woken: impl Fn(&str) -> bool,
+    ) {
+        for (device, lease) in edits {
+            match lease {
+                Some(lease) => self.serve(device, lease, &woken),
+                None => {
+                    if self.ports.remove(&device).is_some() {
+                        debug!(device, "dhcp: stop serving");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Retries `device` now if it is served and missing.
+    pub fn wake(&self, device: &str) {
+        if let Some(port) = self.ports.get(device) {
+            port.wake.notify_one();
+        }
+    }
+
+    /// Retries now the served devices `woken` names that are missing.
+    pub fn wake_where(&self, woken: impl Fn(&str) -> bool) {
+        for (device, port) in &self.ports {
+            if woken(device) {
+                port.wake.notify_one();
+            }
+        }
+    }
+
+    fn serve(&mut self, device: String, lease: DhcpLease, woken: &impl Fn(&str) -> bool) {
+        if let Some(port) = self.ports.get(&device) {
+            let changed = port.lease.send_if_modified(|current| {
+                let changed = *current != lease;
+                if changed {
+                    *current = lease;
+                }
+                changed
+            });
+            // A device that vanished and came back is picked up now
+            // rather than at the next retry tick.
+            if changed || woken(&device) {
+                port.wake.notify_one();
+            }
+            return;
+        }
+        debug!(device, ip = %lease.ip, mac = %lease.mac, "dhcp: serve");
+        let (tx, rx) = watch::channel(lease);
+        let wake = Arc::new(Notify::new());
+        let shared = Arc::new(Shared::default());
+        let task = self.runtime.spawn(serve_port(
+            device.clone(),
+            rx,
+            Arc::clone(&wake),
+            Arc::clone(&shared),
+        ));
+        self.ports.insert(
+            device,
+            Port {
+                lease: tx,
+                wake,
+                shared,
+                task,
+            },
+        );
     }
 
     /// The devices being served (whether or not they exist yet).
