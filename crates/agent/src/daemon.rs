@@ -306,10 +306,13 @@ pub async fn run(
     loop {
         // A new desired state is planned against the kernel as the last
         // reconcile left it (no dumps: milliseconds at any scale); a device
-        // appearing or vanishing re-reads the links, and the resync timer
-        // the links and nftables (rules name devices by name: a device
-        // coming or going changes nothing there, and reading a thousand
-        // ports' chains costs hundreds of ms).
+        // appearing or vanishing is read again by name and reconciles the
+        // networks whose ports name it (nothing when none does: a VM's
+        // device often comes before its port), and the resync timer
+        // re-reads the links and nftables (rules name devices by name: a
+        // device coming or going changes nothing there, and reading a
+        // thousand ports' chains costs hundreds of ms).
+        let mut device = None;
         let (full, resynced) = tokio::select! {
             () = &mut shutdown => break,
             changed = desired.changed() => {
@@ -321,7 +324,22 @@ pub async fn run(
             event = links.next() => match event {
                 // Our own bridges and VXLAN devices come and go by our hand.
                 Some(LinkEvent::Added(name) | LinkEvent::Removed(name)) if linux::is_owned(&name) => continue,
-                Some(_) => (true, false),
+                Some(LinkEvent::Added(name) | LinkEvent::Removed(name)) => {
+                    if let Err(e) = reconciler.devices_changed(std::slice::from_ref(&name)).await {
+                        tracing::warn!(error = %e, device = %name, "device not read; reconciling all");
+                        (true, false)
+                    } else {
+                        let named = desired
+                            .borrow()
+                            .as_ref()
+                            .is_some_and(|t| !networks_naming(&t.state, &name).is_empty());
+                        if !named && !desired.has_changed().unwrap_or(false) {
+                            continue;
+                        }
+                        device = Some(name);
+                        (false, false)
+                    }
+                }
                 None => {
                     links = LinkEvents::new().await?;
                     (true, false)
@@ -331,21 +349,28 @@ pub async fn run(
             () = sleep_until(router_retry) => (false, false),
         };
         router_retry = None;
-        let (revision, state, wiring, serving, changed, hints) = match &*desired.borrow_and_update()
-        {
-            Some(t) => {
-                serve_hints.merge(t.take_serve_hints());
-                (
-                    t.revision,
-                    t.state.clone(),
-                    t.wiring,
-                    t.serving,
-                    t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
-                    t.take_hints(),
-                )
-            }
-            None => continue, // no snapshot yet: act on nothing
-        };
+        let (revision, state, wiring, serving, mut changed, hints) =
+            match &*desired.borrow_and_update() {
+                Some(t) => {
+                    serve_hints.merge(t.take_serve_hints());
+                    (
+                        t.revision,
+                        t.state.clone(),
+                        t.wiring,
+                        t.serving,
+                        t.networks_changed_since(wired_at.filter(|_| !whole_plans)),
+                        t.take_hints(),
+                    )
+                }
+                None => continue, // no snapshot yet: act on nothing
+            };
+        // The networks whose ports name a device that came or went.
+        let device_networks = device
+            .as_deref()
+            .map_or_else(BTreeSet::new, |d| networks_naming(&state, d));
+        if let Some(changed) = &mut changed {
+            changed.extend(device_networks.iter().cloned());
+        }
         let unmappable = state.networks.values().any(|net| {
             net.physical_network
                 .as_ref()
@@ -387,7 +412,7 @@ pub async fn run(
         }
         // A change to security alone leaves the links, DHCP and router
         // advertisements as the last full reconcile of them left them.
-        if full || whole_plans || wired_at != Some(wiring) {
+        if full || whole_plans || wired_at != Some(wiring) || !device_networks.is_empty() {
             wired_at = None;
             let reconciled = if full {
                 reconciler.reconcile(&state).await
@@ -431,6 +456,12 @@ pub async fn run(
                     &to_serve,
                 );
                 served_at = Some(serving);
+            }
+            // A device that came (back) is served at once, not at its task's
+            // next look.
+            if let Some(d) = device.as_deref().filter(|_| !device_networks.is_empty()) {
+                dhcp.wake(d);
+                ipv6.wake(d);
             }
             took.serve = took.lap();
             // Bridges made here are born filtered: those no secured port
@@ -517,6 +548,16 @@ impl Took {
         self.lap = now;
         us
     }
+}
+
+/// The networks of `state` with a local port naming `device`.
+fn networks_naming(state: &HostState, device: &str) -> BTreeSet<String> {
+    state
+        .networks
+        .iter()
+        .filter(|(_, net)| net.local_ports.values().any(|p| p.device == device))
+        .map(|(id, _)| id.clone())
+        .collect()
 }
 
 /// The bridges link operations made and deleted.

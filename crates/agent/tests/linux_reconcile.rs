@@ -9,7 +9,7 @@ mod linux_common;
 
 use std::collections::BTreeSet;
 
-use agent::linux::{Op, PortWiring};
+use agent::linux::{Op, PortWiring, Reconciler};
 use compiler::protocol::HostState;
 use linux_common::*;
 use testworld::{EXTERNAL_DEV, Fabric, Host, OUTSIDE_IP, Outside, Vm};
@@ -254,6 +254,46 @@ fn a_port_device_that_appears_later_is_wired_and_one_that_goes_is_reported() {
     let report = reconcile_once(&host.ns, &cfg, &s);
     assert_eq!(report.ports["a"], PortWiring::DeviceMissing);
     assert!(report.unchanged(), "{:#?}", report.applied);
+}
+
+/// A port's device coming, going and coming back, each told to the cached
+/// view by `devices_changed` (the daemon's link events) and reconciled by
+/// the port's network alone: wired, reported missing, wired again with its
+/// static FDB entry (the kernel dropped it with the device), the view each
+/// time what the kernel has.
+#[test]
+fn a_device_that_comes_goes_and_returns_is_rewired_by_its_network_alone() {
+    let fabric = Fabric::new("ld").unwrap();
+    let host = Host::new(&fabric, "ld", 1).unwrap();
+    let cfg = config(&host);
+    let mut s = HostState::default();
+    let mut n = network(300);
+    n.local_ports
+        .insert("a".into(), local("tapa", MAC_A, "10.3.0.10"));
+    s.networks.insert("net300".into(), n);
+    let net = set(&["net300"]);
+    let dev = vec!["tapa".to_string()];
+    host.ns.run(|| {
+        runtime().block_on(async {
+            let r = Reconciler::new(cfg.clone()).unwrap();
+            let report = r.reconcile(&s).await.unwrap();
+            assert_eq!(report.ports["a"], PortWiring::DeviceMissing);
+            for round in 0..2 {
+                let vm = Vm::new(&host, "ld", "tapa", MAC_A).unwrap();
+                r.devices_changed(&dev).await.unwrap();
+                let report = r.reconcile_changed(&s, Some(&net)).await.unwrap();
+                assert_eq!(report.wired(), ["a"], "round {round}");
+                assert_eq!(r.view().unwrap(), r.observe(&s).await.unwrap());
+                let entry = "fa:16:3e:00:00:0a dev tapa master vnbr300 static";
+                assert!(fdb(&host.ns).contains(entry), "round {round}");
+                drop(vm);
+                r.devices_changed(&dev).await.unwrap();
+                let report = r.reconcile_changed(&s, Some(&net)).await.unwrap();
+                assert_eq!(report.ports["a"], PortWiring::DeviceMissing);
+                assert_eq!(r.view().unwrap(), r.observe(&s).await.unwrap());
+            }
+        })
+    });
 }
 
 #[test]

@@ -222,8 +222,9 @@ impl ReconcileReport {
 /// time. [`Reconciler::reconcile_cached`] plans against the view the last
 /// reconcile left (the observation with its accepted operations applied), so
 /// a one-port change costs its own operations, not three dumps; it cannot
-/// see changes made behind its back (a tap plugged or unplugged, an entry
-/// deleted by hand), so call `reconcile` on link events and periodically.
+/// see changes made behind its back (an entry deleted by hand), so call
+/// `reconcile` periodically; a device coming or going is told to it by
+/// [`Reconciler::devices_changed`] (a link event).
 #[derive(Debug)]
 pub struct Reconciler {
     config: LinuxConfig,
@@ -263,6 +264,25 @@ impl Reconciler {
     /// Forgets the cached view: the next `reconcile_cached` observes.
     pub fn invalidate(&self) {
         *self.kept_slot() = None;
+    }
+
+    /// Tells the cached view that these devices came or went (link
+    /// events): each is read again by name, and the static FDB entries on
+    /// it are forgotten (the kernel drops them with the device; one that
+    /// comes back has none). A reconcile of the networks naming them then
+    /// wires what they need, at the cost of those devices, not the host.
+    pub async fn devices_changed(&self, names: &[String]) -> Result<(), Error> {
+        let Some((mut view, kept)) = self.kept_slot().take() else {
+            return Ok(());
+        };
+        let links = self.netlink.get_links(names).await?;
+        view.refresh_devices(&links, names);
+        for entries in view.fdb.values_mut() {
+            entries.retain(|_, dev| !names.contains(dev));
+        }
+        view.fdb.retain(|_, entries| !entries.is_empty());
+        *self.kept_slot() = Some((view, kept));
+        Ok(())
     }
 
     /// Reads what vnet owns, plus the port devices `desired` names.
