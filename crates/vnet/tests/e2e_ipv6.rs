@@ -513,6 +513,24 @@ fn a_vm_can_neither_advertise_nor_answer_dhcpv6_nor_spoof() {
         .ns
         .ip(&["-6", "addr", "del", "fd00:e::99/64", "dev", "eth0"])
         .unwrap();
+    // The spoofed ping began the rogue's resolution of the victim, and the
+    // kernel solicits from the source of the packet that waits: fd00:e::99,
+    // which anti-spoofing drops. Its third and last probe goes about when
+    // that ping ends; sent before the address went, it is dropped too, and
+    // a second later the entry fails with every packet queued behind it,
+    // the legitimate ping's among them. Wait for that resolution to end
+    // (resolved, failed or gone): the next is the legitimate ping's own.
+    wait_for(
+        "the spoofed neighbour resolution to end",
+        Duration::from_secs(10),
+        || {
+            !vm_rogue
+                .ns
+                .ip(&["-6", "neigh", "show", &victim_ip, "dev", "eth0"])
+                .unwrap()
+                .contains("INCOMPLETE")
+        },
+    );
     // What the rogue VM may send still arrives, after all of the above: once
     // its replies are back, anything sent before would have been delivered.
     assert_eq!(vm_rogue.ping(&victim_ip, 2), 2);

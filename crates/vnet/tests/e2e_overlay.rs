@@ -48,10 +48,14 @@ fn tenant_networks_are_real_across_hosts() {
     assert_eq!(vm_a1.ping("10.0.0.12", 2), 0, "A never reaches B's VM");
     assert_eq!(vm_b1.ping("10.0.0.11", 2), 0, "B never reaches A's VM");
 
-    // A TCP connection across hosts.
+    // A TCP connection across hosts. The listener's stdin stays open until
+    // its output is read: at its end busybox nc half-closes, and the client
+    // would exit at that end of stream before its `echo` had written (as in
+    // common::tcp_once).
     let mut listener = vm_a2.ns.command("busybox");
     listener
         .args(["nc", "-l", "-p", "7000"])
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped());
     let listener = listener.spawn().unwrap();
     wait_for("the listener", Duration::from_secs(5), || {

@@ -414,8 +414,8 @@ pub fn tcp(from: &Netns, to: &Netns, ip: &str, port: u16) -> String {
 }
 
 /// As [`tcp`], sent to `ip:port` while `to` listens on `listen` (a port
-/// forwarding between them). A machine under load can lose the first try
-/// (a SYN retransmitted past busybox's timeout): a path that works answers
+/// forwarding between them). A try whose connection fails (busybox's
+/// connect timeout, printed) is tried again: a path that works answers
 /// within three, a broken one never.
 pub fn tcp_via(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> String {
     let mut received = String::new();
@@ -429,9 +429,15 @@ pub fn tcp_via(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> St
 }
 
 fn tcp_once(from: &Netns, to: &Netns, ip: &str, port: u16, listen: u16) -> String {
+    // The listener's stdin is a pipe left open until its output is read:
+    // busybox nc half-closes the connection the moment its stdin ends (an
+    // inherited /dev/null: on accept), and the client exits cleanly at the
+    // peer's end of stream, unsent whatever its `echo` had not yet written
+    // (on a busy machine, often all of it).
     let mut listener = to.command("busybox");
     listener
         .args(["nc", "-l", "-p", &listen.to_string()])
+        .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped());
     let mut listener = listener.spawn().unwrap();
     wait_for("the listener", Duration::from_secs(5), || {
