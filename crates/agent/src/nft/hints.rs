@@ -14,9 +14,11 @@ pub type SourceId = (bool, String);
 /// The changes since the hints were last taken.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Hints {
-    /// Anything may have changed: a snapshot, a start, a network's change
-    /// (its bridge, its devices and its zone are the base maps' whole).
+    /// Anything may have changed: a snapshot, a start.
     pub all: bool,
+    /// Networks that came, went or changed (their bridge, their own
+    /// devices, their zone, and every local port on them).
+    pub networks: BTreeSet<String>,
     /// Local ports (by id) whose place, device or port security changed,
     /// with the networks the changes named them in.
     pub ports: BTreeMap<String, BTreeSet<String>>,
@@ -46,8 +48,8 @@ impl Hints {
             networks.extend(network_id.map(str::to_owned));
         };
         match change {
-            Change::NetworkUpsert { .. } | Change::NetworkRemove { .. } => {
-                *self = Hints::everything();
+            Change::NetworkUpsert { network_id, .. } | Change::NetworkRemove { network_id } => {
+                self.networks.insert(network_id.clone());
             }
             Change::LocalPortUpsert {
                 network_id,

@@ -19,8 +19,8 @@ use super::hints::{Hints, SourceId};
 use super::ruleset::{
     Chain, Family, Layout, MAPS, Map, MapKey, MapValue, NftConfig, Profile, ProfileChain, Ruleset,
     Set, SetSource, base_chains, group_chains, group_sets, indexes, layout, maps, mark_key,
-    nft_string, profile_chain, profile_chains, profile_to_chain, spoof_chain, spoof_rules,
-    without_overlaps,
+    network_layout, nft_string, profile_chain, profile_chains, profile_to_chain, spoof_chain,
+    spoof_rules, without_overlaps,
 };
 
 /// The chains and sets one update rebuilt, added or removed.
@@ -195,9 +195,10 @@ impl IncrementalRuleset {
 
     /// Like [`IncrementalRuleset::update`] (the same ruleset, the same
     /// touched pieces), looking only at the pieces `hints` name: the
-    /// hinted ports' devices, the hinted groups' ports and chains, the
-    /// hinted member sets at the hinted addresses. Anything else is the
-    /// whole path.
+    /// hinted networks' bridges and devices (the maps rebuilt when a
+    /// bridge, so a zone, came or went) and ports, the hinted ports'
+    /// devices, the hinted groups' ports and chains, the hinted member sets
+    /// at the hinted addresses. Anything else is the whole path.
     pub fn update_hinted(
         &mut self,
         state: &HostState,
@@ -209,7 +210,38 @@ impl IncrementalRuleset {
         }
         let mut touched = Touched::default();
         let mut pending = Pending::default();
-        let devices = self.relocate(state, &hints.ports);
+        let mut zones = false;
+        let mut devices = BTreeSet::new();
+        if !hints.networks.is_empty() {
+            // A network's bridge, devices and zone: from every network
+            // (zones are decided network against network), not their ports.
+            let (vxlan, flat, own) = network_layout(state, config);
+            zones = vxlan != self.layout.vxlan_bridges || flat != self.layout.flat_bridges;
+            devices.extend(
+                self.layout
+                    .network_devices
+                    .symmetric_difference(&own)
+                    .cloned(),
+            );
+            self.layout.vxlan_bridges = vxlan;
+            self.layout.flat_bridges = flat;
+            self.layout.network_devices = own;
+        }
+        // The hinted ports, and every port that was or is on a hinted
+        // network (a network's removal drops its ports unnamed).
+        let mut ports = hints.ports.clone();
+        for (port, networks) in &self.layout.locals {
+            for net in networks.keys().filter(|n| hints.networks.contains(*n)) {
+                ports.entry(port.clone()).or_default().insert(net.clone());
+            }
+        }
+        for net in &hints.networks {
+            let now = state.networks.get(net).into_iter();
+            for port in now.flat_map(|n| n.local_ports.keys()) {
+                ports.entry(port.clone()).or_default().insert(net.clone());
+            }
+        }
+        devices.extend(self.relocate(state, &ports));
         let was_empty = self.layout.secured.is_empty();
         for dev in &devices {
             let listed = self.layout.by_device.contains_key(dev)
@@ -237,7 +269,7 @@ impl IncrementalRuleset {
                 self.filter(b);
             }
         }
-        let whole = self.layout.secured.is_empty() != was_empty;
+        let whole = zones || self.layout.secured.is_empty() != was_empty;
         let mut redo: BTreeSet<String> = devices;
         for g in &hints.groups {
             redo.extend(self.naming.get(g).into_iter().flatten().cloned());

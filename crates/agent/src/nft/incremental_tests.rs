@@ -59,6 +59,15 @@ enum Step {
         network: u8,
         slot: u8,
     },
+    /// A network the host has changed in place: another VNI (0: its own),
+    /// or flat turned VXLAN and back, its ports staying.
+    Reshape {
+        network: u8,
+        vni: u8,
+        flat: bool,
+    },
+    /// A network removed with its ports still on it (they go unnamed).
+    DropNetwork(u8),
 }
 
 /// Small prefixes of both versions, nested often.
@@ -123,6 +132,9 @@ fn step() -> impl Strategy<Value = Step> {
             id
         }),
         1 => (0u8..3, 0u8..4).prop_map(|(network, slot)| Step::RemotePort { network, slot }),
+        1 => (0u8..3, 0u8..3, any::<bool>())
+            .prop_map(|(network, vni, flat)| Step::Reshape { network, vni, flat }),
+        1 => (0u8..3).prop_map(Step::DropNetwork),
     ]
 }
 
@@ -371,6 +383,23 @@ fn changes(state: &HostState, step: &Step) -> Vec<Change> {
             }
         }],
         // What makes no part of nftables: another host's port.
+        Step::Reshape { network, vni, flat } => {
+            let network_id = format!("n{network}");
+            if !state.networks.contains_key(&network_id) {
+                return vec![];
+            }
+            // VNIs shared between networks on purpose: one bridge, one zone.
+            let vni = 100 + u32::from((network + vni) % 3);
+            vec![Change::NetworkUpsert {
+                network_id,
+                vni,
+                mtu: 1450,
+                physical_network: flat.then(|| "ext".into()),
+            }]
+        }
+        Step::DropNetwork(network) => vec![Change::NetworkRemove {
+            network_id: format!("n{network}"),
+        }],
         Step::RemotePort { network: n, slot } => vec![Change::RemotePortUpsert {
             network_id: format!("n{n}"),
             port_id: format!("r{slot}"),

@@ -355,6 +355,31 @@ pub(super) struct Layout {
     pub by_device: BTreeMap<String, BTreeSet<(String, String)>>,
 }
 
+/// The networks' part of a layout: their bridges (VXLAN by VNI, flat) and
+/// their own devices. In proportion to the networks, not their ports.
+pub(super) fn network_layout(
+    state: &HostState,
+    config: &NftConfig,
+) -> (BTreeMap<u32, String>, BTreeSet<String>, BTreeSet<String>) {
+    let mut vxlan_bridges = BTreeMap::new();
+    let mut flat_bridges = BTreeSet::new();
+    let mut network_devices = BTreeSet::new();
+    for net in state.networks.values() {
+        let bridge = crate::linux::network_bridge(net);
+        match &net.physical_network {
+            None => {
+                vxlan_bridges.insert(net.vni, bridge);
+                network_devices.insert(crate::linux::vxlan_name(net.vni));
+            }
+            Some(physnet) => {
+                flat_bridges.insert(bridge);
+                network_devices.extend(config.physical_networks.get(physnet).cloned());
+            }
+        }
+    }
+    (vxlan_bridges, flat_bridges, network_devices)
+}
+
 /// The layout of `state`, and the port security of each secured device.
 pub(super) fn layout<'a>(
     state: &'a HostState,
@@ -362,22 +387,13 @@ pub(super) fn layout<'a>(
 ) -> (Layout, BTreeMap<&'a str, &'a PortSecuritySpec>) {
     let mut layout = Layout::default();
     let mut specs = BTreeMap::new();
+    (
+        layout.vxlan_bridges,
+        layout.flat_bridges,
+        layout.network_devices,
+    ) = network_layout(state, config);
     for (network_id, net) in &state.networks {
         let bridge = crate::linux::network_bridge(net);
-        match &net.physical_network {
-            None => {
-                layout.vxlan_bridges.insert(net.vni, bridge.clone());
-                layout
-                    .network_devices
-                    .insert(crate::linux::vxlan_name(net.vni));
-            }
-            Some(physnet) => {
-                layout.flat_bridges.insert(bridge.clone());
-                layout
-                    .network_devices
-                    .extend(config.physical_networks.get(physnet).cloned());
-            }
-        }
         for (port_id, port) in &net.local_ports {
             layout.devices.insert(port.device.clone());
             layout
