@@ -503,38 +503,22 @@ impl IncrementalRuleset {
             touched.chains.insert((family, chain));
         }
         if gone.index != 0 {
-            self.dispatch(name, gone.index, None, touched);
+            self.dispatch(name, gone.index, false, touched);
         }
         self.profiles_changed = true;
     }
 
-    /// Sets (`Some(index)`) or removes a profile's entries in the egress
-    /// and ingress dispatch maps at `old`'s keys and the new ones.
-    fn dispatch(&mut self, name: &str, old: u16, new: Option<u16>, touched: &mut Touched) {
+    /// Sets (`on`) or removes a profile's entries at `index` in the egress
+    /// and ingress dispatch maps. Entries are removed before any is set in
+    /// an update, so a key given up and taken again ends with the taker.
+    fn dispatch(&mut self, name: &str, index: u16, on: bool, touched: &mut Touched) {
         let [.., egress, ingress] = MAPS.map(|(f, map, _)| (f, map));
         for (map, dir) in [
             (egress, RuleDirection::Egress),
             (ingress, RuleDirection::Ingress),
         ] {
-            let rs = &mut self.ruleset;
-            if old != 0 && Some(old) != new {
-                // Unless another profile took the key since.
-                let ours = MapValue::Jump(profile_chain(name, dir.into()));
-                let key = mark_key(old, dir);
-                if rs
-                    .table(map.0)
-                    .maps
-                    .get(map.1)
-                    .and_then(|m| m.elements.get(&key))
-                    == Some(&ours)
-                {
-                    set_entry(rs, touched, map, key, None);
-                }
-            }
-            if let Some(i) = new {
-                let jump = MapValue::Jump(profile_chain(name, dir.into()));
-                set_entry(rs, touched, map, mark_key(i, dir), Some(jump));
-            }
+            let jump = on.then(|| MapValue::Jump(profile_chain(name, dir.into())));
+            set_entry(&mut self.ruleset, touched, map, mark_key(index, dir), jump);
         }
     }
 
@@ -556,10 +540,8 @@ impl IncrementalRuleset {
                     (new != p.index).then(|| (name.clone(), p.index, new))
                 })
                 .collect();
-            // Keys given up first, so that one taken by another profile in
-            // the same update ends with the taker.
-            for (name, old, _) in &moved {
-                self.dispatch(name, *old, None, touched);
+            for (name, old, _) in moved.iter().filter(|(_, old, _)| *old != 0) {
+                self.dispatch(name, *old, false, touched);
             }
             for (name, _, new) in moved {
                 let (family, chain_name, chain) = profile_to_chain(&name, new);
@@ -572,7 +554,7 @@ impl IncrementalRuleset {
                     p.index = new;
                     pending.devices.extend(p.devices.iter().cloned());
                 }
-                self.dispatch(&name, 0, Some(new), touched);
+                self.dispatch(&name, new, true, touched);
             }
         }
         if whole {
