@@ -96,7 +96,6 @@ pub struct IncrementalRuleset {
     /// last; indexes are decided afresh when the set of profiles changes
     /// (there are few: ports share their groups).
     profiles: BTreeMap<String, ProfileInputs>,
-    profiles_changed: bool,
     /// Secured devices by the groups their port security names (present
     /// or not): a group's change re-decides their profiles.
     naming: BTreeMap<String, BTreeSet<String>>,
@@ -119,6 +118,8 @@ struct Pending {
     /// update unless another joined since (the order the devices came in
     /// must not matter).
     emptied: BTreeSet<String>,
+    /// A profile came or went: indexes are decided again.
+    profiles_changed: bool,
 }
 
 impl IncrementalRuleset {
@@ -463,7 +464,7 @@ impl IncrementalRuleset {
             devices,
         };
         self.profiles.insert(name.to_owned(), inputs);
-        self.profiles_changed = true;
+        pending.profiles_changed = true;
     }
 
     /// Takes `dev` out of a profile.
@@ -505,7 +506,7 @@ impl IncrementalRuleset {
         if gone.index != 0 {
             self.dispatch(name, gone.index, false, touched);
         }
-        self.profiles_changed = true;
+        pending.profiles_changed = true;
     }
 
     /// Sets (`on`) or removes a profile's entries at `index` in the egress
@@ -530,7 +531,7 @@ impl IncrementalRuleset {
         for name in std::mem::take(&mut pending.emptied) {
             self.remove_profile(&name, pending, touched);
         }
-        if std::mem::take(&mut self.profiles_changed) {
+        if pending.profiles_changed {
             let index = indexes(self.profiles.keys().map(String::as_str));
             let moved: Vec<(String, u16, u16)> = self
                 .profiles
