@@ -15,16 +15,19 @@ use std::time::Duration;
 use ipnet::IpNet;
 use netlink_packet_core::{
     Emitable, NLM_F_ACK, NLM_F_CREATE, NLM_F_REQUEST, NLMSG_ERROR, NetlinkBuffer, NetlinkMessage,
-    Parseable as _,
+    NetlinkPayload, Parseable as _,
 };
 use netlink_packet_core::{ErrorBuffer, ErrorMessage};
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, ChainMessage, DataAttribute, ListAttribute, NfTablesMessage, RuleAttribute,
     RuleMessage, SetAttribute, SetElementAttribute, SetElementFlags, SetElementList,
-    SetElementMessage, SetFlags, SetMessage, Verdict as NlVerdict, VerdictAttribute,
+    SetElementMessage, SetFlags, SetMessage, TableAttribute, Verdict as NlVerdict,
+    VerdictAttribute,
 };
 use netlink_packet_netfilter::none::ControlMessage;
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_packet_netfilter::{
+    NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily,
+};
 use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 use super::plan::{Op, Transaction};
@@ -562,6 +565,73 @@ pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), B
         }
     }
     refusal.map_or(Ok(()), Err)
+}
+
+/// Asks for one table (`request`: a `GETTABLE` naming it) on a netlink
+/// socket of the calling thread's network namespace: its user data (nft
+/// keeps its comment there), empty if it has none; `None` if there is no
+/// such table.
+pub fn table_user_data(
+    request: &NetlinkMessage<NetfilterMessage>,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(BatchError::Socket)?;
+    socket.bind_auto().map_err(BatchError::Socket)?;
+    nix::sys::socket::setsockopt(
+        &socket,
+        nix::sys::socket::sockopt::ReceiveTimeout,
+        &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0),
+    )
+    .map_err(|e| BatchError::Socket(e.into()))?;
+    let mut request = request.clone();
+    request.header.flags |= NLM_F_ACK;
+    request.header.sequence_number = 1;
+    request.finalize();
+    let mut bytes = vec![0; request.buffer_len()];
+    request.serialize(&mut bytes);
+    socket.send(&bytes, 0).map_err(BatchError::Socket)?;
+    let mut user_data = None;
+    loop {
+        let (datagram, _) = socket.recv_from_full().map_err(BatchError::Socket)?;
+        let mut offset = 0;
+        while offset < datagram.len() {
+            let message = NetlinkMessage::<NetfilterMessage>::deserialize(&datagram[offset..])
+                .map_err(|e| BatchError::Decode(e.to_string()))?;
+            let len = message.header.length as usize;
+            if len == 0 {
+                return Err(BatchError::Decode("an empty message".into()));
+            }
+            offset += (len + 3) & !3;
+            match message.payload {
+                NetlinkPayload::Error(e) => {
+                    return match e.code {
+                        None => Ok(user_data),
+                        Some(code) if -code.get() == libc::ENOENT => Ok(None),
+                        Some(code) => Err(BatchError::Refused {
+                            index: 0,
+                            what: describe(&request),
+                            source: std::io::Error::from_raw_os_error(-code.get()),
+                        }),
+                    };
+                }
+                NetlinkPayload::InnerMessage(NetfilterMessage {
+                    inner: NetfilterMessageInner::NfTables(NfTablesMessage::NewTable(table)),
+                    ..
+                }) => {
+                    user_data = Some(
+                        table
+                            .attributes
+                            .into_iter()
+                            .find_map(|a| match a {
+                                TableAttribute::UserData(data) => Some(data),
+                                _ => None,
+                            })
+                            .unwrap_or_default(),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -203,8 +203,8 @@ impl fmt::Display for Rule {
 
 // nf_tables constants (uapi `nf_tables.h`).
 const PAYLOAD_LINK: u32 = 0;
-const PAYLOAD_NETWORK: u32 = 1;
-const PAYLOAD_TRANSPORT: u32 = 2;
+pub(crate) const PAYLOAD_NETWORK: u32 = 1;
+pub(crate) const PAYLOAD_TRANSPORT: u32 = 2;
 /// `NFTA_CT_KEY`, `NFTA_CT_DREG`, `NFT_CT_STATE`.
 const CT_KEY: u16 = 2;
 const CT_DREG: u16 = 1;
@@ -226,11 +226,11 @@ const NF_DROP: u32 = 0;
 /// (a TLV: type, length, the string with its NUL).
 const UDATA_RULE_COMMENT: u8 = 0;
 
-fn expr(e: Expressions) -> ListAttribute<ExpressionAttribute> {
+pub(crate) fn expr(e: Expressions) -> ListAttribute<ExpressionAttribute> {
     ListAttribute::from(e)
 }
 
-fn meta_load(key: MetaKey) -> ListAttribute<ExpressionAttribute> {
+pub(crate) fn meta_load(key: MetaKey) -> ListAttribute<ExpressionAttribute> {
     // nft writes the key before the register.
     expr(Expressions::Meta(vec![
         Meta::Key(key),
@@ -238,7 +238,7 @@ fn meta_load(key: MetaKey) -> ListAttribute<ExpressionAttribute> {
     ]))
 }
 
-fn payload_load(base: u32, offset: u32, len: u32) -> ListAttribute<ExpressionAttribute> {
+pub(crate) fn payload_load(base: u32, offset: u32, len: u32) -> ListAttribute<ExpressionAttribute> {
     expr(Expressions::Payload(vec![
         Payload::DestinationRegister(Register::Reg1),
         Payload::Base(base),
@@ -247,7 +247,7 @@ fn payload_load(base: u32, offset: u32, len: u32) -> ListAttribute<ExpressionAtt
     ]))
 }
 
-fn cmp(op: Operator, value: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
+pub(crate) fn cmp(op: Operator, value: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
     expr(Expressions::Cmp(vec![
         Cmp::SourceRegister(Register::Reg1),
         Cmp::Op(op),
@@ -255,7 +255,7 @@ fn cmp(op: Operator, value: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
     ]))
 }
 
-fn bitwise(mask: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
+pub(crate) fn bitwise(mask: Vec<u8>) -> ListAttribute<ExpressionAttribute> {
     let len = mask.len() as u32;
     let xor = vec![0; mask.len()];
     expr(Expressions::Bitwise(vec![

@@ -3,21 +3,23 @@
 //! (MAC and gateway addresses) on every host, so that a VM's traffic to
 //! another subnet is routed on its own host; with a gateway, an uplink on
 //! the external network carrying this host's floating IPs, and on the
-//! gateway host the default SNAT. [`plan`] and [`nat`] are the pure part;
-//! this module observes and changes the namespaces over one rtnetlink
-//! connection per namespace (plus one in the host's, to create the veth
-//! pairs), and runs `nft` inside a namespace for its NAT. Like the `linux`
-//! backend it never flushes and touches only what it owns: the namespaces
-//! with its prefix, the `qr-`/`qg-` devices in them, routes and rules of its
-//! own protocol, permanent neighbours on `qr-` and `qg-`, `table ip vnet` (NAT)
-//! and `table ip vnet_metering` (metering counters). The
-//! host ends of the veths are the `linux` backend's to attach, like any
-//! port device.
+//! gateway host the default SNAT. [`plan`], [`nat`], [`metering`] and
+//! [`table`] are the pure part; this module observes and changes the
+//! namespaces over one rtnetlink connection per namespace (plus one in the
+//! host's, to create the veth pairs), and replaces a namespace's NAT or
+//! metering table with one nf_tables batch sent from inside it (no `nft`
+//! process). Like the `linux` backend it never flushes and touches only
+//! what it owns: the namespaces with its prefix, the `qr-`/`qg-` devices in
+//! them, routes and rules of its own protocol, permanent neighbours on
+//! `qr-` and `qg-`, `table ip vnet` (NAT) and `table ip vnet_metering`
+//! (metering counters). The host ends of the veths are the `linux`
+//! backend's to attach, like any port device.
 
 pub mod metering;
 pub mod nat;
 mod netns;
 mod plan;
+pub mod table;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
@@ -45,7 +47,9 @@ use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage, RulePor
 use netlink_packet_route::{AddressFamily, IpProtocol};
 use rtnetlink::{Handle, IpVersion, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use crate::garp;
+use crate::{garp, nft};
+use netlink_packet_core::NetlinkMessage;
+use netlink_packet_netfilter::NetfilterMessage;
 
 pub use plan::{
     DesiredInterface, DesiredRouter, FLOATING_TABLE, MAIN_TABLE, Neighbour, ObservedInterface,
@@ -465,12 +469,24 @@ impl RouterReconciler {
                 observed.neighbours.insert(neighbour);
             }
         }
-        observed.nat = nft_table(netns, nat::TABLE)
-            .await
-            .and_then(|listing| nat::fingerprint_of(&listing));
-        observed.metering = nft_table(netns, metering::TABLE)
-            .await
-            .and_then(|listing| metering::fingerprint_of(&listing));
+        let name = netns.to_owned();
+        let fingerprints = tokio::task::spawn_blocking(move || {
+            netns::run_in(&name, || {
+                let fingerprint = |name| -> io::Result<Option<String>> {
+                    let data = nft::netlink::table_user_data(&table::get_message(name))
+                        .map_err(io::Error::other)?;
+                    Ok(data.and_then(|data| table::fingerprint_of(&data)))
+                };
+                Ok((fingerprint(nat::TABLE)?, fingerprint(metering::TABLE)?))
+            })
+        })
+        .await
+        .unwrap_or_else(|e| Err(io::Error::other(e)))
+        .map_err(|source| RouterError::Namespace {
+            netns: netns.to_owned(),
+            source,
+        })?;
+        (observed.nat, observed.metering) = fingerprints;
         Ok(Some(observed))
     }
 
@@ -618,17 +634,18 @@ impl RouterReconciler {
                     }));
                 handle.neighbours().del(message).execute().await?;
             }
-            RouterOp::SetNat { netns, ruleset } => {
-                nft_off_thread(netns, &["-f", "-"], Some(ruleset.text.clone())).await?;
-            }
-            RouterOp::SetMetering { netns, ruleset } => {
-                nft_off_thread(netns, &["-f", "-"], Some(ruleset.text.clone())).await?;
+            RouterOp::SetNat { netns, ruleset } | RouterOp::SetMetering { netns, ruleset } => {
+                let messages = ruleset.messages().map_err(|e| RouterError::Nft {
+                    netns: netns.clone(),
+                    message: e.to_string(),
+                })?;
+                nft_batch(netns, messages).await?;
             }
             RouterOp::DeleteNat { netns } => {
-                nft_off_thread(netns, &["delete", "table", "ip", nat::TABLE], None).await?;
+                nft_batch(netns, vec![table::delete_message(nat::TABLE)]).await?;
             }
             RouterOp::DeleteMetering { netns } => {
-                nft_off_thread(netns, &["delete", "table", "ip", metering::TABLE], None).await?;
+                nft_batch(netns, vec![table::delete_message(metering::TABLE)]).await?;
             }
             RouterOp::Announce {
                 netns,
@@ -881,58 +898,24 @@ fn own_neighbour(message: &NeighbourMessage, device: &str) -> Option<Neighbour> 
     })
 }
 
-/// Runs `nft ARGS` inside the router namespace `netns`, with `input` on its
-/// standard input; its output, or why it failed. The child is forked from a
-/// thread inside the namespace, so it runs there.
-/// A table of the namespace as `nft list` prints it; `None` if it has none
-/// (or `nft` failed: the plan then rewrites the table).
-async fn nft_table(netns: &str, table: &'static str) -> Option<String> {
-    let name = netns.to_owned();
-    tokio::task::spawn_blocking(move || nft_in(&name, &["list", "table", "ip", table], None))
-        .await
-        .ok()
-        .and_then(Result::ok)
-}
-
-/// `nft_in` on a blocking thread (`nft` is a child process), its failure as
-/// the namespace's.
-async fn nft_off_thread(
+/// Sends `messages` as one nf_tables batch (one transaction) from inside
+/// the router namespace `netns`.
+async fn nft_batch(
     netns: &str,
-    args: &[&'static str],
-    input: Option<String>,
+    messages: Vec<NetlinkMessage<NetfilterMessage>>,
 ) -> Result<(), RouterError> {
-    let (name, args) = (netns.to_owned(), args.to_vec());
-    tokio::task::spawn_blocking(move || nft_in(&name, &args, input.as_deref()))
-        .await
-        .unwrap_or_else(|e| Err(e.to_string()))
-        .map(drop)
-        .map_err(|message| RouterError::Nft {
-            netns: netns.to_owned(),
-            message,
+    let name = netns.to_owned();
+    tokio::task::spawn_blocking(move || {
+        netns::run_in(&name, || {
+            nft::netlink::send_batch(&messages).map_err(io::Error::other)
         })
-}
-
-fn nft_in(netns_name: &str, args: &[&str], input: Option<&str>) -> Result<String, String> {
-    use std::io::Write as _;
-    use std::process::{Command, Stdio};
-    let run = || -> io::Result<std::process::Output> {
-        let mut child = Command::new("nft")
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let (Some(text), Some(mut stdin)) = (input, child.stdin.take()) {
-            stdin.write_all(text.as_bytes())?;
-        }
-        child.wait_with_output()
-    };
-    let output = netns::run_in(netns_name, run).map_err(|e| e.to_string())?;
-    if output.status.success() {
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-    } else {
-        Err(String::from_utf8_lossy(&output.stderr).trim().to_owned())
-    }
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
+    .map_err(|e| RouterError::Nft {
+        netns: netns.to_owned(),
+        message: e.to_string(),
+    })
 }
 
 fn address(a: &RouteAddress) -> Option<IpAddr> {

@@ -1,27 +1,18 @@
-//! A router's NAT as nftables text: `table ip vnet` in the router's own
-//! namespace (so tenants with overlapping addresses never share a conntrack
-//! table or a rule). Floating IPs are one-to-one NAT on the uplink; port
-//! forwardings DNAT one (protocol, port) each; the gateway host adds the
-//! default SNAT to the gateway address. Pure: the text and its fingerprint,
-//! which the table carries as its comment so that a look at the kernel says
-//! whether it is current without parsing rules back.
+//! A router's NAT: `table ip vnet` in the router's own namespace (so
+//! tenants with overlapping addresses never share a conntrack table or a
+//! rule). Floating IPs are one-to-one NAT on the uplink; port forwardings
+//! DNAT one (protocol, port) each; the gateway host adds the default SNAT
+//! to the gateway address. Pure: decides the rules; [`super::table`] writes
+//! them.
 
-use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr};
 
 use compiler::protocol::FloatingIpSpec;
 
+use super::table::{Action, BaseHook, Chain, Match, Rule, Table, protocol_name};
+
 /// The table, in each router namespace (family `ip`).
 pub const TABLE: &str = "vnet";
-
-/// A whole `table ip vnet`, ready for `nft -f -`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NatRuleset {
-    /// FNV-1a of the chains, hex: what the table's comment says.
-    pub fingerprint: String,
-    /// A script that replaces the table whole, in one transaction.
-    pub text: String,
-}
 
 /// The NAT of a router's uplink `device` on this host: its floating IPs
 /// (with their IPv4 address) and, on the gateway host with SNAT enabled,
@@ -30,80 +21,89 @@ pub fn ruleset(
     device: &str,
     floating: &[(&FloatingIpSpec, Ipv4Addr)],
     snat: Option<Ipv4Addr>,
-) -> Option<NatRuleset> {
+) -> Option<Table> {
+    let interface = |input| Match::Interface {
+        input,
+        equal: true,
+        name: device.to_owned(),
+    };
     let mut prerouting = Vec::new();
     let mut postrouting = Vec::new();
     for (fip, address) in floating {
+        let address = *address;
         if let Some(IpAddr::V4(fixed)) = fip.fixed_ip {
-            prerouting.push(format!(
-                "iifname \"{device}\" ip daddr {address} dnat to {fixed}"
-            ));
-            postrouting.push(format!(
-                "oifname \"{device}\" ip saddr {fixed} snat to {address}"
-            ));
+            prerouting.push(Rule {
+                matches: vec![
+                    interface(true),
+                    Match::Host {
+                        source: false,
+                        address,
+                    },
+                ],
+                action: Action::Dnat {
+                    to: fixed,
+                    port: None,
+                },
+            });
+            postrouting.push(Rule {
+                matches: vec![
+                    interface(false),
+                    Match::Host {
+                        source: true,
+                        address: fixed,
+                    },
+                ],
+                action: Action::Snat { to: address },
+            });
         }
         for pf in fip.port_forwardings.values() {
-            let (IpAddr::V4(internal), Some(protocol)) = (pf.internal_ip, protocol(pf.protocol))
-            else {
+            let IpAddr::V4(internal) = pf.internal_ip else {
                 continue;
             };
-            prerouting.push(format!(
-                "iifname \"{device}\" ip daddr {address} {protocol} dport {} dnat to {internal}:{}",
-                pf.external_port, pf.internal_port
-            ));
+            if protocol_name(pf.protocol).is_none() {
+                continue;
+            }
+            prerouting.push(Rule {
+                matches: vec![
+                    interface(true),
+                    Match::Host {
+                        source: false,
+                        address,
+                    },
+                    Match::Dport {
+                        protocol: pf.protocol,
+                        port: pf.external_port,
+                    },
+                ],
+                action: Action::Dnat {
+                    to: internal,
+                    port: Some(pf.internal_port),
+                },
+            });
         }
     }
     if let Some(address) = snat {
-        postrouting.push(format!("oifname \"{device}\" snat to {address}"));
+        postrouting.push(Rule {
+            matches: vec![interface(false)],
+            action: Action::Snat { to: address },
+        });
     }
     if prerouting.is_empty() && postrouting.is_empty() {
         return None;
     }
-    let mut chains = String::new();
-    for (name, hook, priority, rules) in [
-        ("prerouting", "prerouting", "dstnat", &prerouting),
-        ("postrouting", "postrouting", "srcnat", &postrouting),
-    ] {
-        let _ = writeln!(chains, "\tchain {name} {{");
-        let _ = writeln!(
-            chains,
-            "\t\ttype nat hook {hook} priority {priority}; policy accept;"
-        );
-        for rule in rules {
-            let _ = writeln!(chains, "\t\t{rule}");
-        }
-        let _ = writeln!(chains, "\t}}");
-    }
-    let fingerprint = format!("{:016x}", fnv1a(chains.as_bytes()));
-    let text = format!(
-        "table ip {TABLE} {{}}\ndelete table ip {TABLE}\ntable ip {TABLE} {{\n\tcomment \"vnet {fingerprint}\"\n{chains}}}\n"
-    );
-    Some(NatRuleset { fingerprint, text })
-}
-
-/// The fingerprint a listing of the table (`nft list table ip vnet`) carries.
-pub fn fingerprint_of(listing: &str) -> Option<String> {
-    listing.lines().find_map(|line| {
-        let rest = line.trim().strip_prefix("comment \"vnet ")?;
-        Some(rest.trim_end_matches(['"', ';']).to_owned())
-    })
-}
-
-/// nftables' name of a protocol a port forwarding may carry.
-fn protocol(number: u8) -> Option<&'static str> {
-    match number {
-        6 => Some("tcp"),
-        17 => Some("udp"),
-        136 => Some("udplite"),
-        132 => Some("sctp"),
-        _ => None,
-    }
-}
-
-pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
+    let chain = |name: &str, hook, rules| Chain {
+        name: name.to_owned(),
+        hook: Some(hook),
+        rules,
+    };
+    Some(Table::new(
+        TABLE,
+        vec![],
+        vec![
+            chain("prerouting", BaseHook::NatPrerouting, prerouting),
+            chain("postrouting", BaseHook::NatPostrouting, postrouting),
+        ],
+    ))
 }
 
 #[cfg(test)]
@@ -169,13 +169,14 @@ table ip vnet {
 }
 "
         .replace("FP", &nat.fingerprint);
-        assert_eq!(nat.text, expected);
-        // The listing nft prints carries the same fingerprint back.
-        let listing = format!(
-            "table ip vnet {{\n\tcomment \"vnet {}\"\n\tchain prerouting {{\n",
-            nat.fingerprint
+        assert_eq!(nat.text(), expected);
+        // The fingerprint hashes the chains, as the agents before netlink
+        // did: a table they wrote is current for this one.
+        let chains = &expected[expected.find("\tchain").unwrap()..expected.len() - 2];
+        assert_eq!(
+            nat.fingerprint,
+            format!("{:016x}", super::super::table::fnv1a(chains.as_bytes()))
         );
-        assert_eq!(fingerprint_of(&listing), Some(nat.fingerprint.clone()));
         // Another translation, another fingerprint.
         let other = ruleset("qg-gw", &[(&one_to_one, address(10))], None).unwrap();
         assert_ne!(other.fingerprint, nat.fingerprint);

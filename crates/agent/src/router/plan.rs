@@ -27,8 +27,9 @@ use compiler::protocol::{FloatingIpSpec, HostState, NetworkSpec, RouterGatewaySp
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use model::MacAddr;
 
-use super::metering::{self, MeteringRuleset};
-use super::nat::{self, NatRuleset};
+use super::metering;
+use super::nat;
+use super::table::Table;
 use crate::linux::router_port_name;
 
 /// The routing protocol number vnet's routes and rules carry, so that vnet
@@ -117,10 +118,10 @@ pub struct DesiredRouter {
     pub rules: BTreeSet<Rule>,
     pub neighbours: BTreeSet<Neighbour>,
     /// Its NAT (`table ip vnet`), if it has any.
-    pub nat: Option<NatRuleset>,
+    pub nat: Option<Table>,
     /// Its metering counters (`table ip vnet_metering`), if labels apply
     /// to it and it has an uplink here.
-    pub metering: Option<MeteringRuleset>,
+    pub metering: Option<Table>,
     /// The floating IPs' ports it realises.
     pub floating_ports: BTreeSet<String>,
 }
@@ -522,15 +523,12 @@ pub enum RouterOp {
     /// `ip neigh del IP dev DEVICE`
     DeleteNeighbour { netns: String, neighbour: Neighbour },
     /// `nft -f -`: `table ip vnet` replaced whole, in one transaction.
-    SetNat { netns: String, ruleset: NatRuleset },
+    SetNat { netns: String, ruleset: Table },
     /// `nft delete table ip vnet`
     DeleteNat { netns: String },
     /// `nft -f -`: `table ip vnet_metering` replaced whole, in one
     /// transaction (its counters start again from zero).
-    SetMetering {
-        netns: String,
-        ruleset: MeteringRuleset,
-    },
+    SetMetering { netns: String, ruleset: Table },
     /// `nft delete table ip vnet_metering`
     DeleteMetering { netns: String },
 }
@@ -1139,10 +1137,10 @@ mod tests {
             ]
         );
         assert!(
-            nat.text
+            nat.text()
                 .contains("oifname \"qg-pg-01234567\" snat to 203.0.113.2")
         );
-        assert!(nat.text.contains("tcp dport 2222 dnat to 10.0.1.6:22"));
+        assert!(nat.text().contains("tcp dport 2222 dnat to 10.0.1.6:22"));
     }
 
     /// IPv6 leaves every host by its own uplink, unNATed; only the gateway
@@ -1180,7 +1178,7 @@ mod tests {
                 .nat
                 .clone()
                 .unwrap();
-            assert!(!nat.text.contains("2001:db8"), "never NATed");
+            assert!(!nat.text().contains("2001:db8"), "never NATed");
         }
     }
 
@@ -1218,7 +1216,7 @@ mod tests {
             ]
         );
         assert!(
-            !nat.text.contains("snat to 203.0.113.2"),
+            !nat.text().contains("snat to 203.0.113.2"),
             "no default SNAT here"
         );
     }
