@@ -16,6 +16,7 @@ use compiler::protocol::{
 use tokio::sync::watch;
 
 use crate::dhcp::{DhcpServer, Ipv6Server, ServeHints, Served, dhcpv6};
+use crate::garp;
 use crate::linux::{self, LinkEvent, LinkEvents, LinuxConfig, Reconciler};
 use crate::mappings::{self, Mappings};
 use crate::nft::{Hints, NftConfig, NftReconciler, WHOLE_PLANS_ENV};
@@ -62,6 +63,8 @@ pub enum AgentError {
     Linux(#[from] linux::Error),
     #[error("the router backend failed to start")]
     Router(#[from] RouterError),
+    #[error("cannot open the packet socket gratuitous ARPs leave by")]
+    Announcer(#[source] std::io::Error),
 }
 
 /// The desired state as the stream left it, shared (never copied) with the
@@ -258,6 +261,7 @@ pub async fn run(
         host: config.host.clone(),
         ..config.router.clone()
     })?;
+    let announcer = garp::Announcer::open().map_err(AgentError::Announcer)?;
     let mut dhcp = DhcpServer::new();
     let mut ipv6 = Ipv6Server::new();
     // Blocking netlink sockets: off the async threads.
@@ -431,12 +435,10 @@ pub async fn run(
             // for them already hear now, not at their next ARP. Not on a
             // full reconcile (a start would announce every remote port).
             if !full {
-                announce(linux::remote_arrivals(
-                    &state,
-                    &report.applied,
-                    changed.as_ref(),
-                ))
-                .await;
+                announce(
+                    &announcer,
+                    linux::remote_arrivals(&state, &report.applied, changed.as_ref()),
+                );
             }
             took.links = took.lap();
             // Another host's port changes no lease or advertisement.
@@ -481,6 +483,7 @@ pub async fn run(
         // New router addresses are announced once their host ends are on
         // their bridges (the link reconcile attaches them).
         routers.announce(&wired_ports).await;
+        let announce_us = took.lap();
         // A router interface or uplink is wired once its bridge end is and
         // its router is right; a floating IP once its router is right.
         let router_ports: BTreeSet<&String> = state
@@ -515,6 +518,7 @@ pub async fn run(
             routers_us,
             links_us = took.links,
             serve_us = took.serve,
+            announce_us,
             report_us,
             wired = wired_count,
             "reconciled"
@@ -649,20 +653,19 @@ fn log_unmapped(host: &str, unmapped: &[mappings::Unmapped], logged: &mut BTreeS
 }
 
 /// Sends a gratuitous ARP for each of `arrivals` (bridge, address, MAC)
-/// from its bridge (blocking sockets: off the async threads). A frame not
-/// sent only leaves a VM to its own next ARP.
-async fn announce(arrivals: Vec<(String, std::net::Ipv4Addr, model::MacAddr)>) {
-    if arrivals.is_empty() {
-        return;
-    }
-    let _ = tokio::task::spawn_blocking(move || {
-        for (bridge, ip, mac) in arrivals {
-            if let Err(e) = crate::garp::announce(&bridge, ip, mac) {
-                tracing::debug!(%bridge, %ip, error = %e, "remote port not announced");
-            }
+/// from its bridge, on the host's packet socket (opened at start: one
+/// opened per announcement would cost its close, a grace period). A frame
+/// not sent only leaves a VM to its own next ARP.
+fn announce(
+    announcer: &garp::Announcer,
+    arrivals: Vec<(String, std::net::Ipv4Addr, model::MacAddr)>,
+) {
+    for (bridge, ip, mac) in arrivals {
+        let sent = garp::ifindex(&bridge).and_then(|index| announcer.announce(index, ip, mac));
+        if let Err(e) = sent {
+            tracing::debug!(%bridge, %ip, error = %e, "remote port not announced");
         }
-    })
-    .await;
+    }
 }
 
 /// Apply the security groups of `state` (blocking netlink sockets: off the

@@ -3,8 +3,8 @@
 //! a second later. Sent from a router's uplink (a floating IP, a gateway
 //! address), a router's interface (its gateway), and a host's bridge (a
 //! port on another host, for local VMs already asking for it). Built here
-//! and sent on a packet socket on the device, in the calling thread's
-//! namespace; nothing else is sent.
+//! and sent on a packet socket kept open in the device's namespace;
+//! nothing else is sent.
 
 // One packet socket, as `dhcp::socket` opens them: no safe wrapper in the
 // crates this agent uses sends a raw frame.
@@ -34,47 +34,68 @@ pub fn frame(mac: MacAddr, ip: Ipv4Addr) -> [u8; 42] {
     f
 }
 
-/// Sends the gratuitous ARP for `ip` at `mac` out of `device`, in this
-/// thread's network namespace.
-pub fn announce(device: &str, ip: Ipv4Addr, mac: MacAddr) -> io::Result<()> {
+/// A packet socket of one network namespace (the calling thread's when
+/// opened), kept for as long as its owner lives: the kernel closes a packet
+/// socket only after an RCU grace period (`packet_release` calls
+/// `synchronize_net`), 8–20 ms here, so a socket per announcement made
+/// every floating IP wait that long.
+#[derive(Debug)]
+pub struct Announcer {
+    fd: OwnedFd,
+}
+
+impl Announcer {
+    /// Opens the socket in the calling thread's network namespace. It
+    /// receives nothing (protocol 0): it only sends.
+    pub fn open() -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked before use.
+        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        Ok(Announcer { fd })
+    }
+
+    /// Sends the gratuitous ARP for `ip` at `mac` out of the device with
+    /// index `ifindex` of the socket's namespace.
+    pub fn announce(&self, ifindex: u32, ip: Ipv4Addr, mac: MacAddr) -> io::Result<()> {
+        let frame = frame(mac, ip);
+        // SAFETY: all-zero is a valid `sockaddr_ll`.
+        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
+        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
+        addr.sll_protocol = 0x0806u16.to_be();
+        addr.sll_ifindex = libc::c_int::try_from(ifindex).map_err(io::Error::other)?;
+        addr.sll_halen = 6;
+        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
+        // SAFETY: `frame` is live for the call; `addr` is a valid
+        // `sockaddr_ll` and the length is its size.
+        let sent = unsafe {
+            libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&raw const addr).cast(),
+                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// The index of `device` in the calling thread's network namespace.
+pub fn ifindex(device: &str) -> io::Result<u32> {
     let name = CString::new(device).map_err(io::Error::other)?;
-    let frame = frame(mac, ip);
     // SAFETY: `name` is a valid NUL-terminated string.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(io::Error::last_os_error());
+    match unsafe { libc::if_nametoindex(name.as_ptr()) } {
+        0 => Err(io::Error::last_os_error()),
+        index => Ok(index),
     }
-    // SAFETY: plain syscall; the result is checked before use.
-    let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if raw < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    // SAFETY: all-zero is a valid `sockaddr_ll`.
-    let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-    addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-    addr.sll_protocol = 0x0806u16.to_be();
-    // ifindexes are positive `int`s in the kernel.
-    addr.sll_ifindex = ifindex as libc::c_int;
-    addr.sll_halen = 6;
-    addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-    // SAFETY: `frame` is live for the call; `addr` is a valid
-    // `sockaddr_ll` and the length is its size.
-    let sent = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            frame.as_ptr().cast(),
-            frame.len(),
-            0,
-            (&raw const addr).cast(),
-            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]

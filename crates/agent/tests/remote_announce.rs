@@ -54,8 +54,10 @@ fn a_remote_port_is_announced_to_the_vm_already_asking_for_it() {
             let report = links.reconcile(&state).await.unwrap();
             assert!(report.failed.is_empty(), "{:#?}", report.failed);
             let arrivals = remote_arrivals(&state, &report.applied, None);
+            let announcer = agent::garp::Announcer::open().unwrap();
             for (bridge, ip, mac) in &arrivals {
-                agent::garp::announce(bridge, *ip, *mac).unwrap();
+                let index = agent::garp::ifindex(bridge).unwrap();
+                announcer.announce(index, *ip, *mac).unwrap();
             }
             arrivals
         })

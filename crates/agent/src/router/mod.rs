@@ -116,10 +116,12 @@ pub struct RouterReport {
     pub floating: BTreeSet<String>,
 }
 
-/// One rtnetlink connection and the task that drives it.
+/// One rtnetlink connection and the task that drives it; in a router's
+/// namespace, also its packet socket for gratuitous ARPs.
 struct Connection {
     handle: Handle,
     task: tokio::task::JoinHandle<()>,
+    announcer: Option<garp::Announcer>,
 }
 
 impl Drop for Connection {
@@ -135,16 +137,17 @@ impl Connection {
         Ok(Connection {
             handle,
             task: tokio::spawn(connection),
+            announcer: None,
         })
     }
 
     /// In the named namespace.
     fn inside(netns: &str) -> Result<Self, RouterError> {
         let runtime = tokio::runtime::Handle::current();
-        let (connection, handle) = netns::run_in(netns, move || {
+        let (connection, handle, announcer) = netns::run_in(netns, move || {
             let _entered = runtime.enter();
             let (connection, handle, _) = rtnetlink::new_connection()?;
-            Ok((connection, handle))
+            Ok((connection, handle, garp::Announcer::open()?))
         })
         .map_err(|source| RouterError::Namespace {
             netns: netns.to_owned(),
@@ -153,6 +156,7 @@ impl Connection {
         Ok(Connection {
             handle,
             task: tokio::spawn(connection),
+            announcer: Some(announcer),
         })
     }
 }
@@ -653,10 +657,13 @@ impl RouterReconciler {
                 ip,
                 mac,
             } => {
-                let (name, device, ip, mac) = (netns.clone(), device.clone(), *ip, *mac);
-                blocking(move || netns::run_in(&name, || garp::announce(&device, ip, mac)))
-                    .await
-                    .map_err(in_ns(netns))?;
+                let (_, index) = self.device(netns, device).await?;
+                let announcer = self
+                    .namespaces
+                    .get(netns)
+                    .and_then(|c| c.announcer.as_ref())
+                    .ok_or_else(|| RouterError::Connect(io::Error::other("no packet socket")))?;
+                announcer.announce(index, *ip, *mac).map_err(in_ns(netns))?;
             }
         }
         Ok(())
