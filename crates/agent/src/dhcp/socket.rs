@@ -31,6 +31,7 @@
 use std::ffi::CString;
 use std::io;
 use std::mem;
+use std::mem::ManuallyDrop;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use tokio::io::Interest;
@@ -72,8 +73,24 @@ pub(super) enum Filter {
 /// A packet socket bound to one device, non-blocking, filtered.
 #[derive(Debug)]
 pub(super) struct PacketSocket {
-    fd: OwnedFd,
+    /// Closed on a blocking thread ([`PacketSocket`]'s `Drop`).
+    fd: ManuallyDrop<OwnedFd>,
     ifindex: u32,
+}
+
+/// The kernel closes a packet socket only after an RCU grace period
+/// (`packet_release` calls `synchronize_net`), 8–20 ms here: a port's
+/// socket is closed on a blocking thread, so that a port removed does not
+/// stall the runtime worker (and every task on it) that long.
+impl Drop for PacketSocket {
+    fn drop(&mut self) {
+        // SAFETY: `fd` is taken once, here, and never used again.
+        let fd = unsafe { ManuallyDrop::take(&mut self.fd) };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(move || drop(fd))),
+            Err(_) => drop(fd),
+        }
+    }
 }
 
 /// What one read returned.
@@ -171,7 +188,10 @@ impl PacketSocket {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
-        Ok(PacketSocket { fd, ifindex })
+        Ok(PacketSocket {
+            fd: ManuallyDrop::new(fd),
+            ifindex,
+        })
     }
 
     /// Register with the current tokio reactor.
