@@ -370,19 +370,15 @@ impl RouterReconciler {
             self.namespaces.remove(netns);
             return Ok(None);
         }
+        // One thread inside the namespace reads its sysctls and its tables.
         let name = netns.to_owned();
-        let forwarding = tokio::task::spawn_blocking(move || {
-            for (key, value) in ROUTER_SYSCTLS {
-                if netns::read_sysctl(&name, key)? != value {
-                    return Ok(false);
-                }
-            }
-            Ok(true)
+        let inside = tokio::task::spawn_blocking(move || {
+            netns::run_in(&name, || Ok((sysctls_set()?, table_fingerprints())))
         })
         .await
         .unwrap_or_else(|e| Err(io::Error::other(e)));
-        let forwarding = match forwarding {
-            Ok(f) => f,
+        let (forwarding, fingerprints) = match inside {
+            Ok(read) => read,
             // A file whose namespace is gone (a stale mount point).
             Err(_) => return Ok(None),
         };
@@ -473,20 +469,7 @@ impl RouterReconciler {
                 observed.neighbours.insert(neighbour);
             }
         }
-        let name = netns.to_owned();
-        let fingerprints = tokio::task::spawn_blocking(move || {
-            netns::run_in(&name, || {
-                let fingerprint = |name| -> io::Result<Option<String>> {
-                    let data = nft::netlink::table_user_data(&table::get_message(name))
-                        .map_err(io::Error::other)?;
-                    Ok(data.and_then(|data| table::fingerprint_of(&data)))
-                };
-                Ok((fingerprint(nat::TABLE)?, fingerprint(metering::TABLE)?))
-            })
-        })
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
-        .map_err(|source| RouterError::Namespace {
+        let fingerprints = fingerprints.map_err(|source| RouterError::Namespace {
             netns: netns.to_owned(),
             source,
         })?;
@@ -516,10 +499,12 @@ impl RouterReconciler {
             RouterOp::EnableForwarding { netns } => {
                 let name = netns.clone();
                 blocking(move || {
-                    for (key, value) in ROUTER_SYSCTLS {
-                        netns::sysctl(&name, key, value)?;
-                    }
-                    Ok(())
+                    netns::run_in(&name, || {
+                        for (key, value) in ROUTER_SYSCTLS {
+                            std::fs::write(std::path::Path::new("/proc/sys").join(key), value)?;
+                        }
+                        Ok(())
+                    })
                 })
                 .await
                 .map_err(in_ns(netns))?;
@@ -718,6 +703,28 @@ impl RouterReconciler {
         handle.link().set(msg).execute().await?;
         Ok(())
     }
+}
+
+/// Whether the calling thread's namespace has [`ROUTER_SYSCTLS`].
+fn sysctls_set() -> io::Result<bool> {
+    for (key, value) in ROUTER_SYSCTLS {
+        let path = std::path::Path::new("/proc/sys").join(key);
+        if std::fs::read_to_string(path)?.trim() != value {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The fingerprints of the NAT and metering tables of the calling
+/// thread's namespace (`None`: no such table, or one without vnet's).
+fn table_fingerprints() -> io::Result<(Option<String>, Option<String>)> {
+    let fingerprint = |name| -> io::Result<Option<String>> {
+        let data =
+            nft::netlink::table_user_data(&table::get_message(name)).map_err(io::Error::other)?;
+        Ok(data.and_then(|data| table::fingerprint_of(&data)))
+    };
+    Ok((fingerprint(nat::TABLE)?, fingerprint(metering::TABLE)?))
 }
 
 async fn blocking(f: impl FnOnce() -> io::Result<()> + Send + 'static) -> io::Result<()> {

@@ -98,23 +98,6 @@ pub fn run_in<T: Send>(name: &str, f: impl FnOnce() -> io::Result<T> + Send) -> 
     })
 }
 
-/// Writes a sysctl (`net/ipv4/ip_forward`) of the namespace `name`.
-pub fn sysctl(name: &str, key: &str, value: &str) -> io::Result<()> {
-    run_in(name, || {
-        std::fs::write(Path::new("/proc/sys").join(key), value)?;
-        Ok(())
-    })
-}
-
-/// Reads a sysctl of the namespace `name`.
-pub fn read_sysctl(name: &str, key: &str) -> io::Result<String> {
-    run_in(name, || {
-        Ok(std::fs::read_to_string(Path::new("/proc/sys").join(key))?
-            .trim()
-            .to_owned())
-    })
-}
-
 /// Whether `name` is a mounted namespace (not a stale file).
 fn is_namespace(name: &str) -> bool {
     nix::sys::statfs::statfs(&path(name))
