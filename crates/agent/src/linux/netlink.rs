@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use futures::stream::{self, StreamExt};
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE,
+    NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoPortData,
@@ -206,7 +206,7 @@ impl Netlink {
 
     /// Runs `ops` (in phase order, as [`super::plan`] returns them) and
     /// returns those that failed. `indexes` maps names to link indexes as
-    /// observed; it is refreshed after links are created.
+    /// observed; the links this creates are added to it.
     /// Also returns the indexes as they are afterwards.
     pub async fn execute(
         &self,
@@ -214,64 +214,102 @@ impl Netlink {
         mut indexes: HashMap<String, u32>,
     ) -> Result<(Vec<OpFailure>, HashMap<String, u32>), Error> {
         let mut failures = Vec::new();
-        let mut created = false;
         let mut rest = ops;
         while let Some(first) = rest.first() {
             let phase = first.phase();
             let len = rest.iter().take_while(|op| op.phase() == phase).count();
             let (batch, tail) = rest.split_at(len);
             rest = tail;
-            if phase > Phase::CreateLinks && created {
-                indexes = self.link_indexes().await?;
-                created = false;
-            }
-            created |= phase == Phase::CreateLinks;
-            let indexes = &indexes;
+            let current = &indexes;
             let results: Vec<_> = stream::iter(batch)
                 .map(|op| async move {
-                    let outcome = match request(op, indexes) {
+                    let outcome = match request(op, current) {
                         Ok(req) => self.send(req, op).await,
                         Err(e) => Err(e),
                     };
-                    outcome.err().map(|error| OpFailure {
-                        op: op.clone(),
-                        error,
-                    })
+                    (op, outcome)
                 })
                 .buffer_unordered(IN_FLIGHT)
                 .collect()
                 .await;
-            failures.extend(results.into_iter().flatten());
-        }
-        if created {
-            indexes = self.link_indexes().await?;
+            // A created link's index comes back in the kernel's echo of it
+            // (a kernel that honours NLM_F_ECHO on RTM_NEWLINK: 6.2 on); one
+            // not echoed is asked for by name. Never a dump of every link:
+            // on a host of many links it cost more than the creation itself.
+            let mut unechoed = Vec::new();
+            for (op, outcome) in results {
+                match outcome {
+                    Ok(Some(index)) => {
+                        indexes.insert(op.device().to_string(), index);
+                    }
+                    Ok(None) if phase == Phase::CreateLinks => {
+                        unechoed.push(op.device().to_string())
+                    }
+                    Ok(None) => {}
+                    Err(error) => failures.push(OpFailure {
+                        op: op.clone(),
+                        error,
+                    }),
+                }
+            }
+            if !unechoed.is_empty() {
+                for link in self.get_links(&unechoed).await? {
+                    if let Some(name) = link_name(&link) {
+                        indexes.insert(name, link.header.index);
+                    }
+                }
+            }
         }
         Ok((failures, indexes))
     }
 
-    async fn send(&self, req: NetlinkMessage<RouteNetlinkMessage>, op: &Op) -> Result<(), OpError> {
+    /// Sends one operation's request; returns the index the kernel echoed
+    /// for a link it created.
+    async fn send(
+        &self,
+        req: NetlinkMessage<RouteNetlinkMessage>,
+        op: &Op,
+    ) -> Result<Option<u32>, OpError> {
         let mut replies = self
             .handle
             .clone()
             .request(req)
             .map_err(|_| OpError::ConnectionClosed)?;
+        let mut echoed = None;
         while let Some(reply) = replies.next().await {
             match reply.payload {
                 NetlinkPayload::Error(e) => {
                     if let Some(code) = e.code {
                         let errno = -code.get();
                         if is_delete(op) && (errno == libc::ENOENT || errno == libc::ENODEV) {
-                            return Ok(()); // already gone
+                            return Ok(None); // already gone
                         }
                         return Err(OpError::Kernel(io::Error::from_raw_os_error(errno)));
                     }
+                }
+                NetlinkPayload::InnerMessage(msg) if is_create(op) => {
+                    echoed = echoed.or(echoed_index(op, &msg));
                 }
                 NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
                 other => return Err(OpError::Unexpected(format!("{other:?}"))),
             }
         }
-        Ok(())
+        Ok(echoed)
     }
+}
+
+/// The index of the link `op` created, if `msg` is the kernel's echo of it.
+fn echoed_index(op: &Op, msg: &RouteNetlinkMessage) -> Option<u32> {
+    match msg {
+        RouteNetlinkMessage::NewLink(link) if link_name(link).as_deref() == Some(op.device()) => {
+            Some(link.header.index)
+        }
+        _ => None,
+    }
+}
+
+fn is_create(op: &Op) -> bool {
+    matches!(op, Op::CreateBridge { .. } | Op::CreateVxlan { .. })
 }
 
 fn is_delete(op: &Op) -> bool {
@@ -285,7 +323,8 @@ fn is_delete(op: &Op) -> bool {
 }
 
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
-const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
+/// Echoed: the kernel sends the new link back, index and all.
+const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
 const UPSERT: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 
 /// The netlink request that performs `op`.
@@ -468,3 +507,7 @@ fn neighbour(ifindex: u32, ip: &IpAddr) -> NeighbourMessage {
         .push(NeighbourAttribute::Destination(NeighbourAddress::from(*ip)));
     n
 }
+
+#[cfg(test)]
+#[path = "netlink_tests.rs"]
+mod tests;
