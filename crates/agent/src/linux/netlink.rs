@@ -1,8 +1,8 @@
 //! The netlink side of the backend: one rtnetlink connection (bound to the
 //! network namespace of the thread that opened it) that dumps links, FDB and
-//! neighbours, and executes a plan. Operations of one phase are pipelined on
-//! the connection (many requests in flight, each acknowledged), so a plan of
-//! 20,000 entries costs one conversation, not 20,000 processes.
+//! neighbours, and executes a plan. A plan's operations are pipelined on the
+//! connection in its order (many requests in flight, each acknowledged), so a
+//! plan of 20,000 entries costs one conversation, not 20,000 processes.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,11 +28,15 @@ use model::MacAddr;
 use super::Error;
 use super::link::PortFlags;
 use super::observed::link_name;
-use super::plan::{Op, Phase};
+use super::plan::Op;
 
 /// Requests in flight at once: enough to keep the kernel busy, few enough
 /// that their acknowledgements never overflow the socket's receive buffer.
 const IN_FLIGHT: usize = 256;
+/// Creations in flight at once: the kernel's echo of a new link is some
+/// kilobytes, and the socket's receive buffer (212 KB by default) must hold
+/// every unread one.
+const CREATES_IN_FLIGHT: usize = 16;
 /// A dump the kernel marks interrupted (the table changed under it) is redone.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -213,38 +217,27 @@ impl Netlink {
         ops: &[Op],
         mut indexes: HashMap<String, u32>,
     ) -> Result<(Vec<OpFailure>, HashMap<String, u32>), Error> {
+        // The kernel applies a socket's requests one by one in the order
+        // they arrive, each before it reads the next: phases need no wait
+        // between them. Creations alone are a batch of their own: the
+        // requests after them wait for the indexes they return, and fewer
+        // are in flight.
+        let before = ops.iter().position(is_create).unwrap_or(ops.len());
+        let after = ops.iter().rposition(is_create).map_or(0, |last| last + 1);
+        let batches = [
+            (&ops[..before], IN_FLIGHT),
+            (&ops[before..after.max(before)], CREATES_IN_FLIGHT),
+            (&ops[after.max(before)..], IN_FLIGHT),
+        ];
         let mut failures = Vec::new();
-        let mut rest = ops;
-        while let Some(first) = rest.first() {
-            let phase = first.phase();
-            let len = rest.iter().take_while(|op| op.phase() == phase).count();
-            let (batch, tail) = rest.split_at(len);
-            rest = tail;
-            let current = &indexes;
-            let results: Vec<_> = stream::iter(batch)
-                .map(|op| async move {
-                    let outcome = match request(op, current) {
-                        Ok(req) => self.send(req, op).await,
-                        Err(e) => Err(e),
-                    };
-                    (op, outcome)
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .collect()
-                .await;
-            // A created link's index comes back in the kernel's echo of it
-            // (a kernel that honours NLM_F_ECHO on RTM_NEWLINK: 6.2 on); one
-            // not echoed is asked for by name. Never a dump of every link:
-            // on a host of many links it cost more than the creation itself.
+        for (batch, window) in batches {
             let mut unechoed = Vec::new();
-            for (op, outcome) in results {
+            for (op, outcome) in self.pipeline(batch, &indexes, window).await {
                 match outcome {
                     Ok(Some(index)) => {
                         indexes.insert(op.device().to_string(), index);
                     }
-                    Ok(None) if phase == Phase::CreateLinks => {
-                        unechoed.push(op.device().to_string())
-                    }
+                    Ok(None) if is_create(op) => unechoed.push(op.device().to_string()),
                     Ok(None) => {}
                     Err(error) => failures.push(OpFailure {
                         op: op.clone(),
@@ -252,6 +245,10 @@ impl Netlink {
                     }),
                 }
             }
+            // A created link's index comes back in the kernel's echo of it
+            // (a kernel that honours NLM_F_ECHO on RTM_NEWLINK: 6.2 on); one
+            // not echoed is asked for by name. Never a dump of every link:
+            // on a host of many links it cost more than the creation itself.
             if !unechoed.is_empty() {
                 for link in self.get_links(&unechoed).await? {
                     if let Some(name) = link_name(&link) {
@@ -263,39 +260,64 @@ impl Netlink {
         Ok((failures, indexes))
     }
 
-    /// Sends one operation's request; returns the index the kernel echoed
-    /// for a link it created.
-    async fn send(
+    /// Sends `batch`'s requests in its order (at most `window` unanswered)
+    /// and gathers each one's outcome.
+    async fn pipeline<'a>(
         &self,
-        req: NetlinkMessage<RouteNetlinkMessage>,
-        op: &Op,
-    ) -> Result<Option<u32>, OpError> {
-        let mut replies = self
-            .handle
-            .clone()
-            .request(req)
-            .map_err(|_| OpError::ConnectionClosed)?;
-        let mut echoed = None;
-        while let Some(reply) = replies.next().await {
-            match reply.payload {
-                NetlinkPayload::Error(e) => {
-                    if let Some(code) = e.code {
-                        let errno = -code.get();
-                        if is_delete(op) && (errno == libc::ENOENT || errno == libc::ENODEV) {
-                            return Ok(None); // already gone
-                        }
-                        return Err(OpError::Kernel(io::Error::from_raw_os_error(errno)));
-                    }
+        batch: &'a [Op],
+        indexes: &HashMap<String, u32>,
+        window: usize,
+    ) -> Vec<(&'a Op, Result<Option<u32>, OpError>)> {
+        stream::iter(batch)
+            .map(|op| {
+                // Queued here, as `buffered` takes each operation in turn,
+                // not when its future is first polled: the order is the plan's.
+                let replies = request(op, indexes).and_then(|req| {
+                    self.handle
+                        .clone()
+                        .request(req)
+                        .map_err(|_| OpError::ConnectionClosed)
+                });
+                async move {
+                    let outcome = match replies {
+                        Ok(replies) => outcome(replies, op).await,
+                        Err(e) => Err(e),
+                    };
+                    (op, outcome)
                 }
-                NetlinkPayload::InnerMessage(msg) if is_create(op) => {
-                    echoed = echoed.or(echoed_index(op, &msg));
-                }
-                NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
-                other => return Err(OpError::Unexpected(format!("{other:?}"))),
-            }
-        }
-        Ok(echoed)
+            })
+            .buffered(window)
+            .collect()
+            .await
     }
+}
+
+/// What the kernel answered to `op`'s request: the index it echoed for a link
+/// it created, if any.
+async fn outcome(
+    mut replies: impl futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Unpin,
+    op: &Op,
+) -> Result<Option<u32>, OpError> {
+    let mut echoed = None;
+    while let Some(reply) = replies.next().await {
+        match reply.payload {
+            NetlinkPayload::Error(e) => {
+                if let Some(code) = e.code {
+                    let errno = -code.get();
+                    if is_delete(op) && (errno == libc::ENOENT || errno == libc::ENODEV) {
+                        return Ok(None); // already gone
+                    }
+                    return Err(OpError::Kernel(io::Error::from_raw_os_error(errno)));
+                }
+            }
+            NetlinkPayload::InnerMessage(msg) if is_create(op) => {
+                echoed = echoed.or(echoed_index(op, &msg));
+            }
+            NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
+            other => return Err(OpError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(echoed)
 }
 
 /// The index of the link `op` created, if `msg` is the kernel's echo of it.
