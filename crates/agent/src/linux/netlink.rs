@@ -10,8 +10,8 @@ use std::net::IpAddr;
 
 use futures::stream::{self, StreamExt};
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_ECHO, NLM_F_EXCL, NLM_F_REPLACE,
-    NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_DUMP_INTR, NLM_F_EXCL, NLM_F_REPLACE, NLM_F_REQUEST,
+    NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::link::{
     AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoBridge, InfoBridgePort, InfoPortData,
@@ -33,7 +33,7 @@ use super::plan::Op;
 /// Requests in flight at once: enough to keep the kernel busy, few enough
 /// that their acknowledgements never overflow the socket's receive buffer.
 const IN_FLIGHT: usize = 256;
-/// Creations in flight at once: the kernel's echo of a new link is some
+/// Creations in flight at once: each is answered with its new link, some
 /// kilobytes, and the socket's receive buffer (212 KB by default) must hold
 /// every unread one.
 const CREATES_IN_FLIGHT: usize = 16;
@@ -101,16 +101,10 @@ impl Netlink {
     pub async fn get_links(&self, names: &[String]) -> Result<Vec<LinkMessage>, Error> {
         let replies: Vec<Result<Option<LinkMessage>, Error>> = stream::iter(names)
             .map(|name| async move {
-                let mut req = LinkMessage::default();
-                req.attributes.push(LinkAttribute::IfName(name.clone()));
-                req.attributes
-                    .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-                let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(req));
-                msg.header.flags = NLM_F_REQUEST;
                 let mut replies = self
                     .handle
                     .clone()
-                    .request(msg)
+                    .request(get_link(name))
                     .map_err(|_| Error::ConnectionClosed)?;
                 let mut found = None;
                 while let Some(reply) = replies.next().await {
@@ -231,13 +225,11 @@ impl Netlink {
         ];
         let mut failures = Vec::new();
         for (batch, window) in batches {
-            let mut unechoed = Vec::new();
             for (op, outcome) in self.pipeline(batch, &indexes, window).await {
                 match outcome {
                     Ok(Some(index)) => {
                         indexes.insert(op.device().to_string(), index);
                     }
-                    Ok(None) if is_create(op) => unechoed.push(op.device().to_string()),
                     Ok(None) => {}
                     Err(error) => failures.push(OpFailure {
                         op: op.clone(),
@@ -245,23 +237,13 @@ impl Netlink {
                     }),
                 }
             }
-            // A created link's index comes back in the kernel's echo of it
-            // (a kernel that honours NLM_F_ECHO on RTM_NEWLINK: 6.2 on); one
-            // not echoed is asked for by name. Never a dump of every link:
-            // on a host of many links it cost more than the creation itself.
-            if !unechoed.is_empty() {
-                for link in self.get_links(&unechoed).await? {
-                    if let Some(name) = link_name(&link) {
-                        indexes.insert(name, link.header.index);
-                    }
-                }
-            }
         }
         Ok((failures, indexes))
     }
 
-    /// Sends `batch`'s requests in its order (at most `window` unanswered)
-    /// and gathers each one's outcome.
+    /// Sends `batch`'s requests in its order (at most `window` operations
+    /// unanswered) and gathers each one's outcome: for a creation, the new
+    /// link's index.
     async fn pipeline<'a>(
         &self,
         batch: &'a [Op],
@@ -272,16 +254,29 @@ impl Netlink {
             .map(|op| {
                 // Queued here, as `buffered` takes each operation in turn,
                 // not when its future is first polled: the order is the plan's.
-                let replies = request(op, indexes).and_then(|req| {
+                let queue = |req| {
                     self.handle
                         .clone()
                         .request(req)
                         .map_err(|_| OpError::ConnectionClosed)
-                });
+                };
+                let replies = request(op, indexes).and_then(queue);
+                // What a creation made is asked for by name right behind it,
+                // answered in the same pass: never a dump of every link (on a
+                // host of many links that cost more than the creation), and
+                // not the creation's echo (the kernel echoes a new bridge but
+                // not a new VXLAN device, whose driver announces it itself).
+                let lookup = is_create(op).then(|| queue(get_link(op.device())));
                 async move {
                     let outcome = match replies {
                         Ok(replies) => outcome(replies, op).await,
                         Err(e) => Err(e),
+                    };
+                    let outcome = match (outcome, lookup) {
+                        (Ok(()), Some(Ok(replies))) => Ok(index_of(replies, op.device()).await),
+                        (Ok(()), Some(Err(e))) => Err(e),
+                        (Ok(()), None) => Ok(None),
+                        (Err(e), _) => Err(e),
                     };
                     (op, outcome)
                 }
@@ -292,42 +287,63 @@ impl Netlink {
     }
 }
 
-/// What the kernel answered to `op`'s request: the index it echoed for a link
-/// it created, if any.
+/// What the kernel answered to `op`'s request.
 async fn outcome(
     mut replies: impl futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Unpin,
     op: &Op,
-) -> Result<Option<u32>, OpError> {
-    let mut echoed = None;
+) -> Result<(), OpError> {
     while let Some(reply) = replies.next().await {
         match reply.payload {
             NetlinkPayload::Error(e) => {
                 if let Some(code) = e.code {
                     let errno = -code.get();
                     if is_delete(op) && (errno == libc::ENOENT || errno == libc::ENODEV) {
-                        return Ok(None); // already gone
+                        return Ok(()); // already gone
                     }
                     return Err(OpError::Kernel(io::Error::from_raw_os_error(errno)));
                 }
-            }
-            NetlinkPayload::InnerMessage(msg) if is_create(op) => {
-                echoed = echoed.or(echoed_index(op, &msg));
             }
             NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
             other => return Err(OpError::Unexpected(format!("{other:?}"))),
         }
     }
-    Ok(echoed)
+    Ok(())
 }
 
-/// The index of the link `op` created, if `msg` is the kernel's echo of it.
-fn echoed_index(op: &Op, msg: &RouteNetlinkMessage) -> Option<u32> {
+/// The index of the link named `name` in the answer to [`get_link`] (none if
+/// there is no such link).
+async fn index_of(
+    mut replies: impl futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Unpin,
+    name: &str,
+) -> Option<u32> {
+    let mut index = None;
+    while let Some(reply) = replies.next().await {
+        if let NetlinkPayload::InnerMessage(msg) = reply.payload {
+            index = index.or(link_index(&msg, name));
+        }
+    }
+    index
+}
+
+/// `msg`'s link index if it is the link named `name`.
+fn link_index(msg: &RouteNetlinkMessage, name: &str) -> Option<u32> {
     match msg {
-        RouteNetlinkMessage::NewLink(link) if link_name(link).as_deref() == Some(op.device()) => {
+        RouteNetlinkMessage::NewLink(link) if link_name(link).as_deref() == Some(name) => {
             Some(link.header.index)
         }
         _ => None,
     }
+}
+
+/// `ip link show NAME`, counters left out.
+fn get_link(name: &str) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut req = LinkMessage::default();
+    req.attributes.push(LinkAttribute::IfName(name.to_string()));
+    req.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(req));
+    msg.header.flags = NLM_F_REQUEST;
+    msg
 }
 
 fn is_create(op: &Op) -> bool {
@@ -345,8 +361,7 @@ fn is_delete(op: &Op) -> bool {
 }
 
 const CHANGE: u16 = NLM_F_REQUEST | NLM_F_ACK;
-/// Echoed: the kernel sends the new link back, index and all.
-const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ECHO;
+const CREATE: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
 const UPSERT: u16 = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE;
 
 /// The netlink request that performs `op`.

@@ -1,6 +1,7 @@
-//! Wire-format tests, no root: the requests that create links, byte for
-//! byte (the same attributes `ip -echo link add` sends), and a created
-//! link's index read from the kernel's echo of it.
+//! Wire-format tests, no root: the requests that create links and the one
+//! that asks for a created link by name, byte for byte (the attributes
+//! `ip link add` and `ip link show` send), and a link's index read from the
+//! kernel's answer.
 
 #![allow(clippy::unwrap_used)]
 
@@ -41,9 +42,9 @@ fn vxlan() -> Op {
 }
 
 #[test]
-fn a_bridge_is_created_by_one_echoed_request() {
+fn a_bridge_is_created_by_one_request() {
     let want = unhex(
-        "64000000 1000 0d06 00000000 00000000 \
+        "64000000 1000 0506 00000000 00000000 \
          00000000 00000000 00000000 00000000 \
          0a000300 766e6272 31000000 \
          08000400 aa050000 \
@@ -51,16 +52,16 @@ fn a_bridge_is_created_by_one_echoed_request() {
          24001200 0b000100 62726964 67650000 \
          14000200 05002400 01000000 05002500 01000000",
     );
-    // nlmsghdr: 100 bytes, RTM_NEWLINK, REQUEST|ACK|ECHO|EXCL|CREATE; then
+    // nlmsghdr: 100 bytes, RTM_NEWLINK, REQUEST|ACK|EXCL|CREATE; then
     // ifinfomsg, IFLA_IFNAME, IFLA_MTU 1450, IFLA_ADDRESS, IFLA_LINKINFO
     // (kind bridge; data nf_call_iptables 1, nf_call_ip6tables 1).
     assert_eq!(bytes(&request(&bridge(), &HashMap::new()).unwrap()), want);
 }
 
 #[test]
-fn a_vxlan_device_is_created_by_one_echoed_request() {
+fn a_vxlan_device_is_created_by_one_request() {
     let want = unhex(
-        "68000000 1000 0d06 00000000 00000000 \
+        "68000000 1000 0506 00000000 00000000 \
          00000000 00000000 00000000 00000000 \
          0a000300 766e7678 31000000 \
          08000400 aa050000 \
@@ -73,23 +74,36 @@ fn a_vxlan_device_is_created_by_one_echoed_request() {
     assert_eq!(bytes(&request(&vxlan(), &HashMap::new()).unwrap()), want);
 }
 
-/// The head of the kernel's echo of `ip link add vnbr1 … type bridge`
-/// (index 7): nlmsghdr, ifinfomsg (ARPHRD_ETHER, BROADCAST|MULTICAST,
-/// change ~0), IFLA_IFNAME, IFLA_TXQLEN 1000, IFLA_MTU 1450.
-const ECHO_VNBR1: &str = "3c000000 1000 0000 2a000000 7b000000 \
+#[test]
+fn a_created_link_is_asked_for_by_name() {
+    let want = unhex(
+        "34000000 1200 0100 00000000 00000000 \
+         00000000 00000000 00000000 00000000 \
+         0a000300 766e7678 31000000 \
+         08001d00 08000000",
+    );
+    // nlmsghdr: 52 bytes, RTM_GETLINK, REQUEST (no dump); ifinfomsg (index
+    // 0: by name), IFLA_IFNAME, IFLA_EXT_MASK RTEXT_FILTER_SKIP_STATS.
+    assert_eq!(bytes(&get_link("vnvx1")), want);
+}
+
+/// The head of the kernel's answer to `ip link show vnbr1` (index 7):
+/// nlmsghdr, ifinfomsg (ARPHRD_ETHER, BROADCAST|MULTICAST, change ~0),
+/// IFLA_IFNAME, IFLA_TXQLEN 1000, IFLA_MTU 1450.
+const LINK_VNBR1: &str = "3c000000 1000 0000 2a000000 7b000000 \
      00000100 07000000 02100000 ffffffff \
      0a000300 766e6272 31000000 \
      08000d00 e8030000 \
      08000400 aa050000";
 
 #[test]
-fn a_created_links_index_is_read_from_the_kernels_echo() {
-    let raw = unhex(ECHO_VNBR1);
+fn a_created_links_index_is_read_from_the_kernels_answer() {
+    let raw = unhex(LINK_VNBR1);
     let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&raw).unwrap();
     let NetlinkPayload::InnerMessage(inner) = msg.payload else {
         panic!("not a link message: {msg:?}");
     };
-    assert_eq!(echoed_index(&bridge(), &inner), Some(7));
-    // Another link's message is no echo of this creation.
-    assert_eq!(echoed_index(&vxlan(), &inner), None);
+    assert_eq!(link_index(&inner, bridge().device()), Some(7));
+    // Another link's message names no index for this one.
+    assert_eq!(link_index(&inner, vxlan().device()), None);
 }
