@@ -264,8 +264,8 @@ impl Netlink {
                 // What a creation made is asked for by name right behind it,
                 // answered in the same pass: never a dump of every link (on a
                 // host of many links that cost more than the creation), and
-                // not the creation's echo (the kernel echoes a new bridge but
-                // not a new VXLAN device, whose driver announces it itself).
+                // not the creation's echo (NLM_F_ECHO: Linux 6.18 echoes a new
+                // bridge but not a new VXLAN device).
                 let lookup = is_create(op).then(|| queue(get_link(op.device())));
                 async move {
                     let outcome = match replies {
