@@ -1,8 +1,8 @@
 //! The netlink side of the backend: one rtnetlink connection (bound to the
 //! network namespace of the thread that opened it) that dumps links, FDB and
-//! neighbours, and executes a plan. Operations of one phase are pipelined on
-//! the connection (many requests in flight, each acknowledged), so a plan of
-//! 20,000 entries costs one conversation, not 20,000 processes.
+//! neighbours, and executes a plan. A plan's operations are pipelined on the
+//! connection in its order (many requests in flight, each acknowledged), so a
+//! plan of 20,000 entries costs one conversation, not 20,000 processes.
 
 use std::collections::HashMap;
 use std::io;
@@ -28,11 +28,15 @@ use model::MacAddr;
 use super::Error;
 use super::link::PortFlags;
 use super::observed::link_name;
-use super::plan::{Op, Phase};
+use super::plan::Op;
 
 /// Requests in flight at once: enough to keep the kernel busy, few enough
 /// that their acknowledgements never overflow the socket's receive buffer.
 const IN_FLIGHT: usize = 256;
+/// Creations in flight at once: each is answered with its new link, some
+/// kilobytes, and the socket's receive buffer (212 KB by default) must hold
+/// every unread one.
+const CREATES_IN_FLIGHT: usize = 16;
 /// A dump the kernel marks interrupted (the table changed under it) is redone.
 const DUMP_ATTEMPTS: usize = 5;
 
@@ -97,16 +101,10 @@ impl Netlink {
     pub async fn get_links(&self, names: &[String]) -> Result<Vec<LinkMessage>, Error> {
         let replies: Vec<Result<Option<LinkMessage>, Error>> = stream::iter(names)
             .map(|name| async move {
-                let mut req = LinkMessage::default();
-                req.attributes.push(LinkAttribute::IfName(name.clone()));
-                req.attributes
-                    .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
-                let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(req));
-                msg.header.flags = NLM_F_REQUEST;
                 let mut replies = self
                     .handle
                     .clone()
-                    .request(msg)
+                    .request(get_link(name))
                     .map_err(|_| Error::ConnectionClosed)?;
                 let mut found = None;
                 while let Some(reply) = replies.next().await {
@@ -206,72 +204,150 @@ impl Netlink {
 
     /// Runs `ops` (in phase order, as [`super::plan`] returns them) and
     /// returns those that failed. `indexes` maps names to link indexes as
-    /// observed; it is refreshed after links are created.
+    /// observed; the links this creates are added to it.
     /// Also returns the indexes as they are afterwards.
     pub async fn execute(
         &self,
         ops: &[Op],
         mut indexes: HashMap<String, u32>,
     ) -> Result<(Vec<OpFailure>, HashMap<String, u32>), Error> {
+        // The kernel applies a socket's requests one by one in the order
+        // they arrive, each before it reads the next: phases need no wait
+        // between them. Creations alone are a batch of their own: the
+        // requests after them wait for the indexes they return, and fewer
+        // are in flight.
+        let before = ops.iter().position(is_create).unwrap_or(ops.len());
+        let after = ops.iter().rposition(is_create).map_or(0, |last| last + 1);
+        let batches = [
+            (&ops[..before], IN_FLIGHT),
+            (&ops[before..after.max(before)], CREATES_IN_FLIGHT),
+            (&ops[after.max(before)..], IN_FLIGHT),
+        ];
         let mut failures = Vec::new();
-        let mut created = false;
-        let mut rest = ops;
-        while let Some(first) = rest.first() {
-            let phase = first.phase();
-            let len = rest.iter().take_while(|op| op.phase() == phase).count();
-            let (batch, tail) = rest.split_at(len);
-            rest = tail;
-            if phase > Phase::CreateLinks && created {
-                indexes = self.link_indexes().await?;
-                created = false;
-            }
-            created |= phase == Phase::CreateLinks;
-            let indexes = &indexes;
-            let results: Vec<_> = stream::iter(batch)
-                .map(|op| async move {
-                    let outcome = match request(op, indexes) {
-                        Ok(req) => self.send(req, op).await,
-                        Err(e) => Err(e),
-                    };
-                    outcome.err().map(|error| OpFailure {
+        for (batch, window) in batches {
+            for (op, outcome) in self.pipeline(batch, &indexes, window).await {
+                match outcome {
+                    Ok(Some(index)) => {
+                        indexes.insert(op.device().to_string(), index);
+                    }
+                    Ok(None) => {}
+                    Err(error) => failures.push(OpFailure {
                         op: op.clone(),
                         error,
-                    })
-                })
-                .buffer_unordered(IN_FLIGHT)
-                .collect()
-                .await;
-            failures.extend(results.into_iter().flatten());
-        }
-        if created {
-            indexes = self.link_indexes().await?;
+                    }),
+                }
+            }
         }
         Ok((failures, indexes))
     }
 
-    async fn send(&self, req: NetlinkMessage<RouteNetlinkMessage>, op: &Op) -> Result<(), OpError> {
-        let mut replies = self
-            .handle
-            .clone()
-            .request(req)
-            .map_err(|_| OpError::ConnectionClosed)?;
-        while let Some(reply) = replies.next().await {
-            match reply.payload {
-                NetlinkPayload::Error(e) => {
-                    if let Some(code) = e.code {
-                        let errno = -code.get();
-                        if is_delete(op) && (errno == libc::ENOENT || errno == libc::ENODEV) {
-                            return Ok(()); // already gone
-                        }
-                        return Err(OpError::Kernel(io::Error::from_raw_os_error(errno)));
-                    }
+    /// Sends `batch`'s requests in its order (at most `window` operations
+    /// unanswered) and gathers each one's outcome: for a creation, the new
+    /// link's index.
+    async fn pipeline<'a>(
+        &self,
+        batch: &'a [Op],
+        indexes: &HashMap<String, u32>,
+        window: usize,
+    ) -> Vec<(&'a Op, Result<Option<u32>, OpError>)> {
+        stream::iter(batch)
+            .map(|op| {
+                // Queued here, as `buffered` takes each operation in turn,
+                // not when its future is first polled: the order is the plan's.
+                let queue = |req| {
+                    self.handle
+                        .clone()
+                        .request(req)
+                        .map_err(|_| OpError::ConnectionClosed)
+                };
+                let replies = request(op, indexes).and_then(queue);
+                // What a creation made is asked for by name right behind it,
+                // answered in the same pass: never a dump of every link (on a
+                // host of many links that cost more than the creation), and
+                // not the creation's echo (NLM_F_ECHO: Linux 6.18 echoes a new
+                // bridge but not a new VXLAN device).
+                let lookup = is_create(op).then(|| queue(get_link(op.device())));
+                async move {
+                    let outcome = match replies {
+                        Ok(replies) => outcome(replies, op).await,
+                        Err(e) => Err(e),
+                    };
+                    let outcome = match (outcome, lookup) {
+                        (Ok(()), Some(Ok(replies))) => Ok(index_of(replies, op.device()).await),
+                        (Ok(()), Some(Err(e))) => Err(e),
+                        (Ok(()), None) => Ok(None),
+                        (Err(e), _) => Err(e),
+                    };
+                    (op, outcome)
                 }
-                NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
-                other => return Err(OpError::Unexpected(format!("{other:?}"))),
-            }
-        }
-        Ok(())
+            })
+            .buffered(window)
+            .collect()
+            .await
     }
+}
+
+/// What the kernel answered to `op`'s request.
+async fn outcome(
+    mut replies: impl futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Unpin,
+    op: &Op,
+) -> Result<(), OpError> {
+    while let Some(reply) = replies.next().await {
+        match reply.payload {
+            NetlinkPayload::Error(e) => {
+                if let Some(code) = e.code {
+                    let errno = -code.get();
+                    if is_delete(op) && (errno == libc::ENOENT || errno == libc::ENODEV) {
+                        return Ok(()); // already gone
+                    }
+                    return Err(OpError::Kernel(io::Error::from_raw_os_error(errno)));
+                }
+            }
+            NetlinkPayload::Done(_) | NetlinkPayload::Noop => {}
+            other => return Err(OpError::Unexpected(format!("{other:?}"))),
+        }
+    }
+    Ok(())
+}
+
+/// The index of the link named `name` in the answer to [`get_link`] (none if
+/// there is no such link).
+async fn index_of(
+    mut replies: impl futures::Stream<Item = NetlinkMessage<RouteNetlinkMessage>> + Unpin,
+    name: &str,
+) -> Option<u32> {
+    let mut index = None;
+    while let Some(reply) = replies.next().await {
+        if let NetlinkPayload::InnerMessage(msg) = reply.payload {
+            index = index.or(link_index(&msg, name));
+        }
+    }
+    index
+}
+
+/// `msg`'s link index if it is the link named `name`.
+fn link_index(msg: &RouteNetlinkMessage, name: &str) -> Option<u32> {
+    match msg {
+        RouteNetlinkMessage::NewLink(link) if link_name(link).as_deref() == Some(name) => {
+            Some(link.header.index)
+        }
+        _ => None,
+    }
+}
+
+/// `ip link show NAME`, counters left out.
+fn get_link(name: &str) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut req = LinkMessage::default();
+    req.attributes.push(LinkAttribute::IfName(name.to_string()));
+    req.attributes
+        .push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    let mut msg = NetlinkMessage::from(RouteNetlinkMessage::GetLink(req));
+    msg.header.flags = NLM_F_REQUEST;
+    msg
+}
+
+fn is_create(op: &Op) -> bool {
+    matches!(op, Op::CreateBridge { .. } | Op::CreateVxlan { .. })
 }
 
 fn is_delete(op: &Op) -> bool {
@@ -468,3 +544,7 @@ fn neighbour(ifindex: u32, ip: &IpAddr) -> NeighbourMessage {
         .push(NeighbourAttribute::Destination(NeighbourAddress::from(*ip)));
     n
 }
+
+#[cfg(test)]
+#[path = "netlink_tests.rs"]
+mod tests;

@@ -82,8 +82,9 @@ pub enum Op {
     },
 }
 
-/// Operations run phase by phase; within a phase they are independent of each
-/// other and may be in flight together.
+/// Operations run in phase order: one may need what an earlier phase did (the
+/// executor keeps the order on the wire); within a phase they are independent
+/// of each other.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Phase {
     RemoveEntries,
