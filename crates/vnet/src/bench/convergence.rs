@@ -97,7 +97,9 @@ pub fn run_bench(ports: usize, host_ports: usize) -> Result<Figures, BoxError> {
         let state = lab::up(&name, 2, api, None, &vnet.to_string_lossy())?;
         measure(&state, ports, host_ports)
     })();
-    let mut extra_namespaces: Vec<String> = (0..=ports)
+    // The peer cv0, the network's first port and the `ports` after it
+    // (cv1 ..= cv<ports + 1>), and a router interface's VM for each of them.
+    let mut extra_namespaces: Vec<String> = (0..=ports + 1)
         .flat_map(|i| [format!("{name}-cv{i}"), format!("{name}-cr{i}")])
         .chain([format!("{name}-{SENTINEL}")])
         .collect();
