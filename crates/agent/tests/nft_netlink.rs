@@ -21,7 +21,6 @@ use compiler::protocol::{
 };
 use ipnet::IpNet;
 use linux_common::*;
-use serde_json::Value;
 use testworld::Netns;
 
 /// Two secured ports; "web" admits TCP 80 from the members of "client"
@@ -81,23 +80,6 @@ fn state(members: &[&str], ag: &[&str]) -> HostState {
     s.remote_groups.insert("client".into(), nets(members));
     s.address_groups.insert("ag".into(), nets(ag));
     s
-}
-
-/// `nft -j list ruleset` without handles (they count differently).
-fn ruleset(ns: &Netns) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(o) => {
-                o.remove("handle");
-                o.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut v = json(ns, "nft", &["-j", "list", "ruleset"]);
-    strip(&mut v);
-    v
 }
 
 #[test]

@@ -18,25 +18,7 @@ use compiler::protocol::{
     FloatingIpSpec, MeteringLabelSpec, MeteringRuleSpec, PortForwardingSpec, RuleDirection,
 };
 use linux_common::*;
-use serde_json::Value;
 use testworld::Netns;
-
-/// `nft -j list ruleset` without handles (they count differently).
-fn ruleset(ns: &Netns) -> Value {
-    fn strip(v: &mut Value) {
-        match v {
-            Value::Object(o) => {
-                o.remove("handle");
-                o.values_mut().for_each(strip);
-            }
-            Value::Array(a) => a.iter_mut().for_each(strip),
-            _ => {}
-        }
-    }
-    let mut v = json(ns, "nft", &["-j", "list", "ruleset"]);
-    strip(&mut v);
-    v
-}
 
 fn floating(address: &str, fixed: Option<&str>, forwardings: &[(u8, u16, u16)]) -> FloatingIpSpec {
     FloatingIpSpec {

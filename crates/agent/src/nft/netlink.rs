@@ -488,12 +488,9 @@ fn describe(m: &NetlinkMessage<NetfilterMessage>) -> String {
     }
 }
 
-/// Sends `messages` as one batch (one transaction) on a netlink socket of
-/// the calling thread's network namespace and waits for every answer.
-pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), BatchError> {
-    if messages.is_empty() {
-        return Ok(());
-    }
+/// A bound nf_tables socket of the calling thread's network namespace,
+/// whose reads give up after [`ANSWER_TIMEOUT`].
+fn socket() -> Result<Socket, BatchError> {
     let mut socket = Socket::new(NETLINK_NETFILTER).map_err(BatchError::Socket)?;
     socket.bind_auto().map_err(BatchError::Socket)?;
     nix::sys::socket::setsockopt(
@@ -502,6 +499,16 @@ pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), B
         &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0),
     )
     .map_err(|e| BatchError::Socket(e.into()))?;
+    Ok(socket)
+}
+
+/// Sends `messages` as one batch (one transaction) on a netlink socket of
+/// the calling thread's network namespace and waits for every answer.
+pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), BatchError> {
+    if messages.is_empty() {
+        return Ok(());
+    }
+    let socket = socket()?;
     // Sequence numbers: the batch begin is 1, message i is i + 2.
     let bytes = batch_bytes(messages, 1);
     // The whole batch is one datagram (one transaction): room for it, past
@@ -574,14 +581,7 @@ pub fn send_batch(messages: &[NetlinkMessage<NetfilterMessage>]) -> Result<(), B
 pub fn table_user_data(
     request: &NetlinkMessage<NetfilterMessage>,
 ) -> Result<Option<Vec<u8>>, BatchError> {
-    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(BatchError::Socket)?;
-    socket.bind_auto().map_err(BatchError::Socket)?;
-    nix::sys::socket::setsockopt(
-        &socket,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as _, 0),
-    )
-    .map_err(|e| BatchError::Socket(e.into()))?;
+    let socket = socket()?;
     let mut request = request.clone();
     request.header.flags |= NLM_F_ACK;
     request.header.sequence_number = 1;

@@ -98,6 +98,23 @@ pub fn reconcile_each(
     })
 }
 
+/// `nft -j list ruleset` without handles (they count differently).
+pub fn ruleset(ns: &Netns) -> Value {
+    fn strip(v: &mut Value) {
+        match v {
+            Value::Object(o) => {
+                o.remove("handle");
+                o.values_mut().for_each(strip);
+            }
+            Value::Array(a) => a.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut v = json(ns, "nft", &["-j", "list", "ruleset"]);
+    strip(&mut v);
+    v
+}
+
 pub fn json(ns: &Netns, program: &str, args: &[&str]) -> Value {
     let out = ns.exec(program, args).unwrap();
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{program} {args:?}: {e}: {out}"))
