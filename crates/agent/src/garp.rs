@@ -12,9 +12,8 @@
 
 use std::ffi::CString;
 use std::io;
-use std::mem;
 use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 
 use model::MacAddr;
 
@@ -61,30 +60,7 @@ impl Announcer {
     /// Sends the gratuitous ARP for `ip` at `mac` out of the device with
     /// index `ifindex` of the socket's namespace.
     pub fn announce(&self, ifindex: u32, ip: Ipv4Addr, mac: MacAddr) -> io::Result<()> {
-        let frame = frame(mac, ip);
-        // SAFETY: all-zero is a valid `sockaddr_ll`.
-        let mut addr: libc::sockaddr_ll = unsafe { mem::zeroed() };
-        addr.sll_family = libc::AF_PACKET as libc::c_ushort;
-        addr.sll_protocol = 0x0806u16.to_be();
-        addr.sll_ifindex = libc::c_int::try_from(ifindex).map_err(io::Error::other)?;
-        addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&[0xff; 6]);
-        // SAFETY: `frame` is live for the call; `addr` is a valid
-        // `sockaddr_ll` and the length is its size.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const addr).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        crate::dhcp::send_frame(&self.fd, ifindex, &frame(mac, ip))
     }
 }
 

@@ -44,6 +44,8 @@ pub mod served;
 pub mod server;
 mod socket;
 
+pub(crate) use socket::send_frame;
+
 pub use ipv6_server::{Ipv6Server, Ipv6Service};
 pub use served::{Edits, ServeHints, Served};
 pub use server::{DhcpServer, PortStatus};

@@ -234,27 +234,33 @@ impl PacketSocket {
 
     /// Write one whole Ethernet frame out of the device.
     pub(super) fn send(&self, frame: &[u8]) -> io::Result<()> {
-        let ethertype = frame.get(12..14).map_or(libc::ETH_P_IP, |t| {
-            libc::c_int::from(u16::from_be_bytes([t[0], t[1]]))
-        });
-        let addr = sockaddr(self.ifindex, ethertype);
-        // SAFETY: `frame` is valid for `frame.len()` bytes; `addr` is a valid
-        // `sockaddr_ll` and the length is its size.
-        let n = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                frame.as_ptr().cast(),
-                frame.len(),
-                0,
-                (&raw const addr).cast(),
-                mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-            )
-        };
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        send_frame(&*self.fd, self.ifindex, frame)
     }
+}
+
+/// Writes one whole Ethernet frame out of the device `ifindex` on a packet
+/// socket of that device's namespace.
+pub(crate) fn send_frame(socket: &impl AsRawFd, ifindex: u32, frame: &[u8]) -> io::Result<()> {
+    let ethertype = frame.get(12..14).map_or(libc::ETH_P_IP, |t| {
+        libc::c_int::from(u16::from_be_bytes([t[0], t[1]]))
+    });
+    let addr = sockaddr(ifindex, ethertype);
+    // SAFETY: `frame` is valid for `frame.len()` bytes; `addr` is a valid
+    // `sockaddr_ll` and the length is its size.
+    let n = unsafe {
+        libc::sendto(
+            socket.as_raw_fd(),
+            frame.as_ptr().cast(),
+            frame.len(),
+            0,
+            (&raw const addr).cast(),
+            mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl AsRawFd for PacketSocket {

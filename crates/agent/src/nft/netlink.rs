@@ -235,13 +235,23 @@ fn is_interval_end(e: &ListAttribute<SetElementAttribute>) -> bool {
     matches!(e, ListAttribute::Element(attrs) if attrs.iter().any(|a| matches!(a, SetElementAttribute::Flags(f) if f.contains(SetElementFlags::IntervalEnd))))
 }
 
-fn nft_message(
+/// An nf_tables request about a table of vnet's host tables' `family`.
+pub(crate) fn nft_message(
     family: Family,
     message: NfTablesMessage,
     flags: u16,
 ) -> NetlinkMessage<NetfilterMessage> {
+    request(proto_family(family), message, flags)
+}
+
+/// An nf_tables request about a table of protocol family `proto`.
+pub(crate) fn request(
+    proto: NetfilterProtoFamily,
+    message: NfTablesMessage,
+    flags: u16,
+) -> NetlinkMessage<NetfilterMessage> {
     let mut m = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(proto_family(family), 0, 0),
+        NetfilterHeader::new(proto, 0, 0),
         message,
     ));
     m.header.flags = NLM_F_REQUEST | flags;

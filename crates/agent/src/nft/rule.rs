@@ -10,14 +10,15 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
 use netlink_packet_core::{DefaultNla, NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage};
+use netlink_packet_netfilter::NetfilterMessage;
 use netlink_packet_netfilter::nftables::{
     Bitwise, Cmp, DataAttribute, ExpressionAttribute, Expressions, Immediate, ListAttribute,
     Lookup, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute,
     RuleMessage, SetAttribute, SetDescription, SetElementAttribute, SetElementList,
     SetElementMessage, SetFlags, SetMessage, Verdict as NlVerdict, VerdictAttribute,
 };
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
+use super::netlink::nft_message;
 use super::ruleset::{Family, TABLE};
 
 /// Connection states a rule matches (`ct state …`).
@@ -397,23 +398,10 @@ impl AnonSet {
             ],
         });
         [
-            message(family, set, NLM_F_CREATE),
-            message(family, elements, NLM_F_CREATE),
+            nft_message(family, set, NLM_F_CREATE),
+            nft_message(family, elements, NLM_F_CREATE),
         ]
     }
-}
-
-fn message(family: Family, inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
-    let proto = match family {
-        Family::Bridge => NetfilterProtoFamily::Bridge,
-        Family::Inet => NetfilterProtoFamily::Inet,
-    };
-    let mut m = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(proto, 0, 0),
-        inner,
-    ));
-    m.header.flags = netlink_packet_core::NLM_F_REQUEST | flags;
-    m
 }
 
 impl Rule {
@@ -740,7 +728,7 @@ pub fn add_rule_messages(
 ) -> Result<Vec<NetlinkMessage<NetfilterMessage>>, Unencodable> {
     let (sets, expressions) = rule.encode(family, last_set_id)?;
     let mut out: Vec<_> = sets.iter().flat_map(|s| s.messages(family)).collect();
-    out.push(message(
+    out.push(nft_message(
         family,
         NfTablesMessage::NewRule(RuleMessage {
             attributes: vec![

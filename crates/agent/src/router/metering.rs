@@ -176,7 +176,7 @@ table ip vnet_metering {
         let body = &expected[expected.find("\tcounter").unwrap()..expected.len() - 2];
         assert_eq!(
             set.fingerprint,
-            format!("{:016x}", super::super::table::fnv1a(body.as_bytes()))
+            format!("{:016x}", crate::nft::ruleset::fnv1a(body.as_bytes()))
         );
         assert_eq!(ruleset("qg-x", &BTreeMap::new()), None);
     }

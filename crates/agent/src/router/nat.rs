@@ -175,7 +175,7 @@ table ip vnet {
         let chains = &expected[expected.find("\tchain").unwrap()..expected.len() - 2];
         assert_eq!(
             nat.fingerprint,
-            format!("{:016x}", super::super::table::fnv1a(chains.as_bytes()))
+            format!("{:016x}", crate::nft::ruleset::fnv1a(chains.as_bytes()))
         );
         // Another translation, another fingerprint.
         let other = ruleset("qg-gw", &[(&one_to_one, address(10))], None).unwrap();

@@ -17,19 +17,19 @@ use netlink_packet_netfilter::nftables::{
     InetHookNumber, ListAttribute, MetaKey, NfTablesMessage, Operator, Register, RuleAttribute,
     RuleMessage, TableAttribute, TableMessage, Verdict as NlVerdict, VerdictAttribute,
 };
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 
+use crate::nft::netlink::{IFNAMSIZ, request};
 use crate::nft::rule::{
-    PAYLOAD_NETWORK, PAYLOAD_TRANSPORT, bitwise, cmp, comment_userdata, expr, meta_load,
-    payload_load,
+    PAYLOAD_NETWORK, PAYLOAD_TRANSPORT, Unencodable, bitwise, cmp, comment_userdata, expr,
+    meta_load, payload_load,
 };
+use crate::nft::ruleset::fnv1a;
 
 /// What a table's comment says before its fingerprint.
 const COMMENT_PREFIX: &str = "vnet ";
 /// libnftnl's `NFTNL_UDATA_TABLE_COMMENT`.
 const UDATA_TABLE_COMMENT: u8 = 0;
-/// `IFNAMSIZ`: nft compares an interface name as this many bytes.
-const IFNAMSIZ: usize = 16;
 /// `NF_ACCEPT`: a base chain's policy.
 const NF_ACCEPT: u32 = 1;
 /// `NFT_MSG_NEWOBJ`, `NFT_OBJECT_COUNTER` and the attributes of an object
@@ -128,11 +128,6 @@ pub enum Action {
     /// `counter name "NAME" return`.
     CountAndReturn(String),
 }
-
-/// Why a rule cannot be a message: a name no interface can have.
-#[derive(Debug, thiserror::Error)]
-#[error("no nf_tables encoding for `{0}`")]
-pub struct Unencodable(String);
 
 impl Table {
     /// The table with these counters and chains, fingerprinted.
@@ -254,22 +249,18 @@ impl Table {
 
 /// `delete table ip NAME`.
 pub fn delete_message(name: &str) -> NetlinkMessage<NetfilterMessage> {
-    message(
-        NfTablesMessage::DeleteTable(TableMessage {
-            attributes: vec![TableAttribute::Name(name.to_owned())],
-        }),
-        0,
-    )
+    message(NfTablesMessage::DeleteTable(named(name)), 0)
 }
 
 /// `list table ip NAME`, answered by the table (or `ENOENT`).
 pub fn get_message(name: &str) -> NetlinkMessage<NetfilterMessage> {
-    message(
-        NfTablesMessage::GetTable(TableMessage {
-            attributes: vec![TableAttribute::Name(name.to_owned())],
-        }),
-        0,
-    )
+    message(NfTablesMessage::GetTable(named(name)), 0)
+}
+
+fn named(name: &str) -> TableMessage {
+    TableMessage {
+        attributes: vec![TableAttribute::Name(name.to_owned())],
+    }
 }
 
 /// The fingerprint a table's user data (its comment) carries.
@@ -287,12 +278,7 @@ pub fn fingerprint_of(user_data: &[u8]) -> Option<String> {
 }
 
 fn message(inner: NfTablesMessage, flags: u16) -> NetlinkMessage<NetfilterMessage> {
-    let mut m = NetlinkMessage::from(NetfilterMessage::new(
-        NetfilterHeader::new(NetfilterProtoFamily::IPv4, 0, 0),
-        inner,
-    ));
-    m.header.flags = netlink_packet_core::NLM_F_REQUEST | flags;
-    m
+    request(NetfilterProtoFamily::IPv4, inner, flags)
 }
 
 fn c_string(s: &str) -> Vec<u8> {
@@ -503,12 +489,6 @@ fn nat(dnat: bool, to: Ipv4Addr, port: Option<u16>) -> Vec<ListAttribute<Express
 /// Offset of the source (or destination) address in the IPv4 header.
 fn offset(source: bool) -> u32 {
     if source { 12 } else { 16 }
-}
-
-pub(super) fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
 }
 
 #[cfg(test)]
